@@ -1,0 +1,449 @@
+"""The configuration file: one TOML file, validated completely before anything starts.
+
+Every error names the file, the key path (`line[1].hook_pin`), the line in the file where we
+can find it, what was expected and what was found. Defaults are chosen so that a minimal
+file is a few lines; pins default to the pin map in `hw/pinmap.toml`.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import tomllib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from linerec.call.consent import ConsentMode
+from linerec.codec import Codec
+from linerec.errors import ConfigError, WavError
+from linerec.hardware.audio import DEVICE_RATES, AudioSettings
+from linerec.resources import data_path
+from linerec.wav import read_wav
+
+DEFAULT_PATH = Path("/etc/linerec/linerec.toml")
+DEFAULT_STORE = Path("/var/lib/linerec/ring")
+BACKENDS = ("gpio", "sim")
+BCM_PINS = range(0, 28)
+_DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_LINE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
+
+
+def default_pinmap() -> Path:
+    """The pin map: installed with the package; in a source checkout, hw/pinmap.toml."""
+    installed = data_path("pinmap.toml")
+    if installed.is_file():
+        return installed
+    return Path(__file__).resolve().parents[2] / "hw" / "pinmap.toml"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LinePins:
+    hook: int
+    hook_active_low: bool
+    ring: int
+    ring_active_low: bool
+    led: int
+    button: int | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LineConfig:
+    index: int
+    name: str
+    label: str
+    consent: ConsentMode
+    notice: Path
+    notice_gain_db: float
+    beep_hz: float
+    beep_level_dbfs: float
+    audio: AudioSettings
+    pins: LinePins
+    hook_debounce: float
+    flash_min: float
+    flash_max: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HardwareConfig:
+    backend: str
+    pinmap: Path
+    status_led: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoreConfig:
+    dir: Path
+    codec: Codec
+    delay: float  # seconds of audio held back before the store
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SimConfig:
+    calls: tuple[Path, ...]
+    speed: float  # 1.0 = real time; 0 = as fast as possible
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Config:
+    path: Path
+    device_id: str
+    hardware: HardwareConfig
+    store: StoreConfig
+    sim: SimConfig
+    lines: tuple[LineConfig, ...] = field(default_factory=tuple)
+
+    def line(self, name: str) -> LineConfig | None:
+        return next((line for line in self.lines if line.name == name), None)
+
+
+T = TypeVar("T")
+
+
+class _Table:
+    """One TOML table being read: takes keys with types and defaults, then refuses leftovers."""
+
+    def __init__(self, data: dict[str, Any], key: str, source: _Source) -> None:
+        self._data = data
+        self._key = key
+        self._source = source
+        self._taken: set[str] = set()
+
+    def path_of(self, name: str) -> str:
+        return f"{self._key}.{name}" if self._key else name
+
+    def error(self, name: str, message: str) -> ConfigError:
+        return self._source.error(self.path_of(name), message)
+
+    def take(self, name: str, kind: type[T] | tuple[type, ...], default: T) -> T:
+        self._taken.add(name)
+        if name not in self._data:
+            return default
+        value = self._data[name]
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        ok = isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds)
+        if not ok:
+            expected = " or ".join(_TYPE_NAMES.get(k, k.__name__) for k in kinds)
+            raise self.error(name, f"must be {expected} (got {value!r}, a {_toml_type(value)})")
+        return value  # type: ignore[no-any-return]
+
+    def choice(self, name: str, choices: tuple[str, ...], default: str) -> str:
+        value = self.take(name, str, default)
+        if value not in choices:
+            listed = ", ".join(repr(c) for c in choices)
+            raise self.error(name, f"must be one of {listed} (got {value!r})")
+        return value
+
+    def number(self, name: str, default: float, low: float, high: float) -> float:
+        value = float(self.take(name, (int, float), default))
+        if not low <= value <= high:
+            raise self.error(name, f"must be between {low:g} and {high:g} (got {value:g})")
+        return value
+
+    def path(self, name: str, default: Path) -> Path:
+        value = self.take(name, str, str(default))
+        if not value:
+            raise self.error(name, "must be a path (got an empty string)")
+        return self._source.resolve(value)
+
+    def table(self, name: str) -> _Table:
+        value = self.take(name, dict, {})
+        return _Table(value, self.path_of(name), self._source)
+
+    def done(self) -> None:
+        unknown = sorted(set(self._data) - self._taken)
+        if unknown:
+            known = ", ".join(sorted(self._taken))
+            raise self.error(unknown[0], f"unknown key (known keys here: {known})")
+
+
+_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
+               dict: "a table", list: "an array"}
+
+
+def _toml_type(value: object) -> str:
+    return {bool: "boolean", int: "integer", float: "float", str: "string", dict: "table",
+            list: "array"}.get(type(value), type(value).__name__)
+
+
+class _Source:
+    """The file being read, for error positions and relative paths."""
+
+    def __init__(self, path: Path, text: str | None) -> None:
+        self.path = path
+        self.text = text
+
+    def resolve(self, value: str) -> Path:
+        candidate = Path(value).expanduser()
+        if candidate.is_absolute() or self.text is None:
+            return candidate
+        return (self.path.parent / candidate).resolve()
+
+    def error(self, key: str, message: str) -> ConfigError:
+        return ConfigError(self.path, key, message, self.line_of(key))
+
+    def line_of(self, key: str) -> int | None:
+        """Find the line of `section[i].name` in the file text (tomllib gives no positions)."""
+        if self.text is None:
+            return None
+        match = re.fullmatch(r"(?:(\w+)(?:\[(\d+)\])?\.)?(\w+)", key)
+        if not match:
+            return None
+        section, index, name = match.group(1), match.group(2), match.group(3)
+        want_index = int(index) if index is not None else None
+        current: str | None = None
+        counts: dict[str, int] = {}
+        assign = re.compile(rf"^\s*{re.escape(name)}\s*=")
+        header = re.compile(r"^\s*(\[\[?)\s*([\w.]+)\s*\]\]?")
+        for number, line in enumerate(self.text.splitlines(), start=1):
+            head = header.match(line)
+            if head:
+                current = head.group(2)
+                if head.group(1) == "[[":
+                    counts[current] = counts.get(current, -1) + 1
+                continue
+            if current == section and assign.match(line):
+                if want_index is None or counts.get(section, 0) == want_index:
+                    return number
+            if section is None and current is None and assign.match(line):
+                return number
+        if section is not None and want_index is not None:  # the table itself
+            seen = -1
+            for number, line in enumerate(self.text.splitlines(), start=1):
+                head = header.match(line)
+                if head and head.group(2) == section and head.group(1) == "[[":
+                    seen += 1
+                    if seen == want_index:
+                        return number
+        return None
+
+
+def load_config(path: Path | str) -> Config:
+    """Read and validate a configuration file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise ConfigError(path, "", "no such file") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(path, "", f"cannot read: {exc}") from exc
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        line = _toml_error_line(str(exc))
+        raise ConfigError(path, "", f"not valid TOML: {exc}", line) from exc
+    return parse_config(data, path, text)
+
+
+def _toml_error_line(message: str) -> int | None:
+    match = re.search(r"line (\d+)", message)
+    return int(match.group(1)) if match else None
+
+
+def parse_config(data: dict[str, Any], path: Path | str, text: str | None = None) -> Config:
+    """Validate an already-parsed configuration (`text` gives error line numbers)."""
+    source = _Source(Path(path), text)
+    top = _Table(data, "", source)
+
+    device = top.table("device")
+    device_id = device.take("id", str, _default_device_id())
+    if not _DEVICE_ID.match(device_id):
+        raise device.error("id", f"must be 1-64 letters, digits, '.', '_' or '-' (got {device_id!r})")
+    device.done()
+
+    hardware = top.table("hardware")
+    backend = hardware.choice("backend", BACKENDS, "gpio")
+    pinmap_path = hardware.path("pinmap", default_pinmap())
+    pinmap = load_pinmap(pinmap_path)
+    status_led = hardware.take("status_led_pin", int, pinmap.status_led)
+    hardware.done()
+    hardware_config = HardwareConfig(backend=backend, pinmap=pinmap_path, status_led=status_led)
+
+    store = top.table("store")
+    store_config = StoreConfig(
+        dir=store.path("dir", DEFAULT_STORE),
+        codec=Codec(store.choice("codec", tuple(c.value for c in Codec), Codec.ULAW.value)),
+        delay=store.number("delay_ms", 200, 0, 2000) / 1000,
+    )
+    store.done()
+
+    sim = top.table("sim")
+    calls = sim.take("calls", list, [])
+    for i, call in enumerate(calls):
+        if not isinstance(call, str):
+            raise sim.error(f"calls[{i}]", f"must be a path string (got {call!r})")
+    sim_config = SimConfig(
+        calls=tuple(source.resolve(c) for c in calls), speed=sim.number("speed", 1.0, 0, 1000)
+    )
+    sim.done()
+
+    raw_lines = top.take("line", list, [{}])
+    if not raw_lines:
+        raise top.error("line", "needs at least one [[line]]")
+    lines = tuple(
+        _parse_line(i, entry, source, pinmap) for i, entry in enumerate(raw_lines)
+    )
+    top.done()
+    config = Config(
+        path=Path(path), device_id=device_id, hardware=hardware_config, store=store_config,
+        sim=sim_config, lines=lines,
+    )
+    _check_unique(config, source)
+    return config
+
+
+def _default_device_id() -> str:
+    name = socket.gethostname().split(".")[0]
+    return name if _DEVICE_ID.match(name) else "linerec"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PinMap:
+    status_led: int
+    lines: tuple[LinePins, ...]
+
+
+def load_pinmap(path: Path) -> PinMap:
+    try:
+        text = path.read_text(encoding="utf-8")
+        data = tomllib.loads(text)
+    except OSError as exc:
+        raise ConfigError(path, "", f"cannot read the pin map: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(path, "", f"pin map is not valid TOML: {exc}", _toml_error_line(str(exc))) from exc
+    source = _Source(path, text)
+    top = _Table(data, "", source)
+    top.take("version", int, 1)
+    board = top.table("board")
+    status_led = _pin(board, "status_led", None)
+    board.done()
+    lines = []
+    for i, entry in enumerate(top.take("line", list, [])):
+        table = _Table(entry, f"line[{i}]", source)
+        lines.append(
+            LinePins(
+                hook=_pin(table, "hook_sense", None),
+                hook_active_low=table.take("hook_active_low", bool, True),
+                ring=_pin(table, "ring_sense", None),
+                ring_active_low=table.take("ring_active_low", bool, True),
+                led=_pin(table, "recording_led", None),
+                button=table.take("button", int, None),  # type: ignore[arg-type]
+            )
+        )
+        table.done()
+    top.done()
+    return PinMap(status_led=status_led, lines=tuple(lines))
+
+
+def _pin(table: _Table, name: str, default: int | None) -> int:
+    value = table.take(name, int, default)
+    if value is None:
+        raise table.error(name, "is required (a BCM GPIO number)")
+    if value not in BCM_PINS:
+        raise table.error(name, f"must be a BCM GPIO number 0-27 (got {value})")
+    return value
+
+
+def _parse_line(index: int, entry: object, source: _Source, pinmap: PinMap) -> LineConfig:
+    key = f"line[{index}]"
+    if not isinstance(entry, dict):
+        raise source.error(key, f"must be a table (got {entry!r})")
+    table = _Table(entry, key, source)
+    name = table.take("name", str, f"line{index + 1}")
+    if not _LINE_NAME.match(name):
+        raise table.error("name", f"must be 1-32 letters, digits, '_' or '-' (got {name!r})")
+    mapped = pinmap.lines[index] if index < len(pinmap.lines) else None
+
+    def pin(config_key: str, mapped_value: Callable[[LinePins], int | None]) -> int:
+        value = _pin(table, config_key, mapped_value(mapped) if mapped else None)
+        return value
+
+    pins = LinePins(
+        hook=pin("hook_pin", lambda m: m.hook),
+        hook_active_low=table.take("hook_active_low", bool, mapped.hook_active_low if mapped else True),
+        ring=pin("ring_pin", lambda m: m.ring),
+        ring_active_low=table.take("ring_active_low", bool, mapped.ring_active_low if mapped else True),
+        led=pin("led_pin", lambda m: m.led),
+        button=table.take("button_pin", int, mapped.button if mapped else None),  # type: ignore[arg-type]
+    )
+    if pins.button is not None and pins.button not in BCM_PINS:
+        raise table.error("button_pin", f"must be a BCM GPIO number 0-27 (got {pins.button})")
+
+    consent = ConsentMode(table.choice("consent", tuple(m.value for m in ConsentMode), "notice"))
+    notice = table.path("notice", data_path("notice-en.wav"))
+    try:
+        read_wav(notice)
+    except WavError as exc:
+        raise table.error("notice", f"is not a readable WAV file: {exc}") from exc
+
+    rate = int(table.take("rate", int, 8000))
+    if rate not in DEVICE_RATES:
+        rates = ", ".join(map(str, DEVICE_RATES))
+        raise table.error("rate", f"must be one of {rates} Hz (got {rate})")
+    channels = int(table.number("channels", 1, 1, 2))
+    channel = int(table.number("channel", 0, 0, 1))
+    if channel >= channels:
+        raise table.error("channel", f"must be below channels = {channels} (got {channel})")
+    capture = table.take("capture_device", str, "default")
+    audio = AudioSettings(
+        capture_device=capture,
+        playback_device=table.take("playback_device", str, capture),
+        rate=rate,
+        channels=channels,
+        channel=channel,
+        where=key,
+    )
+    debounce = table.number("hook_debounce_ms", 30, 5, 500) / 1000
+    flash_min = table.number("flash_min_ms", 100, 20, 2000) / 1000
+    flash_max = table.number("flash_max_ms", 1000, 100, 5000) / 1000
+    if not debounce < flash_min < flash_max:
+        raise table.error(
+            "flash_max_ms",
+            f"need hook_debounce_ms < flash_min_ms < flash_max_ms "
+            f"(got {debounce * 1000:g} < {flash_min * 1000:g} < {flash_max * 1000:g})",
+        )
+    line = LineConfig(
+        index=index,
+        name=name,
+        label=table.take("label", str, ""),
+        consent=consent,
+        notice=notice,
+        notice_gain_db=table.number("notice_gain_db", 0, -40, 20),
+        beep_hz=table.number("beep_hz", 1400, 300, 3400),
+        beep_level_dbfs=table.number("beep_level_dbfs", -12, -40, 0),
+        audio=audio,
+        pins=pins,
+        hook_debounce=debounce,
+        flash_min=flash_min,
+        flash_max=flash_max,
+    )
+    table.done()
+    return line
+
+
+def _pins_in_use(config: Config) -> Iterator[tuple[str, int]]:
+    yield "hardware.status_led_pin", config.hardware.status_led
+    for line in config.lines:
+        key = f"line[{line.index}]"
+        yield f"{key}.hook_pin", line.pins.hook
+        yield f"{key}.ring_pin", line.pins.ring
+        yield f"{key}.led_pin", line.pins.led
+        if line.pins.button is not None:
+            yield f"{key}.button_pin", line.pins.button
+
+
+def _check_unique(config: Config, source: _Source) -> None:
+    holders: dict[int, str] = {}
+    for key, pin in _pins_in_use(config):
+        if pin in holders:
+            raise source.error(key, f"pin {pin} is already used by {holders[pin]}")
+        holders[pin] = key
+    names: dict[str, int] = {}
+    for line in config.lines:
+        if line.name in names:
+            raise source.error(
+                f"line[{line.index}].name",
+                f"{line.name!r} is already the name of line[{names[line.name]}]",
+            )
+        names[line.name] = line.index

@@ -1,0 +1,43 @@
+"""Events the daemon itself reports (the call flow's own are in `linerec.call.events`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from linerec.call.events import CallEvent
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RecordingSealed(CallEvent):
+    """A recording is complete and durable on the card."""
+
+    name: ClassVar[str] = "recording_sealed"
+    id: str
+    path: str
+    duration: float
+    ended_by: str  # "hang-up", "shutdown", "power-loss"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AudioGap(CallEvent):
+    """The capture lost audio (an overrun); a recording in progress marks the gap."""
+
+    name: ClassVar[str] = "audio_gap"
+    seconds: float
+    in_recording: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Fault(CallEvent):
+    """Something is wrong that a person must look at; `line` is "" for the whole box."""
+
+    name: ClassVar[str] = "fault"
+    kind: str  # "audio", "store", "config"
+    message: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FaultCleared(CallEvent):
+    name: ClassVar[str] = "fault_cleared"
+    kind: str

@@ -1,0 +1,276 @@
+"""One line's work, frame by frame: sense -> analysis -> call flow -> line output -> delay -> store.
+
+`LinePipeline` is driven by the daemon's main loop with pin edges and captured frames, in the
+order they happened, and returns for each frame the frame to play to the line (silence, the
+notice, or the warning tone). It owns no thread and no device.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime
+
+import numpy as np
+
+from linerec.call.consent import BeepSchedule
+from linerec.call.events import (
+    CallEvent,
+    HungUp,
+    NoticeAbandoned,
+    NoticeDone,
+    NoticeStarted,
+    RecordingStarted,
+)
+from linerec.call.machine import CallMachine, State
+from linerec.codec import Samples
+from linerec.config import LineConfig
+from linerec.daemon.delay import DelayLine, Keep, Slot
+from linerec.daemon.events import AudioGap, Fault, RecordingSealed
+from linerec.dsp.level import LevelMeter
+from linerec.tones import Oscillator
+from linerec.hardware.audio import FRAME_SAMPLES, RATE, Frame
+from linerec.hardware.leds import Led, Show
+from linerec.hardware.sense import (
+    HookBreak,
+    HookFlash,
+    HookGlitch,
+    HookSense,
+    LineEvent,
+    OnHook,
+    RingSense,
+)
+from linerec.store.base import RecordingInfo, RecordingWriter, Store
+
+log = logging.getLogger(__name__)
+
+Emit = Callable[[CallEvent], None]
+
+
+class LinePipeline:
+    def __init__(
+        self,
+        *,
+        line: LineConfig,
+        device_id: str,
+        store: Store,
+        notice: Samples,
+        delay: float,
+        led: Led,
+        emit: Emit,
+        wall: Callable[[float], datetime],
+        clock_synchronized: Callable[[], bool],
+        initial_off_hook: bool,
+    ) -> None:
+        self.config = line
+        self.name = line.name
+        self._device_id = device_id
+        self._store = store
+        self._notice = notice
+        self._led = led
+        self._emit = emit
+        self._wall = wall
+        self._clock_synchronized = clock_synchronized
+        self.hook = HookSense(
+            initial_off_hook=initial_off_hook,
+            debounce=line.hook_debounce,
+            flash_min=line.flash_min,
+            flash_max=line.flash_max,
+        )
+        self.ring = RingSense()
+        self.machine = CallMachine(line=line.name, consent=line.consent)
+        self.meter = LevelMeter()
+        self.delay = DelayLine(delay)
+        self._beeps = BeepSchedule(rate=RATE)
+        self._oscillator = Oscillator(line.beep_hz, line.beep_level_dbfs)
+        self._notice_at: int | None = None  # next notice sample to play
+        self._beep_at: int | None = None  # samples since the warning tone schedule began
+        self._head: list[Samples] = []  # notice as played, until the conversation is kept
+        self._writer: RecordingWriter | None = None
+        self._store_broken = False  # a store error ended this call's recording
+        self._silence = np.zeros(FRAME_SAMPLES, dtype=np.int16)
+        self.last_t = 0.0
+        self.frames = 0
+        self.lost_samples = 0
+
+    # -- inputs ----------------------------------------------------------------------------
+
+    def hook_edge(self, level: bool, t: float) -> None:
+        off_hook = level != self.config.pins.hook_active_low
+        self._on_line_events(self.hook.feed_edge(off_hook, t))
+
+    def ring_edge(self, level: bool, t: float) -> None:
+        active = level != self.config.pins.ring_active_low
+        self._on_line_events(self.ring.feed_edge(active, t))
+
+    def frame(self, frame: Frame) -> Samples:
+        """Process one captured frame; returns the frame to play to the line."""
+        end = frame.t + len(frame.samples) / RATE
+        self.last_t = end
+        self.frames += 1
+        self._on_line_events(self.hook.advance(end))
+        self._on_line_events(self.ring.advance(end))
+        self._on_call_events(self.machine.tick(end))
+        self.meter.feed(frame.samples)
+        if frame.lost:
+            self.lost_samples += frame.lost
+            self._emit(
+                AudioGap(
+                    t=frame.t, line=self.name, seconds=frame.lost / RATE,
+                    in_recording=self.machine.state is State.RECORDING,
+                )
+            )
+
+        out, notice_done = self._line_output()
+        state = self.machine.state
+        if state is State.NOTICE:
+            slot = Slot(t=frame.t, samples=out, keep=Keep.NOTICE, lost=frame.lost)
+        elif state is State.RECORDING:
+            slot = Slot(t=frame.t, samples=frame.samples, keep=Keep.RECORD, lost=frame.lost)
+        else:
+            slot = Slot(t=frame.t, samples=frame.samples, keep=Keep.DROP, lost=frame.lost)
+        self._keep(self.delay.push(slot))
+        if notice_done:
+            self._on_call_events(self.machine.feed(NoticeDone(t=end)))
+        self._led.set(_LED_FOR_STATE[self.machine.state], end)
+        return out
+
+    def shutdown(self) -> None:
+        """Keep what is still in the delay line and seal the recording in progress."""
+        self._keep(self.delay.drain())
+        self._seal("shutdown", self.last_t)
+        self._led.off()
+
+    # -- what the line hears ---------------------------------------------------------------
+
+    def _line_output(self) -> tuple[Samples, bool]:
+        notice_done = False
+        if self._notice_at is not None:
+            chunk = self._notice[self._notice_at : self._notice_at + FRAME_SAMPLES]
+            self._notice_at += FRAME_SAMPLES
+            if self._notice_at >= len(self._notice):
+                self._notice_at = None
+                notice_done = True
+            if len(chunk) < FRAME_SAMPLES:
+                chunk = np.concatenate((chunk, self._silence[: FRAME_SAMPLES - len(chunk)]))
+            return chunk, notice_done
+        if self._beep_at is not None:
+            span = self._beeps.mask(self._beep_at, FRAME_SAMPLES)
+            self._beep_at += FRAME_SAMPLES
+            if span is not None:
+                out = np.zeros(FRAME_SAMPLES, dtype=np.float64)
+                a, b = span
+                out[a:b] = self._oscillator.take(b - a)
+                return np.rint(out).astype(np.int16), False
+            self._oscillator.reset()  # each beep starts at zero phase: no click
+        return self._silence, notice_done
+
+    # -- events ----------------------------------------------------------------------------
+
+    def _on_line_events(self, events: list[LineEvent]) -> None:
+        for event in events:
+            if isinstance(event, HookBreak):
+                self.delay.hold(event.t)
+            elif isinstance(event, HookFlash | HookGlitch):
+                self.delay.release()
+            elif isinstance(event, OnHook):
+                self.delay.release(drop_from=event.t)
+            self._on_call_events(self.machine.feed(event))
+
+    def _on_call_events(self, events: list[CallEvent]) -> None:
+        for event in events:
+            self._emit(event)
+            if isinstance(event, NoticeStarted):
+                self._notice_at = 0
+            elif isinstance(event, RecordingStarted):
+                # one-party and beep: keep the frames since off hook still in the delay line
+                self.delay.retag(since=event.t, only=Keep.DROP, keep=Keep.RECORD)
+                if event.beep:
+                    self._beep_at = 0
+                    self._oscillator.reset()
+            elif isinstance(event, NoticeAbandoned):
+                self._notice_at = None
+                self.delay.retag(since=float("-inf"), only=Keep.NOTICE, keep=Keep.DROP)
+                self._head.clear()
+            elif isinstance(event, HungUp):
+                self._notice_at = None
+                self._beep_at = None
+                self._keep(self.delay.drain())
+                self._seal("hang-up", event.t)
+                self._store_broken = False  # the next call tries the store afresh
+
+    # -- the store -------------------------------------------------------------------------
+
+    def _keep(self, slots: list[Slot]) -> None:
+        for slot in slots:
+            if slot.keep is Keep.NOTICE:
+                self._head.append(slot.samples)
+            elif slot.keep is Keep.RECORD and not self._store_broken:
+                try:
+                    self._record(slot)
+                except OSError as exc:
+                    self._store_failed(exc, slot.t)
+
+    def _record(self, slot: Slot) -> None:
+        if self._writer is None:
+            head = sum(len(chunk) for chunk in self._head) / RATE
+            self._writer = self._store.begin(self._recording_info(slot.t - head))
+            for chunk in self._head:
+                self._writer.write(chunk)
+            if self._head:
+                self._writer.mark("notice played; conversation follows")
+            self._head.clear()
+        if slot.lost:
+            self._writer.mark_gap(slot.lost, "capture overrun: audio lost")
+        self._writer.write(slot.samples)
+
+    def _recording_info(self, t: float) -> RecordingInfo:
+        direction = self.machine.direction
+        return RecordingInfo(
+            device_id=self._device_id,
+            line=self.name,
+            label=self.config.label,
+            direction=direction.value if direction else "unknown",
+            consent=self.config.consent.value,
+            started_at=self._wall(t),
+            clock_synchronized=self._clock_synchronized(),
+        )
+
+    def _seal(self, ended_by: str, t: float) -> None:
+        self._head.clear()
+        writer, self._writer = self._writer, None
+        if writer is None:
+            return
+        try:
+            sealed = writer.seal(ended_by=ended_by)
+        except OSError as exc:
+            self._store_failed(exc, t)
+            return
+        self._emit(
+            RecordingSealed(
+                t=t, line=self.name, id=sealed.id, path=str(sealed.path),
+                duration=round(sealed.duration, 3), ended_by=ended_by,
+            )
+        )
+
+    def _store_failed(self, exc: OSError, t: float) -> None:
+        # Never retry into silent loss: the recording in progress ends here, loudly, and
+        # what it had written stays (sealed if the store still can, else for recovery).
+        log.error("line %s: store error, recording ends here: %s", self.name, exc, exc_info=exc)
+        self._emit(Fault(t=t, line=self.name, kind="store", message=str(exc)))
+        self._store_broken = True
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            try:
+                writer.seal(ended_by="store-error")
+            except OSError:
+                log.exception("line %s: could not seal the recording; recovery will", self.name)
+
+
+_LED_FOR_STATE = {
+    State.IDLE: Show.OFF,
+    State.RINGING: Show.OFF,
+    State.NOTICE: Show.NOTICE,
+    State.RECORDING: Show.RECORDING,
+}
+

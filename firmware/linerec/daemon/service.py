@@ -1,0 +1,298 @@
+"""The daemon: threads, the main loop, the watchdog and an orderly stop.
+
+Threads: one capture thread per line reads 20 ms periods into one bounded queue and does
+nothing else. Pin edges go into the same queue (from the GPIO library's thread on a Pi; from
+the capture thread, just before the frame they fall in, on the simulated line). The main loop
+takes items in order and runs each line's pipeline, writes the line output, drives the LEDs,
+and pings the systemd watchdog only while every capture thread is alive.
+
+On stop (SIGTERM) the capture threads are told to stop, what they already captured is run
+through, and each line seals its recording in progress.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from linerec.call.events import CallEvent
+from linerec.codec import Samples
+from linerec.config import Config, LineConfig
+from linerec.daemon.events import Fault, FaultCleared
+from linerec.daemon.line import LinePipeline
+from linerec.daemon.notify import Notifier
+from linerec.errors import HardwareError
+from linerec.hardware.audio import RATE, AudioCapture, AudioPlayback, Frame
+from linerec.hardware.backend import Backend
+from linerec.hardware.leds import Led, Show
+from linerec.hardware.resample import Resampler, to_int16
+from linerec.store.base import Store
+from linerec.wav import read_wav
+
+log = logging.getLogger(__name__)
+
+QUEUE_FRAMES = 50  # per line: one second of audio between capture and the main loop
+CAPTURE_STALL = 0.5  # seconds without a period before a capture thread counts as stuck
+TIMESYNC_FLAG = Path("/run/systemd/timesync/synchronized")
+
+
+def clock_synchronized() -> bool:
+    """Whether systemd-timesyncd has set the clock since boot (a Pi has no RTC)."""
+    return TIMESYNC_FLAG.exists()
+
+
+def load_notice(line: LineConfig) -> Samples:
+    """The line's notice as 8 kHz int16, with the configured gain."""
+    wav = read_wav(line.notice)
+    samples = wav.mono.astype("float64")
+    if wav.rate != RATE:
+        samples = Resampler(wav.rate, RATE).process(samples)
+    return to_int16(samples * 10 ** (line.notice_gain_db / 20))
+
+
+@dataclass(frozen=True, slots=True)
+class _Edge:
+    line: int
+    signal: str  # "hook" or "ring"
+    level: bool
+    t: float
+
+
+@dataclass(frozen=True, slots=True)
+class _Captured:
+    line: int
+    frame: Frame
+
+
+@dataclass(frozen=True, slots=True)
+class _CaptureFailed:
+    line: int
+    error: BaseException
+
+
+class Daemon:
+    def __init__(
+        self,
+        config: Config,
+        backend: Backend,
+        store: Store,
+        *,
+        emit: Callable[[CallEvent], None],
+        notifier: Notifier | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self.backend = backend
+        self.store = store
+        self._emit_to = emit
+        self.notifier = notifier or Notifier({})
+        self._monotonic = monotonic
+        self._queue: queue.Queue[_Edge | _Captured | _CaptureFailed] = queue.Queue(
+            maxsize=QUEUE_FRAMES * len(config.lines)
+        )
+        self._stopping = threading.Event()
+        self.pipelines: list[LinePipeline] = []
+        self._captures: list[AudioCapture] = []
+        self._playbacks: list[AudioPlayback] = []
+        self._threads: list[threading.Thread] = []
+        self._heartbeats: list[float] = []
+        self._status_led: Led | None = None
+        self._faults: dict[str, str] = {}  # kind -> message, for the status LED
+        self._last_ping = float("-inf")
+        self._wall_start = datetime.now(UTC)
+        self.clock_start = 0.0  # the backend clock at start: event times count from here
+
+    # -- life cycle ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Claim pins, open devices, start the capture threads."""
+        backend = self.backend
+        self.clock_start = backend.clock()
+        self._wall_start = datetime.now(UTC)
+        self._status_led = Led(backend.pins.output(self.config.hardware.status_led, name="status LED"))
+        for index, line in enumerate(self.config.lines):
+            pins = line.pins
+            hook = backend.pins.input(pins.hook, name=f"line[{index}] hook sense")
+            ring = backend.pins.input(pins.ring, name=f"line[{index}] ring sense")
+            led = Led(backend.pins.output(pins.led, name=f"line[{index}] recording LED"))
+            pipeline = LinePipeline(
+                line=line,
+                device_id=self.config.device_id,
+                store=self.store,
+                notice=load_notice(line),
+                delay=self.config.store.delay,
+                led=led,
+                emit=self._emit,
+                wall=self._wall,
+                clock_synchronized=clock_synchronized,
+                initial_off_hook=hook.read() != pins.hook_active_low,
+            )
+            self.pipelines.append(pipeline)
+            hook.on_edge(self._edge_callback(index, "hook"))
+            ring.on_edge(self._edge_callback(index, "ring"))
+            try:
+                self._playbacks.append(backend.open_playback(line.audio))
+                self._captures.append(backend.open_capture(line.audio))
+            except HardwareError as exc:
+                self._fault("audio", str(exc))
+                raise
+        for pipeline in self.pipelines:
+            if pipeline.hook.off_hook:
+                # Off hook already (we restarted mid-call): treat it as a call picked up now,
+                # so the notice plays before anything is kept.
+                log.warning("line %s is off hook at start: taking the call in progress", pipeline.name)
+                pipeline.hook.off_hook = False
+                pipeline.hook_edge(not pipeline.config.pins.hook_active_low, self.clock_start)
+        now = self._monotonic()
+        for index, capture in enumerate(self._captures):
+            self._heartbeats.append(now)
+            thread = threading.Thread(
+                target=self._capture_loop, args=(index, capture), name=f"capture-{index}", daemon=True
+            )
+            self._threads.append(thread)
+            thread.start()
+        self._status_led.set(Show.IDLE, self.backend.clock())
+
+    def run(self, stop: threading.Event, *, until: float | None = None) -> None:
+        """The main loop, until `stop` is set (or every line has reached time `until`)."""
+        self.notifier.ready(self._status())
+        log.info("linerec running: %d line(s), backend %s", len(self.pipelines), self.config.hardware.backend)
+        while not stop.is_set():
+            try:
+                item = self._queue.get(timeout=0.05)
+            except queue.Empty:
+                item = None
+            if item is not None:
+                self._handle(item)
+            self._supervise()
+            if until is not None and all(p.last_t >= until for p in self.pipelines):
+                break
+
+    def shutdown(self) -> None:
+        """Stop capturing, run through what was captured, seal, release the hardware."""
+        self.notifier.stopping("sealing recordings in progress")
+        self._stopping.set()
+        for capture in self._captures:
+            capture.interrupt()
+        for thread in self._threads:
+            thread.join(timeout=1.0)
+            if thread.is_alive():
+                log.error("%s did not stop; closing its device anyway", thread.name)
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if not isinstance(item, _CaptureFailed):
+                self._handle(item)
+        for pipeline in self.pipelines:
+            pipeline.shutdown()
+        for device in (*self._captures, *self._playbacks):
+            try:
+                device.close()
+            except Exception:  # closing must not keep the others open
+                log.exception("closing an audio device failed")
+        if self._status_led is not None:
+            self._status_led.off()
+        self.backend.close()
+        log.info("linerec stopped")
+
+    # -- threads ---------------------------------------------------------------------------
+
+    def _capture_loop(self, index: int, capture: AudioCapture) -> None:
+        while not self._stopping.is_set():
+            try:
+                frame = capture.read()
+            except Exception as exc:
+                if not self._stopping.is_set():
+                    self._put(_CaptureFailed(index, exc))
+                return
+            self._heartbeats[index] = self._monotonic()
+            self._put(_Captured(index, frame))
+
+    def _put(self, item: _Edge | _Captured | _CaptureFailed) -> None:
+        # A full queue blocks capture (the device then overruns, which is counted and marked);
+        # it never drops a frame here. Keep checking for stop so shutdown cannot hang on it.
+        while not self._stopping.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def _edge_callback(self, index: int, signal: str) -> Callable[[bool, float], None]:
+        def on_edge(level: bool, t: float) -> None:
+            self._put(_Edge(index, signal, level, t))
+
+        return on_edge
+
+    # -- the main loop's work --------------------------------------------------------------
+
+    def _handle(self, item: _Edge | _Captured | _CaptureFailed) -> None:
+        pipeline = self.pipelines[item.line]
+        if isinstance(item, _Captured):
+            out = pipeline.frame(item.frame)
+            self._playbacks[item.line].write(out)
+        elif isinstance(item, _Edge):
+            if item.signal == "hook":
+                pipeline.hook_edge(item.level, item.t)
+            else:
+                pipeline.ring_edge(item.level, item.t)
+        else:
+            self._fault("audio", f"line {pipeline.name}: capture failed: {item.error}")
+
+    def _supervise(self) -> None:
+        now = self._monotonic()
+        stalled = [
+            self.pipelines[i].name
+            for i, beat in enumerate(self._heartbeats)
+            if now - beat > CAPTURE_STALL
+        ]
+        if stalled:
+            self._fault("audio", f"capture stalled on line {', '.join(stalled)}")
+        else:
+            self._clear("audio")
+        interval = self.notifier.watchdog_interval
+        if interval is not None and not stalled and now - self._last_ping >= interval / 2:
+            self.notifier.watchdog()
+            self._last_ping = now
+        if self._status_led is not None:
+            self._status_led.set(self._status_show(), self.backend.clock())
+
+    def _status_show(self) -> Show:
+        for kind, show in (("audio", Show.FAULT_AUDIO), ("store", Show.FAULT_STORE)):
+            if kind in self._faults:
+                return show
+        return Show.IDLE
+
+    def _fault(self, kind: str, message: str) -> None:
+        if self._faults.get(kind) == message:
+            return  # said once, not every loop
+        self._faults[kind] = message
+        log.error("fault (%s): %s", kind, message)
+        self._emit(Fault(t=self.backend.clock(), line="", kind=kind, message=message))
+
+    def _clear(self, kind: str) -> None:
+        if self._faults.pop(kind, None) is not None:
+            log.info("fault (%s) cleared", kind)
+            self._emit(FaultCleared(t=self.backend.clock(), line="", kind=kind))
+
+    def _emit(self, event: CallEvent) -> None:
+        if isinstance(event, Fault) and event.line:
+            self._faults.setdefault(event.kind, event.message)
+        self._emit_to(event)
+        self.notifier.status(self._status())
+
+    def _status(self) -> str:
+        states = ", ".join(f"{p.name} {p.machine.state.value}" for p in self.pipelines)
+        faults = "; ".join(f"{k} fault" for k in self._faults)
+        return f"{states}{'; ' + faults if faults else ''}" or "starting"
+
+    def _wall(self, t: float) -> datetime:
+        return self._wall_start + timedelta(seconds=t - self.clock_start)

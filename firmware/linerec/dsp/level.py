@@ -1,0 +1,40 @@
+"""Frame level: the cheapest analysis there is, and the hook the rest of `dsp` plugs into."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from linerec.codec import Samples
+
+_FLOOR_DB = -96.0
+
+
+def level_dbfs(samples: Samples) -> float:
+    """RMS level of a frame in dB relative to a full-scale sine."""
+    if not len(samples):
+        return _FLOOR_DB
+    x = samples.astype(np.float32)
+    power = float(np.dot(x, x)) / len(x)
+    if power <= 0:
+        return _FLOOR_DB
+    return max(10 * np.log10(power / (32767.0**2 / 2)), _FLOOR_DB)
+
+
+class LevelMeter:
+    """Tracks the level of the line and how long it has been quiet."""
+
+    def __init__(self, *, silence_dbfs: float = -55.0, rate: int = 8000) -> None:
+        self.silence_dbfs = silence_dbfs
+        self.rate = rate
+        self.level = _FLOOR_DB
+        self.peak = _FLOOR_DB
+        self.silent_for = 0.0
+
+    def feed(self, samples: Samples) -> float:
+        self.level = level_dbfs(samples)
+        self.peak = max(self.peak, self.level)
+        if self.level < self.silence_dbfs:
+            self.silent_for += len(samples) / self.rate
+        else:
+            self.silent_for = 0.0
+        return self.level

@@ -1,0 +1,182 @@
+"""Audio capture and playback through ALSA (pyalsaaudio).
+
+The rest of the program sees one thing: 20 ms frames of 8 kHz mono int16. Devices that only
+offer 16, 44.1 or 48 kHz (most USB sound cards) are resampled here, and a stereo device gives
+the configured channel. An overrun is counted and the samples it lost are reported on the next
+frame (`Frame.lost`), so the recording can mark the gap instead of closing it up silently.
+"""
+
+from __future__ import annotations
+
+import errno
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import alsaaudio
+import numpy as np
+
+from linerec.codec import Samples
+from linerec.errors import HardwareError
+from linerec.hardware.resample import Resampler, to_int16
+
+RATE = 8000
+FRAME_MS = 20
+FRAME_SAMPLES = RATE * FRAME_MS // 1000
+DEVICE_RATES = (8000, 16000, 44100, 48000)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Frame:
+    """One period of line audio at 8 kHz."""
+
+    samples: Samples
+    t: float  # time of the first sample, on the backend's clock
+    lost: int = 0  # samples lost to an overrun just before this frame
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AudioSettings:
+    """How to open one line's sound device; `where` names the config keys in errors."""
+
+    capture_device: str
+    playback_device: str
+    rate: int = RATE
+    channels: int = 1
+    channel: int = 0
+    where: str = "line"
+
+
+class AudioCapture(ABC):
+    overruns: int = 0
+
+    @abstractmethod
+    def read(self) -> Frame:
+        """Block until the next frame is captured."""
+
+    def interrupt(self) -> None:
+        """Make a blocked `read` return soon, if the device can (a real one returns each period)."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+
+class AudioPlayback(ABC):
+    underruns: int = 0
+
+    @abstractmethod
+    def write(self, samples: Samples) -> None:
+        """Queue one frame of 8 kHz audio for the line."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+
+def _open_pcm(kind: int, device: str, settings: AudioSettings, key: str) -> alsaaudio.PCM:
+    period = settings.rate * FRAME_MS // 1000
+    try:
+        pcm = alsaaudio.PCM(
+            kind,
+            alsaaudio.PCM_NORMAL,
+            device=device,
+            channels=settings.channels,
+            rate=settings.rate,
+            format=alsaaudio.PCM_FORMAT_S16_LE,
+            periodsize=period,
+            periods=4,
+        )
+    except alsaaudio.ALSAAudioError as exc:
+        raise HardwareError(f"{settings.where}.{key}: cannot open ALSA device {device!r}: {exc}") from exc
+    info = pcm.info()
+    if info["rate"] != settings.rate or info["channels"] != settings.channels:
+        pcm.close()
+        raise HardwareError(
+            f"{settings.where}.rate: ALSA device {device!r} gives {info['rate']} Hz with "
+            f"{info['channels']} channel(s), not the configured {settings.rate} Hz with "
+            f"{settings.channels} (try one of {', '.join(map(str, DEVICE_RATES))}, or a 'plughw:' device)"
+        )
+    return pcm
+
+
+class AlsaCapture(AudioCapture):
+    """Reads periods from an ALSA capture device and delivers 8 kHz frames.
+
+    `clock` stamps each frame with the time it was read (the real backend's monotonic clock);
+    with no clock, frames are stamped by counting samples from zero (the simulated line, whose
+    pin edges are scripted on that same sample clock).
+    """
+
+    def __init__(
+        self, settings: AudioSettings, clock: Callable[[], float] | None = time.monotonic
+    ) -> None:
+        self._settings = settings
+        self._clock = clock
+        self._pcm = _open_pcm(alsaaudio.PCM_CAPTURE, settings.capture_device, settings, "capture_device")
+        self._resampler = Resampler(settings.rate, RATE)
+        self._position = 0  # 8 kHz samples delivered or lost so far
+        self._last_t: float | None = None
+        self.overruns = 0
+
+    def read(self) -> Frame:
+        lost = 0
+        while True:
+            length, data = self._pcm.read()
+            if length > 0:
+                break
+            if length == -errno.EPIPE:  # overrun; pyalsaaudio has already re-prepared
+                self.overruns += 1
+                lost += self._estimate_lost()
+            elif length < 0:
+                raise HardwareError(
+                    f"{self._settings.where}.capture_device: read failed: {errno.errorcode.get(-length, length)}"
+                )
+        raw = np.frombuffer(data, dtype="<i2")
+        if self._settings.channels > 1:
+            raw = raw[self._settings.channel :: self._settings.channels]
+        samples = raw.astype(np.int16) if self._resampler.passthrough else to_int16(
+            self._resampler.process(raw)
+        )
+        self._position += lost
+        if self._clock is None:
+            t = self._position / RATE
+        else:
+            t = self._clock() - len(samples) / RATE
+        self._position += len(samples)
+        self._last_t = t
+        return Frame(samples=samples, t=t, lost=lost)
+
+    def _estimate_lost(self) -> int:
+        # The device does not say how much it dropped; the clock does, to a period or so.
+        if self._clock is None or self._last_t is None:
+            return 0
+        missing = self._clock() - (self._last_t + 2 * FRAME_MS / 1000)
+        return max(int(round(missing * RATE / FRAME_SAMPLES)) * FRAME_SAMPLES, 0)
+
+    def close(self) -> None:
+        self._pcm.close()
+
+
+class AlsaPlayback(AudioPlayback):
+    """Writes 8 kHz frames to an ALSA playback device at its own rate and channel count."""
+
+    def __init__(self, settings: AudioSettings) -> None:
+        self._settings = settings
+        self._pcm = _open_pcm(alsaaudio.PCM_PLAYBACK, settings.playback_device, settings, "playback_device")
+        self._resampler = Resampler(RATE, settings.rate)
+        self.underruns = 0
+        # One period of silence ahead of the first frame: the line output then runs one period
+        # behind capture, which is the whole latency from a decision to the line.
+        self.write(np.zeros(FRAME_SAMPLES, dtype=np.int16))
+
+    def write(self, samples: Samples) -> None:
+        out = samples if self._resampler.passthrough else to_int16(self._resampler.process(samples))
+        if self._settings.channels > 1:
+            out = np.repeat(out, self._settings.channels)
+        written = self._pcm.write(out.astype("<i2", copy=False).tobytes())
+        if written < 0:
+            self.underruns += 1
+            self._pcm.write(out.astype("<i2", copy=False).tobytes())
+
+    def close(self) -> None:
+        self._pcm.close()

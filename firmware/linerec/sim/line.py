@@ -1,0 +1,179 @@
+"""Render scripted calls into what a line interface would see: audio, pin edges, faults.
+
+The audio is what the capture input hears from the line (the parties' voices, tones); the
+edges are the opto outputs of the hook and ring sense stages; faults are things the sound
+card does to us (an overrun that loses audio, a capture that hangs).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from linerec.codec import Samples
+from linerec.tones import dtmf_pair, tone
+from linerec.errors import WavError
+from linerec.hardware.resample import Resampler, to_int16
+from linerec.resources import data_path
+from linerec.sim.callfile import CallFileError, ScriptedCall, Step
+from linerec.wav import read_wav
+
+RATE = 8000
+SPEECH = ("caller", "office")
+# Ring cadences: (on, off) seconds per ring, and the ringing frequency.
+_CADENCES = {
+    "us": (((2.0, 4.0),), 20.0),
+    "uk": (((0.4, 0.2), (0.4, 2.0)), 25.0),
+}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PinEdge:
+    t: float
+    signal: str  # "hook" or "ring"
+    active: bool  # hook: off hook; ring: ringing voltage present
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Fault:
+    t: float
+    kind: str  # "overrun" or "stall"
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Segment:
+    """What the line carried from `start` to `end` (for the user and for tests)."""
+
+    start: float
+    end: float
+    what: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RenderedLine:
+    audio: Samples
+    edges: tuple[PinEdge, ...]
+    faults: tuple[Fault, ...]
+    segments: tuple[Segment, ...]
+    end: float
+
+
+def speech_path(name: str) -> Path:
+    return data_path(f"speech/{name}.wav")
+
+
+class _Timeline:
+    def __init__(self) -> None:
+        self.cursor = 0.0
+        self.chunks: list[tuple[int, Samples]] = []
+        self.edges: list[PinEdge] = []
+        self.faults: list[Fault] = []
+        self.segments: list[Segment] = []
+
+    def audio(self, samples: Samples, what: str) -> None:
+        start = round(self.cursor * RATE)
+        self.chunks.append((start, samples))
+        end = self.cursor + len(samples) / RATE
+        self.segments.append(Segment(start=self.cursor, end=end, what=what))
+        self.cursor = end
+
+    def hook(self, off_hook: bool, bounce_ms: float) -> None:
+        t = self.cursor
+        if bounce_ms > 0:  # contact bounce: the switch chatters before it settles
+            step = bounce_ms / 1000 / 4
+            for i in range(4):
+                self.edges.append(PinEdge(t=t + i * step, signal="hook", active=off_hook == (i % 2 == 0)))
+            t += 4 * step
+        self.edges.append(PinEdge(t=t, signal="hook", active=off_hook))
+        self.cursor = t
+
+    def render(self) -> Samples:
+        length = max((start + len(chunk) for start, chunk in self.chunks), default=0)
+        length = max(length, round(self.cursor * RATE))
+        mix = np.zeros(length, dtype=np.int32)
+        for start, chunk in self.chunks:
+            mix[start : start + len(chunk)] += chunk
+        return np.clip(mix, -32768, 32767).astype(np.int16)
+
+
+def render_line(calls: list[ScriptedCall]) -> RenderedLine:
+    """Lay the calls of one line end to end and render them."""
+    timeline = _Timeline()
+    for call in calls:
+        for step in call.steps:
+            if step.at is not None:
+                if step.at + 1e-9 < timeline.cursor:
+                    raise CallFileError(
+                        call.source,
+                        f"{step.where}.at",
+                        f"{step.at:g} s is before the end of the previous step ({timeline.cursor:.3f} s)",
+                    )
+                timeline.cursor = step.at
+            _apply(timeline, step, call.source)
+    return RenderedLine(
+        audio=timeline.render(),
+        edges=tuple(sorted(timeline.edges, key=lambda e: e.t)),
+        faults=tuple(timeline.faults),
+        segments=tuple(timeline.segments),
+        end=timeline.cursor,
+    )
+
+
+def _apply(timeline: _Timeline, step: Step, source: Path) -> None:
+    action, value, options = step.action, step.value, step.options
+    if action == "ring":
+        bursts, frequency = _CADENCES[options.get("cadence", "us")]
+        half = 0.5 / frequency
+        for ring in range(value):
+            for burst, (on, off) in enumerate(bursts):
+                pulses = round(on * frequency)
+                start = timeline.cursor
+                for p in range(pulses):
+                    timeline.edges.append(PinEdge(t=start + p * 2 * half, signal="ring", active=True))
+                    timeline.edges.append(PinEdge(t=start + (p * 2 + 1) * half, signal="ring", active=False))
+                last = ring == value - 1 and burst == len(bursts) - 1
+                timeline.segments.append(Segment(start=start, end=start + on, what="ring"))
+                timeline.cursor = start + on + (0.0 if last else off)
+    elif action == "off_hook":
+        timeline.hook(True, options.get("bounce_ms", 0))
+    elif action == "on_hook":
+        timeline.hook(False, options.get("bounce_ms", 0))
+    elif action == "flash":
+        timeline.hook(False, 0)
+        timeline.cursor += value
+        timeline.hook(True, 0)
+    elif action == "wait":
+        timeline.cursor += value
+    elif action == "say":
+        timeline.audio(_speech(value, options, source, step.where), f"say {value}")
+    elif action == "dtmf":
+        on, off = options.get("tone_ms", 70) / 1000, options.get("gap_ms", 70) / 1000
+        level = options.get("level_dbfs", -10)
+        for digit in value:
+            timeline.audio(tone(dtmf_pair(digit), on, level), f"dtmf {digit}")
+            timeline.cursor += off
+    elif action == "tone":
+        frequencies = tuple(value) if isinstance(value, list) else (value,)
+        timeline.audio(tone(frequencies, options["seconds"], options.get("level_dbfs", -13)), f"tone {value}")
+    elif action == "overrun":
+        timeline.faults.append(Fault(t=timeline.cursor, kind="overrun", seconds=value))
+    elif action == "stall":
+        timeline.faults.append(Fault(t=timeline.cursor, kind="stall"))
+
+
+def _speech(name: str, options: dict[str, float], source: Path, where: str) -> Samples:
+    path = speech_path(name) if name in SPEECH else (source.parent / name)
+    try:
+        wav = read_wav(path)
+    except WavError as exc:
+        raise CallFileError(source, f"{where}.say", str(exc)) from exc
+    samples = wav.mono
+    if wav.rate != RATE:
+        samples = to_int16(Resampler(wav.rate, RATE).process(samples))
+    if "seconds" in options:
+        samples = samples[: round(options["seconds"] * RATE)]
+    gain = 10 ** (options.get("level_db", 0) / 20)
+    return to_int16(samples * gain) if gain != 1 else samples

@@ -1,0 +1,60 @@
+"""The store interface the daemon writes recordings through."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from linerec.codec import Samples
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RecordingInfo:
+    """What is known when a recording begins."""
+
+    device_id: str
+    line: str
+    label: str
+    direction: str
+    consent: str
+    started_at: datetime  # wall clock, UTC, of the first kept sample
+    clock_synchronized: bool  # False until NTP has set the clock (a Pi has no RTC)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SealedRecording:
+    id: str
+    path: Path
+    duration: float
+    metadata: dict[str, Any]
+
+
+class RecordingWriter(ABC):
+    """One recording being written. Audio is 8 kHz int16 mono."""
+
+    @abstractmethod
+    def write(self, samples: Samples) -> None: ...
+
+    @abstractmethod
+    def mark_gap(self, samples: int, reason: str) -> None:
+        """Audio was lost here: keep the timeline (silence of that length) and mark it."""
+
+    @abstractmethod
+    def mark(self, label: str) -> None:
+        """Put a labelled marker at the current position (e.g. where the notice ends)."""
+
+    @abstractmethod
+    def seal(self, *, ended_by: str) -> SealedRecording:
+        """Finish the recording durably; `ended_by` says why (hang-up, shutdown, ...)."""
+
+    @abstractmethod
+    def discard(self) -> None:
+        """Delete what was written (nothing of it is kept)."""
+
+
+class Store(ABC):
+    @abstractmethod
+    def begin(self, info: RecordingInfo) -> RecordingWriter: ...
