@@ -264,7 +264,7 @@ class SimBackend(Backend):
     def __init__(
         self, lines: list[SimLineSetup], settings: list[AudioSettings], workdir: Path, speed: float
     ) -> None:
-        self.workdir = workdir
+        self.workdir = workdir = workdir.resolve()  # ALSA resolves paths from its own cwd
         self.speed = speed
         self.sim_clock = SimClock()
         initial: dict[int, bool] = {}

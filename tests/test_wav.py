@@ -1,0 +1,64 @@
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from linerec.codec import Codec
+from linerec.errors import WavError
+from linerec.wav import WavWriter, read_wav, write_wav
+
+
+@pytest.mark.parametrize("codec", list(Codec))
+def test_written_wav_reads_back_with_markers(tmp_path: Path, codec: Codec) -> None:
+    path = tmp_path / "x.wav"
+    tone = (8000 * np.sin(np.arange(8000) * 0.3)).astype(np.int16)
+    with open(path, "wb") as file:
+        writer = WavWriter(file, rate=8000, codec=codec)
+        writer.write(tone[:4000])
+        writer.mark("gap 0.100 s: overrun")
+        writer.write(tone[4000:])
+        writer.close()
+    audio = read_wav(path)
+    assert audio.rate == 8000
+    assert audio.codec is codec
+    assert audio.samples.shape == (8000, 1)
+    assert [(m.sample, m.label) for m in audio.markers] == [(4000, "gap 0.100 s: overrun")]
+    if codec is Codec.PCM16:
+        assert np.array_equal(audio.mono, tone)
+
+
+def test_sox_reads_our_ulaw_file(tmp_path: Path) -> None:
+    import shutil
+    import subprocess
+
+    sox = shutil.which("soxi")
+    assert sox, "sox is installed by .ci/setup"
+    path = tmp_path / "u.wav"
+    write_wav(path, np.zeros(800, dtype=np.int16), rate=8000, codec=Codec.ULAW)
+    out = subprocess.run([sox, str(path)], capture_output=True, text=True, check=True).stdout
+    assert "u-law" in out
+    assert "800 samples" in out
+
+
+def test_not_a_wav_names_the_offset(tmp_path: Path) -> None:
+    path = tmp_path / "n.wav"
+    path.write_bytes(b"hello, this is text")
+    with pytest.raises(WavError, match=r"n\.wav \(byte 0\): not a WAV file"):
+        read_wav(path)
+
+
+def test_cut_fmt_chunk_names_the_offset(tmp_path: Path) -> None:
+    path = tmp_path / "c.wav"
+    path.write_bytes(b"RIFF" + struct.pack("<I", 100) + b"WAVE" + b"fmt " + struct.pack("<I", 16) + b"\x01\x00")
+    with pytest.raises(WavError, match=r"\(byte 12\): chunk b'fmt ' is cut short"):
+        read_wav(path)
+
+
+def test_unsupported_encoding_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "f.wav"
+    fmt = struct.pack("<HHIIHH", 3, 1, 8000, 32000, 4, 32)  # 32-bit float
+    path.write_bytes(b"RIFF" + struct.pack("<I", 36) + b"WAVE" + b"fmt " + struct.pack("<I", 16) + fmt
+                     + b"data" + struct.pack("<I", 0))
+    with pytest.raises(WavError, match="unsupported encoding: format tag 3, 32 bits"):
+        read_wav(path)
