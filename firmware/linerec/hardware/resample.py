@@ -33,11 +33,18 @@ class Resampler:
         cutoff = 0.47 * min(rate_in, rate_out)  # 3.76 kHz when one side is 8 kHz
         beta = 0.1102 * (_STOPBAND_DB - 8.7)
         length = ceil((_STOPBAND_DB - 8.0) / (2.285 * 2 * np.pi * _TRANSITION_HZ / upsampled_rate))
-        self.taps_per_phase = max(ceil(length / self.up), 2)
+        # Centre the filter on a whole sample of the slower side, so the delay through the
+        # resampler is a whole number of 8 kHz samples and waveforms line up after it.
+        step = upsampled_rate // min(rate_in, rate_out)
+        centre = step * ceil(length / 2 / step)
+        span = 2 * centre + 1
+        self.taps_per_phase = max(ceil(span / self.up), 2)
         total = self.taps_per_phase * self.up
-        n = np.arange(total) - (total - 1) / 2
-        prototype = np.sinc(2 * cutoff / upsampled_rate * n) * np.kaiser(total, beta)
+        prototype = np.zeros(total)
+        n = np.arange(span) - centre
+        prototype[:span] = np.sinc(2 * cutoff / upsampled_rate * n) * np.kaiser(span, beta)
         prototype *= self.up / prototype.sum()
+        self.delay = centre / step  # in samples of the slower side
         # phases[p, k] = h[p + k*up]: the taps that meet input sample x[i-k] at output phase p.
         self._phases: FloatArray = prototype.reshape(self.taps_per_phase, self.up).T.copy()
         self._history: FloatArray = np.zeros(self.taps_per_phase - 1)

@@ -1,0 +1,97 @@
+"""Shared helpers: run scripted calls through the real code path and look at what was kept."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from linerec.call.events import CallEvent
+from linerec.codec import Samples
+from linerec.config import load_config
+from linerec.daemon.events import RecordingSealed
+from linerec.daemon.simulate import Simulation, simulate
+from linerec.resources import data_path
+from linerec.wav import WavAudio, read_wav
+
+RunSim = Callable[..., Simulation]
+
+
+@pytest.fixture
+def run_sim(tmp_path: Path) -> RunSim:
+    """run_sim(call_text, ..., config=TEXT): record the calls; returns the Simulation."""
+
+    def run(*calls: str, config: str | None = None, store: Path | None = None) -> Simulation:
+        files = []
+        for index, text in enumerate(calls):
+            path = tmp_path / f"call{index}.toml"
+            path.write_text(text)
+            files.append(path)
+        loaded = None
+        if config is not None:
+            config_path = tmp_path / "linerec.toml"
+            config_path.write_text(config)
+            loaded = load_config(config_path)
+        return simulate(files, config=loaded, store_dir=store or tmp_path / "store", emit=lambda e: None)
+
+    return run
+
+
+def names(events: list[CallEvent], line: str | None = None) -> list[str]:
+    return [e.name for e in events if line is None or e.line == line]
+
+
+def first(events: list[CallEvent], name: str, line: str = "line1") -> CallEvent:
+    return next(e for e in events if e.name == name and e.line == line)
+
+
+def sealed(sim: Simulation) -> list[RecordingSealed]:
+    return [e for e in sim.events if isinstance(e, RecordingSealed)]
+
+
+def recording(sim: Simulation, line: str = "line1") -> WavAudio:
+    (event,) = [e for e in sealed(sim) if e.line == line]
+    return read_wav(event.path)
+
+
+def clip(name: str) -> Samples:
+    return read_wav(data_path(f"speech/{name}.wav")).mono
+
+
+def find(haystack: Samples, needle: Samples) -> tuple[int, float]:
+    """Where `needle` best matches inside `haystack`, and how well (SNR in dB of the match)."""
+    h = haystack.astype(np.float64)
+    n = needle.astype(np.float64)
+    size = 1 << int(np.ceil(np.log2(len(h) + len(n))))
+    corr = np.fft.irfft(np.fft.rfft(h, size) * np.conj(np.fft.rfft(n, size)), size)[: len(h) - len(n) + 1]
+    offset = int(np.argmax(corr))
+    segment = h[offset : offset + len(n)]
+    gain = float(np.dot(segment, n) / np.dot(n, n))
+    residual = segment - gain * n
+    snr = 10 * np.log10(np.dot(gain * n, gain * n) / max(np.dot(residual, residual), 1e-9))
+    return offset, float(snr)
+
+
+def tone_onsets(samples: Samples, frequency: float, *, rate: int = 8000) -> list[tuple[float, float]]:
+    """(start, length) in seconds of each burst of `frequency`, from a 40 ms sliding envelope."""
+    window, hop = 320, 40
+    t = np.arange(window) / rate
+    probe = np.exp(-2j * np.pi * frequency * t) * np.hanning(window)
+    frames = np.lib.stride_tricks.sliding_window_view(samples.astype(np.float64), window)[::hop]
+    envelope = np.abs(frames @ probe)
+    on = envelope > envelope.max() / 2
+    edges = np.flatnonzero(np.diff(on.astype(np.int8)))
+    bursts = []
+    state = bool(on[0])
+    start = 0.0 if state else None
+    for index in edges:
+        at = (index + 1) * hop / rate + window / 2 / rate
+        if not state:
+            start = at
+        else:
+            assert start is not None
+            bursts.append((start, at - start))
+        state = not state
+    return bursts

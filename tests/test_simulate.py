@@ -1,0 +1,224 @@
+"""Whole calls through the simulated line and the real code path: ALSA, call flow, store."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import RunSim, clip, find, first, names, recording, sealed, tone_onsets
+from linerec.codec import Codec, decode, encode
+from linerec.daemon.simulate import example_call, simulate
+from linerec.resources import data_path
+from linerec.sim.callfile import CallFileError
+from linerec.wav import read_wav
+
+RATE = 8000
+NOTICE = read_wav(data_path("notice-en.wav")).mono
+NOTICE_ULAW = decode(Codec.ULAW, encode(Codec.ULAW, NOTICE))
+
+INBOUND = """
+[[call]]
+[[call.step]]
+ring = 1
+[[call.step]]
+wait = 0.5
+[[call.step]]
+off_hook = true
+[[call.step]]
+say = "office"          # spoken over the notice: before consent, never kept
+[[call.step]]
+wait = 1.0
+[[call.step]]
+say = "caller"
+[[call.step]]
+on_hook = true
+"""
+
+
+def test_inbound_call_notice_then_conversation(run_sim: RunSim) -> None:
+    sim = run_sim(INBOUND)
+    assert names(sim.events) == [
+        "ringing", "answered", "notice_started", "notice_played", "recording_started",
+        "hung_up", "recording_sealed",
+    ]
+    answered = first(sim.events, "answered")
+    assert answered.direction.value == "inbound"  # type: ignore[attr-defined]
+    assert answered.t == pytest.approx(2.5)
+    played = first(sim.events, "notice_played").t
+    hung_up = first(sim.events, "hung_up").t
+    assert hung_up == pytest.approx(2.5 + 5.3 + 1.0 + 7.1, abs=0.001)
+
+    wav = recording(sim)
+    audio = wav.mono
+    # The notice, exactly as played, heads the recording (padded to whole 20 ms frames)...
+    (marker,) = wav.markers
+    assert marker.label == "notice played; conversation follows"
+    assert marker.sample == 160 * -(-len(NOTICE) // 160)
+    assert np.array_equal(audio[: len(NOTICE)], NOTICE_ULAW)
+    head = marker.sample / RATE
+    # ...then the conversation, up to the hang-up and not a frame of dial tone after it.
+    assert len(audio) / RATE == pytest.approx(head + hung_up - played, abs=0.02)
+    offset, snr = find(audio, clip("caller"))
+    assert offset / RATE == pytest.approx(head + (2.5 + 5.3 + 1.0) - played, abs=0.001)
+    assert snr > 30  # µ-law keeps speech at about 35-38 dB SNR
+
+
+def test_nothing_said_before_consent_is_kept(run_sim: RunSim) -> None:
+    sim = run_sim(INBOUND)
+    audio = recording(sim).mono
+    # The office spoke (5.3 s) while the notice played (5.6 s): the head is the notice alone
+    # and no trace of what was said is anywhere in the recording.
+    assert np.array_equal(audio[: len(NOTICE)], NOTICE_ULAW)
+    for part in np.split(clip("office")[: RATE * 5], 5):
+        assert find(audio, part)[1] < 3
+
+
+def test_hang_up_during_notice_leaves_an_event_and_no_recording(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    sim = simulate([example_call("hangup-during-notice.toml")], config=None, store_dir=store, emit=lambda e: None)
+    assert names(sim.events) == ["ringing", "answered", "notice_started", "notice_abandoned", "hung_up"]
+    assert first(sim.events, "hung_up").recorded is False  # type: ignore[attr-defined]
+    assert sorted(p.name for p in store.iterdir()) == [".sim"]
+
+
+def test_beep_mode_tone_every_15_seconds(run_sim: RunSim) -> None:
+    sim = run_sim(example_call("beep.toml").read_text())
+    assert "notice_started" not in names(sim.events)
+    answered = first(sim.events, "answered").t
+    line_out = np.fromfile(sim.backend.line_out("line1"), dtype="<i2")
+    played = tone_onsets(line_out, 1400)
+    kept = tone_onsets(recording(sim).mono, 1400)
+    for bursts, zero in ((played, answered), (kept, 0.0)):
+        starts = [start - zero for start, _ in bursts]
+        assert len(starts) == 3
+        assert starts[0] == pytest.approx(0.0, abs=0.05)
+        assert starts[1] - starts[0] == pytest.approx(15.0, abs=0.05)
+        assert starts[2] - starts[0] == pytest.approx(30.0, abs=0.05)
+        assert all(length == pytest.approx(0.5, abs=0.05) for _, length in bursts)
+
+
+def test_two_lines_at_once_are_kept_apart(run_sim: RunSim) -> None:
+    sim = run_sim(example_call("two-lines.toml").read_text())
+    assert {e.line for e in sealed(sim)} == {"line1", "line2"}
+    line1, line2 = recording(sim, "line1").mono, recording(sim, "line2").mono
+    assert find(line1, clip("caller"))[1] > 30
+    assert find(line2, clip("office"))[1] > 30
+    assert find(line1, clip("office")[: RATE * 3])[1] < 3
+    assert find(line2, clip("caller")[: RATE * 3])[1] < 3
+    assert first(sim.events, "answered", "line2").direction.value == "outbound"  # type: ignore[attr-defined]
+
+
+def test_leds_show_notice_then_recording(run_sim: RunSim) -> None:
+    sim = run_sim(INBOUND)
+    pins = sim.backend.pins
+    led = pins.outputs[sim.config.lines[0].pins.led].history
+    notice_start = first(sim.events, "notice_started").t
+    recording_start = first(sim.events, "recording_started").t
+    hung_up = first(sim.events, "hung_up").t
+    during_notice = [lit for t, lit in led if notice_start <= t < recording_start]
+    assert during_notice.count(True) >= 10  # 2 Hz blink through 5.7 s of notice
+
+    def lit_at(t: float) -> bool:
+        return [lit for at, lit in led if at <= t][-1]
+
+    assert all(lit_at(t) for t in np.arange(recording_start + 0.02, hung_up + 0.9, 0.02))
+    changes = [(t, lit) for t, lit in led if recording_start < t]
+    assert changes[0] == (pytest.approx(hung_up + 1.0, abs=0.05), False)  # off once the hang-up is sure
+    status = pins.outputs[sim.config.hardware.status_led].history
+    assert status[0][1] is True  # idle heartbeat begins at start
+
+
+def test_device_at_48_khz_is_resampled(run_sim: RunSim) -> None:
+    sim = run_sim(INBOUND, config="[[line]]\nrate = 48000\n")
+    assert sim.config.lines[0].audio.rate == 48000
+    line_in = np.fromfile(sim.backend.line_in("line1"), dtype="<i2")
+    assert len(line_in) / 48000 == pytest.approx(sim.backend.script_end("line1"), abs=0.05)
+    # The resamplers delay audio by 2 x 25 samples, so the last words run past the hang-up.
+    _, snr = find(recording(sim).mono, clip("caller")[: -RATE // 10])
+    assert snr > 20  # resampled up by the simulator and down by the capture, then µ-law
+    line_out = np.fromfile(sim.backend.line_out("line1"), dtype="<i2")
+    assert find(line_out[::6].copy(), NOTICE)[1] > 20  # the notice went out at 48 kHz
+
+
+def test_overrun_is_a_marked_gap_not_a_silent_splice(run_sim: RunSim) -> None:
+    call = """
+[[call]]
+[[call.step]]
+off_hook = true
+[[call.step]]
+say = "caller"
+seconds = 3.0
+[[call.step]]
+overrun = 0.4
+[[call.step]]
+say = "office"
+seconds = 3.0
+[[call.step]]
+on_hook = true
+"""
+    sim = run_sim(call, config='[[line]]\nconsent = "one-party"\n')
+    gap = first(sim.events, "audio_gap")
+    assert gap.seconds == pytest.approx(0.4)  # type: ignore[attr-defined]
+    assert gap.in_recording  # type: ignore[attr-defined]
+    (event,) = sealed(sim)
+    wav = read_wav(event.path)
+    metadata = json.loads(Path(event.path).with_suffix(".json").read_text())
+    assert metadata["gaps"] == [{"at": pytest.approx(3.0, abs=0.03), "seconds": 0.4,
+                                 "reason": "capture overrun: audio lost"}]
+    assert [m.label for m in wav.markers] == ["gap 0.400 s: capture overrun: audio lost"]
+    # the timeline is kept: the recording is as long as the call
+    assert wav.duration == pytest.approx(first(sim.events, "hung_up").t - first(sim.events, "answered").t, abs=0.03)
+
+
+def test_hook_flash_does_not_end_the_recording(run_sim: RunSim) -> None:
+    call = """
+[[call]]
+[[call.step]]
+off_hook = true
+[[call.step]]
+say = "caller"
+seconds = 2.0
+[[call.step]]
+flash = 0.4
+[[call.step]]
+say = "office"
+seconds = 2.0
+[[call.step]]
+on_hook = true
+"""
+    sim = run_sim(call, config='[[line]]\nconsent = "one-party"\n')
+    assert names(sim.events) == ["answered", "recording_started", "hook_flash", "hung_up", "recording_sealed"]
+    assert first(sim.events, "hook_flash").duration == pytest.approx(0.4)  # type: ignore[attr-defined]
+    assert len(sealed(sim)) == 1
+
+
+def test_one_party_records_from_off_hook(run_sim: RunSim) -> None:
+    call = """
+[[call]]
+[[call.step]]
+at = 1.0
+off_hook = true
+[[call.step]]
+say = "caller"
+[[call.step]]
+on_hook = true
+"""
+    sim = run_sim(call, config='[[line]]\nconsent = "one-party"\n')
+    audio = recording(sim).mono
+    offset, snr = find(audio, clip("caller"))
+    assert offset == 0  # the first word is kept: the delay line reaches back to off hook
+    assert snr > 30
+    assert len(audio) == len(clip("caller"))
+
+
+def test_call_file_asking_for_another_consent_than_the_config(run_sim: RunSim) -> None:
+    with pytest.raises(CallFileError, match=r"call.consent: asks for 'beep' but .*linerec.toml sets line1 to 'notice'"):
+        run_sim(example_call("beep.toml").read_text(), config="[[line]]\n")
+
+
+def test_call_on_a_line_the_config_lacks(run_sim: RunSim) -> None:
+    with pytest.raises(CallFileError, match=r"no line named 'line2' in .*linerec.toml \(lines: line1\)"):
+        run_sim('[[call]]\nline = "line2"\n[[call.step]]\noff_hook = true\n', config="[[line]]\n")
