@@ -1,0 +1,165 @@
+"""`linerec run` as systemd runs it: a real NOTIFY_SOCKET, the watchdog, SIGTERM mid-call."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from conftest import clip, find
+from linerec.wav import read_wav
+
+LINEREC = [sys.executable, "-m", "linerec.cli"]
+
+
+class NotifySocket:
+    """The listening end of sd_notify, as systemd has it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.messages: list[tuple[float, str]] = []
+
+    def wait_for(self, text: str, timeout: float = 10.0) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for _, message in self.messages:
+                if text in message:
+                    return message
+            self.receive(deadline - time.monotonic())
+        raise AssertionError(f"no {text!r} within {timeout} s; got {[m for _, m in self.messages]}")
+
+    def receive(self, timeout: float) -> None:
+        self.sock.settimeout(max(timeout, 0.001))
+        try:
+            data = self.sock.recv(4096)
+        except TimeoutError:
+            return
+        self.messages.append((time.monotonic(), data.decode()))
+
+    def collect(self, seconds: float) -> list[tuple[float, str]]:
+        start = len(self.messages)
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            self.receive(deadline - time.monotonic())
+        return self.messages[start:]
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def notify(tmp_path: Path) -> Iterator[NotifySocket]:
+    listener = NotifySocket(tmp_path / "notify.sock")
+    yield listener
+    listener.close()
+
+
+def start_daemon(tmp_path: Path, notify: NotifySocket, call: str, consent: str = "one-party") -> subprocess.Popen[str]:
+    (tmp_path / "call.toml").write_text(call)
+    config = tmp_path / "linerec.toml"
+    config.write_text(
+        f'[hardware]\nbackend = "sim"\n[store]\ndir = "{tmp_path / "ring"}"\n'
+        f'[sim]\ncalls = ["call.toml"]\nspeed = 1.0\n[[line]]\nconsent = "{consent}"\n'
+    )
+    env = dict(os.environ, NOTIFY_SOCKET=str(notify.path), WATCHDOG_USEC="200000")
+    return subprocess.Popen([*LINEREC, "run", "--config", str(config)], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+CALL = """
+[[call]]
+[[call.step]]
+at = 0.5
+off_hook = true
+[[call.step]]
+say = "caller"
+[[call.step]]
+on_hook = true
+"""
+
+
+def test_ready_status_watchdog_and_sigterm_mid_call(tmp_path: Path, notify: NotifySocket) -> None:
+    daemon = start_daemon(tmp_path, notify, CALL)
+    try:
+        ready = notify.wait_for("READY=1")
+        assert "STATUS=line1 idle" in ready
+        notify.wait_for("STATUS=line1 recording")
+        pings = [m for _, m in notify.collect(1.5) if m == "WATCHDOG=1"]
+        assert len(pings) >= 8  # every 0.1 s for WATCHDOG_USEC=0.2 s
+        daemon.send_signal(signal.SIGTERM)
+        _, stderr = daemon.communicate(timeout=10)
+    finally:
+        daemon.kill()
+    assert daemon.returncode == 0, stderr
+    notify.wait_for("STOPPING=1")
+    (sidecar,) = (tmp_path / "ring").glob("*.json")
+    metadata = json.loads(sidecar.read_text())
+    assert metadata["ended_by"] == "shutdown"
+    assert 1.5 < metadata["duration"] < 7.0  # stopped mid-sentence
+    audio = read_wav(sidecar.with_suffix(".wav")).mono
+    assert len(audio) / 8000 == pytest.approx(metadata["duration"], abs=0.001)
+    # Everything up to the stop is there and intact: it is the start of what the caller said.
+    offset, snr = find(audio, clip("caller")[: len(audio) - 800])
+    assert offset == 0
+    assert snr > 30
+    assert "recording_sealed" in stderr
+
+
+def test_no_watchdog_pings_once_capture_is_stuck(tmp_path: Path, notify: NotifySocket) -> None:
+    call = CALL.replace("say = \"caller\"", "say = \"caller\"\nseconds = 1.0\n[[call.step]]\nstall = true")
+    daemon = start_daemon(tmp_path, notify, call)
+    try:
+        notify.wait_for("READY=1")
+        notify.wait_for("audio fault", timeout=10)
+        after = notify.collect(1.5)
+        assert [m for _, m in after if m == "WATCHDOG=1"] == []
+        daemon.send_signal(signal.SIGTERM)
+        _, stderr = daemon.communicate(timeout=10)
+    finally:
+        daemon.kill()
+    before = [m for _, m in notify.messages if m == "WATCHDOG=1"]
+    assert len(before) >= 5  # it did ping while capture was alive
+    assert daemon.returncode == 0, stderr
+    assert "capture stalled on line line1" in stderr
+    # What was recorded before the stall is sealed, not lost.
+    (sidecar,) = (tmp_path / "ring").glob("*.json")
+    assert json.loads(sidecar.read_text())["duration"] == pytest.approx(1.0, abs=0.05)
+
+
+def test_run_refuses_a_bad_config_with_its_location(tmp_path: Path) -> None:
+    config = tmp_path / "linerec.toml"
+    config.write_text("[[line]]\nhook_pin = 99\n")
+    result = subprocess.run([*LINEREC, "run", "--config", str(config)], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert f"{config}:2: line[0].hook_pin: must be a BCM GPIO number 0-27 (got 99)" in result.stderr
+
+
+def test_gpio_backend_off_a_pi_says_what_is_missing(tmp_path: Path) -> None:
+    config = tmp_path / "linerec.toml"
+    config.write_text(f'[store]\ndir = "{tmp_path}"\n')
+    result = subprocess.run([*LINEREC, "run", "--config", str(config)], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "[hardware] backend = 'gpio' needs RPi.GPIO (pip install 'linerec[pi]'" in result.stderr
+
+
+def test_unit_files_pass_systemd_analyze_verify(tmp_path: Path) -> None:
+    # verify insists the ExecStart binary exists: point it at the linerec we are testing.
+    linerec = Path(sys.executable).with_name("linerec")
+    unit = Path(__file__).parents[1] / "systemd" / "linerec.service"
+    copy = tmp_path / unit.name
+    copy.write_text(unit.read_text().replace("/usr/bin/linerec", str(linerec)))
+    result = subprocess.run(["systemd-analyze", "verify", str(copy)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    assert "Type=notify" in unit.read_text()
+    assert "WatchdogSec=" in unit.read_text()
