@@ -34,7 +34,9 @@ def run_sim(tmp_path: Path) -> RunSim:
             config_path = tmp_path / "linerec.toml"
             config_path.write_text(config)
             loaded = load_config(config_path)
-        return simulate(files, config=loaded, store_dir=store or tmp_path / "store", emit=lambda e: None)
+        return simulate(
+            files, config=loaded, store_dir=store or tmp_path / "store", emit=lambda e: None
+        )
 
     return run
 
@@ -65,7 +67,9 @@ def find(haystack: Samples, needle: Samples) -> tuple[int, float]:
     h = haystack.astype(np.float64)
     n = needle.astype(np.float64)
     size = 1 << int(np.ceil(np.log2(len(h) + len(n))))
-    corr = np.fft.irfft(np.fft.rfft(h, size) * np.conj(np.fft.rfft(n, size)), size)[: len(h) - len(n) + 1]
+    corr = np.fft.irfft(np.fft.rfft(h, size) * np.conj(np.fft.rfft(n, size)), size)[
+        : len(h) - len(n) + 1
+    ]
     offset = int(np.argmax(corr))
     segment = h[offset : offset + len(n)]
     gain = float(np.dot(segment, n) / np.dot(n, n))
@@ -74,7 +78,9 @@ def find(haystack: Samples, needle: Samples) -> tuple[int, float]:
     return offset, float(snr)
 
 
-def tone_onsets(samples: Samples, frequency: float, *, rate: int = 8000) -> list[tuple[float, float]]:
+def tone_onsets(
+    samples: Samples, frequency: float, *, rate: int = 8000
+) -> list[tuple[float, float]]:
     """(start, length) in seconds of each burst of `frequency`, from a 40 ms sliding envelope."""
     window, hop = 320, 40
     t = np.arange(window) / rate

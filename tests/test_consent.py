@@ -8,7 +8,9 @@ def test_beep_schedule_every_fifteen_seconds() -> None:
         span = schedule.mask(start, 160)
         if span:
             spans[start] = span
-    onsets = sorted(start + a for start, (a, _) in spans.items() if start + a in (0, 120000, 240000))
+    onsets = sorted(
+        start + a for start, (a, _) in spans.items() if start + a in (0, 120000, 240000)
+    )
     assert onsets == [0, 120000, 240000]
     total = sum(b - a for a, b in spans.values())
     assert total == 3 * 4000  # three beeps of 0.5 s in 40 s

@@ -64,7 +64,9 @@ def notify(tmp_path: Path) -> Iterator[NotifySocket]:
     listener.close()
 
 
-def start_daemon(tmp_path: Path, notify: NotifySocket, call: str, consent: str = "one-party") -> subprocess.Popen[str]:
+def start_daemon(
+    tmp_path: Path, notify: NotifySocket, call: str, consent: str = "one-party"
+) -> subprocess.Popen[str]:
     (tmp_path / "call.toml").write_text(call)
     config = tmp_path / "linerec.toml"
     config.write_text(
@@ -72,8 +74,13 @@ def start_daemon(tmp_path: Path, notify: NotifySocket, call: str, consent: str =
         f'[sim]\ncalls = ["call.toml"]\nspeed = 1.0\n[[line]]\nconsent = "{consent}"\n'
     )
     env = dict(os.environ, NOTIFY_SOCKET=str(notify.path), WATCHDOG_USEC="200000")
-    return subprocess.Popen([*LINEREC, "run", "--config", str(config)], env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [*LINEREC, "run", "--config", str(config)],
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
 
 
 CALL = """
@@ -116,7 +123,9 @@ def test_ready_status_watchdog_and_sigterm_mid_call(tmp_path: Path, notify: Noti
 
 
 def test_no_watchdog_pings_once_capture_is_stuck(tmp_path: Path, notify: NotifySocket) -> None:
-    call = CALL.replace("say = \"caller\"", "say = \"caller\"\nseconds = 1.0\n[[call.step]]\nstall = true")
+    call = CALL.replace(
+        'say = "caller"', 'say = "caller"\nseconds = 1.0\n[[call.step]]\nstall = true'
+    )
     daemon = start_daemon(tmp_path, notify, call)
     try:
         notify.wait_for("READY=1")
@@ -139,7 +148,9 @@ def test_no_watchdog_pings_once_capture_is_stuck(tmp_path: Path, notify: NotifyS
 def test_run_refuses_a_bad_config_with_its_location(tmp_path: Path) -> None:
     config = tmp_path / "linerec.toml"
     config.write_text("[[line]]\nhook_pin = 99\n")
-    result = subprocess.run([*LINEREC, "run", "--config", str(config)], capture_output=True, text=True)
+    result = subprocess.run(
+        [*LINEREC, "run", "--config", str(config)], capture_output=True, text=True
+    )
     assert result.returncode == 2
     assert f"{config}:2: line[0].hook_pin: must be a BCM GPIO number 0-27 (got 99)" in result.stderr
 
@@ -147,7 +158,9 @@ def test_run_refuses_a_bad_config_with_its_location(tmp_path: Path) -> None:
 def test_gpio_backend_off_a_pi_says_what_is_missing(tmp_path: Path) -> None:
     config = tmp_path / "linerec.toml"
     config.write_text(f'[store]\ndir = "{tmp_path}"\n')
-    result = subprocess.run([*LINEREC, "run", "--config", str(config)], capture_output=True, text=True)
+    result = subprocess.run(
+        [*LINEREC, "run", "--config", str(config)], capture_output=True, text=True
+    )
     assert result.returncode == 2
     assert "[hardware] backend = 'gpio' needs RPi.GPIO (pip install 'linerec[pi]'" in result.stderr
 
@@ -158,7 +171,9 @@ def test_unit_files_pass_systemd_analyze_verify(tmp_path: Path) -> None:
     unit = Path(__file__).parents[1] / "systemd" / "linerec.service"
     copy = tmp_path / unit.name
     copy.write_text(unit.read_text().replace("/usr/bin/linerec", str(linerec)))
-    result = subprocess.run(["systemd-analyze", "verify", str(copy)], capture_output=True, text=True)
+    result = subprocess.run(
+        ["systemd-analyze", "verify", str(copy)], capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
     assert "Type=notify" in unit.read_text()

@@ -30,8 +30,15 @@ def machine(consent: str = "notice") -> CallMachine:
 def test_inbound_call_with_notice() -> None:
     m = machine("notice")
     events = []
-    for event in (RingStart(t=0.0), RingStop(t=2.0), RingStart(t=6.0), OffHook(t=9.0), NoticeDone(t=14.7),
-                  HookBreak(t=30.0), OnHook(t=30.0)):
+    for event in (
+        RingStart(t=0.0),
+        RingStop(t=2.0),
+        RingStart(t=6.0),
+        OffHook(t=9.0),
+        NoticeDone(t=14.7),
+        HookBreak(t=30.0),
+        OnHook(t=30.0),
+    ):
         events += m.feed(event)
     assert events == [
         Ringing(t=0.0, line="line1"),
@@ -88,7 +95,9 @@ def test_flash_during_recording_keeps_the_call() -> None:
     m = machine("one-party")
     m.feed(OffHook(t=1.0))
     assert m.feed(HookBreak(t=5.0)) == []
-    assert m.feed(HookFlash(t=5.0, duration=0.4)) == [HookFlashed(t=5.0, line="line1", duration=0.4)]
+    assert m.feed(HookFlash(t=5.0, duration=0.4)) == [
+        HookFlashed(t=5.0, line="line1", duration=0.4)
+    ]
     assert m.state is State.RECORDING
 
 
@@ -102,5 +111,7 @@ def test_ring_while_off_hook_changes_nothing() -> None:
 def test_impossible_event_names_event_line_and_state() -> None:
     m = machine("one-party")
     m.feed(OffHook(t=1.0))
-    with pytest.raises(CallStateError, match="line line1: OffHook cannot happen in state recording"):
+    with pytest.raises(
+        CallStateError, match="line line1: OffHook cannot happen in state recording"
+    ):
         m.feed(OffHook(t=2.0))

@@ -24,7 +24,9 @@ def test_what_would_alias_is_removed(rate: int) -> None:
     assert _gain_db(rate, 8000, 4500) < -60
 
 
-@pytest.mark.parametrize(("rate_in", "rate_out", "period"), [(48000, 8000, 960), (44100, 8000, 882), (8000, 48000, 160)])
+@pytest.mark.parametrize(
+    ("rate_in", "rate_out", "period"), [(48000, 8000, 960), (44100, 8000, 882), (8000, 48000, 160)]
+)
 def test_period_by_period_equals_all_at_once(rate_in: int, rate_out: int, period: int) -> None:
     rng = np.random.default_rng(1)
     x = rng.normal(0, 3000, period * 25)

@@ -15,7 +15,9 @@ from linerec.hardware.sense import (
 )
 
 
-def run(sense: HookSense, edges: list[tuple[float, bool]], until: float, step: float = 0.02) -> list[object]:
+def run(
+    sense: HookSense, edges: list[tuple[float, bool]], until: float, step: float = 0.02
+) -> list[object]:
     """Feed edges, advancing the clock in frame steps as the daemon does."""
     events: list[object] = []
     pending = sorted(edges)
@@ -111,11 +113,21 @@ def test_ring_burst_of_20_hz_pulses_is_one_ring() -> None:
 
 def test_a_single_spike_is_not_a_ring() -> None:
     sense = RingSense()
-    events = sense.feed_edge(True, 1.0) + sense.feed_edge(False, 1.01) + sense.advance(1.15) + sense.advance(2.0)
+    events = (
+        sense.feed_edge(True, 1.0)
+        + sense.feed_edge(False, 1.01)
+        + sense.advance(1.15)
+        + sense.advance(2.0)
+    )
     assert events == []
 
 
 def test_steady_ring_signal_counts_too() -> None:
     sense = RingSense()
-    events = sense.feed_edge(True, 1.0) + sense.advance(1.2) + sense.feed_edge(False, 3.0) + sense.advance(3.3)
+    events = (
+        sense.feed_edge(True, 1.0)
+        + sense.advance(1.2)
+        + sense.feed_edge(False, 3.0)
+        + sense.advance(3.3)
+    )
     assert events == [RingStart(t=1.0), RingStop(t=3.0)]

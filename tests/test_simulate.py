@@ -41,8 +41,13 @@ on_hook = true
 def test_inbound_call_notice_then_conversation(run_sim: RunSim) -> None:
     sim = run_sim(INBOUND)
     assert names(sim.events) == [
-        "ringing", "answered", "notice_started", "notice_played", "recording_started",
-        "hung_up", "recording_sealed",
+        "ringing",
+        "answered",
+        "notice_started",
+        "notice_played",
+        "recording_started",
+        "hung_up",
+        "recording_sealed",
     ]
     answered = first(sim.events, "answered")
     assert answered.direction.value == "inbound"  # type: ignore[attr-defined]
@@ -78,8 +83,19 @@ def test_nothing_said_before_consent_is_kept(run_sim: RunSim) -> None:
 
 def test_hang_up_during_notice_leaves_an_event_and_no_recording(tmp_path: Path) -> None:
     store = tmp_path / "store"
-    sim = simulate([example_call("hangup-during-notice.toml")], config=None, store_dir=store, emit=lambda e: None)
-    assert names(sim.events) == ["ringing", "answered", "notice_started", "notice_abandoned", "hung_up"]
+    sim = simulate(
+        [example_call("hangup-during-notice.toml")],
+        config=None,
+        store_dir=store,
+        emit=lambda e: None,
+    )
+    assert names(sim.events) == [
+        "ringing",
+        "answered",
+        "notice_started",
+        "notice_abandoned",
+        "hung_up",
+    ]
     assert first(sim.events, "hung_up").recorded is False  # type: ignore[attr-defined]
     assert sorted(p.name for p in store.iterdir()) == [".sim"]
 
@@ -126,7 +142,10 @@ def test_leds_show_notice_then_recording(run_sim: RunSim) -> None:
 
     assert all(lit_at(t) for t in np.arange(recording_start + 0.02, hung_up + 0.9, 0.02))
     changes = [(t, lit) for t, lit in led if recording_start < t]
-    assert changes[0] == (pytest.approx(hung_up + 1.0, abs=0.05), False)  # off once the hang-up is sure
+    assert changes[0] == (
+        pytest.approx(hung_up + 1.0, abs=0.05),
+        False,
+    )  # off once the hang-up is sure
     status = pins.outputs[sim.config.hardware.status_led].history
     assert status[0][1] is True  # idle heartbeat begins at start
 
@@ -166,11 +185,18 @@ on_hook = true
     (event,) = sealed(sim)
     wav = read_wav(event.path)
     metadata = json.loads(Path(event.path).with_suffix(".json").read_text())
-    assert metadata["gaps"] == [{"at": pytest.approx(3.0, abs=0.03), "seconds": 0.4,
-                                 "reason": "capture overrun: audio lost"}]
+    assert metadata["gaps"] == [
+        {
+            "at": pytest.approx(3.0, abs=0.03),
+            "seconds": 0.4,
+            "reason": "capture overrun: audio lost",
+        }
+    ]
     assert [m.label for m in wav.markers] == ["gap 0.400 s: capture overrun: audio lost"]
     # the timeline is kept: the recording is as long as the call
-    assert wav.duration == pytest.approx(first(sim.events, "hung_up").t - first(sim.events, "answered").t, abs=0.03)
+    assert wav.duration == pytest.approx(
+        first(sim.events, "hung_up").t - first(sim.events, "answered").t, abs=0.03
+    )
 
 
 def test_hook_flash_does_not_end_the_recording(run_sim: RunSim) -> None:
@@ -190,7 +216,13 @@ seconds = 2.0
 on_hook = true
 """
     sim = run_sim(call, config='[[line]]\nconsent = "one-party"\n')
-    assert names(sim.events) == ["answered", "recording_started", "hook_flash", "hung_up", "recording_sealed"]
+    assert names(sim.events) == [
+        "answered",
+        "recording_started",
+        "hook_flash",
+        "hung_up",
+        "recording_sealed",
+    ]
     assert first(sim.events, "hook_flash").duration == pytest.approx(0.4)  # type: ignore[attr-defined]
     assert len(sealed(sim)) == 1
 
@@ -215,10 +247,15 @@ on_hook = true
 
 
 def test_call_file_asking_for_another_consent_than_the_config(run_sim: RunSim) -> None:
-    with pytest.raises(CallFileError, match=r"call.consent: asks for 'beep' but .*linerec.toml sets line1 to 'notice'"):
+    with pytest.raises(
+        CallFileError,
+        match=r"call.consent: asks for 'beep' but .*linerec.toml sets line1 to 'notice'",
+    ):
         run_sim(example_call("beep.toml").read_text(), config="[[line]]\n")
 
 
 def test_call_on_a_line_the_config_lacks(run_sim: RunSim) -> None:
-    with pytest.raises(CallFileError, match=r"no line named 'line2' in .*linerec.toml \(lines: line1\)"):
+    with pytest.raises(
+        CallFileError, match=r"no line named 'line2' in .*linerec.toml \(lines: line1\)"
+    ):
         run_sim('[[call]]\nline = "line2"\n[[call.step]]\noff_hook = true\n', config="[[line]]\n")

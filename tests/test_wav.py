@@ -50,7 +50,9 @@ def test_not_a_wav_names_the_offset(tmp_path: Path) -> None:
 
 def test_cut_fmt_chunk_names_the_offset(tmp_path: Path) -> None:
     path = tmp_path / "c.wav"
-    path.write_bytes(b"RIFF" + struct.pack("<I", 100) + b"WAVE" + b"fmt " + struct.pack("<I", 16) + b"\x01\x00")
+    path.write_bytes(
+        b"RIFF" + struct.pack("<I", 100) + b"WAVE" + b"fmt " + struct.pack("<I", 16) + b"\x01\x00"
+    )
     with pytest.raises(WavError, match=r"\(byte 12\): chunk b'fmt ' is cut short"):
         read_wav(path)
 
@@ -58,7 +60,15 @@ def test_cut_fmt_chunk_names_the_offset(tmp_path: Path) -> None:
 def test_unsupported_encoding_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "f.wav"
     fmt = struct.pack("<HHIIHH", 3, 1, 8000, 32000, 4, 32)  # 32-bit float
-    path.write_bytes(b"RIFF" + struct.pack("<I", 36) + b"WAVE" + b"fmt " + struct.pack("<I", 16) + fmt
-                     + b"data" + struct.pack("<I", 0))
+    path.write_bytes(
+        b"RIFF"
+        + struct.pack("<I", 36)
+        + b"WAVE"
+        + b"fmt "
+        + struct.pack("<I", 16)
+        + fmt
+        + b"data"
+        + struct.pack("<I", 0)
+    )
     with pytest.raises(WavError, match="unsupported encoding: format tag 3, 32 bits"):
         read_wav(path)

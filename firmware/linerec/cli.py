@@ -30,16 +30,30 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser("run", help="run the recorder daemon")
-    run.add_argument("--config", type=Path, default=None, help="configuration file (default /etc/linerec/linerec.toml)")
+    run.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="configuration file (default /etc/linerec/linerec.toml)",
+    )
     run.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
 
     sim = commands.add_parser(
         "simulate", help="record scripted calls on a simulated line (no hardware, no broker)"
     )
-    sim.add_argument("callfiles", nargs="*", type=Path, metavar="CALLFILE",
-                     help="scripted call TOML files (default: an inbound call)")
-    sim.add_argument("--store", type=Path, default=None, help="where recordings go (default ./linerec-sim)")
-    sim.add_argument("--config", type=Path, default=None, help="use this configuration's lines and policy")
+    sim.add_argument(
+        "callfiles",
+        nargs="*",
+        type=Path,
+        metavar="CALLFILE",
+        help="scripted call TOML files (default: an inbound call)",
+    )
+    sim.add_argument(
+        "--store", type=Path, default=None, help="where recordings go (default ./linerec-sim)"
+    )
+    sim.add_argument(
+        "--config", type=Path, default=None, help="use this configuration's lines and policy"
+    )
     sim.add_argument("--json", action="store_true", help="print one JSON object per event")
 
     config = commands.add_parser("config", help="configuration tools")
@@ -67,7 +81,10 @@ def _config_check(args: argparse.Namespace) -> int:
 
     config = load_config(args.path)
     lines = ", ".join(f"{line.name} ({line.consent.value})" for line in config.lines)
-    print(f"{args.path}: ok: device {config.device_id}, backend {config.hardware.backend}, lines: {lines}")
+    print(
+        f"{args.path}: ok: device {config.device_id}, "
+        f"backend {config.hardware.backend}, lines: {lines}"
+    )
     return 0
 
 
@@ -98,12 +115,17 @@ def _simulate(args: argparse.Namespace) -> int:
     if not sealed:
         print(f"No recording was kept (store: {store}).")
     for event in sealed:
-        print(f"Recording ({event.duration:.1f} s, {result.config.store.codec.value}, 8 kHz): {event.path}")
+        print(
+            f"Recording ({event.duration:.1f} s, {result.config.store.codec.value}, 8 kHz): "
+            f"{event.path}"
+        )
         print(f"  metadata: {Path(event.path).with_suffix('.json')}")
         print(f"  play it:  aplay {event.path}    (or: play {event.path})")
     for line in result.config.lines:
-        print(f"Line output of {line.name} (what the callers heard, raw s16le {line.audio.rate} Hz): "
-              f"{result.backend.line_out(line.name)}")
+        print(
+            f"Line output of {line.name} (what the callers heard, raw s16le {line.audio.rate} Hz): "
+            f"{result.backend.line_out(line.name)}"
+        )
     return 0
 
 
@@ -129,7 +151,9 @@ def _run(args: argparse.Namespace) -> int:
     config, backend = open_backend(config)
     store = WavStore(config.store.dir, config.store.codec)
     daemon = Daemon(
-        config, backend, store,
+        config,
+        backend,
+        store,
         emit=lambda event: log.info(
             event_text(event, daemon.clock_start), extra={"LINE": event.line, "EVENT": event.name}
         ),

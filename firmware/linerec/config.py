@@ -158,13 +158,25 @@ class _Table:
             raise self.error(unknown[0], f"unknown key (known keys here: {known})")
 
 
-_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
-               dict: "a table", list: "an array"}
+_TYPE_NAMES = {
+    str: "a string",
+    int: "an integer",
+    float: "a number",
+    bool: "true or false",
+    dict: "a table",
+    list: "an array",
+}
 
 
 def _toml_type(value: object) -> str:
-    return {bool: "boolean", int: "integer", float: "float", str: "string", dict: "table",
-            list: "array"}.get(type(value), type(value).__name__)
+    return {
+        bool: "boolean",
+        int: "integer",
+        float: "float",
+        str: "string",
+        dict: "table",
+        list: "array",
+    }.get(type(value), type(value).__name__)
 
 
 class _Source:
@@ -203,9 +215,12 @@ class _Source:
                 if head.group(1) == "[[":
                     counts[current] = counts.get(current, -1) + 1
                 continue
-            if current == section and assign.match(line):
-                if want_index is None or counts.get(section, 0) == want_index:
-                    return number
+            if (
+                current == section
+                and assign.match(line)
+                and (want_index is None or counts.get(section, 0) == want_index)
+            ):
+                return number
             if section is None and current is None and assign.match(line):
                 return number
         if section is not None and want_index is not None:  # the table itself
@@ -249,7 +264,9 @@ def parse_config(data: dict[str, Any], path: Path | str, text: str | None = None
     device = top.table("device")
     device_id = device.take("id", str, _default_device_id())
     if not _DEVICE_ID.match(device_id):
-        raise device.error("id", f"must be 1-64 letters, digits, '.', '_' or '-' (got {device_id!r})")
+        raise device.error(
+            "id", f"must be 1-64 letters, digits, '.', '_' or '-' (got {device_id!r})"
+        )
     device.done()
 
     hardware = top.table("hardware")
@@ -281,13 +298,15 @@ def parse_config(data: dict[str, Any], path: Path | str, text: str | None = None
     raw_lines = top.take("line", list, [{}])
     if not raw_lines:
         raise top.error("line", "needs at least one [[line]]")
-    lines = tuple(
-        _parse_line(i, entry, source, pinmap) for i, entry in enumerate(raw_lines)
-    )
+    lines = tuple(_parse_line(i, entry, source, pinmap) for i, entry in enumerate(raw_lines))
     top.done()
     config = Config(
-        path=Path(path), device_id=device_id, hardware=hardware_config, store=store_config,
-        sim=sim_config, lines=lines,
+        path=Path(path),
+        device_id=device_id,
+        hardware=hardware_config,
+        store=store_config,
+        sim=sim_config,
+        lines=lines,
     )
     _check_unique(config, source)
     return config
@@ -311,7 +330,9 @@ def load_pinmap(path: Path) -> PinMap:
     except OSError as exc:
         raise ConfigError(path, "", f"cannot read the pin map: {exc.strerror}") from exc
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(path, "", f"pin map is not valid TOML: {exc}", _toml_error_line(str(exc))) from exc
+        raise ConfigError(
+            path, "", f"pin map is not valid TOML: {exc}", _toml_error_line(str(exc))
+        ) from exc
     source = _Source(path, text)
     top = _Table(data, "", source)
     top.take("version", int, 1)
@@ -328,7 +349,7 @@ def load_pinmap(path: Path) -> PinMap:
                 ring=_pin(table, "ring_sense", None),
                 ring_active_low=table.take("ring_active_low", bool, True),
                 led=_pin(table, "recording_led", None),
-                button=table.take("button", int, None),  # type: ignore[arg-type]
+                button=table.take("button", int, None),
             )
         )
         table.done()
@@ -361,11 +382,15 @@ def _parse_line(index: int, entry: object, source: _Source, pinmap: PinMap) -> L
 
     pins = LinePins(
         hook=pin("hook_pin", lambda m: m.hook),
-        hook_active_low=table.take("hook_active_low", bool, mapped.hook_active_low if mapped else True),
+        hook_active_low=table.take(
+            "hook_active_low", bool, mapped.hook_active_low if mapped else True
+        ),
         ring=pin("ring_pin", lambda m: m.ring),
-        ring_active_low=table.take("ring_active_low", bool, mapped.ring_active_low if mapped else True),
+        ring_active_low=table.take(
+            "ring_active_low", bool, mapped.ring_active_low if mapped else True
+        ),
         led=pin("led_pin", lambda m: m.led),
-        button=table.take("button_pin", int, mapped.button if mapped else None),  # type: ignore[arg-type]
+        button=table.take("button_pin", int, mapped.button if mapped else None),
     )
     if pins.button is not None and pins.button not in BCM_PINS:
         raise table.error("button_pin", f"must be a BCM GPIO number 0-27 (got {pins.button})")

@@ -17,9 +17,7 @@ class LinerecError(Exception):
 class ConfigError(LinerecError, ValueError):
     """A configuration value is missing, unknown, of the wrong type or impossible."""
 
-    def __init__(
-        self, path: Path | str, key: str, message: str, line: int | None = None
-    ) -> None:
+    def __init__(self, path: Path | str, key: str, message: str, line: int | None = None) -> None:
         self.path = Path(path)
         self.key = key
         self.message = message

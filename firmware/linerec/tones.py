@@ -54,4 +54,5 @@ class Oscillator:
     def take(self, count: int) -> npt.NDArray[np.float64]:
         phases = self._phase + self._step * np.arange(count)
         self._phase = float((phases[-1] + self._step) % (2 * np.pi)) if count else self._phase
-        return self._amplitude * np.sin(phases)
+        wave: npt.NDArray[np.float64] = self._amplitude * np.sin(phases)
+        return wave

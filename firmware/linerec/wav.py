@@ -43,12 +43,14 @@ class WavAudio:
     @property
     def mono(self) -> Samples:
         if self.samples.shape[1] == 1:
-            return self.samples[:, 0].copy()
-        return self.samples.astype(np.int32).mean(axis=1).round().astype(np.int16)
+            mono: Samples = self.samples[:, 0].copy()
+        else:
+            mono = self.samples.astype(np.int32).mean(axis=1).round().astype(np.int16)
+        return mono
 
     @property
     def duration(self) -> float:
-        return self.samples.shape[0] / self.rate
+        return float(self.samples.shape[0] / self.rate)
 
 
 def read_wav(path: Path | str) -> WavAudio:
@@ -189,8 +191,17 @@ class WavWriter:
             cue += struct.pack("<II4sIII", cue_id, marker.sample, b"data", 0, 0, marker.sample)
             text = marker.label.encode() + b"\0"
             body = struct.pack("<I", cue_id) + text
-            adtl += b"labl" + struct.pack("<I", len(body)) + body + (b"\0" if len(body) & 1 else b"")
-        return b"cue " + struct.pack("<I", len(cue)) + cue + b"LIST" + struct.pack("<I", len(adtl)) + adtl
+            adtl += (
+                b"labl" + struct.pack("<I", len(body)) + body + (b"\0" if len(body) & 1 else b"")
+            )
+        return (
+            b"cue "
+            + struct.pack("<I", len(cue))
+            + cue
+            + b"LIST"
+            + struct.pack("<I", len(adtl))
+            + adtl
+        )
 
 
 def write_wav(path: Path | str, pcm: Samples, *, rate: int, codec: Codec = Codec.PCM16) -> None:

@@ -8,7 +8,7 @@ States and rules (the whole table is `_TRANSITIONS` below):
     RINGING   --OffHook---->  NOTICE | RECORDING            emits Answered(inbound)
     RINGING   --tick------->  IDLE   after `ring_timeout`   emits MissedCall
     NOTICE    --NoticeDone->  RECORDING                     emits NoticePlayed, RecordingStarted
-    NOTICE    --OnHook----->  IDLE                          emits NoticeAbandoned, HungUp(recorded=False)
+    NOTICE    --OnHook----->  IDLE                 emits NoticeAbandoned, HungUp(recorded=False)
     RECORDING --HookFlash-->  RECORDING                     emits HookFlashed
     RECORDING --OnHook----->  IDLE                          emits HungUp(recorded=True)
 
@@ -50,7 +50,9 @@ from linerec.hardware.sense import (
     RingStop,
 )
 
-MachineInput = OffHook | OnHook | HookBreak | HookFlash | HookGlitch | RingStart | RingStop | NoticeDone
+MachineInput = (
+    OffHook | OnHook | HookBreak | HookFlash | HookGlitch | RingStart | RingStop | NoticeDone
+)
 
 
 class State(Enum):
@@ -132,7 +134,10 @@ class CallMachine:
 
     def _abandon(self, event: MachineInput) -> list[CallEvent]:
         self._reset()
-        return [NoticeAbandoned(t=event.t, line=self.line), HungUp(t=event.t, line=self.line, recorded=False)]
+        return [
+            NoticeAbandoned(t=event.t, line=self.line),
+            HungUp(t=event.t, line=self.line, recorded=False),
+        ]
 
     def _flash(self, event: MachineInput) -> list[CallEvent]:
         assert isinstance(event, HookFlash)

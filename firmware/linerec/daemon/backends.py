@@ -29,7 +29,11 @@ def open_sim_backend(
     for call in calls:
         if call.line not in by_line:
             known = ", ".join(by_line)
-            raise CallFileError(call.source, "call.line", f"no line named {call.line!r} in {config.path} (lines: {known})")
+            raise CallFileError(
+                call.source,
+                "call.line",
+                f"no line named {call.line!r} in {config.path} (lines: {known})",
+            )
         by_line[call.line].append(call)
     lines = []
     setups = []

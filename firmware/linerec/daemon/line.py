@@ -8,7 +8,7 @@ notice, or the warning tone). It owns no thread and no device.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 
 import numpy as np
@@ -28,7 +28,6 @@ from linerec.config import LineConfig
 from linerec.daemon.delay import DelayLine, Keep, Slot
 from linerec.daemon.events import AudioGap, Fault, RecordingSealed
 from linerec.dsp.level import LevelMeter
-from linerec.tones import Oscillator
 from linerec.hardware.audio import FRAME_SAMPLES, RATE, Frame
 from linerec.hardware.leds import Led, Show
 from linerec.hardware.sense import (
@@ -41,6 +40,7 @@ from linerec.hardware.sense import (
     RingSense,
 )
 from linerec.store.base import RecordingInfo, RecordingWriter, Store
+from linerec.tones import Oscillator
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +116,9 @@ class LinePipeline:
             self.lost_samples += frame.lost
             self._emit(
                 AudioGap(
-                    t=frame.t, line=self.name, seconds=frame.lost / RATE,
+                    t=frame.t,
+                    line=self.name,
+                    seconds=frame.lost / RATE,
                     in_recording=self.machine.state is State.RECORDING,
                 )
             )
@@ -167,7 +169,7 @@ class LinePipeline:
 
     # -- events ----------------------------------------------------------------------------
 
-    def _on_line_events(self, events: list[LineEvent]) -> None:
+    def _on_line_events(self, events: Sequence[LineEvent]) -> None:
         for event in events:
             if isinstance(event, HookBreak):
                 self.delay.hold(event.t)
@@ -248,8 +250,12 @@ class LinePipeline:
             return
         self._emit(
             RecordingSealed(
-                t=t, line=self.name, id=sealed.id, path=str(sealed.path),
-                duration=round(sealed.duration, 3), ended_by=ended_by,
+                t=t,
+                line=self.name,
+                id=sealed.id,
+                path=str(sealed.path),
+                duration=round(sealed.duration, 3),
+                ended_by=ended_by,
             )
         )
 
@@ -273,4 +279,3 @@ _LED_FOR_STATE = {
     State.NOTICE: Show.NOTICE,
     State.RECORDING: Show.RECORDING,
 }
-

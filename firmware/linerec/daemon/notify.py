@@ -22,9 +22,9 @@ class Notifier:
 
     def _send(self, message: str) -> None:
         if self.enabled:
-            from systemd import daemon  # only under systemd: keeps start-up lean elsewhere
+            import systemd.daemon  # only under systemd: keeps start-up lean elsewhere
 
-            daemon.notify(message)
+            systemd.daemon.notify(message)
 
     def ready(self, status: str) -> None:
         self._send(f"READY=1\nSTATUS={status}")

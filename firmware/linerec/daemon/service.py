@@ -115,7 +115,9 @@ class Daemon:
         backend = self.backend
         self.clock_start = backend.clock()
         self._wall_start = datetime.now(UTC)
-        self._status_led = Led(backend.pins.output(self.config.hardware.status_led, name="status LED"))
+        self._status_led = Led(
+            backend.pins.output(self.config.hardware.status_led, name="status LED")
+        )
         for index, line in enumerate(self.config.lines):
             pins = line.pins
             hook = backend.pins.input(pins.hook, name=f"line[{index}] hook sense")
@@ -146,14 +148,19 @@ class Daemon:
             if pipeline.hook.off_hook:
                 # Off hook already (we restarted mid-call): treat it as a call picked up now,
                 # so the notice plays before anything is kept.
-                log.warning("line %s is off hook at start: taking the call in progress", pipeline.name)
+                log.warning(
+                    "line %s is off hook at start: taking the call in progress", pipeline.name
+                )
                 pipeline.hook.off_hook = False
                 pipeline.hook_edge(not pipeline.config.pins.hook_active_low, self.clock_start)
         now = self._monotonic()
         for index, capture in enumerate(self._captures):
             self._heartbeats.append(now)
             thread = threading.Thread(
-                target=self._capture_loop, args=(index, capture), name=f"capture-{index}", daemon=True
+                target=self._capture_loop,
+                args=(index, capture),
+                name=f"capture-{index}",
+                daemon=True,
             )
             self._threads.append(thread)
             thread.start()
@@ -162,7 +169,11 @@ class Daemon:
     def run(self, stop: threading.Event, *, until: float | None = None) -> None:
         """The main loop, until `stop` is set (or every line has reached time `until`)."""
         self.notifier.ready(self._status())
-        log.info("linerec running: %d line(s), backend %s", len(self.pipelines), self.config.hardware.backend)
+        log.info(
+            "linerec running: %d line(s), backend %s",
+            len(self.pipelines),
+            self.config.hardware.backend,
+        )
         while not stop.is_set():
             try:
                 item = self._queue.get(timeout=0.05)
@@ -193,7 +204,8 @@ class Daemon:
                 self._handle(item)
         for pipeline in self.pipelines:
             pipeline.shutdown()
-        for device in (*self._captures, *self._playbacks):
+        devices: list[AudioCapture | AudioPlayback] = [*self._captures, *self._playbacks]
+        for device in devices:
             try:
                 device.close()
             except Exception:  # closing must not keep the others open

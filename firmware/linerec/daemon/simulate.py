@@ -45,12 +45,15 @@ def _consents_asked(calls: list[ScriptedCall]) -> dict[str, str]:
             continue
         if call.consent not in modes:
             raise CallFileError(
-                call.source, "call.consent", f"must be one of {', '.join(modes)} (got {call.consent!r})"
+                call.source,
+                "call.consent",
+                f"must be one of {', '.join(modes)} (got {call.consent!r})",
             )
         first = asked.setdefault(call.line, call.consent)
         if first != call.consent:
             raise CallFileError(
-                call.source, "call.consent",
+                call.source,
+                "call.consent",
                 f"asks for {call.consent!r} on {call.line}, which another call runs as {first!r}",
             )
     return asked
@@ -61,8 +64,10 @@ def _check_consents(calls: list[ScriptedCall], config: Config) -> None:
         line = config.line(call.line)
         if call.consent is not None and line is not None and line.consent.value != call.consent:
             raise CallFileError(
-                call.source, "call.consent",
-                f"asks for {call.consent!r} but {config.path} sets {call.line} to {line.consent.value!r}",
+                call.source,
+                "call.consent",
+                f"asks for {call.consent!r} but {config.path} sets {call.line} "
+                f"to {line.consent.value!r}",
             )
 
 
@@ -82,8 +87,12 @@ def default_config(
             entry["consent"] = consents[name]
         if index >= len(pinmap.lines):
             if len(spare) < 3:
-                raise ValueError(f"too many simulated lines ({len(line_names)}): not enough GPIO pins")
-            entry.update(hook_pin=spare.pop(0), ring_pin=spare.pop(0), led_pin=spare.pop(0), button_pin=None)
+                raise ValueError(
+                    f"too many simulated lines ({len(line_names)}): not enough GPIO pins"
+                )
+            entry.update(
+                hook_pin=spare.pop(0), ring_pin=spare.pop(0), led_pin=spare.pop(0), button_pin=None
+            )
         lines.append(entry)
     data = {
         "device": {"id": "linerec-sim"},
@@ -111,7 +120,9 @@ def simulate(
         config = default_config(names, store_dir or DEFAULT_STORE, consents)
     else:
         if store_dir is not None:
-            config = dataclasses.replace(config, store=dataclasses.replace(config.store, dir=store_dir))
+            config = dataclasses.replace(
+                config, store=dataclasses.replace(config.store, dir=store_dir)
+            )
         _check_consents(calls, config)
     config, backend = open_sim_backend(config, calls, speed=speed)
     events: list[CallEvent] = []

@@ -17,7 +17,7 @@ def level_dbfs(samples: Samples) -> float:
     power = float(np.dot(x, x)) / len(x)
     if power <= 0:
         return _FLOOR_DB
-    return max(10 * np.log10(power / (32767.0**2 / 2)), _FLOOR_DB)
+    return max(10 * float(np.log10(power / (32767.0**2 / 2))), _FLOOR_DB)
 
 
 class LevelMeter:

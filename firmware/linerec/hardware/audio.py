@@ -55,8 +55,8 @@ class AudioCapture(ABC):
     def read(self) -> Frame:
         """Block until the next frame is captured."""
 
-    def interrupt(self) -> None:
-        """Make a blocked `read` return soon, if the device can (a real one returns each period)."""
+    def interrupt(self) -> None:  # noqa: B027 - a real device needs nothing: reads return each period
+        """Make a blocked `read` return soon, if the device can."""
 
     @abstractmethod
     def close(self) -> None: ...
@@ -87,14 +87,17 @@ def _open_pcm(kind: int, device: str, settings: AudioSettings, key: str) -> alsa
             periods=4,
         )
     except alsaaudio.ALSAAudioError as exc:
-        raise HardwareError(f"{settings.where}.{key}: cannot open ALSA device {device!r}: {exc}") from exc
+        raise HardwareError(
+            f"{settings.where}.{key}: cannot open ALSA device {device!r}: {exc}"
+        ) from exc
     info = pcm.info()
     if info["rate"] != settings.rate or info["channels"] != settings.channels:
         pcm.close()
         raise HardwareError(
             f"{settings.where}.rate: ALSA device {device!r} gives {info['rate']} Hz with "
             f"{info['channels']} channel(s), not the configured {settings.rate} Hz with "
-            f"{settings.channels} (try one of {', '.join(map(str, DEVICE_RATES))}, or a 'plughw:' device)"
+            f"{settings.channels} (try one of {', '.join(map(str, DEVICE_RATES))}, "
+            "or a 'plughw:' device)"
         )
     return pcm
 
@@ -112,7 +115,9 @@ class AlsaCapture(AudioCapture):
     ) -> None:
         self._settings = settings
         self._clock = clock
-        self._pcm = _open_pcm(alsaaudio.PCM_CAPTURE, settings.capture_device, settings, "capture_device")
+        self._pcm = _open_pcm(
+            alsaaudio.PCM_CAPTURE, settings.capture_device, settings, "capture_device"
+        )
         self._resampler = Resampler(settings.rate, RATE)
         self._position = 0  # 8 kHz samples delivered or lost so far
         self._last_t: float | None = None
@@ -129,19 +134,20 @@ class AlsaCapture(AudioCapture):
                 lost += self._estimate_lost()
             elif length < 0:
                 raise HardwareError(
-                    f"{self._settings.where}.capture_device: read failed: {errno.errorcode.get(-length, length)}"
+                    f"{self._settings.where}.capture_device: read failed: "
+                    f"{errno.errorcode.get(-length, length)}"
                 )
         raw = np.frombuffer(data, dtype="<i2")
         if self._settings.channels > 1:
             raw = raw[self._settings.channel :: self._settings.channels]
-        samples = raw.astype(np.int16) if self._resampler.passthrough else to_int16(
-            self._resampler.process(raw)
+        samples = (
+            raw.astype(np.int16)
+            if self._resampler.passthrough
+            else to_int16(self._resampler.process(raw))
         )
         self._position += lost
-        if self._clock is None:
-            t = self._position / RATE
-        else:
-            t = self._clock() - len(samples) / RATE
+        # Sample clock for the simulator; the read time minus one period on a real device.
+        t = self._position / RATE if self._clock is None else self._clock() - len(samples) / RATE
         self._position += len(samples)
         self._last_t = t
         return Frame(samples=samples, t=t, lost=lost)
@@ -151,7 +157,7 @@ class AlsaCapture(AudioCapture):
         if self._clock is None or self._last_t is None:
             return 0
         missing = self._clock() - (self._last_t + 2 * FRAME_MS / 1000)
-        return max(int(round(missing * RATE / FRAME_SAMPLES)) * FRAME_SAMPLES, 0)
+        return max(round(missing * RATE / FRAME_SAMPLES) * FRAME_SAMPLES, 0)
 
     def close(self) -> None:
         self._pcm.close()
@@ -162,7 +168,9 @@ class AlsaPlayback(AudioPlayback):
 
     def __init__(self, settings: AudioSettings) -> None:
         self._settings = settings
-        self._pcm = _open_pcm(alsaaudio.PCM_PLAYBACK, settings.playback_device, settings, "playback_device")
+        self._pcm = _open_pcm(
+            alsaaudio.PCM_PLAYBACK, settings.playback_device, settings, "playback_device"
+        )
         self._resampler = Resampler(RATE, settings.rate)
         self.underruns = 0
         # One period of silence ahead of the first frame: the line output then runs one period

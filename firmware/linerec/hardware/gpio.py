@@ -24,7 +24,7 @@ def _import_gpio() -> ModuleType:
             "[hardware] backend = 'gpio' needs RPi.GPIO (pip install 'linerec[pi]'; "
             f"on a Pi 5 install rpi-lgpio) and a Raspberry Pi: {exc}"
         ) from exc
-    return gpio
+    return gpio  # type: ignore[no-any-return]
 
 
 class RPiInputPin(InputPin):

@@ -66,7 +66,9 @@ class Resampler:
         base = positions // self.up + (self.taps_per_phase - 1)
         windows = buffer[base[:, None] - self._lags[None, :]]
         out: FloatArray = np.einsum("ij,ij->i", windows, self._phases[positions % self.up])
-        self._next = int(positions[-1] + self.down - limit) if len(positions) else self._next - limit
+        self._next = (
+            int(positions[-1] + self.down - limit) if len(positions) else self._next - limit
+        )
         self._history = buffer[len(buffer) - (self.taps_per_phase - 1) :]
         return out
 

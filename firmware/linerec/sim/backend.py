@@ -280,7 +280,9 @@ class SimBackend(Backend):
         entries = []
         for line, setting in zip(lines, settings, strict=True):
             self._write_line_audio(line, setting)
-            entries.append(_alsa_entries(line.name, setting, self.line_in(line.name), self.line_out(line.name)))
+            entries.append(
+                _alsa_entries(line.name, setting, self.line_in(line.name), self.line_out(line.name))
+            )
         config = workdir / "asound.conf"
         config.write_text("# written by linerec's simulated line\n" + "".join(entries))
         os.environ["ALSA_CONFIG_PATH"] = str(config)
@@ -347,6 +349,6 @@ def _alsa_entries(line: str, settings: AudioSettings, line_in: Path, line_out: P
     return (
         f'pcm.{capture} {{\n  type file\n  slave.pcm {{ type null }}\n  file "/dev/null"\n'
         f'  infile "{line_in}"\n  format "raw"\n}}\n'
-        f'pcm.{playback} {{\n  type file\n  slave.pcm {{ type null }}\n'
+        f"pcm.{playback} {{\n  type file\n  slave.pcm {{ type null }}\n"
         f'  file "{line_out}"\n  format "raw"\n}}\n'
     )

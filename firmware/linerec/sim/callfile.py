@@ -13,10 +13,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from linerec.tones import dtmf_pair
 from linerec.errors import LinerecError
+from linerec.tones import dtmf_pair
 
-ACTIONS = ("ring", "off_hook", "on_hook", "flash", "wait", "say", "dtmf", "tone", "overrun", "stall")
+ACTIONS = (
+    "ring",
+    "off_hook",
+    "on_hook",
+    "flash",
+    "wait",
+    "say",
+    "dtmf",
+    "tone",
+    "overrun",
+    "stall",
+)
 _OPTIONS: dict[str, dict[str, tuple[type, ...]]] = {
     "ring": {"cadence": (str,)},
     "off_hook": {"bounce_ms": (int, float)},
@@ -30,9 +41,16 @@ _OPTIONS: dict[str, dict[str, tuple[type, ...]]] = {
     "stall": {},
 }
 _ACTION_TYPES: dict[str, tuple[type, ...]] = {
-    "ring": (int,), "off_hook": (bool,), "on_hook": (bool,), "flash": (int, float),
-    "wait": (int, float), "say": (str,), "dtmf": (str,), "tone": (int, float, list),
-    "overrun": (int, float), "stall": (bool,),
+    "ring": (int,),
+    "off_hook": (bool,),
+    "on_hook": (bool,),
+    "flash": (int, float),
+    "wait": (int, float),
+    "say": (str,),
+    "dtmf": (str,),
+    "tone": (int, float, list),
+    "overrun": (int, float),
+    "stall": (bool,),
 }
 CADENCES = ("us", "uk")
 
@@ -76,7 +94,9 @@ def load_call_file(path: Path | str) -> list[ScriptedCall]:
         raise CallFileError(path, "description", f"must be a string (got {description!r})")
     calls = data.pop("call", None)
     if data:
-        raise CallFileError(path, sorted(data)[0], "unknown key (expected description and [[call]])")
+        raise CallFileError(
+            path, sorted(data)[0], "unknown key (expected description and [[call]])"
+        )
     if not isinstance(calls, list) or not calls:
         raise CallFileError(path, "call", "needs at least one [[call]] table")
     return [_parse_call(path, i, call, description) for i, call in enumerate(calls)]
@@ -92,16 +112,22 @@ def _parse_call(path: Path, index: int, call: object, description: str) -> Scrip
         raise CallFileError(path, f"{where}.line", f"must be a line name string (got {line!r})")
     consent = call.pop("consent", None)  # checked against the consent modes by the simulator
     if consent is not None and not isinstance(consent, str):
-        raise CallFileError(path, f"{where}.consent", f"must be a consent mode string (got {consent!r})")
+        raise CallFileError(
+            path, f"{where}.consent", f"must be a consent mode string (got {consent!r})"
+        )
     steps = call.pop("step", None)
     if call:
         raise CallFileError(
-            path, f"{where}.{sorted(call)[0]}", "unknown key (expected line, consent and [[call.step]])"
+            path,
+            f"{where}.{sorted(call)[0]}",
+            "unknown key (expected line, consent and [[call.step]])",
         )
     if not isinstance(steps, list) or not steps:
         raise CallFileError(path, where, "needs at least one [[call.step]]")
     parsed = tuple(_parse_step(path, f"{where}.step[{i}]", step) for i, step in enumerate(steps))
-    return ScriptedCall(line=line, consent=consent, steps=parsed, source=path, description=description)
+    return ScriptedCall(
+        line=line, consent=consent, steps=parsed, source=path, description=description
+    )
 
 
 def _parse_step(path: Path, where: str, step: object) -> Step:
@@ -127,12 +153,20 @@ def _parse_step(path: Path, where: str, step: object) -> Step:
         allowed = _OPTIONS[action]
         if key not in allowed:
             listed = ", ".join(sorted(allowed)) or "none"
-            raise CallFileError(path, f"{where}.{key}", f"is not an option of '{action}' (options: {listed})")
+            raise CallFileError(
+                path, f"{where}.{key}", f"is not an option of '{action}' (options: {listed})"
+            )
         if isinstance(option, bool) or not isinstance(option, allowed[key]):
             raise CallFileError(path, f"{where}.{key}", f"has the wrong type (got {option!r})")
         options[key] = option
     _check_value(path, where, action, value, options)
-    return Step(action=action, value=value, at=None if at is None else float(at), options=options, where=where)
+    return Step(
+        action=action,
+        value=value,
+        at=None if at is None else float(at),
+        options=options,
+        where=where,
+    )
 
 
 def _check_value(path: Path, where: str, action: str, value: Any, options: dict[str, Any]) -> None:
@@ -151,14 +185,19 @@ def _check_value(path: Path, where: str, action: str, value: Any, options: dict[
                 dtmf_pair(digit)
             except ValueError:
                 raise CallFileError(
-                    path, key, f"character {position} {digit!r} is not a DTMF digit (0-9, *, #, A-D)"
+                    path,
+                    key,
+                    f"character {position} {digit!r} is not a DTMF digit (0-9, *, #, A-D)",
                 ) from None
     if action == "tone":
         frequencies = value if isinstance(value, list) else [value]
         if not frequencies or not all(
-            isinstance(f, int | float) and not isinstance(f, bool) and 20 <= f <= 3900 for f in frequencies
+            isinstance(f, int | float) and not isinstance(f, bool) and 20 <= f <= 3900
+            for f in frequencies
         ):
-            raise CallFileError(path, key, f"must be a frequency 20-3900 Hz or a list of them (got {value!r})")
+            raise CallFileError(
+                path, key, f"must be a frequency 20-3900 Hz or a list of them (got {value!r})"
+            )
         if "seconds" not in options:
             raise CallFileError(path, where, "'tone' needs seconds = ...")
     if action == "ring" and options.get("cadence", "us") not in CADENCES:

@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 
 from linerec.codec import Samples
-from linerec.tones import dtmf_pair, tone
 from linerec.errors import WavError
 from linerec.hardware.resample import Resampler, to_int16
 from linerec.resources import data_path
 from linerec.sim.callfile import CallFileError, ScriptedCall, Step
+from linerec.tones import dtmf_pair, tone
 from linerec.wav import read_wav
 
 RATE = 8000
@@ -85,7 +85,9 @@ class _Timeline:
         if bounce_ms > 0:  # contact bounce: the switch chatters before it settles
             step = bounce_ms / 1000 / 4
             for i in range(4):
-                self.edges.append(PinEdge(t=t + i * step, signal="hook", active=off_hook == (i % 2 == 0)))
+                self.edges.append(
+                    PinEdge(t=t + i * step, signal="hook", active=off_hook == (i % 2 == 0))
+                )
             t += 4 * step
         self.edges.append(PinEdge(t=t, signal="hook", active=off_hook))
         self.cursor = t
@@ -109,7 +111,8 @@ def render_line(calls: list[ScriptedCall]) -> RenderedLine:
                     raise CallFileError(
                         call.source,
                         f"{step.where}.at",
-                        f"{step.at:g} s is before the end of the previous step ({timeline.cursor:.3f} s)",
+                        f"{step.at:g} s is before the end of the previous step "
+                        f"({timeline.cursor:.3f} s)",
                     )
                 timeline.cursor = step.at
             _apply(timeline, step, call.source)
@@ -132,8 +135,12 @@ def _apply(timeline: _Timeline, step: Step, source: Path) -> None:
                 pulses = round(on * frequency)
                 start = timeline.cursor
                 for p in range(pulses):
-                    timeline.edges.append(PinEdge(t=start + p * 2 * half, signal="ring", active=True))
-                    timeline.edges.append(PinEdge(t=start + (p * 2 + 1) * half, signal="ring", active=False))
+                    timeline.edges.append(
+                        PinEdge(t=start + p * 2 * half, signal="ring", active=True)
+                    )
+                    timeline.edges.append(
+                        PinEdge(t=start + (p * 2 + 1) * half, signal="ring", active=False)
+                    )
                 last = ring == value - 1 and burst == len(bursts) - 1
                 timeline.segments.append(Segment(start=start, end=start + on, what="ring"))
                 timeline.cursor = start + on + (0.0 if last else off)
@@ -157,7 +164,9 @@ def _apply(timeline: _Timeline, step: Step, source: Path) -> None:
             timeline.cursor += off
     elif action == "tone":
         frequencies = tuple(value) if isinstance(value, list) else (value,)
-        timeline.audio(tone(frequencies, options["seconds"], options.get("level_dbfs", -13)), f"tone {value}")
+        timeline.audio(
+            tone(frequencies, options["seconds"], options.get("level_dbfs", -13)), f"tone {value}"
+        )
     elif action == "overrun":
         timeline.faults.append(Fault(t=timeline.cursor, kind="overrun", seconds=value))
     elif action == "stall":
@@ -176,4 +185,4 @@ def _speech(name: str, options: dict[str, float], source: Path, where: str) -> S
     if "seconds" in options:
         samples = samples[: round(options["seconds"] * RATE)]
     gain = 10 ** (options.get("level_db", 0) / 20)
-    return to_int16(samples * gain) if gain != 1 else samples
+    return to_int16(samples.astype(np.float64) * gain) if gain != 1 else samples

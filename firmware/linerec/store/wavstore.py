@@ -32,7 +32,9 @@ def _fsync_dir(path: Path) -> None:
 
 
 class WavRecordingWriter(RecordingWriter):
-    def __init__(self, store_dir: Path, recording_id: str, info: RecordingInfo, codec: Codec) -> None:
+    def __init__(
+        self, store_dir: Path, recording_id: str, info: RecordingInfo, codec: Codec
+    ) -> None:
         self.id = recording_id
         self.path = store_dir / f"{recording_id}.wav"
         self._part = store_dir / f"{recording_id}.wav.part"
@@ -112,10 +114,15 @@ class WavStore(Store):
         directory.mkdir(parents=True, exist_ok=True)
 
     def begin(self, info: RecordingInfo) -> RecordingWriter:
-        stamp = info.started_at.strftime("%Y%m%dT%H%M%S") + f".{info.started_at.microsecond // 1000:03d}Z"
+        stamp = (
+            info.started_at.strftime("%Y%m%dT%H%M%S")
+            + f".{info.started_at.microsecond // 1000:03d}Z"
+        )
         base = f"{stamp}-{info.line}"
         recording_id, n = base, 1
-        while (self.dir / f"{recording_id}.wav").exists() or (self.dir / f"{recording_id}.wav.part").exists():
+        while (self.dir / f"{recording_id}.wav").exists() or (
+            self.dir / f"{recording_id}.wav.part"
+        ).exists():
             n += 1
             recording_id = f"{base}-{n}"
         return WavRecordingWriter(self.dir, recording_id, info, self.codec)
