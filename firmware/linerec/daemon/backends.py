@@ -22,7 +22,12 @@ def open_backend(config: Config) -> tuple[Config, Backend]:
 
 
 def open_sim_backend(
-    config: Config, calls: Iterable[ScriptedCall], *, speed: float, workdir: Path | None = None
+    config: Config,
+    calls: Iterable[ScriptedCall],
+    *,
+    speed: float,
+    workdir: Path | None = None,
+    echo: bool = True,
 ) -> tuple[Config, SimBackend]:
     """Render the calls onto the configured lines; returns the config pointed at the sim devices."""
     by_line: dict[str, list[ScriptedCall]] = {line.name: [] for line in config.lines}
@@ -57,6 +62,10 @@ def open_sim_backend(
         hardware=dataclasses.replace(config.hardware, backend="sim"),
     )
     backend = SimBackend(
-        setups, [line.audio for line in lines], workdir or config.store.dir / ".sim", speed
+        setups,
+        [line.audio for line in lines],
+        workdir or config.store.dir / ".sim",
+        speed,
+        echo=echo,
     )
     return config, backend

@@ -89,6 +89,7 @@ class LinePipeline:
         self._writer: RecordingWriter | None = None
         self._store_broken = False  # a store error ended this call's recording
         self._silence = np.zeros(FRAME_SAMPLES, dtype=np.int16)
+        self._led_state: State | None = None
         self.last_t = 0.0
         self.frames = 0
         self.lost_samples = 0
@@ -134,8 +135,14 @@ class LinePipeline:
         self._keep(self.delay.push(slot))
         if notice_done:
             self._on_call_events(self.machine.feed(NoticeDone(t=end)))
-        self._led.set(_LED_FOR_STATE[self.machine.state], end)
+        if self.machine.state is not self._led_state:
+            self._led_state = self.machine.state
+            self._led.set(_LED_FOR_STATE[self._led_state], end)
         return out
+
+    def refresh_led(self, now: float) -> None:
+        """Advance the LED's blink pattern (the daemon calls this every 50 ms or so)."""
+        self._led.update(now)
 
     def shutdown(self) -> None:
         """Keep what is still in the delay line and seal the recording in progress."""

@@ -13,7 +13,6 @@ through, and each line seals its recording in progress.
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
 from collections.abc import Callable
@@ -25,6 +24,7 @@ from linerec.call.events import CallEvent
 from linerec.codec import Samples
 from linerec.config import Config, LineConfig
 from linerec.daemon.events import Fault, FaultCleared
+from linerec.daemon.handoff import HandoffQueue
 from linerec.daemon.line import LinePipeline
 from linerec.daemon.notify import Notifier
 from linerec.errors import HardwareError
@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 
 QUEUE_FRAMES = 50  # per line: one second of audio between capture and the main loop
 CAPTURE_STALL = 0.5  # seconds without a period before a capture thread counts as stuck
+SUPERVISE_EVERY = 0.05  # seconds between watchdog/stall checks and LED refreshes
 TIMESYNC_FLAG = Path("/run/systemd/timesync/synchronized")
 
 
@@ -93,8 +94,8 @@ class Daemon:
         self._emit_to = emit
         self.notifier = notifier or Notifier({})
         self._monotonic = monotonic
-        self._queue: queue.Queue[_Edge | _Captured | _CaptureFailed] = queue.Queue(
-            maxsize=QUEUE_FRAMES * len(config.lines)
+        self._queue: HandoffQueue[_Edge | _Captured | _CaptureFailed] = HandoffQueue(
+            QUEUE_FRAMES * len(config.lines)
         )
         self._stopping = threading.Event()
         self.pipelines: list[LinePipeline] = []
@@ -105,6 +106,8 @@ class Daemon:
         self._status_led: Led | None = None
         self._faults: dict[str, str] = {}  # kind -> message, for the status LED
         self._last_ping = float("-inf")
+        self._last_check = float("-inf")
+        self._last_led = float("-inf")
         self._wall_start = datetime.now(UTC)
         self.clock_start = 0.0  # the backend clock at start: event times count from here
 
@@ -175,10 +178,7 @@ class Daemon:
             self.config.hardware.backend,
         )
         while not stop.is_set():
-            try:
-                item = self._queue.get(timeout=0.05)
-            except queue.Empty:
-                item = None
+            item = self._queue.get(timeout=SUPERVISE_EVERY)
             if item is not None:
                 self._handle(item)
             self._supervise()
@@ -195,11 +195,7 @@ class Daemon:
             thread.join(timeout=1.0)
             if thread.is_alive():
                 log.error("%s did not stop; closing its device anyway", thread.name)
-        while True:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                break
+        while (item := self._queue.get(timeout=0)) is not None:
             if not isinstance(item, _CaptureFailed):
                 self._handle(item)
         for pipeline in self.pipelines:
@@ -232,11 +228,8 @@ class Daemon:
         # A full queue blocks capture (the device then overruns, which is counted and marked);
         # it never drops a frame here. Keep checking for stop so shutdown cannot hang on it.
         while not self._stopping.is_set():
-            try:
-                self._queue.put(item, timeout=0.1)
+            if self._queue.put(item, timeout=0.1):
                 return
-            except queue.Full:
-                continue
 
     def _edge_callback(self, index: int, signal: str) -> Callable[[bool, float], None]:
         def on_edge(level: bool, t: float) -> None:
@@ -260,7 +253,19 @@ class Daemon:
             self._fault("audio", f"line {pipeline.name}: capture failed: {item.error}")
 
     def _supervise(self) -> None:
+        # Often enough for the watchdog and the LED patterns; rarely enough to cost nothing
+        # per frame.
+        t = self.backend.clock()
+        if t - self._last_led >= SUPERVISE_EVERY:
+            self._last_led = t
+            for pipeline in self.pipelines:
+                pipeline.refresh_led(t)
+            if self._status_led is not None:
+                self._status_led.set(self._status_show(), t)
         now = self._monotonic()
+        if now - self._last_check < SUPERVISE_EVERY:
+            return
+        self._last_check = now
         stalled = [
             self.pipelines[i].name
             for i, beat in enumerate(self._heartbeats)
@@ -274,8 +279,6 @@ class Daemon:
         if interval is not None and not stalled and now - self._last_ping >= interval / 2:
             self.notifier.watchdog()
             self._last_ping = now
-        if self._status_led is not None:
-            self._status_led.set(self._status_show(), self.backend.clock())
 
     def _status_show(self) -> Show:
         for kind, show in (("audio", Show.FAULT_AUDIO), ("store", Show.FAULT_STORE)):

@@ -110,6 +110,7 @@ def simulate(
     store_dir: Path | None,
     emit: Callable[[CallEvent], None],
     speed: float = 0.0,
+    echo: bool = True,
 ) -> Simulation:
     """Play the call files (default: an inbound call) and record them; returns what happened."""
     paths = call_files or [example_call(DEFAULT_CALL)]
@@ -124,7 +125,7 @@ def simulate(
                 config, store=dataclasses.replace(config.store, dir=store_dir)
             )
         _check_consents(calls, config)
-    config, backend = open_sim_backend(config, calls, speed=speed)
+    config, backend = open_sim_backend(config, calls, speed=speed, echo=echo)
     events: list[CallEvent] = []
 
     def record(event: CallEvent) -> None:

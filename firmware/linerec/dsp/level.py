@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from linerec.codec import Samples
 
 _FLOOR_DB = -96.0
+_FULL_SCALE_POWER = 32767.0**2 / 2  # mean power of a full-scale sine
 
 
 def level_dbfs(samples: Samples) -> float:
@@ -17,7 +20,7 @@ def level_dbfs(samples: Samples) -> float:
     power = float(np.dot(x, x)) / len(x)
     if power <= 0:
         return _FLOOR_DB
-    return max(10 * float(np.log10(power / (32767.0**2 / 2))), _FLOOR_DB)
+    return max(10 * math.log10(power / _FULL_SCALE_POWER), _FLOOR_DB)
 
 
 class LevelMeter:

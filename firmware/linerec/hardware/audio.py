@@ -140,11 +140,7 @@ class AlsaCapture(AudioCapture):
         raw = np.frombuffer(data, dtype="<i2")
         if self._settings.channels > 1:
             raw = raw[self._settings.channel :: self._settings.channels]
-        samples = (
-            raw.astype(np.int16)
-            if self._resampler.passthrough
-            else to_int16(self._resampler.process(raw))
-        )
+        samples = raw if self._resampler.passthrough else to_int16(self._resampler.process(raw))
         self._position += lost
         # Sample clock for the simulator; the read time minus one period on a real device.
         t = self._position / RATE if self._clock is None else self._clock() - len(samples) / RATE

@@ -7,7 +7,9 @@ card does to us (an overrun that loses audio, a capture that hangs).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -54,11 +56,32 @@ class Segment:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RenderedLine:
-    audio: Samples
+    chunks: tuple[tuple[int, Samples], ...]  # (first sample, audio), in order of start
+    length: int  # samples of line audio
     edges: tuple[PinEdge, ...]
     faults: tuple[Fault, ...]
     segments: tuple[Segment, ...]
     end: float
+
+    def blocks(self, size: int = RATE * 10) -> Iterator[Samples]:
+        """The line audio in blocks, mixed as needed: an hour-long call never sits in memory."""
+        chunks = list(self.chunks)
+        for block_start in range(0, self.length, size):
+            block_end = min(block_start + size, self.length)
+            mix = np.zeros(block_end - block_start, dtype=np.int32)
+            for start, samples in chunks:
+                if start >= block_end:
+                    break
+                a, b = max(start, block_start), min(start + len(samples), block_end)
+                if a < b:
+                    mix[a - block_start : b - block_start] += samples[a - start : b - start]
+            chunks = [(s, c) for s, c in chunks if s + len(c) > block_end]
+            yield np.clip(mix, -32768, 32767).astype(np.int16)
+
+    @property
+    def audio(self) -> Samples:
+        """The whole line audio at once (for short calls and tests)."""
+        return np.concatenate([*self.blocks(), np.zeros(0, dtype=np.int16)])
 
 
 def speech_path(name: str) -> Path:
@@ -92,13 +115,9 @@ class _Timeline:
         self.edges.append(PinEdge(t=t, signal="hook", active=off_hook))
         self.cursor = t
 
-    def render(self) -> Samples:
-        length = max((start + len(chunk) for start, chunk in self.chunks), default=0)
-        length = max(length, round(self.cursor * RATE))
-        mix = np.zeros(length, dtype=np.int32)
-        for start, chunk in self.chunks:
-            mix[start : start + len(chunk)] += chunk
-        return np.clip(mix, -32768, 32767).astype(np.int16)
+    def length(self) -> int:
+        end = max((start + len(chunk) for start, chunk in self.chunks), default=0)
+        return max(end, round(self.cursor * RATE))
 
 
 def render_line(calls: list[ScriptedCall]) -> RenderedLine:
@@ -117,7 +136,8 @@ def render_line(calls: list[ScriptedCall]) -> RenderedLine:
                 timeline.cursor = step.at
             _apply(timeline, step, call.source)
     return RenderedLine(
-        audio=timeline.render(),
+        chunks=tuple(sorted(timeline.chunks, key=lambda chunk: chunk[0])),
+        length=timeline.length(),
         edges=tuple(sorted(timeline.edges, key=lambda e: e.t)),
         faults=tuple(timeline.faults),
         segments=tuple(timeline.segments),
@@ -173,15 +193,23 @@ def _apply(timeline: _Timeline, step: Step, source: Path) -> None:
         timeline.faults.append(Fault(t=timeline.cursor, kind="stall"))
 
 
-def _speech(name: str, options: dict[str, float], source: Path, where: str) -> Samples:
-    path = speech_path(name) if name in SPEECH else (source.parent / name)
-    try:
-        wav = read_wav(path)
-    except WavError as exc:
-        raise CallFileError(source, f"{where}.say", str(exc)) from exc
+@lru_cache(maxsize=32)
+def _speech_file(path: Path) -> Samples:
+    """A speech file at 8 kHz, read once however many steps say it."""
+    wav = read_wav(path)
     samples = wav.mono
     if wav.rate != RATE:
         samples = to_int16(Resampler(wav.rate, RATE).process(samples))
+    samples.flags.writeable = False
+    return samples
+
+
+def _speech(name: str, options: dict[str, float], source: Path, where: str) -> Samples:
+    path = speech_path(name) if name in SPEECH else (source.parent / name).resolve()
+    try:
+        samples = _speech_file(path)
+    except WavError as exc:
+        raise CallFileError(source, f"{where}.say", str(exc)) from exc
     if "seconds" in options:
         samples = samples[: round(options["seconds"] * RATE)]
     gain = 10 ** (options.get("level_db", 0) / 20)
