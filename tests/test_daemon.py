@@ -178,3 +178,36 @@ def test_unit_files_pass_systemd_analyze_verify(tmp_path: Path) -> None:
     assert result.stderr == ""
     assert "Type=notify" in unit.read_text()
     assert "WatchdogSec=" in unit.read_text()
+
+
+def test_power_cut_mid_call_then_restart_recovers_the_recording(
+    tmp_path: Path, notify: NotifySocket
+) -> None:
+    daemon = start_daemon(tmp_path, notify, CALL)
+    try:
+        notify.wait_for("STATUS=line1 recording")
+        notify.collect(2.5)
+        daemon.send_signal(signal.SIGKILL)  # no chance to seal: as good as pulling the plug
+        daemon.wait(10)
+    finally:
+        daemon.kill()
+    (part,) = (tmp_path / "ring").glob("*.wav.part")
+    assert not list((tmp_path / "ring").glob("*.json"))
+    notify.messages.clear()
+    restarted = start_daemon(tmp_path, notify, "[[call]]\n[[call.step]]\nwait = 1.0\n")
+    try:
+        notify.wait_for("READY=1")
+        restarted.send_signal(signal.SIGTERM)
+        _, stderr = restarted.communicate(timeout=10)
+    finally:
+        restarted.kill()
+    assert "ended_by=power-loss" in stderr
+    wav = part.with_name(part.name.removesuffix(".part"))
+    metadata = json.loads(wav.with_suffix(".json").read_text())
+    assert metadata["ended_by"] == "power-loss"
+    # fdatasync once a second: at most the last second before the cut is missing
+    assert metadata["duration"] >= 1.0
+    audio = read_wav(wav).mono
+    assert len(audio) / 8000 == pytest.approx(metadata["duration"], abs=0.001)
+    offset, snr = find(audio, clip("caller")[: len(audio) - 800])
+    assert (offset, snr > 30) == (0, True)

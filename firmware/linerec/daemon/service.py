@@ -23,7 +23,7 @@ from pathlib import Path
 from linerec.call.events import CallEvent
 from linerec.codec import Samples
 from linerec.config import Config, LineConfig
-from linerec.daemon.events import Fault, FaultCleared
+from linerec.daemon.events import Fault, FaultCleared, RecordingSealed
 from linerec.daemon.handoff import HandoffQueue
 from linerec.daemon.line import LinePipeline
 from linerec.daemon.notify import Notifier
@@ -118,6 +118,20 @@ class Daemon:
         backend = self.backend
         self.clock_start = backend.clock()
         self._wall_start = datetime.now(UTC)
+        for recovered in self.store.recover():
+            log.warning(
+                "recovered %s, cut by a power loss after %.1f s", recovered.path, recovered.duration
+            )
+            self._emit(
+                RecordingSealed(
+                    t=self.clock_start,
+                    line=str(recovered.metadata.get("line", "")),
+                    id=recovered.id,
+                    path=str(recovered.path),
+                    duration=round(recovered.duration, 3),
+                    ended_by="power-loss",
+                )
+            )
         self._status_led = Led(
             backend.pins.output(self.config.hardware.status_led, name="status LED")
         )

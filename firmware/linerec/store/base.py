@@ -57,4 +57,8 @@ class RecordingWriter(ABC):
 
 class Store(ABC):
     @abstractmethod
+    def recover(self) -> list[SealedRecording]:
+        """At start: make recordings a power cut left open readable, marked as cut."""
+
+    @abstractmethod
     def begin(self, info: RecordingInfo) -> RecordingWriter: ...

@@ -31,6 +31,16 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write, sync, then rename into place: a reader sees the old file or the whole new one."""
+    tmp = path.with_suffix(".json.tmp")
+    with open(tmp, "w", encoding="utf-8") as file:
+        json.dump(data, file, indent=2)
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(tmp, path)
+
+
 class WavRecordingWriter(RecordingWriter):
     def __init__(
         self, store_dir: Path, recording_id: str, info: RecordingInfo, codec: Codec
@@ -86,13 +96,7 @@ class WavRecordingWriter(RecordingWriter):
             "ended_by": ended_by,
             "audio": self.path.name,
         }
-        sidecar = self.path.with_suffix(".json")
-        tmp = sidecar.with_suffix(".json.tmp")
-        with open(tmp, "w", encoding="utf-8") as file:
-            json.dump(metadata, file, indent=2)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, sidecar)
+        _write_json(self.path.with_suffix(".json"), metadata)
         _fsync_dir(self.path.parent)
         return SealedRecording(id=self.id, path=self.path, duration=duration, metadata=metadata)
 
@@ -112,6 +116,44 @@ class WavStore(Store):
         self.dir = directory
         self.codec = codec
         directory.mkdir(parents=True, exist_ok=True)
+
+    def recover(self) -> list[SealedRecording]:
+        """Finish recordings a power cut left open: fix their WAV header, keep every sample that
+        reached the card, and say in the sidecar that the recording was cut. Safe to repeat."""
+        recovered = []
+        for part in sorted(self.dir.glob("*.wav.part")):
+            recording_id = part.name.removesuffix(".wav.part")
+            path = self.dir / f"{recording_id}.wav"
+            with open(part, "r+b") as file:
+                size = file.seek(0, os.SEEK_END)
+                header = 46 if self.codec is not Codec.PCM16 else 44
+                width = self.codec.bytes_per_sample
+                data = max(size - header, 0) // width * width
+                file.truncate(header + data)
+                file.seek(0)
+                WavWriter(file, rate=RATE, codec=self.codec)  # rewrites the header...
+                file.seek(header - 4)
+                file.write(data.to_bytes(4, "little"))  # ...with the data that survived
+                file.seek(4)
+                file.write((header + data - 8).to_bytes(4, "little"))
+                file.flush()
+                os.fsync(file.fileno())
+            duration = data / width / RATE
+            metadata = {
+                "id": recording_id,
+                "duration": round(duration, 3),
+                "codec": self.codec.value,
+                "rate": RATE,
+                "ended_by": "power-loss",
+                "audio": path.name,
+            }
+            _write_json(path.with_suffix(".json"), metadata)
+            os.replace(part, path)
+            _fsync_dir(self.dir)
+            recovered.append(
+                SealedRecording(id=recording_id, path=path, duration=duration, metadata=metadata)
+            )
+        return recovered
 
     def begin(self, info: RecordingInfo) -> RecordingWriter:
         stamp = (
