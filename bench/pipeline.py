@@ -61,20 +61,22 @@ def worker(call_file: Path, store: Path) -> None:
 
     from linerec.daemon.backends import open_sim_backend
     from linerec.daemon.service import Daemon
-    from linerec.daemon.simulate import default_config
+    from linerec.daemon.simulate import default_config, demo_keys
+    from linerec.daemon.storage import open_store
     from linerec.sim.callfile import load_call_file
-    from linerec.store.wavstore import WavStore
 
     config = default_config(["line1"], store, {"line1": "one-party"})
     calls = load_call_file(call_file)
     config, backend = open_sim_backend(config, calls, speed=0, echo=False)
     sealed = []
-    daemon = Daemon(
-        config,
-        backend,
-        WavStore(store),
-        emit=lambda e: sealed.append(e) if e.name == "recording_sealed" else None,
-    )
+
+    def emit(event: object) -> None:
+        if getattr(event, "name", "") == "recording_sealed":
+            sealed.append(event)
+
+    _, public = demo_keys(store)
+    ring = open_store(config, emit=emit, clock=backend.clock, recipients=[public])
+    daemon = Daemon(config, backend, ring, emit=emit)
     end = backend.script_end("line1") + 1.5
     start_cpu, start_wall = time.process_time(), time.perf_counter()
     daemon.start()

@@ -14,7 +14,9 @@ from linerec.config import load_config
 from linerec.daemon.events import RecordingSealed
 from linerec.daemon.simulate import Simulation, simulate
 from linerec.resources import data_path
-from linerec.wav import WavAudio, read_wav
+from linerec.store.keys import load_private
+from linerec.store.reader import Decrypted, decrypt
+from linerec.wav import read_wav
 
 RunSim = Callable[..., Simulation]
 
@@ -53,9 +55,11 @@ def sealed(sim: Simulation) -> list[RecordingSealed]:
     return [e for e in sim.events if isinstance(e, RecordingSealed)]
 
 
-def recording(sim: Simulation, line: str = "line1") -> WavAudio:
+def recording(sim: Simulation, line: str = "line1") -> Decrypted:
+    """The one recording kept on `line`, decrypted with the simulation's demo key."""
     (event,) = [e for e in sealed(sim) if e.line == line]
-    return read_wav(event.path)
+    assert sim.demo_key is not None
+    return decrypt(Path(event.path).read_bytes(), load_private(sim.demo_key))
 
 
 def clip(name: str) -> Samples:

@@ -56,7 +56,7 @@ def test_unknown_key_is_named_with_its_line(tmp_path: Path) -> None:
     path = write(tmp_path, '[store]\ndir = "/tmp/x"\ncodek = "ulaw"\n')
     with pytest.raises(
         ConfigError,
-        match=r"linerec.toml:3: store.codek: unknown key \(known keys here: codec, delay_ms, dir\)",
+        match=r"linerec.toml:3: store.codek: unknown key \(known keys here: capacity, codec, delay_ms, dir, identity, max_age_days, recipients, warn_percent, when_full\)",
     ):
         load_config(path)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -15,7 +14,14 @@ from pathlib import Path
 import pytest
 
 from conftest import clip, find
-from linerec.wav import read_wav
+from linerec.store.keys import keygen, load_private
+from linerec.store.reader import Decrypted, IntegrityError, decrypt
+
+
+def kept(tmp_path: Path) -> Decrypted:
+    (path,) = (tmp_path / "ring").glob("*.lrec")
+    return decrypt(path.read_bytes(), load_private(tmp_path / "keys" / "collector.key"))
+
 
 LINEREC = [sys.executable, "-m", "linerec.cli"]
 
@@ -68,9 +74,12 @@ def start_daemon(
     tmp_path: Path, notify: NotifySocket, call: str, consent: str = "one-party"
 ) -> subprocess.Popen[str]:
     (tmp_path / "call.toml").write_text(call)
+    if not (tmp_path / "keys").exists():
+        keygen(tmp_path / "keys")
     config = tmp_path / "linerec.toml"
     config.write_text(
         f'[hardware]\nbackend = "sim"\n[store]\ndir = "{tmp_path / "ring"}"\n'
+        'recipients = ["keys/collector.pub"]\n'
         f'[sim]\ncalls = ["call.toml"]\nspeed = 1.0\n[[line]]\nconsent = "{consent}"\n'
     )
     env = dict(os.environ, NOTIFY_SOCKET=str(notify.path), WATCHDOG_USEC="200000")
@@ -109,11 +118,12 @@ def test_ready_status_watchdog_and_sigterm_mid_call(tmp_path: Path, notify: Noti
         daemon.kill()
     assert daemon.returncode == 0, stderr
     notify.wait_for("STOPPING=1")
-    (sidecar,) = (tmp_path / "ring").glob("*.json")
-    metadata = json.loads(sidecar.read_text())
+    recording = kept(tmp_path)
+    assert recording.inspected.state == "complete"
+    metadata = recording.metadata
     assert metadata["ended_by"] == "shutdown"
     assert 1.5 < metadata["duration"] < 7.0  # stopped mid-sentence
-    audio = read_wav(sidecar.with_suffix(".wav")).mono
+    audio = recording.samples
     assert len(audio) / 8000 == pytest.approx(metadata["duration"], abs=0.001)
     # Everything up to the stop is there and intact: it is the start of what the caller said.
     offset, snr = find(audio, clip("caller")[: len(audio) - 800])
@@ -141,8 +151,7 @@ def test_no_watchdog_pings_once_capture_is_stuck(tmp_path: Path, notify: NotifyS
     assert daemon.returncode == 0, stderr
     assert "capture stalled on line line1" in stderr
     # What was recorded before the stall is sealed, not lost.
-    (sidecar,) = (tmp_path / "ring").glob("*.json")
-    assert json.loads(sidecar.read_text())["duration"] == pytest.approx(1.0, abs=0.05)
+    assert kept(tmp_path).metadata["duration"] == pytest.approx(1.0, abs=0.05)
 
 
 def test_run_refuses_a_bad_config_with_its_location(tmp_path: Path) -> None:
@@ -191,8 +200,9 @@ def test_power_cut_mid_call_then_restart_recovers_the_recording(
         daemon.wait(10)
     finally:
         daemon.kill()
-    (part,) = (tmp_path / "ring").glob("*.wav.part")
-    assert not list((tmp_path / "ring").glob("*.json"))
+    (path,) = (tmp_path / "ring").glob("*.lrec")
+    with pytest.raises(IntegrityError, match="no trailer and no cut marker"):
+        decrypt(path.read_bytes(), load_private(tmp_path / "keys" / "collector.key"))
     notify.messages.clear()
     restarted = start_daemon(tmp_path, notify, "[[call]]\n[[call.step]]\nwait = 1.0\n")
     try:
@@ -202,12 +212,21 @@ def test_power_cut_mid_call_then_restart_recovers_the_recording(
     finally:
         restarted.kill()
     assert "ended_by=power-loss" in stderr
-    wav = part.with_name(part.name.removesuffix(".part"))
-    metadata = json.loads(wav.with_suffix(".json").read_text())
-    assert metadata["ended_by"] == "power-loss"
-    # fdatasync once a second: at most the last second before the cut is missing
-    assert metadata["duration"] >= 1.0
-    audio = read_wav(wav).mono
-    assert len(audio) / 8000 == pytest.approx(metadata["duration"], abs=0.001)
+    recording = kept(tmp_path)
+    assert recording.inspected.state == "cut"
+    assert recording.inspected.end["reason"] == "power-loss"  # type: ignore[index]
+    # chunks are synced every half second: at most that, plus the delay line, is missing
+    audio = recording.samples
+    assert len(audio) / 8000 >= 1.5
     offset, snr = find(audio, clip("caller")[: len(audio) - 800])
     assert (offset, snr > 30) == (0, True)
+
+
+def test_run_refuses_to_start_without_a_recipient(tmp_path: Path) -> None:
+    config = tmp_path / "linerec.toml"
+    config.write_text(f'[hardware]\nbackend = "sim"\n[store]\ndir = "{tmp_path / "ring"}"\n')
+    result = subprocess.run(
+        [*LINEREC, "run", "--config", str(config)], capture_output=True, text=True
+    )
+    assert result.returncode == 2
+    assert "store.recipients: no recipient: name at least one collector .pub file" in result.stderr

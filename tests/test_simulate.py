@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -56,14 +55,14 @@ def test_inbound_call_notice_then_conversation(run_sim: RunSim) -> None:
     hung_up = first(sim.events, "hung_up").t
     assert hung_up == pytest.approx(2.5 + 5.3 + 1.0 + 7.1, abs=0.001)
 
-    wav = recording(sim)
-    audio = wav.mono
+    kept = recording(sim)
+    audio = kept.samples
     # The notice, exactly as played, heads the recording (padded to whole 20 ms frames)...
-    (marker,) = wav.markers
-    assert marker.label == "notice played; conversation follows"
-    assert marker.sample == 160 * -(-len(NOTICE) // 160)
+    (marker,) = kept.metadata["markers"]
+    assert marker["label"] == "notice played; conversation follows"
+    assert round(marker["at"] * RATE) == 160 * -(-len(NOTICE) // 160)
     assert np.array_equal(audio[: len(NOTICE)], NOTICE_ULAW)
-    head = marker.sample / RATE
+    head = marker["at"]
     # ...then the conversation, up to the hang-up and not a frame of dial tone after it.
     assert len(audio) / RATE == pytest.approx(head + hung_up - played, abs=0.02)
     offset, snr = find(audio, clip("caller"))
@@ -73,7 +72,7 @@ def test_inbound_call_notice_then_conversation(run_sim: RunSim) -> None:
 
 def test_nothing_said_before_consent_is_kept(run_sim: RunSim) -> None:
     sim = run_sim(INBOUND)
-    audio = recording(sim).mono
+    audio = recording(sim).samples
     # The office spoke (5.3 s) while the notice played (5.6 s): the head is the notice alone
     # and no trace of what was said is anywhere in the recording.
     assert np.array_equal(audio[: len(NOTICE)], NOTICE_ULAW)
@@ -97,7 +96,7 @@ def test_hang_up_during_notice_leaves_an_event_and_no_recording(tmp_path: Path) 
         "hung_up",
     ]
     assert first(sim.events, "hung_up").recorded is False  # type: ignore[attr-defined]
-    assert sorted(p.name for p in store.iterdir()) == [".sim"]
+    assert list(store.glob("*.lrec")) == []
 
 
 def test_beep_mode_tone_every_15_seconds(run_sim: RunSim) -> None:
@@ -106,7 +105,7 @@ def test_beep_mode_tone_every_15_seconds(run_sim: RunSim) -> None:
     answered = first(sim.events, "answered").t
     line_out = np.fromfile(sim.backend.line_out("line1"), dtype="<i2")
     played = tone_onsets(line_out, 1400)
-    kept = tone_onsets(recording(sim).mono, 1400)
+    kept = tone_onsets(recording(sim).samples, 1400)
     for bursts, zero in ((played, answered), (kept, 0.0)):
         starts = [start - zero for start, _ in bursts]
         assert len(starts) == 3
@@ -119,7 +118,7 @@ def test_beep_mode_tone_every_15_seconds(run_sim: RunSim) -> None:
 def test_two_lines_at_once_are_kept_apart(run_sim: RunSim) -> None:
     sim = run_sim(example_call("two-lines.toml").read_text())
     assert {e.line for e in sealed(sim)} == {"line1", "line2"}
-    line1, line2 = recording(sim, "line1").mono, recording(sim, "line2").mono
+    line1, line2 = recording(sim, "line1").samples, recording(sim, "line2").samples
     assert find(line1, clip("caller"))[1] > 30
     assert find(line2, clip("office"))[1] > 30
     assert find(line1, clip("office")[: RATE * 3])[1] < 3
@@ -156,7 +155,7 @@ def test_device_at_48_khz_is_resampled(run_sim: RunSim) -> None:
     line_in = np.fromfile(sim.backend.line_in("line1"), dtype="<i2")
     assert len(line_in) / 48000 == pytest.approx(sim.backend.script_end("line1"), abs=0.05)
     # The resamplers delay audio by 2 x 25 samples, so the last words run past the hang-up.
-    _, snr = find(recording(sim).mono, clip("caller")[: -RATE // 10])
+    _, snr = find(recording(sim).samples, clip("caller")[: -RATE // 10])
     assert snr > 20  # resampled up by the simulator and down by the capture, then µ-law
     line_out = np.fromfile(sim.backend.line_out("line1"), dtype="<i2")
     assert find(line_out[::6].copy(), NOTICE)[1] > 20  # the notice went out at 48 kHz
@@ -182,21 +181,19 @@ on_hook = true
     gap = first(sim.events, "audio_gap")
     assert gap.seconds == pytest.approx(0.4)  # type: ignore[attr-defined]
     assert gap.in_recording  # type: ignore[attr-defined]
-    (event,) = sealed(sim)
-    wav = read_wav(event.path)
-    metadata = json.loads(Path(event.path).with_suffix(".json").read_text())
-    assert metadata["gaps"] == [
+    kept = recording(sim)
+    assert kept.metadata["gaps"] == [
         {
             "at": pytest.approx(3.0, abs=0.03),
             "seconds": 0.4,
             "reason": "capture overrun: audio lost",
         }
     ]
-    assert [m.label for m in wav.markers] == ["gap 0.400 s: capture overrun: audio lost"]
-    # the timeline is kept: the recording is as long as the call
-    assert wav.duration == pytest.approx(
-        first(sim.events, "hung_up").t - first(sim.events, "answered").t, abs=0.03
-    )
+    # the timeline is kept: the recording is as long as the call, the gap silent
+    answered, hung_up = first(sim.events, "answered").t, first(sim.events, "hung_up").t
+    assert len(kept.samples) / RATE == pytest.approx(hung_up - answered, abs=0.03)
+    at = round(kept.metadata["gaps"][0]["at"] * RATE)
+    assert not kept.samples[at + 160 : at + round(0.4 * RATE) - 160].any()
 
 
 def test_hook_flash_does_not_end_the_recording(run_sim: RunSim) -> None:
@@ -239,7 +236,7 @@ say = "caller"
 on_hook = true
 """
     sim = run_sim(call, config='[[line]]\nconsent = "one-party"\n')
-    audio = recording(sim).mono
+    audio = recording(sim).samples
     offset, snr = find(audio, clip("caller"))
     assert offset == 0  # the first word is kept: the delay line reaches back to off hook
     assert snr > 30

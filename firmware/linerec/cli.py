@@ -55,6 +55,44 @@ def _parser() -> argparse.ArgumentParser:
         "--config", type=Path, default=None, help="use this configuration's lines and policy"
     )
     sim.add_argument("--json", action="store_true", help="print one JSON object per event")
+    sim.add_argument(
+        "--recipient",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="FILE.pub",
+        help="encrypt to this collector key (repeatable; default: a demo key pair "
+        "made in the store)",
+    )
+
+    keygen = commands.add_parser("keygen", help="make a collector key pair")
+    keygen.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        metavar="DIR",
+        help="writes DIR/collector.key (0600) and DIR/collector.pub",
+    )
+
+    decrypt = commands.add_parser("decrypt", help="decrypt a recording to WAV (collector side)")
+    decrypt.add_argument("file", type=Path, metavar="FILE")
+    decrypt.add_argument("--key", type=Path, required=True, metavar="KEY", help="collector.key")
+    decrypt.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        required=True,
+        metavar="OUT.wav",
+        help="writes OUT.wav and OUT.json (metadata)",
+    )
+
+    store = commands.add_parser("store", help="look at the recordings on a card (no key needed)")
+    store_commands = store.add_subparsers(dest="store_command", required=True, metavar="ACTION")
+    verify = store_commands.add_parser("verify", help="check every recording and the chain")
+    verify.add_argument("dir", type=Path, metavar="DIR")
+    listing = store_commands.add_parser("list", help="list the recordings")
+    listing.add_argument("dir", type=Path, metavar="DIR")
+    listing.add_argument("--json", action="store_true", help="one JSON object per recording")
 
     config = commands.add_parser("config", help="configuration tools")
     config_commands = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
@@ -70,6 +108,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(args)
         if args.command == "simulate":
             return _simulate(args)
+        if args.command == "keygen":
+            return _keygen(args)
+        if args.command == "decrypt":
+            return _decrypt(args)
+        if args.command == "store":
+            return _store_verify(args) if args.store_command == "verify" else _store_list(args)
         return _config_check(args)
     except LinerecError as exc:
         print(f"linerec: error: {exc}", file=sys.stderr)
@@ -85,6 +129,93 @@ def _config_check(args: argparse.Namespace) -> int:
         f"{args.path}: ok: device {config.device_id}, "
         f"backend {config.hardware.backend}, lines: {lines}"
     )
+    return 0
+
+
+def _keygen(args: argparse.Namespace) -> int:
+    from linerec.store.keys import keygen
+
+    private, public = keygen(args.out)
+    print(f"{private}: collector private key (mode 0600): keep it on the collector only")
+    print(f"{public}: collector public key: put it in each appliance's [store] recipients")
+    return 0
+
+
+def _decrypt(args: argparse.Namespace) -> int:
+    from linerec.codec import Codec
+    from linerec.store.keys import load_private
+    from linerec.store.reader import COMPLETE, IntegrityError, decrypt
+    from linerec.wav import write_wav
+
+    key = load_private(args.key)
+    try:
+        data = args.file.read_bytes()
+    except OSError as exc:
+        print(f"linerec: error: {args.file}: cannot read: {exc.strerror}", file=sys.stderr)
+        return 1
+    try:
+        result = decrypt(data, key)
+    except IntegrityError as exc:
+        print(f"linerec: error: {args.file}: {exc}", file=sys.stderr)
+        return 1
+    write_wav(args.output, result.samples, rate=8000, codec=Codec.PCM16)
+    inspected = result.inspected
+    metadata = {
+        "header": inspected.header,
+        "state": inspected.state,
+        "end": inspected.end,
+        **({"metadata": result.metadata} if result.metadata else {}),
+    }
+    args.output.with_suffix(".json").write_text(json.dumps(metadata, indent=2) + "\n")
+    seconds = len(result.samples) / 8000
+    if inspected.state == COMPLETE:
+        print(f"{args.file}: complete, {seconds:.1f} s -> {args.output}")
+    else:
+        print(
+            f"{args.file}: cut by power loss after {seconds:.1f} s (what reached the card is "
+            f"intact) -> {args.output}"
+        )
+    return 0
+
+
+def _store_verify(args: argparse.Namespace) -> int:
+    from linerec.store.verify import verify_ring
+
+    count, problems = verify_ring(args.dir)
+    for problem in problems:
+        print(f"linerec: {args.dir}: {problem}", file=sys.stderr)
+    if problems:
+        return 1
+    print(f"{args.dir}: ok: {count} recording(s), chain unbroken")
+    return 0
+
+
+def _store_list(args: argparse.Namespace) -> int:
+    from linerec.store.format import SUFFIX
+    from linerec.store.ring import read_entry
+
+    if not args.dir.is_dir():
+        print(f"linerec: error: {args.dir}: no such directory", file=sys.stderr)
+        return 2
+    entries = []
+    for path in sorted(args.dir.glob(f"*{SUFFIX}")):
+        try:
+            entries.append(read_entry(path))
+        except (ValueError, KeyError, OSError) as exc:
+            print(f"linerec: {path}: unreadable: {exc}", file=sys.stderr)
+    for entry in entries:
+        if args.json:
+            print(json.dumps(entry.as_json()))
+        else:
+            state = (
+                entry.state
+                + (",acknowledged" if entry.acknowledged else "")
+                + (",held" if entry.held else "")
+            )
+            print(
+                f"{entry.id:48} {entry.started_at:29} {entry.duration:8.1f} s  "
+                f"{entry.line:8} {state}"
+            )
     return 0
 
 
@@ -106,7 +237,13 @@ def _simulate(args: argparse.Namespace) -> int:
 
     if not args.json:
         print("     time  line     event              details")
-    result = simulate(args.callfiles, config=config, store_dir=args.store, emit=emit)
+    result = simulate(
+        args.callfiles,
+        config=config,
+        store_dir=args.store,
+        emit=emit,
+        recipients=args.recipient or None,
+    )
     if args.json:
         return 0
     sealed = [e for e in result.events if isinstance(e, RecordingSealed)]
@@ -114,13 +251,16 @@ def _simulate(args: argparse.Namespace) -> int:
     print()
     if not sealed:
         print(f"No recording was kept (store: {store}).")
-    for event in sealed:
+    key = result.demo_key or "collector.key"
+    if result.demo_key:
         print(
-            f"Recording ({event.duration:.1f} s, {result.config.store.codec.value}, 8 kHz): "
-            f"{event.path}"
+            f"No recipient given: made a demo key pair in {result.demo_key.parent} (a real "
+            "appliance holds only the .pub)."
         )
-        print(f"  metadata: {Path(event.path).with_suffix('.json')}")
-        print(f"  play it:  aplay {event.path}    (or: play {event.path})")
+    for event in sealed:
+        wav = Path(event.path).with_suffix(".wav").name
+        print(f"Recording ({event.duration:.1f} s, encrypted): {event.path}")
+        print(f"  play it:  linerec decrypt {event.path} --key {key} -o {wav} && aplay {wav}")
     for line in result.config.lines:
         print(
             f"Line output of {line.name} (what the callers heard, raw s16le {line.audio.rate} Hz): "
@@ -130,13 +270,14 @@ def _simulate(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from linerec.call.events import CallEvent
     from linerec.config import DEFAULT_PATH, load_config
     from linerec.daemon.backends import open_backend
     from linerec.daemon.notify import Notifier
     from linerec.daemon.report import event_text
     from linerec.daemon.service import Daemon
+    from linerec.daemon.storage import open_store
     from linerec.logs import setup_logging
-    from linerec.store.wavstore import WavStore
 
     setup_logging(args.verbose)
     config = load_config(args.config or DEFAULT_PATH)
@@ -149,16 +290,13 @@ def _run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     config, backend = open_backend(config)
-    store = WavStore(config.store.dir, config.store.codec)
-    daemon = Daemon(
-        config,
-        backend,
-        store,
-        emit=lambda event: log.info(
-            event_text(event, daemon.clock_start), extra={"LINE": event.line, "EVENT": event.name}
-        ),
-        notifier=Notifier(),
-    )
+    start = backend.clock()
+
+    def report(event: CallEvent) -> None:
+        log.info(event_text(event, start), extra={"LINE": event.line, "EVENT": event.name})
+
+    store = open_store(config, emit=report, clock=backend.clock)  # refuses: no recipient
+    daemon = Daemon(config, backend, store, emit=report, notifier=Notifier())
     daemon.start()
     try:
         daemon.run(stop)

@@ -77,6 +77,12 @@ class StoreConfig:
     dir: Path
     codec: Codec
     delay: float  # seconds of audio held back before the store
+    recipients: tuple[Path, ...]  # collector .pub files recordings are encrypted to
+    capacity: int  # bytes; 0 = 90 % of the file system the ring is on
+    when_full: str  # "overwrite" or "stop"
+    warn_fill: float  # 0..1
+    max_age_days: float  # 0 = keep until evicted
+    identity: Path  # the appliance's signing key
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -278,10 +284,25 @@ def parse_config(data: dict[str, Any], path: Path | str, text: str | None = None
     hardware_config = HardwareConfig(backend=backend, pinmap=pinmap_path, status_led=status_led)
 
     store = top.table("store")
+    store_dir = store.path("dir", DEFAULT_STORE)
+    recipients = store.take("recipients", list, [])
+    for i, recipient in enumerate(recipients):
+        if not isinstance(recipient, str) or not recipient:
+            raise store.error(
+                f"recipients[{i}]", f"must be a path to a .pub file (got {recipient!r})"
+            )
+        if not source.resolve(recipient).is_file():
+            raise store.error(f"recipients[{i}]", f"no such file: {source.resolve(recipient)}")
     store_config = StoreConfig(
-        dir=store.path("dir", DEFAULT_STORE),
+        dir=store_dir,
         codec=Codec(store.choice("codec", tuple(c.value for c in Codec), Codec.ULAW.value)),
         delay=store.number("delay_ms", 200, 0, 2000) / 1000,
+        recipients=tuple(source.resolve(r) for r in recipients),
+        capacity=int(store.number("capacity", 0, 0, 1 << 50)),
+        when_full=store.choice("when_full", ("overwrite", "stop"), "overwrite"),
+        warn_fill=store.number("warn_percent", 80, 1, 100) / 100,
+        max_age_days=store.number("max_age_days", 0, 0, 36500),
+        identity=store.path("identity", store_dir / "identity.key"),
     )
     store.done()
 

@@ -29,6 +29,25 @@ class AudioGap(CallEvent):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class RecordingDeleted(CallEvent):
+    """A recording left the card: evicted for room, or past its retention."""
+
+    name: ClassVar[str] = "recording_deleted"
+    id: str
+    seq: int
+    reason: str  # "evicted" or "retention"
+    acknowledged: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoreFilling(CallEvent):
+    """The ring passed its warning level."""
+
+    name: ClassVar[str] = "store_filling"
+    percent: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Fault(CallEvent):
     """Something is wrong that a person must look at; `line` is "" for the whole box."""
 

@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 QUEUE_FRAMES = 50  # per line: one second of audio between capture and the main loop
 CAPTURE_STALL = 0.5  # seconds without a period before a capture thread counts as stuck
 SUPERVISE_EVERY = 0.05  # seconds between watchdog/stall checks and LED refreshes
+RETENTION_EVERY = 60.0  # seconds between retention sweeps
 TIMESYNC_FLAG = Path("/run/systemd/timesync/synchronized")
 
 
@@ -107,6 +108,7 @@ class Daemon:
         self._faults: dict[str, str] = {}  # kind -> message, for the status LED
         self._last_ping = float("-inf")
         self._last_check = float("-inf")
+        self._last_retention = float("-inf")
         self._last_led = float("-inf")
         self._wall_start = datetime.now(UTC)
         self.clock_start = 0.0  # the backend clock at start: event times count from here
@@ -280,6 +282,9 @@ class Daemon:
         if now - self._last_check < SUPERVISE_EVERY:
             return
         self._last_check = now
+        if now - self._last_retention >= RETENTION_EVERY:
+            self._last_retention = now
+            self._retention()
         stalled = [
             self.pipelines[i].name
             for i, beat in enumerate(self._heartbeats)
@@ -293,6 +298,12 @@ class Daemon:
         if interval is not None and not stalled and now - self._last_ping >= interval / 2:
             self.notifier.watchdog()
             self._last_ping = now
+
+    def _retention(self) -> None:
+        try:
+            self.store.enforce_retention()
+        except OSError as exc:
+            self._fault("store", f"retention sweep failed: {exc}")
 
     def _status_show(self) -> Show:
         for kind, show in (("audio", Show.FAULT_AUDIO), ("store", Show.FAULT_STORE)):

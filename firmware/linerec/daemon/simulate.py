@@ -14,10 +14,11 @@ from linerec.call.events import CallEvent
 from linerec.config import Config, default_pinmap, load_pinmap, parse_config
 from linerec.daemon.backends import open_sim_backend
 from linerec.daemon.service import Daemon
+from linerec.daemon.storage import open_store
 from linerec.resources import data_path
 from linerec.sim.backend import TAIL, SimBackend
 from linerec.sim.callfile import CallFileError, ScriptedCall, load_call_file
-from linerec.store.wavstore import WavStore
+from linerec.store import keys
 
 DEFAULT_STORE = Path("linerec-sim")
 DEFAULT_CALL = "inbound.toml"
@@ -30,6 +31,7 @@ class Simulation:
     config: Config
     backend: SimBackend
     events: list[CallEvent]
+    demo_key: Path | None  # the private key made for a simulation with no recipient
 
 
 def example_call(name: str) -> Path:
@@ -111,6 +113,7 @@ def simulate(
     emit: Callable[[CallEvent], None],
     speed: float = 0.0,
     echo: bool = True,
+    recipients: list[Path] | None = None,
 ) -> Simulation:
     """Play the call files (default: an inbound call) and record them; returns what happened."""
     paths = call_files or [example_call(DEFAULT_CALL)]
@@ -132,7 +135,11 @@ def simulate(
         events.append(event)
         emit(event)
 
-    store = WavStore(config.store.dir, config.store.codec)
+    demo_key = None
+    if not recipients and not config.store.recipients:
+        demo_key, public = demo_keys(config.store.dir)
+        recipients = [public]
+    store = open_store(config, emit=record, clock=backend.clock, recipients=recipients or None)
     daemon = Daemon(config, backend, store, emit=record)
     # Run on past the last step long enough for a hang-up to be told from a hook flash.
     end = max(backend.script_end(line.name) + line.flash_max for line in config.lines) + TAIL
@@ -141,4 +148,14 @@ def simulate(
         daemon.run(threading.Event(), until=end)
     finally:
         daemon.shutdown()
-    return Simulation(config=config, backend=backend, events=events)
+    return Simulation(config=config, backend=backend, events=events, demo_key=demo_key)
+
+
+def demo_keys(store_dir: Path) -> tuple[Path, Path]:
+    """A collector key pair kept beside a simulated store, so a newcomer can decrypt what they
+    recorded. A real appliance never holds a private key."""
+    directory = store_dir / "demo-keys"
+    private, public = directory / "collector.key", directory / "collector.pub"
+    if not (private.exists() and public.exists()):
+        keys.keygen(directory)
+    return private, public

@@ -1,11 +1,10 @@
-"""The recording store: where recordings are kept on the card.
+"""The recording store: the encrypted ring on the card.
 
 The daemon talks to it through `Store.begin()` and the `RecordingWriter` it returns; nothing
-above this interface knows how a recording is laid out on disk. Until the encrypted ring
-lands, `WavStore` keeps each recording as a WAV file with a JSON sidecar.
+above this interface knows how a recording is laid out on disk (docs/format.md).
 """
 
 from linerec.store.base import RecordingInfo, RecordingWriter, SealedRecording, Store
-from linerec.store.wavstore import WavStore
+from linerec.store.ring import RingStore
 
-__all__ = ["RecordingInfo", "RecordingWriter", "SealedRecording", "Store", "WavStore"]
+__all__ = ["RecordingInfo", "RecordingWriter", "RingStore", "SealedRecording", "Store"]

@@ -62,3 +62,7 @@ class Store(ABC):
 
     @abstractmethod
     def begin(self, info: RecordingInfo) -> RecordingWriter: ...
+
+    @abstractmethod
+    def enforce_retention(self) -> list[str]:
+        """Delete what is past its retention (unless held); returns the ids deleted."""

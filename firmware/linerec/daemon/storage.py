@@ -1,0 +1,67 @@
+"""Opening the ring store from the configuration, and reporting what it does."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from linerec.call.events import CallEvent
+from linerec.config import Config
+from linerec.daemon.events import RecordingDeleted, StoreFilling
+from linerec.errors import ConfigError
+from linerec.store import keys
+from linerec.store.ring import RecordingDeleted as Deleted
+from linerec.store.ring import RingStore, StoreEvent
+
+
+def open_store(
+    config: Config,
+    *,
+    emit: Callable[[CallEvent], None],
+    clock: Callable[[], float],
+    recipients: list[Path] | None = None,
+) -> RingStore:
+    """The ring at `[store] dir`, encrypting to `[store] recipients` (or `recipients`)."""
+    paths = recipients if recipients is not None else list(config.store.recipients)
+    if not paths:
+        raise ConfigError(
+            config.path,
+            "store.recipients",
+            "no recipient: name at least one collector .pub file (made by `linerec keygen`); "
+            "the appliance records only what it cannot read itself",
+        )
+    public = [keys.load_public(path) for path in paths]
+    config.store.dir.mkdir(parents=True, exist_ok=True)
+    capacity = config.store.capacity
+    if not capacity:
+        stats = os.statvfs(config.store.dir)
+        capacity = int(stats.f_blocks * stats.f_frsize * 0.9)
+
+    def report(event: StoreEvent) -> None:
+        if isinstance(event, Deleted):
+            emit(
+                RecordingDeleted(
+                    t=clock(),
+                    line="",
+                    id=event.id,
+                    seq=event.seq,
+                    reason=event.reason,
+                    acknowledged=event.acknowledged,
+                )
+            )
+        else:
+            emit(StoreFilling(t=clock(), line="", percent=round(100 * event.fill, 1)))
+
+    return RingStore(
+        config.store.dir,
+        recipients=public,
+        identity=keys.load_or_create_identity(config.store.identity),
+        codec=config.store.codec,
+        capacity=capacity,
+        when_full=config.store.when_full,
+        warn_fill=config.store.warn_fill,
+        max_age_days=config.store.max_age_days,
+        device_id=config.device_id,
+        on_event=report,
+    )

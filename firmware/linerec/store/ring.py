@@ -1,0 +1,601 @@
+"""The encrypted ring: recordings on the card, bounded, power-cut safe, and the uplink's outbox.
+
+Files in the ring directory:
+
+    <seq>-<id>.lrec     one recording each (format.py); its state is in its content
+    <id>.ack            the collector acknowledged it (the uplink writes the signed ack here)
+    <id>.hold           legal hold: never evicted, never deleted by retention
+    chain.json          the last sequence number and header hash handed out
+    ring.log            append-only JSON lines: every eviction and deletion
+    identity.key        the appliance's signing key (0600; decrypts nothing)
+
+Audio reaches the card in 4 KiB chunks (half a second of µ-law), each written at an aligned
+offset into space reserved ahead (fallocate) and fdatasync'ed, so a power cut loses at most
+the chunk being filled plus the delay line, and no sync has to write file-size metadata.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+
+from linerec.codec import Codec, Samples, encode
+from linerec.store.base import RecordingInfo, RecordingWriter, SealedRecording, Store
+from linerec.store.disk import Disk, OsDisk
+from linerec.store.format import (
+    BLOCK,
+    CHUNK_AUDIO_BYTES,
+    FINAL,
+    FRAME,
+    MAGIC,
+    OVERHEAD,
+    SUFFIX,
+    RecordType,
+    chunk_aad,
+    chunk_nonce,
+    frame,
+    json_body,
+    pad_to_block,
+    scan,
+)
+from linerec.store.keys import CollectorPublic, b64, raw_public
+from linerec.store.seal import seal_metadata, sign_end, wrap_key
+
+RATE = 8000
+RESERVE_STEP = 64 * BLOCK  # reserve card space 256 KiB at a time
+STATE_OPEN, STATE_SEALED, STATE_CUT = "open", "sealed", "cut"
+
+
+class StoreFull(OSError):
+    """No room: every recording left is held or open, or `when_full = "stop"`."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RecordingDeleted:
+    """A recording left the card: evicted to make room, or past its retention."""
+
+    id: str
+    seq: int
+    reason: str  # "evicted" or "retention"
+    acknowledged: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoreFilling:
+    """The ring passed its warning level."""
+
+    fill: float
+
+
+StoreEvent = RecordingDeleted | StoreFilling
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Entry:
+    """What `store list` shows of a recording, read without any key."""
+
+    id: str
+    seq: int
+    path: Path
+    line: str
+    started_at: str
+    clock_synchronized: bool
+    duration: float
+    state: str  # open, sealed, cut
+    acknowledged: bool
+    held: bool
+    size: int
+    header_hash: str
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "seq": self.seq,
+            "line": self.line,
+            "start": self.started_at,
+            "clock_synchronized": self.clock_synchronized,
+            "duration": round(self.duration, 3),
+            "state": self.state,
+            "acknowledged": self.acknowledged,
+            "held": self.held,
+            "bytes": self.size,
+            "path": str(self.path),
+        }
+
+
+def read_entry(path: Path, ring: Path | None = None) -> Entry:
+    """Summarise a recording by walking its record frames (bodies skipped, no key)."""
+    ring = ring or path.parent
+    with open(path, "rb") as file:
+        data = file.read(BLOCK)
+        records = list(scan(data))
+        if not records or records[0].type is not RecordType.HEADER:
+            raise ValueError(f"{path}: byte 0: not a linerec recording (no header)")
+        header_body = records[0].body
+        header = json.loads(header_body)
+        offset, chunks, state, samples = records[0].end, 0, STATE_OPEN, None
+        size = os.fstat(file.fileno()).st_size
+        while offset + FRAME.size <= size:
+            file.seek(offset)
+            magic, kind, _, length = FRAME.unpack(file.read(FRAME.size))
+            if magic != MAGIC or offset + OVERHEAD + length > size:
+                break
+            if kind == RecordType.CHUNK:
+                chunks += 1
+            elif kind in (RecordType.TRAILER, RecordType.CUT):
+                end = json.loads(file.read(length))
+                state = STATE_SEALED if kind == RecordType.TRAILER else STATE_CUT
+                samples = end.get("samples")
+            offset += OVERHEAD + length
+    bytes_per_sample = Codec(header["codec"]).bytes_per_sample
+    if samples is None:  # open: count whole chunks
+        samples = chunks * CHUNK_AUDIO_BYTES // bytes_per_sample
+    recording_id = header["id"]
+    return Entry(
+        id=recording_id,
+        seq=int(header["seq"]),
+        path=path,
+        line=header.get("line", ""),
+        started_at=header.get("started_at", ""),
+        clock_synchronized=bool(header.get("clock_synchronized")),
+        duration=samples / RATE,
+        state=state,
+        acknowledged=(ring / f"{recording_id}.ack").exists(),
+        held=(ring / f"{recording_id}.hold").exists(),
+        size=size,
+        header_hash=hashlib.sha256(header_body).hexdigest(),
+    )
+
+
+class RingStore(Store):
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        recipients: list[CollectorPublic],
+        identity: Ed25519PrivateKey,
+        codec: Codec = Codec.ULAW,
+        capacity: int = 0,  # bytes; 0 = unbounded (the card's own size is the bound)
+        when_full: str = "overwrite",
+        warn_fill: float = 0.8,
+        max_age_days: float = 0.0,  # 0 = keep until evicted
+        device_id: str = "",
+        disk: Disk | None = None,
+        on_event: Callable[[StoreEvent], None] = lambda event: None,
+        wall: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        if not recipients:
+            raise ValueError("a recording needs at least one recipient key")
+        self.dir = directory
+        self.recipients = recipients
+        self.identity = identity
+        self.codec = codec
+        self.capacity = capacity
+        self.when_full = when_full
+        self.warn_fill = warn_fill
+        self.max_age_days = max_age_days
+        self.device_id = device_id
+        self.disk = disk or OsDisk()
+        self._on_event = on_event
+        self._wall = wall
+        self._warned = False
+        directory.mkdir(parents=True, exist_ok=True)
+        self.entries: dict[str, Entry] = {}
+        self._open: dict[str, int] = {}  # id -> bytes reserved by writers in progress
+        for name in self.disk.listdir(directory):
+            if name.endswith(SUFFIX):
+                try:
+                    entry = read_entry(directory / name, directory)
+                except (ValueError, KeyError, OSError):
+                    continue  # a torn header: recover() deals with it
+                self.entries[entry.id] = entry
+        self._seq, self._head = self._load_chain()
+
+    # -- the chain ---------------------------------------------------------------------------
+
+    def _load_chain(self) -> tuple[int, str]:
+        seq, head = 0, ""
+        try:
+            state = json.loads(self.disk.read(self.dir / "chain.json"))
+            seq, head = int(state["seq"]), str(state["head"])
+        except (OSError, ValueError, KeyError):
+            pass
+        for entry in self.entries.values():
+            if entry.seq > seq:
+                seq, head = entry.seq, entry.header_hash
+        return seq, head
+
+    def _save_chain(self) -> None:
+        tmp, target = self.dir / "chain.json.tmp", self.dir / "chain.json"
+        if tmp.exists():
+            self.disk.unlink(tmp)
+        handle = self.disk.create(tmp)
+        self.disk.pwrite(handle, json_body({"seq": self._seq, "head": self._head}), 0)
+        self.disk.datasync(handle)
+        self.disk.close(handle)
+        self.disk.replace(tmp, target)
+
+    # -- writing -----------------------------------------------------------------------------
+
+    def begin(self, info: RecordingInfo) -> RecordingWriter:
+        seq = self._seq + 1
+        stamp = info.started_at.astimezone(UTC).strftime("%Y%m%dT%H%M%S")
+        recording_id = f"{info.device_id}-{seq:08d}-{stamp}Z-{info.line}"
+        file_key = os.urandom(32)
+        header = {
+            "v": 1,
+            "id": recording_id,
+            "device": info.device_id,
+            "seq": seq,
+            "prev": self._head,
+            "line": info.line,
+            "started_at": info.started_at.astimezone(UTC).isoformat(timespec="milliseconds"),
+            "clock_synchronized": info.clock_synchronized,
+            "codec": self.codec.value,
+            "rate": RATE,
+            "device_key": b64(raw_public(self.identity.public_key())),
+            "recipients": [wrap_key(file_key, r.encryption) for r in self.recipients],
+        }
+        body = json_body(header)
+        # The header is on the card before the chain moves on: a power cut in between leaves
+        # a file whose sequence number the next start reads back, never a gap.
+        writer = EncryptedWriter(self, info, recording_id, header, body, file_key)
+        self._seq, self._head = seq, hashlib.sha256(body).hexdigest()
+        self._save_chain()
+        return writer
+
+    def reserve(self, recording_id: str, size: int, *, force: bool = False) -> None:
+        """Make room for `size` more bytes, evicting as the rules allow; StoreFull if it cannot.
+
+        `force` (sealing: a few hundred bytes) takes the room even past capacity, so a
+        recording that has begun can always be finished.
+        """
+        self._open[recording_id] = self._open.get(recording_id, 0) + size
+        if not self.capacity or force:
+            return
+        while self.used() > self.capacity:
+            victim = self._victim()
+            if victim is None or self.when_full == "stop":
+                self._open[recording_id] -= size
+                raise StoreFull(
+                    f"ring full: {self.used()} of {self.capacity} bytes and "
+                    + (
+                        "when_full = 'stop'"
+                        if self.when_full == "stop"
+                        else "nothing may be evicted"
+                    )
+                )
+            self._delete(victim, "evicted")
+        fill = self.used() / self.capacity
+        if fill >= self.warn_fill and not self._warned:
+            self._warned = True
+            self._on_event(StoreFilling(fill=fill))
+        elif fill < self.warn_fill:
+            self._warned = False
+
+    def used(self) -> int:
+        return sum(e.size for e in self.entries.values() if e.id not in self._open) + sum(
+            self._open.values()
+        )
+
+    def _victim(self) -> Entry | None:
+        candidates = [
+            e
+            for e in self.entries.values()
+            if e.state != STATE_OPEN and not e.held and e.id not in self._open
+        ]
+        acknowledged = [e for e in candidates if e.acknowledged]
+        pool = acknowledged or candidates
+        return min(pool, key=lambda e: e.seq) if pool else None
+
+    def _delete(self, entry: Entry, reason: str) -> None:
+        self.disk.unlink(entry.path)
+        ack = self.dir / f"{entry.id}.ack"
+        if ack.exists():
+            self.disk.unlink(ack)
+        self.disk.sync_dir(self.dir)
+        self.entries.pop(entry.id, None)
+        line = json.dumps(
+            {
+                "event": reason,
+                "id": entry.id,
+                "seq": entry.seq,
+                "header_hash": entry.header_hash,
+                "at": self._wall().isoformat(),
+            }
+        )
+        with open(self.dir / "ring.log", "a", encoding="utf-8") as log:
+            log.write(line + "\n")
+            log.flush()
+            os.fsync(log.fileno())
+        self._on_event(
+            RecordingDeleted(
+                id=entry.id, seq=entry.seq, reason=reason, acknowledged=entry.acknowledged
+            )
+        )
+
+    def _finished(self, entry: Entry) -> None:
+        self._open.pop(entry.id, None)
+        self.entries[entry.id] = entry
+
+    # -- the outbox and policy -----------------------------------------------------------------
+
+    def sealed(self) -> list[Entry]:
+        """Recordings waiting for the collector, oldest first (the uplink's outbox)."""
+        return sorted(
+            (e for e in self.entries.values() if e.state != STATE_OPEN and not e.acknowledged),
+            key=lambda e: e.seq,
+        )
+
+    def acknowledge(self, recording_id: str, ack: bytes) -> None:
+        """The collector has the recording durably: keep its signed ack beside it."""
+        self._marker(recording_id, "ack", ack)
+
+    def hold(self, recording_id: str) -> None:
+        self._marker(recording_id, "hold", b"")
+
+    def release(self, recording_id: str) -> None:
+        path = self.dir / f"{recording_id}.hold"
+        if path.exists():
+            self.disk.unlink(path)
+            self.disk.sync_dir(self.dir)
+            self.entries[recording_id] = replace(self.entries[recording_id], held=False)
+
+    def _marker(self, recording_id: str, kind: str, content: bytes) -> None:
+        if recording_id not in self.entries:
+            raise KeyError(f"no recording {recording_id!r} in {self.dir}")
+        path = self.dir / f"{recording_id}.{kind}"
+        tmp = path.with_suffix(f".{kind}.tmp")
+        if tmp.exists():
+            self.disk.unlink(tmp)
+        handle = self.disk.create(tmp)
+        self.disk.pwrite(handle, content, 0)
+        self.disk.datasync(handle)
+        self.disk.close(handle)
+        self.disk.replace(tmp, path)
+        self.disk.sync_dir(self.dir)
+        entry = self.entries[recording_id]
+        if kind == "ack":
+            self.entries[recording_id] = replace(entry, acknowledged=True)
+        else:
+            self.entries[recording_id] = replace(entry, held=True)
+
+    def enforce_retention(self) -> list[str]:
+        """Delete recordings older than `max_age_days`, unless held; returns their ids."""
+        if not self.max_age_days:
+            return []
+        limit = self._wall() - timedelta(days=self.max_age_days)
+        expired = [
+            e
+            for e in self.entries.values()
+            if e.state != STATE_OPEN
+            and not e.held
+            and e.id not in self._open
+            and datetime.fromisoformat(e.started_at) < limit
+        ]
+        for entry in sorted(expired, key=lambda e: e.seq):
+            self._delete(entry, "retention")
+        return [e.id for e in expired]
+
+    # -- recovery ------------------------------------------------------------------------------
+
+    def recover(self) -> list[SealedRecording]:
+        """Close what a power cut left open: keep every intact chunk, mark the file cut, sign it.
+
+        Safe to interrupt and to repeat: truncating to the last intact record is idempotent,
+        and a torn cut marker is cut away and written again on the next run.
+        """
+        recovered = []
+        for name in sorted(self.disk.listdir(self.dir)):
+            if not name.endswith(SUFFIX):
+                continue
+            path = self.dir / name
+            data = self.disk.read(path)
+            records = list(scan(data))
+            if not records or records[0].type is not RecordType.HEADER:
+                # The header never reached the card whole: no audio can follow it.
+                self.disk.unlink(path)
+                self.disk.sync_dir(self.dir)
+                continue
+            kinds = [r.type for r in records]
+            end = records[-1].end
+            if RecordType.TRAILER in kinds or RecordType.CUT in kinds:
+                if end < len(data):  # reserved space after a finished file: give it back
+                    handle = self.disk.open(path)
+                    self.disk.truncate(handle, end)
+                    self.disk.datasync(handle)
+                    self.disk.close(handle)
+                    self.entries[read_entry(path, self.dir).id] = read_entry(path, self.dir)
+                continue
+            header_hash = hashlib.sha256(records[0].body).digest()
+            chunks = sum(1 for r in records if r.type is RecordType.CHUNK)
+            samples = (
+                chunks
+                * CHUNK_AUDIO_BYTES
+                // Codec(json.loads(records[0].body)["codec"]).bytes_per_sample
+            )
+            cut = sign_end(
+                self.identity,
+                RecordType.CUT,
+                header_hash,
+                {
+                    "chunks": chunks,
+                    "samples": samples,
+                    "reason": "power-loss",
+                    "recovered_at": self._wall().isoformat(timespec="seconds"),
+                    "digest": hashlib.sha256(data[:end]).hexdigest(),
+                },
+            )
+            handle = self.disk.open(path)
+            self.disk.truncate(handle, end)
+            self.disk.pwrite(handle, frame(RecordType.CUT, json_body(cut)), end)
+            self.disk.datasync(handle)
+            self.disk.close(handle)
+            entry = read_entry(path, self.dir)
+            self.entries[entry.id] = entry
+            recovered.append(
+                SealedRecording(
+                    id=entry.id,
+                    path=path,
+                    duration=entry.duration,
+                    metadata={"line": entry.line, "state": STATE_CUT},
+                )
+            )
+        return recovered
+
+
+class EncryptedWriter(RecordingWriter):
+    def __init__(
+        self,
+        store: RingStore,
+        info: RecordingInfo,
+        recording_id: str,
+        header: dict[str, Any],
+        header_body: bytes,
+        file_key: bytes,
+    ) -> None:
+        self.id = recording_id
+        self._store = store
+        self._disk = store.disk
+        self._info = info
+        self._codec = store.codec
+        self._header_hash = hashlib.sha256(header_body).digest()
+        self._file_key = file_key
+        self._aead = ChaCha20Poly1305(file_key)
+        self.path = store.dir / f"{recording_id}{SUFFIX}"  # sorts by device, then sequence
+        store.reserve(
+            recording_id, RESERVE_STEP
+        )  # before the file exists: StoreFull leaves nothing
+        self._reserved = RESERVE_STEP
+        self._handle = self._disk.create(self.path)
+        self._disk.allocate(self._handle, self._reserved)
+        self._digest = hashlib.sha256()
+        self._offset = 0
+        self._sealing = False
+        self._buffer = bytearray()
+        self._index = 0
+        self._samples = 0
+        self._gaps: list[dict[str, Any]] = []
+        self._markers: list[dict[str, Any]] = []
+        self._started = time.monotonic()
+        head = frame(RecordType.HEADER, header_body)
+        self._append(head + pad_to_block(len(head)))
+        self._disk.datasync(self._handle)
+        self._disk.sync_dir(store.dir)
+        store.entries[recording_id] = Entry(
+            id=recording_id,
+            seq=header["seq"],
+            path=self.path,
+            line=info.line,
+            started_at=header["started_at"],
+            clock_synchronized=info.clock_synchronized,
+            duration=0.0,
+            state=STATE_OPEN,
+            acknowledged=False,
+            held=False,
+            size=self._offset,
+            header_hash=self._header_hash.hex(),
+        )
+
+    def write(self, samples: Samples) -> None:
+        self._buffer += encode(self._codec, samples)
+        self._samples += len(samples)
+        while len(self._buffer) >= CHUNK_AUDIO_BYTES:
+            payload = bytes(self._buffer[:CHUNK_AUDIO_BYTES])
+            del self._buffer[:CHUNK_AUDIO_BYTES]
+            self._chunk(payload, final=False)
+
+    def mark_gap(self, samples: int, reason: str) -> None:
+        at = self._samples / RATE
+        self._gaps.append({"at": round(at, 3), "seconds": samples / RATE, "reason": reason})
+        self.write(np.zeros(samples, dtype=np.int16))
+
+    def mark(self, label: str) -> None:
+        self._markers.append({"at": round(self._samples / RATE, 3), "label": label})
+
+    def seal(self, *, ended_by: str) -> SealedRecording:
+        self._sealing = True
+        self._chunk(bytes(self._buffer), final=True)
+        self._buffer.clear()
+        info = self._info
+        metadata = {
+            "id": self.id,
+            "device_id": info.device_id,
+            "line": info.line,
+            "label": info.label,
+            "direction": info.direction,
+            "consent": info.consent,
+            "started_at": info.started_at.astimezone(UTC).isoformat(timespec="milliseconds"),
+            "clock_synchronized": info.clock_synchronized,
+            "duration": round(self._samples / RATE, 3),
+            "monotonic_duration": round(time.monotonic() - self._started, 3),
+            "codec": self._codec.value,
+            "rate": RATE,
+            "markers": self._markers,
+            "gaps": self._gaps,
+            "ended_by": ended_by,
+        }
+        self._append(
+            frame(RecordType.METADATA, seal_metadata(self._file_key, self._header_hash, metadata))
+        )
+        trailer = sign_end(
+            self._store.identity,
+            RecordType.TRAILER,
+            self._header_hash,
+            {
+                "chunks": self._index,
+                "samples": self._samples,
+                "ended_by": ended_by,
+                "digest": self._digest.hexdigest(),
+            },
+        )
+        self._append(frame(RecordType.TRAILER, json_body(trailer)))
+        self._disk.truncate(self._handle, self._offset)
+        self._disk.datasync(self._handle)
+        self._disk.close(self._handle)
+        self._file_key = b""  # forgotten: the appliance cannot decrypt what it recorded
+        entry = read_entry(self.path, self._store.dir)
+        self._store._finished(entry)
+        return SealedRecording(
+            id=self.id, path=self.path, duration=self._samples / RATE, metadata=metadata
+        )
+
+    def discard(self) -> None:
+        self._disk.close(self._handle)
+        self._disk.unlink(self.path)
+        self._disk.sync_dir(self._store.dir)
+        self._store._open.pop(self.id, None)
+        self._store.entries.pop(self.id, None)
+
+    def _chunk(self, payload: bytes, *, final: bool) -> None:
+        index = self._index
+        sealed = self._aead.encrypt(
+            chunk_nonce(index), payload, chunk_aad(self._header_hash, index, final)
+        )
+        self._append(
+            frame(RecordType.CHUNK, index.to_bytes(4, "little") + sealed, FINAL if final else 0)
+        )
+        self._disk.datasync(self._handle)
+        self._index += 1
+
+    def _append(self, record: bytes) -> None:
+        end = self._offset + len(record)
+        if end > self._reserved:
+            grow = max(RESERVE_STEP, end - self._reserved)
+            self._store.reserve(self.id, grow, force=self._sealing)
+            self._reserved += grow
+            self._disk.allocate(self._handle, self._reserved)
+        self._disk.pwrite(self._handle, record, self._offset)
+        self._digest.update(record)
+        self._offset = end

@@ -1,0 +1,72 @@
+"""The cryptography of a recording, in one place (docs/format.md, "Keys").
+
+* Each recording has a fresh random 32-byte key. It is wrapped to each recipient: an
+  ephemeral X25519 key agrees a secret with the recipient's public key, HKDF-SHA256 (salt =
+  ephemeral public || recipient public) turns it into a one-time wrapping key, and
+  ChaCha20-Poly1305 seals the recording key with it. The appliance forgets the ephemeral
+  private key and the recording key when the recording ends, so it cannot decrypt its own
+  recordings, by design.
+* Audio chunks: ChaCha20-Poly1305 under the recording key, nonce = chunk index, AAD = header
+  hash, index and the final flag (see format.py). The Pi 3/4/Zero 2 have no AES instructions,
+  which is why ChaCha20.
+* Metadata: ChaCha20-Poly1305 under a key derived from the recording key (HKDF, its own label).
+* The appliance signs the trailer (or the cut marker) with its Ed25519 identity.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from linerec.store.format import RecordType, json_body
+from linerec.store.keys import b64, key_id, raw_public
+
+_WRAP_INFO = b"linerec-wrap-v1"
+_META_INFO = b"linerec-meta-v1"
+
+
+def _kdf(secret: bytes, salt: bytes, info: bytes) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=salt, info=info).derive(secret)
+
+
+def wrap_key(file_key: bytes, recipient: X25519PublicKey) -> dict[str, str]:
+    """The header entry that lets `recipient`'s private key recover `file_key`."""
+    ephemeral = X25519PrivateKey.generate()
+    epk = raw_public(ephemeral.public_key())
+    kid = key_id(recipient)
+    wrapping = _kdf(ephemeral.exchange(recipient), epk + raw_public(recipient), _WRAP_INFO)
+    wrapped = ChaCha20Poly1305(wrapping).encrypt(bytes(12), file_key, _WRAP_INFO + kid.encode())
+    return {"kid": kid, "epk": b64(epk), "wrapped": b64(wrapped)}
+
+
+def unwrap_key(private: X25519PrivateKey, epk: X25519PublicKey, wrapped: bytes, kid: str) -> bytes:
+    own = raw_public(private.public_key())
+    wrapping = _kdf(private.exchange(epk), raw_public(epk) + own, _WRAP_INFO)
+    return ChaCha20Poly1305(wrapping).decrypt(bytes(12), wrapped, _WRAP_INFO + kid.encode())
+
+
+def meta_key(file_key: bytes) -> bytes:
+    return _kdf(file_key, b"", _META_INFO)
+
+
+def seal_metadata(file_key: bytes, header_hash: bytes, metadata: dict[str, Any]) -> bytes:
+    return ChaCha20Poly1305(meta_key(file_key)).encrypt(
+        bytes(12), json_body(metadata), _META_INFO + header_hash
+    )
+
+
+def signed_payload(kind: RecordType, header_hash: bytes, end: dict[str, Any]) -> bytes:
+    """What the appliance signs for a trailer or cut marker: everything in it but the signature."""
+    unsigned = {k: v for k, v in end.items() if k != "sig"}
+    return b"linerec-" + kind.name.lower().encode() + b"-v1" + header_hash + json_body(unsigned)
+
+
+def sign_end(
+    identity: Ed25519PrivateKey, kind: RecordType, header_hash: bytes, end: dict[str, Any]
+) -> dict[str, Any]:
+    return {**end, "sig": b64(identity.sign(signed_payload(kind, header_hash, end)))}
