@@ -493,7 +493,7 @@ class EncryptedWriter(RecordingWriter):
         self._append(head + pad_to_block(len(head)))
         self._disk.datasync(self._handle)
         self._disk.sync_dir(store.dir)
-        store.entries[recording_id] = Entry(
+        self._entry = store.entries[recording_id] = Entry(
             id=recording_id,
             seq=header["seq"],
             path=self.path,
@@ -565,8 +565,8 @@ class EncryptedWriter(RecordingWriter):
         self._disk.datasync(self._handle)
         self._disk.close(self._handle)
         self._file_key = b""  # forgotten: the appliance cannot decrypt what it recorded
-        entry = read_entry(self.path, self._store.dir)
-        self._store._finished(entry)
+        self._store._finished(replace(self._entry, duration=self._samples / RATE,
+                                      state=STATE_SEALED, size=self._offset))
         return SealedRecording(
             id=self.id, path=self.path, duration=self._samples / RATE, metadata=metadata
         )
