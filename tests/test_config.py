@@ -159,3 +159,46 @@ def test_bad_pin_map_is_named(tmp_path: Path) -> None:
         match=r"pins.toml:2: board.status_led: must be a BCM GPIO number 0-27 \(got 99\)",
     ):
         load_config(path)
+
+
+def test_delay_line_must_outlast_the_debounce(tmp_path: Path) -> None:
+    path = write(tmp_path, "[store]\ndelay_ms = 40\n[[line]]\nhook_debounce_ms = 30\n")
+    with pytest.raises(
+        ConfigError,
+        match=r":2: store.delay_ms: must be at least hook_debounce_ms \+ 20 = 50 \(got 40\)",
+    ):
+        load_config(path)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "[hardware]\nstatus_led_pin = 99\n",
+            r"hardware.status_led_pin: must be a BCM GPIO number 0-27 \(got 99\)",
+        ),
+        (
+            "[[line]]\nchannels = 1.7\n",
+            r"line\[0\].channels: must be an integer \(got 1.7, a float\)",
+        ),
+        (
+            "[[line]]\nchannels = 2\nchannel = 2\n",
+            r"line\[0\].channel: must be 0..1 for channels = 2 \(got 2\)",
+        ),
+        (
+            "[[line]]\nperiod_ms = 25\n",
+            r"line\[0\].period_ms: must be one of 10, 20, 40 ms \(got 25\)",
+        ),
+        (
+            '[store]\nrecipients = ["nope.pub"]\n',
+            r"store.recipients\[0\]: no such file: .*nope.pub",
+        ),
+        (
+            '[store]\nwhen_full = "panic"\n',
+            r"store.when_full: must be one of 'overwrite', 'stop' \(got 'panic'\)",
+        ),
+    ],
+)
+def test_more_impossible_values(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(write(tmp_path, text))

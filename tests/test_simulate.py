@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ from linerec.codec import Codec, decode, encode
 from linerec.daemon.simulate import example_call, simulate
 from linerec.resources import data_path
 from linerec.sim.callfile import CallFileError
+from linerec.store.disk import OsDisk
 from linerec.wav import read_wav
 
 RATE = 8000
@@ -256,3 +258,95 @@ def test_call_on_a_line_the_config_lacks(run_sim: RunSim) -> None:
         CallFileError, match=r"no line named 'line2' in .*linerec.toml \(lines: line1\)"
     ):
         run_sim('[[call]]\nline = "line2"\n[[call.step]]\noff_hook = true\n', config="[[line]]\n")
+
+
+@pytest.mark.parametrize("period_ms", [10, 40])
+def test_other_alsa_periods_still_give_20_ms_frames(run_sim: RunSim, period_ms: int) -> None:
+    sim = run_sim(INBOUND, config=f"[[line]]\nperiod_ms = {period_ms}\nrate = 44100\n")
+    assert first(sim.events, "answered").t == pytest.approx(2.5)
+    _, snr = find(recording(sim).samples, clip("caller")[: -RATE // 10])
+    assert snr > 20
+
+
+def test_hang_up_in_the_last_second_of_the_notice(run_sim: RunSim) -> None:
+    # On hook 5.2 s into a 5.68 s notice: the notice ends while the hang-up is being confirmed.
+    call = "[[call]]\n[[call.step]]\noff_hook = true\n[[call.step]]\nwait = 5.2\n[[call.step]]\non_hook = true\n"
+    sim = run_sim(call)
+    assert names(sim.events) == ["answered", "notice_started", "notice_abandoned", "hung_up"]
+    assert first(sim.events, "hung_up").t == pytest.approx(5.2)
+    assert first(sim.events, "hung_up").recorded is False  # type: ignore[attr-defined]
+    assert sealed(sim) == []
+
+
+def test_box_started_with_the_line_already_off_hook(run_sim: RunSim) -> None:
+    call = '[[call]]\n[[call.step]]\nat = 0.0\noff_hook = true\n[[call.step]]\nwait = 6.0\n[[call.step]]\nsay = "caller"\n[[call.step]]\non_hook = true\n'
+    sim = run_sim(call)
+    answered = first(sim.events, "answered")
+    assert answered.t == 0.0
+    assert names(sim.events)[:3] == ["answered", "notice_started", "notice_played"]
+    assert find(recording(sim).samples, clip("caller"))[1] > 30
+
+
+def test_simulated_stall_ends_the_run_and_seals_what_was_kept(run_sim: RunSim) -> None:
+    call = '[[call]]\n[[call.step]]\noff_hook = true\n[[call.step]]\nsay = "caller"\nseconds = 2.0\n[[call.step]]\nstall = true\n'
+    sim = run_sim(call, config='[[line]]\nconsent = "one-party"\n')
+    (event,) = sealed(sim)
+    assert event.ended_by == "capture-stalled"
+    assert event.duration == pytest.approx(2.0, abs=0.05)
+    assert any(e.name == "fault" and "capture stalled" in e.message for e in sim.events)  # type: ignore[attr-defined]
+
+
+class FailingDisk(OsDisk):
+    """The card fails one write (EIO), as a worn SD card does."""
+
+    def __init__(self, fail_at: int) -> None:
+        self.writes = 0
+        self.fail_at = fail_at
+
+    def pwrite(self, handle: int, data: bytes, offset: int) -> None:
+        self.writes += 1
+        if self.writes == self.fail_at:
+            raise OSError(errno.EIO, "Input/output error")
+        super().pwrite(handle, data, offset)
+
+
+def test_store_error_mid_call_is_loud_and_the_call_is_kept_again(tmp_path: Path) -> None:
+    import threading
+
+    from linerec.daemon.backends import open_sim_backend
+    from linerec.daemon.service import Daemon
+    from linerec.daemon.simulate import default_config, demo_keys
+    from linerec.sim.callfile import load_call_file
+    from linerec.store import keys as keyfiles
+    from linerec.store.ring import RingStore
+
+    call = tmp_path / "call.toml"
+    call.write_text(
+        '[[call]]\n[[call.step]]\noff_hook = true\n[[call.step]]\nsay = "caller"\n'
+        '[[call.step]]\nsay = "office"\n[[call.step]]\non_hook = true\n'
+    )
+    config = default_config(["line1"], tmp_path / "ring", {"line1": "one-party"})
+    config, backend = open_sim_backend(config, load_call_file(call), speed=0)
+    _private, public = demo_keys(tmp_path / "ring")
+    events: list[object] = []
+    store = RingStore(
+        config.store.dir,
+        recipients=[keyfiles.load_public(public)],
+        identity=keyfiles.load_or_create_identity(tmp_path / "id.key"),
+        disk=FailingDisk(fail_at=6),
+    )
+    daemon = Daemon(config, backend, store, emit=events.append)
+    daemon.start()
+    daemon.run(threading.Event(), until=backend.script_end("line1") + 1.5)
+    daemon.shutdown()
+    kinds = [(e.name, getattr(e, "ended_by", getattr(e, "kind", ""))) for e in events]  # type: ignore[attr-defined]
+    assert ("fault", "store") in kinds
+    ended = [k for name, k in kinds if name == "recording_sealed"]
+    assert ended == ["store-error", "hang-up"]  # the part before the error, then the rest
+    lengths = [e.duration for e in events if e.name == "recording_sealed"]  # type: ignore[attr-defined]
+    assert sum(lengths) == pytest.approx(12.4 - 5.0, abs=0.6)  # 5 s (STORE_RETRY) not kept
+    led = backend.pins.outputs[config.lines[0].pins.led].history
+    assert (pytest.approx(2.02, abs=0.6), False) in [
+        (t, lit) for t, lit in led
+    ]  # LED off while not kept
+    assert "store" not in daemon._faults  # cleared by the next good seal

@@ -309,6 +309,9 @@ def test_reader_never_crashes_on_damaged_input(
     for offset, mask in flips:
         data[offset % len(data)] ^= mask
     damaged = bytes(data[: max(cut, 1)] if cut < len(data) else data)
+    if damaged == path.read_bytes():  # the flips cancelled out: it must still read
+        assert decrypt(damaged, keys).inspected.state == "complete"
+        return
     with pytest.raises(IntegrityError):
         decrypt(damaged, keys)
 

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 from linerec.call.consent import ConsentMode
 from linerec.codec import Codec
 from linerec.errors import ConfigError, WavError
-from linerec.hardware.audio import DEVICE_RATES, AudioSettings
+from linerec.hardware.audio import DEVICE_RATES, FRAME_MS, PERIODS_MS, AudioSettings
 from linerec.resources import data_path
 from linerec.wav import read_wav
 
@@ -279,7 +279,7 @@ def parse_config(data: dict[str, Any], path: Path | str, text: str | None = None
     backend = hardware.choice("backend", BACKENDS, "gpio")
     pinmap_path = hardware.path("pinmap", default_pinmap())
     pinmap = load_pinmap(pinmap_path)
-    status_led = hardware.take("status_led_pin", int, pinmap.status_led)
+    status_led = _pin(hardware, "status_led_pin", pinmap.status_led)
     hardware.done()
     hardware_config = HardwareConfig(backend=backend, pinmap=pinmap_path, status_led=status_led)
 
@@ -330,6 +330,15 @@ def parse_config(data: dict[str, Any], path: Path | str, text: str | None = None
         lines=lines,
     )
     _check_unique(config, source)
+    slowest = max(line.hook_debounce for line in lines)
+    if store_config.delay < slowest + FRAME_MS / 1000:
+        # Audio must still be in the delay line when the hook change is confirmed, or the
+        # first words after off hook are lost and dial tone is kept after a hang-up.
+        raise source.error(
+            "store.delay_ms",
+            f"must be at least hook_debounce_ms + {FRAME_MS} = {round(slowest * 1000) + FRAME_MS} "
+            f"(got {round(store_config.delay * 1000)})",
+        )
     return config
 
 
@@ -427,10 +436,19 @@ def _parse_line(index: int, entry: object, source: _Source, pinmap: PinMap) -> L
     if rate not in DEVICE_RATES:
         rates = ", ".join(map(str, DEVICE_RATES))
         raise table.error("rate", f"must be one of {rates} Hz (got {rate})")
-    channels = int(table.number("channels", 1, 1, 2))
-    channel = int(table.number("channel", 0, 0, 1))
-    if channel >= channels:
-        raise table.error("channel", f"must be below channels = {channels} (got {channel})")
+    channels = table.take("channels", int, 1)
+    if channels not in (1, 2):
+        raise table.error("channels", f"must be 1 or 2 (got {channels})")
+    channel = table.take("channel", int, 0)
+    if not 0 <= channel < channels:
+        raise table.error(
+            "channel", f"must be 0..{channels - 1} for channels = {channels} (got {channel})"
+        )
+    period_ms = table.take("period_ms", int, FRAME_MS)
+    if period_ms not in PERIODS_MS:
+        raise table.error(
+            "period_ms", f"must be one of {', '.join(map(str, PERIODS_MS))} ms (got {period_ms})"
+        )
     capture = table.take("capture_device", str, "default")
     audio = AudioSettings(
         capture_device=capture,
@@ -438,6 +456,7 @@ def _parse_line(index: int, entry: object, source: _Source, pinmap: PinMap) -> L
         rate=rate,
         channels=channels,
         channel=channel,
+        period_ms=period_ms,
         where=key,
     )
     debounce = table.number("hook_debounce_ms", 30, 5, 500) / 1000

@@ -44,6 +44,8 @@ from linerec.tones import Oscillator
 
 log = logging.getLogger(__name__)
 
+STORE_RETRY = 5.0  # seconds after a store error before the call is kept again
+
 Emit = Callable[[CallEvent], None]
 
 
@@ -84,12 +86,13 @@ class LinePipeline:
         self._beeps = BeepSchedule(rate=RATE)
         self._oscillator = Oscillator(line.beep_hz, line.beep_level_dbfs)
         self._notice_at: int | None = None  # next notice sample to play
+        self._notice_done_at: float | None = None  # notice ended during a hook break
         self._beep_at: int | None = None  # samples since the warning tone schedule began
         self._head: list[Samples] = []  # notice as played, until the conversation is kept
         self._writer: RecordingWriter | None = None
-        self._store_broken = False  # a store error ended this call's recording
+        self._store_retry_at = float("-inf")  # after a store error: keep nothing before this
         self._silence = np.zeros(FRAME_SAMPLES, dtype=np.int16)
-        self._led_state: State | None = None
+        self._led_show: Show | None = None
         self.last_t = 0.0
         self.frames = 0
         self.lost_samples = 0
@@ -134,10 +137,16 @@ class LinePipeline:
             slot = Slot(t=frame.t, samples=frame.samples, keep=Keep.DROP, lost=frame.lost)
         self._keep(self.delay.push(slot))
         if notice_done:
-            self._on_call_events(self.machine.feed(NoticeDone(t=end)))
-        if self.machine.state is not self._led_state:
-            self._led_state = self.machine.state
-            self._led.set(_LED_FOR_STATE[self._led_state], end)
+            if self.hook.in_break:  # flash or hang-up? the call flow must hear that first
+                self._notice_done_at = end
+            else:
+                self._on_call_events(self.machine.feed(NoticeDone(t=end)))
+        show = _LED_FOR_STATE[self.machine.state]
+        if show is Show.RECORDING and end < self._store_retry_at:
+            show = Show.OFF  # nothing is being kept: the LED must not say otherwise
+        if show is not self._led_show:
+            self._led_show = show
+            self._led.set(show, end)
         return out
 
     def refresh_led(self, now: float) -> None:
@@ -146,9 +155,16 @@ class LinePipeline:
 
     def shutdown(self) -> None:
         """Keep what is still in the delay line and seal the recording in progress."""
-        self._keep(self.delay.drain())
-        self._seal("shutdown", self.last_t)
+        self.interrupt("shutdown")
         self._led.off()
+
+    def interrupt(self, reason: str) -> None:
+        """Audio stopped coming (shutdown, a stalled capture): seal what was kept so far.
+
+        If the call goes on, its audio goes into a new recording.
+        """
+        self._keep(self.delay.drain())
+        self._seal(reason, self.last_t)
 
     # -- what the line hears ---------------------------------------------------------------
 
@@ -184,7 +200,11 @@ class LinePipeline:
                 self.delay.release()
             elif isinstance(event, OnHook):
                 self.delay.release(drop_from=event.t)
+                self._notice_done_at = None
             self._on_call_events(self.machine.feed(event))
+            if self._notice_done_at is not None and not self.hook.in_break:
+                done, self._notice_done_at = self._notice_done_at, None
+                self._on_call_events(self.machine.feed(NoticeDone(t=done)))
 
     def _on_call_events(self, events: list[CallEvent]) -> None:
         for event in events:
@@ -206,7 +226,7 @@ class LinePipeline:
                 self._beep_at = None
                 self._keep(self.delay.drain())
                 self._seal("hang-up", event.t)
-                self._store_broken = False  # the next call tries the store afresh
+                self._store_retry_at = float("-inf")  # the next call tries the store afresh
 
     # -- the store -------------------------------------------------------------------------
 
@@ -214,7 +234,7 @@ class LinePipeline:
         for slot in slots:
             if slot.keep is Keep.NOTICE:
                 self._head.append(slot.samples)
-            elif slot.keep is Keep.RECORD and not self._store_broken:
+            elif slot.keep is Keep.RECORD and slot.t >= self._store_retry_at:
                 try:
                     self._record(slot)
                 except OSError as exc:
@@ -253,7 +273,14 @@ class LinePipeline:
         try:
             sealed = writer.seal(ended_by=ended_by)
         except OSError as exc:
-            self._store_failed(exc, t)
+            log.error(
+                "line %s: could not seal %s (recovery will at the next start): %s",
+                self.name,
+                ended_by,
+                exc,
+                exc_info=exc,
+            )
+            self._emit(Fault(t=t, line=self.name, kind="store", message=f"seal failed: {exc}"))
             return
         self._emit(
             RecordingSealed(
@@ -268,16 +295,12 @@ class LinePipeline:
 
     def _store_failed(self, exc: OSError, t: float) -> None:
         # Never retry into silent loss: the recording in progress ends here, loudly, and
-        # what it had written stays (sealed if the store still can, else for recovery).
+        # what it had written stays (sealed if the store still can, else for recovery). The
+        # call goes on into a new recording once the store has had STORE_RETRY to recover.
         log.error("line %s: store error, recording ends here: %s", self.name, exc, exc_info=exc)
         self._emit(Fault(t=t, line=self.name, kind="store", message=str(exc)))
-        self._store_broken = True
-        writer, self._writer = self._writer, None
-        if writer is not None:
-            try:
-                writer.seal(ended_by="store-error")
-            except OSError:
-                log.exception("line %s: could not seal the recording; recovery will", self.name)
+        self._store_retry_at = t + STORE_RETRY
+        self._seal("store-error", t)
 
 
 _LED_FOR_STATE = {

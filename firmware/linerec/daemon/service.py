@@ -109,8 +109,8 @@ class Daemon:
         self._last_ping = float("-inf")
         self._last_check = float("-inf")
         self._last_retention = float("-inf")
+        self._stalled: set[int] = set()
         self._last_led = float("-inf")
-        self._wall_start = datetime.now(UTC)
         self.clock_start = 0.0  # the backend clock at start: event times count from here
 
     # -- life cycle ------------------------------------------------------------------------
@@ -119,7 +119,6 @@ class Daemon:
         """Claim pins, open devices, start the capture threads."""
         backend = self.backend
         self.clock_start = backend.clock()
-        self._wall_start = datetime.now(UTC)
         for recovered in self.store.recover():
             log.warning(
                 "recovered %s, cut by a power loss after %.1f s", recovered.path, recovered.duration
@@ -137,9 +136,11 @@ class Daemon:
         self._status_led = Led(
             backend.pins.output(self.config.hardware.status_led, name="status LED")
         )
+        hook_pins = []
         for index, line in enumerate(self.config.lines):
             pins = line.pins
             hook = backend.pins.input(pins.hook, name=f"line[{index}] hook sense")
+            hook_pins.append(hook)
             ring = backend.pins.input(pins.ring, name=f"line[{index}] ring sense")
             led = Led(backend.pins.output(pins.led, name=f"line[{index}] recording LED"))
             pipeline = LinePipeline(
@@ -152,7 +153,9 @@ class Daemon:
                 emit=self._emit,
                 wall=self._wall,
                 clock_synchronized=clock_synchronized,
-                initial_off_hook=hook.read() != pins.hook_active_low,
+                # Seen from on hook: a line already off hook (a restart mid-call) is then a
+                # call picked up now, so the notice plays before anything is kept.
+                initial_off_hook=False,
             )
             self.pipelines.append(pipeline)
             hook.on_edge(self._edge_callback(index, "hook"))
@@ -163,15 +166,13 @@ class Daemon:
             except HardwareError as exc:
                 self._fault("audio", str(exc))
                 raise
-        for pipeline in self.pipelines:
-            if pipeline.hook.off_hook:
-                # Off hook already (we restarted mid-call): treat it as a call picked up now,
-                # so the notice plays before anything is kept.
+        for pipeline, hook_pin in zip(self.pipelines, hook_pins, strict=True):
+            level = hook_pin.read()
+            if level != pipeline.config.pins.hook_active_low:
                 log.warning(
                     "line %s is off hook at start: taking the call in progress", pipeline.name
                 )
-                pipeline.hook.off_hook = False
-                pipeline.hook_edge(not pipeline.config.pins.hook_active_low, self.clock_start)
+                pipeline.hook_edge(level, self.clock_start)
         now = self._monotonic()
         for index, capture in enumerate(self._captures):
             self._heartbeats.append(now)
@@ -198,7 +199,9 @@ class Daemon:
             if item is not None:
                 self._handle(item)
             self._supervise()
-            if until is not None and all(p.last_t >= until for p in self.pipelines):
+            if until is not None and all(
+                p.last_t >= until or i in self._stalled for i, p in enumerate(self.pipelines)
+            ):
                 break
 
     def shutdown(self) -> None:
@@ -213,9 +216,15 @@ class Daemon:
                 log.error("%s did not stop; closing its device anyway", thread.name)
         while (item := self._queue.get(timeout=0)) is not None:
             if not isinstance(item, _CaptureFailed):
-                self._handle(item)
+                try:
+                    self._handle(item)
+                except Exception:  # sealing what we have matters more than this frame
+                    log.exception("while finishing captured audio")
         for pipeline in self.pipelines:
-            pipeline.shutdown()
+            try:
+                pipeline.shutdown()
+            except Exception:  # one line's failure must not keep the others unsealed
+                log.exception("line %s: could not finish its recording", pipeline.name)
         devices: list[AudioCapture | AudioPlayback] = [*self._captures, *self._playbacks]
         for device in devices:
             try:
@@ -285,13 +294,14 @@ class Daemon:
         if now - self._last_retention >= RETENTION_EVERY:
             self._last_retention = now
             self._retention()
-        stalled = [
-            self.pipelines[i].name
-            for i, beat in enumerate(self._heartbeats)
-            if now - beat > CAPTURE_STALL
-        ]
+        stalled = {i for i, beat in enumerate(self._heartbeats) if now - beat > CAPTURE_STALL}
+        for index in stalled - self._stalled:
+            # No audio is coming: keep what came, sealed, rather than wait for the watchdog.
+            self.pipelines[index].interrupt("capture-stalled")
+        self._stalled = stalled
         if stalled:
-            self._fault("audio", f"capture stalled on line {', '.join(stalled)}")
+            names = ", ".join(self.pipelines[i].name for i in sorted(stalled))
+            self._fault("audio", f"capture stalled on line {names}")
         else:
             self._clear("audio")
         interval = self.notifier.watchdog_interval
@@ -326,6 +336,8 @@ class Daemon:
     def _emit(self, event: CallEvent) -> None:
         if isinstance(event, Fault) and event.line:
             self._faults.setdefault(event.kind, event.message)
+        elif isinstance(event, RecordingSealed) and event.ended_by != "store-error":
+            self._clear("store")  # the store works again
         self._emit_to(event)
         self.notifier.status(self._status())
 
@@ -335,4 +347,5 @@ class Daemon:
         return f"{states}{'; ' + faults if faults else ''}" or "starting"
 
     def _wall(self, t: float) -> datetime:
-        return self._wall_start + timedelta(seconds=t - self.clock_start)
+        # Asked afresh each time: the clock may have been set by NTP since we started.
+        return datetime.now(UTC) - timedelta(seconds=self.backend.clock() - t)

@@ -25,6 +25,7 @@ RATE = 8000
 FRAME_MS = 20
 FRAME_SAMPLES = RATE * FRAME_MS // 1000
 DEVICE_RATES = (8000, 16000, 44100, 48000)
+PERIODS_MS = (10, 20, 40)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -45,6 +46,7 @@ class AudioSettings:
     rate: int = RATE
     channels: int = 1
     channel: int = 0
+    period_ms: int = FRAME_MS  # the ALSA period; frames are 20 ms whatever it is
     where: str = "line"
 
 
@@ -74,7 +76,7 @@ class AudioPlayback(ABC):
 
 
 def _open_pcm(kind: int, device: str, settings: AudioSettings, key: str) -> alsaaudio.PCM:
-    period = settings.rate * FRAME_MS // 1000
+    period = settings.rate * settings.period_ms // 1000
     try:
         pcm = alsaaudio.PCM(
             kind,
@@ -119,11 +121,27 @@ class AlsaCapture(AudioCapture):
             alsaaudio.PCM_CAPTURE, settings.capture_device, settings, "capture_device"
         )
         self._resampler = Resampler(settings.rate, RATE)
-        self._position = 0  # 8 kHz samples delivered or lost so far
+        self._position = 0  # 8 kHz samples read or lost so far
         self._last_t: float | None = None
+        # Periods of 10 or 40 ms are cut into 20 ms frames here.
+        self._pending = np.zeros(0, dtype=np.int16)
+        self._pending_t = 0.0
+        self._lost = 0
         self.overruns = 0
 
     def read(self) -> Frame:
+        while len(self._pending) < FRAME_SAMPLES:
+            self._read_period()
+        if len(self._pending) == FRAME_SAMPLES:
+            samples, self._pending = self._pending, self._pending[:0]
+        else:
+            samples, self._pending = self._pending[:FRAME_SAMPLES], self._pending[FRAME_SAMPLES:]
+        t = self._pending_t
+        self._pending_t += FRAME_SAMPLES / RATE
+        lost, self._lost = self._lost, 0
+        return Frame(samples=samples, t=t, lost=lost)
+
+    def _read_period(self) -> None:
         lost = 0
         while True:
             length, data = self._pcm.read()
@@ -142,18 +160,24 @@ class AlsaCapture(AudioCapture):
             raw = raw[self._settings.channel :: self._settings.channels]
         samples = raw if self._resampler.passthrough else to_int16(self._resampler.process(raw))
         self._position += lost
+        self._lost += lost
         # Sample clock for the simulator; the read time minus one period on a real device.
         t = self._position / RATE if self._clock is None else self._clock() - len(samples) / RATE
         self._position += len(samples)
         self._last_t = t
-        return Frame(samples=samples, t=t, lost=lost)
+        if len(self._pending):
+            self._pending = np.concatenate((self._pending, samples))
+        else:
+            self._pending, self._pending_t = samples, t
 
     def _estimate_lost(self) -> int:
         # The device does not say how much it dropped; the clock does, to a period or so.
         if self._clock is None or self._last_t is None:
             return 0
-        missing = self._clock() - (self._last_t + 2 * FRAME_MS / 1000)
-        return max(round(missing * RATE / FRAME_SAMPLES) * FRAME_SAMPLES, 0)
+        period = self._settings.period_ms / 1000
+        missing = self._clock() - (self._last_t + 2 * period)
+        step = round(period * RATE)
+        return max(round(missing * RATE / step) * step, 0)
 
     def close(self) -> None:
         self._pcm.close()

@@ -176,7 +176,9 @@ class ScriptedCapture(AudioCapture):
         self._clock = clock
         self._coupling = coupling
         self._speed = speed
-        self._edges = list(setup.rendered.edges)
+        self._edges = [
+            edge for edge in setup.rendered.edges if edge.t > 0
+        ]  # t <= 0: initial levels
         self._faults = list(setup.rendered.faults)
         self._position = 0  # samples of line time so far, delivered or lost
         self._delivered = 0  # frames delivered
@@ -281,6 +283,14 @@ class SimBackend(Backend):
         for line in lines:
             initial[line.hook_pin] = line.hook_active_low  # on hook: inactive
             initial[line.ring_pin] = line.ring_active_low
+            for edge in line.rendered.edges:
+                if edge.t <= 0:  # the line is already so when the box starts
+                    pin, low = (
+                        (line.hook_pin, line.hook_active_low)
+                        if edge.signal == "hook"
+                        else (line.ring_pin, line.ring_active_low)
+                    )
+                    initial[pin] = edge.active != low
         self.pins: SimPinFactory = SimPinFactory(self.sim_clock, initial)
         self._lines = {line.name: line for line in lines}
         self._settings = {s.capture_device: s for s in settings}

@@ -565,8 +565,11 @@ class EncryptedWriter(RecordingWriter):
         self._disk.datasync(self._handle)
         self._disk.close(self._handle)
         self._file_key = b""  # forgotten: the appliance cannot decrypt what it recorded
-        self._store._finished(replace(self._entry, duration=self._samples / RATE,
-                                      state=STATE_SEALED, size=self._offset))
+        self._store._finished(
+            replace(
+                self._entry, duration=self._samples / RATE, state=STATE_SEALED, size=self._offset
+            )
+        )
         return SealedRecording(
             id=self.id, path=self.path, duration=self._samples / RATE, metadata=metadata
         )
