@@ -461,3 +461,46 @@ def test_decrypt_list_verify_commands(tmp_path: Path, keys: CollectorPrivate) ->
     )
     assert bad_verify.returncode == 1
     assert "damaged at byte 4096" in bad_verify.stderr
+
+
+def test_a_failed_background_sync_ends_the_recording_loudly(
+    tmp_path: Path, keys: CollectorPrivate
+) -> None:
+    import errno
+
+    from linerec.store.disk import OsDisk
+
+    class SyncFails(OsDisk):
+        calls = 0
+
+        def datasync(self, handle: int) -> None:
+            self.calls += 1
+            if self.calls == 3:
+                raise OSError(errno.EIO, "Input/output error")
+            super().datasync(handle)
+
+    ring = RingStore(
+        tmp_path / "ring",
+        recipients=[load_public(keys.path.with_suffix(".pub"))],
+        identity=load_or_create_identity(tmp_path / "id.key"),
+        disk=SyncFails(),
+        background_sync=True,
+    )
+    info = RecordingInfo(
+        device_id="box1",
+        line="line1",
+        label="",
+        direction="inbound",
+        consent="notice",
+        started_at=datetime(2026, 11, 25, tzinfo=UTC),
+        clock_synchronized=False,
+    )
+    writer = ring.begin(info)
+    frame = speech_like(0.02)
+    with pytest.raises(OSError, match="Input/output error"):
+        for _ in range(5000):  # 100 s: the failed sync must surface long before
+            writer.write(frame)
+            ring.syncer.settle(writer)  # type: ignore[union-attr]  # let the sync thread run
+    writer.seal(ended_by="store-error")  # what had reached the card can still be closed
+    (path,) = (tmp_path / "ring").glob("*.lrec")
+    assert decrypt(path.read_bytes(), keys).metadata["ended_by"] == "store-error"

@@ -64,4 +64,5 @@ def open_store(
         max_age_days=config.store.max_age_days,
         device_id=config.device_id,
         on_event=report,
+        background_sync=True,  # the audio loop never waits for the card
     )

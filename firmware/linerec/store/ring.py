@@ -11,7 +11,9 @@ Files in the ring directory:
 
 Audio reaches the card in 4 KiB chunks (half a second of µ-law), each written at an aligned
 offset into space reserved ahead (fallocate) and fdatasync'ed, so a power cut loses at most
-the chunk being filled plus the delay line, and no sync has to write file-size metadata.
+the chunk being filled plus the delay line, and no sync has to write file-size metadata. In
+the daemon the syncs run on a thread of their own (`background_sync`): a slow card delays
+durability by one sync, never the audio loop.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -55,6 +58,47 @@ from linerec.store.seal import seal_metadata, sign_end, wrap_key
 RATE = 8000
 RESERVE_STEP = 64 * BLOCK  # reserve card space 256 KiB at a time
 STATE_OPEN, STATE_SEALED, STATE_CUT = "open", "sealed", "cut"
+
+
+class BackgroundSync:
+    """fdatasync off the main loop: the audio path never waits for the card.
+
+    A writer asks for a sync after each chunk; one thread performs them in order. An error is
+    kept on the writer and raised by its next write, so it is never retried into silent loss.
+    """
+
+    def __init__(self, disk: Disk) -> None:
+        self._disk = disk
+        self._cond = threading.Condition()
+        self._queue: list[EncryptedWriter] = []
+        self._busy: EncryptedWriter | None = None
+        threading.Thread(target=self._run, name="store-sync", daemon=True).start()
+
+    def request(self, writer: EncryptedWriter) -> None:
+        with self._cond:
+            if writer not in self._queue:
+                self._queue.append(writer)
+                self._cond.notify_all()
+
+    def settle(self, writer: EncryptedWriter) -> None:
+        """Wait until no sync of `writer` is queued or running (before it closes its file)."""
+        with self._cond:
+            while writer in self._queue or self._busy is writer:
+                self._cond.wait()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue:
+                    self._cond.wait()
+                writer = self._busy = self._queue.pop(0)
+            try:
+                self._disk.datasync(writer.handle)
+            except OSError as exc:
+                writer.sync_error = exc
+            with self._cond:
+                self._busy = None
+                self._cond.notify_all()
 
 
 class StoreFull(OSError):
@@ -174,6 +218,7 @@ class RingStore(Store):
         disk: Disk | None = None,
         on_event: Callable[[StoreEvent], None] = lambda event: None,
         wall: Callable[[], datetime] = lambda: datetime.now(UTC),
+        background_sync: bool = False,
     ) -> None:
         if not recipients:
             raise ValueError("a recording needs at least one recipient key")
@@ -187,6 +232,7 @@ class RingStore(Store):
         self.max_age_days = max_age_days
         self.device_id = device_id
         self.disk = disk or OsDisk()
+        self.syncer = BackgroundSync(self.disk) if background_sync else None
         self._on_event = on_event
         self._wall = wall
         self._warned = False
@@ -478,8 +524,9 @@ class EncryptedWriter(RecordingWriter):
             recording_id, RESERVE_STEP
         )  # before the file exists: StoreFull leaves nothing
         self._reserved = RESERVE_STEP
-        self._handle = self._disk.create(self.path)
-        self._disk.allocate(self._handle, self._reserved)
+        self.handle = self._disk.create(self.path)
+        self.sync_error: OSError | None = None  # from the background sync, raised by write()
+        self._disk.allocate(self.handle, self._reserved)
         self._digest = hashlib.sha256()
         self._offset = 0
         self._sealing = False
@@ -491,7 +538,7 @@ class EncryptedWriter(RecordingWriter):
         self._started = time.monotonic()
         head = frame(RecordType.HEADER, header_body)
         self._append(head + pad_to_block(len(head)))
-        self._disk.datasync(self._handle)
+        self._disk.datasync(self.handle)
         self._disk.sync_dir(store.dir)
         self._entry = store.entries[recording_id] = Entry(
             id=recording_id,
@@ -509,6 +556,9 @@ class EncryptedWriter(RecordingWriter):
         )
 
     def write(self, samples: Samples) -> None:
+        if self.sync_error is not None:  # the card failed a sync: this recording ends here
+            error, self.sync_error = self.sync_error, None
+            raise error
         self._buffer += encode(self._codec, samples)
         self._samples += len(samples)
         while len(self._buffer) >= CHUNK_AUDIO_BYTES:
@@ -526,6 +576,7 @@ class EncryptedWriter(RecordingWriter):
 
     def seal(self, *, ended_by: str) -> SealedRecording:
         self._sealing = True
+        self._settle()
         self._chunk(bytes(self._buffer), final=True)
         self._buffer.clear()
         info = self._info
@@ -561,9 +612,9 @@ class EncryptedWriter(RecordingWriter):
             },
         )
         self._append(frame(RecordType.TRAILER, json_body(trailer)))
-        self._disk.truncate(self._handle, self._offset)
-        self._disk.datasync(self._handle)
-        self._disk.close(self._handle)
+        self._disk.truncate(self.handle, self._offset)
+        self._disk.datasync(self.handle)
+        self._disk.close(self.handle)
         self._file_key = b""  # forgotten: the appliance cannot decrypt what it recorded
         self._store._finished(
             replace(
@@ -575,7 +626,8 @@ class EncryptedWriter(RecordingWriter):
         )
 
     def discard(self) -> None:
-        self._disk.close(self._handle)
+        self._settle()
+        self._disk.close(self.handle)
         self._disk.unlink(self.path)
         self._disk.sync_dir(self._store.dir)
         self._store._open.pop(self.id, None)
@@ -589,8 +641,18 @@ class EncryptedWriter(RecordingWriter):
         self._append(
             frame(RecordType.CHUNK, index.to_bytes(4, "little") + sealed, FINAL if final else 0)
         )
-        self._disk.datasync(self._handle)
         self._index += 1
+        if self._store.syncer is None or final:
+            self._disk.datasync(self.handle)
+        else:
+            self._store.syncer.request(self)
+
+    def _settle(self) -> None:
+        if self._store.syncer is not None:
+            self._store.syncer.settle(self)
+        if self.sync_error is not None:
+            error, self.sync_error = self.sync_error, None
+            raise error
 
     def _append(self, record: bytes) -> None:
         end = self._offset + len(record)
@@ -598,7 +660,7 @@ class EncryptedWriter(RecordingWriter):
             grow = max(RESERVE_STEP, end - self._reserved)
             self._store.reserve(self.id, grow, force=self._sealing)
             self._reserved += grow
-            self._disk.allocate(self._handle, self._reserved)
-        self._disk.pwrite(self._handle, record, self._offset)
+            self._disk.allocate(self.handle, self._reserved)
+        self._disk.pwrite(self.handle, record, self._offset)
         self._digest.update(record)
         self._offset = end
