@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from linerec.hardware.resample import Resampler
+from linerec.resample import Resampler
 
 
 def _gain_db(rate_in: int, rate_out: int, frequency: float) -> float:

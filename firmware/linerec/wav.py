@@ -18,6 +18,7 @@ import numpy as np
 
 from linerec.codec import Codec, Samples, decode, encode
 from linerec.errors import WavError
+from linerec.resample import Resampler, to_int16
 
 _TAG_TO_CODEC = {1: Codec.PCM16, 6: Codec.ALAW, 7: Codec.ULAW}
 _WAVE_FORMAT_EXTENSIBLE = 0xFFFE
@@ -202,6 +203,15 @@ class WavWriter:
             + struct.pack("<I", len(adtl))
             + adtl
         )
+
+
+def read_mono_8k(path: Path | str) -> Samples:
+    """A WAV file as 8 kHz mono int16, whatever its rate and channels (notices, speech clips)."""
+    wav = read_wav(path)
+    samples = wav.mono
+    if wav.rate != 8000:
+        samples = to_int16(Resampler(wav.rate, 8000).process(samples))
+    return samples
 
 
 def write_wav(path: Path | str, pcm: Samples, *, rate: int, codec: Codec = Codec.PCM16) -> None:

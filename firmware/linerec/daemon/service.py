@@ -28,12 +28,12 @@ from linerec.daemon.handoff import HandoffQueue
 from linerec.daemon.line import LinePipeline
 from linerec.daemon.notify import Notifier
 from linerec.errors import HardwareError
-from linerec.hardware.audio import RATE, AudioCapture, AudioPlayback, Frame
+from linerec.hardware.audio import AudioCapture, AudioPlayback, Frame
 from linerec.hardware.backend import Backend
 from linerec.hardware.leds import Led, Show
-from linerec.hardware.resample import Resampler, to_int16
+from linerec.resample import to_int16
 from linerec.store.base import Store
-from linerec.wav import read_wav
+from linerec.wav import read_mono_8k
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +51,7 @@ def clock_synchronized() -> bool:
 
 def load_notice(line: LineConfig) -> Samples:
     """The line's notice as 8 kHz int16, with the configured gain."""
-    wav = read_wav(line.notice)
-    samples = wav.mono.astype("float64")
-    if wav.rate != RATE:
-        samples = Resampler(wav.rate, RATE).process(samples)
+    samples = read_mono_8k(line.notice).astype("float64")
     return to_int16(samples * 10 ** (line.notice_gain_db / 20))
 
 

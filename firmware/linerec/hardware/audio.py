@@ -19,7 +19,7 @@ import numpy as np
 
 from linerec.codec import Samples
 from linerec.errors import HardwareError
-from linerec.hardware.resample import Resampler, to_int16
+from linerec.resample import Resampler, to_int16
 
 RATE = 8000
 FRAME_MS = 20

@@ -33,7 +33,7 @@ from linerec.hardware.audio import (
 )
 from linerec.hardware.backend import Backend
 from linerec.hardware.pins import EdgeCallback, InputPin, OutputPin, PinFactory
-from linerec.hardware.resample import Resampler, to_int16
+from linerec.resample import Resampler, to_int16
 from linerec.sim.line import RenderedLine
 
 ECHO_GAIN = 0.5  # -6 dB from the line output back into the capture input

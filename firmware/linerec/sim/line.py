@@ -16,11 +16,11 @@ import numpy as np
 
 from linerec.codec import Samples
 from linerec.errors import WavError
-from linerec.hardware.resample import Resampler, to_int16
+from linerec.resample import to_int16
 from linerec.resources import data_path
 from linerec.sim.callfile import CallFileError, ScriptedCall, Step
 from linerec.tones import dtmf_pair, tone
-from linerec.wav import read_wav
+from linerec.wav import read_mono_8k
 
 RATE = 8000
 SPEECH = ("caller", "office")
@@ -196,10 +196,7 @@ def _apply(timeline: _Timeline, step: Step, source: Path) -> None:
 @lru_cache(maxsize=32)
 def _speech_file(path: Path) -> Samples:
     """A speech file at 8 kHz, read once however many steps say it."""
-    wav = read_wav(path)
-    samples = wav.mono
-    if wav.rate != RATE:
-        samples = to_int16(Resampler(wav.rate, RATE).process(samples))
+    samples = read_mono_8k(path)
     samples.flags.writeable = False
     return samples
 
