@@ -215,6 +215,9 @@ def test_power_cut_mid_call_then_restart_recovers_the_recording(
     recording = kept(tmp_path)
     assert recording.inspected.state == "cut"
     assert recording.inspected.end["reason"] == "power-loss"  # type: ignore[index]
+    # What the call was survives the cut: it was written with the header, before any audio.
+    assert (recording.metadata["line"], recording.metadata["consent"]) == ("line1", "one-party")
+    assert recording.metadata["ended_by"] is None
     # chunks are synced every half second: at most that, plus the delay line, is missing
     audio = recording.samples
     assert len(audio) / 8000 >= 1.5

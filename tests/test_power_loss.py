@@ -210,6 +210,7 @@ def test_power_cut_at_every_point_of_two_calls(tmp_path: Path, keys: CollectorPr
                     assert np.array_equal(result.samples, audio)
                     continue
                 assert result.inspected.state == "cut"
+                assert result.metadata["line"] == "line1"  # the header block's metadata
                 kept = len(result.samples)
                 assert np.array_equal(result.samples, audio[:kept])
                 written = max((n for i, r, n in written_at if r == name and i <= index), default=0)

@@ -243,17 +243,15 @@ class LinePipeline:
     def _record(self, slot: Slot) -> None:
         if self._writer is None:
             head = sum(len(chunk) for chunk in self._head) / RATE
-            self._writer = self._store.begin(self._recording_info(slot.t - head))
+            self._writer = self._store.begin(self._recording_info(slot.t - head, head))
             for chunk in self._head:
                 self._writer.write(chunk)
-            if self._head:
-                self._writer.mark("notice played; conversation follows")
             self._head.clear()
         if slot.lost:
             self._writer.mark_gap(slot.lost, "capture overrun: audio lost")
         self._writer.write(slot.samples)
 
-    def _recording_info(self, t: float) -> RecordingInfo:
+    def _recording_info(self, t: float, notice_seconds: float) -> RecordingInfo:
         direction = self.machine.direction
         return RecordingInfo(
             device_id=self._device_id,
@@ -263,6 +261,7 @@ class LinePipeline:
             consent=self.config.consent.value,
             started_at=self._wall(t),
             clock_synchronized=self._clock_synchronized(),
+            notice_seconds=notice_seconds,
         )
 
     def _seal(self, ended_by: str, t: float) -> None:

@@ -22,6 +22,7 @@ class RecordingInfo:
     consent: str
     started_at: datetime  # wall clock, UTC, of the first kept sample
     clock_synchronized: bool  # False until NTP has set the clock (a Pi has no RTC)
+    notice_seconds: float = 0.0  # the notice as played heads the recording: its length
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -30,7 +30,7 @@ from linerec.store.format import (
     read_records,
 )
 from linerec.store.keys import CollectorPrivate
-from linerec.store.seal import meta_key, signed_payload, unwrap_key
+from linerec.store.seal import open_metadata, signed_payload, unwrap_key
 
 COMPLETE, CUT, OPEN = "complete", "cut", "open"
 
@@ -83,6 +83,7 @@ def inspect(data: bytes) -> Inspected:
         raise IntegrityError(f"byte 0: header has no valid device_key: {exc}") from exc
     chunks: list[Record] = []
     metadata: Record | None = None
+    final_metadata = False
     end: dict[str, Any] | None = None
     state = OPEN
     for record in records[1:]:
@@ -93,8 +94,8 @@ def inspect(data: bytes) -> Inspected:
         if record.type is RecordType.PAD:
             continue
         if record.type is RecordType.CHUNK:
-            if metadata is not None:
-                raise IntegrityError(f"byte {record.offset}: audio chunk after the metadata")
+            if final_metadata:
+                raise IntegrityError(f"byte {record.offset}: audio chunk after the final metadata")
             index = int.from_bytes(record.body[:4], "little")
             if index != len(chunks):
                 raise IntegrityError(
@@ -107,7 +108,8 @@ def inspect(data: bytes) -> Inspected:
                 )
             chunks.append(record)
         elif record.type is RecordType.METADATA:
-            metadata = record
+            metadata = record  # the last one written says the most
+            final_metadata = bool(chunks) and bool(chunks[-1].flags & FINAL)
         elif record.type in (RecordType.TRAILER, RecordType.CUT):
             end = _json(record)
             state = COMPLETE if record.type is RecordType.TRAILER else CUT
@@ -211,9 +213,7 @@ def decrypt(data: bytes, key: CollectorPrivate) -> Decrypted:
     if inspected.metadata_record is not None:
         record = inspected.metadata_record
         try:
-            plain = ChaCha20Poly1305(meta_key(file_key)).decrypt(
-                bytes(12), record.body, b"linerec-meta-v1" + inspected.header_hash
-            )
+            plain = open_metadata(file_key, inspected.header_hash, record.body)
         except InvalidTag as exc:
             raise IntegrityError(
                 f"metadata at byte {record.offset}: failed authentication"

@@ -56,6 +56,7 @@ from linerec.store.keys import CollectorPublic, b64, raw_public
 from linerec.store.seal import seal_metadata, sign_end, wrap_key
 
 RATE = 8000
+NOTICE_MARK = "notice played; conversation follows"
 RESERVE_STEP = 64 * BLOCK  # reserve card space 256 KiB at a time
 STATE_OPEN, STATE_SEALED, STATE_CUT = "open", "sealed", "cut"
 
@@ -537,6 +538,12 @@ class EncryptedWriter(RecordingWriter):
         self._markers: list[dict[str, Any]] = []
         self._started = time.monotonic()
         head = frame(RecordType.HEADER, header_body)
+        if info.notice_seconds:
+            self._markers.append({"at": round(info.notice_seconds, 3), "label": NOTICE_MARK})
+        # What the call is, before any audio: a recording cut by a power loss still says it.
+        head += frame(
+            RecordType.METADATA, seal_metadata(file_key, self._header_hash, 0, self._metadata(None))
+        )
         self._append(head + pad_to_block(len(head)))
         self._disk.datasync(self.handle)
         self._disk.sync_dir(store.dir)
@@ -579,26 +586,11 @@ class EncryptedWriter(RecordingWriter):
         self._settle()
         self._chunk(bytes(self._buffer), final=True)
         self._buffer.clear()
-        info = self._info
-        metadata = {
-            "id": self.id,
-            "device_id": info.device_id,
-            "line": info.line,
-            "label": info.label,
-            "direction": info.direction,
-            "consent": info.consent,
-            "started_at": info.started_at.astimezone(UTC).isoformat(timespec="milliseconds"),
-            "clock_synchronized": info.clock_synchronized,
-            "duration": round(self._samples / RATE, 3),
-            "monotonic_duration": round(time.monotonic() - self._started, 3),
-            "codec": self._codec.value,
-            "rate": RATE,
-            "markers": self._markers,
-            "gaps": self._gaps,
-            "ended_by": ended_by,
-        }
+        metadata = self._metadata(ended_by)
         self._append(
-            frame(RecordType.METADATA, seal_metadata(self._file_key, self._header_hash, metadata))
+            frame(
+                RecordType.METADATA, seal_metadata(self._file_key, self._header_hash, 1, metadata)
+            )
         )
         trailer = sign_end(
             self._store.identity,
@@ -624,6 +616,26 @@ class EncryptedWriter(RecordingWriter):
         return SealedRecording(
             id=self.id, path=self.path, duration=self._samples / RATE, metadata=metadata
         )
+
+    def _metadata(self, ended_by: str | None) -> dict[str, Any]:
+        info = self._info
+        return {
+            "id": self.id,
+            "device_id": info.device_id,
+            "line": info.line,
+            "label": info.label,
+            "direction": info.direction,
+            "consent": info.consent,
+            "started_at": info.started_at.astimezone(UTC).isoformat(timespec="milliseconds"),
+            "clock_synchronized": info.clock_synchronized,
+            "duration": round(self._samples / RATE, 3),
+            "monotonic_duration": round(time.monotonic() - self._started, 3),
+            "codec": self._codec.value,
+            "rate": RATE,
+            "markers": self._markers,
+            "gaps": self._gaps,
+            "ended_by": ended_by,
+        }
 
     def discard(self) -> None:
         self._settle()

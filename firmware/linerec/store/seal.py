@@ -9,7 +9,9 @@
 * Audio chunks: ChaCha20-Poly1305 under the recording key, nonce = chunk index, AAD = header
   hash, index and the final flag (see format.py). The Pi 3/4/Zero 2 have no AES instructions,
   which is why ChaCha20.
-* Metadata: ChaCha20-Poly1305 under a key derived from the recording key (HKDF, its own label).
+* Metadata: ChaCha20-Poly1305 under a key derived from the recording key (HKDF, its own label),
+  numbered records (the number is the nonce): a first one with the header, so that a
+  recording cut by a power loss still says what it is, and a last one at the seal.
 * The appliance signs the trailer (or the cut marker) with its Ed25519 identity.
 """
 
@@ -54,10 +56,24 @@ def meta_key(file_key: bytes) -> bytes:
     return _kdf(file_key, b"", _META_INFO)
 
 
-def seal_metadata(file_key: bytes, header_hash: bytes, metadata: dict[str, Any]) -> bytes:
-    return ChaCha20Poly1305(meta_key(file_key)).encrypt(
-        bytes(12), json_body(metadata), _META_INFO + header_hash
-    )
+def _meta_nonce_aad(header_hash: bytes, number: int) -> tuple[bytes, bytes]:
+    return number.to_bytes(12, "little"), _META_INFO + header_hash + number.to_bytes(4, "little")
+
+
+def seal_metadata(
+    file_key: bytes, header_hash: bytes, number: int, metadata: dict[str, Any]
+) -> bytes:
+    """Metadata record `number` (0: written with the header; 1: at the seal): u32 + ciphertext."""
+    nonce, aad = _meta_nonce_aad(header_hash, number)
+    sealed = ChaCha20Poly1305(meta_key(file_key)).encrypt(nonce, json_body(metadata), aad)
+    return number.to_bytes(4, "little") + sealed
+
+
+def open_metadata(file_key: bytes, header_hash: bytes, body: bytes) -> bytes:
+    """The plaintext of a metadata record body; raises InvalidTag if it was altered."""
+    number = int.from_bytes(body[:4], "little")
+    nonce, aad = _meta_nonce_aad(header_hash, number)
+    return ChaCha20Poly1305(meta_key(file_key)).decrypt(nonce, body[4:], aad)
 
 
 def signed_payload(kind: RecordType, header_hash: bytes, end: dict[str, Any]) -> bytes:
