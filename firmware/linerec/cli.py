@@ -65,6 +65,12 @@ def _parser() -> argparse.ArgumentParser:
         "made in the store)",
     )
 
+    analyze = commands.add_parser("analyze", help="say what is heard on a recording of the line")
+    analyze.add_argument(
+        "file", type=Path, metavar="FILE.wav", help="any WAV: mono or stereo, any rate"
+    )
+    analyze.add_argument("--json", action="store_true", help="one JSON object per event")
+
     keygen = commands.add_parser("keygen", help="make a collector key pair")
     keygen.add_argument(
         "--out",
@@ -110,6 +116,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _simulate(args)
         if args.command == "keygen":
             return _keygen(args)
+        if args.command == "analyze":
+            return _analyze(args)
         if args.command == "decrypt":
             return _decrypt(args)
         if args.command == "store":
@@ -129,6 +137,20 @@ def _config_check(args: argparse.Namespace) -> int:
         f"{args.path}: ok: device {config.device_id}, "
         f"backend {config.hardware.backend}, lines: {lines}"
     )
+    return 0
+
+
+def _analyze(args: argparse.Namespace) -> int:
+    from linerec.dsp.analyzer import analyze, as_record, as_text
+    from linerec.wav import read_mono_8k
+
+    events = analyze(read_mono_8k(args.file))
+    if args.json:
+        for event in events:
+            print(json.dumps(as_record(event)))
+    else:
+        for line in as_text(events) or [f"{args.file}: nothing heard"]:
+            print(line)
     return 0
 
 

@@ -116,6 +116,9 @@ def read_wav(path: Path | str) -> WavAudio:
     elif tag in (6, 7) and bits == 8:
         codec = _TAG_TO_CODEC[tag]
         pcm = decode(codec, audio[: len(audio) - len(audio) % channels])
+    elif (tag == 1 and bits in (24, 32)) or (tag == 3 and bits in (32, 64)):
+        codec = Codec.PCM16  # wider samples are reduced to 16 bits: the line carries less
+        pcm = _wide_to_int16(audio, tag, bits, channels)
     else:
         raise WavError(path, f"unsupported encoding: format tag {tag}, {bits} bits per sample")
     markers = tuple(
@@ -123,6 +126,18 @@ def read_wav(path: Path | str) -> WavAudio:
         for cue_id, sample in sorted(cue_points.items(), key=lambda item: item[1])
     )
     return WavAudio(samples=pcm.reshape(-1, channels), rate=rate, codec=codec, markers=markers)
+
+
+def _wide_to_int16(audio: bytes, tag: int, bits: int, channels: int) -> Samples:
+    width = bits // 8
+    usable = len(audio) - len(audio) % (width * channels)
+    if tag == 3:
+        floats = np.frombuffer(audio[:usable], dtype="<f4" if bits == 32 else "<f8")
+        return np.clip(np.rint(floats * 32767.0), -32768, 32767).astype(np.int16)
+    if bits == 32:
+        return (np.frombuffer(audio[:usable], dtype="<i4") >> 16).astype(np.int16)
+    raw = np.frombuffer(audio[:usable], dtype=np.uint8).reshape(-1, 3)
+    return (raw[:, 1].astype(np.int16) | (raw[:, 2].astype(np.int16) << 8)).astype(np.int16)
 
 
 class WavWriter:
