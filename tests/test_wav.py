@@ -59,7 +59,7 @@ def test_cut_fmt_chunk_names_the_offset(tmp_path: Path) -> None:
 
 def test_unsupported_encoding_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "f.wav"
-    fmt = struct.pack("<HHIIHH", 3, 1, 8000, 32000, 4, 32)  # 32-bit float
+    fmt = struct.pack("<HHIIHH", 0x55, 1, 8000, 32000, 4, 32)  # MPEG layer 3
     path.write_bytes(
         b"RIFF"
         + struct.pack("<I", 36)
@@ -70,5 +70,40 @@ def test_unsupported_encoding_is_refused(tmp_path: Path) -> None:
         + b"data"
         + struct.pack("<I", 0)
     )
-    with pytest.raises(WavError, match="unsupported encoding: format tag 3, 32 bits"):
+    with pytest.raises(WavError, match="unsupported encoding: format tag 85, 32 bits"):
         read_wav(path)
+
+
+@pytest.mark.parametrize(
+    ("encoding", "bits"), [("signed-integer", 24), ("signed-integer", 32), ("floating-point", 32)]
+)
+def test_wide_and_float_wavs_made_by_sox_read_as_16_bit(
+    tmp_path: Path, encoding: str, bits: int
+) -> None:
+    import subprocess
+
+    path = tmp_path / "wide.wav"
+    subprocess.run(
+        [
+            "sox",
+            "-n",
+            "-r",
+            "16000",
+            "-e",
+            encoding,
+            "-b",
+            str(bits),
+            str(path),
+            "synth",
+            "0.5",
+            "sine",
+            "1000",
+            "vol",
+            "0.5",
+        ],
+        check=True,
+    )
+    audio = read_wav(path)
+    assert audio.rate == 16000
+    peak = int(np.abs(audio.mono.astype(np.int32)).max())
+    assert 16000 < peak < 16500  # half of full scale
