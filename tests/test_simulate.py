@@ -350,3 +350,24 @@ def test_store_error_mid_call_is_loud_and_the_call_is_kept_again(tmp_path: Path)
         (t, lit) for t, lit in led
     ]  # LED off while not kept
     assert "store" not in daemon._faults  # cleared by the next good seal
+
+
+def test_outbound_dialled_digits_become_the_called_number(run_sim: RunSim) -> None:
+    sim = run_sim(example_call("outbound.toml").read_text())
+    dialled = [e for e in sim.events if e.name == "dialled"]
+    assert [e.digit for e in dialled] == list("5551234")  # type: ignore[attr-defined]
+    assert dialled[-1].number == "5551234"  # type: ignore[attr-defined]
+    assert recording(sim).metadata["called_number"] == "5551234"
+
+
+def test_keys_pressed_during_the_call_are_events_without_the_key(run_sim: RunSim) -> None:
+    call = (
+        "[[call]]\n[[call.step]]\nring = 1\n[[call.step]]\nwait = 0.5\n[[call.step]]\noff_hook = true\n"
+        '[[call.step]]\nwait = 6.0\n[[call.step]]\ndtmf = "4111"\n[[call.step]]\nwait = 1.0\n'
+        "[[call.step]]\non_hook = true\n"
+    )
+    sim = run_sim(call)
+    heard = [e for e in sim.events if e.name == "dtmf"]
+    assert len(heard) == 4
+    assert not hasattr(heard[0], "digit")  # a card number must not leave in events
+    assert "called_number" not in recording(sim).metadata  # inbound: nothing was dialled

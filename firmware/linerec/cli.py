@@ -126,6 +126,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except LinerecError as exc:
         print(f"linerec: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `linerec ... | head`: the reader has all it wanted
+        sys.stderr.close()
+        return 0
 
 
 def _config_check(args: argparse.Namespace) -> int:

@@ -29,6 +29,24 @@ class AudioGap(CallEvent):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Dialled(CallEvent):
+    """A digit dialled on an outbound call, before it connected: part of the called number."""
+
+    name: ClassVar[str] = "dialled"
+    digit: str
+    number: str  # the called number so far
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DtmfHeard(CallEvent):
+    """A key pressed during the call. Which key is not reported: it may be part of a card
+    number (PCI DSS); the call flow itself sees it."""
+
+    name: ClassVar[str] = "dtmf"
+    duration: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RecordingDeleted(CallEvent):
     """A recording left the card: evicted for room, or past its retention."""
 

@@ -15,7 +15,9 @@ import numpy as np
 
 from linerec.call.consent import BeepSchedule
 from linerec.call.events import (
+    Answered,
     CallEvent,
+    Direction,
     HungUp,
     NoticeAbandoned,
     NoticeDone,
@@ -26,8 +28,9 @@ from linerec.call.machine import CallMachine, State
 from linerec.codec import Samples
 from linerec.config import LineConfig
 from linerec.daemon.delay import DelayLine, Keep, Slot
-from linerec.daemon.events import AudioGap, Fault, RecordingSealed
-from linerec.dsp.level import LevelMeter
+from linerec.daemon.events import AudioGap, Dialled, DtmfHeard, Fault, RecordingSealed
+from linerec.dsp.analyzer import LineAnalyzer
+from linerec.dsp.dtmf import DtmfDigit
 from linerec.hardware.audio import FRAME_SAMPLES, RATE, Frame
 from linerec.hardware.leds import Led, Show
 from linerec.hardware.sense import (
@@ -45,6 +48,9 @@ from linerec.tones import Oscillator
 log = logging.getLogger(__name__)
 
 STORE_RETRY = 5.0  # seconds after a store error before the call is kept again
+DIAL_GAP = 4.0  # seconds between dialled digits; a longer pause ends the dialling
+DIAL_WINDOW = 30.0  # dialling happens within this long of picking up
+MAX_DIALLED = 20
 
 Emit = Callable[[CallEvent], None]
 
@@ -81,12 +87,16 @@ class LinePipeline:
         )
         self.ring = RingSense()
         self.machine = CallMachine(line=line.name, consent=line.consent)
-        self.meter = LevelMeter()
+        self.analyzer = LineAnalyzer()
+        self._facts: dict[str, object] = {}  # what we learnt about the call: metadata
+        self._dialled = ""
+        self._last_digit_at = float("-inf")
         self.delay = DelayLine(delay)
         self._beeps = BeepSchedule(rate=RATE)
         self._oscillator = Oscillator(line.beep_hz, line.beep_level_dbfs)
         self._notice_at: int | None = None  # next notice sample to play
         self._notice_done_at: float | None = None  # notice ended during a hook break
+        self._answered_at = 0.0
         self._beep_at: int | None = None  # samples since the warning tone schedule began
         self._head: list[Samples] = []  # notice as played, until the conversation is kept
         self._writer: RecordingWriter | None = None
@@ -115,7 +125,8 @@ class LinePipeline:
         self._on_line_events(self.hook.advance(end))
         self._on_line_events(self.ring.advance(end))
         self._on_call_events(self.machine.tick(end))
-        self.meter.feed(frame.samples)
+        for heard in self.analyzer.feed(frame.samples):
+            self._heard(heard)
         if frame.lost:
             self.lost_samples += frame.lost
             self._emit(
@@ -166,6 +177,28 @@ class LinePipeline:
         self._keep(self.delay.drain())
         self._seal(reason, self.last_t)
 
+    # -- what analysis heard -----------------------------------------------------------------
+
+    def _heard(self, digit: DtmfDigit) -> None:
+        machine = self.machine
+        dialling = (
+            machine.direction is Direction.OUTBOUND
+            and len(self._dialled) < MAX_DIALLED
+            and (not self._dialled or digit.t - self._last_digit_at <= DIAL_GAP)
+            and digit.t - self._answered_at <= DIAL_WINDOW
+        )
+        self._last_digit_at = digit.t
+        if machine.state in (State.IDLE, State.RINGING):
+            return  # on hook: not ours (another extension, or noise)
+        if dialling:
+            self._dialled += digit.digit
+            self._facts["called_number"] = self._dialled
+            if self._writer is not None:
+                self._writer.annotate("called_number", self._dialled)
+            self._emit(Dialled(t=digit.t, line=self.name, digit=digit.digit, number=self._dialled))
+        else:
+            self._emit(DtmfHeard(t=digit.t, line=self.name, duration=digit.duration))
+
     # -- what the line hears ---------------------------------------------------------------
 
     def _line_output(self) -> tuple[Samples, bool]:
@@ -209,7 +242,11 @@ class LinePipeline:
     def _on_call_events(self, events: list[CallEvent]) -> None:
         for event in events:
             self._emit(event)
-            if isinstance(event, NoticeStarted):
+            if isinstance(event, Answered):
+                self._answered_at = event.t
+                self._dialled = ""
+                self._facts.clear()
+            elif isinstance(event, NoticeStarted):
                 self._notice_at = 0
             elif isinstance(event, RecordingStarted):
                 # one-party and beep: keep the frames since off hook still in the delay line
@@ -244,6 +281,8 @@ class LinePipeline:
         if self._writer is None:
             head = sum(len(chunk) for chunk in self._head) / RATE
             self._writer = self._store.begin(self._recording_info(slot.t - head, head))
+            for key, value in self._facts.items():
+                self._writer.annotate(key, value)
             for chunk in self._head:
                 self._writer.write(chunk)
             self._head.clear()

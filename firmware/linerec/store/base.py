@@ -44,6 +44,10 @@ class RecordingWriter(ABC):
         """Audio was lost here: keep the timeline (silence of that length) and mark it."""
 
     @abstractmethod
+    def annotate(self, key: str, value: object) -> None:
+        """Add a fact about the call to the recording's metadata (e.g. the called number)."""
+
+    @abstractmethod
     def mark(self, label: str) -> None:
         """Put a labelled marker at the current position (e.g. where the notice ends)."""
 

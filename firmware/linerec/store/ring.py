@@ -536,6 +536,7 @@ class EncryptedWriter(RecordingWriter):
         self._samples = 0
         self._gaps: list[dict[str, Any]] = []
         self._markers: list[dict[str, Any]] = []
+        self._facts: dict[str, object] = {}
         self._started = time.monotonic()
         head = frame(RecordType.HEADER, header_body)
         if info.notice_seconds:
@@ -577,6 +578,9 @@ class EncryptedWriter(RecordingWriter):
         at = self._samples / RATE
         self._gaps.append({"at": round(at, 3), "seconds": samples / RATE, "reason": reason})
         self.write(np.zeros(samples, dtype=np.int16))
+
+    def annotate(self, key: str, value: object) -> None:
+        self._facts[key] = value
 
     def mark(self, label: str) -> None:
         self._markers.append({"at": round(self._samples / RATE, 3), "label": label})
@@ -635,6 +639,7 @@ class EncryptedWriter(RecordingWriter):
             "markers": self._markers,
             "gaps": self._gaps,
             "ended_by": ended_by,
+            **self._facts,
         }
 
     def discard(self) -> None:
