@@ -65,6 +65,15 @@ def test_shipped_examples_load_and_render(name: str) -> None:
             r"call\[0\]\.step\[0\]\.at: must be seconds >= 0",
         ),
         ("[[call]\n", r"not valid TOML"),
+        (
+            '[[call]]\n[[call.step]]\ncallerid = "555x"\n',
+            r"call\[0\]\.step\[0\]\.callerid: must be digits \(got '555x'\)",
+        ),
+        (
+            '[[call]]\n[[call.step]]\ncallerid = "5"\nformat = "fax"\n',
+            r"call\[0\]\.step\[0\]\.format: must be one of mdmf, sdmf, dtmf",
+        ),
+        ('[[call]]\n[[call.step]]\ncallerid = ""\n', r"needs a number, or absent"),
     ],
 )
 def test_malformed_call_files(tmp_path: Path, text: str, message: str) -> None:

@@ -371,3 +371,46 @@ def test_keys_pressed_during_the_call_are_events_without_the_key(run_sim: RunSim
     assert len(heard) == 4
     assert not hasattr(heard[0], "digit")  # a card number must not leave in events
     assert "called_number" not in recording(sim).metadata  # inbound: nothing was dialled
+
+
+def test_caller_id_between_the_rings_goes_with_the_call(run_sim: RunSim) -> None:
+    sim = run_sim(example_call("inbound.toml").read_text())
+    heard = first(sim.events, "callerid")
+    assert (heard.number, heard.caller_name, heard.in_call) == ("5551234567", "JOHN DOE", False)  # type: ignore[attr-defined]
+    assert heard.t < first(sim.events, "answered").t
+    metadata = recording(sim).metadata
+    assert (metadata["caller_number"], metadata["caller_name"]) == ("5551234567", "JOHN DOE")
+    assert metadata["callerid_datetime"] == "11251430"
+
+
+def test_call_waiting_is_an_event_and_the_recording_goes_on(run_sim: RunSim) -> None:
+    sim = run_sim(example_call("call-waiting.toml").read_text())
+    assert names(sim.events) == [
+        "answered",
+        "recording_started",
+        "tone",
+        "callerid",
+        "hung_up",
+        "recording_sealed",
+    ]
+    assert first(sim.events, "callerid").in_call is True  # type: ignore[attr-defined]
+    kept = recording(sim)
+    assert kept.metadata["call_waiting"][0]["caller_number"] == "2125550199"
+    assert "caller_number" not in kept.metadata  # the waiting caller is not this call's caller
+    # one recording, caller and office both in it, the caller ID burst too (it was on the line)
+    assert find(kept.samples, clip("caller"))[1] > 30
+    assert find(kept.samples, clip("office"))[1] > 30
+
+
+def test_private_caller_and_a_corrupt_message(run_sim: RunSim) -> None:
+    call = (
+        "[[call]]\n[[call.step]]\nring = 1\n[[call.step]]\nwait = 0.5\n"
+        '[[call.step]]\ncallerid = ""\nabsent = "private"\nstandard = "v23"\nalert = true\n'
+        "[[call.step]]\nat = 6.0\nring = 1\n"
+        '[[call.step]]\nwait = 0.5\n[[call.step]]\ncallerid = "5551234567"\ncorrupt = true\n'
+        "[[call.step]]\nat = 12.0\nring = 1\n"
+    )
+    sim = run_sim(call)
+    heard = first(sim.events, "callerid")
+    assert (heard.number, heard.number_absent, heard.standard) == ("", "private", "v23")  # type: ignore[attr-defined]
+    assert first(sim.events, "callerid_error").reason == "bad checksum"  # type: ignore[attr-defined]

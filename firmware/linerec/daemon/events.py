@@ -47,6 +47,41 @@ class DtmfHeard(CallEvent):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class CallerIdHeard(CallEvent):
+    """Caller ID: before an inbound call (attached to it) or during one (call waiting)."""
+
+    name: ClassVar[str] = "callerid"
+    number: str
+    caller_name: str
+    number_absent: str
+    standard: str
+    in_call: bool  # call waiting: another call is announced; this one goes on
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallerIdFailed(CallEvent):
+    name: ClassVar[str] = "callerid_error"
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ToneHeard(CallEvent):
+    """A call-progress tone (dial, ringback, busy, reorder, congestion, sit, alerting)."""
+
+    name: ClassVar[str] = "tone"
+    tone: str
+    plan: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LineQuiet(CallEvent):
+    """Off hook and silent for long (silence), or no signal at all (line_dead)."""
+
+    name: ClassVar[str] = "line_quiet"
+    kind: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RecordingDeleted(CallEvent):
     """A recording left the card: evicted for room, or past its retention."""
 

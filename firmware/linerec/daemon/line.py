@@ -28,9 +28,21 @@ from linerec.call.machine import CallMachine, State
 from linerec.codec import Samples
 from linerec.config import LineConfig
 from linerec.daemon.delay import DelayLine, Keep, Slot
-from linerec.daemon.events import AudioGap, Dialled, DtmfHeard, Fault, RecordingSealed
-from linerec.dsp.analyzer import LineAnalyzer
+from linerec.daemon.events import (
+    AudioGap,
+    CallerIdFailed,
+    CallerIdHeard,
+    Dialled,
+    DtmfHeard,
+    Fault,
+    LineQuiet,
+    RecordingSealed,
+    ToneHeard,
+)
+from linerec.dsp.analyzer import Heard, LineAnalyzer
+from linerec.dsp.callerid import CallerId, CallerIdError
 from linerec.dsp.dtmf import DtmfDigit
+from linerec.dsp.progress import Tone
 from linerec.hardware.audio import FRAME_SAMPLES, RATE, Frame
 from linerec.hardware.leds import Led, Show
 from linerec.hardware.sense import (
@@ -97,6 +109,7 @@ class LinePipeline:
         self._notice_at: int | None = None  # next notice sample to play
         self._notice_done_at: float | None = None  # notice ended during a hook break
         self._answered_at = 0.0
+        self._pending_caller: tuple[float, dict[str, object]] | None = None
         self._beep_at: int | None = None  # samples since the warning tone schedule began
         self._head: list[Samples] = []  # notice as played, until the conversation is kept
         self._writer: RecordingWriter | None = None
@@ -179,7 +192,51 @@ class LinePipeline:
 
     # -- what analysis heard -----------------------------------------------------------------
 
-    def _heard(self, digit: DtmfDigit) -> None:
+    def _heard(self, heard: Heard) -> None:
+        off_hook = self.machine.state in (State.NOTICE, State.RECORDING)
+        if isinstance(heard, DtmfDigit):
+            self._digit(heard)
+        elif isinstance(heard, CallerId):
+            self._caller_id(heard, off_hook)
+        elif isinstance(heard, CallerIdError):
+            self._emit(CallerIdFailed(t=heard.t, line=self.name, reason=heard.reason))
+        elif isinstance(heard, Tone):
+            self._emit(ToneHeard(t=heard.t, line=self.name, tone=heard.name, plan=heard.plan))
+        elif off_hook:  # silence on an idle line is its normal state
+            self._emit(LineQuiet(t=heard.t, line=self.name, kind=heard.name))
+
+    def _caller_id(self, heard: CallerId, off_hook: bool) -> None:
+        self._emit(
+            CallerIdHeard(
+                t=heard.t,
+                line=self.name,
+                number=heard.number,
+                caller_name=heard.name,
+                number_absent=heard.number_absent,
+                standard=heard.standard,
+                in_call=off_hook,
+            )
+        )
+        every: dict[str, object] = {
+            "caller_number": heard.number,
+            "caller_name": heard.name,
+            "caller_absent": heard.number_absent,
+            "callerid_datetime": heard.datetime,
+        }
+        facts = {key: value for key, value in every.items() if value}
+        if off_hook:  # call waiting: noted with this call, which goes on undisturbed
+            earlier = self._facts.get("call_waiting")
+            waiting = [*(earlier if isinstance(earlier, list) else []), {"t": heard.t, **facts}]
+            self._annotate("call_waiting", waiting)
+        else:
+            self._pending_caller = (heard.t, facts)
+
+    def _annotate(self, key: str, value: object) -> None:
+        self._facts[key] = value
+        if self._writer is not None:
+            self._writer.annotate(key, value)
+
+    def _digit(self, digit: DtmfDigit) -> None:
         machine = self.machine
         dialling = (
             machine.direction is Direction.OUTBOUND
@@ -192,9 +249,7 @@ class LinePipeline:
             return  # on hook: not ours (another extension, or noise)
         if dialling:
             self._dialled += digit.digit
-            self._facts["called_number"] = self._dialled
-            if self._writer is not None:
-                self._writer.annotate("called_number", self._dialled)
+            self._annotate("called_number", self._dialled)
             self._emit(Dialled(t=digit.t, line=self.name, digit=digit.digit, number=self._dialled))
         else:
             self._emit(DtmfHeard(t=digit.t, line=self.name, duration=digit.duration))
@@ -246,6 +301,9 @@ class LinePipeline:
                 self._answered_at = event.t
                 self._dialled = ""
                 self._facts.clear()
+                pending, self._pending_caller = self._pending_caller, None
+                if pending and event.direction is Direction.INBOUND and event.t - pending[0] < 30:
+                    self._facts.update(pending[1])  # the caller ID heard while it rang
             elif isinstance(event, NoticeStarted):
                 self._notice_at = 0
             elif isinstance(event, RecordingStarted):

@@ -176,9 +176,8 @@ class ScriptedCapture(AudioCapture):
         self._clock = clock
         self._coupling = coupling
         self._speed = speed
-        self._edges = [
-            edge for edge in setup.rendered.edges if edge.t > 0
-        ]  # t <= 0: initial levels
+        # A hook edge at time 0 is the line's state at start (the pin's initial level).
+        self._edges = [e for e in setup.rendered.edges if e.t > 0 or e.signal != "hook"]
         self._faults = list(setup.rendered.faults)
         self._position = 0  # samples of line time so far, delivered or lost
         self._delivered = 0  # frames delivered
@@ -284,13 +283,8 @@ class SimBackend(Backend):
             initial[line.hook_pin] = line.hook_active_low  # on hook: inactive
             initial[line.ring_pin] = line.ring_active_low
             for edge in line.rendered.edges:
-                if edge.t <= 0:  # the line is already so when the box starts
-                    pin, low = (
-                        (line.hook_pin, line.hook_active_low)
-                        if edge.signal == "hook"
-                        else (line.ring_pin, line.ring_active_low)
-                    )
-                    initial[pin] = edge.active != low
+                if edge.t <= 0 and edge.signal == "hook":  # off hook already when we start
+                    initial[line.hook_pin] = edge.active != line.hook_active_low
         self.pins: SimPinFactory = SimPinFactory(self.sim_clock, initial)
         self._lines = {line.name: line for line in lines}
         self._settings = {s.capture_device: s for s in settings}

@@ -25,9 +25,13 @@ ACTIONS = (
     "say",
     "dtmf",
     "tone",
+    "callerid",
     "overrun",
     "stall",
 )
+CALLERID_FORMATS = ("mdmf", "sdmf", "dtmf")
+CALLERID_STANDARDS = ("bell202", "v23")
+ABSENCE = ("private", "out of area")
 _OPTIONS: dict[str, dict[str, tuple[type, ...]]] = {
     "ring": {"cadence": (str,)},
     "off_hook": {"bounce_ms": (int, float)},
@@ -37,6 +41,16 @@ _OPTIONS: dict[str, dict[str, tuple[type, ...]]] = {
     "say": {"seconds": (int, float), "level_db": (int, float)},
     "dtmf": {"tone_ms": (int, float), "gap_ms": (int, float), "level_dbfs": (int, float)},
     "tone": {"seconds": (int, float), "level_dbfs": (int, float)},
+    "callerid": {
+        "name": (str,),
+        "datetime": (str,),
+        "format": (str,),
+        "standard": (str,),
+        "absent": (str,),
+        "alert": (bool,),
+        "corrupt": (bool,),
+        "level_dbfs": (int, float),
+    },
     "overrun": {},
     "stall": {},
 }
@@ -49,6 +63,7 @@ _ACTION_TYPES: dict[str, tuple[type, ...]] = {
     "say": (str,),
     "dtmf": (str,),
     "tone": (int, float, list),
+    "callerid": (str,),
     "overrun": (int, float),
     "stall": (bool,),
 }
@@ -156,7 +171,9 @@ def _parse_step(path: Path, where: str, step: object) -> Step:
             raise CallFileError(
                 path, f"{where}.{key}", f"is not an option of '{action}' (options: {listed})"
             )
-        if isinstance(option, bool) or not isinstance(option, allowed[key]):
+        if isinstance(option, bool) != (bool in allowed[key]) or not isinstance(
+            option, allowed[key]
+        ):
             raise CallFileError(path, f"{where}.{key}", f"has the wrong type (got {option!r})")
         options[key] = option
     _check_value(path, where, action, value, options)
@@ -200,5 +217,24 @@ def _check_value(path: Path, where: str, action: str, value: Any, options: dict[
             )
         if "seconds" not in options:
             raise CallFileError(path, where, "'tone' needs seconds = ...")
+    if action == "callerid":
+        for option, allowed in (
+            ("format", CALLERID_FORMATS),
+            ("standard", CALLERID_STANDARDS),
+            ("absent", ABSENCE),
+        ):
+            if option in options and options[option] not in allowed:
+                raise CallFileError(
+                    path, f"{where}.{option}", f"must be one of {', '.join(allowed)}"
+                )
+        if not value and "absent" not in options:
+            raise CallFileError(path, key, 'needs a number, or absent = "private" / "out of area"')
+        if not all(c.isdigit() for c in value):
+            raise CallFileError(path, key, f"must be digits (got {value!r})")
+        stamp = options.get("datetime", "")
+        if stamp and not (len(stamp) == 8 and stamp.isdigit()):
+            raise CallFileError(
+                path, f"{where}.datetime", f"must be MMDDHHMM, 8 digits (got {stamp!r})"
+            )
     if action == "ring" and options.get("cadence", "us") not in CADENCES:
         raise CallFileError(path, f"{where}.cadence", f"must be one of {', '.join(CADENCES)}")

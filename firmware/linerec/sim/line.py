@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -18,6 +19,7 @@ from linerec.codec import Samples
 from linerec.errors import WavError
 from linerec.resample import to_int16
 from linerec.resources import data_path
+from linerec.sim import callerid
 from linerec.sim.callfile import CallFileError, ScriptedCall, Step
 from linerec.tones import dtmf_pair, tone
 from linerec.wav import read_mono_8k
@@ -187,6 +189,8 @@ def _apply(timeline: _Timeline, step: Step, source: Path) -> None:
         timeline.audio(
             tone(frequencies, options["seconds"], options.get("level_dbfs", -13)), f"tone {value}"
         )
+    elif action == "callerid":
+        timeline.audio(_caller_id(value, options), f"callerid {value or options.get('absent')}")
     elif action == "overrun":
         timeline.faults.append(Fault(t=timeline.cursor, kind="overrun", seconds=value))
     elif action == "stall":
@@ -199,6 +203,34 @@ def _speech_file(path: Path) -> Samples:
     samples = read_mono_8k(path)
     samples.flags.writeable = False
     return samples
+
+
+def _caller_id(number: str, options: dict[str, Any]) -> Samples:
+    level = options.get("level_dbfs", -13.0)
+    absent = options.get("absent", "")
+    parts = []
+    if options.get("alert"):  # the dual-tone alerting signal first (UK; call waiting)
+        parts += [tone((2130.0, 2750.0), 0.1, level), np.zeros(RATE // 20, dtype=np.int16)]
+    fmt = options.get("format", "mdmf")
+    if fmt == "dtmf":
+        code = f"B{'10' if absent == 'private' else '00'}C" if absent else f"A{number}C"
+        for digit in code:
+            parts += [tone(dtmf_pair(digit), 0.07, -10), np.zeros(560, dtype=np.int16)]
+        return np.concatenate(parts)
+    stamp = options.get("datetime", "11251200")
+    if fmt == "sdmf":
+        message = callerid.sdmf(datetime=stamp, number=number, number_absent=absent)
+    else:
+        message = callerid.mdmf(
+            datetime=stamp,
+            number=number,
+            name=options.get("name", ""),
+            number_absent=absent,
+            corrupt=options.get("corrupt", False),
+        )
+    standard = options.get("standard", "bell202")
+    parts.append(callerid.modulate(message, standard=standard, level_dbfs=level))
+    return np.concatenate(parts)
 
 
 def _speech(name: str, options: dict[str, float], source: Path, where: str) -> Samples:

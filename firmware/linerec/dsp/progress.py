@@ -1,0 +1,280 @@
+"""Call-progress tones, the CPE alerting signal, silence and a dead line. Frame by frame.
+
+Every 20 ms frame is tonal or not: one or two narrow spectral peaks must hold its energy.
+Runs of frames with the same peaks become segments; a segment's exact frequencies come from
+a long FFT of its audio (440 and 450 Hz are only 10 Hz apart), which gives it a colour: the
+North American precise tones (350, 440, 480, 620 Hz), ETSI/CEPT 425 Hz, the UK 350/400/450 Hz,
+the special information tones and the CPE alerting signal. The cadence of the segments then
+names the tone:
+
+| plan | tone | frequencies | cadence |
+|---|---|---|---|
+| North America | dial | 350+440 | continuous |
+| | ringback | 440+480 | 2 s on, 4 s off |
+| | busy | 480+620 | 0.5 s on, 0.5 s off |
+| | reorder | 480+620 | 0.25 s on, 0.25 s off |
+| ETSI (CEPT) | dial | 425 | continuous |
+| | ringback | 425 | 1 s on, 4 s off |
+| | busy | 425 | 0.5 s on, 0.5 s off |
+| | congestion | 425 | 0.25 s on, 0.25 s off (0.2/0.2 to 0.3/0.3) |
+| UK | dial | 350+450 | continuous |
+| | ringback | 400+450 | 0.4 on, 0.2 off, 0.4 on, 2 off |
+| | busy | 400 | 0.375 s on, 0.375 s off |
+| | congestion | 400 | 0.4 on, 0.35 off, 0.225 on, 0.525 off |
+| any | sit | 913.8 / 1370.6 / 1776.7 (or 985.2 / 1428.5) | three rising tones of 276-380 ms |
+| any | alerting | 2130+2750 | 80-100 ms (caller ID follows) |
+
+Each tone is reported once when recognised (a tone that stops and comes back later is
+reported again). Silence (nothing above -55 dBFS, and no tone cadence going on) is reported
+once after 5 s, and a dead line
+(nothing above -70 dBFS: no hum, no hiss, as when the loop is open) after 10 s.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from linerec.codec import Samples
+
+RATE = 8000
+FRAME = 160
+FRAME_SECONDS = FRAME / RATE
+MIN_LEVEL_DBFS = -45.0
+MIN_PURITY = 0.75  # share of the frame's energy in the tone's frequencies
+SILENCE_DBFS, SILENCE_AFTER = -55.0, 5.0
+DEAD_DBFS, DEAD_AFTER = -70.0, 10.0
+FORGET = 6.5  # seconds unseen before a tone counts as new (the longest gap: ringback, 4 s)
+
+# Frequency sets that make a frame's "colour": checked in this order (more tones first).
+_SETS: tuple[tuple[str, tuple[float, ...]], ...] = (
+    ("alert", (2130.0, 2750.0)),
+    ("na-dial", (350.0, 440.0)),
+    ("na-ringback", (440.0, 480.0)),
+    ("na-busy", (480.0, 620.0)),
+    ("uk-dial", (350.0, 450.0)),
+    ("uk-ringback", (400.0, 450.0)),
+    ("sit1", (913.8,)),
+    ("sit1", (985.2,)),
+    ("sit2", (1370.6,)),
+    ("sit2", (1428.5,)),
+    ("sit3", (1776.7,)),
+    ("etsi", (425.0,)),
+    ("uk-400", (400.0,)),
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Tone:
+    t: float  # when the tone began
+    name: str  # dial, ringback, busy, reorder, congestion, sit, alerting
+    plan: str  # na, etsi, uk, or "" (sit, alerting)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Quiet:
+    t: float  # when the quiet began
+    name: str  # "silence" or "line_dead"
+
+
+ProgressEvent = Tone | Quiet
+
+_HANN = np.hanning(FRAME)
+_BIN_HZ = np.arange(FRAME // 2 + 1) * RATE / FRAME
+_FULL = 32767.0**2 / 2
+_FFT = 8192  # a segment's spectrum, zero-padded: peaks to about 1 Hz
+_MAX_SEGMENT = RATE  # samples of a segment kept for its spectrum (1 s)
+
+
+def _db(level: float) -> float:
+    return _FULL * 10 ** (level / 10)
+
+
+@dataclass(slots=True)
+class _Segment:
+    colour: str | None  # what its frequencies make it (None: no tone)
+    start: float
+    frames: int
+    peaks: tuple[int, ...] = ()  # the frame spectrum's strongest bins (50 Hz), to split on
+    samples: list[Samples] | None = None
+
+    @property
+    def seconds(self) -> float:
+        return self.frames * FRAME_SECONDS
+
+
+class ProgressToneDetector:
+    def __init__(self) -> None:
+        self._position = 0
+        self._segments: list[_Segment] = []  # recent history, oldest first, bounded
+        self._last_seen: dict[str, float] = {}  # "plan-name" -> when last recognised
+        self._quiet_since: float | None = None
+        self._dead_since: float | None = None
+        self._said_silence = False
+        self._said_dead = False
+
+    def feed(self, frame: Samples) -> list[ProgressEvent]:
+        t = self._position / RATE
+        self._position += len(frame)
+        if len(frame) != FRAME:
+            return []
+        x = frame.astype(np.float64)
+        power = float(x @ x) / FRAME
+        peaks = self._tonal_peaks(x, power)
+        last = self._segments[-1] if self._segments else None
+        if last is not None and (
+            last.peaks == peaks or (last.peaks and peaks and abs(last.peaks[0] - peaks[0]) <= 1)
+        ):
+            last.frames += 1
+            if last.samples is not None and len(last.samples) * FRAME < _MAX_SEGMENT:
+                last.samples.append(frame)
+        else:
+            if last is not None:
+                self._close(last)
+            self._segments.append(_Segment(None, t, 1, peaks, [frame] if peaks else None))
+            del self._segments[:-12]
+        current = self._segments[-1]
+        if current.peaks and current.colour is None and current.frames == 5:
+            self._close(current)  # a long tone is named before it ends (dial tone never does)
+        events = self._recognise()
+        return self._quiet(t, power, bool(events)) + events
+
+    # -- per frame ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _tonal_peaks(x: npt.NDArray[np.float64], power: float) -> tuple[int, ...]:
+        """For a tonal frame (a few bins of its spectrum hold its energy), where its energy
+        sits, to 150 Hz: enough to split one SIT tone from the next, steady on a dual tone."""
+        if power < _db(MIN_LEVEL_DBFS):
+            return ()
+        spectrum = np.abs(np.fft.rfft(x * _HANN)) ** 2
+        total = float(spectrum.sum())
+        top = np.partition(spectrum, len(spectrum) - 6)[-6:]
+        if float(top.sum()) < MIN_PURITY * total:
+            return ()
+        centroid = float(spectrum @ _BIN_HZ) / total
+        return (round(centroid / 150),)
+
+    def _close(self, segment: _Segment) -> None:
+        """Name a segment by its exact frequencies, from a long FFT of its audio."""
+        if segment.colour is not None or not segment.samples:
+            return
+        audio = np.concatenate(segment.samples).astype(np.float64)
+        spectrum = np.abs(np.fft.rfft(audio * np.hanning(len(audio)), _FFT))
+        frequencies = []
+        top = float(spectrum.max())
+        for _ in range(2):
+            peak = int(spectrum.argmax())
+            if spectrum[peak] < top / 10:  # more than 20 dB below the strongest: not a tone
+                break
+            frequencies.append(peak * RATE / _FFT)
+            spectrum[max(peak - 40, 0) : peak + 40] = 0  # 40 bins = 39 Hz
+        segment.colour = _name(sorted(frequencies))
+        segment.samples = None
+
+    def _quiet(self, t: float, power: float, tone_now: bool) -> list[ProgressEvent]:
+        events: list[ProgressEvent] = []
+        recent_tone = any(t - seen < FORGET for seen in self._last_seen.values())
+        if power < _db(SILENCE_DBFS) and not recent_tone:
+            self._quiet_since = t if self._quiet_since is None else self._quiet_since
+            if not self._said_silence and t + FRAME_SECONDS - self._quiet_since >= SILENCE_AFTER:
+                self._said_silence = True
+                events.append(Quiet(t=round(self._quiet_since, 3), name="silence"))
+        else:
+            self._quiet_since, self._said_silence = None, False
+        if power < _db(DEAD_DBFS):
+            self._dead_since = t if self._dead_since is None else self._dead_since
+            if not self._said_dead and t + FRAME_SECONDS - self._dead_since >= DEAD_AFTER:
+                self._said_dead = True
+                events.append(Quiet(t=round(self._dead_since, 3), name="line_dead"))
+        else:
+            self._dead_since, self._said_dead = None, False
+        return events
+
+    # -- cadences -----------------------------------------------------------------------------
+
+    def _recognise(self) -> list[ProgressEvent]:
+        # A tone is reported when first recognised, and again only after it has not been
+        # seen for longer than any cadence's gap.
+        now = self._position / RATE
+        events: list[ProgressEvent] = []
+        for name, plan, first in self._match():
+            key = f"{plan}-{name}"
+            if now - self._last_seen.get(key, float("-inf")) > FORGET:
+                events.append(Tone(t=round(first.start, 3), name=name, plan=plan))
+            self._last_seen[key] = now
+        return events
+
+    def _match(self) -> list[tuple[str, str, _Segment]]:
+        found: list[tuple[str, str, _Segment]] = []
+        segments = self._segments
+        last = segments[-1]
+        if last.colour in ("na-dial", "uk-dial", "etsi") and last.seconds >= 1.5:
+            plan = {"na-dial": "na", "uk-dial": "uk", "etsi": "etsi"}[last.colour]
+            found.append(("dial", plan, last))
+        if (
+            len(segments) >= 2
+            and segments[-2].colour == "alert"
+            and 0.06 <= segments[-2].seconds <= 0.14
+        ):
+            found.append(("alerting", "", segments[-2]))
+        if len(segments) >= 4 and last.colour is None and not last.peaks:
+            on1, off, on2 = segments[-4:-1]
+            if on1.colour == on2.colour and on1.colour is not None and not off.peaks:
+                named = _cadence(on1.colour, (on1.seconds, off.seconds, on2.seconds))
+                if named is not None:
+                    found.append((*named, on1))
+        if len(segments) >= 2 and not last.peaks and last.seconds >= 1.0:
+            on = segments[-2]
+            if on.colour == "na-ringback" and 1.6 <= on.seconds <= 2.4:
+                found.append(("ringback", "na", on))
+            elif on.colour == "etsi" and 0.8 <= on.seconds <= 1.2:
+                found.append(("ringback", "etsi", on))
+        if len(segments) >= 2 and not last.peaks and segments[-2].colour == "uk-ringback":
+            ons = [s for s in segments[-5:-1] if s.colour == "uk-ringback"]
+            if len(ons) >= 2 and all(0.3 <= s.seconds <= 0.5 for s in ons[-2:]):
+                found.append(("ringback", "uk", ons[-2]))
+        sit = [s for s in segments if s.colour and s.colour.startswith("sit")]
+        if (
+            len(sit) >= 3
+            and [s.colour for s in sit[-3:]] == ["sit1", "sit2", "sit3"]
+            and all(0.2 <= s.seconds <= 0.45 for s in sit[-3:])
+        ):
+            found.append(("sit", "", sit[-3]))
+        return found
+
+
+def _name(frequencies: list[float]) -> str | None:
+    """The colour of a set of measured frequencies (networks hold them to about 1 %)."""
+    for colour, wanted in _SETS:
+        if len(wanted) == len(frequencies) and all(
+            abs(f - w) <= max(6.0, 0.012 * w) for f, w in zip(frequencies, wanted, strict=True)
+        ):
+            return colour
+    return None
+
+
+def _cadence(colour: str, cadence: tuple[float, float, float]) -> tuple[str, str] | None:
+    on1, off, on2 = cadence
+
+    def near(value: float, target: float, tolerance: float = 0.1) -> bool:
+        return abs(value - target) <= tolerance
+
+    if colour == "na-busy":
+        if near(on1, 0.5) and near(off, 0.5) and near(on2, 0.5):
+            return "busy", "na"
+        if near(on1, 0.25, 0.06) and near(off, 0.25, 0.06) and near(on2, 0.25, 0.06):
+            return "reorder", "na"
+    if colour == "etsi":
+        if near(on1, 0.5) and near(off, 0.5) and near(on2, 0.5):
+            return "busy", "etsi"
+        if 0.18 <= on1 <= 0.32 and 0.18 <= off <= 0.32 and 0.18 <= on2 <= 0.32:
+            return "congestion", "etsi"
+    if colour == "uk-400":
+        if near(on1, 0.375, 0.07) and near(off, 0.375, 0.07) and near(on2, 0.375, 0.07):
+            return "busy", "uk"
+        if near(on1, 0.4, 0.07) and near(off, 0.35, 0.07) and near(on2, 0.225, 0.07):
+            return "congestion", "uk"
+    return None
