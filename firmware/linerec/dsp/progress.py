@@ -151,6 +151,8 @@ class ProgressToneDetector:
             return ()
         spectrum = np.abs(np.fft.rfft(x * _HANN)) ** 2
         total = float(spectrum.sum())
+        if total <= 0:  # energy only where the window is zero (a click at a frame edge)
+            return ()
         top = np.partition(spectrum, len(spectrum) - 6)[-6:]
         if float(top.sum()) < MIN_PURITY * total:
             return ()
