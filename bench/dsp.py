@@ -229,6 +229,9 @@ def main() -> None:
             ("noise, 20 dB SNR", "accept", {"snr": 20.0}),
             ("noise, 15 dB SNR", "accept", {"snr": 15.0}),
             ("noise, 12 dB SNR", "accept", {"snr": 12.0}),
+            ("noise, 10 dB SNR", "accept", {"snr": 10.0}),
+            ("noise, 8 dB SNR", "accept", {"snr": 8.0}),
+            ("noise, 6 dB SNR", "accept", {"snr": 6.0}),
         ]
         for name, expect, options in rows:
             x, digits = dtmf_signal(**options)  # type: ignore[arg-type]
@@ -262,6 +265,8 @@ def main() -> None:
                 ("level -40 dBFS", {"level": -40.0}),
                 ("noise, 15 dB SNR", {"snr": 15.0}),
                 ("noise, 10 dB SNR", {"snr": 10.0}),
+                ("noise, 8 dB SNR", {"snr": 8.0}),
+                ("noise, 6 dB SNR", {"snr": 6.0}),
             ):
                 x, numbers = callerid_signal(standard, **options)  # type: ignore[arg-type]
                 got = [

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import asdict
 
+import numpy as np
+
 from linerec.codec import Samples
 from linerec.dsp.callerid import (
     CallerId,
@@ -15,8 +17,10 @@ from linerec.dsp.callerid import (
 from linerec.dsp.dtmf import DtmfDetector, DtmfDigit
 from linerec.dsp.level import LevelMeter
 from linerec.dsp.progress import ProgressToneDetector, Quiet, Tone
+from linerec.dsp.spectrum import features, frame_features
 
 FRAME = 160
+BLOCK = FRAME * 50  # a second of audio per numpy call when analysing a file
 
 Heard = DtmfDigit | CallerId | CallerIdError | Tone | Quiet
 
@@ -32,13 +36,32 @@ class LineAnalyzer:
         self.progress = ProgressToneDetector()
 
     def feed(self, frame: Samples) -> list[Heard]:
+        """One 20 ms frame (as on the appliance)."""
         self.level.feed(frame)
+        heard: list[Heard] = self._digits(self.dtmf.feed(frame))
+        if len(frame) == FRAME:
+            seen = frame_features(frame)
+            heard += self.fsk.feed(frame, seen)
+            heard += self.progress.feed(frame, seen)
+        else:  # a last, short piece: it may hold the end of a caller ID burst
+            heard += self.fsk.feed(frame)
+        return heard
+
+    def feed_block(self, block: Samples) -> list[Heard]:
+        """Many frames at once (a file): the same results, the numpy work done in bulk."""
+        whole = len(block) // FRAME * FRAME
+        frames = block[:whole].reshape(-1, FRAME)
+        heard: list[Heard] = self._digits(self.dtmf.feed(block[:whole]))
+        for frame, seen in zip(frames, features(frames.astype(np.float64)), strict=True):
+            heard += self.fsk.feed(frame, seen)
+            heard += self.progress.feed(frame, seen)
+        return heard + (self.feed(block[whole:]) if whole < len(block) else [])
+
+    def _digits(self, digits: list[DtmfDigit]) -> list[Heard]:
         heard: list[Heard] = []
-        for digit in self.dtmf.feed(frame):
+        for digit in digits:
             heard.append(digit)
             heard += self.dtmf_callerid.feed(digit)
-        heard += self.fsk.feed(frame)
-        heard += self.progress.feed(frame)
         return heard
 
     def flush(self) -> list[Heard]:
@@ -53,8 +76,8 @@ def analyze(samples: Samples) -> list[Heard]:
     """Everything heard in a recording (8 kHz mono), in time order."""
     analyzer = LineAnalyzer()
     heard: list[Heard] = []
-    for start in range(0, len(samples), FRAME):
-        heard += analyzer.feed(samples[start : start + FRAME])
+    for start in range(0, len(samples), BLOCK):
+        heard += analyzer.feed_block(samples[start : start + BLOCK])
     heard += analyzer.flush()
     return sorted(heard, key=lambda event: event.t)
 

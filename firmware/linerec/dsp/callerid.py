@@ -27,6 +27,7 @@ import numpy.typing as npt
 
 from linerec.codec import Samples
 from linerec.dsp.dtmf import DtmfDigit
+from linerec.dsp.spectrum import FrameFeatures, frame_features
 
 RATE = 8000
 BAUD = 1200
@@ -37,7 +38,18 @@ MAX_BURST = 4.0  # seconds kept at most (a message is well under one second)
 GATE_SHARE = 0.8  # share of a frame's energy in the FSK band
 HANGOVER = 2  # frames that fail the gate before a burst counts as over
 GATE_FLOOR_DBFS = -48.0
-_LOWPASS = np.hanning(7)[1:-1] / np.hanning(7)[1:-1].sum()  # ~1.6 kHz: keeps +-500 Hz
+
+
+def _lowpass(cutoff: float, taps: int) -> npt.NDArray[np.float64]:
+    n = np.arange(taps) - (taps - 1) / 2
+    h = np.sinc(2 * cutoff / RATE * n) * np.hamming(taps)
+    return h / h.sum()
+
+
+# Baseband low-pass: the +-400/500 Hz tones and their keying sidebands pass; most of the
+# noise of the 4 kHz channel does not.
+_LOWPASS = _lowpass(900.0, 21)
+_SMOOTH = np.ones(3) / 3  # the frequency, averaged over about half a bit
 
 # The parameter types of MDMF and what they are called in our events.
 _MDMF = {
@@ -77,7 +89,6 @@ class CallerIdError:
 CallerIdEvent = CallerId | CallerIdError
 
 
-_BAND = slice(1000 * 160 // RATE, 2400 * 160 // RATE + 1)  # rfft bins of a 160-sample frame
 _GATE_FLOOR = 32767.0**2 / 2 * 10 ** (GATE_FLOOR_DBFS / 10)
 
 
@@ -88,16 +99,23 @@ class _Burst:
     quiet: int = 0  # frames in a row that did not look like FSK (noise can break the gate)
 
 
+def _looks_like_fsk(seen: FrameFeatures) -> bool:
+    # Nearly all of the frame's energy between 1000 and 2400 Hz: FSK keeps it there (the
+    # seizure too, whose energy sits beside the tones); speech rarely does for 80 ms running.
+    return seen.power >= _GATE_FLOOR and seen.fsk_share > GATE_SHARE
+
+
 class FskCallerIdReceiver:
     def __init__(self) -> None:
         self._position = 0
         self._burst: _Burst | None = None
         self._previous: Samples | None = None
 
-    def feed(self, frame: Samples) -> list[CallerIdEvent]:
+    def feed(self, frame: Samples, seen: FrameFeatures | None = None) -> list[CallerIdEvent]:
+        """One 20 ms frame, with its features if the caller has them already."""
         t = self._position / RATE
         self._position += len(frame)
-        looks_fsk = len(frame) == 160 and self._looks_like_fsk(frame)
+        looks_fsk = len(frame) == 160 and _looks_like_fsk(seen or frame_features(frame))
         events: list[CallerIdEvent] = []
         if looks_fsk:
             if self._burst is None:
@@ -120,22 +138,6 @@ class FskCallerIdReceiver:
     def flush(self) -> list[CallerIdEvent]:
         return self._finish() if self._burst is not None else []
 
-    @staticmethod
-    def _looks_like_fsk(frame: Samples) -> bool:
-        x = frame.astype(np.float64)
-        energy = float(x @ x)
-        if energy < _GATE_FLOOR * len(x):
-            return False
-        # Parseval: the share of the frame's energy between 1000 and 2400 Hz. FSK keeps
-        # nearly all of it there (seizure too, whose energy sits beside the tones); speech
-        # rarely keeps most of it there for 80 ms running.
-        spectrum = np.fft.rfft(x)
-        band = spectrum[_BAND]
-        return (
-            float(2 * (band.real @ band.real + band.imag @ band.imag)) / len(x)
-            > GATE_SHARE * energy
-        )
-
     def _finish(self) -> list[CallerIdEvent]:
         burst, self._burst = self._burst, None
         assert burst is not None
@@ -151,7 +153,8 @@ def discriminate(samples: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     baseband = samples * np.exp(-2j * np.pi * CENTRE * n / RATE)
     smooth = np.convolve(baseband, _LOWPASS, mode="same")
     step = np.angle(smooth[1:] * np.conj(smooth[:-1]))
-    return np.concatenate(([0.0], step)) * RATE / (2 * np.pi) + CENTRE
+    frequency = np.concatenate(([0.0], step)) * RATE / (2 * np.pi) + CENTRE
+    return np.convolve(frequency, _SMOOTH, mode="same")
 
 
 def decode_burst(samples: npt.NDArray[np.float64], start: float) -> list[CallerIdEvent]:

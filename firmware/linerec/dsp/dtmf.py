@@ -137,6 +137,11 @@ class DtmfDetector:
             return [None] * len(windows)
         spectrum = windows @ _MATRIX  # (windows, 8) complex
         power = (spectrum.real**2 + spectrum.imag**2) * _POWER_SCALE  # mean power of each tone
+        # Talk-off first, for all windows at once: speech spreads its energy, so the two
+        # strongest tones rarely hold most of it. Only the windows that pass go on.
+        pure = power[:, :4].max(axis=1) + power[:, 4:].max(axis=1) >= MIN_PURITY * total
+        if not pure.any():
+            return [None] * len(windows)
         results: list[str | None] = []
         for i in range(len(windows)):
             results.append(self._decide(windows[i], power[i], float(total[i])))

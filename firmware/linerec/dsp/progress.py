@@ -35,9 +35,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import numpy.typing as npt
 
 from linerec.codec import Samples
+from linerec.dsp.spectrum import FrameFeatures, frame_features
 
 RATE = 8000
 FRAME = 160
@@ -81,11 +81,10 @@ class Quiet:
 
 ProgressEvent = Tone | Quiet
 
-_HANN = np.hanning(FRAME)
-_BIN_HZ = np.arange(FRAME // 2 + 1) * RATE / FRAME
 _FULL = 32767.0**2 / 2
 _FFT = 8192  # a segment's spectrum, zero-padded: peaks to about 1 Hz
 _MAX_SEGMENT = RATE  # samples of a segment kept for its spectrum (1 s)
+MIN_FRAMES = 3  # the shortest named tone, the alerting signal, lasts 80 ms
 
 
 def _db(level: float) -> float:
@@ -115,14 +114,15 @@ class ProgressToneDetector:
         self._said_silence = False
         self._said_dead = False
 
-    def feed(self, frame: Samples) -> list[ProgressEvent]:
+    def feed(self, frame: Samples, seen: FrameFeatures | None = None) -> list[ProgressEvent]:
+        """One 20 ms frame, with its features if the caller has them already."""
         t = self._position / RATE
         self._position += len(frame)
         if len(frame) != FRAME:
             return []
-        x = frame.astype(np.float64)
-        power = float(x @ x) / FRAME
-        peaks = self._tonal_peaks(x, power)
+        seen = seen or frame_features(frame)
+        power = seen.power
+        peaks = self._tonal_peaks(seen)
         last = self._segments[-1] if self._segments else None
         if last is not None and (
             last.peaks == peaks or (last.peaks and peaks and abs(last.peaks[0] - peaks[0]) <= 1)
@@ -144,35 +144,29 @@ class ProgressToneDetector:
     # -- per frame ----------------------------------------------------------------------------
 
     @staticmethod
-    def _tonal_peaks(x: npt.NDArray[np.float64], power: float) -> tuple[int, ...]:
+    def _tonal_peaks(seen: FrameFeatures) -> tuple[int, ...]:
         """For a tonal frame (a few bins of its spectrum hold its energy), where its energy
         sits, to 150 Hz: enough to split one SIT tone from the next, steady on a dual tone."""
-        if power < _db(MIN_LEVEL_DBFS):
+        if seen.power < _db(MIN_LEVEL_DBFS) or seen.peak_share < MIN_PURITY:
             return ()
-        spectrum = np.abs(np.fft.rfft(x * _HANN)) ** 2
-        total = float(spectrum.sum())
-        if total <= 0:  # energy only where the window is zero (a click at a frame edge)
-            return ()
-        top = np.partition(spectrum, len(spectrum) - 6)[-6:]
-        if float(top.sum()) < MIN_PURITY * total:
-            return ()
-        centroid = float(spectrum @ _BIN_HZ) / total
-        return (round(centroid / 150),)
+        return (round(seen.centroid / 150),)
 
     def _close(self, segment: _Segment) -> None:
         """Name a segment by its exact frequencies, from a long FFT of its audio."""
-        if segment.colour is not None or not segment.samples:
-            return
+        if segment.colour is not None or not segment.samples or segment.frames < MIN_FRAMES:
+            return  # shorter than any tone we name (speech makes many such): not worth an FFT
         audio = np.concatenate(segment.samples).astype(np.float64)
-        spectrum = np.abs(np.fft.rfft(audio * np.hanning(len(audio)), _FFT))
+        size = min(_FFT, 1 << int(np.ceil(np.log2(4 * len(audio)))))
+        spectrum = np.abs(np.fft.rfft(audio * np.hanning(len(audio)), size))
         frequencies = []
         top = float(spectrum.max())
         for _ in range(2):
             peak = int(spectrum.argmax())
             if spectrum[peak] < top / 10:  # more than 20 dB below the strongest: not a tone
                 break
-            frequencies.append(peak * RATE / _FFT)
-            spectrum[max(peak - 40, 0) : peak + 40] = 0  # 40 bins = 39 Hz
+            frequencies.append(peak * RATE / size)
+            guard = round(40 * size / RATE)  # 40 Hz either side: the same tone
+            spectrum[max(peak - guard, 0) : peak + guard] = 0
         segment.colour = _name(sorted(frequencies))
         segment.samples = None
 
