@@ -42,7 +42,7 @@ GATE_FLOOR_DBFS = -48.0
 
 def _lowpass(cutoff: float, taps: int) -> npt.NDArray[np.float64]:
     n = np.arange(taps) - (taps - 1) / 2
-    h = np.sinc(2 * cutoff / RATE * n) * np.hamming(taps)
+    h: npt.NDArray[np.float64] = np.sinc(2 * cutoff / RATE * n) * np.hamming(taps)
     return h / h.sum()
 
 
