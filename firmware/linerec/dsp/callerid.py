@@ -43,7 +43,8 @@ GATE_FLOOR_DBFS = -48.0
 def _lowpass(cutoff: float, taps: int) -> npt.NDArray[np.float64]:
     n = np.arange(taps) - (taps - 1) / 2
     h: npt.NDArray[np.float64] = np.sinc(2 * cutoff / RATE * n) * np.hamming(taps)
-    return h / h.sum()
+    normalised: npt.NDArray[np.float64] = h / float(h.sum())
+    return normalised
 
 
 # Baseband low-pass: the +-400/500 Hz tones and their keying sidebands pass; most of the
