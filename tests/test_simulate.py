@@ -414,3 +414,28 @@ def test_private_caller_and_a_corrupt_message(run_sim: RunSim) -> None:
     heard = first(sim.events, "callerid")
     assert (heard.number, heard.number_absent, heard.standard) == ("", "private", "v23")  # type: ignore[attr-defined]
     assert first(sim.events, "callerid_error").reason == "bad checksum"  # type: ignore[attr-defined]
+
+
+def test_usb_interface_without_hook_sense_follows_the_audio(run_sim: RunSim) -> None:
+    # The phone beside the box is picked up, the parties speak, the far end hangs up and the
+    # exchange plays reorder. No hook edges reach the daemon: it decides from the audio.
+    call = (
+        "[[call]]\n[[call.step]]\nat = 1.0\noff_hook = true\n[[call.step]]\nwait = 0.3\n"
+        '[[call.step]]\nsay = "caller"\n[[call.step]]\nsay = "office"\n'
+        "[[call.step]]\ntone = [480, 620]\nseconds = 0.25\n[[call.step]]\nwait = 0.25\n"
+        "[[call.step]]\ntone = [480, 620]\nseconds = 0.25\n[[call.step]]\nwait = 0.25\n"
+        "[[call.step]]\ntone = [480, 620]\nseconds = 0.25\n[[call.step]]\nwait = 2.0\n"
+        "[[call.step]]\non_hook = true\n"
+    )
+    sim = run_sim(call, config='[[line]]\nconsent = "one-party"\nhook_source = "audio"\n')
+    assert names(sim.events)[:2] == ["answered", "recording_started"]
+    answered = first(sim.events, "answered").t
+    assert answered == pytest.approx(1.3, abs=0.1)  # when the first words came
+    assert "tone" in names(sim.events) and "hung_up" in names(sim.events)
+    kept = recording(sim).samples
+    # from the first words (the recording starts with the first loud frame) ...
+    offset, snr = find(kept, clip("caller")[RATE // 10 :])
+    assert (offset < RATE // 10, snr > 30) == (True, True)
+    assert find(kept, clip("office"))[1] > 30
+    # ... to the reorder tone, not to the late on_hook of the script
+    assert len(kept) / RATE == pytest.approx(7.1 + 5.3, abs=0.2)

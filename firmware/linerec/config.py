@@ -63,6 +63,8 @@ class LineConfig:
     hook_debounce: float
     flash_min: float
     flash_max: float
+    hook_source: str  # "gpio": the hook-sense wire; "audio": decided from the audio
+    silence_ends_call: float  # with hook_source = "audio"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -482,6 +484,8 @@ def _parse_line(index: int, entry: object, source: _Source, pinmap: PinMap) -> L
         hook_debounce=debounce,
         flash_min=flash_min,
         flash_max=flash_max,
+        hook_source=table.choice("hook_source", ("gpio", "audio"), "gpio"),
+        silence_ends_call=table.number("silence_ends_call_s", 8, 2, 600),
     )
     table.done()
     return line

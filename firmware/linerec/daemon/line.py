@@ -42,6 +42,7 @@ from linerec.daemon.events import (
 from linerec.dsp.analyzer import Heard, LineAnalyzer
 from linerec.dsp.callerid import CallerId, CallerIdError
 from linerec.dsp.dtmf import DtmfDigit
+from linerec.dsp.linestate import AudioHookSense
 from linerec.dsp.progress import Tone
 from linerec.hardware.audio import FRAME_SAMPLES, RATE, Frame
 from linerec.hardware.leds import Led, Show
@@ -63,6 +64,7 @@ STORE_RETRY = 5.0  # seconds after a store error before the call is kept again
 DIAL_GAP = 4.0  # seconds between dialled digits; a longer pause ends the dialling
 DIAL_WINDOW = 30.0  # dialling happens within this long of picking up
 MAX_DIALLED = 20
+AUDIO_HOOK_DELAY = 0.8  # seconds of delay line on a line whose hook state comes from its audio
 
 Emit = Callable[[CallEvent], None]
 
@@ -100,10 +102,18 @@ class LinePipeline:
         self.ring = RingSense()
         self.machine = CallMachine(line=line.name, consent=line.consent)
         self.analyzer = LineAnalyzer()
+        self._audio_hook = (
+            AudioHookSense(silence_ends_call=line.silence_ends_call)
+            if line.hook_source == "audio"
+            else None
+        )
         self._facts: dict[str, object] = {}  # what we learnt about the call: metadata
         self._dialled = ""
         self._last_digit_at = float("-inf")
-        self.delay = DelayLine(delay)
+        # Audio-decided hook changes come up to half a second after the fact: hold that much.
+        self.delay = DelayLine(
+            max(delay, AUDIO_HOOK_DELAY) if line.hook_source == "audio" else delay
+        )
         self._beeps = BeepSchedule(rate=RATE)
         self._oscillator = Oscillator(line.beep_hz, line.beep_level_dbfs)
         self._notice_at: int | None = None  # next notice sample to play
@@ -123,6 +133,8 @@ class LinePipeline:
     # -- inputs ----------------------------------------------------------------------------
 
     def hook_edge(self, level: bool, t: float) -> None:
+        if self._audio_hook is not None:
+            return  # this line's hook state comes from its audio (no hook-sense wire)
         off_hook = level != self.config.pins.hook_active_low
         self._on_line_events(self.hook.feed_edge(off_hook, t))
 
@@ -138,8 +150,14 @@ class LinePipeline:
         self._on_line_events(self.hook.advance(end))
         self._on_line_events(self.ring.advance(end))
         self._on_call_events(self.machine.tick(end))
-        for heard in self.analyzer.feed(frame.samples):
-            self._heard(heard)
+        heard = self.analyzer.feed(frame.samples)
+        for event in heard:
+            self._heard(event)
+        if self._audio_hook is not None:
+            level = self.analyzer.level.level
+            for off_hook, t in self._audio_hook.feed(frame.t, level, list(heard)):
+                self._on_line_events(self.hook.feed_edge(off_hook, t))
+            self._on_line_events(self.hook.advance(end))
         if frame.lost:
             self.lost_samples += frame.lost
             self._emit(
