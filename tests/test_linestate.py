@@ -37,7 +37,7 @@ def test_caller_id_on_hook_is_not_a_call() -> None:
 
 def test_reorder_silence_and_a_dead_line_end_it() -> None:
     start = [(-20.0, [])] * 20
-    assert run(start + [(-15.0, [Tone(t=0.5, name="reorder", plan="na")])]) == [
+    assert run([*start, (-15.0, [Tone(t=0.5, name="reorder", plan="na")])]) == [
         (True, 0.0),
         (False, 0.5),
     ]
@@ -45,4 +45,4 @@ def test_reorder_silence_and_a_dead_line_end_it() -> None:
         False,
         3.38,
     )
-    assert run(start + [(-90.0, [Quiet(t=0.42, name="line_dead")])]) == [(True, 0.0), (False, 0.42)]
+    assert run([*start, (-90.0, [Quiet(t=0.42, name="line_dead")])]) == [(True, 0.0), (False, 0.42)]
