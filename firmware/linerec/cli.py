@@ -12,7 +12,7 @@ import logging
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 
@@ -100,6 +100,28 @@ def _parser() -> argparse.ArgumentParser:
     listing.add_argument("dir", type=Path, metavar="DIR")
     listing.add_argument("--json", action="store_true", help="one JSON object per recording")
 
+    uplink = commands.add_parser("uplink", help="the appliance's link to the collector")
+    uplink_commands = uplink.add_subparsers(dest="uplink_command", required=True, metavar="ACTION")
+    flush = uplink_commands.add_parser(
+        "flush", help="send everything waiting; exit 0 once the collector acknowledged all of it"
+    )
+    flush.add_argument("--config", type=Path, default=None)
+    flush.add_argument("--timeout", type=float, default=60.0, metavar="S")
+
+    collector = commands.add_parser("collector", help="the server side: receive, list, export")
+    collector_commands = collector.add_subparsers(
+        dest="collector_command", required=True, metavar="ACTION"
+    )
+    collector_run = collector_commands.add_parser("run", help="receive from appliances")
+    collector_list = collector_commands.add_parser("list", help="the recordings received")
+    collector_list.add_argument("--json", action="store_true")
+    export = collector_commands.add_parser("export", help="decrypt one recording to WAV")
+    export.add_argument("id", metavar="ID")
+    export.add_argument("--reason", required=True, help="why (kept in the audit log)")
+    export.add_argument("-o", "--output", type=Path, required=True, metavar="OUT.wav")
+    for sub_parser in (collector_run, collector_list, export):
+        sub_parser.add_argument("--config", type=Path, default=None)
+
     config = commands.add_parser("config", help="configuration tools")
     config_commands = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
     check = config_commands.add_parser("check", help="validate a configuration file")
@@ -118,6 +140,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _keygen(args)
         if args.command == "analyze":
             return _analyze(args)
+        if args.command == "uplink":
+            return _uplink_flush(args)
+        if args.command == "collector":
+            return _collector(args)
         if args.command == "decrypt":
             return _decrypt(args)
         if args.command == "store":
@@ -154,6 +180,118 @@ def _analyze(args: argparse.Namespace) -> int:
     else:
         for line in as_text(events) or [f"{args.file}: nothing heard"]:
             print(line)
+    return 0
+
+
+def _uplink_flush(args: argparse.Namespace) -> int:
+    import time
+
+    from linerec.config import DEFAULT_PATH, load_config
+    from linerec.daemon.storage import open_store, open_uplink
+    from linerec.errors import ConfigError
+
+    logging.basicConfig(level=logging.WARNING, format="linerec: %(levelname)s: %(message)s")
+    config = load_config(args.config or DEFAULT_PATH)
+    if config.uplink is None:
+        raise ConfigError(config.path, "uplink", "no [uplink] section: nothing to flush to")
+    ring = open_store(config, emit=lambda event: None, clock=time.monotonic)
+    uplink = open_uplink(config, ring)
+    uplink.start()
+    deadline = time.monotonic() + args.timeout
+    try:
+        while time.monotonic() < deadline:
+            events, recordings = uplink.waiting()
+            if not events and not recordings:
+                print(f"{config.store.dir}: everything acknowledged by the collector")
+                return 0
+            uplink.kick()
+            time.sleep(0.2)
+        events, recordings = uplink.waiting()
+        state = "connected" if uplink.connected else f"not connected to {config.uplink.url}"
+        print(
+            f"linerec: uplink flush timed out after {args.timeout:g} s ({state}): still waiting: "
+            f"{events} event(s), {len(recordings)} recording(s)",
+            file=sys.stderr,
+        )
+        for recording in recordings:
+            print(f"  {recording}", file=sys.stderr)
+        return 1
+    finally:
+        uplink.stop()
+
+
+def _collector(args: argparse.Namespace) -> int:
+    from linerec.collector.config import DEFAULT_PATH, load_collector_config
+
+    settings = load_collector_config(args.config or DEFAULT_PATH)
+    if args.collector_command == "run":
+        from linerec.collector.service import Collector
+        from linerec.logs import setup_logging
+
+        setup_logging()
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+        signal.signal(signal.SIGINT, lambda signum, frame: stop.set())
+        Collector(settings).run(stop)
+        return 0
+    from linerec.collector.store import CollectorStore
+
+    store = CollectorStore(settings.data_dir, settings.database)
+    if args.collector_command == "list":
+        store.audit("list", None, "")
+        for row in store.recordings():
+            if args.json:
+                print(json.dumps(row))
+            else:
+                numbers = " ".join(
+                    f"{k.split('_')[0]}={row[k]}"
+                    for k in ("caller_number", "called_number")
+                    if row[k]
+                )
+                when = f"{row['started_at'] or '':29} {row['duration'] or 0:8.1f} s"
+                line = f"{row['id']:48} {row['device']:16} {row['line'] or '':8} {when}  {numbers}"
+                print(line.rstrip())
+        return 0
+    return _collector_export(args, settings, store)
+
+
+def _collector_export(args: argparse.Namespace, settings: object, store: object) -> int:
+    from linerec.codec import Codec
+    from linerec.collector.service import CollectorSettings
+    from linerec.collector.store import CollectorStore
+    from linerec.store.reader import IntegrityError, decrypt
+    from linerec.wav import write_wav
+
+    assert isinstance(settings, CollectorSettings) and isinstance(store, CollectorStore)
+    if not args.reason.strip():
+        print("linerec: error: --reason must say why the recording is exported", file=sys.stderr)
+        return 2
+    row = store.recording(args.id)
+    if row is None:
+        print(f"linerec: error: no recording {args.id!r} at this collector", file=sys.stderr)
+        return 1
+    store.audit("export", args.id, args.reason)
+    try:
+        result = decrypt(Path(row["path"]).read_bytes(), settings.key)
+    except IntegrityError as exc:
+        print(f"linerec: error: {row['path']}: {exc}", file=sys.stderr)
+        return 1
+    write_wav(args.output, result.samples, rate=8000, codec=Codec.PCM16)
+    args.output.with_suffix(".json").write_text(
+        json.dumps(
+            {
+                "recording": row,
+                "header": result.inspected.header,
+                "state": result.inspected.state,
+                "metadata": result.metadata,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+    print(
+        f"{args.id}: {result.inspected.state}, {len(result.samples) / 8000:.1f} s -> {args.output}"
+    )
     return 0
 
 
@@ -301,7 +439,7 @@ def _run(args: argparse.Namespace) -> int:
     from linerec.daemon.notify import Notifier
     from linerec.daemon.report import event_text
     from linerec.daemon.service import Daemon
-    from linerec.daemon.storage import open_store
+    from linerec.daemon.storage import open_outbox, open_store, open_uplink, queueing
     from linerec.logs import setup_logging
 
     setup_logging(args.verbose)
@@ -317,16 +455,30 @@ def _run(args: argparse.Namespace) -> int:
     config, backend = open_backend(config)
     start = backend.clock()
 
-    def report(event: CallEvent) -> None:
+    def log_event(event: CallEvent) -> None:
         log.info(event_text(event, start), extra={"LINE": event.line, "EVENT": event.name})
 
-    store = open_store(config, emit=report, clock=backend.clock)  # refuses: no recipient
-    daemon = Daemon(config, backend, store, emit=report, notifier=Notifier())
+    sinks: list[Callable[[CallEvent], None]] = [log_event]  # the store reports through it too
+    store = open_store(config, emit=lambda event: sinks[0](event), clock=backend.clock)
+    uplink = None
+    if config.uplink is not None:  # every event also waits on the card for the collector
+        uplink = open_uplink(config, store)
+        sinks[0] = queueing(
+            log_event,
+            open_outbox(config),
+            device_id=config.uplink.device_id,
+            t0=start,
+            uplink=uplink,
+        )
+        uplink.start()
+    daemon = Daemon(config, backend, store, emit=sinks[0], notifier=Notifier())
     daemon.start()
     try:
         daemon.run(stop)
     finally:
         daemon.shutdown()
+        if uplink is not None:
+            uplink.stop()
     return 0
 
 

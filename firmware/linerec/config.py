@@ -19,6 +19,7 @@ from linerec.call.consent import ConsentMode
 from linerec.codec import Codec
 from linerec.errors import ConfigError, WavError
 from linerec.hardware.audio import DEVICE_RATES, FRAME_MS, PERIODS_MS, AudioSettings
+from linerec.mqttapi import Broker
 from linerec.resources import data_path
 from linerec.wav import read_wav
 
@@ -88,6 +89,17 @@ class StoreConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class UplinkConfig:
+    broker: Broker
+    url: str
+    device_id: str
+    collector: Path  # the collector's .pub: checks its signed acks and commands
+    ca: Path | None
+    cert: Path | None
+    key: Path | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class SimConfig:
     calls: tuple[Path, ...]
     speed: float  # 1.0 = real time; 0 = as fast as possible
@@ -100,6 +112,7 @@ class Config:
     hardware: HardwareConfig
     store: StoreConfig
     sim: SimConfig
+    uplink: UplinkConfig | None = None
     lines: tuple[LineConfig, ...] = field(default_factory=tuple)
 
     def line(self, name: str) -> LineConfig | None:
@@ -318,6 +331,9 @@ def parse_config(data: dict[str, Any], path: Path | str, text: str | None = None
     )
     sim.done()
 
+    uplink_config = None
+    if "uplink" in data:
+        uplink_config = _parse_uplink(top.table("uplink"), device_id, store_config)
     raw_lines = top.take("line", list, [{}])
     if not raw_lines:
         raise top.error("line", "needs at least one [[line]]")
@@ -329,6 +345,7 @@ def parse_config(data: dict[str, Any], path: Path | str, text: str | None = None
         hardware=hardware_config,
         store=store_config,
         sim=sim_config,
+        uplink=uplink_config,
         lines=lines,
     )
     _check_unique(config, source)
@@ -342,6 +359,47 @@ def parse_config(data: dict[str, Any], path: Path | str, text: str | None = None
             f"(got {round(store_config.delay * 1000)})",
         )
     return config
+
+
+def _parse_uplink(table: _Table, device_id: str, store: StoreConfig) -> UplinkConfig:
+    url = table.take("broker", str, "")
+    allow = table.take("allow_plaintext", bool, False)
+    try:
+        broker = Broker.parse(url, allow_plaintext=allow)
+    except ValueError as exc:
+        raise table.error("broker", str(exc)) from exc
+    uplink_device = table.take("device_id", str, device_id)
+    if not _DEVICE_ID.match(uplink_device):
+        raise table.error(
+            "device_id", f"must be 1-64 letters, digits, '.', '_' or '-' (got {uplink_device!r})"
+        )
+
+    def optional_file(name: str) -> Path | None:
+        if name not in table._data:
+            return None
+        path = table.path(name, Path())
+        if not path.is_file():
+            raise table.error(name, f"no such file: {path}")
+        return path
+
+    ca, cert, key = optional_file("ca"), optional_file("cert"), optional_file("key")
+    if broker.tls and (cert is None) != (key is None):
+        raise table.error("cert", "cert and key go together (the device's client certificate)")
+    collector = optional_file("collector")
+    if collector is None:
+        if not store.recipients:
+            raise table.error("collector", "needs the collector's .pub (or a [store] recipient)")
+        collector = store.recipients[0]
+    table.done()
+    return UplinkConfig(
+        broker=broker,
+        url=url,
+        device_id=uplink_device,
+        collector=collector,
+        ca=ca,
+        cert=cert,
+        key=key,
+    )
 
 
 def _default_device_id() -> str:

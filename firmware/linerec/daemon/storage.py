@@ -4,15 +4,61 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 from linerec.call.events import CallEvent
 from linerec.config import Config
 from linerec.daemon.events import RecordingDeleted, StoreFilling
+from linerec.daemon.report import event_record
 from linerec.errors import ConfigError
 from linerec.store import keys
 from linerec.store.ring import RecordingDeleted as Deleted
 from linerec.store.ring import RingStore, StoreEvent
+from linerec.uplink.client import Uplink, UplinkSettings
+from linerec.uplink.outbox import EventOutbox
+
+
+def open_uplink(config: Config, ring: RingStore) -> Uplink:
+    """The uplink of `[uplink]`, over the ring's own outbox directory."""
+    assert config.uplink is not None
+    settings = UplinkSettings(
+        broker=config.uplink.broker,
+        device_id=config.uplink.device_id,
+        collector=keys.load_public(config.uplink.collector),
+        ca=config.uplink.ca,
+        cert=config.uplink.cert,
+        key=config.uplink.key,
+    )
+    return Uplink(settings, ring, open_outbox(config))
+
+
+def open_outbox(config: Config) -> EventOutbox:
+    return EventOutbox(config.store.dir / "outbox")
+
+
+def queueing(
+    emit: Callable[[CallEvent], None],
+    outbox: EventOutbox,
+    *,
+    device_id: str,
+    t0: float,
+    uplink: Uplink | None = None,
+) -> Callable[[CallEvent], None]:
+    """`emit`, plus each event queued durably for the collector (and the uplink woken)."""
+
+    def report(event: CallEvent) -> None:
+        emit(event)
+        record = {
+            "device": device_id,
+            "at": datetime.now(UTC).isoformat(timespec="milliseconds"),
+            **event_record(event, t0),
+        }
+        outbox.append(record)
+        if uplink is not None:
+            uplink.kick()
+
+    return report
 
 
 def open_store(

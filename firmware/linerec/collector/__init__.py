@@ -1,0 +1,1 @@
+"""The collector: the server side that receives recordings and events from appliances."""

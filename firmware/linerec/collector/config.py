@@ -1,0 +1,66 @@
+"""The collector's configuration file (`linerec collector ... --config PATH`)."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+from linerec.collector.service import CollectorSettings
+from linerec.errors import ConfigError
+from linerec.mqttapi import Broker
+from linerec.store.keys import load_private
+
+DEFAULT_PATH = Path("/etc/linerec/collector.toml")
+_KEYS = {"broker", "allow_plaintext", "data_dir", "key", "database", "ca", "cert", "client_key"}
+
+
+def load_collector_config(path: Path | str) -> CollectorSettings:
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(path, "", "no such file") from exc
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(path, "", f"cannot read: {exc}") from exc
+    table = data.get("collector")
+    if not isinstance(table, dict):
+        raise ConfigError(path, "collector", "needs a [collector] table")
+    for key in table:
+        if key not in _KEYS:
+            raise ConfigError(
+                path,
+                f"collector.{key}",
+                f"unknown key (known keys here: {', '.join(sorted(_KEYS))})",
+            )
+
+    def text(key: str, default: str | None = None) -> str:
+        value = table.get(key, default)
+        if not isinstance(value, str) or not value:
+            raise ConfigError(
+                path, f"collector.{key}", f"must be a non-empty string (got {value!r})"
+            )
+        return value
+
+    def file(key: str) -> Path:
+        value = Path(text(key))
+        return value if value.is_absolute() else (path.parent / value).resolve()
+
+    allow = table.get("allow_plaintext", False)
+    if not isinstance(allow, bool):
+        raise ConfigError(
+            path, "collector.allow_plaintext", f"must be true or false (got {allow!r})"
+        )
+    try:
+        broker = Broker.parse(text("broker"), allow_plaintext=allow)
+    except ValueError as exc:
+        raise ConfigError(path, "collector.broker", str(exc)) from exc
+    data_dir = file("data_dir")
+    return CollectorSettings(
+        broker=broker,
+        data_dir=data_dir,
+        database=file("database") if "database" in table else data_dir / "collector.db",
+        key=load_private(file("key")),
+        ca=file("ca") if "ca" in table else None,
+        cert=file("cert") if "cert" in table else None,
+        client_key=file("client_key") if "client_key" in table else None,
+    )

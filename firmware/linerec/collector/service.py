@@ -1,0 +1,185 @@
+"""The collector: receives events and recordings from appliances and acknowledges them.
+
+It subscribes through an MQTT 5 shared subscription, so several collectors can share the
+load. For each event: stored (once) and the device's events acknowledged up to the highest
+contiguous sequence number; a gap is reported. For each piece of a recording: written at its
+offset; when the file is whole, checked, synced and indexed (its metadata decrypted with the
+collector's key for the index), the recording is acknowledged with a signed ack.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from linerec.collector.store import CollectorStore, Piece
+from linerec.mqttapi import SHARE, ApiError, Broker, parse_topic, sign, topic
+from linerec.store.keys import CollectorPrivate
+from linerec.store.reader import IntegrityError, decrypt
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CollectorSettings:
+    broker: Broker
+    data_dir: Path
+    database: Path
+    key: CollectorPrivate
+    ca: Path | None = None
+    cert: Path | None = None
+    client_key: Path | None = None
+
+
+class Collector:
+    def __init__(
+        self, settings: CollectorSettings, *, client_id: str = "linerec-collector"
+    ) -> None:
+        self.settings = settings
+        self.store = CollectorStore(settings.data_dir, settings.database)
+        self._lock = threading.Lock()  # paho calls back on one thread; the CLI may read too
+        self.ready = threading.Event()
+        self.problems: list[str] = []
+        self.client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=mqtt.MQTTv5,
+        )
+        if settings.broker.tls:
+            self.client.tls_set(
+                ca_certs=str(settings.ca) if settings.ca else None,
+                certfile=str(settings.cert) if settings.cert else None,
+                keyfile=str(settings.client_key) if settings.client_key else None,
+            )
+        self.client.reconnect_delay_set(min_delay=1, max_delay=30)
+        self.client.on_connect = self._on_connect
+        self.client.on_message = self._on_message
+
+    def start(self) -> None:
+        broker = self.settings.broker
+        self.client.connect_async(broker.host, broker.port, keepalive=30)
+        self.client.loop_start()
+
+    def stop(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def run(self, stop: threading.Event) -> None:
+        self.start()
+        try:
+            stop.wait()
+        finally:
+            self.stop()
+
+    def _on_connect(
+        self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any
+    ) -> None:
+        if reason.is_failure:
+            self._problem(f"broker refused the connection: {reason}")
+            return
+        for suffix in ("event", "upload/+"):
+            client.subscribe(f"{SHARE}/linerec/v1/+/{suffix}", qos=1)
+        self.ready.set()
+        log.info("collector connected")
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        try:
+            device, rest = parse_topic(message.topic)
+            with self._lock:
+                if rest == ["event"]:
+                    self._event(device, message)
+                elif len(rest) == 2 and rest[0] == "upload":
+                    self._piece(device, rest[1], message)
+                else:
+                    raise ApiError(f"{message.topic}: not a topic the collector reads")
+        except ApiError as exc:
+            self._problem(str(exc))
+        except Exception as exc:  # one bad message must not stop the collector
+            log.exception("while handling a message on %s", message.topic)
+            self._problem(f"{message.topic}: {exc}")
+
+    def _event(self, device: str, message: mqtt.MQTTMessage) -> None:
+        try:
+            body = json.loads(message.payload)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ApiError(f"{message.topic}: not JSON: {exc}") from exc
+        if not isinstance(body, dict) or not isinstance(body.get("seq"), int) or body["seq"] < 1:
+            raise ApiError(f"{message.topic}: an event needs a positive integer seq")
+        self.store.add_event(device, body, time.time())
+        gaps = self.store.gaps(device)
+        if gaps:
+            log.warning("device %s: events %s not received (yet)", device, gaps[:10])
+        self._ack(
+            device, {"kind": "events", "device": device, "upto": self.store.contiguous_seq(device)}
+        )
+
+    def _piece(self, device: str, recording_id: str, message: mqtt.MQTTMessage) -> None:
+        props = dict(getattr(message.properties, "UserProperty", []) or [])
+        try:
+            offset, size, digest = int(props["offset"]), int(props["size"]), str(props["sha256"])
+        except (KeyError, ValueError) as exc:
+            raise ApiError(
+                f"{message.topic}: upload needs offset, size and sha256 user properties"
+            ) from exc
+        if not 0 <= offset <= size or offset + len(message.payload) > size:
+            raise ApiError(
+                f"{message.topic}: piece at byte {offset} does not fit a file of {size} bytes"
+            )
+        stored = self.store.stored(device, recording_id)
+        if stored is not None and stored[1] == digest:  # redelivered after we acked: ack again
+            self._ack(
+                device,
+                {"kind": "recording", "device": device, "id": recording_id, "sha256": digest},
+            )
+            return
+        final = self.store.add_piece(
+            Piece(
+                device=device,
+                recording_id=recording_id,
+                offset=offset,
+                size=size,
+                sha256=digest,
+                data=bytes(message.payload),
+            )
+        )
+        if final is None:
+            return
+        facts = self._facts(final)
+        self.store.index(device, recording_id, final, digest, facts, time.time())
+        log.info("recording %s from %s stored (%s)", recording_id, device, facts.get("state"))
+        self._ack(
+            device, {"kind": "recording", "device": device, "id": recording_id, "sha256": digest}
+        )
+
+    def _facts(self, path: Path) -> dict[str, Any]:
+        try:
+            result = decrypt(path.read_bytes(), self.settings.key)
+        except IntegrityError as exc:
+            self._problem(f"{path.name}: stored, but it does not verify: {exc}")
+            return {"state": "damaged"}
+        header, metadata = result.inspected.header, result.metadata
+        return {
+            "seq": header.get("seq"),
+            "line": header.get("line"),
+            "started_at": header.get("started_at"),
+            "duration": round(len(result.samples) / 8000, 3),
+            "state": result.inspected.state,
+            "caller_number": metadata.get("caller_number"),
+            "called_number": metadata.get("called_number"),
+        }
+
+    def _ack(self, device: str, body: dict[str, Any]) -> None:
+        self.client.publish(topic(device, "ack"), sign(self.settings.key.signing, body), qos=1)
+
+    def _problem(self, message: str) -> None:
+        log.warning("%s", message)
+        self.problems.append(message)
+        del self.problems[:-100]

@@ -1,0 +1,210 @@
+"""Where the collector keeps what arrives: files on disk, an index in SQLite.
+
+    <data_dir>/recordings/<device>/<id>.lrec    recordings, exactly as sealed on the appliance
+    <data_dir>/incoming/<device>/<id>.part      uploads under way (pieces written at their offset)
+    <database> (default <data_dir>/collector.db)
+
+Everything is idempotent under redelivery: an event or a piece that arrives twice changes
+nothing. A recording is indexed only once its file is complete, its SHA-256 matches and it is
+synced; only then is it acknowledged to the appliance.
+"""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import json
+import os
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    device TEXT NOT NULL, seq INTEGER NOT NULL, body TEXT NOT NULL, received_at REAL NOT NULL,
+    PRIMARY KEY (device, seq)
+);
+CREATE TABLE IF NOT EXISTS recordings (
+    id TEXT PRIMARY KEY, device TEXT NOT NULL, seq INTEGER, line TEXT, started_at TEXT,
+    duration REAL, state TEXT, caller_number TEXT, called_number TEXT, path TEXT NOT NULL,
+    sha256 TEXT NOT NULL, received_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS audit (
+    at REAL NOT NULL, who TEXT NOT NULL, action TEXT NOT NULL, recording TEXT, reason TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS uploads (
+    device TEXT NOT NULL, id TEXT NOT NULL, size INTEGER NOT NULL, sha256 TEXT NOT NULL,
+    received TEXT NOT NULL, PRIMARY KEY (device, id)
+);
+"""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Piece:
+    device: str
+    recording_id: str
+    offset: int
+    size: int
+    sha256: str
+    data: bytes
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class CollectorStore:
+    def __init__(self, data_dir: Path, database: Path) -> None:
+        self.data_dir = data_dir
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(database, check_same_thread=False, isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.executescript(SCHEMA)
+
+    # -- events ------------------------------------------------------------------------------
+
+    def add_event(self, device: str, body: dict[str, Any], received_at: float) -> None:
+        self.db.execute(
+            "INSERT OR IGNORE INTO events (device, seq, body, received_at) VALUES (?, ?, ?, ?)",
+            (device, int(body["seq"]), json.dumps(body, sort_keys=True), received_at),
+        )
+
+    def contiguous_seq(self, device: str) -> int:
+        """The highest n such that events 1..n of `device` are all here."""
+        seqs = [
+            row[0]
+            for row in self.db.execute(
+                "SELECT seq FROM events WHERE device = ? ORDER BY seq", (device,)
+            )
+        ]
+        upto = 0
+        for seq in seqs:
+            if seq != upto + 1:
+                break
+            upto = seq
+        return upto
+
+    def gaps(self, device: str) -> list[int]:
+        """Sequence numbers missing below the highest one received."""
+        seqs = {
+            row[0] for row in self.db.execute("SELECT seq FROM events WHERE device = ?", (device,))
+        }
+        return [s for s in range(1, max(seqs, default=0)) if s not in seqs]
+
+    # -- recordings ------------------------------------------------------------------------------
+
+    def stored(self, device: str, recording_id: str) -> tuple[str, str] | None:
+        row = self.db.execute(
+            "SELECT path, sha256 FROM recordings WHERE id = ? AND device = ?",
+            (recording_id, device),
+        ).fetchone()
+        return (str(row[0]), str(row[1])) if row else None
+
+    def add_piece(self, piece: Piece) -> Path | None:
+        """Write a piece; returns the final path once the recording is whole and synced."""
+        incoming = self.data_dir / "incoming" / piece.device
+        incoming.mkdir(parents=True, exist_ok=True)
+        part = incoming / f"{piece.recording_id}.part"
+        row = self.db.execute(
+            "SELECT size, sha256, received FROM uploads WHERE device = ? AND id = ?",
+            (piece.device, piece.recording_id),
+        ).fetchone()
+        if row is None or row[1] != piece.sha256 or row[0] != piece.size:
+            received: list[list[int]] = []  # a new upload (or new content): start afresh
+            part.unlink(missing_ok=True)
+        else:
+            received = json.loads(row[2])
+        fd = os.open(part, os.O_WRONLY | os.O_CREAT, 0o640)
+        try:
+            os.pwrite(fd, piece.data, piece.offset)
+        finally:
+            os.close(fd)
+        received = _merge(received, [piece.offset, piece.offset + len(piece.data)])
+        self.db.execute(
+            "INSERT OR REPLACE INTO uploads (device, id, size, sha256, received) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (piece.device, piece.recording_id, piece.size, piece.sha256, json.dumps(received)),
+        )
+        if received != [[0, piece.size]]:
+            return None
+        data = part.read_bytes()
+        if hashlib.sha256(data).hexdigest() != piece.sha256:
+            part.unlink()  # corrupt in transit: have it sent again
+            self.db.execute(
+                "DELETE FROM uploads WHERE device = ? AND id = ?",
+                (piece.device, piece.recording_id),
+            )
+            return None
+        final_dir = self.data_dir / "recordings" / piece.device
+        final_dir.mkdir(parents=True, exist_ok=True)
+        final = final_dir / f"{piece.recording_id}.lrec"
+        with open(part, "rb+") as file:
+            os.fsync(file.fileno())
+        os.replace(part, final)
+        _fsync_dir(final_dir)
+        return final
+
+    def index(
+        self,
+        device: str,
+        recording_id: str,
+        path: Path,
+        sha256: str,
+        facts: dict[str, Any],
+        received_at: float,
+    ) -> None:
+        self.db.execute(
+            "INSERT OR REPLACE INTO recordings (id, device, seq, line, started_at, duration, "
+            "state, caller_number, called_number, path, sha256, received_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                recording_id,
+                device,
+                facts.get("seq"),
+                facts.get("line"),
+                facts.get("started_at"),
+                facts.get("duration"),
+                facts.get("state"),
+                facts.get("caller_number"),
+                facts.get("called_number"),
+                str(path),
+                sha256,
+                received_at,
+            ),
+        )
+        self.db.execute("DELETE FROM uploads WHERE device = ? AND id = ?", (device, recording_id))
+
+    def recordings(self) -> list[dict[str, Any]]:
+        cursor = self.db.execute(
+            "SELECT id, device, line, started_at, duration, state, caller_number, "
+            "called_number, path FROM recordings ORDER BY device, seq"
+        )
+        names = [c[0] for c in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor]
+
+    def audit(self, action: str, recording_id: str | None, reason: str) -> None:
+        """Every access at the collector leaves a record: who, when, what, why."""
+        self.db.execute(
+            "INSERT INTO audit (at, who, action, recording, reason) VALUES (?, ?, ?, ?, ?)",
+            (time.time(), getpass.getuser(), action, recording_id, reason),
+        )
+
+    def recording(self, recording_id: str) -> dict[str, Any] | None:
+        return next((r for r in self.recordings() if r["id"] == recording_id), None)
+
+
+def _merge(ranges: list[list[int]], new: list[int]) -> list[list[int]]:
+    merged: list[list[int]] = []
+    for start, end in sorted([*ranges, new]):
+        if merged and start <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end])
+    return merged

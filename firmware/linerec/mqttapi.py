@@ -1,0 +1,92 @@
+"""The MQTT API, shared by the appliance's uplink and the collector (docs/mqtt-api.md).
+
+Topics, all under `linerec/v1/<device-id>/`:
+
+    status              retained; {"state": "online"|"offline"|"stopped", "connection": n}
+    event               QoS 1; one call or health event, with the device's event sequence number
+    upload/<recording>  QoS 1; a piece of a sealed recording file (user properties: offset,
+                        size, sha256 of the whole file)
+    ack                 collector -> device, QoS 1; signed: events up to a sequence number, or a
+                        recording, stored and synced at the collector
+
+Acks are JSON signed with the collector's Ed25519 key; the appliance acts only on an ack whose
+signature holds and that names it.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from linerec.errors import LinerecError
+
+PREFIX = "linerec/v1"
+SHARE = "$share/linerec-collectors"
+CHUNK = 32 * 1024  # bytes of recording per upload message (well under any broker's limit)
+
+
+class ApiError(LinerecError, ValueError):
+    """A message that is not what the API says: names the topic and what is wrong."""
+
+
+def topic(device: str, *parts: str) -> str:
+    return "/".join((PREFIX, device, *parts))
+
+
+def parse_topic(name: str) -> tuple[str, list[str]]:
+    """(device, rest) of a linerec topic; ApiError if it is not one."""
+    parts = name.split("/")
+    if len(parts) < 4 or "/".join(parts[:2]) != PREFIX or not parts[2]:
+        raise ApiError(f"{name}: not a {PREFIX}/<device>/... topic")
+    return parts[2], parts[3:]
+
+
+def canonical(value: dict[str, Any]) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
+
+
+def sign(key: Ed25519PrivateKey, body: dict[str, Any]) -> bytes:
+    unsigned = {k: v for k, v in body.items() if k != "sig"}
+    signature = key.sign(b"linerec-ack-v1" + canonical(unsigned))
+    return canonical({**unsigned, "sig": base64.b64encode(signature).decode()})
+
+
+def verify(key: Ed25519PublicKey, data: bytes, where: str) -> dict[str, Any]:
+    """The body of a signed message; ApiError naming `where` if it is malformed or forged."""
+    try:
+        body = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ApiError(f"{where}: not JSON: {exc}") from exc
+    if not isinstance(body, dict) or not isinstance(body.get("sig"), str):
+        raise ApiError(f"{where}: not a signed object")
+    unsigned = {k: v for k, v in body.items() if k != "sig"}
+    try:
+        key.verify(base64.b64decode(body["sig"]), b"linerec-ack-v1" + canonical(unsigned))
+    except (InvalidSignature, ValueError) as exc:
+        raise ApiError(f"{where}: bad signature (not signed by the collector's key)") from exc
+    return unsigned
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Broker:
+    host: str
+    port: int
+    tls: bool
+
+    @classmethod
+    def parse(cls, url: str, *, allow_plaintext: bool) -> Broker:
+        parts = urlsplit(url)
+        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+            raise ValueError(f"must be mqtts://host[:port] or mqtt://host[:port] (got {url!r})")
+        if parts.scheme == "mqtt" and not allow_plaintext:
+            raise ValueError(
+                f"{url!r} is not encrypted: use mqtts://, or set allow_plaintext = true"
+            )
+        tls = parts.scheme == "mqtts"
+        return cls(host=parts.hostname, port=parts.port or (8883 if tls else 1883), tls=tls)

@@ -1,0 +1,1 @@
+"""The appliance's uplink: events and sealed recordings to the collector over MQTT."""

@@ -1,0 +1,269 @@
+"""The appliance's uplink: events and sealed recordings to the collector, over MQTT 5.
+
+Nothing is dropped while disconnected: events wait in the outbox and recordings in the ring
+(the card is the outbox); on every connect the uplink publishes its retained status and sends
+again whatever the collector has not acknowledged. A PUBACK from the broker changes nothing
+on the card; only the collector's signed ack, sent after its own fsync, does.
+
+Threads: paho's network thread only hands acks to `_acked` and wakes the sender; the sender
+thread publishes, with a bounded number of messages in flight.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from linerec.mqttapi import CHUNK, ApiError, Broker, topic, verify
+from linerec.store.keys import CollectorPublic
+from linerec.store.ring import RingStore
+from linerec.uplink.outbox import EventOutbox
+
+log = logging.getLogger(__name__)
+
+IN_FLIGHT = 16  # QoS 1 messages published and not yet PUBACKed
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UplinkSettings:
+    broker: Broker
+    device_id: str
+    collector: CollectorPublic
+    ca: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
+
+
+class Uplink:
+    def __init__(
+        self,
+        settings: UplinkSettings,
+        ring: RingStore,
+        outbox: EventOutbox,
+        *,
+        on_problem: Callable[[str], None] = lambda message: None,
+    ) -> None:
+        self.settings = settings
+        self.ring = ring
+        self.outbox = outbox
+        self._on_problem = on_problem
+        self._device = settings.device_id
+        self._wake = threading.Condition()
+        self._stop = threading.Event()
+        self._connected = threading.Event()
+        self._session = 0  # bumped on every connect: what was sent before must go again
+        self._sent: set[str] = set()  # what went in this session
+        self._unacked = 0  # QoS 1 publishes the broker has not PUBACKed (under _wake)
+        self._connection = self._load_counter()
+        self._save_counter()
+        self.client = self._make_client()
+        self._sender = threading.Thread(target=self._send_loop, name="uplink", daemon=True)
+
+    # -- life cycle ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        broker = self.settings.broker
+        self.client.connect_async(broker.host, broker.port, keepalive=30)
+        self.client.loop_start()
+        self._sender.start()
+
+    def stop(self) -> None:
+        """A clean stop: `stopped` in the retained status (the will is for unclean ones)."""
+        self._stop.set()
+        self.kick()
+        if self._connected.is_set():
+            info = self.client.publish(
+                topic(self._device, "status"), self._status("stopped"), qos=1, retain=True
+            )
+            info.wait_for_publish(timeout=5)
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def kick(self) -> None:
+        """Something new waits (an event, a sealed recording): send it now."""
+        with self._wake:
+            self._wake.notify_all()
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def waiting(self) -> tuple[int, list[str]]:
+        """(events, recordings) the collector has not acknowledged yet."""
+        return len(self.outbox.pending()), [e.id for e in self.ring.sealed()]
+
+    # -- MQTT ------------------------------------------------------------------------------
+
+    def _make_client(self) -> mqtt.Client:
+        client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=f"linerec-{self._device}",
+            protocol=mqtt.MQTTv5,
+        )
+        settings = self.settings
+        if settings.broker.tls:
+            client.tls_set(
+                ca_certs=str(settings.ca) if settings.ca else None,
+                certfile=str(settings.cert) if settings.cert else None,
+                keyfile=str(settings.key) if settings.key else None,
+            )
+        client.reconnect_delay_set(min_delay=1, max_delay=60)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        client.on_publish = self._on_publish
+        self._set_will(client)
+        return client
+
+    def _set_will(self, client: mqtt.Client) -> None:
+        # The will carries this connection's counter, so a will from an old connection that
+        # arrives late cannot mark the device offline after it has reconnected.
+        client.will_set(topic(self._device, "status"), self._status("offline"), qos=1, retain=True)
+
+    def _status(self, state: str) -> bytes:
+        return json.dumps(
+            {"state": state, "connection": self._connection, "t": time.time()}
+        ).encode()
+
+    def _on_connect(
+        self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any
+    ) -> None:
+        if reason.is_failure:
+            self._on_problem(f"broker refused the connection: {reason}")
+            return
+        client.subscribe(topic(self._device, "ack"), qos=1)
+        client.publish(topic(self._device, "status"), self._status("online"), qos=1, retain=True)
+        self._session += 1
+        self._connected.set()
+        log.info("uplink connected to %s:%d", self.settings.broker.host, self.settings.broker.port)
+        self.kick()
+
+    def _on_disconnect(
+        self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any
+    ) -> None:
+        self._connected.clear()
+        # Next connection, next counter: a will from this one must not count against it.
+        self._connection += 1
+        self._save_counter()
+        self._set_will(client)
+        with self._wake:  # whatever was in flight is sent again after the reconnect
+            self._unacked = 0
+            self._wake.notify_all()
+        if not self._stop.is_set():
+            self._on_problem(f"broker connection lost: {reason}")
+
+    def _on_publish(
+        self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, properties: Any
+    ) -> None:
+        with self._wake:
+            self._unacked = max(self._unacked - 1, 0)
+            self._wake.notify_all()
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        where = f"topic {message.topic}"
+        payload = bytes(message.payload)
+        try:
+            ack = verify(self.settings.collector.signing, payload, where)
+            if ack.get("device") != self._device:
+                raise ApiError(
+                    f"{where}: ack for device {ack.get('device')!r}, not {self._device!r}"
+                )
+            if ack.get("kind") == "events" and isinstance(ack.get("upto"), int):
+                self.outbox.acknowledge(ack["upto"])
+            elif ack.get("kind") == "recording" and isinstance(ack.get("id"), str):
+                entry = self.ring.entries.get(ack["id"])
+                if entry is not None and ack.get("sha256") == _sha256(entry.path):
+                    self.ring.acknowledge(ack["id"], payload)
+                elif entry is not None:
+                    raise ApiError(f"{where}: ack for {ack['id']} names other content")
+            else:
+                raise ApiError(f"{where}: not an events or recording ack")
+        except (ApiError, OSError, KeyError) as exc:
+            log.warning("ignored a message: %s", exc)
+            self._on_problem(str(exc))
+        self.kick()
+
+    # -- sending ---------------------------------------------------------------------------
+
+    def _send_loop(self) -> None:
+        while not self._stop.is_set():
+            if self._connected.is_set():
+                try:
+                    self._send_pending()
+                except (OSError, RuntimeError) as exc:
+                    log.warning("uplink send failed, will retry: %s", exc)
+            with self._wake:
+                self._wake.wait(timeout=1.0 + random.random())
+
+    def _send_pending(self) -> None:
+        session = self._session
+        for seq, payload in self.outbox.pending():
+            key = f"{session}:event:{seq}"
+            if key not in self._sent and self._publish(topic(self._device, "event"), payload):
+                self._sent.add(key)
+        for entry in self.ring.sealed():
+            key = f"{session}:recording:{entry.id}"
+            if key in self._sent:
+                continue
+            if self._upload(entry.id, entry.path):
+                self._sent.add(key)
+
+    def _upload(self, recording_id: str, path: Path) -> bool:
+        data = path.read_bytes()
+        digest = hashlib.sha256(data).hexdigest()
+        for offset in range(0, len(data), CHUNK) or [0]:
+            properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            properties.UserProperty = [
+                ("offset", str(offset)),
+                ("size", str(len(data))),
+                ("sha256", digest),
+            ]
+            piece = data[offset : offset + CHUNK]
+            if not self._publish(topic(self._device, "upload", recording_id), piece, properties):
+                return False
+        return True
+
+    def _publish(self, name: str, payload: bytes, properties: Properties | None = None) -> bool:
+        with self._wake:  # a bounded window: a backlog of days does not flood memory
+            while self._unacked >= IN_FLIGHT:
+                if not self._connected.is_set() or self._stop.is_set():
+                    return False
+                self._wake.wait(timeout=0.5)
+            self._unacked += 1
+        info = self.client.publish(name, payload, qos=1, properties=properties)
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            with self._wake:
+                self._unacked -= 1
+            return False
+        return True
+
+    # -- the connection counter ----------------------------------------------------------------
+
+    def _counter_path(self) -> Path:
+        return self.outbox.dir / "connection"
+
+    def _load_counter(self) -> int:
+        try:
+            return int(self._counter_path().read_text()) + 1
+        except (OSError, ValueError):
+            return 1
+
+    def _save_counter(self) -> None:
+        self._counter_path().write_text(str(self._connection))
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
