@@ -62,6 +62,7 @@ class Collector:
         self.client.reconnect_delay_set(min_delay=1, max_delay=30)
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
+        self.client.on_subscribe = self._on_subscribe
 
     def start(self) -> None:
         broker = self.settings.broker
@@ -85,10 +86,18 @@ class Collector:
         if reason.is_failure:
             self._problem(f"broker refused the connection: {reason}")
             return
-        for suffix in ("event", "upload/+"):
-            client.subscribe(f"{SHARE}/linerec/v1/+/{suffix}", qos=1)
-        self.ready.set()
+        client.subscribe(
+            [(f"{SHARE}/linerec/v1/+/event", 1), (f"{SHARE}/linerec/v1/+/upload/+", 1)]
+        )
         log.info("collector connected")
+
+    def _on_subscribe(
+        self, client: mqtt.Client, userdata: Any, mid: int, reasons: Any, properties: Any
+    ) -> None:
+        if any(reason.is_failure for reason in reasons):
+            self._problem(f"broker refused the subscriptions: {reasons}")
+            return
+        self.ready.set()  # subscribed: from now on nothing published is missed
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         try:

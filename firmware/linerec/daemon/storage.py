@@ -19,7 +19,9 @@ from linerec.uplink.client import Uplink, UplinkSettings
 from linerec.uplink.outbox import EventOutbox
 
 
-def open_uplink(config: Config, ring: RingStore) -> Uplink:
+def open_uplink(
+    config: Config, ring: RingStore, on_problem: Callable[[str], None] = lambda message: None
+) -> Uplink:
     """The uplink of `[uplink]`, over the ring's own outbox directory."""
     assert config.uplink is not None
     settings = UplinkSettings(
@@ -30,7 +32,7 @@ def open_uplink(config: Config, ring: RingStore) -> Uplink:
         cert=config.uplink.cert,
         key=config.uplink.key,
     )
-    return Uplink(settings, ring, open_outbox(config))
+    return Uplink(settings, ring, open_outbox(config), on_problem=on_problem)
 
 
 def open_outbox(config: Config) -> EventOutbox:

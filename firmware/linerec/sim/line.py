@@ -126,16 +126,18 @@ def render_line(calls: list[ScriptedCall]) -> RenderedLine:
     """Lay the calls of one line end to end and render them."""
     timeline = _Timeline()
     for call in calls:
+        begins = timeline.cursor  # `at` counts from the start of its own call
         for step in call.steps:
             if step.at is not None:
-                if step.at + 1e-9 < timeline.cursor:
+                at = begins + step.at
+                if at + 1e-9 < timeline.cursor:
                     raise CallFileError(
                         call.source,
                         f"{step.where}.at",
                         f"{step.at:g} s is before the end of the previous step "
-                        f"({timeline.cursor:.3f} s)",
+                        f"({timeline.cursor - begins:.3f} s)",
                     )
-                timeline.cursor = step.at
+                timeline.cursor = at
             _apply(timeline, step, call.source)
     return RenderedLine(
         chunks=tuple(sorted(timeline.chunks, key=lambda chunk: chunk[0])),

@@ -35,6 +35,7 @@ from linerec.uplink.outbox import EventOutbox
 log = logging.getLogger(__name__)
 
 IN_FLIGHT = 16  # QoS 1 messages published and not yet PUBACKed
+RESEND_AFTER = 10.0  # seconds without the collector's ack before sending again
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -65,7 +66,7 @@ class Uplink:
         self._stop = threading.Event()
         self._connected = threading.Event()
         self._session = 0  # bumped on every connect: what was sent before must go again
-        self._sent: set[str] = set()  # what went in this session
+        self._sent: dict[str, float] = {}  # what went in this session, and when
         self._unacked = 0  # QoS 1 publishes the broker has not PUBACKed (under _wake)
         self._connection = self._load_counter()
         self._save_counter()
@@ -208,18 +209,24 @@ class Uplink:
             with self._wake:
                 self._wake.wait(timeout=1.0 + random.random())
 
+    def _due(self, key: str) -> bool:
+        # Sent in this session and not acknowledged for a while: the collector may not have
+        # been subscribed when it went (a broker restart drops what no one subscribed to).
+        sent = self._sent.get(key)
+        return sent is None or time.monotonic() - sent > RESEND_AFTER
+
     def _send_pending(self) -> None:
         session = self._session
         for seq, payload in self.outbox.pending():
             key = f"{session}:event:{seq}"
-            if key not in self._sent and self._publish(topic(self._device, "event"), payload):
-                self._sent.add(key)
+            if self._due(key) and self._publish(topic(self._device, "event"), payload):
+                self._sent[key] = time.monotonic()
         for entry in self.ring.sealed():
             key = f"{session}:recording:{entry.id}"
-            if key in self._sent:
-                continue
-            if self._upload(entry.id, entry.path):
-                self._sent.add(key)
+            if self._due(key) and self._upload(entry.id, entry.path):
+                self._sent[key] = time.monotonic()
+        if len(self._sent) > 10_000:  # forget old sessions' keys
+            self._sent = {k: v for k, v in self._sent.items() if k.startswith(f"{session}:")}
 
     def _upload(self, recording_id: str, path: Path) -> bool:
         data = path.read_bytes()

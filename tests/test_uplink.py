@@ -1,0 +1,267 @@
+"""Appliance to collector over a real mosquitto broker on loopback."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from broker import Mosquitto
+from linerec.collector.config import load_collector_config
+from linerec.collector.service import Collector
+from linerec.config import load_config
+from linerec.daemon.simulate import example_call, simulate
+from linerec.store.keys import keygen
+from linerec.store.ring import read_entry
+
+LINEREC = [sys.executable, "-m", "linerec.cli"]
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Mosquitto]:
+    mosquitto = Mosquitto(tmp_path).start()
+    yield mosquitto
+    mosquitto.stop()
+
+
+@pytest.fixture
+def site(tmp_path: Path, broker: Mosquitto) -> dict[str, Path]:
+    keygen(tmp_path / "keys")
+    appliance = tmp_path / "linerec.toml"
+    appliance.write_text(
+        '[device]\nid = "box1"\n[store]\ndir = "ring"\nrecipients = ["keys/collector.pub"]\n'
+        f'[uplink]\nbroker = "{broker.url}"\nallow_plaintext = true\n'
+    )
+    collector = tmp_path / "collector.toml"
+    collector.write_text(
+        f'[collector]\nbroker = "{broker.url}"\nallow_plaintext = true\ndata_dir = "central"\n'
+        'key = "keys/collector.key"\n'
+    )
+    return {"appliance": appliance, "collector": collector, "root": tmp_path}
+
+
+def run_collector(config: Path) -> tuple[Collector, threading.Event, threading.Thread]:
+    collector = Collector(
+        load_collector_config(config), client_id=f"collector-{time.monotonic_ns()}"
+    )
+    stop = threading.Event()
+    thread = threading.Thread(target=collector.run, args=(stop,), daemon=True)
+    thread.start()
+    assert collector.ready.wait(10)
+    return collector, stop, thread
+
+
+def test_recordings_and_events_reach_the_collector_once(site: dict[str, Path]) -> None:
+    config = load_config(site["appliance"])
+    for call in ("inbound.toml", "outbound.toml"):
+        simulate([example_call(call)], config=config, store_dir=None, emit=lambda e: None)
+    outbox = sorted((site["root"] / "ring" / "outbox").glob("*.json"))
+    assert len(outbox) >= 12  # every event waits on the card
+    collector, stop, thread = run_collector(site["collector"])
+    try:
+        flush = subprocess.run(
+            [*LINEREC, "uplink", "flush", "--config", str(site["appliance"]), "--timeout", "30"],
+            capture_output=True,
+            text=True,
+        )
+        assert flush.returncode == 0, flush.stderr
+        assert "everything acknowledged" in flush.stdout
+        # again: nothing is sent twice, nothing is stored twice
+        again = subprocess.run(
+            [*LINEREC, "uplink", "flush", "--config", str(site["appliance"]), "--timeout", "10"],
+            capture_output=True,
+            text=True,
+        )
+        assert again.returncode == 0, again.stderr
+    finally:
+        stop.set()
+        thread.join(10)
+    assert list((site["root"] / "ring" / "outbox").glob("*.json")) == []
+    ring = site["root"] / "ring"
+    entries = [read_entry(p) for p in sorted(ring.glob("*.lrec"))]
+    assert [e.acknowledged for e in entries] == [True, True]
+    rows = collector.store.recordings()
+    assert sorted(r["id"] for r in rows) == sorted(e.id for e in entries)
+    inbound = next(r for r in rows if r["caller_number"])
+    assert inbound["caller_number"] == "5551234567"
+    assert next(r for r in rows if r["called_number"])["called_number"] == "5551234"
+    seqs = [
+        row[0]
+        for row in collector.store.db.execute(
+            "SELECT seq FROM events WHERE device = 'box1' ORDER BY seq"
+        )
+    ]
+    assert seqs == list(range(1, len(outbox) + 1))
+    listed = subprocess.run(
+        [*LINEREC, "collector", "list", "--json", "--config", str(site["collector"])],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert len(listed.stdout.splitlines()) == 2
+    out = site["root"] / "export.wav"
+    exported = subprocess.run(
+        [
+            *LINEREC,
+            "collector",
+            "export",
+            inbound["id"],
+            "--reason",
+            "customer request #12",
+            "-o",
+            str(out),
+            "--config",
+            str(site["collector"]),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert exported.returncode == 0, exported.stderr
+    assert json.loads(out.with_suffix(".json").read_text())["metadata"]["caller_name"] == "JOHN DOE"
+    audit = collector.store.db.execute(
+        "SELECT action, recording, reason FROM audit ORDER BY at"
+    ).fetchall()
+    assert [a[0] for a in audit] == ["list", "export"]
+    assert audit[1][1:] == (inbound["id"], "customer request #12")
+
+
+def test_flush_with_no_collector_times_out_saying_what_waits(site: dict[str, Path]) -> None:
+    simulate(
+        [example_call("inbound.toml")],
+        config=load_config(site["appliance"]),
+        store_dir=None,
+        emit=lambda e: None,
+    )
+    flush = subprocess.run(
+        [*LINEREC, "uplink", "flush", "--config", str(site["appliance"]), "--timeout", "3"],
+        capture_output=True,
+        text=True,
+    )
+    assert flush.returncode == 1
+    assert "still waiting" in flush.stderr and "1 recording(s)" in flush.stderr
+
+
+def test_flush_with_the_broker_down_says_so(site: dict[str, Path], broker: Mosquitto) -> None:
+    simulate(
+        [example_call("inbound.toml")],
+        config=load_config(site["appliance"]),
+        store_dir=None,
+        emit=lambda e: None,
+    )
+    broker.stop()
+    flush = subprocess.run(
+        [*LINEREC, "uplink", "flush", "--config", str(site["appliance"]), "--timeout", "2"],
+        capture_output=True,
+        text=True,
+    )
+    assert flush.returncode == 1
+    assert "not connected to mqtt://127.0.0.1" in flush.stderr
+
+
+def test_broker_outage_in_the_middle_loses_nothing(
+    site: dict[str, Path], broker: Mosquitto
+) -> None:
+    config = load_config(site["appliance"])
+    simulate([example_call("inbound.toml")], config=config, store_dir=None, emit=lambda e: None)
+    collector, stop, thread = run_collector(site["collector"])
+    try:
+        broker.stop()
+        simulate(
+            [example_call("outbound.toml")], config=config, store_dir=None, emit=lambda e: None
+        )
+        broker.start()
+        flush = subprocess.run(
+            [*LINEREC, "uplink", "flush", "--config", str(site["appliance"]), "--timeout", "60"],
+            capture_output=True,
+            text=True,
+        )
+        assert flush.returncode == 0, flush.stderr
+    finally:
+        stop.set()
+        thread.join(10)
+    assert len(collector.store.recordings()) == 2
+    assert collector.store.gaps("box1") == []
+
+
+def test_malformed_messages_are_named_and_change_nothing(
+    site: dict[str, Path], broker: Mosquitto
+) -> None:
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    collector, stop, thread = run_collector(site["collector"])
+    try:
+        client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        client.connect("127.0.0.1", broker.port)
+        client.loop_start()
+        for name, payload in (
+            ("linerec/v1/box9/event", b"not json"),
+            ("linerec/v1/box9/event", b'{"seq": -1}'),
+            ("linerec/v1/box9/upload/x", b"piece without properties"),
+        ):
+            client.publish(name, payload, qos=1).wait_for_publish(5)
+        deadline = time.monotonic() + 5
+        while len(collector.problems) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        client.loop_stop()
+        client.disconnect()
+    finally:
+        stop.set()
+        thread.join(10)
+    assert collector.problems == [
+        "linerec/v1/box9/event: not JSON: Expecting value: line 1 column 1 (char 0)",
+        "linerec/v1/box9/event: an event needs a positive integer seq",
+        "linerec/v1/box9/upload/x: upload needs offset, size and sha256 user properties",
+    ]
+    assert collector.store.recordings() == []
+
+
+def test_forged_or_misaddressed_acks_change_nothing(
+    site: dict[str, Path], broker: Mosquitto
+) -> None:
+    import paho.mqtt.client as mqtt
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    from linerec.daemon.storage import open_store, open_uplink
+    from linerec.mqttapi import sign
+    from linerec.store.keys import load_private
+
+    config = load_config(site["appliance"])
+    simulate([example_call("inbound.toml")], config=config, store_dir=None, emit=lambda e: None)
+    ring = open_store(config, emit=lambda e: None, clock=time.monotonic)
+    problems: list[str] = []
+    uplink = open_uplink(config, ring, on_problem=problems.append)
+    uplink.start()
+    (entry,) = ring.sealed()
+    collector_key = load_private(site["root"] / "keys" / "collector.key").signing
+    forged = sign(
+        Ed25519PrivateKey.generate(), {"kind": "recording", "device": "box1", "id": entry.id}
+    )
+    elsewhere = sign(collector_key, {"kind": "events", "device": "box2", "upto": 999})
+    client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    client.connect("127.0.0.1", broker.port)
+    client.loop_start()
+    try:
+        deadline = time.monotonic() + 10
+        while not uplink.connected and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for payload in (forged, elsewhere, b"garbage"):
+            client.publish("linerec/v1/box1/ack", payload, qos=1).wait_for_publish(5)
+        while len(problems) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        client.loop_stop()
+        client.disconnect()
+        uplink.stop()
+    assert any("bad signature" in p for p in problems)
+    assert any("ack for device 'box2', not 'box1'" in p for p in problems)
+    assert any("not JSON" in p for p in problems)
+    assert [e.id for e in ring.sealed()] == [entry.id]  # still waiting for a real ack
+    assert len(uplink.outbox.pending()) > 0
