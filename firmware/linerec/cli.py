@@ -107,6 +107,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     flush.add_argument("--config", type=Path, default=None)
     flush.add_argument("--timeout", type=float, default=60.0, metavar="S")
+    csr = uplink_commands.add_parser(
+        "csr", help="make this device's TLS key and certificate request"
+    )
+    csr.add_argument("--config", type=Path, default=None)
+    csr.add_argument("--out", type=Path, required=True, metavar="DIR")
 
     collector = commands.add_parser("collector", help="the server side: receive, list, export")
     collector_commands = collector.add_subparsers(
@@ -121,6 +126,25 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("-o", "--output", type=Path, required=True, metavar="OUT.wav")
     for sub_parser in (collector_run, collector_list, export):
         sub_parser.add_argument("--config", type=Path, default=None)
+    enroll = collector_commands.add_parser(
+        "enroll", help="sign a device's request; write the broker's TLS and ACL files"
+    )
+    enroll.add_argument("csr", type=Path, metavar="DEVICE.csr")
+    enroll.add_argument(
+        "--site",
+        type=Path,
+        required=True,
+        metavar="DIR",
+        help="the site's CA and broker files (made on first use)",
+    )
+    enroll.add_argument(
+        "--broker-name",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="host name or address of the broker (repeatable)",
+    )
+    enroll.add_argument("--port", type=int, default=8883)
 
     config = commands.add_parser("config", help="configuration tools")
     config_commands = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
@@ -141,7 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "analyze":
             return _analyze(args)
         if args.command == "uplink":
-            return _uplink_flush(args)
+            return _uplink_flush(args) if args.uplink_command == "flush" else _uplink_csr(args)
         if args.command == "collector":
             return _collector(args)
         if args.command == "decrypt":
@@ -220,7 +244,30 @@ def _uplink_flush(args: argparse.Namespace) -> int:
         uplink.stop()
 
 
+def _uplink_csr(args: argparse.Namespace) -> int:
+    from linerec.collector.enroll import device_request
+    from linerec.config import DEFAULT_PATH, load_config
+
+    config = load_config(args.config or DEFAULT_PATH)
+    device = config.uplink.device_id if config.uplink else config.device_id
+    key, csr = device_request(device, args.out)
+    print(f"{key}: this device's TLS key (0600): [uplink] key")
+    print(f"{csr}: give it to `linerec collector enroll`; its answer goes in [uplink] cert")
+    return 0
+
+
 def _collector(args: argparse.Namespace) -> int:
+    if args.collector_command == "enroll":
+        from linerec.collector.enroll import enroll
+
+        cert = enroll(
+            args.csr, args.site, broker_names=args.broker_name or ["localhost"], port=args.port
+        )
+        print(
+            f"{cert}: the device's certificate ([uplink] cert); CA for [uplink] ca: "
+            f"{args.site / 'ca.crt'}; broker: mosquitto -c {args.site / 'mosquitto.conf'}"
+        )
+        return 0
     from linerec.collector.config import DEFAULT_PATH, load_collector_config
 
     settings = load_collector_config(args.config or DEFAULT_PATH)

@@ -172,6 +172,8 @@ class Uplink:
         with self._wake:
             self._unacked = max(self._unacked - 1, 0)
             self._wake.notify_all()
+        if reason is not None and reason.is_failure:  # e.g. the ACL: not authorised
+            self._on_problem(f"broker refused a publish: {reason}")
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         where = f"topic {message.topic}"

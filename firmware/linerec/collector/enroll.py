@@ -1,0 +1,197 @@
+"""Setting a site up: a device CA, device certificates, and the broker's TLS and ACL pieces.
+
+* `linerec uplink csr --out DIR` (on the appliance): the device's TLS key (mode 0600) and a
+  certificate request whose common name is its device id.
+* `linerec collector enroll CSR --site DIR`: signs it with the site's device CA (made on first
+  use), and writes the broker-side pieces into DIR: the CA, a server certificate for the broker,
+  a client certificate for the collector, `mosquitto.conf` (TLS with `require_certificate` and
+  `use_identity_as_username`) and `acl` (each device writes only under its own id).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from linerec.errors import LinerecError
+
+VALID_DAYS = 3650
+COLLECTOR_NAME = "linerec-collector"
+
+
+class EnrollError(LinerecError, ValueError):
+    pass
+
+
+def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
+    data = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as file:
+        file.write(data)
+
+
+def _load_key(path: Path) -> ec.EllipticCurvePrivateKey:
+    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise EnrollError(f"{path}: not an EC private key")
+    return key
+
+
+def _name(common: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])
+
+
+def device_request(device_id: str, directory: Path) -> tuple[Path, Path]:
+    """The device's TLS key and CSR (CN = device id)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    key_path, csr_path = directory / "device.key", directory / f"{device_id}.csr"
+    if not key_path.exists():
+        _write_key(key_path, ec.generate_private_key(ec.SECP256R1()))
+    key = _load_key(key_path)
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(_name(device_id))
+        .sign(key, hashes.SHA256())
+    )
+    csr_path.write_bytes(csr.public_bytes(serialization.Encoding.PEM))
+    return key_path, csr_path
+
+
+def _ca(site: Path) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    key_path, cert_path = site / "ca.key", site / "ca.crt"
+    if key_path.exists() and cert_path.exists():
+        return _load_key(key_path), x509.load_pem_x509_certificate(cert_path.read_bytes())
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name("linerec site device CA"))
+        .issuer_name(_name("linerec site device CA"))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=VALID_DAYS))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    _write_key(key_path, key)
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return key, cert
+
+
+def _issue(
+    site: Path,
+    subject: str,
+    public: ec.EllipticCurvePublicKey,
+    *,
+    server_names: list[str] | None = None,
+) -> x509.Certificate:
+    ca_key, ca_cert = _ca(site)
+    now = dt.datetime.now(dt.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(_name(subject))
+        .issuer_name(ca_cert.subject)
+        .public_key(public)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=VALID_DAYS))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+    )
+    if server_names:
+        import ipaddress
+
+        alt: list[x509.GeneralName] = []
+        for name in server_names:
+            try:
+                alt.append(x509.IPAddress(ipaddress.ip_address(name)))
+            except ValueError:
+                alt.append(x509.DNSName(name))
+        builder = builder.add_extension(x509.SubjectAlternativeName(alt), critical=False)
+        builder = builder.add_extension(
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
+        )
+    else:
+        builder = builder.add_extension(
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False
+        )
+    return builder.sign(ca_key, hashes.SHA256())
+
+
+def enroll(csr_path: Path, site: Path, *, broker_names: list[str], port: int = 8883) -> Path:
+    """Sign a device's CSR; (re)write the broker's pieces. Returns the device certificate."""
+    site.mkdir(parents=True, exist_ok=True)
+    try:
+        csr = x509.load_pem_x509_csr(csr_path.read_bytes())
+    except (OSError, ValueError) as exc:
+        raise EnrollError(f"{csr_path}: not a PEM certificate request: {exc}") from exc
+    if not csr.is_signature_valid:
+        raise EnrollError(f"{csr_path}: the request's signature does not hold")
+    names = csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    device = str(names[0].value) if names else ""
+    if not device or device == COLLECTOR_NAME or "/" in device or "+" in device or "#" in device:
+        raise EnrollError(f"{csr_path}: common name {device!r} is not a usable device id")
+    public = csr.public_key()
+    if not isinstance(public, ec.EllipticCurvePublicKey):
+        raise EnrollError(f"{csr_path}: expected an EC key")
+    cert = _issue(site, device, public)
+    cert_path = site / f"{device}.crt"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    _broker_pieces(site, broker_names, port)
+    return cert_path
+
+
+def _broker_pieces(site: Path, broker_names: list[str], port: int) -> None:
+    for name, names in (("broker", broker_names), (COLLECTOR_NAME, None)):
+        key_path = site / f"{name}.key"
+        if not key_path.exists():
+            _write_key(key_path, ec.generate_private_key(ec.SECP256R1()))
+        cert_path = site / f"{name}.crt"
+        if not cert_path.exists():
+            cert = _issue(site, name, _load_key(key_path).public_key(), server_names=names)
+            cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (site / "acl").write_text(
+        "# linerec: each device writes only under its own id and reads only its own acks.\n"
+        "# %u is the device id: the common name of its certificate (use_identity_as_username).\n"
+        "pattern write linerec/v1/%u/status\n"
+        "pattern write linerec/v1/%u/event\n"
+        "pattern write linerec/v1/%u/upload/#\n"
+        "pattern read linerec/v1/%u/ack\n\n"
+        f"user {COLLECTOR_NAME}\n"
+        "topic read linerec/v1/+/event\n"
+        "topic read linerec/v1/+/upload/#\n"
+        "topic read linerec/v1/+/status\n"
+        "topic write linerec/v1/+/ack\n"
+    )
+    (site / "mosquitto.conf").write_text(
+        "# linerec site broker: TLS with client certificates, one identity per device.\n"
+        f"listener {port}\n"
+        f"cafile {site / 'ca.crt'}\n"
+        f"certfile {site / 'broker.crt'}\n"
+        f"keyfile {site / 'broker.key'}\n"
+        "require_certificate true\n"
+        "use_identity_as_username true\n"
+        f"acl_file {site / 'acl'}\n"
+    )
