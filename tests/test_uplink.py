@@ -265,3 +265,90 @@ def test_forged_or_misaddressed_acks_change_nothing(
     assert any("not JSON" in p for p in problems)
     assert [e.id for e in ring.sealed()] == [entry.id]  # still waiting for a real ack
     assert len(uplink.outbox.pending()) > 0
+
+
+def test_commands_reach_a_running_daemon(site: dict[str, Path], broker: Mosquitto) -> None:
+    """`linerec run` on the simulated line, a call in progress; the collector pauses and
+    resumes it (PCI), holds a recording, and a replayed command is refused, all by MQTT."""
+    import os
+    import signal as signals
+
+    from linerec.store.keys import load_private
+    from linerec.store.reader import decrypt
+
+    call = site["root"] / "long-call.toml"
+    call.write_text(
+        '[[call]]\nconsent = "one-party"\n[[call.step]]\nat = 0.5\noff_hook = true\n'
+        '[[call.step]]\nsay = "caller"\n[[call.step]]\nsay = "office"\n[[call.step]]\nsay = "caller"\n'
+    )
+    config = site["appliance"]
+    config.write_text(
+        config.read_text().replace(
+            "[uplink]",
+            '[hardware]\nbackend = "sim"\n[sim]\n'
+            f'calls = ["{call}"]\nspeed = 2.0\n[[line]]\nconsent = "one-party"\n[uplink]',
+        )
+    )
+    collector, stop, thread = run_collector(site["collector"])
+    daemon = subprocess.Popen(
+        [*LINEREC, "run", "--config", str(config)],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ),
+    )
+
+    def events() -> list[str]:
+        rows = collector.store.db.execute(
+            "SELECT body FROM events WHERE device = 'box1' ORDER BY seq"
+        )
+        return [json.loads(row[0])["event"] for row in rows]
+
+    def wait_for(name: str, count: int = 1) -> None:
+        deadline = time.monotonic() + 20
+        while events().count(name) < count:
+            assert time.monotonic() < deadline, f"no {name} event: {events()}"
+            time.sleep(0.05)
+
+    def command(*arguments: str) -> None:
+        sent = subprocess.run(
+            [
+                *LINEREC,
+                "collector",
+                "command",
+                "box1",
+                *arguments,
+                "--config",
+                str(site["collector"]),
+            ],
+            capture_output=True,
+            text=True,
+        )
+        assert sent.returncode == 0, sent.stderr
+
+    try:
+        wait_for("recording_started")
+        command("pause", "--line", "line1")
+        wait_for("recording_paused")
+        command("resume", "--line", "line1")
+        wait_for("recording_resumed")
+        command("consent", "--line", "line9", "--mode", "beep")  # no such line: refused, says why
+        wait_for("command_refused")
+        daemon.send_signal(signals.SIGTERM)
+        daemon.wait(20)
+        (recording,) = sorted((site["root"] / "ring").glob("*.lrec"))
+        metadata = decrypt(
+            recording.read_bytes(), load_private(site["root"] / "keys" / "collector.key")
+        ).metadata
+    finally:
+        daemon.kill()
+        stop.set()
+        thread.join(10)
+    assert events().count("command_done") == 2
+    (pause,) = metadata["pauses"]
+    assert pause["by"] == "command" and pause["seconds"] > 0
+    refused = [
+        json.loads(row[0])
+        for row in collector.store.db.execute("SELECT body FROM events WHERE device = 'box1'")
+        if '"command_refused"' in row[0]
+    ]
+    assert "no line 'line9'" in refused[0]["reason"]

@@ -126,6 +126,18 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("-o", "--output", type=Path, required=True, metavar="OUT.wav")
     for sub_parser in (collector_run, collector_list, export):
         sub_parser.add_argument("--config", type=Path, default=None)
+    command = collector_commands.add_parser("command", help="send a signed command to a device")
+    command.add_argument("device", metavar="DEVICE")
+    command.add_argument(
+        "action", choices=["status", "pause", "resume", "hold", "release", "delete", "consent"]
+    )
+    command.add_argument("--line", help="for pause, resume, consent")
+    command.add_argument("--id", help="the recording, for hold, release, delete")
+    command.add_argument("--mode", help="the consent mode, for consent")
+    command.add_argument(
+        "--ttl", type=float, default=300.0, metavar="S", help="valid for S seconds"
+    )
+    command.add_argument("--config", type=Path, default=None)
     enroll = collector_commands.add_parser(
         "enroll", help="sign a device's request; write the broker's TLS and ACL files"
     )
@@ -284,6 +296,8 @@ def _collector(args: argparse.Namespace) -> int:
     from linerec.collector.store import CollectorStore
 
     store = CollectorStore(settings.data_dir, settings.database)
+    if args.collector_command == "command":
+        return _collector_command(args, settings, store)
     if args.collector_command == "list":
         store.audit("list", None, "")
         for row in store.recordings():
@@ -300,6 +314,51 @@ def _collector(args: argparse.Namespace) -> int:
                 print(line.rstrip())
         return 0
     return _collector_export(args, settings, store)
+
+
+def _collector_command(args: argparse.Namespace, settings: object, store: object) -> int:
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    from linerec.collector.service import CollectorSettings
+    from linerec.collector.store import CollectorStore
+    from linerec.mqttapi import sign, topic
+    from linerec.uplink.commands import ACTIONS, command_body
+
+    assert isinstance(settings, CollectorSettings) and isinstance(store, CollectorStore)
+    arguments = {name: getattr(args, name) for name in ACTIONS[args.action]}
+    missing = [f"--{name}" for name, value in arguments.items() if not value]
+    if missing:
+        print(f"linerec: error: {args.action} needs {', '.join(missing)}", file=sys.stderr)
+        return 2
+    counter = store.next_command_counter(args.device)
+    body = command_body(args.device, counter, args.action, ttl=args.ttl, **arguments)
+    store.audit(f"command {args.action}", arguments.get("id"), json.dumps(arguments))
+    client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    broker = settings.broker
+    if broker.tls:
+        client.tls_set(
+            ca_certs=str(settings.ca) if settings.ca else None,
+            certfile=str(settings.cert) if settings.cert else None,
+            keyfile=str(settings.client_key) if settings.client_key else None,
+        )
+    client.connect(broker.host, broker.port)
+    client.loop_start()
+    properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+    properties.MessageExpiryInterval = max(int(args.ttl), 1)
+    info = client.publish(
+        topic(args.device, "command"),
+        sign(settings.key.signing, body),
+        qos=1,
+        properties=properties,
+    )
+    info.wait_for_publish(timeout=10)
+    client.loop_stop()
+    client.disconnect()
+    print(f"{args.device}: {args.action} sent (counter {counter}, valid {args.ttl:g} s)")
+    return 0 if info.is_published() else 1
 
 
 def _collector_export(args: argparse.Namespace, settings: object, store: object) -> int:
@@ -508,8 +567,11 @@ def _run(args: argparse.Namespace) -> int:
     sinks: list[Callable[[CallEvent], None]] = [log_event]  # the store reports through it too
     store = open_store(config, emit=lambda event: sinks[0](event), clock=backend.clock)
     uplink = None
+    daemons: list[Daemon] = []
     if config.uplink is not None:  # every event also waits on the card for the collector
-        uplink = open_uplink(config, store)
+        uplink = open_uplink(
+            config, store, on_command=lambda command, why: daemons[0].submit_command(command, why)
+        )
         sinks[0] = queueing(
             log_event,
             open_outbox(config),
@@ -517,8 +579,17 @@ def _run(args: argparse.Namespace) -> int:
             t0=start,
             uplink=uplink,
         )
+    daemon = Daemon(
+        config,
+        backend,
+        store,
+        emit=sinks[0],
+        notifier=Notifier(),
+        on_status_request=uplink.publish_status if uplink else lambda: None,
+    )
+    daemons.append(daemon)
+    if uplink is not None:
         uplink.start()
-    daemon = Daemon(config, backend, store, emit=sinks[0], notifier=Notifier())
     daemon.start()
     try:
         daemon.run(stop)

@@ -178,12 +178,14 @@ def _broker_pieces(site: Path, broker_names: list[str], port: int) -> None:
         "pattern write linerec/v1/%u/status\n"
         "pattern write linerec/v1/%u/event\n"
         "pattern write linerec/v1/%u/upload/#\n"
-        "pattern read linerec/v1/%u/ack\n\n"
+        "pattern read linerec/v1/%u/ack\n"
+        "pattern read linerec/v1/%u/command\n\n"
         f"user {COLLECTOR_NAME}\n"
         "topic read linerec/v1/+/event\n"
         "topic read linerec/v1/+/upload/#\n"
         "topic read linerec/v1/+/status\n"
         "topic write linerec/v1/+/ack\n"
+        "topic write linerec/v1/+/command\n"
     )
     (site / "mosquitto.conf").write_text(
         "# linerec site broker: TLS with client certificates, one identity per device.\n"

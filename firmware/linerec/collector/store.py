@@ -34,6 +34,7 @@ CREATE TABLE IF NOT EXISTS recordings (
 CREATE TABLE IF NOT EXISTS audit (
     at REAL NOT NULL, who TEXT NOT NULL, action TEXT NOT NULL, recording TEXT, reason TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS command_counters (device TEXT PRIMARY KEY, counter INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS uploads (
     device TEXT NOT NULL, id TEXT NOT NULL, size INTEGER NOT NULL, sha256 TEXT NOT NULL,
     received TEXT NOT NULL, PRIMARY KEY (device, id)
@@ -195,6 +196,18 @@ class CollectorStore:
             "INSERT INTO audit (at, who, action, recording, reason) VALUES (?, ?, ?, ?, ?)",
             (time.time(), getpass.getuser(), action, recording_id, reason),
         )
+
+    def next_command_counter(self, device: str) -> int:
+        """The next command number for `device` (the device refuses any not above the last)."""
+        row = self.db.execute(
+            "SELECT counter FROM command_counters WHERE device = ?", (device,)
+        ).fetchone()
+        counter = (int(row[0]) if row else 0) + 1
+        self.db.execute(
+            "INSERT OR REPLACE INTO command_counters (device, counter) VALUES (?, ?)",
+            (device, counter),
+        )
+        return counter
 
     def recording(self, recording_id: str) -> dict[str, Any] | None:
         return next((r for r in self.recordings() if r["id"] == recording_id), None)

@@ -82,6 +82,35 @@ class LineQuiet(CallEvent):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class CommandDone(CallEvent):
+    name: ClassVar[str] = "command_done"
+    action: str
+    counter: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CommandRefused(CallEvent):
+    """A command that was not signed, was replayed or expired, or could not be done."""
+
+    name: ClassVar[str] = "command_refused"
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RecordingPaused(CallEvent):
+    """PCI: from here no audio of the call reaches the card until it resumes."""
+
+    name: ClassVar[str] = "recording_paused"
+    by: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RecordingResumed(CallEvent):
+    name: ClassVar[str] = "recording_resumed"
+    by: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RecordingDeleted(CallEvent):
     """A recording left the card: evicted for room, or past its retention."""
 

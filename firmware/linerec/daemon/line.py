@@ -13,7 +13,7 @@ from datetime import datetime
 
 import numpy as np
 
-from linerec.call.consent import BeepSchedule
+from linerec.call.consent import BeepSchedule, ConsentMode
 from linerec.call.events import (
     Answered,
     CallEvent,
@@ -36,6 +36,8 @@ from linerec.daemon.events import (
     DtmfHeard,
     Fault,
     LineQuiet,
+    RecordingPaused,
+    RecordingResumed,
     RecordingSealed,
     ToneHeard,
 )
@@ -64,6 +66,7 @@ STORE_RETRY = 5.0  # seconds after a store error before the call is kept again
 DIAL_GAP = 4.0  # seconds between dialled digits; a longer pause ends the dialling
 DIAL_WINDOW = 30.0  # dialling happens within this long of picking up
 MAX_DIALLED = 20
+PAUSE_LIMIT = 180.0  # seconds: a pause resumes by itself after this (PCI: default 3 minutes)
 AUDIO_HOOK_DELAY = 0.8  # seconds of delay line on a line whose hook state comes from its audio
 
 Emit = Callable[[CallEvent], None]
@@ -119,6 +122,7 @@ class LinePipeline:
         self._notice_at: int | None = None  # next notice sample to play
         self._notice_done_at: float | None = None  # notice ended during a hook break
         self._answered_at = 0.0
+        self._paused_since: float | None = None
         self._pending_caller: tuple[float, dict[str, object]] | None = None
         self._beep_at: int | None = None  # samples since the warning tone schedule began
         self._head: list[Samples] = []  # notice as played, until the conversation is kept
@@ -173,7 +177,7 @@ class LinePipeline:
         state = self.machine.state
         if state is State.NOTICE:
             slot = Slot(t=frame.t, samples=out, keep=Keep.NOTICE, lost=frame.lost)
-        elif state is State.RECORDING:
+        elif state is State.RECORDING and self._paused_since is None:
             slot = Slot(t=frame.t, samples=frame.samples, keep=Keep.RECORD, lost=frame.lost)
         else:
             slot = Slot(t=frame.t, samples=frame.samples, keep=Keep.DROP, lost=frame.lost)
@@ -183,13 +187,45 @@ class LinePipeline:
                 self._notice_done_at = end
             else:
                 self._on_call_events(self.machine.feed(NoticeDone(t=end)))
+        if self._paused_since is not None and end - self._paused_since >= PAUSE_LIMIT:
+            self.resume(end, by="auto")  # a forgotten pause must not lose the whole call
         show = _LED_FOR_STATE[self.machine.state]
-        if show is Show.RECORDING and end < self._store_retry_at:
+        if show is Show.RECORDING and self._paused_since is not None:
+            show = Show.PAUSED
+        elif show is Show.RECORDING and end < self._store_retry_at:
             show = Show.OFF  # nothing is being kept: the LED must not say otherwise
         if show is not self._led_show:
             self._led_show = show
             self._led.set(show, end)
         return out
+
+    def pause(self, t: float, *, by: str) -> None:
+        """PCI: keep nothing of the call from `t` on, not even encrypted, until `resume`."""
+        if self._paused_since is not None or self.machine.state is not State.RECORDING:
+            return
+        self._paused_since = t
+        self.delay.retag(since=t, only=Keep.RECORD, keep=Keep.DROP)  # not yet on the card
+        self._emit(RecordingPaused(t=t, line=self.name, by=by))
+
+    def resume(self, t: float, *, by: str) -> None:
+        if self._paused_since is None:
+            return
+        start, self._paused_since = self._paused_since, None
+        pauses = self._facts.get("pauses")
+        spans = [
+            *(pauses if isinstance(pauses, list) else []),
+            {
+                "from": self._wall(start).isoformat(timespec="milliseconds"),
+                "seconds": round(t - start, 3),
+                "by": by,
+            },
+        ]
+        self._annotate("pauses", spans)
+        self._emit(RecordingResumed(t=t, line=self.name, by=by))
+
+    def set_consent(self, mode: ConsentMode) -> None:
+        """From the next call on (a call in progress keeps the notice it was given)."""
+        self.machine.consent = mode
 
     def refresh_led(self, now: float) -> None:
         """Advance the LED's blink pattern (the daemon calls this every 50 ms or so)."""
@@ -335,6 +371,8 @@ class LinePipeline:
                 self.delay.retag(since=float("-inf"), only=Keep.NOTICE, keep=Keep.DROP)
                 self._head.clear()
             elif isinstance(event, HungUp):
+                if self._paused_since is not None:
+                    self.resume(event.t, by="hang-up")
                 self._notice_at = None
                 self._beep_at = None
                 self._keep(self.delay.drain())

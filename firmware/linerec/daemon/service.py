@@ -20,10 +20,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from linerec.call.consent import ConsentMode
 from linerec.call.events import CallEvent
 from linerec.codec import Samples
 from linerec.config import Config, LineConfig
-from linerec.daemon.events import Fault, FaultCleared, RecordingSealed
+from linerec.daemon.events import CommandDone, CommandRefused, Fault, FaultCleared, RecordingSealed
 from linerec.daemon.handoff import HandoffQueue
 from linerec.daemon.line import LinePipeline
 from linerec.daemon.notify import Notifier
@@ -33,6 +34,7 @@ from linerec.hardware.backend import Backend
 from linerec.hardware.leds import Led, Show
 from linerec.resample import to_int16
 from linerec.store.base import Store
+from linerec.uplink.commands import Command
 from linerec.wav import read_mono_8k
 
 log = logging.getLogger(__name__)
@@ -70,6 +72,13 @@ class _Captured:
 
 
 @dataclass(frozen=True, slots=True)
+class _Command:
+    command: Command | None
+    reason: str  # why it was refused (command is None then)
+    line: int = -1
+
+
+@dataclass(frozen=True, slots=True)
 class _CaptureFailed:
     line: int
     error: BaseException
@@ -85,14 +94,16 @@ class Daemon:
         emit: Callable[[CallEvent], None],
         notifier: Notifier | None = None,
         monotonic: Callable[[], float] = time.monotonic,
+        on_status_request: Callable[[], None] = lambda: None,
     ) -> None:
         self.config = config
         self.backend = backend
         self.store = store
         self._emit_to = emit
+        self._on_status_request = on_status_request
         self.notifier = notifier or Notifier({})
         self._monotonic = monotonic
-        self._queue: HandoffQueue[_Edge | _Captured | _CaptureFailed] = HandoffQueue(
+        self._queue: HandoffQueue[_Edge | _Captured | _CaptureFailed | _Command] = HandoffQueue(
             QUEUE_FRAMES * len(config.lines)
         )
         self._stopping = threading.Event()
@@ -246,7 +257,7 @@ class Daemon:
             self._heartbeats[index] = self._monotonic()
             self._put(_Captured(index, frame))
 
-    def _put(self, item: _Edge | _Captured | _CaptureFailed) -> None:
+    def _put(self, item: _Edge | _Captured | _CaptureFailed | _Command) -> None:
         # A full queue blocks capture (the device then overruns, which is counted and marked);
         # it never drops a frame here. Keep checking for stop so shutdown cannot hang on it.
         while not self._stopping.is_set():
@@ -261,7 +272,14 @@ class Daemon:
 
     # -- the main loop's work --------------------------------------------------------------
 
-    def _handle(self, item: _Edge | _Captured | _CaptureFailed) -> None:
+    def submit_command(self, command: Command | None, reason: str) -> None:
+        """From the uplink's thread: a checked command (or why one was refused), for the loop."""
+        self._put(_Command(command, reason))
+
+    def _handle(self, item: _Edge | _Captured | _CaptureFailed | _Command) -> None:
+        if isinstance(item, _Command):
+            self._execute(item)
+            return
         pipeline = self.pipelines[item.line]
         if isinstance(item, _Captured):
             out = pipeline.frame(item.frame)
@@ -273,6 +291,35 @@ class Daemon:
                 pipeline.ring_edge(item.level, item.t)
         else:
             self._fault("audio", f"line {pipeline.name}: capture failed: {item.error}")
+
+    def _execute(self, item: _Command) -> None:
+        t = self.backend.clock()
+        command = item.command
+        if command is None:
+            self._emit(CommandRefused(t=t, line="", reason=item.reason))
+            return
+        arguments = command.arguments
+        try:
+            if command.action == "status":
+                self._on_status_request()
+            elif command.action in ("hold", "release"):
+                getattr(self.store, command.action)(arguments["id"])
+            elif command.action == "delete":
+                self.store.delete(arguments["id"], "command")
+            else:
+                pipeline = next((p for p in self.pipelines if p.name == arguments["line"]), None)
+                if pipeline is None:
+                    raise KeyError(f"no line {arguments['line']!r}")
+                if command.action == "pause":
+                    pipeline.pause(t, by="command")
+                elif command.action == "resume":
+                    pipeline.resume(t, by="command")
+                else:
+                    pipeline.set_consent(ConsentMode(arguments["mode"]))
+        except (KeyError, ValueError, PermissionError, OSError) as exc:
+            self._emit(CommandRefused(t=t, line="", reason=f"{command.action}: {exc}"))
+            return
+        self._emit(CommandDone(t=t, line="", action=command.action, counter=command.counter))
 
     def _supervise(self) -> None:
         # Often enough for the watchdog and the LED patterns; rarely enough to cost nothing

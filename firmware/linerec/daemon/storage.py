@@ -16,11 +16,15 @@ from linerec.store import keys
 from linerec.store.ring import RecordingDeleted as Deleted
 from linerec.store.ring import RingStore, StoreEvent
 from linerec.uplink.client import Uplink, UplinkSettings
+from linerec.uplink.commands import Command
 from linerec.uplink.outbox import EventOutbox
 
 
 def open_uplink(
-    config: Config, ring: RingStore, on_problem: Callable[[str], None] = lambda message: None
+    config: Config,
+    ring: RingStore,
+    on_problem: Callable[[str], None] = lambda message: None,
+    on_command: Callable[[Command | None, str], None] = lambda command, why: None,
 ) -> Uplink:
     """The uplink of `[uplink]`, over the ring's own outbox directory."""
     assert config.uplink is not None
@@ -32,7 +36,7 @@ def open_uplink(
         cert=config.uplink.cert,
         key=config.uplink.key,
     )
-    return Uplink(settings, ring, open_outbox(config), on_problem=on_problem)
+    return Uplink(settings, ring, open_outbox(config), on_problem=on_problem, on_command=on_command)
 
 
 def open_outbox(config: Config) -> EventOutbox:

@@ -69,5 +69,16 @@ class Store(ABC):
     def begin(self, info: RecordingInfo) -> RecordingWriter: ...
 
     @abstractmethod
+    def hold(self, recording_id: str) -> None:
+        """Legal hold: never evicted, never deleted by retention."""
+
+    @abstractmethod
+    def release(self, recording_id: str) -> None: ...
+
+    @abstractmethod
+    def delete(self, recording_id: str, reason: str) -> None:
+        """Delete one recording on request (reported; refused while on hold)."""
+
+    @abstractmethod
     def enforce_retention(self) -> list[str]:
         """Delete what is past its retention (unless held); returns the ids deleted."""

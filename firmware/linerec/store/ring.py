@@ -418,6 +418,17 @@ class RingStore(Store):
         else:
             self.entries[recording_id] = replace(entry, held=True)
 
+    def delete(self, recording_id: str, reason: str) -> None:
+        """Delete one recording on request (never one on hold or still being written)."""
+        entry = self.entries.get(recording_id)
+        if entry is None:
+            raise KeyError(f"no recording {recording_id!r} in {self.dir}")
+        if entry.held:
+            raise PermissionError(f"{recording_id} is on legal hold: release it first")
+        if entry.state == STATE_OPEN or recording_id in self._open:
+            raise PermissionError(f"{recording_id} is still being recorded")
+        self._delete(entry, reason)
+
     def enforce_retention(self) -> list[str]:
         """Delete recordings older than `max_age_days`, unless held; returns their ids."""
         if not self.max_age_days:

@@ -30,6 +30,7 @@ from paho.mqtt.properties import Properties
 from linerec.mqttapi import CHUNK, ApiError, Broker, topic, verify
 from linerec.store.keys import CollectorPublic
 from linerec.store.ring import RingStore
+from linerec.uplink.commands import Command, CommandGate
 from linerec.uplink.outbox import EventOutbox
 
 log = logging.getLogger(__name__)
@@ -56,12 +57,17 @@ class Uplink:
         outbox: EventOutbox,
         *,
         on_problem: Callable[[str], None] = lambda message: None,
+        on_command: Callable[[Command | None, str], None] = lambda command, why: None,
     ) -> None:
         self.settings = settings
         self.ring = ring
         self.outbox = outbox
         self._on_problem = on_problem
+        self._on_command = on_command
         self._device = settings.device_id
+        self.commands = CommandGate(
+            settings.device_id, settings.collector.signing, outbox.dir / "command-counter"
+        )
         self._wake = threading.Condition()
         self._stop = threading.Event()
         self._connected = threading.Event()
@@ -101,6 +107,12 @@ class Uplink:
     @property
     def connected(self) -> bool:
         return self._connected.is_set()
+
+    def publish_status(self) -> None:
+        """Answer a status request: the retained status again."""
+        self.client.publish(
+            topic(self._device, "status"), self._status("online"), qos=1, retain=True
+        )
 
     def waiting(self) -> tuple[int, list[str]]:
         """(events, recordings) the collector has not acknowledged yet."""
@@ -145,7 +157,7 @@ class Uplink:
         if reason.is_failure:
             self._on_problem(f"broker refused the connection: {reason}")
             return
-        client.subscribe(topic(self._device, "ack"), qos=1)
+        client.subscribe([(topic(self._device, "ack"), 1), (topic(self._device, "command"), 1)])
         client.publish(topic(self._device, "status"), self._status("online"), qos=1, retain=True)
         self._session += 1
         self._connected.set()
@@ -178,6 +190,14 @@ class Uplink:
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         where = f"topic {message.topic}"
         payload = bytes(message.payload)
+        if message.topic.endswith("/command"):
+            try:
+                command = self.commands.check(payload, where)
+            except ApiError as exc:
+                self._on_command(None, str(exc))  # refused: reported, nothing changed
+            else:
+                self._on_command(command, "")
+            return
         try:
             ack = verify(self.settings.collector.signing, payload, where)
             if ack.get("device") != self._device:
