@@ -51,7 +51,13 @@ class EventOutbox:
 
     def pending(self) -> list[tuple[int, bytes]]:
         """(seq, payload) of every event not yet acknowledged, oldest first."""
-        return [(int(p.stem), p.read_bytes()) for p in sorted(self.dir.glob("*.json"))]
+        events = []
+        for path in sorted(self.dir.glob("*.json")):
+            try:
+                events.append((int(path.stem), path.read_bytes()))
+            except FileNotFoundError:  # acknowledged meanwhile (the ack comes on another thread)
+                continue
+        return events
 
     def acknowledge(self, upto: int) -> int:
         """The collector has every event up to `upto`: forget them. Returns how many went."""

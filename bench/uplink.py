@@ -1,0 +1,234 @@
+"""Benchmark of the uplink and the collector on loopback: prints figures, asserts nothing.
+
+    .venv/bin/python bench/uplink.py [--events 300] [--backlog 20] [--lines 500] [--seconds 20]
+
+A real mosquitto on a free loopback port; the appliance side and the collector run in this
+process (threads), as they would on two machines.
+
+1. Event latency: events queued by the appliance (durable outbox, as the daemon queues them)
+   one every 20 ms, to their row in the collector's database: median and p99. Off hook to
+   event adds the hook debounce (30 ms) and at most one frame (20 ms) on the appliance.
+2. Backlog after an outage: N one-minute recordings sealed while the collector was away,
+   then flushed: MB/s and recordings/s until every one is acknowledged.
+3. Lines sustained by one collector: M simulated lines, each with a call in progress
+   (64 kbit/s of recording pieces and an event a second), published over 4 connections for
+   S seconds; the collector keeps up if it has stored what was offered by the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import statistics
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
+from broker import Mosquitto
+from linerec.collector.service import Collector, CollectorSettings
+from linerec.mqttapi import Broker, topic
+from linerec.store.base import RecordingInfo
+from linerec.store.keys import keygen, load_or_create_identity, load_private, load_public
+from linerec.store.ring import RingStore
+from linerec.uplink.client import Uplink, UplinkSettings
+from linerec.uplink.outbox import EventOutbox
+
+
+def start_collector(root: Path, port: int) -> Collector:
+    settings = CollectorSettings(
+        broker=Broker(host="127.0.0.1", port=port, tls=False),
+        data_dir=root / "central",
+        database=root / "central.db",
+        key=load_private(root / "keys" / "collector.key"),
+    )
+    collector = Collector(settings, client_id=f"bench-collector-{time.monotonic_ns()}")
+    collector.start()
+    assert collector.ready.wait(10)
+    return collector
+
+
+def appliance(root: Path, port: int, device: str) -> tuple[RingStore, Uplink]:
+    ring = RingStore(
+        root / device,
+        recipients=[load_public(root / "keys" / "collector.pub")],
+        identity=load_or_create_identity(root / device / "identity.key"),
+        device_id=device,
+    )
+    settings = UplinkSettings(
+        broker=Broker(host="127.0.0.1", port=port, tls=False),
+        device_id=device,
+        collector=load_public(root / "keys" / "collector.pub"),
+    )
+    return ring, Uplink(settings, ring, EventOutbox(root / device / "outbox"))
+
+
+def latency(root: Path, port: int, count: int) -> list[float]:
+    collector = start_collector(root, port)
+    ring, uplink = appliance(root, port, "lat")
+    uplink.start()
+    deadline = time.monotonic() + 10
+    while not uplink.connected and time.monotonic() < deadline:
+        time.sleep(0.01)
+    sent: dict[int, float] = {}
+    for i in range(count):
+        seq = uplink.outbox.append(
+            {
+                "device": "lat",
+                "event": "answered",
+                "line": "line1",
+                "t": i * 0.02,
+                "at": datetime.now(UTC).isoformat(),
+            }
+        )
+        sent[seq] = time.time()
+        uplink.kick()
+        time.sleep(0.02)
+    deadline = time.monotonic() + 30
+    while collector.store.contiguous_seq("lat") < count and time.monotonic() < deadline:
+        time.sleep(0.05)
+    rows = collector.store.db.execute(
+        "SELECT seq, received_at FROM events WHERE device = 'lat'"
+    ).fetchall()
+    uplink.stop()
+    collector.stop()
+    return [received - sent[seq] for seq, received in rows]
+
+
+def backlog(root: Path, port: int, recordings: int) -> tuple[float, float, int]:
+    ring, uplink = appliance(root, port, "backlog")
+    rng = np.random.default_rng(0)
+    audio = (rng.normal(0, 3000, 8000 * 60)).astype(np.int16)
+    for i in range(recordings):
+        writer = ring.begin(
+            RecordingInfo(
+                device_id="backlog",
+                line="line1",
+                label="",
+                direction="inbound",
+                consent="notice",
+                started_at=datetime.now(UTC),
+                clock_synchronized=True,
+            )
+        )
+        for start in range(0, len(audio), 160):
+            writer.write(audio[start : start + 160])
+        writer.seal(ended_by="hang-up")
+    total = sum(e.size for e in ring.sealed())
+    collector = start_collector(root, port)
+    start = time.perf_counter()
+    uplink.start()
+    deadline = time.monotonic() + 300
+    while ring.sealed() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    elapsed = time.perf_counter() - start
+    uplink.stop()
+    collector.stop()
+    return total / elapsed / 1e6, recordings / elapsed, total
+
+
+def lines(root: Path, port: int, count: int, seconds: float) -> tuple[int, int, int, int]:
+    collector = start_collector(root, port)
+    piece = bytes(8000)  # one second of µ-law
+    digest = hashlib.sha256(piece * int(seconds)).hexdigest()
+    size = len(piece) * int(seconds)
+    clients = []
+    for c in range(4):
+        client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            protocol=mqtt.MQTTv5,
+            client_id=f"bench-lines-{c}",
+        )
+        client.max_queued_messages_set(0)
+        client.connect("127.0.0.1", port)
+        client.loop_start()
+        clients.append(client)
+    offered_pieces = offered_events = 0
+    start = time.monotonic()
+    for second in range(int(seconds)):
+        for line in range(count):
+            client = clients[line % len(clients)]
+            device = f"line{line:04d}"
+            properties = Properties(PacketTypes.PUBLISH)
+            properties.UserProperty = [
+                ("offset", str(second * len(piece))),
+                ("size", str(size)),
+                ("sha256", digest),
+            ]
+            client.publish(
+                topic(device, "upload", f"{device}-call"), piece, qos=1, properties=properties
+            )
+            client.publish(
+                topic(device, "event"), b'{"seq": %d, "event": "tick"}' % (second + 1), qos=1
+            )
+            offered_pieces += 1
+            offered_events += 1
+        pause = start + second + 1 - time.monotonic()
+        if pause > 0:
+            time.sleep(pause)
+    deadline = time.monotonic() + 30
+    stored_events = 0
+    while time.monotonic() < deadline:
+        stored_events = collector.store.db.execute(
+            "SELECT COUNT(*) FROM events WHERE device LIKE 'line%'"
+        ).fetchone()[0]
+        if stored_events >= offered_events:
+            break
+        time.sleep(0.2)
+    stored_recordings = sum(
+        1 for r in collector.store.recordings() if r["device"].startswith("line")
+    )
+    for client in clients:
+        client.loop_stop()
+        client.disconnect()
+    collector.stop()
+    return offered_events, stored_events, count, stored_recordings
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=300)
+    parser.add_argument("--backlog", type=int, default=20)
+    parser.add_argument("--lines", type=int, default=500)
+    parser.add_argument("--seconds", type=float, default=20)
+    args = parser.parse_args()
+    # The line test's pieces are not real recordings: the collector says so for each; quiet.
+    import logging
+
+    logging.getLogger("linerec.collector").setLevel(logging.ERROR)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        keygen(root / "keys")
+        broker = Mosquitto(root).start()
+        try:
+            waits = sorted(1000 * x for x in latency(root, broker.port, args.events))
+            p99 = waits[min(len(waits) - 1, round(0.99 * len(waits)))]
+            print(
+                f"event latency, outbox to collector database, {len(waits)} events: "
+                f"median {statistics.median(waits):.1f} ms, p99 {p99:.1f} ms (target p99 <= 100 ms)"
+            )
+            rate, per_second, total = backlog(root, broker.port, args.backlog)
+            print(
+                f"backlog of {args.backlog} one-minute recordings ({total / 1e6:.1f} MB): "
+                f"{rate:.2f} MB/s, {per_second:.1f} recordings/s until all acknowledged"
+            )
+            offered, stored, count, recordings = lines(root, broker.port, args.lines, args.seconds)
+            print(
+                f"{count} lines with calls in progress for {args.seconds:g} s: "
+                f"{stored}/{offered} events stored, {recordings}/{count} recordings complete "
+                f"(target >= 500 lines)"
+            )
+        finally:
+            broker.stop()
+
+
+if __name__ == "__main__":
+    main()
