@@ -73,7 +73,7 @@ def appliance(root: Path, port: int, device: str) -> tuple[RingStore, Uplink]:
 
 def latency(root: Path, port: int, count: int) -> list[float]:
     collector = start_collector(root, port)
-    ring, uplink = appliance(root, port, "lat")
+    _ring, uplink = appliance(root, port, "lat")
     uplink.start()
     deadline = time.monotonic() + 10
     while not uplink.connected and time.monotonic() < deadline:
@@ -107,7 +107,7 @@ def backlog(root: Path, port: int, recordings: int) -> tuple[float, float, int]:
     ring, uplink = appliance(root, port, "backlog")
     rng = np.random.default_rng(0)
     audio = (rng.normal(0, 3000, 8000 * 60)).astype(np.int16)
-    for i in range(recordings):
+    for _i in range(recordings):
         writer = ring.begin(
             RecordingInfo(
                 device_id="backlog",
