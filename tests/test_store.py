@@ -138,6 +138,7 @@ def test_only_routing_fields_are_in_the_clear(tmp_path: Path, keys: CollectorPri
         "line",
         "started_at",
         "clock_synchronized",
+        "retention_days",
         "codec",
         "rate",
         "device_key",
@@ -504,3 +505,29 @@ def test_a_failed_background_sync_ends_the_recording_loudly(
     writer.seal(ended_by="store-error")  # what had reached the card can still be closed
     (path,) = (tmp_path / "ring").glob("*.lrec")
     assert decrypt(path.read_bytes(), keys).metadata["ended_by"] == "store-error"
+
+
+def test_each_recording_keeps_its_lines_retention(tmp_path: Path, keys: CollectorPrivate) -> None:
+    wall = Wall()
+    ring = make_ring(tmp_path, keys, max_age_days=365, wall=wall)
+
+    def made(days_ago: float, retention: float) -> str:
+        info = RecordingInfo(
+            device_id="box1",
+            line="line1",
+            label="",
+            direction="inbound",
+            consent="notice",
+            started_at=wall.now - timedelta(days=days_ago),
+            clock_synchronized=True,
+            retention_days=retention,
+        )
+        writer = ring.begin(info)
+        writer.write(speech_like(0.2))
+        return writer.seal(ended_by="hang-up").id
+
+    short, long_kept, default = made(40, 30), made(40, 180), made(400, 0)
+    assert sorted(ring.enforce_retention()) == sorted([short, default])
+    assert set(ring.entries) == {long_kept}
+    reopened = make_ring(tmp_path, keys, max_age_days=365, wall=wall)  # read back from the headers
+    assert reopened.entries[long_kept].retention_days == 180

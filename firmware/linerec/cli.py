@@ -129,9 +129,10 @@ def _parser() -> argparse.ArgumentParser:
     command = collector_commands.add_parser("command", help="send a signed command to a device")
     command.add_argument("device", metavar="DEVICE")
     command.add_argument(
-        "action", choices=["status", "pause", "resume", "hold", "release", "delete", "consent"]
+        "action",
+        choices=["status", "pause", "resume", "opt_out", "hold", "release", "delete", "consent"],
     )
-    command.add_argument("--line", help="for pause, resume, consent")
+    command.add_argument("--line", help="for pause, resume, opt_out, consent")
     command.add_argument("--id", help="the recording, for hold, release, delete")
     command.add_argument("--mode", help="the consent mode, for consent")
     command.add_argument(

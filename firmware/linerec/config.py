@@ -66,6 +66,12 @@ class LineConfig:
     flash_max: float
     hook_source: str  # "gpio": the hook-sense wire; "audio": decided from the audio
     silence_ends_call: float  # with hook_source = "audio"
+    opt_out_key: str  # "" = no opt-out by key
+    opt_out_window: float  # seconds after the notice in which the key still opts out
+    pause_code: str
+    resume_code: str
+    pause_limit: float  # a pause resumes by itself after this many seconds
+    retention_days: float  # 0 = [store] max_age_days
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -544,9 +550,23 @@ def _parse_line(index: int, entry: object, source: _Source, pinmap: PinMap) -> L
         flash_max=flash_max,
         hook_source=table.choice("hook_source", ("gpio", "audio"), "gpio"),
         silence_ends_call=table.number("silence_ends_call_s", 8, 2, 600),
+        opt_out_key=_keys(table, "opt_out_key", "", single=True),
+        opt_out_window=table.number("opt_out_window_s", 5, 0, 60),
+        pause_code=_keys(table, "pause_code", "*1"),
+        resume_code=_keys(table, "resume_code", "*2"),
+        pause_limit=table.number("pause_limit_s", 180, 5, 3600),
+        retention_days=table.number("retention_days", 0, 0, 36500),
     )
     table.done()
     return line
+
+
+def _keys(table: _Table, name: str, default: str, *, single: bool = False) -> str:
+    value = table.take(name, str, default)
+    if any(key not in "0123456789*#ABCD" for key in value) or (single and len(value) > 1):
+        expected = "one key" if single else "keys"
+        raise table.error(name, f"must be {expected} of 0-9, *, #, A-D (got {value!r})")
+    return value
 
 
 def _pins_in_use(config: Config) -> Iterator[tuple[str, int]]:

@@ -54,6 +54,7 @@ def open_sim_backend(
                 hook_active_low=line.pins.hook_active_low,
                 ring_pin=line.pins.ring,
                 ring_active_low=line.pins.ring_active_low,
+                button_pin=line.pins.button,
             )
         )
     config = dataclasses.replace(

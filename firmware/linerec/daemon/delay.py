@@ -70,6 +70,15 @@ class DelayLine:
             if slot.end > since and slot.keep is only:
                 slot.keep = keep
 
+    def mute(self, start: float, end: float) -> None:
+        """Silence what lies between `start` and `end` (a key pressed: it may be a card digit)."""
+        for slot in self._slots:
+            a, b = max(start, slot.t), min(end, slot.end)
+            if a < b:
+                samples = slot.samples.copy()
+                samples[round((a - slot.t) * 8000) : round((b - slot.t) * 8000)] = 0
+                slot.samples = samples
+
     def drain(self) -> list[Slot]:
         """Everything still held, oldest first (shutdown, or the end of a call)."""
         slots = list(self._slots)

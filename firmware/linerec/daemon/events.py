@@ -97,6 +97,14 @@ class CommandRefused(CallEvent):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class OptedOut(CallEvent):
+    """A party refused to be recorded: nothing of the call is kept."""
+
+    name: ClassVar[str] = "opted_out"
+    by: str  # "key", "button" or "command"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RecordingPaused(CallEvent):
     """PCI: from here no audio of the call reaches the card until it resumes."""
 

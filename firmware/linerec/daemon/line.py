@@ -21,9 +21,11 @@ from linerec.call.events import (
     HungUp,
     NoticeAbandoned,
     NoticeDone,
+    NoticePlayed,
     NoticeStarted,
     RecordingStarted,
 )
+from linerec.call.keys import KeyCodes
 from linerec.call.machine import CallMachine, State
 from linerec.codec import Samples
 from linerec.config import LineConfig
@@ -36,6 +38,7 @@ from linerec.daemon.events import (
     DtmfHeard,
     Fault,
     LineQuiet,
+    OptedOut,
     RecordingPaused,
     RecordingResumed,
     RecordingSealed,
@@ -66,7 +69,7 @@ STORE_RETRY = 5.0  # seconds after a store error before the call is kept again
 DIAL_GAP = 4.0  # seconds between dialled digits; a longer pause ends the dialling
 DIAL_WINDOW = 30.0  # dialling happens within this long of picking up
 MAX_DIALLED = 20
-PAUSE_LIMIT = 180.0  # seconds: a pause resumes by itself after this (PCI: default 3 minutes)
+KEY_MARGIN = 0.02  # seconds of silence either side of a key pressed during a call
 AUDIO_HOOK_DELAY = 0.8  # seconds of delay line on a line whose hook state comes from its audio
 
 Emit = Callable[[CallEvent], None]
@@ -123,6 +126,11 @@ class LinePipeline:
         self._notice_done_at: float | None = None  # notice ended during a hook break
         self._answered_at = 0.0
         self._paused_since: float | None = None
+        self._opted_out = False
+        self._notice_played_at = float("-inf")
+        self._keys = KeyCodes(
+            opt_out_key=line.opt_out_key, pause_code=line.pause_code, resume_code=line.resume_code
+        )
         self._pending_caller: tuple[float, dict[str, object]] | None = None
         self._beep_at: int | None = None  # samples since the warning tone schedule began
         self._head: list[Samples] = []  # notice as played, until the conversation is kept
@@ -175,9 +183,9 @@ class LinePipeline:
 
         out, notice_done = self._line_output()
         state = self.machine.state
-        if state is State.NOTICE:
+        if state is State.NOTICE and not self._opted_out:
             slot = Slot(t=frame.t, samples=out, keep=Keep.NOTICE, lost=frame.lost)
-        elif state is State.RECORDING and self._paused_since is None:
+        elif state is State.RECORDING and self._paused_since is None and not self._opted_out:
             slot = Slot(t=frame.t, samples=frame.samples, keep=Keep.RECORD, lost=frame.lost)
         else:
             slot = Slot(t=frame.t, samples=frame.samples, keep=Keep.DROP, lost=frame.lost)
@@ -187,7 +195,7 @@ class LinePipeline:
                 self._notice_done_at = end
             else:
                 self._on_call_events(self.machine.feed(NoticeDone(t=end)))
-        if self._paused_since is not None and end - self._paused_since >= PAUSE_LIMIT:
+        if self._paused_since is not None and end - self._paused_since >= self.config.pause_limit:
             self.resume(end, by="auto")  # a forgotten pause must not lose the whole call
         show = _LED_FOR_STATE[self.machine.state]
         if show is Show.RECORDING and self._paused_since is not None:
@@ -198,6 +206,45 @@ class LinePipeline:
             self._led_show = show
             self._led.set(show, end)
         return out
+
+    def _opt_out_open(self, t: float) -> bool:
+        """The caller may still refuse: during the notice, and a short window after it."""
+        if not self.config.opt_out_key or not self.config.consent.plays_notice:
+            return False
+        state = self.machine.state
+        return state is State.NOTICE or (
+            state is State.RECORDING and t - self._notice_played_at <= self.config.opt_out_window
+        )
+
+    def opt_out(self, t: float, *, by: str) -> None:
+        """The caller refused: nothing of this call is kept; an event says so, without audio."""
+        if self._opted_out or self.machine.state not in (State.NOTICE, State.RECORDING):
+            return
+        self._opted_out = True
+        self._notice_at = None
+        self._head.clear()
+        self.delay.retag(since=float("-inf"), only=Keep.RECORD, keep=Keep.DROP)
+        self.delay.retag(since=float("-inf"), only=Keep.NOTICE, keep=Keep.DROP)
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            try:
+                writer.discard()
+            except OSError as exc:
+                self._emit(
+                    Fault(t=t, line=self.name, kind="store", message=f"opt-out discard: {exc}")
+                )
+        self._emit(OptedOut(t=t, line=self.name, by=by))
+
+    def button(self, pressed: bool, t: float) -> None:
+        """The line's push button: opts out while that is open, else pauses or resumes."""
+        if not pressed or self.machine.state not in (State.NOTICE, State.RECORDING):
+            return
+        if self._opt_out_open(t):
+            self.opt_out(t, by="button")
+        elif self._paused_since is None:
+            self.pause(t, by="button")
+        else:
+            self.resume(t, by="button")
 
     def pause(self, t: float, *, by: str) -> None:
         """PCI: keep nothing of the call from `t` on, not even encrypted, until `resume`."""
@@ -301,6 +348,18 @@ class LinePipeline:
         self._last_digit_at = digit.t
         if machine.state in (State.IDLE, State.RINGING):
             return  # on hook: not ours (another extension, or noise)
+        # No key is kept in the audio: a code, or a digit of a card number (PCI DSS). The
+        # digit ended a frame or two ago, so its audio is still in the delay line.
+        self.delay.mute(digit.t - KEY_MARGIN, digit.t + digit.duration + KEY_MARGIN)
+        for action in self._keys.feed(
+            digit.digit, digit.t, digit.duration, opt_out_open=self._opt_out_open(digit.t)
+        ):
+            if action.kind == "opt_out":
+                self.opt_out(action.t, by="key")
+            elif action.kind == "pause":
+                self.pause(action.t, by="code")
+            else:
+                self.resume(action.t, by="code")
         if dialling:
             self._dialled += digit.digit
             self._annotate("called_number", self._dialled)
@@ -358,6 +417,8 @@ class LinePipeline:
                 pending, self._pending_caller = self._pending_caller, None
                 if pending and event.direction is Direction.INBOUND and event.t - pending[0] < 30:
                     self._facts.update(pending[1])  # the caller ID heard while it rang
+            elif isinstance(event, NoticePlayed):
+                self._notice_played_at = event.t
             elif isinstance(event, NoticeStarted):
                 self._notice_at = 0
             elif isinstance(event, RecordingStarted):
@@ -373,6 +434,7 @@ class LinePipeline:
             elif isinstance(event, HungUp):
                 if self._paused_since is not None:
                     self.resume(event.t, by="hang-up")
+                self._opted_out = False
                 self._notice_at = None
                 self._beep_at = None
                 self._keep(self.delay.drain())
@@ -397,12 +459,27 @@ class LinePipeline:
             self._writer = self._store.begin(self._recording_info(slot.t - head, head))
             for key, value in self._facts.items():
                 self._writer.annotate(key, value)
+            self._writer.annotate("policy", self._policy())
             for chunk in self._head:
                 self._writer.write(chunk)
             self._head.clear()
         if slot.lost:
             self._writer.mark_gap(slot.lost, "capture overrun: audio lost")
         self._writer.write(slot.samples)
+
+    def _policy(self) -> dict[str, object]:
+        """The policy this recording was made under, kept with it."""
+        line = self.config
+        return {
+            "label": line.label,
+            "consent": self.machine.consent.value,
+            "opt_out_key": line.opt_out_key,
+            "opt_out_window_s": line.opt_out_window,
+            "pause_code": line.pause_code,
+            "resume_code": line.resume_code,
+            "pause_limit_s": line.pause_limit,
+            "retention_days": line.retention_days,
+        }
 
     def _recording_info(self, t: float, notice_seconds: float) -> RecordingInfo:
         direction = self.machine.direction
@@ -415,6 +492,7 @@ class LinePipeline:
             started_at=self._wall(t),
             clock_synchronized=self._clock_synchronized(),
             notice_seconds=notice_seconds,
+            retention_days=self.config.retention_days,
         )
 
     def _seal(self, ended_by: str, t: float) -> None:

@@ -168,6 +168,9 @@ class Daemon:
             self.pipelines.append(pipeline)
             hook.on_edge(self._edge_callback(index, "hook"))
             ring.on_edge(self._edge_callback(index, "ring"))
+            if pins.button is not None:  # pause / opt-out push button, to ground
+                button = backend.pins.input(pins.button, name=f"line[{index}] button")
+                button.on_edge(self._edge_callback(index, "button"))
             try:
                 self._playbacks.append(backend.open_playback(line.audio))
                 self._captures.append(backend.open_capture(line.audio))
@@ -287,8 +290,10 @@ class Daemon:
         elif isinstance(item, _Edge):
             if item.signal == "hook":
                 pipeline.hook_edge(item.level, item.t)
-            else:
+            elif item.signal == "ring":
                 pipeline.ring_edge(item.level, item.t)
+            else:
+                pipeline.button(not item.level, item.t)  # pulled up: pressed reads low
         else:
             self._fault("audio", f"line {pipeline.name}: capture failed: {item.error}")
 
@@ -312,6 +317,8 @@ class Daemon:
                     raise KeyError(f"no line {arguments['line']!r}")
                 if command.action == "pause":
                     pipeline.pause(t, by="command")
+                elif command.action == "opt_out":
+                    pipeline.opt_out(t, by="command")
                 elif command.action == "resume":
                     pipeline.resume(t, by="command")
                 else:

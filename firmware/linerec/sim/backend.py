@@ -126,6 +126,7 @@ class SimLineSetup:
     hook_active_low: bool
     ring_pin: int
     ring_active_low: bool
+    button_pin: int | None = None  # pressed pulls it low
 
 
 class _LineCoupling:
@@ -220,8 +221,10 @@ class ScriptedCapture(AudioCapture):
         setup = self._setup
         if signal == "hook":
             self._pins.drive(setup.hook_pin, active != setup.hook_active_low, t)
-        else:
+        elif signal == "ring":
             self._pins.drive(setup.ring_pin, active != setup.ring_active_low, t)
+        elif setup.button_pin is not None:
+            self._pins.drive(setup.button_pin, not active, t)
 
     def _pace(self, t: float) -> None:
         if self._speed <= 0:

@@ -26,6 +26,7 @@ ACTIONS = (
     "dtmf",
     "tone",
     "callerid",
+    "press",
     "overrun",
     "stall",
 )
@@ -51,6 +52,7 @@ _OPTIONS: dict[str, dict[str, tuple[type, ...]]] = {
         "corrupt": (bool,),
         "level_dbfs": (int, float),
     },
+    "press": {},
     "overrun": {},
     "stall": {},
 }
@@ -64,6 +66,7 @@ _ACTION_TYPES: dict[str, tuple[type, ...]] = {
     "dtmf": (str,),
     "tone": (int, float, list),
     "callerid": (str,),
+    "press": (bool,),
     "overrun": (int, float),
     "stall": (bool,),
 }
@@ -188,7 +191,7 @@ def _parse_step(path: Path, where: str, step: object) -> Step:
 
 def _check_value(path: Path, where: str, action: str, value: Any, options: dict[str, Any]) -> None:
     key = f"{where}.{action}"
-    if action in ("off_hook", "on_hook", "stall") and value is not True:
+    if action in ("off_hook", "on_hook", "stall", "press") and value is not True:
         raise CallFileError(path, key, "must be true")
     if action == "ring" and not 1 <= value <= 50:
         raise CallFileError(path, key, f"must be a number of rings 1-50 (got {value})")

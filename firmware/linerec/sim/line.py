@@ -36,7 +36,7 @@ _CADENCES = {
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PinEdge:
     t: float
-    signal: str  # "hook" or "ring"
+    signal: str  # "hook", "ring" or "button"
     active: bool  # hook: off hook; ring: ringing voltage present
 
 
@@ -193,6 +193,12 @@ def _apply(timeline: _Timeline, step: Step, source: Path) -> None:
         )
     elif action == "callerid":
         timeline.audio(_caller_id(value, options), f"callerid {value or options.get('absent')}")
+    elif action == "press":  # the line's push button, held for 150 ms
+        timeline.edges += [
+            PinEdge(t=timeline.cursor, signal="button", active=True),
+            PinEdge(t=timeline.cursor + 0.15, signal="button", active=False),
+        ]
+        timeline.cursor += 0.15
     elif action == "overrun":
         timeline.faults.append(Fault(t=timeline.cursor, kind="overrun", seconds=value))
     elif action == "stall":

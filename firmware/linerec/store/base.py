@@ -23,6 +23,7 @@ class RecordingInfo:
     started_at: datetime  # wall clock, UTC, of the first kept sample
     clock_synchronized: bool  # False until NTP has set the clock (a Pi has no RTC)
     notice_seconds: float = 0.0  # the notice as played heads the recording: its length
+    retention_days: float = 0.0  # this line's retention; 0 = the store's
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

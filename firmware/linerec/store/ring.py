@@ -142,6 +142,7 @@ class Entry:
     held: bool
     size: int
     header_hash: str
+    retention_days: float = 0.0  # from the header; 0 = the store's max_age_days
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -200,6 +201,7 @@ def read_entry(path: Path, ring: Path | None = None) -> Entry:
         held=(ring / f"{recording_id}.hold").exists(),
         size=size,
         header_hash=hashlib.sha256(header_body).hexdigest(),
+        retention_days=float(header.get("retention_days", 0) or 0),
     )
 
 
@@ -289,6 +291,7 @@ class RingStore(Store):
             "line": info.line,
             "started_at": info.started_at.astimezone(UTC).isoformat(timespec="milliseconds"),
             "clock_synchronized": info.clock_synchronized,
+            "retention_days": info.retention_days,
             "codec": self.codec.value,
             "rate": RATE,
             "device_key": b64(raw_public(self.identity.public_key())),
@@ -430,18 +433,17 @@ class RingStore(Store):
         self._delete(entry, reason)
 
     def enforce_retention(self) -> list[str]:
-        """Delete recordings older than `max_age_days`, unless held; returns their ids."""
-        if not self.max_age_days:
-            return []
-        limit = self._wall() - timedelta(days=self.max_age_days)
-        expired = [
-            e
-            for e in self.entries.values()
-            if e.state != STATE_OPEN
-            and not e.held
-            and e.id not in self._open
-            and datetime.fromisoformat(e.started_at) < limit
-        ]
+        """Delete recordings past their retention (their line's, else `max_age_days`), unless
+        held; returns their ids."""
+        now = self._wall()
+
+        def past(entry: Entry) -> bool:
+            days = entry.retention_days or self.max_age_days
+            if not days or entry.state == STATE_OPEN or entry.held or entry.id in self._open:
+                return False
+            return datetime.fromisoformat(entry.started_at) < now - timedelta(days=days)
+
+        expired = [e for e in self.entries.values() if past(e)]
         for entry in sorted(expired, key=lambda e: e.seq):
             self._delete(entry, "retention")
         return [e.id for e in expired]
@@ -572,6 +574,7 @@ class EncryptedWriter(RecordingWriter):
             held=False,
             size=self._offset,
             header_hash=self._header_hash.hex(),
+            retention_days=info.retention_days,
         )
 
     def write(self, samples: Samples) -> None:

@@ -27,6 +27,7 @@ ACTIONS = {
     "status": (),
     "pause": ("line",),
     "resume": ("line",),
+    "opt_out": ("line",),
     "hold": ("id",),
     "release": ("id",),
     "delete": ("id",),
