@@ -352,3 +352,136 @@ def test_commands_reach_a_running_daemon(site: dict[str, Path], broker: Mosquitt
         if '"command_refused"' in row[0]
     ]
     assert "no line 'line9'" in refused[0]["reason"]
+
+
+@pytest.fixture
+def delivered(site: dict[str, Path]) -> Collector:
+    """A collector holding two recordings (inbound, outbound) from box1."""
+    config = load_config(site["appliance"])
+    for name in ("inbound.toml", "outbound.toml"):
+        simulate([example_call(name)], config=config, store_dir=None, emit=lambda e: None)
+    collector, stop, thread = run_collector(site["collector"])
+    try:
+        flush = subprocess.run(
+            [*LINEREC, "uplink", "flush", "--config", str(site["appliance"])],
+            capture_output=True,
+            text=True,
+        )
+        assert flush.returncode == 0, flush.stderr
+    finally:
+        stop.set()
+        thread.join(10)
+    return collector
+
+
+def test_deleting_at_the_collector_shreds_every_copy(
+    site: dict[str, Path], delivered: Collector
+) -> None:
+    import shutil
+
+    from linerec.store.keys import load_private
+
+    store = delivered.store
+    (first_row, second) = store.recordings()
+    backup = site["root"] / "backup"
+    shutil.copytree(site["root"] / "central" / "recordings", backup)  # a backup, taken before
+    deleted = subprocess.run(
+        [
+            *LINEREC,
+            "collector",
+            "delete",
+            first_row["id"],
+            "--reason",
+            "customer asked",
+            "--config",
+            str(site["collector"]),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert deleted.returncode == 0, deleted.stderr
+    copy = next(backup.rglob(f"{first_row['id']}*"))
+    with pytest.raises(ValueError, match="its key is gone"):
+        store.read_recording(first_row["id"], copy)
+    key = load_private(site["root"] / "keys" / "collector.key")
+    from linerec.store.reader import IntegrityError, decrypt
+
+    with pytest.raises(IntegrityError):  # nor does the collector's own key open the copy
+        decrypt(copy.read_bytes(), key)
+    assert decrypt(store.read_recording(second["id"], Path(second["path"])), key).samples.size > 0
+    (entry,) = store.deletions()
+    assert (entry["id"], entry["reason"], entry["prev"]) == (first_row["id"], "customer asked", "")
+
+
+def test_hold_blocks_deletion_and_retention(site: dict[str, Path], delivered: Collector) -> None:
+    store = delivered.store
+    rows = store.recordings()
+    subprocess.run(
+        [*LINEREC, "collector", "hold", rows[0]["id"], "--config", str(site["collector"])],
+        check=True,
+        capture_output=True,
+    )
+    refused = subprocess.run(
+        [
+            *LINEREC,
+            "collector",
+            "delete",
+            rows[0]["id"],
+            "--reason",
+            "x",
+            "--config",
+            str(site["collector"]),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert refused.returncode == 1 and "legal hold" in refused.stderr
+    gone = store.enforce_retention(30, now=time.time() + 31 * 86400)
+    assert gone == [rows[1]["id"]]
+    deletions = store.deletions()
+    assert deletions[0]["reason"] == "retention: older than 30 days"
+
+
+def test_every_access_is_audited_and_exports_verify(
+    site: dict[str, Path], delivered: Collector
+) -> None:
+    store = delivered.store
+    row = store.recordings()[0]
+    out = site["root"] / "copy.wav"
+    cfg = ["--config", str(site["collector"])]
+    subprocess.run([*LINEREC, "collector", "list", *cfg], check=True, capture_output=True)
+    subprocess.run(
+        [*LINEREC, "collector", "export", row["id"], "--reason", "dispute 7", "-o", str(out), *cfg],
+        check=True,
+        capture_output=True,
+    )
+    audit = subprocess.run(
+        [*LINEREC, "collector", "audit", "--json", *cfg], check=True, capture_output=True, text=True
+    )
+    records = [json.loads(line) for line in audit.stdout.splitlines()]
+    assert [(r["action"], r["recording"], r["reason"]) for r in records] == [
+        ("list", None, ""),
+        ("export", row["id"], "dispute 7"),
+        ("audit", None, ""),
+    ]
+    verify = [
+        *LINEREC,
+        "collector",
+        "verify-export",
+        str(out),
+        "--collector",
+        str(site["root"] / "keys" / "collector.pub"),
+    ]
+    ok = subprocess.run(verify, capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    data = bytearray(out.read_bytes())
+    data[1000] ^= 0x40
+    out.write_bytes(bytes(data))
+    bad = subprocess.run(verify, capture_output=True, text=True)
+    assert bad.returncode == 1 and "the audio is not the one exported (altered)" in bad.stderr
+    refused = subprocess.run(
+        [*LINEREC, "collector", "export", row["id"], "--reason", " ", "-o", str(out), *cfg],
+        capture_output=True,
+        text=True,
+    )
+    assert refused.returncode == 2

@@ -126,6 +126,23 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("-o", "--output", type=Path, required=True, metavar="OUT.wav")
     for sub_parser in (collector_run, collector_list, export):
         sub_parser.add_argument("--config", type=Path, default=None)
+    delete = collector_commands.add_parser(
+        "delete", help="crypto-shred a recording at the collector"
+    )
+    delete.add_argument("id", metavar="ID")
+    delete.add_argument("--reason", required=True)
+    hold = collector_commands.add_parser("hold", help="legal hold at the collector")
+    hold.add_argument("id", metavar="ID")
+    hold.add_argument("--release", action="store_true", help="lift the hold")
+    audit = collector_commands.add_parser("audit", help="every access, and the deletion log")
+    audit.add_argument("--json", action="store_true")
+    for sub_parser in (delete, hold, audit):
+        sub_parser.add_argument("--config", type=Path, default=None)
+    verify_export = collector_commands.add_parser(
+        "verify-export", help="check a customer copy against its verification file"
+    )
+    verify_export.add_argument("wav", type=Path, metavar="OUT.wav")
+    verify_export.add_argument("--collector", type=Path, required=True, metavar="collector.pub")
     command = collector_commands.add_parser("command", help="send a signed command to a device")
     command.add_argument("device", metavar="DEVICE")
     command.add_argument(
@@ -270,6 +287,16 @@ def _uplink_csr(args: argparse.Namespace) -> int:
 
 
 def _collector(args: argparse.Namespace) -> int:
+    if args.collector_command == "verify-export":
+        from linerec.collector.exports import verify_export
+        from linerec.store.keys import load_public
+
+        problem = verify_export(args.wav, load_public(args.collector))
+        if problem:
+            print(f"linerec: {args.wav}: NOT verified: {problem}", file=sys.stderr)
+            return 1
+        print(f"{args.wav}: verified: the audio of a recording signed by its appliance, unaltered")
+        return 0
     if args.collector_command == "enroll":
         from linerec.collector.enroll import enroll
 
@@ -299,6 +326,28 @@ def _collector(args: argparse.Namespace) -> int:
     store = CollectorStore(settings.data_dir, settings.database)
     if args.collector_command == "command":
         return _collector_command(args, settings, store)
+    if args.collector_command == "delete":
+        try:
+            entry = store.delete(args.id, args.reason)
+        except (KeyError, PermissionError) as exc:
+            print(f"linerec: error: {exc}", file=sys.stderr)
+            return 1
+        print(f"{args.id}: deleted; its key is destroyed (deletion log {entry['hash'][:16]})")
+        return 0
+    if args.collector_command == "hold":
+        store.hold(args.id, not args.release)
+        store.audit("release" if args.release else "hold", args.id, "")
+        print(f"{args.id}: {'released' if args.release else 'on legal hold'}")
+        return 0
+    if args.collector_command == "audit":
+        store.audit("audit", None, "")
+        records = [{"log": "access", **r} for r in store.audit_log()]
+        records += [{"log": "deletion", **r} for r in store.deletions()]
+        for record in records:
+            print(
+                json.dumps(record) if args.json else " ".join(f"{k}={v}" for k, v in record.items())
+            )
+        return 0
     if args.collector_command == "list":
         store.audit("list", None, "")
         for row in store.recordings():
@@ -363,11 +412,9 @@ def _collector_command(args: argparse.Namespace, settings: object, store: object
 
 
 def _collector_export(args: argparse.Namespace, settings: object, store: object) -> int:
-    from linerec.codec import Codec
     from linerec.collector.service import CollectorSettings
     from linerec.collector.store import CollectorStore
-    from linerec.store.reader import IntegrityError, decrypt
-    from linerec.wav import write_wav
+    from linerec.store.reader import IntegrityError
 
     assert isinstance(settings, CollectorSettings) and isinstance(store, CollectorStore)
     if not args.reason.strip():
@@ -378,26 +425,16 @@ def _collector_export(args: argparse.Namespace, settings: object, store: object)
         print(f"linerec: error: no recording {args.id!r} at this collector", file=sys.stderr)
         return 1
     store.audit("export", args.id, args.reason)
+    from linerec.collector.exports import export
+
     try:
-        result = decrypt(Path(row["path"]).read_bytes(), settings.key)
-    except IntegrityError as exc:
-        print(f"linerec: error: {row['path']}: {exc}", file=sys.stderr)
+        result = export(store, settings.key, args.id, args.output, args.reason)
+    except (IntegrityError, ValueError) as exc:
+        print(f"linerec: error: {args.id}: {exc}", file=sys.stderr)
         return 1
-    write_wav(args.output, result.samples, rate=8000, codec=Codec.PCM16)
-    args.output.with_suffix(".json").write_text(
-        json.dumps(
-            {
-                "recording": row,
-                "header": result.inspected.header,
-                "state": result.inspected.state,
-                "metadata": result.metadata,
-            },
-            indent=2,
-        )
-        + "\n"
-    )
     print(
-        f"{args.id}: {result.inspected.state}, {len(result.samples) / 8000:.1f} s -> {args.output}"
+        f"{args.id}: {result.inspected.state}, {len(result.samples) / 8000:.1f} s -> {args.output} "
+        f"(+ .json metadata, .lrec and .verify.json for whoever must check it)"
     )
     return 0
 

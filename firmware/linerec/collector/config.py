@@ -11,7 +11,17 @@ from linerec.mqttapi import Broker
 from linerec.store.keys import load_private
 
 DEFAULT_PATH = Path("/etc/linerec/collector.toml")
-_KEYS = {"broker", "allow_plaintext", "data_dir", "key", "database", "ca", "cert", "client_key"}
+_KEYS = {
+    "broker",
+    "allow_plaintext",
+    "data_dir",
+    "key",
+    "database",
+    "ca",
+    "cert",
+    "client_key",
+    "retention_days",
+}
 
 
 def load_collector_config(path: Path | str) -> CollectorSettings:
@@ -63,4 +73,11 @@ def load_collector_config(path: Path | str) -> CollectorSettings:
         ca=file("ca") if "ca" in table else None,
         cert=file("cert") if "cert" in table else None,
         client_key=file("client_key") if "client_key" in table else None,
+        retention_days=_days(table.get("retention_days", 0), path),
     )
+
+
+def _days(value: object, path: Path) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 36500:
+        raise ConfigError(path, "collector.retention_days", f"must be days 0-36500 (got {value!r})")
+    return float(value)

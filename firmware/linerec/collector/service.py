@@ -27,6 +27,8 @@ from linerec.store.reader import IntegrityError, decrypt
 
 log = logging.getLogger(__name__)
 
+RETENTION_EVERY = 3600.0  # seconds between retention sweeps
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CollectorSettings:
@@ -37,6 +39,7 @@ class CollectorSettings:
     ca: Path | None = None
     cert: Path | None = None
     client_key: Path | None = None
+    retention_days: float = 0.0  # 0 = keep until deleted by hand
 
 
 class Collector:
@@ -76,7 +79,10 @@ class Collector:
     def run(self, stop: threading.Event) -> None:
         self.start()
         try:
-            stop.wait()
+            while not stop.wait(timeout=RETENTION_EVERY if self.settings.retention_days else None):
+                with self._lock:
+                    for gone in self.store.enforce_retention(self.settings.retention_days):
+                        log.info("deleted %s: past retention", gone)
         finally:
             self.stop()
 
@@ -161,16 +167,16 @@ class Collector:
         )
         if final is None:
             return
-        facts = self._facts(final)
+        facts = self._facts(recording_id, final)
         self.store.index(device, recording_id, final, digest, facts, time.time())
         log.info("recording %s from %s stored (%s)", recording_id, device, facts.get("state"))
         self._ack(
             device, {"kind": "recording", "device": device, "id": recording_id, "sha256": digest}
         )
 
-    def _facts(self, path: Path) -> dict[str, Any]:
+    def _facts(self, recording_id: str, path: Path) -> dict[str, Any]:
         try:
-            result = decrypt(path.read_bytes(), self.settings.key)
+            result = decrypt(self.store.read_recording(recording_id, path), self.settings.key)
         except IntegrityError as exc:
             self._problem(f"{path.name}: stored, but it does not verify: {exc}")
             return {"state": "damaged"}

@@ -1,8 +1,13 @@
 """Where the collector keeps what arrives: files on disk, an index in SQLite.
 
-    <data_dir>/recordings/<device>/<id>.lrec    recordings, exactly as sealed on the appliance
+    <data_dir>/recordings/<device>/<id>.lrec.vault    recordings, as sealed on the appliance, each
+                                                     encrypted again under a key of its own
     <data_dir>/incoming/<device>/<id>.part      uploads under way (pieces written at their offset)
     <database> (default <data_dir>/collector.db)
+
+Deleting a recording destroys its key (kept in the database, which `secure_delete` overwrites),
+so every copy of the file, backups included, is unreadable from then on: crypto-shredding.
+The deletion log is a hash chain: each entry names the hash of the one before.
 
 Everything is idempotent under redelivery: an event or a piece that arrives twice changes
 nothing. A recording is indexed only once its file is complete, its SHA-256 matches and it is
@@ -18,8 +23,15 @@ import os
 import sqlite3
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+
+VAULT_MAGIC = b"LRVAULT1"
+VAULT_SUFFIX = ".lrec.vault"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -35,6 +47,12 @@ CREATE TABLE IF NOT EXISTS audit (
     at REAL NOT NULL, who TEXT NOT NULL, action TEXT NOT NULL, recording TEXT, reason TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS command_counters (device TEXT PRIMARY KEY, counter INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS vault_keys (id TEXT PRIMARY KEY, key BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS holds (id TEXT PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS deletions (
+    id TEXT NOT NULL, device TEXT NOT NULL, at REAL NOT NULL, reason TEXT NOT NULL,
+    prev TEXT NOT NULL, hash TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS uploads (
     device TEXT NOT NULL, id TEXT NOT NULL, size INTEGER NOT NULL, sha256 TEXT NOT NULL,
     received TEXT NOT NULL, PRIMARY KEY (device, id)
@@ -67,6 +85,9 @@ class CollectorStore:
         self.db = sqlite3.connect(database, check_same_thread=False, isolation_level=None)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
+        self.db.execute(
+            "PRAGMA secure_delete=ON"
+        )  # a deleted key is overwritten, not just unlinked
         self.db.executescript(SCHEMA)
 
     # -- events ------------------------------------------------------------------------------
@@ -145,12 +166,108 @@ class CollectorStore:
             return None
         final_dir = self.data_dir / "recordings" / piece.device
         final_dir.mkdir(parents=True, exist_ok=True)
-        final = final_dir / f"{piece.recording_id}.lrec"
-        with open(part, "rb+") as file:
-            os.fsync(file.fileno())
-        os.replace(part, final)
-        _fsync_dir(final_dir)
+        final = final_dir / f"{piece.recording_id}{VAULT_SUFFIX}"
+        self._vault(piece.recording_id, data, final)
+        part.unlink()
         return final
+
+    # -- at rest: each recording under its own key, so deleting the key shreds every copy ----
+
+    def _vault(self, recording_id: str, data: bytes, path: Path) -> None:
+        key, nonce = os.urandom(32), os.urandom(12)
+        sealed = (
+            VAULT_MAGIC + nonce + ChaCha20Poly1305(key).encrypt(nonce, data, recording_id.encode())
+        )
+        tmp = path.with_name(path.name + ".tmp")
+        with open(tmp, "wb") as file:
+            file.write(sealed)
+            file.flush()
+            os.fsync(file.fileno())
+        self.db.execute(
+            "INSERT OR REPLACE INTO vault_keys (id, key) VALUES (?, ?)", (recording_id, key)
+        )
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+
+    def read_recording(self, recording_id: str, path: Path) -> bytes:
+        """The recording as the appliance sealed it (ValueError once it has been deleted)."""
+        row = self.db.execute("SELECT key FROM vault_keys WHERE id = ?", (recording_id,)).fetchone()
+        if row is None:
+            raise ValueError(f"{recording_id}: its key is gone (deleted): no copy can be read")
+        blob = path.read_bytes()
+        if blob[: len(VAULT_MAGIC)] != VAULT_MAGIC:
+            raise ValueError(f"{path}: not a collector vault file")
+        nonce = blob[len(VAULT_MAGIC) : len(VAULT_MAGIC) + 12]
+        try:
+            return ChaCha20Poly1305(bytes(row[0])).decrypt(
+                nonce, blob[len(VAULT_MAGIC) + 12 :], recording_id.encode()
+            )
+        except InvalidTag as exc:
+            raise ValueError(f"{path}: altered at rest") from exc
+
+    def delete(self, recording_id: str, reason: str) -> dict[str, Any]:
+        """Crypto-shred a recording: its key goes, then its file; the deletion log grows."""
+        row = self.recording(recording_id)
+        if row is None:
+            raise KeyError(f"no recording {recording_id!r} at this collector")
+        if self.db.execute("SELECT 1 FROM holds WHERE id = ?", (recording_id,)).fetchone():
+            raise PermissionError(f"{recording_id} is on legal hold")
+        self.db.execute("DELETE FROM vault_keys WHERE id = ?", (recording_id,))
+        self.db.execute("DELETE FROM recordings WHERE id = ?", (recording_id,))
+        Path(row["path"]).unlink(missing_ok=True)
+        previous = self.db.execute(
+            "SELECT hash FROM deletions ORDER BY rowid DESC LIMIT 1"
+        ).fetchone()
+        entry = {
+            "id": recording_id,
+            "device": row["device"],
+            "at": time.time(),
+            "reason": reason,
+            "prev": previous[0] if previous else "",
+        }
+        digest = hashlib.sha256(json.dumps(entry, sort_keys=True).encode()).hexdigest()
+        self.db.execute(
+            "INSERT INTO deletions (id, device, at, reason, prev, hash) VALUES (?, ?, ?, ?, ?, ?)",
+            (recording_id, row["device"], entry["at"], reason, entry["prev"], digest),
+        )
+        self.audit("delete", recording_id, reason)
+        return {**entry, "hash": digest}
+
+    def hold(self, recording_id: str, held: bool) -> None:
+        if held:
+            self.db.execute("INSERT OR IGNORE INTO holds (id) VALUES (?)", (recording_id,))
+        else:
+            self.db.execute("DELETE FROM holds WHERE id = ?", (recording_id,))
+
+    def enforce_retention(self, days: float, now: float | None = None) -> list[str]:
+        """Delete what is older than `days` (by when it began), unless on hold."""
+        if not days:
+            return []
+        limit = (now if now is not None else time.time()) - days * 86400
+        gone = []
+        for row in self.recordings():
+            started = row["started_at"]
+            if started and datetime.fromisoformat(started).timestamp() < limit:
+                try:
+                    self.delete(row["id"], f"retention: older than {days:g} days")
+                    gone.append(row["id"])
+                except PermissionError:
+                    continue
+        return gone
+
+    def deletions(self) -> list[dict[str, Any]]:
+        cursor = self.db.execute(
+            "SELECT id, device, at, reason, prev, hash FROM deletions ORDER BY rowid"
+        )
+        names = [c[0] for c in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor]
+
+    def audit_log(self) -> list[dict[str, Any]]:
+        cursor = self.db.execute(
+            "SELECT at, who, action, recording, reason FROM audit ORDER BY rowid"
+        )
+        names = [c[0] for c in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor]
 
     def index(
         self,

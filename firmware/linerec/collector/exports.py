@@ -1,0 +1,75 @@
+"""A copy for a customer, and the file that proves where it came from.
+
+`export` writes OUT.wav (the audio), OUT.json (the call's metadata), OUT.lrec (the recording
+as the appliance sealed and signed it) and OUT.verify.json: the recording's header and signed
+trailer, the SHA-256 of OUT.lrec and of OUT.wav, all signed by the collector. `verify_export`
+checks, with only public keys: the collector's signature, that OUT.wav and OUT.lrec are the
+files it names, and that OUT.lrec is intact and signed by the appliance its header names.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from linerec.codec import Codec
+from linerec.collector.store import CollectorStore
+from linerec.mqttapi import ApiError, sign, verify
+from linerec.store.keys import CollectorPrivate, CollectorPublic
+from linerec.store.reader import Decrypted, IntegrityError, decrypt, inspect
+from linerec.wav import write_wav
+
+
+def export(
+    store: CollectorStore, key: CollectorPrivate, recording_id: str, out: Path, reason: str
+) -> Decrypted:
+    row = store.recording(recording_id)
+    if row is None:
+        raise ValueError("no such recording at this collector")
+    sealed = store.read_recording(recording_id, Path(row["path"]))
+    result = decrypt(sealed, key)
+    write_wav(out, result.samples, rate=8000, codec=Codec.PCM16)
+    out.with_suffix(".json").write_text(
+        json.dumps(
+            {"recording": row, "state": result.inspected.state, "metadata": result.metadata},
+            indent=2,
+        )
+        + "\n"
+    )
+    out.with_suffix(".lrec").write_bytes(sealed)
+    proof = {
+        "recording": recording_id,
+        "reason": reason,
+        "header": result.inspected.header,
+        "end": result.inspected.end,
+        "lrec_sha256": hashlib.sha256(sealed).hexdigest(),
+        "wav_sha256": hashlib.sha256(out.read_bytes()).hexdigest(),
+    }
+    out.with_suffix(".verify.json").write_bytes(sign(key.signing, proof))
+    return result
+
+
+def verify_export(wav: Path, collector: CollectorPublic) -> str:
+    """Empty if the copy verifies; otherwise what failed."""
+    try:
+        proof = verify(
+            collector.signing, wav.with_suffix(".verify.json").read_bytes(), "verification file"
+        )
+    except (OSError, ApiError) as exc:
+        return str(exc)
+    if hashlib.sha256(wav.read_bytes()).hexdigest() != proof.get("wav_sha256"):
+        return "the audio is not the one exported (altered)"
+    try:
+        sealed = wav.with_suffix(".lrec").read_bytes()
+    except OSError as exc:
+        return f"the sealed recording is missing: {exc}"
+    if hashlib.sha256(sealed).hexdigest() != proof.get("lrec_sha256"):
+        return "the sealed recording is not the one exported"
+    try:
+        inspected = inspect(sealed)
+    except IntegrityError as exc:
+        return f"the sealed recording does not verify: {exc}"
+    if inspected.header != proof.get("header"):
+        return "the verification file names another recording"
+    return ""
