@@ -367,14 +367,14 @@ def _collector(args: argparse.Namespace) -> int:
 
 
 def _collector_command(args: argparse.Namespace, settings: object, store: object) -> int:
-    import paho.mqtt.client as mqtt
-    from paho.mqtt.enums import CallbackAPIVersion
+    import os
+
     from paho.mqtt.packettypes import PacketTypes
     from paho.mqtt.properties import Properties
 
     from linerec.collector.service import CollectorSettings
     from linerec.collector.store import CollectorStore
-    from linerec.mqttapi import sign, topic
+    from linerec.mqttapi import make_client, sign, topic
     from linerec.uplink.commands import ACTIONS, command_body
 
     assert isinstance(settings, CollectorSettings) and isinstance(store, CollectorStore)
@@ -386,14 +386,14 @@ def _collector_command(args: argparse.Namespace, settings: object, store: object
     counter = store.next_command_counter(args.device)
     body = command_body(args.device, counter, args.action, ttl=args.ttl, **arguments)
     store.audit(f"command {args.action}", arguments.get("id"), json.dumps(arguments))
-    client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
     broker = settings.broker
-    if broker.tls:
-        client.tls_set(
-            ca_certs=str(settings.ca) if settings.ca else None,
-            certfile=str(settings.cert) if settings.cert else None,
-            keyfile=str(settings.client_key) if settings.client_key else None,
-        )
+    client = make_client(
+        f"linerec-command-{os.getpid()}",
+        broker,
+        ca=settings.ca,
+        cert=settings.cert,
+        key=settings.client_key,
+    )
     client.connect(broker.host, broker.port)
     client.loop_start()
     properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]

@@ -18,11 +18,14 @@ from __future__ import annotations
 import base64
 import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import paho.mqtt.client as mqtt
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from paho.mqtt.enums import CallbackAPIVersion
 
 from linerec.errors import LinerecError
 
@@ -71,6 +74,27 @@ def verify(key: Ed25519PublicKey, data: bytes, where: str) -> dict[str, Any]:
     except (InvalidSignature, ValueError) as exc:
         raise ApiError(f"{where}: bad signature (not signed by the collector's key)") from exc
     return unsigned
+
+
+def make_client(
+    client_id: str,
+    broker: Broker,
+    *,
+    ca: Path | None = None,
+    cert: Path | None = None,
+    key: Path | None = None,
+) -> mqtt.Client:
+    """An MQTT 5 client (paho's version 2 callbacks) with TLS when the broker URL says mqtts."""
+    client = mqtt.Client(
+        callback_api_version=CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5
+    )
+    if broker.tls:
+        client.tls_set(
+            ca_certs=str(ca) if ca else None,
+            certfile=str(cert) if cert else None,
+            keyfile=str(key) if key else None,
+        )
+    return client
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -18,10 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 
 from linerec.collector.store import CollectorStore, Piece
-from linerec.mqttapi import SHARE, ApiError, Broker, parse_topic, sign, topic
+from linerec.mqttapi import SHARE, ApiError, Broker, make_client, parse_topic, sign, topic
 from linerec.store.keys import CollectorPrivate
 from linerec.store.reader import IntegrityError, decrypt
 
@@ -51,17 +50,9 @@ class Collector:
         self._lock = threading.Lock()  # paho calls back on one thread; the CLI may read too
         self.ready = threading.Event()
         self.problems: list[str] = []
-        self.client = mqtt.Client(
-            callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id=client_id,
-            protocol=mqtt.MQTTv5,
+        self.client = make_client(
+            client_id, settings.broker, ca=settings.ca, cert=settings.cert, key=settings.client_key
         )
-        if settings.broker.tls:
-            self.client.tls_set(
-                ca_certs=str(settings.ca) if settings.ca else None,
-                certfile=str(settings.cert) if settings.cert else None,
-                keyfile=str(settings.client_key) if settings.client_key else None,
-            )
         self.client.reconnect_delay_set(min_delay=1, max_delay=30)
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message

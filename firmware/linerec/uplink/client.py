@@ -23,11 +23,10 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from linerec.mqttapi import CHUNK, ApiError, Broker, topic, verify
+from linerec.mqttapi import CHUNK, ApiError, Broker, make_client, topic, verify
 from linerec.store.keys import CollectorPublic
 from linerec.store.ring import RingStore
 from linerec.uplink.commands import Command, CommandGate
@@ -121,18 +120,14 @@ class Uplink:
     # -- MQTT ------------------------------------------------------------------------------
 
     def _make_client(self) -> mqtt.Client:
-        client = mqtt.Client(
-            callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id=f"linerec-{self._device}",
-            protocol=mqtt.MQTTv5,
-        )
         settings = self.settings
-        if settings.broker.tls:
-            client.tls_set(
-                ca_certs=str(settings.ca) if settings.ca else None,
-                certfile=str(settings.cert) if settings.cert else None,
-                keyfile=str(settings.key) if settings.key else None,
-            )
+        client = make_client(
+            f"linerec-{self._device}",
+            settings.broker,
+            ca=settings.ca,
+            cert=settings.cert,
+            key=settings.key,
+        )
         client.reconnect_delay_set(min_delay=1, max_delay=60)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
