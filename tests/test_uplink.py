@@ -344,6 +344,26 @@ def test_commands_reach_a_running_daemon(site: dict[str, Path], broker: Mosquitt
         stop.set()
         thread.join(10)
     assert events().count("command_done") == 2
+    # the daemon's health telemetry is retained on the broker, in the documented shape
+    import jsonschema
+    import paho.mqtt.client as mqtt
+    import yaml
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    spec = yaml.safe_load((Path(__file__).parents[1] / "docs" / "asyncapi.yaml").read_text())
+    got: list[bytes] = []
+    reader = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    reader.on_message = lambda client, userdata, message: got.append(message.payload)
+    reader.connect("127.0.0.1", broker.port)
+    reader.subscribe("linerec/v1/box1/health")
+    reader.loop_start()
+    deadline = time.monotonic() + 5
+    while not got and time.monotonic() < deadline:
+        time.sleep(0.05)
+    reader.loop_stop()
+    health = json.loads(got[0])
+    jsonschema.validate(health, spec["components"]["messages"]["health"]["payload"])
+    assert health["lines"][0]["line"] == "line1"
     (pause,) = metadata["pauses"]
     assert pause["by"] == "command" and pause["seconds"] > 0
     refused = [

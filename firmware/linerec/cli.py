@@ -624,6 +624,7 @@ def _run(args: argparse.Namespace) -> int:
         emit=sinks[0],
         notifier=Notifier(),
         on_status_request=uplink.publish_status if uplink else lambda: None,
+        on_health=uplink.publish_health if uplink else lambda health: None,
     )
     daemons.append(daemon)
     if uplink is not None:

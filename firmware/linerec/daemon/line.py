@@ -127,6 +127,7 @@ class LinePipeline:
         self._answered_at = 0.0
         self._paused_since: float | None = None
         self._opted_out = False
+        self._callerid_errors = 0
         self._notice_played_at = float("-inf")
         self._keys = KeyCodes(
             opt_out_key=line.opt_out_key, pause_code=line.pause_code, resume_code=line.resume_code
@@ -274,6 +275,17 @@ class LinePipeline:
         """From the next call on (a call in progress keeps the notice it was given)."""
         self.machine.consent = mode
 
+    def health(self) -> dict[str, object]:
+        return {
+            "line": self.name,
+            "state": self.machine.state.value,
+            "off_hook": self.hook.off_hook,
+            "rings": self.machine.rings,
+            "callerid_errors": self._callerid_errors,
+            "silent_for": round(self.analyzer.level.silent_for, 1),
+            "overrun_seconds": round(self.lost_samples / RATE, 3),
+        }
+
     def refresh_led(self, now: float) -> None:
         """Advance the LED's blink pattern (the daemon calls this every 50 ms or so)."""
         self._led.update(now)
@@ -300,6 +312,7 @@ class LinePipeline:
         elif isinstance(heard, CallerId):
             self._caller_id(heard, off_hook)
         elif isinstance(heard, CallerIdError):
+            self._callerid_errors += 1
             self._emit(CallerIdFailed(t=heard.t, line=self.name, reason=heard.reason))
         elif isinstance(heard, Tone):
             self._emit(ToneHeard(t=heard.t, line=self.name, tone=heard.name, plan=heard.plan))

@@ -13,6 +13,7 @@ through, and each line seals its recording in progress.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -43,6 +44,18 @@ QUEUE_FRAMES = 50  # per line: one second of audio between capture and the main 
 CAPTURE_STALL = 0.5  # seconds without a period before a capture thread counts as stuck
 SUPERVISE_EVERY = 0.05  # seconds between watchdog/stall checks and LED refreshes
 RETENTION_EVERY = 60.0  # seconds between retention sweeps
+HEALTH_EVERY = 60.0  # seconds between health reports
+THERMAL = Path("/sys/class/thermal/thermal_zone0/temp")
+
+
+def _temperature() -> float | None:
+    """The SoC temperature where the kernel reports one (on a Pi it does)."""
+    try:
+        return int(THERMAL.read_text()) / 1000
+    except (OSError, ValueError):
+        return None
+
+
 TIMESYNC_FLAG = Path("/run/systemd/timesync/synchronized")
 
 
@@ -95,12 +108,16 @@ class Daemon:
         notifier: Notifier | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         on_status_request: Callable[[], None] = lambda: None,
+        on_health: Callable[[dict[str, object]], None] = lambda health: None,
     ) -> None:
         self.config = config
         self.backend = backend
         self.store = store
         self._emit_to = emit
         self._on_status_request = on_status_request
+        self._on_health = on_health
+        self._started = monotonic()
+        self._last_health = float("-inf")
         self.notifier = notifier or Notifier({})
         self._monotonic = monotonic
         self._queue: HandoffQueue[_Edge | _Captured | _CaptureFailed | _Command] = HandoffQueue(
@@ -345,6 +362,9 @@ class Daemon:
         if now - self._last_retention >= RETENTION_EVERY:
             self._last_retention = now
             self._retention()
+        if now - self._last_health >= HEALTH_EVERY:
+            self._last_health = now
+            self._on_health(self.health(now))
         stalled = {i for i, beat in enumerate(self._heartbeats) if now - beat > CAPTURE_STALL}
         for index in stalled - self._stalled:
             # No audio is coming: keep what came, sealed, rather than wait for the watchdog.
@@ -359,6 +379,25 @@ class Daemon:
         if interval is not None and not stalled and now - self._last_ping >= interval / 2:
             self.notifier.watchdog()
             self._last_ping = now
+
+    def health(self, now: float) -> dict[str, object]:
+        """What the collector's health view shows of this box and its lines."""
+        free = None
+        try:
+            stats = os.statvfs(self.config.store.dir)
+            free = stats.f_bavail * stats.f_frsize
+        except OSError:
+            pass
+        fill = self.store.fill()
+        return {
+            "uptime": round(now - self._started, 1),
+            "ring_fill": round(fill, 4) if fill is not None else None,
+            "card_free_bytes": free,
+            "clock_synchronized": clock_synchronized(),
+            "temperature_c": _temperature(),
+            "faults": sorted(self._faults),
+            "lines": [p.health() for p in self.pipelines],
+        }
 
     def _retention(self) -> None:
         try:

@@ -70,6 +70,10 @@ class Store(ABC):
     def begin(self, info: RecordingInfo) -> RecordingWriter: ...
 
     @abstractmethod
+    def fill(self) -> float | None:
+        """How full the store is, 0..1 (None if it has no set capacity)."""
+
+    @abstractmethod
     def hold(self, recording_id: str) -> None:
         """Legal hold: never evicted, never deleted by retention."""
 

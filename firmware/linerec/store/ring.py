@@ -334,6 +334,9 @@ class RingStore(Store):
         elif fill < self.warn_fill:
             self._warned = False
 
+    def fill(self) -> float | None:
+        return self.used() / self.capacity if self.capacity else None
+
     def used(self) -> int:
         return sum(e.size for e in self.entries.values() if e.id not in self._open) + sum(
             self._open.values()

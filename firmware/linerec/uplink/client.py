@@ -113,6 +113,13 @@ class Uplink:
             topic(self._device, "status"), self._status("online"), qos=1, retain=True
         )
 
+    def publish_health(self, health: dict[str, object]) -> None:
+        """Telemetry: the latest is what matters, so it is retained and not queued on the
+        card (events and recordings are; this is not where anything is lost)."""
+        if self._connected.is_set():
+            body = json.dumps({**health, "t": time.time()}).encode()
+            self.client.publish(topic(self._device, "health"), body, qos=0, retain=True)
+
     def waiting(self) -> tuple[int, list[str]]:
         """(events, recordings) the collector has not acknowledged yet."""
         return len(self.outbox.pending()), [e.id for e in self.ring.sealed()]
