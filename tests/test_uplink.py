@@ -505,3 +505,64 @@ def test_every_access_is_audited_and_exports_verify(
         text=True,
     )
     assert refused.returncode == 2
+
+
+def test_a_long_upload_resumes_where_the_collector_had_got_to(
+    site: dict[str, Path], broker: Mosquitto
+) -> None:
+    """Progress acks during a long upload let the appliance resume, not start over."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    call = site["root"] / "minute.toml"
+    call.write_text(
+        "[[call]]\n[[call.step]]\nat = 0.5\noff_hook = true\n"
+        + '[[call.step]]\nsay = "caller"\n[[call.step]]\nsay = "office"\n' * 4
+        + "[[call.step]]\non_hook = true\n"
+    )
+    config = load_config(site["appliance"])
+    simulate([call], config=config, store_dir=None, emit=lambda e: None)
+    (recording,) = sorted((site["root"] / "ring").glob("*.lrec"))
+    assert recording.stat().st_size > 10 * 32 * 1024  # many pieces
+    offsets: list[int] = []
+    spy = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    spy.on_message = lambda c, u, m: offsets.append(int(dict(m.properties.UserProperty)["offset"]))
+    spy.connect("127.0.0.1", broker.port)
+    spy.subscribe("linerec/v1/box1/upload/+", qos=1)
+    spy.loop_start()
+    collector, stop, thread = run_collector(site["collector"])
+    try:
+        flush = subprocess.run(
+            [*LINEREC, "uplink", "flush", "--config", str(site["appliance"])],
+            capture_output=True,
+            text=True,
+        )
+        assert flush.returncode == 0, flush.stderr
+    finally:
+        stop.set()
+        thread.join(10)
+    progress = json.loads(
+        next((site["root"] / "ring" / "outbox" / "uploads").glob("*.json")).read_text()
+    )
+    assert progress["received"] >= 8 * 32 * 1024  # the collector said how far it had got, signed
+    # An outage later: the appliance is told to send it all again (say, it lost the final ack).
+    # It resumes from the last progress ack, not from byte 0.
+    from linerec.daemon.storage import open_store, open_uplink
+
+    ring = open_store(config, emit=lambda e: None, clock=time.monotonic)
+    uplink = open_uplink(config, ring)
+    offsets.clear()
+    uplink._chunk = 32 * 1024
+    client_started = threading.Event()
+    uplink.client.on_connect = lambda *a: client_started.set()
+    uplink.client.connect("127.0.0.1", broker.port)
+    uplink.client.loop_start()
+    assert client_started.wait(5)
+    uplink._connected.set()
+    assert uplink._upload(recording.name.removesuffix(".lrec"), recording)
+    deadline = time.monotonic() + 5
+    while len(offsets) < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    uplink.client.loop_stop()
+    spy.loop_stop()
+    assert min(offsets) == progress["received"] // (32 * 1024) * 32 * 1024 > 0

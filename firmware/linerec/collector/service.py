@@ -20,13 +20,14 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 from linerec.collector.store import CollectorStore, Piece
-from linerec.mqttapi import SHARE, ApiError, Broker, make_client, parse_topic, sign, topic
+from linerec.mqttapi import CHUNK, SHARE, ApiError, Broker, make_client, parse_topic, sign, topic
 from linerec.store.keys import CollectorPrivate
 from linerec.store.reader import IntegrityError, decrypt
 
 log = logging.getLogger(__name__)
 
 RETENTION_EVERY = 3600.0  # seconds between retention sweeps
+PROGRESS_EVERY = 8  # pieces between progress acks on a long upload
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -157,8 +158,22 @@ class Collector:
             )
         )
         if final is None:
+            received = self.store.received(device, recording_id)
+            if received and (offset // CHUNK) % PROGRESS_EVERY == PROGRESS_EVERY - 1:
+                # Synced so far: after an outage the appliance resumes from here.
+                self._ack(
+                    device,
+                    {
+                        "kind": "progress",
+                        "device": device,
+                        "id": recording_id,
+                        "sha256": digest,
+                        "received": received,
+                    },
+                )
             return
         facts = self._facts(recording_id, final)
+        self._check_chain(device, recording_id, facts)
         self.store.index(device, recording_id, final, digest, facts, time.time())
         log.info("recording %s from %s stored (%s)", recording_id, device, facts.get("state"))
         self._ack(
@@ -173,6 +188,8 @@ class Collector:
             return {"state": "damaged"}
         header, metadata = result.inspected.header, result.metadata
         return {
+            "prev": header.get("prev"),
+            "hash": result.inspected.header_hash.hex(),
             "seq": header.get("seq"),
             "line": header.get("line"),
             "started_at": header.get("started_at"),
@@ -181,6 +198,14 @@ class Collector:
             "caller_number": metadata.get("caller_number"),
             "called_number": metadata.get("called_number"),
         }
+
+    def _check_chain(self, device: str, recording_id: str, facts: dict[str, Any]) -> None:
+        """Each device's recordings form a chain (seq, previous header hash): say where not."""
+        problem = self.store.follow_chain(
+            device, facts.get("seq"), facts.get("prev"), facts.get("hash")
+        )
+        if problem:
+            self._problem(f"device {device}: {recording_id}: {problem}")
 
     def _ack(self, device: str, body: dict[str, Any]) -> None:
         self.client.publish(topic(device, "ack"), sign(self.settings.key.signing, body), qos=1)

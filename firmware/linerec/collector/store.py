@@ -53,6 +53,9 @@ CREATE TABLE IF NOT EXISTS deletions (
     id TEXT NOT NULL, device TEXT NOT NULL, at REAL NOT NULL, reason TEXT NOT NULL,
     prev TEXT NOT NULL, hash TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS chains (
+    device TEXT PRIMARY KEY, seq INTEGER NOT NULL, head TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS uploads (
     device TEXT NOT NULL, id TEXT NOT NULL, size INTEGER NOT NULL, sha256 TEXT NOT NULL,
     received TEXT NOT NULL, PRIMARY KEY (device, id)
@@ -268,6 +271,41 @@ class CollectorStore:
         )
         names = [c[0] for c in cursor.description]
         return [dict(zip(names, row, strict=True)) for row in cursor]
+
+    def received(self, device: str, recording_id: str) -> int:
+        """Bytes of an upload received from its start without a hole, and synced."""
+        row = self.db.execute(
+            "SELECT received FROM uploads WHERE device = ? AND id = ?", (device, recording_id)
+        ).fetchone()
+        ranges = json.loads(row[0]) if row else []
+        if not ranges or ranges[0][0] != 0:
+            return 0
+        part = self.data_dir / "incoming" / device / f"{recording_id}.part"
+        with open(part, "rb+") as file:
+            os.fsync(file.fileno())
+        return int(ranges[0][1])
+
+    def follow_chain(self, device: str, seq: object, prev: object, head: object) -> str:
+        """Move the device's chain on by one recording; '' if it follows, else what is wrong."""
+        if not isinstance(seq, int) or not isinstance(head, str):
+            return "no sequence number or header hash"
+        row = self.db.execute("SELECT seq, head FROM chains WHERE device = ?", (device,)).fetchone()
+        problem = ""
+        if row is not None:
+            last, last_head = int(row[0]), str(row[1])
+            if seq <= last:
+                return ""  # an older recording arriving late (after an outage): the chain has it
+            if seq == last + 1 and prev != last_head:
+                problem = f"seq {seq} does not follow on from seq {last} (its prev hash differs)"
+            elif seq > last + 1:
+                problem = (
+                    f"recordings {last + 1}..{seq - 1} have not arrived (deleted, or still coming)"
+                )
+        self.db.execute(
+            "INSERT OR REPLACE INTO chains (device, seq, head) VALUES (?, ?, ?)",
+            (device, seq, head),
+        )
+        return problem
 
     def index(
         self,

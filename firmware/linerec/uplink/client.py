@@ -73,6 +73,7 @@ class Uplink:
         self._session = 0  # bumped on every connect: what was sent before must go again
         self._sent: dict[str, float] = {}  # what went in this session, and when
         self._unacked = 0  # QoS 1 publishes the broker has not PUBACKed (under _wake)
+        self._chunk = CHUNK
         self._connection = self._load_counter()
         self._save_counter()
         self.client = self._make_client()
@@ -161,6 +162,9 @@ class Uplink:
             return
         client.subscribe([(topic(self._device, "ack"), 1), (topic(self._device, "command"), 1)])
         client.publish(topic(self._device, "status"), self._status("online"), qos=1, retain=True)
+        limit = getattr(properties, "MaximumPacketSize", None)
+        # Pieces fit the broker's limit (with room for the topic and properties).
+        self._chunk = min(CHUNK, max(int(limit) - 1024, 1024)) if limit else CHUNK
         self._session += 1
         self._connected.set()
         log.info("uplink connected to %s:%d", self.settings.broker.host, self.settings.broker.port)
@@ -208,6 +212,8 @@ class Uplink:
                 )
             if ack.get("kind") == "events" and isinstance(ack.get("upto"), int):
                 self.outbox.acknowledge(ack["upto"])
+            elif ack.get("kind") == "progress" and isinstance(ack.get("received"), int):
+                self._save_progress(str(ack.get("id")), str(ack.get("sha256")), ack["received"])
             elif ack.get("kind") == "recording" and isinstance(ack.get("id"), str):
                 entry = self.ring.entries.get(ack["id"])
                 if entry is not None and ack.get("sha256") == _sha256(entry.path):
@@ -255,14 +261,16 @@ class Uplink:
     def _upload(self, recording_id: str, path: Path) -> bool:
         data = path.read_bytes()
         digest = hashlib.sha256(data).hexdigest()
-        for offset in range(0, len(data), CHUNK) or [0]:
+        chunk = self._chunk
+        resume = self._resume_offset(recording_id, digest)  # what the collector already has
+        for offset in range(resume, len(data), chunk) or [0]:
             properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
             properties.UserProperty = [
                 ("offset", str(offset)),
                 ("size", str(len(data))),
                 ("sha256", digest),
             ]
-            piece = data[offset : offset + CHUNK]
+            piece = data[offset : offset + chunk]
             if not self._publish(topic(self._device, "upload", recording_id), piece, properties):
                 return False
         return True
@@ -280,6 +288,26 @@ class Uplink:
                 self._unacked -= 1
             return False
         return True
+
+    # -- resuming uploads --------------------------------------------------------------------
+
+    def _progress_path(self, recording_id: str) -> Path:
+        return self.outbox.dir / "uploads" / f"{recording_id}.json"
+
+    def _save_progress(self, recording_id: str, digest: str, received: int) -> None:
+        """The collector has bytes 0..received of this recording, synced: resume there."""
+        path = self._progress_path(recording_id)
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(json.dumps({"sha256": digest, "received": received}))
+
+    def _resume_offset(self, recording_id: str, digest: str) -> int:
+        try:
+            progress = json.loads(self._progress_path(recording_id).read_text())
+        except (OSError, ValueError):
+            return 0
+        if progress.get("sha256") != digest or not isinstance(progress.get("received"), int):
+            return 0
+        return int(progress["received"]) // self._chunk * self._chunk
 
     # -- the connection counter ----------------------------------------------------------------
 
