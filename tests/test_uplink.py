@@ -530,7 +530,7 @@ def test_a_long_upload_resumes_where_the_collector_had_got_to(
     spy.connect("127.0.0.1", broker.port)
     spy.subscribe("linerec/v1/box1/upload/+", qos=1)
     spy.loop_start()
-    collector, stop, thread = run_collector(site["collector"])
+    _collector, stop, thread = run_collector(site["collector"])
     try:
         flush = subprocess.run(
             [*LINEREC, "uplink", "flush", "--config", str(site["appliance"])],
