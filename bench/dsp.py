@@ -145,7 +145,10 @@ class External:
 
     def raw22k(self, x: np.ndarray) -> Path:
         path = self.workdir / "in22k.raw"
-        to_int16(Resampler(RATE, 22050).process(x)).astype("<i2").tofile(path)
+        resampler = Resampler(RATE, 22050)  # a second at a time: bounded memory for an hour
+        with open(path, "wb") as out:
+            for start in range(0, len(x), RATE):
+                out.write(to_int16(resampler.process(x[start : start + RATE])).astype("<i2").tobytes())
         return path
 
     def spandsp(self, mode: str, x: np.ndarray) -> list[str]:
