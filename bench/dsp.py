@@ -148,7 +148,8 @@ class External:
         resampler = Resampler(RATE, 22050)  # a second at a time: bounded memory for an hour
         with open(path, "wb") as out:
             for start in range(0, len(x), RATE):
-                out.write(to_int16(resampler.process(x[start : start + RATE])).astype("<i2").tobytes())
+                piece = to_int16(resampler.process(x[start : start + RATE]))
+                out.write(piece.astype("<i2").tobytes())
         return path
 
     def spandsp(self, mode: str, x: np.ndarray) -> list[str]:
