@@ -567,13 +567,19 @@ def _simulate(args: argparse.Namespace) -> int:
     for event in sealed:
         wav = Path(event.path).with_suffix(".wav").name
         print(f"Recording ({event.duration:.1f} s, encrypted): {event.path}")
-        print(f"  play it:  linerec decrypt {event.path} --key {key} -o {wav} && aplay {wav}")
+        print(f"  play it:  {_me()} decrypt {event.path} --key {key} -o {wav} && aplay {wav}")
     for line in result.config.lines:
         print(
             f"Line output of {line.name} (what the callers heard, raw s16le {line.audio.rate} Hz): "
             f"{result.backend.line_out(line.name)}"
         )
     return 0
+
+
+def _me() -> str:
+    """How the user ran us (e.g. .venv/bin/linerec), so commands we print work as given."""
+    invoked = sys.argv[0]
+    return invoked if Path(invoked).name == "linerec" else "linerec"
 
 
 def _run(args: argparse.Namespace) -> int:
