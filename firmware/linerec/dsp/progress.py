@@ -1,6 +1,7 @@
 """Call-progress tones, the CPE alerting signal, silence and a dead line. Frame by frame.
 
-Every 20 ms frame is tonal or not: one or two narrow spectral peaks must hold its energy.
+Every 20 ms frame is tonal or not: its energy must sit in a few bins of its spectrum (one or
+two narrow peaks), not spread as speech spreads it.
 Runs of frames with the same peaks become segments; a segment's exact frequencies come from
 a long FFT of its audio (440 and 450 Hz are only 10 Hz apart), which gives it a colour: the
 North American precise tones (350, 440, 480, 620 Hz), ETSI/CEPT 425 Hz, the UK 350/400/450 Hz,
@@ -43,7 +44,7 @@ RATE = 8000
 FRAME = 160
 FRAME_SECONDS = FRAME / RATE
 MIN_LEVEL_DBFS = -45.0
-MIN_PURITY = 0.75  # share of the frame's energy in the tone's frequencies
+MAX_SPREAD = 10.0  # bins a tonal frame's energy may spread over (one tone ~3, two ~6)
 SILENCE_DBFS, SILENCE_AFTER = -55.0, 5.0
 DEAD_DBFS, DEAD_AFTER = -70.0, 10.0
 FORGET = 6.5  # seconds unseen before a tone counts as new (the longest gap: ringback, 4 s)
@@ -147,7 +148,7 @@ class ProgressToneDetector:
     def _tonal_peaks(seen: FrameFeatures) -> tuple[int, ...]:
         """For a tonal frame (a few bins of its spectrum hold its energy), where its energy
         sits, to 150 Hz: enough to split one SIT tone from the next, steady on a dual tone."""
-        if seen.power < _db(MIN_LEVEL_DBFS) or seen.peak_share < MIN_PURITY:
+        if seen.power < _db(MIN_LEVEL_DBFS) or seen.spread > MAX_SPREAD:
             return ()
         return (round(seen.centroid / 150),)
 

@@ -22,7 +22,7 @@ _FSK_BAND = slice(1000 * FRAME // 8000, 2400 * FRAME // 8000 + 1)
 class FrameFeatures:
     power: float  # mean square of the frame
     fsk_share: float  # share of the frame's (windowed) energy between 1000 and 2400 Hz
-    peak_share: float  # share held by its 6 strongest bins (high for tones)
+    spread: float  # how many bins its energy is spread over (a tone: 3, two: 6; speech: many)
     centroid: float  # where its energy sits, in Hz
 
 
@@ -34,14 +34,15 @@ def features(frames: npt.NDArray[np.float64]) -> list[FrameFeatures]:
     total = spectrum.sum(axis=1)
     safe = np.where(total > 0, total, 1.0)
     fsk = spectrum[:, _FSK_BAND].sum(axis=1) / safe
-    peaks = np.partition(spectrum, spectrum.shape[1] - 6, axis=1)[:, -6:].sum(axis=1) / safe
+    squares = np.einsum("ij,ij->i", spectrum, spectrum)
+    spread = np.where(squares > 0, safe**2 / np.where(squares > 0, squares, 1.0), np.inf)
     centroid = spectrum @ BIN_HZ / safe
     zero = total <= 0  # energy only where the window is zero (a click at the edge)
-    fsk[zero], peaks[zero] = 0.0, 0.0
+    fsk[zero], spread[zero] = 0.0, np.inf
     return [
-        FrameFeatures(power=p, fsk_share=f, peak_share=s, centroid=c)
+        FrameFeatures(power=p, fsk_share=f, spread=s, centroid=c)
         for p, f, s, c in zip(
-            power.tolist(), fsk.tolist(), peaks.tolist(), centroid.tolist(), strict=True
+            power.tolist(), fsk.tolist(), spread.tolist(), centroid.tolist(), strict=True
         )
     ]
 
@@ -54,10 +55,10 @@ def frame_features(frame: npt.NDArray[np.generic]) -> FrameFeatures:
     spectrum = bins.real**2 + bins.imag**2
     total = float(spectrum.sum())
     if total <= 0:
-        return FrameFeatures(power=power, fsk_share=0.0, peak_share=0.0, centroid=0.0)
+        return FrameFeatures(power=power, fsk_share=0.0, spread=float("inf"), centroid=0.0)
     return FrameFeatures(
         power=power,
         fsk_share=float(spectrum[_FSK_BAND].sum()) / total,
-        peak_share=float(np.partition(spectrum, FRAME // 2 - 5)[-6:].sum()) / total,
+        spread=total * total / float(spectrum @ spectrum),  # the participation ratio
         centroid=float(spectrum @ BIN_HZ) / total,
     )
