@@ -22,7 +22,7 @@ import paho.mqtt.client as mqtt
 from linerec.collector.store import CollectorStore, Piece
 from linerec.mqttapi import CHUNK, SHARE, ApiError, Broker, make_client, parse_topic, sign, topic
 from linerec.store.keys import CollectorPrivate
-from linerec.store.reader import IntegrityError, decrypt
+from linerec.store.reader import IntegrityError, decrypt, inspect
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +147,8 @@ class Collector:
                 {"kind": "recording", "device": device, "id": recording_id, "sha256": digest},
             )
             return
+        if stored is not None or self.store.recording(recording_id) is not None:
+            raise ApiError(f"{message.topic}: {recording_id} is already stored with other content")
         final = self.store.add_piece(
             Piece(
                 device=device,
@@ -159,6 +161,18 @@ class Collector:
         )
         if final is None:
             received = self.store.received(device, recording_id)
+            if received == 0 and offset > 0:  # we lost what came before (reset): start again
+                self._ack(
+                    device,
+                    {
+                        "kind": "progress",
+                        "device": device,
+                        "id": recording_id,
+                        "sha256": digest,
+                        "received": 0,
+                    },
+                )
+                return
             if received and (offset // CHUNK) % PROGRESS_EVERY == PROGRESS_EVERY - 1:
                 # Synced so far: after an outage the appliance resumes from here.
                 self._ack(
@@ -173,6 +187,12 @@ class Collector:
                 )
             return
         facts = self._facts(recording_id, final)
+        if facts.get("device") != device or facts.get("id") != recording_id:
+            self.store.forget(device, recording_id, final)
+            raise ApiError(
+                f"{message.topic}: the recording's header names {facts.get('device')!r}/"
+                f"{facts.get('id')!r}, not this topic's device and id: not stored"
+            )
         self._check_chain(device, recording_id, facts)
         self.store.index(device, recording_id, final, digest, facts, time.time())
         log.info("recording %s from %s stored (%s)", recording_id, device, facts.get("state"))
@@ -181,20 +201,32 @@ class Collector:
         )
 
     def _facts(self, recording_id: str, path: Path) -> dict[str, Any]:
+        """What the index keeps of a recording: from its header (no key needed) and, with the
+        collector's key, its metadata. One the key cannot open is kept, marked unreadable."""
+        sealed = self.store.read_recording(recording_id, path)
         try:
-            result = decrypt(self.store.read_recording(recording_id, path), self.settings.key)
+            inspected = inspect(sealed)
         except IntegrityError as exc:
-            self._problem(f"{path.name}: stored, but it does not verify: {exc}")
-            return {"state": "damaged"}
-        header, metadata = result.inspected.header, result.metadata
-        return {
+            return {"state": f"damaged: {exc}"}
+        header = inspected.header
+        facts: dict[str, Any] = {
+            "device": header.get("device"),
+            "id": header.get("id"),
             "prev": header.get("prev"),
-            "hash": result.inspected.header_hash.hex(),
+            "hash": inspected.header_hash.hex(),
             "seq": header.get("seq"),
             "line": header.get("line"),
             "started_at": header.get("started_at"),
-            "duration": round(len(result.samples) / 8000, 3),
-            "state": result.inspected.state,
+            "duration": round(inspected.duration, 3),
+            "state": inspected.state,
+        }
+        try:
+            metadata = decrypt(sealed, self.settings.key).metadata
+        except IntegrityError as exc:
+            self._problem(f"{path.name}: stored, but this collector's key cannot open it: {exc}")
+            return {**facts, "state": f"unreadable: {exc}"}
+        return {
+            **facts,
             "caller_number": metadata.get("caller_number"),
             "called_number": metadata.get("called_number"),
         }

@@ -215,9 +215,9 @@ class CollectorStore:
             raise KeyError(f"no recording {recording_id!r} at this collector")
         if self.db.execute("SELECT 1 FROM holds WHERE id = ?", (recording_id,)).fetchone():
             raise PermissionError(f"{recording_id} is on legal hold")
+        self.db.execute("BEGIN IMMEDIATE")  # key gone and deletion logged together, or neither
         self.db.execute("DELETE FROM vault_keys WHERE id = ?", (recording_id,))
         self.db.execute("DELETE FROM recordings WHERE id = ?", (recording_id,))
-        Path(row["path"]).unlink(missing_ok=True)
         previous = self.db.execute(
             "SELECT hash FROM deletions ORDER BY rowid DESC LIMIT 1"
         ).fetchone()
@@ -233,6 +233,9 @@ class CollectorStore:
             "INSERT INTO deletions (id, device, at, reason, prev, hash) VALUES (?, ?, ?, ?, ?, ?)",
             (recording_id, row["device"], entry["at"], reason, entry["prev"], digest),
         )
+        self.db.execute("COMMIT")
+        self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # no old page keeps the key around
+        Path(row["path"]).unlink(missing_ok=True)
         self.audit("delete", recording_id, reason)
         return {**entry, "hash": digest}
 
@@ -271,6 +274,12 @@ class CollectorStore:
         )
         names = [c[0] for c in cursor.description]
         return [dict(zip(names, row, strict=True)) for row in cursor]
+
+    def forget(self, device: str, recording_id: str, path: Path) -> None:
+        """Drop an upload that must not be kept (its file and key; nothing was indexed)."""
+        self.db.execute("DELETE FROM vault_keys WHERE id = ?", (recording_id,))
+        self.db.execute("DELETE FROM uploads WHERE device = ? AND id = ?", (device, recording_id))
+        path.unlink(missing_ok=True)
 
     def received(self, device: str, recording_id: str) -> int:
         """Bytes of an upload received from its start without a hole, and synced."""

@@ -191,6 +191,9 @@ class LinePipeline:
         else:
             slot = Slot(t=frame.t, samples=frame.samples, keep=Keep.DROP, lost=frame.lost)
         self._keep(self.delay.push(slot))
+        sounding = self.analyzer.dtmf.sounding_since
+        if sounding is not None and state in (State.NOTICE, State.RECORDING):
+            self.delay.mute(sounding - KEY_MARGIN, end)  # a key held long: none of it is kept
         if notice_done:
             if self.hook.in_break:  # flash or hang-up? the call flow must hear that first
                 self._notice_done_at = end

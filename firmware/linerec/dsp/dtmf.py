@@ -112,6 +112,12 @@ class DtmfDetector:
         self._position += len(frame)
         return events
 
+    @property
+    def sounding_since(self) -> float | None:
+        """When the digit sounding now began (None if none): the daemon keeps it out of the
+        recording while it lasts, however long it is held."""
+        return None if self._digit is None else self._start - HOP / RATE / 2
+
     def flush(self) -> list[DtmfDigit]:
         """End of the stream: report a digit still sounding."""
         if self._digit is None:

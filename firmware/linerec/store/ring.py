@@ -18,6 +18,7 @@ durability by one sync, never the audio loop.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -27,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -55,6 +56,7 @@ from linerec.store.format import (
 from linerec.store.keys import CollectorPublic, b64, raw_public
 from linerec.store.seal import seal_metadata, sign_end, wrap_key
 
+T = TypeVar("T")
 RATE = 8000
 NOTICE_MARK = "notice played; conversation follows"
 RESERVE_STEP = 64 * BLOCK  # reserve card space 256 KiB at a time
@@ -205,6 +207,17 @@ def read_entry(path: Path, ring: Path | None = None) -> Entry:
     )
 
 
+def _locked(method: Callable[..., T]) -> Callable[..., T]:
+    """The ring is used from the main loop and from the uplink's thread (acks): one at a time."""
+
+    @functools.wraps(method)
+    def locked(self: RingStore, *args: Any, **kwargs: Any) -> T:
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return locked
+
+
 class RingStore(Store):
     def __init__(
         self,
@@ -234,6 +247,7 @@ class RingStore(Store):
         self.warn_fill = warn_fill
         self.max_age_days = max_age_days
         self.device_id = device_id
+        self._lock = threading.RLock()
         self.disk = disk or OsDisk()
         self.syncer = BackgroundSync(self.disk) if background_sync else None
         self._on_event = on_event
@@ -274,9 +288,11 @@ class RingStore(Store):
         self.disk.datasync(handle)
         self.disk.close(handle)
         self.disk.replace(tmp, target)
+        self.disk.sync_dir(self.dir)
 
     # -- writing -----------------------------------------------------------------------------
 
+    @_locked
     def begin(self, info: RecordingInfo) -> RecordingWriter:
         seq = self._seq + 1
         stamp = info.started_at.astimezone(UTC).strftime("%Y%m%dT%H%M%S")
@@ -305,6 +321,7 @@ class RingStore(Store):
         self._save_chain()
         return writer
 
+    @_locked
     def reserve(self, recording_id: str, size: int, *, force: bool = False) -> None:
         """Make room for `size` more bytes, evicting as the rules allow; StoreFull if it cannot.
 
@@ -334,9 +351,11 @@ class RingStore(Store):
         elif fill < self.warn_fill:
             self._warned = False
 
+    @_locked
     def fill(self) -> float | None:
         return self.used() / self.capacity if self.capacity else None
 
+    @_locked
     def used(self) -> int:
         return sum(e.size for e in self.entries.values() if e.id not in self._open) + sum(
             self._open.values()
@@ -353,18 +372,29 @@ class RingStore(Store):
         return min(pool, key=lambda e: e.seq) if pool else None
 
     def _delete(self, entry: Entry, reason: str) -> None:
-        self.disk.unlink(entry.path)
+        # Logged (and synced) first: a power cut in between leaves a logged deletion of a
+        # file still there (recovery deletes nothing), never a gap the log cannot explain.
+        self._log_deletion(entry.id, entry.seq, entry.header_hash, reason)
+        if entry.path.exists():
+            self.disk.unlink(entry.path)
         ack = self.dir / f"{entry.id}.ack"
         if ack.exists():
             self.disk.unlink(ack)
         self.disk.sync_dir(self.dir)
         self.entries.pop(entry.id, None)
+        self._on_event(
+            RecordingDeleted(
+                id=entry.id, seq=entry.seq, reason=reason, acknowledged=entry.acknowledged
+            )
+        )
+
+    def _log_deletion(self, recording_id: str, seq: int, header_hash: str, reason: str) -> None:
         line = json.dumps(
             {
                 "event": reason,
-                "id": entry.id,
-                "seq": entry.seq,
-                "header_hash": entry.header_hash,
+                "id": recording_id,
+                "seq": seq,
+                "header_hash": header_hash,
                 "at": self._wall().isoformat(),
             }
         )
@@ -372,18 +402,15 @@ class RingStore(Store):
             log.write(line + "\n")
             log.flush()
             os.fsync(log.fileno())
-        self._on_event(
-            RecordingDeleted(
-                id=entry.id, seq=entry.seq, reason=reason, acknowledged=entry.acknowledged
-            )
-        )
 
+    @_locked
     def _finished(self, entry: Entry) -> None:
         self._open.pop(entry.id, None)
         self.entries[entry.id] = entry
 
     # -- the outbox and policy -----------------------------------------------------------------
 
+    @_locked
     def sealed(self) -> list[Entry]:
         """Recordings waiting for the collector, oldest first (the uplink's outbox)."""
         return sorted(
@@ -391,13 +418,16 @@ class RingStore(Store):
             key=lambda e: e.seq,
         )
 
+    @_locked
     def acknowledge(self, recording_id: str, ack: bytes) -> None:
         """The collector has the recording durably: keep its signed ack beside it."""
         self._marker(recording_id, "ack", ack)
 
+    @_locked
     def hold(self, recording_id: str) -> None:
         self._marker(recording_id, "hold", b"")
 
+    @_locked
     def release(self, recording_id: str) -> None:
         path = self.dir / f"{recording_id}.hold"
         if path.exists():
@@ -424,6 +454,7 @@ class RingStore(Store):
         else:
             self.entries[recording_id] = replace(entry, held=True)
 
+    @_locked
     def delete(self, recording_id: str, reason: str) -> None:
         """Delete one recording on request (never one on hold or still being written)."""
         entry = self.entries.get(recording_id)
@@ -435,6 +466,7 @@ class RingStore(Store):
             raise PermissionError(f"{recording_id} is still being recorded")
         self._delete(entry, reason)
 
+    @_locked
     def enforce_retention(self) -> list[str]:
         """Delete recordings past their retention (their line's, else `max_age_days`), unless
         held; returns their ids."""
@@ -444,6 +476,8 @@ class RingStore(Store):
             days = entry.retention_days or self.max_age_days
             if not days or entry.state == STATE_OPEN or entry.held or entry.id in self._open:
                 return False
+            if not entry.clock_synchronized and not entry.acknowledged:
+                return False  # its date may be wrong (no NTP yet): never delete it unsent
             return datetime.fromisoformat(entry.started_at) < now - timedelta(days=days)
 
         expired = [e for e in self.entries.values() if past(e)]
@@ -453,6 +487,7 @@ class RingStore(Store):
 
     # -- recovery ------------------------------------------------------------------------------
 
+    @_locked
     def recover(self) -> list[SealedRecording]:
         """Close what a power cut left open: keep every intact chunk, mark the file cut, sign it.
 
@@ -660,12 +695,17 @@ class EncryptedWriter(RecordingWriter):
         }
 
     def discard(self) -> None:
-        self._settle()
-        self._disk.close(self.handle)
-        self._disk.unlink(self.path)
-        self._disk.sync_dir(self._store.dir)
-        self._store._open.pop(self.id, None)
-        self._store.entries.pop(self.id, None)
+        """Nothing of this recording is kept (opt-out); the chain logs why its number is gone."""
+        store = self._store
+        store._log_deletion(self.id, self._entry.seq, self._entry.header_hash, "discarded")
+        try:
+            self._settle()
+        finally:  # a failed sync must not keep what was to be discarded
+            self._disk.close(self.handle)
+            self._disk.unlink(self.path)
+            self._disk.sync_dir(store.dir)
+            store._open.pop(self.id, None)
+            store.entries.pop(self.id, None)
 
     def _chunk(self, payload: bytes, *, final: bool) -> None:
         index = self._index
