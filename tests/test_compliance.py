@@ -102,12 +102,21 @@ def test_pause_and_resume_codes_keep_no_audio_and_no_keys(run_sim: RunSim) -> No
     assert len(audio) / RATE == pytest.approx(2.0 + 0.07 + 2.0, abs=0.3)  # the paused span is gone
 
 
-def test_keys_in_a_call_are_silenced_in_the_recording(run_sim: RunSim) -> None:
+@pytest.mark.parametrize(
+    ("keys", "span"),
+    [
+        ('dtmf = "4111111111111111"', 2.1),
+        ('dtmf = "41"\ntone_ms = 1500', 3.1),  # held down: longer than the recording's delay
+    ],
+)
+def test_keys_in_a_call_are_silenced_in_the_recording(
+    run_sim: RunSim, keys: str, span: float
+) -> None:
     sim = run_sim(
         call(
             "at = 0.5\noff_hook = true",
             'say = "caller"\nseconds = 1.0',
-            'dtmf = "4111111111111111"',
+            keys,
             'say = "office"\nseconds = 1.0',
             "on_hook = true",
         ),
@@ -120,7 +129,7 @@ def test_keys_in_a_call_are_silenced_in_the_recording(run_sim: RunSim) -> None:
     ]
     assert heard + detector.flush() == []
     assert (
-        int(np.abs(audio[round(1.1 * RATE) : round(3.2 * RATE)]).max()) < 3000
+        int(np.abs(audio[round(1.1 * RATE) : round((1.1 + span) * RATE)]).max()) < 3000
     )  # only the line's echo
 
 

@@ -80,6 +80,7 @@ def record(
     line: str = "line1",
     start: datetime | None = None,
     ended_by: str = "hang-up",
+    synchronized: bool = True,
 ) -> Path:
     info = RecordingInfo(
         device_id="box1",
@@ -88,7 +89,7 @@ def record(
         direction="inbound",
         consent="notice",
         started_at=start or datetime(2026, 11, 25, 9, 0, tzinfo=UTC),
-        clock_synchronized=True,
+        clock_synchronized=synchronized,
     )
     writer = ring.begin(info)
     for i in range(0, len(audio), 160):
@@ -399,6 +400,20 @@ def test_retention_deletes_old_recordings_unless_held(
     assert ring.enforce_retention() == [new]
     ring.release(held)
     assert ring.enforce_retention() == [held]
+
+
+def test_retention_keeps_an_unsent_recording_whose_clock_was_never_set(
+    tmp_path: Path, keys: CollectorPrivate
+) -> None:
+    # A Pi has no RTC: before NTP its date may read 1970, so "old" is not to be trusted.
+    wall = Wall()
+    ring = make_ring(tmp_path, keys, max_age_days=30, wall=wall)
+    unset = record(
+        ring, speech_like(0.5), start=wall.now - timedelta(days=60), synchronized=False
+    ).name.removesuffix(".lrec")
+    assert ring.enforce_retention() == []
+    ring.acknowledge(unset, b"signed ack")  # the collector holds a copy: this one may go
+    assert ring.enforce_retention() == [unset]
 
 
 def test_keygen_writes_a_private_key_only_its_owner_reads(tmp_path: Path) -> None:

@@ -187,7 +187,7 @@ class Collector:
                 )
             return
         facts = self._facts(recording_id, final)
-        if facts.get("device") != device or facts.get("id") != recording_id:
+        if "device" in facts and (facts["device"] != device or facts["id"] != recording_id):
             self.store.forget(device, recording_id, final)
             raise ApiError(
                 f"{message.topic}: the recording's header names {facts.get('device')!r}/"
