@@ -249,7 +249,7 @@ def _uplink_flush(args: argparse.Namespace) -> int:
     if config.uplink is None:
         raise ConfigError(config.path, "uplink", "no [uplink] section: nothing to flush to")
     ring = open_store(config, emit=lambda event: None, clock=time.monotonic)
-    uplink = open_uplink(config, ring)
+    uplink = open_uplink(config, ring, role="flush")
     uplink.start()
     deadline = time.monotonic() + args.timeout
     try:

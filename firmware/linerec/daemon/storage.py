@@ -25,6 +25,7 @@ def open_uplink(
     ring: RingStore,
     on_problem: Callable[[str], None] = lambda message: None,
     on_command: Callable[[Command | None, str], None] = lambda command, why: None,
+    role: str = "",
 ) -> Uplink:
     """The uplink of `[uplink]`, over the ring's own outbox directory."""
     assert config.uplink is not None
@@ -36,7 +37,14 @@ def open_uplink(
         cert=config.uplink.cert,
         key=config.uplink.key,
     )
-    return Uplink(settings, ring, open_outbox(config), on_problem=on_problem, on_command=on_command)
+    return Uplink(
+        settings,
+        ring,
+        open_outbox(config),
+        on_problem=on_problem,
+        on_command=on_command,
+        role=role,
+    )
 
 
 def open_outbox(config: Config) -> EventOutbox:

@@ -2,7 +2,7 @@
 
 Files in the ring directory:
 
-    <seq>-<id>.lrec     one recording each (format.py); its state is in its content
+    <id>.lrec           one recording each (format.py; the id holds device, seq, start, line)
     <id>.ack            the collector acknowledged it (the uplink writes the signed ack here)
     <id>.hold           legal hold: never evicted, never deleted by retention
     chain.json          the last sequence number and header hash handed out

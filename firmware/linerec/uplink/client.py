@@ -57,8 +57,12 @@ class Uplink:
         *,
         on_problem: Callable[[str], None] = lambda message: None,
         on_command: Callable[[Command | None, str], None] = lambda command, why: None,
+        role: str = "",
     ) -> None:
         self.settings = settings
+        # The broker drops an older session with the same client id: a one-off flush beside a
+        # running daemon must not kick the daemon off, so each role has its own id.
+        self._client_id = f"linerec-{settings.device_id}" + (f"-{role}" if role else "")
         self.ring = ring
         self.outbox = outbox
         self._on_problem = on_problem
@@ -130,7 +134,7 @@ class Uplink:
     def _make_client(self) -> mqtt.Client:
         settings = self.settings
         client = make_client(
-            f"linerec-{self._device}",
+            self._client_id,
             settings.broker,
             ca=settings.ca,
             cert=settings.cert,
