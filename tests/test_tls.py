@@ -3,6 +3,7 @@ on a real mosquitto started with the configuration `linerec collector enroll` wr
 
 from __future__ import annotations
 
+import re
 import ssl
 import subprocess
 import sys
@@ -153,3 +154,23 @@ def test_no_client_certificate_no_connection(tls_site: dict) -> None:  # type: i
     ):
         tls.sendall(b"\x10\x00")
         tls.recv(1)
+
+
+@pytest.mark.parametrize(
+    ("common_name", "why"),
+    [
+        ("linerec-collector", "is reserved for the site itself"),
+        ("broker", "is reserved for the site itself"),
+        ("box+1", "is not a device id"),
+        ("box#1", "is not a device id"),
+    ],
+)
+def test_enrol_refuses_a_name_the_acl_could_not_confine(
+    tmp_path: Path, common_name: str, why: str
+) -> None:
+    from linerec.collector.enroll import EnrollError, device_request, enroll
+
+    _, csr = device_request(common_name, tmp_path / "device")
+    with pytest.raises(EnrollError, match=re.escape(f"common name '{common_name}' {why}")):
+        enroll(csr, tmp_path / "site", broker_names=["localhost"])
+    assert not (tmp_path / "site" / f"{common_name}.crt").exists()

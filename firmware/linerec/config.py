@@ -27,7 +27,7 @@ DEFAULT_PATH = Path("/etc/linerec/linerec.toml")
 DEFAULT_STORE = Path("/var/lib/linerec/ring")
 BACKENDS = ("gpio", "sim")
 BCM_PINS = range(0, 28)
-_DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _LINE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
 
 
@@ -290,7 +290,7 @@ def parse_config(data: dict[str, Any], path: Path | str, text: str | None = None
 
     device = top.table("device")
     device_id = device.take("id", str, _default_device_id())
-    if not _DEVICE_ID.match(device_id):
+    if not DEVICE_ID.match(device_id):
         raise device.error(
             "id", f"must be 1-64 letters, digits, '.', '_' or '-' (got {device_id!r})"
         )
@@ -375,7 +375,7 @@ def _parse_uplink(table: _Table, device_id: str, store: StoreConfig) -> UplinkCo
     except ValueError as exc:
         raise table.error("broker", str(exc)) from exc
     uplink_device = table.take("device_id", str, device_id)
-    if not _DEVICE_ID.match(uplink_device):
+    if not DEVICE_ID.match(uplink_device):
         raise table.error(
             "device_id", f"must be 1-64 letters, digits, '.', '_' or '-' (got {uplink_device!r})"
         )
@@ -410,7 +410,7 @@ def _parse_uplink(table: _Table, device_id: str, store: StoreConfig) -> UplinkCo
 
 def _default_device_id() -> str:
     name = socket.gethostname().split(".")[0]
-    return name if _DEVICE_ID.match(name) else "linerec"
+    return name if DEVICE_ID.match(name) else "linerec"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

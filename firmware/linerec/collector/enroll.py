@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from linerec.config import DEVICE_ID
 from linerec.errors import LinerecError
 
 VALID_DAYS = 3650
@@ -151,8 +152,13 @@ def enroll(csr_path: Path, site: Path, *, broker_names: list[str], port: int = 8
         raise EnrollError(f"{csr_path}: the request's signature does not hold")
     names = csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     device = str(names[0].value) if names else ""
-    if not device or device == COLLECTOR_NAME or "/" in device or "+" in device or "#" in device:
-        raise EnrollError(f"{csr_path}: common name {device!r} is not a usable device id")
+    if not DEVICE_ID.match(device):
+        raise EnrollError(
+            f"{csr_path}: common name {device!r} is not a device id "
+            "(1-64 letters, digits, '.', '_' or '-')"
+        )
+    if device in ("broker", COLLECTOR_NAME):  # the ACL's own users: a device must not pose as one
+        raise EnrollError(f"{csr_path}: common name {device!r} is reserved for the site itself")
     public = csr.public_key()
     if not isinstance(public, ec.EllipticCurvePublicKey):
         raise EnrollError(f"{csr_path}: expected an EC key")
