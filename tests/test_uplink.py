@@ -610,3 +610,15 @@ def test_a_recording_under_another_devices_topic_is_refused(
     ]
     assert collector.store.recordings() == []
     assert list(collector.store.data_dir.rglob("*.lrec*")) == []  # its bytes are gone too
+
+
+def test_event_numbers_are_never_reused_after_acks_and_a_restart(tmp_path: Path) -> None:
+    from linerec.uplink.outbox import EventOutbox
+
+    outbox = EventOutbox(tmp_path / "outbox")
+    assert [outbox.append({"event": "ringing"}) for _ in range(3)] == [1, 2, 3]
+    assert outbox.acknowledge(2) == 2
+    assert EventOutbox(tmp_path / "outbox").append({"event": "answered"}) == 4
+    assert outbox.acknowledge(4) == 2  # every file gone: only `seq` remembers
+    assert [seq for seq, _ in outbox.pending()] == []
+    assert EventOutbox(tmp_path / "outbox").append({"event": "hung_up"}) == 5
