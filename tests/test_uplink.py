@@ -469,7 +469,16 @@ def test_every_access_is_audited_and_exports_verify(
     row = store.recordings()[0]
     out = site["root"] / "copy.wav"
     cfg = ["--config", str(site["collector"])]
-    subprocess.run([*LINEREC, "collector", "list", *cfg], check=True, capture_output=True)
+    subprocess.run(
+        [*LINEREC, "collector", "list", "--reason", "weekly review", *cfg],
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        [*LINEREC, "collector", "hold", row["id"], "--reason", "case 12", *cfg],
+        check=True,
+        capture_output=True,
+    )
     subprocess.run(
         [*LINEREC, "collector", "export", row["id"], "--reason", "dispute 7", "-o", str(out), *cfg],
         check=True,
@@ -480,7 +489,8 @@ def test_every_access_is_audited_and_exports_verify(
     )
     records = [json.loads(line) for line in audit.stdout.splitlines()]
     assert [(r["action"], r["recording"], r["reason"]) for r in records] == [
-        ("list", None, ""),
+        ("list", None, "weekly review"),
+        ("hold", row["id"], "case 12"),
         ("export", row["id"], "dispute 7"),
         ("audit", None, ""),
     ]

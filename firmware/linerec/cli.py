@@ -138,6 +138,10 @@ def _parser() -> argparse.ArgumentParser:
     audit.add_argument("--json", action="store_true")
     for sub_parser in (delete, hold, audit):
         sub_parser.add_argument("--config", type=Path, default=None)
+    for sub_parser in (collector_list, hold, audit):
+        sub_parser.add_argument(
+            "--reason", default="", help="why (kept in the audit log; say it for a legal hold)"
+        )
     verify_export = collector_commands.add_parser(
         "verify-export", help="check a customer copy against its verification file"
     )
@@ -336,11 +340,11 @@ def _collector(args: argparse.Namespace) -> int:
         return 0
     if args.collector_command == "hold":
         store.hold(args.id, not args.release)
-        store.audit("release" if args.release else "hold", args.id, "")
+        store.audit("release" if args.release else "hold", args.id, args.reason)
         print(f"{args.id}: {'released' if args.release else 'on legal hold'}")
         return 0
     if args.collector_command == "audit":
-        store.audit("audit", None, "")
+        store.audit("audit", None, args.reason)
         records = [{"log": "access", **r} for r in store.audit_log()]
         records += [{"log": "deletion", **r} for r in store.deletions()]
         for record in records:
@@ -349,7 +353,7 @@ def _collector(args: argparse.Namespace) -> int:
             )
         return 0
     if args.collector_command == "list":
-        store.audit("list", None, "")
+        store.audit("list", None, args.reason)
         for row in store.recordings():
             if args.json:
                 print(json.dumps(row))
