@@ -632,3 +632,22 @@ def test_event_numbers_are_never_reused_after_acks_and_a_restart(tmp_path: Path)
     assert outbox.acknowledge(4) == 2  # every file gone: only `seq` remembers
     assert [seq for seq, _ in outbox.pending()] == []
     assert EventOutbox(tmp_path / "outbox").append({"event": "hung_up"}) == 5
+
+
+def test_the_chain_is_checked_against_both_neighbours_whatever_the_order(tmp_path: Path) -> None:
+    from linerec.collector.store import CollectorStore
+
+    store = CollectorStore(tmp_path / "data", tmp_path / "index.db")
+    assert store.follow_chain("box1", 1, "", "h1") == ""
+    assert store.follow_chain("box1", 3, "h2", "h3") == (
+        "recordings 2..2 have not arrived (deleted, or still coming)"
+    )
+    assert store.follow_chain("box1", 2, "h1", "h2") == ""  # the late one fills the hole
+    assert store.follow_chain("box1", 5, "h4", "h5").startswith("recordings 4..4")
+    assert store.follow_chain("box1", 4, "h3", "forged") == (
+        "seq 5 does not follow on from seq 4 (its prev hash differs)"
+    )
+    assert store.follow_chain("box1", 6, "other", "h6") == (
+        "seq 6 does not follow on from seq 5 (its prev hash differs)"
+    )
+    assert store.follow_chain("box2", 7, "x", "y") == ""  # each device has its own chain

@@ -56,6 +56,10 @@ CREATE TABLE IF NOT EXISTS deletions (
 CREATE TABLE IF NOT EXISTS chains (
     device TEXT PRIMARY KEY, seq INTEGER NOT NULL, head TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS chain_links (
+    device TEXT NOT NULL, seq INTEGER NOT NULL, prev TEXT NOT NULL, head TEXT NOT NULL,
+    PRIMARY KEY (device, seq)
+);
 CREATE TABLE IF NOT EXISTS uploads (
     device TEXT NOT NULL, id TEXT NOT NULL, size INTEGER NOT NULL, sha256 TEXT NOT NULL,
     received TEXT NOT NULL, PRIMARY KEY (device, id)
@@ -295,26 +299,47 @@ class CollectorStore:
         return int(ranges[0][1])
 
     def follow_chain(self, device: str, seq: object, prev: object, head: object) -> str:
-        """Move the device's chain on by one recording; '' if it follows, else what is wrong."""
-        if not isinstance(seq, int) or not isinstance(head, str):
+        """Link one recording into its device's chain; '' if it fits, else what is wrong.
+
+        Recordings may arrive out of order (an outage, a resend), so each is checked against
+        both neighbours already here: the one before must hash to its `prev`, the one after
+        must name its hash as `prev`. A jump past the highest seen is reported as a gap."""
+        if not isinstance(seq, int) or not isinstance(head, str) or not isinstance(prev, str):
             return "no sequence number or header hash"
-        row = self.db.execute("SELECT seq, head FROM chains WHERE device = ?", (device,)).fetchone()
-        problem = ""
-        if row is not None:
-            last, last_head = int(row[0]), str(row[1])
-            if seq <= last:
-                return ""  # an older recording arriving late (after an outage): the chain has it
-            if seq == last + 1 and prev != last_head:
-                problem = f"seq {seq} does not follow on from seq {last} (its prev hash differs)"
-            elif seq > last + 1:
-                problem = (
-                    f"recordings {last + 1}..{seq - 1} have not arrived (deleted, or still coming)"
-                )
         self.db.execute(
-            "INSERT OR REPLACE INTO chains (device, seq, head) VALUES (?, ?, ?)",
-            (device, seq, head),
+            "INSERT OR REPLACE INTO chain_links (device, seq, prev, head) VALUES (?, ?, ?, ?)",
+            (device, seq, prev, head),
         )
-        return problem
+
+        def link(at: int, column: str) -> str | None:
+            row = self.db.execute(
+                f"SELECT {column} FROM chain_links WHERE device = ? AND seq = ?", (device, at)
+            ).fetchone()
+            return None if row is None else str(row[0])
+
+        problems = []
+        row = self.db.execute("SELECT seq, head FROM chains WHERE device = ?", (device,)).fetchone()
+        last, last_head = (int(row[0]), str(row[1])) if row else (0, "")
+        before = link(seq - 1, "head") or (last_head if seq - 1 == last else None)
+        if before is not None and before != prev:
+            problems.append(
+                f"seq {seq} does not follow on from seq {seq - 1} (its prev hash differs)"
+            )
+        after = link(seq + 1, "prev")
+        if after is not None and after != head:
+            problems.append(
+                f"seq {seq + 1} does not follow on from seq {seq} (its prev hash differs)"
+            )
+        if row is not None and seq > last + 1:
+            problems.append(
+                f"recordings {last + 1}..{seq - 1} have not arrived (deleted, or still coming)"
+            )
+        if seq > last:
+            self.db.execute(
+                "INSERT OR REPLACE INTO chains (device, seq, head) VALUES (?, ?, ?)",
+                (device, seq, head),
+            )
+        return "; ".join(problems)
 
     def index(
         self,
