@@ -38,6 +38,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
 
+    selftest = commands.add_parser(
+        "selftest", help="check the box's wiring: sound card, hook and ring sense, LEDs"
+    )
+    selftest.add_argument("--config", type=Path, default=None)
+    selftest.add_argument(
+        "--loopback",
+        action="store_true",
+        help="also play a 1 kHz tone and listen for it (sound card output tied to its input)",
+    )
+    selftest.add_argument(
+        "--led-seconds", type=float, default=2.0, metavar="S", help="how long each LED stays lit"
+    )
+
     sim = commands.add_parser(
         "simulate", help="record scripted calls on a simulated line (no hardware, no broker)"
     )
@@ -194,6 +207,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(args)
         if args.command == "simulate":
             return _simulate(args)
+        if args.command == "selftest":
+            return _selftest(args)
         if args.command == "keygen":
             return _keygen(args)
         if args.command == "analyze":
@@ -584,6 +599,50 @@ def _me() -> str:
     """How the user ran us (e.g. .venv/bin/linerec), so commands we print work as given."""
     invoked = sys.argv[0]
     return invoked if Path(invoked).name == "linerec" else "linerec"
+
+
+def _selftest(args: argparse.Namespace) -> int:
+    from linerec.config import DEFAULT_PATH, load_config
+    from linerec.daemon.backends import open_backend, open_sim_backend
+    from linerec.daemon.selftest import LATENCY_S, LISTEN_S, TONE_S, selftest
+    from linerec.hardware.backend import Backend
+    from linerec.sim.callfile import ScriptedCall, Step
+
+    config = load_config(args.config or DEFAULT_PATH)
+    backend: Backend
+    if config.hardware.backend == "sim" and not config.sim.calls:
+        # A quiet line, long enough for every check: the simulated box on an idle line.
+        idle = LISTEN_S + TONE_S + LATENCY_S + 1.0
+        calls = [
+            ScriptedCall(
+                line=line.name,
+                consent=None,
+                steps=(
+                    Step(
+                        action="wait",
+                        value=idle,
+                        at=None,
+                        options={"noise_dbfs": -65.0},  # an idle line's hiss
+                        where="selftest",
+                    ),
+                ),
+                source=config.path,
+                description="an idle line for the self-test",
+            )
+            for line in config.lines
+        ]
+        config, backend = open_sim_backend(config, calls, speed=0)
+    else:
+        config, backend = open_backend(config)
+    try:
+        checks = selftest(config, backend, loopback=args.loopback, led_seconds=args.led_seconds)
+    finally:
+        backend.close()
+    for check in checks:
+        print(f"{'ok  ' if check.ok else 'FAIL'}  {check.name}: {check.detail}")
+    failed = [check for check in checks if not check.ok]
+    print(f"{len(checks) - len(failed)} of {len(checks)} checks passed")
+    return 1 if failed else 0
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -38,7 +38,7 @@ _OPTIONS: dict[str, dict[str, tuple[type, ...]]] = {
     "off_hook": {"bounce_ms": (int, float)},
     "on_hook": {"bounce_ms": (int, float)},
     "flash": {},
-    "wait": {},
+    "wait": {"noise_dbfs": (int, float)},
     "say": {"seconds": (int, float), "level_db": (int, float)},
     "dtmf": {"tone_ms": (int, float), "gap_ms": (int, float), "level_dbfs": (int, float)},
     "tone": {"seconds": (int, float), "level_dbfs": (int, float)},

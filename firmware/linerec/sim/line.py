@@ -176,6 +176,12 @@ def _apply(timeline: _Timeline, step: Step, source: Path) -> None:
         timeline.hook(False, 0)
         timeline.cursor += value
         timeline.hook(True, 0)
+    elif action == "wait" and "noise_dbfs" in options:  # a real line's hiss, not digital zero
+        rms = 32768 * 10 ** (options["noise_dbfs"] / 20)
+        hiss = np.random.default_rng(round(timeline.cursor * RATE)).normal(
+            0, rms, round(value * RATE)
+        )
+        timeline.audio(to_int16(hiss), "line noise")
     elif action == "wait":
         timeline.cursor += value
     elif action == "say":

@@ -1,0 +1,88 @@
+"""`linerec selftest` on simulated boxes: the real ALSA library, simulated pins and line."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from linerec.config import load_config
+from linerec.daemon.backends import open_sim_backend
+from linerec.daemon.selftest import selftest
+from linerec.sim.backend import SimBackend
+from linerec.sim.callfile import load_call_file
+
+LINEREC = [sys.executable, "-m", "linerec.cli"]
+SIM_BOX = '[hardware]\nbackend = "sim"\n[store]\ndir = "ring"\n[[line]]\n'
+
+
+def test_a_well_wired_box_passes_every_check(tmp_path: Path) -> None:
+    (tmp_path / "box.toml").write_text(SIM_BOX)
+    result = subprocess.run(
+        [*LINEREC, "selftest", "--config", "box.toml", "--loopback", "--led-seconds", "0"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert "LED test: the recording LED of line1 (GPIO 22) should be lit now" in lines
+    assert "ok    line1 hook sense: GPIO 17: on hook, line voltage present" in lines
+    assert "ok    line1 loopback: 1000 Hz played at -12 dBFS, heard at -18.0 dBFS" in lines
+    assert lines[-1] == "5 of 5 checks passed"
+
+
+def test_a_dead_line_and_a_muted_input_are_named_in_plain_words(tmp_path: Path) -> None:
+    (tmp_path / "dead.toml").write_text(
+        "[[call]]\n[[call.step]]\noff_hook = true\n[[call.step]]\nwait = 3\n"
+    )  # no line voltage reads as off hook; digital zero is what a muted capture gives
+    (tmp_path / "box.toml").write_text(SIM_BOX)
+    config = load_config(tmp_path / "box.toml")
+    config, backend = open_sim_backend(
+        config, load_call_file(tmp_path / "dead.toml"), speed=0, workdir=tmp_path / "sim"
+    )
+    said: list[str] = []
+    try:
+        checks = {
+            c.name: c
+            for c in selftest(config, backend, loopback=False, say=said.append, wait=lambda s: None)
+        }
+    finally:
+        backend.close()
+    assert not checks["line1 hook sense"].ok
+    assert "no line voltage reaches the board" in checks["line1 hook sense"].detail
+    assert checks["line1 ring sense"].ok
+    assert not checks["line1 audio input"].ok
+    assert "digital silence" in checks["line1 audio input"].detail
+    assert "line1 loopback" not in checks
+
+
+def test_an_open_loopback_fails_and_each_led_is_lit_then_put_out(tmp_path: Path) -> None:
+    (tmp_path / "idle.toml").write_text("[[call]]\n[[call.step]]\nwait = 3\nnoise_dbfs = -60\n")
+    (tmp_path / "box.toml").write_text(SIM_BOX)
+    config = load_config(tmp_path / "box.toml")
+    config, backend = open_sim_backend(
+        config,
+        load_call_file(tmp_path / "idle.toml"),
+        speed=0,
+        workdir=tmp_path / "sim",
+        echo=False,  # nothing played reaches the input: the output is not tied back
+    )
+    assert isinstance(backend, SimBackend)
+    said: list[str] = []
+    try:
+        checks = {
+            c.name: c
+            for c in selftest(config, backend, loopback=True, say=said.append, wait=lambda s: None)
+        }
+    finally:
+        backend.close()
+    assert checks["line1 audio input"].ok, checks["line1 audio input"].detail
+    assert not checks["line1 loopback"].ok
+    assert "not heard back" in checks["line1 loopback"].detail
+    assert said == [
+        "LED test: the status LED (GPIO 5) should be lit now",
+        "LED test: the recording LED of line1 (GPIO 22) should be lit now",
+    ]
+    for number in (5, 22):
+        assert [level for _, level in backend.pins.outputs[number].history] == [True, False]
