@@ -174,10 +174,11 @@ def test_gpio_backend_off_a_pi_says_what_is_missing(tmp_path: Path) -> None:
     assert "[hardware] backend = 'gpio' needs RPi.GPIO (pip install 'linerec[pi]'" in result.stderr
 
 
-def test_unit_files_pass_systemd_analyze_verify(tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", ["linerec.service", "linerec-provision.service"])
+def test_unit_files_pass_systemd_analyze_verify(tmp_path: Path, name: str) -> None:
     # verify insists the ExecStart binary exists: point it at the linerec we are testing.
     linerec = Path(sys.executable).with_name("linerec")
-    unit = Path(__file__).parents[1] / "systemd" / "linerec.service"
+    unit = Path(__file__).parents[1] / "systemd" / name
     copy = tmp_path / unit.name
     copy.write_text(unit.read_text().replace("/usr/bin/linerec", str(linerec)))
     result = subprocess.run(
@@ -185,8 +186,12 @@ def test_unit_files_pass_systemd_analyze_verify(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
-    assert "Type=notify" in unit.read_text()
-    assert "WatchdogSec=" in unit.read_text()
+
+
+def test_the_daemon_unit_is_watched() -> None:
+    unit = (Path(__file__).parents[1] / "systemd" / "linerec.service").read_text()
+    assert "Type=notify" in unit
+    assert "WatchdogSec=" in unit
 
 
 def test_power_cut_mid_call_then_restart_recovers_the_recording(

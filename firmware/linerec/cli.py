@@ -51,6 +51,29 @@ def _parser() -> argparse.ArgumentParser:
         "--led-seconds", type=float, default=2.0, metavar="S", help="how long each LED stays lit"
     )
 
+    provision = commands.add_parser(
+        "provision", help="first boot: set the box up from the site file on the boot partition"
+    )
+    provision.add_argument(
+        "--site",
+        type=Path,
+        default=None,
+        help="the site file (default /boot/firmware/linerec-site.toml)",
+    )
+    provision.add_argument(
+        "--root", type=Path, default=Path("/"), help="the root filesystem to set up (default /)"
+    )
+    provision.add_argument(
+        "--force", action="store_true", help="even if the box was set up from this very file"
+    )
+    provision.add_argument(
+        "--blink-on-error",
+        type=float,
+        default=None,
+        metavar="S",
+        help="on a bad site file, blink the status LED's config code for S seconds",
+    )
+
     sim = commands.add_parser(
         "simulate", help="record scripted calls on a simulated line (no hardware, no broker)"
     )
@@ -209,6 +232,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _simulate(args)
         if args.command == "selftest":
             return _selftest(args)
+        if args.command == "provision":
+            return _provision(args)
         if args.command == "keygen":
             return _keygen(args)
         if args.command == "analyze":
@@ -599,6 +624,65 @@ def _me() -> str:
     """How the user ran us (e.g. .venv/bin/linerec), so commands we print work as given."""
     invoked = sys.argv[0]
     return invoked if Path(invoked).name == "linerec" else "linerec"
+
+
+def _provision(args: argparse.Namespace) -> int:
+    from linerec.errors import ConfigError
+    from linerec.provision.apply import (
+        provision,
+        provisioned_digest,
+        report_failure,
+        report_success,
+    )
+    from linerec.provision.site import DEFAULT_SITE, load_site
+
+    path: Path = args.site or DEFAULT_SITE
+    if not path.exists():
+        print(f"{path}: no site file: nothing to do")
+        return 0
+    try:
+        site = load_site(path)
+    except ConfigError as exc:
+        report_failure(path, str(exc))
+        print(f"linerec: error: {exc}; nothing was changed", file=sys.stderr)
+        if args.blink_on_error is not None and provisioned_digest(args.root) is None:
+            # A box that was set up before keeps recording with what it had; only a new box,
+            # which cannot record at all, holds the LED to show the technician.
+            _blink_config_fault(args.blink_on_error)
+        return 2
+    if site.digest == provisioned_digest(args.root) and not args.force:
+        print(f"{path}: this box was already set up from this file (--force to redo)")
+        return 0
+    done = provision(site, args.root)
+    report_success(site, args.root, done)
+    for line in done:
+        print(line)
+    print(f"{site.device_id}: provisioned from {path}")
+    return 0
+
+
+def _blink_config_fault(seconds: float) -> None:
+    """Show the bad-configuration code on the status LED of the default pin map."""
+    import time
+
+    from linerec.config import default_pinmap, load_pinmap
+    from linerec.hardware.backend import GpioBackend
+    from linerec.hardware.leds import Led, Show
+
+    try:
+        backend = GpioBackend()
+    except ImportError:  # not on a Pi: the journal has the message
+        return
+    try:
+        led = Led(backend.pins.output(load_pinmap(default_pinmap()).status_led, name="status LED"))
+        start = time.monotonic()
+        led.set(Show.FAULT_CONFIG, start)
+        while time.monotonic() - start < seconds:
+            time.sleep(0.05)
+            led.update(time.monotonic())
+        led.off()
+    finally:
+        backend.close()
 
 
 def _selftest(args: argparse.Namespace) -> int:

@@ -128,10 +128,10 @@ class Config:
 T = TypeVar("T")
 
 
-class _Table:
+class Table:
     """One TOML table being read: takes keys with types and defaults, then refuses leftovers."""
 
-    def __init__(self, data: dict[str, Any], key: str, source: _Source) -> None:
+    def __init__(self, data: dict[str, Any], key: str, source: Source) -> None:
         self._data = data
         self._key = key
         self._source = source
@@ -174,9 +174,13 @@ class _Table:
             raise self.error(name, "must be a path (got an empty string)")
         return self._source.resolve(value)
 
-    def table(self, name: str) -> _Table:
+    def table(self, name: str) -> Table:
         value = self.take(name, dict, {})
-        return _Table(value, self.path_of(name), self._source)
+        return Table(value, self.path_of(name), self._source)
+
+    def given(self) -> bool:
+        """Whether the file has this table at all."""
+        return bool(self._data)
 
     def done(self) -> None:
         unknown = sorted(set(self._data) - self._taken)
@@ -206,7 +210,7 @@ def _toml_type(value: object) -> str:
     }.get(type(value), type(value).__name__)
 
 
-class _Source:
+class Source:
     """The file being read, for error positions and relative paths."""
 
     def __init__(self, path: Path, text: str | None) -> None:
@@ -285,8 +289,8 @@ def _toml_error_line(message: str) -> int | None:
 
 def parse_config(data: dict[str, Any], path: Path | str, text: str | None = None) -> Config:
     """Validate an already-parsed configuration (`text` gives error line numbers)."""
-    source = _Source(Path(path), text)
-    top = _Table(data, "", source)
+    source = Source(Path(path), text)
+    top = Table(data, "", source)
 
     device = top.table("device")
     device_id = device.take("id", str, _default_device_id())
@@ -367,7 +371,7 @@ def parse_config(data: dict[str, Any], path: Path | str, text: str | None = None
     return config
 
 
-def _parse_uplink(table: _Table, device_id: str, store: StoreConfig) -> UplinkConfig:
+def _parse_uplink(table: Table, device_id: str, store: StoreConfig) -> UplinkConfig:
     url = table.take("broker", str, "")
     allow = table.take("allow_plaintext", bool, False)
     try:
@@ -429,15 +433,15 @@ def load_pinmap(path: Path) -> PinMap:
         raise ConfigError(
             path, "", f"pin map is not valid TOML: {exc}", _toml_error_line(str(exc))
         ) from exc
-    source = _Source(path, text)
-    top = _Table(data, "", source)
+    source = Source(path, text)
+    top = Table(data, "", source)
     top.take("version", int, 1)
     board = top.table("board")
     status_led = _pin(board, "status_led", None)
     board.done()
     lines = []
     for i, entry in enumerate(top.take("line", list, [])):
-        table = _Table(entry, f"line[{i}]", source)
+        table = Table(entry, f"line[{i}]", source)
         lines.append(
             LinePins(
                 hook=_pin(table, "hook_sense", None),
@@ -453,7 +457,7 @@ def load_pinmap(path: Path) -> PinMap:
     return PinMap(status_led=status_led, lines=tuple(lines))
 
 
-def _pin(table: _Table, name: str, default: int | None) -> int:
+def _pin(table: Table, name: str, default: int | None) -> int:
     value = table.take(name, int, default)
     if value is None:
         raise table.error(name, "is required (a BCM GPIO number)")
@@ -462,11 +466,11 @@ def _pin(table: _Table, name: str, default: int | None) -> int:
     return value
 
 
-def _parse_line(index: int, entry: object, source: _Source, pinmap: PinMap) -> LineConfig:
+def _parse_line(index: int, entry: object, source: Source, pinmap: PinMap) -> LineConfig:
     key = f"line[{index}]"
     if not isinstance(entry, dict):
         raise source.error(key, f"must be a table (got {entry!r})")
-    table = _Table(entry, key, source)
+    table = Table(entry, key, source)
     name = table.take("name", str, f"line{index + 1}")
     if not _LINE_NAME.match(name):
         raise table.error("name", f"must be 1-32 letters, digits, '_' or '-' (got {name!r})")
@@ -561,7 +565,7 @@ def _parse_line(index: int, entry: object, source: _Source, pinmap: PinMap) -> L
     return line
 
 
-def _keys(table: _Table, name: str, default: str, *, single: bool = False) -> str:
+def _keys(table: Table, name: str, default: str, *, single: bool = False) -> str:
     value = table.take(name, str, default)
     if any(key not in "0123456789*#ABCD" for key in value) or (single and len(value) > 1):
         expected = "one key" if single else "keys"
@@ -580,7 +584,7 @@ def _pins_in_use(config: Config) -> Iterator[tuple[str, int]]:
             yield f"{key}.button_pin", line.pins.button
 
 
-def _check_unique(config: Config, source: _Source) -> None:
+def _check_unique(config: Config, source: Source) -> None:
     holders: dict[int, str] = {}
     for key, pin in _pins_in_use(config):
         if pin in holders:
