@@ -6,14 +6,26 @@ import subprocess
 import sys
 from pathlib import Path
 
-from linerec.config import load_config
+from linerec.config import Config, load_config
 from linerec.daemon.backends import open_sim_backend
-from linerec.daemon.selftest import selftest
+from linerec.daemon.selftest import Check, selftest
+from linerec.hardware.backend import Backend
 from linerec.sim.backend import SimBackend
 from linerec.sim.callfile import load_call_file
 
 LINEREC = [sys.executable, "-m", "linerec.cli"]
 SIM_BOX = '[hardware]\nbackend = "sim"\n[store]\ndir = "ring"\n[[line]]\n'
+
+
+def run_selftest(
+    config: Config, backend: Backend, *, loopback: bool
+) -> tuple[dict[str, Check], list[str]]:
+    said: list[str] = []
+    try:
+        checks = selftest(config, backend, loopback=loopback, say=said.append, wait=lambda s: None)
+    finally:
+        backend.close()
+    return {c.name: c for c in checks}, said
 
 
 def test_a_well_wired_box_passes_every_check(tmp_path: Path) -> None:
@@ -41,14 +53,7 @@ def test_a_dead_line_and_a_muted_input_are_named_in_plain_words(tmp_path: Path) 
     config, backend = open_sim_backend(
         config, load_call_file(tmp_path / "dead.toml"), speed=0, workdir=tmp_path / "sim"
     )
-    said: list[str] = []
-    try:
-        checks = {
-            c.name: c
-            for c in selftest(config, backend, loopback=False, say=said.append, wait=lambda s: None)
-        }
-    finally:
-        backend.close()
+    checks, _ = run_selftest(config, backend, loopback=False)
     assert not checks["line1 hook sense"].ok
     assert "no line voltage reaches the board" in checks["line1 hook sense"].detail
     assert checks["line1 ring sense"].ok
@@ -69,14 +74,7 @@ def test_an_open_loopback_fails_and_each_led_is_lit_then_put_out(tmp_path: Path)
         echo=False,  # nothing played reaches the input: the output is not tied back
     )
     assert isinstance(backend, SimBackend)
-    said: list[str] = []
-    try:
-        checks = {
-            c.name: c
-            for c in selftest(config, backend, loopback=True, say=said.append, wait=lambda s: None)
-        }
-    finally:
-        backend.close()
+    checks, said = run_selftest(config, backend, loopback=True)
     assert checks["line1 audio input"].ok, checks["line1 audio input"].detail
     assert not checks["line1 loopback"].ok
     assert "not heard back" in checks["line1 loopback"].detail

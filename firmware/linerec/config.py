@@ -268,6 +268,12 @@ class Source:
 def load_config(path: Path | str) -> Config:
     """Read and validate a configuration file."""
     path = Path(path)
+    data, text = read_toml(path)
+    return parse_config(data, path, text)
+
+
+def read_toml(path: Path) -> tuple[dict[str, Any], str]:
+    """A TOML file's data and text; errors name the file (and the line, where TOML gives it)."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError as exc:
@@ -279,7 +285,7 @@ def load_config(path: Path | str) -> Config:
     except tomllib.TOMLDecodeError as exc:
         line = _toml_error_line(str(exc))
         raise ConfigError(path, "", f"not valid TOML: {exc}", line) from exc
-    return parse_config(data, path, text)
+    return data, text
 
 
 def _toml_error_line(message: str) -> int | None:

@@ -161,19 +161,8 @@ class Collector:
         )
         if final is None:
             received = self.store.received(device, recording_id)
-            if received == 0 and offset > 0:  # we lost what came before (reset): start again
-                self._ack(
-                    device,
-                    {
-                        "kind": "progress",
-                        "device": device,
-                        "id": recording_id,
-                        "sha256": digest,
-                        "received": 0,
-                    },
-                )
-                return
-            if received and (offset // CHUNK) % PROGRESS_EVERY == PROGRESS_EVERY - 1:
+            lost = received == 0 and offset > 0  # what came before is gone (reset): start again
+            if lost or (received and (offset // CHUNK) % PROGRESS_EVERY == PROGRESS_EVERY - 1):
                 # Synced so far: after an outage the appliance resumes from here.
                 self._ack(
                     device,

@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import re
-import tomllib
 import zoneinfo
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from linerec.config import Source, Table, parse_config
-from linerec.errors import ConfigError
+from linerec.config import Source, Table, parse_config, read_toml
 
 DEFAULT_SITE = Path("/boot/firmware/linerec-site.toml")
 SITE_ONLY = ("site", "network")
@@ -58,20 +56,7 @@ class Site:
 
 def load_site(path: Path) -> Site:
     """Read and check everything; raises ConfigError naming the key, the file and the line."""
-    try:
-        raw = path.read_bytes()
-        text = raw.decode("utf-8")
-    except FileNotFoundError as exc:
-        raise ConfigError(path, "", "no such file") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(path, "", f"cannot read: {exc}") from exc
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        line = re.search(r"line (\d+)", str(exc))
-        raise ConfigError(
-            path, "", f"not valid TOML: {exc}", int(line.group(1)) if line else None
-        ) from exc
+    data, text = read_toml(path)
     linerec = {k: v for k, v in data.items() if k not in SITE_ONLY}
     checked = parse_config(linerec, path, text)  # the recorder's own validation, in full
     source = Source(path, text)
@@ -113,7 +98,7 @@ def load_site(path: Path) -> Site:
     config, files, secrets = _install_paths(linerec, source)
     return Site(
         path=path,
-        digest=hashlib.sha256(raw).hexdigest(),
+        digest=hashlib.sha256(text.encode()).hexdigest(),
         device_id=checked.device_id,
         hostname=hostname,
         timezone=timezone,
