@@ -116,6 +116,8 @@ def test_secrets_leave_the_boot_partition(boot: Path, tmp_path: Path) -> None:
     supplicant = root / "etc/wpa_supplicant/wpa_supplicant-wlan0.conf"
     assert 'psk="a long passphrase"' in supplicant.read_text()
     assert supplicant.stat().st_mode & 0o777 == 0o600
+    wants = root / "etc/systemd/system/multi-user.target.wants/wpa_supplicant@wlan0.service"
+    assert os.readlink(wants) == "/lib/systemd/system/wpa_supplicant@.service"
     assert not any("a long passphrase" in p.read_text() for p in boot.glob("*.t*"))
 
 

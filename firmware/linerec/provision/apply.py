@@ -113,6 +113,7 @@ def _network(site: Site, root: Path) -> list[str]:
         ethernet.unlink(missing_ok=True)
     wifi = networkd / "25-linerec-wifi.network"
     supplicant = root / "etc/wpa_supplicant/wpa_supplicant-wlan0.conf"
+    wants = root / "etc/systemd/system/multi-user.target.wants/wpa_supplicant@wlan0.service"
     if site.wifi is not None:
         wifi.write_text("[Match]\nName=wlan0\n\n[Network]\nDHCP=yes\n")
         supplicant.parent.mkdir(parents=True, exist_ok=True)
@@ -121,10 +122,13 @@ def _network(site: Site, root: Path) -> list[str]:
         network = f'network={{\n    ssid="{ssid}"\n    psk="{psk}"\n}}\n'
         text = f"country={site.wifi.country}\n{network}"
         _write_atomic(supplicant, text.encode(), 0o600)  # the passphrase: root only
+        if not wants.is_symlink():  # what `systemctl enable wpa_supplicant@wlan0` makes
+            wants.parent.mkdir(parents=True, exist_ok=True)
+            wants.symlink_to("/lib/systemd/system/wpa_supplicant@.service")
         done.append(f"Wi-Fi: {site.wifi.ssid!r} ({site.wifi.country})")
     else:
-        wifi.unlink(missing_ok=True)
-        supplicant.unlink(missing_ok=True)
+        for path in (wifi, supplicant, wants):
+            path.unlink(missing_ok=True)
     return done
 
 
