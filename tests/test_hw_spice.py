@@ -8,6 +8,7 @@ must turn on, 1.0 where it must stay off.
 
 from __future__ import annotations
 
+import math
 import re
 import shutil
 import subprocess
@@ -16,8 +17,11 @@ from pathlib import Path
 
 import pytest
 
+from linerec.config import parse_config
+
 HW = Path(__file__).resolve().parent.parent / "hw"
 SPICE = HW / "spice"
+EXAMPLE_CONFIG = HW.parent / "firmware/linerec/data/linerec.example.toml"
 
 PI_VIL = 0.8  # Pi GPIO input: at most this reads low
 PI_VIH_SAFE = 2.5  # comfortably above the Pi's 2.0 V high threshold
@@ -40,12 +44,16 @@ def _ngspice() -> str:
 
 
 def run_deck(tmp_path: Path, stage: str, body: str, control: str) -> dict[str, float]:
-    """Run one deck in batch mode; returns the measured values by name."""
+    """Run one deck in batch mode; returns the measured values by name.
+
+    `stage` names the netlist file(s) the deck includes: "audio", or "protect+audio".
+    """
     deck = tmp_path / "deck.cir"
+    includes = "".join(f".include {SPICE / (name + '.cir')}\n" for name in stage.split("+"))
     deck.write_text(
         f"* linerec {stage} test\n"
         f".include {SPICE / 'parts.lib'}\n"
-        f".include {SPICE / (stage + '.cir')}\n"
+        f"{includes}"
         f"{body}\n.control\n{control}\nquit 0\n.endc\n.end\n"
     )
     done = subprocess.run(
@@ -136,7 +144,7 @@ def hook_output(tmp_path: Path, volts: float, ctr: float) -> dict[str, float]:
     control = (
         "op\n"
         "let iline = abs(i(VL))\n"
-        "let iled = abs(v.x1.xu1.vsense#branch)\n"
+        "let iled = abs(v.x1.xu2.vsense#branch)\n"
         "echo vout = $&v(out)\necho iline = $&iline\necho iled = $&iled\n"
     )
     return run_deck(tmp_path, "hook_sense", body, control)
@@ -174,20 +182,39 @@ def test_hook_stays_on_hook_while_ringing(tmp_path: Path) -> None:
 
 # --- audio -----------------------------------------------------------------------------
 
-# Line: 600 ohm far end driving a 600 ohm phone; the sound card input is 10 kohm.
-AUDIO_LINE = "VS src 0 DC 0 AC 1\nRS src tip 600\nRT tip 0 600\nX1 tip 0 sc 0 AUDIO\nRIN sc 0 10k\n"
-AUDIO_GAIN_1KHZ_DB = -1.6  # documented in hw/README.md
+# Receive: a 600 ohm far end driving a 600 ohm phone; the sound card input is 10 kohm, its
+# output (SPK) an idle low-impedance source. TALK open: the photoMOS U3 is off.
+AUDIO_LINE = (
+    "VS src 0 DC 0 AC 1\nRS src tip 600\nRT tip 0 600\n"
+    "X1 tip 0 sc 0 spk AUDIO txr={txr}\nRIN sc 0 10k\nVSPK spk 0 0\n"
+)
+AUDIO_GAIN_1KHZ_DB = -3.5  # line -> sound card input, documented in hw/README.md
+TALK_GAIN_1KHZ_DB = -11.4  # sound card output -> line, TALK closed, documented in hw/README.md
+PHOTOMOS_ON_OHMS = 1.0  # AQY212EH class: about 1 ohm on
+PHOTOMOS_OFF_OHMS = 1e9
+
+# What the firmware and the board assume of the sound card: a full-scale sine on its output
+# is 1.0 V rms (USB adapters of the CM108/CM119 class at full playback volume; hw/README.md
+# says how to check it); dBm on a telephone line is re 0.775 V rms (1 mW in 600 ohm).
+CARD_FULL_SCALE_VRMS = 1.0
+DBM_REF_VRMS = 0.775
+LINE_LIMIT_DBM = -9.0  # the loudest a signal sent into the network may be, averaged
+NOTICE_RANGE_DBM = (-15.0, -9.0)
 
 
-def audio_response(tmp_path: Path) -> dict[str, float]:
+def audio_response(tmp_path: Path, txr: float = PHOTOMOS_OFF_OHMS) -> dict[str, float]:
     control = (
         "ac dec 50 100 10k\n"
         "let g = db(v(sc) / v(tip))\n"
         "meas ac g1k FIND g AT=1000\n"
         "meas ac gmax MAX g FROM=300 TO=3400\n"
         "meas ac gmin MIN g FROM=300 TO=3400\n"
+        # the tap across the line: how much quieter the call gets at the phone (0 dB = none)
+        "let loss = db(v(tip) / (v(src) / 2))\n"
+        "meas ac loss300 FIND loss AT=300\n"
+        "meas ac loss1k FIND loss AT=1000\n"
     )
-    return run_deck(tmp_path, "audio", AUDIO_LINE, control)
+    return run_deck(tmp_path, "audio", AUDIO_LINE.format(txr=txr), control)
 
 
 def test_audio_is_flat_300_to_3400_hz(tmp_path: Path) -> None:
@@ -202,8 +229,17 @@ def test_audio_gain_at_1khz_is_as_documented(tmp_path: Path) -> None:
     assert abs(gain - AUDIO_GAIN_1KHZ_DB) < 0.3, f"line to sound card gain {gain:.2f} dB at 1 kHz"
 
 
+def test_audio_tap_is_high_impedance_while_talk_is_open(tmp_path: Path) -> None:
+    out = audio_response(tmp_path)
+    for name in ("loss300", "loss1k"):
+        assert out[name] > -0.5, f"the tap costs the call {out[name]:.2f} dB ({name})"
+
+
 def test_audio_ringing_is_clamped_at_the_sound_card(tmp_path: Path) -> None:
-    body = "VL tip 0 DC 0 SIN(48 {150 * sqrt(2)} 20)\nX1 tip 0 sc 0 AUDIO\nRIN sc 0 10k\n"
+    body = (
+        "VL tip 0 DC 0 SIN(48 {150 * sqrt(2)} 20)\n"
+        "X1 tip 0 sc 0 spk AUDIO\nRIN sc 0 10k\nVSPK spk 0 0\n"
+    )
     control = (
         "tran 0.1m 0.5\n"
         "meas tran vhi MAX v(sc) from=0.2 to=0.5\n"
@@ -212,3 +248,114 @@ def test_audio_ringing_is_clamped_at_the_sound_card(tmp_path: Path) -> None:
     out = run_deck(tmp_path, "audio", body, control)
     peak = max(out["vhi"], -out["vlo"])
     assert peak < 6.5, f"sound card input peak {peak:.2f} V during 150 V rms ringing"
+
+
+def talk_response(tmp_path: Path, txr: float) -> dict[str, float]:
+    """Sound card output (1 V AC) to the line, loaded by the exchange and the phone (300 ohm)."""
+    body = (
+        f"RLINE tip 0 300\nX1 tip 0 sc 0 spk AUDIO txr={txr}\nRIN sc 0 10k\nVSPK spk 0 DC 0 AC 1\n"
+    )
+    control = (
+        "ac dec 50 100 10k\n"
+        "let t = db(v(tip))\n"
+        "meas ac t1k FIND t AT=1000\n"
+        "meas ac t1400 FIND t AT=1400\n"
+        "meas ac tmax MAX t FROM=300 TO=3400\n"
+        "meas ac tmin MIN t FROM=300 TO=3400\n"
+    )
+    return run_deck(tmp_path, "audio", body, control)
+
+
+def config_default(key: str) -> object:
+    """A line setting's default, as the firmware's own config parser gives it."""
+    config = parse_config({"line": [{"name": "line1"}]}, "defaults.toml")
+    return getattr(config.lines[0], key)
+
+
+def dbm(vrms: float) -> float:
+    return 20 * math.log10(vrms / DBM_REF_VRMS)
+
+
+def test_talk_gain_at_1khz_is_as_documented(tmp_path: Path) -> None:
+    out = talk_response(tmp_path, PHOTOMOS_ON_OHMS)
+    assert abs(out["t1k"] - TALK_GAIN_1KHZ_DB) < 0.3, f"sound card to line {out['t1k']:.2f} dB"
+    assert out["tmax"] - out["tmin"] < 1.0, "talk path not flat within 1 dB over 300-3400 Hz"
+
+
+def test_full_scale_from_the_sound_card_stays_under_the_line_limit(tmp_path: Path) -> None:
+    out = talk_response(tmp_path, PHOTOMOS_ON_OHMS)
+    loudest = dbm(CARD_FULL_SCALE_VRMS) + out["tmax"]
+    assert loudest <= LINE_LIMIT_DBM + 0.5, (
+        f"a full-scale sine reaches the line at {loudest:.1f} dBm"
+    )
+
+
+def test_the_beep_reaches_the_line_at_the_notice_level(tmp_path: Path) -> None:
+    line = tomllib.loads(EXAMPLE_CONFIG.read_text())["line"][0]
+    beep_dbfs = line["beep_level_dbfs"]
+    assert beep_dbfs == config_default("beep_level_dbfs"), "the example must show the default"
+    out = talk_response(tmp_path, PHOTOMOS_ON_OHMS)
+    level = dbm(CARD_FULL_SCALE_VRMS * 10 ** (beep_dbfs / 20)) + out["t1400"]
+    low, high = NOTICE_RANGE_DBM
+    assert low <= level <= high, f"the {beep_dbfs} dBFS beep reaches the line at {level:.1f} dBm"
+
+
+def test_idle_sound_card_output_does_not_reach_the_line(tmp_path: Path) -> None:
+    out = talk_response(tmp_path, PHOTOMOS_OFF_OHMS)
+    assert out["tmax"] < -80, (
+        f"with TALK open the card still reaches the line ({out['tmax']:.0f} dB)"
+    )
+
+
+# --- the whole line side together ---------------------------------------------------------
+
+BOARD = (
+    "XP tip 0 lt lr PROTECT\n"
+    "XR lt lr vdd 0 ring RINGDET ctr={ctr}\nRPUR vdd ring 50k\n"
+    "XH lt lr vdd 0 hook HOOKSENSE ctr={ctr}\nRPUH vdd hook 50k\n"
+    "XA lt lr sc 0 spk AUDIO\nRIN sc 0 10k\nVSPK spk 0 0\n"
+    "VDD vdd 0 3.3\n"
+)
+
+
+def board_while_ringing(tmp_path: Path, vrms: float, hz: float) -> dict[str, float]:
+    body = f"VL tip 0 DC 0 SIN(56 {vrms * 2**0.5} {hz})\n" + BOARD.format(ctr=CTR_MIN)
+    control = (
+        "tran 0.1m 1\n"
+        "meas tran ringmax MAX v(ring) from=0.5 to=1\n"
+        "meas tran hookmin MIN v(hook) from=0.5 to=1\n"
+        "let iline = i(VL) * i(VL)\n"
+        "meas tran iline2 AVG iline from=0.5 to=1\n"
+        "let ispd = abs(i(v.xp.xd1.va))\n"
+        "meas tran ispd MAX ispd from=0.5 to=1\n"
+    )
+    return run_deck(tmp_path, "protect+ring_detector+hook_sense+audio", body, control)
+
+
+def test_board_detects_ringing_and_the_surge_protector_stays_off(tmp_path: Path) -> None:
+    out = board_while_ringing(tmp_path, 150, 20)
+    assert out["ringmax"] < PI_VIL, f"ring_sense {out['ringmax']:.2f} V during ringing"
+    assert out["hookmin"] > PI_VIH_SAFE, f"hook_sense dipped to {out['hookmin']:.2f} V"
+    assert out["ispd"] < 10e-6, f"surge protector conducts {out['ispd'] * 1e6:.1f} uA"
+
+
+RINGER_OHMS_20HZ = 6930  # a ringer equivalence number (REN) of 1, at 20 Hz
+BOARD_REN = 1.6  # 1.51 measured, in hw/README.md: the audio tap's C4 and T1 draw most of it
+
+
+def test_board_ringing_load_is_as_documented(tmp_path: Path) -> None:
+    """The board loads the line's ringing like 1.5 ringers: the line's budget is usually 5."""
+    out = board_while_ringing(tmp_path, 90, 20)
+    irms = math.sqrt(out["iline2"])
+    ren = RINGER_OHMS_20HZ / (90 / irms)
+    assert ren <= BOARD_REN, (
+        f"the board draws {irms * 1e3:.1f} mA rms of 90 V rms ringing (REN {ren:.2f})"
+    )
+
+
+def test_board_on_hook_current_at_56v(tmp_path: Path) -> None:
+    body = "VL tip 0 DC 56\n" + BOARD.format(ctr=CTR_MIN)
+    control = "op\nlet iline = abs(i(VL))\necho iline = $&iline\necho hook = $&v(hook)\n"
+    out = run_deck(tmp_path, "protect+ring_detector+hook_sense+audio", body, control)
+    assert out["iline"] < 1e-3, f"on-hook line current {out['iline'] * 1e3:.2f} mA at 56 V"
+    assert out["hook"] > PI_VIH_SAFE

@@ -84,3 +84,8 @@ def test_an_open_loopback_fails_and_each_led_is_lit_then_put_out(tmp_path: Path)
     ]
     for number in (5, 22):
         assert [level for _, level in backend.pins.outputs[number].history] == [True, False]
+    # the board's own loop (output -> U3 -> transformer winding -> input) was tried: the talk
+    # switch closed for the loopback tone and opened again
+    talk = config.lines[0].pins.talk
+    assert talk == 6
+    assert [level for _, level in backend.pins.outputs[talk].history] == [True, False]

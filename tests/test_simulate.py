@@ -151,6 +151,42 @@ def test_leds_show_notice_then_recording(run_sim: RunSim) -> None:
     assert status[0][1] is True  # idle heartbeat begins at start
 
 
+def closed_spans(history: list[tuple[float, bool]]) -> list[tuple[float, float]]:
+    spans, since = [], None
+    for t, level in history:
+        if level and since is None:
+            since = t
+        elif not level and since is not None:
+            spans.append((since, t))
+            since = None
+    assert since is None, "the talk switch was left closed"
+    return spans
+
+
+def test_talk_switch_closes_only_while_the_notice_plays(run_sim: RunSim) -> None:
+    sim = run_sim(INBOUND)
+    talk = sim.config.lines[0].pins.talk
+    assert talk is not None, "the pin map gives line 1 a talk switch"
+    spans = closed_spans(sim.backend.pins.outputs[talk].history)
+    notice_start = first(sim.events, "notice_started").t
+    recording_start = first(sim.events, "recording_started").t
+    assert len(spans) == 1
+    (closed, opened) = spans[0]
+    # closed before the first notice sample is played; open once the last one has been
+    assert notice_start - 0.05 <= closed <= notice_start + 0.05
+    assert recording_start <= opened <= recording_start + 0.4
+
+
+def test_talk_switch_closes_for_each_beep(run_sim: RunSim) -> None:
+    sim = run_sim(example_call("beep.toml").read_text())
+    talk = sim.config.lines[0].pins.talk
+    assert talk is not None
+    spans = closed_spans(sim.backend.pins.outputs[talk].history)
+    answered = first(sim.events, "answered").t
+    assert [round(start - answered) for start, _ in spans] == [0, 15, 30]
+    assert all(0.5 <= end - start <= 0.9 for start, end in spans)  # 0.5 s beep + hold
+
+
 def test_device_at_48_khz_is_resampled(run_sim: RunSim) -> None:
     sim = run_sim(INBOUND, config="[[line]]\nrate = 48000\n")
     assert sim.config.lines[0].audio.rate == 48000

@@ -47,6 +47,7 @@ class LinePins:
     ring_active_low: bool
     led: int
     button: int | None
+    talk: int | None  # closes the board's photoMOS: the sound card's output to the line
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -456,6 +457,7 @@ def load_pinmap(path: Path) -> PinMap:
                 ring_active_low=table.take("ring_active_low", bool, True),
                 led=_pin(table, "recording_led", None),
                 button=table.take("button", int, None),
+                talk=table.take("talk_switch", int, None),
             )
         )
         table.done()
@@ -497,9 +499,11 @@ def _parse_line(index: int, entry: object, source: Source, pinmap: PinMap) -> Li
         ),
         led=pin("led_pin", lambda m: m.led),
         button=table.take("button_pin", int, mapped.button if mapped else None),
+        talk=table.take("talk_pin", int, mapped.talk if mapped else None),
     )
-    if pins.button is not None and pins.button not in BCM_PINS:
-        raise table.error("button_pin", f"must be a BCM GPIO number 0-27 (got {pins.button})")
+    for key, number in (("button_pin", pins.button), ("talk_pin", pins.talk)):
+        if number is not None and number not in BCM_PINS:
+            raise table.error(key, f"must be a BCM GPIO number 0-27 (got {number})")
 
     consent = ConsentMode(table.choice("consent", tuple(m.value for m in ConsentMode), "notice"))
     notice = table.path("notice", data_path("notice-en.wav"))
@@ -552,7 +556,7 @@ def _parse_line(index: int, entry: object, source: Source, pinmap: PinMap) -> Li
         notice=notice,
         notice_gain_db=table.number("notice_gain_db", 0, -40, 20),
         beep_hz=table.number("beep_hz", 1400, 300, 3400),
-        beep_level_dbfs=table.number("beep_level_dbfs", -12, -40, 0),
+        beep_level_dbfs=table.number("beep_level_dbfs", -3, -40, 0),
         audio=audio,
         pins=pins,
         hook_debounce=debounce,
@@ -588,6 +592,8 @@ def _pins_in_use(config: Config) -> Iterator[tuple[str, int]]:
         yield f"{key}.led_pin", line.pins.led
         if line.pins.button is not None:
             yield f"{key}.button_pin", line.pins.button
+        if line.pins.talk is not None:
+            yield f"{key}.talk_pin", line.pins.talk
 
 
 def _check_unique(config: Config, source: Source) -> None:

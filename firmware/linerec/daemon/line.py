@@ -60,6 +60,7 @@ from linerec.hardware.sense import (
     OnHook,
     RingSense,
 )
+from linerec.hardware.talk import TalkSwitch
 from linerec.store.base import RecordingInfo, RecordingWriter, Store
 from linerec.tones import Oscillator
 
@@ -85,6 +86,7 @@ class LinePipeline:
         notice: Samples,
         delay: float,
         led: Led,
+        talk: TalkSwitch,
         emit: Emit,
         wall: Callable[[float], datetime],
         clock_synchronized: Callable[[], bool],
@@ -96,6 +98,7 @@ class LinePipeline:
         self._store = store
         self._notice = notice
         self._led = led
+        self._talk = talk
         self._emit = emit
         self._wall = wall
         self._clock_synchronized = clock_synchronized
@@ -183,6 +186,7 @@ class LinePipeline:
             )
 
         out, notice_done = self._line_output()
+        self._talk.update(out is not self._silence, end)
         state = self.machine.state
         if state is State.NOTICE and not self._opted_out:
             slot = Slot(t=frame.t, samples=out, keep=Keep.NOTICE, lost=frame.lost)
@@ -297,6 +301,7 @@ class LinePipeline:
         """Keep what is still in the delay line and seal the recording in progress."""
         self.interrupt("shutdown")
         self._led.off()
+        self._talk.open()
 
     def interrupt(self, reason: str) -> None:
         """Audio stopped coming (shutdown, a stalled capture): seal what was kept so far.

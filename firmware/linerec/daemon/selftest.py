@@ -20,6 +20,7 @@ from linerec.config import Config, LineConfig
 from linerec.errors import HardwareError
 from linerec.hardware.audio import FRAME_SAMPLES, RATE, AudioCapture, AudioPlayback
 from linerec.hardware.backend import Backend
+from linerec.hardware.talk import TalkSwitch
 
 LISTEN_S = 1.0  # audio read per line to judge the input
 TONE_HZ = 1000.0
@@ -127,7 +128,18 @@ def _audio(backend: Backend, line: LineConfig, *, loopback: bool) -> list[Check]
             playback = backend.open_playback(audio)
         except HardwareError as exc:
             return [Check(f"{line.name} audio output", False, str(exc))]
-        return _listen(capture, playback, line, where, loopback=loopback)
+        # On the linerec board the output reaches the input through U3 and the transformer's
+        # winding, so --loopback then needs no cable: close the talk switch while listening.
+        talk = TalkSwitch(
+            backend.pins.output(line.pins.talk, name=f"{line.name} talk switch")
+            if loopback and line.pins.talk is not None
+            else None
+        )
+        talk.update(loopback, 0.0)
+        try:
+            return _listen(capture, playback, line, where, loopback=loopback)
+        finally:
+            talk.open()
     finally:
         capture.close()
         if playback is not None:
@@ -191,13 +203,15 @@ def _listen(
         )
         expected = f"{TONE_HZ:.0f} Hz played at {TONE_DBFS:.0f} dBFS, heard at {back:.1f} dBFS"
         if back < LOOPBACK_MIN_DBFS:
+            device = f"playback device {line.audio.playback_device!r}"
+            hint = (
+                f"are the board's J4 and J3 plugged into the sound card's output and input "
+                f"({device}), and does the talk switch U3 close (GPIO {line.pins.talk})?"
+                if line.pins.talk is not None
+                else f"is the sound card's output tied to its input ({device})?"
+            )
             checks.append(
-                Check(
-                    f"{line.name} loopback",
-                    False,
-                    f"{expected}: not heard back: is the sound card's output tied to its "
-                    f"input (playback device {line.audio.playback_device!r})?",
-                )
+                Check(f"{line.name} loopback", False, f"{expected}: not heard back: {hint}")
             )
         else:
             checks.append(Check(f"{line.name} loopback", True, expected))

@@ -33,6 +33,7 @@ from linerec.errors import HardwareError
 from linerec.hardware.audio import AudioCapture, AudioPlayback, Frame
 from linerec.hardware.backend import Backend
 from linerec.hardware.leds import Led, Show
+from linerec.hardware.talk import TalkSwitch
 from linerec.resample import to_int16
 from linerec.store.base import Store
 from linerec.uplink.commands import Command
@@ -168,6 +169,11 @@ class Daemon:
             hook_pins.append(hook)
             ring = backend.pins.input(pins.ring, name=f"line[{index}] ring sense")
             led = Led(backend.pins.output(pins.led, name=f"line[{index}] recording LED"))
+            talk = TalkSwitch(
+                None
+                if pins.talk is None
+                else backend.pins.output(pins.talk, name=f"line[{index}] talk switch")
+            )
             pipeline = LinePipeline(
                 line=line,
                 device_id=self.config.device_id,
@@ -175,6 +181,7 @@ class Daemon:
                 notice=load_notice(line),
                 delay=self.config.store.delay,
                 led=led,
+                talk=talk,
                 emit=self._emit,
                 wall=self._wall,
                 clock_synchronized=clock_synchronized,

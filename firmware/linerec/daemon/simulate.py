@@ -79,7 +79,10 @@ def default_config(
     """A configuration for the simulator alone: the lines the calls name, default policy."""
     pinmap = load_pinmap(default_pinmap())  # the same pin map as a real box
     used = {pinmap.status_led} | {
-        pin for p in pinmap.lines for pin in (p.hook, p.ring, p.led, p.button) if pin is not None
+        pin
+        for p in pinmap.lines
+        for pin in (p.hook, p.ring, p.led, p.button, p.talk)
+        if pin is not None
     }
     spare = [pin for pin in _SPARE_PINS if pin not in used]
     lines: list[dict[str, Any]] = []
