@@ -53,16 +53,10 @@ UNIT
 rm -f /etc/ssh/ssh_host_*
 printf 'PasswordAuthentication no\nKbdInteractiveAuthentication no\n' > /etc/ssh/sshd_config.d/linerec.conf
 
-# Journal in RAM only; /tmp on tmpfs: nothing routine writes to the SD card's root fs.
+# Journal in RAM only (the root filesystem is read-only: readonly-root.sh).
 mkdir -p /etc/systemd/journald.conf.d
 printf '[Journal]\nStorage=volatile\nRuntimeMaxUse=32M\n' > /etc/systemd/journald.conf.d/linerec.conf
 
-cat > /etc/fstab <<'FSTAB'
-LABEL=LINEREC_ROOT  /                 ext4   defaults,noatime,errors=remount-ro        0 1
-LABEL=LINERECBOOT   /boot/firmware    vfat   defaults,noatime,umask=0077               0 2
-LABEL=LINEREC_DATA  /var/lib/linerec  ext4   defaults,noatime,nodev,nosuid,noexec      0 2
-tmpfs               /tmp              tmpfs  defaults,nosuid,nodev,size=64M            0 0
-FSTAB
 echo linerec > /etc/hostname
 printf '127.0.0.1\tlocalhost\n127.0.1.1\tlinerec\n::1\tlocalhost ip6-localhost ip6-loopback\n' > /etc/hosts
 # Unprovisioned boxes: DHCP on the wired port (provisioning writes its own 20-linerec-*.network).
@@ -81,5 +75,7 @@ kver=$(ls /lib/modules | sort -V | tail -1)
 /etc/kernel/postinst.d/z50-raspi-firmware "$kver"
 
 apt-get clean
-rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin $B
+rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin
+sh $B/readonly-root.sh $B   # fstab, the data partition's share, provisioning's write window
+rm -rf $B
 : > /etc/machine-id   # systemd makes one on first boot

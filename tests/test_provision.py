@@ -35,7 +35,7 @@ def boot(tmp_path: Path) -> Path:
 
 
 def _csr(tmp_path: Path) -> Path:
-    from linerec.collector.enroll import device_request
+    from linerec.uplink.tls import device_request
 
     return device_request("bench-box", tmp_path / "bench")[1]
 

@@ -168,7 +168,8 @@ def test_no_client_certificate_no_connection(tls_site: dict) -> None:  # type: i
 def test_enrol_refuses_a_name_the_acl_could_not_confine(
     tmp_path: Path, common_name: str, why: str
 ) -> None:
-    from linerec.collector.enroll import EnrollError, device_request, enroll
+    from linerec.collector.enroll import EnrollError, enroll
+    from linerec.uplink.tls import device_request
 
     _, csr = device_request(common_name, tmp_path / "device")
     with pytest.raises(EnrollError, match=re.escape(f"common name '{common_name}' {why}")):

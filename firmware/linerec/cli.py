@@ -319,8 +319,8 @@ def _uplink_flush(args: argparse.Namespace) -> int:
 
 
 def _uplink_csr(args: argparse.Namespace) -> int:
-    from linerec.collector.enroll import device_request
     from linerec.config import DEFAULT_PATH, load_config
+    from linerec.uplink.tls import device_request
 
     config = load_config(args.config or DEFAULT_PATH)
     device = config.uplink.device_id if config.uplink else config.device_id

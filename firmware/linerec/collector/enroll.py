@@ -1,7 +1,7 @@
 """Setting a site up: a device CA, device certificates, and the broker's TLS and ACL pieces.
 
-* `linerec uplink csr --out DIR` (on the appliance): the device's TLS key (mode 0600) and a
-  certificate request whose common name is its device id.
+* `linerec uplink csr --out DIR` (on the appliance, `linerec.uplink.tls`): the device's TLS
+  key (mode 0600) and a certificate request whose common name is its device id.
 * `linerec collector enroll CSR --site DIR`: signs it with the site's device CA (made on first
   use), and writes the broker-side pieces into DIR: the CA, a server certificate for the broker,
   a client certificate for the collector, `mosquitto.conf` (TLS with `require_certificate` and
@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
 from pathlib import Path
 
 from cryptography import x509
@@ -21,6 +20,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from linerec.config import DEVICE_ID
 from linerec.errors import LinerecError
+from linerec.uplink.tls import load_key, write_key, x509_name
 
 VALID_DAYS = 3650
 COLLECTOR_NAME = "linerec-collector"
@@ -30,52 +30,16 @@ class EnrollError(LinerecError, ValueError):
     pass
 
 
-def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
-    data = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as file:
-        file.write(data)
-
-
-def _load_key(path: Path) -> ec.EllipticCurvePrivateKey:
-    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-    if not isinstance(key, ec.EllipticCurvePrivateKey):
-        raise EnrollError(f"{path}: not an EC private key")
-    return key
-
-
-def _name(common: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])
-
-
-def device_request(device_id: str, directory: Path) -> tuple[Path, Path]:
-    """The device's TLS key and CSR (CN = device id)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    key_path, csr_path = directory / "device.key", directory / f"{device_id}.csr"
-    if not key_path.exists():
-        _write_key(key_path, ec.generate_private_key(ec.SECP256R1()))
-    key = _load_key(key_path)
-    csr = (
-        x509.CertificateSigningRequestBuilder()
-        .subject_name(_name(device_id))
-        .sign(key, hashes.SHA256())
-    )
-    csr_path.write_bytes(csr.public_bytes(serialization.Encoding.PEM))
-    return key_path, csr_path
-
-
 def _ca(site: Path) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
     key_path, cert_path = site / "ca.key", site / "ca.crt"
     if key_path.exists() and cert_path.exists():
-        return _load_key(key_path), x509.load_pem_x509_certificate(cert_path.read_bytes())
+        return load_key(key_path), x509.load_pem_x509_certificate(cert_path.read_bytes())
     key = ec.generate_private_key(ec.SECP256R1())
     now = dt.datetime.now(dt.UTC)
     cert = (
         x509.CertificateBuilder()
-        .subject_name(_name("linerec site device CA"))
-        .issuer_name(_name("linerec site device CA"))
+        .subject_name(x509_name("linerec site device CA"))
+        .issuer_name(x509_name("linerec site device CA"))
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(minutes=5))
@@ -97,7 +61,7 @@ def _ca(site: Path) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
         )
         .sign(key, hashes.SHA256())
     )
-    _write_key(key_path, key)
+    write_key(key_path, key)
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     return key, cert
 
@@ -113,7 +77,7 @@ def _issue(
     now = dt.datetime.now(dt.UTC)
     builder = (
         x509.CertificateBuilder()
-        .subject_name(_name(subject))
+        .subject_name(x509_name(subject))
         .issuer_name(ca_cert.subject)
         .public_key(public)
         .serial_number(x509.random_serial_number())
@@ -173,10 +137,10 @@ def _broker_pieces(site: Path, broker_names: list[str], port: int) -> None:
     for name, names in (("broker", broker_names), (COLLECTOR_NAME, None)):
         key_path = site / f"{name}.key"
         if not key_path.exists():
-            _write_key(key_path, ec.generate_private_key(ec.SECP256R1()))
+            write_key(key_path, ec.generate_private_key(ec.SECP256R1()))
         cert_path = site / f"{name}.crt"
         if not cert_path.exists():
-            cert = _issue(site, name, _load_key(key_path).public_key(), server_names=names)
+            cert = _issue(site, name, load_key(key_path).public_key(), server_names=names)
             cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     (site / "acl").write_text(
         "# linerec: each device writes only under its own id and reads only its own acks.\n"

@@ -16,9 +16,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from linerec.collector.enroll import device_request
 from linerec.config import load_config
 from linerec.provision.site import Site
+from linerec.uplink.tls import device_request
 
 MARKER = "provisioned.json"  # in /etc/linerec: which site file this box was set up from
 SECRET = 0o640  # root-owned, readable by the recorder's group (the daemon runs as linerec)

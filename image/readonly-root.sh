@@ -1,0 +1,42 @@
+#!/bin/sh
+# Runs inside the arm64 root filesystem at the end of rootfs-setup.sh: the root filesystem is
+# mounted read-only at run time, so routine operation (recording, logging, time keeping) never
+# writes to it. What has to change at run time lives elsewhere:
+#   /var/lib/linerec   the data partition (recordings, outbox, identity key)
+#   /var/lib/systemd   bound from the data partition (timesyncd's clock file: a Pi has no
+#                      real-time clock, so the clock starts from there after a power cut)
+#   /tmp /var/tmp /var/log   tmpfs; the journal is in RAM (/run)
+#   /etc               written only by linerec-provision, which remounts / read-write for it
+set -eu
+B=${1:-/tmp/linerec-build}
+
+cat > /etc/fstab <<'FSTAB'
+LABEL=LINEREC_ROOT  /                 ext4   ro,noatime,errors=remount-ro              0 1
+LABEL=LINERECBOOT   /boot/firmware    vfat   defaults,noatime,umask=0077               0 2
+LABEL=LINEREC_DATA  /var/lib/linerec  ext4   defaults,noatime,nodev,nosuid,noexec      0 2
+/var/lib/linerec/system/systemd  /var/lib/systemd  none  bind,x-systemd.requires-mounts-for=/var/lib/linerec  0 0
+tmpfs               /tmp              tmpfs  defaults,nosuid,nodev,size=64M            0 0
+tmpfs               /var/tmp          tmpfs  defaults,nosuid,nodev,size=16M            0 0
+tmpfs               /var/log          tmpfs  defaults,nosuid,nodev,noexec,size=16M,mode=0755  0 0
+FSTAB
+# dbus reads the machine id here; tmpfiles would make this link at boot, on a read-only root.
+ln -sf /etc/machine-id /var/lib/dbus/machine-id
+
+# Seed the data partition's copy (image/build moves /var/lib/linerec onto that partition).
+install -d -m 755 /var/lib/linerec/system
+cp -a /var/lib/systemd /var/lib/linerec/system/
+
+install -d /usr/lib/linerec /etc/systemd/system/linerec-provision.service.d
+install -m 755 $B/files/linerec-grow-data /usr/lib/linerec/
+install -m 644 $B/files/linerec-grow-data.service /etc/systemd/system/
+install -m 644 $B/files/provision-readonly-root.conf \
+    /etc/systemd/system/linerec-provision.service.d/readonly-root.conf
+systemctl enable linerec-grow-data.service
+
+# Nothing in /usr changes at run time: mark /etc and /var up to date (what systemd-update-done
+# writes; Debian does not ship it), or units with ConditionNeedsUpdate (systemd-sysusers)
+# would try to write to / at every boot.
+for f in /etc/.updated /var/.updated; do
+    printf 'TIMESTAMP_NSEC=%s\n' "$(stat -c %.9Y /usr | tr -d .)" > $f
+    touch -r /usr $f
+done
