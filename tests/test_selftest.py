@@ -89,3 +89,30 @@ def test_an_open_loopback_fails_and_each_led_is_lit_then_put_out(tmp_path: Path)
     talk = config.lines[0].pins.talk
     assert talk == 6
     assert [level for _, level in backend.pins.outputs[talk].history] == [True, False]
+
+
+def test_a_usb_telephone_interface_has_no_sense_wires_to_check(tmp_path: Path) -> None:
+    (tmp_path / "idle.toml").write_text("[[call]]\n[[call.step]]\nwait = 3\nnoise_dbfs = -60\n")
+    (tmp_path / "box.toml").write_text(SIM_BOX + 'hook_source = "audio"\n')
+    config = load_config(tmp_path / "box.toml")
+    config, backend = open_sim_backend(
+        config,
+        load_call_file(tmp_path / "idle.toml"),
+        speed=0,
+        workdir=tmp_path / "sim",
+        echo=False,
+    )
+    checks, _ = run_selftest(config, backend, loopback=True)
+    assert checks["line1 hook sense"].ok
+    assert "not wired" in checks["line1 hook sense"].detail
+    assert "line1 ring sense" not in checks
+    # no board, so the loopback hint is about a cable, not the board's talk switch
+    assert "tied to its input" in checks["line1 loopback"].detail
+
+
+def test_a_busy_sound_card_says_to_stop_the_recorder() -> None:
+    from linerec.daemon.selftest import explain_open_error
+
+    message = "line[0].capture_device 'hw:1': cannot open: Device or resource busy"
+    assert explain_open_error(message).endswith("stop it first: systemctl stop linerec")
+    assert explain_open_error("no such device") == "no such device"

@@ -67,6 +67,15 @@ def selftest(
     """Run every check; `say` tells the technician what to watch while LEDs light."""
     checks: list[Check] = []
     for index, line in enumerate(config.lines):
+        if line.hook_source == "audio":  # a USB telephone interface: no sense wires to read
+            checks.append(
+                Check(
+                    f"{line.name} hook sense",
+                    True,
+                    'not wired (hook_source = "audio"): on/off hook is told from the audio',
+                )
+            )
+            continue
         checks += _sense(backend, index, line)
     for line in config.lines:
         checks += _audio(backend, line, loopback=loopback)
@@ -115,19 +124,25 @@ def _sense(backend: Backend, index: int, line: LineConfig) -> list[Check]:
     return [hook_check, ring_check]
 
 
+def explain_open_error(message: str) -> str:
+    if "busy" in message.lower():  # EBUSY: the recorder itself holds the sound card
+        return f"{message}; if linerec is running, stop it first: systemctl stop linerec"
+    return message
+
+
 def _audio(backend: Backend, line: LineConfig, *, loopback: bool) -> list[Check]:
     audio = line.audio
     where = f"capture device {audio.capture_device!r} at {audio.rate} Hz"
     try:
         capture = backend.open_capture(audio)
     except HardwareError as exc:  # it names the config key, the device and ALSA's reason
-        return [Check(f"{line.name} audio input", False, str(exc))]
+        return [Check(f"{line.name} audio input", False, explain_open_error(str(exc)))]
     playback: AudioPlayback | None = None
     try:
         try:
             playback = backend.open_playback(audio)
         except HardwareError as exc:
-            return [Check(f"{line.name} audio output", False, str(exc))]
+            return [Check(f"{line.name} audio output", False, explain_open_error(str(exc)))]
         # On the linerec board the output reaches the input through U3 and the transformer's
         # winding, so --loopback then needs no cable: close the talk switch while listening.
         talk = TalkSwitch(
@@ -207,7 +222,7 @@ def _listen(
             hint = (
                 f"are the board's J4 and J3 plugged into the sound card's output and input "
                 f"({device}), and does the talk switch U3 close (GPIO {line.pins.talk})?"
-                if line.pins.talk is not None
+                if line.pins.talk is not None and line.hook_source != "audio"
                 else f"is the sound card's output tied to its input ({device})?"
             )
             checks.append(
