@@ -19,8 +19,6 @@ usermod -p '!' root
 # --- Python: venv on top of Debian's numpy/systemd ---------------------------------------
 python3 -m venv --system-site-packages /opt/linerec
 # pyalsaaudio has no binary wheels: build it here against libasound2-dev (purged below).
-# (bookworm's setuptools 66 still needs the wheel package for bdist_wheel)
-apt-get install -y --no-install-recommends python3-wheel
 /opt/linerec/bin/pip wheel --no-index --no-build-isolation --no-deps -w $B/wheels $B/sdist/pyalsaaudio-*.tar.gz
 /opt/linerec/bin/pip install --no-index --find-links $B/wheels \
     'paho-mqtt>=2' 'cryptography>=41' 'pyalsaaudio>=0.11'
