@@ -475,3 +475,48 @@ def test_usb_interface_without_hook_sense_follows_the_audio(run_sim: RunSim) -> 
     assert find(kept, clip("office"))[1] > 30
     # ... to the reorder tone, not to the late on_hook of the script
     assert len(kept) / RATE == pytest.approx(7.1 + 5.3, abs=0.2)
+
+
+@pytest.mark.parametrize("connected", [False, True])
+def test_status_led_shows_an_uplink_cut_off_for_a_minute(tmp_path: Path, connected: bool) -> None:
+    import threading
+
+    from linerec.daemon.backends import open_sim_backend
+    from linerec.daemon.service import UPLINK_GRACE, Daemon
+    from linerec.daemon.simulate import default_config, demo_keys
+    from linerec.hardware.leds import Show
+    from linerec.sim.callfile import load_call_file
+    from linerec.store import keys as keyfiles
+    from linerec.store.ring import RingStore
+
+    idle = tmp_path / "idle.toml"
+    idle.write_text(f"[[call]]\n[[call.step]]\nwait = {UPLINK_GRACE + 10}\n")
+    config = default_config(["line1"], tmp_path / "ring", {"line1": "one-party"})
+    config, backend = open_sim_backend(config, load_call_file(idle), speed=0)
+    _private, public = demo_keys(tmp_path / "ring")
+    store = RingStore(
+        config.store.dir,
+        recipients=[keyfiles.load_public(public)],
+        identity=keyfiles.load_or_create_identity(tmp_path / "id.key"),
+    )
+    events: list[object] = []
+    # The daemon's clock is the simulated line's: a minute of audio is a minute for it.
+    daemon = Daemon(
+        config,
+        backend,
+        store,
+        emit=events.append,
+        monotonic=backend.clock,
+        uplink_connected=lambda: connected,
+    )
+    daemon.start()
+    daemon.run(threading.Event(), until=backend.script_end("line1"))
+    shown = daemon._status_show()
+    daemon.shutdown()
+    faults = [e for e in events if getattr(e, "name", "") == "fault"]
+    if connected:
+        assert faults == [] and shown is Show.IDLE
+    else:
+        assert [(f.kind, round(f.t)) for f in faults] == [("uplink", round(UPLINK_GRACE))]  # type: ignore[attr-defined]
+        assert "not connected" in faults[0].message  # type: ignore[attr-defined]
+        assert shown is Show.FAULT_UPLINK

@@ -778,6 +778,7 @@ def _run(args: argparse.Namespace) -> int:
         notifier=Notifier(),
         on_status_request=uplink.publish_status if uplink else lambda: None,
         on_health=uplink.publish_health if uplink else lambda health: None,
+        uplink_connected=(lambda: uplink.connected) if uplink else None,
     )
     daemons.append(daemon)
     if uplink is not None:

@@ -46,6 +46,7 @@ CAPTURE_STALL = 0.5  # seconds without a period before a capture thread counts a
 SUPERVISE_EVERY = 0.05  # seconds between watchdog/stall checks and LED refreshes
 RETENTION_EVERY = 60.0  # seconds between retention sweeps
 HEALTH_EVERY = 60.0  # seconds between health reports
+UPLINK_GRACE = 60.0  # seconds without the broker before the status LED shows it
 THERMAL = Path("/sys/class/thermal/thermal_zone0/temp")
 
 
@@ -110,6 +111,7 @@ class Daemon:
         monotonic: Callable[[], float] = time.monotonic,
         on_status_request: Callable[[], None] = lambda: None,
         on_health: Callable[[dict[str, object]], None] = lambda health: None,
+        uplink_connected: Callable[[], bool] | None = None,
     ) -> None:
         self.config = config
         self.backend = backend
@@ -117,7 +119,9 @@ class Daemon:
         self._emit_to = emit
         self._on_status_request = on_status_request
         self._on_health = on_health
+        self._uplink_connected = uplink_connected  # None: no uplink configured
         self._started = monotonic()
+        self._uplink_seen = self._started  # connected last (or started): the grace counts from here
         self._last_health = float("-inf")
         self.notifier = notifier or Notifier({})
         self._monotonic = monotonic
@@ -382,10 +386,23 @@ class Daemon:
             self._fault("audio", f"capture stalled on line {names}")
         else:
             self._clear("audio")
+        self._check_uplink(now)
         interval = self.notifier.watchdog_interval
         if interval is not None and not stalled and now - self._last_ping >= interval / 2:
             self.notifier.watchdog()
             self._last_ping = now
+
+    def _check_uplink(self, now: float) -> None:
+        # Brief outages are normal (a broker restart, Wi-Fi roaming); the status LED says so
+        # only once the box has been cut off long enough that a technician should look.
+        if self._uplink_connected is None:
+            return
+        if self._uplink_connected():
+            self._uplink_seen = now
+            self._clear("uplink")
+        elif now - self._uplink_seen >= UPLINK_GRACE:
+            url = self.config.uplink.url if self.config.uplink else "the broker"
+            self._fault("uplink", f"not connected to {url} for {UPLINK_GRACE:.0f} s or more")
 
     def health(self, now: float) -> dict[str, object]:
         """What the collector's health view shows of this box and its lines."""
@@ -413,7 +430,11 @@ class Daemon:
             self._fault("store", f"retention sweep failed: {exc}")
 
     def _status_show(self) -> Show:
-        for kind, show in (("audio", Show.FAULT_AUDIO), ("store", Show.FAULT_STORE)):
+        for kind, show in (
+            ("audio", Show.FAULT_AUDIO),
+            ("store", Show.FAULT_STORE),
+            ("uplink", Show.FAULT_UPLINK),
+        ):
             if kind in self._faults:
                 return show
         return Show.IDLE
