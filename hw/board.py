@@ -33,6 +33,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))  # for pi_header.py, also when imported from elsewhere
+from pi_header import HEADER  # noqa: E402
+
 NETLIST_NAME = "linerec-board.net"
 BOM_NAME = "bom.csv"
 
@@ -126,16 +129,8 @@ RJ_6POS = _kind("RJ_6P", "J", [(str(n), str(n)) for n in range(1, 7)])
 TRS_JACK = _kind("AudioJack3", "J", [("T", "T"), ("R", "R"), ("S", "S")])
 BUTTON = _kind("SW_Push", "SW", [("1", "1"), ("2", "2")])
 
-# Raspberry Pi 40-pin header, physical pin -> function (BCM GPIO numbers).
-PI_HEADER_PINS = {
-    1: "3V3", 2: "5V", 3: "GPIO2", 4: "5V", 5: "GPIO3", 6: "GND", 7: "GPIO4", 8: "GPIO14",
-    9: "GND", 10: "GPIO15", 11: "GPIO17", 12: "GPIO18", 13: "GPIO27", 14: "GND",
-    15: "GPIO22", 16: "GPIO23", 17: "3V3", 18: "GPIO24", 19: "GPIO10", 20: "GND",
-    21: "GPIO9", 22: "GPIO25", 23: "GPIO11", 24: "GPIO8", 25: "GND", 26: "GPIO7",
-    27: "GPIO0", 28: "GPIO1", 29: "GPIO5", 30: "GND", 31: "GPIO6", 32: "GPIO12",
-    33: "GPIO13", 34: "GND", 35: "GPIO19", 36: "GPIO16", 37: "GPIO26", 38: "GPIO20",
-    39: "GND", 40: "GPIO21",
-}  # fmt: skip
+# Raspberry Pi 40-pin header, physical pin -> function (BCM GPIO numbers): pi_header.py.
+PI_HEADER_PINS = HEADER
 PI_HEADER = _kind("Pi_GPIO_2x20", "J", [(str(n), f) for n, f in PI_HEADER_PINS.items()])
 
 

@@ -62,18 +62,23 @@ def test_a_dead_line_and_a_muted_input_are_named_in_plain_words(tmp_path: Path) 
     assert "line1 loopback" not in checks
 
 
-def test_an_open_loopback_fails_and_each_led_is_lit_then_put_out(tmp_path: Path) -> None:
+def idle_box_without_loop(tmp_path: Path, line_keys: str = "") -> tuple[Config, SimBackend]:
+    """A quiet line, and nothing played reaches the input: the output is not tied back."""
     (tmp_path / "idle.toml").write_text("[[call]]\n[[call.step]]\nwait = 3\nnoise_dbfs = -60\n")
-    (tmp_path / "box.toml").write_text(SIM_BOX)
-    config = load_config(tmp_path / "box.toml")
+    (tmp_path / "box.toml").write_text(SIM_BOX + line_keys)
     config, backend = open_sim_backend(
-        config,
+        load_config(tmp_path / "box.toml"),
         load_call_file(tmp_path / "idle.toml"),
         speed=0,
         workdir=tmp_path / "sim",
-        echo=False,  # nothing played reaches the input: the output is not tied back
+        echo=False,
     )
     assert isinstance(backend, SimBackend)
+    return config, backend
+
+
+def test_an_open_loopback_fails_and_each_led_is_lit_then_put_out(tmp_path: Path) -> None:
+    config, backend = idle_box_without_loop(tmp_path)
     checks, said = run_selftest(config, backend, loopback=True)
     assert checks["line1 audio input"].ok, checks["line1 audio input"].detail
     assert not checks["line1 loopback"].ok
@@ -92,16 +97,7 @@ def test_an_open_loopback_fails_and_each_led_is_lit_then_put_out(tmp_path: Path)
 
 
 def test_a_usb_telephone_interface_has_no_sense_wires_to_check(tmp_path: Path) -> None:
-    (tmp_path / "idle.toml").write_text("[[call]]\n[[call.step]]\nwait = 3\nnoise_dbfs = -60\n")
-    (tmp_path / "box.toml").write_text(SIM_BOX + 'hook_source = "audio"\n')
-    config = load_config(tmp_path / "box.toml")
-    config, backend = open_sim_backend(
-        config,
-        load_call_file(tmp_path / "idle.toml"),
-        speed=0,
-        workdir=tmp_path / "sim",
-        echo=False,
-    )
+    config, backend = idle_box_without_loop(tmp_path, 'hook_source = "audio"\n')
     checks, _ = run_selftest(config, backend, loopback=True)
     assert checks["line1 hook sense"].ok
     assert "not wired" in checks["line1 hook sense"].detail
