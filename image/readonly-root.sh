@@ -2,9 +2,11 @@
 # Runs inside the arm64 root filesystem at the end of rootfs-setup.sh: the root filesystem is
 # mounted read-only at run time, so routine operation (recording, logging, time keeping) never
 # writes to it. What has to change at run time lives elsewhere:
-#   /var/lib/linerec   the data partition (recordings, outbox, identity key)
-#   /var/lib/systemd   bound from the data partition (timesyncd's clock file: a Pi has no
-#                      real-time clock, so the clock starts from there after a power cut)
+#   /data              the data partition, bound to:
+#     /var/lib/linerec   recordings, outbox, identity key
+#     /var/lib/systemd   timesyncd's clock file (a Pi has no real-time clock: after a power
+#                        cut the clock starts from there), the random seed
+#     /var/lib/alsa      the sound card's mixer levels
 #   /tmp /var/tmp /var/log   tmpfs; the journal is in RAM (/run)
 #   /etc               written only by linerec-provision, which remounts / read-write for it
 set -eu
@@ -13,18 +15,20 @@ B=${1:-/tmp/linerec-build}
 cat > /etc/fstab <<'FSTAB'
 LABEL=LINEREC_ROOT  /                 ext4   ro,noatime,errors=remount-ro              0 1
 LABEL=LINERECBOOT   /boot/firmware    vfat   defaults,noatime,umask=0077               0 2
-LABEL=LINEREC_DATA  /var/lib/linerec  ext4   defaults,noatime,nodev,nosuid,noexec      0 2
-/var/lib/linerec/system/systemd  /var/lib/systemd  none  bind,x-systemd.requires-mounts-for=/var/lib/linerec  0 0
+LABEL=LINEREC_DATA  /data             ext4   defaults,noatime,nodev,nosuid,noexec      0 2
+/data/linerec       /var/lib/linerec  none   bind,x-systemd.requires-mounts-for=/data  0 0
+/data/systemd       /var/lib/systemd  none   bind,x-systemd.requires-mounts-for=/data  0 0
+/data/alsa          /var/lib/alsa     none   bind,x-systemd.requires-mounts-for=/data  0 0
 tmpfs               /tmp              tmpfs  defaults,nosuid,nodev,size=64M            0 0
 tmpfs               /var/tmp          tmpfs  defaults,nosuid,nodev,size=16M            0 0
 tmpfs               /var/log          tmpfs  defaults,nosuid,nodev,noexec,size=16M,mode=0755  0 0
 FSTAB
-# dbus reads the machine id here; tmpfiles would make this link at boot, on a read-only root.
-ln -sf /etc/machine-id /var/lib/dbus/machine-id
-
-# Seed the data partition's copy (image/build moves /var/lib/linerec onto that partition).
-install -d -m 755 /var/lib/linerec/system
-cp -a /var/lib/systemd /var/lib/linerec/system/
+# The data partition's tree (image/build moves /data onto that partition). Its top directory
+# is root's: the recorder's user owns only linerec/, so it cannot swap the system's state.
+install -d -m 755 /data /var/lib/alsa
+install -d -o linerec -g linerec -m 750 /data/linerec
+cp -a /var/lib/systemd /data/systemd
+cp -a /var/lib/alsa /data/alsa   # the mixer levels the technician sets (alsactl store)
 
 install -d /usr/lib/linerec /etc/systemd/system/linerec-provision.service.d
 install -m 755 $B/files/linerec-grow-data /usr/lib/linerec/
@@ -32,6 +36,8 @@ install -m 644 $B/files/linerec-grow-data.service /etc/systemd/system/
 install -m 644 $B/files/provision-readonly-root.conf \
     /etc/systemd/system/linerec-provision.service.d/readonly-root.conf
 systemctl enable linerec-grow-data.service
+# Housekeeping that writes to / (dpkg database backups, apt's daily download): not here.
+systemctl mask dpkg-db-backup.timer apt-daily.timer apt-daily-upgrade.timer
 
 # Nothing in /usr changes at run time: mark /etc and /var up to date (what systemd-update-done
 # writes; Debian does not ship it), or units with ConditionNeedsUpdate (systemd-sysusers)

@@ -161,6 +161,32 @@ def test_bad_pin_map_is_named(tmp_path: Path) -> None:
         load_config(path)
 
 
+def test_board_line_gets_the_talk_switch_and_the_board_beep_level(tmp_path: Path) -> None:
+    line = load_config(write(tmp_path, "[[line]]\n")).lines[0]
+    assert (line.pins.talk, line.beep_level_dbfs) == (6, -3)  # hw/pinmap.toml, hw/README.md
+
+
+def test_usb_interface_line_has_no_talk_switch_and_a_quieter_beep(tmp_path: Path) -> None:
+    line = load_config(write(tmp_path, '[[line]]\nhook_source = "audio"\n')).lines[0]
+    assert (line.pins.talk, line.beep_level_dbfs) == (None, -12)
+    line = load_config(write(tmp_path, '[[line]]\nhook_source = "audio"\ntalk_pin = 6\n')).lines[0]
+    assert line.pins.talk == 6  # given: used
+
+
+def test_talk_switch_out_of_range_in_the_pin_map_is_named(tmp_path: Path) -> None:
+    pinmap = tmp_path / "pins.toml"
+    pinmap.write_text(
+        "[board]\nstatus_led = 5\n[[line]]\nhook_sense = 17\nring_sense = 27\n"
+        "recording_led = 22\ntalk_switch = 40\n"
+    )
+    path = write(tmp_path, f'[hardware]\npinmap = "{pinmap}"\n')
+    with pytest.raises(
+        ConfigError,
+        match=r"pins.toml:7: line\[0\].talk_switch: must be a BCM GPIO number 0-27 \(got 40\)",
+    ):
+        load_config(path)
+
+
 def test_delay_line_must_outlast_the_debounce(tmp_path: Path) -> None:
     path = write(tmp_path, "[store]\ndelay_ms = 40\n[[line]]\nhook_debounce_ms = 30\n")
     with pytest.raises(

@@ -9,6 +9,7 @@ from pathlib import Path
 from linerec.config import Config, load_config
 from linerec.daemon.backends import open_sim_backend
 from linerec.daemon.selftest import Check, selftest
+from linerec.errors import HardwareError
 from linerec.hardware.backend import Backend
 from linerec.sim.backend import SimBackend
 from linerec.sim.callfile import load_call_file
@@ -106,9 +107,15 @@ def test_a_usb_telephone_interface_has_no_sense_wires_to_check(tmp_path: Path) -
     assert "tied to its input" in checks["line1 loopback"].detail
 
 
-def test_a_busy_sound_card_says_to_stop_the_recorder() -> None:
-    from linerec.daemon.selftest import explain_open_error
+def test_a_busy_sound_card_stops_the_test_before_it_touches_a_pin(tmp_path: Path) -> None:
+    config, backend = idle_box_without_loop(tmp_path)
 
-    message = "line[0].capture_device 'hw:1': cannot open: Device or resource busy"
-    assert explain_open_error(message).endswith("stop it first: systemctl stop linerec")
-    assert explain_open_error("no such device") == "no such device"
+    def busy(settings: object) -> None:
+        raise HardwareError("line[0].capture_device 'hw:1': cannot open: Device or resource busy")
+
+    backend.open_capture = busy  # type: ignore[method-assign,assignment]
+    checks, said = run_selftest(config, backend, loopback=True)
+    assert checks["line1 audio input"].detail.endswith("systemctl stop linerec")
+    assert not checks["GPIO"].ok
+    assert backend.pins.inputs == {} and backend.pins.outputs == {}  # the recorder's pins
+    assert said == []

@@ -456,8 +456,8 @@ def load_pinmap(path: Path) -> PinMap:
                 ring=_pin(table, "ring_sense", None),
                 ring_active_low=table.take("ring_active_low", bool, True),
                 led=_pin(table, "recording_led", None),
-                button=table.take("button", int, None),
-                talk=table.take("talk_switch", int, None),
+                button=_optional_pin(table, "button"),
+                talk=_optional_pin(table, "talk_switch"),
             )
         )
         table.done()
@@ -474,6 +474,13 @@ def _pin(table: Table, name: str, default: int | None) -> int:
     return value
 
 
+def _optional_pin(table: Table, name: str, default: int | None = None) -> int | None:
+    value = table.take(name, int, default)
+    if value is not None and value not in BCM_PINS:
+        raise table.error(name, f"must be a BCM GPIO number 0-27 (got {value})")
+    return value
+
+
 def _parse_line(index: int, entry: object, source: Source, pinmap: PinMap) -> LineConfig:
     key = f"line[{index}]"
     if not isinstance(entry, dict):
@@ -483,6 +490,11 @@ def _parse_line(index: int, entry: object, source: Source, pinmap: PinMap) -> Li
     if not _LINE_NAME.match(name):
         raise table.error("name", f"must be 1-32 letters, digits, '_' or '-' (got {name!r})")
     mapped = pinmap.lines[index] if index < len(pinmap.lines) else None
+    # "audio": a USB telephone interface instead of the linerec board. The board's talk switch
+    # is then not there (no pin unless given), and the beep's default level is the one for an
+    # unknown output rather than the one calibrated for the board (hw/README.md).
+    hook_source = table.choice("hook_source", ("gpio", "audio"), "gpio")
+    on_board = hook_source == "gpio"
 
     def pin(config_key: str, mapped_value: Callable[[LinePins], int | None]) -> int:
         value = _pin(table, config_key, mapped_value(mapped) if mapped else None)
@@ -498,12 +510,9 @@ def _parse_line(index: int, entry: object, source: Source, pinmap: PinMap) -> Li
             "ring_active_low", bool, mapped.ring_active_low if mapped else True
         ),
         led=pin("led_pin", lambda m: m.led),
-        button=table.take("button_pin", int, mapped.button if mapped else None),
-        talk=table.take("talk_pin", int, mapped.talk if mapped else None),
+        button=_optional_pin(table, "button_pin", mapped.button if mapped else None),
+        talk=_optional_pin(table, "talk_pin", mapped.talk if mapped and on_board else None),
     )
-    for key, number in (("button_pin", pins.button), ("talk_pin", pins.talk)):
-        if number is not None and number not in BCM_PINS:
-            raise table.error(key, f"must be a BCM GPIO number 0-27 (got {number})")
 
     consent = ConsentMode(table.choice("consent", tuple(m.value for m in ConsentMode), "notice"))
     notice = table.path("notice", data_path("notice-en.wav"))
@@ -556,13 +565,13 @@ def _parse_line(index: int, entry: object, source: Source, pinmap: PinMap) -> Li
         notice=notice,
         notice_gain_db=table.number("notice_gain_db", 0, -40, 20),
         beep_hz=table.number("beep_hz", 1400, 300, 3400),
-        beep_level_dbfs=table.number("beep_level_dbfs", -3, -40, 0),
+        beep_level_dbfs=table.number("beep_level_dbfs", -3 if on_board else -12, -40, 0),
         audio=audio,
         pins=pins,
         hook_debounce=debounce,
         flash_min=flash_min,
         flash_max=flash_max,
-        hook_source=table.choice("hook_source", ("gpio", "audio"), "gpio"),
+        hook_source=hook_source,
         silence_ends_call=table.number("silence_ends_call_s", 8, 2, 600),
         opt_out_key=_keys(table, "opt_out_key", "", single=True),
         opt_out_window=table.number("opt_out_window_s", 5, 0, 60),

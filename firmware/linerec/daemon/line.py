@@ -301,7 +301,6 @@ class LinePipeline:
         """Keep what is still in the delay line and seal the recording in progress."""
         self.interrupt("shutdown")
         self._led.off()
-        self._talk.open()
 
     def interrupt(self, reason: str) -> None:
         """Audio stopped coming (shutdown, a stalled capture): seal what was kept so far.
@@ -310,6 +309,7 @@ class LinePipeline:
         """
         self._keep(self.delay.drain())
         self._seal(reason, self.last_t)
+        self._talk.open()  # no frames come to open it: nothing must stay on the line
 
     # -- what analysis heard -----------------------------------------------------------------
 

@@ -65,7 +65,14 @@ def selftest(
     wait: Callable[[float], None] = time.sleep,
 ) -> list[Check]:
     """Run every check; `say` tells the technician what to watch while LEDs light."""
+    # The sound cards first: if the recorder holds them, it holds the GPIO pins too, and
+    # touching those (and releasing them at exit) would upset it.
     checks: list[Check] = []
+    for line in config.lines:
+        checks += _audio(backend, line, loopback=loopback)
+    if any(BUSY_HINT in check.detail for check in checks):
+        checks.append(Check("GPIO", False, "not checked: the recorder is running"))
+        return checks
     for index, line in enumerate(config.lines):
         if line.hook_source == "audio":  # a USB telephone interface: no sense wires to read
             checks.append(
@@ -77,8 +84,6 @@ def selftest(
             )
             continue
         checks += _sense(backend, index, line)
-    for line in config.lines:
-        checks += _audio(backend, line, loopback=loopback)
     leds = [(config.hardware.status_led, "the status LED")] + [
         (line.pins.led, f"the recording LED of {line.name}") for line in config.lines
     ]
@@ -124,9 +129,12 @@ def _sense(backend: Backend, index: int, line: LineConfig) -> list[Check]:
     return [hook_check, ring_check]
 
 
+BUSY_HINT = "if linerec is running, stop it first: systemctl stop linerec"
+
+
 def explain_open_error(message: str) -> str:
     if "busy" in message.lower():  # EBUSY: the recorder itself holds the sound card
-        return f"{message}; if linerec is running, stop it first: systemctl stop linerec"
+        return f"{message}; {BUSY_HINT}"
     return message
 
 
