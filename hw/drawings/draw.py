@@ -682,8 +682,8 @@ SCHEMATIC_NOTES = (
     "",
     "RING_SENSE: low while ringing.  HOOK_SENSE: high on hook, low off hook or",
     "with no line voltage.  TALK: high closes U3 while the notice or beep plays.",
-    "The GPIO numbers are in the pin map; a second board for line 2 uses the",
-    "line 2 pins (pi-header.svg).",
+    "The GPIO numbers are in the pin map. J5 is wired for line 1: a second",
+    "board for line 2 is wired by hand to line 2's pins (pi-header.svg, wiring.md).",
     "",
     "Not a certified telecom device. See hw/wiring.md before connecting it.",
 )
@@ -847,7 +847,7 @@ def pi_header(signals: Sequence[Signal]) -> Sheet:
     s.text(columns[3], y, "any or all of them", size=10)
     y -= 1.0
     for line in (
-        "A second board (line 2) takes its own signal pins and shares 3V3 and GND. "
+        "Line 2: a second board wired by hand to these pins (not stacked), sharing 3V3 and GND. "
         "A site can move any pin in /etc/linerec/linerec.toml",
         "([[line]] hook_pin, ring_pin, led_pin, button_pin, talk_pin; [hardware] "
         "status_led_pin): then this picture no longer applies. Pins 27/28 are for HAT EEPROMs.",
