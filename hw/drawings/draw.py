@@ -331,68 +331,93 @@ def stage_box(s: Sheet, top: float, bottom: float, title: str, right: float = 13
     s.text(-18.3, top - 0.4, title, size=11.5, color="#000000")
 
 
-def ring_detector(s: Sheet, y: float) -> None:
-    stage_box(s, y + 2.4, y - 7.6, "RING DETECTOR  \u2192 RING_SENSE (low while ringing)")
+@dataclass(frozen=True)
+class SenseStage:
+    """The parts of a bridge-and-opto sense stage: both line sense stages have this shape."""
+
+    title: str
+    series_top: tuple[str, str]  # ref, value of the part from LT (C1, or R5)
+    resistor_top: tuple[str, str] | None  # a resistor after it (R1), if any
+    resistor_bottom: tuple[str, str]  # to LR
+    bridge: tuple[str, str, str, str]
+    zener: tuple[str, str]
+    opto: str
+    pull_up: tuple[str, str]
+    capacitor: tuple[str, str]
+
+
+def sense_stage(s: Sheet, y: float, st: SenseStage) -> tuple[Point, Point]:
+    """Draws a sense stage up to its opto's node; returns (that node, the opto's emitter)."""
+    stage_box(s, y + 2.4, y - 7.6, st.title)
     s.tag((LT_X, y), "LT", right=False)
-    s.part(elm.Capacitor, (LT_X, y), (LT_X + 3, y), "C1", "1 \u00b5F 400 V film")
-    s.part(elm.Resistor, (LT_X + 3, y), (LT_X + 6, y), "R1", "10k 0.5 W 350 V")
-    b = bridge(s, (BRIDGE_X, y - 2.6), ("D2", "D3", "D4", "D5"), "1N4007")
-    s.wire((LT_X + 6, y), (BRIDGE_X, y), b["N"])
+    kind = elm.Capacitor if st.series_top[0].startswith("C") else elm.Resistor
+    s.part(kind, (LT_X, y), (LT_X + 3, y), *st.series_top)
+    x = LT_X + 3
+    if st.resistor_top is not None:
+        s.part(elm.Resistor, (x, y), (x + 3, y), *st.resistor_top)
+        x += 3
+    b = bridge(s, (BRIDGE_X, y - 2.6), st.bridge, "1N4007")
+    s.wire((x, y), (BRIDGE_X, y), b["N"])
     s.wire(b["S"], (BRIDGE_X, y - 5.2))
-    s.part(elm.Resistor, (BRIDGE_X, y - 5.2), (BRIDGE_X + 3, y - 5.2), "R2", "10k 0.5 W 350 V")
+    s.part(elm.Resistor, (BRIDGE_X, y - 5.2), (BRIDGE_X + 3, y - 5.2), *st.resistor_bottom)
     s.tag((BRIDGE_X + 3, y - 5.2), "LR")
     anode = (-1.2, b["E"][1])
     s.wire(b["E"], (-6.3, anode[1]))
-    s.part(elm.Zener, (-6.3, anode[1]), (-3.6, anode[1]), "D6", "18 V 1N4746A", reverse=True)
+    s.part(elm.Zener, (-6.3, anode[1]), (-3.6, anode[1]), *st.zener, reverse=True)
     s.wire((-3.6, anode[1]), anode)
-    u = opto(s, anode, "U1", "LTV-817")
+    u = opto(s, anode, st.opto, "LTV-817")
     low = y - 6.9
     s.wire(u["cathode"], (-2.2, u["cathode"][1]), (-2.2, low), (b["W"][0], low), b["W"])
-    # Pi side
+    # Pi side: the phototransistor pulls the node low against the pull-up; the capacitor
+    # carries it through the zero crossings of ringing
     col = u["collector"]
     node = (3.2, col[1])
     s.wire(col, node, (5.6, col[1]))
     s.vdd((3.2, y + 0.6))
-    s.part(elm.Resistor, (3.2, y + 0.6), node, "R3", "10k")
+    s.part(elm.Resistor, (3.2, y + 0.6), node, *st.pull_up)
     s.dot(node)
-    s.part(elm.Capacitor, (5.6, col[1]), (5.6, col[1] - 2.6), "C2", "10 \u00b5F 10 V")
+    s.part(elm.Capacitor, (5.6, col[1]), (5.6, col[1] - 2.6), *st.capacitor)
     s.gnd((5.6, col[1] - 2.6))
     s.dot((5.6, col[1]))
-    s.part(elm.Resistor, (5.6, col[1]), (8.6, col[1]), "R4", "1k")
-    s.tag((8.6, col[1]), "RING_SENSE")
     em = u["emitter"]
     s.wire(em, (1.9, em[1]), (1.9, col[1] - 2.6))
     s.gnd((1.9, col[1] - 2.6))
+    return (5.6, col[1]), node
+
+
+def ring_detector(s: Sheet, y: float) -> None:
+    stage = SenseStage(
+        "RING DETECTOR  \u2192 RING_SENSE (low while ringing)",
+        ("C1", "1 \u00b5F 400 V film"),
+        ("R1", "10k 0.5 W 350 V"),
+        ("R2", "10k 0.5 W 350 V"),
+        ("D2", "D3", "D4", "D5"),
+        ("D6", "18 V 1N4746A"),
+        "U1",
+        ("R3", "10k"),
+        ("C2", "10 \u00b5F 10 V"),
+    )
+    out, _ = sense_stage(s, y, stage)
+    s.part(elm.Resistor, out, (8.6, out[1]), "R4", "1k")
+    s.tag((8.6, out[1]), "RING_SENSE")
 
 
 def hook_sense(s: Sheet, y: float) -> None:
-    stage_box(s, y + 2.4, y - 7.6, "HOOK SENSE  \u2192 HOOK_SENSE (high on hook, low off hook)")
-    s.tag((LT_X, y), "LT", right=False)
-    s.part(elm.Resistor, (LT_X, y), (LT_X + 3, y), "R5", "22k 0.5 W")
-    b = bridge(s, (BRIDGE_X, y - 2.6), ("D7", "D8", "D9", "D10"), "1N4007")
-    s.wire((LT_X + 3, y), (BRIDGE_X, y), b["N"])
-    s.wire(b["S"], (BRIDGE_X, y - 5.2))
-    s.part(elm.Resistor, (BRIDGE_X, y - 5.2), (BRIDGE_X + 3, y - 5.2), "R6", "22k 0.5 W")
-    s.tag((BRIDGE_X + 3, y - 5.2), "LR")
-    anode = (-1.2, b["E"][1])
-    s.wire(b["E"], (-6.3, anode[1]))
-    s.part(elm.Zener, (-6.3, anode[1]), (-3.6, anode[1]), "D11", "24 V 1N4749A", reverse=True)
-    s.wire((-3.6, anode[1]), anode)
-    u = opto(s, anode, "U2", "LTV-817")
-    low = y - 6.9
-    s.wire(u["cathode"], (-2.2, u["cathode"][1]), (-2.2, low), (b["W"][0], low), b["W"])
-    # Pi side: the opto pulls node A low on hook, which keeps Q1 off and the pin high
-    col = u["collector"]
-    a = (3.2, col[1])
-    s.wire(col, a, (5.6, col[1]))
-    s.vdd((3.2, y + 0.6))
-    s.part(elm.Resistor, (3.2, y + 0.6), a, "R7", "47k")
-    s.dot(a)
+    stage = SenseStage(
+        "HOOK SENSE  \u2192 HOOK_SENSE (high on hook, low off hook)",
+        ("R5", "22k 0.5 W"),
+        None,
+        ("R6", "22k 0.5 W"),
+        ("D7", "D8", "D9", "D10"),
+        ("D11", "24 V 1N4749A"),
+        "U2",
+        ("R7", "47k"),
+        ("C3", "2.2 \u00b5F"),
+    )
+    # the opto pulls node A low on hook, which keeps Q1 off and the pin high
+    col, a = sense_stage(s, y, stage)
     s.text(a[0] + 0.2, a[1] - 0.35, "A", size=9, color=NOTE)
-    s.part(elm.Capacitor, (5.6, col[1]), (5.6, col[1] - 2.6), "C3", "2.2 \u00b5F")
-    s.gnd((5.6, col[1] - 2.6))
-    s.dot((5.6, col[1]))
-    s.part(elm.Resistor, (5.6, col[1]), (8.4, col[1]), "R8", "100k")
+    s.part(elm.Resistor, col, (8.4, col[1]), "R8", "100k")
     q = elm.BjtNpn().at((8.4, col[1])).theta(0)
     s.add(q)
     qc = (round(q.absanchors["collector"][0], 3), round(q.absanchors["collector"][1], 3))
@@ -407,8 +432,6 @@ def hook_sense(s: Sheet, y: float) -> None:
     s.tag((qc[0] + 0.9, out[1]), "HOOK_SENSE")
     s.wire(qe, (qe[0], col[1] - 2.6))
     s.gnd((qe[0], col[1] - 2.6))
-    s.wire(u["emitter"], (1.9, u["emitter"][1]), (1.9, col[1] - 2.6))
-    s.gnd((1.9, col[1] - 2.6))
 
 
 def sc_gnd(s: Sheet, p: Point) -> None:
