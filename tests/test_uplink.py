@@ -57,6 +57,18 @@ def run_collector(config: Path) -> tuple[Collector, threading.Event, threading.T
     return collector, stop, thread
 
 
+def run_flush(
+    site: dict[str, Path], timeout: int | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`linerec uplink flush` for the site's appliance, as an operator runs it."""
+    extra = [] if timeout is None else ["--timeout", str(timeout)]
+    return subprocess.run(
+        [*LINEREC, "uplink", "flush", "--config", str(site["appliance"]), *extra],
+        capture_output=True,
+        text=True,
+    )
+
+
 def test_recordings_and_events_reach_the_collector_once(site: dict[str, Path]) -> None:
     config = load_config(site["appliance"])
     for call in ("inbound.toml", "outbound.toml"):
@@ -65,19 +77,11 @@ def test_recordings_and_events_reach_the_collector_once(site: dict[str, Path]) -
     assert len(outbox) >= 12  # every event waits on the card
     collector, stop, thread = run_collector(site["collector"])
     try:
-        flush = subprocess.run(
-            [*LINEREC, "uplink", "flush", "--config", str(site["appliance"]), "--timeout", "30"],
-            capture_output=True,
-            text=True,
-        )
+        flush = run_flush(site, timeout=30)
         assert flush.returncode == 0, flush.stderr
         assert "everything acknowledged" in flush.stdout
         # again: nothing is sent twice, nothing is stored twice
-        again = subprocess.run(
-            [*LINEREC, "uplink", "flush", "--config", str(site["appliance"]), "--timeout", "10"],
-            capture_output=True,
-            text=True,
-        )
+        again = run_flush(site, timeout=10)
         assert again.returncode == 0, again.stderr
     finally:
         stop.set()
@@ -138,11 +142,7 @@ def test_flush_with_no_collector_times_out_saying_what_waits(site: dict[str, Pat
         store_dir=None,
         emit=lambda e: None,
     )
-    flush = subprocess.run(
-        [*LINEREC, "uplink", "flush", "--config", str(site["appliance"]), "--timeout", "3"],
-        capture_output=True,
-        text=True,
-    )
+    flush = run_flush(site, timeout=3)
     assert flush.returncode == 1
     assert "still waiting" in flush.stderr and "1 recording(s)" in flush.stderr
 
@@ -155,11 +155,7 @@ def test_flush_with_the_broker_down_says_so(site: dict[str, Path], broker: Mosqu
         emit=lambda e: None,
     )
     broker.stop()
-    flush = subprocess.run(
-        [*LINEREC, "uplink", "flush", "--config", str(site["appliance"]), "--timeout", "2"],
-        capture_output=True,
-        text=True,
-    )
+    flush = run_flush(site, timeout=2)
     assert flush.returncode == 1
     assert "not connected to mqtt://127.0.0.1" in flush.stderr
 
@@ -176,11 +172,7 @@ def test_broker_outage_in_the_middle_loses_nothing(
             [example_call("outbound.toml")], config=config, store_dir=None, emit=lambda e: None
         )
         broker.start()
-        flush = subprocess.run(
-            [*LINEREC, "uplink", "flush", "--config", str(site["appliance"]), "--timeout", "60"],
-            capture_output=True,
-            text=True,
-        )
+        flush = run_flush(site, timeout=60)
         assert flush.returncode == 0, flush.stderr
     finally:
         stop.set()
@@ -382,11 +374,7 @@ def delivered(site: dict[str, Path]) -> Collector:
         simulate([example_call(name)], config=config, store_dir=None, emit=lambda e: None)
     collector, stop, thread = run_collector(site["collector"])
     try:
-        flush = subprocess.run(
-            [*LINEREC, "uplink", "flush", "--config", str(site["appliance"])],
-            capture_output=True,
-            text=True,
-        )
+        flush = run_flush(site)
         assert flush.returncode == 0, flush.stderr
     finally:
         stop.set()
@@ -542,11 +530,7 @@ def test_a_long_upload_resumes_where_the_collector_had_got_to(
     spy.loop_start()
     _collector, stop, thread = run_collector(site["collector"])
     try:
-        flush = subprocess.run(
-            [*LINEREC, "uplink", "flush", "--config", str(site["appliance"])],
-            capture_output=True,
-            text=True,
-        )
+        flush = run_flush(site)
         assert flush.returncode == 0, flush.stderr
     finally:
         stop.set()
