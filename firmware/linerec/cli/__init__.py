@@ -1,0 +1,44 @@
+"""The `linerec` command: the only place that parses arguments.
+
+One module per command group: `appliance` (the recorder on the box), `recordings` (keys and
+recordings on a card) and `collector` (the server side). Each binds its subcommands to their
+handlers with `set_defaults(handler=...)`.
+
+Exit status: 0 done; 1 a failure at run time; 2 bad input (configuration, call file, usage),
+with a message that names the file and the key or step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from linerec import __version__
+from linerec.cli import appliance, collector, recordings
+from linerec.errors import LinerecError
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(
+        prog="linerec", description="Call-recorder appliance for analog telephone lines."
+    )
+    top.add_argument("--version", action="version", version=f"linerec {__version__}")
+    commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    appliance.add_commands(commands)
+    recordings.add_commands(commands)
+    collector.add_commands(commands)
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        status: int = args.handler(args)
+        return status
+    except LinerecError as exc:
+        print(f"linerec: error: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # `linerec ... | head`: the reader has all it wanted
+        sys.stderr.close()
+        return 0
