@@ -60,9 +60,8 @@ def worker(call_file: Path, store: Path, speed: float = 0.0) -> None:
     import threading
 
     from linerec.daemon.backends import open_sim_backend
-    from linerec.daemon.service import Daemon
+    from linerec.daemon.recorder import build_recorder
     from linerec.daemon.simulate import default_config, demo_keys
-    from linerec.daemon.storage import open_store
     from linerec.sim.callfile import load_call_file
 
     config = default_config(["line1"], store, {"line1": "one-party"})
@@ -75,13 +74,10 @@ def worker(call_file: Path, store: Path, speed: float = 0.0) -> None:
             sealed.append(event)
 
     _, public = demo_keys(store)
-    ring = open_store(config, emit=emit, clock=backend.clock, recipients=[public])
-    daemon = Daemon(config, backend, ring, emit=emit)
+    recorder = build_recorder(config, backend, emit=emit, recipients=[public])
     end = backend.script_end("line1") + 1.5
     start_cpu, start_wall = time.process_time(), time.perf_counter()
-    daemon.start()
-    daemon.run(threading.Event(), until=end)
-    daemon.shutdown()
+    recorder.run(threading.Event(), until=end)
     cpu, wall = time.process_time() - start_cpu, time.perf_counter() - start_wall
     audio = sum(e.duration for e in sealed)  # type: ignore[attr-defined]
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

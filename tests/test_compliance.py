@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from conftest import RunSim, clip, find, first, names, recording, sealed
+from linerec.call.events import CallEvent
 from linerec.dsp.dtmf import DtmfDetector
 
 RATE = 8000
@@ -173,3 +177,204 @@ def test_each_line_keeps_its_own_policy(run_sim: RunSim) -> None:
         "#5",
     )
     assert recording(sim, "line2").inspected.header["retention_days"] == 180
+
+
+# -- issue 16: what counts as dialling, and card numbers on outbound calls ---------------------
+
+PCI_LINE = '[[line]]\nconsent = "one-party"\n'
+CARD = "4111111111111111"
+
+
+def _no_card_digits(sim_events: list[object], text: str = "") -> None:
+    from linerec.daemon.report import event_record
+
+    records = json.dumps([event_record(e) for e in sim_events])  # type: ignore[arg-type]
+    for leak in ("4111", "1111"):
+        assert leak not in records and leak not in text
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        # ringback, then the far end answers
+        ("tone = [440, 480]\nseconds = 2.0", "wait = 4.0", 'say = "office"\nseconds = 2.0'),
+        # no progress tone at all: the far end just speaks
+        ("wait = 1.0", 'say = "office"\nseconds = 2.0'),
+        # the agent keys the pause code at once, within the dialling gap
+        ("wait = 1.0",),
+    ],
+    ids=["ringback", "voice", "code-at-once"],
+)
+def test_card_digits_after_an_outbound_call_connects_are_never_the_number(
+    run_sim: RunSim, answer: tuple[str, ...]
+) -> None:
+    sim = run_sim(
+        call(
+            "at = 0.5\noff_hook = true",
+            "tone = [350, 440]\nseconds = 0.8",
+            'dtmf = "5551234"\ntone_ms = 80\ngap_ms = 80',
+            *answer,
+            'dtmf = "*1"',
+            f'dtmf = "{CARD}"',
+            'dtmf = "*2"',
+            'say = "caller"\nseconds = 2.0',
+            "on_hook = true",
+        ),
+        config=PCI_LINE,
+    )
+    dialled = [e for e in sim.events if e.name == "dialled"]
+    assert [e.number for e in dialled] == ["5551234"]  # type: ignore[attr-defined]
+    assert names(sim.events).count("recording_paused") == 1
+    kept = recording(sim)
+    assert kept.metadata["called_number"] == "5551234"
+    _no_card_digits(sim.events, json.dumps(kept.metadata))
+
+
+def test_simulate_json_prints_the_number_dialled_and_no_card_digit(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from linerec.cli import main
+
+    callfile = tmp_path / "pci.toml"
+    callfile.write_text(
+        call(
+            "at = 0.5\noff_hook = true",
+            'dtmf = "5551234"\ntone_ms = 80\ngap_ms = 80',
+            "tone = [440, 480]\nseconds = 2.0",
+            "wait = 4.0",
+            'say = "office"\nseconds = 1.0',
+            'dtmf = "*1"',
+            f'dtmf = "{CARD}"',
+            'dtmf = "*2"',
+            "on_hook = true",
+        )
+    )
+    config = tmp_path / "linerec.toml"
+    config.write_text(PCI_LINE)
+    status = main(
+        [
+            "simulate",
+            str(callfile),
+            "--json",
+            "--config",
+            str(config),
+            "--store",
+            str(tmp_path / "s"),
+        ]
+    )
+    out = capsys.readouterr().out
+    assert status == 0
+    records = [json.loads(line) for line in out.splitlines()]
+    assert [r["number"] for r in records if r["event"] == "dialled"] == ["5551234"]
+    assert "4111" not in out and "1111" not in out
+
+
+def test_keys_while_paused_on_an_outbound_call_are_not_dialling(run_sim: RunSim) -> None:
+    # Paused by the button before any digit: the digits keyed now are a card, not a number.
+    sim = run_sim(
+        call(
+            "at = 0.5\noff_hook = true",
+            'say = "office"\nseconds = 1.0',
+            "press = true",
+            "wait = 0.3",
+            f'dtmf = "{CARD}"',
+            "press = true",
+            'say = "caller"\nseconds = 1.0',
+            "on_hook = true",
+        ),
+        config=PCI_LINE,
+    )
+    assert "dialled" not in names(sim.events)
+    assert "called_number" not in recording(sim).metadata
+    _no_card_digits(sim.events)
+
+
+# -- issue 16: consent, opt-out and pause defects -----------------------------------------------
+
+
+def test_an_opted_out_call_is_not_reported_as_recorded(run_sim: RunSim) -> None:
+    sim = run_sim(
+        call(
+            "ring = 1",
+            "wait = 0.5",
+            "off_hook = true",
+            "wait = 6.5",
+            'say = "caller"\nseconds = 1.0',
+            'dtmf = "9"',
+            'say = "office"\nseconds = 1.0',
+            "on_hook = true",
+        ),
+        config=NOTICE_LINE,
+    )
+    assert names(sim.events).count("opted_out") == 1
+    assert first(sim.events, "hung_up").recorded is False  # type: ignore[attr-defined]
+
+
+def test_resume_by_button_keeps_no_paused_audio_not_even_part_of_a_period(
+    run_sim: RunSim,
+) -> None:
+    # A 1 kHz tone sounds through the pause; the button resumes 13 ms into a 20 ms period.
+    sim = run_sim(
+        call(
+            "at = 0.5\noff_hook = true",
+            "wait = 1.0",
+            "press = true",
+            "tone = 1000\nseconds = 1.513\nlevel_dbfs = -10",
+            "press = true",
+            "tone = 1000\nseconds = 0.987\nlevel_dbfs = -10",
+            "wait = 1.0",
+            "on_hook = true",
+        ),
+        config=PCI_LINE,
+    )
+    resumed = first(sim.events, "recording_resumed")
+    assert resumed.by == "button"  # type: ignore[attr-defined]
+    samples = recording(sim).samples
+    loud = np.flatnonzero(np.abs(samples.astype(np.int32)) > 2000)
+    kept_tone = (loud[-1] - loud[0] + 1) / RATE
+    assert kept_tone == pytest.approx(0.987, abs=0.002)  # not the whole period it began in
+
+
+def test_opt_out_key_works_after_a_command_switches_the_line_to_notice(tmp_path: Path) -> None:
+    import threading
+
+    from linerec.config import load_config
+    from linerec.daemon.backends import open_sim_backend
+    from linerec.daemon.service import Daemon
+    from linerec.daemon.simulate import demo_keys
+    from linerec.daemon.storage import open_store
+    from linerec.sim.callfile import load_call_file
+    from linerec.uplink.commands import Command
+
+    config_path = tmp_path / "linerec.toml"
+    config_path.write_text(
+        f'[store]\ndir = "{tmp_path / "ring"}"\n'
+        '[[line]]\nconsent = "one-party"\nopt_out_key = "9"\n'
+    )
+    callfile = tmp_path / "call.toml"
+    callfile.write_text(
+        call(
+            "ring = 1",
+            "wait = 0.5",
+            "off_hook = true",
+            "wait = 2.0",
+            'dtmf = "9"',
+            'say = "caller"\nseconds = 2.0',
+            "on_hook = true",
+        )
+    )
+    config, backend = open_sim_backend(load_config(config_path), load_call_file(callfile), speed=0)
+    _private, public = demo_keys(tmp_path / "ring")
+    events: list[CallEvent] = []
+    store = open_store(config, emit=events.append, clock=backend.clock, recipients=[public])
+    daemon = Daemon(config, backend, store, emit=events.append)
+    daemon.start()
+    daemon.submit_command(
+        Command(counter=1, action="consent", arguments={"line": "line1", "mode": "notice"}), ""
+    )
+    daemon.run(threading.Event(), until=backend.script_end("line1") + 1.5)
+    daemon.shutdown()
+    assert "notice_started" in names(events)
+    assert names(events).count("opted_out") == 1
+    assert "recording_sealed" not in names(events)
+    assert first(events, "hung_up").recorded is False  # type: ignore[attr-defined]

@@ -72,6 +72,8 @@ class LineConfig:
     pause_code: str
     resume_code: str
     pause_limit: float  # a pause resumes by itself after this many seconds
+    dial_gap: float  # outbound: a longer pause between keys ends the dialling
+    dial_limit: float  # outbound: dialling ends this long after pick-up at the latest
     retention_days: float  # 0 = [store] max_age_days
 
 
@@ -578,6 +580,8 @@ def _parse_line(index: int, entry: object, source: Source, pinmap: PinMap) -> Li
         pause_code=_keys(table, "pause_code", "*1"),
         resume_code=_keys(table, "resume_code", "*2"),
         pause_limit=table.number("pause_limit_s", 180, 5, 3600),
+        dial_gap=table.number("dial_gap_s", 4, 1, 30),
+        dial_limit=table.number("dial_limit_s", 30, 5, 300),
         retention_days=table.number("retention_days", 0, 0, 36500),
     )
     table.done()

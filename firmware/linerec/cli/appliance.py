@@ -9,7 +9,6 @@ import logging
 import signal
 import sys
 import threading
-from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
@@ -127,9 +126,8 @@ def _run(args: argparse.Namespace) -> int:
     from linerec.config import DEFAULT_PATH, load_config
     from linerec.daemon.backends import open_backend
     from linerec.daemon.notify import Notifier
+    from linerec.daemon.recorder import build_recorder
     from linerec.daemon.report import event_text
-    from linerec.daemon.service import Daemon
-    from linerec.daemon.storage import open_outbox, open_store, open_uplink, queueing
     from linerec.logs import setup_logging
 
     setup_logging(args.verbose)
@@ -148,41 +146,8 @@ def _run(args: argparse.Namespace) -> int:
     def log_event(event: CallEvent) -> None:
         log.info(event_text(event, start), extra={"LINE": event.line, "EVENT": event.name})
 
-    sinks: list[Callable[[CallEvent], None]] = [log_event]  # the store reports through it too
-    store = open_store(config, emit=lambda event: sinks[0](event), clock=backend.clock)
-    uplink = None
-    daemons: list[Daemon] = []
-    if config.uplink is not None:  # every event also waits on the card for the collector
-        uplink = open_uplink(
-            config, store, on_command=lambda command, why: daemons[0].submit_command(command, why)
-        )
-        sinks[0] = queueing(
-            log_event,
-            open_outbox(config),
-            device_id=config.uplink.device_id,
-            t0=start,
-            uplink=uplink,
-        )
-    daemon = Daemon(
-        config,
-        backend,
-        store,
-        emit=sinks[0],
-        notifier=Notifier(),
-        on_status_request=uplink.publish_status if uplink else lambda: None,
-        on_health=uplink.publish_health if uplink else lambda health: None,
-        uplink_connected=(lambda: uplink.connected) if uplink else None,
-    )
-    daemons.append(daemon)
-    if uplink is not None:
-        uplink.start()
-    daemon.start()
-    try:
-        daemon.run(stop)
-    finally:
-        daemon.shutdown()
-        if uplink is not None:
-            uplink.stop()
+    recorder = build_recorder(config, backend, emit=log_event, notifier=Notifier(), t0=start)
+    recorder.run(stop)
     return 0
 
 

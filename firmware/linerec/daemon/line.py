@@ -1,8 +1,12 @@
-"""One line's work, frame by frame: sense -> analysis -> call flow -> line output -> delay -> store.
+"""One line's wiring, frame by frame: sense -> analysis -> call policy -> line output -> delay
+-> store.
 
 `LinePipeline` is driven by the daemon's main loop with pin edges and captured frames, in the
 order they happened, and returns for each frame the frame to play to the line (silence, the
-notice, or the warning tone). It owns no thread and no device.
+notice, or the warning tone). What the call flow decides is the call policy's
+(`linerec.call.policy`); this module only carries its decisions out: the delay line, the
+recording writer, the line output, the LED and the talk switch. It owns no thread and no
+device.
 """
 
 from __future__ import annotations
@@ -14,41 +18,27 @@ from datetime import datetime
 import numpy as np
 
 from linerec.call.consent import BeepSchedule, ConsentMode
-from linerec.call.events import (
-    Answered,
-    CallEvent,
-    Direction,
-    HungUp,
-    NoticeAbandoned,
-    NoticeDone,
-    NoticePlayed,
-    NoticeStarted,
-    RecordingStarted,
-)
-from linerec.call.keys import KeyCodes
+from linerec.call.events import CallEvent
 from linerec.call.machine import CallMachine, State
+from linerec.call.policy import (
+    KEY_MARGIN,
+    CallPolicy,
+    Decision,
+    Discard,
+    Keep,
+    Note,
+    Play,
+    PolicySettings,
+    Retag,
+    Seal,
+    Silence,
+)
 from linerec.codec import Samples
 from linerec.config import LineConfig
-from linerec.daemon.delay import DelayLine, Keep, Slot
-from linerec.daemon.events import (
-    AudioGap,
-    CallerIdFailed,
-    CallerIdHeard,
-    Dialled,
-    DtmfHeard,
-    Fault,
-    LineQuiet,
-    OptedOut,
-    RecordingPaused,
-    RecordingResumed,
-    RecordingSealed,
-    ToneHeard,
-)
-from linerec.dsp.analyzer import Heard, LineAnalyzer
-from linerec.dsp.callerid import CallerId, CallerIdError
-from linerec.dsp.dtmf import DtmfDigit
+from linerec.daemon.delay import DelayLine, Slot
+from linerec.daemon.events import AudioGap, Fault, RecordingSealed
+from linerec.dsp.analyzer import LineAnalyzer
 from linerec.dsp.linestate import AudioHookSense
-from linerec.dsp.progress import Tone
 from linerec.hardware.audio import FRAME_SAMPLES, RATE, Frame
 from linerec.hardware.leds import Led, Show
 from linerec.hardware.sense import (
@@ -67,13 +57,25 @@ from linerec.tones import Oscillator
 log = logging.getLogger(__name__)
 
 STORE_RETRY = 5.0  # seconds after a store error before the call is kept again
-DIAL_GAP = 4.0  # seconds between dialled digits; a longer pause ends the dialling
-DIAL_WINDOW = 30.0  # dialling happens within this long of picking up
-MAX_DIALLED = 20
-KEY_MARGIN = 0.02  # seconds of silence either side of a key pressed during a call
 AUDIO_HOOK_DELAY = 0.8  # seconds of delay line on a line whose hook state comes from its audio
 
 Emit = Callable[[CallEvent], None]
+
+
+def policy_settings(line: LineConfig) -> PolicySettings:
+    """The call policy of a configured line."""
+    return PolicySettings(
+        consent=line.consent,
+        label=line.label,
+        opt_out_key=line.opt_out_key,
+        opt_out_window=line.opt_out_window,
+        pause_code=line.pause_code,
+        resume_code=line.resume_code,
+        pause_limit=line.pause_limit,
+        dial_gap=line.dial_gap,
+        dial_limit=line.dial_limit,
+        retention_days=line.retention_days,
+    )
 
 
 class LinePipeline:
@@ -109,16 +111,13 @@ class LinePipeline:
             flash_max=line.flash_max,
         )
         self.ring = RingSense()
-        self.machine = CallMachine(line=line.name, consent=line.consent)
+        self.policy = CallPolicy(line=line.name, settings=policy_settings(line), wall=wall)
         self.analyzer = LineAnalyzer()
         self._audio_hook = (
             AudioHookSense(silence_ends_call=line.silence_ends_call)
             if line.hook_source == "audio"
             else None
         )
-        self._facts: dict[str, object] = {}  # what we learnt about the call: metadata
-        self._dialled = ""
-        self._last_digit_at = float("-inf")
         # Audio-decided hook changes come up to half a second after the fact: hold that much.
         self.delay = DelayLine(
             max(delay, AUDIO_HOOK_DELAY) if line.hook_source == "audio" else delay
@@ -127,15 +126,6 @@ class LinePipeline:
         self._oscillator = Oscillator(line.beep_hz, line.beep_level_dbfs)
         self._notice_at: int | None = None  # next notice sample to play
         self._notice_done_at: float | None = None  # notice ended during a hook break
-        self._answered_at = 0.0
-        self._paused_since: float | None = None
-        self._opted_out = False
-        self._callerid_errors = 0
-        self._notice_played_at = float("-inf")
-        self._keys = KeyCodes(
-            opt_out_key=line.opt_out_key, pause_code=line.pause_code, resume_code=line.resume_code
-        )
-        self._pending_caller: tuple[float, dict[str, object]] | None = None
         self._beep_at: int | None = None  # samples since the warning tone schedule began
         self._head: list[Samples] = []  # notice as played, until the conversation is kept
         self._writer: RecordingWriter | None = None
@@ -145,6 +135,10 @@ class LinePipeline:
         self.last_t = 0.0
         self.frames = 0
         self.lost_samples = 0
+
+    @property
+    def machine(self) -> CallMachine:
+        return self.policy.machine
 
     # -- inputs ----------------------------------------------------------------------------
 
@@ -165,10 +159,10 @@ class LinePipeline:
         self.frames += 1
         self._on_line_events(self.hook.advance(end))
         self._on_line_events(self.ring.advance(end))
-        self._on_call_events(self.machine.tick(end))
+        self._carry_out(self.policy.tick(end))
         heard = self.analyzer.feed(frame.samples)
         for event in heard:
-            self._heard(event)
+            self._carry_out(self.policy.heard(event))
         if self._audio_hook is not None:
             level = self.analyzer.level.level
             for off_hook, t in self._audio_hook.feed(frame.t, level, list(heard)):
@@ -187,100 +181,30 @@ class LinePipeline:
 
         out, notice_done = self._line_output()
         self._talk.update(out is not self._silence, end)
-        state = self.machine.state
-        if state is State.NOTICE and not self._opted_out:
-            slot = Slot(t=frame.t, samples=out, keep=Keep.NOTICE, lost=frame.lost)
-        elif state is State.RECORDING and self._paused_since is None and not self._opted_out:
-            slot = Slot(t=frame.t, samples=frame.samples, keep=Keep.RECORD, lost=frame.lost)
-        else:
-            slot = Slot(t=frame.t, samples=frame.samples, keep=Keep.DROP, lost=frame.lost)
-        self._keep(self.delay.push(slot))
+        self._hold_back(frame, out, end)
         sounding = self.analyzer.dtmf.sounding_since
-        if sounding is not None and state in (State.NOTICE, State.RECORDING):
+        if sounding is not None and self.policy.in_call:
             self.delay.mute(sounding - KEY_MARGIN, end)  # a key held long: none of it is kept
         if notice_done:
             if self.hook.in_break:  # flash or hang-up? the call flow must hear that first
                 self._notice_done_at = end
             else:
-                self._on_call_events(self.machine.feed(NoticeDone(t=end)))
-        if self._paused_since is not None and end - self._paused_since >= self.config.pause_limit:
-            self.resume(end, by="auto")  # a forgotten pause must not lose the whole call
-        show = _LED_FOR_STATE[self.machine.state]
-        if show is Show.RECORDING and self._paused_since is not None:
-            show = Show.PAUSED
-        elif show is Show.RECORDING and end < self._store_retry_at:
-            show = Show.OFF  # nothing is being kept: the LED must not say otherwise
-        if show is not self._led_show:
-            self._led_show = show
-            self._led.set(show, end)
+                self._carry_out(self.policy.notice_done(end))
+        self._show(end)
         return out
-
-    def _opt_out_open(self, t: float) -> bool:
-        """The caller may still refuse: during the notice, and a short window after it."""
-        if not self.config.opt_out_key or not self.config.consent.plays_notice:
-            return False
-        state = self.machine.state
-        return state is State.NOTICE or (
-            state is State.RECORDING and t - self._notice_played_at <= self.config.opt_out_window
-        )
-
-    def opt_out(self, t: float, *, by: str) -> None:
-        """The caller refused: nothing of this call is kept; an event says so, without audio."""
-        if self._opted_out or self.machine.state not in (State.NOTICE, State.RECORDING):
-            return
-        self._opted_out = True
-        self._notice_at = None
-        self._head.clear()
-        self.delay.retag(since=float("-inf"), only=Keep.RECORD, keep=Keep.DROP)
-        self.delay.retag(since=float("-inf"), only=Keep.NOTICE, keep=Keep.DROP)
-        writer, self._writer = self._writer, None
-        if writer is not None:
-            try:
-                writer.discard()
-            except OSError as exc:
-                self._emit(
-                    Fault(t=t, line=self.name, kind="store", message=f"opt-out discard: {exc}")
-                )
-        self._emit(OptedOut(t=t, line=self.name, by=by))
 
     def button(self, pressed: bool, t: float) -> None:
         """The line's push button: opts out while that is open, else pauses or resumes."""
-        if not pressed or self.machine.state not in (State.NOTICE, State.RECORDING):
-            return
-        if self._opt_out_open(t):
-            self.opt_out(t, by="button")
-        elif self._paused_since is None:
-            self.pause(t, by="button")
-        else:
-            self.resume(t, by="button")
+        if pressed:
+            self._carry_out(self.policy.button(t))
 
-    def pause(self, t: float, *, by: str) -> None:
-        """PCI: keep nothing of the call from `t` on, not even encrypted, until `resume`."""
-        if self._paused_since is not None or self.machine.state is not State.RECORDING:
-            return
-        self._paused_since = t
-        self.delay.retag(since=t, only=Keep.RECORD, keep=Keep.DROP)  # not yet on the card
-        self._emit(RecordingPaused(t=t, line=self.name, by=by))
-
-    def resume(self, t: float, *, by: str) -> None:
-        if self._paused_since is None:
-            return
-        start, self._paused_since = self._paused_since, None
-        pauses = self._facts.get("pauses")
-        spans = [
-            *(pauses if isinstance(pauses, list) else []),
-            {
-                "from": self._wall(start).isoformat(timespec="milliseconds"),
-                "seconds": round(t - start, 3),
-                "by": by,
-            },
-        ]
-        self._annotate("pauses", spans)
-        self._emit(RecordingResumed(t=t, line=self.name, by=by))
+    def command(self, action: str, t: float) -> None:
+        """A signed command for this line: "pause", "resume" or "opt_out"."""
+        self._carry_out(self.policy.command(action, t))
 
     def set_consent(self, mode: ConsentMode) -> None:
         """From the next call on (a call in progress keeps the notice it was given)."""
-        self.machine.consent = mode
+        self.policy.set_consent(mode)
 
     def health(self) -> dict[str, object]:
         return {
@@ -288,7 +212,7 @@ class LinePipeline:
             "state": self.machine.state.value,
             "off_hook": self.hook.off_hook,
             "rings": self.machine.rings,
-            "callerid_errors": self._callerid_errors,
+            "callerid_errors": self.policy.callerid_errors,
             "silent_for": round(self.analyzer.level.silent_for, 1),
             "overrun_seconds": round(self.lost_samples / RATE, 3),
         }
@@ -311,82 +235,55 @@ class LinePipeline:
         self._seal(reason, self.last_t)
         self._talk.open()  # no frames come to open it: nothing must stay on the line
 
-    # -- what analysis heard -----------------------------------------------------------------
+    # -- carrying out the policy's decisions -------------------------------------------------
 
-    def _heard(self, heard: Heard) -> None:
-        off_hook = self.machine.state in (State.NOTICE, State.RECORDING)
-        if isinstance(heard, DtmfDigit):
-            self._digit(heard)
-        elif isinstance(heard, CallerId):
-            self._caller_id(heard, off_hook)
-        elif isinstance(heard, CallerIdError):
-            self._callerid_errors += 1
-            self._emit(CallerIdFailed(t=heard.t, line=self.name, reason=heard.reason))
-        elif isinstance(heard, Tone):
-            self._emit(ToneHeard(t=heard.t, line=self.name, tone=heard.name, plan=heard.plan))
-        elif off_hook:  # silence on an idle line is its normal state
-            self._emit(LineQuiet(t=heard.t, line=self.name, kind=heard.name))
+    def _carry_out(self, decisions: Sequence[Decision]) -> None:
+        for decision in decisions:
+            if isinstance(decision, CallEvent):
+                self._emit(decision)
+            elif isinstance(decision, Retag):
+                self.delay.retag(since=decision.since, only=decision.only, keep=decision.keep)
+                if decision.keep is Keep.DROP and decision.only is Keep.NOTICE:
+                    self._head.clear()
+            elif isinstance(decision, Silence):
+                self.delay.mute(decision.start, decision.end)
+            elif isinstance(decision, Note):
+                if self._writer is not None:
+                    self._writer.annotate(decision.key, decision.value)
+            elif isinstance(decision, Play):
+                self._play(decision.what)
+            elif isinstance(decision, Discard):
+                self._discard(decision.t)
+            elif isinstance(decision, Seal):
+                self._notice_done_at = None
+                self._keep(self.delay.drain())
+                self._seal(decision.reason, decision.t)
+                self._store_retry_at = float("-inf")  # the next call tries the store afresh
 
-    def _caller_id(self, heard: CallerId, off_hook: bool) -> None:
-        self._emit(
-            CallerIdHeard(
-                t=heard.t,
-                line=self.name,
-                number=heard.number,
-                caller_name=heard.name,
-                number_absent=heard.number_absent,
-                standard=heard.standard,
-                in_call=off_hook,
-            )
-        )
-        every: dict[str, object] = {
-            "caller_number": heard.number,
-            "caller_name": heard.name,
-            "caller_absent": heard.number_absent,
-            "callerid_datetime": heard.datetime,
-        }
-        facts = {key: value for key, value in every.items() if value}
-        if off_hook:  # call waiting: noted with this call, which goes on undisturbed
-            earlier = self._facts.get("call_waiting")
-            waiting = [*(earlier if isinstance(earlier, list) else []), {"t": heard.t, **facts}]
-            self._annotate("call_waiting", waiting)
-        else:
-            self._pending_caller = (heard.t, facts)
+    def _play(self, what: str) -> None:
+        self._notice_at = 0 if what == "notice" else None
+        self._beep_at = 0 if what == "beep" else None
+        self._oscillator.reset()
 
-    def _annotate(self, key: str, value: object) -> None:
-        self._facts[key] = value
-        if self._writer is not None:
-            self._writer.annotate(key, value)
+    def _discard(self, t: float) -> None:
+        self._head.clear()
+        writer, self._writer = self._writer, None
+        if writer is None:
+            return
+        try:
+            writer.discard()
+        except OSError as exc:
+            self._emit(Fault(t=t, line=self.name, kind="store", message=f"opt-out discard: {exc}"))
 
-    def _digit(self, digit: DtmfDigit) -> None:
-        machine = self.machine
-        dialling = (
-            machine.direction is Direction.OUTBOUND
-            and len(self._dialled) < MAX_DIALLED
-            and (not self._dialled or digit.t - self._last_digit_at <= DIAL_GAP)
-            and digit.t - self._answered_at <= DIAL_WINDOW
-        )
-        self._last_digit_at = digit.t
-        if machine.state in (State.IDLE, State.RINGING):
-            return  # on hook: not ours (another extension, or noise)
-        # No key is kept in the audio: a code, or a digit of a card number (PCI DSS). The
-        # digit ended a frame or two ago, so its audio is still in the delay line.
-        self.delay.mute(digit.t - KEY_MARGIN, digit.t + digit.duration + KEY_MARGIN)
-        for action in self._keys.feed(
-            digit.digit, digit.t, digit.duration, opt_out_open=self._opt_out_open(digit.t)
-        ):
-            if action.kind == "opt_out":
-                self.opt_out(action.t, by="key")
-            elif action.kind == "pause":
-                self.pause(action.t, by="code")
-            else:
-                self.resume(action.t, by="code")
-        if dialling:
-            self._dialled += digit.digit
-            self._annotate("called_number", self._dialled)
-            self._emit(Dialled(t=digit.t, line=self.name, digit=digit.digit, number=self._dialled))
-        else:
-            self._emit(DtmfHeard(t=digit.t, line=self.name, duration=digit.duration))
+    def _show(self, end: float) -> None:
+        show = _LED_FOR_STATE[self.machine.state]
+        if show is Show.RECORDING and self.policy.paused:
+            show = Show.PAUSED
+        elif show is Show.RECORDING and end < self._store_retry_at:
+            show = Show.OFF  # nothing is being kept: the LED must not say otherwise
+        if show is not self._led_show:
+            self._led_show = show
+            self._led.set(show, end)
 
     # -- what the line hears ---------------------------------------------------------------
 
@@ -423,46 +320,23 @@ class LinePipeline:
             elif isinstance(event, OnHook):
                 self.delay.release(drop_from=event.t)
                 self._notice_done_at = None
-            self._on_call_events(self.machine.feed(event))
+            self._carry_out(self.policy.line_event(event))
             if self._notice_done_at is not None and not self.hook.in_break:
                 done, self._notice_done_at = self._notice_done_at, None
-                self._on_call_events(self.machine.feed(NoticeDone(t=done)))
-
-    def _on_call_events(self, events: list[CallEvent]) -> None:
-        for event in events:
-            self._emit(event)
-            if isinstance(event, Answered):
-                self._answered_at = event.t
-                self._dialled = ""
-                self._facts.clear()
-                pending, self._pending_caller = self._pending_caller, None
-                if pending and event.direction is Direction.INBOUND and event.t - pending[0] < 30:
-                    self._facts.update(pending[1])  # the caller ID heard while it rang
-            elif isinstance(event, NoticePlayed):
-                self._notice_played_at = event.t
-            elif isinstance(event, NoticeStarted):
-                self._notice_at = 0
-            elif isinstance(event, RecordingStarted):
-                # one-party and beep: keep the frames since off hook still in the delay line
-                self.delay.retag(since=event.t, only=Keep.DROP, keep=Keep.RECORD)
-                if event.beep:
-                    self._beep_at = 0
-                    self._oscillator.reset()
-            elif isinstance(event, NoticeAbandoned):
-                self._notice_at = None
-                self.delay.retag(since=float("-inf"), only=Keep.NOTICE, keep=Keep.DROP)
-                self._head.clear()
-            elif isinstance(event, HungUp):
-                if self._paused_since is not None:
-                    self.resume(event.t, by="hang-up")
-                self._opted_out = False
-                self._notice_at = None
-                self._beep_at = None
-                self._keep(self.delay.drain())
-                self._seal("hang-up", event.t)
-                self._store_retry_at = float("-inf")  # the next call tries the store afresh
+                self._carry_out(self.policy.notice_done(done))
 
     # -- the store -------------------------------------------------------------------------
+
+    def _hold_back(self, frame: Frame, out: Samples, end: float) -> None:
+        """Into the delay line, kept as the policy says, piece by piece where that changes."""
+        spans = self.policy.keep_spans(frame.t, end)
+        bounds = [round((t - frame.t) * RATE) for t, _ in spans[1:]]
+        starts = [0, *bounds]
+        stops = [*bounds, len(frame.samples)]
+        for (t, keep), a, b in zip(spans, starts, stops, strict=True):
+            samples = out if keep is Keep.NOTICE else frame.samples
+            lost = frame.lost if a == 0 else 0
+            self._keep(self.delay.push(Slot(t=t, samples=samples[a:b], keep=keep, lost=lost)))
 
     def _keep(self, slots: list[Slot]) -> None:
         for slot in slots:
@@ -478,9 +352,8 @@ class LinePipeline:
         if self._writer is None:
             head = sum(len(chunk) for chunk in self._head) / RATE
             self._writer = self._store.begin(self._recording_info(slot.t - head, head))
-            for key, value in self._facts.items():
+            for key, value in self.policy.facts.items():
                 self._writer.annotate(key, value)
-            self._writer.annotate("policy", self._policy())
             for chunk in self._head:
                 self._writer.write(chunk)
             self._head.clear()
@@ -488,28 +361,14 @@ class LinePipeline:
             self._writer.mark_gap(slot.lost, "capture overrun: audio lost")
         self._writer.write(slot.samples)
 
-    def _policy(self) -> dict[str, object]:
-        """The policy this recording was made under, kept with it."""
-        line = self.config
-        return {
-            "label": line.label,
-            "consent": self.machine.consent.value,
-            "opt_out_key": line.opt_out_key,
-            "opt_out_window_s": line.opt_out_window,
-            "pause_code": line.pause_code,
-            "resume_code": line.resume_code,
-            "pause_limit_s": line.pause_limit,
-            "retention_days": line.retention_days,
-        }
-
     def _recording_info(self, t: float, notice_seconds: float) -> RecordingInfo:
-        direction = self.machine.direction
+        direction = self.policy.direction
         return RecordingInfo(
             device_id=self._device_id,
             line=self.name,
             label=self.config.label,
             direction=direction.value if direction else "unknown",
-            consent=self.config.consent.value,
+            consent=self.policy.consent.value,
             started_at=self._wall(t),
             clock_synchronized=self._clock_synchronized(),
             notice_seconds=notice_seconds,

@@ -343,14 +343,10 @@ class Daemon:
                 pipeline = next((p for p in self.pipelines if p.name == arguments["line"]), None)
                 if pipeline is None:
                     raise KeyError(f"no line {arguments['line']!r}")
-                if command.action == "pause":
-                    pipeline.pause(t, by="command")
-                elif command.action == "opt_out":
-                    pipeline.opt_out(t, by="command")
-                elif command.action == "resume":
-                    pipeline.resume(t, by="command")
-                else:
+                if command.action == "consent":
                     pipeline.set_consent(ConsentMode(arguments["mode"]))
+                else:
+                    pipeline.command(command.action, t)
         except (KeyError, ValueError, PermissionError, OSError) as exc:
             self._emit(CommandRefused(t=t, line="", reason=f"{command.action}: {exc}"))
             return

@@ -13,8 +13,7 @@ from linerec.call.consent import ConsentMode
 from linerec.call.events import CallEvent
 from linerec.config import Config, default_pinmap, load_pinmap, parse_config
 from linerec.daemon.backends import open_sim_backend
-from linerec.daemon.service import Daemon
-from linerec.daemon.storage import open_outbox, open_store, queueing
+from linerec.daemon.recorder import build_recorder
 from linerec.resources import data_path
 from linerec.sim.backend import TAIL, SimBackend
 from linerec.sim.callfile import CallFileError, ScriptedCall, load_call_file
@@ -142,18 +141,14 @@ def simulate(
     if not recipients and not config.store.recipients:
         demo_key, public = demo_keys(config.store.dir)
         recipients = [public]
-    report: Callable[[CallEvent], None] = record
-    if config.uplink is not None:  # queued for upload exactly as the daemon does
-        report = queueing(record, open_outbox(config), device_id=config.uplink.device_id, t0=0.0)
-    store = open_store(config, emit=report, clock=backend.clock, recipients=recipients or None)
-    daemon = Daemon(config, backend, store, emit=report)
+    # With an [uplink], events are queued on the card exactly as the daemon does; nothing is
+    # sent (a simulation needs no broker).
+    recorder = build_recorder(
+        config, backend, emit=record, recipients=recipients or None, connect=False, t0=0.0
+    )
     # Run on past the last step long enough for a hang-up to be told from a hook flash.
     end = max(backend.script_end(line.name) + line.flash_max for line in config.lines) + TAIL
-    daemon.start()
-    try:
-        daemon.run(threading.Event(), until=end)
-    finally:
-        daemon.shutdown()
+    recorder.run(threading.Event(), until=end)
     return Simulation(config=config, backend=backend, events=events, demo_key=demo_key)
 
 

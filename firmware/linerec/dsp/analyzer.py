@@ -18,11 +18,12 @@ from linerec.dsp.dtmf import DtmfDetector, DtmfDigit
 from linerec.dsp.level import LevelMeter
 from linerec.dsp.progress import ProgressToneDetector, Quiet, Tone
 from linerec.dsp.spectrum import features, frame_features
+from linerec.dsp.voice import Voice, VoiceDetector
 
 FRAME = 160
 BLOCK = FRAME * 50  # a second of audio per numpy call when analysing a file
 
-Heard = DtmfDigit | CallerId | CallerIdError | Tone | Quiet
+Heard = DtmfDigit | CallerId | CallerIdError | Tone | Quiet | Voice
 
 
 class LineAnalyzer:
@@ -34,6 +35,7 @@ class LineAnalyzer:
         self.fsk = FskCallerIdReceiver()
         self.dtmf_callerid = DtmfCallerIdReceiver()
         self.progress = ProgressToneDetector()
+        self.voice = VoiceDetector()
 
     def feed(self, frame: Samples) -> list[Heard]:
         """One 20 ms frame (as on the appliance)."""
@@ -43,8 +45,10 @@ class LineAnalyzer:
             seen = frame_features(frame)
             heard += self.fsk.feed(frame, seen)
             heard += self.progress.feed(frame, seen)
+            heard += self.voice.feed(seen)
         else:  # a last, short piece: it may hold the end of a caller ID burst
             heard += self.fsk.feed(frame)
+            self.voice.skip(len(frame))
         return heard
 
     def feed_block(self, block: Samples) -> list[Heard]:
@@ -55,6 +59,7 @@ class LineAnalyzer:
         for frame, seen in zip(frames, features(frames.astype(np.float64)), strict=True):
             heard += self.fsk.feed(frame, seen)
             heard += self.progress.feed(frame, seen)
+            heard += self.voice.feed(seen)
         return heard + (self.feed(block[whole:]) if whole < len(block) else [])
 
     def _digits(self, digits: list[DtmfDigit]) -> list[Heard]:
@@ -88,6 +93,7 @@ _NAMES = {
     CallerIdError: "callerid_error",
     Tone: "tone",
     Quiet: "quiet",
+    Voice: "voice",
 }
 
 

@@ -1,0 +1,68 @@
+"""Voice on the line: loud audio whose level and colour keep changing, as speech does.
+
+The call policy uses it as a sign that an outbound call has connected (somebody speaks), so
+dialling has ended. Tones (dial tone, ringback, a run of DTMF keys) hold a steady level frame
+after frame; line hiss stays below the level floor. Speech rises and falls by many decibels
+within a few syllables, and its energy moves between low and high frequencies.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from linerec.dsp.spectrum import FrameFeatures
+
+RATE = 8000
+FRAME = 160
+FLOOR_DBFS = -42.0  # quieter than this is not speech on a telephone line
+WINDOW = 20  # frames (400 ms) looked at together
+LOUD = 10  # of which this many must be above the floor (pauses between syllables allowed)
+MIN_LEVEL_SPREAD = 3.0  # dB: standard deviation of the loud frames' levels (a tone: < 1)
+MIN_COLOUR_SPREAD = 100.0  # Hz: standard deviation of where their energy sits
+REARM = 1.0  # seconds without loud audio before another onset is reported
+
+_FULL = 32767.0**2 / 2
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Voice:
+    t: float  # when the voiced stretch began
+
+
+class VoiceDetector:
+    def __init__(self) -> None:
+        self._position = 0
+        self._recent: deque[tuple[float, float, float]] = deque(maxlen=WINDOW)  # t, dB, Hz
+        self._last_loud = float("-inf")
+        self._active = False
+
+    def feed(self, seen: FrameFeatures) -> list[Voice]:
+        """One 20 ms frame's features; a Voice when speech begins."""
+        t = self._position / RATE
+        self._position += FRAME
+        level = 10 * math.log10(seen.power / _FULL) if seen.power > 0 else -96.0
+        if level >= FLOOR_DBFS:
+            self._recent.append((t, level, seen.centroid))
+            self._last_loud = t
+        if self._active:
+            if t - self._last_loud >= REARM:
+                self._active = False
+                self._recent.clear()
+            return []
+        while self._recent and self._recent[0][0] <= t - WINDOW * FRAME / RATE:
+            self._recent.popleft()
+        if len(self._recent) < LOUD:
+            return []
+        loud = np.array(self._recent)
+        if loud[:, 1].std() < MIN_LEVEL_SPREAD or loud[:, 2].std() < MIN_COLOUR_SPREAD:
+            return []
+        self._active = True
+        return [Voice(t=round(float(loud[0, 0]), 3))]
+
+    def skip(self, samples: int) -> None:
+        """Time passes without features (a short last piece)."""
+        self._position += samples
