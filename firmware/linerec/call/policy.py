@@ -236,7 +236,7 @@ class CallPolicy:
 
         A pause or resume decided between two frames takes effect at its own sample."""
         changes = self._keep_changes
-        first = max(i for i, (t, _) in enumerate(changes) if t <= start)
+        first = max((i for i, (t, _) in enumerate(changes) if t <= start), default=0)
         spans = [(start, changes[first][1])]
         for t, keep in changes[first + 1 :]:
             if t < end and keep is not spans[-1][1]:
