@@ -154,3 +154,105 @@ def test_toml_written_reads_back_the_same() -> None:
         "uplink": {"broker": "mqtts://h:8883", "allow_plaintext": False},
     }
     assert tomllib.loads(to_toml(data)) == data
+
+
+# --- A site file written by a careless or hostile hand -------------------------------------
+
+
+def _failed(result: subprocess.CompletedProcess[str], boot: Path, key: str) -> str:
+    """The run was refused with one line naming the site file and `key`; returns that line."""
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    (line,) = result.stderr.splitlines()
+    assert "linerec-site.toml" in line and key in line, line
+    assert key in (boot / "linerec-site-error.txt").read_text()
+    return line
+
+
+def test_a_key_file_outside_the_boot_partition_is_refused_and_left_alone(
+    boot: Path, tmp_path: Path
+) -> None:
+    victim = tmp_path / "elsewhere" / "victim.key"
+    victim.parent.mkdir()
+    victim.write_text("-----BEGIN PRIVATE KEY-----\nnot yours\n")
+    (boot / "device.crt").write_text("-----BEGIN CERTIFICATE-----\n")
+    site = boot / "linerec-site.toml"
+    site.write_text(
+        site.read_text().replace(
+            'ca = "ca.crt"', f'ca = "ca.crt"\ncert = "device.crt"\nkey = "{victim}"'
+        )
+    )
+    line = _failed(provision(boot, tmp_path / "root"), boot, "uplink.key")
+    assert "a file name beside the site file" in line
+    assert victim.read_text() == "-----BEGIN PRIVATE KEY-----\nnot yours\n"
+    assert not (tmp_path / "root").exists()
+
+
+def test_a_file_above_the_boot_partition_is_not_read(boot: Path, tmp_path: Path) -> None:
+    secret = tmp_path / "outside" / "secret.txt"
+    secret.parent.mkdir()
+    secret.write_text("the neighbour's secret\n")
+    site = boot / "linerec-site.toml"
+    site.write_text(site.read_text().replace('ca = "ca.crt"', 'ca = "../outside/secret.txt"'))
+    _failed(provision(boot, tmp_path / "root"), boot, "uplink.ca")
+    assert not (tmp_path / "root").exists()
+    # Nor through a link that leads out of the boot partition.
+    (boot / "ca.crt").unlink()
+    (boot / "ca.crt").symlink_to(secret)
+    site.write_text(site.read_text().replace('ca = "../outside/secret.txt"', 'ca = "ca.crt"'))
+    line = _failed(provision(boot, tmp_path / "root"), boot, "uplink.ca")
+    assert "link" in line
+    assert not (tmp_path / "root").exists()
+
+
+def test_a_passphrase_cannot_add_a_network_block(boot: Path, tmp_path: Path) -> None:
+    site = boot / "linerec-site.toml"
+    text = site.read_text().replace(
+        "# [network.wifi]                # optional; the passphrase is moved into /etc, root-only\n"
+        '# ssid = "office"\n# psk = "a long passphrase"\n# country = "GB"',
+        '[network.wifi]\nssid = "office"\n'
+        'psk = "longpass\\"\\n}\\nnetwork={\\n    key_mgmt=NONE\\n"\ncountry = "GB"',
+    )
+    site.write_text(text)
+    line = _failed(provision(boot, tmp_path / "root"), boot, "network.wifi.psk")
+    assert "control character" in line and ":" in line
+    assert not (tmp_path / "root").exists()
+
+
+def test_a_host_name_with_a_newline_is_refused(boot: Path, tmp_path: Path) -> None:
+    site = boot / "linerec-site.toml"
+    site.write_text(site.read_text().replace('# hostname = "shop-front-1"', 'hostname = "box\\n"'))
+    line = _failed(provision(boot, tmp_path / "root"), boot, "site.hostname")
+    assert line.startswith(f"linerec: error: {site}:")  # file:line
+    assert not (tmp_path / "root").exists()
+
+
+def test_no_named_file_can_take_the_site_files_own_place(boot: Path, tmp_path: Path) -> None:
+    """A notice called linerec-site.toml was installed, then overwritten by the site file's
+    copy; the site file and its error file cannot be named either."""
+    notice = Path(__file__).parents[1] / "firmware/linerec/data/notice-en.wav"
+    site = boot / "linerec-site.toml"
+    text = site.read_text()
+    shop = boot / "shop.toml"
+    shop.write_text(
+        text.replace('consent = "notice"', 'consent = "notice"\nnotice = "linerec-site.toml"')
+    )
+    site.unlink()
+    shutil.copy(notice, boot / "linerec-site.toml")
+    result = subprocess.run(
+        [*LINEREC, "provision", "--site", str(shop), "--root", str(tmp_path / "root")],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "shop.toml" in result.stderr and "line[0].notice" in result.stderr
+    assert not (tmp_path / "root").exists()
+    for name in ("shop.toml", "linerec-site-error.txt"):
+        shop.write_text(text.replace('ca = "ca.crt"', f'ca = "{name}"'))
+        (boot / "linerec-site-error.txt").write_text("from before\n")
+        result = subprocess.run(
+            [*LINEREC, "provision", "--site", str(shop), "--root", str(tmp_path / "root")],
+            capture_output=True,
+            text=True,
+        )
+        assert result.returncode == 2 and "uplink.ca" in result.stderr, result.stderr
+        assert not (tmp_path / "root").exists()
