@@ -194,7 +194,7 @@ def to_toml(data: dict[str, Any]) -> str:
         if isinstance(value, int | float):
             return repr(value)
         if isinstance(value, str):
-            return json.dumps(value)  # a JSON string is a valid TOML basic string
+            return _toml_string(value)
         if isinstance(value, list):
             return "[" + ", ".join(scalar(v) for v in value) + "]"
         raise TypeError(f"cannot write {value!r} as TOML")
@@ -218,6 +218,20 @@ def to_toml(data: dict[str, Any]) -> str:
                 out.append(f"\n[[{name}]]")
                 body(entry)
     return "\n".join(out).lstrip("\n") + "\n"
+
+
+def _toml_string(value: str) -> str:
+    """A TOML basic string: quote, backslash and control characters escaped, the rest as it
+    is (JSON's escapes would split a character beyond U+FFFF into surrogates TOML refuses)."""
+    out = []
+    for char in value:
+        if char in '"\\':
+            out.append("\\" + char)
+        elif ord(char) < 0x20 or ord(char) == 0x7F:
+            out.append(f"\\u{ord(char):04x}")
+        else:
+            out.append(char)
+    return '"' + "".join(out) + '"'
 
 
 def _array_of_tables(value: Any) -> bool:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from linerec.config import Source, Table, parse_config, read_toml
+from linerec.errors import ConfigError
 from linerec.provision import netfiles
 
 DEFAULT_SITE = Path("/boot/firmware/linerec-site.toml")
@@ -75,8 +76,18 @@ def load_site(path: Path) -> Site:
     _refuse_control_characters(data, "", source)
     linerec = {k: v for k, v in data.items() if k not in SITE_ONLY}
     # Before the recorder's own validation, which opens the files named: only those beside us.
-    config, files, secrets = _install_paths(linerec, source)
-    checked = parse_config(linerec, path, text)  # the recorder's own validation, in full
+    named = _install_paths(linerec, source)
+    try:
+        checked = parse_config(linerec, path, text)  # the recorder's own validation, in full
+    except ConfigError as exc:
+        key = named.named_by.get(exc.path.resolve())
+        if key is None:
+            raise
+        # Wrong inside a file we named (a pin map that is not one): say which key named it.
+        inner = f"{exc.path.name}:{exc.line}" if exc.line else exc.path.name
+        raise source.error(
+            key, f"{inner}: {exc.key}: {exc.message}" if exc.key else f"{inner}: {exc.message}"
+        ) from exc
     top = Table({k: v for k, v in data.items() if k in SITE_ONLY}, "", source)
     site = top.table("site")
     timezone = site.take("timezone", str, "UTC")
@@ -124,23 +135,31 @@ def load_site(path: Path) -> Site:
         ssh_keys=tuple(k.strip() for k in ssh_keys),
         ethernet=ethernet,
         wifi=wifi,
-        config=config,
-        files=files,
-        secrets=tuple(secrets),
+        config=named.config,
+        files=named.files,
+        secrets=tuple(named.secrets),
     )
 
 
-def _install_paths(
-    linerec: dict[str, Any], source: Source
-) -> tuple[dict[str, Any], dict[str, Path], list[Path]]:
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Named:
+    config: dict[str, Any]  # the linerec.toml part, file values pointed at `site/<name>`
+    files: dict[str, Path]  # name under /etc/linerec/site -> the file beside the site file
+    secrets: list[Path]
+    named_by: dict[Path, str]  # each file beside -> the first key that names it
+
+
+def _install_paths(linerec: dict[str, Any], source: Source) -> _Named:
     """The linerec.toml part with each file value pointed at its copy under `site/`.
     Values of the wrong type are left for the recorder's validation to name."""
     files: dict[str, Path] = {}
     secrets: list[Path] = []
+    named_by: dict[Path, str] = {}
 
     def install(table: str, key: str, where: str, value: str) -> str:
         beside = _beside(source, where, value)
         files[beside.name] = beside
+        named_by.setdefault(beside.resolve(), where)
         if (table, key) in SECRET_FILE_KEYS:
             secrets.append(beside)
         return f"site/{beside.name}"
@@ -166,7 +185,7 @@ def _install_paths(
             config[name] = [rewrite(name, f"{name}[{i}]", v) for i, v in enumerate(value)]
         else:
             config[name] = value
-    return config, files, secrets
+    return _Named(config=config, files=files, secrets=secrets, named_by=named_by)
 
 
 def _beside(source: Source, key: str, value: str) -> Path:
