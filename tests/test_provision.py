@@ -515,3 +515,33 @@ def test_wifi_values_are_written_as_wpa_supplicant_reads_them() -> None:
     for value in ("wlan0\n[Network]", "x\\", " padded", "e*\x00"):
         with pytest.raises(Unrepresentable):
             networkd_file([("Match", [("Name", value)])])
+
+
+def test_under_the_units_umask_what_others_read_stays_readable(boot: Path, tmp_path: Path) -> None:
+    """linerec-provision.service runs with UMask=0077; the recorder (its own user), networkd
+    and sshd must still read what they need, and only that."""
+    root = tmp_path / "root"
+    result = subprocess.run(
+        [*LINEREC, "provision", "--site", str(boot / "linerec-site.toml"), "--root", str(root)],
+        capture_output=True,
+        text=True,
+        umask=0o077,
+    )
+    assert result.returncode == 0, result.stderr
+
+    def mode(path: str) -> int:
+        return (root / path).stat().st_mode & 0o777
+
+    for directory in ("etc/linerec", "etc/linerec/site", "etc/linerec/tls", "etc/systemd/network"):
+        assert mode(directory) == 0o755, directory
+    for public in (
+        "etc/linerec/linerec.toml",
+        "etc/linerec/site/collector.pub",
+        "etc/linerec/site/ca.crt",
+        "etc/systemd/network/20-linerec-ethernet.network",
+        "etc/hostname",
+        "etc/timezone",
+    ):
+        assert mode(public) == 0o644, public
+    assert mode("etc/linerec/tls/device.key") == 0o600
+    assert mode("root/.ssh") == 0o700

@@ -39,7 +39,7 @@ def provision(site: Site, root: Path) -> list[str]:
     done: list[str] = []
     etc = root / "etc/linerec"
     installed = etc / "site"
-    installed.mkdir(parents=True, exist_ok=True)
+    _ensure_dir(installed)
     for name, beside in site.files.items():
         private = beside in site.secrets
         _write_atomic(installed / name, beside.read_bytes(), SECRET if private else 0o644)
@@ -50,6 +50,7 @@ def provision(site: Site, root: Path) -> list[str]:
     uplink: dict[str, Any] = config.get("uplink", {})
     tls = str(uplink.get("broker", "")).startswith("mqtts://")
     if tls and "cert" not in uplink:  # no certificate yet: make the request the site's CA signs
+        _ensure_dir(etc / "tls")  # the recorder reaches its key through it
         key, csr = device_request(site.device_id, etc / "tls")
         os.chmod(key, SECRET)
         _give_to_recorder(key)
@@ -104,7 +105,7 @@ def report_success(site: Site, root: Path, done: list[str]) -> None:
 
 def _network(site: Site, root: Path) -> list[str]:
     networkd = root / "etc/systemd/network"
-    networkd.mkdir(parents=True, exist_ok=True)
+    _ensure_dir(networkd)
     done = []
     ethernet = networkd / "20-linerec-ethernet.network"
     if site.ethernet:
@@ -124,7 +125,7 @@ def _network(site: Site, root: Path) -> list[str]:
         )
         _write_atomic(supplicant, text.encode(), 0o600)  # the passphrase: root only
         if not wants.is_symlink():  # what `systemctl enable wpa_supplicant@wlan0` makes
-            wants.parent.mkdir(parents=True, exist_ok=True)
+            _ensure_dir(wants.parent)
             wants.symlink_to("/lib/systemd/system/wpa_supplicant@.service")
         done.append(f"Wi-Fi: {site.wifi.ssid!r} ({site.wifi.country})")
     else:
@@ -140,7 +141,7 @@ def _ssh(site: Site, root: Path) -> list[str]:
         keys.unlink(missing_ok=True)
         enabled.unlink(missing_ok=True)
         return ["SSH: off (no key in the site file)"]
-    keys.parent.mkdir(parents=True, exist_ok=True)
+    _ensure_dir(keys.parent, 0o700)
     os.chmod(keys.parent, 0o700)
     _write_atomic(keys, ("\n".join(site.ssh_keys) + "\n").encode(), 0o600)
     _write_atomic(enabled, b"", 0o644)
@@ -166,10 +167,20 @@ def _give_to_recorder(path: Path) -> None:
     os.chown(path, user.pw_uid, user.pw_gid)
 
 
+def _ensure_dir(path: Path, mode: int = 0o755) -> None:
+    """Make `path` and any missing parents with an explicit mode: the unit's UMask=0077
+    would leave them root-only, and the recorder, networkd and sshd read through them.
+    A directory that exists keeps its mode."""
+    if not path.is_dir():
+        _ensure_dir(path.parent)
+        path.mkdir(exist_ok=True)
+        os.chmod(path, mode)
+
+
 def _write_atomic(path: Path, data: bytes, mode: int) -> None:
     """Write a fresh temporary file, sync, rename over. A link planted at the name is
     replaced, never followed: the boot partition is not trusted."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    _ensure_dir(path.parent)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # O_EXCL, mode 0600
     try:
         with os.fdopen(fd, "wb") as out:
