@@ -188,6 +188,113 @@ def test_unit_files_pass_systemd_analyze_verify(tmp_path: Path, name: str) -> No
     assert result.stderr == ""
 
 
+SYSTEMD = Path(__file__).parents[1] / "systemd"
+DROP_IN = Path(__file__).parents[1] / "image/files/provision-readonly-root.conf"
+
+
+def _unit_copy(tmp_path: Path, name: str) -> Path:
+    """The unit as installed, in a directory of its own, with the image's drop-in for the
+    provisioning unit; ExecStart points at the linerec under test (verify wants it to exist)."""
+    linerec = Path(sys.executable).with_name("linerec")
+    copy = tmp_path / "units" / name
+    copy.parent.mkdir()
+    copy.write_text((SYSTEMD / name).read_text().replace("/usr/bin/linerec", str(linerec)))
+    if name == "linerec-provision.service":
+        drop_ins = copy.parent / f"{name}.d"
+        drop_ins.mkdir()
+        (drop_ins / "readonly-root.conf").write_text(DROP_IN.read_text())
+    return copy
+
+
+def test_provisioning_with_the_images_drop_in_passes_verify(tmp_path: Path) -> None:
+    copy = _unit_copy(tmp_path, "linerec-provision.service")
+    result = subprocess.run(
+        ["systemd-analyze", "verify", str(copy)], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+
+
+# Exposure as `systemd-analyze security` rates it (0 best, 10 worst): the daemon faces the
+# network and the sound card, provisioning reads a file anyone with the card may have written.
+EXPOSURE_LIMITS = {"linerec.service": 3.0, "linerec-provision.service": 5.0}
+# What each unit must keep, whatever else changes (json_field names of the analysis).
+REQUIRED = (
+    "NoNewPrivileges",
+    "ProtectSystem",
+    "PrivateTmp",
+    "ProtectKernelTunables",
+    "ProtectKernelModules",
+    "ProtectKernelLogs",
+    "ProtectClock",
+    "ProtectControlGroups",
+    "RestrictNamespaces_user",
+    "RestrictAddressFamilies_AF_PACKET",
+    "RestrictAddressFamilies_AF_NETLINK",
+    "RestrictAddressFamilies_OTHER",
+    "CapabilityBoundingSet_CAP_SYS_ADMIN",
+    "CapabilityBoundingSet_CAP_SYS_MODULE",
+    "CapabilityBoundingSet_CAP_NET_ADMIN",
+    "SystemCallFilter_mount",
+    "SystemCallFilter_module",
+    "SystemCallFilter_reboot",
+    "SystemCallFilter_debug",
+    "SystemCallArchitectures",
+    "MemoryDenyWriteExecute",
+    "UMask",
+)
+
+
+@pytest.mark.parametrize("name", sorted(EXPOSURE_LIMITS))
+def test_units_are_sandboxed(tmp_path: Path, name: str) -> None:
+    import json
+    import re
+
+    copy = _unit_copy(tmp_path, name)
+    limit = EXPOSURE_LIMITS[name]
+    analyze = ["systemd-analyze", "security", "--offline=true", "--no-pager"]
+    # --threshold is on the analysis's internal 0-100 scale.
+    held = subprocess.run(
+        [*analyze, f"--threshold={round(limit * 10)}", str(copy)], capture_output=True, text=True
+    )
+    overall = re.search(r"Overall exposure level for \S+: (\d+\.\d)", held.stdout)
+    assert overall, held.stdout + held.stderr
+    assert held.returncode == 0, f"{name}: exposure {overall.group(1)} > {limit}"
+    assert float(overall.group(1)) <= limit
+    table = subprocess.run(
+        [*analyze, "--json=short", str(copy)], capture_output=True, text=True, check=True
+    )
+    unset = [row["json_field"] for row in json.loads(table.stdout) if not row["set"]]
+    assert not set(REQUIRED) & set(unset), sorted(set(REQUIRED) & set(unset))
+
+
+def test_the_daemon_keeps_what_it_needs() -> None:
+    """The sandbox leaves the recorder its devices, its store, its network and its watchdog."""
+    unit = (SYSTEMD / "linerec.service").read_text()
+    directives = [line for line in unit.splitlines() if line and not line.startswith("#")]
+    for needed in (
+        "User=linerec",
+        "SupplementaryGroups=audio gpio",
+        "DevicePolicy=closed",
+        "DeviceAllow=char-alsa rw",
+        "DeviceAllow=char-gpiochip rw",
+        "DeviceAllow=/dev/gpiomem rw",
+        "ReadWritePaths=/var/lib/linerec",
+        "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6",
+        "CapabilityBoundingSet=",
+        "UMask=0077",
+        "Type=notify",
+        "WatchdogSec=10",
+    ):
+        assert needed in directives, needed
+    # /run stays readable (the time-sync flag, the notify socket): nothing hides it.
+    assert not any(
+        d.startswith(("InaccessiblePaths=", "TemporaryFileSystem=")) and "/run" in d
+        for d in directives
+    )
+    assert "ProcSubset=pid" not in directives  # RPi.GPIO reads /proc/device-tree
+
+
 def test_the_daemon_unit_is_watched() -> None:
     unit = (Path(__file__).parents[1] / "systemd" / "linerec.service").read_text()
     assert "Type=notify" in unit

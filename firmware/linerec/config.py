@@ -287,6 +287,8 @@ def read_toml(path: Path) -> tuple[dict[str, Any], str]:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         line = _toml_error_line(str(exc))
+        if line is None and "end of document" in str(exc):  # e.g. a string never closed
+            line = max(1, len(text.splitlines()))
         raise ConfigError(path, "", f"not valid TOML: {exc}", line) from exc
     return data, text
 
@@ -438,6 +440,8 @@ def load_pinmap(path: Path) -> PinMap:
         data = tomllib.loads(text)
     except OSError as exc:
         raise ConfigError(path, "", f"cannot read the pin map: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(path, "", f"pin map is not UTF-8 text (byte {exc.start})") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(
             path, "", f"pin map is not valid TOML: {exc}", _toml_error_line(str(exc))

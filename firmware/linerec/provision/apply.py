@@ -8,20 +8,22 @@ image build pass a directory.
 
 from __future__ import annotations
 
-import grp
 import json
 import os
-import shutil
+import pwd
+import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from linerec.config import load_config
-from linerec.provision.site import Site
+from linerec.provision.netfiles import networkd_file, wpa_supplicant_conf
+from linerec.provision.site import ERROR_FILE, INSTALLED_SITE, RESULT_FILE, Site
 from linerec.uplink.tls import device_request
 
 MARKER = "provisioned.json"  # in /etc/linerec: which site file this box was set up from
-SECRET = 0o640  # root-owned, readable by the recorder's group (the daemon runs as linerec)
+SECRET = 0o600  # readable by its owner only: the recorder's user (the daemon runs as linerec)
+RECORDER = "linerec"
 
 
 def provisioned_digest(root: Path) -> str | None:
@@ -37,17 +39,22 @@ def provision(site: Site, root: Path) -> list[str]:
     done: list[str] = []
     etc = root / "etc/linerec"
     installed = etc / "site"
-    installed.mkdir(parents=True, exist_ok=True)
+    _ensure_dir(installed)
     for name, beside in site.files.items():
-        _copy(beside, installed / name, SECRET if beside in site.secrets else 0o644)
+        private = beside in site.secrets
+        _write_atomic(installed / name, beside.read_bytes(), SECRET if private else 0o644)
+        if private:
+            _give_to_recorder(installed / name)
     done.append(f"installed {len(site.files)} file(s) from the boot partition in {installed}")
     config = dict(site.config)
     uplink: dict[str, Any] = config.get("uplink", {})
     tls = str(uplink.get("broker", "")).startswith("mqtts://")
     if tls and "cert" not in uplink:  # no certificate yet: make the request the site's CA signs
+        _ensure_dir(etc / "tls")  # the recorder reaches its key through it
         key, csr = device_request(site.device_id, etc / "tls")
-        _share_with_recorder(key, SECRET)
-        shutil.copyfile(csr, site.path.parent / csr.name)
+        os.chmod(key, SECRET)
+        _give_to_recorder(key)
+        _write_atomic(site.path.parent / csr.name, csr.read_bytes(), 0o644)
         done.append(
             f"made the device's TLS key ({key}); {csr.name} is on the boot partition "
             "for `linerec collector enroll`"
@@ -77,37 +84,33 @@ def provision(site: Site, root: Path) -> list[str]:
     return done
 
 
-ERROR_FILE = "linerec-site-error.txt"  # beside the site file, for the technician to read
-RESULT_FILE = "linerec-site-result.txt"
-
-
 def report_failure(site_path: Path, message: str) -> None:
     """Leave the reason on the boot partition, where the technician looks with a card reader."""
-    (site_path.parent / ERROR_FILE).write_text(
-        f"linerec could not use {site_path.name}; nothing was changed.\n{message}\n"
-    )
+    text = f"linerec could not use {site_path.name}; nothing was changed.\n{message}\n"
+    _write_atomic(site_path.parent / ERROR_FILE, text.encode(), 0o644)
 
 
 def report_success(site: Site, root: Path, done: list[str]) -> None:
     """Move the site file (it may hold a Wi-Fi passphrase) off the boot partition, and say
     what was done beside where it was. A new site file there later sets the box up again."""
-    _copy(site.path, root / "etc/linerec/site/linerec-site.toml", 0o600)
+    _write_atomic(root / "etc/linerec/site" / INSTALLED_SITE, site.path.read_bytes(), 0o600)
     site.path.unlink()
     (site.path.parent / ERROR_FILE).unlink(missing_ok=True)
     stamp = datetime.now(UTC).isoformat(timespec="seconds")
-    (site.path.parent / RESULT_FILE).write_text(
-        f"{site.device_id} set up from {site.path.name} at {stamp}:\n"
-        + "".join(f"- {line}\n" for line in done)
+    text = f"{site.device_id} set up from {site.path.name} at {stamp}:\n" + "".join(
+        f"- {line}\n" for line in done
     )
+    _write_atomic(site.path.parent / RESULT_FILE, text.encode(), 0o644)
 
 
 def _network(site: Site, root: Path) -> list[str]:
     networkd = root / "etc/systemd/network"
-    networkd.mkdir(parents=True, exist_ok=True)
+    _ensure_dir(networkd)
     done = []
     ethernet = networkd / "20-linerec-ethernet.network"
     if site.ethernet:
-        ethernet.write_text("[Match]\nName=e*\n\n[Network]\nDHCP=yes\n")
+        dhcp = networkd_file([("Match", [("Name", "e*")]), ("Network", [("DHCP", "yes")])])
+        _write_atomic(ethernet, dhcp.encode(), 0o644)
         done.append("Ethernet: DHCP")
     else:
         ethernet.unlink(missing_ok=True)
@@ -115,15 +118,14 @@ def _network(site: Site, root: Path) -> list[str]:
     supplicant = root / "etc/wpa_supplicant/wpa_supplicant-wlan0.conf"
     wants = root / "etc/systemd/system/multi-user.target.wants/wpa_supplicant@wlan0.service"
     if site.wifi is not None:
-        wifi.write_text("[Match]\nName=wlan0\n\n[Network]\nDHCP=yes\n")
-        supplicant.parent.mkdir(parents=True, exist_ok=True)
-        ssid = site.wifi.ssid.replace("\\", "\\\\").replace('"', '\\"')
-        psk = site.wifi.psk.replace("\\", "\\\\").replace('"', '\\"')
-        network = f'network={{\n    ssid="{ssid}"\n    psk="{psk}"\n}}\n'
-        text = f"country={site.wifi.country}\n{network}"
+        dhcp = networkd_file([("Match", [("Name", "wlan0")]), ("Network", [("DHCP", "yes")])])
+        _write_atomic(wifi, dhcp.encode(), 0o644)
+        text = wpa_supplicant_conf(
+            ssid=site.wifi.ssid, psk=site.wifi.psk, country=site.wifi.country
+        )
         _write_atomic(supplicant, text.encode(), 0o600)  # the passphrase: root only
         if not wants.is_symlink():  # what `systemctl enable wpa_supplicant@wlan0` makes
-            wants.parent.mkdir(parents=True, exist_ok=True)
+            _ensure_dir(wants.parent)
             wants.symlink_to("/lib/systemd/system/wpa_supplicant@.service")
         done.append(f"Wi-Fi: {site.wifi.ssid!r} ({site.wifi.country})")
     else:
@@ -139,10 +141,10 @@ def _ssh(site: Site, root: Path) -> list[str]:
         keys.unlink(missing_ok=True)
         enabled.unlink(missing_ok=True)
         return ["SSH: off (no key in the site file)"]
-    keys.parent.mkdir(parents=True, exist_ok=True)
+    _ensure_dir(keys.parent, 0o700)
     os.chmod(keys.parent, 0o700)
     _write_atomic(keys, ("\n".join(site.ssh_keys) + "\n").encode(), 0o600)
-    enabled.write_text("")
+    _write_atomic(enabled, b"", 0o644)
     return [f"SSH: on, {len(site.ssh_keys)} key(s), no password login"]
 
 
@@ -150,39 +152,46 @@ def _clock_and_name(site: Site, root: Path) -> list[str]:
     localtime = root / "etc/localtime"
     localtime.unlink(missing_ok=True)
     localtime.symlink_to(f"/usr/share/zoneinfo/{site.timezone}")
-    (root / "etc/timezone").write_text(site.timezone + "\n")
-    (root / "etc/hostname").write_text(site.hostname + "\n")
+    _write_atomic(root / "etc/timezone", (site.timezone + "\n").encode(), 0o644)
+    _write_atomic(root / "etc/hostname", (site.hostname + "\n").encode(), 0o644)
     return [f"time zone {site.timezone}", f"host name {site.hostname}"]
 
 
-def _copy(source: Path, target: Path, mode: int) -> None:
-    _write_atomic(target, source.read_bytes(), mode)
-    if mode == SECRET:
-        _share_with_recorder(target, mode)
-
-
-def _share_with_recorder(path: Path, mode: int) -> None:
-    """Give a secret to the `linerec` group; where there is none (a test), keep it root-only."""
+def _give_to_recorder(path: Path) -> None:
+    """Hand a secret to the recorder's user, which alone reads it (mode 0600). Where there
+    is no such user (a test, an image being built elsewhere) it stays with whoever wrote it."""
     try:
-        group = grp.getgrnam("linerec").gr_gid
+        user = pwd.getpwnam(RECORDER)
     except KeyError:
-        os.chmod(path, mode & 0o700)
         return
-    os.chown(path, 0, group)
-    os.chmod(path, mode)
+    os.chown(path, user.pw_uid, user.pw_gid)
+
+
+def _ensure_dir(path: Path, mode: int = 0o755) -> None:
+    """Make `path` and any missing parents with an explicit mode: the unit's UMask=0077
+    would leave them root-only, and the recorder, networkd and sshd read through them.
+    A directory that exists keeps its mode."""
+    if not path.is_dir():
+        _ensure_dir(path.parent)
+        path.mkdir(exist_ok=True)
+        os.chmod(path, mode)
 
 
 def _write_atomic(path: Path, data: bytes, mode: int) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    """Write a fresh temporary file, sync, rename over. A link planted at the name is
+    replaced, never followed: the boot partition is not trusted."""
+    _ensure_dir(path.parent)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # O_EXCL, mode 0600
     try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def to_toml(data: dict[str, Any]) -> str:
@@ -196,7 +205,7 @@ def to_toml(data: dict[str, Any]) -> str:
         if isinstance(value, int | float):
             return repr(value)
         if isinstance(value, str):
-            return json.dumps(value)  # a JSON string is a valid TOML basic string
+            return _toml_string(value)
         if isinstance(value, list):
             return "[" + ", ".join(scalar(v) for v in value) + "]"
         raise TypeError(f"cannot write {value!r} as TOML")
@@ -220,6 +229,20 @@ def to_toml(data: dict[str, Any]) -> str:
                 out.append(f"\n[[{name}]]")
                 body(entry)
     return "\n".join(out).lstrip("\n") + "\n"
+
+
+def _toml_string(value: str) -> str:
+    """A TOML basic string: quote, backslash and control characters escaped, the rest as it
+    is (JSON's escapes would split a character beyond U+FFFF into surrogates TOML refuses)."""
+    out = []
+    for char in value:
+        if char in '"\\':
+            out.append("\\" + char)
+        elif ord(char) < 0x20 or ord(char) == 0x7F:
+            out.append(f"\\u{ord(char):04x}")
+        else:
+            out.append(char)
+    return '"' + "".join(out) + '"'
 
 
 def _array_of_tables(value: Any) -> bool:
