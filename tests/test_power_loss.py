@@ -117,7 +117,10 @@ class CrashDisk(Disk):
         self._snapshot()
 
     def read(self, path: Path) -> bytes:
-        return bytes(self.files[self._name(path)].data)
+        name = self._name(path)
+        if name not in self.files:
+            raise FileNotFoundError(path)
+        return bytes(self.files[name].data)
 
     def unlink(self, path: Path) -> None:
         del self.files[self._name(path)]
@@ -221,6 +224,108 @@ def test_power_cut_at_every_point_of_two_calls(tmp_path: Path, keys: CollectorPr
     assert checked_cut > 20
 
 
+def lay_out(state: dict[str, bytes], directory: Path) -> Path:
+    directory.mkdir()
+    for name, data in state.items():
+        (directory / name).write_bytes(data)
+    return directory
+
+
+def test_power_cut_around_discards_and_evictions(tmp_path: Path, keys: CollectorPrivate) -> None:
+    """A discarded (opted-out) recording and evicted ones: at every cut, the deletion log on
+    the card explains every number missing from the chain, and nothing whose deletion was
+    logged comes back after recovery."""
+    ring_dir = tmp_path / "ring"
+    ring_dir.mkdir()
+    identity = load_or_create_identity(tmp_path / "identity.key")
+    public = load_public(keys.path.with_suffix(".pub"))
+    disk = CrashDisk(ring_dir)
+    deleted: list[str] = []
+    ring = RingStore(
+        ring_dir,
+        recipients=[public],
+        identity=identity,
+        disk=disk,
+        capacity=300 * 1024,  # two short recordings and an open one's reserve
+        on_event=lambda event: deleted.append(getattr(event, "id", "")),
+    )
+    discarded_from = 0
+    discarded = ""
+    for n, seconds in enumerate((1.1, 0.9, 1.3, 1.0, 1.2)):
+        writer = ring.begin(INFO)
+        audio = speech_like(seconds)
+        for i in range(0, len(audio), 160):
+            writer.write(audio[i : i + 160])
+        if n == 1:  # the caller opted out: nothing of it is kept
+            discarded_from = len(disk.crash_states)
+            discarded = writer.path.stem  # type: ignore[attr-defined]
+            writer.discard()
+        else:
+            writer.seal(ended_by="hang-up")
+    assert deleted, "the ring evicted nothing: the test would not cut around an eviction"
+    assert "ring.log" in disk.files  # the deletion log went through the Disk
+    from linerec.store.verify import verify_ring
+
+    logged_states = 0
+    for index, state in enumerate(disk.crash_states):
+        crash_dir = lay_out(state, tmp_path / f"crash{index}")
+        RingStore(crash_dir, recipients=[public], identity=identity).recover()
+        _, problems = verify_ring(crash_dir)
+        assert problems == [], f"crash point {index}: {problems}"
+        log = (crash_dir / "ring.log").read_text() if (crash_dir / "ring.log").exists() else ""
+        if index >= discarded_from and discarded in log:
+            logged_states += 1
+            assert not (crash_dir / f"{discarded}{SUFFIX}").exists(), (
+                f"crash point {index}: the discarded recording came back"
+            )
+    assert logged_states > 5
+
+
+def test_discard_takes_the_ring_lock(tmp_path: Path, keys: CollectorPrivate) -> None:
+    """The uplink thread iterates the entries under the ring's lock; a discard on the main
+    loop changes them only while holding it."""
+    import threading
+
+    from linerec.store.disk import OsDisk
+
+    free_during: list[str] = []
+    ring: RingStore
+
+    class Watching(OsDisk):
+        def _check(self, what: str) -> None:
+            def try_lock() -> None:  # as the uplink thread would, at this very moment
+                if ring._lock.acquire(blocking=False):
+                    ring._lock.release()
+                    free_during.append(what)
+
+            other = threading.Thread(target=try_lock)
+            other.start()
+            other.join()
+
+        def unlink(self, path: Path) -> None:
+            self._check(f"unlink {path.name}")
+            super().unlink(path)
+
+        def sync_dir(self, path: Path) -> None:
+            self._check("sync_dir")
+            super().sync_dir(path)
+
+    ring = RingStore(
+        tmp_path / "ring",
+        recipients=[load_public(keys.path.with_suffix(".pub"))],
+        identity=load_or_create_identity(tmp_path / "identity.key"),
+        disk=Watching(),
+        background_sync=True,
+    )
+    writer = ring.begin(INFO)
+    writer.write(speech_like(1.5))
+    free_during.clear()
+    writer.discard()
+    assert free_during == []
+    assert ring.entries == {}
+    assert list((tmp_path / "ring").glob(f"*{SUFFIX}")) == []
+
+
 def test_recovery_interrupted_half_way_finishes_next_time(
     tmp_path: Path, keys: CollectorPrivate
 ) -> None:
@@ -275,11 +380,11 @@ def test_sigkill_a_recording_process_many_times(tmp_path: Path, keys: CollectorP
         "t = np.arange(160) / 8000\n"
         "while True:\n"
         "    writer = ring.begin(info)\n"
+        "    print('begun', flush=True)\n"
         "    for n in range(150):\n"
         "        writer.write((3000 * np.sin(2 * np.pi * 500 * (t + n * 0.02))).astype(np.int16))\n"
         "        time.sleep(0.002)\n"
         "    writer.seal(ended_by='hang-up')\n"
-        "    print('sealed', flush=True)\n"
     )
     ring_dir = tmp_path / "ring"
     rng = np.random.default_rng(7)
@@ -287,10 +392,13 @@ def test_sigkill_a_recording_process_many_times(tmp_path: Path, keys: CollectorP
     for _ in range(12):
         process = subprocess.Popen(
             [sys.executable, str(script), str(ring_dir), public],
-            stdout=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
         )
-        time.sleep(0.3 + float(rng.uniform(0, 0.7)))
+        assert process.stdout is not None
+        # Killed only once it records (a loaded machine may take a second to start Python).
+        assert process.stdout.readline() == b"begun\n", process.stderr
+        time.sleep(float(rng.uniform(0, 0.7)))
         os.kill(process.pid, signal.SIGKILL)
         process.wait()
     RingStore(

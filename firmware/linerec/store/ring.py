@@ -61,6 +61,7 @@ RATE = 8000
 NOTICE_MARK = "notice played; conversation follows"
 RESERVE_STEP = 64 * BLOCK  # reserve card space 256 KiB at a time
 STATE_OPEN, STATE_SEALED, STATE_CUT = "open", "sealed", "cut"
+LOG = "ring.log"
 
 
 class BackgroundSync:
@@ -256,6 +257,7 @@ class RingStore(Store):
         directory.mkdir(parents=True, exist_ok=True)
         self.entries: dict[str, Entry] = {}
         self._open: dict[str, int] = {}  # id -> bytes reserved by writers in progress
+        self._log_size: int | None = None  # ring.log's length up to its last whole line
         for name in self.disk.listdir(directory):
             if name.endswith(SUFFIX):
                 try:
@@ -375,33 +377,79 @@ class RingStore(Store):
         # Logged (and synced) first: a power cut in between leaves a logged deletion of a
         # file still there (recovery deletes nothing), never a gap the log cannot explain.
         self._log_deletion(entry.id, entry.seq, entry.header_hash, reason)
-        if entry.path.exists():
-            self.disk.unlink(entry.path)
-        ack = self.dir / f"{entry.id}.ack"
-        if ack.exists():
-            self.disk.unlink(ack)
-        self.disk.sync_dir(self.dir)
-        self.entries.pop(entry.id, None)
+        self._forget(entry.id)
         self._on_event(
             RecordingDeleted(
                 id=entry.id, seq=entry.seq, reason=reason, acknowledged=entry.acknowledged
             )
         )
 
+    def _forget(self, recording_id: str) -> None:
+        """Remove a recording's files (its deletion is already logged)."""
+        names = set(self.disk.listdir(self.dir))
+        for suffix in (SUFFIX, ".ack", ".hold"):
+            if f"{recording_id}{suffix}" in names:
+                self.disk.unlink(self.dir / f"{recording_id}{suffix}")
+        self.disk.sync_dir(self.dir)
+        self.entries.pop(recording_id, None)
+
     def _log_deletion(self, recording_id: str, seq: int, header_hash: str, reason: str) -> None:
-        line = json.dumps(
-            {
-                "event": reason,
-                "id": recording_id,
-                "seq": seq,
-                "header_hash": header_hash,
-                "at": self._wall().isoformat(),
-            }
+        """Append one line to ring.log and sync it, through the Disk like every durable step.
+
+        A line a power cut tore is cut away by the next append: its deletion had not begun
+        (the files go only after the line is synced)."""
+        line = (
+            json.dumps(
+                {
+                    "event": reason,
+                    "id": recording_id,
+                    "seq": seq,
+                    "header_hash": header_hash,
+                    "at": self._wall().isoformat(),
+                }
+            ).encode()
+            + b"\n"
         )
-        with open(self.dir / "ring.log", "a", encoding="utf-8") as log:
-            log.write(line + "\n")
-            log.flush()
-            os.fsync(log.fileno())
+        path = self.dir / LOG
+        end = self._log_end()
+        if end is None:
+            handle = self.disk.create(path)
+            end = 0
+        else:
+            handle = self.disk.open(path)
+        try:
+            self.disk.pwrite(handle, line, end)
+            self.disk.truncate(handle, end + len(line))  # whatever a torn line left after it
+            self.disk.datasync(handle)
+        finally:
+            self.disk.close(handle)
+        if end == 0:
+            self.disk.sync_dir(self.dir)  # the log's own name
+        self._log_size = end + len(line)
+
+    def _log_end(self) -> int | None:
+        """Where the next ring.log line goes (after its last whole line); None: no log yet."""
+        if self._log_size is None:
+            try:
+                data = self.disk.read(self.dir / LOG)
+            except FileNotFoundError:
+                return None
+            self._log_size = data.rfind(b"\n") + 1
+        return self._log_size
+
+    def _logged_ids(self) -> set[str]:
+        """The recordings ring.log says were deleted (read once, at recovery)."""
+        try:
+            data = self.disk.read(self.dir / LOG)
+        except FileNotFoundError:
+            return set()
+        ids = set()
+        for line in data[: data.rfind(b"\n") + 1].splitlines():
+            try:
+                ids.add(str(json.loads(line)["id"]))
+            except (ValueError, KeyError, TypeError):
+                continue  # verify names it; recovery only finishes what it can read
+        return ids
 
     @_locked
     def _finished(self, entry: Entry) -> None:
@@ -495,10 +543,16 @@ class RingStore(Store):
         and a torn cut marker is cut away and written again on the next run.
         """
         recovered = []
+        logged = self._logged_ids()
         for name in sorted(self.disk.listdir(self.dir)):
             if not name.endswith(SUFFIX):
                 continue
             path = self.dir / name
+            if name.removesuffix(SUFFIX) in logged:
+                # Its deletion was logged and synced, then the power went: finish it (an
+                # opted-out call must not come back as a recovered recording).
+                self._forget(name.removesuffix(SUFFIX))
+                continue
             data = self.disk.read(path)
             records = list(scan(data))
             if not records or records[0].type is not RecordType.HEADER:
@@ -695,17 +749,20 @@ class EncryptedWriter(RecordingWriter):
         }
 
     def discard(self) -> None:
-        """Nothing of this recording is kept (opt-out); the chain logs why its number is gone."""
+        """Nothing of this recording is kept (opt-out); the chain logs why its number is gone.
+
+        Under the ring's lock: the uplink thread reads the entries meanwhile."""
         store = self._store
-        store._log_deletion(self.id, self._entry.seq, self._entry.header_hash, "discarded")
-        try:
-            self._settle()
-        finally:  # a failed sync must not keep what was to be discarded
-            self._disk.close(self.handle)
-            self._disk.unlink(self.path)
-            self._disk.sync_dir(store.dir)
-            store._open.pop(self.id, None)
-            store.entries.pop(self.id, None)
+        with store._lock:
+            store._log_deletion(self.id, self._entry.seq, self._entry.header_hash, "discarded")
+            try:
+                self._settle()
+            finally:  # a failed sync must not keep what was to be discarded
+                self._disk.close(self.handle)
+                self._disk.unlink(self.path)
+                self._disk.sync_dir(store.dir)
+                store._open.pop(self.id, None)
+                store.entries.pop(self.id, None)
 
     def _chunk(self, payload: bytes, *, final: bool) -> None:
         index = self._index
