@@ -11,6 +11,7 @@ and recovery idempotent.
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import subprocess
@@ -44,6 +45,22 @@ RATE = 8000
 class _File:
     data: bytearray = field(default_factory=bytearray)  # what the OS has (page cache)
     durable: bytes = b""  # what the card has
+    dirty: list[tuple[int, int]] = field(default_factory=list)  # written since the last sync
+    lost: list[tuple[int, int]] = field(default_factory=list)  # a failed sync dropped these
+
+
+def _without(ranges: list[tuple[int, int]], start: int, end: int) -> list[tuple[int, int]]:
+    """`ranges` less the bytes start..end."""
+    kept = []
+    for a, b in ranges:
+        if b <= start or a >= end:
+            kept.append((a, b))
+            continue
+        if a < start:
+            kept.append((a, start))
+        if b > end:
+            kept.append((end, b))
+    return kept
 
 
 class CrashDisk(Disk):
@@ -53,6 +70,8 @@ class CrashDisk(Disk):
         self.durable_names: set[str] = set()  # names that survive a cut
         self.handles: dict[int, str] = {}
         self.crash_states: list[dict[str, bytes]] = []
+        self.syncs: list[str] = []  # the file of each datasync, in order
+        self.fail_sync: int | None = None  # this datasync (index into syncs) fails with EIO
 
     # the durable state if the power went now (plus a torn variant of a write)
     def _snapshot(self, torn: tuple[str, int, bytes] | None = None) -> None:
@@ -92,6 +111,8 @@ class CrashDisk(Disk):
         if len(file.data) < offset + len(data):
             file.data.extend(bytes(offset + len(data) - len(file.data)))
         file.data[offset : offset + len(data)] = data
+        file.dirty.append((offset, offset + len(data)))
+        file.lost = _without(file.lost, offset, offset + len(data))  # dirty again
         self._snapshot(torn=(self.handles[handle], offset, data))
 
     def allocate(self, handle: int, size: int) -> None:
@@ -101,12 +122,27 @@ class CrashDisk(Disk):
         self._snapshot()
 
     def truncate(self, handle: int, size: int) -> None:
-        del self.files[self.handles[handle]].data[size:]
+        file = self.files[self.handles[handle]]
+        del file.data[size:]
+        file.lost = _without(file.lost, size, 1 << 62)
         self._snapshot()
 
     def datasync(self, handle: int) -> None:
         file = self.files[self.handles[handle]]
-        file.durable = bytes(file.data)
+        self.syncs.append(self.handles[handle])
+        if len(self.syncs) - 1 == self.fail_sync:
+            # As Linux does (fsyncgate): the pages are marked clean although they never
+            # reached the card; a later sync does not write them, reads still see them.
+            file.lost += file.dirty
+            file.dirty = []
+            raise OSError(errno.EIO, "Input/output error")
+        card = bytearray(file.data)
+        for start, end in file.lost:
+            old = file.durable[start:end]
+            card[start:end] = old + bytes(max(0, min(end, len(card)) - start - len(old)))
+        del card[len(file.data) :]
+        file.durable = bytes(card)
+        file.dirty = []
         self._snapshot()
 
     def close(self, handle: int) -> None:
@@ -324,6 +360,61 @@ def test_discard_takes_the_ring_lock(tmp_path: Path, keys: CollectorPrivate) -> 
     assert free_during == []
     assert ring.entries == {}
     assert list((tmp_path / "ring").glob(f"*{SUFFIX}")) == []
+
+
+def test_a_failed_sync_seals_what_is_on_the_card_as_cut(
+    tmp_path: Path, keys: CollectorPrivate
+) -> None:
+    """fdatasync fails (EIO) at each sync of a recording in turn. The writer raises an OSError
+    (the daemon reports a store fault) and closes the recording where the card provably
+    holds it: what is on the card afterwards verifies, as cut, a prefix of the audio."""
+    from linerec.store.verify import verify_ring
+
+    public = load_public(keys.path.with_suffix(".pub"))
+    identity = load_or_create_identity(tmp_path / "identity.key")
+    audio = speech_like(2.5)
+    spoken = decode(Codec.ULAW, encode(Codec.ULAW, audio))
+
+    def call(directory: Path, fail_sync: int | None) -> tuple[CrashDisk, list[OSError]]:
+        directory.mkdir()
+        disk = CrashDisk(directory)
+        disk.fail_sync = fail_sync
+        ring = RingStore(directory, recipients=[public], identity=identity, disk=disk)
+        writer = ring.begin(INFO)
+        errors: list[OSError] = []
+        try:  # as the daemon's line does: a store error ends the recording, then it seals
+            for i in range(0, len(audio), 160):
+                writer.write(audio[i : i + 160])
+        except OSError as exc:
+            errors.append(exc)
+        try:
+            writer.seal(ended_by="store-error" if errors else "hang-up")
+        except OSError as exc:
+            errors.append(exc)
+        return disk, errors
+
+    clean, _ = call(tmp_path / "clean", None)
+    first = clean.syncs.index(next(name for name in clean.syncs if name.endswith(SUFFIX)))
+    recording_syncs = [
+        i for i, name in enumerate(clean.syncs) if name.endswith(SUFFIX) and i > first
+    ]
+    assert len(recording_syncs) >= 5  # every chunk, the final chunk and the trailer
+    for fail in recording_syncs:
+        disk, errors = call(tmp_path / f"fail{fail}", fail)
+        assert errors and "Input/output error" in str(errors[0]), f"sync {fail}: no fault raised"
+        card = lay_out(disk.crash_states[-1], tmp_path / f"card{fail}")
+        (path,) = card.glob(f"*{SUFFIX}")
+        result = decrypt(path.read_bytes(), keys)  # raises if the card holds anything damaged
+        assert result.inspected.state == "cut", f"sync {fail}"
+        assert result.inspected.end is not None
+        assert result.inspected.end["reason"] == "store-error"
+        assert result.metadata["ended_by"] == "store-error"
+        kept = len(result.samples)
+        assert np.array_equal(result.samples, spoken[:kept]), f"sync {fail}"
+        assert verify_ring(card) == (1, []), f"sync {fail}"
+        before = path.read_bytes()
+        RingStore(card, recipients=[public], identity=identity).recover()
+        assert path.read_bytes() == before  # closed already: recovery has nothing to do
 
 
 def test_recovery_interrupted_half_way_finishes_next_time(
