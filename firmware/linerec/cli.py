@@ -760,16 +760,14 @@ def _run(args: argparse.Namespace) -> int:
     uplink = None
     daemons: list[Daemon] = []
     if config.uplink is not None:  # every event also waits on the card for the collector
+        outbox = open_outbox(config)
         uplink = open_uplink(
-            config, store, on_command=lambda command, why: daemons[0].submit_command(command, why)
+            config,
+            store,
+            on_command=lambda command, why: daemons[0].submit_command(command, why),
+            outbox=outbox,
         )
-        sinks[0] = queueing(
-            log_event,
-            open_outbox(config),
-            device_id=config.uplink.device_id,
-            t0=start,
-            uplink=uplink,
-        )
+        sinks[0] = queueing(log_event, outbox, device_id=config.uplink.device_id, t0=start)
     daemon = Daemon(
         config,
         backend,

@@ -19,6 +19,7 @@ from linerec.resources import data_path
 from linerec.sim.backend import TAIL, SimBackend
 from linerec.sim.callfile import CallFileError, ScriptedCall, load_call_file
 from linerec.store import keys
+from linerec.store.private import private_dir
 
 DEFAULT_STORE = Path("linerec-sim")
 DEFAULT_CALL = "inbound.toml"
@@ -143,8 +144,10 @@ def simulate(
         demo_key, public = demo_keys(config.store.dir)
         recipients = [public]
     report: Callable[[CallEvent], None] = record
+    outbox = None
     if config.uplink is not None:  # queued for upload exactly as the daemon does
-        report = queueing(record, open_outbox(config), device_id=config.uplink.device_id, t0=0.0)
+        outbox = open_outbox(config, recipients or None)
+        report = queueing(record, outbox, device_id=config.uplink.device_id, t0=0.0)
     store = open_store(config, emit=report, clock=backend.clock, recipients=recipients or None)
     daemon = Daemon(config, backend, store, emit=report)
     # Run on past the last step long enough for a hang-up to be told from a hook flash.
@@ -154,14 +157,17 @@ def simulate(
         daemon.run(threading.Event(), until=end)
     finally:
         daemon.shutdown()
+        if outbox is not None:
+            outbox.close()  # every event on the card before we return
     return Simulation(config=config, backend=backend, events=events, demo_key=demo_key)
 
 
 def demo_keys(store_dir: Path) -> tuple[Path, Path]:
     """A collector key pair kept beside a simulated store, so a newcomer can decrypt what they
     recorded. A real appliance never holds a private key."""
-    directory = store_dir / "demo-keys"
+    directory = private_dir(store_dir / "demo-keys")
     private, public = directory / "collector.key", directory / "collector.pub"
     if not (private.exists() and public.exists()):
         keys.keygen(directory)
+        public.chmod(0o600)  # under the store directory, like everything else there
     return private, public

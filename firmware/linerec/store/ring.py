@@ -9,6 +9,8 @@ Files in the ring directory:
     ring.log            append-only JSON lines: every eviction and deletion
     identity.key        the appliance's signing key (0600; decrypts nothing)
 
+Every file is created 0600 and the directory is 0700 (store/private.py), whatever the umask.
+
 Audio reaches the card in 4 KiB chunks (half a second of µ-law), each written at an aligned
 offset into space reserved ahead (fallocate) and fdatasync'ed, so a power cut loses at most
 the chunk being filled plus the delay line, and no sync has to write file-size metadata. In
@@ -54,6 +56,7 @@ from linerec.store.format import (
     scan,
 )
 from linerec.store.keys import CollectorPublic, b64, raw_public
+from linerec.store.private import private_dir
 from linerec.store.seal import seal_metadata, sign_end, wrap_key
 
 T = TypeVar("T")
@@ -271,7 +274,7 @@ class RingStore(Store):
         self._on_event = on_event
         self._wall = wall
         self._warned = False
-        directory.mkdir(parents=True, exist_ok=True)
+        private_dir(directory)
         self.entries: dict[str, Entry] = {}
         self._open: dict[str, int] = {}  # id -> bytes reserved by writers in progress
         self._log_size: int | None = None  # ring.log's length up to its last whole line
