@@ -384,6 +384,68 @@ def test_malformed_messages_are_named_and_change_nothing(
     assert collector.store.recordings() == []
 
 
+def test_sealed_fields_the_collector_cannot_open_are_named_and_kept(
+    site: dict[str, Path], broker: Mosquitto
+) -> None:
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    from linerec.store.keys import load_public
+    from linerec.uplink.outbox import EventOutbox
+
+    keygen(site["root"] / "other")
+    record = {
+        "device": "box1",
+        "event": "callerid",
+        "line": "line1",
+        "t": 1.0,
+        "at": "2026-11-25T14:15:03.120+00:00",
+        "number": "5551234567",
+    }
+    sealed: dict[str, list[dict[str, Any]]] = {}
+    for name, key in (("own", "keys"), ("other", "other")):
+        outbox = EventOutbox(
+            site["root"] / f"{name}-outbox",
+            recipients=[load_public(site["root"] / key / "collector.pub")],
+        )
+        outbox.append(record)
+        outbox.close()
+        sealed[name] = [json.loads(body) for _, body in outbox.pending()]
+    (good,), (foreign,) = sealed["own"], sealed["other"]
+    moved = {**good, "seq": 2}  # event 1's sealed fields under another number
+    foreign["seq"] = 3  # sealed to a key this collector does not hold
+    collector, stop, thread = run_collector(site["collector"])
+    try:
+        client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        client.connect("127.0.0.1", broker.port)
+        client.loop_start()
+        for body in (good, moved, foreign):
+            client.publish("linerec/v1/box1/event", json.dumps(body), qos=1).wait_for_publish(5)
+        deadline = time.monotonic() + 5
+        while collector.store.contiguous_seq("box1") < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        client.loop_stop()
+        client.disconnect()
+    finally:
+        stop.set()
+        thread.join(10)
+    assert collector.problems == [
+        "linerec/v1/box1/event: event 2: its sealed fields do not open "
+        "(altered, or sealed to another key): stored sealed",
+        "linerec/v1/box1/event: event 3: its fields are not sealed to this collector's key "
+        f"(kid {collector.settings.key.kid}): stored sealed",
+    ]
+    rows = [
+        json.loads(row[0])
+        for row in collector.store.db.execute(
+            "SELECT body FROM events WHERE device = 'box1' ORDER BY seq"
+        )
+    ]
+    assert rows[0]["number"] == "5551234567" and "sealed" not in rows[0]
+    assert "number" not in rows[1] and "sealed" in rows[1] and "sealed" in rows[2]
+    assert collector.store.contiguous_seq("box1") == 3  # kept and acknowledged all the same
+
+
 def test_forged_or_misaddressed_acks_change_nothing(
     site: dict[str, Path], broker: Mosquitto
 ) -> None:

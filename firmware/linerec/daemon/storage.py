@@ -13,7 +13,7 @@ from linerec.daemon.events import RecordingDeleted, StoreFilling
 from linerec.daemon.report import event_record
 from linerec.errors import ConfigError
 from linerec.store import keys
-from linerec.store.private import private_dir
+from linerec.store.private import private_dir, tighten
 from linerec.store.ring import RecordingDeleted as Deleted
 from linerec.store.ring import RingStore, StoreEvent
 from linerec.uplink.client import Uplink, UplinkSettings
@@ -100,7 +100,7 @@ def open_store(
             "the appliance records only what it cannot read itself",
         )
     public = [keys.load_public(path) for path in paths]
-    private_dir(config.store.dir)
+    tighten(config.store.dir)  # also what an earlier version made with the umask's modes
     capacity = config.store.capacity
     if not capacity:
         stats = os.statvfs(config.store.dir)

@@ -31,6 +31,17 @@ def private_dir(path: Path) -> Path:
     return path
 
 
+def tighten(directory: Path) -> None:
+    """Make what an earlier version left under `directory` private: files 0600, dirs 0700."""
+    private_dir(directory)
+    for path in directory.rglob("*"):
+        if path.is_symlink():
+            continue
+        mode = DIR_MODE if path.is_dir() else FILE_MODE
+        if path.stat().st_mode & 0o777 != mode:
+            os.chmod(path, mode)
+
+
 def create_private(path: Path, flags: int = os.O_RDWR | os.O_CREAT | os.O_EXCL) -> int:
     """Open a new file with mode 0600 (not only as the umask allows); returns its descriptor."""
     fd = os.open(path, flags, FILE_MODE)

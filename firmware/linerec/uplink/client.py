@@ -99,7 +99,7 @@ class Uplink:
     def stop(self) -> None:
         """A clean stop: `stopped` in the retained status (the will is for unclean ones); the
         outbox writes every event queued before it stops."""
-        self.outbox.flush()
+        self.outbox.flush(timeout=10)  # a card that hangs must not hold up the stop for ever
         self._stop.set()
         self.kick()
         if self._connected.is_set():

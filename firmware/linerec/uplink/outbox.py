@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -30,7 +29,7 @@ from typing import Any
 
 from linerec.mqttapi import EVENT_ENVELOPE, event_envelope
 from linerec.store.keys import CollectorPublic
-from linerec.store.private import FILE_MODE, private_dir, sync_dir, write_private
+from linerec.store.private import private_dir, sync_dir, tighten, write_private
 from linerec.store.seal import seal_fields
 
 log = logging.getLogger(__name__)
@@ -74,13 +73,9 @@ class EventOutbox:
 
     def _tidy(self) -> None:
         """Whatever an earlier run left: a torn temporary file goes; modes become private."""
-        for path in self.dir.iterdir():
-            if path.name.endswith(".tmp"):
-                path.unlink()
-            elif path.is_dir():
-                private_dir(path)
-            elif path.stat().st_mode & 0o777 != FILE_MODE:
-                os.chmod(path, FILE_MODE)
+        for path in self.dir.glob("*.tmp"):
+            path.unlink()
+        tighten(self.dir)
         sync_dir(self.dir)  # what is listed from now on is on the card
 
     def _load_seq(self) -> int:
