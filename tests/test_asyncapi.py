@@ -102,6 +102,8 @@ def test_every_message_of_an_upload_matches_the_asyncapi_document(tmp_path: Path
             assert len(message.payload) <= spec["payload"]["maxLength"]
             continue
         jsonschema.validate(json.loads(message.payload), spec["payload"])
+        for personal in (b"5551234567", b"JOHN DOE"):  # the broker sees no caller ID
+            assert personal not in message.payload, f"{message.topic}: {personal!r} in clear"
     # every channel was exercised (commands and health come from a running daemon: test_uplink.py)
     assert seen == set(SPEC["channels"]) - {
         "linerec/v1/{device}/command",

@@ -517,9 +517,13 @@ def test_a_failed_background_sync_ends_the_recording_loudly(
         for _ in range(5000):  # 100 s: the failed sync must surface long before
             writer.write(frame)
             ring.syncer.settle(writer)  # type: ignore[union-attr]  # let the sync thread run
-    writer.seal(ended_by="store-error")  # what had reached the card can still be closed
+    sealed = writer.seal(ended_by="store-error")  # closed already, where the card held it
     (path,) = (tmp_path / "ring").glob("*.lrec")
-    assert decrypt(path.read_bytes(), keys).metadata["ended_by"] == "store-error"
+    result = decrypt(path.read_bytes(), keys)
+    assert result.metadata["ended_by"] == "store-error"
+    assert result.inspected.state == "cut"
+    assert sealed.duration == len(result.samples) / RATE
+    assert verify_ring(tmp_path / "ring") == (1, [])
 
 
 def test_each_recording_keeps_its_lines_retention(tmp_path: Path, keys: CollectorPrivate) -> None:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -71,8 +73,14 @@ def run_flush(
 
 def test_recordings_and_events_reach_the_collector_once(site: dict[str, Path]) -> None:
     config = load_config(site["appliance"])
-    for call in ("inbound.toml", "outbound.toml"):
-        simulate([example_call(call)], config=config, store_dir=None, emit=lambda e: None)
+    emitted: list[str] = []
+    for call in ("inbound.toml", "outbound.toml"):  # two runs: the outbox is reopened between
+        simulate(
+            [example_call(call)],
+            config=config,
+            store_dir=None,
+            emit=lambda e: emitted.append(e.name),
+        )
     outbox = sorted((site["root"] / "ring" / "outbox").glob("*.json"))
     assert len(outbox) >= 12  # every event waits on the card
     collector, stop, thread = run_collector(site["collector"])
@@ -102,6 +110,17 @@ def test_recordings_and_events_reach_the_collector_once(site: dict[str, Path]) -
         )
     ]
     assert seqs == list(range(1, len(outbox) + 1))
+    bodies = [
+        json.loads(row[0])
+        for row in collector.store.db.execute(
+            "SELECT body FROM events WHERE device = 'box1' ORDER BY seq"
+        )
+    ]
+    assert [body["event"] for body in bodies] == emitted  # in order, across the restart
+    # sealed on the card and on the wire, opened by the collector's key
+    callerid = next(body for body in bodies if body["event"] == "callerid")
+    assert (callerid["number"], callerid["caller_name"]) == ("5551234567", "JOHN DOE")
+    assert "sealed" not in callerid
     listed = subprocess.run(
         [*LINEREC, "collector", "list", "--json", "--config", str(site["collector"])],
         capture_output=True,
@@ -133,6 +152,157 @@ def test_recordings_and_events_reach_the_collector_once(site: dict[str, Path]) -
     ).fetchall()
     assert [a[0] for a in audit] == ["list", "export"]
     assert audit[1][1:] == (inbound["id"], "customer request #12")
+
+
+def test_personal_data_on_the_card_is_sealed_and_private(
+    site: dict[str, Path], broker: Mosquitto
+) -> None:
+    """While the collector is away, caller ID waits on the card sealed to the collector's key,
+    and everything the appliance makes under the store directory is 0600 in 0700, even when
+    it runs with a permissive umask."""
+    previous = os.umask(0)
+    try:
+        simulate(
+            [example_call("inbound.toml")],
+            config=load_config(site["appliance"]),
+            store_dir=None,
+            emit=lambda e: None,
+        )
+        collector, stop, thread = run_collector(site["collector"])
+        try:  # the flush (with this umask too) adds its counter and progress files
+            flush = run_flush(site, timeout=30)
+            assert flush.returncode == 0, flush.stderr
+        finally:
+            stop.set()
+            thread.join(10)
+        simulate(  # and one more call that waits for the collector
+            [example_call("inbound.toml")],
+            config=load_config(site["appliance"]),
+            store_dir=None,
+            emit=lambda e: None,
+        )
+    finally:
+        os.umask(previous)
+    store = site["root"] / "ring"
+    waiting = sorted((store / "outbox").glob("*.json"))
+    bodies = [json.loads(path.read_bytes()) for path in waiting]
+    callerid = next(body for body in bodies if body["event"] == "callerid")
+    assert set(callerid) == {"seq", "device", "at", "t", "event", "line", "sealed"}
+    for path in [store, *store.rglob("*")]:
+        mode = path.stat().st_mode & 0o777
+        if path.is_dir():
+            assert mode == 0o700, f"{path}: {mode:o}"
+        else:
+            assert mode == 0o600, f"{path}: {mode:o}"
+            data = path.read_bytes()
+            for personal in (b"5551234567", b"JOHN DOE", b"JOHN"):
+                assert personal not in data, f"{path} holds {personal!r} in clear"
+    stored = [
+        json.loads(row[0])
+        for row in collector.store.db.execute("SELECT body FROM events WHERE device = 'box1'")
+    ]
+    assert any(body.get("number") == "5551234567" for body in stored)
+
+
+def test_the_main_loop_only_queues_events(
+    site: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Emitting an event costs the main loop no fsync; the store's writer thread makes it
+    durable, in order, and a clean stop writes everything queued."""
+    from linerec.call.events import CallerIdHeard
+    from linerec.daemon.storage import open_outbox, queueing
+
+    syncs: list[str] = []
+    for name in ("fsync", "fdatasync"):
+        real = getattr(os, name)
+
+        def counted(fd: int, real: Any = real) -> None:
+            syncs.append(threading.current_thread().name)
+            real(fd)
+
+        monkeypatch.setattr(os, name, counted)
+    config = load_config(site["appliance"])
+    outbox = open_outbox(config)
+    report = queueing(lambda event: None, outbox, device_id="box1", t0=0.0)
+    syncs.clear()
+    for n in range(40):
+        report(
+            CallerIdHeard(
+                t=float(n),
+                line="line1",
+                number=f"55512{n:05d}",
+                caller_name="JOHN DOE",
+                number_absent="",
+                standard="bell202",
+                in_call=False,
+            )
+        )
+    assert syncs.count(threading.current_thread().name) == 0
+    outbox.close()  # a clean stop
+    assert syncs.count("store-writer") >= 2  # the events' files and their directory
+    reopened = open_outbox(config)
+    pending = reopened.pending()
+    assert [seq for seq, _ in pending] == list(range(1, 41))
+    assert all(b"5551" not in body for _, body in pending)
+    reopened.close()
+
+
+def test_paho_thread_neither_hashes_nor_syncs(
+    site: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Acks arrive on paho's network thread; checking them (a hash of the whole recording)
+    and keeping them (fsync) happen on the store's writer thread."""
+    import hashlib
+
+    from linerec.daemon.storage import open_store, open_uplink
+
+    config = load_config(site["appliance"])
+    simulate([example_call("inbound.toml")], config=config, store_dir=None, emit=lambda e: None)
+    work: list[tuple[str, str]] = []  # (what, thread)
+
+    def watch(module: Any, name: str) -> None:
+        real = getattr(module, name)
+
+        def watched(*args: Any, **kwargs: Any) -> Any:
+            work.append((name, threading.current_thread().name))
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(module, name, watched)
+
+    for module, name in ((os, "fsync"), (os, "fdatasync"), (hashlib, "sha256")):
+        watch(module, name)
+    ring = open_store(config, emit=lambda e: None, clock=time.monotonic)
+    uplink = open_uplink(config, ring)
+    outbox = uplink.outbox
+    last_event = max(seq for seq, _ in outbox.pending())
+    events_acked, recording_acked = threading.Event(), threading.Event()
+    acknowledge_events, acknowledge_recording = outbox.acknowledge, ring.acknowledge
+
+    def events_ack(upto: int) -> int:
+        gone = acknowledge_events(upto)
+        if upto >= last_event:
+            events_acked.set()
+        return gone
+
+    def recording_ack(recording_id: str, ack: bytes) -> None:
+        acknowledge_recording(recording_id, ack)
+        recording_acked.set()
+
+    outbox.acknowledge = events_ack  # type: ignore[method-assign]
+    ring.acknowledge = recording_ack  # type: ignore[method-assign]
+    _collector, stop, thread = run_collector(site["collector"])
+    uplink.start()
+    try:
+        assert events_acked.wait(30) and recording_acked.wait(30)
+    finally:
+        uplink.stop()
+        stop.set()
+        thread.join(10)
+    paho = f"paho-mqtt-client-linerec-{config.uplink.device_id}"  # type: ignore[union-attr]
+    assert [what for what, name in work if name == paho] == []
+    on_writer = {what for what, name in work if name == "store-writer"}
+    assert {"sha256", "fsync"} <= on_writer
+    assert uplink.waiting() == (0, [])
 
 
 def test_flush_with_no_collector_times_out_saying_what_waits(site: dict[str, Path]) -> None:
@@ -212,6 +382,68 @@ def test_malformed_messages_are_named_and_change_nothing(
         "linerec/v1/box9/upload/x: upload needs offset, size and sha256 user properties",
     ]
     assert collector.store.recordings() == []
+
+
+def test_sealed_fields_the_collector_cannot_open_are_named_and_kept(
+    site: dict[str, Path], broker: Mosquitto
+) -> None:
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    from linerec.store.keys import load_public
+    from linerec.uplink.outbox import EventOutbox
+
+    keygen(site["root"] / "other")
+    record = {
+        "device": "box1",
+        "event": "callerid",
+        "line": "line1",
+        "t": 1.0,
+        "at": "2026-11-25T14:15:03.120+00:00",
+        "number": "5551234567",
+    }
+    sealed: dict[str, list[dict[str, Any]]] = {}
+    for name, key in (("own", "keys"), ("other", "other")):
+        outbox = EventOutbox(
+            site["root"] / f"{name}-outbox",
+            recipients=[load_public(site["root"] / key / "collector.pub")],
+        )
+        outbox.append(record)
+        outbox.close()
+        sealed[name] = [json.loads(body) for _, body in outbox.pending()]
+    (good,), (foreign,) = sealed["own"], sealed["other"]
+    moved = {**good, "seq": 2}  # event 1's sealed fields under another number
+    foreign["seq"] = 3  # sealed to a key this collector does not hold
+    collector, stop, thread = run_collector(site["collector"])
+    try:
+        client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        client.connect("127.0.0.1", broker.port)
+        client.loop_start()
+        for body in (good, moved, foreign):
+            client.publish("linerec/v1/box1/event", json.dumps(body), qos=1).wait_for_publish(5)
+        deadline = time.monotonic() + 5
+        while collector.store.contiguous_seq("box1") < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        client.loop_stop()
+        client.disconnect()
+    finally:
+        stop.set()
+        thread.join(10)
+    assert collector.problems == [
+        "linerec/v1/box1/event: event 2: its sealed fields do not open "
+        "(altered, or sealed to another key): stored sealed",
+        "linerec/v1/box1/event: event 3: its fields are not sealed to this collector's key "
+        f"(kid {collector.settings.key.kid}): stored sealed",
+    ]
+    rows = [
+        json.loads(row[0])
+        for row in collector.store.db.execute(
+            "SELECT body FROM events WHERE device = 'box1' ORDER BY seq"
+        )
+    ]
+    assert rows[0]["number"] == "5551234567" and "sealed" not in rows[0]
+    assert "number" not in rows[1] and "sealed" in rows[1] and "sealed" in rows[2]
+    assert collector.store.contiguous_seq("box1") == 3  # kept and acknowledged all the same
 
 
 def test_forged_or_misaddressed_acks_change_nothing(
@@ -609,13 +841,22 @@ def test_a_recording_under_another_devices_topic_is_refused(
 def test_event_numbers_are_never_reused_after_acks_and_a_restart(tmp_path: Path) -> None:
     from linerec.uplink.outbox import EventOutbox
 
+    def restarted() -> EventOutbox:  # a clean stop (which writes what is queued), a start
+        outbox.close()
+        return EventOutbox(tmp_path / "outbox")
+
     outbox = EventOutbox(tmp_path / "outbox")
     assert [outbox.append({"event": "ringing"}) for _ in range(3)] == [1, 2, 3]
     assert outbox.acknowledge(2) == 2
-    assert EventOutbox(tmp_path / "outbox").append({"event": "answered"}) == 4
+    outbox = restarted()
+    assert outbox.append({"event": "answered"}) == 4
     assert outbox.acknowledge(4) == 2  # every file gone: only `seq` remembers
     assert [seq for seq, _ in outbox.pending()] == []
-    assert EventOutbox(tmp_path / "outbox").append({"event": "hung_up"}) == 5
+    outbox = restarted()
+    assert outbox.append({"event": "hung_up"}) == 5
+    outbox = restarted()
+    assert [json.loads(body)["event"] for _, body in outbox.pending()] == ["hung_up"]
+    outbox.close()
 
 
 def test_the_chain_is_checked_against_both_neighbours_whatever_the_order(tmp_path: Path) -> None:

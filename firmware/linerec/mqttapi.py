@@ -54,6 +54,16 @@ def canonical(value: dict[str, Any]) -> bytes:
     return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
 
 
+# An event's clear envelope: what routing, ordering and acks need. Every other field of an
+# event travels sealed to the collector's keys (docs/mqtt-api.md, "Sealed fields").
+EVENT_ENVELOPE = ("seq", "device", "at", "t", "event", "line")
+
+
+def event_envelope(body: dict[str, Any]) -> bytes:
+    """The canonical JSON of an event's clear envelope: the AAD its sealed fields are bound to."""
+    return canonical({key: body[key] for key in EVENT_ENVELOPE if key in body})
+
+
 def sign(key: Ed25519PrivateKey, body: dict[str, Any]) -> bytes:
     unsigned = {k: v for k, v in body.items() if k != "sig"}
     signature = key.sign(b"linerec-ack-v1" + canonical(unsigned))

@@ -1,8 +1,9 @@
 """The collector: receives events and recordings from appliances and acknowledges them.
 
 It subscribes through an MQTT 5 shared subscription, so several collectors can share the
-load. For each event: stored (once) and the device's events acknowledged up to the highest
-contiguous sequence number; a gap is reported. For each piece of a recording: written at its
+load. For each event: its sealed fields opened with the collector's key, stored (once), and
+the device's events acknowledged up to the highest contiguous sequence number; a gap is
+reported. For each piece of a recording: written at its
 offset; when the file is whole, checked, synced and indexed (its metadata decrypted with the
 collector's key for the index), the recording is acknowledged with a signed ack.
 """
@@ -18,11 +19,23 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from cryptography.exceptions import InvalidTag
 
 from linerec.collector.store import CollectorStore, Piece
-from linerec.mqttapi import CHUNK, SHARE, ApiError, Broker, make_client, parse_topic, sign, topic
+from linerec.mqttapi import (
+    CHUNK,
+    SHARE,
+    ApiError,
+    Broker,
+    event_envelope,
+    make_client,
+    parse_topic,
+    sign,
+    topic,
+)
 from linerec.store.keys import CollectorPrivate
 from linerec.store.reader import IntegrityError, decrypt, inspect
+from linerec.store.seal import open_fields
 
 log = logging.getLogger(__name__)
 
@@ -120,13 +133,41 @@ class Collector:
             raise ApiError(f"{message.topic}: not JSON: {exc}") from exc
         if not isinstance(body, dict) or not isinstance(body.get("seq"), int) or body["seq"] < 1:
             raise ApiError(f"{message.topic}: an event needs a positive integer seq")
-        self.store.add_event(device, body, time.time())
+        self.store.add_event(device, self._open_event(message.topic, body), time.time())
         gaps = self.store.gaps(device)
         if gaps:
             log.warning("device %s: events %s not received (yet)", device, gaps[:10])
         self._ack(
             device, {"kind": "events", "device": device, "upto": self.store.contiguous_seq(device)}
         )
+
+    def _open_event(self, where: str, body: dict[str, Any]) -> dict[str, Any]:
+        """The event with its sealed fields opened by this collector's key. One the key cannot
+        open is stored as it came (still sealed), said so, and acknowledged all the same: its
+        number must not hold up the events after it."""
+        sealed = body.get("sealed")
+        if sealed is None:
+            return body
+        clear = {key: value for key, value in body.items() if key != "sealed"}
+        key = self.settings.key
+        try:
+            fields = json.loads(open_fields(key.encryption, key.kid, sealed, event_envelope(clear)))
+            if not isinstance(fields, dict):
+                raise ValueError("the sealed fields are not an object")
+        except KeyError:
+            self._problem(
+                f"{where}: event {body['seq']}: its fields are not sealed to this collector's "
+                f"key (kid {key.kid}): stored sealed"
+            )
+            return body
+        except (InvalidTag, ValueError, TypeError, AttributeError) as exc:
+            reason = str(exc) or "altered, or sealed to another key"
+            self._problem(
+                f"{where}: event {body['seq']}: its sealed fields do not open "
+                f"({reason}): stored sealed"
+            )
+            return body
+        return {**fields, **clear}
 
     def _piece(self, device: str, recording_id: str, message: mqtt.MQTTMessage) -> None:
         props = dict(getattr(message.properties, "UserProperty", []) or [])

@@ -20,6 +20,7 @@ from linerec.daemon.storage import open_outbox, open_store, open_uplink, queuein
 from linerec.hardware.backend import Backend
 from linerec.store.ring import RingStore
 from linerec.uplink.client import Uplink
+from linerec.uplink.outbox import EventOutbox
 
 
 @dataclass(slots=True)
@@ -29,6 +30,7 @@ class Recorder:
     store: RingStore
     daemon: Daemon
     uplink: Uplink | None  # None: no [uplink], or one that only queues (simulate)
+    outbox: EventOutbox | None  # the events waiting on the card for the collector
 
     def run(self, stop: threading.Event, *, until: float | None = None) -> None:
         """Start, run until `stop` (or every line has reached `until`), then stop in order:
@@ -43,7 +45,9 @@ class Recorder:
                 self.daemon.shutdown()
         finally:
             if self.uplink is not None:
-                self.uplink.stop()
+                self.uplink.stop()  # which closes the outbox
+            elif self.outbox is not None:
+                self.outbox.close()  # every event on the card before we return
 
 
 def build_recorder(
@@ -68,18 +72,18 @@ def build_recorder(
     store = open_store(
         config, emit=lambda event: sinks[0](event), clock=backend.clock, recipients=recipients
     )
-    uplink = None
+    uplink, outbox = None, None
     daemons: list[Daemon] = []
     if config.uplink is not None:
+        outbox = open_outbox(config, recipients)  # one per process: the uplink sends from it
         if connect:
             uplink = open_uplink(
                 config,
                 store,
                 on_command=lambda command, why: daemons[0].submit_command(command, why),
+                outbox=outbox,
             )
-        sinks[0] = queueing(
-            emit, open_outbox(config), device_id=config.uplink.device_id, t0=start, uplink=uplink
-        )
+        sinks[0] = queueing(emit, outbox, device_id=config.uplink.device_id, t0=start)
     daemon = Daemon(
         config,
         backend,
@@ -92,4 +96,6 @@ def build_recorder(
         uplink_connected=(lambda: uplink.connected) if uplink else None,
     )
     daemons.append(daemon)
-    return Recorder(config=config, backend=backend, store=store, daemon=daemon, uplink=uplink)
+    return Recorder(
+        config=config, backend=backend, store=store, daemon=daemon, uplink=uplink, outbox=outbox
+    )

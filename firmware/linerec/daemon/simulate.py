@@ -18,6 +18,7 @@ from linerec.resources import data_path
 from linerec.sim.backend import TAIL, SimBackend
 from linerec.sim.callfile import CallFileError, ScriptedCall, load_call_file
 from linerec.store import keys
+from linerec.store.private import private_dir
 
 DEFAULT_STORE = Path("linerec-sim")
 DEFAULT_CALL = "inbound.toml"
@@ -155,8 +156,9 @@ def simulate(
 def demo_keys(store_dir: Path) -> tuple[Path, Path]:
     """A collector key pair kept beside a simulated store, so a newcomer can decrypt what they
     recorded. A real appliance never holds a private key."""
-    directory = store_dir / "demo-keys"
+    directory = private_dir(store_dir / "demo-keys")
     private, public = directory / "collector.key", directory / "collector.pub"
     if not (private.exists() and public.exists()):
         keys.keygen(directory)
+        public.chmod(0o600)  # under the store directory, like everything else there
     return private, public

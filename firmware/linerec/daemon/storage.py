@@ -13,6 +13,7 @@ from linerec.daemon.events import RecordingDeleted, StoreFilling
 from linerec.daemon.report import event_record
 from linerec.errors import ConfigError
 from linerec.store import keys
+from linerec.store.private import private_dir, tighten
 from linerec.store.ring import RecordingDeleted as Deleted
 from linerec.store.ring import RingStore, StoreEvent
 from linerec.uplink.client import Uplink, UplinkSettings
@@ -26,8 +27,11 @@ def open_uplink(
     on_problem: Callable[[str], None] = lambda message: None,
     on_command: Callable[[Command | None, str], None] = lambda command, why: None,
     role: str = "",
+    outbox: EventOutbox | None = None,
 ) -> Uplink:
-    """The uplink of `[uplink]`, over the ring's own outbox directory."""
+    """The uplink of `[uplink]`, over the ring's own outbox directory (`outbox`: the one the
+    daemon queues its events in; one per process, so only durable events are published).
+    Stopping the uplink closes the outbox."""
     assert config.uplink is not None
     settings = UplinkSettings(
         broker=config.uplink.broker,
@@ -40,15 +44,21 @@ def open_uplink(
     return Uplink(
         settings,
         ring,
-        open_outbox(config),
+        outbox or open_outbox(config),
         on_problem=on_problem,
         on_command=on_command,
         role=role,
     )
 
 
-def open_outbox(config: Config) -> EventOutbox:
-    return EventOutbox(config.store.dir / "outbox")
+def open_outbox(config: Config, recipients: list[Path] | None = None) -> EventOutbox:
+    """The event outbox in the store directory; events' fields are sealed to the store's
+    recipients (or `recipients`), like the recordings."""
+    paths = recipients if recipients is not None else list(config.store.recipients)
+    return EventOutbox(
+        private_dir(config.store.dir) / "outbox",
+        recipients=[keys.load_public(path) for path in paths],
+    )
 
 
 def queueing(
@@ -57,9 +67,9 @@ def queueing(
     *,
     device_id: str,
     t0: float,
-    uplink: Uplink | None = None,
 ) -> Callable[[CallEvent], None]:
-    """`emit`, plus each event queued durably for the collector (and the uplink woken)."""
+    """`emit`, plus each event queued for the collector. No I/O here (the main loop calls it):
+    the outbox's writer thread seals and syncs it, then wakes the uplink."""
 
     def report(event: CallEvent) -> None:
         emit(event)
@@ -69,8 +79,6 @@ def queueing(
             **event_record(event, t0),
         }
         outbox.append(record)
-        if uplink is not None:
-            uplink.kick()
 
     return report
 
@@ -92,7 +100,7 @@ def open_store(
             "the appliance records only what it cannot read itself",
         )
     public = [keys.load_public(path) for path in paths]
-    config.store.dir.mkdir(parents=True, exist_ok=True)
+    tighten(config.store.dir)  # also what an earlier version made with the umask's modes
     capacity = config.store.capacity
     if not capacity:
         stats = os.statvfs(config.store.dir)

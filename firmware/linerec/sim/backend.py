@@ -294,7 +294,9 @@ class SimBackend(Backend):
         # Without echo (benchmarks) capture runs freely ahead of the main loop, as on a Pi.
         self._couplings = {line.name: _LineCoupling() for line in lines} if echo else {}
         self.captures: dict[str, ScriptedCapture] = {}
+        # It sits in the store directory and holds the line's audio: private like the rest.
         workdir.mkdir(parents=True, exist_ok=True)
+        workdir.chmod(0o700)
         entries = []
         for line, setting in zip(lines, settings, strict=True):
             self._write_line_audio(line, setting)
@@ -303,6 +305,7 @@ class SimBackend(Backend):
             )
         config = workdir / "asound.conf"
         config.write_text("# written by linerec's simulated line\n" + "".join(entries))
+        config.chmod(0o600)
         os.environ["ALSA_CONFIG_PATH"] = str(config)
 
     @staticmethod
@@ -359,6 +362,7 @@ class SimBackend(Backend):
                 if settings.channels > 1:
                     out = np.repeat(out, settings.channels)
                 file.write(out.astype("<i2", copy=False).tobytes())
+        self.line_in(line.name).chmod(0o600)
         self.line_out(line.name).unlink(missing_ok=True)
 
 

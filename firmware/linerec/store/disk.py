@@ -10,6 +10,8 @@ import os
 from abc import ABC, abstractmethod
 from pathlib import Path
 
+from linerec.store.private import create_private, sync_dir
+
 
 class Disk(ABC):
     @abstractmethod
@@ -61,7 +63,7 @@ class OsDisk(Disk):
     """The real file system. An error from fsync is raised, never retried (fsyncgate)."""
 
     def create(self, path: Path) -> int:
-        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o640)
+        return create_private(path)  # 0600: personal data, sealed or not
 
     def open(self, path: Path) -> int:
         return os.open(path, os.O_RDWR)
@@ -84,11 +86,7 @@ class OsDisk(Disk):
         os.close(handle)
 
     def sync_dir(self, path: Path) -> None:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        sync_dir(path)
 
     def read(self, path: Path) -> bytes:
         return path.read_bytes()

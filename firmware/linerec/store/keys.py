@@ -124,6 +124,7 @@ def load_private(path: Path | str) -> CollectorPrivate:
 def _write_secret(path: Path, text: str) -> None:
     """Create with mode 0600 from the start: never readable by others, not even briefly."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    os.fchmod(fd, 0o600)  # whatever the umask
     with os.fdopen(fd, "w", encoding="utf-8") as file:
         file.write(text)
         file.flush()

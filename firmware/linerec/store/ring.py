@@ -9,6 +9,8 @@ Files in the ring directory:
     ring.log            append-only JSON lines: every eviction and deletion
     identity.key        the appliance's signing key (0600; decrypts nothing)
 
+Every file is created 0600 and the directory is 0700 (store/private.py), whatever the umask.
+
 Audio reaches the card in 4 KiB chunks (half a second of µ-law), each written at an aligned
 offset into space reserved ahead (fallocate) and fdatasync'ed, so a power cut loses at most
 the chunk being filled plus the delay line, and no sync has to write file-size metadata. In
@@ -28,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -54,20 +56,25 @@ from linerec.store.format import (
     scan,
 )
 from linerec.store.keys import CollectorPublic, b64, raw_public
+from linerec.store.private import private_dir
 from linerec.store.seal import seal_metadata, sign_end, wrap_key
 
 T = TypeVar("T")
+CUT_METADATA = 2  # the number of the metadata record written when a store error cuts a recording
 RATE = 8000
 NOTICE_MARK = "notice played; conversation follows"
 RESERVE_STEP = 64 * BLOCK  # reserve card space 256 KiB at a time
 STATE_OPEN, STATE_SEALED, STATE_CUT = "open", "sealed", "cut"
+LOG = "ring.log"
 
 
 class BackgroundSync:
     """fdatasync off the main loop: the audio path never waits for the card.
 
     A writer asks for a sync after each chunk; one thread performs them in order. An error is
-    kept on the writer and raised by its next write, so it is never retried into silent loss.
+    kept on the writer and raised by its next write, so it is never retried into silent loss;
+    what each sync made durable is told to the writer (`synced`), so after a failure it can
+    close the recording where the card provably holds it.
     """
 
     def __init__(self, disk: Disk) -> None:
@@ -95,13 +102,27 @@ class BackgroundSync:
                 while not self._queue:
                     self._cond.wait()
                 writer = self._busy = self._queue.pop(0)
+            mark = writer.written  # everything in it was written before this sync began
             try:
                 self._disk.datasync(writer.handle)
             except OSError as exc:
-                writer.sync_error = exc
+                writer.failed(exc)
+            else:
+                writer.synced(mark)
             with self._cond:
                 self._busy = None
                 self._cond.notify_all()
+
+
+@dataclass(frozen=True, slots=True)
+class _Mark:
+    """A point in a recording being written: its length, the digest of those bytes, and the
+    whole chunks and samples they hold."""
+
+    offset: int
+    digest: Any  # hashlib's sha256 state (copied: it goes on growing in the writer)
+    chunks: int
+    samples: int
 
 
 class StoreFull(OSError):
@@ -253,9 +274,10 @@ class RingStore(Store):
         self._on_event = on_event
         self._wall = wall
         self._warned = False
-        directory.mkdir(parents=True, exist_ok=True)
+        private_dir(directory)
         self.entries: dict[str, Entry] = {}
         self._open: dict[str, int] = {}  # id -> bytes reserved by writers in progress
+        self._log_size: int | None = None  # ring.log's length up to its last whole line
         for name in self.disk.listdir(directory):
             if name.endswith(SUFFIX):
                 try:
@@ -375,33 +397,79 @@ class RingStore(Store):
         # Logged (and synced) first: a power cut in between leaves a logged deletion of a
         # file still there (recovery deletes nothing), never a gap the log cannot explain.
         self._log_deletion(entry.id, entry.seq, entry.header_hash, reason)
-        if entry.path.exists():
-            self.disk.unlink(entry.path)
-        ack = self.dir / f"{entry.id}.ack"
-        if ack.exists():
-            self.disk.unlink(ack)
-        self.disk.sync_dir(self.dir)
-        self.entries.pop(entry.id, None)
+        self._forget(entry.id)
         self._on_event(
             RecordingDeleted(
                 id=entry.id, seq=entry.seq, reason=reason, acknowledged=entry.acknowledged
             )
         )
 
+    def _forget(self, recording_id: str) -> None:
+        """Remove a recording's files (its deletion is already logged)."""
+        names = set(self.disk.listdir(self.dir))
+        for suffix in (SUFFIX, ".ack", ".hold"):
+            if f"{recording_id}{suffix}" in names:
+                self.disk.unlink(self.dir / f"{recording_id}{suffix}")
+        self.disk.sync_dir(self.dir)
+        self.entries.pop(recording_id, None)
+
     def _log_deletion(self, recording_id: str, seq: int, header_hash: str, reason: str) -> None:
-        line = json.dumps(
-            {
-                "event": reason,
-                "id": recording_id,
-                "seq": seq,
-                "header_hash": header_hash,
-                "at": self._wall().isoformat(),
-            }
+        """Append one line to ring.log and sync it, through the Disk like every durable step.
+
+        A line a power cut tore is cut away by the next append: its deletion had not begun
+        (the files go only after the line is synced)."""
+        line = (
+            json.dumps(
+                {
+                    "event": reason,
+                    "id": recording_id,
+                    "seq": seq,
+                    "header_hash": header_hash,
+                    "at": self._wall().isoformat(),
+                }
+            ).encode()
+            + b"\n"
         )
-        with open(self.dir / "ring.log", "a", encoding="utf-8") as log:
-            log.write(line + "\n")
-            log.flush()
-            os.fsync(log.fileno())
+        path = self.dir / LOG
+        end = self._log_end()
+        if end is None:
+            handle = self.disk.create(path)
+            end = 0
+        else:
+            handle = self.disk.open(path)
+        try:
+            self.disk.pwrite(handle, line, end)
+            self.disk.truncate(handle, end + len(line))  # whatever a torn line left after it
+            self.disk.datasync(handle)
+        finally:
+            self.disk.close(handle)
+        if end == 0:
+            self.disk.sync_dir(self.dir)  # the log's own name
+        self._log_size = end + len(line)
+
+    def _log_end(self) -> int | None:
+        """Where the next ring.log line goes (after its last whole line); None: no log yet."""
+        if self._log_size is None:
+            try:
+                data = self.disk.read(self.dir / LOG)
+            except FileNotFoundError:
+                return None
+            self._log_size = data.rfind(b"\n") + 1
+        return self._log_size
+
+    def _logged_ids(self) -> set[str]:
+        """The recordings ring.log says were deleted (read once, at recovery)."""
+        try:
+            data = self.disk.read(self.dir / LOG)
+        except FileNotFoundError:
+            return set()
+        ids = set()
+        for line in data[: data.rfind(b"\n") + 1].splitlines():
+            try:
+                ids.add(str(json.loads(line)["id"]))
+            except (ValueError, KeyError, TypeError):
+                continue  # verify names it; recovery only finishes what it can read
+        return ids
 
     @_locked
     def _finished(self, entry: Entry) -> None:
@@ -495,10 +563,16 @@ class RingStore(Store):
         and a torn cut marker is cut away and written again on the next run.
         """
         recovered = []
+        logged = self._logged_ids()
         for name in sorted(self.disk.listdir(self.dir)):
             if not name.endswith(SUFFIX):
                 continue
             path = self.dir / name
+            if name.removesuffix(SUFFIX) in logged:
+                # Its deletion was logged and synced, then the power went: finish it (an
+                # opted-out call must not come back as a recovered recording).
+                self._forget(name.removesuffix(SUFFIX))
+                continue
             data = self.disk.read(path)
             records = list(scan(data))
             if not records or records[0].type is not RecordType.HEADER:
@@ -578,6 +652,9 @@ class EncryptedWriter(RecordingWriter):
         self._reserved = RESERVE_STEP
         self.handle = self._disk.create(self.path)
         self.sync_error: OSError | None = None  # from the background sync, raised by write()
+        self._sync_failed = False  # once a sync failed, no later one proves anything
+        # Closed after a store error: cut (what seal() returns), or left for recovery.
+        self._closed: SealedRecording | OSError | None = None
         self._disk.allocate(self.handle, self._reserved)
         self._digest = hashlib.sha256()
         self._offset = 0
@@ -585,6 +662,7 @@ class EncryptedWriter(RecordingWriter):
         self._buffer = bytearray()
         self._index = 0
         self._samples = 0
+        self._chunked = 0  # samples in the chunks written so far
         self._gaps: list[dict[str, Any]] = []
         self._markers: list[dict[str, Any]] = []
         self._facts: dict[str, object] = {}
@@ -597,7 +675,9 @@ class EncryptedWriter(RecordingWriter):
             RecordType.METADATA, seal_metadata(file_key, self._header_hash, 0, self._metadata(None))
         )
         self._append(head + pad_to_block(len(head)))
+        self.written = self._mark()
         self._disk.datasync(self.handle)
+        self._durable = self.written  # what the card provably holds
         self._disk.sync_dir(store.dir)
         self._entry = store.entries[recording_id] = Entry(
             id=recording_id,
@@ -616,9 +696,10 @@ class EncryptedWriter(RecordingWriter):
         )
 
     def write(self, samples: Samples) -> None:
+        if self._closed is not None:
+            raise OSError(f"{self.path}: closed after a store error")
         if self.sync_error is not None:  # the card failed a sync: this recording ends here
-            error, self.sync_error = self.sync_error, None
-            raise error
+            self._cut(self.sync_error)
         self._buffer += encode(self._codec, samples)
         self._samples += len(samples)
         while len(self._buffer) >= CHUNK_AUDIO_BYTES:
@@ -638,8 +719,15 @@ class EncryptedWriter(RecordingWriter):
         self._markers.append({"at": round(self._samples / RATE, 3), "label": label})
 
     def seal(self, *, ended_by: str) -> SealedRecording:
+        if isinstance(self._closed, SealedRecording):  # a store error cut it (and was raised)
+            return self._closed
+        if self._closed is not None:
+            raise OSError(f"{self.path}: left open for recovery: {self._closed}")
         self._sealing = True
-        self._settle()
+        if self._store.syncer is not None:
+            self._store.syncer.settle(self)
+        if self.sync_error is not None:
+            self._cut(self.sync_error)
         self._chunk(bytes(self._buffer), final=True)
         self._buffer.clear()
         metadata = self._metadata(ended_by)
@@ -661,7 +749,7 @@ class EncryptedWriter(RecordingWriter):
         )
         self._append(frame(RecordType.TRAILER, json_body(trailer)))
         self._disk.truncate(self.handle, self._offset)
-        self._disk.datasync(self.handle)
+        self._sync()
         self._disk.close(self.handle)
         self._file_key = b""  # forgotten: the appliance cannot decrypt what it recorded
         self._store._finished(
@@ -673,8 +761,9 @@ class EncryptedWriter(RecordingWriter):
             id=self.id, path=self.path, duration=self._samples / RATE, metadata=metadata
         )
 
-    def _metadata(self, ended_by: str | None) -> dict[str, Any]:
+    def _metadata(self, ended_by: str | None, samples: int | None = None) -> dict[str, Any]:
         info = self._info
+        samples = self._samples if samples is None else samples
         return {
             "id": self.id,
             "device_id": info.device_id,
@@ -684,7 +773,7 @@ class EncryptedWriter(RecordingWriter):
             "consent": info.consent,
             "started_at": info.started_at.astimezone(UTC).isoformat(timespec="milliseconds"),
             "clock_synchronized": info.clock_synchronized,
-            "duration": round(self._samples / RATE, 3),
+            "duration": round(samples / RATE, 3),
             "monotonic_duration": round(time.monotonic() - self._started, 3),
             "codec": self._codec.value,
             "rate": RATE,
@@ -695,17 +784,20 @@ class EncryptedWriter(RecordingWriter):
         }
 
     def discard(self) -> None:
-        """Nothing of this recording is kept (opt-out); the chain logs why its number is gone."""
+        """Nothing of this recording is kept (opt-out); the chain logs why its number is gone.
+
+        Under the ring's lock: the uplink thread reads the entries meanwhile."""
         store = self._store
-        store._log_deletion(self.id, self._entry.seq, self._entry.header_hash, "discarded")
-        try:
-            self._settle()
-        finally:  # a failed sync must not keep what was to be discarded
-            self._disk.close(self.handle)
-            self._disk.unlink(self.path)
-            self._disk.sync_dir(store.dir)
-            store._open.pop(self.id, None)
-            store.entries.pop(self.id, None)
+        with store._lock:
+            store._log_deletion(self.id, self._entry.seq, self._entry.header_hash, "discarded")
+            try:
+                self._settle()
+            finally:  # a failed sync must not keep what was to be discarded
+                self._disk.close(self.handle)
+                self._disk.unlink(self.path)
+                self._disk.sync_dir(store.dir)
+                store._open.pop(self.id, None)
+                store.entries.pop(self.id, None)
 
     def _chunk(self, payload: bytes, *, final: bool) -> None:
         index = self._index
@@ -716,10 +808,95 @@ class EncryptedWriter(RecordingWriter):
             frame(RecordType.CHUNK, index.to_bytes(4, "little") + sealed, FINAL if final else 0)
         )
         self._index += 1
+        self._chunked += len(payload) // self._codec.bytes_per_sample
+        self.written = self._mark()
         if self._store.syncer is None or final:
-            self._disk.datasync(self.handle)
+            self._sync()
         else:
             self._store.syncer.request(self)
+
+    # -- what is provably on the card ------------------------------------------------------
+
+    def _mark(self) -> _Mark:
+        return _Mark(self._offset, self._digest.copy(), self._index, self._chunked)
+
+    def synced(self, mark: _Mark) -> None:
+        """A sync that began after `mark` was written succeeded (from the sync thread too)."""
+        if not self._sync_failed and mark.offset > self._durable.offset:
+            self._durable = mark
+
+    def failed(self, error: OSError) -> None:
+        """A sync failed: what it covered may not be on the card, and Linux marks those pages
+        clean, so no later sync writes them: nothing after the last good sync is proven."""
+        self._sync_failed = True
+        self.sync_error = error
+
+    def _sync(self) -> None:
+        mark = self.written
+        try:
+            self._disk.datasync(self.handle)
+        except OSError as exc:
+            self.failed(exc)
+            self._cut(exc)
+        self.synced(mark)
+
+    def _cut(self, error: OSError) -> NoReturn:
+        """Close the recording at the last good sync, marked cut and signed over exactly what
+        the card holds, then raise `error` (the caller reports a store fault).
+
+        Signing what was meant to be written instead would make a good prefix on the card
+        fail verification as damaged. If the card fails this too, the file is left for
+        recovery at the next start, which cuts it the same way from what it reads back."""
+        self.sync_error = None
+        self._sync_failed = True
+        if self._store.syncer is not None:
+            self._store.syncer.settle(self)
+        durable = self._durable
+        store = self._store
+        try:
+            self._sealing = True
+            self._offset, self._digest = durable.offset, durable.digest.copy()
+            self._disk.truncate(self.handle, durable.offset)
+            metadata = self._metadata("store-error", durable.samples)
+            self._append(
+                frame(
+                    RecordType.METADATA,
+                    seal_metadata(self._file_key, self._header_hash, CUT_METADATA, metadata),
+                )
+            )
+            cut = sign_end(
+                store.identity,
+                RecordType.CUT,
+                self._header_hash,
+                {
+                    "chunks": durable.chunks,
+                    "samples": durable.samples,
+                    "reason": "store-error",
+                    "cut_at": store._wall().isoformat(timespec="seconds"),
+                    "digest": self._digest.hexdigest(),
+                },
+            )
+            self._append(frame(RecordType.CUT, json_body(cut)))
+            self._disk.datasync(self.handle)
+        except OSError:
+            self._closed = error
+            self._file_key = b""
+            raise error from None
+        finally:
+            self._disk.close(self.handle)
+        self._file_key = b""
+        store._finished(
+            replace(
+                self._entry,
+                duration=durable.samples / RATE,
+                state=STATE_CUT,
+                size=self._offset,
+            )
+        )
+        self._closed = SealedRecording(
+            id=self.id, path=self.path, duration=durable.samples / RATE, metadata=metadata
+        )
+        raise error
 
     def _settle(self) -> None:
         if self._store.syncer is not None:

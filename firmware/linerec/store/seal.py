@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 from cryptography.hazmat.primitives import hashes
@@ -86,3 +87,46 @@ def sign_end(
     identity: Ed25519PrivateKey, kind: RecordType, header_hash: bytes, end: dict[str, Any]
 ) -> dict[str, Any]:
     return {**end, "sig": b64(identity.sign(signed_payload(kind, header_hash, end)))}
+
+
+# -- personal fields of an event (docs/mqtt-api.md, "Sealed fields") --------------------------
+
+_EVENT_INFO = b"linerec-event-v1"
+
+
+def seal_fields(
+    recipients: list[X25519PublicKey], fields: dict[str, Any], envelope: bytes
+) -> dict[str, Any]:
+    """Encrypt an event's fields to the collector's keys, bound to its clear `envelope`.
+
+    A fresh key per event, wrapped to each recipient as a recording key is; used once, so the
+    zero nonce is safe. The envelope (canonical JSON of device, seq, event, time) is the AAD:
+    sealed fields moved to another event fail to open."""
+    event_key = ChaCha20Poly1305.generate_key()
+    sealed = ChaCha20Poly1305(event_key).encrypt(
+        bytes(12), json_body(fields), _EVENT_INFO + envelope
+    )
+    return {
+        "v": 1,
+        "recipients": [wrap_key(event_key, recipient) for recipient in recipients],
+        "ciphertext": b64(sealed),
+    }
+
+
+def open_fields(
+    private: X25519PrivateKey, kid: str, sealed: dict[str, Any], envelope: bytes
+) -> bytes:
+    """The canonical JSON of sealed fields; KeyError if `kid` is not a recipient, InvalidTag
+    (or ValueError for bad base64) if the key or anything sealed or in the envelope differs."""
+    entry = next((r for r in sealed["recipients"] if r.get("kid") == kid), None)
+    if entry is None:
+        raise KeyError(kid)
+    event_key = unwrap_key(
+        private,
+        X25519PublicKey.from_public_bytes(base64.b64decode(entry["epk"], validate=True)),
+        base64.b64decode(entry["wrapped"], validate=True),
+        kid,
+    )
+    return ChaCha20Poly1305(event_key).decrypt(
+        bytes(12), base64.b64decode(sealed["ciphertext"], validate=True), _EVENT_INFO + envelope
+    )

@@ -5,12 +5,15 @@ Nothing is dropped while disconnected: events wait in the outbox and recordings 
 again whatever the collector has not acknowledged. A PUBACK from the broker changes nothing
 on the card; only the collector's signed ack, sent after its own fsync, does.
 
-Threads: paho's network thread only hands acks to `_acked` and wakes the sender; the sender
-thread publishes, with a bounded number of messages in flight.
+Threads: paho's network thread only hands what arrives (acks, commands) to the store's writer
+thread (the outbox's, through its queue), which checks them, hashes recordings and syncs
+files; paho's thread itself never touches the card. The sender thread publishes, with a
+bounded number of messages in flight, only what is durable on the card.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -28,6 +31,7 @@ from paho.mqtt.properties import Properties
 
 from linerec.mqttapi import CHUNK, ApiError, Broker, make_client, topic, verify
 from linerec.store.keys import CollectorPublic
+from linerec.store.private import private_dir, write_private
 from linerec.store.ring import RingStore
 from linerec.uplink.commands import Command, CommandGate
 from linerec.uplink.outbox import EventOutbox
@@ -71,6 +75,7 @@ class Uplink:
         self.commands = CommandGate(
             settings.device_id, settings.collector.signing, outbox.dir / "command-counter"
         )
+        outbox.on_durable = self.kick  # an event is on the card: it may go now
         self._wake = threading.Condition()
         self._stop = threading.Event()
         self._connected = threading.Event()
@@ -92,7 +97,9 @@ class Uplink:
         self._sender.start()
 
     def stop(self) -> None:
-        """A clean stop: `stopped` in the retained status (the will is for unclean ones)."""
+        """A clean stop: `stopped` in the retained status (the will is for unclean ones); the
+        outbox writes every event queued before it stops."""
+        self.outbox.flush(timeout=10)  # a card that hangs must not hold up the stop for ever
         self._stop.set()
         self.kick()
         if self._connected.is_set():
@@ -102,6 +109,7 @@ class Uplink:
             info.wait_for_publish(timeout=5)
         self.client.disconnect()
         self.client.loop_stop()
+        self.outbox.close()
 
     def kick(self) -> None:
         """Something new waits (an event, a sealed recording): send it now."""
@@ -180,7 +188,7 @@ class Uplink:
         self._connected.clear()
         # Next connection, next counter: a will from this one must not count against it.
         self._connection += 1
-        self._save_counter()
+        self.outbox.submit(self._save_counter)  # on the writer thread: no file I/O here
         self._set_will(client)
         with self._wake:  # whatever was in flight is sent again after the reconnect
             self._unacked = 0
@@ -198,9 +206,13 @@ class Uplink:
             self._on_problem(f"broker refused a publish: {reason}")
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        where = f"topic {message.topic}"
-        payload = bytes(message.payload)
-        if message.topic.endswith("/command"):
+        # Handed over, nothing else: checking an ack hashes a whole recording and syncs files.
+        self.outbox.submit(functools.partial(self._received, message.topic, bytes(message.payload)))
+
+    def _received(self, name: str, payload: bytes) -> None:
+        """An ack or a command, on the store's writer thread."""
+        where = f"topic {name}"
+        if name.endswith("/command"):
             try:
                 command = self.commands.check(payload, where)
             except ApiError as exc:
@@ -301,8 +313,8 @@ class Uplink:
     def _save_progress(self, recording_id: str, digest: str, received: int) -> None:
         """The collector has bytes 0..received of this recording, synced: resume there."""
         path = self._progress_path(recording_id)
-        path.parent.mkdir(exist_ok=True)
-        path.write_text(json.dumps({"sha256": digest, "received": received}))
+        private_dir(path.parent)
+        write_private(path, json.dumps({"sha256": digest, "received": received}).encode())
 
     def _resume_offset(self, recording_id: str, digest: str) -> int:
         try:
@@ -325,7 +337,7 @@ class Uplink:
             return 1
 
     def _save_counter(self) -> None:
-        self._counter_path().write_text(str(self._connection))
+        write_private(self._counter_path(), str(self._connection).encode())
 
 
 def _sha256(path: Path) -> str:

@@ -13,7 +13,6 @@ and it has not expired. Anything else is refused with a reason and changes nothi
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from linerec.mqttapi import ApiError, verify
+from linerec.store.private import write_private
 
 ACTIONS = {
     "status": (),
@@ -84,12 +84,7 @@ class CommandGate:
 
     def _accept(self, counter: int) -> None:
         self.last = counter
-        tmp = self.state.with_name(self.state.name + ".tmp")
-        with open(tmp, "w") as file:
-            file.write(str(counter))
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, self.state)
+        write_private(self.state, str(counter).encode())
 
 
 def command_body(
