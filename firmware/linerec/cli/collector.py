@@ -70,9 +70,10 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     for sub_parser in (collector_run, collector_list, export, delete, hold, audit, command):
         sub_parser.add_argument("--config", type=Path, default=None)
     enroll = collector_commands.add_parser(
-        "enroll", help="sign a device's request; write the broker's TLS and ACL files"
+        "enroll",
+        help="sign a device's request, or revoke a device; write the broker's TLS and access files",
     )
-    enroll.add_argument("csr", type=Path, metavar="DEVICE.csr")
+    enroll.add_argument("csr", type=Path, nargs="?", metavar="DEVICE.csr")
     enroll.add_argument(
         "--site",
         type=Path,
@@ -87,7 +88,20 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         metavar="NAME",
         help="host name or address of the broker (repeatable)",
     )
-    enroll.add_argument("--port", type=int, default=8883)
+    enroll.add_argument("--port", type=int, default=8883, help="the broker's TLS port")
+    enroll.add_argument(
+        "--bind", metavar="ADDRESS", help="the address the broker listens on (default: all)"
+    )
+    enroll.add_argument(
+        "--replace",
+        action="store_true",
+        help="the device has a new key: issue its certificate and revoke the older ones",
+    )
+    enroll.add_argument(
+        "--revoke",
+        metavar="DEVICE",
+        help="revoke every certificate issued to DEVICE (instead of enrolling)",
+    )
     enroll.set_defaults(handler=_enroll)
 
 
@@ -116,15 +130,41 @@ def _verify_export(args: argparse.Namespace) -> int:
 
 
 def _enroll(args: argparse.Namespace) -> int:
-    from linerec.collector.enroll import enroll
+    from linerec.collector.enroll import EnrollError, enroll_device, revoke, unreachable_by_broker
 
-    cert = enroll(
-        args.csr, args.site, broker_names=args.broker_name or ["localhost"], port=args.port
-    )
+    if (args.csr is None) == (args.revoke is None):
+        print("linerec: error: enroll needs DEVICE.csr, or --revoke DEVICE", file=sys.stderr)
+        return 2
+    restart = f"restart the broker: mosquitto -c {args.site.absolute() / 'mosquitto.conf'}"
+    try:
+        if args.revoke is not None:
+            count = revoke(args.site, args.revoke)
+            crl = args.site.absolute() / "crl.pem"
+            print(
+                f"{args.revoke}: {count} certificate(s) revoked ({crl}); "
+                f"it has no access any more; {restart}"
+            )
+            return 0
+        enrolled = enroll_device(
+            args.csr,
+            args.site,
+            broker_names=args.broker_name or ["localhost"],
+            port=args.port,
+            bind=args.bind,
+            replace=args.replace,
+        )
+    except EnrollError as exc:
+        print(f"linerec: error: {exc}", file=sys.stderr)
+        return 1
+    replaced = f"; revoked {enrolled.revoked} older certificate(s)" if enrolled.revoked else ""
     print(
-        f"{cert}: the device's certificate ([uplink] cert); CA for [uplink] ca: "
-        f"{args.site / 'ca.crt'}; broker: mosquitto -c {args.site / 'mosquitto.conf'}"
+        f"{enrolled.cert}: the device's certificate ([uplink] cert); CA for [uplink] ca: "
+        f"{args.site.absolute() / 'ca.crt'}{replaced}\n"
+        f"start or restart the broker: mosquitto -c {args.site.absolute() / 'mosquitto.conf'}"
     )
+    problem = unreachable_by_broker(args.site)
+    if problem:
+        print(f"linerec: warning: {problem}", file=sys.stderr)
     return 0
 
 
