@@ -3,6 +3,7 @@ rules and revocation, on a real mosquitto started exactly as `linerec collector 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -500,3 +501,60 @@ def test_issued_certificates_are_kept_for_revocation(new_site: Site) -> None:
         assert path.stem == f"{cert.serial_number:x}"
         issued[cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value] = cert
     assert sorted(issued) == ["box1", "box2", "broker", "linerec-collector"]
+
+
+def test_commands_are_answered_even_after_the_collector_database_is_lost(
+    tls_site: Site,
+) -> None:
+    """`collector command` waits for the device's answer and says it; a collector with a new
+    (or restored) database learns the device's counter instead of being refused as a replay."""
+    call = tls_site.root / "call.toml"
+    call.write_text('[[call]]\nconsent = "one-party"\n[[call.step]]\nat = 0.5\noff_hook = true\n')
+    config = tls_site.configs["box1"]
+    config.write_text(
+        config.read_text().replace(
+            "[uplink]",
+            f'[hardware]\nbackend = "sim"\n[sim]\ncalls = ["{call}"]\n'
+            '[[line]]\nconsent = "one-party"\n[uplink]',
+        )
+    )
+    collector = tls_site.collector_config()
+    daemon = subprocess.Popen([*LINEREC, "run", "--config", str(config)], stderr=subprocess.DEVNULL)
+
+    def command(device: str, *arguments: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*LINEREC, "collector", "command", device, *arguments, "--config", str(collector)],
+            capture_output=True,
+            text=True,
+            cwd=tls_site.root,
+        )
+
+    online = threading.Event()
+    watcher = tls_site.client("linerec-collector")
+    watcher.on_message = lambda client, userdata, message: (
+        json.loads(message.payload)["state"] == "online" and online.set()
+    )
+    connected(watcher, tls_site.port)
+    try:
+        subscribe(watcher, ["linerec/v1/box1/status"])
+        assert online.wait(30)  # the daemon is connected and subscribed to its commands
+        first = command("box1", "status")
+        assert first.returncode == 0, first.stderr
+        assert "box1: status done (counter 1)" in first.stdout
+        second = command("box1", "status")
+        assert "box1: status done (counter 2)" in second.stdout, second.stderr
+        shutil.rmtree(tls_site.root / "central")  # the collector's database is lost
+        third = command("box1", "status")
+        assert third.returncode == 0, third.stderr
+        assert "box1: status done (counter 3)" in third.stdout
+        refused = command("box1", "consent", "--line", "line9", "--mode", "beep")
+        assert refused.returncode == 1
+        assert "box1: consent refused (counter 4): consent: \"no line 'line9'\"" in refused.stderr
+        silent = command("box2", "status", "--timeout", "1")  # box2 is not running
+        assert silent.returncode == 1
+        assert "box2: status sent (counter 1), no answer within 1 s" in silent.stderr
+    finally:
+        watcher.loop_stop()
+        watcher.disconnect()
+        daemon.terminate()
+        daemon.wait(20)

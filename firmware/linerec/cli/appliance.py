@@ -154,7 +154,7 @@ def _run(args: argparse.Namespace) -> int:
     daemons: list[Daemon] = []
     if config.uplink is not None:  # every event also waits on the card for the collector
         uplink = open_uplink(
-            config, store, on_command=lambda command, why: daemons[0].submit_command(command, why)
+            config, store, on_command=lambda command: daemons[0].submit_command(command)
         )
         sinks[0] = queueing(
             log_event,

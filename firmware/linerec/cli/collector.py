@@ -64,7 +64,14 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     command.add_argument("--id", help="the recording, for hold, release, delete")
     command.add_argument("--mode", help="the consent mode, for consent")
     command.add_argument(
-        "--ttl", type=float, default=300.0, metavar="S", help="valid for S seconds"
+        "--ttl", type=_ttl, default=300.0, metavar="S", help="valid for S seconds (1 to 86400)"
+    )
+    command.add_argument(
+        "--timeout",
+        type=_timeout,
+        default=10.0,
+        metavar="S",
+        help="wait S seconds for the device's answer (0: do not wait); no answer exits 1",
     )
     command.set_defaults(handler=_command)
     for sub_parser in (collector_run, collector_list, export, delete, hold, audit, command):
@@ -226,48 +233,69 @@ def _list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ttl(text: str) -> float:
+    from linerec.uplink.commands import valid_ttl
+
+    try:
+        ttl = float(text)
+    except ValueError:
+        ttl = float("nan")
+    problem = valid_ttl(ttl)
+    if problem:
+        raise argparse.ArgumentTypeError(f"{problem} (got {text!r})")
+    return ttl
+
+
+def _timeout(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = float("nan")
+    if not 0 <= seconds <= 3600:  # also false for NaN
+        raise argparse.ArgumentTypeError(f"must be seconds from 0 to 3600 (got {text!r})")
+    return seconds
+
+
 def _command(args: argparse.Namespace) -> int:
-    import os
-
-    from paho.mqtt.packettypes import PacketTypes
-    from paho.mqtt.properties import Properties
-
-    from linerec.mqttapi import make_client, sign, topic
-    from linerec.uplink.commands import ACTIONS, command_body
+    from linerec.collector.commands import send_command
+    from linerec.uplink.commands import ACTIONS
 
     settings = _settings(args)
-    store = _store(settings)
     arguments = {name: getattr(args, name) for name in ACTIONS[args.action]}
     missing = [f"--{name}" for name, value in arguments.items() if not value]
     if missing:
         print(f"linerec: error: {args.action} needs {', '.join(missing)}", file=sys.stderr)
         return 2
-    counter = store.next_command_counter(args.device)
-    body = command_body(args.device, counter, args.action, ttl=args.ttl, **arguments)
-    store.audit(f"command {args.action}", arguments.get("id"), json.dumps(arguments))
-    broker = settings.broker
-    client = make_client(
-        f"linerec-command-{os.getpid()}",
-        broker,
-        ca=settings.ca,
-        cert=settings.cert,
-        key=settings.client_key,
+    answer = send_command(
+        settings,
+        _store(settings),
+        args.device,
+        args.action,
+        arguments,
+        ttl=args.ttl,
+        timeout=args.timeout,
     )
-    client.connect(broker.host, broker.port)
-    client.loop_start()
-    properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-    properties.MessageExpiryInterval = max(int(args.ttl), 1)
-    info = client.publish(
-        topic(args.device, "command"),
-        sign(settings.key.signing, body),
-        qos=1,
-        properties=properties,
-    )
-    info.wait_for_publish(timeout=10)
-    client.loop_stop()
-    client.disconnect()
-    print(f"{args.device}: {args.action} sent (counter {counter}, valid {args.ttl:g} s)")
-    return 0 if info.is_published() else 1
+    what = f"{args.device}: {args.action}"
+    if answer.outcome == "done":
+        print(f"{what} done (counter {answer.counter})")
+        return 0
+    if answer.outcome == "sent":
+        print(f"{what} sent (counter {answer.counter}, valid {args.ttl:g} s); not waiting")
+        return 0
+    if answer.outcome == "refused":
+        print(
+            f"linerec: {what} refused (counter {answer.counter}): {answer.reason}", file=sys.stderr
+        )
+    elif answer.outcome == "unanswered":
+        print(
+            f"linerec: {what} sent (counter {answer.counter}), no answer within "
+            f"{args.timeout:g} s: the device is offline or busy; the command stays valid for "
+            f"{args.ttl:g} s and its answer will be among the device's events",
+            file=sys.stderr,
+        )
+    else:
+        print(f"linerec: {what} not sent: {answer.reason}", file=sys.stderr)
+    return 1
 
 
 def _export(args: argparse.Namespace) -> int:

@@ -16,7 +16,7 @@ from linerec.store import keys
 from linerec.store.ring import RecordingDeleted as Deleted
 from linerec.store.ring import RingStore, StoreEvent
 from linerec.uplink.client import Uplink, UplinkSettings
-from linerec.uplink.commands import Command
+from linerec.uplink.commands import Command, Refusal
 from linerec.uplink.outbox import EventOutbox
 
 
@@ -24,7 +24,7 @@ def open_uplink(
     config: Config,
     ring: RingStore,
     on_problem: Callable[[str], None] = lambda message: None,
-    on_command: Callable[[Command | None, str], None] = lambda command, why: None,
+    on_command: Callable[[Command | Refusal], None] = lambda command: None,
     role: str = "",
 ) -> Uplink:
     """The uplink of `[uplink]`, over the ring's own outbox directory."""
