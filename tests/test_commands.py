@@ -76,3 +76,76 @@ def test_expired_commands_are_refused(tmp_path: Path) -> None:
     late = gate(tmp_path, clock=time.time() + 3600)  # the command said 300 s
     with pytest.raises(ApiError, match="expired at"):
         late.check(signed(1), "t")
+
+
+def body(**changes: object) -> bytes:
+    return sign(COLLECTOR, {**command_body("box1", 1, "status"), **changes})
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        (body(expires=float("nan")), "expires must be a finite unix time"),
+        (body(expires=float("inf")), "expires must be a finite unix time"),
+        (body(expires=1e30), "expires is more than 86400 s ahead"),
+        (body(expires=True), "needs an integer counter and an expires time"),
+        (body(counter=True), "needs an integer counter and an expires time"),
+        (body(counter=0), "counter must be from 1 to"),
+        (body(counter=2**64), "counter must be from 1 to"),
+    ],
+)
+def test_numbers_must_be_finite_and_in_range(tmp_path: Path, payload: bytes, message: str) -> None:
+    with pytest.raises(ApiError, match=message):
+        gate(tmp_path).check(payload, "t")
+    assert not (tmp_path / "counter").exists()
+
+
+def test_a_refusal_says_which_command_and_the_last_counter_accepted(tmp_path: Path) -> None:
+    from linerec.uplink.commands import Refusal
+
+    gate(tmp_path).check(signed(7), "t")
+    with pytest.raises(Refusal) as refused:
+        gate(tmp_path).check(signed(3), "t")
+    assert (refused.value.counter, refused.value.last) == (3, 7)
+    with pytest.raises(Refusal) as forged:
+        gate(tmp_path).check(b"not json", "t")
+    assert (forged.value.counter, forged.value.last) == (0, 7)
+
+
+@pytest.mark.parametrize("ttl", ["inf", "nan", "1e30", "-5", "0", "ten"])
+def test_the_command_line_refuses_a_ttl_out_of_range(tmp_path: Path, ttl: str) -> None:
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "linerec.cli",
+            "collector",
+            "command",
+            "box1",
+            "status",
+            "--ttl",
+            ttl,
+            "--config",
+            str(tmp_path / "none.toml"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 2
+    assert "Traceback" not in out.stderr
+    assert f"--ttl: must be a number of seconds from 1 to 86400 (got {ttl!r})" in out.stderr
+
+
+def test_the_collector_learns_a_device_counter(tmp_path: Path) -> None:
+    from linerec.collector.store import CollectorStore
+
+    store = CollectorStore(tmp_path / "data", tmp_path / "data" / "index.db")
+    assert store.next_command_counter("box1") == 1
+    store.learn_command_counter("box1", 41)  # the device says it has accepted 41
+    assert store.next_command_counter("box1") == 42
+    store.learn_command_counter("box1", 5)  # older news changes nothing
+    assert store.next_command_counter("box1") == 43
+    assert store.next_command_counter("box2") == 1

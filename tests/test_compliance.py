@@ -370,7 +370,7 @@ def test_opt_out_key_works_after_a_command_switches_the_line_to_notice(tmp_path:
     daemon = Daemon(config, backend, store, emit=events.append)
     daemon.start()
     daemon.submit_command(
-        Command(counter=1, action="consent", arguments={"line": "line1", "mode": "notice"}), ""
+        Command(counter=1, action="consent", arguments={"line": "line1", "mode": "notice"})
     )
     daemon.run(threading.Event(), until=backend.script_end("line1") + 1.5)
     daemon.shutdown()

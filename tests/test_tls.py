@@ -1,13 +1,22 @@
-"""A site set up with the project's own tools: TLS with client certificates and per-device ACLs,
-on a real mosquitto started with the configuration `linerec collector enroll` wrote."""
+"""A site set up with the project's own tools: TLS with client certificates, per-device access
+rules and revocation, on a real mosquitto started exactly as `linerec collector enroll` says."""
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import shlex
+import shutil
+import socket
 import ssl
+import stat
 import subprocess
 import sys
+import tempfile
 import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -24,129 +33,340 @@ from linerec.store.keys import keygen
 LINEREC = [sys.executable, "-m", "linerec.cli"]
 
 
-def device(tmp_path: Path, name: str, site: Path, port: int) -> Path:
-    config = tmp_path / f"{name}.toml"
-    config.write_text(
-        f'[device]\nid = "{name}"\n[store]\ndir = "{name}-ring"\nrecipients = ["keys/collector.pub"]\n'
-    )
-    out = subprocess.run(
-        [*LINEREC, "uplink", "csr", "--config", str(config), "--out", str(tmp_path / name)],
-        capture_output=True,
-        text=True,
-    )
-    assert out.returncode == 0, out.stderr
-    enrolled = subprocess.run(
-        [
-            *LINEREC,
-            "collector",
-            "enroll",
-            str(tmp_path / name / f"{name}.csr"),
-            "--site",
-            str(site),
-            "--broker-name",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        capture_output=True,
-        text=True,
-    )
-    assert enrolled.returncode == 0, enrolled.stderr
-    config.write_text(
-        config.read_text() + f'[uplink]\nbroker = "mqtts://127.0.0.1:{port}"\n'
-        f'ca = "{site / "ca.crt"}"\ncert = "{site / f"{name}.crt"}"\nkey = "{tmp_path / name / "device.key"}"\n'
-    )
-    return config
+class Site:
+    """A site directory the broker's own user can reach (pytest's temporary directories are
+    root's alone), devices enrolled through the CLI, and the broker started as printed."""
+
+    def __init__(self, root: Path, site: Path) -> None:
+        self.root = root
+        self.site = site
+        self.port = free_port()
+        self.command: list[str] = []
+        self.broker: subprocess.Popen[bytes] | None = None
+        self.configs: dict[str, Path] = {}
+
+    def enroll(self, csr: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+        out = subprocess.run(
+            [
+                *LINEREC,
+                *("collector", "enroll", str(csr), "--site", str(self.site)),
+                *("--broker-name", "127.0.0.1", "--bind", "127.0.0.1", "--port", str(self.port)),
+                *extra,
+            ],
+            capture_output=True,
+            text=True,
+        )
+        if out.returncode == 0:
+            found = re.search(r"mosquitto -c \S+", out.stdout)
+            assert found, out.stdout
+            self.command = shlex.split(found.group(0))
+        return out
+
+    def revoke(self, name: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*LINEREC, "collector", "enroll", "--revoke", name, "--site", str(self.site)],
+            capture_output=True,
+            text=True,
+        )
+
+    def device(self, name: str, keys: str | None = None) -> Path:
+        """A device's key and request (`linerec uplink csr`), enrolled; its config."""
+        config = self.root / f"{name}.toml"
+        config.write_text(
+            f'[device]\nid = "{name}"\n[store]\ndir = "{name}-ring"\n'
+            'recipients = ["keys/collector.pub"]\n'
+        )
+        out = subprocess.run(
+            [
+                *LINEREC,
+                "uplink",
+                "csr",
+                "--config",
+                str(config),
+                "--out",
+                str(self.root / (keys or name)),
+            ],
+            capture_output=True,
+            text=True,
+        )
+        assert out.returncode == 0, out.stderr
+        enrolled = self.enroll(self.root / (keys or name) / f"{name}.csr")
+        assert enrolled.returncode == 0, enrolled.stderr
+        cert = enrolled.stdout.split(":")[0]
+        config.write_text(
+            config.read_text() + f'[uplink]\nbroker = "mqtts://127.0.0.1:{self.port}"\n'
+            f'ca = "{self.site / "ca.crt"}"\ncert = "{cert}"\n'
+            f'key = "{self.root / (keys or name) / "device.key"}"\n'
+        )
+        self.configs[name] = config
+        return config
+
+    def start(self) -> None:
+        """The broker, started with the command line enroll printed, as root."""
+        self.broker = subprocess.Popen(self.command, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return
+            if self.broker.poll() is not None:
+                raise AssertionError(self.broker.stderr.read().decode())  # type: ignore[union-attr]
+            time.sleep(0.05)
+        raise AssertionError("the TLS broker did not start")
+
+    def stop(self) -> str:
+        """Stops the broker; what it logged."""
+        log = ""
+        if self.broker is not None:
+            self.broker.terminate()
+            log = self.broker.communicate(timeout=10)[1].decode()
+            self.broker = None
+        return log
+
+    def collector_config(self) -> Path:
+        path = self.root / "collector.toml"
+        path.write_text(
+            f'[collector]\nbroker = "mqtts://127.0.0.1:{self.port}"\ndata_dir = "central"\n'
+            f'key = "keys/collector.key"\nca = "{self.site / "ca.crt"}"\n'
+            f'cert = "{self.site / "linerec-collector.crt"}"\n'
+            f'client_key = "{self.site / "linerec-collector.key"}"\n'
+        )
+        return path
+
+    def client(self, name: str) -> mqtt.Client:
+        """An MQTT client with `name`'s identity (a device, or the collector)."""
+        config = self.configs.get(name)
+        if config is None:
+            cert, key = self.site / f"{name}.crt", self.site / f"{name}.key"
+        else:
+            uplink = load_config(config).uplink
+            assert uplink is not None
+            cert, key = uplink.cert, uplink.key  # type: ignore[assignment]
+        client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            protocol=mqtt.MQTTv5,
+            client_id=f"{name}-test-{time.monotonic_ns()}",
+        )
+        client.tls_set(ca_certs=str(self.site / "ca.crt"), certfile=str(cert), keyfile=str(key))
+        return client
+
+    def handshake(self, cert: Path, key: Path) -> str:
+        """'connected' if the broker answers an MQTT CONNECT over TLS with these, else why not."""
+        context = ssl.create_default_context(cafile=str(self.site / "ca.crt"))
+        context.load_cert_chain(str(cert), str(key))
+        client_id = b"probe"
+        body = b"\x00\x04MQTT\x04\x02\x00\x3c" + len(client_id).to_bytes(2, "big") + client_id
+        try:
+            raw = socket.create_connection(("127.0.0.1", self.port), timeout=5)
+            with context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+                tls.sendall(b"\x10" + bytes([len(body)]) + body)
+                answer = tls.recv(4)
+        except (ssl.SSLError, ConnectionError) as exc:
+            return str(exc)
+        return "connected" if answer[:1] == b"\x20" and answer[3:4] == b"\x00" else repr(answer)
 
 
 @pytest.fixture
-def tls_site(tmp_path: Path):  # type: ignore[no-untyped-def]
+def new_site(tmp_path: Path) -> Iterator[Site]:
     keygen(tmp_path / "keys")
-    site, port = tmp_path / "site", free_port()
-    configs = {name: device(tmp_path, name, site, port) for name in ("box1", "box2")}
-    conf = site / "mosquitto.conf"
-    assert conf.read_text().count("require_certificate true") == 1
-    # The tests run as root and pytest's temporary directory is root's alone, so the broker
-    # must not drop to the mosquitto user here (on a site it does, and owns its key).
-    conf.write_text(conf.read_text() + "user root\n")
-    broker = subprocess.Popen(["mosquitto", "-c", str(conf)], stderr=subprocess.PIPE)
-    import socket
-    import time
-
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                break
-        assert broker.poll() is None, broker.stderr.read().decode()  # type: ignore[union-attr]
-        time.sleep(0.05)
-    else:
-        raise AssertionError("the TLS broker did not start")
-    (tmp_path / "collector.toml").write_text(
-        f'[collector]\nbroker = "mqtts://127.0.0.1:{port}"\ndata_dir = "central"\nkey = "keys/collector.key"\n'
-        f'ca = "{site / "ca.crt"}"\ncert = "{site / "linerec-collector.crt"}"\nclient_key = "{site / "linerec-collector.key"}"\n'
-    )
-    yield {"root": tmp_path, "site": site, "port": port, **configs}
-    broker.terminate()
-    broker.wait(10)
+    reachable = Path(tempfile.mkdtemp(prefix="linerec-site-"))
+    reachable.chmod(0o755)
+    site = Site(tmp_path, reachable / "site")
+    try:
+        yield site
+    finally:
+        site.stop()
+        shutil.rmtree(reachable)
 
 
-def client_for(site: Path, root: Path, name: str) -> mqtt.Client:
-    client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-    client.tls_set(
-        ca_certs=str(site / "ca.crt"),
-        certfile=str(site / f"{name}.crt"),
-        keyfile=str(root / name / "device.key"),
-    )
+@pytest.fixture
+def tls_site(new_site: Site) -> Site:
+    for name in ("box1", "box2"):
+        new_site.device(name)
+    new_site.start()
+    return new_site
+
+
+def subscribe(client: mqtt.Client, topics: list[str]) -> dict[str, str]:
+    """What the broker answers to each subscription, one SUBSCRIBE each."""
+    answers: dict[int, str] = {}
+    done = threading.Condition()
+
+    def on_subscribe(client: mqtt.Client, userdata: object, mid: int, reasons, properties) -> None:  # type: ignore[no-untyped-def]
+        with done:
+            answers[mid] = str(reasons[0])
+            done.notify_all()
+
+    client.on_subscribe = on_subscribe
+    mids = {client.subscribe(name, qos=1)[1]: name for name in topics}
+    with done:
+        assert done.wait_for(lambda: set(answers) >= set(mids), timeout=10)
+    return {name: answers[mid] for mid, name in mids.items()}
+
+
+def connected(client: mqtt.Client, port: int) -> mqtt.Client:
+    ready = threading.Event()
+    client.on_connect = lambda *args: ready.set()
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    assert ready.wait(10)
     return client
 
 
-def test_devices_upload_over_tls_and_only_under_their_own_id(tls_site: dict) -> None:  # type: ignore[type-arg]
-    root, site, port = tls_site["root"], tls_site["site"], tls_site["port"]
+def test_devices_upload_over_tls_and_only_under_their_own_id(tls_site: Site) -> None:
     for name in ("box1", "box2"):
         simulate(
             [example_call("inbound.toml")],
-            config=load_config(tls_site[name]),
+            config=load_config(tls_site.configs[name]),
             store_dir=None,
             emit=lambda e: None,
         )
-    collector = Collector(load_collector_config(root / "collector.toml"))
+    collector = Collector(load_collector_config(tls_site.collector_config()))
     stop = threading.Event()
     thread = threading.Thread(target=collector.run, args=(stop,), daemon=True)
     thread.start()
+    # box2 is a stolen box: it tries to join the collectors' shared subscription, which would
+    # hand it a share of every device's messages (dropped by the read check: lost to the
+    # collector). The broker refuses the subscription itself.
+    thief = connected(tls_site.client("box2"), tls_site.port)
     try:
         assert collector.ready.wait(10)
+        assert subscribe(
+            thief,
+            [
+                "$share/linerec-collectors/linerec/v1/+/event",
+                "$share/linerec-collectors/linerec/v1/+/upload/+",
+            ],
+        ) == {
+            "$share/linerec-collectors/linerec/v1/+/event": "Not authorized",
+            "$share/linerec-collectors/linerec/v1/+/upload/+": "Not authorized",
+        }
         for name in ("box1", "box2"):
             flush = subprocess.run(
-                [*LINEREC, "uplink", "flush", "--config", str(tls_site[name]), "--timeout", "30"],
+                [
+                    *LINEREC,
+                    "uplink",
+                    "flush",
+                    "--config",
+                    str(tls_site.configs[name]),
+                    "--timeout",
+                    "30",
+                ],
                 capture_output=True,
                 text=True,
             )
             assert flush.returncode == 0, flush.stderr
         # box2 tries to write as box1: the broker refuses, and box2 is told so (PUBACK 0x87)
         refused: list[object] = []
-        intruder = client_for(site, root, "box2")
-        intruder.on_publish = lambda client, userdata, mid, reason, properties: refused.append(
-            reason
-        )
-        intruder.connect("127.0.0.1", port)
-        intruder.loop_start()
-        intruder.publish("linerec/v1/box1/event", b'{"seq": 999}', qos=1).wait_for_publish(10)
-        intruder.loop_stop()
-        intruder.disconnect()
+        thief.on_publish = lambda client, userdata, mid, reason, properties: refused.append(reason)
+        thief.publish("linerec/v1/box1/event", b'{"seq": 999}', qos=1).wait_for_publish(10)
     finally:
+        thief.loop_stop()
+        thief.disconnect()
         stop.set()
         thread.join(10)
     assert [str(r) for r in refused] == ["Not authorized"]
     assert {r["device"] for r in collector.store.recordings()} == {"box1", "box2"}
+    # every event of box1 reached the collector (flush waits for each ack), none the thief
+    assert collector.store.gaps("box1") == []
     assert collector.store.contiguous_seq("box1") < 999
 
 
-def test_no_client_certificate_no_connection(tls_site: dict) -> None:  # type: ignore[type-arg]
-    context = ssl.create_default_context(cafile=str(tls_site["site"] / "ca.crt"))
-    import socket
+def test_a_device_subscribes_only_to_its_own_acks_and_commands(tls_site: Site) -> None:
+    box2 = connected(tls_site.client("box2"), tls_site.port)
+    try:
+        answers = subscribe(
+            box2,
+            [
+                "linerec/v1/box2/ack",
+                "linerec/v1/box2/command",
+                "$share/linerec-collectors/linerec/v1/+/event",
+                "$share/anything/linerec/v1/box2/ack",
+                "linerec/v1/box1/ack",
+                "linerec/v1/box1/command",
+                "linerec/v1/+/event",
+                "linerec/v1/box1/#",
+                "#",
+                "$SYS/#",
+            ],
+        )
+    finally:
+        box2.loop_stop()
+        box2.disconnect()
+    assert answers.pop("linerec/v1/box2/ack") == "Granted QoS 1"
+    assert answers.pop("linerec/v1/box2/command") == "Granted QoS 1"
+    assert set(answers.values()) == {"Not authorized"}, answers
 
-    raw = socket.create_connection(("127.0.0.1", tls_site["port"]), timeout=5)
+
+def test_health_telemetry_passes_the_access_rules(tls_site: Site) -> None:
+    got: list[bytes] = []
+    arrived = threading.Event()
+    collector = tls_site.client("linerec-collector")
+    collector.on_message = lambda client, userdata, message: (
+        got.append(message.payload),
+        arrived.set(),
+    )
+    connected(collector, tls_site.port)
+    box1 = connected(tls_site.client("box1"), tls_site.port)
+    reasons: list[str] = []
+    box1.on_publish = lambda client, userdata, mid, reason, properties: reasons.append(str(reason))
+    try:
+        assert subscribe(collector, ["linerec/v1/+/health"]) == {
+            "linerec/v1/+/health": "Granted QoS 1"
+        }
+        box1.publish("linerec/v1/box1/health", b'{"uptime": 1}', qos=1).wait_for_publish(10)
+        assert arrived.wait(10)
+    finally:
+        for client in (box1, collector):
+            client.loop_stop()
+            client.disconnect()
+    assert reasons == ["Success"]
+    assert got == [b'{"uptime": 1}']
+
+
+def test_the_printed_broker_command_runs_a_packaged_mosquitto_as_root(tls_site: Site) -> None:
+    """The fixture started the broker with exactly the command enroll printed, as root, no
+    `user root` added: mosquitto dropped to its own user and still read its key."""
+    assert os.geteuid() == 0
+    assert tls_site.command == ["mosquitto", "-c", str(tls_site.site / "mosquitto.conf")]
+    conf = (tls_site.site / "mosquitto.conf").read_text()
+    assert "user root" not in conf
+    assert "listener " + str(tls_site.port) + " 127.0.0.1" in conf
+    paths = re.findall(
+        r"^(?:cafile|certfile|keyfile|crlfile|plugin_opt_config_file) (.+)$", conf, re.M
+    )
+    assert len(paths) == 5 and all(Path(p).is_absolute() and Path(p).exists() for p in paths)
+    import grp
+
+    key = (tls_site.site / "broker.key").stat()
+    assert stat.S_IMODE(key.st_mode) == 0o640
+    assert grp.getgrgid(key.st_gid).gr_name == "mosquitto"
+    assert stat.S_IMODE((tls_site.site / "ca.key").stat().st_mode) == 0o600
+    assert (
+        tls_site.handshake(
+            tls_site.site / "linerec-collector.crt", tls_site.site / "linerec-collector.key"
+        )
+        == "connected"
+    )
+
+
+def test_enrol_says_when_the_broker_user_cannot_reach_the_site(tmp_path: Path) -> None:
+    from linerec.uplink.tls import device_request
+
+    _, csr = device_request("box1", tmp_path / "box1")
+    out = subprocess.run(
+        [*LINEREC, "collector", "enroll", str(csr), "--site", str(tmp_path / "site")],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stderr
+    blocked = next(p for p in reversed(tmp_path.parents) if not p.stat().st_mode & 0o001)
+    assert f"the mosquitto user cannot enter {blocked}" in out.stderr
+
+
+def test_no_client_certificate_no_connection(tls_site: Site) -> None:
+    context = ssl.create_default_context(cafile=str(tls_site.site / "ca.crt"))
+    raw = socket.create_connection(("127.0.0.1", tls_site.port), timeout=5)
     # TLS 1.3 reports a missing client certificate on the first read, not in the handshake.
     with (
         context.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
@@ -163,6 +383,9 @@ def test_no_client_certificate_no_connection(tls_site: dict) -> None:  # type: i
         ("broker", "is reserved for the site itself"),
         ("box+1", "is not a device id"),
         ("box#1", "is not a device id"),
+        ("box1\n", "is not a device id"),
+        ("broker\n", "is not a device id"),
+        ("linerec-collector\n", "is not a device id"),
     ],
 )
 def test_enrol_refuses_a_name_the_acl_could_not_confine(
@@ -172,6 +395,166 @@ def test_enrol_refuses_a_name_the_acl_could_not_confine(
     from linerec.uplink.tls import device_request
 
     _, csr = device_request(common_name, tmp_path / "device")
-    with pytest.raises(EnrollError, match=re.escape(f"common name '{common_name}' {why}")):
+    with pytest.raises(EnrollError, match=re.escape(f"common name {common_name!r} {why}")):
         enroll(csr, tmp_path / "site", broker_names=["localhost"])
-    assert not (tmp_path / "site" / f"{common_name}.crt").exists()
+    assert not (tmp_path / "site").exists()  # refused before anything is made
+
+
+def test_a_device_named_ca_cannot_replace_the_site_ca(new_site: Site) -> None:
+    new_site.device("box1")
+    ca_before = (new_site.site / "ca.crt").read_bytes()
+    new_site.device("ca")
+    new_site.device("broker.crt")
+    assert (new_site.site / "ca.crt").read_bytes() == ca_before
+    new_site.device("box2")  # enrolled after them, still verifiable against the site CA
+    new_site.start()
+    for name in ("box1", "box2", "ca"):
+        uplink = load_config(new_site.configs[name]).uplink
+        assert uplink is not None and uplink.cert is not None and uplink.key is not None
+        assert uplink.cert.parent.name == "devices"
+        assert new_site.handshake(uplink.cert, uplink.key) == "connected", name
+
+
+def test_a_revoked_device_is_refused_by_the_broker(new_site: Site) -> None:
+    for name in ("box1", "box2"):
+        new_site.device(name)
+    box1 = load_config(new_site.configs["box1"]).uplink
+    box2 = load_config(new_site.configs["box2"]).uplink
+    assert box1 is not None and box2 is not None
+    assert box1.cert is not None and box1.key is not None
+    assert box2.cert is not None and box2.key is not None
+    old_cert = box1.cert.read_bytes()
+    new_site.start()
+    assert new_site.handshake(box1.cert, box1.key) == "connected"  # before it is revoked
+    new_site.stop()
+    revoked = new_site.revoke("box1")
+    assert revoked.returncode == 0, revoked.stderr
+    assert "box1: 1 certificate(s) revoked" in revoked.stdout
+    assert "restart the broker" in revoked.stdout
+    new_site.start()
+    kept = new_site.root / "box1-old.crt"
+    kept.write_bytes(old_cert)  # the thief keeps its copy of the certificate
+    assert new_site.handshake(kept, box1.key) != "connected"
+    assert new_site.handshake(box2.cert, box2.key) == "connected"
+    log = new_site.stop()
+    assert log.count("certificate verify failed") == 1, log
+    unknown = new_site.revoke("box9")
+    assert unknown.returncode == 1
+    assert "no certificate was issued to 'box9'" in unknown.stderr
+
+
+def test_re_enrolment_with_a_new_key_needs_replace_and_revokes_the_old(new_site: Site) -> None:
+    new_site.device("box1")
+    first = load_config(new_site.configs["box1"]).uplink
+    assert first is not None and first.cert is not None and first.key is not None
+    first_cert = new_site.root / "box1-first.crt"
+    first_cert.write_bytes(first.cert.read_bytes())
+    new_site.start()
+    assert new_site.handshake(first_cert, first.key) == "connected"  # before it is replaced
+    new_site.stop()
+    # the same request again: the same certificate, nothing revoked
+    again = new_site.enroll(new_site.root / "box1" / "box1.csr")
+    assert again.returncode == 0, again.stderr
+    assert first.cert.read_bytes() == first_cert.read_bytes()
+    # a new key (another box given the same id, or a replaced one): refused without --replace
+    subprocess.run(
+        [
+            *LINEREC,
+            "uplink",
+            "csr",
+            "--config",
+            str(new_site.configs["box1"]),
+            "--out",
+            str(new_site.root / "box1-new"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    csr = new_site.root / "box1-new" / "box1.csr"
+    refused = new_site.enroll(csr)
+    assert refused.returncode == 1
+    assert "box1 already has a valid certificate for another key" in refused.stderr
+    assert "--replace" in refused.stderr
+    replaced = new_site.enroll(csr, "--replace")
+    assert replaced.returncode == 0, replaced.stderr
+    assert "revoked 1 older certificate(s)" in replaced.stdout
+    new_site.start()
+    assert new_site.handshake(first_cert, first.key) != "connected"
+    assert new_site.handshake(first.cert, new_site.root / "box1-new" / "device.key") == "connected"
+    log = new_site.stop()
+    assert log.count("certificate verify failed") == 1, log
+    # the revoked key cannot come back
+    back = new_site.enroll(new_site.root / "box1" / "box1.csr", "--replace")
+    assert back.returncode == 1
+    assert "its key belongs to a revoked certificate" in back.stderr
+
+
+def test_issued_certificates_are_kept_for_revocation(new_site: Site) -> None:
+    new_site.device("box1")
+    new_site.device("box2")
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    issued = {}
+    for path in (new_site.site / "issued").glob("*.crt"):
+        cert = x509.load_pem_x509_certificate(path.read_bytes())
+        assert path.stem == f"{cert.serial_number:x}"
+        issued[cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value] = cert
+    assert sorted(issued) == ["box1", "box2", "broker", "linerec-collector"]
+
+
+def test_commands_are_answered_even_after_the_collector_database_is_lost(
+    tls_site: Site,
+) -> None:
+    """`collector command` waits for the device's answer and says it; a collector with a new
+    (or restored) database learns the device's counter instead of being refused as a replay."""
+    call = tls_site.root / "call.toml"
+    call.write_text('[[call]]\nconsent = "one-party"\n[[call.step]]\nat = 0.5\noff_hook = true\n')
+    config = tls_site.configs["box1"]
+    config.write_text(
+        config.read_text().replace(
+            "[uplink]",
+            f'[hardware]\nbackend = "sim"\n[sim]\ncalls = ["{call}"]\n'
+            '[[line]]\nconsent = "one-party"\n[uplink]',
+        )
+    )
+    collector = tls_site.collector_config()
+    daemon = subprocess.Popen([*LINEREC, "run", "--config", str(config)], stderr=subprocess.DEVNULL)
+
+    def command(device: str, *arguments: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*LINEREC, "collector", "command", device, *arguments, "--config", str(collector)],
+            capture_output=True,
+            text=True,
+            cwd=tls_site.root,
+        )
+
+    online = threading.Event()
+    watcher = tls_site.client("linerec-collector")
+    watcher.on_message = lambda client, userdata, message: (
+        json.loads(message.payload)["state"] == "online" and online.set()
+    )
+    connected(watcher, tls_site.port)
+    try:
+        subscribe(watcher, ["linerec/v1/box1/status"])
+        assert online.wait(30)  # the daemon is connected and subscribed to its commands
+        first = command("box1", "status")
+        assert first.returncode == 0, first.stderr
+        assert "box1: status done (counter 1)" in first.stdout
+        second = command("box1", "status")
+        assert "box1: status done (counter 2)" in second.stdout, second.stderr
+        shutil.rmtree(tls_site.root / "central")  # the collector's database is lost
+        third = command("box1", "status")
+        assert third.returncode == 0, third.stderr
+        assert "box1: status done (counter 3)" in third.stdout
+        refused = command("box1", "consent", "--line", "line9", "--mode", "beep")
+        assert refused.returncode == 1
+        assert "box1: consent refused (counter 4): consent: \"no line 'line9'\"" in refused.stderr
+        silent = command("box2", "status", "--timeout", "1")  # box2 is not running
+        assert silent.returncode == 1
+        assert "box2: status sent (counter 1), no answer within 1 s" in silent.stderr
+    finally:
+        watcher.loop_stop()
+        watcher.disconnect()
+        daemon.terminate()
+        daemon.wait(20)

@@ -533,7 +533,7 @@ def test_commands_reach_a_running_daemon(site: dict[str, Path], broker: Mosquitt
             assert time.monotonic() < deadline, f"no {name} event: {events()}"
             time.sleep(0.05)
 
-    def command(*arguments: str) -> None:
+    def command(*arguments: str, refused: bool = False) -> None:
         sent = subprocess.run(
             [
                 *LINEREC,
@@ -547,7 +547,10 @@ def test_commands_reach_a_running_daemon(site: dict[str, Path], broker: Mosquitt
             capture_output=True,
             text=True,
         )
-        assert sent.returncode == 0, sent.stderr
+        # the command line waits for the device's answer: 1 and the reason if refused
+        assert sent.returncode == (1 if refused else 0), sent.stderr
+        if refused:
+            assert "no line 'line9'" in sent.stderr
 
     try:
         wait_for("recording_started")
@@ -555,7 +558,7 @@ def test_commands_reach_a_running_daemon(site: dict[str, Path], broker: Mosquitt
         wait_for("recording_paused")
         command("resume", "--line", "line1")
         wait_for("recording_resumed")
-        command("consent", "--line", "line9", "--mode", "beep")  # no such line: refused, says why
+        command("consent", "--line", "line9", "--mode", "beep", refused=True)  # no such line
         wait_for("command_refused")
         daemon.send_signal(signals.SIGTERM)
         daemon.wait(20)

@@ -64,15 +64,23 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     command.add_argument("--id", help="the recording, for hold, release, delete")
     command.add_argument("--mode", help="the consent mode, for consent")
     command.add_argument(
-        "--ttl", type=float, default=300.0, metavar="S", help="valid for S seconds"
+        "--ttl", type=_ttl, default=300.0, metavar="S", help="valid for S seconds (1 to 86400)"
+    )
+    command.add_argument(
+        "--timeout",
+        type=_timeout,
+        default=10.0,
+        metavar="S",
+        help="wait S seconds for the device's answer (0: do not wait); no answer exits 1",
     )
     command.set_defaults(handler=_command)
     for sub_parser in (collector_run, collector_list, export, delete, hold, audit, command):
         sub_parser.add_argument("--config", type=Path, default=None)
     enroll = collector_commands.add_parser(
-        "enroll", help="sign a device's request; write the broker's TLS and ACL files"
+        "enroll",
+        help="sign a device's request, or revoke a device; write the broker's TLS and access files",
     )
-    enroll.add_argument("csr", type=Path, metavar="DEVICE.csr")
+    enroll.add_argument("csr", type=Path, nargs="?", metavar="DEVICE.csr")
     enroll.add_argument(
         "--site",
         type=Path,
@@ -87,7 +95,20 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         metavar="NAME",
         help="host name or address of the broker (repeatable)",
     )
-    enroll.add_argument("--port", type=int, default=8883)
+    enroll.add_argument("--port", type=int, default=8883, help="the broker's TLS port")
+    enroll.add_argument(
+        "--bind", metavar="ADDRESS", help="the address the broker listens on (default: all)"
+    )
+    enroll.add_argument(
+        "--replace",
+        action="store_true",
+        help="the device has a new key: issue its certificate and revoke the older ones",
+    )
+    enroll.add_argument(
+        "--revoke",
+        metavar="DEVICE",
+        help="revoke every certificate issued to DEVICE (instead of enrolling)",
+    )
     enroll.set_defaults(handler=_enroll)
 
 
@@ -116,15 +137,41 @@ def _verify_export(args: argparse.Namespace) -> int:
 
 
 def _enroll(args: argparse.Namespace) -> int:
-    from linerec.collector.enroll import enroll
+    from linerec.collector.enroll import EnrollError, enroll_device, revoke, unreachable_by_broker
 
-    cert = enroll(
-        args.csr, args.site, broker_names=args.broker_name or ["localhost"], port=args.port
-    )
+    if (args.csr is None) == (args.revoke is None):
+        print("linerec: error: enroll needs DEVICE.csr, or --revoke DEVICE", file=sys.stderr)
+        return 2
+    restart = f"restart the broker: mosquitto -c {args.site.absolute() / 'mosquitto.conf'}"
+    try:
+        if args.revoke is not None:
+            count = revoke(args.site, args.revoke)
+            crl = args.site.absolute() / "crl.pem"
+            print(
+                f"{args.revoke}: {count} certificate(s) revoked ({crl}); "
+                f"it has no access any more; {restart}"
+            )
+            return 0
+        enrolled = enroll_device(
+            args.csr,
+            args.site,
+            broker_names=args.broker_name or ["localhost"],
+            port=args.port,
+            bind=args.bind,
+            replace=args.replace,
+        )
+    except EnrollError as exc:
+        print(f"linerec: error: {exc}", file=sys.stderr)
+        return 1
+    replaced = f"; revoked {enrolled.revoked} older certificate(s)" if enrolled.revoked else ""
     print(
-        f"{cert}: the device's certificate ([uplink] cert); CA for [uplink] ca: "
-        f"{args.site / 'ca.crt'}; broker: mosquitto -c {args.site / 'mosquitto.conf'}"
+        f"{enrolled.cert}: the device's certificate ([uplink] cert); CA for [uplink] ca: "
+        f"{args.site.absolute() / 'ca.crt'}{replaced}\n"
+        f"start or restart the broker: mosquitto -c {args.site.absolute() / 'mosquitto.conf'}"
     )
+    problem = unreachable_by_broker(args.site)
+    if problem:
+        print(f"linerec: warning: {problem}", file=sys.stderr)
     return 0
 
 
@@ -186,48 +233,69 @@ def _list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ttl(text: str) -> float:
+    from linerec.uplink.commands import valid_ttl
+
+    try:
+        ttl = float(text)
+    except ValueError:
+        ttl = float("nan")
+    problem = valid_ttl(ttl)
+    if problem:
+        raise argparse.ArgumentTypeError(f"{problem} (got {text!r})")
+    return ttl
+
+
+def _timeout(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = float("nan")
+    if not 0 <= seconds <= 3600:  # also false for NaN
+        raise argparse.ArgumentTypeError(f"must be seconds from 0 to 3600 (got {text!r})")
+    return seconds
+
+
 def _command(args: argparse.Namespace) -> int:
-    import os
-
-    from paho.mqtt.packettypes import PacketTypes
-    from paho.mqtt.properties import Properties
-
-    from linerec.mqttapi import make_client, sign, topic
-    from linerec.uplink.commands import ACTIONS, command_body
+    from linerec.collector.commands import send_command
+    from linerec.uplink.commands import ACTIONS
 
     settings = _settings(args)
-    store = _store(settings)
     arguments = {name: getattr(args, name) for name in ACTIONS[args.action]}
     missing = [f"--{name}" for name, value in arguments.items() if not value]
     if missing:
         print(f"linerec: error: {args.action} needs {', '.join(missing)}", file=sys.stderr)
         return 2
-    counter = store.next_command_counter(args.device)
-    body = command_body(args.device, counter, args.action, ttl=args.ttl, **arguments)
-    store.audit(f"command {args.action}", arguments.get("id"), json.dumps(arguments))
-    broker = settings.broker
-    client = make_client(
-        f"linerec-command-{os.getpid()}",
-        broker,
-        ca=settings.ca,
-        cert=settings.cert,
-        key=settings.client_key,
+    answer = send_command(
+        settings,
+        _store(settings),
+        args.device,
+        args.action,
+        arguments,
+        ttl=args.ttl,
+        timeout=args.timeout,
     )
-    client.connect(broker.host, broker.port)
-    client.loop_start()
-    properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-    properties.MessageExpiryInterval = max(int(args.ttl), 1)
-    info = client.publish(
-        topic(args.device, "command"),
-        sign(settings.key.signing, body),
-        qos=1,
-        properties=properties,
-    )
-    info.wait_for_publish(timeout=10)
-    client.loop_stop()
-    client.disconnect()
-    print(f"{args.device}: {args.action} sent (counter {counter}, valid {args.ttl:g} s)")
-    return 0 if info.is_published() else 1
+    what = f"{args.device}: {args.action}"
+    if answer.outcome == "done":
+        print(f"{what} done (counter {answer.counter})")
+        return 0
+    if answer.outcome == "sent":
+        print(f"{what} sent (counter {answer.counter}, valid {args.ttl:g} s); not waiting")
+        return 0
+    if answer.outcome == "refused":
+        print(
+            f"linerec: {what} refused (counter {answer.counter}): {answer.reason}", file=sys.stderr
+        )
+    elif answer.outcome == "unanswered":
+        print(
+            f"linerec: {what} sent (counter {answer.counter}), no answer within "
+            f"{args.timeout:g} s: the device is offline or busy; the command stays valid for "
+            f"{args.ttl:g} s and its answer will be among the device's events",
+            file=sys.stderr,
+        )
+    else:
+        print(f"linerec: {what} not sent: {answer.reason}", file=sys.stderr)
+    return 1
 
 
 def _export(args: argparse.Namespace) -> int:

@@ -1,17 +1,51 @@
-"""Setting a site up: a device CA, device certificates, and the broker's TLS and ACL pieces.
+"""Setting a site up: a device CA, device certificates, revocation, and the broker's pieces.
 
 * `linerec uplink csr --out DIR` (on the appliance, `linerec.uplink.tls`): the device's TLS
   key (mode 0600) and a certificate request whose common name is its device id.
 * `linerec collector enroll CSR --site DIR`: signs it with the site's device CA (made on first
-  use), and writes the broker-side pieces into DIR: the CA, a server certificate for the broker,
-  a client certificate for the collector, `mosquitto.conf` (TLS with `require_certificate` and
-  `use_identity_as_username`) and `acl` (each device writes only under its own id).
+  use) and (re)writes everything the broker needs, in DIR:
+
+      ca.key ca.crt                  the site's device CA (the key never leaves DIR, mode 0600)
+      broker.key broker.crt          the broker's TLS identity (key 0640, group mosquitto)
+      linerec-collector.key .crt     the collector's client identity
+      devices/<device>.crt           each device's current certificate (a subdirectory, so no
+                                     device id can name a site file: a device called `ca`)
+      issued/<serial>.crt            every certificate ever issued, so revocation finds them all
+      crl.pem                        the CA's revocation list (mosquitto's crlfile)
+      access.json                    who may publish and subscribe to what (below)
+      mosquitto.conf                 absolute paths; starts as it is under a packaged mosquitto
+
+* `linerec collector enroll --revoke DEVICE --site DIR`: every certificate issued to DEVICE
+  goes on the revocation list and DEVICE loses all access.
+
+Access rules. mosquitto 2.0's `acl_file` grants every SUBSCRIBE and checks only delivery, so a
+device could join the collectors' shared subscription (`$share/linerec-collectors/...`): the
+broker then hands it a share of every device's messages, drops them at the read check, and the
+collector never sees them. mosquitto's dynamic security plugin checks the SUBSCRIBE itself
+(with the whole `$share/group/filter` string), so the rules are written for it: a device may
+subscribe only to its own `ack` and `command` topics (exact strings, no wildcards, no share)
+and publish only its own `status`, `event`, `health` and `upload/+`; anything not allowed is
+denied. The plugin reads its file at start-up, so the broker is restarted after an enrolment
+or a revocation (the CRL, too, is read at start-up).
+
+Re-enrolling a device with the same key gives back its current certificate. A request with a
+new key for a device that still has a valid certificate is refused unless `replace` is given
+(two boxes given the same id by mistake must not silently lock each other out); with it, the
+new certificate is issued and every older one revoked. A key whose certificate was revoked is
+never certified again.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import grp
+import ipaddress
+import json
+import os
+import stat
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -20,14 +54,41 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from linerec.config import DEVICE_ID
 from linerec.errors import LinerecError
+from linerec.mqttapi import SHARE
 from linerec.uplink.tls import load_key, write_key, x509_name
 
 VALID_DAYS = 3650
 COLLECTOR_NAME = "linerec-collector"
+BROKER_USER = "mosquitto"  # the user a packaged mosquitto drops to when started as root
+DYNSEC_PLUGINS = (
+    "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so",
+    "/usr/lib/aarch64-linux-gnu/mosquitto_dynamic_security.so",
+    "/usr/lib/arm-linux-gnueabihf/mosquitto_dynamic_security.so",
+    "/usr/lib/mosquitto_dynamic_security.so",
+    "/usr/local/lib/mosquitto_dynamic_security.so",
+)
 
 
 class EnrollError(LinerecError, ValueError):
     pass
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Enrolled:
+    cert: Path  # the device's current certificate
+    revoked: int  # older certificates of this device revoked now (with replace)
+
+
+# -- the CA and the certificates it issues ----------------------------------------------------
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _write_public(path: Path, data: bytes) -> None:
+    path.write_bytes(data)
+    path.chmod(0o644)
 
 
 def _ca(site: Path) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
@@ -35,7 +96,7 @@ def _ca(site: Path) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
     if key_path.exists() and cert_path.exists():
         return load_key(key_path), x509.load_pem_x509_certificate(cert_path.read_bytes())
     key = ec.generate_private_key(ec.SECP256R1())
-    now = dt.datetime.now(dt.UTC)
+    now = _now()
     cert = (
         x509.CertificateBuilder()
         .subject_name(x509_name("linerec site device CA"))
@@ -62,7 +123,7 @@ def _ca(site: Path) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
         .sign(key, hashes.SHA256())
     )
     write_key(key_path, key)
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    _write_public(cert_path, cert.public_bytes(serialization.Encoding.PEM))
     return key, cert
 
 
@@ -74,7 +135,7 @@ def _issue(
     server_names: list[str] | None = None,
 ) -> x509.Certificate:
     ca_key, ca_cert = _ca(site)
-    now = dt.datetime.now(dt.UTC)
+    now = _now()
     builder = (
         x509.CertificateBuilder()
         .subject_name(x509_name(subject))
@@ -86,8 +147,6 @@ def _issue(
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
     )
     if server_names:
-        import ipaddress
-
         alt: list[x509.GeneralName] = []
         for name in server_names:
             try:
@@ -102,68 +161,314 @@ def _issue(
         builder = builder.add_extension(
             x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False
         )
-    return builder.sign(ca_key, hashes.SHA256())
+    cert = builder.sign(ca_key, hashes.SHA256())
+    issued = site / "issued"
+    issued.mkdir(mode=0o755, exist_ok=True)
+    _write_public(
+        issued / f"{cert.serial_number:x}.crt", cert.public_bytes(serialization.Encoding.PEM)
+    )
+    return cert
 
 
-def enroll(csr_path: Path, site: Path, *, broker_names: list[str], port: int = 8883) -> Path:
+def _common_name(cert: x509.Certificate) -> str:
+    names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return str(names[0].value) if names else ""
+
+
+def _public_der(cert: x509.Certificate | x509.CertificateSigningRequest) -> bytes:
+    return cert.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def _issued_to(site: Path, device: str) -> list[x509.Certificate]:
+    found = []
+    for path in sorted((site / "issued").glob("*.crt")):
+        cert = x509.load_pem_x509_certificate(path.read_bytes())
+        if _common_name(cert) == device:
+            found.append(cert)
+    return found
+
+
+# -- revocation ----------------------------------------------------------------------------
+
+
+def _revoked_serials(site: Path) -> set[int]:
+    path = site / "crl.pem"
+    if not path.exists():
+        return set()
+    crl = x509.load_pem_x509_crl(path.read_bytes())
+    return {entry.serial_number for entry in crl}
+
+
+def _write_crl(site: Path, serials: set[int]) -> None:
+    """The CA's revocation list. Its next update is as far off as the certificates' own
+    expiry: OpenSSL refuses every client once a CRL has passed its next update."""
+    ca_key, ca_cert = _ca(site)
+    now = _now()
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(ca_cert.subject)
+        .last_update(now - dt.timedelta(minutes=5))
+        .next_update(now + dt.timedelta(days=VALID_DAYS))
+    )
+    for serial in sorted(serials):
+        builder = builder.add_revoked_certificate(
+            x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(now).build()
+        )
+    crl = builder.sign(ca_key, hashes.SHA256())
+    _write_public(site / "crl.pem", crl.public_bytes(serialization.Encoding.PEM))
+
+
+def revoke(site: Path, device: str, *, broker_names: list[str] | None = None) -> int:
+    """Revoke every certificate issued to `device`; it loses all access. Returns how many
+    were not revoked before."""
+    issued = _issued_to(site, device) if (site / "ca.crt").exists() else []
+    if not issued:
+        raise EnrollError(f"{site}: no certificate was issued to {device!r} at this site")
+    revoked = _revoked_serials(site)
+    new = {cert.serial_number for cert in issued} - revoked
+    _write_crl(site, revoked | new)
+    (site / "devices" / f"{device}.crt").unlink(missing_ok=True)
+    _rewrite_access(site)
+    return len(new)
+
+
+# -- enrolment -----------------------------------------------------------------------------
+
+
+def _device_of(csr: x509.CertificateSigningRequest, where: Path) -> str:
+    names = csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    if len(names) != 1:
+        raise EnrollError(f"{where}: the request names {len(names)} common names, not one")
+    device = str(names[0].value)
+    # fullmatch: `$` alone would let "box1\n" through (it matches before a final newline)
+    if not DEVICE_ID.fullmatch(device):
+        raise EnrollError(
+            f"{where}: common name {device!r} is not a device id "
+            "(1-64 letters, digits, '.', '_' or '-')"
+        )
+    if device in ("broker", COLLECTOR_NAME):  # the site's own users: a device must not pose as one
+        raise EnrollError(f"{where}: common name {device!r} is reserved for the site itself")
+    return device
+
+
+def enroll(
+    csr_path: Path,
+    site: Path,
+    *,
+    broker_names: list[str],
+    port: int = 8883,
+    bind: str | None = None,
+    replace: bool = False,
+) -> Path:
     """Sign a device's CSR; (re)write the broker's pieces. Returns the device certificate."""
-    site.mkdir(parents=True, exist_ok=True)
+    return enroll_device(
+        csr_path, site, broker_names=broker_names, port=port, bind=bind, replace=replace
+    ).cert
+
+
+def enroll_device(
+    csr_path: Path,
+    site: Path,
+    *,
+    broker_names: list[str],
+    port: int = 8883,
+    bind: str | None = None,
+    replace: bool = False,
+) -> Enrolled:
     try:
         csr = x509.load_pem_x509_csr(csr_path.read_bytes())
     except (OSError, ValueError) as exc:
         raise EnrollError(f"{csr_path}: not a PEM certificate request: {exc}") from exc
     if not csr.is_signature_valid:
         raise EnrollError(f"{csr_path}: the request's signature does not hold")
-    names = csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    device = str(names[0].value) if names else ""
-    if not DEVICE_ID.match(device):
-        raise EnrollError(
-            f"{csr_path}: common name {device!r} is not a device id "
-            "(1-64 letters, digits, '.', '_' or '-')"
-        )
-    if device in ("broker", COLLECTOR_NAME):  # the ACL's own users: a device must not pose as one
-        raise EnrollError(f"{csr_path}: common name {device!r} is reserved for the site itself")
+    device = _device_of(csr, csr_path)
     public = csr.public_key()
     if not isinstance(public, ec.EllipticCurvePublicKey):
         raise EnrollError(f"{csr_path}: expected an EC key")
-    cert = _issue(site, device, public)
-    cert_path = site / f"{device}.crt"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    _broker_pieces(site, broker_names, port)
-    return cert_path
+    plugin = _dynsec_plugin()
+    site = site.absolute()
+    site.mkdir(mode=0o755, parents=True, exist_ok=True)
+    devices = site / "devices"
+    devices.mkdir(mode=0o755, exist_ok=True)
+    revoked = _revoked_serials(site)
+    issued = _issued_to(site, device) if (site / "ca.crt").exists() else []
+    key = _public_der(csr)
+    if any(_public_der(c) == key and c.serial_number in revoked for c in issued):
+        raise EnrollError(
+            f"{csr_path}: {device}: its key belongs to a revoked certificate; "
+            "make a new key on the device (linerec uplink csr) and enrol that"
+        )
+    valid = [c for c in issued if c.serial_number not in revoked]
+    cert_path = devices / f"{device}.crt"
+    same = next((c for c in valid if _public_der(c) == key), None)
+    newly_revoked = 0
+    if same is not None and cert_path.exists():
+        cert = same  # enrolled again with the same key: the same certificate
+    else:
+        others = [c for c in valid if _public_der(c) != key]
+        if others and not replace:
+            raise EnrollError(
+                f"{csr_path}: {device} already has a valid certificate for another key; "
+                "if this box replaces it, enrol again with --replace (the old certificate is "
+                "then revoked), otherwise give this box another device id"
+            )
+        cert = _issue(site, device, public)
+        if others:
+            newly_revoked = len(others)
+            _write_crl(site, revoked | {c.serial_number for c in others})
+    _write_public(cert_path, cert.public_bytes(serialization.Encoding.PEM))
+    if not (site / "crl.pem").exists():
+        _write_crl(site, revoked)
+    _broker_pieces(site, broker_names, port, bind, plugin)
+    return Enrolled(cert=cert_path, revoked=newly_revoked)
 
 
-def _broker_pieces(site: Path, broker_names: list[str], port: int) -> None:
+# -- the broker's pieces -------------------------------------------------------------------
+
+
+def _dynsec_plugin() -> str:
+    for candidate in DYNSEC_PLUGINS:
+        if Path(candidate).exists():
+            return candidate
+    raise EnrollError(
+        "mosquitto's dynamic security plugin (mosquitto_dynamic_security.so, in Debian's "
+        "mosquitto package) is not installed here: it is what confines each device's "
+        f"subscriptions (looked in {', '.join(DYNSEC_PLUGINS)})"
+    )
+
+
+def _broker_group() -> int | None:
+    try:
+        return grp.getgrnam(BROKER_USER).gr_gid
+    except KeyError:
+        return None
+
+
+def _broker_key(path: Path) -> None:
+    """The broker's key: 0640 with group mosquitto, so a packaged mosquitto started as root
+    reads it after dropping to its own user (and nobody else does). Without that group the
+    key stays 0600: the broker must then run as the key's owner (documented)."""
+    if not path.exists():
+        write_key(path, ec.generate_private_key(ec.SECP256R1()))
+    gid = _broker_group()
+    if gid is not None and os.geteuid() == 0:
+        os.chown(path, -1, gid)
+        path.chmod(0o640)
+
+
+def _broker_pieces(
+    site: Path, broker_names: list[str], port: int, bind: str | None, plugin: str
+) -> None:
     for name, names in (("broker", broker_names), (COLLECTOR_NAME, None)):
         key_path = site / f"{name}.key"
-        if not key_path.exists():
+        if name == "broker":
+            _broker_key(key_path)
+        elif not key_path.exists():
             write_key(key_path, ec.generate_private_key(ec.SECP256R1()))
         cert_path = site / f"{name}.crt"
         if not cert_path.exists():
             cert = _issue(site, name, load_key(key_path).public_key(), server_names=names)
-            cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (site / "acl").write_text(
-        "# linerec: each device writes only under its own id and reads only its own acks.\n"
-        "# %u is the device id: the common name of its certificate (use_identity_as_username).\n"
-        "pattern write linerec/v1/%u/status\n"
-        "pattern write linerec/v1/%u/event\n"
-        "pattern write linerec/v1/%u/upload/#\n"
-        "pattern read linerec/v1/%u/ack\n"
-        "pattern read linerec/v1/%u/command\n\n"
-        f"user {COLLECTOR_NAME}\n"
-        "topic read linerec/v1/+/event\n"
-        "topic read linerec/v1/+/upload/#\n"
-        "topic read linerec/v1/+/status\n"
-        "topic write linerec/v1/+/ack\n"
-        "topic write linerec/v1/+/command\n"
-    )
-    (site / "mosquitto.conf").write_text(
-        "# linerec site broker: TLS with client certificates, one identity per device.\n"
-        f"listener {port}\n"
+            _write_public(cert_path, cert.public_bytes(serialization.Encoding.PEM))
+    _rewrite_access(site)
+    (site / "acl").unlink(missing_ok=True)  # the acl_file of earlier versions: superseded
+    listener = f"listener {port}" + (f" {bind}" if bind else "")
+    conf = (
+        "# linerec site broker, written by `linerec collector enroll`: TLS with client\n"
+        "# certificates (one identity per device), a revocation list, and per-device access\n"
+        "# rules in access.json (the dynamic security plugin: it checks subscriptions too).\n"
+        "# Restart the broker after each enrolment or revocation.\n"
+        f"{listener}\n"
         f"cafile {site / 'ca.crt'}\n"
         f"certfile {site / 'broker.crt'}\n"
         f"keyfile {site / 'broker.key'}\n"
+        f"crlfile {site / 'crl.pem'}\n"
         "require_certificate true\n"
         "use_identity_as_username true\n"
-        f"acl_file {site / 'acl'}\n"
+        f"plugin {plugin}\n"
+        f"plugin_opt_config_file {site / 'access.json'}\n"
     )
+    _write_public(site / "mosquitto.conf", conf.encode())
+
+
+def _rewrite_access(site: Path) -> None:
+    devices = sorted(path.stem for path in (site / "devices").glob("*.crt"))
+    _write_public(site / "access.json", json.dumps(access_rules(devices), indent=1).encode())
+
+
+def _acl(kind: str, topic: str) -> dict[str, Any]:
+    return {"acltype": kind, "topic": topic, "allow": True, "priority": 0}
+
+
+def access_rules(devices: list[str]) -> dict[str, Any]:
+    """The dynamic security plugin's configuration: one role per device, one for the
+    collector; whatever no rule allows is denied (unsubscribing is harmless, so allowed)."""
+    roles = [
+        {
+            "rolename": COLLECTOR_NAME,
+            "acls": [
+                # the collectors' shared subscriptions: the whole string, as the broker sees it
+                _acl("subscribeLiteral", f"{SHARE}/linerec/v1/+/event"),
+                _acl("subscribeLiteral", f"{SHARE}/linerec/v1/+/upload/+"),
+                # `collector command` waits for a device's answer on its event topic
+                *(
+                    _acl("subscribePattern", f"linerec/v1/+/{t}")
+                    for t in ("event", "status", "health")
+                ),
+                *(
+                    _acl("publishClientReceive", f"linerec/v1/+/{t}")
+                    for t in ("event", "upload/+", "status", "health")
+                ),
+                *(_acl("publishClientSend", f"linerec/v1/+/{t}") for t in ("ack", "command")),
+            ],
+        }
+    ]
+    clients = [{"username": COLLECTOR_NAME, "roles": [{"rolename": COLLECTOR_NAME}]}]
+    for device in devices:
+        base = f"linerec/v1/{device}"
+        roles.append(
+            {
+                "rolename": f"device-{device}",
+                "acls": [
+                    *(
+                        _acl("publishClientSend", f"{base}/{t}")
+                        for t in ("status", "event", "health", "upload/+")
+                    ),
+                    *(_acl("subscribeLiteral", f"{base}/{t}") for t in ("ack", "command")),
+                    *(_acl("publishClientReceive", f"{base}/{t}") for t in ("ack", "command")),
+                ],
+            }
+        )
+        clients.append({"username": device, "roles": [{"rolename": f"device-{device}"}]})
+    return {
+        "defaultACLAccess": {
+            "publishClientSend": False,
+            "publishClientReceive": False,
+            "subscribe": False,
+            "unsubscribe": True,
+        },
+        "clients": clients,
+        "groups": [],
+        "roles": roles,
+    }
+
+
+def unreachable_by_broker(site: Path) -> str:
+    """Why the broker's own user could not read the site's files from where they are ('' if
+    it can, or if there is no such user): a directory on the way it may not enter."""
+    gid = _broker_group()
+    if gid is None:
+        return ""
+    for directory in [*reversed(site.absolute().parents), site.absolute()]:
+        mode = directory.stat()
+        may_enter = mode.st_mode & stat.S_IXOTH or (
+            mode.st_gid == gid and mode.st_mode & stat.S_IXGRP
+        )
+        if not may_enter:
+            return (
+                f"the {BROKER_USER} user cannot enter {directory} "
+                f"(mode {stat.S_IMODE(mode.st_mode):04o}): mosquitto started as root drops to "
+                "that user and will not read its files; keep the site directory where it can"
+            )
+    return ""

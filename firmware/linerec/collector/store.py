@@ -387,16 +387,34 @@ class CollectorStore:
         )
 
     def next_command_counter(self, device: str) -> int:
-        """The next command number for `device` (the device refuses any not above the last)."""
+        """The next command number for `device` (the device refuses any not above the last):
+        above our own count and above any counter the device's stored events tell of."""
         row = self.db.execute(
             "SELECT counter FROM command_counters WHERE device = ?", (device,)
         ).fetchone()
-        counter = (int(row[0]) if row else 0) + 1
+        told = self.db.execute(
+            "SELECT max(max(coalesce(json_extract(body, '$.counter'), 0),"
+            " coalesce(json_extract(body, '$.last_counter'), 0))) FROM events"
+            " WHERE device = ? AND json_extract(body, '$.event') IN"
+            " ('command_done', 'command_refused')",
+            (device,),
+        ).fetchone()
+        known = max(int(row[0]) if row else 0, int(told[0]) if told and told[0] else 0)
+        counter = known + 1
         self.db.execute(
             "INSERT OR REPLACE INTO command_counters (device, counter) VALUES (?, ?)",
             (device, counter),
         )
         return counter
+
+    def learn_command_counter(self, device: str, accepted: int) -> None:
+        """The device says it has accepted counters up to `accepted` (its status, or a
+        refusal): the next command goes above it, even if this database forgot (restored)."""
+        self.db.execute(
+            "INSERT INTO command_counters (device, counter) VALUES (?, ?) "
+            "ON CONFLICT (device) DO UPDATE SET counter = max(counter, excluded.counter)",
+            (device, accepted),
+        )
 
     def recording(self, recording_id: str) -> dict[str, Any] | None:
         return next((r for r in self.recordings() if r["id"] == recording_id), None)

@@ -41,6 +41,8 @@ class CommandRefused(CallEvent):
 
     name: ClassVar[str] = "command_refused"
     reason: str
+    counter: int  # the refused command's counter (0 if it carried none that could be read)
+    last_counter: int  # the highest counter this device has accepted: send above it
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

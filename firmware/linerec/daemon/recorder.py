@@ -80,7 +80,7 @@ def build_recorder(
             uplink = open_uplink(
                 config,
                 store,
-                on_command=lambda command, why: daemons[0].submit_command(command, why),
+                on_command=lambda command: daemons[0].submit_command(command),
                 outbox=outbox,
             )
         sinks[0] = queueing(emit, outbox, device_id=config.uplink.device_id, t0=start)

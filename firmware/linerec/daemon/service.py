@@ -36,7 +36,7 @@ from linerec.hardware.leds import Led, Show
 from linerec.hardware.talk import TalkSwitch
 from linerec.resample import to_int16
 from linerec.store.base import Store
-from linerec.uplink.commands import Command
+from linerec.uplink.commands import Command, Refusal
 from linerec.wav import read_mono_8k
 
 log = logging.getLogger(__name__)
@@ -88,8 +88,7 @@ class _Captured:
 
 @dataclass(frozen=True, slots=True)
 class _Command:
-    command: Command | None
-    reason: str  # why it was refused (command is None then)
+    command: Command | Refusal  # checked, or why it was refused
     line: int = -1
 
 
@@ -303,9 +302,9 @@ class Daemon:
 
     # -- the main loop's work --------------------------------------------------------------
 
-    def submit_command(self, command: Command | None, reason: str) -> None:
+    def submit_command(self, command: Command | Refusal) -> None:
         """From the uplink's thread: a checked command (or why one was refused), for the loop."""
-        self._put(_Command(command, reason))
+        self._put(_Command(command))
 
     def _handle(self, item: _Edge | _Captured | _CaptureFailed | _Command) -> None:
         if isinstance(item, _Command):
@@ -328,8 +327,16 @@ class Daemon:
     def _execute(self, item: _Command) -> None:
         t = self.backend.clock()
         command = item.command
-        if command is None:
-            self._emit(CommandRefused(t=t, line="", reason=item.reason))
+        if isinstance(command, Refusal):
+            self._emit(
+                CommandRefused(
+                    t=t,
+                    line="",
+                    reason=str(command),
+                    counter=command.counter,
+                    last_counter=command.last,
+                )
+            )
             return
         arguments = command.arguments
         try:
@@ -348,7 +355,16 @@ class Daemon:
                 else:
                     pipeline.command(command.action, t)
         except (KeyError, ValueError, PermissionError, OSError) as exc:
-            self._emit(CommandRefused(t=t, line="", reason=f"{command.action}: {exc}"))
+            # accepted (its counter is spent), but it could not be done
+            self._emit(
+                CommandRefused(
+                    t=t,
+                    line="",
+                    reason=f"{command.action}: {exc}",
+                    counter=command.counter,
+                    last_counter=command.counter,
+                )
+            )
             return
         self._emit(CommandDone(t=t, line="", action=command.action, counter=command.counter))
 

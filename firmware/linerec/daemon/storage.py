@@ -17,7 +17,7 @@ from linerec.store.private import private_dir, tighten
 from linerec.store.ring import RecordingDeleted as Deleted
 from linerec.store.ring import RingStore, StoreEvent
 from linerec.uplink.client import Uplink, UplinkSettings
-from linerec.uplink.commands import Command
+from linerec.uplink.commands import Command, Refusal
 from linerec.uplink.outbox import EventOutbox
 
 
@@ -25,7 +25,7 @@ def open_uplink(
     config: Config,
     ring: RingStore,
     on_problem: Callable[[str], None] = lambda message: None,
-    on_command: Callable[[Command | None, str], None] = lambda command, why: None,
+    on_command: Callable[[Command | Refusal], None] = lambda command: None,
     role: str = "",
     outbox: EventOutbox | None = None,
 ) -> Uplink:

@@ -33,7 +33,7 @@ from linerec.mqttapi import CHUNK, ApiError, Broker, make_client, topic, verify
 from linerec.store.keys import CollectorPublic
 from linerec.store.private import private_dir, write_private
 from linerec.store.ring import RingStore
-from linerec.uplink.commands import Command, CommandGate
+from linerec.uplink.commands import Command, CommandGate, Refusal
 from linerec.uplink.outbox import EventOutbox
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ class Uplink:
         outbox: EventOutbox,
         *,
         on_problem: Callable[[str], None] = lambda message: None,
-        on_command: Callable[[Command | None, str], None] = lambda command, why: None,
+        on_command: Callable[[Command | Refusal], None] = lambda command: None,
         role: str = "",
     ) -> None:
         self.settings = settings
@@ -162,8 +162,15 @@ class Uplink:
         client.will_set(topic(self._device, "status"), self._status("offline"), qos=1, retain=True)
 
     def _status(self, state: str) -> bytes:
+        # last_counter: the highest command counter accepted, so a collector that lost its
+        # own count sends above it rather than being refused as a replay.
         return json.dumps(
-            {"state": state, "connection": self._connection, "t": time.time()}
+            {
+                "state": state,
+                "connection": self._connection,
+                "last_counter": self.commands.last,
+                "t": time.time(),
+            }
         ).encode()
 
     def _on_connect(
@@ -215,10 +222,11 @@ class Uplink:
         if name.endswith("/command"):
             try:
                 command = self.commands.check(payload, where)
-            except ApiError as exc:
-                self._on_command(None, str(exc))  # refused: reported, nothing changed
+            except Refusal as refusal:
+                self._on_command(refusal)  # refused: reported, nothing changed
             else:
-                self._on_command(command, "")
+                self.publish_status()  # its new last_counter
+                self._on_command(command)
             return
         try:
             ack = verify(self.settings.collector.signing, payload, where)
