@@ -228,3 +228,44 @@ def test_delay_line_must_outlast_the_debounce(tmp_path: Path) -> None:
 def test_more_impossible_values(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load_config(write(tmp_path, text))
+
+
+# -- one device identity: [device] id and [uplink] device_id ------------------------------------
+
+UPLINK = '[uplink]\nbroker = "mqtt://127.0.0.1:1883"\nallow_plaintext = true\ncollector = "c.pub"\n'
+
+
+def uplink_config(tmp_path: Path, text: str) -> Path:
+    from linerec.store.keys import keygen
+
+    keygen(tmp_path / "keys")
+    (tmp_path / "c.pub").write_bytes((tmp_path / "keys" / "collector.pub").read_bytes())
+    return write(tmp_path, text)
+
+
+def test_uplink_device_id_alone_is_the_one_device_id(tmp_path: Path) -> None:
+    config = load_config(uplink_config(tmp_path, UPLINK + 'device_id = "bar-dev-1"\n'))
+    assert config.uplink is not None
+    assert (config.device_id, config.uplink.device_id) == ("bar-dev-1", "bar-dev-1")
+
+
+def test_uplink_device_id_defaults_to_the_device_id(tmp_path: Path) -> None:
+    config = load_config(uplink_config(tmp_path, '[device]\nid = "box7"\n' + UPLINK))
+    assert config.uplink is not None
+    assert (config.device_id, config.uplink.device_id) == ("box7", "box7")
+
+
+def test_uplink_device_id_equal_to_the_device_id_is_fine(tmp_path: Path) -> None:
+    text = '[device]\nid = "box7"\n' + UPLINK + 'device_id = "box7"\n'
+    config = load_config(uplink_config(tmp_path, text))
+    assert config.uplink is not None and config.uplink.device_id == "box7"
+
+
+def test_two_different_device_ids_are_refused_naming_both_keys(tmp_path: Path) -> None:
+    path = uplink_config(tmp_path, '[device]\nid = "box7"\n' + UPLINK + 'device_id = "bar-dev-1"\n')
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert str(caught.value) == (
+        f"{path}:7: uplink.device_id: 'bar-dev-1' differs from device.id 'box7' "
+        "(one box has one id: give it once, as [device] id)"
+    )

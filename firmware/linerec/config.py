@@ -300,11 +300,7 @@ def parse_config(data: dict[str, Any], path: Path | str, text: str | None = None
     top = Table(data, "", source)
 
     device = top.table("device")
-    device_id = device.take("id", str, _default_device_id())
-    if not DEVICE_ID.match(device_id):
-        raise device.error(
-            "id", f"must be 1-64 letters, digits, '.', '_' or '-' (got {device_id!r})"
-        )
+    device_id = _device_id(device, "id", _default_device_id())
     device.done()
 
     hardware = top.table("hardware")
@@ -350,7 +346,8 @@ def parse_config(data: dict[str, Any], path: Path | str, text: str | None = None
 
     uplink_config = None
     if "uplink" in data:
-        uplink_config = _parse_uplink(top.table("uplink"), device_id, store_config)
+        uplink_config = _parse_uplink(top.table("uplink"), device, store_config)
+        device_id = uplink_config.device_id  # one id: headers, topics, certificate
     raw_lines = top.take("line", list, [{}])
     if not raw_lines:
         raise top.error("line", "needs at least one [[line]]")
@@ -378,17 +375,30 @@ def parse_config(data: dict[str, Any], path: Path | str, text: str | None = None
     return config
 
 
-def _parse_uplink(table: Table, device_id: str, store: StoreConfig) -> UplinkConfig:
+def _device_id(table: Table, name: str, default: str) -> str:
+    value = table.take(name, str, default)
+    if not DEVICE_ID.match(value):
+        raise table.error(name, f"must be 1-64 letters, digits, '.', '_' or '-' (got {value!r})")
+    return value
+
+
+def _parse_uplink(table: Table, device: Table, store: StoreConfig) -> UplinkConfig:
     url = table.take("broker", str, "")
     allow = table.take("allow_plaintext", bool, False)
     try:
         broker = Broker.parse(url, allow_plaintext=allow)
     except ValueError as exc:
         raise table.error("broker", str(exc)) from exc
-    uplink_device = table.take("device_id", str, device_id)
-    if not DEVICE_ID.match(uplink_device):
+    # The box has one id. [uplink] device_id predates [device] id: alone it is that id; with
+    # [device] id it must say the same, or recordings (sealed under one) would be refused by
+    # the collector on topics named by the other.
+    device_id = device.take("id", str, "")
+    uplink_device = _device_id(table, "device_id", device_id or _default_device_id())
+    if device_id and uplink_device != device_id:
         raise table.error(
-            "device_id", f"must be 1-64 letters, digits, '.', '_' or '-' (got {uplink_device!r})"
+            "device_id",
+            f"{uplink_device!r} differs from {device.path_of('id')} {device_id!r} "
+            "(one box has one id: give it once, as [device] id)",
         )
 
     def optional_file(name: str) -> Path | None:
