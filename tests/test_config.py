@@ -269,3 +269,29 @@ def test_two_different_device_ids_are_refused_naming_both_keys(tmp_path: Path) -
         f"{path}:7: uplink.device_id: 'bar-dev-1' differs from device.id 'box7' "
         "(one box has one id: give it once, as [device] id)"
     )
+
+
+def test_reading_configurations_loads_no_sound_or_mqtt_library(tmp_path: Path) -> None:
+    """The collector server has no sound card: reading either file must not load ALSA or paho."""
+    import subprocess
+    import sys
+
+    from linerec.store.keys import keygen
+
+    keygen(tmp_path / "keys")
+    collector = tmp_path / "collector.toml"
+    collector.write_text(
+        '[collector]\nbroker = "mqtt://127.0.0.1:1883"\nallow_plaintext = true\n'
+        'data_dir = "central"\nkey = "keys/collector.key"\n'
+    )
+    script = (
+        "import sys\n"
+        "from linerec.config import load_config\n"
+        "from linerec.collector.config import load_collector_config\n"
+        f"load_config({str(data_path('linerec.example.toml'))!r})\n"
+        f"load_collector_config({str(collector)!r})\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('alsaaudio', 'paho')))\n"
+    )
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "[]"

@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from linerec.broker import Broker
 from linerec.call.consent import ConsentMode
-from linerec.codec import Codec
+from linerec.codec import RATE, Codec
 from linerec.errors import ConfigError, WavError
-from linerec.hardware.audio import DEVICE_RATES, FRAME_MS, PERIODS_MS, AudioSettings
-from linerec.mqttapi import Broker
+from linerec.hardware.pcm import DEVICE_RATES, FRAME_MS, PERIODS_MS, AudioSettings
 from linerec.resources import data_path
 from linerec.wav import read_wav
 
@@ -531,7 +531,7 @@ def _parse_line(index: int, entry: object, source: Source, pinmap: PinMap) -> Li
     except WavError as exc:
         raise table.error("notice", f"is not a readable WAV file: {exc}") from exc
 
-    rate = int(table.take("rate", int, 8000))
+    rate = int(table.take("rate", int, RATE))
     if rate not in DEVICE_RATES:
         rates = ", ".join(map(str, DEVICE_RATES))
         raise table.error("rate", f"must be one of {rates} Hz (got {rate})")

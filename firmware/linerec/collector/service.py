@@ -13,33 +13,20 @@ import json
 import logging
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
 
+from linerec.collector.config import CollectorSettings
 from linerec.collector.store import CollectorStore, Piece
-from linerec.mqttapi import CHUNK, SHARE, ApiError, Broker, make_client, parse_topic, sign, topic
-from linerec.store.keys import CollectorPrivate
+from linerec.mqttapi import CHUNK, SHARE, ApiError, make_client, parse_topic, sign, topic
 from linerec.store.reader import IntegrityError, decrypt, inspect
 
 log = logging.getLogger(__name__)
 
 RETENTION_EVERY = 3600.0  # seconds between retention sweeps
 PROGRESS_EVERY = 8  # pieces between progress acks on a long upload
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CollectorSettings:
-    broker: Broker
-    data_dir: Path
-    database: Path
-    key: CollectorPrivate
-    ca: Path | None = None
-    cert: Path | None = None
-    client_key: Path | None = None
-    retention_days: float = 0.0  # 0 = keep until deleted by hand
 
 
 class Collector:

@@ -12,7 +12,7 @@ from collections import deque
 from dataclasses import dataclass
 from enum import Enum
 
-from linerec.codec import Samples
+from linerec.codec import RATE, Samples
 
 FRAME_SECONDS = 0.020
 
@@ -32,7 +32,7 @@ class Slot:
 
     @property
     def end(self) -> float:
-        return self.t + len(self.samples) / 8000
+        return self.t + len(self.samples) / RATE
 
 
 class DelayLine:
@@ -76,7 +76,7 @@ class DelayLine:
             a, b = max(start, slot.t), min(end, slot.end)
             if a < b:
                 samples = slot.samples.copy()
-                samples[round((a - slot.t) * 8000) : round((b - slot.t) * 8000)] = 0
+                samples[round((a - slot.t) * RATE) : round((b - slot.t) * RATE)] = 0
                 slot.samples = samples
 
     def drain(self) -> list[Slot]:

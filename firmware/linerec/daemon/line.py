@@ -27,7 +27,7 @@ from linerec.call.events import (
 )
 from linerec.call.keys import KeyCodes
 from linerec.call.machine import CallMachine, State
-from linerec.codec import Samples
+from linerec.codec import RATE, Samples
 from linerec.config import LineConfig
 from linerec.daemon.delay import DelayLine, Keep, Slot
 from linerec.daemon.events import (
@@ -49,8 +49,8 @@ from linerec.dsp.callerid import CallerId, CallerIdError
 from linerec.dsp.dtmf import DtmfDigit
 from linerec.dsp.linestate import AudioHookSense
 from linerec.dsp.progress import Tone
-from linerec.hardware.audio import FRAME_SAMPLES, RATE, Frame
 from linerec.hardware.leds import Led, Show
+from linerec.hardware.pcm import FRAME_SAMPLES, Frame
 from linerec.hardware.sense import (
     HookBreak,
     HookFlash,

@@ -26,7 +26,8 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from linerec.mqttapi import CHUNK, ApiError, Broker, make_client, topic, verify
+from linerec.broker import Broker
+from linerec.mqttapi import CHUNK, ApiError, make_client, topic, verify
 from linerec.store.keys import CollectorPublic
 from linerec.store.ring import RingStore
 from linerec.uplink.commands import Command, CommandGate
