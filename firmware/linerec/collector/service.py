@@ -13,6 +13,7 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +32,14 @@ PROGRESS_EVERY = 8  # pieces between progress acks on a long upload
 
 class Collector:
     def __init__(
-        self, settings: CollectorSettings, *, client_id: str = "linerec-collector"
+        self,
+        settings: CollectorSettings,
+        *,
+        client_id: str = "linerec-collector",
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
+        self._clock = clock  # wall clock: arrival times, retention
         self.store = CollectorStore(settings.data_dir, settings.database)
         self._lock = threading.Lock()  # paho calls back on one thread; the CLI may read too
         self.ready = threading.Event()
@@ -56,14 +62,22 @@ class Collector:
         self.client.loop_stop()
 
     def run(self, stop: threading.Event) -> None:
+        """Until `stop`: receive, and sweep retention at start and every RETENTION_EVERY."""
+        self.sweep()  # a collector that restarts often must still delete on time
         self.start()
         try:
             while not stop.wait(timeout=RETENTION_EVERY if self.settings.retention_days else None):
-                with self._lock:
-                    for gone in self.store.enforce_retention(self.settings.retention_days):
-                        log.info("deleted %s: past retention", gone)
+                self.sweep()
         finally:
             self.stop()
+
+    def sweep(self) -> None:
+        """Delete what is past `retention_days` (with its call's events), unless on hold."""
+        if not self.settings.retention_days:
+            return
+        with self._lock:
+            for gone in self.store.enforce_retention(self.settings.retention_days, self._clock()):
+                log.info("deleted %s: past retention", gone)
 
     def _on_connect(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any
@@ -107,7 +121,7 @@ class Collector:
             raise ApiError(f"{message.topic}: not JSON: {exc}") from exc
         if not isinstance(body, dict) or not isinstance(body.get("seq"), int) or body["seq"] < 1:
             raise ApiError(f"{message.topic}: an event needs a positive integer seq")
-        self.store.add_event(device, body, time.time())
+        self.store.add_event(device, body, self._clock())
         gaps = self.store.gaps(device)
         if gaps:
             log.warning("device %s: events %s not received (yet)", device, gaps[:10])
@@ -170,7 +184,7 @@ class Collector:
                 f"{facts.get('id')!r}, not this topic's device and id: not stored"
             )
         self._check_chain(device, recording_id, facts)
-        self.store.index(device, recording_id, final, digest, facts, time.time())
+        self.store.index(device, recording_id, final, digest, facts, self._clock())
         log.info("recording %s from %s stored (%s)", recording_id, device, facts.get("state"))
         self._ack(
             device, {"kind": "recording", "device": device, "id": recording_id, "sha256": digest}
@@ -193,6 +207,7 @@ class Collector:
             "seq": header.get("seq"),
             "line": header.get("line"),
             "started_at": header.get("started_at"),
+            "clock_synchronized": header.get("clock_synchronized"),
             "duration": round(inspected.duration, 3),
             "state": inspected.state,
         }
