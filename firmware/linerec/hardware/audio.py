@@ -125,10 +125,12 @@ class AlsaCapture(AudioCapture):
 
     def _estimate_lost(self) -> int:
         # The device does not say how much it dropped; the clock does, to a period or so.
+        # The last period read began at _last_t; everything after it until now is gone (the
+        # device, re-prepared, captures again from now).
         if self._clock is None or self._last_t is None:
             return 0
         period = self._settings.period_ms / 1000
-        missing = self._clock() - (self._last_t + 2 * period)
+        missing = self._clock() - (self._last_t + period)
         step = round(period * RATE)
         return max(round(missing * RATE / step) * step, 0)
 
