@@ -91,8 +91,8 @@ def test_an_overrun_is_counted_and_the_lost_audio_reported_on_the_next_frame(
 
 def test_without_a_wall_clock_an_overrun_is_still_counted(ramp_device: AudioSettings) -> None:
     """On the sample clock (the simulator's: clock=None) there is nothing to measure a stall
-    by, so the frame cannot say what was lost; the overrun is counted all the same (selftest
-    fails on it, the daemon's status shows it). The real board always has the wall clock."""
+    by, so the frame cannot say what was lost; the overrun is counted all the same. The real
+    board's capture always has the wall clock (hardware/backend.py)."""
     clock = [0.0]
     capture = AlsaCapture(ramp_device, clock=None)
     capture._pcm = OverrunningPcm(capture._pcm, clock, at=3, stalled=4)
