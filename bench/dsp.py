@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from linerec.codec import RATE
 from linerec.dsp.analyzer import LineAnalyzer
 from linerec.dsp.callerid import CallerId
 from linerec.dsp.dtmf import DtmfDetector
@@ -43,7 +44,6 @@ from linerec.sim.callerid import mdmf, modulate
 from linerec.tones import amplitude, dtmf_pair, tone
 from linerec.wav import read_mono_8k, write_wav
 
-RATE = 8000
 ALL = "123A456B789C*0#D"
 SPEECH = Path("/usr/share/pocketsphinx/test/data")
 

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-RATE = 8000
+from linerec.codec import RATE
 
 
 def hour_call(hours: float) -> str:

@@ -24,13 +24,12 @@ from pathlib import Path
 
 import numpy as np
 
-from linerec.codec import Codec
+from linerec.codec import RATE, Codec
 from linerec.store.base import RecordingInfo
 from linerec.store.disk import OsDisk
 from linerec.store.keys import keygen, load_or_create_identity, load_public
 from linerec.store.ring import RingStore
 
-RATE = 8000
 FRAME = 160
 
 

@@ -39,8 +39,11 @@ from paho.mqtt.properties import Properties
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
 from broker import Mosquitto
-from linerec.collector.service import Collector, CollectorSettings
-from linerec.mqttapi import Broker, topic
+from linerec.broker import Broker
+from linerec.codec import RATE
+from linerec.collector.config import CollectorSettings
+from linerec.collector.service import Collector
+from linerec.mqttapi import topic
 from linerec.store.base import RecordingInfo
 from linerec.store.keys import keygen, load_or_create_identity, load_private, load_public
 from linerec.store.ring import RingStore
@@ -164,7 +167,7 @@ def latency(root: Path, port: int, count: int) -> list[float]:
 def backlog(root: Path, port: int, recordings: int) -> tuple[float, float, int]:
     ring, uplink = appliance(root, port, "backlog")
     rng = np.random.default_rng(0)
-    audio = (rng.normal(0, 3000, 8000 * 60)).astype(np.int16)
+    audio = (rng.normal(0, 3000, RATE * 60)).astype(np.int16)
     for _i in range(recordings):
         writer = ring.begin(
             RecordingInfo(
@@ -195,7 +198,7 @@ def backlog(root: Path, port: int, recordings: int) -> tuple[float, float, int]:
 
 def lines(root: Path, port: int, count: int, seconds: float) -> tuple[int, int, int, int]:
     collector = start_collector(root, port)
-    piece = bytes(8000)  # one second of µ-law
+    piece = bytes(RATE)  # one second of µ-law
     digest = hashlib.sha256(piece * int(seconds)).hexdigest()
     size = len(piece) * int(seconds)
     clients = []

@@ -1,5 +1,8 @@
 """Configuration: defaults, and errors that name file, key, line, expectation and value."""
 
+import re
+import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -7,7 +10,7 @@ import pytest
 
 from linerec.call.consent import ConsentMode
 from linerec.codec import Codec
-from linerec.config import load_config
+from linerec.config import KEYS, load_config, parse_config
 from linerec.errors import ConfigError
 from linerec.resources import data_path
 from linerec.wav import write_wav
@@ -21,8 +24,8 @@ def write(tmp_path: Path, text: str) -> Path:
 
 def test_shipped_example_is_valid() -> None:
     config = load_config(data_path("linerec.example.toml"))
-    assert [line.name for line in config.lines] == ["line1", "line2"]
-    assert config.lines[1].consent is ConsentMode.BEEP
+    assert [line.name for line in config.lines] == ["line1"]
+    assert config.lines[0].consent is ConsentMode.NOTICE
 
 
 def test_minimal_file_takes_defaults_and_the_pin_map(tmp_path: Path) -> None:
@@ -228,3 +231,159 @@ def test_delay_line_must_outlast_the_debounce(tmp_path: Path) -> None:
 def test_more_impossible_values(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load_config(write(tmp_path, text))
+
+
+# -- one device identity: [device] id and [uplink] device_id ------------------------------------
+
+UPLINK = '[uplink]\nbroker = "mqtt://127.0.0.1:1883"\nallow_plaintext = true\ncollector = "c.pub"\n'
+
+
+def uplink_config(tmp_path: Path, text: str) -> Path:
+    from linerec.store.keys import keygen
+
+    keygen(tmp_path / "keys")
+    (tmp_path / "c.pub").write_bytes((tmp_path / "keys" / "collector.pub").read_bytes())
+    return write(tmp_path, text)
+
+
+def test_uplink_device_id_alone_is_the_one_device_id(tmp_path: Path) -> None:
+    config = load_config(uplink_config(tmp_path, UPLINK + 'device_id = "bar-dev-1"\n'))
+    assert config.uplink is not None
+    assert (config.device_id, config.uplink.device_id) == ("bar-dev-1", "bar-dev-1")
+
+
+def test_uplink_device_id_defaults_to_the_device_id(tmp_path: Path) -> None:
+    config = load_config(uplink_config(tmp_path, '[device]\nid = "box7"\n' + UPLINK))
+    assert config.uplink is not None
+    assert (config.device_id, config.uplink.device_id) == ("box7", "box7")
+
+
+def test_uplink_device_id_equal_to_the_device_id_is_fine(tmp_path: Path) -> None:
+    text = '[device]\nid = "box7"\n' + UPLINK + 'device_id = "box7"\n'
+    config = load_config(uplink_config(tmp_path, text))
+    assert config.uplink is not None and config.uplink.device_id == "box7"
+
+
+def test_two_different_device_ids_are_refused_naming_both_keys(tmp_path: Path) -> None:
+    path = uplink_config(tmp_path, '[device]\nid = "box7"\n' + UPLINK + 'device_id = "bar-dev-1"\n')
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert str(caught.value) == (
+        f"{path}:7: uplink.device_id: 'bar-dev-1' differs from device.id 'box7' "
+        "(one box has one id: give it once, as [device] id)"
+    )
+
+
+def test_reading_configurations_loads_no_sound_or_mqtt_library(tmp_path: Path) -> None:
+    """The collector server has no sound card: reading either file must not load ALSA or paho."""
+    import subprocess
+    import sys
+
+    from linerec.store.keys import keygen
+
+    keygen(tmp_path / "keys")
+    collector = tmp_path / "collector.toml"
+    collector.write_text(
+        '[collector]\nbroker = "mqtt://127.0.0.1:1883"\nallow_plaintext = true\n'
+        'data_dir = "central"\nkey = "keys/collector.key"\n'
+    )
+    script = (
+        "import sys\n"
+        "from linerec.config import load_config\n"
+        "from linerec.collector.config import load_collector_config\n"
+        f"load_config({str(data_path('linerec.example.toml'))!r})\n"
+        f"load_collector_config({str(collector)!r})\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('alsaaudio', 'paho')))\n"
+    )
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "[]"
+
+
+# -- the annotated example: every key the parser reads, each with the parser's default ---------
+
+_HEADER = re.compile(r"^(?:#\s*)?\[\[?\s*(\w+)\s*\]\]?\s*$")
+_KEY = re.compile(r"^(#\s*)?(\w+)\s*=")
+_MARKER = re.compile(r"#\s*default:")
+
+
+@dataclass(frozen=True)
+class Shown:
+    table: str  # a KEYS table name
+    key: str
+    value: object
+    commented: bool
+    marked: bool  # `# default: ...` on the line: the value is an example, not the default
+    line: int
+
+
+def shown_keys(text: str) -> list[Shown]:
+    """The keys the example shows, active or commented out, with the table each is under."""
+    table, shown = "", []
+    for number, line in enumerate(text.splitlines(), start=1):
+        header = _HEADER.match(line)
+        if header:
+            table = header.group(1)
+            shown.append(Shown("", table, None, line.startswith("#"), False, number))
+            continue
+        key = _KEY.match(line)
+        if not key:
+            continue
+        body = line[len(key.group(1) or "") :]
+        value = tomllib.loads(body)[key.group(2)]  # TOML itself drops the trailing comment
+        after = body.split("=", 1)[1]
+        shown.append(
+            Shown(
+                table, key.group(2), value, bool(key.group(1)), bool(_MARKER.search(after)), number
+            )
+        )
+    return shown
+
+
+def parser_defaults(tmp_path: Path) -> dict[str, object]:
+    """What the parser reads and its defaults, for the example as it stands and with an
+    [uplink] table added (the example has it commented out: it turns the uplink on)."""
+    from linerec.store.keys import keygen
+
+    keygen(tmp_path / "keys")
+    text = data_path("linerec.example.toml").read_text()
+    defaults: dict[str, object] = {}
+    parse_config(tomllib.loads(text), data_path("linerec.example.toml"), text, defaults=defaults)
+    with_uplink = text + '\n[uplink]\nbroker = "mqtts://x"\ncollector = "keys/collector.pub"\n'
+    parse_config(tomllib.loads(with_uplink), tmp_path / "x.toml", with_uplink, defaults=defaults)
+    return {re.sub(r"\[\d+\]", "", path): value for path, value in defaults.items()}
+
+
+def test_the_example_shows_every_key_the_parser_reads(tmp_path: Path) -> None:
+    shown = {(s.table, s.key) for s in shown_keys(data_path("linerec.example.toml").read_text())}
+    read = {
+        (".".join(path.split(".")[:-1]), path.split(".")[-1]) for path in parser_defaults(tmp_path)
+    }
+    accepted = {(table, key) for table, keys in KEYS.items() for key in keys}
+    assert read == accepted  # the parser reads every key of its table, and only those
+    assert accepted - shown == set()
+    assert shown - accepted == set()  # and the example shows no key the parser does not know
+
+
+def test_every_value_the_example_shows_as_a_default_is_the_parsers(tmp_path: Path) -> None:
+    defaults = parser_defaults(tmp_path)
+    checked = 0
+    for s in shown_keys(data_path("linerec.example.toml").read_text()):
+        if s.table == "":
+            continue  # a table's header
+        where = f"linerec.example.toml:{s.line}: {s.table}.{s.key}"
+        if s.marked:
+            continue  # no single default: the line says what it is
+        assert not (s.commented and s.table != "uplink"), f"{where}: commented out, no marker"
+        default = defaults[f"{s.table}.{s.key}"]
+        assert s.value == default, f"{where}: shows {s.value!r}, the default is {default!r}"
+        checked += 1
+    assert checked >= 30
+
+
+def test_the_example_as_it_stands_is_the_empty_file(tmp_path: Path) -> None:
+    import dataclasses
+
+    example = load_config(data_path("linerec.example.toml"))
+    empty = load_config(write(tmp_path, ""))
+    assert dataclasses.replace(example, path=empty.path) == empty

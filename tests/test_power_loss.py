@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import errno
 import os
+import select
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -454,7 +454,10 @@ def test_recovery_interrupted_half_way_finishes_next_time(
 
 
 def test_sigkill_a_recording_process_many_times(tmp_path: Path, keys: CollectorPrivate) -> None:
-    """A real process records; we kill -9 it at random moments, then recover each time."""
+    """A real process records; we kill -9 it at random moments, then recover each time.
+
+    The moments are counted in what the recorder says it has done (a line every 10 frames
+    written, and one per recording sealed), never guessed from the time it may need to start."""
     script = tmp_path / "recorder.py"
     script.write_text(
         "import sys, time, numpy as np\n"
@@ -474,6 +477,8 @@ def test_sigkill_a_recording_process_many_times(tmp_path: Path, keys: CollectorP
         "    print('begun', flush=True)\n"
         "    for n in range(150):\n"
         "        writer.write((3000 * np.sin(2 * np.pi * 500 * (t + n * 0.02))).astype(np.int16))\n"
+        "        if n % 10 == 9:\n"
+        "            print('wrote', n + 1, flush=True)\n"
         "        time.sleep(0.002)\n"
         "    writer.seal(ended_by='hang-up')\n"
     )
@@ -485,13 +490,19 @@ def test_sigkill_a_recording_process_many_times(tmp_path: Path, keys: CollectorP
             [sys.executable, str(script), str(ring_dir), public],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
+            bufsize=0,
         )
-        assert process.stdout is not None
-        # Killed only once it records (a loaded machine may take a second to start Python).
-        assert process.stdout.readline() == b"begun\n", process.stderr
-        time.sleep(float(rng.uniform(0, 0.7)))
+        assert process.stdout is not None and process.stderr is not None
+        # Into the first or the second recording, with frames still to write: killed open.
+        said = 16 * int(rng.integers(0, 2)) + int(rng.integers(1, 14))
+        for _ in range(said):
+            ready, _, _ = select.select([process.stdout], [], [], 60)
+            line = process.stdout.readline() if ready else b""
+            assert line, f"the recorder stopped saying what it does: {process.stderr.read()!r}"
         os.kill(process.pid, signal.SIGKILL)
         process.wait()
+        process.stdout.close()
+        process.stderr.close()
     RingStore(
         ring_dir,
         recipients=[load_public(public)],

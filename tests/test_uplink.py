@@ -879,3 +879,34 @@ def test_the_chain_is_checked_against_both_neighbours_whatever_the_order(tmp_pat
         "seq 6 does not follow on from seq 5 (its prev hash differs)"
     )
     assert store.follow_chain("box2", 7, "x", "y") == ""  # each device has its own chain
+
+
+def test_an_uplink_device_id_alone_names_the_recordings_and_they_arrive(
+    tmp_path: Path, broker: Mosquitto
+) -> None:
+    keygen(tmp_path / "keys")
+    appliance = tmp_path / "linerec.toml"
+    appliance.write_text(  # no [device] id: the uplink's id is the box's one id
+        '[store]\ndir = "ring"\nrecipients = ["keys/collector.pub"]\n'
+        f'[uplink]\nbroker = "{broker.url}"\nallow_plaintext = true\ndevice_id = "bar-dev-1"\n'
+    )
+    collector_toml = tmp_path / "collector.toml"
+    collector_toml.write_text(
+        f'[collector]\nbroker = "{broker.url}"\nallow_plaintext = true\ndata_dir = "central"\n'
+        'key = "keys/collector.key"\n'
+    )
+    config = load_config(appliance)
+    simulate([example_call("inbound.toml")], config=config, store_dir=None, emit=lambda e: None)
+    (entry,) = [read_entry(p) for p in (tmp_path / "ring").glob("*.lrec")]
+    assert entry.id.startswith("bar-dev-1-")
+    collector, stop, thread = run_collector(collector_toml)
+    try:
+        flush = run_flush({"appliance": appliance}, timeout=30)
+        assert flush.returncode == 0, flush.stderr
+    finally:
+        stop.set()
+        thread.join(10)
+    assert [(r["device"], r["id"]) for r in collector.store.recordings()] == [
+        ("bar-dev-1", entry.id)
+    ]
+    assert collector.problems == []

@@ -14,6 +14,8 @@ import numpy.typing as npt
 
 Samples = npt.NDArray[np.int16]
 
+RATE = 8000  # samples per second of every signal past the sound card: G.711's rate
+
 
 class Codec(Enum):
     ULAW = "ulaw"
@@ -39,10 +41,12 @@ def _bit_length(values: npt.NDArray[np.int32]) -> npt.NDArray[np.int32]:
 
 
 def _ulaw_encode_all(s: npt.NDArray[np.int32]) -> npt.NDArray[np.uint8]:
-    # 14-bit magnitude as in the reference coder, so our bytes match other G.711 tools.
-    s14 = s >> 2
-    mask = np.where(s14 < 0, 0x7F, 0xFF)
-    magnitude = np.minimum(np.abs(s14), _ULAW_CLIP) + _ULAW_BIAS14
+    # The 14-bit magnitude as the ITU-T G.191 reference coder takes it: a negative sample is
+    # the mirror of a positive one about -1/2 (one's complement). Taking -(s >> 2) instead (the
+    # widespread Sun coder) puts samples just below a negative decision value into the
+    # interval above it: -1 would become code 0x7E (-8), not 0x7F (0).
+    mask = np.where(s < 0, 0x7F, 0xFF)
+    magnitude = np.minimum(np.where(s < 0, -1 - s, s) >> 2, _ULAW_CLIP) + _ULAW_BIAS14
     segment = _bit_length(magnitude) - 6
     code = (segment << 4) | ((magnitude >> (segment + 1)) & 0x0F)
     code = np.where(segment > 7, 0x7F, code)  # beyond the last segment: full scale
@@ -58,7 +62,7 @@ def _ulaw_decode_all(c: npt.NDArray[np.int32]) -> Samples:
 
 def _alaw_encode_all(s: npt.NDArray[np.int32]) -> npt.NDArray[np.uint8]:
     sign = np.where(s >= 0, 0x80, 0)
-    magnitude = np.where(s < 0, -s - 1, s) >> 3  # 13-bit magnitude
+    magnitude = np.where(s < 0, -1 - s, s) >> 3  # 13-bit magnitude, mirrored as for µ-law
     exponent = np.maximum(_bit_length(magnitude) - 5, 0)
     segment = np.where(
         magnitude < 32, magnitude >> 1, (exponent << 4) | ((magnitude >> exponent) & 0x0F)

@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from linerec.broker import Broker
 from linerec.call.consent import ConsentMode
-from linerec.codec import Codec
+from linerec.codec import RATE, Codec
 from linerec.errors import ConfigError, WavError
-from linerec.hardware.audio import DEVICE_RATES, FRAME_MS, PERIODS_MS, AudioSettings
-from linerec.mqttapi import Broker
+from linerec.hardware.pcm import DEVICE_RATES, FRAME_MS, PERIODS_MS, AudioSettings
 from linerec.resources import data_path
 from linerec.wav import read_wav
 
@@ -29,6 +29,70 @@ BACKENDS = ("gpio", "sim")
 BCM_PINS = range(0, 28)
 DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _LINE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
+
+# Every key the file may hold, by table ("" is the top level, "line" each [[line]]). The parser
+# reads exactly these: a Table refuses any other key in the file, and a key the parser asks for
+# that is not listed here is a bug caught on the first parse. The annotated example
+# (data/linerec.example.toml) is checked against this table.
+KEYS: dict[str, frozenset[str]] = {
+    "": frozenset({"device", "hardware", "store", "sim", "uplink", "line"}),
+    "device": frozenset({"id"}),
+    "hardware": frozenset({"backend", "pinmap", "status_led_pin"}),
+    "store": frozenset(
+        {
+            "dir",
+            "recipients",
+            "codec",
+            "delay_ms",
+            "capacity",
+            "when_full",
+            "warn_percent",
+            "max_age_days",
+            "identity",
+        }
+    ),
+    "sim": frozenset({"calls", "speed"}),
+    "uplink": frozenset(
+        {"broker", "allow_plaintext", "device_id", "collector", "ca", "cert", "key"}
+    ),
+    "line": frozenset(
+        {
+            "name",
+            "label",
+            "consent",
+            "notice",
+            "notice_gain_db",
+            "beep_hz",
+            "beep_level_dbfs",
+            "capture_device",
+            "playback_device",
+            "rate",
+            "channels",
+            "channel",
+            "period_ms",
+            "hook_debounce_ms",
+            "flash_min_ms",
+            "flash_max_ms",
+            "hook_source",
+            "silence_ends_call_s",
+            "opt_out_key",
+            "opt_out_window_s",
+            "pause_code",
+            "resume_code",
+            "pause_limit_s",
+            "dial_gap_s",
+            "dial_limit_s",
+            "retention_days",
+            "hook_pin",
+            "hook_active_low",
+            "ring_pin",
+            "ring_active_low",
+            "led_pin",
+            "button_pin",
+            "talk_pin",
+        }
+    ),
+}
 
 
 def default_pinmap() -> Path:
@@ -132,12 +196,22 @@ T = TypeVar("T")
 
 
 class Table:
-    """One TOML table being read: takes keys with types and defaults, then refuses leftovers."""
+    """One TOML table being read: takes keys with types and defaults, then refuses leftovers.
 
-    def __init__(self, data: dict[str, Any], key: str, source: Source) -> None:
+    With `keys` (a KEYS entry) the table knows every key it may hold: it refuses others by that
+    list, and a take of an unlisted key is a bug in the parser."""
+
+    def __init__(
+        self,
+        data: dict[str, Any],
+        key: str,
+        source: Source,
+        keys: frozenset[str] | None = None,
+    ) -> None:
         self._data = data
         self._key = key
         self._source = source
+        self._keys = keys
         self._taken: set[str] = set()
 
     def path_of(self, name: str) -> str:
@@ -147,7 +221,11 @@ class Table:
         return self._source.error(self.path_of(name), message)
 
     def take(self, name: str, kind: type[T] | tuple[type, ...], default: T) -> T:
+        if self._keys is not None and name not in self._keys:
+            raise RuntimeError(f"config parser: {self.path_of(name)} is not in config.KEYS")
         self._taken.add(name)
+        if self._source.defaults is not None:
+            self._source.defaults.setdefault(self.path_of(name), default)
         if name not in self._data:
             return default
         value = self._data[name]
@@ -177,19 +255,23 @@ class Table:
             raise self.error(name, "must be a path (got an empty string)")
         return self._source.resolve(value)
 
-    def table(self, name: str) -> Table:
+    def table(self, name: str, keys: frozenset[str] | None = None) -> Table:
         value = self.take(name, dict, {})
-        return Table(value, self.path_of(name), self._source)
+        return Table(value, self.path_of(name), self._source, keys)
 
     def given(self) -> bool:
         """Whether the file has this table at all."""
         return bool(self._data)
 
     def done(self) -> None:
-        unknown = sorted(set(self._data) - self._taken)
+        known_keys = self._taken if self._keys is None else self._keys
+        unknown = sorted(set(self._data) - known_keys)
         if unknown:
-            known = ", ".join(sorted(self._taken))
+            known = ", ".join(sorted(known_keys))
             raise self.error(unknown[0], f"unknown key (known keys here: {known})")
+        if self._keys is not None and self._keys - self._taken:
+            missing = ", ".join(sorted(self._keys - self._taken))
+            raise RuntimeError(f"config parser: {self._key or 'top level'}: never read {missing}")
 
 
 _TYPE_NAMES = {
@@ -216,9 +298,12 @@ def _toml_type(value: object) -> str:
 class Source:
     """The file being read, for error positions and relative paths."""
 
-    def __init__(self, path: Path, text: str | None) -> None:
+    def __init__(
+        self, path: Path, text: str | None, defaults: dict[str, object] | None = None
+    ) -> None:
         self.path = path
         self.text = text
+        self.defaults = defaults  # if given: each key path read, and its default there
 
     def resolve(self, value: str) -> Path:
         candidate = Path(value).expanduser()
@@ -298,20 +383,25 @@ def _toml_error_line(message: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def parse_config(data: dict[str, Any], path: Path | str, text: str | None = None) -> Config:
-    """Validate an already-parsed configuration (`text` gives error line numbers)."""
-    source = Source(Path(path), text)
-    top = Table(data, "", source)
+def parse_config(
+    data: dict[str, Any],
+    path: Path | str,
+    text: str | None = None,
+    *,
+    defaults: dict[str, object] | None = None,
+) -> Config:
+    """Validate an already-parsed configuration (`text` gives error line numbers).
 
-    device = top.table("device")
-    device_id = device.take("id", str, _default_device_id())
-    if not DEVICE_ID.match(device_id):
-        raise device.error(
-            "id", f"must be 1-64 letters, digits, '.', '_' or '-' (got {device_id!r})"
-        )
+    `defaults`, if given, is filled with every key path read (`line[0].rate`) and the default
+    it has there: what the annotated example is checked against."""
+    source = Source(Path(path), text, defaults)
+    top = Table(data, "", source, KEYS[""])
+
+    device = top.table("device", KEYS["device"])
+    device_id = _device_id(device, "id", _default_device_id())
     device.done()
 
-    hardware = top.table("hardware")
+    hardware = top.table("hardware", KEYS["hardware"])
     backend = hardware.choice("backend", BACKENDS, "gpio")
     pinmap_path = hardware.path("pinmap", default_pinmap())
     pinmap = load_pinmap(pinmap_path)
@@ -319,7 +409,7 @@ def parse_config(data: dict[str, Any], path: Path | str, text: str | None = None
     hardware.done()
     hardware_config = HardwareConfig(backend=backend, pinmap=pinmap_path, status_led=status_led)
 
-    store = top.table("store")
+    store = top.table("store", KEYS["store"])
     store_dir = store.path("dir", DEFAULT_STORE)
     recipients = store.take("recipients", list, [])
     for i, recipient in enumerate(recipients):
@@ -342,7 +432,7 @@ def parse_config(data: dict[str, Any], path: Path | str, text: str | None = None
     )
     store.done()
 
-    sim = top.table("sim")
+    sim = top.table("sim", KEYS["sim"])
     calls = sim.take("calls", list, [])
     for i, call in enumerate(calls):
         if not isinstance(call, str):
@@ -353,8 +443,10 @@ def parse_config(data: dict[str, Any], path: Path | str, text: str | None = None
     sim.done()
 
     uplink_config = None
-    if "uplink" in data:
-        uplink_config = _parse_uplink(top.table("uplink"), device_id, store_config)
+    uplink = top.table("uplink", KEYS["uplink"])
+    if "uplink" in data:  # the uplink is on when the file has the table
+        uplink_config = _parse_uplink(uplink, device, store_config)
+        device_id = uplink_config.device_id  # one id: headers, topics, certificate
     raw_lines = top.take("line", list, [{}])
     if not raw_lines:
         raise top.error("line", "needs at least one [[line]]")
@@ -382,21 +474,35 @@ def parse_config(data: dict[str, Any], path: Path | str, text: str | None = None
     return config
 
 
-def _parse_uplink(table: Table, device_id: str, store: StoreConfig) -> UplinkConfig:
+def _device_id(table: Table, name: str, default: str) -> str:
+    value = table.take(name, str, default)
+    if not DEVICE_ID.match(value):
+        raise table.error(name, f"must be 1-64 letters, digits, '.', '_' or '-' (got {value!r})")
+    return value
+
+
+def _parse_uplink(table: Table, device: Table, store: StoreConfig) -> UplinkConfig:
     url = table.take("broker", str, "")
     allow = table.take("allow_plaintext", bool, False)
     try:
         broker = Broker.parse(url, allow_plaintext=allow)
     except ValueError as exc:
         raise table.error("broker", str(exc)) from exc
-    uplink_device = table.take("device_id", str, device_id)
-    if not DEVICE_ID.match(uplink_device):
+    # The box has one id. [uplink] device_id predates [device] id: alone it is that id; with
+    # [device] id it must say the same, or recordings (sealed under one) would be refused by
+    # the collector on topics named by the other.
+    device_id = device.take("id", str, "")
+    uplink_device = _device_id(table, "device_id", device_id or _default_device_id())
+    if device_id and uplink_device != device_id:
         raise table.error(
-            "device_id", f"must be 1-64 letters, digits, '.', '_' or '-' (got {uplink_device!r})"
+            "device_id",
+            f"{uplink_device!r} differs from {device.path_of('id')} {device_id!r} "
+            "(one box has one id: give it once, as [device] id)",
         )
 
     def optional_file(name: str) -> Path | None:
         if name not in table._data:
+            table.take(name, str, "")  # a known key, absent: no file
             return None
         path = table.path(name, Path())
         if not path.is_file():
@@ -491,7 +597,7 @@ def _parse_line(index: int, entry: object, source: Source, pinmap: PinMap) -> Li
     key = f"line[{index}]"
     if not isinstance(entry, dict):
         raise source.error(key, f"must be a table (got {entry!r})")
-    table = Table(entry, key, source)
+    table = Table(entry, key, source, KEYS["line"])
     name = table.take("name", str, f"line{index + 1}")
     if not _LINE_NAME.match(name):
         raise table.error("name", f"must be 1-32 letters, digits, '_' or '-' (got {name!r})")
@@ -527,7 +633,7 @@ def _parse_line(index: int, entry: object, source: Source, pinmap: PinMap) -> Li
     except WavError as exc:
         raise table.error("notice", f"is not a readable WAV file: {exc}") from exc
 
-    rate = int(table.take("rate", int, 8000))
+    rate = int(table.take("rate", int, RATE))
     if rate not in DEVICE_RATES:
         rates = ", ".join(map(str, DEVICE_RATES))
         raise table.error("rate", f"must be one of {rates} Hz (got {rate})")

@@ -17,16 +17,15 @@ from __future__ import annotations
 
 import base64
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from paho.mqtt.enums import CallbackAPIVersion
 
+from linerec.broker import Broker
 from linerec.errors import LinerecError
 
 PREFIX = "linerec/v1"
@@ -105,22 +104,3 @@ def make_client(
             keyfile=str(key) if key else None,
         )
     return client
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Broker:
-    host: str
-    port: int
-    tls: bool
-
-    @classmethod
-    def parse(cls, url: str, *, allow_plaintext: bool) -> Broker:
-        parts = urlsplit(url)
-        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-            raise ValueError(f"must be mqtts://host[:port] or mqtt://host[:port] (got {url!r})")
-        if parts.scheme == "mqtt" and not allow_plaintext:
-            raise ValueError(
-                f"{url!r} is not encrypted: use mqtts://, or set allow_plaintext = true"
-            )
-        tls = parts.scheme == "mqtts"
-        return cls(host=parts.hostname, port=parts.port or (8883 if tls else 1883), tls=tls)

@@ -6,9 +6,8 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from linerec.codec import Samples
+from linerec.codec import RATE, Samples
 
-RATE = 8000
 FULL_SCALE = 32767.0
 
 DTMF_LOW = (697.0, 770.0, 852.0, 941.0)

@@ -16,7 +16,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from linerec.codec import Codec, Samples, decode, encode
+from linerec.codec import RATE, Codec, Samples, decode, encode
 from linerec.errors import WavError
 from linerec.resample import Resampler, to_int16
 
@@ -224,8 +224,8 @@ def read_mono_8k(path: Path | str) -> Samples:
     """A WAV file as 8 kHz mono int16, whatever its rate and channels (notices, speech clips)."""
     wav = read_wav(path)
     samples = wav.mono
-    if wav.rate != 8000:
-        samples = to_int16(Resampler(wav.rate, 8000).process(samples))
+    if wav.rate != RATE:
+        samples = to_int16(Resampler(wav.rate, RATE).process(samples))
     return samples
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
+from linerec.codec import RATE
+
 
 class ConsentMode(Enum):
     ONE_PARTY = "one-party"
@@ -32,7 +34,7 @@ class ConsentMode(Enum):
 class BeepSchedule:
     """Where the warning tone sounds, in samples from the moment beeping starts."""
 
-    rate: int = 8000
+    rate: int = RATE
     interval: float = 15.0
     length: float = 0.5
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from linerec.collector.service import CollectorSettings
+    from linerec.collector.config import CollectorSettings
     from linerec.collector.store import CollectorStore
 
 
@@ -311,6 +311,7 @@ def _export(args: argparse.Namespace) -> int:
         print(f"linerec: error: no recording {args.id!r} at this collector", file=sys.stderr)
         return 1
     store.audit("export", args.id, args.reason)
+    from linerec.codec import RATE
     from linerec.collector.exports import export
 
     try:
@@ -319,7 +320,7 @@ def _export(args: argparse.Namespace) -> int:
         print(f"linerec: error: {args.id}: {exc}", file=sys.stderr)
         return 1
     print(
-        f"{args.id}: {result.inspected.state}, {len(result.samples) / 8000:.1f} s -> {args.output} "
+        f"{args.id}: {result.inspected.state}, {len(result.samples) / RATE:.1f} s -> {args.output} "
         f"(+ .json metadata, .lrec and .verify.json for whoever must check it)"
     )
     return 0

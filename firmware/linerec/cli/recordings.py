@@ -53,7 +53,7 @@ def _keygen(args: argparse.Namespace) -> int:
 
 
 def _decrypt(args: argparse.Namespace) -> int:
-    from linerec.codec import Codec
+    from linerec.codec import RATE, Codec
     from linerec.store.keys import load_private
     from linerec.store.reader import COMPLETE, IntegrityError, decrypt
     from linerec.wav import write_wav
@@ -69,7 +69,7 @@ def _decrypt(args: argparse.Namespace) -> int:
     except IntegrityError as exc:
         print(f"linerec: error: {args.file}: {exc}", file=sys.stderr)
         return 1
-    write_wav(args.output, result.samples, rate=8000, codec=Codec.PCM16)
+    write_wav(args.output, result.samples, rate=RATE, codec=Codec.PCM16)
     inspected = result.inspected
     metadata = {
         "header": inspected.header,
@@ -78,7 +78,7 @@ def _decrypt(args: argparse.Namespace) -> int:
         **({"metadata": result.metadata} if result.metadata else {}),
     }
     args.output.with_suffix(".json").write_text(json.dumps(metadata, indent=2) + "\n")
-    seconds = len(result.samples) / 8000
+    seconds = len(result.samples) / RATE
     if inspected.state == COMPLETE:
         print(f"{args.file}: complete, {seconds:.1f} s -> {args.output}")
     else:

@@ -16,12 +16,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from cryptography.exceptions import InvalidTag
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from linerec.collector.service import CollectorSettings
+from linerec.collector.config import CollectorSettings
+from linerec.collector.sealed import open_event
 from linerec.collector.store import CollectorStore
 from linerec.mqttapi import make_client, sign, topic
+from linerec.store.keys import CollectorPrivate
 from linerec.uplink.commands import command_body
 
 CONNECT_TIMEOUT = 10.0
@@ -37,8 +40,9 @@ class Answer:
 class _Listener:
     """What the broker hands back on the device's status and event topics."""
 
-    def __init__(self, device: str) -> None:
+    def __init__(self, device: str, key: CollectorPrivate) -> None:
         self.device = device
+        self.key = key  # the device's answers are events: their fields are sealed to us
         self.changed = threading.Condition()
         self.subscribed: list[int] = []
         self.refused_subscription = ""
@@ -84,6 +88,10 @@ class _Listener:
                 if _counter(body.get("last_counter")) is not None:
                     self.last_counter = body["last_counter"]
             elif body.get("event") in ("command_done", "command_refused"):
+                try:
+                    body = open_event(self.key, body)
+                except (KeyError, InvalidTag, ValueError, TypeError, AttributeError):
+                    return  # not sealed to us: the collector reports it
                 counter = _counter(body.get("counter"))
                 if counter is not None:
                     self.answers[counter] = body
@@ -108,7 +116,7 @@ def send_command(
     ttl: float,
     timeout: float,
 ) -> Answer:
-    listener = _Listener(device)
+    listener = _Listener(device, settings.key)
     broker = settings.broker
     client = make_client(
         f"linerec-command-{os.getpid()}",

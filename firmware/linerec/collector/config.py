@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 
-from linerec.collector.service import CollectorSettings
+from linerec.broker import Broker
 from linerec.errors import ConfigError
-from linerec.mqttapi import Broker
-from linerec.store.keys import load_private
+from linerec.store.keys import CollectorPrivate, load_private
 
 DEFAULT_PATH = Path("/etc/linerec/collector.toml")
 _KEYS = {
@@ -22,6 +22,18 @@ _KEYS = {
     "client_key",
     "retention_days",
 }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CollectorSettings:
+    broker: Broker
+    data_dir: Path
+    database: Path
+    key: CollectorPrivate
+    ca: Path | None = None
+    cert: Path | None = None
+    client_key: Path | None = None
+    retention_days: float = 0.0  # 0 = keep until deleted by hand
 
 
 def load_collector_config(path: Path | str) -> CollectorSettings:

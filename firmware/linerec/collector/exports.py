@@ -13,7 +13,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from linerec.codec import Codec
+from linerec.codec import RATE, Codec
 from linerec.collector.store import CollectorStore
 from linerec.mqttapi import ApiError, sign, verify
 from linerec.store.keys import CollectorPrivate, CollectorPublic
@@ -29,7 +29,7 @@ def export(
         raise ValueError("no such recording at this collector")
     sealed = store.read_recording(recording_id, Path(row["path"]))
     result = decrypt(sealed, key)
-    write_wav(out, result.samples, rate=8000, codec=Codec.PCM16)
+    write_wav(out, result.samples, rate=RATE, codec=Codec.PCM16)
     out.with_suffix(".json").write_text(
         json.dumps(
             {"recording": row, "state": result.inspected.state, "metadata": result.metadata},

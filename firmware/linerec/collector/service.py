@@ -14,28 +14,26 @@ import json
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
 from cryptography.exceptions import InvalidTag
 
+from linerec.collector.config import CollectorSettings
+from linerec.collector.sealed import open_event
 from linerec.collector.store import CollectorStore, Piece
 from linerec.mqttapi import (
     CHUNK,
     SHARE,
     ApiError,
-    Broker,
-    event_envelope,
     make_client,
     parse_topic,
     sign,
     topic,
 )
-from linerec.store.keys import CollectorPrivate
 from linerec.store.reader import IntegrityError, decrypt, inspect
-from linerec.store.seal import open_fields
 
 log = logging.getLogger(__name__)
 
@@ -43,23 +41,16 @@ RETENTION_EVERY = 3600.0  # seconds between retention sweeps
 PROGRESS_EVERY = 8  # pieces between progress acks on a long upload
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CollectorSettings:
-    broker: Broker
-    data_dir: Path
-    database: Path
-    key: CollectorPrivate
-    ca: Path | None = None
-    cert: Path | None = None
-    client_key: Path | None = None
-    retention_days: float = 0.0  # 0 = keep until deleted by hand
-
-
 class Collector:
     def __init__(
-        self, settings: CollectorSettings, *, client_id: str = "linerec-collector"
+        self,
+        settings: CollectorSettings,
+        *,
+        client_id: str = "linerec-collector",
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
+        self._clock = clock  # wall clock: arrival times, retention
         self.store = CollectorStore(settings.data_dir, settings.database)
         self._lock = threading.Lock()  # paho calls back on one thread; the CLI may read too
         self.ready = threading.Event()
@@ -82,14 +73,22 @@ class Collector:
         self.client.loop_stop()
 
     def run(self, stop: threading.Event) -> None:
+        """Until `stop`: receive, and sweep retention at start and every RETENTION_EVERY."""
+        self.sweep()  # a collector that restarts often must still delete on time
         self.start()
         try:
             while not stop.wait(timeout=RETENTION_EVERY if self.settings.retention_days else None):
-                with self._lock:
-                    for gone in self.store.enforce_retention(self.settings.retention_days):
-                        log.info("deleted %s: past retention", gone)
+                self.sweep()
         finally:
             self.stop()
+
+    def sweep(self) -> None:
+        """Delete what is past `retention_days` (with its call's events), unless on hold."""
+        if not self.settings.retention_days:
+            return
+        with self._lock:
+            for gone in self.store.enforce_retention(self.settings.retention_days, self._clock()):
+                log.info("deleted %s: past retention", gone)
 
     def _on_connect(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any
@@ -133,7 +132,7 @@ class Collector:
             raise ApiError(f"{message.topic}: not JSON: {exc}") from exc
         if not isinstance(body, dict) or not isinstance(body.get("seq"), int) or body["seq"] < 1:
             raise ApiError(f"{message.topic}: an event needs a positive integer seq")
-        self.store.add_event(device, self._open_event(message.topic, body), time.time())
+        self.store.add_event(device, self._open_event(message.topic, body), self._clock())
         gaps = self.store.gaps(device)
         if gaps:
             log.warning("device %s: events %s not received (yet)", device, gaps[:10])
@@ -145,15 +144,9 @@ class Collector:
         """The event with its sealed fields opened by this collector's key. One the key cannot
         open is stored as it came (still sealed), said so, and acknowledged all the same: its
         number must not hold up the events after it."""
-        sealed = body.get("sealed")
-        if sealed is None:
-            return body
-        clear = {key: value for key, value in body.items() if key != "sealed"}
         key = self.settings.key
         try:
-            fields = json.loads(open_fields(key.encryption, key.kid, sealed, event_envelope(clear)))
-            if not isinstance(fields, dict):
-                raise ValueError("the sealed fields are not an object")
+            return open_event(key, body)
         except KeyError:
             self._problem(
                 f"{where}: event {body['seq']}: its fields are not sealed to this collector's "
@@ -167,7 +160,6 @@ class Collector:
                 f"({reason}): stored sealed"
             )
             return body
-        return {**fields, **clear}
 
     def _piece(self, device: str, recording_id: str, message: mqtt.MQTTMessage) -> None:
         props = dict(getattr(message.properties, "UserProperty", []) or [])
@@ -224,7 +216,7 @@ class Collector:
                 f"{facts.get('id')!r}, not this topic's device and id: not stored"
             )
         self._check_chain(device, recording_id, facts)
-        self.store.index(device, recording_id, final, digest, facts, time.time())
+        self.store.index(device, recording_id, final, digest, facts, self._clock())
         log.info("recording %s from %s stored (%s)", recording_id, device, facts.get("state"))
         self._ack(
             device, {"kind": "recording", "device": device, "id": recording_id, "sha256": digest}
@@ -247,6 +239,7 @@ class Collector:
             "seq": header.get("seq"),
             "line": header.get("line"),
             "started_at": header.get("started_at"),
+            "clock_synchronized": header.get("clock_synchronized"),
             "duration": round(inspected.duration, 3),
             "state": inspected.state,
         }

@@ -9,6 +9,13 @@ Deleting a recording destroys its key (kept in the database, which `secure_delet
 so every copy of the file, backups included, is unreadable from then on: crypto-shredding.
 The deletion log is a hash chain: each entry names the hash of the one before.
 
+The call's events go with it: they are erased (each row kept, so that the device's event
+numbers stay contiguous and redelivery changes nothing, but its body cut down to the event's
+name, line and `"erased": <recording id>`). A call's events are found by sequence number on
+the recording's device and line: from the event after the previous call ended (hung_up,
+missed_call, notice_abandoned or recording_sealed) up to the `recording_sealed` event that
+names the recording; events that arrive later are erased as they arrive.
+
 Everything is idempotent under redelivery: an event or a piece that arrives twice changes
 nothing. A recording is indexed only once its file is complete, its SHA-256 matches and it is
 synced; only then is it acknowledged to the appliance.
@@ -31,6 +38,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 VAULT_MAGIC = b"LRVAULT1"
+_CALL_ENDS = ("hung_up", "missed_call", "notice_abandoned", "recording_sealed")
 VAULT_SUFFIX = ".lrec.vault"
 
 SCHEMA = """
@@ -96,6 +104,9 @@ class CollectorStore:
             "PRAGMA secure_delete=ON"
         )  # a deleted key is overwritten, not just unlinked
         self.db.executescript(SCHEMA)
+        columns = {row[1] for row in self.db.execute("PRAGMA table_info(recordings)")}
+        if "clock_synchronized" not in columns:  # added after the first schema
+            self.db.execute("ALTER TABLE recordings ADD COLUMN clock_synchronized INTEGER")
 
     # -- events ------------------------------------------------------------------------------
 
@@ -104,6 +115,73 @@ class CollectorStore:
             "INSERT OR IGNORE INTO events (device, seq, body, received_at) VALUES (?, ?, ?, ?)",
             (device, int(body["seq"]), json.dumps(body, sort_keys=True), received_at),
         )
+        # Part of a call whose recording was deleted before this arrived: erase it now.
+        row = self.db.execute(
+            "SELECT e.id FROM (SELECT json_extract(body, '$.id') AS id FROM events "
+            "WHERE device = ? AND seq >= ? AND json_extract(body, '$.line') IS ? "
+            "AND json_extract(body, '$.event') = 'recording_sealed' ORDER BY seq LIMIT 1) AS e "
+            "JOIN deletions AS d ON d.id = e.id AND d.device = ?",
+            (device, int(body["seq"]), body.get("line"), device),
+        ).fetchone()
+        if row is not None:
+            self._erase(device, self._call_events(device, str(row[0])), str(row[0]))
+
+    def _call_events(self, device: str, recording_id: str) -> list[int]:
+        """Sequence numbers of the events of the call `recording_id` recorded (see above)."""
+        sealed = self.db.execute(
+            "SELECT seq, json_extract(body, '$.line') FROM events WHERE device = ? "
+            "AND json_extract(body, '$.event') = 'recording_sealed' "
+            "AND json_extract(body, '$.id') = ?",
+            (device, recording_id),
+        ).fetchone()
+        if sealed is None:
+            return []  # not here yet: erased when it comes
+        end, line = int(sealed[0]), sealed[1]
+        on_line = "device = ? AND json_extract(body, '$.line') IS ?"
+
+        def last_before(seq: int, events: tuple[str, ...]) -> int | None:
+            marks = ", ".join("?" * len(events))
+            row = self.db.execute(
+                f"SELECT MAX(seq) FROM events WHERE {on_line} AND seq < ? "
+                f"AND json_extract(body, '$.event') IN ({marks})",
+                (device, line, seq, *events),
+            ).fetchone()
+            return None if row[0] is None else int(row[0])
+
+        started = last_before(end, ("recording_started",))
+        previous = last_before(started if started is not None else end, _CALL_ENDS) or 0
+        return [
+            int(row[0])
+            for row in self.db.execute(
+                f"SELECT seq FROM events WHERE {on_line} AND seq > ? AND seq <= ? "
+                "AND json_extract(body, '$.event') IS NOT 'recording_deleted'",
+                (device, line, previous, end),
+            )
+        ]
+
+    def _erase(self, device: str, seqs: list[int], why: str) -> None:
+        """Cut events down to what says nothing of the call (secure_delete zeroes the rest)."""
+        for seq in seqs:
+            (body,) = self.db.execute(
+                "SELECT body FROM events WHERE device = ? AND seq = ?", (device, seq)
+            ).fetchone()
+            old = json.loads(body)
+            if old.get("erased"):
+                continue
+            kept = {k: old[k] for k in ("seq", "device", "event", "line") if k in old}
+            self.db.execute(
+                "UPDATE events SET body = ? WHERE device = ? AND seq = ?",
+                (json.dumps({**kept, "erased": why}, sort_keys=True), device, seq),
+            )
+
+    def _shred_free_pages(self) -> None:
+        """Old page images must not outlive a deletion: the WAL is written back and emptied."""
+        busy, _, _ = self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        if busy:
+            raise sqlite3.OperationalError(
+                "the write-ahead log could not be emptied (another process is reading): "
+                "deleted data may remain in it until the next deletion or restart"
+            )
 
     def contiguous_seq(self, device: str) -> int:
         """The highest n such that events 1..n of `device` are all here."""
@@ -222,6 +300,8 @@ class CollectorStore:
         self.db.execute("BEGIN IMMEDIATE")  # key gone and deletion logged together, or neither
         self.db.execute("DELETE FROM vault_keys WHERE id = ?", (recording_id,))
         self.db.execute("DELETE FROM recordings WHERE id = ?", (recording_id,))
+        device = row["device"]
+        self._erase(device, self._call_events(device, recording_id), recording_id)
         previous = self.db.execute(
             "SELECT hash FROM deletions ORDER BY rowid DESC LIMIT 1"
         ).fetchone()
@@ -238,9 +318,9 @@ class CollectorStore:
             (recording_id, row["device"], entry["at"], reason, entry["prev"], digest),
         )
         self.db.execute("COMMIT")
-        self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # no old page keeps the key around
         Path(row["path"]).unlink(missing_ok=True)
         self.audit("delete", recording_id, reason)
+        self._shred_free_pages()  # no old page keeps the key or a number around
         return {**entry, "hash": digest}
 
     def hold(self, recording_id: str, held: bool) -> None:
@@ -250,19 +330,51 @@ class CollectorStore:
             self.db.execute("DELETE FROM holds WHERE id = ?", (recording_id,))
 
     def enforce_retention(self, days: float, now: float | None = None) -> list[str]:
-        """Delete what is older than `days` (by when it began), unless on hold."""
+        """Delete what is older than `days`, unless on hold, with its call's events; erase
+        events older than that which belong to no recording kept. Returns the ids deleted.
+
+        A recording is aged from when it began if the appliance's clock was synchronised then,
+        else from when it arrived here: a Pi without NTP stamps any date, and on the appliance
+        such a date never deletes a recording that has not reached the collector either."""
         if not days:
             return []
         limit = (now if now is not None else time.time()) - days * 86400
         gone = []
-        for row in self.recordings():
-            started = row["started_at"]
-            if started and datetime.fromisoformat(started).timestamp() < limit:
+        rows = self.db.execute(
+            "SELECT id, started_at, clock_synchronized, received_at FROM recordings "
+            "ORDER BY device, seq"
+        ).fetchall()
+        for recording_id, started, synchronized, received_at in rows:
+            if synchronized and started:
+                aged_from = datetime.fromisoformat(started).timestamp()
+            else:
+                aged_from = float(received_at)
+            if aged_from < limit:
                 try:
-                    self.delete(row["id"], f"retention: older than {days:g} days")
-                    gone.append(row["id"])
+                    self.delete(recording_id, f"retention: older than {days:g} days")
+                    gone.append(recording_id)
                 except PermissionError:
                     continue
+        kept = {
+            (str(device), seq)
+            for recording_id, device in self.db.execute("SELECT id, device FROM recordings")
+            for seq in self._call_events(str(device), str(recording_id))
+        }
+        old = self.db.execute(
+            "SELECT device, seq FROM events WHERE received_at < ? "
+            "AND json_extract(body, '$.erased') IS NULL",
+            (limit,),
+        ).fetchall()
+        by_device: dict[str, list[int]] = {}
+        for device, seq in old:
+            if (str(device), int(seq)) not in kept:
+                by_device.setdefault(str(device), []).append(int(seq))
+        if by_device:
+            self.db.execute("BEGIN IMMEDIATE")
+            for device, seqs in by_device.items():
+                self._erase(device, seqs, f"retention: older than {days:g} days")
+            self.db.execute("COMMIT")
+            self._shred_free_pages()
         return gone
 
     def deletions(self) -> list[dict[str, Any]]:
@@ -352,8 +464,8 @@ class CollectorStore:
     ) -> None:
         self.db.execute(
             "INSERT OR REPLACE INTO recordings (id, device, seq, line, started_at, duration, "
-            "state, caller_number, called_number, path, sha256, received_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "state, caller_number, called_number, path, sha256, received_at, clock_synchronized) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 recording_id,
                 device,
@@ -367,6 +479,7 @@ class CollectorStore:
                 str(path),
                 sha256,
                 received_at,
+                bool(facts.get("clock_synchronized")),
             ),
         )
         self.db.execute("DELETE FROM uploads WHERE device = ? AND id = ?", (device, recording_id))

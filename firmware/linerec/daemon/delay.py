@@ -12,10 +12,9 @@ from collections import deque
 from dataclasses import dataclass
 
 from linerec.call.policy import Keep
-from linerec.codec import Samples
+from linerec.codec import RATE, Samples
 
 FRAME_SECONDS = 0.020
-RATE = 8000
 
 
 @dataclass(slots=True, kw_only=True)

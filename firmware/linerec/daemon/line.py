@@ -33,14 +33,14 @@ from linerec.call.policy import (
     Seal,
     Silence,
 )
-from linerec.codec import Samples
+from linerec.codec import RATE, Samples
 from linerec.config import LineConfig
 from linerec.daemon.delay import DelayLine, Slot
 from linerec.daemon.events import AudioGap, Fault, RecordingSealed
 from linerec.dsp.analyzer import LineAnalyzer
 from linerec.dsp.linestate import AudioHookSense
-from linerec.hardware.audio import FRAME_SAMPLES, RATE, Frame
 from linerec.hardware.leds import Led, Show
+from linerec.hardware.pcm import FRAME_SAMPLES, Frame
 from linerec.hardware.sense import (
     HookBreak,
     HookFlash,

@@ -16,10 +16,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from linerec.codec import RATE
 from linerec.config import Config, LineConfig
 from linerec.errors import HardwareError
-from linerec.hardware.audio import FRAME_SAMPLES, RATE, AudioCapture, AudioPlayback
 from linerec.hardware.backend import Backend
+from linerec.hardware.pcm import FRAME_SAMPLES, AudioCapture, AudioPlayback
 from linerec.hardware.talk import TalkSwitch
 
 LISTEN_S = 1.0  # audio read per line to judge the input

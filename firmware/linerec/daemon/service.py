@@ -30,9 +30,9 @@ from linerec.daemon.handoff import HandoffQueue
 from linerec.daemon.line import LinePipeline
 from linerec.daemon.notify import Notifier
 from linerec.errors import HardwareError
-from linerec.hardware.audio import AudioCapture, AudioPlayback, Frame
 from linerec.hardware.backend import Backend
 from linerec.hardware.leds import Led, Show
+from linerec.hardware.pcm import AudioCapture, AudioPlayback, Frame
 from linerec.hardware.talk import TalkSwitch
 from linerec.resample import to_int16
 from linerec.store.base import Store

@@ -25,11 +25,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from linerec.codec import Samples
+from linerec.codec import RATE, Samples
 from linerec.dsp.dtmf import DtmfDigit
 from linerec.dsp.spectrum import FrameFeatures, frame_features
 
-RATE = 8000
 BAUD = 1200
 SAMPLES_PER_BIT = RATE / BAUD
 CENTRE = 1700.0  # between the mark and space of both standards

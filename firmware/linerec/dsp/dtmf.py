@@ -27,9 +27,8 @@ from functools import lru_cache
 import numpy as np
 import numpy.typing as npt
 
-from linerec.codec import Samples
+from linerec.codec import RATE, Samples
 
-RATE = 8000
 HOP = 80  # 10 ms
 WINDOW = 160  # 20 ms
 SUB = 120  # sub-windows for the frequency estimate, 40 samples (5 ms) apart

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from linerec.codec import Samples
+from linerec.codec import RATE, Samples
 
 _FLOOR_DB = -96.0
 _FULL_SCALE_POWER = 32767.0**2 / 2  # mean power of a full-scale sine
@@ -26,7 +26,7 @@ def level_dbfs(samples: Samples) -> float:
 class LevelMeter:
     """Tracks the level of the line and how long it has been quiet."""
 
-    def __init__(self, *, silence_dbfs: float = -55.0, rate: int = 8000) -> None:
+    def __init__(self, *, silence_dbfs: float = -55.0, rate: int = RATE) -> None:
         self.silence_dbfs = silence_dbfs
         self.rate = rate
         self.level = _FLOOR_DB

@@ -37,10 +37,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from linerec.codec import Samples
+from linerec.codec import RATE, Samples
 from linerec.dsp.spectrum import FrameFeatures, frame_features
 
-RATE = 8000
 FRAME = 160
 FRAME_SECONDS = FRAME / RATE
 MIN_LEVEL_DBFS = -45.0

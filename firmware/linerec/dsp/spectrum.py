@@ -12,10 +12,12 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from linerec.codec import RATE
+
 FRAME = 160
 HANN = np.hanning(FRAME)
-BIN_HZ = np.arange(FRAME // 2 + 1) * 8000 / FRAME
-_FSK_BAND = slice(1000 * FRAME // 8000, 2400 * FRAME // 8000 + 1)
+BIN_HZ = np.arange(FRAME // 2 + 1) * RATE / FRAME
+_FSK_BAND = slice(1000 * FRAME // RATE, 2400 * FRAME // RATE + 1)
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from linerec.codec import RATE
 from linerec.dsp.spectrum import FrameFeatures
 
-RATE = 8000
 FRAME = 160
 FLOOR_DBFS = -42.0  # quieter than this is not speech on a telephone line
 WINDOW = 20  # frames (400 ms) looked at together

@@ -10,69 +10,22 @@ from __future__ import annotations
 
 import errno
 import time
-from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import alsaaudio
 import numpy as np
 
-from linerec.codec import Samples
+from linerec.codec import RATE, Samples
 from linerec.errors import HardwareError
+from linerec.hardware.pcm import (
+    DEVICE_RATES,
+    FRAME_SAMPLES,
+    AudioCapture,
+    AudioPlayback,
+    AudioSettings,
+    Frame,
+)
 from linerec.resample import Resampler, to_int16
-
-RATE = 8000
-FRAME_MS = 20
-FRAME_SAMPLES = RATE * FRAME_MS // 1000
-DEVICE_RATES = (8000, 16000, 44100, 48000)
-PERIODS_MS = (10, 20, 40)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Frame:
-    """One period of line audio at 8 kHz."""
-
-    samples: Samples
-    t: float  # time of the first sample, on the backend's clock
-    lost: int = 0  # samples lost to an overrun just before this frame
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class AudioSettings:
-    """How to open one line's sound device; `where` names the config keys in errors."""
-
-    capture_device: str
-    playback_device: str
-    rate: int = RATE
-    channels: int = 1
-    channel: int = 0
-    period_ms: int = FRAME_MS  # the ALSA period; frames are 20 ms whatever it is
-    where: str = "line"
-
-
-class AudioCapture(ABC):
-    overruns: int = 0
-
-    @abstractmethod
-    def read(self) -> Frame:
-        """Block until the next frame is captured."""
-
-    def interrupt(self) -> None:  # noqa: B027 - a real device needs nothing: reads return each period
-        """Make a blocked `read` return soon, if the device can."""
-
-    @abstractmethod
-    def close(self) -> None: ...
-
-
-class AudioPlayback(ABC):
-    underruns: int = 0
-
-    @abstractmethod
-    def write(self, samples: Samples) -> None:
-        """Queue one frame of 8 kHz audio for the line."""
-
-    @abstractmethod
-    def close(self) -> None: ...
 
 
 def _open_pcm(kind: int, device: str, settings: AudioSettings, key: str) -> alsaaudio.PCM:
@@ -172,10 +125,12 @@ class AlsaCapture(AudioCapture):
 
     def _estimate_lost(self) -> int:
         # The device does not say how much it dropped; the clock does, to a period or so.
+        # The last period read began at _last_t; everything after it until now is gone (the
+        # device, re-prepared, captures again from now).
         if self._clock is None or self._last_t is None:
             return 0
         period = self._settings.period_ms / 1000
-        missing = self._clock() - (self._last_t + 2 * period)
+        missing = self._clock() - (self._last_t + period)
         step = round(period * RATE)
         return max(round(missing * RATE / step) * step, 0)
 

@@ -9,13 +9,8 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 
-from linerec.hardware.audio import (
-    AlsaCapture,
-    AlsaPlayback,
-    AudioCapture,
-    AudioPlayback,
-    AudioSettings,
-)
+from linerec.hardware.audio import AlsaCapture, AlsaPlayback
+from linerec.hardware.pcm import AudioCapture, AudioPlayback, AudioSettings
 from linerec.hardware.pins import PinFactory
 
 

@@ -20,18 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from linerec.codec import Samples
-from linerec.hardware.audio import (
-    FRAME_SAMPLES,
-    RATE,
-    AlsaCapture,
-    AlsaPlayback,
-    AudioCapture,
-    AudioPlayback,
-    AudioSettings,
-    Frame,
-)
+from linerec.codec import RATE, Samples
+from linerec.hardware.audio import AlsaCapture, AlsaPlayback
 from linerec.hardware.backend import Backend
+from linerec.hardware.pcm import FRAME_SAMPLES, AudioCapture, AudioPlayback, AudioSettings, Frame
 from linerec.hardware.pins import EdgeCallback, InputPin, OutputPin, PinFactory
 from linerec.resample import Resampler, to_int16
 from linerec.sim.line import RenderedLine

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from linerec.codec import Samples
+from linerec.codec import RATE, Samples
 from linerec.tones import amplitude
 
-RATE = 8000
 BAUD = 1200
 FREQUENCIES = {"bell202": (1200.0, 2200.0), "v23": (1300.0, 2100.0)}  # (mark, space)
 ABSENT = {"private": "P", "out of area": "O"}

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from linerec.codec import Samples
+from linerec.codec import RATE, Samples
 from linerec.errors import WavError
 from linerec.resample import to_int16
 from linerec.resources import data_path
@@ -24,7 +24,6 @@ from linerec.sim.callfile import CallFileError, ScriptedCall, Step
 from linerec.tones import dtmf_pair, tone
 from linerec.wav import read_mono_8k
 
-RATE = 8000
 SPEECH = ("caller", "office")
 # Ring cadences: (on, off) seconds per ring, and the ringing frequency.
 _CADENCES = {

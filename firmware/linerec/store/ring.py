@@ -36,7 +36,7 @@ import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
-from linerec.codec import Codec, Samples, encode
+from linerec.codec import RATE, Codec, Samples, encode
 from linerec.store.base import RecordingInfo, RecordingWriter, SealedRecording, Store
 from linerec.store.disk import Disk, OsDisk
 from linerec.store.format import (
@@ -61,7 +61,6 @@ from linerec.store.seal import seal_metadata, sign_end, wrap_key
 
 T = TypeVar("T")
 CUT_METADATA = 2  # the number of the metadata record written when a store error cuts a recording
-RATE = 8000
 NOTICE_MARK = "notice played; conversation follows"
 RESERVE_STEP = 64 * BLOCK  # reserve card space 256 KiB at a time
 STATE_OPEN, STATE_SEALED, STATE_CUT = "open", "sealed", "cut"

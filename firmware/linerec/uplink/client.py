@@ -29,7 +29,8 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from linerec.mqttapi import CHUNK, ApiError, Broker, make_client, topic, verify
+from linerec.broker import Broker
+from linerec.mqttapi import CHUNK, ApiError, make_client, topic, verify
 from linerec.store.keys import CollectorPublic
 from linerec.store.private import private_dir, write_private
 from linerec.store.ring import RingStore
