@@ -19,6 +19,7 @@ from linerec.broker import Broker
 from linerec.call.consent import ConsentMode
 from linerec.codec import RATE, Codec
 from linerec.errors import ConfigError, WavError
+from linerec.files import MIB, UnreadableFile, expand, read_text
 from linerec.hardware.pcm import DEVICE_RATES, FRAME_MS, PERIODS_MS, AudioSettings
 from linerec.resources import data_path
 from linerec.wav import read_wav
@@ -29,6 +30,8 @@ BACKENDS = ("gpio", "sim")
 BCM_PINS = range(0, 28)
 DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _LINE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
+MAX_FILE_BYTES = MIB  # a configuration, site file or pin map is a few KiB; more is not one
+INT64 = range(-(1 << 63), 1 << 63)  # TOML integers (larger ones are not TOML)
 
 # Every key the file may hold, by table ("" is the top level, "line" each [[line]]). The parser
 # reads exactly these: a Table refuses any other key in the file, and a key the parser asks for
@@ -233,7 +236,13 @@ class Table:
         ok = isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds)
         if not ok:
             expected = " or ".join(_TYPE_NAMES.get(k, k.__name__) for k in kinds)
-            raise self.error(name, f"must be {expected} (got {value!r}, a {_toml_type(value)})")
+            raise self.error(
+                name, f"must be {expected} (got {_short(value)}, a {_toml_type(value)})"
+            )
+        if isinstance(value, int) and not isinstance(value, bool) and value not in INT64:
+            raise self.error(
+                name, f"is out of range: TOML integers are 64-bit (got {_short(value)})"
+            )
         return value  # type: ignore[no-any-return]
 
     def choice(self, name: str, choices: tuple[str, ...], default: str) -> str:
@@ -253,7 +262,7 @@ class Table:
         value = self.take(name, str, str(default))
         if not value:
             raise self.error(name, "must be a path (got an empty string)")
-        return self._source.resolve(value)
+        return self._source.resolve(value, self.path_of(name))
 
     def table(self, name: str, keys: frozenset[str] | None = None) -> Table:
         value = self.take(name, dict, {})
@@ -284,6 +293,12 @@ _TYPE_NAMES = {
 }
 
 
+def _short(value: object) -> str:
+    """A value for an error message: what it is, never a megabyte of it."""
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:40]}... ({len(text)} characters)"
+
+
 def _toml_type(value: object) -> str:
     return {
         bool: "boolean",
@@ -305,8 +320,12 @@ class Source:
         self.text = text
         self.defaults = defaults  # if given: each key path read, and its default there
 
-    def resolve(self, value: str) -> Path:
-        candidate = Path(value).expanduser()
+    def resolve(self, value: str, key: str = "") -> Path:
+        """A path as written in the file (relative to the file); `key` names it in errors."""
+        try:
+            candidate = expand(value)
+        except UnreadableFile as exc:
+            raise self.error(key, str(exc)) from exc
         if candidate.is_absolute() or self.text is None:
             return candidate
         return (self.path.parent / candidate).resolve()
@@ -318,6 +337,7 @@ class Source:
         """Find the line of `section[i].name` in the file text (tomllib gives no positions)."""
         if self.text is None:
             return None
+        key = re.sub(r"\[\d+\]$", "", key)  # an array's entry: the line of the array
         match = re.fullmatch(r"(?:(\w+)(?:\[(\d+)\])?\.)?(\w+)", key)
         if not match:
             return None
@@ -361,21 +381,30 @@ def load_config(path: Path | str) -> Config:
 
 
 def read_toml(path: Path) -> tuple[dict[str, Any], str]:
-    """A TOML file's data and text; errors name the file (and the line, where TOML gives it)."""
+    """A TOML file's data and text; errors name the file (and the line, where TOML gives it).
+
+    Only a regular file of at most MAX_FILE_BYTES is read (files.py says why)."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError as exc:
-        raise ConfigError(path, "", "no such file") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(path, "", f"cannot read: {exc}") from exc
+        text = read_text(path, limit=MAX_FILE_BYTES)
+    except UnreadableFile as exc:
+        reason = str(exc)
+        raise ConfigError(
+            path, "", reason if reason == "no such file" else f"cannot read: {reason}"
+        ) from exc
+    return parse_toml(text, path), text
+
+
+def parse_toml(text: str, path: Path) -> dict[str, Any]:
+    """TOML text as data; an error names `path` and, where TOML gives it, the line."""
     try:
-        data = tomllib.loads(text)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         line = _toml_error_line(str(exc))
         if line is None and "end of document" in str(exc):  # e.g. a string never closed
             line = max(1, len(text.splitlines()))
         raise ConfigError(path, "", f"not valid TOML: {exc}", line) from exc
-    return data, text
+    except RecursionError as exc:  # tomllib recurses once per level of nesting
+        raise ConfigError(path, "", "not valid: arrays or tables nested too deeply") from exc
 
 
 def _toml_error_line(message: str) -> int | None:
@@ -404,7 +433,10 @@ def parse_config(
     hardware = top.table("hardware", KEYS["hardware"])
     backend = hardware.choice("backend", BACKENDS, "gpio")
     pinmap_path = hardware.path("pinmap", default_pinmap())
-    pinmap = load_pinmap(pinmap_path)
+    try:
+        pinmap = load_pinmap(pinmap_path)
+    except PinMapUnreadable as exc:
+        raise hardware.error("pinmap", str(exc)) from exc
     status_led = _pin(hardware, "status_led_pin", pinmap.status_led)
     hardware.done()
     hardware_config = HardwareConfig(backend=backend, pinmap=pinmap_path, status_led=status_led)
@@ -417,8 +449,9 @@ def parse_config(
             raise store.error(
                 f"recipients[{i}]", f"must be a path to a .pub file (got {recipient!r})"
             )
-        if not source.resolve(recipient).is_file():
-            raise store.error(f"recipients[{i}]", f"no such file: {source.resolve(recipient)}")
+        resolved = source.resolve(recipient, store.path_of(f"recipients[{i}]"))
+        if not _is_file(resolved):
+            raise store.error(f"recipients[{i}]", f"no such file: {resolved}")
     store_config = StoreConfig(
         dir=store_dir,
         codec=Codec(store.choice("codec", tuple(c.value for c in Codec), Codec.ULAW.value)),
@@ -438,7 +471,8 @@ def parse_config(
         if not isinstance(call, str):
             raise sim.error(f"calls[{i}]", f"must be a path string (got {call!r})")
     sim_config = SimConfig(
-        calls=tuple(source.resolve(c) for c in calls), speed=sim.number("speed", 1.0, 0, 1000)
+        calls=tuple(source.resolve(c, sim.path_of(f"calls[{i}]")) for i, c in enumerate(calls)),
+        speed=sim.number("speed", 1.0, 0, 1000),
     )
     sim.done()
 
@@ -505,7 +539,7 @@ def _parse_uplink(table: Table, device: Table, store: StoreConfig) -> UplinkConf
             table.take(name, str, "")  # a known key, absent: no file
             return None
         path = table.path(name, Path())
-        if not path.is_file():
+        if not _is_file(path):
             raise table.error(name, f"no such file: {path}")
         return path
 
@@ -540,18 +574,27 @@ class PinMap:
     lines: tuple[LinePins, ...]
 
 
+class PinMapUnreadable(ConfigError):
+    """The pin map file itself cannot be read (not: its content is wrong)."""
+
+
+def _is_file(path: Path) -> bool:
+    """Whether `path` is a regular file; a name too long or too deep is simply not one."""
+    try:
+        return path.is_file()
+    except (OSError, ValueError):
+        return False
+
+
 def load_pinmap(path: Path) -> PinMap:
     try:
-        text = path.read_text(encoding="utf-8")
-        data = tomllib.loads(text)
-    except OSError as exc:
-        raise ConfigError(path, "", f"cannot read the pin map: {exc.strerror}") from exc
-    except UnicodeDecodeError as exc:
-        raise ConfigError(path, "", f"pin map is not UTF-8 text (byte {exc.start})") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(
-            path, "", f"pin map is not valid TOML: {exc}", _toml_error_line(str(exc))
-        ) from exc
+        text = read_text(path, limit=MAX_FILE_BYTES)
+    except UnreadableFile as exc:
+        raise PinMapUnreadable(path, "", f"cannot read the pin map: {exc}") from exc
+    try:
+        data = parse_toml(text, path)
+    except ConfigError as exc:
+        raise ConfigError(path, "", f"pin map is {exc.message}", exc.line) from exc
     source = Source(path, text)
     top = Table(data, "", source)
     top.take("version", int, 1)
@@ -560,6 +603,8 @@ def load_pinmap(path: Path) -> PinMap:
     board.done()
     lines = []
     for i, entry in enumerate(top.take("line", list, [])):
+        if not isinstance(entry, dict):
+            raise source.error(f"line[{i}]", f"must be a table (got {_short(entry)})")
         table = Table(entry, f"line[{i}]", source)
         lines.append(
             LinePins(
@@ -596,7 +641,7 @@ def _optional_pin(table: Table, name: str, default: int | None = None) -> int | 
 def _parse_line(index: int, entry: object, source: Source, pinmap: PinMap) -> LineConfig:
     key = f"line[{index}]"
     if not isinstance(entry, dict):
-        raise source.error(key, f"must be a table (got {entry!r})")
+        raise source.error(key, f"must be a table (got {_short(entry)})")
     table = Table(entry, key, source, KEYS["line"])
     name = table.take("name", str, f"line{index + 1}")
     if not _LINE_NAME.match(name):

@@ -18,10 +18,18 @@ import numpy as np
 
 from linerec.codec import RATE, Codec, Samples, decode, encode
 from linerec.errors import WavError
+from linerec.files import MIB, UnreadableFile, read_file
 from linerec.resample import Resampler, to_int16
 
 _TAG_TO_CODEC = {1: Codec.PCM16, 6: Codec.ALAW, 7: Codec.ULAW}
 _WAVE_FORMAT_EXTENSIBLE = 0xFFFE
+# What we read: the standard rates from 8 to 48 kHz (an odd rate such as 47999 Hz makes the
+# resampler's filter thousands of phases long), mono or stereo, in files of at most MAX_BYTES
+# (over two hours of 8 kHz 16-bit audio). Anything else is refused before any audio is
+# decoded, so a hostile header costs nothing.
+RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
+CHANNELS = (1, 2)
+MAX_BYTES = 128 * MIB
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -58,12 +66,13 @@ def read_wav(path: Path | str) -> WavAudio:
     """Read a WAV file of 8/16-bit PCM, µ-law or A-law; errors name the byte offset."""
     path = Path(path)
     try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise WavError(path, f"cannot read: {exc.strerror}") from exc
+        data = read_file(path, limit=MAX_BYTES)
+    except UnreadableFile as exc:
+        raise WavError(path, f"cannot read: {exc}") from exc
     if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
         raise WavError(path, "not a WAV file (no RIFF/WAVE header)", 0)
     fmt: tuple[int, int, int, int] | None = None
+    fmt_offset = 0
     audio: bytes | None = None
     cue_points: dict[int, int] = {}
     labels: dict[int, str] = {}
@@ -80,32 +89,25 @@ def read_wav(path: Path | str) -> WavAudio:
             tag, channels, rate, _, _, bits = struct.unpack_from("<HHIIHH", body)
             if tag == _WAVE_FORMAT_EXTENSIBLE and size >= 26:
                 (tag,) = struct.unpack_from("<H", body, 24)
-            fmt = (tag, channels, rate, bits)
+            fmt, fmt_offset = (tag, channels, rate, bits), offset
         elif chunk_id == b"data":
             audio = body
         elif chunk_id == b"cue ":
-            (count,) = struct.unpack_from("<I", body)
-            for i in range(count):
-                cue_id, _, _, _, _, sample = struct.unpack_from("<II4sIII", body, 4 + 24 * i)
-                cue_points[cue_id] = sample
+            cue_points.update(_cue_points(path, body, offset))
         elif chunk_id == b"LIST" and body[:4] == b"adtl":
-            sub = 4
-            while sub + 8 <= len(body):
-                sub_id = body[sub : sub + 4]
-                (sub_size,) = struct.unpack_from("<I", body, sub + 4)
-                if sub_id == b"labl":
-                    (cue_id,) = struct.unpack_from("<I", body, sub + 8)
-                    text = body[sub + 12 : sub + 8 + sub_size].split(b"\0")[0]
-                    labels[cue_id] = text.decode("utf-8", "replace")
-                sub += 8 + sub_size + (sub_size & 1)
+            labels.update(_labels(path, body, offset))
+        # Any other chunk is skipped; a chunk of odd size is followed by a pad byte.
         offset += 8 + size + (size & 1)
     if fmt is None:
         raise WavError(path, "no fmt chunk")
     if audio is None:
         raise WavError(path, "no data chunk")
     tag, channels, rate, bits = fmt
-    if channels < 1 or rate < 1:
-        raise WavError(path, f"fmt says {channels} channels at {rate} Hz")
+    if channels not in CHANNELS:
+        raise WavError(path, f"fmt says {channels} channels: only mono or stereo", fmt_offset)
+    if rate not in RATES:
+        rates = ", ".join(map(str, RATES))
+        raise WavError(path, f"fmt says {rate} Hz: the rates read are {rates} Hz", fmt_offset)
     if tag == 1 and bits == 16:
         codec = Codec.PCM16
         pcm = decode(codec, audio[: len(audio) - len(audio) % (2 * channels)])
@@ -126,6 +128,39 @@ def read_wav(path: Path | str) -> WavAudio:
         for cue_id, sample in sorted(cue_points.items(), key=lambda item: item[1])
     )
     return WavAudio(samples=pcm.reshape(-1, channels), rate=rate, codec=codec, markers=markers)
+
+
+def _cue_points(path: Path, body: bytes, offset: int) -> dict[int, int]:
+    """cue id -> sample of a `cue ` chunk (at `offset`)."""
+    if len(body) < 4:
+        raise WavError(path, f"cue chunk of {len(body)} bytes is too short", offset)
+    (count,) = struct.unpack_from("<I", body)
+    if 4 + 24 * count > len(body):
+        raise WavError(
+            path, f"cue chunk says {count} points but holds {(len(body) - 4) // 24}", offset
+        )
+    points = {}
+    for i in range(count):
+        cue_id, _, _, _, _, sample = struct.unpack_from("<II4sIII", body, 4 + 24 * i)
+        points[cue_id] = sample
+    return points
+
+
+def _labels(path: Path, body: bytes, offset: int) -> dict[int, str]:
+    """cue id -> label of a `LIST/adtl` chunk (at `offset`); other sub-chunks are skipped."""
+    labels = {}
+    sub = 4
+    while sub + 8 <= len(body):
+        sub_id = body[sub : sub + 4]
+        (sub_size,) = struct.unpack_from("<I", body, sub + 4)
+        if sub + 8 + sub_size > len(body):
+            raise WavError(path, f"LIST sub-chunk {sub_id!r} runs past its chunk", offset + 8 + sub)
+        if sub_id == b"labl" and sub_size >= 4:
+            (cue_id,) = struct.unpack_from("<I", body, sub + 8)
+            text = body[sub + 12 : sub + 8 + sub_size].split(b"\0")[0]
+            labels[cue_id] = text.decode("utf-8", "replace")
+        sub += 8 + sub_size + (sub_size & 1)
+    return labels
 
 
 def _wide_to_int16(audio: bytes, tag: int, bits: int, channels: int) -> Samples:

@@ -54,22 +54,22 @@ def _keygen(args: argparse.Namespace) -> int:
 
 def _decrypt(args: argparse.Namespace) -> int:
     from linerec.codec import RATE, Codec
+    from linerec.files import UnreadableFile, read_file
     from linerec.store.keys import load_private
-    from linerec.store.reader import COMPLETE, IntegrityError, decrypt
+    from linerec.store.reader import COMPLETE, MAX_BYTES, IntegrityError, decrypt
     from linerec.wav import write_wav
 
     key = load_private(args.key)
     try:
-        data = args.file.read_bytes()
-    except OSError as exc:
-        print(f"linerec: error: {args.file}: cannot read: {exc.strerror}", file=sys.stderr)
+        data = read_file(args.file, limit=MAX_BYTES)
+    except UnreadableFile as exc:
+        print(f"linerec: error: {args.file}: cannot read: {exc}", file=sys.stderr)
         return 1
     try:
         result = decrypt(data, key)
     except IntegrityError as exc:
         print(f"linerec: error: {args.file}: {exc}", file=sys.stderr)
         return 1
-    write_wav(args.output, result.samples, rate=RATE, codec=Codec.PCM16)
     inspected = result.inspected
     metadata = {
         "header": inspected.header,
@@ -77,7 +77,12 @@ def _decrypt(args: argparse.Namespace) -> int:
         "end": inspected.end,
         **({"metadata": result.metadata} if result.metadata else {}),
     }
-    args.output.with_suffix(".json").write_text(json.dumps(metadata, indent=2) + "\n")
+    try:
+        write_wav(args.output, result.samples, rate=RATE, codec=Codec.PCM16)
+        args.output.with_suffix(".json").write_text(json.dumps(metadata, indent=2) + "\n")
+    except OSError as exc:
+        print(f"linerec: error: {args.output}: cannot write: {exc.strerror}", file=sys.stderr)
+        return 1
     seconds = len(result.samples) / RATE
     if inspected.state == COMPLETE:
         print(f"{args.file}: complete, {seconds:.1f} s -> {args.output}")
@@ -103,17 +108,19 @@ def _store_verify(args: argparse.Namespace) -> int:
 
 def _store_list(args: argparse.Namespace) -> int:
     from linerec.store.format import SUFFIX
-    from linerec.store.ring import read_entry
+    from linerec.store.ring import RecordingUnreadable, read_entry
 
     if not args.dir.is_dir():
         print(f"linerec: error: {args.dir}: no such directory", file=sys.stderr)
         return 2
     entries = []
+    unreadable = 0
     for path in sorted(args.dir.glob(f"*{SUFFIX}")):
         try:
             entries.append(read_entry(path))
-        except (ValueError, KeyError, OSError) as exc:
-            print(f"linerec: {path}: unreadable: {exc}", file=sys.stderr)
+        except RecordingUnreadable as exc:  # names the file: the others are still listed
+            print(f"linerec: {args.dir}: unreadable: {exc}", file=sys.stderr)
+            unreadable += 1
     for entry in entries:
         if args.json:
             print(json.dumps(entry.as_json()))
@@ -127,4 +134,4 @@ def _store_list(args: argparse.Namespace) -> int:
                 f"{entry.id:48} {entry.started_at:29} {entry.duration:8.1f} s  "
                 f"{entry.line:8} {state}"
             )
-    return 0
+    return 1 if unreadable else 0

@@ -14,6 +14,7 @@ from linerec.call.events import CallEvent
 from linerec.config import Config, default_pinmap, load_pinmap, parse_config
 from linerec.daemon.backends import open_sim_backend
 from linerec.daemon.recorder import build_recorder
+from linerec.errors import LinerecError
 from linerec.resources import data_path
 from linerec.sim.backend import TAIL, SimBackend
 from linerec.sim.callfile import CallFileError, ScriptedCall, load_call_file
@@ -92,7 +93,7 @@ def default_config(
             entry["consent"] = consents[name]
         if index >= len(pinmap.lines):
             if len(spare) < 3:
-                raise ValueError(
+                raise LinerecError(
                     f"too many simulated lines ({len(line_names)}): not enough GPIO pins"
                 )
             entry.update(

@@ -9,13 +9,13 @@ from pathlib import Path
 
 from linerec.call.events import CallEvent
 from linerec.config import Config
-from linerec.daemon.events import RecordingDeleted, StoreFilling
+from linerec.daemon.events import Fault, RecordingDeleted, StoreFilling
 from linerec.daemon.report import event_record
 from linerec.errors import ConfigError
 from linerec.store import keys
 from linerec.store.private import private_dir, tighten
 from linerec.store.ring import RecordingDeleted as Deleted
-from linerec.store.ring import RingStore, StoreEvent
+from linerec.store.ring import RecordingQuarantined, RingStore, StoreEvent
 from linerec.uplink.client import Uplink, UplinkSettings
 from linerec.uplink.commands import Command, Refusal
 from linerec.uplink.outbox import EventOutbox
@@ -116,6 +116,15 @@ def open_store(
                     seq=event.seq,
                     reason=event.reason,
                     acknowledged=event.acknowledged,
+                )
+            )
+        elif isinstance(event, RecordingQuarantined):  # a person must look at it
+            emit(
+                Fault(
+                    t=clock(),
+                    line="",
+                    kind="store",
+                    message=f"moved {event.path.name} to {event.path.parent}: {event.reason}",
                 )
             )
         else:

@@ -20,7 +20,14 @@ from linerec.errors import WavError
 from linerec.resample import to_int16
 from linerec.resources import data_path
 from linerec.sim import callerid
-from linerec.sim.callfile import CallFileError, ScriptedCall, Step
+from linerec.sim.callfile import (
+    MAX_SCRIPT_SECONDS,
+    CallFileError,
+    ScriptedCall,
+    Step,
+    step_seconds,
+    too_long,
+)
 from linerec.tones import dtmf_pair, tone
 from linerec.wav import read_mono_8k
 
@@ -137,7 +144,14 @@ def render_line(calls: list[ScriptedCall]) -> RenderedLine:
                         f"({timeline.cursor - begins:.3f} s)",
                     )
                 timeline.cursor = at
+            # Checked before the step is made: a step is never rendered past the bound.
+            if timeline.cursor + step_seconds(step) > MAX_SCRIPT_SECONDS:
+                raise CallFileError(
+                    call.source, step.where, too_long(timeline.cursor + step_seconds(step))
+                )
             _apply(timeline, step, call.source)
+            if timeline.cursor > MAX_SCRIPT_SECONDS:  # a WAV that `say` names, longer than said
+                raise CallFileError(call.source, step.where, too_long(timeline.cursor))
     return RenderedLine(
         chunks=tuple(sorted(timeline.chunks, key=lambda chunk: chunk[0])),
         length=timeline.length(),
@@ -177,10 +191,12 @@ def _apply(timeline: _Timeline, step: Step, source: Path) -> None:
         timeline.hook(True, 0)
     elif action == "wait" and "noise_dbfs" in options:  # a real line's hiss, not digital zero
         rms = 32768 * 10 ** (options["noise_dbfs"] / 20)
-        hiss = np.random.default_rng(round(timeline.cursor * RATE)).normal(
-            0, rms, round(value * RATE)
-        )
-        timeline.audio(to_int16(hiss), "line noise")
+        left = round(value * RATE)
+        while left:  # a minute at a time: hours of hiss never exist as floats all at once
+            count = min(left, 60 * RATE)
+            hiss = np.random.default_rng(round(timeline.cursor * RATE)).normal(0, rms, count)
+            timeline.audio(to_int16(hiss), "line noise")
+            left -= count
     elif action == "wait":
         timeline.cursor += value
     elif action == "say":

@@ -133,6 +133,8 @@ def parse_json(record: Record) -> dict[str, Any]:
         value = json.loads(record.body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise FormatError(record.offset, f"{record.type.name} is not valid JSON: {exc}") from exc
+    except RecursionError as exc:  # json recurses once per level of nesting
+        raise FormatError(record.offset, f"{record.type.name} is nested too deeply") from exc
     if not isinstance(value, dict):
         raise FormatError(record.offset, f"{record.type.name} is not a JSON object")
     return value

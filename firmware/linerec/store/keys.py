@@ -27,6 +27,9 @@ from cryptography.hazmat.primitives.serialization import (
 )
 
 from linerec.errors import LinerecError
+from linerec.files import KIB, UnreadableFile, read_text
+
+MAX_KEY_FILE_BYTES = 64 * KIB  # a key file is a few hundred bytes
 
 
 class KeyFileError(LinerecError, ValueError):
@@ -84,11 +87,13 @@ class CollectorPrivate:
 
 def _read_toml(path: Path, kind: str) -> dict[str, object]:
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise KeyFileError(f"{path}: no such {kind} file") from exc
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        data = tomllib.loads(read_text(path, limit=MAX_KEY_FILE_BYTES))
+    except UnreadableFile as exc:
+        if str(exc) == "no such file":
+            raise KeyFileError(f"{path}: no such {kind} file") from exc
         raise KeyFileError(f"{path}: not a readable {kind} file: {exc}") from exc
+    except (tomllib.TOMLDecodeError, RecursionError) as exc:
+        raise KeyFileError(f"{path}: not a readable {kind} file: {exc!r:.200}") from exc
     if data.get("kind") != kind:
         raise KeyFileError(f"{path}: is not a {kind} file (kind = {data.get('kind')!r})")
     return data

@@ -29,10 +29,12 @@ from linerec.store.format import (
     parse_json,
     read_records,
 )
+from linerec.store.header import HeaderError, check_end, check_header
 from linerec.store.keys import CollectorPrivate
 from linerec.store.seal import open_metadata, signed_payload, unwrap_key
 
 COMPLETE, CUT, OPEN = "complete", "cut", "open"
+MAX_BYTES = 1 << 30  # a recording file read whole: over 9 hours of PCM16, 37 of µ-law
 
 
 class IntegrityError(ValueError):
@@ -75,12 +77,15 @@ def inspect(data: bytes) -> Inspected:
     if not records or records[0].type is not RecordType.HEADER:
         raise IntegrityError("byte 0: the file does not begin with a header record")
     header_record = records[0]
-    header = _json(header_record)
+    try:
+        header = check_header(_json(header_record), header_record.offset)
+    except HeaderError as exc:
+        raise IntegrityError(str(exc)) from exc
     header_hash = hashlib.sha256(header_record.body).digest()
     try:
         device_key = Ed25519PublicKey.from_public_bytes(base64.b64decode(header["device_key"]))
-    except (KeyError, ValueError, TypeError) as exc:
-        raise IntegrityError(f"byte 0: header has no valid device_key: {exc}") from exc
+    except ValueError as exc:
+        raise IntegrityError(f"byte 0: header.device_key: not a valid key: {exc}") from exc
     chunks: list[Record] = []
     metadata: Record | None = None
     final_metadata = False
@@ -111,7 +116,10 @@ def inspect(data: bytes) -> Inspected:
             metadata = record  # the last one written says the most
             final_metadata = bool(chunks) and bool(chunks[-1].flags & FINAL)
         elif record.type in (RecordType.TRAILER, RecordType.CUT):
-            end = _json(record)
+            try:
+                end = check_end(_json(record), record.offset, record.type.name.lower())
+            except HeaderError as exc:
+                raise IntegrityError(str(exc)) from exc
             state = COMPLETE if record.type is RecordType.TRAILER else CUT
             _check_end(data, record, end, header_hash, device_key, chunks, state)
         else:

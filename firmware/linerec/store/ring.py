@@ -37,6 +37,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from linerec.codec import RATE, Codec, Samples, encode
+from linerec.files import UnreadableFile, check_regular
 from linerec.store.base import RecordingInfo, RecordingWriter, SealedRecording, Store
 from linerec.store.disk import Disk, OsDisk
 from linerec.store.format import (
@@ -45,6 +46,7 @@ from linerec.store.format import (
     FINAL,
     FRAME,
     MAGIC,
+    MAX_BODY,
     OVERHEAD,
     SUFFIX,
     RecordType,
@@ -55,8 +57,10 @@ from linerec.store.format import (
     pad_to_block,
     scan,
 )
+from linerec.store.header import check_end, check_header
 from linerec.store.keys import CollectorPublic, b64, raw_public
-from linerec.store.private import private_dir
+from linerec.store.private import private_dir, write_private
+from linerec.store.reader import MAX_BYTES
 from linerec.store.seal import seal_metadata, sign_end, wrap_key
 
 T = TypeVar("T")
@@ -145,7 +149,20 @@ class StoreFilling:
     fill: float
 
 
-StoreEvent = RecordingDeleted | StoreFilling
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RecordingQuarantined:
+    """A file in the ring is not a recording we can use: moved aside, never read again."""
+
+    path: Path  # where it is now: <ring>/quarantine/<name>
+    reason: str
+
+
+StoreEvent = RecordingDeleted | StoreFilling | RecordingQuarantined
+QUARANTINE = "quarantine"
+
+
+class RecordingUnreadable(ValueError):
+    """A recording's file cannot be summarised: the message names the file and why."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -183,28 +200,40 @@ class Entry:
 
 
 def read_entry(path: Path, ring: Path | None = None) -> Entry:
-    """Summarise a recording by walking its record frames (bodies skipped, no key)."""
-    ring = ring or path.parent
+    """Summarise a recording by walking its record frames (bodies skipped, no key).
+
+    Raises RecordingUnreadable, naming the file and the field or byte, for anything that is
+    not a recording as docs/format.md has it: the header's and the end record's fields are
+    checked (store/header.py), however validly signed the file is."""
+    try:
+        return _read_entry(path, ring or path.parent)
+    except (OSError, ValueError, RecursionError) as exc:
+        raise RecordingUnreadable(f"{path.name}: {exc}") from exc
+
+
+def _read_entry(path: Path, ring: Path) -> Entry:
+    check_regular(path, limit=MAX_BYTES)
     with open(path, "rb") as file:
         data = file.read(BLOCK)
         records = list(scan(data))
         if not records or records[0].type is not RecordType.HEADER:
-            raise ValueError(f"{path}: byte 0: not a linerec recording (no header)")
+            raise ValueError("byte 0: not a linerec recording (no header)")
         header_body = records[0].body
-        header = json.loads(header_body)
+        header = check_header(json.loads(header_body), 0)
         offset, chunks, state, samples = records[0].end, 0, STATE_OPEN, None
         size = os.fstat(file.fileno()).st_size
         while offset + FRAME.size <= size:
             file.seek(offset)
             magic, kind, _, length = FRAME.unpack(file.read(FRAME.size))
-            if magic != MAGIC or offset + OVERHEAD + length > size:
+            if magic != MAGIC or length > MAX_BODY or offset + OVERHEAD + length > size:
                 break
             if kind == RecordType.CHUNK:
                 chunks += 1
             elif kind in (RecordType.TRAILER, RecordType.CUT):
-                end = json.loads(file.read(length))
+                name = "trailer" if kind == RecordType.TRAILER else "cut"
+                end = check_end(json.loads(file.read(length)), offset, name)
                 state = STATE_SEALED if kind == RecordType.TRAILER else STATE_CUT
-                samples = end.get("samples")
+                samples = end["samples"]
             offset += OVERHEAD + length
     bytes_per_sample = Codec(header["codec"]).bytes_per_sample
     if samples is None:  # open: count whole chunks
@@ -281,8 +310,8 @@ class RingStore(Store):
             if name.endswith(SUFFIX):
                 try:
                     entry = read_entry(directory / name, directory)
-                except (ValueError, KeyError, OSError):
-                    continue  # a torn header: recover() deals with it
+                except RecordingUnreadable:
+                    continue  # recover() removes a torn header, quarantines anything else
                 self.entries[entry.id] = entry
         self._seq, self._head = self._load_chain()
 
@@ -572,58 +601,85 @@ class RingStore(Store):
                 # opted-out call must not come back as a recovered recording).
                 self._forget(name.removesuffix(SUFFIX))
                 continue
-            data = self.disk.read(path)
-            records = list(scan(data))
-            if not records or records[0].type is not RecordType.HEADER:
-                # The header never reached the card whole: no audio can follow it.
-                self.disk.unlink(path)
-                self.disk.sync_dir(self.dir)
+            try:
+                sealed = self._recover_file(path)
+            except (UnreadableFile, ValueError, RecursionError) as exc:
+                # Not a recording we can use (a stolen or buggy box can sign anything): it
+                # must not stop the recorder. Moved aside with the reason, reported, kept.
+                self._quarantine(path, str(exc).removeprefix(f"{name}: "))
                 continue
-            kinds = [r.type for r in records]
-            end = records[-1].end
-            if RecordType.TRAILER in kinds or RecordType.CUT in kinds:
-                if end < len(data):  # reserved space after a finished file: give it back
-                    handle = self.disk.open(path)
-                    self.disk.truncate(handle, end)
-                    self.disk.datasync(handle)
-                    self.disk.close(handle)
-                    self.entries[read_entry(path, self.dir).id] = read_entry(path, self.dir)
-                continue
-            header_hash = hashlib.sha256(records[0].body).digest()
-            chunks = sum(1 for r in records if r.type is RecordType.CHUNK)
-            samples = (
-                chunks
-                * CHUNK_AUDIO_BYTES
-                // Codec(json.loads(records[0].body)["codec"]).bytes_per_sample
-            )
-            cut = sign_end(
-                self.identity,
-                RecordType.CUT,
-                header_hash,
-                {
-                    "chunks": chunks,
-                    "samples": samples,
-                    "reason": "power-loss",
-                    "recovered_at": self._wall().isoformat(timespec="seconds"),
-                    "digest": hashlib.sha256(data[:end]).hexdigest(),
-                },
-            )
-            handle = self.disk.open(path)
-            self.disk.truncate(handle, end)
-            self.disk.pwrite(handle, frame(RecordType.CUT, json_body(cut)), end)
-            self.disk.datasync(handle)
-            self.disk.close(handle)
-            entry = read_entry(path, self.dir)
-            self.entries[entry.id] = entry
-            recovered.append(
-                SealedRecording(
-                    id=entry.id,
-                    path=path,
-                    duration=entry.duration,
-                    metadata={"line": entry.line, "state": STATE_CUT},
-                )
-            )
+            if sealed is not None:
+                recovered.append(sealed)
         return recovered
+
+    def _quarantine(self, path: Path, reason: str) -> None:
+        directory = private_dir(self.dir / QUARANTINE)
+        target = directory / path.name
+        number = 0
+        while target.exists() or target.with_name(target.name + ".why").exists():
+            number += 1
+            target = directory / f"{path.name}.{number}"
+        self.disk.replace(path, target)
+        write_private(target.with_name(target.name + ".why"), (reason + "\n").encode())
+        self.disk.sync_dir(directory)
+        self.disk.sync_dir(self.dir)
+        for key in [key for key, entry in self.entries.items() if entry.path == path]:
+            del self.entries[key]
+        self._on_event(RecordingQuarantined(path=target, reason=reason))
+
+    def _recover_file(self, path: Path) -> SealedRecording | None:
+        """Recover one file: None if it needed nothing (or held nothing and went)."""
+        check_regular(path, limit=MAX_BYTES)
+        data = self.disk.read(path)
+        records = list(scan(data))
+        if not records or records[0].type is not RecordType.HEADER:
+            # The header never reached the card whole: no audio can follow it.
+            self.disk.unlink(path)
+            self.disk.sync_dir(self.dir)
+            return None
+        header = check_header(json.loads(records[0].body), 0)
+        kinds = [r.type for r in records]
+        end = records[-1].end
+        if RecordType.TRAILER in kinds or RecordType.CUT in kinds:
+            known = any(entry.path == path for entry in self.entries.values())
+            if end < len(data):  # reserved space after a finished file: give it back
+                handle = self.disk.open(path)
+                self.disk.truncate(handle, end)
+                self.disk.datasync(handle)
+                self.disk.close(handle)
+                known = False
+            if not known:  # read_entry refused it at start, or it changed: its end is checked
+                entry = read_entry(path, self.dir)
+                self.entries[entry.id] = entry
+            return None
+        header_hash = hashlib.sha256(records[0].body).digest()
+        chunks = sum(1 for r in records if r.type is RecordType.CHUNK)
+        samples = chunks * CHUNK_AUDIO_BYTES // Codec(header["codec"]).bytes_per_sample
+        cut = sign_end(
+            self.identity,
+            RecordType.CUT,
+            header_hash,
+            {
+                "chunks": chunks,
+                "samples": samples,
+                "reason": "power-loss",
+                "recovered_at": self._wall().isoformat(timespec="seconds"),
+                "digest": hashlib.sha256(data[:end]).hexdigest(),
+            },
+        )
+        handle = self.disk.open(path)
+        self.disk.truncate(handle, end)
+        self.disk.pwrite(handle, frame(RecordType.CUT, json_body(cut)), end)
+        self.disk.datasync(handle)
+        self.disk.close(handle)
+        entry = read_entry(path, self.dir)
+        self.entries[entry.id] = entry
+        return SealedRecording(
+            id=entry.id,
+            path=path,
+            duration=entry.duration,
+            metadata={"line": entry.line, "state": STATE_CUT},
+        )
 
 
 class EncryptedWriter(RecordingWriter):
