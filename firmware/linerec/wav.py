@@ -27,7 +27,7 @@ _WAVE_FORMAT_EXTENSIBLE = 0xFFFE
 # resampler's filter thousands of phases long), mono or stereo, in files of at most MAX_BYTES
 # (over two hours of 8 kHz 16-bit audio). Anything else is refused before any audio is
 # decoded, so a hostile header costs nothing.
-RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
+RATES = (RATE, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
 CHANNELS = (1, 2)
 MAX_BYTES = 128 * MIB
 
