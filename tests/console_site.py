@@ -122,6 +122,7 @@ class Server:
     listening before the thread starts, so a request made at once waits in its backlog."""
 
     def __init__(self, service: ConsoleService) -> None:
+        self.service = service
         self.socket = socket.create_server(("127.0.0.1", 0))
         self.port = self.socket.getsockname()[1]
         config = uvicorn.Config(build_app(service), log_level="warning")
