@@ -12,6 +12,7 @@ import json
 import os
 import sqlite3
 import subprocess
+import sys
 import wave
 from collections.abc import Iterator
 from pathlib import Path
@@ -301,10 +302,16 @@ def test_a_listener_sees_only_the_lines_granted(
         assert client.get(path).status_code == 403, path
     for path in ("/api/audit", "/audit"):
         assert client.get(path).status_code == 403, path
+    mine = ids(service)["line1"]
+    redact = client.post(
+        f"/api/recordings/{mine}/redact", json={"from": 1, "to": 2, "reason": "card number"}
+    )
+    assert redact.status_code == 403  # a supervisor's action
     refused = [(a, rec, r) for w, a, rec, r in audit(service) if a == "forbidden"]
-    assert len(refused) == 6
+    assert len(refused) == 7
     assert refused[0][1] == other and "not a line or label granted" in refused[0][2]
-    assert "audit: not allowed to a listener" in refused[-1][2]
+    assert "audit: not allowed to a listener" in refused[-2][2]
+    assert "redact: not allowed to a listener" in refused[-1][2]
     assert not [a for _, a, _, _ in audit(service) if a in ("view", "download", "audit")]
 
 
@@ -340,14 +347,19 @@ def test_every_api_path_needs_a_session(client: TestClient, service: ConsoleServ
         ("GET", f"/api/recordings/{rid}"),
         ("GET", f"/api/recordings/{rid}/audio?reason=x"),
         ("GET", "/api/audit"),
+        ("POST", f"/api/recordings/{rid}/redact"),
     ):
-        assert client.request(method, path).status_code == 401, path
+        answer = client.request(
+            method, path, json={"from": 1, "to": 2, "reason": "x"} if method == "POST" else None
+        )
+        assert answer.status_code == 401, path
     schema = client.get("/api/openapi.json").json()
     for path in (
         "/api/login",
         "/api/recordings",
         "/api/recordings/{recording_id}",
         "/api/recordings/{recording_id}/audio",
+        "/api/recordings/{recording_id}/redact",
         "/api/audit",
     ):
         assert path in schema["paths"], path
@@ -618,3 +630,26 @@ def test_plain_http_only_on_loopback(tmp_path: Path) -> None:
     config.write_text('[web]\nlisten = "127.0.0.1:8443"\nidle_minutes = 5\n')
     with pytest.raises(ConfigError, match=r"web\.idle_minutes: unknown key"):
         load_web_settings(config)
+
+
+def test_the_appliance_never_loads_the_console_libraries() -> None:
+    code = (
+        "import sys, linerec.cli; linerec.cli.parser(); "
+        "print(sorted(m for m in ('fastapi', 'starlette', 'uvicorn', 'jinja2', 'argon2', "
+        "'pyotp', 'segno') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+
+
+def test_collector_web_refuses_plain_http_off_loopback(site: Path) -> None:
+    with open(site, "a") as config:
+        config.write('[web]\nlisten = "0.0.0.0:8443"\n')
+    done = subprocess.run(
+        [*LINEREC, "collector", "web", "--config", str(site)], capture_output=True, text=True
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        f"linerec: error: {site}: web.listen: '0.0.0.0:8443' is not a loopback address: "
+        "give cert and key (TLS), or allow_plaintext = true"
+    )

@@ -99,6 +99,20 @@ def audio(
     return audio_response(request, listening.wav)
 
 
+class Redact(BaseModel):
+    from_: float = Field(alias="from", ge=0, description="start of the span, seconds")
+    to: float = Field(gt=0, description="end of the span, seconds")
+    reason: str = Field(max_length=500)
+
+
+@router.post("/recordings/{recording_id}/redact", dependencies=[Depends(json_only)])
+def redact(recording_id: str, body: Redact, request: Request, actor: Asker) -> Response:
+    """Silence a span in a new version of the recording (supervisor). Not built yet: the
+    role and the recording are checked (401, 403, 404 as for the rest), then 501."""
+    service_of(request).check_redact(actor, recording_id)
+    return JSONResponse({"detail": "redaction is not available yet"}, status_code=501)
+
+
 @router.get("/audit")
 def audit(request: Request, actor: Asker) -> dict[str, Any]:
     """The newest audit entries, and whether the audit and deletion chains verify."""

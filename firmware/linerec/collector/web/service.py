@@ -233,6 +233,11 @@ class ConsoleService:
         result = self._decrypted_audio(row)
         return Listening(recording=_public(row), wav=wav_bytes(result.samples))
 
+    def check_redact(self, actor: Actor, recording_id: str) -> None:
+        """May this actor redact this recording (redaction itself is not built yet)."""
+        self._row(actor, recording_id, "redact")
+        self.record(actor, "redact refused", recording_id, "redaction is not available yet")
+
     # -- the audit --------------------------------------------------------------------------
 
     def audit_log(self, actor: Actor, limit: int = 500) -> tuple[list[dict[str, Any]], list[str]]:
