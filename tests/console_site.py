@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -99,7 +100,15 @@ def deliver(root: Path) -> Path:
 def copy_site(delivered: Path, to: Path) -> Path:
     """A private copy of a delivered collector (its data and keys), for a test that changes it."""
     shutil.copytree(delivered.parent, to, ignore=shutil.ignore_patterns("mosquitto-*", "ring"))
-    return to / delivered.name
+    copy = to / delivered.name
+    database = load_collector_config(copy).database
+    with sqlite3.connect(database) as db:  # the index names files by absolute path: the copy's
+        db.execute(
+            "UPDATE recordings SET path = replace(path, ?, ?)",
+            (str(delivered.parent), str(to)),
+        )
+    db.close()
+    return copy
 
 
 def console(collector_toml: Path, clock: Clock, idle_seconds: float = 900.0) -> ConsoleService:
