@@ -1,8 +1,8 @@
 """The `linerec` command: the only place that parses arguments.
 
 One module per command group: `appliance` (the recorder on the box), `recordings` (keys and
-recordings on a card) and `collector` (the server side). Each binds its subcommands to their
-handlers with `set_defaults(handler=...)`.
+recordings on a card), `collector` (the server side) and `console` (the collector's web console
+and its accounts). Each binds its subcommands to their handlers with `set_defaults(handler=...)`.
 
 Exit status: 0 done; 1 a failure at run time; 2 bad input (configuration, call file, usage),
 with a message that names the file and the key or step.
@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 
 from linerec import __version__
-from linerec.cli import appliance, collector, recordings
+from linerec.cli import appliance, collector, console, recordings
 from linerec.errors import LinerecError
 
 
@@ -27,7 +27,7 @@ def parser() -> argparse.ArgumentParser:
     commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
     appliance.add_commands(commands)
     recordings.add_commands(commands)
-    collector.add_commands(commands)
+    console.add_commands(collector.add_commands(commands))
     return top
 
 

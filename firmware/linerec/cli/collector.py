@@ -16,7 +16,10 @@ if TYPE_CHECKING:
     from linerec.collector.store import CollectorStore
 
 
-def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_commands(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> argparse._SubParsersAction[argparse.ArgumentParser]:
+    """Adds `collector ...`; returns its subcommands, for the console's to join them."""
     collector = commands.add_parser("collector", help="the server side: receive, list, export")
     collector_commands = collector.add_subparsers(
         dest="collector_command", required=True, metavar="ACTION"
@@ -25,6 +28,7 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     collector_run.set_defaults(handler=_run)
     collector_list = collector_commands.add_parser("list", help="the recordings received")
     collector_list.add_argument("--json", action="store_true")
+    _search_filters(collector_list)
     collector_list.set_defaults(handler=_list)
     export = collector_commands.add_parser("export", help="decrypt one recording to WAV")
     export.add_argument("id", metavar="ID")
@@ -43,6 +47,11 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     hold.set_defaults(handler=_hold)
     audit = collector_commands.add_parser("audit", help="every access, and the deletion log")
     audit.add_argument("--json", action="store_true")
+    audit.add_argument(
+        "--verify",
+        action="store_true",
+        help="check the audit and deletion hash chains; exit 1 naming the first broken entry",
+    )
     audit.set_defaults(handler=_audit)
     for sub_parser in (collector_list, hold, audit):
         sub_parser.add_argument(
@@ -110,6 +119,31 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="revoke every certificate issued to DEVICE (instead of enrolling)",
     )
     enroll.set_defaults(handler=_enroll)
+    return collector_commands
+
+
+def _search_filters(parser: argparse.ArgumentParser) -> None:
+    """The console's search filters (linerec.collector.search), as flags."""
+    filters = parser.add_argument_group("filters (as in the console's search)")
+    for flag, metavar, text in (
+        ("device", "DEVICE", "this device's recordings"),
+        ("line", "LINE", "this line's"),
+        ("label", "LABEL", "lines with this label"),
+        ("direction", "inbound|outbound|unknown", "the call's direction"),
+        ("since", "TIME", "began at or after (ISO 8601; UTC unless a zone is given)"),
+        ("until", "TIME", "began before"),
+        ("number", "DIGITS", "caller or called number starts with"),
+        ("caller", "DIGITS", "caller number starts with"),
+        ("called", "DIGITS", "called number starts with"),
+        ("min-duration", "S", "at least S seconds long"),
+        ("max-duration", "S", "at most S seconds long"),
+        ("review", "reviewed|unreviewed", "quality review state"),
+        ("held", "yes|no", "on legal hold or not"),
+        ("sort", "ORDER", "started_at, -started_at (default), duration, -duration, device"),
+        ("limit", "N", "at most N (default: all)"),
+        ("offset", "N", "skip the first N"),
+    ):
+        filters.add_argument(f"--{flag}", metavar=metavar, help=text)
 
 
 def _settings(args: argparse.Namespace) -> CollectorSettings:
@@ -190,6 +224,9 @@ def _run(args: argparse.Namespace) -> int:
 
 def _delete(args: argparse.Namespace) -> int:
     store = _store(_settings(args))
+    if not args.reason.strip():
+        print("linerec: error: --reason must say why the recording is deleted", file=sys.stderr)
+        return 2
     try:
         entry = store.delete(args.id, args.reason)
     except (KeyError, PermissionError) as exc:
@@ -201,6 +238,9 @@ def _delete(args: argparse.Namespace) -> int:
 
 def _hold(args: argparse.Namespace) -> int:
     store = _store(_settings(args))
+    if store.recording(args.id) is None:
+        print(f"linerec: error: no recording {args.id!r} at this collector", file=sys.stderr)
+        return 1
     store.hold(args.id, not args.release)
     store.audit("release" if args.release else "hold", args.id, args.reason)
     print(f"{args.id}: {'released' if args.release else 'on legal hold'}")
@@ -209,6 +249,17 @@ def _hold(args: argparse.Namespace) -> int:
 
 def _audit(args: argparse.Namespace) -> int:
     store = _store(_settings(args))
+    if args.verify:
+        from linerec.collector.audit import AuditLog
+
+        problems = AuditLog(store.db).verify()
+        store.audit("audit verify", None, args.reason or "; ".join(problems))
+        for problem in problems:
+            print(f"linerec: {problem}", file=sys.stderr)
+        if problems:
+            return 1
+        print("audit log and deletion log: every entry follows on from the one before")
+        return 0
     store.audit("audit", None, args.reason)
     records = [{"log": "access", **r} for r in store.audit_log()]
     records += [{"log": "deletion", **r} for r in store.deletions()]
@@ -218,9 +269,28 @@ def _audit(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    store = _store(_settings(args))
+    from dataclasses import replace
+
+    from linerec.collector.search import FIELDS, QueryError, catalog_new, parse_query
+
+    settings = _settings(args)
+    store = _store(settings)
+    filters = {name: getattr(args, name) for name in FIELDS if name != "page"}
+    try:
+        query = parse_query(filters)
+    except QueryError as exc:
+        store.audit("list refused", None, str(exc))
+        print(f"linerec: error: --{exc.field.replace('_', '-')}: {exc}", file=sys.stderr)
+        return 2
+    if args.limit is None:
+        query = replace(query, limit=-1)  # SQLite: no limit
+    if args.sort is None:
+        query = replace(query, sort="seq")
     store.audit("list", None, args.reason)
-    for row in store.recordings():
+    if args.label or args.direction:
+        catalog_new(store, settings.key)
+    rows, _ = store.search(query)
+    for row in rows:
         if args.json:
             print(json.dumps(row))
         else:

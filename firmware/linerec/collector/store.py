@@ -23,7 +23,6 @@ synced; only then is it acknowledged to the appliance.
 
 from __future__ import annotations
 
-import getpass
 import hashlib
 import json
 import os
@@ -32,10 +31,13 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+
+if TYPE_CHECKING:
+    from linerec.collector.search import RecordingQuery
 
 VAULT_MAGIC = b"LRVAULT1"
 _CALL_ENDS = ("hung_up", "missed_call", "notice_abandoned", "recording_sealed")
@@ -492,11 +494,15 @@ class CollectorStore:
         names = [c[0] for c in cursor.description]
         return [dict(zip(names, row, strict=True)) for row in cursor]
 
-    def audit(self, action: str, recording_id: str | None, reason: str) -> None:
-        """Every access at the collector leaves a record: who, when, what, why."""
-        self.db.execute(
-            "INSERT INTO audit (at, who, action, recording, reason) VALUES (?, ?, ?, ?, ?)",
-            (time.time(), getpass.getuser(), action, recording_id, reason),
+    def audit(
+        self, action: str, recording_id: str | None, reason: str, who: str | None = None
+    ) -> None:
+        """Every access at the collector leaves a record: who, when, what, why (hash-chained;
+        `who` defaults to the account of the real uid)."""
+        from linerec.collector.audit import AuditLog, cli_user
+
+        AuditLog(self.db).record(
+            who=who or cli_user(), action=action, recording=recording_id, reason=reason
         )
 
     def next_command_counter(self, device: str) -> int:
@@ -528,6 +534,26 @@ class CollectorStore:
             "ON CONFLICT (device) DO UPDATE SET counter = max(counter, excluded.counter)",
             (device, accepted),
         )
+
+    # -- the console's queries (the SQL is in linerec.collector.search) ----------------------
+
+    def search(self, query: RecordingQuery) -> tuple[list[dict[str, Any]], int]:
+        """One page of the recordings a query matches, and how many match in all."""
+        from linerec.collector.search import run_search
+
+        return run_search(self.db, query)
+
+    def uncatalogued(self, limit: int = 200) -> list[dict[str, Any]]:
+        """Recordings whose metadata the search catalog has not read yet."""
+        from linerec.collector.search import uncatalogued
+
+        return uncatalogued(self.db, limit)
+
+    def catalog(self, device: str, recording_id: str, metadata: dict[str, Any]) -> None:
+        """Keep a recording's label, direction, consent and clock state for search."""
+        from linerec.collector.search import catalog
+
+        catalog(self.db, device, recording_id, metadata)
 
     def recording(self, recording_id: str) -> dict[str, Any] | None:
         return next((r for r in self.recordings() if r["id"] == recording_id), None)

@@ -1,0 +1,300 @@
+"""Finding recordings: the filters of the console, its JSON API and `collector list`.
+
+`parse_query` turns untrusted text (a URL's query, command-line flags) into a RecordingQuery,
+refusing anything that is not the shape a field takes, with the field named; `run_search` is
+the one SQL query behind them (values always bound, never pasted). Label, direction and
+consent live in each recording's encrypted metadata, so the catalog keeps them once the
+collector's key has read them (`catalog`).
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from linerec.collector.store import CollectorStore
+    from linerec.store.keys import CollectorPrivate
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS console_catalog (
+    device TEXT NOT NULL, id TEXT NOT NULL, label TEXT, direction TEXT, consent TEXT,
+    clock_synchronized INTEGER, PRIMARY KEY (device, id)
+);
+CREATE TABLE IF NOT EXISTS console_reviews (
+    device TEXT NOT NULL, id TEXT NOT NULL, reviewer TEXT NOT NULL, at REAL NOT NULL,
+    scores TEXT NOT NULL, comment TEXT NOT NULL
+);
+"""
+
+SORTS = {
+    "started_at": "r.started_at ASC",
+    "-started_at": "r.started_at DESC",
+    "duration": "r.duration ASC",
+    "-duration": "r.duration DESC",
+    "device": "r.device ASC, r.line ASC, r.started_at DESC",
+    "seq": "r.device ASC, r.seq ASC",  # as each device numbered them (`collector list`)
+}
+DIRECTIONS = ("inbound", "outbound", "unknown")
+MAX_LIMIT = 500
+
+WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
+NUMBER = re.compile(r"[0-9*#+]{1,32}")
+
+
+class QueryError(ValueError):
+    """A search field that is not of its shape: names the field and the value."""
+
+    def __init__(self, field_name: str, value: object, expected: str) -> None:
+        self.field = field_name
+        super().__init__(f"search field {field_name!r}: {expected} (got {value!r})")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RecordingQuery:
+    device: str | None = None
+    line: str | None = None
+    label: str | None = None
+    direction: str | None = None
+    since: str | None = None  # ISO 8601, UTC
+    until: str | None = None
+    number: str | None = None  # prefix of the caller's or the called number
+    caller: str | None = None  # prefixes
+    called: str | None = None
+    min_duration: float | None = None
+    max_duration: float | None = None
+    review: str | None = None  # "reviewed" | "unreviewed"
+    held: bool | None = None
+    id: str | None = None
+    sort: str = "-started_at"
+    limit: int = 50
+    offset: int = 0
+    # What the asker may see: None for everything, else (kind, value) grants ("line",
+    # "DEVICE/LINE" or "DEVICE/*"; "label", LABEL); an empty tuple sees nothing.
+    scope: tuple[tuple[str, str], ...] | None = field(default=None)
+
+
+FIELDS = (
+    "device", "line", "label", "direction", "since", "until", "number", "caller", "called",
+    "min_duration", "max_duration", "review", "held", "sort", "limit", "offset", "page",
+)  # fmt: skip
+
+
+def parse_query(params: Mapping[str, str | None], *, scope: Any = None) -> RecordingQuery:
+    """A query from untrusted text; QueryError names the first field that is wrong."""
+    values: dict[str, Any] = {}
+    for name, raw in params.items():
+        if raw is None or raw == "":
+            continue
+        if name not in FIELDS:
+            raise QueryError(name, raw, f"not a search field (fields: {', '.join(FIELDS)})")
+        text = str(raw)
+        if name in ("device", "line", "label"):
+            values[name] = _match(name, text, WORD, "letters, digits and . _ : - (1-64)")
+        elif name in ("number", "caller", "called"):
+            values[name] = _match(name, text, NUMBER, "digits, *, # or + (1-32)")
+        elif name == "direction":
+            if text not in DIRECTIONS:
+                raise QueryError(name, text, f"one of {', '.join(DIRECTIONS)}")
+            values[name] = text
+        elif name in ("since", "until"):
+            values[name] = _time(name, text)
+        elif name in ("min_duration", "max_duration"):
+            values[name] = _number(name, text, 0, 10**7)
+        elif name == "review":
+            if text not in ("reviewed", "unreviewed"):
+                raise QueryError(name, text, "reviewed or unreviewed")
+            values[name] = text
+        elif name == "held":
+            if text not in ("yes", "no", "true", "false"):
+                raise QueryError(name, text, "yes or no")
+            values[name] = text in ("yes", "true")
+        elif name == "sort":
+            if text not in SORTS:
+                raise QueryError(name, text, f"one of {', '.join(SORTS)}")
+            values[name] = text
+        elif name == "limit":
+            values[name] = int(_number(name, text, 1, MAX_LIMIT, whole=True))
+        elif name == "offset":
+            values[name] = int(_number(name, text, 0, 10**9, whole=True))
+        elif name == "page":
+            values["page"] = int(_number(name, text, 1, 10**7, whole=True))
+    page = values.pop("page", None)
+    query = RecordingQuery(**values, scope=scope)
+    if page is not None:
+        query = RecordingQuery(**{**_fields(query), "offset": (page - 1) * query.limit})
+    return query
+
+
+def _fields(query: RecordingQuery) -> dict[str, Any]:
+    return {name: getattr(query, name) for name in RecordingQuery.__dataclass_fields__}
+
+
+def _match(name: str, text: str, pattern: re.Pattern[str], expected: str) -> str:
+    if not pattern.fullmatch(text):
+        raise QueryError(name, text, expected)
+    return text
+
+
+def _time(name: str, text: str) -> str:
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise QueryError(name, text, "a date or time, ISO 8601 (2026-11-30T09:00)") from exc
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)  # the index keeps UTC; so does a time without a zone
+    return when.astimezone(UTC).isoformat(timespec="milliseconds")
+
+
+def _number(name: str, text: str, low: float, high: float, *, whole: bool = False) -> float:
+    try:
+        value = int(text) if whole else float(text)
+    except ValueError as exc:
+        raise QueryError(name, text, "a whole number" if whole else "a number") from exc
+    if not low <= value <= high or value != value:
+        raise QueryError(name, text, f"between {low:g} and {high:g}")
+    return value
+
+
+def ensure_schema(db: sqlite3.Connection) -> None:
+    """The console's own tables, beside the store's in the same database."""
+    present = db.execute(
+        "SELECT count(*) FROM sqlite_master WHERE name IN ('console_catalog', 'console_reviews')"
+    ).fetchone()[0]
+    if present < 2:
+        db.executescript(SCHEMA)
+
+
+def run_search(db: sqlite3.Connection, query: RecordingQuery) -> tuple[list[dict[str, Any]], int]:
+    """One page of matching recordings (newest first by default) and the count of all."""
+    ensure_schema(db)
+    where: list[str] = []
+    args: list[Any] = []
+
+    def add(clause: str, *values: Any) -> None:
+        where.append(clause)
+        args.extend(values)
+
+    if query.id:
+        add("r.id = ?", query.id)
+    if query.device:
+        add("r.device = ?", query.device)
+    if query.line:
+        add("r.line = ?", query.line)
+    if query.label:
+        add("c.label = ?", query.label)
+    if query.direction:
+        add("c.direction = ?", query.direction)
+    if query.since:
+        add("r.started_at >= ?", query.since)
+    if query.until:
+        add("r.started_at < ?", query.until)
+    if query.number:
+        add(
+            "(substr(r.caller_number, 1, ?) = ? OR substr(r.called_number, 1, ?) = ?)",
+            len(query.number), query.number, len(query.number), query.number,
+        )  # fmt: skip
+    if query.caller:
+        add("substr(r.caller_number, 1, ?) = ?", len(query.caller), query.caller)
+    if query.called:
+        add("substr(r.called_number, 1, ?) = ?", len(query.called), query.called)
+    if query.min_duration is not None:
+        add("r.duration >= ?", query.min_duration)
+    if query.max_duration is not None:
+        add("r.duration <= ?", query.max_duration)
+    reviewed = "EXISTS (SELECT 1 FROM console_reviews v WHERE v.device = r.device AND v.id = r.id)"
+    if query.review == "reviewed":
+        add(reviewed)
+    elif query.review == "unreviewed":
+        add(f"NOT {reviewed}")
+    if query.held is not None:
+        add("h.id IS NOT NULL" if query.held else "h.id IS NULL")
+    if query.scope is not None:
+        allowed: list[str] = []
+        for kind, value in query.scope:
+            if kind == "label":
+                allowed.append("c.label = ?")
+                args.append(value)
+            elif kind == "line":
+                device, _, line = value.partition("/")
+                if line == "*":
+                    allowed.append("r.device = ?")
+                    args.append(device)
+                else:
+                    allowed.append("(r.device = ? AND r.line = ?)")
+                    args.extend((device, line))
+        where.append(f"({' OR '.join(allowed)})" if allowed else "0")
+    sql_where = f"WHERE {' AND '.join(where)}" if where else ""
+    base = (
+        "FROM recordings r "
+        "LEFT JOIN console_catalog c ON c.device = r.device AND c.id = r.id "
+        "LEFT JOIN holds h ON h.id = r.id "
+        f"{sql_where}"
+    )
+    total = int(db.execute(f"SELECT count(*) {base}", args).fetchone()[0])
+    cursor = db.execute(
+        "SELECT r.id, r.device, r.line, r.started_at, r.duration, r.state, r.caller_number, "
+        "r.called_number, r.path, c.label, c.direction, c.consent, c.clock_synchronized, "
+        f"h.id IS NOT NULL AS held, {reviewed} AS reviewed "
+        f"{base} ORDER BY {SORTS[query.sort]}, r.id LIMIT ? OFFSET ?",
+        [*args, query.limit, query.offset],
+    )
+    names = [c[0] for c in cursor.description]
+    rows = []
+    for row in cursor:
+        record = dict(zip(names, row, strict=True))
+        record["held"] = bool(record["held"])
+        record["reviewed"] = bool(record["reviewed"])
+        if record["clock_synchronized"] is not None:
+            record["clock_synchronized"] = bool(record["clock_synchronized"])
+        rows.append(record)
+    return rows, total
+
+
+def uncatalogued(db: sqlite3.Connection, limit: int) -> list[dict[str, Any]]:
+    """Recordings whose label and direction the catalog does not hold yet."""
+    ensure_schema(db)
+    cursor = db.execute(
+        "SELECT r.id, r.device, r.path FROM recordings r LEFT JOIN console_catalog c "
+        "ON c.device = r.device AND c.id = r.id WHERE c.id IS NULL LIMIT ?",
+        (limit,),
+    )
+    return [{"id": row[0], "device": row[1], "path": row[2]} for row in cursor]
+
+
+def catalog(
+    db: sqlite3.Connection, device: str, recording_id: str, metadata: dict[str, Any]
+) -> None:
+    """Keep what a recording's metadata says for search (label, direction, consent, clock)."""
+    ensure_schema(db)
+    synced = metadata.get("clock_synchronized")
+    db.execute(
+        "INSERT OR REPLACE INTO console_catalog "
+        "(device, id, label, direction, consent, clock_synchronized) VALUES (?, ?, ?, ?, ?, ?)",
+        (
+            device,
+            recording_id,
+            metadata.get("label") or None,
+            metadata.get("direction"),
+            metadata.get("consent"),
+            None if synced is None else int(bool(synced)),
+        ),
+    )
+
+
+def catalog_new(store: CollectorStore, key: CollectorPrivate) -> None:
+    """Read the metadata of recordings not searched before (once each), for the catalog."""
+    from linerec.store.reader import IntegrityError, decrypt
+
+    while batch := store.uncatalogued():
+        for row in batch:
+            try:
+                metadata = decrypt(store.read_recording(row["id"], Path(row["path"])), key).metadata
+            except (IntegrityError, ValueError, OSError):
+                metadata = {}  # kept in the catalog all the same: not read again and again
+            store.catalog(row["device"], row["id"], metadata)

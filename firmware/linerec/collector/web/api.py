@@ -1,0 +1,120 @@
+"""The JSON API, at fixed paths scripts can rely on (documented at /api/openapi.json).
+
+A POST with the session cookie must be JSON: a browser cannot send JSON to another site
+without asking first (CORS), and the cookie is SameSite=Strict, so no form elsewhere can
+act for a signed-in user.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, Field
+
+from linerec.collector.accounts import LoginRefused
+from linerec.collector.web.app import (
+    SESSION_COOKIE,
+    Asker,
+    CsrfRefused,
+    audio_response,
+    set_session,
+)
+from linerec.collector.web.service import ConsoleService
+
+router = APIRouter(prefix="/api")
+
+
+class Login(BaseModel):
+    name: str = Field(max_length=64)
+    password: str = Field(max_length=1024)
+    code: str = Field(max_length=16, description="the authenticator's 6-digit code (TOTP)")
+
+
+def service_of(request: Request) -> ConsoleService:
+    service: ConsoleService = request.app.state.service
+    return service
+
+
+def json_only(request: Request) -> None:
+    if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
+        raise CsrfRefused()
+
+
+@router.post("/login", dependencies=[Depends(json_only)])
+def login(body: Login, request: Request) -> Response:
+    """Sets the session cookie; 401 with one message whatever was wrong."""
+    try:
+        token, actor = service_of(request).login(body.name, body.password, body.code)
+    except LoginRefused as exc:
+        return JSONResponse({"detail": str(exc)}, status_code=401)
+    response = JSONResponse({"name": actor.name, "role": actor.role, "csrf": actor.csrf})
+    set_session(response, request, token)
+    return response
+
+
+@router.post("/logout", dependencies=[Depends(json_only)])
+def logout(request: Request) -> Response:
+    token = request.cookies.get(SESSION_COOKIE)
+    if token:
+        service_of(request).logout(token)
+    response = JSONResponse({"detail": "logged out"})
+    response.delete_cookie(SESSION_COOKIE)
+    return response
+
+
+@router.get("/recordings")
+def recordings(
+    request: Request,
+    actor: Asker,
+    number: str | None = None,
+    device: str | None = None,
+    line: str | None = None,
+    since: str | None = None,
+    until: str | None = None,
+) -> dict[str, Any]:
+    """Search. Besides the named filters: label, direction, caller, called (prefixes),
+    min_duration, max_duration, review, held, sort, limit, offset, page."""
+    params = dict(request.query_params)
+    rows, total, query = service_of(request).search(actor, params)
+    return {"recordings": rows, "total": total, "limit": query.limit, "offset": query.offset}
+
+
+@router.get("/recordings/{recording_id}")
+def recording(recording_id: str, request: Request, actor: Asker) -> Any:
+    return service_of(request).recording(actor, recording_id)
+
+
+@router.get(
+    "/recordings/{recording_id}/audio",
+    response_class=Response,
+    responses={200: {"content": {"audio/wav": {}}}, 206: {"content": {"audio/wav": {}}}},
+)
+def audio(
+    recording_id: str, request: Request, actor: Asker, reason: str = "", ticket: str = ""
+) -> Response:
+    """The audio as WAV (8 kHz, 16-bit); HTTP range requests are answered (206)."""
+    listening = service_of(request).audio(actor, recording_id, ticket=ticket, reason=reason)
+    return audio_response(request, listening.wav)
+
+
+class Redact(BaseModel):
+    from_: float = Field(alias="from", ge=0, description="start of the span, seconds")
+    to: float = Field(gt=0, description="end of the span, seconds")
+    reason: str = Field(max_length=500)
+
+
+@router.post("/recordings/{recording_id}/redact", dependencies=[Depends(json_only)])
+def redact(recording_id: str, body: Redact, request: Request, actor: Asker) -> Response:
+    """Silence a span in a new version of the recording (supervisor). Not built yet: the
+    role and the recording are checked (401, 403, 404 as for the rest), then 501."""
+    service_of(request).check_redact(actor, recording_id)
+    return JSONResponse({"detail": "redaction is not available yet"}, status_code=501)
+
+
+@router.get("/audit")
+def audit(request: Request, actor: Asker) -> dict[str, Any]:
+    """The newest audit entries, and whether the audit and deletion chains verify."""
+    entries, problems = service_of(request).audit_log(actor)
+    return {"entries": entries, "verified": not problems, "problems": problems}

@@ -1,0 +1,162 @@
+"""The console's pages: login, search, a recording (waveform and player), the audit.
+
+Every form that changes something carries the session's CSRF token (the login form a
+double-submit token of its own, as there is no session yet); pages only render what the
+service answers.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+from typing import Any
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+
+from linerec.collector.accounts import Actor, LoginRefused
+from linerec.collector.search import FIELDS
+from linerec.collector.web.app import (
+    LOGIN_CSRF_COOKIE,
+    SESSION_COOKIE,
+    Asker,
+    CsrfRefused,
+    audio_response,
+    set_session,
+)
+from linerec.collector.web.service import BadRequest, ConsoleService
+
+router = APIRouter(include_in_schema=False)
+
+
+def service_of(request: Request) -> ConsoleService:
+    service: ConsoleService = request.app.state.service
+    return service
+
+
+def render(request: Request, name: str, status: int = 200, **context: Any) -> Response:
+    templates: Jinja2Templates = request.app.state.templates
+    context.setdefault("actor", getattr(request.state, "actor", None))
+    return templates.TemplateResponse(request, name, context, status_code=status)
+
+
+def check_csrf(actor: Actor, token: str) -> None:
+    if not actor.csrf or not hmac.compare_digest(actor.csrf, token):
+        raise CsrfRefused()
+
+
+@router.get("/login")
+def login_page(request: Request, message: str = "") -> Response:
+    token = secrets.token_urlsafe(24)
+    response = render(request, "login.html", csrf=token, message="", actor=None)
+    response.set_cookie(
+        LOGIN_CSRF_COOKIE, token, httponly=True, samesite="strict", secure=request.app.state.tls
+    )
+    return response
+
+
+@router.post("/login")
+def login(
+    request: Request,
+    name: str = Form(""),
+    password: str = Form(""),
+    code: str = Form(""),
+    csrf: str = Form(""),
+) -> Response:
+    expected = request.cookies.get(LOGIN_CSRF_COOKIE, "")
+    if not expected or not hmac.compare_digest(expected, csrf):
+        raise CsrfRefused()
+    try:
+        token, _ = service_of(request).login(name[:64], password[:1024], code[:16])
+    except LoginRefused as exc:
+        fresh = secrets.token_urlsafe(24)
+        response = render(request, "login.html", 401, csrf=fresh, message=str(exc), actor=None)
+        response.set_cookie(
+            LOGIN_CSRF_COOKIE, fresh, httponly=True, samesite="strict", secure=request.app.state.tls
+        )
+        return response
+    response = RedirectResponse("/recordings", status_code=303)
+    set_session(response, request, token)
+    response.delete_cookie(LOGIN_CSRF_COOKIE)
+    return response
+
+
+@router.post("/logout")
+def logout(request: Request, actor: Asker, csrf: str = Form("")) -> Response:
+    check_csrf(actor, csrf)
+    service_of(request).logout(request.cookies.get(SESSION_COOKIE, ""))
+    response = RedirectResponse("/login", status_code=303)
+    response.delete_cookie(SESSION_COOKIE)
+    return response
+
+
+@router.get("/")
+def home() -> Response:
+    return RedirectResponse("/recordings", status_code=303)
+
+
+@router.get("/recordings")
+def recordings(request: Request, actor: Asker) -> Response:
+    params = dict(request.query_params)
+    try:
+        rows, total, query = service_of(request).search(actor, params)
+    except BadRequest as exc:
+        return render(request, "recordings.html", 400, rows=[], total=0, params=params,
+                      message=str(exc), pages={})  # fmt: skip
+    kept = {k: v for k, v in params.items() if v and k in FIELDS and k not in ("page", "offset")}
+    page = query.offset // query.limit + 1
+    pages = {
+        "page": page,
+        "previous": urlencode({**kept, "page": page - 1}) if page > 1 else "",
+        "next": urlencode({**kept, "page": page + 1}) if query.offset + len(rows) < total else "",
+    }
+    return render(request, "recordings.html", rows=rows, total=total, params=params,
+                  message="", pages=pages)  # fmt: skip
+
+
+@router.get("/recordings/{recording_id}")
+def recording(recording_id: str, request: Request, actor: Asker, play: str = "") -> Response:
+    details = service_of(request).recording(actor, recording_id)
+    return render(request, "recording.html", r=details, ticket=play, message="")
+
+
+@router.post("/recordings/{recording_id}/play")
+def play(
+    recording_id: str,
+    request: Request,
+    actor: Asker,
+    reason: str = Form(""),
+    csrf: str = Form(""),
+) -> Response:
+    check_csrf(actor, csrf)
+    service = service_of(request)
+    try:
+        ticket = service.start_play(actor, recording_id, reason)
+    except BadRequest as exc:
+        details = service.recording(actor, recording_id)
+        return render(request, "recording.html", 400, r=details, ticket="", message=str(exc))
+    return RedirectResponse(
+        f"/recordings/{recording_id}?{urlencode({'play': ticket})}", status_code=303
+    )
+
+
+@router.get("/recordings/{recording_id}/waveform.svg")
+def waveform(recording_id: str, request: Request, actor: Asker) -> Response:
+    svg = service_of(request).waveform(actor, recording_id)
+    return Response(svg, media_type="image/svg+xml")
+
+
+@router.get("/recordings/{recording_id}/audio.wav")
+def audio(recording_id: str, request: Request, actor: Asker, ticket: str = "") -> Response:
+    if not ticket:
+        raise BadRequest("play the recording from its page (a reason is asked for first)")
+    listening = service_of(request).audio(actor, recording_id, ticket=ticket)
+    return audio_response(request, listening.wav)
+
+
+@router.get("/audit")
+def audit(request: Request, actor: Asker) -> Response:
+    entries, problems = service_of(request).audit_log(actor)
+    return render(request, "audit.html", entries=entries[::-1], problems=problems)

@@ -1,0 +1,286 @@
+"""What the console does, for the pages and the JSON API alike: each operation checks the
+asker's role and grants, reaches recordings through the collector store, and leaves its
+audit entry. Routes call these and render the answers; they never touch the database.
+
+The store's SQLite connection is shared by the server's worker threads, so every operation
+holds one lock while it uses it. Decrypted audio is kept only in memory, for the few
+recordings being played, so a player's range requests need not decrypt again.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from linerec.collector.accounts import Accounts, Actor
+from linerec.collector.audit import AuditLog
+from linerec.collector.search import QueryError, RecordingQuery, catalog_new, parse_query
+from linerec.collector.store import CollectorStore
+from linerec.collector.web.audio import RATE, wav_bytes
+from linerec.collector.web.permissions import Forbidden, NotFound, in_scope, require, scope
+from linerec.collector.web.waveform import waveform_svg
+from linerec.store.keys import CollectorPrivate
+from linerec.store.reader import Decrypted, IntegrityError, decrypt
+from linerec.store.ring import NOTICE_MARK
+
+PLAY_TICKET_SECONDS = 3600.0  # how long a play, once audited with its reason, may seek
+CACHE_RECORDINGS = 4
+
+
+class BadRequest(ValueError):
+    """A request whose input is not acceptable (answered 400, audited)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Ticket:
+    """A play the user gave a reason for: its range requests are one audited play."""
+
+    name: str
+    recording: str
+    expires: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Listening:
+    recording: dict[str, Any]
+    wav: bytes
+
+
+class ConsoleService:
+    def __init__(
+        self,
+        store: CollectorStore,
+        key: CollectorPrivate,
+        *,
+        idle_seconds: float = 900.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.key = key
+        self.idle_seconds = idle_seconds
+        self.clock = clock
+        self.lock = threading.RLock()
+        self.accounts = Accounts(store.db, clock=clock)
+        self.audit = AuditLog(store.db, clock)
+        self._tickets: dict[str, Ticket] = {}
+        self._decrypted: OrderedDict[str, Decrypted] = OrderedDict()
+
+    # -- who is asking ----------------------------------------------------------------------
+
+    def login(self, name: str, password: str, code: str) -> tuple[str, Actor]:
+        with self.lock:
+            return self.accounts.login(name, password, code)
+
+    def session(self, token: str) -> Actor | None:
+        with self.lock:
+            return self.accounts.session(token, self.idle_seconds)
+
+    def token(self, token: str) -> Actor | None:
+        with self.lock:
+            return self.accounts.token(token)
+
+    def logout(self, token: str) -> None:
+        with self.lock:
+            self.accounts.logout(token)
+
+    def record(
+        self, actor: Actor | str, action: str, recording: str | None = None, reason: str = ""
+    ) -> None:
+        who = actor if isinstance(actor, str) else actor.name
+        with self.lock:
+            self.audit.record(who=who, action=action, recording=recording, reason=reason)
+
+    # -- finding ----------------------------------------------------------------------------
+
+    def search(
+        self, actor: Actor, params: Mapping[str, str | None]
+    ) -> tuple[list[dict[str, Any]], int, RecordingQuery]:
+        require(actor, "search")
+        try:
+            query = parse_query(params, scope=scope(actor))
+        except QueryError as exc:
+            self.record(actor, "search refused", reason=str(exc))
+            raise BadRequest(str(exc)) from exc
+        with self.lock:
+            self._catalog_new()
+            rows, total = self.store.search(query)
+            shown = {k: v for k, v in params.items() if v}
+            self.audit.record(
+                who=actor.name,
+                action="search",
+                reason=" ".join(f"{k}={v}" for k, v in sorted(shown.items())),
+            )
+        return [_public(row) for row in rows], total, query
+
+    def _catalog_new(self) -> None:
+        catalog_new(self.store, self.key)
+
+    def _row(self, actor: Actor, recording_id: str, action: str) -> dict[str, Any]:
+        """The recording, if this actor may `action` it; Forbidden or NotFound otherwise."""
+        require(actor, action, recording_id)
+        with self.lock:
+            self._catalog_new()
+            rows, _ = self.store.search(RecordingQuery(id=recording_id, limit=1))
+        if not rows:
+            self.record(actor, f"{action} refused", recording_id[:128], "no such recording")
+            raise NotFound(f"no recording {recording_id!r} at this collector")
+        if not in_scope(actor, rows[0]):
+            raise Forbidden(action, "not a line or label granted to this user", recording_id)
+        return rows[0]
+
+    # -- one recording ----------------------------------------------------------------------
+
+    def _decrypted_audio(self, row: dict[str, Any]) -> Decrypted:
+        with self.lock:
+            cached = self._decrypted.get(row["id"])
+            if cached is not None:
+                self._decrypted.move_to_end(row["id"])
+                return cached
+            sealed = self.store.read_recording(row["id"], Path(row["path"]))
+        result = decrypt(sealed, self.key)
+        with self.lock:
+            self._decrypted[row["id"]] = result
+            while len(self._decrypted) > CACHE_RECORDINGS:
+                self._decrypted.popitem(last=False)
+        return result
+
+    def recording(self, actor: Actor, recording_id: str) -> dict[str, Any]:
+        """Everything the recording page shows (audited as a view)."""
+        row = self._row(actor, recording_id, "view")
+        self.record(actor, "view", recording_id)
+        details = _public(row)
+        try:
+            result = self._decrypted_audio(row)
+        except (IntegrityError, ValueError, OSError) as exc:
+            return {**details, "verification": f"does not verify: {exc}", "metadata": {}}
+        metadata = result.metadata
+        inspected = result.inspected
+        details.update(
+            metadata=metadata,
+            verification=(
+                f"signed by {inspected.header.get('device')} and intact ({inspected.state})"
+            ),
+            seq=inspected.header.get("seq"),
+            prev=inspected.header.get("prev") or "",
+            header_hash=inspected.header_hash.hex(),
+            consent=metadata.get("consent"),
+            clock_synchronized=metadata.get("clock_synchronized"),
+            notice_played=any(m.get("label") == NOTICE_MARK for m in metadata.get("markers", [])),
+            pauses=metadata.get("pauses", []),
+            gaps=metadata.get("gaps", []),
+            ended_by=metadata.get("ended_by"),
+            label=metadata.get("label") or row.get("label"),
+            direction=metadata.get("direction") or row.get("direction"),
+            spans=[
+                {"from": s, "seconds": length, "what": what}
+                for s, length, what in _spans(metadata, row.get("started_at"))
+            ],
+        )
+        return details
+
+    def waveform(self, actor: Actor, recording_id: str) -> str:
+        row = self._row(actor, recording_id, "view")
+        result = self._decrypted_audio(row)
+        return waveform_svg(
+            result.samples,
+            rate=RATE,
+            spans=tuple(_spans(result.metadata, row.get("started_at"))),
+        )
+
+    def start_play(self, actor: Actor, recording_id: str, reason: str) -> str:
+        """Audit a play with the reason typed; returns the ticket its audio requests carry."""
+        self._row(actor, recording_id, "play")
+        reason = _reason(reason)
+        if not reason:
+            self.record(actor, "play refused", recording_id, "no reason given")
+            raise BadRequest("say why you play this recording (the reason is kept in the audit)")
+        self.record(actor, "play", recording_id, reason)
+        ticket = secrets.token_urlsafe(24)
+        with self.lock:
+            now = self.clock()
+            self._tickets = {k: t for k, t in self._tickets.items() if t.expires > now}
+            self._tickets[ticket] = Ticket(
+                name=actor.name, recording=recording_id, expires=now + PLAY_TICKET_SECONDS
+            )
+        return ticket
+
+    def audio(
+        self, actor: Actor, recording_id: str, *, ticket: str = "", reason: str = ""
+    ) -> Listening:
+        """The recording as WAV: under a play ticket (the page's player), or with a reason
+        (a script: each request is audited as a download)."""
+        row = self._row(actor, recording_id, "play")
+        with self.lock:
+            held = self._tickets.get(ticket) if ticket else None
+        if held is not None:
+            if held.name != actor.name or held.recording != recording_id:
+                raise Forbidden("play", "the play ticket is another user's or recording's")
+            if held.expires < self.clock():
+                raise BadRequest("this play has expired: give the reason again")
+        else:
+            reason = _reason(reason)
+            if not reason:
+                self.record(actor, "download refused", recording_id, "no reason given")
+                raise BadRequest("reason: say why you fetch this recording's audio")
+            self.record(actor, "download", recording_id, reason)
+        result = self._decrypted_audio(row)
+        return Listening(recording=_public(row), wav=wav_bytes(result.samples))
+
+    def check_redact(self, actor: Actor, recording_id: str) -> None:
+        """May this actor redact this recording (redaction itself is not built yet)."""
+        self._row(actor, recording_id, "redact")
+        self.record(actor, "redact refused", recording_id, "redaction is not available yet")
+
+    # -- the audit --------------------------------------------------------------------------
+
+    def audit_log(self, actor: Actor, limit: int = 500) -> tuple[list[dict[str, Any]], list[str]]:
+        require(actor, "audit")
+        with self.lock:
+            self.audit.record(who=actor.name, action="audit")
+            return self.audit.entries(limit=limit), self.audit.verify()
+
+
+def _reason(text: str) -> str:
+    return " ".join(text.split())[:500]
+
+
+def _public(row: dict[str, Any]) -> dict[str, Any]:
+    """A recording as the console shows it (not where its file is)."""
+    return {k: v for k, v in row.items() if k != "path"}
+
+
+def _spans(metadata: dict[str, Any], started_at: str | None) -> list[tuple[float, float, str]]:
+    """Pauses (PCI) and gaps as (start s, length s, what) from the recording's start."""
+    spans: list[tuple[float, float, str]] = []
+    start = _when(started_at or metadata.get("started_at"))
+    for pause in metadata.get("pauses", []) or []:
+        at = _when(pause.get("from"))
+        if start is not None and at is not None:
+            spans.append(
+                (
+                    max(0.0, at - start),
+                    float(pause.get("seconds", 0)),
+                    f"paused ({pause.get('by')})",
+                )
+            )
+    for gap in metadata.get("gaps", []) or []:
+        spans.append(
+            (float(gap.get("at", 0)), float(gap.get("seconds", 0)), str(gap.get("reason")))
+        )
+    return spans
+
+
+def _when(text: object) -> float | None:
+    if not isinstance(text, str):
+        return None
+    try:
+        return datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        return None

@@ -1,0 +1,148 @@
+"""The console in a real browser: Debian's chromium driven by Playwright, against the console
+served by uvicorn on a loopback port over real recordings delivered through mosquitto.
+
+Each test saves a screenshot of its page under its temporary directory (the README's two
+come from here). The browser is launched once for the module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyotp
+import pytest
+from playwright.sync_api import Browser, Page, sync_playwright
+
+from console_site import PASSWORD, Clock, Server, add_user, console, deliver
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--autoplay-policy=no-user-gesture-required",
+]
+WAIT_MS = 15000
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    assert Path(CHROMIUM).exists(), "chromium is installed by `bash .ci/setup --tests`"
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, pyotp.TOTP]]:
+    site = deliver(tmp_path_factory.mktemp("browser") / "site")
+    service = console(site, Clock())  # real time, moved on a step for each login's code
+    totp = add_user(service, "ann", "supervisor")
+    with Server(service) as server:
+        yield server, totp
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1280, "height": 860})
+    opened = context.new_page()
+    opened.set_default_timeout(WAIT_MS)
+    yield opened
+    context.close()
+
+
+def log_in(page: Page, server: Server, totp: pyotp.TOTP) -> None:
+    clock = server.service.clock
+    assert isinstance(clock, Clock)
+    clock.now += 30  # a fresh step for each login: a code is accepted once only
+    page.goto(f"{server.url}/login")
+    page.fill("input[name=name]", "ann")
+    page.fill("input[name=password]", PASSWORD)
+    page.fill("input[name=code]", totp.at(clock.now))
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{server.url}/recordings")
+
+
+def test_log_in_find_a_call_by_number_and_time(
+    page: Page, served: tuple[Server, pyotp.TOTP], tmp_path: Path
+) -> None:
+    server, totp = served
+    log_in(page, server, totp)
+    assert page.locator("table.results tbody tr").count() == 2
+    page.fill("input[name=number]", "55512345")
+    page.click("form.search button[type=submit]")
+    page.wait_for_url("**/recordings?*number=55512345*")
+    rows = page.locator("table.results tbody tr")
+    assert rows.count() == 1 and "5551234567" in rows.first.inner_text()
+    page.screenshot(path=str(tmp_path / "search.png"), full_page=True)
+    page.fill("input[name=number]", "")
+    page.fill("input[name=since]", "2999-01-01T00:00:00")
+    page.click("form.search button[type=submit]")
+    page.wait_for_url("**since=2999*")
+    assert page.locator("table.results tbody tr").count() == 0
+    assert "0 recordings" in page.inner_text("p.count")
+    page.fill("input[name=since]", "2000-01-01T00:00:00")
+    page.fill("input[name=until]", "2999-01-01T00:00:00")
+    page.click("form.search button[type=submit]")
+    page.wait_for_url("**until=2999*")
+    assert page.locator("table.results tbody tr").count() == 2
+
+
+def test_play_a_recording_and_seek(
+    page: Page, served: tuple[Server, pyotp.TOTP], tmp_path: Path
+) -> None:
+    server, totp = served
+    log_in(page, server, totp)
+    ranges: list[str] = []
+    page.on(
+        "request",
+        lambda request: (
+            ranges.append(request.headers.get("range", "")) if "/audio.wav" in request.url else None
+        ),
+    )
+    page.goto(f"{server.url}/recordings?number=55512345")
+    duration = float(page.inner_text("table.results tbody tr td.num").split()[0])
+    page.click("table.results tbody tr a")
+    page.wait_for_url("**/recordings/box1-*")
+    assert page.locator("audio").count() == 0  # a reason first
+    page.fill("input[name=reason]", "dispute 7")
+    page.click("form.play button[type=submit]")
+    page.wait_for_selector("audio#player")
+    page.wait_for_function("document.getElementById('player').readyState >= 1")
+    played = page.evaluate("document.getElementById('player').duration")
+    assert abs(played - duration) < 0.15
+    page.evaluate(
+        """() => new Promise((done) => {
+            const player = document.getElementById('player');
+            player.addEventListener('seeked', () => done(), {once: true});
+            player.currentTime = player.duration - 2;
+        })"""
+    )
+    assert page.evaluate("document.getElementById('player').currentTime") > played - 3
+    assert any(r.startswith("bytes=") for r in ranges), ranges  # the player asked for a range
+    assert page.locator("img#waveform").evaluate("img => img.naturalWidth") == 800
+    assert "notice played" in page.inner_text("dl.facts")
+    page.screenshot(path=str(tmp_path / "recording.png"), full_page=True)
+    entries = server.service.audit.entries()
+    assert [e["action"] for e in entries if e["reason"] == "dispute 7"] == ["play"]
+
+
+def test_a_wrong_code_in_the_browser_says_only_that_it_failed(
+    page: Page, served: tuple[Server, pyotp.TOTP], tmp_path: Path
+) -> None:
+    server, _ = served
+    page.goto(f"{server.url}/login")
+    page.fill("input[name=name]", "ann")
+    page.fill("input[name=password]", PASSWORD)
+    page.fill("input[name=code]", "000000")
+    page.click("button[type=submit]")
+    assert page.inner_text("p.error") == "wrong name, password or code"
+    page.screenshot(path=str(tmp_path / "login.png"))
+    page.goto(f"{server.url}/recordings")
+    assert page.url == f"{server.url}/login"
