@@ -11,9 +11,8 @@ import wave
 
 import numpy as np
 
-from linerec.codec import Samples
+from linerec.codec import RATE, Samples
 
-RATE = 8000
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
 
 
