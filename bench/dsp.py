@@ -230,6 +230,18 @@ def main() -> None:
             ("twist 8 dB (high group weaker)", "accept", {"twist": -8.0}),
             ("twist 4 dB (high group stronger)", "accept", {"twist": 4.0}),
             ("level -33 dBFS (about -30 dBm0)", "accept", {"level": -33.0}),
+            (
+                "-33 dBFS, twist 8 dB, +1.5 %",
+                "accept",
+                {"level": -33.0, "twist": -8.0, "deviation": 0.015},
+            ),
+            (
+                "-33 dBFS, twist 8 dB, -1.5 %",
+                "accept",
+                {"level": -33.0, "twist": -8.0, "deviation": -0.015},
+            ),
+            ("-33 dBFS, twist 4 dB reverse", "accept", {"level": -33.0, "twist": 4.0}),
+            ("level -50 dBFS (below the floor)", "reject", {"level": -50.0}),
             ("noise, 20 dB SNR", "accept", {"snr": 20.0}),
             ("noise, 15 dB SNR", "accept", {"snr": 15.0}),
             ("noise, 12 dB SNR", "accept", {"snr": 12.0}),
