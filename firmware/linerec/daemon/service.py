@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from linerec.call.consent import ConsentMode
 from linerec.call.events import CallEvent
@@ -36,8 +37,10 @@ from linerec.hardware.leds import Led, Show
 from linerec.hardware.talk import TalkSwitch
 from linerec.resample import to_int16
 from linerec.store.base import Store
-from linerec.uplink.commands import Command
 from linerec.wav import read_mono_8k
+
+if TYPE_CHECKING:  # commands come only through an [uplink]: MQTT is not loaded without one
+    from linerec.uplink.commands import Command
 
 log = logging.getLogger(__name__)
 

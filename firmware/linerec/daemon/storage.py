@@ -6,6 +6,7 @@ import os
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from linerec.call.events import CallEvent
 from linerec.config import Config
@@ -15,9 +16,11 @@ from linerec.errors import ConfigError
 from linerec.store import keys
 from linerec.store.ring import RecordingDeleted as Deleted
 from linerec.store.ring import RingStore, StoreEvent
-from linerec.uplink.client import Uplink, UplinkSettings
-from linerec.uplink.commands import Command
 from linerec.uplink.outbox import EventOutbox
+
+if TYPE_CHECKING:  # MQTT (paho) is loaded only when the configuration has an [uplink]
+    from linerec.uplink.client import Uplink
+    from linerec.uplink.commands import Command
 
 
 def open_uplink(
@@ -28,6 +31,8 @@ def open_uplink(
     role: str = "",
 ) -> Uplink:
     """The uplink of `[uplink]`, over the ring's own outbox directory."""
+    from linerec.uplink.client import Uplink, UplinkSettings
+
     assert config.uplink is not None
     settings = UplinkSettings(
         broker=config.uplink.broker,
