@@ -95,7 +95,7 @@ def default_config(
                     f"too many simulated lines ({len(line_names)}): not enough GPIO pins"
                 )
             entry.update(
-                hook_pin=spare.pop(0), ring_pin=spare.pop(0), led_pin=spare.pop(0), button_pin=None
+                hook_pin=spare.pop(0), ring_pin=spare.pop(0), led_pin=spare.pop(0)
             )
         lines.append(entry)
     data = {
