@@ -1,21 +1,32 @@
 """Benchmark of the recording path: prints figures, asserts nothing.
 
-    .venv/bin/python bench/pipeline.py [--hours 1] [--runs 3]
+    .venv/bin/python bench/pipeline.py [--hours 1] [--runs 3] [--compare OLD_CHECKOUT]
+
+With `--compare`, every figure is measured for an older checkout too (its `firmware/` first on
+PYTHONPATH, the same bench code driving it), in the same run, side by side: on a shared
+machine absolute figures move with the load, the ratios much less. Each measurement runs in
+its own process, so RSS is the daemon's and not this script's. Medians throughout.
 
 1. Throughput: an hour of line audio (real recorded speech, looped) through the daemon's own
    path — capture thread reading the ALSA file plugin, bounded queue, main loop (hook sense,
-   level analysis, call flow, line output to ALSA playback, delay line), µ-law WAV store with
-   fdatasync every second — as fast as the machine allows. Printed: real-time factor (audio
-   seconds per CPU second of the whole process, all threads) and peak RSS of that process.
-   Each run is its own process, so RSS is the daemon's and not this script's.
-2. Hook edge to first notice sample: the off-hook edge is placed at 8 sub-frame offsets; the
-   latency is from the moment the debounced edge is confirmed (edge + 30 ms) to the first
-   notice sample in the line output (which runs one period behind capture, as on a device).
-3. Start-up: `linerec run` with the simulated backend, from spawn to READY=1 on a real
+   analysis, call policy, line output to ALSA playback, delay line), the encrypted ring store
+   — as fast as the machine allows: audio seconds per CPU second (all threads), peak RSS.
+2. Paced as a sound card paces it (capture sleeping between periods), one line and four
+   lines at once: CPU per second of audio.
+3. The floor: `arecord` (the same ALSA file plugin) piped into `sox` encoding µ-law, on the
+   same hour: the CPU any recorder spends just moving and encoding the audio.
+4. Resampling 48 kHz -> 8 kHz (a USB interface) per 20 ms period, and 8 -> 48 kHz for the
+   line output; pass-band ripple (300-3400 Hz) and stop-band (what folds into 0-3.6 kHz)
+   beside sox's `rate` (the anchor), and sox's own CPU per period on an hour.
+5. Hook edge to first notice sample: the off-hook edge at 8 sub-frame offsets; latency from
+   the debounced edge (edge + 30 ms) to the first notice sample in the line output (which
+   runs one period behind capture, as on a device).
+6. Start-up: `linerec run` with the simulated backend, from spawn to READY=1 on a real
    NOTIFY_SOCKET.
 
-Targets (issue 4, this 2-core machine): >= 1000x real time per line, <= 60 MB RSS,
-latency <= 30 ms after debounce, start-up to READY <= 1 s.
+Targets (issue 19): >= x1000 real time flat out; <= 1.5 ms CPU per second of audio paced;
+four lines <= 4x one line; resampling <= 0.05 ms per period; notice <= 30 ms after debounce;
+start-up <= 1 s busy; peak RSS <= 45 MB.
 """
 
 from __future__ import annotations
@@ -24,22 +35,28 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from linerec.codec import RATE
 
+HERE = Path(__file__).resolve()
 
-def hour_call(hours: float) -> str:
+
+def hour_call(hours: float, line: str = "line1") -> str:
     """A one-party call of `hours`, speech alternating as in a conversation."""
-    steps = ["[[call]]", 'consent = "one-party"', "[[call.step]]", "off_hook = true"]
+    steps = ["[[call]]", f'line = "{line}"', 'consent = "one-party"']
+    steps += ["[[call.step]]", "off_hook = true"]
     total, clips = 0.0, (("caller", 7.1), ("office", 5.3))
     i = 0
     while total < hours * 3600:
@@ -51,12 +68,13 @@ def hour_call(hours: float) -> str:
     return "\n".join(steps) + "\n"
 
 
-def worker(call_file: Path, store: Path, speed: float = 0.0) -> None:
-    """One throughput run, in its own process; prints a JSON line.
+# -- workers: each runs in its own process, against the tree on its PYTHONPATH ----------------
 
-    The simulated line is set up first (its hour of audio written to the file the ALSA
-    plugin reads); the clock runs from the daemon's start to its orderly stop.
-    """
+
+def worker(call_file: Path, store: Path, speed: float, lines: int) -> None:
+    """One throughput run; prints a JSON line. The simulated lines are set up first (their
+    audio written to the files the ALSA plugin reads); the clock runs from the daemon's start
+    to its orderly stop."""
     import threading
 
     from linerec.daemon.backends import open_sim_backend
@@ -64,7 +82,12 @@ def worker(call_file: Path, store: Path, speed: float = 0.0) -> None:
     from linerec.daemon.simulate import default_config, demo_keys
     from linerec.sim.callfile import load_call_file
 
-    config = default_config(["line1"], store, {"line1": "one-party"})
+    names = [f"line{i + 1}" for i in range(lines)]
+    try:
+        config = default_config(names, store, dict.fromkeys(names, "one-party"))
+    except Exception as exc:  # an older tree that cannot simulate this many lines
+        print(json.dumps({"error": str(exc)}))
+        return
     calls = load_call_file(call_file)
     config, backend = open_sim_backend(config, calls, speed=speed, echo=False)
     sealed = []
@@ -75,7 +98,7 @@ def worker(call_file: Path, store: Path, speed: float = 0.0) -> None:
 
     _, public = demo_keys(store)
     recorder = build_recorder(config, backend, emit=emit, recipients=[public])
-    end = backend.script_end("line1") + 1.5
+    end = max(backend.script_end(name) for name in names) + 1.5
     start_cpu, start_wall = time.process_time(), time.perf_counter()
     recorder.run(threading.Event(), until=end)
     cpu, wall = time.process_time() - start_cpu, time.perf_counter() - start_wall
@@ -84,47 +107,26 @@ def worker(call_file: Path, store: Path, speed: float = 0.0) -> None:
     print(json.dumps({"audio": audio, "cpu": cpu, "wall": wall, "rss_mb": rss_mb}))
 
 
-def throughput(hours: float, runs: int) -> list[dict[str, float]]:
-    results = []
-    with tempfile.TemporaryDirectory() as tmp:
-        call = Path(tmp) / "hour.toml"
-        call.write_text(hour_call(hours))
-        for run in range(runs):
-            store = Path(tmp) / f"store{run}"
-            out = subprocess.run(
-                [sys.executable, __file__, "--worker", str(call), str(store)],
-                capture_output=True,
-                text=True,
-                check=True,
-            ).stdout
-            results.append(json.loads(out.strip().splitlines()[-1]))
-    return results
+def resample_worker() -> None:
+    """Median time per 20 ms period of the Resampler, both directions; prints a JSON line."""
+    from linerec.resample import Resampler
+
+    rng = np.random.default_rng(1)
+    out = {}
+    for name, rate_in, rate_out in (("down", 48000, 8000), ("up", 8000, 48000)):
+        resampler = Resampler(rate_in, rate_out)
+        period = rng.normal(0, 3000, rate_in // 50)
+        times = []
+        for _ in range(7):
+            start = time.process_time()
+            for _ in range(500):
+                resampler.process(period)
+            times.append((time.process_time() - start) / 500)
+        out[name] = statistics.median(times)
+    print(json.dumps(out))
 
 
-def paced_run(minutes: float, speed: float) -> dict[str, float]:
-    """The same path with capture paced (sleeping between periods, as on a device), so the
-    threads do not fight over the interpreter lock as they do flat out."""
-    with tempfile.TemporaryDirectory() as tmp:
-        call = Path(tmp) / "call.toml"
-        call.write_text(hour_call(minutes / 60))
-        out = subprocess.run(
-            [
-                sys.executable,
-                __file__,
-                "--worker",
-                str(call),
-                str(Path(tmp) / "store"),
-                "--speed",
-                str(speed),
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-    return json.loads(out.strip().splitlines()[-1])
-
-
-def notice_latency() -> list[float]:
+def latency_worker() -> None:
     from linerec.daemon.simulate import simulate
     from linerec.resources import data_path
     from linerec.wav import read_wav
@@ -145,10 +147,41 @@ def notice_latency() -> list[float]:
             first = int(np.flatnonzero(line_out)[0]) - first_sound  # where the notice began
             debounce = sim.config.lines[0].hook_debounce
             latencies.append(first / RATE - (edge + debounce))
-    return latencies
+    print(json.dumps(latencies))
 
 
-def startup(runs: int) -> list[float]:
+# -- driving them --------------------------------------------------------------------------
+
+
+def _env(tree: Path | None) -> dict[str, str]:
+    env = dict(os.environ)
+    if tree is not None:
+        env["PYTHONPATH"] = str(tree / "firmware")
+    return env
+
+
+def _json(tree: Path | None, *args: str) -> Any:
+    out = subprocess.run(
+        [sys.executable, str(HERE), *args],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=_env(tree),
+    ).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def run_calls(tree: Path | None, hours: float, lines: int, speed: float) -> dict[str, float]:
+    with tempfile.TemporaryDirectory() as tmp:
+        call = Path(tmp) / "calls.toml"
+        call.write_text("".join(hour_call(hours, f"line{i + 1}") for i in range(lines)))
+        store = Path(tmp) / "store"
+        return _json(  # type: ignore[no-any-return]
+            tree, "--worker", str(call), str(store), "--speed", str(speed), "--lines", str(lines)
+        )
+
+
+def startup(tree: Path | None, runs: int) -> list[float]:
     times = []
     with tempfile.TemporaryDirectory() as tmp:
         from linerec.store.keys import keygen
@@ -164,8 +197,8 @@ def startup(runs: int) -> list[float]:
             path = Path(tmp) / f"n{run}.sock"
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
             sock.bind(str(path))
-            sock.settimeout(10)
-            env = dict(os.environ, NOTIFY_SOCKET=str(path))
+            sock.settimeout(30)
+            env = dict(_env(tree), NOTIFY_SOCKET=str(path))
             start = time.perf_counter()
             proc = subprocess.Popen(
                 [sys.executable, "-m", "linerec.cli", "run", "--config", str(config)],
@@ -181,47 +214,221 @@ def startup(runs: int) -> list[float]:
     return times
 
 
+def floor_arecord_sox(hours: float) -> float | None:
+    """CPU seconds per audio second of `arecord | sox` (µ-law WAV) on the same audio."""
+    if shutil.which("arecord") is None or shutil.which("sox") is None:
+        return None
+    from linerec.resources import data_path
+    from linerec.wav import read_mono_8k
+
+    speech = np.concatenate(
+        [read_mono_8k(data_path(f"speech/{n}.wav")) for n in ("caller", "office")]
+    )
+    samples = round(hours * 3600 * RATE)
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = Path(tmp) / "in.raw"
+        np.resize(speech, samples).astype("<i2").tofile(raw)
+        conf = Path(tmp) / "asound.conf"
+        conf.write_text(
+            f'pcm.hour {{\n  type file\n  slave.pcm {{ type null }}\n  file "/dev/null"\n'
+            f'  infile "{raw}"\n  format "raw"\n}}\n'
+        )
+        env = dict(os.environ, ALSA_CONFIG_PATH=str(conf))
+        pipeline = (
+            f"arecord -q -D hour -f S16_LE -r {RATE} -c 1 -t raw -s {samples} "
+            f"| sox -t raw -r {RATE} -e signed -b 16 -c 1 - -t wav -e u-law {tmp}/out.wav"
+        )
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        subprocess.run(["sh", "-c", pipeline], env=env, check=True)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return cpu / (samples / RATE)
+
+
+def resample_quality() -> dict[str, tuple[float, float]]:
+    """(pass-band ripple dB, worst stop-band gain dB) of 48 -> 8 kHz: ours and sox's."""
+    from linerec.resample import Resampler
+
+    rate = 48000
+    passband = np.arange(300, 3401, 100)
+    stopband = np.arange(4400, 23901, 250)  # what would fold into 0-3.6 kHz
+    t = np.arange(rate) / rate
+
+    def gains(resample: Callable[[np.ndarray], np.ndarray], freqs: np.ndarray) -> np.ndarray:
+        out = []
+        for f in freqs:
+            x = 0.3 * np.sin(2 * np.pi * f * t)  # sox reads floats as -1..1
+            y = resample(x)[len(x) // 6 // 4 : -len(x) // 6 // 4]
+            out.append(20 * np.log10(max(float(np.std(y)), 1e-9) / float(np.std(x))))
+        return np.array(out)
+
+    def ours(x: np.ndarray) -> np.ndarray:
+        return Resampler(rate, RATE).process(x)
+
+    def sox(x: np.ndarray) -> np.ndarray:
+        return np.frombuffer(
+            subprocess.run(
+                [
+                    "sox",
+                    "-t",
+                    "raw",
+                    "-r",
+                    str(rate),
+                    "-e",
+                    "floating-point",
+                    "-b",
+                    "32",
+                    "-c",
+                    "1",
+                    "-",
+                    "-t",
+                    "raw",
+                    "-e",
+                    "floating-point",
+                    "-b",
+                    "32",
+                    "-",
+                    "rate",
+                    str(RATE),
+                ],
+                input=x.astype("<f4").tobytes(),
+                capture_output=True,
+                check=True,
+            ).stdout,
+            dtype="<f4",
+        ).astype(np.float64)
+
+    result = {}
+    for name, resample in (("linerec", ours), ("sox rate", sox)):
+        p = gains(resample, passband)
+        result[name] = (float(p.max() - p.min()), float(gains(resample, stopband).max()))
+    return result
+
+
+def sox_resample_cpu() -> float:
+    """sox's CPU per 20 ms period resampling an hour of 48 kHz audio (int16 in and out)."""
+    seconds = 3600
+    x = np.random.default_rng(3).normal(0, 3000, 48000 * 60).astype("<i2").tobytes()
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = Path(tmp) / "in.raw"
+        with open(raw, "wb") as out:
+            for _ in range(seconds // 60):
+                out.write(x)
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        subprocess.run(
+            [
+                "sox",
+                "-t",
+                "raw",
+                "-r",
+                "48000",
+                "-e",
+                "signed",
+                "-b",
+                "16",
+                "-c",
+                "1",
+                str(raw),
+                "-t",
+                "raw",
+                f"{tmp}/out.raw",
+                "rate",
+                "8000",
+            ],
+            check=True,
+        )
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return cpu / (seconds * 50)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hours", type=float, default=1.0)
-    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--compare", type=Path, help="an older checkout, measured beside this one")
     parser.add_argument("--worker", nargs=2, type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--speed", type=float, default=0.0, help=argparse.SUPPRESS)
+    parser.add_argument("--lines", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--resample-worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--latency-worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        worker(*args.worker, speed=args.speed)
+        call_file, store = args.worker
+        worker(call_file, store, speed=args.speed, lines=args.lines)
+        return
+    if args.resample_worker:
+        resample_worker()
+        return
+    if args.latency_worker:
+        latency_worker()
         return
 
-    print(f"linerec bench/pipeline.py — {os.cpu_count()} cores, Python {sys.version.split()[0]}")
-    results = throughput(args.hours, args.runs)
-    factors = [r["audio"] / r["cpu"] for r in results]
-    print(f"throughput: {results[0]['audio'] / 3600:.2f} h of audio per run, {args.runs} runs")
-    for r, f in zip(results, factors, strict=True):
+    trees: list[tuple[str, Path | None]] = [("this", None)]
+    if args.compare:
+        trees.insert(0, (args.compare.name or str(args.compare), args.compare.resolve()))
+    print(
+        f"linerec bench/pipeline.py — {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}, "
+        f"Python {sys.version.split()[0]}; medians; columns: {', '.join(n for n, _ in trees)}"
+    )
+    rows: list[tuple[str, list[str], str]] = []
+    factors: dict[str, float] = {}
+    for name, tree in trees:
+        results = []
+        # Interleaved with the other tree's runs would be fairer still; runs are long enough
+        # that the load averages out over a few.
+        for _ in range(args.runs):
+            results.append(run_calls(tree, args.hours, 1, 0.0))
+        factors[name] = statistics.median(r["audio"] / r["cpu"] for r in results)
+        paced1 = run_calls(tree, 10 / 60, 1, 50.0)
+        paced4 = run_calls(tree, 10 / 60, 4, 50.0)
+        resample = _json(tree, "--resample-worker")
+        latency = sorted(1000 * x for x in _json(tree, "--latency-worker"))
+        starts = startup(tree, args.runs + 2)
+        one = 1000 * paced1["cpu"] / paced1["audio"]
+        # CPU per second of wall-clock audio with four lines recording at once.
+        four = 1000 * paced4["cpu"] / paced4["audio"] * 4 if "cpu" in paced4 else float("nan")
+        cells = {
+            "flat out, audio s per CPU s, one line": f"x{factors[name]:.0f}",
+            "paced, CPU ms per s of audio, one line": f"{one:.2f}",
+            "paced, four lines at once, CPU ms per s": f"{four:.2f} ({four / one:.1f}x one)",
+            "resample 48 -> 8 kHz, ms per 20 ms period": f"{1000 * resample['down']:.3f}",
+            "resample 8 -> 48 kHz, ms per 20 ms period": f"{1000 * resample['up']:.3f}",
+            "hook edge -> notice, ms (median / max)": (
+                f"{statistics.median(latency):.1f} / {max(latency):.1f}"
+            ),
+            "start-up to READY=1, ms (median / max)": (
+                f"{1000 * statistics.median(starts):.0f} / {1000 * max(starts):.0f}"
+            ),
+            "peak RSS, MB (max of runs)": f"{max(r['rss_mb'] for r in results):.1f}",
+        }
+        for key, value in cells.items():
+            row = next((r for r in rows if r[0] == key), None)
+            if row is None:
+                rows.append((key, [value], ""))
+            else:
+                row[1].append(value)
+    targets = [">= x1000", "<= 1.5", "<= 4x one", "<= 0.05", "", "<= 30", "<= 1000", "<= 45"]
+    print(f"{'figure':44} " + " ".join(f"{n[:18]:>18}" for n, _ in trees) + f" {'target':>10}")
+    for (key, values, _), target in zip(rows, targets, strict=True):
+        print(f"{key:44} " + " ".join(f"{v:>18}" for v in values) + f" {target:>10}")
+
+    floor = floor_arecord_sox(args.hours)
+    if floor is not None:
         print(
-            f"  cpu {r['cpu']:6.2f} s  wall {r['wall']:6.2f} s  "
-            f"real-time x{f:7.0f}  peak RSS {r['rss_mb']:5.1f} MB"
+            f"floor: arecord | sox (µ-law WAV) on the same {args.hours:g} h: "
+            f"x{1 / floor:.0f} real time ({1000 * floor:.2f} ms CPU per s of audio); "
+            + ", ".join(f"{n} is {factor * floor:.2f}x its speed" for n, factor in factors.items())
         )
-    print(f"  median real-time factor: x{statistics.median(factors):.0f} per line (target >= 1000)")
-    print(f"  peak RSS (max of runs):  {max(r['rss_mb'] for r in results):.1f} MB (target <= 60)")
-
-    paced = paced_run(minutes=10, speed=50)
-    per_second = 1000 * paced["cpu"] / paced["audio"]
-    print("paced, capture sleeping between periods as a sound card makes it (10 min at 50x):")
-    print(
-        f"  {per_second:.2f} ms of CPU per second of audio: {per_second / 10:.2f} % of one core "
-        "per line, thread wake-ups included"
-    )
-
-    latencies = notice_latency()
-    ms = sorted(1000 * x for x in latencies)
-    print("hook edge (debounced) to first notice sample on the line, 8 edge phases:")
-    print(f"  median {statistics.median(ms):.1f} ms, max {max(ms):.1f} ms (target <= 30)")
-
-    times = startup(args.runs + 2)
-    print(
-        f"start-up to READY=1: median {1000 * statistics.median(times):.0f} ms, "
-        f"max {1000 * max(times):.0f} ms over {len(times)} starts (target <= 1000)"
-    )
+    quality = resample_quality()
+    sox_cpu = sox_resample_cpu()
+    print("48 -> 8 kHz resampling quality (a sine at each frequency):")
+    for name, (ripple, stop) in quality.items():
+        print(
+            f"  {name:9} pass-band ripple 300-3400 Hz {ripple:.3f} dB, "
+            f"stop-band (folds into 0-3.6 kHz) {stop:.1f} dB"
+        )
+    print(f"  sox rate, an hour at 48 kHz: {1000 * sox_cpu:.4f} ms CPU per 20 ms period")
 
 
 if __name__ == "__main__":

@@ -137,6 +137,40 @@ def test_keys_in_a_call_are_silenced_in_the_recording(
     )  # only the line's echo
 
 
+@pytest.mark.parametrize("offset_ms", [0, 10, 30, 50, 70])
+@pytest.mark.parametrize(
+    ("keys", "tone_ms", "delay_ms"),
+    [("5", 40, 200), ("5", 190, 200), ("*1", 50, 200), ("5", 40, 60), ("*1", 50, 60)],
+)
+def test_keys_and_codes_at_any_phase_of_the_analysis_block_are_silenced(
+    run_sim: RunSim, offset_ms: int, keys: str, tone_ms: int, delay_ms: int
+) -> None:
+    # Analysis runs on 80 ms blocks: a key that starts anywhere in a block (or a code whose
+    # keys do), short or held, must still be silenced before its audio leaves the delay line;
+    # a shorter delay line than the usual 200 ms gets smaller blocks.
+    sim = run_sim(
+        call(
+            "at = 0.5\noff_hook = true",
+            f"wait = {1.0 + offset_ms / 1000}",
+            f'dtmf = "{keys}"\ntone_ms = {tone_ms}\ngap_ms = 60',
+            "wait = 1.0",
+            "on_hook = true",
+        ),
+        config=f'[store]\ndelay_ms = {delay_ms}\n[[line]]\nconsent = "one-party"\n',
+    )
+    if keys == "*1":
+        assert "recording_paused" in names(sim.events)
+    else:
+        assert "dtmf" in names(sim.events)
+    audio = recording(sim).samples
+    detector = DtmfDetector()
+    heard = [
+        d for start in range(0, len(audio), 160) for d in detector.feed(audio[start : start + 160])
+    ]
+    assert heard + detector.flush() == []
+    assert int(np.abs(audio).max()) < 300  # nothing of the keys: the line's hiss only
+
+
 def test_button_pauses_and_a_forgotten_pause_resumes_by_itself(run_sim: RunSim) -> None:
     sim = run_sim(
         call(

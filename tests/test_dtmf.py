@@ -110,6 +110,18 @@ def test_accepts_levels_from_minus_3_to_minus_30_dbm0_and_a_margin(level: float)
     assert digits(signal(ALL, level=level)) == ALL
 
 
+@pytest.mark.parametrize("deviation", [-0.015, 0.0, 0.015])
+@pytest.mark.parametrize("twist", [-8.0, 4.0])
+def test_accepts_the_lowest_level_with_the_largest_twist_and_frequency_error(
+    twist: float, deviation: float
+) -> None:
+    # Q.24 (North American values): each accept condition holds in combination with the
+    # others. The low-group tone at -30 dBm0 (-33 dBFS) and the high group 8 dB weaker
+    # (-41 dBFS) or 4 dB stronger, each off by 1.5 %, in 40 ms bursts.
+    samples = signal(ALL * 2, level=-33.0, twist=twist, deviation=deviation, on=0.04, off=0.04)
+    assert digits(samples) == ALL * 2
+
+
 def test_ignores_tones_far_below_the_floor() -> None:
     assert digits(signal(ALL, level=-50.0)) == ""
 

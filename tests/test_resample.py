@@ -40,3 +40,17 @@ def test_period_by_period_equals_all_at_once(rate_in: int, rate_out: int, period
 def test_same_rate_passes_through() -> None:
     x = np.arange(160, dtype=np.int16)
     assert np.array_equal(Resampler(8000, 8000).process(x), x)
+
+
+@pytest.mark.parametrize(("rate_in", "rate_out"), [(48000, 8000), (16000, 8000), (8000, 48000)])
+def test_chunks_of_any_length_equal_all_at_once(rate_in: int, rate_out: int) -> None:
+    # Periods that are not a whole number of output samples (a short read, a 44.1 kHz-style
+    # odd length): the samples left over wait for the next chunk.
+    rng = np.random.default_rng(2)
+    x = rng.normal(0, 3000, 30000)
+    whole = Resampler(rate_in, rate_out).process(x)
+    streaming = Resampler(rate_in, rate_out)
+    cuts = np.cumsum(rng.integers(0, 1500, 60))
+    cuts = cuts[cuts < len(x)]
+    parts = [streaming.process(p) for p in np.split(x, cuts)]
+    assert np.allclose(np.concatenate(parts), whole)

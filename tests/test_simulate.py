@@ -520,3 +520,12 @@ def test_status_led_shows_an_uplink_cut_off_for_a_minute(tmp_path: Path, connect
         assert [(f.kind, round(f.t)) for f in faults] == [("uplink", round(UPLINK_GRACE))]  # type: ignore[attr-defined]
         assert "not connected" in faults[0].message  # type: ignore[attr-defined]
         assert shown is Show.FAULT_UPLINK
+
+
+def test_four_simulated_lines_get_pins_of_their_own(tmp_path: Path) -> None:
+    from linerec.daemon.simulate import default_config
+
+    config = default_config(["line1", "line2", "line3", "line4"], tmp_path)
+    pins = [(line.pins.hook, line.pins.ring, line.pins.led) for line in config.lines]
+    assert len({pin for trio in pins for pin in trio}) == 12
+    assert config.lines[3].pins.button is None  # the box has buttons for its own lines only

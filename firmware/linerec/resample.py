@@ -3,6 +3,11 @@
 The line is band-limited to 300-3400 Hz, so a Kaiser-windowed sinc with its cutoff at 3.76 kHz
 and about 60 dB of stop-band is plenty. Each call handles one period; the filter history
 carries across calls, so a stream resampled period by period equals the whole resampled at once.
+
+A USB interface's 48 (or 16) kHz is a whole multiple of 8 kHz, and those ratios take a fast
+path: the FIR becomes one small matrix product and a sum along its diagonals, into arrays
+kept from one period to the next (a few numpy calls per period, whatever the filter length).
+Other ratios (44.1 kHz) gather each output's taps.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from math import ceil, gcd
 
 import numpy as np
 import numpy.typing as npt
+from numpy.lib.stride_tricks import as_strided, sliding_window_view
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -50,6 +56,11 @@ class Resampler:
         self._history: FloatArray = np.zeros(self.taps_per_phase - 1)
         self._next = 0  # upsampled index of the next output, relative to this chunk's start
         self._lags = np.arange(self.taps_per_phase)
+        self._fast: _Decimator | _Interpolator | None = None
+        if self.up == 1 and self.down > 1:
+            self._fast = _Decimator(prototype, self.down)
+        elif self.down == 1 and self.up > 1:
+            self._fast = _Interpolator(self._phases)
 
     @property
     def passthrough(self) -> bool:
@@ -60,6 +71,8 @@ class Resampler:
         x = np.asarray(samples, dtype=np.float64)
         if self.passthrough:
             return x
+        if self._fast is not None:
+            return self._fast.process(x)
         buffer = np.concatenate((self._history, x))
         limit = len(x) * self.up
         positions = np.arange(self._next, limit, self.down)
@@ -70,6 +83,68 @@ class Resampler:
             int(positions[-1] + self.down - limit) if len(positions) else self._next - limit
         )
         self._history = buffer[len(buffer) - (self.taps_per_phase - 1) :]
+        return out
+
+
+class _Decimator:
+    """FIR and keep every `down`-th output: y[m] = sum_j h[j] x[m*down - j].
+
+    The input, `down` samples to a row, times the filter cut into rows of `down` taps gives
+    P[r, k] = row r . taps row k; y[m] is the sum of P's m-th diagonal, P[m + k, k]."""
+
+    def __init__(self, prototype: FloatArray, down: int) -> None:
+        rows = -(-len(prototype) // down)
+        taps = np.zeros(rows * down)
+        taps[: len(prototype)] = prototype
+        self.down, self.rows = down, rows
+        self._taps_t = np.ascontiguousarray(taps[::-1].reshape(rows, down).T)  # (down, rows)
+        self._history = rows * down - 1  # samples kept ahead of each chunk
+        self._buffer = np.zeros(self._history + 64 * down)
+        self._products = np.zeros((0, rows))
+
+    def process(self, x: FloatArray) -> FloatArray:
+        held, down, rows = self._history, self.down, self.rows
+        if len(self._buffer) < held + len(x):
+            self._buffer = np.concatenate((self._buffer[:held], np.zeros(len(x))))
+        self._buffer[held : held + len(x)] = x
+        total = (held + len(x)) // down
+        count = total - rows + 1  # outputs this chunk completes
+        if len(self._products) != total:
+            self._products = np.empty((total, rows))
+        grouped = self._buffer[: total * down].reshape(total, down)
+        np.matmul(grouped, self._taps_t, out=self._products)
+        step = self._products.strides
+        diagonals = as_strided(
+            self._products, shape=(count, rows), strides=(step[0], step[0] + step[1])
+        )
+        out: FloatArray = diagonals.sum(axis=1)
+        used = count * down
+        self._history = held + len(x) - used
+        self._buffer[: self._history] = self._buffer[used : used + self._history].copy()
+        return out
+
+
+class _Interpolator:
+    """Upsample by `up`: y[n*up + p] = sum_k x[n - k] phases[p, k].
+
+    The last `taps` inputs of each output row, a sliding window (a view), times the taps
+    arranged (taps, up): one small matrix product gives `up` outputs per input."""
+
+    def __init__(self, phases: FloatArray) -> None:
+        self.up, self.taps = phases.shape
+        # Column p, row j: the tap that meets input x[n + j - (taps - 1)] at phase p.
+        self._taps = np.ascontiguousarray(phases.T[::-1])  # (taps, up)
+        self._buffer = np.zeros(self.taps - 1 + 64)
+        self._held = self.taps - 1
+
+    def process(self, x: FloatArray) -> FloatArray:
+        held = self._held
+        if len(self._buffer) < held + len(x):
+            self._buffer = np.concatenate((self._buffer[:held], np.zeros(len(x))))
+        self._buffer[held : held + len(x)] = x
+        windows = sliding_window_view(self._buffer[: held + len(x)], self.taps)
+        out: FloatArray = np.matmul(windows, self._taps).ravel()
+        self._buffer[:held] = self._buffer[len(x) : len(x) + held].copy()
         return out
 
 

@@ -37,7 +37,7 @@ from linerec.codec import RATE, Samples
 from linerec.config import LineConfig
 from linerec.daemon.delay import DelayLine, Slot
 from linerec.daemon.events import AudioGap, Fault, RecordingSealed
-from linerec.dsp.analyzer import LineAnalyzer
+from linerec.dsp.analyzer import STREAM_FRAMES, LineAnalyzer
 from linerec.dsp.linestate import AudioHookSense
 from linerec.hardware.leds import Led, Show
 from linerec.hardware.pcm import FRAME_SAMPLES, Frame
@@ -112,7 +112,6 @@ class LinePipeline:
         )
         self.ring = RingSense()
         self.policy = CallPolicy(line=line.name, settings=policy_settings(line), wall=wall)
-        self.analyzer = LineAnalyzer()
         self._audio_hook = (
             AudioHookSense(silence_ends_call=line.silence_ends_call)
             if line.hook_source == "audio"
@@ -121,6 +120,12 @@ class LinePipeline:
         # Audio-decided hook changes come up to half a second after the fact: hold that much.
         self.delay = DelayLine(
             max(delay, AUDIO_HOOK_DELAY) if line.hook_source == "audio" else delay
+        )
+        # Analysis in blocks hears a key up to a block late, and the key's audio must still be
+        # in the delay line then: the receiver's own latency and the key margin take 100 ms.
+        held = self.delay.samples / RATE - 0.1
+        self.analyzer = LineAnalyzer(
+            block_frames=max(1, min(STREAM_FRAMES, int(held * RATE + 1e-6) // FRAME_SAMPLES))
         )
         self._beeps = BeepSchedule(rate=RATE)
         self._oscillator = Oscillator(line.beep_hz, line.beep_level_dbfs)

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from linerec.call.events import CallEvent
 from linerec.config import Config
@@ -19,8 +20,10 @@ from linerec.daemon.service import Daemon
 from linerec.daemon.storage import open_outbox, open_store, open_uplink, queueing
 from linerec.hardware.backend import Backend
 from linerec.store.ring import RingStore
-from linerec.uplink.client import Uplink
-from linerec.uplink.outbox import EventOutbox
+
+if TYPE_CHECKING:  # MQTT (paho) is loaded only when the configuration has an [uplink]
+    from linerec.uplink.client import Uplink
+    from linerec.uplink.outbox import EventOutbox
 
 
 @dataclass(slots=True)

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from linerec.call.consent import ConsentMode
 from linerec.call.events import CallEvent
@@ -36,8 +37,10 @@ from linerec.hardware.pcm import AudioCapture, AudioPlayback, Frame
 from linerec.hardware.talk import TalkSwitch
 from linerec.resample import to_int16
 from linerec.store.base import Store
-from linerec.uplink.commands import Command, Refusal
 from linerec.wav import read_mono_8k
+
+if TYPE_CHECKING:  # commands come only through an [uplink]: MQTT is not loaded without one
+    from linerec.uplink.commands import Command, Refusal
 
 log = logging.getLogger(__name__)
 
@@ -325,6 +328,8 @@ class Daemon:
             self._fault("audio", f"line {pipeline.name}: capture failed: {item.error}")
 
     def _execute(self, item: _Command) -> None:
+        from linerec.uplink.commands import Refusal  # commands come only with an [uplink]
+
         t = self.backend.clock()
         command = item.command
         if isinstance(command, Refusal):

@@ -96,9 +96,7 @@ def default_config(
                 raise LinerecError(
                     f"too many simulated lines ({len(line_names)}): not enough GPIO pins"
                 )
-            entry.update(
-                hook_pin=spare.pop(0), ring_pin=spare.pop(0), led_pin=spare.pop(0), button_pin=None
-            )
+            entry.update(hook_pin=spare.pop(0), ring_pin=spare.pop(0), led_pin=spare.pop(0))
         lines.append(entry)
     data = {
         "device": {"id": "linerec-sim"},

@@ -6,6 +6,7 @@ import os
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from linerec.call.events import CallEvent
 from linerec.config import Config
@@ -16,9 +17,11 @@ from linerec.store import keys
 from linerec.store.private import private_dir, tighten
 from linerec.store.ring import RecordingDeleted as Deleted
 from linerec.store.ring import RecordingQuarantined, RingStore, StoreEvent
-from linerec.uplink.client import Uplink, UplinkSettings
-from linerec.uplink.commands import Command, Refusal
 from linerec.uplink.outbox import EventOutbox
+
+if TYPE_CHECKING:  # MQTT (paho) is loaded only when the configuration has an [uplink]
+    from linerec.uplink.client import Uplink
+    from linerec.uplink.commands import Command, Refusal
 
 
 def open_uplink(
@@ -32,6 +35,8 @@ def open_uplink(
     """The uplink of `[uplink]`, over the ring's own outbox directory (`outbox`: the one the
     daemon queues its events in; one per process, so only durable events are published).
     Stopping the uplink closes the outbox."""
+    from linerec.uplink.client import Uplink, UplinkSettings
+
     assert config.uplink is not None
     settings = UplinkSettings(
         broker=config.uplink.broker,

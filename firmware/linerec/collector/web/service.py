@@ -19,11 +19,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from linerec.codec import RATE
 from linerec.collector.accounts import Accounts, Actor
 from linerec.collector.audit import AuditLog
 from linerec.collector.search import QueryError, RecordingQuery, catalog_new, parse_query
 from linerec.collector.store import CollectorStore
-from linerec.collector.web.audio import RATE, wav_bytes
+from linerec.collector.web.audio import wav_bytes
 from linerec.collector.web.permissions import Forbidden, NotFound, in_scope, require, scope
 from linerec.collector.web.waveform import waveform_svg
 from linerec.store.keys import CollectorPrivate
