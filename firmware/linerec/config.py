@@ -19,6 +19,8 @@ from linerec.call.consent import ConsentMode
 from linerec.codec import Codec
 from linerec.errors import ConfigError, WavError
 from linerec.hardware.audio import DEVICE_RATES, FRAME_MS, PERIODS_MS, AudioSettings
+from linerec.ids import DEVICE_ID as DEVICE_ID  # enroll.py reads it here
+from linerec.ids import DEVICE_ID_RULE, is_device_id
 from linerec.mqttapi import Broker
 from linerec.resources import data_path
 from linerec.wav import read_wav
@@ -27,7 +29,6 @@ DEFAULT_PATH = Path("/etc/linerec/linerec.toml")
 DEFAULT_STORE = Path("/var/lib/linerec/ring")
 BACKENDS = ("gpio", "sim")
 BCM_PINS = range(0, 28)
-DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _LINE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
 
 
@@ -301,10 +302,8 @@ def parse_config(data: dict[str, Any], path: Path | str, text: str | None = None
 
     device = top.table("device")
     device_id = device.take("id", str, _default_device_id())
-    if not DEVICE_ID.match(device_id):
-        raise device.error(
-            "id", f"must be 1-64 letters, digits, '.', '_' or '-' (got {device_id!r})"
-        )
+    if not is_device_id(device_id):
+        raise device.error("id", f"must be {DEVICE_ID_RULE}, not reserved (got {device_id!r})")
     device.done()
 
     hardware = top.table("hardware")
@@ -386,9 +385,9 @@ def _parse_uplink(table: Table, device_id: str, store: StoreConfig) -> UplinkCon
     except ValueError as exc:
         raise table.error("broker", str(exc)) from exc
     uplink_device = table.take("device_id", str, device_id)
-    if not DEVICE_ID.match(uplink_device):
+    if not is_device_id(uplink_device):
         raise table.error(
-            "device_id", f"must be 1-64 letters, digits, '.', '_' or '-' (got {uplink_device!r})"
+            "device_id", f"must be {DEVICE_ID_RULE}, not reserved (got {uplink_device!r})"
         )
 
     def optional_file(name: str) -> Path | None:
@@ -420,8 +419,8 @@ def _parse_uplink(table: Table, device_id: str, store: StoreConfig) -> UplinkCon
 
 
 def _default_device_id() -> str:
-    name = socket.gethostname().split(".")[0]
-    return name if DEVICE_ID.match(name) else "linerec"
+    name = socket.gethostname().split(".")[0].lower()
+    return name if is_device_id(name) else "linerec"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

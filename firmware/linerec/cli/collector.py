@@ -1,5 +1,5 @@
-"""Commands for the server side: run, list, export, delete, hold, audit, verify-export,
-command, enroll."""
+"""Commands for the server side: run, list, quarantine, export, delete, hold, audit,
+verify-export, command, enroll."""
 
 from __future__ import annotations
 
@@ -26,8 +26,14 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     collector_list = collector_commands.add_parser("list", help="the recordings received")
     collector_list.add_argument("--json", action="store_true")
     collector_list.set_defaults(handler=_list)
+    quarantine = collector_commands.add_parser(
+        "quarantine", help="uploads kept apart: whole, but not a recording of their device"
+    )
+    quarantine.add_argument("--json", action="store_true")
+    quarantine.add_argument("--device", type=_device_id, help="only this device's")
+    quarantine.set_defaults(handler=_quarantine)
     export = collector_commands.add_parser("export", help="decrypt one recording to WAV")
-    export.add_argument("id", metavar="ID")
+    export.add_argument("id", metavar="ID", help="the recording's ID, or DEVICE/ID")
     export.add_argument("--reason", required=True, help="why (kept in the audit log)")
     export.add_argument("-o", "--output", type=Path, required=True, metavar="OUT.wav")
     export.set_defaults(handler=_export)
@@ -44,6 +50,12 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     audit = collector_commands.add_parser("audit", help="every access, and the deletion log")
     audit.add_argument("--json", action="store_true")
     audit.set_defaults(handler=_audit)
+    for sub_parser in (export, delete, hold):
+        sub_parser.add_argument(
+            "--device",
+            type=_device_id,
+            help="the device, if several have a recording with this ID (or DEVICE/ID)",
+        )
     for sub_parser in (collector_list, hold, audit):
         sub_parser.add_argument(
             "--reason", default="", help="why (kept in the audit log; say it for a legal hold)"
@@ -55,7 +67,7 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     verify_export.add_argument("--collector", type=Path, required=True, metavar="collector.pub")
     verify_export.set_defaults(handler=_verify_export)
     command = collector_commands.add_parser("command", help="send a signed command to a device")
-    command.add_argument("device", metavar="DEVICE")
+    command.add_argument("device", metavar="DEVICE", type=_device_id)
     command.add_argument(
         "action",
         choices=["status", "pause", "resume", "opt_out", "hold", "release", "delete", "consent"],
@@ -67,7 +79,16 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "--ttl", type=float, default=300.0, metavar="S", help="valid for S seconds"
     )
     command.set_defaults(handler=_command)
-    for sub_parser in (collector_run, collector_list, export, delete, hold, audit, command):
+    for sub_parser in (
+        collector_run,
+        collector_list,
+        quarantine,
+        export,
+        delete,
+        hold,
+        audit,
+        command,
+    ):
         sub_parser.add_argument("--config", type=Path, default=None)
     enroll = collector_commands.add_parser(
         "enroll", help="sign a device's request; write the broker's TLS and ACL files"
@@ -89,6 +110,15 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     enroll.add_argument("--port", type=int, default=8883)
     enroll.set_defaults(handler=_enroll)
+
+
+def _device_id(text: str) -> str:
+    from linerec.ids import device_id_problem
+
+    problem = device_id_problem(text)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return text
 
 
 def _settings(args: argparse.Namespace) -> CollectorSettings:
@@ -144,19 +174,31 @@ def _run(args: argparse.Namespace) -> int:
 def _delete(args: argparse.Namespace) -> int:
     store = _store(_settings(args))
     try:
-        entry = store.delete(args.id, args.reason)
+        entry = store.delete(args.id, args.reason, args.device)
     except (KeyError, PermissionError) as exc:
-        print(f"linerec: error: {exc}", file=sys.stderr)
+        print(f"linerec: error: {_message(exc)}", file=sys.stderr)
         return 1
-    print(f"{args.id}: deleted; its key is destroyed (deletion log {entry['hash'][:16]})")
+    print(
+        f"{entry['device']}/{entry['id']}: deleted; its key is destroyed "
+        f"(deletion log {entry['hash'][:16]})"
+    )
     return 0
+
+
+def _message(exc: Exception) -> str:
+    # KeyError's str() is the repr of its argument; say the sentence itself.
+    return str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
 
 
 def _hold(args: argparse.Namespace) -> int:
     store = _store(_settings(args))
-    store.hold(args.id, not args.release)
-    store.audit("release" if args.release else "hold", args.id, args.reason)
-    print(f"{args.id}: {'released' if args.release else 'on legal hold'}")
+    try:
+        name = store.hold(args.id, not args.release, args.device)
+    except KeyError as exc:
+        print(f"linerec: error: {_message(exc)}", file=sys.stderr)
+        return 1
+    store.audit("release" if args.release else "hold", name.rpartition("/")[2], args.reason)
+    print(f"{name}: {'released' if args.release else 'on legal hold'}")
     return 0
 
 
@@ -183,6 +225,22 @@ def _list(args: argparse.Namespace) -> int:
             when = f"{row['started_at'] or '':29} {row['duration'] or 0:8.1f} s"
             line = f"{row['id']:48} {row['device']:16} {row['line'] or '':8} {when}  {numbers}"
             print(line.rstrip())
+    return 0
+
+
+def _quarantine(args: argparse.Namespace) -> int:
+    from linerec.ids import shown
+
+    store = _store(_settings(args))
+    store.audit("quarantine", None, "")
+    for row in store.quarantined(args.device):
+        if args.json:
+            print(json.dumps(row))
+        else:
+            print(
+                f"{row['device']}/{row['id']}  {row['size']} bytes  sha256 {row['sha256'][:16]}  "
+                f"{shown(row['reason'], 200)}"
+            )
     return 0
 
 
@@ -238,20 +296,22 @@ def _export(args: argparse.Namespace) -> int:
     if not args.reason.strip():
         print("linerec: error: --reason must say why the recording is exported", file=sys.stderr)
         return 2
-    row = store.recording(args.id)
-    if row is None:
-        print(f"linerec: error: no recording {args.id!r} at this collector", file=sys.stderr)
+    try:
+        row = store.find(args.id, args.device)
+    except KeyError as exc:
+        print(f"linerec: error: {_message(exc)}", file=sys.stderr)
         return 1
-    store.audit("export", args.id, args.reason)
+    store.audit("export", row["id"], args.reason)
     from linerec.collector.exports import export
 
     try:
-        result = export(store, settings.key, args.id, args.output, args.reason)
+        result = export(store, settings.key, row["id"], args.output, args.reason, row["device"])
     except (IntegrityError, ValueError) as exc:
         print(f"linerec: error: {args.id}: {exc}", file=sys.stderr)
         return 1
     print(
-        f"{args.id}: {result.inspected.state}, {len(result.samples) / 8000:.1f} s -> {args.output} "
+        f"{row['device']}/{row['id']}: {result.inspected.state}, "
+        f"{len(result.samples) / 8000:.1f} s -> {args.output} "
         f"(+ .json metadata, .lrec and .verify.json for whoever must check it)"
     )
     return 0
