@@ -143,11 +143,11 @@ class RunningCollector:
         site: Site,
         data_dir: Path,
         extra_config: str = "",
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         settings = load_collector_config(site.collector_config(data_dir, extra_config))
         self.collector = Collector(
-            settings, client_id=f"collector-{time.monotonic_ns()}", clock=clock
+            settings, client_id=f"collector-{time.monotonic_ns()}", clock=clock or time.time
         )
         self.data_dir = data_dir
         self._stop = threading.Event()
