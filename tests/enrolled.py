@@ -169,6 +169,7 @@ class DeviceLink:
     def __init__(self, site: Site, name: str) -> None:
         self.site, self.name = site, name
         self.acks: list[dict[str, object]] = []
+        self.payloads: list[bytes] = []  # the acks as signed and sent
         self._new = threading.Condition()
         self._collector = load_public(site.root / "keys" / "collector.pub")
         client = mqtt.Client(
@@ -200,6 +201,7 @@ class DeviceLink:
     def _on_message(self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
         body = verify(self._collector.signing, bytes(message.payload), message.topic)
         with self._new:
+            self.payloads.append(bytes(message.payload))
             self.acks.append(body)
             self._new.notify_all()
 

@@ -12,7 +12,9 @@ import subprocess
 import time
 from pathlib import Path
 
+import jsonschema
 import pytest
+import yaml
 
 from enrolled import LINEREC, DeviceLink, HonestDevice, RunningCollector, Site, event
 from linerec.collector.store import CollectorStore
@@ -42,6 +44,9 @@ def test_a_far_event_number_is_refused_and_no_one_stalls(
         box1.wait_ack(kind="events", upto=3)
         box2.upload_and_wait()
     assert "event_seq_window" in str(refused["reason"])
+    spec = yaml.safe_load((Path(__file__).parents[1] / "docs" / "asyncapi.yaml").read_text())
+    for payload in box1.payloads:
+        jsonschema.validate(json.loads(payload), spec["components"]["messages"]["ack"]["payload"])
     seqs = [r[0] for r in collector.store.db.execute("SELECT seq FROM events WHERE device='box1'")]
     assert sorted(seqs) == [1, 2, 3]  # refused means not stored
     line = next(r.getMessage() for r in caplog.records if str(FAR) in r.getMessage())
@@ -182,6 +187,9 @@ def test_junk_is_quarantined_with_its_reason_not_stored_and_not_acked(
     assert str(told["reason"]).startswith("quarantined: damaged")
     assert told_empty["reason"] == "quarantined: damaged: an empty file"
     assert "header names 'box2'" in str(told_stolen["reason"])
+    spec = yaml.safe_load((Path(__file__).parents[1] / "docs" / "asyncapi.yaml").read_text())
+    for payload in box1.payloads:  # the rejected acks are as docs/asyncapi.yaml says
+        jsonschema.validate(json.loads(payload), spec["components"]["messages"]["ack"]["payload"])
     assert {r["device"] for r in collector.store.recordings()} == {"box2"}
     listed = subprocess.run(
         [*LINEREC, "collector", "quarantine", "--json", "--config", str(tmp_path / "central.toml")],
