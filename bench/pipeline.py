@@ -113,7 +113,7 @@ def resample_worker() -> None:
 
     rng = np.random.default_rng(1)
     out = {}
-    for name, rate_in, rate_out in (("down", 48000, 8000), ("up", 8000, 48000)):
+    for name, rate_in, rate_out in (("down", 48000, RATE), ("up", RATE, 48000)):
         resampler = Resampler(rate_in, rate_out)
         period = rng.normal(0, 3000, rate_in // 50)
         times = []

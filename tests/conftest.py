@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from enrolled import Site, TlsBroker, enrol_site
 from linerec.call.events import CallEvent
 from linerec.codec import Samples
 from linerec.config import load_config
@@ -19,6 +20,16 @@ from linerec.store.reader import Decrypted, decrypt
 from linerec.wav import read_wav
 
 RunSim = Callable[..., Simulation]
+
+
+@pytest.fixture(scope="module")
+def enrolled_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    """A TLS broker with ACLs and two enrolled devices, box1 and box2 (set up once a module);
+    each test starts its own collector with `enrolled.RunningCollector`."""
+    site = enrol_site(tmp_path_factory.mktemp("site"))
+    broker = TlsBroker(site).start()
+    yield site
+    broker.stop()
 
 
 @pytest.fixture

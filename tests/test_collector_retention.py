@@ -15,7 +15,7 @@ import pytest
 
 from broker import Mosquitto
 from linerec.collector.config import load_collector_config
-from linerec.collector.service import RETENTION_EVERY, Collector
+from linerec.collector.service import HOUSEKEEPING_EVERY, RETENTION_EVERY, Collector
 from linerec.collector.store import CollectorStore
 from linerec.config import load_config
 from linerec.daemon.simulate import example_call, simulate
@@ -84,10 +84,11 @@ def test_the_collector_sweeps_when_it_starts_and_then_every_period(tmp_path: Pat
     assert [r["id"] for r in collector.store.recordings()] == ["new"]  # swept at start
     assert [d["reason"] for d in collector.store.deletions()] == ["retention: older than 1 days"]
 
-    stop = Stop(clock, periods=13)  # 13 hours later "new" is past a day too
+    periods = round(13 * RETENTION_EVERY / HOUSEKEEPING_EVERY)  # 13 hours: "new" is past a day
+    stop = Stop(clock, periods=periods)
     collector.run(stop)  # type: ignore[arg-type]
     assert collector.store.recordings() == []
-    assert stop.waits == [RETENTION_EVERY] * 14
+    assert stop.waits == [HOUSEKEEPING_EVERY] * (periods + 1)
 
 
 def test_an_unsynchronised_start_time_is_aged_from_when_it_arrived(tmp_path: Path) -> None:

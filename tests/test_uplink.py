@@ -800,13 +800,16 @@ def test_a_long_upload_resumes_where_the_collector_had_got_to(
 def test_a_recording_under_another_devices_topic_is_refused(
     site: dict[str, Path], broker: Mosquitto
 ) -> None:
-    """The sealed header names its device and id; the collector stores it only under those."""
+    """The id names its device, and so does the sealed header; the collector stores a
+    recording only under its own device (the header check: test_collector_attack.py)."""
     import hashlib
 
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
     from paho.mqtt.packettypes import PacketTypes
     from paho.mqtt.properties import Properties
+
+    from linerec.mqttapi import CHUNK
 
     config = load_config(site["appliance"])
     simulate([example_call("inbound.toml")], config=config, store_dir=None, emit=lambda e: None)
@@ -817,26 +820,29 @@ def test_a_recording_under_another_devices_topic_is_refused(
         client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
         client.connect("127.0.0.1", broker.port)
         client.loop_start()
-        properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-        properties.UserProperty = [
-            ("offset", "0"),
-            ("size", str(len(data))),
-            ("sha256", hashlib.sha256(data).hexdigest()),
-        ]
         name = f"linerec/v1/box2/upload/{recording.stem}"
-        client.publish(name, data, qos=1, properties=properties).wait_for_publish(5)
+        for offset in range(0, len(data), CHUNK):
+            properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            properties.UserProperty = [
+                ("offset", str(offset)),
+                ("size", str(len(data))),
+                ("sha256", hashlib.sha256(data).hexdigest()),
+            ]
+            piece = data[offset : offset + CHUNK]
+            client.publish(name, piece, qos=1, properties=properties).wait_for_publish(5)
         deadline = time.monotonic() + 5
-        while not collector.problems and time.monotonic() < deadline:
+        while len(collector.problems) < len(range(0, len(data), CHUNK)):
+            assert time.monotonic() < deadline, collector.problems
             time.sleep(0.05)
         client.loop_stop()
         client.disconnect()
     finally:
         stop.set()
         thread.join(10)
-    assert collector.problems == [
-        f"{name}: the recording's header names 'box1'/'{recording.stem}', "
-        "not this topic's device and id: not stored"
-    ]
+    assert set(collector.problems) == {
+        f"{name}: '{recording.stem}' is not a recording id of device 'box2' "
+        "(expected box2-<seq>-<yyyymmddThhmmssZ>-<line>): not stored"
+    }
     assert collector.store.recordings() == []
     assert list(collector.store.data_dir.rglob("*.lrec*")) == []  # its bytes are gone too
 

@@ -21,6 +21,8 @@ from linerec.codec import RATE, Codec
 from linerec.errors import ConfigError, WavError
 from linerec.files import MIB, UnreadableFile, expand, read_text
 from linerec.hardware.pcm import DEVICE_RATES, FRAME_MS, PERIODS_MS, AudioSettings
+from linerec.ids import DEVICE_ID as DEVICE_ID  # enroll.py reads it here
+from linerec.ids import DEVICE_ID_RULE, is_device_id
 from linerec.resources import data_path
 from linerec.wav import read_wav
 
@@ -28,7 +30,6 @@ DEFAULT_PATH = Path("/etc/linerec/linerec.toml")
 DEFAULT_STORE = Path("/var/lib/linerec/ring")
 BACKENDS = ("gpio", "sim")
 BCM_PINS = range(0, 28)
-DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _LINE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
 MAX_FILE_BYTES = MIB  # a configuration, site file or pin map is a few KiB; more is not one
 INT64 = range(-(1 << 63), 1 << 63)  # TOML integers (larger ones are not TOML)
@@ -510,8 +511,8 @@ def parse_config(
 
 def _device_id(table: Table, name: str, default: str) -> str:
     value = table.take(name, str, default)
-    if not DEVICE_ID.match(value):
-        raise table.error(name, f"must be 1-64 letters, digits, '.', '_' or '-' (got {value!r})")
+    if not is_device_id(value):
+        raise table.error(name, f"must be {DEVICE_ID_RULE}, not reserved (got {value!r})")
     return value
 
 
@@ -564,8 +565,8 @@ def _parse_uplink(table: Table, device: Table, store: StoreConfig) -> UplinkConf
 
 
 def _default_device_id() -> str:
-    name = socket.gethostname().split(".")[0]
-    return name if DEVICE_ID.match(name) else "linerec"
+    name = socket.gethostname().split(".")[0].lower()
+    return name if is_device_id(name) else "linerec"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -27,6 +27,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from linerec.broker import Broker
 from linerec.errors import LinerecError
+from linerec.ids import device_id_problem, shown
 
 PREFIX = "linerec/v1"
 SHARE = "$share/linerec-collectors"
@@ -42,11 +43,20 @@ def topic(device: str, *parts: str) -> str:
 
 
 def parse_topic(name: str) -> tuple[str, list[str]]:
-    """(device, rest) of a linerec topic; ApiError if it is not one."""
+    """(device, rest) of a linerec topic; ApiError if it is not one, or if its device level
+    is not a device id (linerec.ids: no '..', '$SYS', control characters or overlong names)."""
     parts = name.split("/")
-    if len(parts) < 4 or "/".join(parts[:2]) != PREFIX or not parts[2]:
-        raise ApiError(f"{name}: not a {PREFIX}/<device>/... topic")
+    if len(parts) < 4 or "/".join(parts[:2]) != PREFIX:
+        raise ApiError(f"{shown_topic(name)}: not a {PREFIX}/<device>/... topic")
+    problem = device_id_problem(parts[2])
+    if problem:
+        raise ApiError(f"{shown_topic(name)}: {problem}")
     return parts[2], parts[3:]
+
+
+def shown_topic(name: str) -> str:
+    """A topic as it may appear in a log line: escaped and of bounded length."""
+    return name if name.isascii() and name.isprintable() and len(name) <= 200 else shown(name, 200)
 
 
 def canonical(value: dict[str, Any]) -> bytes:

@@ -1,5 +1,5 @@
-"""Commands for the server side: run, list, export, delete, hold, audit, verify-export,
-command, enroll."""
+"""Commands for the server side: run, list, quarantine, export, delete, hold, audit,
+verify-export, command, enroll."""
 
 from __future__ import annotations
 
@@ -30,8 +30,14 @@ def add_commands(
     collector_list.add_argument("--json", action="store_true")
     _search_filters(collector_list)
     collector_list.set_defaults(handler=_list)
+    quarantine = collector_commands.add_parser(
+        "quarantine", help="uploads kept apart: whole, but not a recording of their device"
+    )
+    quarantine.add_argument("--json", action="store_true")
+    quarantine.add_argument("--device", type=_device_id, help="only this device's")
+    quarantine.set_defaults(handler=_quarantine)
     export = collector_commands.add_parser("export", help="decrypt one recording to WAV")
-    export.add_argument("id", metavar="ID")
+    export.add_argument("id", metavar="ID", help="the recording's ID, or DEVICE/ID")
     export.add_argument("--reason", required=True, help="why (kept in the audit log)")
     export.add_argument("-o", "--output", type=Path, required=True, metavar="OUT.wav")
     export.set_defaults(handler=_export)
@@ -53,6 +59,12 @@ def add_commands(
         help="check the audit and deletion hash chains; exit 1 naming the first broken entry",
     )
     audit.set_defaults(handler=_audit)
+    for sub_parser in (export, delete, hold):
+        sub_parser.add_argument(
+            "--device",
+            type=_device_id,
+            help="the device, if several have a recording with this ID (or DEVICE/ID)",
+        )
     for sub_parser in (collector_list, hold, audit):
         sub_parser.add_argument(
             "--reason", default="", help="why (kept in the audit log; say it for a legal hold)"
@@ -64,7 +76,7 @@ def add_commands(
     verify_export.add_argument("--collector", type=Path, required=True, metavar="collector.pub")
     verify_export.set_defaults(handler=_verify_export)
     command = collector_commands.add_parser("command", help="send a signed command to a device")
-    command.add_argument("device", metavar="DEVICE")
+    command.add_argument("device", metavar="DEVICE", type=_device_id)
     command.add_argument(
         "action",
         choices=["status", "pause", "resume", "opt_out", "hold", "release", "delete", "consent"],
@@ -83,7 +95,16 @@ def add_commands(
         help="wait S seconds for the device's answer (0: do not wait); no answer exits 1",
     )
     command.set_defaults(handler=_command)
-    for sub_parser in (collector_run, collector_list, export, delete, hold, audit, command):
+    for sub_parser in (
+        collector_run,
+        collector_list,
+        quarantine,
+        export,
+        delete,
+        hold,
+        audit,
+        command,
+    ):
         sub_parser.add_argument("--config", type=Path, default=None)
     enroll = collector_commands.add_parser(
         "enroll",
@@ -144,6 +165,15 @@ def _search_filters(parser: argparse.ArgumentParser) -> None:
         ("offset", "N", "skip the first N"),
     ):
         filters.add_argument(f"--{flag}", metavar=metavar, help=text)
+
+
+def _device_id(text: str) -> str:
+    from linerec.ids import device_id_problem
+
+    problem = device_id_problem(text)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return text
 
 
 def _settings(args: argparse.Namespace) -> CollectorSettings:
@@ -228,22 +258,31 @@ def _delete(args: argparse.Namespace) -> int:
         print("linerec: error: --reason must say why the recording is deleted", file=sys.stderr)
         return 2
     try:
-        entry = store.delete(args.id, args.reason)
+        entry = store.delete(args.id, args.reason, args.device)
     except (KeyError, PermissionError) as exc:
-        print(f"linerec: error: {exc}", file=sys.stderr)
+        print(f"linerec: error: {_message(exc)}", file=sys.stderr)
         return 1
-    print(f"{args.id}: deleted; its key is destroyed (deletion log {entry['hash'][:16]})")
+    print(
+        f"{entry['device']}/{entry['id']}: deleted; its key is destroyed "
+        f"(deletion log {entry['hash'][:16]})"
+    )
     return 0
+
+
+def _message(exc: Exception) -> str:
+    # KeyError's str() is the repr of its argument; say the sentence itself.
+    return str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
 
 
 def _hold(args: argparse.Namespace) -> int:
     store = _store(_settings(args))
-    if store.recording(args.id) is None:
-        print(f"linerec: error: no recording {args.id!r} at this collector", file=sys.stderr)
+    try:
+        name = store.hold(args.id, not args.release, args.device)
+    except KeyError as exc:
+        print(f"linerec: error: {_message(exc)}", file=sys.stderr)
         return 1
-    store.hold(args.id, not args.release)
-    store.audit("release" if args.release else "hold", args.id, args.reason)
-    print(f"{args.id}: {'released' if args.release else 'on legal hold'}")
+    store.audit("release" if args.release else "hold", name.rpartition("/")[2], args.reason)
+    print(f"{name}: {'released' if args.release else 'on legal hold'}")
     return 0
 
 
@@ -326,6 +365,22 @@ def _timeout(text: str) -> float:
     return seconds
 
 
+def _quarantine(args: argparse.Namespace) -> int:
+    from linerec.ids import shown
+
+    store = _store(_settings(args))
+    store.audit("quarantine", None, "")
+    for row in store.quarantined(args.device):
+        if args.json:
+            print(json.dumps(row))
+        else:
+            print(
+                f"{row['device']}/{row['id']}  {row['size']} bytes  sha256 {row['sha256'][:16]}  "
+                f"{shown(row['reason'], 200)}"
+            )
+    return 0
+
+
 def _command(args: argparse.Namespace) -> int:
     from linerec.collector.commands import send_command
     from linerec.uplink.commands import ACTIONS
@@ -376,21 +431,23 @@ def _export(args: argparse.Namespace) -> int:
     if not args.reason.strip():
         print("linerec: error: --reason must say why the recording is exported", file=sys.stderr)
         return 2
-    row = store.recording(args.id)
-    if row is None:
-        print(f"linerec: error: no recording {args.id!r} at this collector", file=sys.stderr)
+    try:
+        row = store.find(args.id, args.device)
+    except KeyError as exc:
+        print(f"linerec: error: {_message(exc)}", file=sys.stderr)
         return 1
-    store.audit("export", args.id, args.reason)
+    store.audit("export", row["id"], args.reason)
     from linerec.codec import RATE
     from linerec.collector.exports import export
 
     try:
-        result = export(store, settings.key, args.id, args.output, args.reason)
+        result = export(store, settings.key, row["id"], args.output, args.reason, row["device"])
     except (IntegrityError, ValueError) as exc:
         print(f"linerec: error: {args.id}: {exc}", file=sys.stderr)
         return 1
     print(
-        f"{args.id}: {result.inspected.state}, {len(result.samples) / RATE:.1f} s -> {args.output} "
+        f"{row['device']}/{row['id']}: {result.inspected.state}, "
+        f"{len(result.samples) / RATE:.1f} s -> {args.output} "
         f"(+ .json metadata, .lrec and .verify.json for whoever must check it)"
     )
     return 0

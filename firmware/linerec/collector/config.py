@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from linerec.broker import Broker
+from linerec.collector.uploads import UploadLimits
 from linerec.errors import ConfigError
 from linerec.store.keys import CollectorPrivate, load_private
 
 DEFAULT_PATH = Path("/etc/linerec/collector.toml")
+EVENT_SEQ_WINDOW = 10_000  # how far beyond the last event in order a seq may be
 _KEYS = {
     "broker",
     "allow_plaintext",
@@ -21,6 +23,11 @@ _KEYS = {
     "cert",
     "client_key",
     "retention_days",
+    "max_recording_bytes",
+    "max_open_uploads",
+    "max_upload_holes",
+    "upload_expiry_hours",
+    "event_seq_window",
 }
 
 
@@ -34,6 +41,8 @@ class CollectorSettings:
     cert: Path | None = None
     client_key: Path | None = None
     retention_days: float = 0.0  # 0 = keep until deleted by hand
+    limits: UploadLimits = field(default_factory=UploadLimits)
+    event_seq_window: int = EVENT_SEQ_WINDOW
 
 
 def load_collector_config(path: Path | str) -> CollectorSettings:
@@ -86,7 +95,36 @@ def load_collector_config(path: Path | str) -> CollectorSettings:
         cert=file("cert") if "cert" in table else None,
         client_key=file("client_key") if "client_key" in table else None,
         retention_days=_days(table.get("retention_days", 0), path),
+        limits=_limits(table, path),
+        event_seq_window=_whole(table, path, "event_seq_window", EVENT_SEQ_WINDOW, 1, 10**9),
     )
+
+
+def _limits(table: dict[str, object], path: Path) -> UploadLimits:
+    """What one device may cost the collector (docs/mqtt-api.md, "Limits")."""
+    default = UploadLimits()
+    hours = table.get("upload_expiry_hours", default.expire_after / 3600)
+    if isinstance(hours, bool) or not isinstance(hours, int | float) or not 0 < hours <= 8760:
+        raise ConfigError(
+            path, "collector.upload_expiry_hours", f"must be hours, 0-8760 (got {hours!r})"
+        )
+    return UploadLimits(
+        max_bytes=_whole(table, path, "max_recording_bytes", default.max_bytes, 1, 1 << 40),
+        max_open=_whole(table, path, "max_open_uploads", default.max_open, 1, 1000),
+        max_holes=_whole(table, path, "max_upload_holes", default.max_holes, 0, 10**6),
+        expire_after=float(hours) * 3600,
+    )
+
+
+def _whole(
+    table: dict[str, object], path: Path, key: str, default: int, low: int, high: int
+) -> int:
+    value = table.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ConfigError(
+            path, f"collector.{key}", f"must be a whole number {low}-{high} (got {value!r})"
+        )
+    return value
 
 
 def _days(value: object, path: Path) -> float:

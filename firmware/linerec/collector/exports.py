@@ -22,12 +22,17 @@ from linerec.wav import write_wav
 
 
 def export(
-    store: CollectorStore, key: CollectorPrivate, recording_id: str, out: Path, reason: str
+    store: CollectorStore,
+    key: CollectorPrivate,
+    recording_id: str,
+    out: Path,
+    reason: str,
+    device: str | None = None,
 ) -> Decrypted:
-    row = store.recording(recording_id)
+    row = store.recording(recording_id, device)
     if row is None:
         raise ValueError("no such recording at this collector")
-    sealed = store.read_recording(recording_id, Path(row["path"]))
+    sealed = store.read_recording(recording_id, Path(row["path"]), row["device"])
     result = decrypt(sealed, key)
     write_wav(out, result.samples, rate=RATE, codec=Codec.PCM16)
     out.with_suffix(".json").write_text(

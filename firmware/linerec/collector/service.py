@@ -3,42 +3,62 @@
 It subscribes through an MQTT 5 shared subscription, so several collectors can share the
 load. For each event: its sealed fields opened with the collector's key, stored (once), and
 the device's events acknowledged up to the highest contiguous sequence number; a gap is
-reported. For each piece of a recording: written at its
-offset; when the file is whole, checked, synced and indexed (its metadata decrypted with the
-collector's key for the index), the recording is acknowledged with a signed ack.
+reported as ranges. For each piece of a recording: written at its offset; when the file is
+whole, checked, synced and indexed (its metadata decrypted with the collector's key for the
+index), the recording is acknowledged with a signed ack.
+
+Any one device may be stolen and reprogrammed, so nothing a device sends may cost the others:
+topics name a valid device id (linerec.ids) and a recording id of that device; an event
+number far beyond the device's last in order, an oversized message or recording, too many
+holes are refused (not stored; the device is told with a signed `rejected` ack where it could
+act on it); a whole upload that is not a recording of its device is quarantined, not stored
+and not acknowledged as stored. Every refusal is one log line naming device, topic and value.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import mmap
+import re
 import threading
 import time
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import paho.mqtt.client as mqtt
 from cryptography.exceptions import InvalidTag
 
 from linerec.collector.config import CollectorSettings
 from linerec.collector.sealed import open_event
-from linerec.collector.store import CollectorStore, Piece
+from linerec.collector.store import CollectorStore
+from linerec.collector.uploads import Piece, UploadRefused
+from linerec.ids import recording_id_problem, shown
 from linerec.mqttapi import (
     CHUNK,
     SHARE,
     ApiError,
     make_client,
     parse_topic,
+    shown_topic,
     sign,
     topic,
 )
-from linerec.store.reader import IntegrityError, decrypt, inspect
+from linerec.store.reader import OPEN, IntegrityError, inspect, read_metadata
 
 log = logging.getLogger(__name__)
 
 RETENTION_EVERY = 3600.0  # seconds between retention sweeps
+HOUSEKEEPING_EVERY = 60.0  # seconds between sweeps of unfinished uploads
 PROGRESS_EVERY = 8  # pieces between progress acks on a long upload
+MAX_EVENT_BYTES = 64 * 1024  # an event is a small JSON object; anything larger is refused
+_SHA256 = re.compile(r"[0-9a-f]{64}\Z")
+
+
+class NotARecording(ValueError):
+    """A whole upload that is not a recording of the device that sent it: why."""
 
 
 class Collector:
@@ -50,8 +70,8 @@ class Collector:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
-        self._clock = clock  # wall clock: arrival times, retention
-        self.store = CollectorStore(settings.data_dir, settings.database)
+        self._clock = clock  # wall clock: arrival times, retention, unfinished uploads
+        self.store = CollectorStore(settings.data_dir, settings.database, settings.limits)
         self._lock = threading.Lock()  # paho calls back on one thread; the CLI may read too
         self.ready = threading.Event()
         self.problems: list[str] = []
@@ -75,10 +95,15 @@ class Collector:
     def run(self, stop: threading.Event) -> None:
         """Until `stop`: receive, and sweep retention at start and every RETENTION_EVERY."""
         self.sweep()  # a collector that restarts often must still delete on time
+        self.housekeeping()
         self.start()
         try:
-            while not stop.wait(timeout=RETENTION_EVERY if self.settings.retention_days else None):
-                self.sweep()
+            next_sweep = self._clock() + RETENTION_EVERY
+            while not stop.wait(timeout=HOUSEKEEPING_EVERY):
+                self.housekeeping()
+                if self._clock() >= next_sweep:
+                    next_sweep = self._clock() + RETENTION_EVERY
+                    self.sweep()
         finally:
             self.stop()
 
@@ -89,6 +114,18 @@ class Collector:
         with self._lock:
             for gone in self.store.enforce_retention(self.settings.retention_days, self._clock()):
                 log.info("deleted %s: past retention", gone)
+
+    def housekeeping(self) -> list[str]:
+        """Drop uploads left unfinished for longer than the limit; returns 'device/id' of each."""
+        with self._lock:
+            gone = self.store.uploads.expire(self._clock())
+        for name in gone:
+            log.info(
+                "dropped the unfinished upload %s (no piece for %g s)",
+                name,
+                self.settings.limits.expire_after,
+            )
+        return gone
 
     def _on_connect(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any
@@ -110,35 +147,60 @@ class Collector:
         self.ready.set()  # subscribed: from now on nothing published is missed
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        where = shown_topic(message.topic)
         try:
             device, rest = parse_topic(message.topic)
             with self._lock:
                 if rest == ["event"]:
-                    self._event(device, message)
+                    self._event(device, where, bytes(message.payload))
                 elif len(rest) == 2 and rest[0] == "upload":
-                    self._piece(device, rest[1], message)
+                    self._piece(device, rest[1], where, message)
                 else:
-                    raise ApiError(f"{message.topic}: not a topic the collector reads")
+                    raise ApiError(f"{where}: not a topic the collector reads")
         except ApiError as exc:
             self._problem(str(exc))
         except Exception as exc:  # one bad message must not stop the collector
-            log.exception("while handling a message on %s", message.topic)
-            self._problem(f"{message.topic}: {exc}")
+            log.exception("while handling a message on %s", where)
+            self._problem(f"{where}: {exc}")
 
-    def _event(self, device: str, message: mqtt.MQTTMessage) -> None:
+    # -- events ------------------------------------------------------------------------------
+
+    def _event(self, device: str, where: str, payload: bytes) -> None:
+        if len(payload) > MAX_EVENT_BYTES:
+            raise ApiError(
+                f"{where}: an event of {len(payload)} bytes is over the limit of "
+                f"{MAX_EVENT_BYTES}: not stored"
+            )
         try:
-            body = json.loads(message.payload)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ApiError(f"{message.topic}: not JSON: {exc}") from exc
-        if not isinstance(body, dict) or not isinstance(body.get("seq"), int) or body["seq"] < 1:
-            raise ApiError(f"{message.topic}: an event needs a positive integer seq")
-        self.store.add_event(device, self._open_event(message.topic, body), self._clock())
-        gaps = self.store.gaps(device)
-        if gaps:
-            log.warning("device %s: events %s not received (yet)", device, gaps[:10])
-        self._ack(
-            device, {"kind": "events", "device": device, "upto": self.store.contiguous_seq(device)}
-        )
+            body = json.loads(payload)
+        except (ValueError, RecursionError) as exc:  # bad UTF-8 or JSON, a 5000-digit number
+            raise ApiError(f"{where}: not JSON: {exc}") from exc
+        seq = body.get("seq") if isinstance(body, dict) else None
+        if type(seq) is not int or seq < 1:  # not bool: True is an int to Python
+            raise ApiError(f"{where}: an event needs a positive integer seq")
+        upto = self.store.contiguous_seq(device)
+        window = self.settings.event_seq_window
+        if seq > upto + window:
+            reason = (
+                f"event seq {shown(str(seq), 24)} is more than {window} beyond the last in "
+                f"order ({upto}) ([collector] event_seq_window)"
+            )
+            self._problem(f"device {device}: {where}: {reason}: refused, not stored")
+            self._ack(
+                device,
+                {"kind": "rejected", "device": device, "seq": seq, "reason": reason},
+            )
+            return
+        self.store.add_event(device, self._open_event(where, body), self._clock())
+        upto = self.store.contiguous_seq(device)
+        if seq > upto:
+            runs = self.store.gaps(device)
+            log.warning(
+                "device %s: events %s not received (yet)",
+                device,
+                ", ".join(f"{first}..{last}" for first, last in runs),
+            )
+        self._ack(device, {"kind": "events", "device": device, "upto": upto})
 
     def _open_event(self, where: str, body: dict[str, Any]) -> dict[str, Any]:
         """The event with its sealed fields opened by this collector's key. One the key cannot
@@ -161,18 +223,30 @@ class Collector:
             )
             return body
 
-    def _piece(self, device: str, recording_id: str, message: mqtt.MQTTMessage) -> None:
+    # -- recordings --------------------------------------------------------------------------
+
+    def _piece(self, device: str, recording_id: str, where: str, message: mqtt.MQTTMessage) -> None:
         props = dict(getattr(message.properties, "UserProperty", []) or [])
         try:
             offset, size, digest = int(props["offset"]), int(props["size"]), str(props["sha256"])
         except (KeyError, ValueError) as exc:
             raise ApiError(
-                f"{message.topic}: upload needs offset, size and sha256 user properties"
+                f"{where}: upload needs offset, size and sha256 user properties"
             ) from exc
-        if not 0 <= offset <= size or offset + len(message.payload) > size:
+        payload = bytes(message.payload)
+        if not _SHA256.match(digest):
+            raise ApiError(f"{where}: sha256 {shown(digest, 70)} is not 64 lowercase hex digits")
+        if len(payload) > CHUNK:
             raise ApiError(
-                f"{message.topic}: piece at byte {offset} does not fit a file of {size} bytes"
+                f"{where}: a piece of {len(payload)} bytes is over the limit of {CHUNK}: not stored"
             )
+        if not 0 <= offset <= size or offset + len(payload) > size:
+            raise ApiError(f"{where}: piece at byte {offset} does not fit a file of {size} bytes")
+        problem = recording_id_problem(device, recording_id)
+        if problem:
+            raise ApiError(f"{where}: {problem}: not stored")
+        # Told (again) at most twice an upload: at its first and at its last piece.
+        tell = offset == 0 or offset + len(payload) == size
         stored = self.store.stored(device, recording_id)
         if stored is not None and stored[1] == digest:  # redelivered after we acked: ack again
             self._ack(
@@ -180,41 +254,41 @@ class Collector:
                 {"kind": "recording", "device": device, "id": recording_id, "sha256": digest},
             )
             return
-        if stored is not None or self.store.recording(recording_id) is not None:
-            raise ApiError(f"{message.topic}: {recording_id} is already stored with other content")
-        final = self.store.add_piece(
-            Piece(
-                device=device,
-                recording_id=recording_id,
-                offset=offset,
-                size=size,
-                sha256=digest,
-                data=bytes(message.payload),
-            )
-        )
-        if final is None:
-            received = self.store.received(device, recording_id)
-            lost = received == 0 and offset > 0  # what came before is gone (reset): start again
-            if lost or (received and (offset // CHUNK) % PROGRESS_EVERY == PROGRESS_EVERY - 1):
-                # Synced so far: after an outage the appliance resumes from here.
-                self._ack(
-                    device,
-                    {
-                        "kind": "progress",
-                        "device": device,
-                        "id": recording_id,
-                        "sha256": digest,
-                        "received": received,
-                    },
-                )
+        if stored is not None:
+            raise ApiError(f"{where}: {recording_id} is already stored with other content")
+        quarantined = self.store.quarantine_reason(device, recording_id, digest)
+        if quarantined is not None:
+            if tell:
+                self._reject(device, recording_id, digest, f"quarantined: {quarantined}")
             return
-        facts = self._facts(recording_id, final)
-        if "device" in facts and (facts["device"] != device or facts["id"] != recording_id):
-            self.store.forget(device, recording_id, final)
-            raise ApiError(
-                f"{message.topic}: the recording's header names {facts.get('device')!r}/"
-                f"{facts.get('id')!r}, not this topic's device and id: not stored"
+        try:
+            part = self.store.uploads.add(
+                Piece(
+                    device=device,
+                    recording_id=recording_id,
+                    offset=offset,
+                    size=size,
+                    sha256=digest,
+                    data=payload,
+                ),
+                self._clock(),
             )
+        except UploadRefused as exc:
+            self._problem(f"device {device}: {where}: {exc}: refused, not stored")
+            if tell:
+                self._reject(device, recording_id, digest, str(exc))
+            return
+        if part is None:
+            self._progress(device, recording_id, digest, offset)
+            return
+        try:
+            facts = self._facts(device, recording_id, part)
+        except NotARecording as exc:
+            self.store.quarantine(device, recording_id, digest, part, str(exc), self._clock())
+            self._problem(f"{where}: {exc}: not stored")
+            self._reject(device, recording_id, digest, f"quarantined: {exc}")
+            return
+        final = self.store.keep(device, recording_id, part)
         self._check_chain(device, recording_id, facts)
         self.store.index(device, recording_id, final, digest, facts, self._clock())
         log.info("recording %s from %s stored (%s)", recording_id, device, facts.get("state"))
@@ -222,37 +296,78 @@ class Collector:
             device, {"kind": "recording", "device": device, "id": recording_id, "sha256": digest}
         )
 
-    def _facts(self, recording_id: str, path: Path) -> dict[str, Any]:
+    def _progress(self, device: str, recording_id: str, digest: str, offset: int) -> None:
+        received = self.store.uploads.received(device, recording_id)
+        lost = received == 0 and offset > 0  # what came before is gone (reset): start again
+        if lost or (received and (offset // CHUNK) % PROGRESS_EVERY == PROGRESS_EVERY - 1):
+            if received:
+                self.store.uploads.sync(device, recording_id)  # synced before it is said
+            # After an outage the appliance resumes from here.
+            self._ack(
+                device,
+                {
+                    "kind": "progress",
+                    "device": device,
+                    "id": recording_id,
+                    "sha256": digest,
+                    "received": received,
+                },
+            )
+
+    def _facts(self, device: str, recording_id: str, part: Path) -> dict[str, Any]:
         """What the index keeps of a recording: from its header (no key needed) and, with the
-        collector's key, its metadata. One the key cannot open is kept, marked unreadable."""
-        sealed = self.store.read_recording(recording_id, path)
-        try:
-            inspected = inspect(sealed)
-        except IntegrityError as exc:
-            return {"state": f"damaged: {exc}"}
-        header = inspected.header
-        facts: dict[str, Any] = {
-            "device": header.get("device"),
-            "id": header.get("id"),
-            "prev": header.get("prev"),
-            "hash": inspected.header_hash.hex(),
-            "seq": header.get("seq"),
-            "line": header.get("line"),
-            "started_at": header.get("started_at"),
-            "clock_synchronized": header.get("clock_synchronized"),
-            "duration": round(inspected.duration, 3),
-            "state": inspected.state,
+        collector's key, its metadata. NotARecording if it is not a sealed recording of this
+        device under this id; one the key cannot open is kept, marked unreadable."""
+        if part.stat().st_size == 0:
+            raise NotARecording("damaged: an empty file")
+        with open(part, "rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+            # inspect() reads through slices and struct.unpack_from, which a map serves
+            # without the whole file being read into memory first.
+            try:
+                inspected = inspect(cast(bytes, mm))
+                header = inspected.header
+                duration = round(inspected.duration, 3)
+            except IntegrityError as exc:
+                raise NotARecording(f"damaged: {exc}") from exc
+            except (ValueError, TypeError, KeyError, ArithmeticError, AttributeError) as exc:
+                raise NotARecording(f"damaged: {type(exc).__name__}: {exc}") from exc
+            if inspected.state == OPEN:
+                raise NotARecording("not sealed: no trailer and no cut marker")
+            if header.get("device") != device or header.get("id") != recording_id:
+                raise NotARecording(
+                    f"the recording's header names {shown(str(header.get('device')))}/"
+                    f"{shown(str(header.get('id')))}, not this topic's device and id"
+                )
+            facts: dict[str, Any] = {
+                "device": device,
+                "id": recording_id,
+                "prev": header.get("prev"),
+                "hash": inspected.header_hash.hex(),
+                "seq": _header_field(header, "seq", int),
+                "line": _header_field(header, "line", str),
+                "started_at": _header_field(header, "started_at", str),
+                "clock_synchronized": header.get("clock_synchronized") is True,
+                "duration": duration,
+                "state": inspected.state,
+            }
+            try:
+                datetime.fromisoformat(facts["started_at"])
+            except ValueError as exc:
+                raise NotARecording(f"header field 'started_at' is not a time: {exc}") from exc
+            if not 0 < facts["seq"] < 2**53:
+                raise NotARecording(f"header field 'seq' is out of range ({facts['seq']})")
+            try:
+                metadata = read_metadata(inspected, self.settings.key)
+            except (IntegrityError, ValueError, TypeError, KeyError, AttributeError) as exc:
+                self._problem(
+                    f"{part.name}: stored, but this collector's key cannot open it: {exc}"
+                )
+                return {**facts, "state": f"unreadable: {exc}"}
+        numbers = {
+            name: value if isinstance(value := metadata.get(name), str) else None
+            for name in ("caller_number", "called_number")
         }
-        try:
-            metadata = decrypt(sealed, self.settings.key).metadata
-        except IntegrityError as exc:
-            self._problem(f"{path.name}: stored, but this collector's key cannot open it: {exc}")
-            return {**facts, "state": f"unreadable: {exc}"}
-        return {
-            **facts,
-            "caller_number": metadata.get("caller_number"),
-            "called_number": metadata.get("called_number"),
-        }
+        return {**facts, **numbers}
 
     def _check_chain(self, device: str, recording_id: str, facts: dict[str, Any]) -> None:
         """Each device's recordings form a chain (seq, previous header hash): say where not."""
@@ -262,6 +377,20 @@ class Collector:
         if problem:
             self._problem(f"device {device}: {recording_id}: {problem}")
 
+    def _reject(self, device: str, recording_id: str, digest: str, reason: str) -> None:
+        """Tell the device this content will not be stored (it keeps it; it should not send
+        it again unchanged)."""
+        self._ack(
+            device,
+            {
+                "kind": "rejected",
+                "device": device,
+                "id": recording_id,
+                "sha256": digest,
+                "reason": reason,
+            },
+        )
+
     def _ack(self, device: str, body: dict[str, Any]) -> None:
         self.client.publish(topic(device, "ack"), sign(self.settings.key.signing, body), qos=1)
 
@@ -269,3 +398,12 @@ class Collector:
         log.warning("%s", message)
         self.problems.append(message)
         del self.problems[:-100]
+
+
+def _header_field(header: dict[str, Any], name: str, kind: type) -> Any:
+    value = header.get(name)
+    if type(value) is not kind:
+        raise NotARecording(
+            f"header field {name!r} is not a {kind.__name__} (got {shown(repr(value), 40)})"
+        )
+    return value

@@ -3,7 +3,12 @@
     <data_dir>/recordings/<device>/<id>.lrec.vault    recordings, as sealed on the appliance, each
                                                      encrypted again under a key of its own
     <data_dir>/incoming/<device>/<id>.part      uploads under way (pieces written at their offset)
-    <database> (default <data_dir>/collector.db)
+    <data_dir>/quarantine/<device>/<id>.<sha>.bin   uploads that were whole but not a recording
+                                                     of that device: kept apart, with the reason
+    <database> (default <data_dir>/collector.db; schema and migrations in schema.py)
+
+A recording is named by its device and its id together, everywhere: in the tables, in the
+paths, and at the command line (`DEVICE/ID`, or an ID only one device has).
 
 Deleting a recording destroys its key (kept in the database, which `secure_delete` overwrites),
 so every copy of the file, backups included, is unreadable from then on: crypto-shredding.
@@ -25,78 +30,32 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import sqlite3
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from linerec.collector.schema import open_schema
+from linerec.collector.uploads import UploadLimits, Uploads
+from linerec.collector.vault import SUFFIX as VAULT_SUFFIX
+from linerec.collector.vault import read_vault, write_vault
+from linerec.ids import device_of
 
 if TYPE_CHECKING:
     from linerec.collector.search import RecordingQuery
 
-VAULT_MAGIC = b"LRVAULT1"
+log = logging.getLogger(__name__)
 _CALL_ENDS = ("hung_up", "missed_call", "notice_abandoned", "recording_sealed")
-VAULT_SUFFIX = ".lrec.vault"
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS events (
-    device TEXT NOT NULL, seq INTEGER NOT NULL, body TEXT NOT NULL, received_at REAL NOT NULL,
-    PRIMARY KEY (device, seq)
-);
-CREATE TABLE IF NOT EXISTS recordings (
-    id TEXT PRIMARY KEY, device TEXT NOT NULL, seq INTEGER, line TEXT, started_at TEXT,
-    duration REAL, state TEXT, caller_number TEXT, called_number TEXT, path TEXT NOT NULL,
-    sha256 TEXT NOT NULL, received_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS audit (
-    at REAL NOT NULL, who TEXT NOT NULL, action TEXT NOT NULL, recording TEXT, reason TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS command_counters (device TEXT PRIMARY KEY, counter INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS vault_keys (id TEXT PRIMARY KEY, key BLOB NOT NULL);
-CREATE TABLE IF NOT EXISTS holds (id TEXT PRIMARY KEY);
-CREATE TABLE IF NOT EXISTS deletions (
-    id TEXT NOT NULL, device TEXT NOT NULL, at REAL NOT NULL, reason TEXT NOT NULL,
-    prev TEXT NOT NULL, hash TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS chains (
-    device TEXT PRIMARY KEY, seq INTEGER NOT NULL, head TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS chain_links (
-    device TEXT NOT NULL, seq INTEGER NOT NULL, prev TEXT NOT NULL, head TEXT NOT NULL,
-    PRIMARY KEY (device, seq)
-);
-CREATE TABLE IF NOT EXISTS uploads (
-    device TEXT NOT NULL, id TEXT NOT NULL, size INTEGER NOT NULL, sha256 TEXT NOT NULL,
-    received TEXT NOT NULL, PRIMARY KEY (device, id)
-);
-"""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Piece:
-    device: str
-    recording_id: str
-    offset: int
-    size: int
-    sha256: str
-    data: bytes
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+QUARANTINE_KEEP = 20  # quarantined uploads kept per device (the oldest go first)
 
 
 class CollectorStore:
-    def __init__(self, data_dir: Path, database: Path) -> None:
+    def __init__(self, data_dir: Path, database: Path, limits: UploadLimits | None = None) -> None:
         self.data_dir = data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(database, check_same_thread=False, isolation_level=None)
@@ -105,28 +64,39 @@ class CollectorStore:
         self.db.execute(
             "PRAGMA secure_delete=ON"
         )  # a deleted key is overwritten, not just unlinked
-        self.db.executescript(SCHEMA)
-        columns = {row[1] for row in self.db.execute("PRAGMA table_info(recordings)")}
-        if "clock_synchronized" not in columns:  # added after the first schema
-            self.db.execute("ALTER TABLE recordings ADD COLUMN clock_synchronized INTEGER")
+        open_schema(self.db)
+        self.uploads = Uploads(self.db, data_dir / "incoming", limits or UploadLimits())
 
     # -- events ------------------------------------------------------------------------------
 
-    def add_event(self, device: str, body: dict[str, Any], received_at: float) -> None:
-        self.db.execute(
+    def add_event(self, device: str, body: dict[str, Any], received_at: float) -> bool:
+        """Store an event once (False if it was here already); moves the device's mark."""
+        seq = int(body["seq"])
+        added = self.db.execute(
             "INSERT OR IGNORE INTO events (device, seq, body, received_at) VALUES (?, ?, ?, ?)",
-            (device, int(body["seq"]), json.dumps(body, sort_keys=True), received_at),
-        )
+            (device, seq, json.dumps(body, sort_keys=True), received_at),
+        ).rowcount
+        upto = self.contiguous_seq(device)
+        if added and seq == upto + 1:
+            # Each step is one index lookup; each event is stepped over once in all.
+            while self.db.execute(
+                "SELECT 1 FROM events WHERE device = ? AND seq = ?", (device, upto + 1)
+            ).fetchone():
+                upto += 1
+            self.db.execute(
+                "INSERT OR REPLACE INTO event_marks (device, upto) VALUES (?, ?)", (device, upto)
+            )
         # Part of a call whose recording was deleted before this arrived: erase it now.
         row = self.db.execute(
             "SELECT e.id FROM (SELECT json_extract(body, '$.id') AS id FROM events "
             "WHERE device = ? AND seq >= ? AND json_extract(body, '$.line') IS ? "
             "AND json_extract(body, '$.event') = 'recording_sealed' ORDER BY seq LIMIT 1) AS e "
             "JOIN deletions AS d ON d.id = e.id AND d.device = ?",
-            (device, int(body["seq"]), body.get("line"), device),
+            (device, seq, body.get("line"), device),
         ).fetchone()
         if row is not None:
             self._erase(device, self._call_events(device, str(row[0])), str(row[0]))
+        return bool(added)
 
     def _call_events(self, device: str, recording_id: str) -> list[int]:
         """Sequence numbers of the events of the call `recording_id` recorded (see above)."""
@@ -187,25 +157,40 @@ class CollectorStore:
 
     def contiguous_seq(self, device: str) -> int:
         """The highest n such that events 1..n of `device` are all here."""
-        seqs = [
-            row[0]
-            for row in self.db.execute(
-                "SELECT seq FROM events WHERE device = ? ORDER BY seq", (device,)
-            )
-        ]
-        upto = 0
-        for seq in seqs:
-            if seq != upto + 1:
-                break
-            upto = seq
+        row = self.db.execute("SELECT upto FROM event_marks WHERE device = ?", (device,)).fetchone()
+        if row is not None:
+            return int(row[0])
+        # No mark yet (a database from before marks): find the first hole once.
+        first_missing = self.db.execute(
+            "SELECT MIN(seq) + 1 FROM events AS e WHERE device = ? AND NOT EXISTS "
+            "(SELECT 1 FROM events WHERE device = e.device AND seq = e.seq + 1)",
+            (device,),
+        ).fetchone()[0]
+        has_first = self.db.execute(
+            "SELECT 1 FROM events WHERE device = ? AND seq = 1", (device,)
+        ).fetchone()
+        upto = int(first_missing) - 1 if has_first and first_missing else 0
+        self.db.execute(
+            "INSERT OR REPLACE INTO event_marks (device, upto) VALUES (?, ?)", (device, upto)
+        )
         return upto
 
-    def gaps(self, device: str) -> list[int]:
-        """Sequence numbers missing below the highest one received."""
-        seqs = {
-            row[0] for row in self.db.execute("SELECT seq FROM events WHERE device = ?", (device,))
-        }
-        return [s for s in range(1, max(seqs, default=0)) if s not in seqs]
+    def gaps(self, device: str, limit: int = 10) -> list[tuple[int, int]]:
+        """The first `limit` runs of missing sequence numbers (first, last), above the mark and
+        below the highest received: ranges, never lists, so a far number costs nothing."""
+        upto = self.contiguous_seq(device)
+        rows = self.db.execute(
+            "SELECT seq FROM events WHERE device = ? AND seq > ? ORDER BY seq", (device, upto)
+        )
+        runs: list[tuple[int, int]] = []
+        expected = upto + 1
+        for (seq,) in rows:
+            if seq > expected:
+                runs.append((expected, seq - 1))
+                if len(runs) >= limit:
+                    break
+            expected = seq + 1
+        return runs
 
     # -- recordings ------------------------------------------------------------------------------
 
@@ -216,93 +201,125 @@ class CollectorStore:
         ).fetchone()
         return (str(row[0]), str(row[1])) if row else None
 
-    def add_piece(self, piece: Piece) -> Path | None:
-        """Write a piece; returns the final path once the recording is whole and synced."""
-        incoming = self.data_dir / "incoming" / piece.device
-        incoming.mkdir(parents=True, exist_ok=True)
-        part = incoming / f"{piece.recording_id}.part"
-        row = self.db.execute(
-            "SELECT size, sha256, received FROM uploads WHERE device = ? AND id = ?",
-            (piece.device, piece.recording_id),
-        ).fetchone()
-        if row is None or row[1] != piece.sha256 or row[0] != piece.size:
-            received: list[list[int]] = []  # a new upload (or new content): start afresh
-            part.unlink(missing_ok=True)
-        else:
-            received = json.loads(row[2])
-        fd = os.open(part, os.O_WRONLY | os.O_CREAT, 0o640)
-        try:
-            os.pwrite(fd, piece.data, piece.offset)
-        finally:
-            os.close(fd)
-        received = _merge(received, [piece.offset, piece.offset + len(piece.data)])
-        self.db.execute(
-            "INSERT OR REPLACE INTO uploads (device, id, size, sha256, received) "
-            "VALUES (?, ?, ?, ?, ?)",
-            (piece.device, piece.recording_id, piece.size, piece.sha256, json.dumps(received)),
-        )
-        if received != [[0, piece.size]]:
-            return None
-        data = part.read_bytes()
-        if hashlib.sha256(data).hexdigest() != piece.sha256:
-            part.unlink()  # corrupt in transit: have it sent again
-            self.db.execute(
-                "DELETE FROM uploads WHERE device = ? AND id = ?",
-                (piece.device, piece.recording_id),
-            )
-            return None
-        final_dir = self.data_dir / "recordings" / piece.device
+    def keep(self, device: str, recording_id: str, part: Path) -> Path:
+        """A whole, checked upload becomes a recording at rest under a key of its own."""
+        final_dir = self.data_dir / "recordings" / device
         final_dir.mkdir(parents=True, exist_ok=True)
-        final = final_dir / f"{piece.recording_id}{VAULT_SUFFIX}"
-        self._vault(piece.recording_id, data, final)
+        final = final_dir / f"{recording_id}{VAULT_SUFFIX}"
+        key = os.urandom(32)
+        write_vault(part, final, key, device, recording_id)
+        self.db.execute(
+            "INSERT OR REPLACE INTO vault_keys (device, id, key) VALUES (?, ?, ?)",
+            (device, recording_id, key),
+        )
         part.unlink()
         return final
 
-    # -- at rest: each recording under its own key, so deleting the key shreds every copy ----
-
-    def _vault(self, recording_id: str, data: bytes, path: Path) -> None:
-        key, nonce = os.urandom(32), os.urandom(12)
-        sealed = (
-            VAULT_MAGIC + nonce + ChaCha20Poly1305(key).encrypt(nonce, data, recording_id.encode())
-        )
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "wb") as file:
-            file.write(sealed)
-            file.flush()
-            os.fsync(file.fileno())
-        self.db.execute(
-            "INSERT OR REPLACE INTO vault_keys (id, key) VALUES (?, ?)", (recording_id, key)
-        )
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-
-    def read_recording(self, recording_id: str, path: Path) -> bytes:
+    def read_recording(self, recording_id: str, path: Path, device: str | None = None) -> bytes:
         """The recording as the appliance sealed it (ValueError once it has been deleted)."""
-        row = self.db.execute("SELECT key FROM vault_keys WHERE id = ?", (recording_id,)).fetchone()
-        if row is None:
-            raise ValueError(f"{recording_id}: its key is gone (deleted): no copy can be read")
-        blob = path.read_bytes()
-        if blob[: len(VAULT_MAGIC)] != VAULT_MAGIC:
-            raise ValueError(f"{path}: not a collector vault file")
-        nonce = blob[len(VAULT_MAGIC) : len(VAULT_MAGIC) + 12]
-        try:
-            return ChaCha20Poly1305(bytes(row[0])).decrypt(
-                nonce, blob[len(VAULT_MAGIC) + 12 :], recording_id.encode()
-            )
-        except InvalidTag as exc:
-            raise ValueError(f"{path}: altered at rest") from exc
+        return b"".join(self.open_recording(recording_id, path, device))
 
-    def delete(self, recording_id: str, reason: str) -> dict[str, Any]:
+    def open_recording(
+        self, recording_id: str, path: Path, device: str | None = None
+    ) -> Iterator[bytes]:
+        """The recording as the appliance sealed it, block by block (bounded memory)."""
+        if device is None:
+            rows = self.db.execute(
+                "SELECT device, key FROM vault_keys WHERE id = ?", (recording_id,)
+            ).fetchall()
+        else:
+            rows = self.db.execute(
+                "SELECT device, key FROM vault_keys WHERE device = ? AND id = ?",
+                (device, recording_id),
+            ).fetchall()
+        if not rows:
+            raise ValueError(f"{recording_id}: its key is gone (deleted): no copy can be read")
+        if len(rows) > 1:
+            raise ValueError(f"{recording_id}: several devices have this id: name the device")
+        return read_vault(path, bytes(rows[0][1]), str(rows[0][0]), recording_id)
+
+    # -- quarantine: whole uploads that are not a recording of their device ------------------
+
+    def quarantine(
+        self, device: str, recording_id: str, sha256: str, part: Path, reason: str, now: float
+    ) -> Path:
+        """Keep a whole upload apart from the recordings, with why; the oldest go beyond
+        QUARANTINE_KEEP per device, so a device cannot fill the disk this way."""
+        where = self.data_dir / "quarantine" / device
+        where.mkdir(parents=True, exist_ok=True)
+        kept = where / f"{recording_id}.{sha256[:16]}.bin"
+        size = part.stat().st_size
+        os.replace(part, kept)
+        self.db.execute(
+            "INSERT OR REPLACE INTO quarantine (device, id, sha256, size, reason, path, "
+            "received_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (device, recording_id, sha256, size, reason, str(kept), now),
+        )
+        self.uploads.drop(device, recording_id)
+        old = self.db.execute(
+            "SELECT id, sha256, path FROM quarantine WHERE device = ? "
+            "ORDER BY received_at DESC, rowid DESC LIMIT -1 OFFSET ?",
+            (device, QUARANTINE_KEEP),
+        ).fetchall()
+        for old_id, old_sha, old_path in old:
+            self.db.execute(
+                "DELETE FROM quarantine WHERE device = ? AND id = ? AND sha256 = ?",
+                (device, old_id, old_sha),
+            )
+            Path(old_path).unlink(missing_ok=True)
+        return kept
+
+    def quarantined(self, device: str | None = None) -> list[dict[str, Any]]:
+        cursor = self.db.execute(
+            "SELECT device, id, sha256, size, reason, path, received_at FROM quarantine "
+            "WHERE ? IS NULL OR device = ? ORDER BY received_at, device, id",
+            (device, device),
+        )
+        names = [c[0] for c in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor]
+
+    def quarantine_reason(self, device: str, recording_id: str, sha256: str) -> str | None:
+        row = self.db.execute(
+            "SELECT reason FROM quarantine WHERE device = ? AND id = ? AND sha256 = ?",
+            (device, recording_id, sha256),
+        ).fetchone()
+        return None if row is None else str(row[0])
+
+    # -- finding a recording from the command line -------------------------------------------
+
+    def find(self, reference: str, device: str | None = None) -> dict[str, Any]:
+        """The one recording `reference` names: `DEVICE/ID`, an ID with `device`, or an ID
+        that only one device has. KeyError saying what is wrong otherwise."""
+        device, recording_id = split_reference(reference, device)
+        rows = [
+            r
+            for r in self._recordings("WHERE id = ?", (recording_id,))
+            if device is None or r["device"] == device
+        ]
+        if not rows:
+            where = f" from device {device!r}" if device else ""
+            raise KeyError(f"no recording {recording_id!r}{where} at this collector")
+        if len(rows) > 1:
+            devices = ", ".join(r["device"] for r in rows)
+            raise KeyError(
+                f"{recording_id!r} is the id of a recording from several devices ({devices}): "
+                "say which, as DEVICE/ID or with --device"
+            )
+        return rows[0]
+
+    def delete(self, recording_id: str, reason: str, device: str | None = None) -> dict[str, Any]:
         """Crypto-shred a recording: its key goes, then its file; the deletion log grows."""
-        row = self.recording(recording_id)
-        if row is None:
-            raise KeyError(f"no recording {recording_id!r} at this collector")
-        if self.db.execute("SELECT 1 FROM holds WHERE id = ?", (recording_id,)).fetchone():
-            raise PermissionError(f"{recording_id} is on legal hold")
+        row = self.find(recording_id, device)
+        recording_id, device = row["id"], row["device"]
+        if self.is_held(device, recording_id):
+            raise PermissionError(f"{device}/{recording_id} is on legal hold")
         self.db.execute("BEGIN IMMEDIATE")  # key gone and deletion logged together, or neither
-        self.db.execute("DELETE FROM vault_keys WHERE id = ?", (recording_id,))
-        self.db.execute("DELETE FROM recordings WHERE id = ?", (recording_id,))
-        device = row["device"]
+        self.db.execute(
+            "DELETE FROM vault_keys WHERE device = ? AND id = ?", (device, recording_id)
+        )
+        self.db.execute(
+            "DELETE FROM recordings WHERE device = ? AND id = ?", (device, recording_id)
+        )
         self._erase(device, self._call_events(device, recording_id), recording_id)
         previous = self.db.execute(
             "SELECT hash FROM deletions ORDER BY rowid DESC LIMIT 1"
@@ -325,11 +342,36 @@ class CollectorStore:
         self._shred_free_pages()  # no old page keeps the key or a number around
         return {**entry, "hash": digest}
 
-    def hold(self, recording_id: str, held: bool) -> None:
+    def hold(self, recording_id: str, held: bool, device: str | None = None) -> str:
+        """Put on (or lift) a legal hold; returns `DEVICE/ID`. A recording not here yet may be
+        held too: its device is the one named, or the one its id begins with."""
+        try:
+            row = self.find(recording_id, device)
+            device, recording_id = row["device"], row["id"]
+        except KeyError:
+            device, recording_id = split_reference(recording_id, device)
+            device = device or device_of(recording_id)
+            if (
+                device is None
+                or self.db.execute(
+                    "SELECT 1 FROM recordings WHERE id = ?", (recording_id,)
+                ).fetchone()
+            ):
+                raise
         if held:
-            self.db.execute("INSERT OR IGNORE INTO holds (id) VALUES (?)", (recording_id,))
+            self.db.execute(
+                "INSERT OR IGNORE INTO holds (device, id) VALUES (?, ?)", (device, recording_id)
+            )
         else:
-            self.db.execute("DELETE FROM holds WHERE id = ?", (recording_id,))
+            self.db.execute("DELETE FROM holds WHERE device = ? AND id = ?", (device, recording_id))
+        return f"{device}/{recording_id}"
+
+    def is_held(self, device: str, recording_id: str) -> bool:
+        return bool(
+            self.db.execute(
+                "SELECT 1 FROM holds WHERE device = ? AND id = ?", (device, recording_id)
+            ).fetchone()
+        )
 
     def enforce_retention(self, days: float, now: float | None = None) -> list[str]:
         """Delete what is older than `days`, unless on hold, with its call's events; erase
@@ -343,17 +385,17 @@ class CollectorStore:
         limit = (now if now is not None else time.time()) - days * 86400
         gone = []
         rows = self.db.execute(
-            "SELECT id, started_at, clock_synchronized, received_at FROM recordings "
+            "SELECT device, id, started_at, clock_synchronized, received_at FROM recordings "
             "ORDER BY device, seq"
         ).fetchall()
-        for recording_id, started, synchronized, received_at in rows:
+        for device, recording_id, started, synchronized, received_at in rows:
             if synchronized and started:
                 aged_from = datetime.fromisoformat(started).timestamp()
             else:
                 aged_from = float(received_at)
             if aged_from < limit:
                 try:
-                    self.delete(recording_id, f"retention: older than {days:g} days")
+                    self.delete(recording_id, f"retention: older than {days:g} days", device)
                     gone.append(recording_id)
                 except PermissionError:
                     continue
@@ -392,25 +434,6 @@ class CollectorStore:
         )
         names = [c[0] for c in cursor.description]
         return [dict(zip(names, row, strict=True)) for row in cursor]
-
-    def forget(self, device: str, recording_id: str, path: Path) -> None:
-        """Drop an upload that must not be kept (its file and key; nothing was indexed)."""
-        self.db.execute("DELETE FROM vault_keys WHERE id = ?", (recording_id,))
-        self.db.execute("DELETE FROM uploads WHERE device = ? AND id = ?", (device, recording_id))
-        path.unlink(missing_ok=True)
-
-    def received(self, device: str, recording_id: str) -> int:
-        """Bytes of an upload received from its start without a hole, and synced."""
-        row = self.db.execute(
-            "SELECT received FROM uploads WHERE device = ? AND id = ?", (device, recording_id)
-        ).fetchone()
-        ranges = json.loads(row[0]) if row else []
-        if not ranges or ranges[0][0] != 0:
-            return 0
-        part = self.data_dir / "incoming" / device / f"{recording_id}.part"
-        with open(part, "rb+") as file:
-            os.fsync(file.fileno())
-        return int(ranges[0][1])
 
     def follow_chain(self, device: str, seq: object, prev: object, head: object) -> str:
         """Link one recording into its device's chain; '' if it fits, else what is wrong.
@@ -465,12 +488,12 @@ class CollectorStore:
         received_at: float,
     ) -> None:
         self.db.execute(
-            "INSERT OR REPLACE INTO recordings (id, device, seq, line, started_at, duration, "
+            "INSERT OR REPLACE INTO recordings (device, id, seq, line, started_at, duration, "
             "state, caller_number, called_number, path, sha256, received_at, clock_synchronized) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
-                recording_id,
                 device,
+                recording_id,
                 facts.get("seq"),
                 facts.get("line"),
                 facts.get("started_at"),
@@ -484,12 +507,16 @@ class CollectorStore:
                 bool(facts.get("clock_synchronized")),
             ),
         )
-        self.db.execute("DELETE FROM uploads WHERE device = ? AND id = ?", (device, recording_id))
+        self.uploads.drop(device, recording_id)
 
     def recordings(self) -> list[dict[str, Any]]:
+        return self._recordings("", ())
+
+    def _recordings(self, where: str, parameters: tuple[object, ...]) -> list[dict[str, Any]]:
         cursor = self.db.execute(
             "SELECT id, device, line, started_at, duration, state, caller_number, "
-            "called_number, path FROM recordings ORDER BY device, seq"
+            f"called_number, path FROM recordings {where} ORDER BY device, seq, id",
+            parameters,
         )
         names = [c[0] for c in cursor.description]
         return [dict(zip(names, row, strict=True)) for row in cursor]
@@ -555,15 +582,19 @@ class CollectorStore:
 
         catalog(self.db, device, recording_id, metadata)
 
-    def recording(self, recording_id: str) -> dict[str, Any] | None:
-        return next((r for r in self.recordings() if r["id"] == recording_id), None)
+    def recording(self, recording_id: str, device: str | None = None) -> dict[str, Any] | None:
+        """Like `find`, None if there is no such recording (KeyError if it is ambiguous)."""
+        try:
+            return self.find(recording_id, device)
+        except KeyError:
+            if self._recordings("WHERE id = ?", (recording_id.rpartition("/")[2],)):
+                raise
+            return None
 
 
-def _merge(ranges: list[list[int]], new: list[int]) -> list[list[int]]:
-    merged: list[list[int]] = []
-    for start, end in sorted([*ranges, new]):
-        if merged and start <= merged[-1][1]:
-            merged[-1][1] = max(merged[-1][1], end)
-        else:
-            merged.append([start, end])
-    return merged
+def split_reference(reference: str, device: str | None) -> tuple[str | None, str]:
+    """(device or None, id) of `DEVICE/ID` or `ID` (KeyError if the two devices differ)."""
+    named, slash, recording_id = reference.rpartition("/")
+    if slash and device is not None and named != device:
+        raise KeyError(f"{reference!r} names device {named!r}, not {device!r}")
+    return (named if slash else device), recording_id

@@ -179,6 +179,36 @@ def decrypt(data: bytes, key: CollectorPrivate) -> Decrypted:
             f"byte {end}: the recording stops with no trailer and no cut marker "
             "(truncated, or not yet recovered after a power loss)"
         )
+    file_key = _file_key(inspected, key)
+    aead = ChaCha20Poly1305(file_key)
+    codec = Codec(inspected.header["codec"])
+    parts = []
+    for index, record in enumerate(inspected.chunks):
+        final = bool(record.flags & FINAL)
+        try:
+            parts.append(
+                aead.decrypt(
+                    chunk_nonce(index),
+                    record.body[4:],
+                    chunk_aad(inspected.header_hash, index, final),
+                )
+            )
+        except InvalidTag as exc:
+            raise IntegrityError(
+                f"chunk {index} at byte {record.offset}: failed authentication "
+                "(altered, or from another recording)"
+            ) from exc
+    metadata = _metadata(inspected, file_key)
+    samples = decode(codec, b"".join(parts))
+    return Decrypted(inspected=inspected, samples=samples, metadata=metadata)
+
+
+def read_metadata(inspected: Inspected, key: CollectorPrivate) -> dict[str, Any]:
+    """Only the call metadata, without decrypting the audio (memory does not grow with it)."""
+    return _metadata(inspected, _file_key(inspected, key))
+
+
+def _file_key(inspected: Inspected, key: CollectorPrivate) -> bytes:
     header = inspected.header
     recipients = {r.get("kid"): r for r in header.get("recipients", [])}
     entry = recipients.get(key.kid)
@@ -199,24 +229,10 @@ def decrypt(data: bytes, key: CollectorPrivate) -> Decrypted:
         raise IntegrityError(
             f"key {key.path}: cannot unwrap the recording key (wrong key)"
         ) from exc
-    aead = ChaCha20Poly1305(file_key)
-    codec = Codec(header["codec"])
-    parts = []
-    for index, record in enumerate(inspected.chunks):
-        final = bool(record.flags & FINAL)
-        try:
-            parts.append(
-                aead.decrypt(
-                    chunk_nonce(index),
-                    record.body[4:],
-                    chunk_aad(inspected.header_hash, index, final),
-                )
-            )
-        except InvalidTag as exc:
-            raise IntegrityError(
-                f"chunk {index} at byte {record.offset}: failed authentication "
-                "(altered, or from another recording)"
-            ) from exc
+    return file_key
+
+
+def _metadata(inspected: Inspected, file_key: bytes) -> dict[str, Any]:
     metadata: dict[str, Any] = {}
     if inspected.metadata_record is not None:
         record = inspected.metadata_record
@@ -227,5 +243,4 @@ def decrypt(data: bytes, key: CollectorPrivate) -> Decrypted:
                 f"metadata at byte {record.offset}: failed authentication"
             ) from exc
         metadata = parse_json(Record(RecordType.METADATA, 0, plain, record.offset))
-    samples = decode(codec, b"".join(parts))
-    return Decrypted(inspected=inspected, samples=samples, metadata=metadata)
+    return metadata

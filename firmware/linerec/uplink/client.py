@@ -82,6 +82,7 @@ class Uplink:
         self._connected = threading.Event()
         self._session = 0  # bumped on every connect: what was sent before must go again
         self._sent: dict[str, float] = {}  # what went in this session, and when
+        self._rejected: dict[str, str] = {}  # recording id -> sha256 the collector refused
         self._unacked = 0  # QoS 1 publishes the broker has not PUBACKed (under _wake)
         self._chunk = CHUNK
         self._connection = self._load_counter()
@@ -239,6 +240,15 @@ class Uplink:
                 self.outbox.acknowledge(ack["upto"])
             elif ack.get("kind") == "progress" and isinstance(ack.get("received"), int):
                 self._save_progress(str(ack.get("id")), str(ack.get("sha256")), ack["received"])
+            elif ack.get("kind") == "rejected":
+                # The collector will not store this (docs/mqtt-api.md, "Refusals"): it stays
+                # on the card, unacknowledged, and is not sent again unchanged by this process.
+                if isinstance(ack.get("id"), str):
+                    self._rejected[ack["id"]] = str(ack.get("sha256"))
+                raise ApiError(
+                    f"{where}: the collector refused "
+                    f"{ack.get('id') or 'event ' + str(ack.get('seq'))}: {ack.get('reason')}"
+                )
             elif ack.get("kind") == "recording" and isinstance(ack.get("id"), str):
                 entry = self.ring.entries.get(ack["id"])
                 if entry is not None and ack.get("sha256") == _sha256(entry.path):
@@ -277,6 +287,8 @@ class Uplink:
             if self._due(key) and self._publish(topic(self._device, "event"), payload):
                 self._sent[key] = time.monotonic()
         for entry in self.ring.sealed():
+            if entry.id in self._rejected:
+                continue
             key = f"{session}:recording:{entry.id}"
             if self._due(key) and self._upload(entry.id, entry.path):
                 self._sent[key] = time.monotonic()

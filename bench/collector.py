@@ -1,0 +1,214 @@
+"""Benchmark of what one device's upload costs the collector: prints figures, asserts nothing.
+
+    .venv/bin/python bench/collector.py [--mib 200] [--holes 1000,10000,30000]
+
+1. Peak memory: a real sealed recording of about MIB MiB is uploaded in 32 KiB pieces to a
+   collector running as its own process (`linerec collector run`) on a real mosquitto; its
+   peak resident memory (VmHWM) once the recording is acknowledged.
+2. Cost of a piece when an upload already has H holes (one-byte pieces two bytes apart), in
+   the collector's store on SQLite: mean over 200 more such pieces.
+
+Run against another checkout (PYTHONPATH=<checkout>/firmware) for a before/after comparison;
+it uses only the wire and the store's piece entry point, whichever that checkout has.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
+from broker import Mosquitto
+from linerec.codec import RATE
+from linerec.store.base import RecordingInfo
+from linerec.store.keys import keygen, load_or_create_identity, load_public
+from linerec.store.ring import RingStore
+
+PIECE = 32 * 1024
+DEVICE = "bench"
+
+
+def big_recording(root: Path, mib: int) -> Path:
+    ring = RingStore(
+        root / "ring",
+        recipients=[load_public(root / "keys" / "collector.pub")],
+        identity=load_or_create_identity(root / "identity.key"),
+        device_id=DEVICE,
+        capacity=4 * mib * 1024 * 1024,
+    )
+    writer = ring.begin(
+        RecordingInfo(
+            device_id=DEVICE,
+            line="line1",
+            label="",
+            direction="inbound",
+            consent="notice",
+            started_at=datetime.now(UTC),
+            clock_synchronized=True,
+        )
+    )
+    minute = (np.random.default_rng(0).normal(0, 3000, RATE * 60)).astype(np.int16)
+    for _ in range(mib * 1024 * 1024 // (RATE * 60) + 1):  # µ-law: one byte a sample
+        writer.write(minute)
+    return writer.seal(ended_by="hang-up").path
+
+
+def peak_rss(root: Path, mib: int) -> tuple[int, float, int]:
+    path = big_recording(root, mib)
+    data = path.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    broker = Mosquitto(root).start()
+    config = root / "collector.toml"
+    limits = ""
+    try:
+        import linerec.collector.uploads  # noqa: F401  (a checkout with upload limits)
+
+        limits = f"max_recording_bytes = {len(data) + 1}\n"
+    except ImportError:
+        pass
+    config.write_text(
+        f'[collector]\nbroker = "{broker.url}"\nallow_plaintext = true\ndata_dir = "central"\n'
+        f'key = "keys/collector.key"\n{limits}'
+    )
+    collector = subprocess.Popen(
+        [sys.executable, "-m", "linerec.cli", "collector", "run", "--config", str(config)],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    acked = threading.Event()
+    client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    client.on_message = lambda c, u, m: (
+        acked.set() if json.loads(m.payload).get("kind") == "recording" else None
+    )
+    try:
+        client.connect("127.0.0.1", broker.port)
+        client.subscribe(f"linerec/v1/{DEVICE}/ack", qos=1)
+        client.loop_start()
+        time.sleep(1.5)  # the collector subscribes (a benchmark, not a test)
+        name = f"linerec/v1/{DEVICE}/upload/{path.stem}"
+        start = time.perf_counter()
+        for offset in range(0, len(data), PIECE):
+            properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            properties.UserProperty = [
+                ("offset", str(offset)),
+                ("size", str(len(data))),
+                ("sha256", digest),
+            ]
+            info = client.publish(name, data[offset : offset + PIECE], 1, properties=properties)
+            if offset // PIECE % 64 == 63:
+                info.wait_for_publish(30)
+        ok = acked.wait(600)
+        elapsed = time.perf_counter() - start
+        status = Path(f"/proc/{collector.pid}/status").read_text()
+        hwm = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM"))
+        if not ok:
+            raise SystemExit("the collector did not acknowledge the upload")
+        return hwm * 1024, elapsed, len(data)
+    finally:
+        client.loop_stop()
+        collector.terminate()
+        collector.wait(30)
+        broker.stop()
+
+
+def piece_cost(root: Path, holes: int, pieces: int = 200) -> float:
+    from linerec.collector import store as collector_store
+
+    size = 4 * (holes + pieces) + 16
+    uploads = getattr(collector_store, "Uploads", None)
+    if uploads is not None:  # ranges one row each
+        from linerec.collector.uploads import Piece, UploadLimits
+
+        db = root / f"holes-{holes}.db"
+        store = collector_store.CollectorStore(
+            root / f"data-{holes}", db, UploadLimits(max_holes=10 * (holes + pieces))
+        )
+        rid = f"{DEVICE}-00000001-20260101T120000Z-line1"
+        store.db.execute(
+            "INSERT INTO uploads (device, id, size, sha256, ranges, touched_at) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (DEVICE, rid, size, "0" * 64, holes, time.time()),
+        )
+        store.db.executemany(
+            "INSERT INTO upload_ranges (device, id, start, end) VALUES (?, ?, ?, ?)",
+            [(DEVICE, rid, 2 + 2 * i, 3 + 2 * i) for i in range(holes)],
+        )
+
+        def add(offset: int) -> None:
+            store.uploads.add(
+                Piece(
+                    device=DEVICE,
+                    recording_id=rid,
+                    offset=offset,
+                    size=size,
+                    sha256="0" * 64,
+                    data=b"x",
+                ),
+                time.time(),
+            )
+    else:  # the received ranges as one JSON list
+        Piece = collector_store.Piece  # type: ignore[attr-defined]
+        store = collector_store.CollectorStore(root / f"data-{holes}", root / f"holes-{holes}.db")
+        rid = "x"
+        received = json.dumps([[2 + 2 * i, 3 + 2 * i] for i in range(holes)])
+        store.db.execute(
+            "INSERT INTO uploads (device, id, size, sha256, received) VALUES (?, ?, ?, ?, ?)",
+            (DEVICE, rid, size, "0" * 64, received),
+        )
+        (root / f"data-{holes}" / "incoming" / DEVICE).mkdir(parents=True)
+
+        def add(offset: int) -> None:
+            store.add_piece(  # type: ignore[attr-defined]
+                Piece(
+                    device=DEVICE,
+                    recording_id=rid,
+                    offset=offset,
+                    size=size,
+                    sha256="0" * 64,
+                    data=b"x",
+                )
+            )
+
+    start = time.perf_counter()
+    for i in range(pieces):
+        add(2 + 2 * (holes + i))
+    return (time.perf_counter() - start) / pieces
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mib", type=int, default=200)
+    parser.add_argument("--holes", default="1000,10000,30000")
+    args = parser.parse_args()
+    import logging
+
+    logging.getLogger("linerec").setLevel(logging.ERROR)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        keygen(root / "keys")
+        for holes in (int(h) for h in args.holes.split(",")):
+            cost = piece_cost(root, holes)
+            print(f"one-byte piece into an upload with {holes} holes: {cost * 1000:.2f} ms")
+        hwm, elapsed, size = peak_rss(root, args.mib)
+        print(
+            f"upload of a {size / 2**20:.0f} MiB recording: collector peak RSS "
+            f"{hwm / 2**20:.0f} MiB, acknowledged after {elapsed:.1f} s"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,218 @@
+"""Uploads under way at the collector: pieces written at their offset into
+`<incoming>/<device>/<id>.part`, what has arrived kept as merged byte ranges, one row each.
+
+Every cost here is bounded whatever a device sends: the size of a recording, the uploads one
+device may have open (the least recently active one gives way), the separate ranges (holes)
+one upload may have, and how long an upload may sit unfinished. Adding a piece looks at the
+range just before it and those it overlaps (an index seek), so its cost does not grow with the
+holes; a finished file is hashed as a stream, never read whole.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+
+from linerec.codec import RATE
+from linerec.store.format import BLOCK, CHUNK_AUDIO_BYTES, MAX_BODY
+
+log = logging.getLogger(__name__)
+
+LONGEST_CALL = 4 * 3600  # seconds: the call the default size limit is made for
+BYTES_PER_SECOND = RATE  # G.711 (the default codec): one byte a sample at 8 kHz
+# Audio chunks of a 4-hour G.711 call, plus room for header, metadata and trailer records.
+DEFAULT_MAX_RECORDING_BYTES = -(-LONGEST_CALL * BYTES_PER_SECOND // CHUNK_AUDIO_BYTES) * BLOCK + (
+    4 * MAX_BODY
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UploadLimits:
+    max_bytes: int = DEFAULT_MAX_RECORDING_BYTES  # of one recording (about 120 MB)
+    max_open: int = 4  # uploads one device may have under way
+    max_holes: int = 1024  # gaps between the received ranges of one upload
+    expire_after: float = 86400.0  # seconds without a piece before an upload is dropped
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Piece:
+    device: str
+    recording_id: str
+    offset: int
+    size: int
+    sha256: str
+    data: bytes
+
+
+class UploadRefused(ValueError):
+    """A piece this collector will not keep; says which limit and its value."""
+
+
+class Uploads:
+    def __init__(self, db: sqlite3.Connection, incoming: Path, limits: UploadLimits) -> None:
+        self.db = db
+        self.incoming = incoming
+        self.limits = limits
+
+    def part(self, device: str, recording_id: str) -> Path:
+        return self.incoming / device / f"{recording_id}.part"
+
+    def add(self, piece: Piece, now: float) -> Path | None:
+        """Write a piece; the part file once the upload is whole and its SHA-256 matches."""
+        limits = self.limits
+        if piece.size > limits.max_bytes:
+            raise UploadRefused(
+                f"a recording of {piece.size} bytes is over this collector's limit of "
+                f"{limits.max_bytes} bytes ([collector] max_recording_bytes)"
+            )
+        device, recording_id = piece.device, piece.recording_id
+        row = self.db.execute(
+            "SELECT size, sha256, ranges FROM uploads WHERE device = ? AND id = ?",
+            (device, recording_id),
+        ).fetchone()
+        fresh = row is None or row[0] != piece.size or row[1] != piece.sha256
+        if fresh:
+            if row is not None:  # new content under the same id: start afresh
+                self.drop(device, recording_id)
+            self._make_room(device)
+        count = 0 if fresh else int(row[2])
+        start, end = piece.offset, piece.offset + len(piece.data)
+        absorbed: list[tuple[int, int]] = []
+        if end > start:
+            before = self.db.execute(
+                "SELECT start, end FROM upload_ranges WHERE device = ? AND id = ? AND start < ? "
+                "ORDER BY start DESC LIMIT 1",
+                (device, recording_id, start),
+            ).fetchone()
+            if before is not None and before[1] >= start:
+                start = int(before[0])
+            absorbed = self.db.execute(
+                "SELECT start, end FROM upload_ranges WHERE device = ? AND id = ? "
+                "AND start >= ? AND start <= ?",
+                (device, recording_id, start, end),
+            ).fetchall()
+            end = max([end, *(int(b) for _, b in absorbed)])
+            count += 1 - len(absorbed)
+            if count - 1 > limits.max_holes:
+                raise UploadRefused(
+                    f"byte {piece.offset}: the upload would have more than {limits.max_holes} "
+                    "holes between the pieces received ([collector] max_upload_holes)"
+                )
+        part = self.part(device, recording_id)
+        part.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(part, os.O_WRONLY | os.O_CREAT, 0o640)
+        try:
+            os.pwrite(fd, piece.data, piece.offset)
+        finally:
+            os.close(fd)
+        self.db.execute("BEGIN IMMEDIATE")
+        self.db.execute(
+            "INSERT OR REPLACE INTO uploads (device, id, size, sha256, ranges, touched_at) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (device, recording_id, piece.size, piece.sha256, count, now),
+        )
+        if piece.data:
+            self.db.execute(
+                "DELETE FROM upload_ranges WHERE device = ? AND id = ? "
+                "AND start >= ? AND start <= ?",
+                (device, recording_id, start, piece.offset + len(piece.data)),
+            )
+            self.db.execute(
+                "INSERT INTO upload_ranges (device, id, start, end) VALUES (?, ?, ?, ?)",
+                (device, recording_id, start, end),
+            )
+        self.db.execute("COMMIT")
+        whole = count == 1 and self.received(device, recording_id) == piece.size
+        if not whole and piece.size > 0:
+            return None
+        if _sha256(part) != piece.sha256:
+            log.warning(
+                "device %s: upload %s is whole but its SHA-256 differs: dropped, to be sent again",
+                device,
+                recording_id,
+            )
+            self.drop(device, recording_id)
+            return None
+        return part
+
+    def received(self, device: str, recording_id: str) -> int:
+        """Bytes of an upload received from its start without a hole."""
+        row = self.db.execute(
+            "SELECT end FROM upload_ranges WHERE device = ? AND id = ? AND start = 0",
+            (device, recording_id),
+        ).fetchone()
+        return int(row[0]) if row else 0
+
+    def sync(self, device: str, recording_id: str) -> None:
+        """What has been written of an upload is on the disk (before saying so)."""
+        with open(self.part(device, recording_id), "rb+") as file:
+            os.fsync(file.fileno())
+
+    def drop(self, device: str, recording_id: str) -> None:
+        """Forget an upload: its ranges, its row, its part file."""
+        self.db.execute("BEGIN IMMEDIATE")
+        self.db.execute(
+            "DELETE FROM upload_ranges WHERE device = ? AND id = ?", (device, recording_id)
+        )
+        self.db.execute("DELETE FROM uploads WHERE device = ? AND id = ?", (device, recording_id))
+        self.db.execute("COMMIT")
+        self.part(device, recording_id).unlink(missing_ok=True)
+
+    def under_way(self) -> list[dict[str, object]]:
+        cursor = self.db.execute(
+            "SELECT device, id, size, ranges, touched_at FROM uploads ORDER BY device, id"
+        )
+        names = [c[0] for c in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor]
+
+    def expire(self, now: float) -> list[str]:
+        """Drop uploads with no piece for `expire_after` seconds, and part files no upload
+        owns (left by a crash); returns 'device/id' of each dropped."""
+        gone = []
+        limit = now - self.limits.expire_after
+        for device, recording_id in self.db.execute(
+            "SELECT device, id FROM uploads WHERE touched_at < ?", (limit,)
+        ).fetchall():
+            self.drop(device, recording_id)
+            gone.append(f"{device}/{recording_id}")
+        owned = {
+            self.part(device, recording_id)
+            for device, recording_id in self.db.execute("SELECT device, id FROM uploads")
+        }
+        for stray in self.incoming.glob("*/*"):
+            if stray not in owned and stray.is_file():
+                stray.unlink()
+                gone.append(f"{stray.parent.name}/{stray.name}")
+        for directory in self.incoming.glob("*"):
+            if directory.is_dir() and not any(directory.iterdir()):
+                directory.rmdir()
+        return gone
+
+    def _make_room(self, device: str) -> None:
+        """Before a new upload: if the device has `max_open` under way, the one that has been
+        quiet longest gives way (an appliance sends one at a time; the rest are leftovers)."""
+        rows = self.db.execute(
+            "SELECT id FROM uploads WHERE device = ? ORDER BY touched_at, id", (device,)
+        ).fetchall()
+        for (recording_id,) in rows[: max(len(rows) - self.limits.max_open + 1, 0)]:
+            log.warning(
+                "device %s: %d uploads under way (limit %d, [collector] max_open_uploads): "
+                "dropped the quietest, %s",
+                device,
+                len(rows),
+                self.limits.max_open,
+                recording_id,
+            )
+            self.drop(device, recording_id)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        while block := file.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
