@@ -28,6 +28,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from linerec.broker import Broker
 from linerec.errors import LinerecError
 from linerec.ids import device_id_problem, shown
+from linerec.store.format import json_body
 
 PREFIX = "linerec/v1"
 SHARE = "$share/linerec-collectors"
@@ -59,10 +60,6 @@ def shown_topic(name: str) -> str:
     return name if name.isascii() and name.isprintable() and len(name) <= 200 else shown(name, 200)
 
 
-def canonical(value: dict[str, Any]) -> bytes:
-    return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
-
-
 # An event's clear envelope: what routing, ordering and acks need. Every other field of an
 # event travels sealed to the collector's keys (docs/mqtt-api.md, "Sealed fields").
 EVENT_ENVELOPE = ("seq", "device", "at", "t", "event", "line")
@@ -70,13 +67,13 @@ EVENT_ENVELOPE = ("seq", "device", "at", "t", "event", "line")
 
 def event_envelope(body: dict[str, Any]) -> bytes:
     """The canonical JSON of an event's clear envelope: the AAD its sealed fields are bound to."""
-    return canonical({key: body[key] for key in EVENT_ENVELOPE if key in body})
+    return json_body({key: body[key] for key in EVENT_ENVELOPE if key in body})
 
 
 def sign(key: Ed25519PrivateKey, body: dict[str, Any]) -> bytes:
     unsigned = {k: v for k, v in body.items() if k != "sig"}
-    signature = key.sign(b"linerec-ack-v1" + canonical(unsigned))
-    return canonical({**unsigned, "sig": base64.b64encode(signature).decode()})
+    signature = key.sign(b"linerec-ack-v1" + json_body(unsigned))
+    return json_body({**unsigned, "sig": base64.b64encode(signature).decode()})
 
 
 def verify(key: Ed25519PublicKey, data: bytes, where: str) -> dict[str, Any]:
@@ -89,7 +86,7 @@ def verify(key: Ed25519PublicKey, data: bytes, where: str) -> dict[str, Any]:
         raise ApiError(f"{where}: not a signed object")
     unsigned = {k: v for k, v in body.items() if k != "sig"}
     try:
-        key.verify(base64.b64decode(body["sig"]), b"linerec-ack-v1" + canonical(unsigned))
+        key.verify(base64.b64decode(body["sig"]), b"linerec-ack-v1" + json_body(unsigned))
     except (InvalidSignature, ValueError) as exc:
         raise ApiError(f"{where}: bad signature (not signed by the collector's key)") from exc
     return unsigned

@@ -28,7 +28,6 @@ synced; only then is it acknowledged to the appliance.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -39,6 +38,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from linerec.collector.audit import entry_hash
 from linerec.collector.schema import open_schema
 from linerec.collector.uploads import UploadLimits, Uploads
 from linerec.collector.vault import SUFFIX as VAULT_SUFFIX
@@ -331,7 +331,7 @@ class CollectorStore:
             "reason": reason,
             "prev": previous[0] if previous else "",
         }
-        digest = hashlib.sha256(json.dumps(entry, sort_keys=True).encode()).hexdigest()
+        digest = entry_hash(entry)  # the deletion log is chained as the audit log is
         self.db.execute(
             "INSERT INTO deletions (id, device, at, reason, prev, hash) VALUES (?, ?, ?, ?, ?, ?)",
             (recording_id, row["device"], entry["at"], reason, entry["prev"], digest),

@@ -21,6 +21,8 @@ from typing import BinaryIO
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
+from linerec.atomic import atomic_file
+
 MAGIC_V1 = b"LRVAULT1"
 MAGIC = b"LRVAULT2"
 BLOCK = 1 << 20
@@ -40,8 +42,7 @@ def _aad(device: str, recording_id: str, index: int, final: bool) -> bytes:
 def write_vault(source: Path, target: Path, key: bytes, device: str, recording_id: str) -> None:
     """Encrypt `source` into `target` block by block; synced and renamed into place."""
     aead, prefix = ChaCha20Poly1305(key), os.urandom(8)
-    tmp = target.with_name(target.name + ".tmp")
-    with open(source, "rb") as plain, open(tmp, "wb") as out:
+    with open(source, "rb") as plain, atomic_file(target, sync_dir=True) as out:
         out.write(MAGIC + prefix)
         block, index = plain.read(BLOCK), 0
         while True:
@@ -52,14 +53,6 @@ def write_vault(source: Path, target: Path, key: bytes, device: str, recording_i
             if final:
                 break
             block, index = following, index + 1
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(tmp, target)
-    fd = os.open(target.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def read_vault(path: Path, key: bytes, device: str, recording_id: str) -> Iterator[bytes]:

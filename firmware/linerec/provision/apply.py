@@ -11,11 +11,11 @@ from __future__ import annotations
 import json
 import os
 import pwd
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from linerec.atomic import write_atomic
 from linerec.config import load_config
 from linerec.provision.netfiles import networkd_file, wpa_supplicant_conf
 from linerec.provision.site import ERROR_FILE, INSTALLED_SITE, RESULT_FILE, Site
@@ -178,20 +178,10 @@ def _ensure_dir(path: Path, mode: int = 0o755) -> None:
 
 
 def _write_atomic(path: Path, data: bytes, mode: int) -> None:
-    """Write a fresh temporary file, sync, rename over. A link planted at the name is
+    """linerec.atomic's write, into a directory made first. A link planted at the name is
     replaced, never followed: the boot partition is not trusted."""
     _ensure_dir(path.parent)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # O_EXCL, mode 0600
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, data, mode=mode)
 
 
 def to_toml(data: dict[str, Any]) -> str:

@@ -11,6 +11,8 @@ import contextlib
 import os
 from pathlib import Path
 
+from linerec.atomic import sync_directory, write_atomic
+
 FILE_MODE = 0o600
 DIR_MODE = 0o700
 
@@ -54,23 +56,10 @@ def create_private(path: Path, flags: int = os.O_RDWR | os.O_CREAT | os.O_EXCL) 
 
 
 def write_private(path: Path, data: bytes) -> None:
-    """Replace `path` with `data` durably: a 0600 temporary file, fsync, rename. The caller
-    syncs the directory when the new name itself must survive a power cut."""
-    tmp = path.with_name(path.name + ".tmp")
-    fd = create_private(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+    """Replace `path` with `data` durably, mode 0600 (linerec.atomic). The caller syncs the
+    directory when the new name itself must survive a power cut."""
+    write_atomic(path, data, mode=FILE_MODE)
 
 
 def sync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    sync_directory(path)
