@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from linerec.broker import Broker
 from linerec.collector.uploads import UploadLimits
+from linerec.config import read_toml
 from linerec.errors import ConfigError
 from linerec.store.keys import CollectorPrivate, load_private
 
@@ -47,12 +47,7 @@ class CollectorSettings:
 
 def load_collector_config(path: Path | str) -> CollectorSettings:
     path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise ConfigError(path, "", "no such file") from exc
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(path, "", f"cannot read: {exc}") from exc
+    data, _ = read_toml(path)  # bounded, and errors name the file and line
     table = data.get("collector")
     if not isinstance(table, dict):
         raise ConfigError(path, "collector", "needs a [collector] table")

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import ipaddress
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from linerec.config import read_toml
 from linerec.errors import ConfigError
 
 _KEYS = {"listen", "cert", "key", "allow_plaintext", "idle_timeout_min"}
@@ -28,12 +28,7 @@ class WebSettings:
 
 def load_web_settings(path: Path | str) -> WebSettings:
     path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise ConfigError(path, "", "no such file") from exc
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(path, "", f"cannot read: {exc}") from exc
+    data, _ = read_toml(path)  # bounded, and errors name the file and line
     table = data.get("web", {})
     if not isinstance(table, dict):
         raise ConfigError(path, "web", "must be a table ([web])")
