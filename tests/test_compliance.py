@@ -445,3 +445,26 @@ def test_a_pause_code_split_by_the_end_of_dialling_is_not_in_the_number(
     kept = recording(sim)
     assert kept.metadata["called_number"] == "5551234"
     _no_card_digits(sim.events, json.dumps(kept.metadata))
+
+
+def test_a_cept_dial_tone_cut_short_by_the_first_key_is_not_an_answer(run_sim: RunSim) -> None:
+    sim = run_sim(
+        call(
+            "at = 0.5\noff_hook = true",
+            "tone = 425\nseconds = 0.8",  # CEPT dial tone, until the first key
+            'dtmf = "5551234"\ntone_ms = 80\ngap_ms = 80',
+            "tone = 425\nseconds = 1.0",  # CEPT ringback: 1 s on, 4 s off
+            "wait = 4.0",
+            "tone = 425\nseconds = 1.0",
+            "wait = 1.0",
+            'say = "office"\nseconds = 1.0',
+            'dtmf = "*1"',
+            f'dtmf = "{CARD}"',
+            'dtmf = "*2"',
+            "on_hook = true",
+        ),
+        config=PCI_LINE,
+    )
+    assert [e.number for e in sim.events if e.name == "dialled"] == ["5551234"]  # type: ignore[attr-defined]
+    assert recording(sim).metadata["called_number"] == "5551234"
+    _no_card_digits(sim.events)

@@ -201,3 +201,21 @@ def test_a_code_keyed_wholly_after_dialling_takes_nothing_from_the_number() -> N
     out += p.tick(6.0)
     assert [e.number for e in events(out, Dialled)] == ["555*"]  # type: ignore[attr-defined]
     assert p.paused
+
+
+@pytest.mark.parametrize(
+    "heard",
+    [Voice(t=0.6), Tone(t=0.6, name="ringback", plan="etsi")],
+    ids=["voice", "tone"],
+)
+def test_a_sound_that_began_before_the_last_key_does_not_end_dialling(
+    heard: Voice | Tone,
+) -> None:
+    # CEPT dial tone (425 Hz) cut short by the first key, told late by analysis: not an answer.
+    p = policy()
+    out = p.line_event(OffHook(t=0.5))
+    out += keys(p, "55", 1.3, step=0.16)
+    out += p.heard(heard)
+    out += keys(p, "51234", 1.62, step=0.16)
+    out += p.tick(7.0)
+    assert [e.number for e in events(out, Dialled)] == ["5551234"]  # type: ignore[attr-defined]

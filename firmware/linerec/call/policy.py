@@ -310,13 +310,18 @@ class CallPolicy:
             return [CallerIdFailed(t=heard.t, line=self.line, reason=heard.reason)]
         if isinstance(heard, Tone):
             event = ToneHeard(t=heard.t, line=self.line, tone=heard.name, plan=heard.plan)
-            if heard.name == "dial":
+            if heard.name == "dial" or self._before_last_key(heard.t):
                 return [event]
             return [event, *self._apply(Input.CONNECTED, heard.t)]  # the exchange answered
         if isinstance(heard, Voice):
             # Talking before dialling is not an answer, nor is the notice we play ourselves.
             call = self._call
-            if call is not None and call.number and self.machine.state is State.RECORDING:
+            if (
+                call is not None
+                and call.number
+                and self.machine.state is State.RECORDING
+                and not self._before_last_key(heard.t)
+            ):
                 return self._apply(Input.CONNECTED, heard.t)
             return []
         if self.in_call:  # silence on an idle line is its normal state
@@ -339,6 +344,12 @@ class CallPolicy:
         if rule is None:
             return []
         return rule(self, t, by or _BY[kind], digit)
+
+    def _before_last_key(self, t: float) -> bool:
+        """A sound analysis tells of late that began before the last key dialled (a CEPT dial
+        tone cut short by the first key looks like ringback): no answer to the number."""
+        call = self._call
+        return call is not None and call.dialling and t < call.last_digit_at
 
     def _opt_out_open(self, call: _Call, t: float) -> bool:
         if not self.settings.opt_out_key or not call.consent.plays_notice:
