@@ -28,10 +28,11 @@ The rules, as `_RULES` below holds them (input, phase of the call -> decision):
 A key pressed in a call is always silenced in the recording and reported without the key.
 Phases, first that applies: idle (on hook, ringing); opted out; dialling (an outbound call
 until the first sign it is connected: a progress tone other than dial tone, voice after the
-first digit once our notice is over (either begun after the last key), a pause, `dial_gap` after the last digit, or `dial_limit`
-after pick-up); paused; opt-out open (an inbound call under a notice mode with an opt-out key:
-while the notice plays and `opt_out_window` after); notice; recording. Anything else is
-ignored: a resume when not paused, a pause during the notice, keys on hook.
+first digit once our notice is over (either begun after the last key), a pause, `dial_gap`
+after the last digit, or `dial_limit` after pick-up); paused; opt-out open (an inbound call
+under a notice mode with an opt-out key: while the notice plays and `opt_out_window` after);
+notice; recording. Anything else is ignored: a resume when not paused, a pause during the
+notice, keys on hook.
 
 The consent mode is read in one place: the machine's, taken for each call at pick-up (a
 command changes it from the next call on).
