@@ -175,3 +175,31 @@ def test_an_opted_out_call_is_a_deliberate_absence_at_the_collector(
     text = linerec("collector", "chain", "--config", str(collector_toml))
     assert text.returncode == 0, text.stderr
     assert "opted-out" in text.stdout and "have not arrived" not in text.stdout
+
+
+def test_an_absence_links_into_the_chain_in_any_order(tmp_path: Path) -> None:
+    from linerec.collector.store import CollectorStore
+
+    store = CollectorStore(tmp_path / "central", tmp_path / "central.db")
+    assert store.follow_chain("box1", 1, "", "h1") == ""
+    # seq 3 arrives before the event that says seq 2 was opted out: a gap, for now ...
+    assert "recordings 2..2 have not arrived" in store.follow_chain("box1", 3, "h2", "h3")
+    # ... then the absence fills it, and both neighbours check against it
+    assert store.absent("box1", 2, "box1-2", "opted-out", "h1", "h2") == ""
+    assert store.absent("box1", 2, "box1-2", "opted-out", "h1", "h2") == ""  # redelivered
+    assert [(r["seq"], r["state"], r["follows_on"]) for r in store.chain("box1")] == [
+        (1, "deleted", True),  # linked, but no recording row here
+        (2, "opted-out", True),
+        (3, "deleted", True),
+    ]
+    # an absence whose hashes do not fit is said, not hidden
+    assert "does not follow on" in store.absent("box1", 4, "box1-4", "opted-out", "hX", "h4")
+    assert store.absent("box1", True, "box1-6", "opted-out", "h5", "h6") != ""  # not a number
+    assert "have not arrived" in store.follow_chain("box1", 6, "h5", "h6")
+    report = store.chain("box1")
+    assert [(r["seq"], r["state"]) for r in report][-3:] == [
+        (4, "opted-out"),
+        (5, "missing"),
+        (6, "deleted"),
+    ]
+    assert report[3]["follows_on"] is False
