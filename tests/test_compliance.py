@@ -412,3 +412,59 @@ def test_opt_out_key_works_after_a_command_switches_the_line_to_notice(tmp_path:
     assert names(events).count("opted_out") == 1
     assert "recording_sealed" not in names(events)
     assert first(events, "hung_up").recorded is False  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("config", "between"),
+    [
+        (PCI_LINE, 'say = "office"\nseconds = 1.2'),  # the far end answers between '*' and '1'
+        (PCI_LINE + "dial_limit_s = 10\n", "wait = 0.6"),  # the dialling limit passes there
+    ],
+    ids=["voice", "limit"],
+)
+def test_a_pause_code_split_by_the_end_of_dialling_is_not_in_the_number(
+    run_sim: RunSim, config: str, between: str
+) -> None:
+    sim = run_sim(
+        call(
+            "at = 0.5\noff_hook = true",
+            "wait = 8.2",
+            'dtmf = "5551234"\ntone_ms = 80\ngap_ms = 80',
+            'dtmf = "*"',
+            between,
+            'dtmf = "1"',
+            f'dtmf = "{CARD}"',
+            'dtmf = "*2"',
+            'say = "caller"\nseconds = 1.0',
+            "on_hook = true",
+        ),
+        config=config,
+    )
+    assert [e.number for e in sim.events if e.name == "dialled"] == ["5551234"]  # type: ignore[attr-defined]
+    assert names(sim.events).count("recording_paused") == 1
+    kept = recording(sim)
+    assert kept.metadata["called_number"] == "5551234"
+    _no_card_digits(sim.events, json.dumps(kept.metadata))
+
+
+def test_a_cept_dial_tone_cut_short_by_the_first_key_is_not_an_answer(run_sim: RunSim) -> None:
+    sim = run_sim(
+        call(
+            "at = 0.5\noff_hook = true",
+            "tone = 425\nseconds = 0.8",  # CEPT dial tone, until the first key
+            'dtmf = "5551234"\ntone_ms = 80\ngap_ms = 80',
+            "tone = 425\nseconds = 1.0",  # CEPT ringback: 1 s on, 4 s off
+            "wait = 4.0",
+            "tone = 425\nseconds = 1.0",
+            "wait = 1.0",
+            'say = "office"\nseconds = 1.0',
+            'dtmf = "*1"',
+            f'dtmf = "{CARD}"',
+            'dtmf = "*2"',
+            "on_hook = true",
+        ),
+        config=PCI_LINE,
+    )
+    assert [e.number for e in sim.events if e.name == "dialled"] == ["5551234"]  # type: ignore[attr-defined]
+    assert recording(sim).metadata["called_number"] == "5551234"
+    _no_card_digits(sim.events)

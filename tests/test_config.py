@@ -387,3 +387,23 @@ def test_the_example_as_it_stands_is_the_empty_file(tmp_path: Path) -> None:
     example = load_config(data_path("linerec.example.toml"))
     empty = load_config(write(tmp_path, ""))
     assert dataclasses.replace(example, path=empty.path) == empty
+
+
+def test_config_check_takes_the_file_as_path_or_as_config_like_every_other_command(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from linerec.cli import main
+
+    good = tmp_path / "linerec.toml"
+    good.write_text('[device]\nid = "box1"\n')
+    assert main(["config", "check", str(good)]) == 0
+    assert main(["config", "check", "--config", str(good)]) == 0
+    assert capsys.readouterr().out.count("ok: device box1") == 2
+    both = tmp_path / "both.toml"
+    both.write_text(
+        '[device]\nid = "box1"\n'
+        '[uplink]\nbroker = "mqtt://127.0.0.1:1"\nallow_plaintext = true\ndevice_id = "bar-dev-1"\n'
+    )
+    assert main(["config", "check", "--config", str(both)]) != 0
+    error = capsys.readouterr().err
+    assert "uplink.device_id" in error and "device.id" in error, error

@@ -144,3 +144,78 @@ def test_pause_and_resume_take_effect_at_their_own_sample() -> None:
     assert p.keep_spans(10.0, 10.02) == [(10.0, Keep.RECORD), (10.013, Keep.DROP)]
     p.button(12.005)
     assert p.keep_spans(12.0, 12.02) == [(12.0, Keep.DROP), (12.005, Keep.RECORD)]
+
+
+@pytest.mark.parametrize(
+    "connected",
+    [
+        lambda p: p.heard(Voice(t=2.7)),  # the far end speaks between the code's two keys
+        lambda p: p.tick(2.7),  # the dialling limit passes between them
+        lambda p: p.heard(Tone(t=2.7, name="ringback", plan="na")),
+    ],
+    ids=["voice", "limit", "ringback"],
+)
+def test_a_pause_code_split_by_the_end_of_dialling_is_not_part_of_the_number(
+    connected: object,
+) -> None:
+    p = policy(pause_code="*1", dial_limit=2.6)
+    out = p.line_event(OffHook(t=0.0))
+    out += keys(p, "5551234*", 1.0)  # the '*' at 2.4
+    out += connected(p)  # type: ignore[operator]
+    out += keys(p, "1", 3.0)  # the code's second key: paused from the '*'
+    out += keys(p, "4111", 4.0)
+    out += keys(p, "*2", 6.0)
+    out += p.tick(9.0)
+    assert [e.number for e in events(out, Dialled)] == ["5551234"]  # type: ignore[attr-defined]
+    assert [d.value for d in out if isinstance(d, Note) and d.key == "called_number"] == ["5551234"]
+    (pause,) = [d for d in out if isinstance(d, Retag) and d.keep is Keep.DROP]
+    assert pause.since == pytest.approx(2.4)
+
+
+def test_a_trailing_star_that_begins_no_code_stays_in_the_number() -> None:
+    p = policy(pause_code="*1")
+    out = p.line_event(OffHook(t=0.0))
+    out += keys(p, "5551234*", 1.0)
+    out += p.heard(Voice(t=2.7))
+    out += p.tick(5.0)  # no second key came: the '*' was dialled
+    out += p.line_event(OnHook(t=6.0))
+    assert [e.number for e in events(out, Dialled)] == ["5551234*"]  # type: ignore[attr-defined]
+
+
+def test_a_number_waiting_on_a_code_is_noted_at_hang_up() -> None:
+    p = policy(pause_code="*1")
+    out = p.line_event(OffHook(t=0.0))
+    out += keys(p, "5551234*", 1.0)
+    out += p.heard(Voice(t=2.7))
+    out += p.line_event(OnHook(t=2.8))
+    out += p.tick(3.5)
+    assert [e.number for e in events(out, Dialled)] == ["5551234*"]  # type: ignore[attr-defined]
+
+
+def test_a_code_keyed_wholly_after_dialling_takes_nothing_from_the_number() -> None:
+    p = policy(pause_code="#1", resume_code="*2")
+    out = p.line_event(OffHook(t=0.0))
+    out += keys(p, "555*", 1.0)  # ends with the resume code's first key
+    out += p.heard(Voice(t=2.0))
+    out += keys(p, "#1", 2.2)  # the pause code, all of it after the call connected
+    out += p.tick(6.0)
+    assert [e.number for e in events(out, Dialled)] == ["555*"]  # type: ignore[attr-defined]
+    assert p.paused
+
+
+@pytest.mark.parametrize(
+    "heard",
+    [Voice(t=0.6), Tone(t=0.6, name="ringback", plan="etsi")],
+    ids=["voice", "tone"],
+)
+def test_a_sound_that_began_before_the_last_key_does_not_end_dialling(
+    heard: Voice | Tone,
+) -> None:
+    # CEPT dial tone (425 Hz) cut short by the first key, told late by analysis: not an answer.
+    p = policy()
+    out = p.line_event(OffHook(t=0.5))
+    out += keys(p, "55", 1.3, step=0.16)
+    out += p.heard(heard)
+    out += keys(p, "51234", 1.62, step=0.16)
+    out += p.tick(7.0)
+    assert [e.number for e in events(out, Dialled)] == ["5551234"]  # type: ignore[attr-defined]

@@ -20,15 +20,19 @@ The rules, as `_RULES` below holds them (input, phase of the call -> decision):
     opt-out command      notice, opt-out open,        opt out
                          dialling, recording, paused
     digit                dialling                     part of the number called
-    connected            dialling                     dialling ends: the number is noted
+    connected            dialling                     dialling ends: the number is noted (if
+                                                      its last keys may begin a code: once
+                                                      the code is keyed, without them, or
+                                                      cannot be any more)
 
 A key pressed in a call is always silenced in the recording and reported without the key.
 Phases, first that applies: idle (on hook, ringing); opted out; dialling (an outbound call
 until the first sign it is connected: a progress tone other than dial tone, voice after the
-first digit once our notice is over, a pause, `dial_gap` after the last digit, or `dial_limit`
-after pick-up); paused; opt-out open (an inbound call under a notice mode with an opt-out key:
-while the notice plays and `opt_out_window` after); notice; recording. Anything else is
-ignored: a resume when not paused, a pause during the notice, keys on hook.
+first digit once our notice is over (either begun after the last key), a pause, `dial_gap`
+after the last digit, or `dial_limit` after pick-up); paused; opt-out open (an inbound call
+under a notice mode with an opt-out key: while the notice plays and `opt_out_window` after);
+notice; recording. Anything else is ignored: a resume when not paused, a pause during the
+notice, keys on hook.
 
 The consent mode is read in one place: the machine's, taken for each call at pick-up (a
 command changes it from the next call on).
@@ -183,6 +187,10 @@ class _Call:
     dialling: bool = False
     number: str = ""
     last_digit_at: float = float("-inf")
+    # Dialling is over, but the number's last keys may begin a pause or resume code: it is
+    # noted once the code is keyed (without its keys) or cannot be any more.
+    number_waits: bool = False
+    last_key_at: float = float("-inf")  # when the last key of the call ended
     notice_played_at: float | None = None
     paused_since: float | None = None
     opted_out: bool = False
@@ -286,6 +294,8 @@ class CallPolicy:
             or now - call.answered_at > self.settings.dial_limit
         ):
             decisions += self._apply(Input.CONNECTED, now)
+        if call.number_waits and now - call.last_key_at > self._keys.gap:
+            decisions += self._note_number()  # no code came: the keys were dialled
         if call.paused_since is not None and now - call.paused_since >= self.settings.pause_limit:
             decisions += self._resume(now, "auto")  # a forgotten pause must not lose the call
         return decisions
@@ -301,13 +311,18 @@ class CallPolicy:
             return [CallerIdFailed(t=heard.t, line=self.line, reason=heard.reason)]
         if isinstance(heard, Tone):
             event = ToneHeard(t=heard.t, line=self.line, tone=heard.name, plan=heard.plan)
-            if heard.name == "dial":
+            if heard.name == "dial" or self._before_last_key(heard.t):
                 return [event]
             return [event, *self._apply(Input.CONNECTED, heard.t)]  # the exchange answered
         if isinstance(heard, Voice):
             # Talking before dialling is not an answer, nor is the notice we play ourselves.
             call = self._call
-            if call is not None and call.number and self.machine.state is State.RECORDING:
+            if (
+                call is not None
+                and call.number
+                and self.machine.state is State.RECORDING
+                and not self._before_last_key(heard.t)
+            ):
                 return self._apply(Input.CONNECTED, heard.t)
             return []
         if self.in_call:  # silence on an idle line is its normal state
@@ -330,6 +345,12 @@ class CallPolicy:
         if rule is None:
             return []
         return rule(self, t, by or _BY[kind], digit)
+
+    def _before_last_key(self, t: float) -> bool:
+        """A sound analysis tells of late that began before the last key dialled (a CEPT dial
+        tone cut short by the first key looks like ringback): no answer to the number."""
+        call = self._call
+        return call is not None and call.dialling and t < call.last_digit_at
 
     def _opt_out_open(self, call: _Call, t: float) -> bool:
         if not self.settings.opt_out_key or not call.consent.plays_notice:
@@ -354,6 +375,7 @@ class CallPolicy:
         if call.dialling and call.number and digit.t - call.last_digit_at > self.settings.dial_gap:
             decisions += self._apply(Input.CONNECTED, digit.t)
         decisions += self._apply(Input.DIGIT, digit.t, digit=digit.digit)
+        call.last_key_at = digit.t + digit.duration
         opt_out_open = self.phase(digit.t) is Phase.OPT_OUT_OPEN
         for action in self._keys.feed(
             digit.digit, digit.t, digit.duration, opt_out_open=opt_out_open
@@ -365,6 +387,11 @@ class CallPolicy:
                 code = settings.pause_code if action.kind == "pause" else settings.resume_code
                 if call.dialling and call.number.endswith(code):
                     call.number = call.number[: -len(code)]  # a code, not part of the number
+                elif call.number_waits:  # its first keys may be the number's last ones
+                    begun = _code_begun(call.number, code)
+                    if begun and action.t <= call.last_digit_at:
+                        call.number = call.number[:-begun]
+                    decisions += self._note_number()
                 kind = Input.PAUSE if action.kind == "pause" else Input.RESUME
                 decisions += self._apply(kind, action.t, by="code")
         return decisions
@@ -385,6 +412,21 @@ class CallPolicy:
         call.dialling = False
         if not call.number:
             return []
+        settings = self.settings
+        if (
+            _code_begun(call.number, settings.pause_code)
+            or _code_begun(call.number, settings.resume_code)
+        ) and t - call.last_key_at <= self._keys.gap:
+            call.number_waits = True  # the code's next key may still come
+            return []
+        return self._note_number()
+
+    def _note_number(self) -> list[Decision]:
+        call = self._call
+        assert call is not None
+        call.number_waits = False
+        if not call.number:
+            return []
         call.facts["called_number"] = call.number
         return [
             Note("called_number", call.number),
@@ -395,8 +437,8 @@ class CallPolicy:
         call = self._call
         assert call is not None
         decisions: list[Decision] = []
-        if call.dialling:
-            call.dialling, call.number = False, ""  # nothing of an opted-out call is kept
+        if call.dialling or call.number_waits:  # nothing of an opted-out call is kept
+            call.dialling, call.number_waits, call.number = False, False, ""
         call.opted_out = True
         call.paused_since = None
         call.facts.clear()
@@ -498,6 +540,8 @@ class CallPolicy:
                 decisions += self._resume(event.t, "hang-up")
             if call.dialling:
                 decisions += self._connected(event.t, "hang-up", "")
+            if call.number_waits:
+                decisions += self._note_number()
         # The call stays known until the next one: what is still held back is kept under it.
         self._keep_from(event.t, Keep.DROP)
         return [*decisions, Play("nothing"), Seal(event.t, "hang-up")]
@@ -555,6 +599,11 @@ class CallPolicy:
             "dial_limit_s": settings.dial_limit,
             "retention_days": settings.retention_days,
         }
+
+
+def _code_begun(number: str, code: str) -> int:
+    """How many of `number`'s last keys are the beginning of `code` (not the whole of it)."""
+    return max((k for k in range(1, len(code)) if number.endswith(code[:k])), default=0)
 
 
 _Rule = Callable[[CallPolicy, float, str, str], list[Decision]]

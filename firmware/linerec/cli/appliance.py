@@ -117,7 +117,13 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     config = commands.add_parser("config", help="configuration tools")
     config_commands = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
     check = config_commands.add_parser("check", help="validate a configuration file")
-    check.add_argument("path", type=Path, metavar="PATH")
+    check.add_argument("path", type=Path, metavar="PATH", nargs="?", default=None)
+    check.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="the file to check, as the other commands take it (instead of PATH)",
+    )
     check.set_defaults(handler=_config_check)
 
 
@@ -311,13 +317,16 @@ def _blink_config_fault(seconds: float) -> None:
 
 
 def _config_check(args: argparse.Namespace) -> int:
-    from linerec.config import load_config
+    from linerec.config import DEFAULT_PATH, load_config
 
-    config = load_config(args.path)
+    if args.path is not None and args.config is not None and args.path != args.config:
+        print("linerec: error: config check: give PATH or --config, not both", file=sys.stderr)
+        return 2
+    path = args.path or args.config or DEFAULT_PATH
+    config = load_config(path)
     lines = ", ".join(f"{line.name} ({line.consent.value})" for line in config.lines)
     print(
-        f"{args.path}: ok: device {config.device_id}, "
-        f"backend {config.hardware.backend}, lines: {lines}"
+        f"{path}: ok: device {config.device_id}, backend {config.hardware.backend}, lines: {lines}"
     )
     return 0
 

@@ -1,4 +1,4 @@
-"""Commands for the server side: run, list, quarantine, export, delete, hold, audit,
+"""Commands for the server side: run, list, quarantine, chain, export, delete, hold, audit,
 verify-export, command, enroll."""
 
 from __future__ import annotations
@@ -36,6 +36,14 @@ def add_commands(
     quarantine.add_argument("--json", action="store_true")
     quarantine.add_argument("--device", type=_device_id, help="only this device's")
     quarantine.set_defaults(handler=_quarantine)
+    chain = collector_commands.add_parser(
+        "chain",
+        help="each device's sequence of recordings: stored, deleted, left out on purpose "
+        "(opted-out) or missing",
+    )
+    chain.add_argument("--json", action="store_true")
+    chain.add_argument("--device", type=_device_id, help="only this device's")
+    chain.set_defaults(handler=_chain)
     export = collector_commands.add_parser("export", help="decrypt one recording to WAV")
     export.add_argument("id", metavar="ID", help="the recording's ID, or DEVICE/ID")
     export.add_argument("--reason", required=True, help="why (kept in the audit log)")
@@ -99,6 +107,7 @@ def add_commands(
         collector_run,
         collector_list,
         quarantine,
+        chain,
         export,
         delete,
         hold,
@@ -378,6 +387,20 @@ def _quarantine(args: argparse.Namespace) -> int:
                 f"{row['device']}/{row['id']}  {row['size']} bytes  sha256 {row['sha256'][:16]}  "
                 f"{shown(row['reason'], 200)}"
             )
+    return 0
+
+
+def _chain(args: argparse.Namespace) -> int:
+    store = _store(_settings(args))
+    store.audit("chain", None, "")
+    for row in store.chain(args.device):
+        if args.json:
+            print(json.dumps(row))
+        elif row["state"] == "missing":
+            print(f"{row['device']}  {row['seq']}..{row['last']}  missing (not arrived)")
+        else:
+            follows = {True: "", False: "  DOES NOT FOLLOW ON", None: ""}[row["follows_on"]]
+            print(f"{row['device']}  {row['seq']}  {row['state']:10}  {row['id'] or ''}{follows}")
     return 0
 
 

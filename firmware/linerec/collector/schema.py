@@ -55,6 +55,10 @@ CREATE TABLE IF NOT EXISTS upload_ranges (
     device TEXT NOT NULL, id TEXT NOT NULL, start INTEGER NOT NULL, end INTEGER NOT NULL,
     PRIMARY KEY (device, id, start)
 );
+CREATE TABLE IF NOT EXISTS chain_absences (
+    device TEXT NOT NULL, seq INTEGER NOT NULL, id TEXT NOT NULL, reason TEXT NOT NULL,
+    PRIMARY KEY (device, seq)
+);
 CREATE TABLE IF NOT EXISTS quarantine (
     device TEXT NOT NULL, id TEXT NOT NULL, sha256 TEXT NOT NULL, size INTEGER NOT NULL,
     reason TEXT NOT NULL, path TEXT NOT NULL, received_at REAL NOT NULL,

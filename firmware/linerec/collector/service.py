@@ -53,6 +53,7 @@ log = logging.getLogger(__name__)
 RETENTION_EVERY = 3600.0  # seconds between retention sweeps
 HOUSEKEEPING_EVERY = 60.0  # seconds between sweeps of unfinished uploads
 PROGRESS_EVERY = 8  # pieces between progress acks on a long upload
+LEFT_OUT = ("opted-out", "discarded")  # recording_deleted reasons: a number left out on purpose
 MAX_EVENT_BYTES = 64 * 1024  # an event is a small JSON object; anything larger is refused
 _SHA256 = re.compile(r"[0-9a-f]{64}\Z")
 
@@ -144,6 +145,7 @@ class Collector:
         if any(reason.is_failure for reason in reasons):
             self._problem(f"broker refused the subscriptions: {reasons}")
             return
+        log.info("collector subscribed: receiving")
         self.ready.set()  # subscribed: from now on nothing published is missed
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
@@ -191,7 +193,10 @@ class Collector:
                 {"kind": "rejected", "device": device, "seq": seq, "reason": reason},
             )
             return
-        self.store.add_event(device, self._open_event(where, body), self._clock())
+        opened = self._open_event(where, body)
+        self.store.add_event(device, opened, self._clock())
+        if opened.get("event") == "recording_deleted" and opened.get("reason") in LEFT_OUT:
+            self._left_out(device, opened)
         upto = self.store.contiguous_seq(device)
         if seq > upto:
             runs = self.store.gaps(device)
@@ -201,6 +206,27 @@ class Collector:
                 ", ".join(f"{first}..{last}" for first, last in runs),
             )
         self._ack(device, {"kind": "events", "device": device, "upto": upto})
+
+    def _left_out(self, device: str, body: dict[str, Any]) -> None:
+        """A recording the device discarded as it was written (opt-out): its number is linked
+        into the chain as deliberately absent, so it is never reported as not arrived."""
+        problem = self.store.absent(
+            device,
+            body.get("recording_seq"),  # `seq` is the event's own number
+            body.get("id"),
+            str(body["reason"]),
+            body.get("prev"),
+            body.get("header_hash"),
+        )
+        if problem:
+            self._problem(f"device {device}: {body.get('id')}: {problem}")
+        else:
+            log.info(
+                "device %s: recording %s is %s: left out of the chain on purpose",
+                device,
+                body.get("recording_seq"),
+                body["reason"],
+            )
 
     def _open_event(self, where: str, body: dict[str, Any]) -> dict[str, Any]:
         """The event with its sealed fields opened by this collector's key. One the key cannot

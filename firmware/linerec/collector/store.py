@@ -478,6 +478,67 @@ class CollectorStore:
             )
         return "; ".join(problems)
 
+    def absent(
+        self,
+        device: str,
+        seq: object,
+        recording_id: object,
+        reason: str,
+        prev: object,
+        head: object,
+    ) -> str:
+        """Link a number the device deliberately left out (a call opted out while it was being
+        recorded) into its chain: the next recording follows on from it, and no gap is said.
+        '' if it fits, else what is wrong (as `follow_chain`)."""
+        if type(seq) is not int or not 0 < seq < 2**53 or not isinstance(recording_id, str):
+            return "no sequence number or id"
+        if self.db.execute(
+            "SELECT 1 FROM recordings WHERE device = ? AND seq = ?", (device, seq)
+        ).fetchone():
+            return f"seq {seq} is said to be {reason}, but its recording is here"
+        self.db.execute(
+            "INSERT OR REPLACE INTO chain_absences (device, seq, id, reason) VALUES (?, ?, ?, ?)",
+            (device, seq, recording_id, reason),
+        )
+        return self.follow_chain(device, seq, prev, head)
+
+    def chain(self, device: str | None = None) -> list[dict[str, Any]]:
+        """Each device's chain in order: every number linked (`stored`, `deleted` at the
+        collector, or the reason it was left out on the device, e.g. `opted-out`), whether it
+        follows on from the one before, and the numbers not here as `missing` ranges."""
+        where, parameters = ("WHERE l.device = ?", (device,)) if device else ("", ())
+        rows = self.db.execute(
+            "SELECT l.device, l.seq, l.prev, l.head, r.id, a.id, a.reason FROM chain_links AS l "
+            "LEFT JOIN recordings AS r ON r.device = l.device AND r.seq = l.seq "
+            "LEFT JOIN chain_absences AS a ON a.device = l.device AND a.seq = l.seq "
+            f"{where} ORDER BY l.device, l.seq",
+            parameters,
+        ).fetchall()
+        report: list[dict[str, Any]] = []
+        before: tuple[str, int, str] | None = None  # (device, seq, head) of the row before
+        for dev, seq, prev, head, stored_id, absent_id, reason in rows:
+            expected = 1 if before is None or before[0] != dev else before[1] + 1
+            if seq > expected:
+                report.append({"device": dev, "seq": expected, "last": seq - 1, "state": "missing"})
+            if seq == 1:
+                follows: bool | None = prev == ""
+            elif before is not None and before[0] == dev and before[1] == seq - 1:
+                follows = prev == before[2]
+            else:
+                follows = None  # the one before is not here: nothing to check against
+            state = "stored" if stored_id else (reason or "deleted")
+            report.append(
+                {
+                    "device": dev,
+                    "seq": seq,
+                    "id": stored_id or absent_id,
+                    "state": state,
+                    "follows_on": follows,
+                }
+            )
+            before = (dev, seq, head)
+        return report
+
     def index(
         self,
         device: str,

@@ -47,13 +47,18 @@ class CommandRefused(CallEvent):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RecordingDeleted(CallEvent):
-    """A recording left the card: evicted for room, or past its retention."""
+    """A recording left the card: evicted for room, past its retention, deleted by command, or
+    discarded as it was written ("opted-out": its number is deliberately absent from the
+    chain; `header_hash` and `prev` link it in, so the next recording still verifies)."""
 
     name: ClassVar[str] = "recording_deleted"
     id: str
-    seq: int
-    reason: str  # "evicted" or "retention"
+    seq: int  # the recording's number; on the wire `seq` is the event's own, so also:
+    recording_seq: int  # the recording's number, as the collector reads it
+    reason: str  # "evicted", "retention", "command", "opted-out" or "discarded"
     acknowledged: bool
+    header_hash: str = ""
+    prev: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

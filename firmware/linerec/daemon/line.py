@@ -276,7 +276,7 @@ class LinePipeline:
         if writer is None:
             return
         try:
-            writer.discard()
+            writer.discard("opted-out")
         except OSError as exc:
             self._emit(Fault(t=t, line=self.name, kind="store", message=f"opt-out discard: {exc}"))
 

@@ -119,8 +119,11 @@ def open_store(
                     line="",
                     id=event.id,
                     seq=event.seq,
+                    recording_seq=event.seq,
                     reason=event.reason,
                     acknowledged=event.acknowledged,
+                    header_hash=event.header_hash,
+                    prev=event.prev,
                 )
             )
         elif isinstance(event, RecordingQuarantined):  # a person must look at it

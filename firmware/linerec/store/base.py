@@ -57,8 +57,9 @@ class RecordingWriter(ABC):
         """Finish the recording durably; `ended_by` says why (hang-up, shutdown, ...)."""
 
     @abstractmethod
-    def discard(self) -> None:
-        """Delete what was written (nothing of it is kept)."""
+    def discard(self, reason: str = "discarded") -> None:
+        """Delete what was written (nothing of it is kept); `reason` ("opted-out") is logged
+        and reported with the recording's number."""
 
 
 class Store(ABC):

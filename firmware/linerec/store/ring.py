@@ -134,12 +134,18 @@ class StoreFull(OSError):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RecordingDeleted:
-    """A recording left the card: evicted to make room, or past its retention."""
+    """A recording left the card: evicted to make room, past its retention, or discarded
+    while it was being written (an opt-out: its number is deliberately absent from the chain).
+
+    `header_hash` and `prev` let the collector link the absent number into the device's chain,
+    so the recording after it still verifies ("" where not known)."""
 
     id: str
     seq: int
-    reason: str  # "evicted" or "retention"
+    reason: str  # "evicted", "retention", "command", "opted-out" or "discarded"
     acknowledged: bool
+    header_hash: str = ""
+    prev: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -428,7 +434,11 @@ class RingStore(Store):
         self._forget(entry.id)
         self._on_event(
             RecordingDeleted(
-                id=entry.id, seq=entry.seq, reason=reason, acknowledged=entry.acknowledged
+                id=entry.id,
+                seq=entry.seq,
+                reason=reason,
+                acknowledged=entry.acknowledged,
+                header_hash=entry.header_hash,
             )
         )
 
@@ -698,6 +708,7 @@ class EncryptedWriter(RecordingWriter):
         self._info = info
         self._codec = store.codec
         self._header_hash = hashlib.sha256(header_body).digest()
+        self._prev = str(header["prev"])
         self._file_key = file_key
         self._aead = ChaCha20Poly1305(file_key)
         self.path = store.dir / f"{recording_id}{SUFFIX}"  # sorts by device, then sequence
@@ -838,13 +849,16 @@ class EncryptedWriter(RecordingWriter):
             **self._facts,
         }
 
-    def discard(self) -> None:
-        """Nothing of this recording is kept (opt-out); the chain logs why its number is gone.
+    def discard(self, reason: str = "discarded") -> None:
+        """Nothing of this recording is kept (opt-out); the chain logs why its number is gone,
+        and the store reports it (RecordingDeleted, with the header hash and prev that let the
+        collector link the number as deliberately absent).
 
         Under the ring's lock: the uplink thread reads the entries meanwhile."""
         store = self._store
+        entry = self._entry
         with store._lock:
-            store._log_deletion(self.id, self._entry.seq, self._entry.header_hash, "discarded")
+            store._log_deletion(self.id, entry.seq, entry.header_hash, reason)
             try:
                 self._settle()
             finally:  # a failed sync must not keep what was to be discarded
@@ -853,6 +867,16 @@ class EncryptedWriter(RecordingWriter):
                 self._disk.sync_dir(store.dir)
                 store._open.pop(self.id, None)
                 store.entries.pop(self.id, None)
+                store._on_event(
+                    RecordingDeleted(
+                        id=self.id,
+                        seq=entry.seq,
+                        reason=reason,
+                        acknowledged=False,
+                        header_hash=entry.header_hash,
+                        prev=self._prev,
+                    )
+                )
 
     def _chunk(self, payload: bytes, *, final: bool) -> None:
         index = self._index
