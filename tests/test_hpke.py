@@ -24,9 +24,7 @@ KEY = "ad2744de8e17f4ebba575b3f5f5a8fa1f69c2a07f6e7500bc60ca6e3e3ec1c91"
 BASE_NONCE = "5c4d98150661b848853b547f"
 PT = "4265617574792069732074727574682c20747275746820626561757479"
 AAD_0 = "436f756e742d30"
-CT_0 = (
-    "1c5250d8034ec2b784ba2cfd69dbdb8af406cfe3ff938e131f0def8c8b60b4db21993c62ce81883d2dd1b51a28"
-)
+CT_0 = "1c5250d8034ec2b784ba2cfd69dbdb8af406cfe3ff938e131f0def8c8b60b4db21993c62ce81883d2dd1b51a28"
 
 
 def h(text: str) -> bytes:
@@ -49,9 +47,7 @@ def test_key_schedule_matches_the_rfc() -> None:
 def test_seal_matches_the_rfc_and_opens() -> None:
     recipient = X25519PrivateKey.from_private_bytes(h(SK_RM))
     ephemeral = X25519PrivateKey.from_private_bytes(h(SK_EM))
-    enc, ct = hpke.seal_base(
-        recipient.public_key(), h(INFO), h(AAD_0), h(PT), ephemeral=ephemeral
-    )
+    enc, ct = hpke.seal_base(recipient.public_key(), h(INFO), h(AAD_0), h(PT), ephemeral=ephemeral)
     assert (enc.hex(), ct.hex()) == (PK_EM, CT_0)
     assert hpke.open_base(recipient, enc, h(INFO), h(AAD_0), ct) == h(PT)
 
@@ -59,7 +55,9 @@ def test_seal_matches_the_rfc_and_opens() -> None:
 def test_the_library_and_the_construction_open_each_others_messages() -> None:
     from cryptography.hazmat.primitives import hpke as library
 
-    suite = library.Suite(library.KEM.X25519, library.KDF.HKDF_SHA256, library.AEAD.CHACHA20_POLY1305)
+    suite = library.Suite(
+        library.KEM.X25519, library.KDF.HKDF_SHA256, library.AEAD.CHACHA20_POLY1305
+    )
     recipient = X25519PrivateKey.generate()
     by_library = suite.encrypt(b"recording key", recipient.public_key(), b"info")
     assert hpke.open_base(recipient, by_library[:32], b"info", b"", by_library[32:]) == (
@@ -84,3 +82,17 @@ def test_open_refuses_another_key_info_or_a_flipped_bit() -> None:
         hpke.open_sealed(recipient, b"info", sealed[:47])
     with pytest.raises(InvalidTag):
         hpke.open_base(recipient, sealed[:32], b"info", b"aad", sealed[32:])
+
+
+def test_a_key_wrapped_without_the_library_opens_with_it_and_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What an appliance with an older cryptography (no `hpke` module) writes, a collector
+    with a newer one reads, and the other way round."""
+    recipient = X25519PrivateKey.generate()
+    by_library = hpke.seal(recipient.public_key(), b"linerec-wrap-v2", b"k" * 32)
+    monkeypatch.setattr(hpke, "_SUITE", None)
+    by_construction = hpke.seal(recipient.public_key(), b"linerec-wrap-v2", b"k" * 32)
+    assert hpke.open_sealed(recipient, b"linerec-wrap-v2", by_library) == b"k" * 32
+    monkeypatch.undo()
+    assert hpke.open_sealed(recipient, b"linerec-wrap-v2", by_construction) == b"k" * 32

@@ -1,5 +1,5 @@
 """Commands for the server side: run, list, quarantine, export, delete, hold, audit,
-verify-export, command, enroll."""
+verify-export, command, rotate-key, enroll."""
 
 from __future__ import annotations
 
@@ -95,6 +95,42 @@ def add_commands(
         help="wait S seconds for the device's answer (0: do not wait); no answer exits 1",
     )
     command.set_defaults(handler=_command)
+    rotate = collector_commands.add_parser(
+        "rotate-key",
+        help="a new recipient key epoch, sent to the devices in a signed command",
+    )
+    rotate.add_argument(
+        "--device",
+        action="append",
+        default=[],
+        type=_device_id,
+        metavar="DEVICE",
+        help="tell only DEVICE (repeatable; default: every device heard from)",
+    )
+    rotate.add_argument(
+        "--resend",
+        action="store_true",
+        help="make no new key: send the current epoch's key again (to devices that were off)",
+    )
+    rotate.add_argument(
+        "--list", action="store_true", help="list the current and the retired keys; change nothing"
+    )
+    rotate.add_argument(
+        "--forget",
+        metavar="KID",
+        help="destroy retired key KID: what only it opens can no longer be read",
+    )
+    rotate.add_argument(
+        "--ttl", type=_ttl, default=86400.0, metavar="S", help="the command is valid for S seconds"
+    )
+    rotate.add_argument(
+        "--timeout",
+        type=_timeout,
+        default=10.0,
+        metavar="S",
+        help="wait S seconds for each device's answer (0: do not wait)",
+    )
+    rotate.set_defaults(handler=_rotate_key)
     for sub_parser in (
         collector_run,
         collector_list,
@@ -104,6 +140,7 @@ def add_commands(
         hold,
         audit,
         command,
+        rotate,
     ):
         sub_parser.add_argument("--config", type=Path, default=None)
     enroll = collector_commands.add_parser(
@@ -421,6 +458,58 @@ def _command(args: argparse.Namespace) -> int:
     else:
         print(f"linerec: {what} not sent: {answer.reason}", file=sys.stderr)
     return 1
+
+
+def _rotate_key(args: argparse.Namespace) -> int:
+    from linerec.collector.commands import send_command
+    from linerec.store import keys
+
+    settings = _settings(args)
+    path = settings.key.path
+    try:
+        if args.list:
+            key = keys.load_private(path)
+            print(f"{key.kid}  epoch {key.epoch}  current")
+            for old in key.retired:
+                print(f"{old.kid}  epoch {old.epoch}  retired {old.retired_at}")
+            return 0
+        if args.forget:
+            keys.forget_retired(path, args.forget)
+            print(f"{path}: retired key {args.forget} destroyed")
+            return 0
+        key = keys.load_private(path) if args.resend else keys.rotate(path)
+    except keys.KeyFileError as exc:
+        print(f"linerec: error: {exc}", file=sys.stderr)
+        return 1
+    store = _store(settings)
+    if not args.resend:
+        store.audit("rotate-key", None, json.dumps({"kid": key.kid, "epoch": key.epoch}))
+        print(f"{path}: epoch {key.epoch}, kid {key.kid} (the old key is kept, retired)")
+    devices = args.device or store.devices()
+    public = keys.b64(keys.raw_public(key.encryption.public_key()))
+    failed = 0
+    for device in devices:
+        answer = send_command(
+            settings,
+            store,
+            device,
+            "rekey",
+            {"epoch": str(key.epoch), "x25519": public},
+            ttl=args.ttl,
+            timeout=args.timeout,
+        )
+        print(
+            f"{device}: rekey to epoch {key.epoch}: {answer.outcome}"
+            + (f": {answer.reason}" if answer.reason else "")
+        )
+        failed += answer.outcome not in ("done", "sent")
+    if failed:
+        print(
+            f"linerec: {failed} device(s) did not take the new key; they encrypt to the old "
+            "one, which is kept: send it again with `linerec collector rotate-key --resend`",
+            file=sys.stderr,
+        )
+    return 1 if failed else 0
 
 
 def _export(args: argparse.Namespace) -> int:

@@ -17,7 +17,7 @@ from linerec.call.events import CallEvent
 from linerec.config import Config
 from linerec.daemon.notify import Notifier
 from linerec.daemon.service import Daemon
-from linerec.daemon.storage import open_outbox, open_store, open_uplink, queueing
+from linerec.daemon.storage import open_outbox, open_store, open_uplink, queueing, rekeying
 from linerec.hardware.backend import Backend
 from linerec.store.ring import RingStore
 
@@ -97,6 +97,7 @@ def build_recorder(
         on_status_request=uplink.publish_status if uplink else lambda: None,
         on_health=uplink.publish_health if uplink else lambda health: None,
         uplink_connected=(lambda: uplink.connected) if uplink else None,
+        on_rekey=rekeying(config, store, outbox) if outbox is not None else None,
     )
     daemons.append(daemon)
     return Recorder(

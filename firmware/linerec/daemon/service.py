@@ -114,6 +114,7 @@ class Daemon:
         on_status_request: Callable[[], None] = lambda: None,
         on_health: Callable[[dict[str, object]], None] = lambda health: None,
         uplink_connected: Callable[[], bool] | None = None,
+        on_rekey: Callable[[dict[str, str]], None] | None = None,
     ) -> None:
         self.config = config
         self.backend = backend
@@ -121,6 +122,7 @@ class Daemon:
         self._emit_to = emit
         self._on_status_request = on_status_request
         self._on_health = on_health
+        self._on_rekey = on_rekey  # None: nothing to re-key (no uplink)
         self._uplink_connected = uplink_connected  # None: no uplink configured
         self._started = monotonic()
         self._uplink_seen = self._started  # connected last (or started): the grace counts from here
@@ -351,6 +353,10 @@ class Daemon:
                 getattr(self.store, command.action)(arguments["id"])
             elif command.action == "delete":
                 self.store.delete(arguments["id"], "command")
+            elif command.action == "rekey":
+                if self._on_rekey is None:
+                    raise ValueError("this recorder has no collector key to replace")
+                self._on_rekey(arguments)  # from the next recording and event on
             else:
                 pipeline = next((p for p in self.pipelines if p.name == arguments["line"]), None)
                 if pipeline is None:

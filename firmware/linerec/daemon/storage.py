@@ -8,6 +8,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
+
 from linerec.call.events import CallEvent
 from linerec.config import Config
 from linerec.daemon.events import Fault, RecordingDeleted, StoreFilling
@@ -60,10 +62,45 @@ def open_outbox(config: Config, recipients: list[Path] | None = None) -> EventOu
     """The event outbox in the store directory; events' fields are sealed to the store's
     recipients (or `recipients`), like the recordings."""
     paths = recipients if recipients is not None else list(config.store.recipients)
-    return EventOutbox(
-        private_dir(config.store.dir) / "outbox",
-        recipients=[keys.load_public(path) for path in paths],
-    )
+    public = keys.with_epoch([keys.load_public(path) for path in paths], config.store.dir)
+    return EventOutbox(private_dir(config.store.dir) / "outbox", recipients=public)
+
+
+def rekeying(
+    config: Config, ring: RingStore, outbox: EventOutbox
+) -> Callable[[dict[str, str]], None]:
+    """What a checked `rekey` command does: keep the collector's new epoch key on the card
+    (synced), then encrypt the next recording and seal the next event to it. The command is
+    signed with the collector's Ed25519 key; that key names which recipient it replaces."""
+    assert config.uplink is not None
+    collector = keys.load_public(config.uplink.collector)
+
+    def rekey(arguments: dict[str, str]) -> None:
+        text = arguments["epoch"]
+        epoch = int(text) if text.isdigit() else 0
+        if not 1 <= epoch <= keys.MAX_EPOCH:
+            raise ValueError(f"epoch must be an integer from 1 to {keys.MAX_EPOCH} (got {text!r})")
+        raw = keys.unb64(arguments["x25519"], "x25519", Path("rekey"))
+        signer = keys.raw_public(collector.signing)
+        current = [r for r in ring.recipients if keys.raw_public(r.signing) == signer]
+        if not current:
+            raise ValueError("no recipient of this collector to replace")
+        if epoch <= max(r.epoch for r in current):
+            raise ValueError(
+                f"epoch {epoch} is not above the current epoch {max(r.epoch for r in current)}"
+            )
+        public = keys.CollectorPublic(
+            encryption=X25519PublicKey.from_public_bytes(raw),
+            signing=collector.signing,
+            path=config.store.dir / keys.EPOCH_FILE,
+            epoch=epoch,
+        )
+        keys.save_epoch(config.store.dir, public)
+        recipients = keys.with_epoch(list(ring.recipients), config.store.dir)
+        ring.set_recipients(recipients)
+        outbox.set_recipients(recipients)
+
+    return rekey
 
 
 def queueing(
@@ -104,7 +141,7 @@ def open_store(
             "no recipient: name at least one collector .pub file (made by `linerec keygen`); "
             "the appliance records only what it cannot read itself",
         )
-    public = [keys.load_public(path) for path in paths]
+    public = keys.with_epoch([keys.load_public(path) for path in paths], config.store.dir)
     tighten(config.store.dir)  # also what an earlier version made with the umask's modes
     capacity = config.store.capacity
     if not capacity:

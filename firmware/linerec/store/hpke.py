@@ -6,14 +6,17 @@ to the message goes into `info`. `seal` returns enc || ciphertext, as RFC 9180 s
 single-shot API and cryptography's `hpke.Suite.encrypt` do.
 
 Recent `cryptography` releases have an `hpke` module (50.0.2 is installed here), and that is
-what runs where it is present. The image and pyproject ask only for cryptography >= 41, so for
-an older one the same base mode is built here from cryptography's X25519, HMAC-SHA256 (HKDF-Extract),
-HKDF-Expand and ChaCha20Poly1305, following RFC 9180 sections 4, 4.1, 5.1 and 5.2.
+what runs where it is present. The image and pyproject ask only for cryptography >= 41, so
+for an older one the same base mode is built here from cryptography's X25519, HMAC-SHA256
+(HKDF-Extract), HKDF-Expand and ChaCha20Poly1305, following RFC 9180 sections 4, 4.1, 5.1
+and 5.2.
 tests/test_hpke.py checks that construction against the RFC's appendix A.2.1 test vector for
 this suite, and that each side opens what the other sealed.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from cryptography.hazmat.primitives import hashes, hmac
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
@@ -21,10 +24,17 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-try:  # cryptography >= 47
-    from cryptography.hazmat.primitives import hpke as _library
-except ImportError:  # pragma: no cover - an older cryptography
-    _library = None  # type: ignore[assignment]
+
+def _library_suite() -> Any:
+    """cryptography's own HPKE for this suite, or None where it is too old to have one."""
+    try:
+        from cryptography.hazmat.primitives import hpke
+    except ImportError:  # pragma: no cover - an older cryptography
+        return None
+    return hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.CHACHA20_POLY1305)
+
+
+_SUITE = _library_suite()
 
 KEM_ID, KDF_ID, AEAD_ID = 0x0020, 0x0001, 0x0003
 MODE_BASE = 0x00
@@ -33,7 +43,9 @@ N_N = 12
 N_T = 16
 
 _KEM_SUITE = b"KEM" + KEM_ID.to_bytes(2, "big")
-_HPKE_SUITE = b"HPKE" + KEM_ID.to_bytes(2, "big") + KDF_ID.to_bytes(2, "big") + AEAD_ID.to_bytes(2, "big")
+_HPKE_SUITE = (
+    b"HPKE" + KEM_ID.to_bytes(2, "big") + KDF_ID.to_bytes(2, "big") + AEAD_ID.to_bytes(2, "big")
+)
 
 
 def _extract(salt: bytes, ikm: bytes) -> bytes:
@@ -80,11 +92,8 @@ def key_schedule(shared_secret: bytes, info: bytes) -> tuple[bytes, bytes]:
 
 def seal(recipient: X25519PublicKey, info: bytes, plaintext: bytes) -> bytes:
     """Single-shot SealBase: enc (32 bytes) || ciphertext (plaintext + 16-byte tag)."""
-    if _library is not None:
-        suite = _library.Suite(
-            _library.KEM.X25519, _library.KDF.HKDF_SHA256, _library.AEAD.CHACHA20_POLY1305
-        )
-        return suite.encrypt(plaintext, recipient, info)
+    if _SUITE is not None:
+        return bytes(_SUITE.encrypt(plaintext, recipient, info))
     enc, ct = seal_base(recipient, info, b"", plaintext)
     return enc + ct
 
@@ -94,11 +103,8 @@ def open_sealed(private: X25519PrivateKey, info: bytes, sealed: bytes) -> bytes:
     sealed differs, ValueError if it is too short to be a sealed message."""
     if len(sealed) < N_ENC + N_T:
         raise ValueError(f"an HPKE message is at least {N_ENC + N_T} bytes (got {len(sealed)})")
-    if _library is not None:
-        suite = _library.Suite(
-            _library.KEM.X25519, _library.KDF.HKDF_SHA256, _library.AEAD.CHACHA20_POLY1305
-        )
-        return suite.decrypt(sealed, private, info)
+    if _SUITE is not None:
+        return bytes(_SUITE.decrypt(sealed, private, info))
     return open_base(private, sealed[:N_ENC], info, b"", sealed[N_ENC:])
 
 
@@ -120,8 +126,8 @@ def seal_base(
 
 
 def open_base(private: X25519PrivateKey, enc: bytes, info: bytes, aad: bytes, ct: bytes) -> bytes:
-    """RFC 9180 OpenBase built from primitives; InvalidTag if the key, `info`, `aad` or anything sealed differs, ValueError
-    for an `enc` that is not an X25519 public key."""
+    """RFC 9180 OpenBase built from primitives; InvalidTag if the key, `info`, `aad` or
+    anything sealed differs, ValueError for an `enc` that is not an X25519 public key."""
     if len(enc) != N_ENC:
         raise ValueError(f"enc must be {N_ENC} bytes (got {len(enc)})")
     ephemeral = X25519PublicKey.from_public_bytes(enc)

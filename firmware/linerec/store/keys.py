@@ -100,7 +100,18 @@ class CollectorPrivate:
         return key_id(self.encryption.public_key())
 
     def decryption_key(self, kid: str) -> X25519PrivateKey | None:
-        """The private key of recipient `kid`: this epoch's or a retired one; None if neither."""
+        """The private key of recipient `kid`: this epoch's or a retired one; None if neither.
+        A kid not known here is looked up once more in the key file, which `rotate-key` may
+        have changed since this was loaded (a collector that runs for months)."""
+        found = self._own(kid)
+        if found is None and kid not in self.kids:
+            try:
+                found = load_private(self.path)._own(kid)
+            except KeyFileError:
+                return None
+        return found
+
+    def _own(self, kid: str) -> X25519PrivateKey | None:
         if kid == self.kid:
             return self.encryption
         return next((r.encryption for r in self.retired if r.kid == kid), None)
@@ -238,7 +249,7 @@ def private_text(key: CollectorPrivate) -> str:
     )
     for old in key.retired:
         text += (
-            f'\n# epoch {old.epoch}: no longer encrypted to; kept for what was\n[[retired]]\n'
+            f"\n# epoch {old.epoch}: no longer encrypted to; kept for what was\n[[retired]]\n"
             f'kid = "{old.kid}"\nepoch = {old.epoch}\nretired_at = "{old.retired_at}"\n'
             f'x25519 = "{b64(raw_private(old.encryption))}"\n'
         )
@@ -284,8 +295,10 @@ def forget_retired(private_path: Path, kid: str) -> CollectorPrivate:
     if kid == key.kid:
         raise KeyFileError(f"{private_path}: {kid} is the current epoch's key; rotate first")
     if key.decryption_key(kid) is None:
-        raise KeyFileError(f"{private_path}: no retired key {kid} (retired: "
-                           f"{', '.join(r.kid for r in key.retired) or 'none'})")
+        raise KeyFileError(
+            f"{private_path}: no retired key {kid} (retired: "
+            f"{', '.join(r.kid for r in key.retired) or 'none'})"
+        )
     kept = replace(key, retired=tuple(r for r in key.retired if r.kid != kid))
     write_private(private_path, private_text(kept).encode())
     sync_dir(private_path.parent)

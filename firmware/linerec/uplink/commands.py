@@ -38,6 +38,7 @@ ACTIONS = {
     "release": ("id",),
     "delete": ("id",),
     "consent": ("line", "mode"),
+    "rekey": ("epoch", "x25519"),  # the collector's recipient key of a new epoch (base64)
 }
 
 
