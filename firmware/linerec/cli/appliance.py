@@ -254,10 +254,11 @@ def _selftest(args: argparse.Namespace) -> int:
 def _provision(args: argparse.Namespace) -> int:
     from linerec.errors import ConfigError
     from linerec.provision.apply import (
+        Journal,
         provision,
         provisioned_digest,
+        remove_again,
         report_failure,
-        report_success,
     )
     from linerec.provision.site import DEFAULT_SITE, load_site
 
@@ -275,11 +276,18 @@ def _provision(args: argparse.Namespace) -> int:
             # which cannot record at all, holds the LED to show the technician.
             _blink_config_fault(args.blink_on_error)
         return 2
-    if site.digest == provisioned_digest(args.root) and not args.force:
-        print(f"{path}: this box was already set up from this file (--force to redo)")
+    journal = Journal(args.root, site.digest, fresh=args.force)
+    if journal.complete:
+        remove_again(site)  # it may hold a Wi-Fi passphrase; /etc has its copy
+        print(
+            f"{path}: this box was already set up from this file (--force to redo); "
+            "removed it from the boot partition"
+        )
         return 0
-    done = provision(site, args.root)
-    report_success(site, args.root, done)
+    if journal.done:
+        print(f"{path}: completing the set-up a power cut interrupted ({len(journal.done)} of "
+              f"its steps were done)")
+    done = provision(site, args.root, journal)
     for line in done:
         print(line)
     print(f"{site.device_id}: provisioned from {path}")
