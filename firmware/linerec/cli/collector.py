@@ -176,6 +176,26 @@ def add_commands(
         metavar="DEVICE",
         help="revoke every certificate issued to DEVICE (instead of enrolling)",
     )
+    enroll.add_argument(
+        "--renew",
+        metavar="DEVICE",
+        type=_device_id,
+        help="a new certificate for DEVICE's key before its own expires, sent to the device "
+        "in a signed command (instead of enrolling)",
+    )
+    enroll.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="the collector's configuration, for --renew to send the certificate",
+    )
+    enroll.add_argument(
+        "--timeout",
+        type=_timeout,
+        default=10.0,
+        metavar="S",
+        help="with --renew: wait S seconds for the device's answer (0: do not wait)",
+    )
     enroll.set_defaults(handler=_enroll)
     return collector_commands
 
@@ -240,9 +260,14 @@ def _verify_export(args: argparse.Namespace) -> int:
 def _enroll(args: argparse.Namespace) -> int:
     from linerec.collector.enroll import EnrollError, enroll_device, revoke, unreachable_by_broker
 
-    if (args.csr is None) == (args.revoke is None):
-        print("linerec: error: enroll needs DEVICE.csr, or --revoke DEVICE", file=sys.stderr)
+    if [args.csr is not None, args.revoke is not None, args.renew is not None].count(True) != 1:
+        print(
+            "linerec: error: enroll needs DEVICE.csr, or --revoke DEVICE, or --renew DEVICE",
+            file=sys.stderr,
+        )
         return 2
+    if args.renew is not None:
+        return _renew(args)
     restart = f"restart the broker: mosquitto -c {args.site.absolute() / 'mosquitto.conf'}"
     try:
         if args.revoke is not None:
@@ -274,6 +299,42 @@ def _enroll(args: argparse.Namespace) -> int:
     if problem:
         print(f"linerec: warning: {problem}", file=sys.stderr)
     return 0
+
+
+def _renew(args: argparse.Namespace) -> int:
+    from linerec.collector.commands import send_command
+    from linerec.collector.enroll import EnrollError, renew
+
+    try:
+        cert = renew(args.site.absolute(), args.renew)
+    except EnrollError as exc:
+        print(f"linerec: error: {exc}", file=sys.stderr)
+        return 1
+    from cryptography import x509
+
+    until = x509.load_pem_x509_certificate(cert.read_bytes()).not_valid_after_utc
+    print(f"{cert}: {args.renew}'s new certificate, valid until {until:%Y-%m-%d}")
+    settings = _settings(args)
+    answer = send_command(
+        settings,
+        _store(settings),
+        args.renew,
+        "cert",
+        {"pem": cert.read_text()},
+        ttl=86400.0,
+        timeout=args.timeout,
+    )
+    print(f"{args.renew}: cert: {answer.outcome}" + (f": {answer.reason}" if answer.reason else ""))
+    if answer.outcome in ("done", "sent"):
+        print(f"{args.renew} presents it from the next start of linerec.service")
+        return 0
+    print(
+        f"linerec: {args.renew} did not take it; its old certificate stays good until it "
+        f"expires: run `linerec collector enroll --renew {args.renew}` again when it is online, "
+        f"or put {cert} on it as [uplink] cert",
+        file=sys.stderr,
+    )
+    return 1
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -16,9 +16,10 @@ from linerec.daemon.events import Fault, RecordingDeleted, StoreFilling
 from linerec.daemon.report import event_record
 from linerec.errors import ConfigError
 from linerec.store import keys
-from linerec.store.private import private_dir, tighten
+from linerec.store.private import private_dir, sync_dir, tighten, write_private
 from linerec.store.ring import RecordingDeleted as Deleted
 from linerec.store.ring import RecordingQuarantined, RingStore, StoreEvent
+from linerec.uplink import tls
 from linerec.uplink.outbox import EventOutbox
 
 if TYPE_CHECKING:  # MQTT (paho) is loaded only when the configuration has an [uplink]
@@ -45,7 +46,7 @@ def open_uplink(
         device_id=config.uplink.device_id,
         collector=keys.load_public(config.uplink.collector),
         ca=config.uplink.ca,
-        cert=config.uplink.cert,
+        cert=tls.current_cert(config.uplink.cert, config.store.dir),
         key=config.uplink.key,
     )
     return Uplink(
@@ -101,6 +102,34 @@ def rekeying(
         outbox.set_recipients(recipients)
 
     return rekey
+
+
+def recertifying(config: Config) -> Callable[[dict[str, str]], None]:
+    """What a checked `cert` command does: keep the renewed certificate on the card (synced)
+    once it is this device's own; the uplink presents it from its next start."""
+    assert config.uplink is not None
+    uplink = config.uplink
+
+    def recertify(arguments: dict[str, str]) -> None:
+        if uplink.key is None:
+            raise ValueError("this device has no TLS key of its own ([uplink] key)")
+        pem = arguments["pem"].encode()
+        tls.check_renewed(pem, device_id=uplink.device_id, key=uplink.key, ca=uplink.ca)
+        write_private(config.store.dir / tls.RENEWED_CERT, pem)
+        sync_dir(config.store.dir)
+
+    return recertify
+
+
+def cert_expiry(config: Config) -> str | None:
+    """When the certificate the uplink presents expires (ISO 8601), for the health telemetry."""
+    if config.uplink is None:
+        return None
+    path = tls.current_cert(config.uplink.cert, config.store.dir)
+    try:
+        return tls.expires(path).isoformat() if path is not None else None
+    except (OSError, ValueError):
+        return None
 
 
 def queueing(

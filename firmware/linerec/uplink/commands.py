@@ -39,6 +39,7 @@ ACTIONS = {
     "delete": ("id",),
     "consent": ("line", "mode"),
     "rekey": ("epoch", "x25519"),  # the collector's recipient key of a new epoch (base64)
+    "cert": ("pem",),  # the device's renewed TLS certificate (`collector enroll --renew`)
 }
 
 
