@@ -547,6 +547,8 @@ def _rotate_key(args: argparse.Namespace) -> int:
         store.audit("rotate-key", None, json.dumps({"kid": key.kid, "epoch": key.epoch}))
         print(f"{path}: epoch {key.epoch}, kid {key.kid} (the old key is kept, retired)")
     devices = args.device or store.devices()
+    if not devices:
+        print("no device has been heard from yet: each gets the key with its configuration")
     public = keys.b64(keys.raw_public(key.encryption.public_key()))
     failed = 0
     for device in devices:

@@ -211,9 +211,9 @@ def _file_key(inspected: Inspected, key: CollectorPrivate) -> bytes:
     """The recording key, unwrapped with whichever of `key`'s epochs is a recipient."""
     header = inspected.header
     recipients = {r.get("kid"): r for r in header.get("recipients", [])}
-    entry = next(
-        (entry for kid, entry in recipients.items() if key.decryption_key(str(kid))), None
-    )
+    entry = next((recipients[kid] for kid in key.kids if kid in recipients), None)
+    if entry is None:  # perhaps an epoch made since the key was loaded (rotate-key)
+        entry = next((e for kid, e in recipients.items() if key.decryption_key(str(kid))), None)
     if entry is None:
         listed = ", ".join(str(k) for k in recipients) or "none"
         raise IntegrityError(

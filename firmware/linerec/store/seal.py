@@ -150,9 +150,12 @@ def open_fields(key: CollectorPrivate, sealed: dict[str, Any], envelope: bytes) 
     version = sealed.get("v", 1)
     if version not in (1, 2):
         raise ValueError(f"sealed fields of unknown version {version!r}")
-    entry = next(
-        (r for r in sealed["recipients"] if key.decryption_key(r.get("kid")) is not None), None
-    )
+    entry = next((r for r in sealed["recipients"] if r.get("kid") in key.kids), None)
+    if entry is None:  # perhaps an epoch made since the key was loaded (rotate-key)
+        entry = next(
+            (r for r in sealed["recipients"] if key.decryption_key(r.get("kid")) is not None),
+            None,
+        )
     if entry is None:
         raise KeyError(key.kid)
     event_key = unwrap_entry(key, entry, version)
