@@ -290,3 +290,64 @@ def test_rotate_key_reaches_a_running_appliance_and_a_forged_rekey_does_not(
     assert decrypt(after.read_bytes(), current).metadata
     with pytest.raises(IntegrityError, match="not a recipient"):
         decrypt(after.read_bytes(), load_private(root / "epoch1.key"))
+
+
+def test_a_retired_key_is_destroyed_only_once_no_recording_held_needs_it(
+    site: dict[str, Path], broker: Mosquitto
+) -> None:
+    """Retention lets the key go: while the collector holds a recording only the retired key
+    opens, `rotate-key --forget` refuses and names it; after `collector delete` it destroys
+    the key, and what it alone opened (a copy left anywhere) no longer opens."""
+    import threading
+
+    from linerec.collector.config import load_collector_config
+    from linerec.collector.service import Collector
+
+    root = site["root"]
+    simulate(
+        [example_call("inbound.toml")],
+        config=load_config(site["appliance"]),
+        store_dir=None,
+        emit=lambda event: None,
+    )
+    (copy,) = sorted((root / "ring").glob("*.lrec"))
+    epoch1 = load_private(root / "keys" / "collector.key").kid
+    collector = Collector(load_collector_config(site["collector"]), client_id="rotation-test")
+    stop = threading.Event()
+    thread = threading.Thread(target=collector.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        assert collector.ready.wait(10)
+        flush = subprocess.run(
+            [*LINEREC, "uplink", "flush", "--config", str(site["appliance"]), "--timeout", "30"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert flush.returncode == 0, flush.stderr
+    finally:
+        stop.set()
+        thread.join(10)
+
+    def collector_cli(*arguments: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*LINEREC, "collector", *arguments, "--config", str(site["collector"])],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    assert collector_cli("rotate-key", "--timeout", "0").returncode == 0  # box1 is offline
+    (row,) = collector.store.recordings()
+    refused = collector_cli("rotate-key", "--forget", epoch1)
+    assert refused.returncode == 1
+    assert f"box1/{row['id']}" in refused.stderr and "retention" in refused.stderr
+    assert load_private(root / "keys" / "collector.key").decryption_key(epoch1) is not None
+    deleted = collector_cli("delete", row["id"], "--reason", "retention test")
+    assert deleted.returncode == 0, deleted.stderr
+    forgotten = collector_cli("rotate-key", "--forget", epoch1)
+    assert forgotten.returncode == 0, forgotten.stderr
+    key = load_private(root / "keys" / "collector.key")
+    assert key.decryption_key(epoch1) is None and key.epoch == 2
+    with pytest.raises(IntegrityError, match="not a recipient"):
+        decrypt(copy.read_bytes(), key)  # the copy on the card is shredded

@@ -121,6 +121,11 @@ def add_commands(
         help="destroy retired key KID: what only it opens can no longer be read",
     )
     rotate.add_argument(
+        "--force",
+        action="store_true",
+        help="with --forget: even if recordings held here still need the key (they are lost)",
+    )
+    rotate.add_argument(
         "--ttl", type=_ttl, default=86400.0, metavar="S", help="the command is valid for S seconds"
     )
     rotate.add_argument(
@@ -535,7 +540,21 @@ def _rotate_key(args: argparse.Namespace) -> int:
                 print(f"{old.kid}  epoch {old.epoch}  retired {old.retired_at}")
             return 0
         if args.forget:
+            from linerec.collector.epochs import needing
+
+            current = keys.load_private(path)
+            others = [kid for kid in current.kids if kid != args.forget]
+            held = needing(_store(settings), args.forget, others)
+            if held and not args.force:
+                print(
+                    f"linerec: error: {len(held)} recording(s) held here open only with "
+                    f"{args.forget} ({', '.join(held[:3])}{', ...' if len(held) > 3 else ''}); "
+                    "wait until retention or `collector delete` has taken them (or --force)",
+                    file=sys.stderr,
+                )
+                return 1
             keys.forget_retired(path, args.forget)
+            _store(settings).audit("forget-key", None, json.dumps({"kid": args.forget}))
             print(f"{path}: retired key {args.forget} destroyed")
             return 0
         key = keys.load_private(path) if args.resend else keys.rotate(path)
