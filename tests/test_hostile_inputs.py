@@ -271,7 +271,7 @@ ODD_HEADERS = [
     ("retention_days", setting("retention_days", "forever")),
     ("line", setting("line", {"a": 1})),
     ("prev", setting("prev", 7)),
-    ("v", setting("v", 2)),
+    ("v", setting("v", 3)),
     ("header", lambda header: [header]),
 ]
 

@@ -7,13 +7,14 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import pytest
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -31,7 +32,7 @@ from linerec.store.keys import (
 )
 from linerec.store.reader import IntegrityError, decrypt, inspect
 from linerec.store.ring import RESERVE_STEP, RecordingDeleted, RingStore, StoreFilling, StoreFull
-from linerec.store.seal import unwrap_key
+from linerec.store.seal import unwrap_entry
 from linerec.store.verify import verify_ring
 
 RATE = 8000
@@ -171,8 +172,6 @@ def test_appliance_files_hold_no_key_that_decrypts(tmp_path: Path, keys: Collect
     first = inspected.chunks[0]
     aad = chunk_aad(inspected.header_hash, 0, bool(first.flags & FINAL))
     entry = inspected.header["recipients"][0]
-    epk = X25519PublicKey.from_public_bytes(base64.b64decode(entry["epk"]))
-    wrapped = base64.b64decode(entry["wrapped"])
     # Every 32-byte window of every file the appliance keeps, raw and base64-decoded.
     candidates: set[bytes] = set()
     for file in (tmp_path / "ring").iterdir():
@@ -190,7 +189,8 @@ def test_appliance_files_hold_no_key_that_decrypts(tmp_path: Path, keys: Collect
             ChaCha20Poly1305(candidate).decrypt(chunk_nonce(0), first.body[4:], aad)
     for candidate in list(candidates)[:3000] + [c for c in candidates if c[:1] == b"\0"][:100]:
         with pytest.raises((InvalidTag, ValueError)):
-            unwrap_key(X25519PrivateKey.from_private_bytes(candidate), epk, wrapped, entry["kid"])
+            candidate_key = replace(keys, encryption=X25519PrivateKey.from_private_bytes(candidate))
+            unwrap_entry(candidate_key, {**entry, "kid": candidate_key.kid}, 2)
 
 
 def flip(path: Path, offset: int) -> bytes:

@@ -64,6 +64,24 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     provision.set_defaults(handler=_provision)
 
+    reset = commands.add_parser(
+        "factory-reset",
+        help="wipe the box's keys, site secrets, Wi-Fi and recordings, so it can be passed on",
+    )
+    reset.add_argument(
+        "--yes", action="store_true", help="really wipe (without it nothing is changed)"
+    )
+    reset.add_argument(
+        "--root", type=Path, default=Path("/"), help="the root filesystem to wipe (default /)"
+    )
+    reset.add_argument(
+        "--boot",
+        type=Path,
+        default=None,
+        help="the boot partition (default ROOT/boot/firmware)",
+    )
+    reset.set_defaults(handler=_factory_reset)
+
     sim = commands.add_parser(
         "simulate", help="record scripted calls on a simulated line (no hardware, no broker)"
     )
@@ -260,10 +278,11 @@ def _selftest(args: argparse.Namespace) -> int:
 def _provision(args: argparse.Namespace) -> int:
     from linerec.errors import ConfigError
     from linerec.provision.apply import (
+        Journal,
         provision,
         provisioned_digest,
+        remove_again,
         report_failure,
-        report_success,
     )
     from linerec.provision.site import DEFAULT_SITE, load_site
 
@@ -281,14 +300,68 @@ def _provision(args: argparse.Namespace) -> int:
             # which cannot record at all, holds the LED to show the technician.
             _blink_config_fault(args.blink_on_error)
         return 2
-    if site.digest == provisioned_digest(args.root) and not args.force:
-        print(f"{path}: this box was already set up from this file (--force to redo)")
+    journal = Journal(args.root, site.digest, fresh=args.force)
+    if journal.complete:
+        remove_again(site)  # it may hold a Wi-Fi passphrase; /etc has its copy
+        print(
+            f"{path}: this box was already set up from this file (--force to redo); "
+            "removed it from the boot partition"
+        )
         return 0
-    done = provision(site, args.root)
-    report_success(site, args.root, done)
+    if journal.done:
+        print(
+            f"{path}: completing the set-up a power cut interrupted ({len(journal.done)} of "
+            f"its steps were done)"
+        )
+    done = provision(site, args.root, journal)
     for line in done:
         print(line)
     print(f"{site.device_id}: provisioned from {path}")
+    return 0
+
+
+def _factory_reset(args: argparse.Namespace) -> int:
+    import subprocess
+
+    from linerec.errors import LinerecError
+    from linerec.provision.reset import configured_store, factory_reset
+
+    root: Path = args.root
+    if not args.yes:
+        print(
+            "linerec: error: factory-reset wipes this box's identity and TLS keys, the site's "
+            "secrets, Wi-Fi credentials and every recording not yet collected; "
+            "give --yes to do it",
+            file=sys.stderr,
+        )
+        return 2
+    extra: tuple[Path, ...] = ()
+    config_path = root / "etc/linerec/linerec.toml"
+    if config_path.exists():  # a store the configuration put somewhere else goes too
+        from linerec.config import load_config
+
+        try:
+            store = load_config(config_path).store
+        except (LinerecError, ValueError, OSError) as exc:
+            print(f"{config_path}: not readable ({exc}); wiping the default places only")
+        else:
+            extra = configured_store(root, store.dir, store.identity)
+    on_the_box = root.resolve() == Path("/")
+    if on_the_box:  # the recorder lets go of the ring; the read-only root opens for the wipe
+        subprocess.run(["systemctl", "stop", "linerec.service"], check=False)
+        subprocess.run(["mount", "-o", "remount,rw", "/"], check=False)
+    try:
+        done = factory_reset(root, args.boot or root / "boot/firmware", extra)
+    finally:
+        if on_the_box:
+            subprocess.run(["sync"], check=False)
+            subprocess.run(["mount", "-o", "remount,ro", "/"], check=False)
+    for line in done:
+        print(line)
+    print(
+        "factory reset: done; the next boot is a first boot, waiting for linerec-site.toml "
+        "on the boot partition"
+    )
     return 0
 
 

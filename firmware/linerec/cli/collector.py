@@ -1,5 +1,5 @@
 """Commands for the server side: run, list, quarantine, chain, export, delete, hold, audit,
-verify-export, command, enroll."""
+verify-export, command, rotate-key, enroll."""
 
 from __future__ import annotations
 
@@ -103,6 +103,47 @@ def add_commands(
         help="wait S seconds for the device's answer (0: do not wait); no answer exits 1",
     )
     command.set_defaults(handler=_command)
+    rotate = collector_commands.add_parser(
+        "rotate-key",
+        help="a new recipient key epoch, sent to the devices in a signed command",
+    )
+    rotate.add_argument(
+        "--device",
+        action="append",
+        default=[],
+        type=_device_id,
+        metavar="DEVICE",
+        help="tell only DEVICE (repeatable; default: every device heard from)",
+    )
+    rotate.add_argument(
+        "--resend",
+        action="store_true",
+        help="make no new key: send the current epoch's key again (to devices that were off)",
+    )
+    rotate.add_argument(
+        "--list", action="store_true", help="list the current and the retired keys; change nothing"
+    )
+    rotate.add_argument(
+        "--forget",
+        metavar="KID",
+        help="destroy retired key KID: what only it opens can no longer be read",
+    )
+    rotate.add_argument(
+        "--force",
+        action="store_true",
+        help="with --forget: even if recordings held here still need the key (they are lost)",
+    )
+    rotate.add_argument(
+        "--ttl", type=_ttl, default=86400.0, metavar="S", help="the command is valid for S seconds"
+    )
+    rotate.add_argument(
+        "--timeout",
+        type=_timeout,
+        default=10.0,
+        metavar="S",
+        help="wait S seconds for each device's answer (0: do not wait)",
+    )
+    rotate.set_defaults(handler=_rotate_key)
     for sub_parser in (
         collector_run,
         collector_list,
@@ -113,6 +154,7 @@ def add_commands(
         hold,
         audit,
         command,
+        rotate,
     ):
         sub_parser.add_argument("--config", type=Path, default=None)
     enroll = collector_commands.add_parser(
@@ -147,6 +189,26 @@ def add_commands(
         "--revoke",
         metavar="DEVICE",
         help="revoke every certificate issued to DEVICE (instead of enrolling)",
+    )
+    enroll.add_argument(
+        "--renew",
+        metavar="DEVICE",
+        type=_device_id,
+        help="a new certificate for DEVICE's key before its own expires, sent to the device "
+        "in a signed command (instead of enrolling)",
+    )
+    enroll.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="the collector's configuration, for --renew to send the certificate",
+    )
+    enroll.add_argument(
+        "--timeout",
+        type=_timeout,
+        default=10.0,
+        metavar="S",
+        help="with --renew: wait S seconds for the device's answer (0: do not wait)",
     )
     enroll.set_defaults(handler=_enroll)
     return collector_commands
@@ -212,9 +274,14 @@ def _verify_export(args: argparse.Namespace) -> int:
 def _enroll(args: argparse.Namespace) -> int:
     from linerec.collector.enroll import EnrollError, enroll_device, revoke, unreachable_by_broker
 
-    if (args.csr is None) == (args.revoke is None):
-        print("linerec: error: enroll needs DEVICE.csr, or --revoke DEVICE", file=sys.stderr)
+    if [args.csr is not None, args.revoke is not None, args.renew is not None].count(True) != 1:
+        print(
+            "linerec: error: enroll needs DEVICE.csr, or --revoke DEVICE, or --renew DEVICE",
+            file=sys.stderr,
+        )
         return 2
+    if args.renew is not None:
+        return _renew(args)
     restart = f"restart the broker: mosquitto -c {args.site.absolute() / 'mosquitto.conf'}"
     try:
         if args.revoke is not None:
@@ -246,6 +313,42 @@ def _enroll(args: argparse.Namespace) -> int:
     if problem:
         print(f"linerec: warning: {problem}", file=sys.stderr)
     return 0
+
+
+def _renew(args: argparse.Namespace) -> int:
+    from linerec.collector.commands import send_command
+    from linerec.collector.enroll import EnrollError, renew
+
+    try:
+        cert = renew(args.site.absolute(), args.renew)
+    except EnrollError as exc:
+        print(f"linerec: error: {exc}", file=sys.stderr)
+        return 1
+    from cryptography import x509
+
+    until = x509.load_pem_x509_certificate(cert.read_bytes()).not_valid_after_utc
+    print(f"{cert}: {args.renew}'s new certificate, valid until {until:%Y-%m-%d}")
+    settings = _settings(args)
+    answer = send_command(
+        settings,
+        _store(settings),
+        args.renew,
+        "cert",
+        {"pem": cert.read_text()},
+        ttl=86400.0,
+        timeout=args.timeout,
+    )
+    print(f"{args.renew}: cert: {answer.outcome}" + (f": {answer.reason}" if answer.reason else ""))
+    if answer.outcome in ("done", "sent"):
+        print(f"{args.renew} presents it from the next start of linerec.service")
+        return 0
+    print(
+        f"linerec: {args.renew} did not take it; its old certificate stays good until it "
+        f"expires: run `linerec collector enroll --renew {args.renew}` again when it is online, "
+        f"or put {cert} on it as [uplink] cert",
+        file=sys.stderr,
+    )
+    return 1
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -444,6 +547,74 @@ def _command(args: argparse.Namespace) -> int:
     else:
         print(f"linerec: {what} not sent: {answer.reason}", file=sys.stderr)
     return 1
+
+
+def _rotate_key(args: argparse.Namespace) -> int:
+    from linerec.collector.commands import send_command
+    from linerec.store import keys
+
+    settings = _settings(args)
+    path = settings.key.path
+    try:
+        if args.list:
+            key = keys.load_private(path)
+            print(f"{key.kid}  epoch {key.epoch}  current")
+            for old in key.retired:
+                print(f"{old.kid}  epoch {old.epoch}  retired {old.retired_at}")
+            return 0
+        if args.forget:
+            from linerec.collector.epochs import needing
+
+            current = keys.load_private(path)
+            others = [kid for kid in current.kids if kid != args.forget]
+            held = needing(_store(settings), args.forget, others)
+            if held and not args.force:
+                print(
+                    f"linerec: error: {len(held)} recording(s) held here open only with "
+                    f"{args.forget} ({', '.join(held[:3])}{', ...' if len(held) > 3 else ''}); "
+                    "wait until retention or `collector delete` has taken them (or --force)",
+                    file=sys.stderr,
+                )
+                return 1
+            keys.forget_retired(path, args.forget)
+            _store(settings).audit("forget-key", None, json.dumps({"kid": args.forget}))
+            print(f"{path}: retired key {args.forget} destroyed")
+            return 0
+        key = keys.load_private(path) if args.resend else keys.rotate(path)
+    except keys.KeyFileError as exc:
+        print(f"linerec: error: {exc}", file=sys.stderr)
+        return 1
+    store = _store(settings)
+    if not args.resend:
+        store.audit("rotate-key", None, json.dumps({"kid": key.kid, "epoch": key.epoch}))
+        print(f"{path}: epoch {key.epoch}, kid {key.kid} (the old key is kept, retired)")
+    devices = args.device or store.devices()
+    if not devices:
+        print("no device has been heard from yet: each gets the key with its configuration")
+    public = keys.b64(keys.raw_public(key.encryption.public_key()))
+    failed = 0
+    for device in devices:
+        answer = send_command(
+            settings,
+            store,
+            device,
+            "rekey",
+            {"epoch": str(key.epoch), "x25519": public},
+            ttl=args.ttl,
+            timeout=args.timeout,
+        )
+        print(
+            f"{device}: rekey to epoch {key.epoch}: {answer.outcome}"
+            + (f": {answer.reason}" if answer.reason else "")
+        )
+        failed += answer.outcome not in ("done", "sent")
+    if failed:
+        print(
+            f"linerec: {failed} device(s) did not take the new key; they encrypt to the old "
+            "one, which is kept: send it again with `linerec collector rotate-key --resend`",
+            file=sys.stderr,
+        )
+    return 1 if failed else 0
 
 
 def _export(args: argparse.Namespace) -> int:

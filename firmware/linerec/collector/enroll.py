@@ -17,6 +17,10 @@
 
 * `linerec collector enroll --revoke DEVICE --site DIR`: every certificate issued to DEVICE
   goes on the revocation list and DEVICE loses all access.
+* `linerec collector enroll --renew DEVICE --site DIR`: a new certificate for the key of
+  DEVICE's current one, before that expires; the collector sends it to the device in a signed
+  `cert` command. The old one is not revoked: it stays good until it expires, so the device
+  keeps its connection until it has the new one.
 
 Access rules. mosquitto 2.0's `acl_file` grants every SUBSCRIBE and checks only delivery, so a
 device could join the collectors' shared subscription (`$share/linerec-collectors/...`): the
@@ -232,6 +236,22 @@ def revoke(site: Path, device: str, *, broker_names: list[str] | None = None) ->
     (site / "devices" / f"{device}.crt").unlink(missing_ok=True)
     _rewrite_access(site)
     return len(new)
+
+
+def renew(site: Path, device: str) -> Path:
+    """A fresh certificate for the key of `device`'s current one (devices/<device>.crt)."""
+    current = site / "devices" / f"{device}.crt"
+    if not current.exists():
+        raise EnrollError(f"{site}: {device!r} has no certificate here to renew (enrol it first)")
+    old = x509.load_pem_x509_certificate(current.read_bytes())
+    if old.serial_number in _revoked_serials(site):
+        raise EnrollError(f"{current}: revoked; a revoked device is enrolled anew, not renewed")
+    public = old.public_key()
+    if not isinstance(public, ec.EllipticCurvePublicKey):
+        raise EnrollError(f"{current}: expected an EC key")
+    cert = _issue(site, device, public)
+    _write_public(current, cert.public_bytes(serialization.Encoding.PEM))
+    return current
 
 
 # -- enrolment -----------------------------------------------------------------------------

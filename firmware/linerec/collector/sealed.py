@@ -19,7 +19,7 @@ def open_event(key: CollectorPrivate, body: dict[str, Any]) -> dict[str, Any]:
     if sealed is None:
         return body
     clear = {key: value for key, value in body.items() if key != "sealed"}
-    fields = json.loads(open_fields(key.encryption, key.kid, sealed, event_envelope(clear)))
+    fields = json.loads(open_fields(key, sealed, event_envelope(clear)))
     if not isinstance(fields, dict):
         raise ValueError("the sealed fields are not an object")
     return {**fields, **clear}

@@ -593,6 +593,13 @@ class CollectorStore:
             who=who or cli_user(), action=action, recording=recording_id, reason=reason
         )
 
+    def devices(self) -> list[str]:
+        """Every device this collector has heard from (an event or a recording)."""
+        rows = self.db.execute(
+            "SELECT device FROM events UNION SELECT device FROM recordings ORDER BY device"
+        )
+        return [str(row[0]) for row in rows]
+
     def next_command_counter(self, device: str) -> int:
         """The next command number for `device` (the device refuses any not above the last):
         above our own count and above any counter the device's stored events tell of."""

@@ -17,7 +17,15 @@ from linerec.call.events import CallEvent
 from linerec.config import Config
 from linerec.daemon.notify import Notifier
 from linerec.daemon.service import Daemon
-from linerec.daemon.storage import open_outbox, open_store, open_uplink, queueing
+from linerec.daemon.storage import (
+    cert_expiry,
+    open_outbox,
+    open_store,
+    open_uplink,
+    queueing,
+    recertifying,
+    rekeying,
+)
 from linerec.hardware.backend import Backend
 from linerec.store.ring import RingStore
 
@@ -87,6 +95,10 @@ def build_recorder(
                 outbox=outbox,
             )
         sinks[0] = queueing(emit, outbox, device_id=config.uplink.device_id, t0=start)
+
+    def expiry() -> str | None:  # the certificate may be renewed while the box runs
+        return cert_expiry(config)
+
     daemon = Daemon(
         config,
         backend,
@@ -95,8 +107,17 @@ def build_recorder(
         notifier=notifier,
         monotonic=monotonic,
         on_status_request=uplink.publish_status if uplink else lambda: None,
-        on_health=uplink.publish_health if uplink else lambda health: None,
+        on_health=(
+            (lambda health: uplink.publish_health({**health, "tls_cert_expires": expiry()}))
+            if uplink
+            else lambda health: None
+        ),
         uplink_connected=(lambda: uplink.connected) if uplink else None,
+        key_actions=(
+            {"rekey": rekeying(config, store, outbox), "cert": recertifying(config)}
+            if outbox is not None
+            else None
+        ),
     )
     daemons.append(daemon)
     return Recorder(

@@ -16,7 +16,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -114,6 +114,7 @@ class Daemon:
         on_status_request: Callable[[], None] = lambda: None,
         on_health: Callable[[dict[str, object]], None] = lambda health: None,
         uplink_connected: Callable[[], bool] | None = None,
+        key_actions: Mapping[str, Callable[[dict[str, str]], None]] | None = None,
     ) -> None:
         self.config = config
         self.backend = backend
@@ -121,10 +122,13 @@ class Daemon:
         self._emit_to = emit
         self._on_status_request = on_status_request
         self._on_health = on_health
+        # rekey, cert: what a command does to the box's keys (wired with the uplink)
+        self._key_actions = dict(key_actions or {})
         self._uplink_connected = uplink_connected  # None: no uplink configured
         self._started = monotonic()
         self._uplink_seen = self._started  # connected last (or started): the grace counts from here
         self._last_health = float("-inf")
+        self._uplink_was_connected = False
         self.notifier = notifier or Notifier({})
         self._monotonic = monotonic
         self._queue: HandoffQueue[_Edge | _Captured | _CaptureFailed | _Command] = HandoffQueue(
@@ -351,6 +355,10 @@ class Daemon:
                 getattr(self.store, command.action)(arguments["id"])
             elif command.action == "delete":
                 self.store.delete(arguments["id"], "command")
+            elif command.action in ("rekey", "cert"):
+                if command.action not in self._key_actions:
+                    raise ValueError("this recorder has no such key to replace")
+                self._key_actions[command.action](arguments)
             else:
                 pipeline = next((p for p in self.pipelines if p.name == arguments["line"]), None)
                 if pipeline is None:
@@ -415,9 +423,14 @@ class Daemon:
         if self._uplink_connected is None:
             return
         if self._uplink_connected():
+            if not self._uplink_was_connected:  # (re)connected: telemetry now, not in a minute
+                self._last_health = float("-inf")
+            self._uplink_was_connected = True
             self._uplink_seen = now
             self._clear("uplink")
-        elif now - self._uplink_seen >= UPLINK_GRACE:
+            return
+        self._uplink_was_connected = False
+        if now - self._uplink_seen >= UPLINK_GRACE:
             url = self.config.uplink.url if self.config.uplink else "the broker"
             self._fault("uplink", f"not connected to {url} for {UPLINK_GRACE:.0f} s or more")
 

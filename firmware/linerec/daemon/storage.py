@@ -8,15 +8,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
+
 from linerec.call.events import CallEvent
 from linerec.config import Config
 from linerec.daemon.events import Fault, RecordingDeleted, StoreFilling
 from linerec.daemon.report import event_record
 from linerec.errors import ConfigError
 from linerec.store import keys
-from linerec.store.private import private_dir, tighten
+from linerec.store.private import private_dir, sync_dir, tighten, write_private
 from linerec.store.ring import RecordingDeleted as Deleted
 from linerec.store.ring import RecordingQuarantined, RingStore, StoreEvent
+from linerec.uplink import tls
 from linerec.uplink.outbox import EventOutbox
 
 if TYPE_CHECKING:  # MQTT (paho) is loaded only when the configuration has an [uplink]
@@ -43,7 +46,7 @@ def open_uplink(
         device_id=config.uplink.device_id,
         collector=keys.load_public(config.uplink.collector),
         ca=config.uplink.ca,
-        cert=config.uplink.cert,
+        cert=tls.current_cert(config.uplink.cert, config.store.dir),
         key=config.uplink.key,
     )
     return Uplink(
@@ -60,10 +63,73 @@ def open_outbox(config: Config, recipients: list[Path] | None = None) -> EventOu
     """The event outbox in the store directory; events' fields are sealed to the store's
     recipients (or `recipients`), like the recordings."""
     paths = recipients if recipients is not None else list(config.store.recipients)
-    return EventOutbox(
-        private_dir(config.store.dir) / "outbox",
-        recipients=[keys.load_public(path) for path in paths],
-    )
+    public = keys.with_epoch([keys.load_public(path) for path in paths], config.store.dir)
+    return EventOutbox(private_dir(config.store.dir) / "outbox", recipients=public)
+
+
+def rekeying(
+    config: Config, ring: RingStore, outbox: EventOutbox
+) -> Callable[[dict[str, str]], None]:
+    """What a checked `rekey` command does: keep the collector's new epoch key on the card
+    (synced), then encrypt the next recording and seal the next event to it. The command is
+    signed with the collector's Ed25519 key; that key names which recipient it replaces."""
+    assert config.uplink is not None
+    collector = keys.load_public(config.uplink.collector)
+
+    def rekey(arguments: dict[str, str]) -> None:
+        text = arguments["epoch"]
+        epoch = int(text) if text.isdigit() else 0
+        if not 1 <= epoch <= keys.MAX_EPOCH:
+            raise ValueError(f"epoch must be an integer from 1 to {keys.MAX_EPOCH} (got {text!r})")
+        raw = keys.unb64(arguments["x25519"], "x25519", Path("rekey"))
+        signer = keys.raw_public(collector.signing)
+        current = [r for r in ring.recipients if keys.raw_public(r.signing) == signer]
+        if not current:
+            raise ValueError("no recipient of this collector to replace")
+        if epoch <= max(r.epoch for r in current):
+            raise ValueError(
+                f"epoch {epoch} is not above the current epoch {max(r.epoch for r in current)}"
+            )
+        public = keys.CollectorPublic(
+            encryption=X25519PublicKey.from_public_bytes(raw),
+            signing=collector.signing,
+            path=config.store.dir / keys.EPOCH_FILE,
+            epoch=epoch,
+        )
+        keys.save_epoch(config.store.dir, public)
+        recipients = keys.with_epoch(list(ring.recipients), config.store.dir)
+        ring.set_recipients(recipients)
+        outbox.set_recipients(recipients)
+
+    return rekey
+
+
+def recertifying(config: Config) -> Callable[[dict[str, str]], None]:
+    """What a checked `cert` command does: keep the renewed certificate on the card (synced)
+    once it is this device's own; the uplink presents it from its next start."""
+    assert config.uplink is not None
+    uplink = config.uplink
+
+    def recertify(arguments: dict[str, str]) -> None:
+        if uplink.key is None:
+            raise ValueError("this device has no TLS key of its own ([uplink] key)")
+        pem = arguments["pem"].encode()
+        tls.check_renewed(pem, device_id=uplink.device_id, key=uplink.key, ca=uplink.ca)
+        write_private(config.store.dir / tls.RENEWED_CERT, pem)
+        sync_dir(config.store.dir)
+
+    return recertify
+
+
+def cert_expiry(config: Config) -> str | None:
+    """When the certificate the uplink presents expires (ISO 8601), for the health telemetry."""
+    if config.uplink is None:
+        return None
+    path = tls.current_cert(config.uplink.cert, config.store.dir)
+    try:
+        return tls.expires(path).isoformat() if path is not None else None
+    except (OSError, ValueError):
+        return None
 
 
 def queueing(
@@ -104,7 +170,7 @@ def open_store(
             "no recipient: name at least one collector .pub file (made by `linerec keygen`); "
             "the appliance records only what it cannot read itself",
         )
-    public = [keys.load_public(path) for path in paths]
+    public = keys.with_epoch([keys.load_public(path) for path in paths], config.store.dir)
     tighten(config.store.dir)  # also what an earlier version made with the umask's modes
     capacity = config.store.capacity
     if not capacity:

@@ -18,7 +18,8 @@ from typing import Any
 
 from linerec.codec import RATE, Codec
 
-VERSION = 1
+VERSION = 2  # what the ring writes: recording keys wrapped with RFC 9180 HPKE
+VERSIONS = (1, 2)  # what readers accept: v1 wrapped them by hand (docs/format.md, "Keys")
 MAX_SEQ = (1 << 63) - 1
 MAX_RECIPIENTS = 64
 MAX_RETENTION_DAYS = 36500
@@ -41,8 +42,7 @@ class HeaderError(ValueError):
 def check_header(header: object, offset: int = 0) -> dict[str, Any]:
     """The header, every field checked; HeaderError names the first that is wrong."""
     fields = _Fields(header, "header", offset)
-    if fields.integer("v", VERSION, VERSION) != VERSION:
-        raise HeaderError(offset, "header.v", "unknown version")
+    version = fields.integer("v", min(VERSIONS), max(VERSIONS))
     fields.text("id", _ID, "1-200 letters, digits, '.', '_' or '-'")
     fields.text("device", _DEVICE, "1-64 letters, digits, '.', '_' or '-'")
     fields.integer("seq", 1, MAX_SEQ)
@@ -64,8 +64,12 @@ def check_header(header: object, offset: int = 0) -> dict[str, Any]:
     for index, entry in enumerate(recipients):
         recipient = _Fields(entry, f"header.recipients[{index}]", offset)
         recipient.text("kid", _KID, "16 hex digits")
-        recipient.key("epk", 32)
-        recipient.key("wrapped", 48)
+        if version == 1:
+            recipient.key("epk", 32)
+            recipient.key("wrapped", 48)
+        else:
+            recipient.key("enc", 32)  # HPKE's encapsulated key: an X25519 public key
+            recipient.key("ct", 48)  # the 32-byte recording key and its 16-byte tag
     return fields.data
 
 

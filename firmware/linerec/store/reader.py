@@ -15,7 +15,6 @@ from typing import Any
 
 from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from linerec.codec import Codec, Samples, decode
@@ -31,7 +30,7 @@ from linerec.store.format import (
 )
 from linerec.store.header import HeaderError, check_end, check_header
 from linerec.store.keys import CollectorPrivate
-from linerec.store.seal import open_metadata, signed_payload, unwrap_key
+from linerec.store.seal import open_metadata, signed_payload, unwrap_entry
 
 COMPLETE, CUT, OPEN = "complete", "cut", "open"
 MAX_BYTES = 1 << 30  # a recording file read whole: over 9 hours of PCM16, 37 of µ-law
@@ -209,22 +208,20 @@ def read_metadata(inspected: Inspected, key: CollectorPrivate) -> dict[str, Any]
 
 
 def _file_key(inspected: Inspected, key: CollectorPrivate) -> bytes:
+    """The recording key, unwrapped with whichever of `key`'s epochs is a recipient."""
     header = inspected.header
     recipients = {r.get("kid"): r for r in header.get("recipients", [])}
-    entry = recipients.get(key.kid)
+    entry = next((recipients[kid] for kid in key.kids if kid in recipients), None)
+    if entry is None:  # perhaps an epoch made since the key was loaded (rotate-key)
+        entry = next((e for kid, e in recipients.items() if key.decryption_key(str(kid))), None)
     if entry is None:
         listed = ", ".join(str(k) for k in recipients) or "none"
         raise IntegrityError(
-            f"key {key.path} (kid {key.kid}) is not a recipient of this recording "
+            f"key {key.path} (kid {', '.join(key.kids)}) is not a recipient of this recording "
             f"(recipients: {listed})"
         )
     try:
-        file_key = unwrap_key(
-            key.encryption,
-            X25519PublicKey.from_public_bytes(base64.b64decode(entry["epk"])),
-            base64.b64decode(entry["wrapped"]),
-            key.kid,
-        )
+        file_key = unwrap_entry(key, entry, header["v"])
     except (InvalidTag, KeyError, ValueError) as exc:
         raise IntegrityError(
             f"key {key.path}: cannot unwrap the recording key (wrong key)"

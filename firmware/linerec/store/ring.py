@@ -57,7 +57,7 @@ from linerec.store.format import (
     pad_to_block,
     scan,
 )
-from linerec.store.header import check_end, check_header
+from linerec.store.header import VERSION, check_end, check_header
 from linerec.store.keys import CollectorPublic, b64, raw_public
 from linerec.store.private import private_dir, write_private
 from linerec.store.reader import MAX_BYTES
@@ -346,6 +346,14 @@ class RingStore(Store):
         self.disk.replace(tmp, target)
         self.disk.sync_dir(self.dir)
 
+    @_locked
+    def set_recipients(self, recipients: list[CollectorPublic]) -> None:
+        """Encrypt to `recipients` from the next recording on (a new key epoch); a recording
+        already begun keeps the keys it began with."""
+        if not recipients:
+            raise ValueError("a recording needs at least one recipient key")
+        self.recipients = list(recipients)
+
     # -- writing -----------------------------------------------------------------------------
 
     @_locked
@@ -355,7 +363,7 @@ class RingStore(Store):
         recording_id = f"{info.device_id}-{seq:08d}-{stamp}Z-{info.line}"
         file_key = os.urandom(32)
         header = {
-            "v": 1,
+            "v": VERSION,
             "id": recording_id,
             "device": info.device_id,
             "seq": seq,

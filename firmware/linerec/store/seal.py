@@ -1,11 +1,11 @@
 """The cryptography of a recording, in one place (docs/format.md, "Keys").
 
-* Each recording has a fresh random 32-byte key. It is wrapped to each recipient: an
-  ephemeral X25519 key agrees a secret with the recipient's public key, HKDF-SHA256 (salt =
-  ephemeral public || recipient public) turns it into a one-time wrapping key, and
-  ChaCha20-Poly1305 seals the recording key with it. The appliance forgets the ephemeral
-  private key and the recording key when the recording ends, so it cannot decrypt its own
-  recordings, by design.
+* Each recording has a fresh random 32-byte key. It is wrapped to each recipient with RFC 9180
+  HPKE in base mode (X25519, HKDF-SHA256, ChaCha20-Poly1305; `hpke.py`): format v2. Format v1
+  wrapped it with a hand-made construction of the same primitives (ephemeral X25519, HKDF-SHA256
+  with salt = ephemeral public || recipient public, ChaCha20-Poly1305); v1 files are still
+  read. The appliance forgets the ephemeral private key and the recording key when the
+  recording ends, so it cannot decrypt its own recordings, by design.
 * Audio chunks: ChaCha20-Poly1305 under the recording key, nonce = chunk index, AAD = header
   hash, index and the final flag (see format.py). The Pi 3/4/Zero 2 have no AES instructions,
   which is why ChaCha20.
@@ -26,10 +26,12 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from linerec.store import hpke
 from linerec.store.format import RecordType, json_body
-from linerec.store.keys import b64, key_id, raw_public
+from linerec.store.keys import CollectorPrivate, b64, key_id, raw_public
 
 _WRAP_INFO = b"linerec-wrap-v1"
+_WRAP_INFO_V2 = b"linerec-wrap-v2"  # HPKE's info is this || kid
 _META_INFO = b"linerec-meta-v1"
 
 
@@ -38,7 +40,34 @@ def _kdf(secret: bytes, salt: bytes, info: bytes) -> bytes:
 
 
 def wrap_key(file_key: bytes, recipient: X25519PublicKey) -> dict[str, str]:
-    """The header entry that lets `recipient`'s private key recover `file_key`."""
+    """The header entry (format v2) that lets `recipient`'s private key recover `file_key`."""
+    kid = key_id(recipient)
+    sealed = hpke.seal(recipient, _WRAP_INFO_V2 + kid.encode(), file_key)
+    return {"kid": kid, "enc": b64(sealed[: hpke.N_ENC]), "ct": b64(sealed[hpke.N_ENC :])}
+
+
+def unwrap_entry(key: CollectorPrivate, entry: dict[str, Any], version: int) -> bytes:
+    """The key wrapped in a recipient `entry` of a v1 or v2 header or sealed event, with
+    whichever of `key`'s epochs it names. KeyError if none of them is its recipient; InvalidTag
+    or ValueError if it does not open."""
+    kid = entry.get("kid")
+    private = key.decryption_key(kid) if isinstance(kid, str) else None
+    if private is None or not isinstance(kid, str):
+        raise KeyError(kid)
+    if version >= 2:
+        enc = base64.b64decode(entry["enc"], validate=True)
+        ct = base64.b64decode(entry["ct"], validate=True)
+        return hpke.open_sealed(private, _WRAP_INFO_V2 + kid.encode(), enc + ct)
+    return unwrap_key(
+        private,
+        X25519PublicKey.from_public_bytes(base64.b64decode(entry["epk"], validate=True)),
+        base64.b64decode(entry["wrapped"], validate=True),
+        kid,
+    )
+
+
+def wrap_key_v1(file_key: bytes, recipient: X25519PublicKey) -> dict[str, str]:
+    """The v1 header entry; only tests write it now (to show v1 files stay readable)."""
     ephemeral = X25519PrivateKey.generate()
     epk = raw_public(ephemeral.public_key())
     kid = key_id(recipient)
@@ -48,6 +77,7 @@ def wrap_key(file_key: bytes, recipient: X25519PublicKey) -> dict[str, str]:
 
 
 def unwrap_key(private: X25519PrivateKey, epk: X25519PublicKey, wrapped: bytes, kid: str) -> bytes:
+    """Format v1's unwrap."""
     own = raw_public(private.public_key())
     wrapping = _kdf(private.exchange(epk), raw_public(epk) + own, _WRAP_INFO)
     return ChaCha20Poly1305(wrapping).decrypt(bytes(12), wrapped, _WRAP_INFO + kid.encode())
@@ -99,34 +129,36 @@ def seal_fields(
 ) -> dict[str, Any]:
     """Encrypt an event's fields to the collector's keys, bound to its clear `envelope`.
 
-    A fresh key per event, wrapped to each recipient as a recording key is; used once, so the
-    zero nonce is safe. The envelope (canonical JSON of device, seq, event, time) is the AAD:
-    sealed fields moved to another event fail to open."""
+    A fresh key per event, wrapped to each recipient as a recording key is (v2: HPKE); used
+    once, so the zero nonce is safe. The envelope (canonical JSON of device, seq, event, time)
+    is the AAD: sealed fields moved to another event fail to open."""
     event_key = ChaCha20Poly1305.generate_key()
     sealed = ChaCha20Poly1305(event_key).encrypt(
         bytes(12), json_body(fields), _EVENT_INFO + envelope
     )
     return {
-        "v": 1,
+        "v": 2,
         "recipients": [wrap_key(event_key, recipient) for recipient in recipients],
         "ciphertext": b64(sealed),
     }
 
 
-def open_fields(
-    private: X25519PrivateKey, kid: str, sealed: dict[str, Any], envelope: bytes
-) -> bytes:
-    """The canonical JSON of sealed fields; KeyError if `kid` is not a recipient, InvalidTag
-    (or ValueError for bad base64) if the key or anything sealed or in the envelope differs."""
-    entry = next((r for r in sealed["recipients"] if r.get("kid") == kid), None)
+def open_fields(key: CollectorPrivate, sealed: dict[str, Any], envelope: bytes) -> bytes:
+    """The canonical JSON of sealed fields (v1 or v2), opened with whichever of `key`'s epochs
+    is a recipient; KeyError if none is, InvalidTag (or ValueError for bad base64) if the key
+    or anything sealed or in the envelope differs."""
+    version = sealed.get("v", 1)
+    if version not in (1, 2):
+        raise ValueError(f"sealed fields of unknown version {version!r}")
+    entry = next((r for r in sealed["recipients"] if r.get("kid") in key.kids), None)
+    if entry is None:  # perhaps an epoch made since the key was loaded (rotate-key)
+        entry = next(
+            (r for r in sealed["recipients"] if key.decryption_key(r.get("kid")) is not None),
+            None,
+        )
     if entry is None:
-        raise KeyError(kid)
-    event_key = unwrap_key(
-        private,
-        X25519PublicKey.from_public_bytes(base64.b64decode(entry["epk"], validate=True)),
-        base64.b64decode(entry["wrapped"], validate=True),
-        kid,
-    )
+        raise KeyError(key.kid)
+    event_key = unwrap_entry(key, entry, version)
     return ChaCha20Poly1305(event_key).decrypt(
         bytes(12), base64.b64decode(sealed["ciphertext"], validate=True), _EVENT_INFO + envelope
     )

@@ -38,6 +38,8 @@ ACTIONS = {
     "release": ("id",),
     "delete": ("id",),
     "consent": ("line", "mode"),
+    "rekey": ("epoch", "x25519"),  # the collector's recipient key of a new epoch (base64)
+    "cert": ("pem",),  # the device's renewed TLS certificate (`collector enroll --renew`)
 }
 
 

@@ -87,6 +87,11 @@ class EventOutbox:
         except (OSError, ValueError):
             return 0
 
+    def set_recipients(self, recipients: Sequence[CollectorPublic]) -> None:
+        """Seal the events queued from now on to `recipients` (a new key epoch)."""
+        with self._lock:
+            self._recipients = [r.encryption for r in recipients]
+
     # -- the main loop's side: no I/O ------------------------------------------------------------
 
     def append(self, record: dict[str, Any]) -> int:

@@ -2,19 +2,29 @@
 
 `linerec uplink csr` and `linerec provision` make them; `linerec collector enroll` signs the
 request (collector/enroll.py, which shares the key helpers below).
+
+A certificate renewed before it expires (`linerec collector enroll --renew`) arrives in a
+signed `cert` command. The appliance keeps it in its store directory (`RENEWED_CERT`; /etc is
+read-only on the image) once it is sure it is its own: issued by the site CA it trusts, to its
+device id, for its key, and valid now. The uplink uses it from its next start, in place of the
+configured `[uplink] cert`, for as long as it outlives that one.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from linerec.errors import LinerecError
+
+RENEWED_CERT = "device-cert.pem"  # in the store directory
 
 
 class KeyFileError(LinerecError, ValueError):
@@ -53,3 +63,48 @@ def device_request(device_id: str, directory: Path) -> tuple[Path, Path]:
     signed = csr.sign(key, hashes.SHA256())
     csr_path.write_bytes(signed.public_bytes(serialization.Encoding.PEM))
     return key_path, csr_path
+
+
+def check_renewed(
+    pem: bytes, *, device_id: str, key: Path, ca: Path | None, now: dt.datetime | None = None
+) -> x509.Certificate:
+    """A renewed certificate, if it is this device's own; ValueError saying why not."""
+    if ca is None:
+        raise ValueError("no [uplink] ca to check a renewed certificate against")
+    try:
+        cert = x509.load_pem_x509_certificate(pem)
+    except ValueError as exc:
+        raise ValueError(f"not a PEM certificate: {exc}") from exc
+    authority = x509.load_pem_x509_certificate(ca.read_bytes())
+    try:
+        cert.verify_directly_issued_by(authority)
+    except (ValueError, TypeError, InvalidSignature) as exc:
+        raise ValueError(f"not issued by the site CA ({ca})") from exc
+    names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    if [str(n.value) for n in names] != [device_id]:
+        raise ValueError(f"issued to {[str(n.value) for n in names]}, not to {device_id!r}")
+    der = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    if cert.public_key().public_bytes(*der) != load_key(key).public_key().public_bytes(*der):
+        raise ValueError(f"not for this device's key ({key})")
+    now = now or dt.datetime.now(dt.UTC)
+    if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
+        raise ValueError(
+            f"not valid now (from {cert.not_valid_before_utc:%Y-%m-%d} "
+            f"to {cert.not_valid_after_utc:%Y-%m-%d})"
+        )
+    return cert
+
+
+def current_cert(configured: Path | None, store_dir: Path) -> Path | None:
+    """The certificate the uplink presents: a renewed one kept in `store_dir` when it expires
+    after the configured one (or there is none configured), else the configured one."""
+    renewed = store_dir / RENEWED_CERT
+    if not renewed.exists():
+        return configured
+    if configured is None or expires(renewed) > expires(configured):
+        return renewed
+    return configured
+
+
+def expires(path: Path) -> dt.datetime:
+    return x509.load_pem_x509_certificate(path.read_bytes()).not_valid_after_utc
