@@ -17,9 +17,9 @@ from linerec.store import keys
 from linerec.store.private import private_dir, tighten
 from linerec.store.ring import RecordingDeleted as Deleted
 from linerec.store.ring import RecordingQuarantined, RingStore, StoreEvent
-from linerec.uplink.outbox import EventOutbox
 
 if TYPE_CHECKING:  # MQTT (paho) is loaded only when the configuration has an [uplink]
+    from linerec.uplink.outbox import EventOutbox
     from linerec.uplink.client import Uplink
     from linerec.uplink.commands import Command, Refusal
 
@@ -59,6 +59,8 @@ def open_uplink(
 def open_outbox(config: Config, recipients: list[Path] | None = None) -> EventOutbox:
     """The event outbox in the store directory; events' fields are sealed to the store's
     recipients (or `recipients`), like the recordings."""
+    from linerec.uplink.outbox import EventOutbox  # its envelope is MQTT's: only with [uplink]
+
     paths = recipients if recipients is not None else list(config.store.recipients)
     return EventOutbox(
         private_dir(config.store.dir) / "outbox",

@@ -110,9 +110,12 @@ class DtmfDetector:
             windows = data[_window_index(count)]
             hits = self._classify(windows)
             base = self._position - len(self._buffer)
-            for k, hit in enumerate(hits):
-                t0 = (base + k * HOP) / RATE
-                events += self._track(hit, t0, t0 + WINDOW / RATE)
+            if self._digit is None and not any(hits):
+                self._candidate = None  # what tracking each empty window would come to
+            else:
+                for k, hit in enumerate(hits):
+                    t0 = (base + k * HOP) / RATE
+                    events += self._track(hit, t0, t0 + WINDOW / RATE)
             data = data[count * HOP :]
         self._buffer = data
         self._position += len(frame)

@@ -91,6 +91,10 @@ def _db(level: float) -> float:
     return _FULL * 10 ** (level / 10)
 
 
+# The thresholds as mean squares, worked out once rather than on every frame.
+_MIN_POWER, _SILENCE_POWER, _DEAD_POWER = _db(MIN_LEVEL_DBFS), _db(SILENCE_DBFS), _db(DEAD_DBFS)
+
+
 @dataclass(slots=True)
 class _Segment:
     colour: str | None  # what its frequencies make it (None: no tone)
@@ -147,7 +151,7 @@ class ProgressToneDetector:
     def _tonal_peaks(seen: FrameFeatures) -> tuple[int, ...]:
         """For a tonal frame (a few bins of its spectrum hold its energy), where its energy
         sits, to 150 Hz: enough to split one SIT tone from the next, steady on a dual tone."""
-        if seen.power < _db(MIN_LEVEL_DBFS) or seen.spread > MAX_SPREAD:
+        if seen.power < _MIN_POWER or seen.spread > MAX_SPREAD:
             return ()
         return (round(seen.centroid / 150),)
 
@@ -173,14 +177,14 @@ class ProgressToneDetector:
     def _quiet(self, t: float, power: float, tone_now: bool) -> list[ProgressEvent]:
         events: list[ProgressEvent] = []
         recent_tone = any(t - seen < FORGET for seen in self._last_seen.values())
-        if power < _db(SILENCE_DBFS) and not recent_tone:
+        if power < _SILENCE_POWER and not recent_tone:
             self._quiet_since = t if self._quiet_since is None else self._quiet_since
             if not self._said_silence and t + FRAME_SECONDS - self._quiet_since >= SILENCE_AFTER:
                 self._said_silence = True
                 events.append(Quiet(t=round(self._quiet_since, 3), name="silence"))
         else:
             self._quiet_since, self._said_silence = None, False
-        if power < _db(DEAD_DBFS):
+        if power < _DEAD_POWER:
             self._dead_since = t if self._dead_since is None else self._dead_since
             if not self._said_dead and t + FRAME_SECONDS - self._dead_since >= DEAD_AFTER:
                 self._said_dead = True
