@@ -117,6 +117,10 @@ class ProgressToneDetector:
         self._dead_since: float | None = None
         self._said_silence = False
         self._said_dead = False
+        self._last_tone_at = float("-inf")  # the latest of _last_seen's times
+        # What _match said while only the last segment's length changes (speech, silence):
+        # (segment, segment count, whether it had reached a second) -> the matches.
+        self._matched: tuple[_Segment, int, bool, list[tuple[str, str, _Segment]]] | None = None
 
     def feed(self, frame: Samples, seen: FrameFeatures | None = None) -> list[ProgressEvent]:
         """One 20 ms frame, with its features if the caller has them already."""
@@ -176,7 +180,7 @@ class ProgressToneDetector:
 
     def _quiet(self, t: float, power: float, tone_now: bool) -> list[ProgressEvent]:
         events: list[ProgressEvent] = []
-        recent_tone = any(t - seen < FORGET for seen in self._last_seen.values())
+        recent_tone = t - self._last_tone_at < FORGET  # any tone seen within FORGET
         if power < _SILENCE_POWER and not recent_tone:
             self._quiet_since = t if self._quiet_since is None else self._quiet_since
             if not self._said_silence and t + FRAME_SECONDS - self._quiet_since >= SILENCE_AFTER:
@@ -200,12 +204,26 @@ class ProgressToneDetector:
         # seen for longer than any cadence's gap.
         now = self._position / RATE
         events: list[ProgressEvent] = []
-        for name, plan, first in self._match():
+        for name, plan, first in self._cached_match():
             key = f"{plan}-{name}"
             if now - self._last_seen.get(key, float("-inf")) > FORGET:
                 events.append(Tone(t=round(first.start, 3), name=name, plan=plan))
             self._last_seen[key] = now
+            self._last_tone_at = now
         return events
+
+    def _cached_match(self) -> list[tuple[str, str, _Segment]]:
+        # A segment with no tone in it (speech, silence) changes nothing _match looks at as
+        # it grows, but whether it has lasted a second: no need to ask again every frame.
+        last = self._segments[-1]
+        if last.peaks or last.colour is not None:
+            self._matched = None
+            return self._match()
+        count, long = len(self._segments), last.seconds >= 1.0
+        cached = self._matched
+        if cached is None or cached[0] is not last or cached[1:3] != (count, long):
+            cached = self._matched = (last, count, long, self._match())
+        return cached[3]
 
     def _match(self) -> list[tuple[str, str, _Segment]]:
         found: list[tuple[str, str, _Segment]] = []

@@ -18,6 +18,10 @@ FRAME = 160
 HANN = np.hanning(FRAME)
 BIN_HZ = np.arange(FRAME // 2 + 1) * RATE / FRAME
 _FSK_BAND = slice(1000 * FRAME // RATE, 2400 * FRAME // RATE + 1)
+# Below this level no detector looks at a frame's spectrum (caller ID's gate, -48 dBFS, is the
+# lowest; tones need -45, voice -42): a block of such frames is measured, not transformed.
+SPECTRUM_FLOOR_DBFS = -50.0
+_SPECTRUM_FLOOR = 32767.0**2 / 2 * 10 ** (SPECTRUM_FLOOR_DBFS / 10)
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +35,9 @@ class FrameFeatures:
 def features(frames: npt.NDArray[np.float64]) -> list[FrameFeatures]:
     """The features of each row of `frames` (shape (k, 160))."""
     power = np.einsum("ij,ij->i", frames, frames) / FRAME
+    if float(power.max(initial=0.0)) < _SPECTRUM_FLOOR:  # a quiet line: nothing to look for
+        quiet = [FrameFeatures(p, 0.0, np.inf, 0.0) for p in power.tolist()]
+        return quiet
     bins = np.fft.rfft(frames * HANN, axis=-1)
     spectrum = bins.real**2 + bins.imag**2
     total = spectrum.sum(axis=1)
