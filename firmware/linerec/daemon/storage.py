@@ -19,9 +19,9 @@ from linerec.store.ring import RecordingDeleted as Deleted
 from linerec.store.ring import RecordingQuarantined, RingStore, StoreEvent
 
 if TYPE_CHECKING:  # MQTT (paho) is loaded only when the configuration has an [uplink]
-    from linerec.uplink.outbox import EventOutbox
     from linerec.uplink.client import Uplink
     from linerec.uplink.commands import Command, Refusal
+    from linerec.uplink.outbox import EventOutbox
 
 
 def open_uplink(
