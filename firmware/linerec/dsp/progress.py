@@ -34,8 +34,10 @@ once after 5 s, and a dead line
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
+import numpy.typing as npt
 
 from linerec.codec import RATE, Samples
 from linerec.dsp.spectrum import FrameFeatures, frame_features
@@ -165,7 +167,7 @@ class ProgressToneDetector:
             return  # shorter than any tone we name (speech makes many such): not worth an FFT
         audio = np.concatenate(segment.samples).astype(np.float64)
         size = min(_FFT, 1 << int(np.ceil(np.log2(4 * len(audio)))))
-        spectrum = np.abs(np.fft.rfft(audio * np.hanning(len(audio)), size))
+        spectrum = np.abs(np.fft.rfft(audio * _hann(len(audio)), size))
         frequencies = []
         top = float(spectrum.max())
         for _ in range(2):
@@ -262,6 +264,12 @@ class ProgressToneDetector:
         ):
             found.append(("sit", "", sit[-3]))
         return found
+
+
+@lru_cache(maxsize=64)
+def _hann(length: int) -> npt.NDArray[np.float64]:
+    """A segment's window (segments are whole frames, so few lengths ever occur)."""
+    return np.hanning(length)
 
 
 def _name(frequencies: list[float]) -> str | None:
