@@ -36,18 +36,22 @@ def features(frames: npt.NDArray[np.float64]) -> list[FrameFeatures]:
     """The features of each row of `frames` (shape (k, 160))."""
     power = np.einsum("ij,ij->i", frames, frames) / FRAME
     if float(power.max(initial=0.0)) < _SPECTRUM_FLOOR:  # a quiet line: nothing to look for
-        quiet = [FrameFeatures(p, 0.0, np.inf, 0.0) for p in power.tolist()]
-        return quiet
+        return [FrameFeatures(p, 0.0, np.inf, 0.0) for p in power.tolist()]
     bins = np.fft.rfft(frames * HANN, axis=-1)
     spectrum = bins.real**2 + bins.imag**2
     total = spectrum.sum(axis=1)
-    safe = np.where(total > 0, total, 1.0)
-    fsk = spectrum[:, _FSK_BAND].sum(axis=1) / safe
     squares = np.einsum("ij,ij->i", spectrum, spectrum)
-    spread = np.where(squares > 0, safe**2 / np.where(squares > 0, squares, 1.0), np.inf)
-    centroid = spectrum @ BIN_HZ / safe
-    zero = total <= 0  # energy only where the window is zero (a click at the edge)
-    fsk[zero], spread[zero] = 0.0, np.inf
+    if float(total.min()) > 0:  # the usual case: every frame has energy inside its window
+        fsk = spectrum[:, _FSK_BAND].sum(axis=1) / total
+        spread = total**2 / squares
+        centroid = spectrum @ BIN_HZ / total
+    else:
+        safe = np.where(total > 0, total, 1.0)
+        fsk = spectrum[:, _FSK_BAND].sum(axis=1) / safe
+        spread = np.where(squares > 0, safe**2 / np.where(squares > 0, squares, 1.0), np.inf)
+        centroid = spectrum @ BIN_HZ / safe
+        zero = total <= 0  # energy only where the window is zero (a click at the edge)
+        fsk[zero], spread[zero] = 0.0, np.inf
     return [
         FrameFeatures(power=p, fsk_share=f, spread=s, centroid=c)
         for p, f, s, c in zip(
