@@ -91,8 +91,9 @@ class LineAnalyzer:
     def _analyse(self, block: Samples) -> list[Heard]:
         whole = len(block) // FRAME * FRAME
         frames = block[:whole].reshape(-1, FRAME)
-        heard: list[Heard] = self._digits(self.dtmf.feed(block[:whole]))
-        seen_frames = features(frames.astype(np.float64))
+        audio = block[:whole].astype(np.float64)  # once, for both
+        heard: list[Heard] = self._digits(self.dtmf.feed(audio))
+        seen_frames = features(audio.reshape(-1, FRAME))
         if not self.frame_levels:
             self.level.feed_powers([seen.power for seen in seen_frames], FRAME)
         for frame, seen in zip(frames, seen_frames, strict=True):

@@ -104,9 +104,9 @@ class DtmfDetector:
         self._candidate_start = 0.0
         self._misses = 0
 
-    def feed(self, frame: Samples) -> list[DtmfDigit]:
+    def feed(self, frame: Samples | npt.NDArray[np.float64]) -> list[DtmfDigit]:
         """One frame (any length, usually 160 samples); returns digits that ended in it."""
-        data = np.concatenate((self._buffer, frame.astype(np.float64)))
+        data = np.concatenate((self._buffer, frame), dtype=np.float64)
         count = (len(data) - WINDOW) // HOP + 1
         events: list[DtmfDigit] = []
         if count > 0:
