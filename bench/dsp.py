@@ -32,7 +32,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+# isort: off
+import linerec  # noqa: F401 - first, as in `linerec run`: the package sets up numpy's threads
 import numpy as np
+# isort: on
 
 from linerec.codec import RATE
 from linerec.dsp.analyzer import LineAnalyzer

@@ -46,7 +46,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+# isort: off
+import linerec  # noqa: F401 - first, as in `linerec run`: the package sets up numpy's threads
 import numpy as np
+# isort: on
 
 from linerec.codec import RATE
 

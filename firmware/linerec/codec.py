@@ -7,6 +7,7 @@ from the G.711 segment rules at import, vectorised (a few ms).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from enum import Enum
 
 import numpy as np
@@ -84,9 +85,20 @@ def _alaw_decode_all(c: npt.NDArray[np.int32]) -> Samples:
 # Tables indexed by the sample's uint16 bit pattern (encode) or by the code byte (decode).
 _ALL_SAMPLES = np.arange(65536, dtype=np.int32).astype(np.uint16).view(np.int16).astype(np.int32)
 _ALL_CODES = np.arange(256, dtype=np.int32)
-_ULAW_ENC = _ulaw_encode_all(_ALL_SAMPLES)
+
+
+def _in_pieces(
+    encode_all: Callable[[npt.NDArray[np.int32]], npt.NDArray[np.uint8]],
+) -> npt.NDArray[np.uint8]:
+    # A piece at a time: the whole range at once held megabytes of int64 temporaries, which
+    # stayed in the daemon's peak memory for good.
+    pieces = [encode_all(_ALL_SAMPLES[i : i + 4096]) for i in range(0, 65536, 4096)]
+    return np.concatenate(pieces)
+
+
+_ULAW_ENC = _in_pieces(_ulaw_encode_all)
 _ULAW_DEC = _ulaw_decode_all(_ALL_CODES)
-_ALAW_ENC = _alaw_encode_all(_ALL_SAMPLES)
+_ALAW_ENC = _in_pieces(_alaw_encode_all)
 _ALAW_DEC = _alaw_decode_all(_ALL_CODES)
 
 

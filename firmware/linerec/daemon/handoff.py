@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
+from collections.abc import Callable
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -49,3 +50,13 @@ class HandoffQueue(Generic[T]):
             if len(self._items) == self._low_water:
                 self._not_full.notify_all()
             return item
+
+    def take_while(self, wanted: Callable[[T], bool], limit: int) -> list[T]:
+        """The oldest items, without waiting, as long as each is `wanted` (at most `limit`)."""
+        taken: list[T] = []
+        with self._not_empty:
+            while self._items and len(taken) < limit and wanted(self._items[0]):
+                taken.append(self._items.popleft())
+                if len(self._items) == self._low_water:
+                    self._not_full.notify_all()
+        return taken

@@ -125,7 +125,8 @@ class LinePipeline:
         # in the delay line then: the receiver's own latency and the key margin take 100 ms.
         held = self.delay.samples / RATE - 0.1
         self.analyzer = LineAnalyzer(
-            block_frames=max(1, min(STREAM_FRAMES, int(held * RATE + 1e-6) // FRAME_SAMPLES))
+            block_frames=max(1, min(STREAM_FRAMES, int(held * RATE + 1e-6) // FRAME_SAMPLES)),
+            frame_levels=self._audio_hook is not None,
         )
         self._beeps = BeepSchedule(rate=RATE)
         self._oscillator = Oscillator(line.beep_hz, line.beep_level_dbfs)
@@ -137,6 +138,8 @@ class LinePipeline:
         self._store_retry_at = float("-inf")  # after a store error: keep nothing before this
         self._silence = np.zeros(FRAME_SAMPLES, dtype=np.int16)
         self._led_show: Show | None = None
+        self._batching = False  # within `frames`: slots released are written together
+        self._kept: list[Slot] = []
         self.last_t = 0.0
         self.frames = 0
         self.lost_samples = 0
@@ -156,6 +159,20 @@ class LinePipeline:
     def ring_edge(self, level: bool, t: float) -> None:
         active = level != self.config.pins.ring_active_low
         self._on_line_events(self.ring.feed_edge(active, t))
+
+    def frame_run(self, frames: Sequence[Frame]) -> Samples:
+        """Several captured frames in a row: each as `frame` takes it, in order, with what
+        they release from the delay line written to the store in one piece; returns the
+        line output for them all."""
+        if len(frames) == 1:
+            return self.frame(frames[0])
+        self._batching = True
+        try:
+            outs = [self.frame(frame) for frame in frames]
+        finally:
+            self._batching = False
+            self._flush_kept()
+        return np.concatenate(outs)
 
     def frame(self, frame: Frame) -> Samples:
         """Process one captured frame; returns the frame to play to the line."""
@@ -236,13 +253,16 @@ class LinePipeline:
 
         If the call goes on, its audio goes into a new recording.
         """
-        self._keep(self.delay.drain())
+        self._flush_kept()
+        self._write_kept(self.delay.drain())
         self._seal(reason, self.last_t)
         self._talk.open()  # no frames come to open it: nothing must stay on the line
 
     # -- carrying out the policy's decisions -------------------------------------------------
 
     def _carry_out(self, decisions: Sequence[Decision]) -> None:
+        if decisions:
+            self._flush_kept()  # what was released before a decision is written before it
         for decision in decisions:
             if isinstance(decision, CallEvent):
                 self._emit(decision)
@@ -261,7 +281,7 @@ class LinePipeline:
                 self._discard(decision.t)
             elif isinstance(decision, Seal):
                 self._notice_done_at = None
-                self._keep(self.delay.drain())
+                self._write_kept(self.delay.drain())
                 self._seal(decision.reason, decision.t)
                 self._store_retry_at = float("-inf")  # the next call tries the store afresh
 
@@ -344,6 +364,17 @@ class LinePipeline:
             self._keep(self.delay.push(Slot(t=t, samples=samples[a:b], keep=keep, lost=lost)))
 
     def _keep(self, slots: list[Slot]) -> None:
+        if self._batching:
+            self._kept += slots
+            return
+        self._write_kept(slots)
+
+    def _flush_kept(self) -> None:
+        if self._kept:
+            slots, self._kept = self._kept, []
+            self._write_kept(_joined(slots, self._store_retry_at))
+
+    def _write_kept(self, slots: list[Slot]) -> None:
         for slot in slots:
             if slot.keep is Keep.NOTICE:
                 self._head.append(slot.samples)
@@ -416,6 +447,33 @@ class LinePipeline:
         self._emit(Fault(t=t, line=self.name, kind="store", message=str(exc)))
         self._store_retry_at = t + STORE_RETRY
         self._seal("store-error", t)
+
+
+def _joined(slots: list[Slot], retry_at: float) -> list[Slot]:
+    """Runs of slots kept alike, back to back and with no gap before them, as one slot each
+    (never across `retry_at`, from which on the store is tried again)."""
+    joined: list[Slot] = []
+    run: list[Slot] = []
+
+    def close() -> None:
+        if len(run) == 1:
+            joined.append(run[0])
+        elif run:
+            samples = np.concatenate([slot.samples for slot in run])
+            joined.append(Slot(t=run[0].t, samples=samples, keep=run[0].keep, lost=run[0].lost))
+        run.clear()
+
+    for slot in slots:
+        if run and (
+            slot.keep is not run[-1].keep
+            or slot.lost
+            or abs(slot.t - run[-1].end) > 0.5 / RATE
+            or run[0].t < retry_at <= slot.t
+        ):
+            close()
+        run.append(slot)
+    close()
+    return joined
 
 
 _LED_FOR_STATE = {

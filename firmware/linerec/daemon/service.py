@@ -45,6 +45,7 @@ if TYPE_CHECKING:  # commands come only through an [uplink]: MQTT is not loaded 
 log = logging.getLogger(__name__)
 
 QUEUE_FRAMES = 50  # per line: one second of audio between capture and the main loop
+BATCH_FRAMES = 10  # frames of one line handled in one go when they are already waiting
 CAPTURE_STALL = 0.5  # seconds without a period before a capture thread counts as stuck
 SUPERVISE_EVERY = 0.05  # seconds between watchdog/stall checks and LED refreshes
 RETENTION_EVERY = 60.0  # seconds between retention sweeps
@@ -319,7 +320,14 @@ class Daemon:
             return
         pipeline = self.pipelines[item.line]
         if isinstance(item, _Captured):
-            out = pipeline.frame(item.frame)
+            # Frames of this line already waiting behind it (a backlog, or capture running
+            # ahead) go through together: one store write and one playback write for them all.
+            more = self._queue.take_while(
+                lambda next_item: isinstance(next_item, _Captured) and next_item.line == item.line,
+                BATCH_FRAMES - 1,
+            )
+            frames = [item.frame, *(m.frame for m in more if isinstance(m, _Captured))]
+            out = pipeline.frame_run(frames)
             self._playbacks[item.line].write(out)
         elif isinstance(item, _Edge):
             if item.signal == "hook":

@@ -20,11 +20,11 @@ from linerec.store.private import private_dir, sync_dir, tighten, write_private
 from linerec.store.ring import RecordingDeleted as Deleted
 from linerec.store.ring import RecordingQuarantined, RingStore, StoreEvent
 from linerec.uplink import tls
-from linerec.uplink.outbox import EventOutbox
 
 if TYPE_CHECKING:  # MQTT (paho) is loaded only when the configuration has an [uplink]
     from linerec.uplink.client import Uplink
     from linerec.uplink.commands import Command, Refusal
+    from linerec.uplink.outbox import EventOutbox
 
 
 def open_uplink(
@@ -62,6 +62,8 @@ def open_uplink(
 def open_outbox(config: Config, recipients: list[Path] | None = None) -> EventOutbox:
     """The event outbox in the store directory; events' fields are sealed to the store's
     recipients (or `recipients`), like the recordings."""
+    from linerec.uplink.outbox import EventOutbox  # its envelope is MQTT's: only with [uplink]
+
     paths = recipients if recipients is not None else list(config.store.recipients)
     public = keys.with_epoch([keys.load_public(path) for path in paths], config.store.dir)
     return EventOutbox(private_dir(config.store.dir) / "outbox", recipients=public)

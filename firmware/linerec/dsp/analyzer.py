@@ -37,8 +37,11 @@ Heard = DtmfDigit | CallerId | CallerIdError | Tone | Quiet | Voice
 class LineAnalyzer:
     """Feeds each frame to every detector; returns what they heard."""
 
-    def __init__(self, *, block_frames: int = STREAM_FRAMES) -> None:
+    def __init__(self, *, block_frames: int = STREAM_FRAMES, frame_levels: bool = False) -> None:
         self.block_frames = block_frames
+        # Hook sense from audio needs each frame's level as it comes; otherwise the level is
+        # taken from the block's analysis, which measures it anyway.
+        self.frame_levels = frame_levels
         self.level = LevelMeter()
         self.dtmf = DtmfDetector()
         self.fsk = FskCallerIdReceiver()
@@ -50,13 +53,15 @@ class LineAnalyzer:
     def feed(self, frame: Samples) -> list[Heard]:
         """One 20 ms frame (as on the appliance). What the detectors heard comes out once a
         block of frames is complete (`pending` frames are waiting)."""
-        self.level.feed(frame)
-        if len(frame) != FRAME:  # a last, short piece: it may hold the end of a caller ID burst
+        if len(frame) != FRAME:
+            self.level.feed(frame)  # a last, short piece: it may hold the end of a caller ID burst
             heard = self.analyse_pending()
             heard += self._digits(self.dtmf.feed(frame))
             heard += self.fsk.feed(frame)
             self.voice.skip(len(frame))
             return heard
+        if self.frame_levels:
+            self.level.feed(frame)
         self._pending.append(frame)
         if len(self._pending) < self.block_frames:
             return []
@@ -86,8 +91,12 @@ class LineAnalyzer:
     def _analyse(self, block: Samples) -> list[Heard]:
         whole = len(block) // FRAME * FRAME
         frames = block[:whole].reshape(-1, FRAME)
-        heard: list[Heard] = self._digits(self.dtmf.feed(block[:whole]))
-        for frame, seen in zip(frames, features(frames.astype(np.float64)), strict=True):
+        audio = block[:whole].astype(np.float64)  # once, for both
+        heard: list[Heard] = self._digits(self.dtmf.feed(audio))
+        seen_frames = features(audio.reshape(-1, FRAME))
+        if not self.frame_levels:
+            self.level.feed_powers([seen.power for seen in seen_frames], FRAME)
+        for frame, seen in zip(frames, seen_frames, strict=True):
             heard += self.fsk.feed(frame, seen)
             heard += self.progress.feed(frame, seen)
             heard += self.voice.feed(seen)

@@ -72,6 +72,9 @@ _HANN = np.hanning(WINDOW)
 # 1633 Hz) but only the high tone's, which would read as 1.4 dB more twist than is there.
 _PROBES = (1 - PROBE_OFFSET, 1.0, 1 + PROBE_OFFSET)
 _MATRIX = _dft_matrix(tuple(f * k for k in _PROBES for f in _FREQS), WINDOW, _HANN)
+# The same as one real matrix (real parts, then imaginary): real windows need no complex copy.
+_REAL_MATRIX = np.concatenate((_MATRIX.real, _MATRIX.imag), axis=1)
+_PROBED = _MATRIX.shape[1]
 _SUB_HANN = np.hanning(SUB)
 _SUB_MATRIX = _dft_matrix(_FREQS, SUB, _SUB_HANN)
 # A sine of amplitude A gives |X| = A * sum(window) / 2; its mean power is A^2 / 2.
@@ -101,18 +104,21 @@ class DtmfDetector:
         self._candidate_start = 0.0
         self._misses = 0
 
-    def feed(self, frame: Samples) -> list[DtmfDigit]:
+    def feed(self, frame: Samples | npt.NDArray[np.float64]) -> list[DtmfDigit]:
         """One frame (any length, usually 160 samples); returns digits that ended in it."""
-        data = np.concatenate((self._buffer, frame.astype(np.float64)))
+        data = np.concatenate((self._buffer, frame), dtype=np.float64)
         count = (len(data) - WINDOW) // HOP + 1
         events: list[DtmfDigit] = []
         if count > 0:
             windows = data[_window_index(count)]
             hits = self._classify(windows)
             base = self._position - len(self._buffer)
-            for k, hit in enumerate(hits):
-                t0 = (base + k * HOP) / RATE
-                events += self._track(hit, t0, t0 + WINDOW / RATE)
+            if self._digit is None and not any(hits):
+                self._candidate = None  # what tracking each empty window would come to
+            else:
+                for k, hit in enumerate(hits):
+                    t0 = (base + k * HOP) / RATE
+                    events += self._track(hit, t0, t0 + WINDOW / RATE)
             data = data[count * HOP :]
         self._buffer = data
         self._position += len(frame)
@@ -147,8 +153,9 @@ class DtmfDetector:
         total = np.einsum("ij,ij->i", windows, windows) * (1 / WINDOW)
         if max(total.tolist()) < 2 * _FLOOR:  # silence, or too quiet for two tones: usual
             return [None] * len(windows)
-        spectrum = windows @ _MATRIX  # (windows, 3 * 8) complex
-        probed = ((spectrum.real**2 + spectrum.imag**2) * _POWER_SCALE).reshape(-1, 3, 8)
+        parts = windows @ _REAL_MATRIX  # (windows, 2 * 3 * 8): real, then imaginary parts
+        parts *= parts
+        probed = ((parts[:, :_PROBED] + parts[:, _PROBED:]) * _POWER_SCALE).reshape(-1, 3, 8)
         power = probed[:, 1]  # mean power at each nominal frequency
         peak = probed.max(axis=1)  # the same, read where each tone really is (level and twist)
         # Talk-off first, for all windows at once: speech spreads its energy, so the two

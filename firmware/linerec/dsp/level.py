@@ -41,3 +41,14 @@ class LevelMeter:
         else:
             self.silent_for = 0.0
         return self.level
+
+    def feed_powers(self, powers: list[float], samples_each: int) -> None:
+        """Frames whose mean squares are known already (analysis computed them in bulk)."""
+        for power in powers:
+            level = 10 * math.log10(power / _FULL_SCALE_POWER) if power > 0 else _FLOOR_DB
+            self.level = max(level, _FLOOR_DB)
+            self.peak = max(self.peak, self.level)
+            if self.level < self.silence_dbfs:
+                self.silent_for += samples_each / self.rate
+            else:
+                self.silent_for = 0.0

@@ -34,8 +34,10 @@ once after 5 s, and a dead line
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
+import numpy.typing as npt
 
 from linerec.codec import RATE, Samples
 from linerec.dsp.spectrum import FrameFeatures, frame_features
@@ -91,6 +93,10 @@ def _db(level: float) -> float:
     return _FULL * 10 ** (level / 10)
 
 
+# The thresholds as mean squares, worked out once rather than on every frame.
+_MIN_POWER, _SILENCE_POWER, _DEAD_POWER = _db(MIN_LEVEL_DBFS), _db(SILENCE_DBFS), _db(DEAD_DBFS)
+
+
 @dataclass(slots=True)
 class _Segment:
     colour: str | None  # what its frequencies make it (None: no tone)
@@ -113,6 +119,10 @@ class ProgressToneDetector:
         self._dead_since: float | None = None
         self._said_silence = False
         self._said_dead = False
+        self._last_tone_at = float("-inf")  # the latest of _last_seen's times
+        # What _match said while only the last segment's length changes (speech, silence):
+        # (segment, segment count, whether it had reached a second) -> the matches.
+        self._matched: tuple[_Segment, int, bool, list[tuple[str, str, _Segment]]] | None = None
 
     def feed(self, frame: Samples, seen: FrameFeatures | None = None) -> list[ProgressEvent]:
         """One 20 ms frame, with its features if the caller has them already."""
@@ -147,7 +157,7 @@ class ProgressToneDetector:
     def _tonal_peaks(seen: FrameFeatures) -> tuple[int, ...]:
         """For a tonal frame (a few bins of its spectrum hold its energy), where its energy
         sits, to 150 Hz: enough to split one SIT tone from the next, steady on a dual tone."""
-        if seen.power < _db(MIN_LEVEL_DBFS) or seen.spread > MAX_SPREAD:
+        if seen.power < _MIN_POWER or seen.spread > MAX_SPREAD:
             return ()
         return (round(seen.centroid / 150),)
 
@@ -157,7 +167,7 @@ class ProgressToneDetector:
             return  # shorter than any tone we name (speech makes many such): not worth an FFT
         audio = np.concatenate(segment.samples).astype(np.float64)
         size = min(_FFT, 1 << int(np.ceil(np.log2(4 * len(audio)))))
-        spectrum = np.abs(np.fft.rfft(audio * np.hanning(len(audio)), size))
+        spectrum = np.abs(np.fft.rfft(audio * _hann(len(audio)), size))
         frequencies = []
         top = float(spectrum.max())
         for _ in range(2):
@@ -172,15 +182,15 @@ class ProgressToneDetector:
 
     def _quiet(self, t: float, power: float, tone_now: bool) -> list[ProgressEvent]:
         events: list[ProgressEvent] = []
-        recent_tone = any(t - seen < FORGET for seen in self._last_seen.values())
-        if power < _db(SILENCE_DBFS) and not recent_tone:
+        recent_tone = t - self._last_tone_at < FORGET  # any tone seen within FORGET
+        if power < _SILENCE_POWER and not recent_tone:
             self._quiet_since = t if self._quiet_since is None else self._quiet_since
             if not self._said_silence and t + FRAME_SECONDS - self._quiet_since >= SILENCE_AFTER:
                 self._said_silence = True
                 events.append(Quiet(t=round(self._quiet_since, 3), name="silence"))
         else:
             self._quiet_since, self._said_silence = None, False
-        if power < _db(DEAD_DBFS):
+        if power < _DEAD_POWER:
             self._dead_since = t if self._dead_since is None else self._dead_since
             if not self._said_dead and t + FRAME_SECONDS - self._dead_since >= DEAD_AFTER:
                 self._said_dead = True
@@ -196,12 +206,26 @@ class ProgressToneDetector:
         # seen for longer than any cadence's gap.
         now = self._position / RATE
         events: list[ProgressEvent] = []
-        for name, plan, first in self._match():
+        for name, plan, first in self._cached_match():
             key = f"{plan}-{name}"
             if now - self._last_seen.get(key, float("-inf")) > FORGET:
                 events.append(Tone(t=round(first.start, 3), name=name, plan=plan))
             self._last_seen[key] = now
+            self._last_tone_at = now
         return events
+
+    def _cached_match(self) -> list[tuple[str, str, _Segment]]:
+        # A segment with no tone in it (speech, silence) changes nothing _match looks at as
+        # it grows, but whether it has lasted a second: no need to ask again every frame.
+        last = self._segments[-1]
+        if last.peaks or last.colour is not None:
+            self._matched = None
+            return self._match()
+        count, long = len(self._segments), last.seconds >= 1.0
+        cached = self._matched
+        if cached is None or cached[0] is not last or cached[1:3] != (count, long):
+            cached = self._matched = (last, count, long, self._match())
+        return cached[3]
 
     def _match(self) -> list[tuple[str, str, _Segment]]:
         found: list[tuple[str, str, _Segment]] = []
@@ -240,6 +264,12 @@ class ProgressToneDetector:
         ):
             found.append(("sit", "", sit[-3]))
         return found
+
+
+@lru_cache(maxsize=64)
+def _hann(length: int) -> npt.NDArray[np.float64]:
+    """A segment's window (segments are whole frames, so few lengths ever occur)."""
+    return np.hanning(length)
 
 
 def _name(frequencies: list[float]) -> str | None:

@@ -251,7 +251,8 @@ class CoupledPlayback(AudioPlayback):
 
     def write(self, samples: Samples) -> None:
         self._inner.write(samples)
-        self._coupling.played(samples)
+        for start in range(0, len(samples), FRAME_SAMPLES):  # capture hears it period by period
+            self._coupling.played(samples[start : start + FRAME_SAMPLES])
 
     def close(self) -> None:
         self._inner.close()
