@@ -45,6 +45,7 @@ def open_uplink(
         ca=config.uplink.ca,
         cert=config.uplink.cert,
         key=config.uplink.key,
+        stream=config.uplink.stream,
     )
     return Uplink(
         settings,
