@@ -8,6 +8,9 @@ progress, paused or hung up. The collector is the real one, on the same broker.
 from __future__ import annotations
 
 import hashlib
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -24,7 +27,7 @@ from linerec.codec import Samples
 from linerec.collector.config import load_collector_config
 from linerec.collector.service import Collector
 from linerec.store.base import RecordingInfo
-from linerec.store.keys import keygen, load_public
+from linerec.store.keys import keygen, load_private, load_public
 from linerec.store.ring import EncryptedWriter, RingStore
 from linerec.uplink.client import Uplink, UplinkSettings
 from linerec.uplink.outbox import EventOutbox
@@ -140,7 +143,9 @@ def test_a_call_streams_while_in_progress_and_matches_the_card(site: Site) -> No
         write(writer, speech(1.0, seed=second))
         synced = site.on_card(writer)
         # the collector comes to hold exactly what the card holds, while the call goes on
-        wait_until(lambda: len(site.held(writer.id)) >= synced, f"{synced} bytes streamed")
+        wait_until(
+            lambda synced=synced: len(site.held(writer.id)) >= synced, f"{synced} bytes streamed"
+        )
         card = writer.path.read_bytes()
         assert site.held(writer.id) == card[:synced]
         assert site.in_progress() == [writer.id]
@@ -155,3 +160,232 @@ def test_a_call_streams_while_in_progress_and_matches_the_card(site: Site) -> No
     stored = site.collector.store.stored("box1", writer.id)
     assert stored is not None
     assert stored[1] == hashlib.sha256(writer.path.read_bytes()).hexdigest()
+
+
+def test_a_broker_outage_mid_call_falls_back_to_the_sealed_upload(site: Site) -> None:
+    writer = site.begin()
+    write(writer, speech(2.0))
+    synced = site.on_card(writer)
+    wait_until(lambda: len(site.held(writer.id)) >= synced, "the first seconds streamed")
+    site.broker.stop()
+    write(writer, speech(3.0, seed=2))  # the call goes on; nothing can leave the box
+    writer.seal(ended_by="hang-up")
+    site.broker.start()  # back after the hang-up
+    wait_until(lambda: site.ring.entries[writer.id].acknowledged, "the signed ack of the whole")
+    (row,) = site.collector.store.recordings()
+    assert row["id"] == writer.id and row["state"] == "complete"
+    stored = site.collector.store.stored("box1", writer.id)
+    assert stored is not None
+    assert stored[1] == hashlib.sha256(writer.path.read_bytes()).hexdigest()
+    assert site.in_progress() == []
+    assert site.collector.store.uploads.under_way() == []
+
+
+class Wire:
+    """Everything the broker carries, as a subscriber on `#` sees it."""
+
+    def __init__(self, port: int) -> None:
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        self.messages: list[tuple[str, dict[str, str], bytes]] = []
+        self.client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5
+        )
+        self.client.on_message = lambda client, userdata, message: self.messages.append(
+            (
+                message.topic,
+                dict(getattr(message.properties, "UserProperty", []) or []),
+                bytes(message.payload),
+            )
+        )
+        subscribed = threading.Event()
+        self.client.on_subscribe = lambda *args: subscribed.set()
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        self.client.subscribe("#", qos=1)
+        assert subscribed.wait(10)
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+    def streamed(self, recording_id: str) -> bytes:
+        """The stream pieces of one recording laid at their offsets."""
+        file = bytearray()
+        for name, properties, payload in self.messages:
+            if name.endswith(f"/stream/{recording_id}") and "offset" in properties:
+                offset = int(properties["offset"])
+                file[len(file) : offset + len(payload)] = bytes(
+                    max(offset + len(payload) - len(file), 0)
+                )
+                file[offset : offset + len(payload)] = payload
+        return bytes(file)
+
+
+def test_an_opted_out_call_leaves_nothing_at_the_collector(site: Site) -> None:
+    writer = site.begin()
+    write(writer, speech(2.0))
+    synced = site.on_card(writer)
+    wait_until(lambda: len(site.held(writer.id)) >= synced, "the call streamed")
+    part = site.collector.store.uploads.part("box1", writer.id)
+    assert part.exists()
+    writer.discard()  # opted out: the ring keeps nothing, and neither may the collector
+    wait_until(lambda: site.uplink.streams.discarded() == [], "the collector's discarded ack")
+    assert site.in_progress() == []
+    assert site.collector.store.uploads.under_way() == []
+    assert not part.exists()
+    assert site.collector.store.recordings() == []
+    assert not list((site.root / "ring" / "outbox" / "discards").glob("*"))
+
+
+# -- the daemon itself (`linerec run` on the simulated line), killed or paused mid-call --------
+
+LINEREC = [sys.executable, "-m", "linerec.cli"]
+
+
+def daemon_site(root: Path, broker: Mosquitto, steps: list[str]) -> Path:
+    """An appliance configuration that plays one scripted call in real time (twice as fast)."""
+    call = root / "call.toml"
+    call.write_text(
+        '[[call]]\nconsent = "one-party"\n' + "".join(f"[[call.step]]\n{step}\n" for step in steps)
+    )
+    config = root / "linerec.toml"
+    config.write_text(
+        '[device]\nid = "box1"\n[store]\ndir = "ring"\nrecipients = ["keys/collector.pub"]\n'
+        f'[hardware]\nbackend = "sim"\n[sim]\ncalls = ["{call}"]\nspeed = 2.0\n'
+        '[[line]]\nconsent = "one-party"\n'
+        f'[uplink]\nbroker = "{broker.url}"\nallow_plaintext = true\n'
+    )
+    return config
+
+
+def decrypt_streamed(seen: bytes, key_path: Path) -> Samples:
+    """The audio of every whole chunk in what the stream carried, with the collector's key."""
+    from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+
+    from linerec.codec import Codec, decode
+    from linerec.store.format import chunk_aad, chunk_nonce
+    from linerec.store.reader import file_key, inspect
+
+    inspected = inspect(seen)
+    aead = ChaCha20Poly1305(file_key(inspected, load_private(key_path)))
+    audio = b"".join(
+        aead.decrypt(
+            chunk_nonce(index),
+            record.body[4:],
+            chunk_aad(inspected.header_hash, index, bool(record.flags & 1)),
+        )
+        for index, record in enumerate(inspected.chunks)
+    )
+    return decode(Codec(inspected.header["codec"]), audio)
+
+
+@pytest.fixture
+def central(tmp_path: Path) -> Iterator[tuple[Mosquitto, Collector]]:
+    keygen(tmp_path / "keys")
+    broker = Mosquitto(tmp_path).start()
+    (tmp_path / "collector.toml").write_text(
+        f'[collector]\nbroker = "{broker.url}"\nallow_plaintext = true\ndata_dir = "central"\n'
+        'key = "keys/collector.key"\n'
+    )
+    collector = Collector(load_collector_config(tmp_path / "collector.toml"))
+    stop = threading.Event()
+    thread = threading.Thread(target=collector.run, args=(stop,), daemon=True)
+    thread.start()
+    assert collector.ready.wait(10)
+    try:
+        yield broker, collector
+    finally:
+        stop.set()
+        thread.join(10)
+        broker.stop()
+
+
+def test_a_paused_span_is_never_on_the_wire(
+    tmp_path: Path, central: tuple[Mosquitto, Collector]
+) -> None:
+    """What the broker carried of a call, taken from a subscriber on `#` and decrypted with
+    the collector's key: the caller before and after a PCI pause, nothing said during it."""
+    from conftest import clip, find
+
+    broker, collector = central
+    config = daemon_site(
+        tmp_path,
+        broker,
+        [
+            "at = 0.5\noff_hook = true",
+            'say = "caller"\nseconds = 2.0',
+            'dtmf = "*1"',
+            'say = "office"',
+            'dtmf = "*2"',
+            'say = "caller"\nseconds = 2.0',
+            "on_hook = true",
+        ],
+    )
+    wire = Wire(broker.port)
+    daemon = subprocess.Popen([*LINEREC, "run", "--config", str(config)], stderr=subprocess.PIPE)
+    try:
+        wait_until(lambda: collector.store.recordings() != [], "the recording", timeout=60)
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(20)
+        wire.close()
+    (row,) = collector.store.recordings()
+    seen = wire.streamed(row["id"])
+    assert len(seen) > 3 * 4096  # it streamed while the call was on
+    heard = decrypt_streamed(seen, tmp_path / "keys" / "collector.key")
+    assert find(heard, clip("caller")[: 8000 * 2])[1] > 30
+    assert find(heard, clip("office")[8000 : 8000 * 4])[1] < 3
+    # and nothing else on the wire carries it either: every message is small or a piece
+    topics = {name.split("/")[3] for name, _, _ in wire.messages if name.startswith("linerec/")}
+    assert {"stream", "upload", "event", "ack"} <= topics
+
+
+def test_a_kill_mid_call_is_completed_from_the_card(
+    tmp_path: Path, central: tuple[Mosquitto, Collector]
+) -> None:
+    """SIGKILL mid-call: the collector holds the call up to its last streamed chunk; after
+    recovery the card's cut recording begins with exactly those bytes, and its sealed upload
+    completes the collector's copy: the two agree, marked cut."""
+    from linerec.config import load_config
+    from linerec.daemon.storage import open_store
+    from linerec.store.ring import read_entry
+
+    broker, collector = central
+    config = daemon_site(
+        tmp_path,
+        broker,
+        ["at = 0.5\noff_hook = true", 'say = "caller"', 'say = "office"', 'say = "caller"'],
+    )
+    daemon = subprocess.Popen([*LINEREC, "run", "--config", str(config)], stderr=subprocess.PIPE)
+
+    def held() -> int:
+        rows = collector.store.uploads.in_progress()
+        return int(rows[0]["received"]) if rows else 0  # type: ignore[call-overload]
+
+    try:
+        wait_until(lambda: held() >= 6 * 4096, "a few seconds streamed", timeout=60)
+    finally:
+        daemon.kill()
+        daemon.wait(10)
+    (live,) = collector.store.uploads.in_progress()
+    recording_id = str(live["id"])
+    received = collector.store.uploads.received("box1", recording_id)
+    before = collector.store.uploads.part("box1", recording_id).read_bytes()[:received]
+    ring = open_store(load_config(config), emit=lambda event: None, clock=time.monotonic)
+    (recovered,) = ring.recover()  # what the daemon does when it starts again
+    card = recovered.path.read_bytes()
+    assert card[:received] == before
+    assert read_entry(recovered.path).state == "cut"
+    flush = subprocess.run(
+        [*LINEREC, "uplink", "flush", "--config", str(config), "--timeout", "30"],
+        capture_output=True,
+        text=True,
+    )
+    assert flush.returncode == 0, flush.stderr
+    (row,) = collector.store.recordings()
+    assert (row["id"], row["state"]) == (recording_id, "cut")
+    stored = collector.store.stored("box1", recording_id)
+    assert stored is not None and stored[1] == hashlib.sha256(card).hexdigest()
+    assert collector.store.uploads.in_progress() == []

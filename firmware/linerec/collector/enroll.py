@@ -24,9 +24,9 @@ broker then hands it a share of every device's messages, drops them at the read 
 collector never sees them. mosquitto's dynamic security plugin checks the SUBSCRIBE itself
 (with the whole `$share/group/filter` string), so the rules are written for it: a device may
 subscribe only to its own `ack` and `command` topics (exact strings, no wildcards, no share)
-and publish only its own `status`, `event`, `health`, `upload/+` and `stream/+`; anything not allowed is
-denied. The plugin reads its file at start-up, so the broker is restarted after an enrolment
-or a revocation (the CRL, too, is read at start-up).
+and publish only its own `status`, `event`, `health`, `upload/+` and `stream/+`; anything
+not allowed is denied. The plugin reads its file at start-up, so the broker is restarted
+after an enrolment or a revocation (the CRL, too, is read at start-up).
 
 Re-enrolling a device with the same key gives back its current certificate. A request with a
 new key for a device that still has a valid certificate is refused unless `replace` is given
