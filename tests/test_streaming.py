@@ -8,6 +8,7 @@ progress, paused or hung up. The collector is the real one, on the same broker.
 from __future__ import annotations
 
 import hashlib
+import json
 import signal
 import subprocess
 import sys
@@ -389,3 +390,100 @@ def test_a_kill_mid_call_is_completed_from_the_card(
     stored = collector.store.stored("box1", recording_id)
     assert stored is not None and stored[1] == hashlib.sha256(card).hexdigest()
     assert collector.store.uploads.in_progress() == []
+
+
+def test_collector_lists_and_listens_to_a_call_in_progress(
+    tmp_path: Path, central: tuple[Mosquitto, Collector]
+) -> None:
+    """`collector list` shows the call in progress; `collector listen` writes its audio as WAV
+    while it goes on, to the hang-up; both are in the audit log, the listening with how long."""
+    from conftest import find
+
+    broker, collector = central
+    config = daemon_site(
+        tmp_path,
+        broker,
+        [
+            "at = 0.5\noff_hook = true",
+            'say = "caller"\nseconds = 2.0',
+            'say = "office"',
+            'say = "caller"\nseconds = 2.0',
+            "on_hook = true",
+        ],
+    )
+    central_config = ["--config", str(tmp_path / "collector.toml")]
+    daemon = subprocess.Popen([*LINEREC, "run", "--config", str(config)], stderr=subprocess.PIPE)
+    try:
+        wait_until(lambda: collector.store.uploads.in_progress() != [], "streaming", timeout=60)
+        listed = subprocess.run(
+            [*LINEREC, "collector", "list", "--json", *central_config],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        (live,) = [json.loads(line) for line in listed.stdout.splitlines()]
+        assert (live["device"], live["line"], live["state"]) == ("box1", "line1", "in progress")
+        listener = subprocess.run(
+            [
+                *LINEREC,
+                "collector",
+                "listen",
+                "box1",
+                "line1",
+                "--reason",
+                "coaching",
+                *central_config,
+            ],
+            capture_output=True,
+            timeout=60,
+        )
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(20)
+    assert listener.returncode == 0, listener.stderr
+    assert listener.stdout[:4] == b"RIFF" and listener.stdout[36:40] == b"data"
+    heard = np.frombuffer(listener.stdout[44:], dtype="<i2")
+    # what was heard is the call itself, live from where the listener joined to the hang-up
+    from linerec.store.reader import decrypt
+
+    (card,) = (tmp_path / "ring").glob("*.lrec")
+    kept = decrypt(card.read_bytes(), load_private(tmp_path / "keys" / "collector.key")).samples
+    assert len(heard) >= 2 * 8000
+    joined, match = find(kept, heard[:8000])
+    assert match > 60
+    assert np.array_equal(heard[-8000:], kept[-8000:])
+    assert joined > 0  # joined the call as it was, not from its beginning
+    audit = collector.store.audit_log()
+    began, ended = (a for a in audit if a["action"].startswith("listen"))
+    assert (began["action"], began["recording"], began["reason"]) == (
+        "listen",
+        live["id"],
+        "coaching",
+    )
+    assert ended["action"] == "listen ended" and ended["reason"].endswith(" s, sealed)")
+    assert ended["who"] and began["at"] <= ended["at"]
+
+
+def test_listen_names_a_line_with_no_call(
+    tmp_path: Path, central: tuple[Mosquitto, Collector]
+) -> None:
+    listener = subprocess.run(
+        [
+            *LINEREC,
+            "collector",
+            "listen",
+            "box1",
+            "line1",
+            "--reason",
+            "coaching",
+            "--config",
+            str(tmp_path / "collector.toml"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert listener.returncode == 1
+    assert (
+        listener.stderr.strip()
+        == "linerec: error: box1/line1: no call in progress (nothing is streaming)"
+    )
