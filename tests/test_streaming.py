@@ -240,6 +240,61 @@ def test_an_opted_out_call_leaves_nothing_at_the_collector(site: Site) -> None:
     assert not list((site.root / "ring" / "outbox" / "discards").glob("*"))
 
 
+def test_a_slow_link_skips_ahead_and_the_sealed_upload_fills_the_gap(site: Site) -> None:
+    """The collector stalls (its message thread held): the stream stops at its window, the
+    audio path and the card go on, telemetry says how far behind live the line is; when the
+    collector answers again the stream skips to the newest chunks, and the sealed upload fills
+    the hole: the recording arrives whole, once."""
+    writer = site.begin()
+    write(writer, speech(1.0))
+    synced = site.on_card(writer)
+    wait_until(lambda: len(site.held(writer.id)) >= synced, "the first second streamed")
+    with site.collector._lock:  # a collector (or link) that does not keep up
+        write(writer, speech(6.0, seed=2))  # never waits for it
+        behind = site.on_card(writer)
+        rate = 8000 * 4096 / 4064
+        wait_until(lambda: site.uplink.streams.lag(rate)["line1"] > 5.0, "the lag to show")
+    wait_until(lambda: site.uplink.streams.skipped > 0, "the stream to skip ahead")
+    held_end = site.collector.store.uploads._held_end
+    wait_until(lambda: held_end("box1", writer.id) >= behind, "the newest chunks streamed")
+    assert site.collector.store.uploads.received("box1", writer.id) < behind  # a hole
+    writer.seal(ended_by="hang-up")
+    wait_until(lambda: site.ring.entries[writer.id].acknowledged, "the signed ack of the whole")
+    stored = site.collector.store.stored("box1", writer.id)
+    assert stored is not None
+    assert stored[1] == hashlib.sha256(writer.path.read_bytes()).hexdigest()
+    assert site.collector.store.uploads.under_way() == []
+
+
+def test_the_stream_window_is_bounded_and_skips_to_live() -> None:
+    from linerec.store.format import BLOCK
+    from linerec.uplink.stream import Streams
+
+    streams = Streams(window=4 * BLOCK, piece=8 * BLOCK)
+    streams.synced("r", Path("r.lrec"), "line1", 3 * BLOCK)
+    (due,) = streams.due()
+    assert (due.start, due.end) == (0, 3 * BLOCK)
+    streams.sent("r", due.end)
+    streams.synced("r", Path("r.lrec"), "line1", 5 * BLOCK)
+    (due,) = streams.due()
+    assert (due.start, due.end) == (3 * BLOCK, 5 * BLOCK)
+    streams.sent("r", due.end)
+    assert streams.due() == []  # 5 blocks in flight, window 4: wait for the collector
+    streams.synced("r", Path("r.lrec"), "line1", 20 * BLOCK)
+    assert streams.due() == []
+    streams.acknowledged("r", 5 * BLOCK, 5 * BLOCK)
+    (due,) = streams.due()  # 15 blocks behind: skip to the newest 4
+    assert (due.start, due.end) == (16 * BLOCK, 20 * BLOCK)
+    assert streams.skipped == 11 * BLOCK
+    assert streams.lag(BLOCK) == {"line1": 15.0}
+    streams.sent("r", due.end)
+    streams.ended("r")  # sealed: the upload resumes where the collector holds without a hole
+    assert streams.resume_at("r") == 5 * BLOCK
+    streams.discard("q")
+    streams.synced("q", Path("q.lrec"), "line2", 2 * BLOCK)
+    assert streams.due() == [] and streams.discarded() == ["q"]
+
+
 # -- the daemon itself (`linerec run` on the simulated line), killed or paused mid-call --------
 
 LINEREC = [sys.executable, "-m", "linerec.cli"]

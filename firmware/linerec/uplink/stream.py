@@ -30,6 +30,7 @@ class _Stream:
     durable: int  # bytes of the file on the card
     sent: int = 0  # bytes up to which it was published in this session
     acked: int = 0  # end of the furthest piece the collector acknowledged
+    skipped_to: int = 0  # where the stream last skipped ahead to: in flight counts from here
     received: int = 0  # bytes the collector holds from byte 0 without a hole (signed)
 
 
@@ -91,7 +92,7 @@ class Streams:
         """A new session: what was in flight may be lost, so send again from what is held."""
         with self._lock:
             for stream in self._open.values():
-                stream.sent = stream.acked = stream.received
+                stream.sent = stream.acked = stream.skipped_to = stream.received
 
     # -- for the sender ------------------------------------------------------------------------
 
@@ -102,15 +103,15 @@ class Streams:
             for recording_id, stream in self._open.items():
                 if stream.durable <= stream.sent:
                     continue
-                if stream.sent - min(stream.acked, stream.sent) >= self._window:
+                in_flight = stream.sent - min(max(stream.acked, stream.skipped_to), stream.sent)
+                if in_flight >= self._window:
                     continue  # the window is full: wait for the collector
                 start = stream.sent
                 if stream.durable - start > self._window:  # too far behind live: skip ahead
                     ahead = (stream.durable - self._window) // BLOCK * BLOCK
                     if ahead > start:
                         self.skipped += ahead - start
-                        start = ahead
-                        stream.acked = max(stream.acked, start)
+                        start = stream.skipped_to = ahead
                 end = min(stream.durable, start + self._piece)
                 pieces.append(Due(recording_id, stream.path, start, end))
         return pieces
