@@ -29,6 +29,7 @@ from linerec.collector.config import load_collector_config
 from linerec.collector.service import Collector
 from linerec.store.base import RecordingInfo
 from linerec.store.keys import keygen, load_private, load_public
+from linerec.store.reader import decrypt
 from linerec.store.ring import EncryptedWriter, RingStore
 from linerec.uplink.client import Uplink, UplinkSettings
 from linerec.uplink.outbox import EventOutbox
@@ -182,6 +183,22 @@ def test_a_broker_outage_mid_call_falls_back_to_the_sealed_upload(site: Site) ->
     assert site.collector.store.uploads.under_way() == []
 
 
+def check_against_asyncapi(name: str, properties: dict[str, str], payload: bytes) -> None:
+    import jsonschema
+
+    from test_asyncapi import channel_for, message_schema
+
+    _, channel = channel_for(name)
+    spec = message_schema(channel)
+    if name.split("/")[3] == "stream":
+        assert set(properties) in ({"offset"}, {"discard"}), name
+        assert len(payload) <= spec["payload"]["maxLength"]
+    elif spec.get("contentType") == "application/octet-stream":
+        assert set(properties) == {"offset", "size", "sha256"}
+    else:
+        jsonschema.validate(json.loads(payload), spec["payload"])
+
+
 class Wire:
     """Everything the broker carries, as a subscriber on `#` sees it."""
 
@@ -225,6 +242,7 @@ class Wire:
 
 
 def test_an_opted_out_call_leaves_nothing_at_the_collector(site: Site) -> None:
+    wire = Wire(site.broker.port)
     writer = site.begin()
     write(writer, speech(2.0))
     synced = site.on_card(writer)
@@ -238,6 +256,17 @@ def test_an_opted_out_call_leaves_nothing_at_the_collector(site: Site) -> None:
     assert not part.exists()
     assert site.collector.store.recordings() == []
     assert not list((site.root / "ring" / "outbox" / "discards").glob("*"))
+    wire.close()
+    kinds = [
+        (name.rsplit("/", 1)[-1], properties.get("discard"))
+        for name, properties, _ in wire.messages
+        if "/stream/" in name
+    ]
+    assert kinds[-1] == (writer.id, "opted-out")
+    acks = [json.loads(p)["kind"] for name, _, p in wire.messages if name.endswith("/ack")]
+    assert "discarded" in acks
+    for name, properties, payload in wire.messages:
+        check_against_asyncapi(name, properties, payload)
 
 
 def test_a_slow_link_skips_ahead_and_the_sealed_upload_fills_the_gap(site: Site) -> None:
@@ -316,25 +345,27 @@ def daemon_site(root: Path, broker: Mosquitto, steps: list[str]) -> Path:
     return config
 
 
-def decrypt_streamed(seen: bytes, key_path: Path) -> Samples:
-    """The audio of every whole chunk in what the stream carried, with the collector's key."""
+def decrypt_streamed(seen: bytes, key_path: Path) -> dict[int, Samples]:
+    """The audio of every whole chunk the stream carried (holes left where it skipped ahead),
+    by chunk index, decrypted with the collector's key: each must authenticate."""
     from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
     from linerec.codec import Codec, decode
-    from linerec.store.format import chunk_aad, chunk_nonce
+    from linerec.store.format import BLOCK, RecordType, chunk_aad, chunk_nonce, scan
     from linerec.store.reader import file_key, inspect
 
-    inspected = inspect(seen)
+    inspected = inspect(seen[:BLOCK])
     aead = ChaCha20Poly1305(file_key(inspected, load_private(key_path)))
-    audio = b"".join(
-        aead.decrypt(
-            chunk_nonce(index),
-            record.body[4:],
-            chunk_aad(inspected.header_hash, index, bool(record.flags & 1)),
-        )
-        for index, record in enumerate(inspected.chunks)
-    )
-    return decode(Codec(inspected.header["codec"]), audio)
+    codec = Codec(inspected.header["codec"])
+    chunks = {}
+    for offset in range(BLOCK, len(seen), BLOCK):
+        record = next(scan(seen[offset : offset + BLOCK]), None)
+        if record is None or record.type is not RecordType.CHUNK:
+            continue
+        index = int.from_bytes(record.body[:4], "little")
+        aad = chunk_aad(inspected.header_hash, index, bool(record.flags & 1))
+        chunks[index] = decode(codec, aead.decrypt(chunk_nonce(index), record.body[4:], aad))
+    return chunks
 
 
 @pytest.fixture
@@ -388,12 +419,21 @@ def test_a_paused_span_is_never_on_the_wire(
         daemon.wait(20)
         wire.close()
     (row,) = collector.store.recordings()
-    seen = wire.streamed(row["id"])
-    assert len(seen) > 3 * 4096  # it streamed while the call was on
-    heard = decrypt_streamed(seen, tmp_path / "keys" / "collector.key")
-    assert find(heard, clip("caller")[: 8000 * 2])[1] > 30
-    assert find(heard, clip("office")[8000 : 8000 * 4])[1] < 3
-    # and nothing else on the wire carries it either: every message is small or a piece
+    key = tmp_path / "keys" / "collector.key"
+    streamed = decrypt_streamed(wire.streamed(row["id"]), key)
+    assert len(streamed) >= 4  # it streamed while the call was on
+    (card,) = (tmp_path / "ring").glob("*.lrec")
+    kept = decrypt(card.read_bytes(), load_private(key)).samples
+    per_chunk = 4064  # µ-law samples in a chunk
+    for index, audio in streamed.items():  # what the wire carried is what the card kept
+        assert np.array_equal(audio, kept[index * per_chunk : (index + 1) * per_chunk])
+    heard = np.concatenate([streamed[index] for index in sorted(streamed)])
+    assert find(kept, clip("caller")[: 8000 * 2])[1] > 30
+    assert find(heard, clip("office")[8000 : 8000 * 4])[1] < 3  # the paused span: nowhere
+    assert find(kept, clip("office")[8000 : 8000 * 4])[1] < 3
+    # every message the broker carried is one the API documents
+    for name, properties, payload in wire.messages:
+        check_against_asyncapi(name, properties, payload)
     topics = {name.split("/")[3] for name, _, _ in wire.messages if name.startswith("linerec/")}
     assert {"stream", "upload", "event", "ack"} <= topics
 
