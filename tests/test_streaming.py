@@ -582,3 +582,73 @@ def test_listen_names_a_line_with_no_call(
         listener.stderr.strip()
         == "linerec: error: box1/line1: no call in progress (nothing is streaming)"
     )
+
+
+def test_a_devices_limits_hold_for_streamed_uploads(tmp_path: Path) -> None:
+    """A stolen box that streams instead of uploading gets no more: open uploads, holes and
+    size are bounded exactly as for sealed uploads; a whole that does not match its stream
+    starts afresh instead of mixing the two."""
+    from linerec.collector.store import CollectorStore
+    from linerec.collector.uploads import STREAMING, Piece, UploadLimits, UploadRefused
+
+    store = CollectorStore(
+        tmp_path / "data",
+        tmp_path / "index.db",
+        UploadLimits(max_bytes=64 * 1024, max_open=2, max_holes=2),
+    )
+    uploads = store.uploads
+
+    def stream(recording_id: str, offset: int, size: int = 4096, now: float = 0.0) -> None:
+        uploads.add(
+            Piece(
+                device="box1",
+                recording_id=recording_id,
+                offset=offset,
+                size=0,
+                sha256=STREAMING,
+                data=b"\1" * size,
+            ),
+            now,
+        )
+
+    ids = [f"box1-0000000{n}-20261130T000000Z-line1" for n in (1, 2, 3)]
+    for when, recording_id in enumerate(ids):
+        stream(recording_id, 0, now=float(when))
+    # the quietest gave way: at most max_open under way, streams counted with the rest
+    assert [row["id"] for row in uploads.in_progress()] == ids[1:]
+    with pytest.raises(UploadRefused, match="max_recording_bytes"):
+        stream(ids[2], 64 * 1024 - 100, 4096)
+    stream(ids[2], 3 * 4096)
+    stream(ids[2], 6 * 4096)
+    with pytest.raises(UploadRefused, match="max_upload_holes"):
+        stream(ids[2], 9 * 4096)
+    assert uploads.received("box1", ids[2]) == 4096
+    # the sealed whole names its size and digest: what was streamed is kept if it fits ...
+    whole = b"\1" * (7 * 4096)
+    part = uploads.add(
+        Piece(
+            device="box1",
+            recording_id=ids[2],
+            offset=4096,
+            size=len(whole),
+            sha256=hashlib.sha256(whole).hexdigest(),
+            data=whole[4096 : 3 * 4096],
+        ),
+        5.0,
+    )
+    assert part is None and uploads.received("box1", ids[2]) == 4 * 4096
+    assert [row["id"] for row in uploads.in_progress()] == [ids[1]]  # no longer in progress
+    # ... and a whole shorter than what was streamed cannot be it: it starts afresh
+    short = b"\2" * 4095
+    part = uploads.add(
+        Piece(
+            device="box1",
+            recording_id=ids[1],
+            offset=0,
+            size=len(short),
+            sha256=hashlib.sha256(short).hexdigest(),
+            data=short,
+        ),
+        6.0,
+    )
+    assert part is not None and part.read_bytes() == short
