@@ -150,6 +150,12 @@ class Streams:
         with self._lock:
             self._received.pop(recording_id, None)
 
+    def held(self, recording_id: str) -> int:
+        """Bytes of an open recording the collector has said it holds from byte 0."""
+        with self._lock:
+            stream = self._open.get(recording_id)
+            return stream.received if stream is not None else 0
+
     def lag(self, bytes_per_second: float) -> dict[str, float]:
         """Per line: seconds of audio on the card the collector has not acknowledged yet."""
         with self._lock:
