@@ -36,6 +36,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from linerec.broker import Broker
+from linerec.codec import RATE
 from linerec.mqttapi import CHUNK, ApiError, make_client, topic, verify
 from linerec.store.format import BLOCK, CHUNK_AUDIO_BYTES
 from linerec.store.keys import CollectorPublic
@@ -148,7 +149,7 @@ class Uplink:
         card (events and recordings are; this is not where anything is lost)."""
         if self._connected.is_set():
             # How far behind live each line's stream is (seconds on the card only).
-            rate = self.ring.codec.bytes_per_sample * 8000 * BLOCK / CHUNK_AUDIO_BYTES
+            rate = self.ring.codec.bytes_per_sample * RATE * BLOCK / CHUNK_AUDIO_BYTES
             streams = {"stream_lag": self.streams.lag(rate), "stream_skipped": self.streams.skipped}
             body = json.dumps({**health, **streams, "t": time.time()}).encode()
             self.client.publish(topic(self._device, "health"), body, qos=0, retain=True)
