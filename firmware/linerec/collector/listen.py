@@ -101,6 +101,12 @@ def listen(
                 if aead is None:
                     inspected = _header(file.read(BLOCK))
                     if inspected is not None:
+                        named = (inspected.header.get("device"), inspected.header.get("id"))
+                        if named != (device, recording_id):
+                            raise IntegrityError(
+                                f"byte 0: the header names {named[0]}/{named[1]}, "
+                                "not this stream's device and id"
+                            )
                         aead = ChaCha20Poly1305(file_key(inspected, key))
                         header_hash = inspected.header_hash
                         codec = Codec(inspected.header["codec"])

@@ -281,6 +281,7 @@ class Collector:
             if tell:
                 self._reject(device, recording_id, digest, f"quarantined: {quarantined}")
             return
+        streamed = self.store.uploads.is_streaming(device, recording_id)
         try:
             part = self.store.uploads.add(
                 Piece(
@@ -299,7 +300,7 @@ class Collector:
                 self._reject(device, recording_id, digest, str(exc))
             return
         if part is None:
-            self._progress(device, recording_id, digest, offset)
+            self._progress(device, recording_id, digest, offset, streamed)
             return
         try:
             facts = self._facts(device, recording_id, part)
@@ -376,10 +377,16 @@ class Collector:
         if self.store.stored(device, recording_id) is None:
             self.store.uploads.drop(device, recording_id)
 
-    def _progress(self, device: str, recording_id: str, digest: str, offset: int) -> None:
+    def _progress(
+        self, device: str, recording_id: str, digest: str, offset: int, streamed: bool = False
+    ) -> None:
         received = self.store.uploads.received(device, recording_id)
         lost = received == 0 and offset > 0  # what came before is gone (reset): start again
-        if lost or (received and (offset // CHUNK) % PROGRESS_EVERY == PROGRESS_EVERY - 1):
+        # The first piece of the sealed whole of a stream: say at once what is held (after a
+        # restart the appliance does not know, and would send it all again).
+        adopted = streamed and received > offset
+        every = (offset // CHUNK) % PROGRESS_EVERY == PROGRESS_EVERY - 1
+        if lost or adopted or (received and every):
             if received:
                 self.store.uploads.sync(device, recording_id)  # synced before it is said
             # After an outage the appliance resumes from here.

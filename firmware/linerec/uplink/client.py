@@ -96,6 +96,7 @@ class Uplink:
         self._unacked = 0  # QoS 1 publishes the broker has not PUBACKed (under _wake)
         self._chunk = CHUNK
         self.streams = Streams()
+        self._held: dict[str, tuple[str, int]] = {}  # id -> (sha256, bytes) the collector holds
         for marker in self._discards_dir().glob("*"):  # opted out before a restart: say so
             self.streams.discard(marker.name)
         if settings.stream:
@@ -333,9 +334,15 @@ class Uplink:
         resume = self._resume_offset(recording_id, digest)  # what the collector already has
         # A streamed recording: the collector holds its beginning; at least the last piece
         # goes, with the size and digest of the whole.
-        resume = min(max(resume, self.streams.resume_at(recording_id)), max(len(data) - 1, 0))
-        for offset in range(resume, len(data), chunk) or [0]:
+        last = max(len(data) - 1, 0)
+        offset = min(max(resume, self.streams.resume_at(recording_id)), last)
+        while True:
             self._send_streams()  # a long upload must not hold up the live calls
+            # The collector may say, while this goes, that it holds more (what it had of a
+            # stream before a restart here): skip what it has.
+            held = self._held.get(recording_id)
+            if held is not None and held[0] == digest and held[1] > offset:
+                offset = min(held[1], last)
             properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
             properties.UserProperty = [
                 ("offset", str(offset)),
@@ -345,7 +352,9 @@ class Uplink:
             piece = data[offset : offset + chunk]
             if not self._publish(topic(self._device, "upload", recording_id), piece, properties):
                 return False
-        return True
+            offset += chunk
+            if offset >= len(data):
+                return True
 
     # -- streaming open recordings -------------------------------------------------------------
 
@@ -425,6 +434,7 @@ class Uplink:
 
     def _save_progress(self, recording_id: str, digest: str, received: int) -> None:
         """The collector has bytes 0..received of this recording, synced: resume there."""
+        self._held[recording_id] = (digest, received)
         path = self._progress_path(recording_id)
         private_dir(path.parent)
         write_private(path, json.dumps({"sha256": digest, "received": received}).encode())
