@@ -652,3 +652,64 @@ def test_a_devices_limits_hold_for_streamed_uploads(tmp_path: Path) -> None:
         6.0,
     )
     assert part is not None and part.read_bytes() == short
+
+
+def test_a_call_opted_out_mid_stream_by_command_leaves_nothing_at_the_collector(
+    tmp_path: Path, central: tuple[Mosquitto, Collector]
+) -> None:
+    """`linerec run`: the call streams; the collector's `opt_out` command discards it on the
+    card, the stream stops at once, and the collector drops what it had got."""
+    broker, collector = central
+    config = daemon_site(
+        tmp_path,
+        broker,
+        [
+            "at = 0.5\noff_hook = true",
+            'say = "caller"',
+            'say = "office"',
+            'say = "caller"',
+            "on_hook = true",
+        ],
+    )
+    daemon = subprocess.Popen([*LINEREC, "run", "--config", str(config)], stderr=subprocess.PIPE)
+    try:
+        wait_until(
+            lambda: any(
+                int(str(r["received"])) > 4096 for r in collector.store.uploads.in_progress()
+            ),
+            "the call streaming",
+            timeout=60,
+        )
+        (live,) = collector.store.uploads.in_progress()
+        sent = subprocess.run(
+            [
+                *LINEREC,
+                "collector",
+                "command",
+                "box1",
+                "opt_out",
+                "--line",
+                "line1",
+                "--config",
+                str(tmp_path / "collector.toml"),
+            ],
+            capture_output=True,
+            text=True,
+        )
+        assert sent.returncode == 0, sent.stderr
+        wait_until(
+            lambda: (
+                not list((tmp_path / "ring" / "outbox" / "discards").glob("*"))
+                and collector.store.uploads.in_progress() == []
+                and not list((tmp_path / "ring").glob("*.lrec"))
+            ),
+            "the discard to reach the collector",
+            timeout=30,
+        )
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(20)
+    assert collector.store.recordings() == []
+    assert collector.store.uploads.under_way() == []
+    assert not collector.store.uploads.part("box1", str(live["id"])).exists()
+    assert not list((tmp_path / "ring").glob("*.lrec"))
