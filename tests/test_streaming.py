@@ -713,3 +713,42 @@ def test_a_call_opted_out_mid_stream_by_command_leaves_nothing_at_the_collector(
     assert collector.store.uploads.under_way() == []
     assert not collector.store.uploads.part("box1", str(live["id"])).exists()
     assert not list((tmp_path / "ring").glob("*.lrec"))
+
+
+def test_streaming_keeps_the_card_off_pahos_thread_and_the_sync_thread_lean(
+    site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Streamed acks arrive on paho's network thread and the syncs on the store's sync thread;
+    neither reads the card for the stream, hashes or syncs for it: the sender reads and
+    publishes, the writer thread checks acks and keeps markers."""
+    import os
+
+    work: list[tuple[str, str]] = []
+
+    def watch(module: object, name: str) -> None:
+        real = getattr(module, name)
+
+        def watched(*args: object, **kwargs: object) -> object:
+            work.append((name, threading.current_thread().name))
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(module, name, watched)
+
+    for module, name in (
+        (os, "fsync"),
+        (os, "fdatasync"),
+        (os, "pread"),
+        (hashlib, "sha256"),
+    ):
+        watch(module, name)
+    writer = site.begin()
+    write(writer, speech(3.0))
+    synced = site.on_card(writer)
+    wait_until(lambda: len(site.held(writer.id)) >= synced, "the call streamed")
+    writer.seal(ended_by="hang-up")
+    wait_until(lambda: site.ring.entries[writer.id].acknowledged, "the signed ack of the whole")
+    paho = "paho-mqtt-client-linerec-box1"
+    assert paho in {thread.name for thread in threading.enumerate()}
+    assert [what for what, thread in work if thread == paho] == []
+    assert {what for what, thread in work if thread == "store-sync"} <= {"fdatasync"}
+    assert ("pread", "uplink") in work  # the sender read what it streamed
