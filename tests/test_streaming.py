@@ -752,3 +752,51 @@ def test_streaming_keeps_the_card_off_pahos_thread_and_the_sync_thread_lean(
     assert [what for what, thread in work if thread == paho] == []
     assert {what for what, thread in work if thread == "store-sync"} <= {"fdatasync"}
     assert ("pread", "uplink") in work  # the sender read what it streamed
+
+
+def test_uplink_stream_is_on_by_default_and_checked(tmp_path: Path) -> None:
+    from linerec.config import load_config
+    from linerec.errors import ConfigError
+
+    keygen(tmp_path / "keys")
+    base = (
+        '[device]\nid = "box1"\n[store]\ndir = "ring"\nrecipients = ["keys/collector.pub"]\n'
+        '[uplink]\nbroker = "mqtt://127.0.0.1:1883"\nallow_plaintext = true\n'
+    )
+    path = tmp_path / "linerec.toml"
+    for extra, expected in (("", True), ("stream = false\n", False), ("stream = true\n", True)):
+        path.write_text(base + extra)
+        uplink = load_config(path).uplink
+        assert uplink is not None and uplink.stream is expected
+    path.write_text(base + 'stream = "yes"\n')
+    with pytest.raises(ConfigError) as refused:
+        load_config(path)
+    assert str(refused.value) == (
+        f"{path}:9: uplink.stream: must be true or false (got 'yes', a string)"
+    )
+
+
+def test_a_broker_back_mid_call_resumes_streaming_live(site: Site) -> None:
+    """The broker goes and comes back while the call goes on: the stream picks up at live
+    (what it missed is a hole), and the sealed upload fills the hole: whole, once."""
+    writer = site.begin()
+    write(writer, speech(1.0))
+    synced = site.on_card(writer)
+    wait_until(lambda: len(site.held(writer.id)) >= synced, "the first second streamed")
+    site.broker.stop()
+    write(writer, speech(4.0, seed=2))
+    site.broker.start()
+    wait_until(lambda: site.uplink.connected, "the uplink back")
+    write(writer, speech(1.0, seed=3))
+    live = site.on_card(writer)
+    held_end = site.collector.store.uploads._held_end
+    wait_until(lambda: held_end("box1", writer.id) >= live, "the stream back at live")
+    assert site.in_progress() == [writer.id]
+    writer.seal(ended_by="hang-up")
+    wait_until(lambda: site.ring.entries[writer.id].acknowledged, "the signed ack of the whole")
+    (row,) = site.collector.store.recordings()
+    assert row["state"] == "complete"
+    stored = site.collector.store.stored("box1", writer.id)
+    assert stored is not None
+    assert stored[1] == hashlib.sha256(writer.path.read_bytes()).hexdigest()
+    assert site.collector.store.uploads.under_way() == []
