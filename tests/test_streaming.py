@@ -324,6 +324,24 @@ def test_the_stream_window_is_bounded_and_skips_to_live() -> None:
     assert streams.due() == [] and streams.discarded() == ["q"]
 
 
+def test_a_stream_whose_acks_were_lost_goes_on_from_live() -> None:
+    """Pieces lost on the way (a broker restarted before the collector subscribed again) get
+    no ack: after STALL seconds with a full window the stream goes on from what is held."""
+    from linerec.store.format import BLOCK
+    from linerec.uplink.stream import STALL, Streams
+
+    now = [0.0]
+    streams = Streams(window=4 * BLOCK, piece=8 * BLOCK, clock=lambda: now[0])
+    streams.synced("r", Path("r.lrec"), "line1", 4 * BLOCK)
+    streams.sent("r", streams.due()[0].end)
+    streams.synced("r", Path("r.lrec"), "line1", 6 * BLOCK)
+    now[0] = STALL - 0.1
+    assert streams.due() == []  # waiting for the collector
+    now[0] = STALL + 0.1
+    (due,) = streams.due()
+    assert (due.start, due.end) == (2 * BLOCK, 6 * BLOCK)  # from live, within the window
+
+
 # -- the daemon itself (`linerec run` on the simulated line), killed or paused mid-call --------
 
 LINEREC = [sys.executable, "-m", "linerec.cli"]
@@ -509,7 +527,13 @@ def test_collector_lists_and_listens_to_a_call_in_progress(
     central_config = ["--config", str(tmp_path / "collector.toml")]
     daemon = subprocess.Popen([*LINEREC, "run", "--config", str(config)], stderr=subprocess.PIPE)
     try:
-        wait_until(lambda: collector.store.uploads.in_progress() != [], "streaming", timeout=60)
+        wait_until(
+            lambda: any(
+                int(str(r["received"])) > 3 * 4096 for r in collector.store.uploads.in_progress()
+            ),
+            "a second streamed",
+            timeout=60,
+        )
         listed = subprocess.run(
             [*LINEREC, "collector", "list", "--json", *central_config],
             capture_output=True,

@@ -15,12 +15,15 @@ never waits, and the sealed upload fills the hole afterwards from the collector'
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from linerec.store.format import BLOCK
 
 WINDOW = 4 * BLOCK  # bytes published and not acknowledged (about 2 s of G.711)
+STALL = 3.0  # seconds with a full window and no ack: what is in flight is lost; go on from live
 
 
 @dataclass(slots=True)
@@ -31,6 +34,7 @@ class _Stream:
     sent: int = 0  # bytes up to which it was published in this session
     acked: int = 0  # end of the furthest piece the collector acknowledged
     skipped_to: int = 0  # where the stream last skipped ahead to: in flight counts from here
+    heard_at: float = 0.0  # when the collector last acknowledged a piece (or the stream began)
     received: int = 0  # bytes the collector holds from byte 0 without a hole (signed)
 
 
@@ -45,8 +49,15 @@ class Due:
 
 
 class Streams:
-    def __init__(self, *, window: int = WINDOW, piece: int = 8 * BLOCK) -> None:
+    def __init__(
+        self,
+        *,
+        window: int = WINDOW,
+        piece: int = 8 * BLOCK,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._lock = threading.Lock()
+        self._clock = clock
         self._window = window
         self._piece = piece
         self._open: dict[str, _Stream] = {}
@@ -62,7 +73,9 @@ class Streams:
                 return
             stream = self._open.get(recording_id)
             if stream is None:
-                self._open[recording_id] = _Stream(path=path, line=line, durable=offset)
+                self._open[recording_id] = _Stream(
+                    path=path, line=line, durable=offset, heard_at=self._clock()
+                )
             else:
                 stream.durable = max(stream.durable, offset)
 
@@ -81,6 +94,7 @@ class Streams:
             if stream is not None:
                 stream.acked = max(stream.acked, end)
                 stream.received = received
+                stream.heard_at = self._clock()
             elif recording_id not in self._discarded:
                 self._received[recording_id] = received
 
@@ -93,6 +107,7 @@ class Streams:
         with self._lock:
             for stream in self._open.values():
                 stream.sent = stream.acked = stream.skipped_to = stream.received
+                stream.heard_at = self._clock()
 
     # -- for the sender ------------------------------------------------------------------------
 
@@ -105,7 +120,12 @@ class Streams:
                     continue
                 in_flight = stream.sent - min(max(stream.acked, stream.skipped_to), stream.sent)
                 if in_flight >= self._window:
-                    continue  # the window is full: wait for the collector
+                    if self._clock() - stream.heard_at < STALL:
+                        continue  # the window is full: wait for the collector
+                    # No answer: lost on the way (a broker restarted before the collector
+                    # subscribed again). Go on from what is held; the seal fills any hole.
+                    stream.sent = stream.skipped_to = max(stream.acked, stream.received)
+                    stream.heard_at = self._clock()
                 start = stream.sent
                 if stream.durable - start > self._window:  # too far behind live: skip ahead
                     ahead = (stream.durable - self._window) // BLOCK * BLOCK
