@@ -98,7 +98,7 @@ class Uplink:
         self.streams = Streams()
         self._held: dict[str, tuple[str, int]] = {}  # id -> (sha256, bytes) the collector holds
         for marker in self._discards_dir().glob("*"):  # opted out before a restart: say so
-            self.streams.discard(marker.name)
+            self.streams.discard(marker.name.removesuffix(".tmp"))  # a torn one counts too
         if settings.stream:
             ring.on_synced = self._synced
             ring.on_discard = self._discarding
@@ -265,8 +265,11 @@ class Uplink:
                     str(ack.get("id")), end if isinstance(end, int) else 0, ack["received"]
                 )
             elif ack.get("kind") == "discarded" and isinstance(ack.get("id"), str):
+                if ack["id"] not in self.streams.discarded():  # it names files: only our own
+                    raise ApiError(f"{where}: discarded ack for {ack['id']!r}: not discarded here")
                 self.streams.discard_acknowledged(ack["id"])
-                (self._discards_dir() / ack["id"]).unlink(missing_ok=True)
+                for name in (ack["id"], ack["id"] + ".tmp"):
+                    (self._discards_dir() / name).unlink(missing_ok=True)
             elif ack.get("kind") == "progress" and isinstance(ack.get("received"), int):
                 self._save_progress(str(ack.get("id")), str(ack.get("sha256")), ack["received"])
             elif ack.get("kind") == "rejected":
