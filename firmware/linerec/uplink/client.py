@@ -265,11 +265,11 @@ class Uplink:
                     str(ack.get("id")), end if isinstance(end, int) else 0, ack["received"]
                 )
             elif ack.get("kind") == "discarded" and isinstance(ack.get("id"), str):
-                if ack["id"] not in self.streams.discarded():  # it names files: only our own
-                    raise ApiError(f"{where}: discarded ack for {ack['id']!r}: not discarded here")
-                self.streams.discard_acknowledged(ack["id"])
-                for name in (ack["id"], ack["id"] + ".tmp"):
-                    (self._discards_dir() / name).unlink(missing_ok=True)
+                # It names files: only one of ours (a second ack of one is nothing to do).
+                if ack["id"] in self.streams.discarded():
+                    self.streams.discard_acknowledged(ack["id"])
+                    for name in (ack["id"], ack["id"] + ".tmp"):
+                        (self._discards_dir() / name).unlink(missing_ok=True)
             elif ack.get("kind") == "progress" and isinstance(ack.get("received"), int):
                 self._save_progress(str(ack.get("id")), str(ack.get("sha256")), ack["received"])
             elif ack.get("kind") == "rejected":
