@@ -824,3 +824,22 @@ def test_a_broker_back_mid_call_resumes_streaming_live(site: Site) -> None:
     assert stored is not None
     assert stored[1] == hashlib.sha256(writer.path.read_bytes()).hexdigest()
     assert site.collector.store.uploads.under_way() == []
+
+
+def test_a_collector_that_lost_a_stream_gets_the_whole_again(site: Site) -> None:
+    """The collector dropped what it had streamed (expired, or restored from a backup): the
+    sealed upload that resumes after the stream is told `received: 0` and starts again."""
+    writer = site.begin()
+    write(writer, speech(2.0))
+    synced = site.on_card(writer)
+    wait_until(lambda: len(site.held(writer.id)) >= synced, "the call streamed")
+    site.broker.stop()  # nothing more streams; then the collector loses what it had
+    with site.collector._lock:
+        site.collector.store.uploads.drop("box1", writer.id)
+    write(writer, speech(1.0, seed=2))
+    writer.seal(ended_by="hang-up")
+    site.broker.start()
+    wait_until(lambda: site.ring.entries[writer.id].acknowledged, "the signed ack of the whole", 40)
+    stored = site.collector.store.stored("box1", writer.id)
+    assert stored is not None
+    assert stored[1] == hashlib.sha256(writer.path.read_bytes()).hexdigest()

@@ -271,6 +271,8 @@ class Uplink:
                     for name in (ack["id"], ack["id"] + ".tmp"):
                         (self._discards_dir() / name).unlink(missing_ok=True)
             elif ack.get("kind") == "progress" and isinstance(ack.get("received"), int):
+                if ack["received"] == 0:  # the collector lost what it had, streamed or not
+                    self.streams.forget(str(ack.get("id")))
                 self._save_progress(str(ack.get("id")), str(ack.get("sha256")), ack["received"])
             elif ack.get("kind") == "rejected":
                 # The collector will not store this (docs/mqtt-api.md, "Refusals"): it stays
