@@ -18,6 +18,13 @@ process (threads), as they would on two machines.
 3. Lines sustained by one collector: M simulated lines, each with a call in progress
    (64 kbit/s of recording pieces and an event a second), published over 4 connections for
    S seconds; the collector keeps up if it has stored what was offered by the end.
+4. Streaming (issue 15): K lines, each a real ring (background syncs) and uplink streaming to
+   the collector, with a call written in real time (20 ms frames) for T seconds. Audio at risk
+   (captured and handed to the store, not yet held by the collector by its signed word),
+   sampled every frame: p50, p99, max. Live delay, from the capture of a chunk's first sample
+   to the collector's ack that holds it: p50, p99 (the daemon's 200 ms delay line comes on top).
+   The process's CPU time per audio second with streaming on and off (the audio path itself
+   does no more work: the stream is read and published by the uplink's thread).
 """
 
 from __future__ import annotations
@@ -254,12 +261,101 @@ def lines(root: Path, port: int, count: int, seconds: float) -> tuple[int, int, 
     return offered_events, stored_events, count, stored_recordings
 
 
+def streaming(
+    root: Path, port: int, count: int, seconds: float, *, stream: bool = True
+) -> tuple[list[float], list[float], float]:
+    """(seconds at risk, sampled each frame; live delays per chunk; CPU s per audio s)."""
+    from linerec.store.format import BLOCK, CHUNK_AUDIO_BYTES
+
+    collector = start_collector(root, port)
+    public = load_public(root / "keys" / "collector.pub")
+    tag = "s" if stream else "n"
+    appliances = []
+    for n in range(count):
+        device = f"{tag}{n:03d}-{time.monotonic_ns() % 100000}"
+        ring = RingStore(
+            root / device,
+            recipients=[public],
+            identity=load_or_create_identity(root / device / "identity.key"),
+            device_id=device,
+            background_sync=True,
+        )
+        settings = UplinkSettings(
+            broker=Broker(host="127.0.0.1", port=port, tls=False),
+            device_id=device,
+            collector=public,
+            stream=stream,
+        )
+        uplink = Uplink(settings, ring, EventOutbox(root / device / "outbox", recipients=[public]))
+        uplink.start()
+        appliances.append((device, ring, uplink))
+    deadline = time.monotonic() + 10
+    while not all(u.connected for _, _, u in appliances) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    writers = [
+        ring.begin(
+            RecordingInfo(
+                device_id=device,
+                line="line1",
+                label="",
+                direction="inbound",
+                consent="notice",
+                started_at=datetime.now(UTC),
+                clock_synchronized=True,
+            )
+        )
+        for device, ring, _ in appliances
+    ]
+    audio = np.random.default_rng(1).normal(0, 3000, int(RATE * seconds)).astype(np.int16)
+    at_risk: list[float] = []
+    arrived: list[dict[int, float]] = [{} for _ in appliances]
+    cpu = time.process_time()
+    t0 = time.monotonic()
+    frames = len(audio) // 160
+    for k in range(frames):
+        pause = t0 + k * 0.02 - time.monotonic()
+        if pause > 0:
+            time.sleep(pause)
+        for writer in writers:
+            writer.write(audio[k * 160 : (k + 1) * 160])
+        now = time.monotonic()
+        written = (k + 1) * 160
+        for index, ((_, _, uplink), writer) in enumerate(zip(appliances, writers, strict=True)):
+            chunks = max(uplink.streams.held(writer.id) - BLOCK, 0) // BLOCK
+            at_risk.append((written - chunks * CHUNK_AUDIO_BYTES) / RATE)
+            for chunk in range(chunks):
+                arrived[index].setdefault(chunk, now)
+    cpu = (time.process_time() - cpu) / seconds
+    delays = [
+        when - (t0 + chunk * CHUNK_AUDIO_BYTES / RATE)
+        for chunks in arrived
+        for chunk, when in chunks.items()
+    ]
+    for writer in writers:
+        writer.seal(ended_by="hang-up")
+    deadline = time.monotonic() + 60
+    while any(ring.sealed() for _, ring, _ in appliances) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for _, _, uplink in appliances:
+        uplink.stop()
+    collector.stop()
+    return at_risk, delays, cpu
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(fraction * len(ordered)))] if ordered else 0.0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=300)
     parser.add_argument("--backlog", type=int, default=20)
     parser.add_argument("--lines", type=int, default=500)
     parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--stream-lines", type=int, default=4)
+    parser.add_argument("--stream-seconds", type=float, default=20)
+    parser.add_argument("--only-streaming", action="store_true")
     args = parser.parse_args()
     # The line test's pieces are not real recordings: the collector says so for each; quiet.
     import logging
@@ -270,6 +366,22 @@ def main() -> None:
         keygen(root / "keys")
         broker = Mosquitto(root).start()
         try:
+            risk, delays, cpu_on = streaming(
+                root, broker.port, args.stream_lines, args.stream_seconds
+            )
+            _, _, cpu_off = streaming(
+                root, broker.port, args.stream_lines, args.stream_seconds, stream=False
+            )
+            print(
+                f"streaming {args.stream_lines} lines for {args.stream_seconds:g} s in real time: "
+                f"audio at risk (on the card only) p50 {percentile(risk, 0.5):.2f} s, "
+                f"p99 {percentile(risk, 0.99):.2f} s, max {max(risk):.2f} s (target p99 <= 1 s); "
+                f"live delay p50 {percentile(delays, 0.5):.2f} s, "
+                f"p99 {percentile(delays, 0.99):.2f} s (+0.2 s delay line; target p99 <= 2 s); "
+                f"CPU {cpu_on:.3f} s per audio second streaming, {cpu_off:.3f} s without"
+            )
+            if args.only_streaming:
+                return
             on_loop, append_us, on_writer = emit_cost(root, args.events)
             print(
                 f"event queueing, {args.events} events: {on_loop:.2f} fsyncs per event on the "

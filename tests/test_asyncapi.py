@@ -104,8 +104,10 @@ def test_every_message_of_an_upload_matches_the_asyncapi_document(tmp_path: Path
         jsonschema.validate(json.loads(message.payload), spec["payload"])
         for personal in (b"5551234567", b"JOHN DOE"):  # the broker sees no caller ID
             assert personal not in message.payload, f"{message.topic}: {personal!r} in clear"
-    # every channel was exercised (commands and health come from a running daemon: test_uplink.py)
+    # every channel was exercised (commands and health come from a running daemon:
+    # test_uplink.py; streams from a call in progress: test_streaming.py)
     assert seen == set(SPEC["channels"]) - {
         "linerec/v1/{device}/command",
         "linerec/v1/{device}/health",
+        "linerec/v1/{device}/stream/{recording}",
     }

@@ -558,3 +558,35 @@ def test_commands_are_answered_even_after_the_collector_database_is_lost(
         watcher.disconnect()
         daemon.terminate()
         daemon.wait(20)
+
+
+def test_streams_pass_the_access_rules_only_under_their_own_id(tls_site: Site) -> None:
+    """A device streams on its own `stream/+` to the collectors' shared subscription; another
+    device can neither stream as it nor join that subscription."""
+    got: list[str] = []
+    arrived = threading.Event()
+    collector = tls_site.client("linerec-collector")
+    collector.on_message = lambda client, userdata, message: (
+        got.append(message.topic),
+        arrived.set(),
+    )
+    connected(collector, tls_site.port)
+    box1 = connected(tls_site.client("box1"), tls_site.port)
+    box2 = connected(tls_site.client("box2"), tls_site.port)
+    reasons: dict[str, list[str]] = {"box1": [], "box2": []}
+    box1.on_publish = lambda c, u, mid, reason, p: reasons["box1"].append(str(reason))
+    box2.on_publish = lambda c, u, mid, reason, p: reasons["box2"].append(str(reason))
+    shared = "$share/linerec-collectors/linerec/v1/+/stream/+"
+    stream = "linerec/v1/box1/stream/box1-00000001-20261130T000000Z-line1"
+    try:
+        assert subscribe(collector, [shared]) == {shared: "Granted QoS 1"}
+        assert subscribe(box2, [shared]) == {shared: "Not authorized"}
+        box2.publish(stream, b"\0" * 4096, qos=1).wait_for_publish(10)
+        box1.publish(stream, b"\0" * 4096, qos=1).wait_for_publish(10)
+        assert arrived.wait(10)
+    finally:
+        for client in (box1, box2, collector):
+            client.loop_stop()
+            client.disconnect()
+    assert reasons == {"box1": ["Success"], "box2": ["Not authorized"]}
+    assert got == [stream]

@@ -57,7 +57,7 @@ KEYS: dict[str, frozenset[str]] = {
     ),
     "sim": frozenset({"calls", "speed"}),
     "uplink": frozenset(
-        {"broker", "allow_plaintext", "device_id", "collector", "ca", "cert", "key"}
+        {"broker", "allow_plaintext", "device_id", "collector", "ca", "cert", "key", "stream"}
     ),
     "line": frozenset(
         {
@@ -174,6 +174,7 @@ class UplinkConfig:
     ca: Path | None
     cert: Path | None
     key: Path | None
+    stream: bool = True  # send each chunk of an open recording as soon as it is on the card
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -547,6 +548,7 @@ def _parse_uplink(table: Table, device: Table, store: StoreConfig) -> UplinkConf
     ca, cert, key = optional_file("ca"), optional_file("cert"), optional_file("key")
     if broker.tls and (cert is None) != (key is None):
         raise table.error("cert", "cert and key go together (the device's client certificate)")
+    stream = table.take("stream", bool, True)
     collector = optional_file("collector")
     if collector is None:
         if not store.recipients:
@@ -561,6 +563,7 @@ def _parse_uplink(table: Table, device: Table, store: StoreConfig) -> UplinkConf
         ca=ca,
         cert=cert,
         key=key,
+        stream=stream,
     )
 
 

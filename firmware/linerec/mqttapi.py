@@ -6,6 +6,8 @@ Topics, all under `linerec/v1/<device-id>/`:
     event               QoS 1; one call or health event, with the device's event sequence number
     upload/<recording>  QoS 1; a piece of a sealed recording file (user properties: offset,
                         size, sha256 of the whole file)
+    stream/<recording>  QoS 1; a piece of a recording still open, as soon as the card holds it
+                        (user property offset), or an empty one with `discard`: opted out
     ack                 collector -> device, QoS 1; signed: events up to a sequence number, or a
                         recording, stored and synced at the collector
 

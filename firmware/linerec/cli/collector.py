@@ -1,5 +1,5 @@
-"""Commands for the server side: run, list, quarantine, chain, export, delete, hold, audit,
-verify-export, command, rotate-key, enroll."""
+"""Commands for the server side: run, list, quarantine, chain, export, listen, delete, hold,
+audit, verify-export, command, rotate-key, enroll."""
 
 from __future__ import annotations
 
@@ -49,6 +49,13 @@ def add_commands(
     export.add_argument("--reason", required=True, help="why (kept in the audit log)")
     export.add_argument("-o", "--output", type=Path, required=True, metavar="OUT.wav")
     export.set_defaults(handler=_export)
+    listen = collector_commands.add_parser(
+        "listen", help="hear a call in progress (WAV on stdout: | aplay)"
+    )
+    listen.add_argument("device", metavar="DEVICE")
+    listen.add_argument("line", metavar="LINE")
+    listen.add_argument("--reason", required=True, help="why (kept in the audit log)")
+    listen.set_defaults(handler=_listen)
     delete = collector_commands.add_parser(
         "delete", help="crypto-shred a recording at the collector"
     )
@@ -150,6 +157,7 @@ def add_commands(
         quarantine,
         chain,
         export,
+        listen,
         delete,
         hold,
         audit,
@@ -451,7 +459,26 @@ def _list(args: argparse.Namespace) -> int:
             when = f"{row['started_at'] or '':29} {row['duration'] or 0:8.1f} s"
             line = f"{row['id']:48} {row['device']:16} {row['line'] or '':8} {when}  {numbers}"
             print(line.rstrip())
+    _list_in_progress(store, args.json)
     return 0
+
+
+def _list_in_progress(store: CollectorStore, as_json: bool) -> None:
+    """Calls being streamed: held up to their last streamed chunk, not sealed yet."""
+    from linerec.collector.listen import line_of
+
+    for live in store.uploads.in_progress():
+        row = {
+            "id": live["id"],
+            "device": live["device"],
+            "line": line_of(str(live["id"])),
+            "state": "in progress",
+            "bytes": live["received"],
+        }
+        if as_json:
+            print(json.dumps(row))
+        else:
+            print(f"{row['id']:48} {row['device']:16} {row['line']:8} in progress")
 
 
 def _ttl(text: str) -> float:
@@ -615,6 +642,44 @@ def _rotate_key(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return 1 if failed else 0
+
+
+def _listen(args: argparse.Namespace) -> int:
+    import time
+
+    from linerec.collector.listen import NothingToHear, call_in_progress, listen
+    from linerec.ids import device_id_problem
+    from linerec.store.reader import IntegrityError
+
+    settings = _settings(args)
+    store = _store(settings)
+    if not args.reason.strip():
+        print("linerec: error: --reason must say why the call is listened to", file=sys.stderr)
+        return 2
+    problem = device_id_problem(args.device)
+    if problem:
+        print(f"linerec: error: DEVICE: {problem}", file=sys.stderr)
+        return 2
+    try:
+        recording_id = call_in_progress(store, args.device, args.line)
+    except NothingToHear as exc:
+        print(f"linerec: error: {exc}", file=sys.stderr)
+        return 1
+    store.audit("listen", recording_id, args.reason)
+    began = time.monotonic()
+    ended = "stopped"
+    try:
+        heard = listen(store, settings.key, args.device, recording_id, sys.stdout.buffer)
+        ended = heard.ended
+    except (KeyboardInterrupt, BrokenPipeError):
+        pass  # the listener hung up (Ctrl-C, or aplay closed)
+    except IntegrityError as exc:
+        ended = f"refused: {exc}"
+        print(f"linerec: error: {args.device}/{recording_id}: {exc}", file=sys.stderr)
+    finally:
+        seconds = time.monotonic() - began
+        store.audit("listen ended", recording_id, f"{args.reason} ({seconds:.1f} s, {ended})")
+    return 1 if ended.startswith("refused") else 0
 
 
 def _export(args: argparse.Namespace) -> int:

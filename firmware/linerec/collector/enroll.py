@@ -28,9 +28,9 @@ broker then hands it a share of every device's messages, drops them at the read 
 collector never sees them. mosquitto's dynamic security plugin checks the SUBSCRIBE itself
 (with the whole `$share/group/filter` string), so the rules are written for it: a device may
 subscribe only to its own `ack` and `command` topics (exact strings, no wildcards, no share)
-and publish only its own `status`, `event`, `health` and `upload/+`; anything not allowed is
-denied. The plugin reads its file at start-up, so the broker is restarted after an enrolment
-or a revocation (the CRL, too, is read at start-up).
+and publish only its own `status`, `event`, `health`, `upload/+` and `stream/+`; anything
+not allowed is denied. The plugin reads its file at start-up, so the broker is restarted
+after an enrolment or a revocation (the CRL, too, is read at start-up).
 
 Re-enrolling a device with the same key gives back its current certificate. A request with a
 new key for a device that still has a valid certificate is refused unless `replace` is given
@@ -431,6 +431,7 @@ def access_rules(devices: list[str]) -> dict[str, Any]:
                 # the collectors' shared subscriptions: the whole string, as the broker sees it
                 _acl("subscribeLiteral", f"{SHARE}/linerec/v1/+/event"),
                 _acl("subscribeLiteral", f"{SHARE}/linerec/v1/+/upload/+"),
+                _acl("subscribeLiteral", f"{SHARE}/linerec/v1/+/stream/+"),
                 # `collector command` waits for a device's answer on its event topic
                 *(
                     _acl("subscribePattern", f"linerec/v1/+/{t}")
@@ -438,7 +439,7 @@ def access_rules(devices: list[str]) -> dict[str, Any]:
                 ),
                 *(
                     _acl("publishClientReceive", f"linerec/v1/+/{t}")
-                    for t in ("event", "upload/+", "status", "health")
+                    for t in ("event", "upload/+", "stream/+", "status", "health")
                 ),
                 *(_acl("publishClientSend", f"linerec/v1/+/{t}") for t in ("ack", "command")),
             ],
@@ -453,7 +454,7 @@ def access_rules(devices: list[str]) -> dict[str, Any]:
                 "acls": [
                     *(
                         _acl("publishClientSend", f"{base}/{t}")
-                        for t in ("status", "event", "health", "upload/+")
+                        for t in ("status", "event", "health", "upload/+", "stream/+")
                     ),
                     *(_acl("subscribeLiteral", f"{base}/{t}") for t in ("ack", "command")),
                     *(_acl("publishClientReceive", f"{base}/{t}") for t in ("ack", "command")),

@@ -13,6 +13,11 @@ number far beyond the device's last in order, an oversized message or recording,
 holes are refused (not stored; the device is told with a signed `rejected` ack where it could
 act on it); a whole upload that is not a recording of its device is quarantined, not stored
 and not acknowledged as stored. Every refusal is one log line naming device, topic and value.
+
+A recording streamed while open (`stream/<id>`) is kept as an upload "in progress" under the
+same limits; each piece is synced and acknowledged (`streamed`, with what is held from byte 0)
+so the appliance knows where its sealed upload resumes. A stream the appliance discards (the
+call was opted out) is dropped at once, and pieces of it that come later are not kept.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ from cryptography.exceptions import InvalidTag
 from linerec.collector.config import CollectorSettings
 from linerec.collector.sealed import open_event
 from linerec.collector.store import CollectorStore
-from linerec.collector.uploads import Piece, UploadRefused
+from linerec.collector.uploads import STREAMING, Piece, UploadRefused
 from linerec.ids import recording_id_problem, shown
 from linerec.mqttapi import (
     CHUNK,
@@ -54,6 +59,7 @@ RETENTION_EVERY = 3600.0  # seconds between retention sweeps
 HOUSEKEEPING_EVERY = 60.0  # seconds between sweeps of unfinished uploads
 PROGRESS_EVERY = 8  # pieces between progress acks on a long upload
 LEFT_OUT = ("opted-out", "discarded")  # recording_deleted reasons: a number left out on purpose
+DISCARDS_KEPT = 10_000  # discarded streams remembered, so a late piece does not revive one
 MAX_EVENT_BYTES = 64 * 1024  # an event is a small JSON object; anything larger is refused
 _SHA256 = re.compile(r"[0-9a-f]{64}\Z")
 
@@ -76,6 +82,7 @@ class Collector:
         self._lock = threading.Lock()  # paho calls back on one thread; the CLI may read too
         self.ready = threading.Event()
         self.problems: list[str] = []
+        self._discarded: dict[tuple[str, str], float] = {}  # (device, id) of dropped streams
         self.client = make_client(
             client_id, settings.broker, ca=settings.ca, cert=settings.cert, key=settings.client_key
         )
@@ -135,7 +142,11 @@ class Collector:
             self._problem(f"broker refused the connection: {reason}")
             return
         client.subscribe(
-            [(f"{SHARE}/linerec/v1/+/event", 1), (f"{SHARE}/linerec/v1/+/upload/+", 1)]
+            [
+                (f"{SHARE}/linerec/v1/+/event", 1),
+                (f"{SHARE}/linerec/v1/+/upload/+", 1),
+                (f"{SHARE}/linerec/v1/+/stream/+", 1),
+            ]
         )
         log.info("collector connected")
 
@@ -157,6 +168,8 @@ class Collector:
                     self._event(device, where, bytes(message.payload))
                 elif len(rest) == 2 and rest[0] == "upload":
                     self._piece(device, rest[1], where, message)
+                elif len(rest) == 2 and rest[0] == "stream":
+                    self._stream(device, rest[1], where, message)
                 else:
                     raise ApiError(f"{where}: not a topic the collector reads")
         except ApiError as exc:
@@ -197,6 +210,8 @@ class Collector:
         self.store.add_event(device, opened, self._clock())
         if opened.get("event") == "recording_deleted" and opened.get("reason") in LEFT_OUT:
             self._left_out(device, opened)
+            if isinstance(opened.get("id"), str):  # what was streamed of it goes too
+                self._drop_stream(device, opened["id"])
         upto = self.store.contiguous_seq(device)
         if seq > upto:
             runs = self.store.gaps(device)
@@ -287,6 +302,7 @@ class Collector:
             if tell:
                 self._reject(device, recording_id, digest, f"quarantined: {quarantined}")
             return
+        streamed = self.store.uploads.is_streaming(device, recording_id)
         try:
             part = self.store.uploads.add(
                 Piece(
@@ -305,7 +321,7 @@ class Collector:
                 self._reject(device, recording_id, digest, str(exc))
             return
         if part is None:
-            self._progress(device, recording_id, digest, offset)
+            self._progress(device, recording_id, digest, offset, streamed)
             return
         try:
             facts = self._facts(device, recording_id, part)
@@ -322,10 +338,76 @@ class Collector:
             device, {"kind": "recording", "device": device, "id": recording_id, "sha256": digest}
         )
 
-    def _progress(self, device: str, recording_id: str, digest: str, offset: int) -> None:
+    def _stream(
+        self, device: str, recording_id: str, where: str, message: mqtt.MQTTMessage
+    ) -> None:
+        """A piece of a recording still open, or word that it was discarded (opted out)."""
+        props = dict(getattr(message.properties, "UserProperty", []) or [])
+        problem = recording_id_problem(device, recording_id)
+        if problem:
+            raise ApiError(f"{where}: {problem}: not stored")
+        if "discard" in props:
+            self._drop_stream(device, recording_id)
+            log.info("device %s: %s discarded while open (opted out)", device, recording_id)
+            self._ack(device, {"kind": "discarded", "device": device, "id": recording_id})
+            return
+        try:
+            offset = int(props["offset"])
+        except (KeyError, ValueError) as exc:
+            raise ApiError(f"{where}: a stream piece needs an offset user property") from exc
+        payload = bytes(message.payload)
+        if len(payload) > CHUNK:
+            raise ApiError(
+                f"{where}: a piece of {len(payload)} bytes is over the limit of {CHUNK}: not stored"
+            )
+        if offset < 0:
+            raise ApiError(f"{where}: piece at byte {offset}: not stored")
+        if (device, recording_id) in self._discarded:
+            return  # late: the call was opted out
+        if self.store.stored(device, recording_id) is not None:
+            return  # the sealed whole is here already
+        piece = Piece(
+            device=device,
+            recording_id=recording_id,
+            offset=offset,
+            size=0,
+            sha256=STREAMING,
+            data=payload,
+        )
+        try:
+            self.store.uploads.add(piece, self._clock())
+        except UploadRefused as exc:
+            self._problem(f"device {device}: {where}: {exc}: refused, not stored")
+            return
+        self.store.uploads.sync(device, recording_id)  # synced before it is said
+        self._ack(
+            device,
+            {
+                "kind": "streamed",
+                "device": device,
+                "id": recording_id,
+                "end": offset + len(payload),
+                "received": self.store.uploads.received(device, recording_id),
+            },
+        )
+
+    def _drop_stream(self, device: str, recording_id: str) -> None:
+        self._discarded[(device, recording_id)] = self._clock()
+        while len(self._discarded) > DISCARDS_KEPT:
+            del self._discarded[next(iter(self._discarded))]
+        if self.store.stored(device, recording_id) is None:
+            self.store.uploads.drop(device, recording_id)
+
+    def _progress(
+        self, device: str, recording_id: str, digest: str, offset: int, streamed: bool = False
+    ) -> None:
         received = self.store.uploads.received(device, recording_id)
         lost = received == 0 and offset > 0  # what came before is gone (reset): start again
-        if lost or (received and (offset // CHUNK) % PROGRESS_EVERY == PROGRESS_EVERY - 1):
+        # The first piece of the sealed whole of a stream: say at once what is held (after a
+        # restart the appliance does not know, and would send it all again).
+        adopted = streamed and received > offset
+        every = (offset // CHUNK) % PROGRESS_EVERY == PROGRESS_EVERY - 1
+        if lost or adopted or (received and every):
             if received:
                 self.store.uploads.sync(device, recording_id)  # synced before it is said
             # After an outage the appliance resumes from here.

@@ -6,6 +6,12 @@ device may have open (the least recently active one gives way), the separate ran
 one upload may have, and how long an upload may sit unfinished. Adding a piece looks at the
 range just before it and those it overlaps (an index seek), so its cost does not grow with the
 holes; a finished file is hashed as a stream, never read whole.
+
+A recording streamed while it is open (docs/mqtt-api.md, "Streaming") is an upload like any
+other, counted against the same limits, whose size and SHA-256 are not known yet (its row has
+size 0 and sha256 `STREAMING`): "in progress". Its bytes are the beginning of the sealed file,
+so when the sealed upload's first piece names the size and digest, the row takes them and
+keeps what it holds; only the rest has to come.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ import hashlib
 import logging
 import os
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from linerec.codec import RATE
@@ -28,6 +34,7 @@ BYTES_PER_SECOND = RATE  # G.711 (the default codec): one byte a sample at 8 kHz
 DEFAULT_MAX_RECORDING_BYTES = -(-LONGEST_CALL * BYTES_PER_SECOND // CHUNK_AUDIO_BYTES) * BLOCK + (
     4 * MAX_BODY
 )
+STREAMING = ""  # the sha256 of an upload still being recorded: its whole is not known yet
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -62,19 +69,39 @@ class Uploads:
         return self.incoming / device / f"{recording_id}.part"
 
     def add(self, piece: Piece, now: float) -> Path | None:
-        """Write a piece; the part file once the upload is whole and its SHA-256 matches."""
+        """Write a piece; the part file once the upload is whole and its SHA-256 matches.
+        A piece of a stream (`sha256` STREAMING) only ever adds to what is held."""
         limits = self.limits
-        if piece.size > limits.max_bytes:
-            raise UploadRefused(
-                f"a recording of {piece.size} bytes is over this collector's limit of "
-                f"{limits.max_bytes} bytes ([collector] max_recording_bytes)"
-            )
         device, recording_id = piece.device, piece.recording_id
         row = self.db.execute(
             "SELECT size, sha256, ranges FROM uploads WHERE device = ? AND id = ?",
             (device, recording_id),
         ).fetchone()
-        fresh = row is None or row[0] != piece.size or row[1] != piece.sha256
+        if piece.sha256 == STREAMING and row is not None and row[1] != STREAMING:
+            # streamed bytes of a recording whose sealed upload has begun: a piece of that
+            piece = replace(piece, size=int(row[0]), sha256=str(row[1]))
+            if piece.offset + len(piece.data) > piece.size:
+                raise UploadRefused(
+                    f"byte {piece.offset}: a streamed piece beyond the recording's "
+                    f"{piece.size} bytes"
+                )
+        streaming = piece.sha256 == STREAMING
+        size = piece.offset + len(piece.data) if streaming else piece.size
+        if size > limits.max_bytes:
+            raise UploadRefused(
+                f"a recording of {size} bytes is over this collector's limit of "
+                f"{limits.max_bytes} bytes ([collector] max_recording_bytes)"
+            )
+        adopt = (  # the sealed whole of a stream: keeps what the stream brought, if it fits
+            row is not None
+            and row[1] == STREAMING
+            and not streaming
+            and self._held_end(device, recording_id) <= piece.size
+        )
+        if streaming:
+            fresh = row is None
+        else:
+            fresh = not adopt and (row is None or row[0] != piece.size or row[1] != piece.sha256)
         if fresh:
             if row is not None:  # new content under the same id: start afresh
                 self.drop(device, recording_id)
@@ -113,7 +140,7 @@ class Uploads:
         self.db.execute(
             "INSERT OR REPLACE INTO uploads (device, id, size, sha256, ranges, touched_at) "
             "VALUES (?, ?, ?, ?, ?, ?)",
-            (device, recording_id, piece.size, piece.sha256, count, now),
+            (device, recording_id, 0 if streaming else piece.size, piece.sha256, count, now),
         )
         if piece.data:
             self.db.execute(
@@ -126,6 +153,8 @@ class Uploads:
                 (device, recording_id, start, end),
             )
         self.db.execute("COMMIT")
+        if streaming:
+            return None
         whole = count == 1 and self.received(device, recording_id) == piece.size
         if not whole and piece.size > 0:
             return None
@@ -146,6 +175,36 @@ class Uploads:
             (device, recording_id),
         ).fetchone()
         return int(row[0]) if row else 0
+
+    def _held_end(self, device: str, recording_id: str) -> int:
+        row = self.db.execute(
+            "SELECT MAX(end) FROM upload_ranges WHERE device = ? AND id = ?",
+            (device, recording_id),
+        ).fetchone()
+        return int(row[0]) if row and row[0] is not None else 0
+
+    def in_progress(self) -> list[dict[str, object]]:
+        """Recordings streamed while still open: device, id, bytes held from the start, and
+        when the last piece came."""
+        rows = self.db.execute(
+            "SELECT device, id, touched_at FROM uploads WHERE sha256 = ? ORDER BY device, id",
+            (STREAMING,),
+        ).fetchall()
+        return [
+            {
+                "device": device,
+                "id": recording_id,
+                "received": self.received(device, recording_id),
+                "touched_at": touched_at,
+            }
+            for device, recording_id, touched_at in rows
+        ]
+
+    def is_streaming(self, device: str, recording_id: str) -> bool:
+        row = self.db.execute(
+            "SELECT sha256 FROM uploads WHERE device = ? AND id = ?", (device, recording_id)
+        ).fetchone()
+        return row is not None and row[0] == STREAMING
 
     def sync(self, device: str, recording_id: str) -> None:
         """What has been written of an upload is on the disk (before saying so)."""

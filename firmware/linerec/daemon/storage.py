@@ -48,6 +48,7 @@ def open_uplink(
         ca=config.uplink.ca,
         cert=tls.current_cert(config.uplink.cert, config.store.dir),
         key=config.uplink.key,
+        stream=config.uplink.stream,
     )
     return Uplink(
         settings,

@@ -178,8 +178,8 @@ def decrypt(data: bytes, key: CollectorPrivate) -> Decrypted:
             f"byte {end}: the recording stops with no trailer and no cut marker "
             "(truncated, or not yet recovered after a power loss)"
         )
-    file_key = _file_key(inspected, key)
-    aead = ChaCha20Poly1305(file_key)
+    recording_key = file_key(inspected, key)
+    aead = ChaCha20Poly1305(recording_key)
     codec = Codec(inspected.header["codec"])
     parts = []
     for index, record in enumerate(inspected.chunks):
@@ -197,17 +197,17 @@ def decrypt(data: bytes, key: CollectorPrivate) -> Decrypted:
                 f"chunk {index} at byte {record.offset}: failed authentication "
                 "(altered, or from another recording)"
             ) from exc
-    metadata = _metadata(inspected, file_key)
+    metadata = _metadata(inspected, recording_key)
     samples = decode(codec, b"".join(parts))
     return Decrypted(inspected=inspected, samples=samples, metadata=metadata)
 
 
 def read_metadata(inspected: Inspected, key: CollectorPrivate) -> dict[str, Any]:
     """Only the call metadata, without decrypting the audio (memory does not grow with it)."""
-    return _metadata(inspected, _file_key(inspected, key))
+    return _metadata(inspected, file_key(inspected, key))
 
 
-def _file_key(inspected: Inspected, key: CollectorPrivate) -> bytes:
+def file_key(inspected: Inspected, key: CollectorPrivate) -> bytes:
     """The recording key, unwrapped with whichever of `key`'s epochs is a recipient."""
     header = inspected.header
     recipients = {r.get("kid"): r for r in header.get("recipients", [])}
@@ -221,20 +221,20 @@ def _file_key(inspected: Inspected, key: CollectorPrivate) -> bytes:
             f"(recipients: {listed})"
         )
     try:
-        file_key = unwrap_entry(key, entry, header["v"])
+        recording_key = unwrap_entry(key, entry, header["v"])
     except (InvalidTag, KeyError, ValueError) as exc:
         raise IntegrityError(
             f"key {key.path}: cannot unwrap the recording key (wrong key)"
         ) from exc
-    return file_key
+    return recording_key
 
 
-def _metadata(inspected: Inspected, file_key: bytes) -> dict[str, Any]:
+def _metadata(inspected: Inspected, recording_key: bytes) -> dict[str, Any]:
     metadata: dict[str, Any] = {}
     if inspected.metadata_record is not None:
         record = inspected.metadata_record
         try:
-            plain = open_metadata(file_key, inspected.header_hash, record.body)
+            plain = open_metadata(recording_key, inspected.header_hash, record.body)
         except InvalidTag as exc:
             raise IntegrityError(
                 f"metadata at byte {record.offset}: failed authentication"

@@ -308,6 +308,10 @@ class RingStore(Store):
         self._on_event = on_event
         self._wall = wall
         self._warned = False
+        # Watchers of open recordings (the uplink's stream), called on the thread that syncs
+        # or discards, so they must only note what happened and return: no I/O.
+        self.on_synced: Callable[[str, int], None] = lambda recording_id, offset: None
+        self.on_discard: Callable[[str], None] = lambda recording_id: None
         private_dir(directory)
         self.entries: dict[str, Entry] = {}
         self._open: dict[str, int] = {}  # id -> bytes reserved by writers in progress
@@ -865,6 +869,7 @@ class EncryptedWriter(RecordingWriter):
         Under the ring's lock: the uplink thread reads the entries meanwhile."""
         store = self._store
         entry = self._entry
+        store.on_discard(self.id)  # first: not one more byte of it may leave the box
         with store._lock:
             store._log_deletion(self.id, entry.seq, entry.header_hash, reason)
             try:
@@ -911,6 +916,7 @@ class EncryptedWriter(RecordingWriter):
         """A sync that began after `mark` was written succeeded (from the sync thread too)."""
         if not self._sync_failed and mark.offset > self._durable.offset:
             self._durable = mark
+            self._store.on_synced(self.id, mark.offset)  # bytes 0..offset are on the card
 
     def failed(self, error: OSError) -> None:
         """A sync failed: what it covered may not be on the card, and Linux marks those pages

@@ -9,6 +9,11 @@ Threads: paho's network thread only hands what arrives (acks, commands) to the s
 thread (the outbox's, through its queue), which checks them, hashes recordings and syncs
 files; paho's thread itself never touches the card. The sender thread publishes, with a
 bounded number of messages in flight, only what is durable on the card.
+
+Streaming (`[uplink] stream`, uplink/stream.py): while a recording is open, each chunk goes to
+`stream/<id>` as soon as the store has synced it; the store's sync thread only notes how far
+the card has it, and the sender reads and publishes. The sealed upload then sends only what
+the collector does not hold yet, and only its signed ack of the whole frees the recording.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import functools
 import hashlib
 import json
 import logging
+import os
 import random
 import threading
 import time
@@ -30,12 +36,15 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from linerec.broker import Broker
+from linerec.codec import RATE
 from linerec.mqttapi import CHUNK, ApiError, make_client, topic, verify
+from linerec.store.format import BLOCK, CHUNK_AUDIO_BYTES
 from linerec.store.keys import CollectorPublic
-from linerec.store.private import private_dir, write_private
-from linerec.store.ring import RingStore
+from linerec.store.private import private_dir, sync_dir, write_private
+from linerec.store.ring import STATE_OPEN, RingStore
 from linerec.uplink.commands import Command, CommandGate, Refusal
 from linerec.uplink.outbox import EventOutbox
+from linerec.uplink.stream import Streams
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +60,7 @@ class UplinkSettings:
     ca: Path | None = None
     cert: Path | None = None
     key: Path | None = None
+    stream: bool = True  # send open recordings chunk by chunk as they reach the card
 
 
 class Uplink:
@@ -85,6 +95,13 @@ class Uplink:
         self._rejected: dict[str, str] = {}  # recording id -> sha256 the collector refused
         self._unacked = 0  # QoS 1 publishes the broker has not PUBACKed (under _wake)
         self._chunk = CHUNK
+        self.streams = Streams()
+        self._held: dict[str, tuple[str, int]] = {}  # id -> (sha256, bytes) the collector holds
+        for marker in self._discards_dir().glob("*"):  # opted out before a restart: say so
+            self.streams.discard(marker.name.removesuffix(".tmp"))  # a torn one counts too
+        if settings.stream:
+            ring.on_synced = self._synced
+            ring.on_discard = self._discarding
         self._connection = self._load_counter()
         self._save_counter()
         self.client = self._make_client()
@@ -132,7 +149,10 @@ class Uplink:
         """Telemetry: the latest is what matters, so it is retained and not queued on the
         card (events and recordings are; this is not where anything is lost)."""
         if self._connected.is_set():
-            body = json.dumps({**health, "t": time.time()}).encode()
+            # How far behind live each line's stream is (seconds on the card only).
+            rate = self.ring.codec.bytes_per_sample * RATE * BLOCK / CHUNK_AUDIO_BYTES
+            streams = {"stream_lag": self.streams.lag(rate), "stream_skipped": self.streams.skipped}
+            body = json.dumps({**health, **streams, "t": time.time()}).encode()
             self.client.publish(topic(self._device, "health"), body, qos=0, retain=True)
 
     def waiting(self) -> tuple[int, list[str]]:
@@ -187,6 +207,7 @@ class Uplink:
         # Pieces fit the broker's limit (with room for the topic and properties).
         self._chunk = min(CHUNK, max(int(limit) - 1024, 1024)) if limit else CHUNK
         self._session += 1
+        self.streams.reconnected()
         self._connected.set()
         log.info("uplink connected to %s:%d", self.settings.broker.host, self.settings.broker.port)
         self.kick()
@@ -238,7 +259,20 @@ class Uplink:
                 )
             if ack.get("kind") == "events" and isinstance(ack.get("upto"), int):
                 self.outbox.acknowledge(ack["upto"])
+            elif ack.get("kind") == "streamed" and isinstance(ack.get("received"), int):
+                end = ack.get("end")
+                self.streams.acknowledged(
+                    str(ack.get("id")), end if isinstance(end, int) else 0, ack["received"]
+                )
+            elif ack.get("kind") == "discarded" and isinstance(ack.get("id"), str):
+                # It names files: only one of ours (a second ack of one is nothing to do).
+                if ack["id"] in self.streams.discarded():
+                    self.streams.discard_acknowledged(ack["id"])
+                    for name in (ack["id"], ack["id"] + ".tmp"):
+                        (self._discards_dir() / name).unlink(missing_ok=True)
             elif ack.get("kind") == "progress" and isinstance(ack.get("received"), int):
+                if ack["received"] == 0:  # the collector lost what it had, streamed or not
+                    self.streams.forget(str(ack.get("id")))
                 self._save_progress(str(ack.get("id")), str(ack.get("sha256")), ack["received"])
             elif ack.get("kind") == "rejected":
                 # The collector will not store this (docs/mqtt-api.md, "Refusals"): it stays
@@ -253,6 +287,7 @@ class Uplink:
                 entry = self.ring.entries.get(ack["id"])
                 if entry is not None and ack.get("sha256") == _sha256(entry.path):
                     self.ring.acknowledge(ack["id"], payload)
+                    self.streams.forget(ack["id"])
                 elif entry is not None:
                     raise ApiError(f"{where}: ack for {ack['id']} names other content")
             else:
@@ -282,11 +317,13 @@ class Uplink:
 
     def _send_pending(self) -> None:
         session = self._session
+        self._send_streams()
         for seq, payload in self.outbox.pending():
             key = f"{session}:event:{seq}"
             if self._due(key) and self._publish(topic(self._device, "event"), payload):
                 self._sent[key] = time.monotonic()
         for entry in self.ring.sealed():
+            self.streams.ended(entry.id)  # sealed or cut: the stream stops, the upload follows
             if entry.id in self._rejected:
                 continue
             key = f"{session}:recording:{entry.id}"
@@ -300,7 +337,17 @@ class Uplink:
         digest = hashlib.sha256(data).hexdigest()
         chunk = self._chunk
         resume = self._resume_offset(recording_id, digest)  # what the collector already has
-        for offset in range(resume, len(data), chunk) or [0]:
+        # A streamed recording: the collector holds its beginning; at least the last piece
+        # goes, with the size and digest of the whole.
+        last = max(len(data) - 1, 0)
+        offset = min(max(resume, self.streams.resume_at(recording_id)), last)
+        while True:
+            self._send_streams()  # a long upload must not hold up the live calls
+            # The collector may say, while this goes, that it holds more (what it had of a
+            # stream before a restart here): skip what it has.
+            held = self._held.get(recording_id)
+            if held is not None and held[0] == digest and held[1] > offset:
+                offset = min(held[1], last)
             properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
             properties.UserProperty = [
                 ("offset", str(offset)),
@@ -310,7 +357,66 @@ class Uplink:
             piece = data[offset : offset + chunk]
             if not self._publish(topic(self._device, "upload", recording_id), piece, properties):
                 return False
-        return True
+            offset += chunk
+            if offset >= len(data):
+                return True
+
+    # -- streaming open recordings -------------------------------------------------------------
+
+    def _synced(self, recording_id: str, offset: int) -> None:
+        """On the store's sync thread: bytes 0..offset of an open recording are on the card."""
+        entry = self.ring.entries.get(recording_id)
+        if entry is not None and entry.state == STATE_OPEN:
+            self.streams.synced(recording_id, entry.path, entry.line, offset)
+            self.kick()
+
+    def _discarding(self, recording_id: str) -> None:
+        """On the main loop: a recording is discarded (opt-out). Nothing more of it goes; the
+        collector is told to drop what it got, and until it acknowledges that, a marker on
+        the card (written by the writer thread) keeps telling it across restarts."""
+        self.streams.discard(recording_id)
+        self.outbox.submit(functools.partial(self._mark_discarded, recording_id))
+        self.kick()
+
+    def _discards_dir(self) -> Path:
+        return self.outbox.dir / "discards"
+
+    def _mark_discarded(self, recording_id: str) -> None:
+        directory = private_dir(self._discards_dir())
+        if self.streams.is_discarded(recording_id):  # not acknowledged meanwhile
+            write_private(directory / recording_id, b"")
+            sync_dir(directory)
+
+    def _send_streams(self) -> None:
+        if not self.settings.stream or not self._connected.is_set():
+            return
+        for recording_id in self.streams.discarded():
+            key = f"{self._session}:discard:{recording_id}"
+            if self._due(key):
+                properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+                properties.UserProperty = [("discard", "opted-out")]
+                if self._publish(topic(self._device, "stream", recording_id), b"", properties):
+                    self._sent[key] = time.monotonic()
+        for recording_id in self.streams.open_ids():
+            entry = self.ring.entries.get(recording_id)
+            if entry is None or entry.state != STATE_OPEN:
+                self.streams.ended(recording_id)
+        for due in self.streams.due():
+            try:
+                fd = os.open(due.path, os.O_RDONLY)
+            except FileNotFoundError:  # discarded meanwhile
+                continue
+            try:
+                data = os.pread(fd, due.end - due.start, due.start)
+            finally:
+                os.close(fd)
+            if self.streams.is_discarded(due.id) or len(data) != due.end - due.start:
+                continue
+            properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            properties.UserProperty = [("offset", str(due.start))]
+            if not self._publish(topic(self._device, "stream", due.id), data, properties):
+                return
+            self.streams.sent(due.id, due.end)
 
     def _publish(self, name: str, payload: bytes, properties: Properties | None = None) -> bool:
         with self._wake:  # a bounded window: a backlog of days does not flood memory
@@ -333,6 +439,7 @@ class Uplink:
 
     def _save_progress(self, recording_id: str, digest: str, received: int) -> None:
         """The collector has bytes 0..received of this recording, synced: resume there."""
+        self._held[recording_id] = (digest, received)
         path = self._progress_path(recording_id)
         private_dir(path.parent)
         write_private(path, json.dumps({"sha256": digest, "received": received}).encode())

@@ -1,0 +1,845 @@
+"""Streaming open recordings to the collector (issue 15), over a real mosquitto on loopback.
+
+The appliance side is the real ring (background syncs), outbox and uplink; audio is written
+into the ring as the daemon writes it, 20 ms at a time, so a test decides when a call is in
+progress, paused or hung up. The collector is the real one, on the same broker.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from broker import Mosquitto
+from linerec.broker import Broker
+from linerec.codec import Samples
+from linerec.collector.config import load_collector_config
+from linerec.collector.service import Collector
+from linerec.store.base import RecordingInfo
+from linerec.store.keys import keygen, load_private, load_public
+from linerec.store.reader import decrypt
+from linerec.store.ring import EncryptedWriter, RingStore
+from linerec.uplink.client import Uplink, UplinkSettings
+from linerec.uplink.outbox import EventOutbox
+
+FRAME = 160  # 20 ms at 8 kHz
+
+
+def wait_until(check: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
+    """Bounded wait on something another thread or process does."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def speech(seconds: float, seed: int = 1) -> Samples:
+    """Loud, never-repeating audio: any misplaced chunk shows."""
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal(int(seconds * 8000)) * 6000).clip(-32000, 32000).astype(np.int16)
+
+
+@dataclass
+class Site:
+    root: Path
+    broker: Mosquitto
+    collector: Collector
+    ring: RingStore
+    uplink: Uplink
+
+    def begin(self) -> EncryptedWriter:
+        writer = self.ring.begin(
+            RecordingInfo(
+                device_id="box1",
+                line="line1",
+                label="",
+                direction="inbound",
+                consent="one-party",
+                started_at=datetime.now(UTC),
+                clock_synchronized=True,
+            )
+        )
+        assert isinstance(writer, EncryptedWriter)
+        return writer
+
+    def on_card(self, writer: EncryptedWriter) -> int:
+        """Bytes of the open recording the card provably holds (every sync requested done)."""
+        assert self.ring.syncer is not None
+        self.ring.syncer.settle(writer)
+        return writer.written.offset
+
+    def held(self, recording_id: str) -> bytes:
+        """What the collector holds of a recording in progress, from byte 0 without a hole."""
+        received = self.collector.store.uploads.received("box1", recording_id)
+        part = self.collector.store.uploads.part("box1", recording_id)
+        return part.read_bytes()[:received] if received else b""
+
+    def in_progress(self) -> list[str]:
+        return [str(row["id"]) for row in self.collector.store.uploads.in_progress()]
+
+
+def write(writer: EncryptedWriter, samples: Samples) -> None:
+    for start in range(0, len(samples), FRAME):
+        writer.write(samples[start : start + FRAME])
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Iterator[Site]:
+    keygen(tmp_path / "keys")
+    broker = Mosquitto(tmp_path).start()
+    (tmp_path / "collector.toml").write_text(
+        f'[collector]\nbroker = "{broker.url}"\nallow_plaintext = true\ndata_dir = "central"\n'
+        'key = "keys/collector.key"\n'
+    )
+    collector = Collector(load_collector_config(tmp_path / "collector.toml"))
+    stop = threading.Event()
+    thread = threading.Thread(target=collector.run, args=(stop,), daemon=True)
+    thread.start()
+    assert collector.ready.wait(10)
+    public = load_public(tmp_path / "keys" / "collector.pub")
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    ring = RingStore(
+        tmp_path / "ring",
+        recipients=[public],
+        identity=Ed25519PrivateKey.generate(),
+        device_id="box1",
+        background_sync=True,
+    )
+    outbox = EventOutbox(tmp_path / "ring" / "outbox", recipients=[public])
+    uplink = Uplink(
+        UplinkSettings(
+            broker=Broker.parse(broker.url, allow_plaintext=True),
+            device_id="box1",
+            collector=public,
+        ),
+        ring,
+        outbox,
+    )
+    uplink.start()
+    wait_until(lambda: uplink.connected, "the uplink to connect")
+    try:
+        yield Site(tmp_path, broker, collector, ring, uplink)
+    finally:
+        uplink.stop()
+        stop.set()
+        thread.join(10)
+        broker.stop()
+
+
+def test_a_call_streams_while_in_progress_and_matches_the_card(site: Site) -> None:
+    writer = site.begin()
+    for second in range(3):
+        write(writer, speech(1.0, seed=second))
+        synced = site.on_card(writer)
+        # the collector comes to hold exactly what the card holds, while the call goes on
+        wait_until(
+            lambda synced=synced: len(site.held(writer.id)) >= synced, f"{synced} bytes streamed"
+        )
+        card = writer.path.read_bytes()
+        assert site.held(writer.id) == card[:synced]
+        assert site.in_progress() == [writer.id]
+        assert site.collector.store.recordings() == []
+    listed = site.collector.store.uploads.in_progress()
+    assert listed[0]["received"] == synced
+    writer.seal(ended_by="hang-up")
+    wait_until(lambda: site.ring.entries[writer.id].acknowledged, "the signed ack of the whole")
+    (row,) = site.collector.store.recordings()
+    assert row["id"] == writer.id
+    assert site.in_progress() == []
+    stored = site.collector.store.stored("box1", writer.id)
+    assert stored is not None
+    assert stored[1] == hashlib.sha256(writer.path.read_bytes()).hexdigest()
+
+
+def test_a_broker_outage_mid_call_falls_back_to_the_sealed_upload(site: Site) -> None:
+    writer = site.begin()
+    write(writer, speech(2.0))
+    synced = site.on_card(writer)
+    wait_until(lambda: len(site.held(writer.id)) >= synced, "the first seconds streamed")
+    site.broker.stop()
+    write(writer, speech(3.0, seed=2))  # the call goes on; nothing can leave the box
+    writer.seal(ended_by="hang-up")
+    site.broker.start()  # back after the hang-up
+    wait_until(lambda: site.ring.entries[writer.id].acknowledged, "the signed ack of the whole")
+    (row,) = site.collector.store.recordings()
+    assert row["id"] == writer.id and row["state"] == "complete"
+    stored = site.collector.store.stored("box1", writer.id)
+    assert stored is not None
+    assert stored[1] == hashlib.sha256(writer.path.read_bytes()).hexdigest()
+    assert site.in_progress() == []
+    assert site.collector.store.uploads.under_way() == []
+
+
+def check_against_asyncapi(name: str, properties: dict[str, str], payload: bytes) -> None:
+    import jsonschema
+
+    from test_asyncapi import channel_for, message_schema
+
+    _, channel = channel_for(name)
+    spec = message_schema(channel)
+    if name.split("/")[3] == "stream":
+        assert set(properties) in ({"offset"}, {"discard"}), name
+        assert len(payload) <= spec["payload"]["maxLength"]
+    elif spec.get("contentType") == "application/octet-stream":
+        assert set(properties) == {"offset", "size", "sha256"}
+    else:
+        jsonschema.validate(json.loads(payload), spec["payload"])
+
+
+class Wire:
+    """Everything the broker carries, as a subscriber on `#` sees it."""
+
+    def __init__(self, port: int) -> None:
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        self.messages: list[tuple[str, dict[str, str], bytes]] = []
+        self.client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5
+        )
+        self.client.on_message = lambda client, userdata, message: self.messages.append(
+            (
+                message.topic,
+                dict(getattr(message.properties, "UserProperty", []) or []),
+                bytes(message.payload),
+            )
+        )
+        subscribed = threading.Event()
+        self.client.on_subscribe = lambda *args: subscribed.set()
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        self.client.subscribe("#", qos=1)
+        assert subscribed.wait(10)
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+    def streamed(self, recording_id: str) -> bytes:
+        """The stream pieces of one recording laid at their offsets."""
+        file = bytearray()
+        for name, properties, payload in self.messages:
+            if name.endswith(f"/stream/{recording_id}") and "offset" in properties:
+                offset = int(properties["offset"])
+                file[len(file) : offset + len(payload)] = bytes(
+                    max(offset + len(payload) - len(file), 0)
+                )
+                file[offset : offset + len(payload)] = payload
+        return bytes(file)
+
+
+def test_an_opted_out_call_leaves_nothing_at_the_collector(site: Site) -> None:
+    wire = Wire(site.broker.port)
+    writer = site.begin()
+    write(writer, speech(2.0))
+    synced = site.on_card(writer)
+    wait_until(lambda: len(site.held(writer.id)) >= synced, "the call streamed")
+    part = site.collector.store.uploads.part("box1", writer.id)
+    assert part.exists()
+    writer.discard()  # opted out: the ring keeps nothing, and neither may the collector
+    wait_until(lambda: site.uplink.streams.discarded() == [], "the collector's discarded ack")
+    assert site.in_progress() == []
+    assert site.collector.store.uploads.under_way() == []
+    assert not part.exists()
+    assert site.collector.store.recordings() == []
+    assert not list((site.root / "ring" / "outbox" / "discards").glob("*"))
+    wire.close()
+    kinds = [
+        (name.rsplit("/", 1)[-1], properties.get("discard"))
+        for name, properties, _ in wire.messages
+        if "/stream/" in name
+    ]
+    assert kinds[-1] == (writer.id, "opted-out")
+    acks = [json.loads(p)["kind"] for name, _, p in wire.messages if name.endswith("/ack")]
+    assert "discarded" in acks
+    for name, properties, payload in wire.messages:
+        check_against_asyncapi(name, properties, payload)
+
+
+def test_a_slow_link_skips_ahead_and_the_sealed_upload_fills_the_gap(site: Site) -> None:
+    """The collector stalls (its message thread held): the stream stops at its window, the
+    audio path and the card go on, telemetry says how far behind live the line is; when the
+    collector answers again the stream skips to the newest chunks, and the sealed upload fills
+    the hole: the recording arrives whole, once."""
+    writer = site.begin()
+    write(writer, speech(1.0))
+    synced = site.on_card(writer)
+    wait_until(lambda: len(site.held(writer.id)) >= synced, "the first second streamed")
+    with site.collector._lock:  # a collector (or link) that does not keep up
+        write(writer, speech(6.0, seed=2))  # never waits for it
+        behind = site.on_card(writer)
+        rate = 8000 * 4096 / 4064
+        wait_until(lambda: site.uplink.streams.lag(rate)["line1"] > 5.0, "the lag to show")
+    wait_until(lambda: site.uplink.streams.skipped > 0, "the stream to skip ahead")
+    held_end = site.collector.store.uploads._held_end
+    wait_until(lambda: held_end("box1", writer.id) >= behind, "the newest chunks streamed")
+    assert site.collector.store.uploads.received("box1", writer.id) < behind  # a hole
+    writer.seal(ended_by="hang-up")
+    wait_until(lambda: site.ring.entries[writer.id].acknowledged, "the signed ack of the whole")
+    stored = site.collector.store.stored("box1", writer.id)
+    assert stored is not None
+    assert stored[1] == hashlib.sha256(writer.path.read_bytes()).hexdigest()
+    assert site.collector.store.uploads.under_way() == []
+
+
+def test_the_stream_window_is_bounded_and_skips_to_live() -> None:
+    from linerec.store.format import BLOCK
+    from linerec.uplink.stream import Streams
+
+    streams = Streams(window=4 * BLOCK, piece=8 * BLOCK)
+    streams.synced("r", Path("r.lrec"), "line1", 3 * BLOCK)
+    (due,) = streams.due()
+    assert (due.start, due.end) == (0, 3 * BLOCK)
+    streams.sent("r", due.end)
+    streams.synced("r", Path("r.lrec"), "line1", 5 * BLOCK)
+    (due,) = streams.due()
+    assert (due.start, due.end) == (3 * BLOCK, 5 * BLOCK)
+    streams.sent("r", due.end)
+    assert streams.due() == []  # 5 blocks in flight, window 4: wait for the collector
+    streams.synced("r", Path("r.lrec"), "line1", 20 * BLOCK)
+    assert streams.due() == []
+    streams.acknowledged("r", 5 * BLOCK, 5 * BLOCK)
+    (due,) = streams.due()  # 15 blocks behind: skip to the newest 4
+    assert (due.start, due.end) == (16 * BLOCK, 20 * BLOCK)
+    assert streams.skipped == 11 * BLOCK
+    assert streams.lag(BLOCK) == {"line1": 15.0}
+    streams.sent("r", due.end)
+    streams.ended("r")  # sealed: the upload resumes where the collector holds without a hole
+    assert streams.resume_at("r") == 5 * BLOCK
+    streams.discard("q")
+    streams.synced("q", Path("q.lrec"), "line2", 2 * BLOCK)
+    assert streams.due() == [] and streams.discarded() == ["q"]
+
+
+def test_a_stream_whose_acks_were_lost_goes_on_from_live() -> None:
+    """Pieces lost on the way (a broker restarted before the collector subscribed again) get
+    no ack: after STALL seconds with a full window the stream goes on from what is held."""
+    from linerec.store.format import BLOCK
+    from linerec.uplink.stream import STALL, Streams
+
+    now = [0.0]
+    streams = Streams(window=4 * BLOCK, piece=8 * BLOCK, clock=lambda: now[0])
+    streams.synced("r", Path("r.lrec"), "line1", 4 * BLOCK)
+    streams.sent("r", streams.due()[0].end)
+    streams.synced("r", Path("r.lrec"), "line1", 6 * BLOCK)
+    now[0] = STALL - 0.1
+    assert streams.due() == []  # waiting for the collector
+    now[0] = STALL + 0.1
+    (due,) = streams.due()
+    assert (due.start, due.end) == (2 * BLOCK, 6 * BLOCK)  # from live, within the window
+
+
+# -- the daemon itself (`linerec run` on the simulated line), killed or paused mid-call --------
+
+LINEREC = [sys.executable, "-m", "linerec.cli"]
+
+
+def daemon_site(root: Path, broker: Mosquitto, steps: list[str]) -> Path:
+    """An appliance configuration that plays one scripted call in real time (twice as fast)."""
+    call = root / "call.toml"
+    call.write_text(
+        '[[call]]\nconsent = "one-party"\n' + "".join(f"[[call.step]]\n{step}\n" for step in steps)
+    )
+    config = root / "linerec.toml"
+    config.write_text(
+        '[device]\nid = "box1"\n[store]\ndir = "ring"\nrecipients = ["keys/collector.pub"]\n'
+        f'[hardware]\nbackend = "sim"\n[sim]\ncalls = ["{call}"]\nspeed = 2.0\n'
+        '[[line]]\nconsent = "one-party"\n'
+        f'[uplink]\nbroker = "{broker.url}"\nallow_plaintext = true\n'
+    )
+    return config
+
+
+def decrypt_streamed(seen: bytes, key_path: Path) -> dict[int, Samples]:
+    """The audio of every whole chunk the stream carried (holes left where it skipped ahead),
+    by chunk index, decrypted with the collector's key: each must authenticate."""
+    from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+
+    from linerec.codec import Codec, decode
+    from linerec.store.format import BLOCK, RecordType, chunk_aad, chunk_nonce, scan
+    from linerec.store.reader import file_key, inspect
+
+    inspected = inspect(seen[:BLOCK])
+    aead = ChaCha20Poly1305(file_key(inspected, load_private(key_path)))
+    codec = Codec(inspected.header["codec"])
+    chunks = {}
+    for offset in range(BLOCK, len(seen), BLOCK):
+        record = next(scan(seen[offset : offset + BLOCK]), None)
+        if record is None or record.type is not RecordType.CHUNK:
+            continue
+        index = int.from_bytes(record.body[:4], "little")
+        aad = chunk_aad(inspected.header_hash, index, bool(record.flags & 1))
+        chunks[index] = decode(codec, aead.decrypt(chunk_nonce(index), record.body[4:], aad))
+    return chunks
+
+
+@pytest.fixture
+def central(tmp_path: Path) -> Iterator[tuple[Mosquitto, Collector]]:
+    keygen(tmp_path / "keys")
+    broker = Mosquitto(tmp_path).start()
+    (tmp_path / "collector.toml").write_text(
+        f'[collector]\nbroker = "{broker.url}"\nallow_plaintext = true\ndata_dir = "central"\n'
+        'key = "keys/collector.key"\n'
+    )
+    collector = Collector(load_collector_config(tmp_path / "collector.toml"))
+    stop = threading.Event()
+    thread = threading.Thread(target=collector.run, args=(stop,), daemon=True)
+    thread.start()
+    assert collector.ready.wait(10)
+    try:
+        yield broker, collector
+    finally:
+        stop.set()
+        thread.join(10)
+        broker.stop()
+
+
+def test_a_paused_span_is_never_on_the_wire(
+    tmp_path: Path, central: tuple[Mosquitto, Collector]
+) -> None:
+    """What the broker carried of a call, taken from a subscriber on `#` and decrypted with
+    the collector's key: the caller before and after a PCI pause, nothing said during it."""
+    from conftest import clip, find
+
+    broker, collector = central
+    config = daemon_site(
+        tmp_path,
+        broker,
+        [
+            "at = 0.5\noff_hook = true",
+            'say = "caller"\nseconds = 2.0',
+            'dtmf = "*1"',
+            'say = "office"',
+            'dtmf = "*2"',
+            'say = "caller"\nseconds = 2.0',
+            "on_hook = true",
+        ],
+    )
+    wire = Wire(broker.port)
+    daemon = subprocess.Popen([*LINEREC, "run", "--config", str(config)], stderr=subprocess.PIPE)
+    try:
+        wait_until(lambda: collector.store.recordings() != [], "the recording", timeout=60)
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(20)
+        wire.close()
+    (row,) = collector.store.recordings()
+    key = tmp_path / "keys" / "collector.key"
+    streamed = decrypt_streamed(wire.streamed(row["id"]), key)
+    assert len(streamed) >= 4  # it streamed while the call was on
+    (card,) = (tmp_path / "ring").glob("*.lrec")
+    kept = decrypt(card.read_bytes(), load_private(key)).samples
+    per_chunk = 4064  # µ-law samples in a chunk
+    for index, audio in streamed.items():  # what the wire carried is what the card kept
+        assert np.array_equal(audio, kept[index * per_chunk : (index + 1) * per_chunk])
+    heard = np.concatenate([streamed[index] for index in sorted(streamed)])
+    assert find(kept, clip("caller")[: 8000 * 2])[1] > 30
+    assert find(heard, clip("office")[8000 : 8000 * 4])[1] < 3  # the paused span: nowhere
+    assert find(kept, clip("office")[8000 : 8000 * 4])[1] < 3
+    # every message the broker carried is one the API documents
+    for name, properties, payload in wire.messages:
+        check_against_asyncapi(name, properties, payload)
+    topics = {name.split("/")[3] for name, _, _ in wire.messages if name.startswith("linerec/")}
+    assert {"stream", "upload", "event", "ack"} <= topics
+
+
+def test_a_kill_mid_call_is_completed_from_the_card(
+    tmp_path: Path, central: tuple[Mosquitto, Collector]
+) -> None:
+    """SIGKILL mid-call: the collector holds the call up to its last streamed chunk; after
+    recovery the card's cut recording begins with exactly those bytes, and its sealed upload
+    completes the collector's copy: the two agree, marked cut."""
+    from linerec.config import load_config
+    from linerec.daemon.storage import open_store
+    from linerec.store.ring import read_entry
+
+    broker, collector = central
+    config = daemon_site(
+        tmp_path,
+        broker,
+        ["at = 0.5\noff_hook = true", 'say = "caller"', 'say = "office"', 'say = "caller"'],
+    )
+    daemon = subprocess.Popen([*LINEREC, "run", "--config", str(config)], stderr=subprocess.PIPE)
+
+    def held() -> int:
+        rows = collector.store.uploads.in_progress()
+        return int(rows[0]["received"]) if rows else 0  # type: ignore[call-overload]
+
+    try:
+        wait_until(lambda: held() >= 6 * 4096, "a few seconds streamed", timeout=60)
+    finally:
+        daemon.kill()
+        daemon.wait(10)
+    (live,) = collector.store.uploads.in_progress()
+    recording_id = str(live["id"])
+    received = collector.store.uploads.received("box1", recording_id)
+    before = collector.store.uploads.part("box1", recording_id).read_bytes()[:received]
+    ring = open_store(load_config(config), emit=lambda event: None, clock=time.monotonic)
+    (recovered,) = ring.recover()  # what the daemon does when it starts again
+    card = recovered.path.read_bytes()
+    assert card[:received] == before
+    assert read_entry(recovered.path).state == "cut"
+    flush = subprocess.run(
+        [*LINEREC, "uplink", "flush", "--config", str(config), "--timeout", "30"],
+        capture_output=True,
+        text=True,
+    )
+    assert flush.returncode == 0, flush.stderr
+    (row,) = collector.store.recordings()
+    assert (row["id"], row["state"]) == (recording_id, "cut")
+    stored = collector.store.stored("box1", recording_id)
+    assert stored is not None and stored[1] == hashlib.sha256(card).hexdigest()
+    assert collector.store.uploads.in_progress() == []
+
+
+def test_collector_lists_and_listens_to_a_call_in_progress(
+    tmp_path: Path, central: tuple[Mosquitto, Collector]
+) -> None:
+    """`collector list` shows the call in progress; `collector listen` writes its audio as WAV
+    while it goes on, to the hang-up; both are in the audit log, the listening with how long."""
+    from conftest import find
+
+    broker, collector = central
+    config = daemon_site(
+        tmp_path,
+        broker,
+        [
+            "at = 0.5\noff_hook = true",
+            'say = "caller"\nseconds = 2.0',
+            'say = "office"',
+            'say = "caller"\nseconds = 2.0',
+            "on_hook = true",
+        ],
+    )
+    central_config = ["--config", str(tmp_path / "collector.toml")]
+    daemon = subprocess.Popen([*LINEREC, "run", "--config", str(config)], stderr=subprocess.PIPE)
+    try:
+        wait_until(
+            lambda: any(
+                int(str(r["received"])) > 3 * 4096 for r in collector.store.uploads.in_progress()
+            ),
+            "a second streamed",
+            timeout=60,
+        )
+        listed = subprocess.run(
+            [*LINEREC, "collector", "list", "--json", *central_config],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        (live,) = [json.loads(line) for line in listed.stdout.splitlines()]
+        assert (live["device"], live["line"], live["state"]) == ("box1", "line1", "in progress")
+        listener = subprocess.run(
+            [
+                *LINEREC,
+                "collector",
+                "listen",
+                "box1",
+                "line1",
+                "--reason",
+                "coaching",
+                *central_config,
+            ],
+            capture_output=True,
+            timeout=60,
+        )
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(20)
+    assert listener.returncode == 0, listener.stderr
+    assert listener.stdout[:4] == b"RIFF" and listener.stdout[36:40] == b"data"
+    heard = np.frombuffer(listener.stdout[44:], dtype="<i2")
+    # what was heard is the call itself, live from where the listener joined to the hang-up
+    from linerec.store.reader import decrypt
+
+    (card,) = (tmp_path / "ring").glob("*.lrec")
+    kept = decrypt(card.read_bytes(), load_private(tmp_path / "keys" / "collector.key")).samples
+    assert len(heard) >= 2 * 8000
+    joined, match = find(kept, heard[:8000])
+    assert match > 60
+    assert np.array_equal(heard[-8000:], kept[-8000:])
+    assert joined > 0  # joined the call as it was, not from its beginning
+    audit = collector.store.audit_log()
+    began, ended = (a for a in audit if a["action"].startswith("listen"))
+    assert (began["action"], began["recording"], began["reason"]) == (
+        "listen",
+        live["id"],
+        "coaching",
+    )
+    assert ended["action"] == "listen ended" and ended["reason"].endswith(" s, sealed)")
+    assert ended["who"] and began["at"] <= ended["at"]
+
+
+def test_listen_names_a_line_with_no_call(
+    tmp_path: Path, central: tuple[Mosquitto, Collector]
+) -> None:
+    listener = subprocess.run(
+        [
+            *LINEREC,
+            "collector",
+            "listen",
+            "box1",
+            "line1",
+            "--reason",
+            "coaching",
+            "--config",
+            str(tmp_path / "collector.toml"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert listener.returncode == 1
+    assert (
+        listener.stderr.strip()
+        == "linerec: error: box1/line1: no call in progress (nothing is streaming)"
+    )
+
+
+def test_a_devices_limits_hold_for_streamed_uploads(tmp_path: Path) -> None:
+    """A stolen box that streams instead of uploading gets no more: open uploads, holes and
+    size are bounded exactly as for sealed uploads; a whole that does not match its stream
+    starts afresh instead of mixing the two."""
+    from linerec.collector.store import CollectorStore
+    from linerec.collector.uploads import STREAMING, Piece, UploadLimits, UploadRefused
+
+    store = CollectorStore(
+        tmp_path / "data",
+        tmp_path / "index.db",
+        UploadLimits(max_bytes=64 * 1024, max_open=2, max_holes=2),
+    )
+    uploads = store.uploads
+
+    def stream(recording_id: str, offset: int, size: int = 4096, now: float = 0.0) -> None:
+        uploads.add(
+            Piece(
+                device="box1",
+                recording_id=recording_id,
+                offset=offset,
+                size=0,
+                sha256=STREAMING,
+                data=b"\1" * size,
+            ),
+            now,
+        )
+
+    ids = [f"box1-0000000{n}-20261130T000000Z-line1" for n in (1, 2, 3)]
+    for when, recording_id in enumerate(ids):
+        stream(recording_id, 0, now=float(when))
+    # the quietest gave way: at most max_open under way, streams counted with the rest
+    assert [row["id"] for row in uploads.in_progress()] == ids[1:]
+    with pytest.raises(UploadRefused, match="max_recording_bytes"):
+        stream(ids[2], 64 * 1024 - 100, 4096)
+    stream(ids[2], 3 * 4096)
+    stream(ids[2], 6 * 4096)
+    with pytest.raises(UploadRefused, match="max_upload_holes"):
+        stream(ids[2], 9 * 4096)
+    assert uploads.received("box1", ids[2]) == 4096
+    # the sealed whole names its size and digest: what was streamed is kept if it fits ...
+    whole = b"\1" * (7 * 4096)
+    part = uploads.add(
+        Piece(
+            device="box1",
+            recording_id=ids[2],
+            offset=4096,
+            size=len(whole),
+            sha256=hashlib.sha256(whole).hexdigest(),
+            data=whole[4096 : 3 * 4096],
+        ),
+        5.0,
+    )
+    assert part is None and uploads.received("box1", ids[2]) == 4 * 4096
+    assert [row["id"] for row in uploads.in_progress()] == [ids[1]]  # no longer in progress
+    # ... and a whole shorter than what was streamed cannot be it: it starts afresh
+    short = b"\2" * 4095
+    part = uploads.add(
+        Piece(
+            device="box1",
+            recording_id=ids[1],
+            offset=0,
+            size=len(short),
+            sha256=hashlib.sha256(short).hexdigest(),
+            data=short,
+        ),
+        6.0,
+    )
+    assert part is not None and part.read_bytes() == short
+
+
+def test_a_call_opted_out_mid_stream_by_command_leaves_nothing_at_the_collector(
+    tmp_path: Path, central: tuple[Mosquitto, Collector]
+) -> None:
+    """`linerec run`: the call streams; the collector's `opt_out` command discards it on the
+    card, the stream stops at once, and the collector drops what it had got."""
+    broker, collector = central
+    config = daemon_site(
+        tmp_path,
+        broker,
+        [
+            "at = 0.5\noff_hook = true",
+            'say = "caller"',
+            'say = "office"',
+            'say = "caller"',
+            "on_hook = true",
+        ],
+    )
+    daemon = subprocess.Popen([*LINEREC, "run", "--config", str(config)], stderr=subprocess.PIPE)
+    try:
+        wait_until(
+            lambda: any(
+                int(str(r["received"])) > 4096 for r in collector.store.uploads.in_progress()
+            ),
+            "the call streaming",
+            timeout=60,
+        )
+        (live,) = collector.store.uploads.in_progress()
+        sent = subprocess.run(
+            [
+                *LINEREC,
+                "collector",
+                "command",
+                "box1",
+                "opt_out",
+                "--line",
+                "line1",
+                "--config",
+                str(tmp_path / "collector.toml"),
+            ],
+            capture_output=True,
+            text=True,
+        )
+        assert sent.returncode == 0, sent.stderr
+        wait_until(
+            lambda: (
+                not list((tmp_path / "ring" / "outbox" / "discards").glob("*"))
+                and collector.store.uploads.in_progress() == []
+                and not list((tmp_path / "ring").glob("*.lrec"))
+            ),
+            "the discard to reach the collector",
+            timeout=30,
+        )
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(20)
+    assert collector.store.recordings() == []
+    assert collector.store.uploads.under_way() == []
+    assert not collector.store.uploads.part("box1", str(live["id"])).exists()
+    assert not list((tmp_path / "ring").glob("*.lrec"))
+
+
+def test_streaming_keeps_the_card_off_pahos_thread_and_the_sync_thread_lean(
+    site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Streamed acks arrive on paho's network thread and the syncs on the store's sync thread;
+    neither reads the card for the stream, hashes or syncs for it: the sender reads and
+    publishes, the writer thread checks acks and keeps markers."""
+    import os
+
+    work: list[tuple[str, str]] = []
+
+    def watch(module: object, name: str) -> None:
+        real = getattr(module, name)
+
+        def watched(*args: object, **kwargs: object) -> object:
+            work.append((name, threading.current_thread().name))
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(module, name, watched)
+
+    for module, name in (
+        (os, "fsync"),
+        (os, "fdatasync"),
+        (os, "pread"),
+        (hashlib, "sha256"),
+    ):
+        watch(module, name)
+    writer = site.begin()
+    write(writer, speech(3.0))
+    synced = site.on_card(writer)
+    wait_until(lambda: len(site.held(writer.id)) >= synced, "the call streamed")
+    writer.seal(ended_by="hang-up")
+    wait_until(lambda: site.ring.entries[writer.id].acknowledged, "the signed ack of the whole")
+    paho = "paho-mqtt-client-linerec-box1"
+    assert paho in {thread.name for thread in threading.enumerate()}
+    assert [what for what, thread in work if thread == paho] == []
+    assert {what for what, thread in work if thread == "store-sync"} <= {"fdatasync"}
+    assert ("pread", "uplink") in work  # the sender read what it streamed
+
+
+def test_uplink_stream_is_on_by_default_and_checked(tmp_path: Path) -> None:
+    from linerec.config import load_config
+    from linerec.errors import ConfigError
+
+    keygen(tmp_path / "keys")
+    base = (
+        '[device]\nid = "box1"\n[store]\ndir = "ring"\nrecipients = ["keys/collector.pub"]\n'
+        '[uplink]\nbroker = "mqtt://127.0.0.1:1883"\nallow_plaintext = true\n'
+    )
+    path = tmp_path / "linerec.toml"
+    for extra, expected in (("", True), ("stream = false\n", False), ("stream = true\n", True)):
+        path.write_text(base + extra)
+        uplink = load_config(path).uplink
+        assert uplink is not None and uplink.stream is expected
+    path.write_text(base + 'stream = "yes"\n')
+    with pytest.raises(ConfigError) as refused:
+        load_config(path)
+    assert str(refused.value) == (
+        f"{path}:9: uplink.stream: must be true or false (got 'yes', a string)"
+    )
+
+
+def test_a_broker_back_mid_call_resumes_streaming_live(site: Site) -> None:
+    """The broker goes and comes back while the call goes on: the stream picks up at live
+    (what it missed is a hole), and the sealed upload fills the hole: whole, once."""
+    writer = site.begin()
+    write(writer, speech(1.0))
+    synced = site.on_card(writer)
+    wait_until(lambda: len(site.held(writer.id)) >= synced, "the first second streamed")
+    site.broker.stop()
+    write(writer, speech(4.0, seed=2))
+    site.broker.start()
+    wait_until(lambda: site.uplink.connected, "the uplink back")
+    write(writer, speech(1.0, seed=3))
+    live = site.on_card(writer)
+    held_end = site.collector.store.uploads._held_end
+    wait_until(lambda: held_end("box1", writer.id) >= live, "the stream back at live")
+    assert site.in_progress() == [writer.id]
+    writer.seal(ended_by="hang-up")
+    wait_until(lambda: site.ring.entries[writer.id].acknowledged, "the signed ack of the whole")
+    (row,) = site.collector.store.recordings()
+    assert row["state"] == "complete"
+    stored = site.collector.store.stored("box1", writer.id)
+    assert stored is not None
+    assert stored[1] == hashlib.sha256(writer.path.read_bytes()).hexdigest()
+    assert site.collector.store.uploads.under_way() == []
+
+
+def test_a_collector_that_lost_a_stream_gets_the_whole_again(site: Site) -> None:
+    """The collector dropped what it had streamed (expired, or restored from a backup): the
+    sealed upload that resumes after the stream is told `received: 0` and starts again."""
+    writer = site.begin()
+    write(writer, speech(2.0))
+    synced = site.on_card(writer)
+    wait_until(lambda: len(site.held(writer.id)) >= synced, "the call streamed")
+    site.broker.stop()  # nothing more streams; then the collector loses what it had
+    with site.collector._lock:
+        site.collector.store.uploads.drop("box1", writer.id)
+    write(writer, speech(1.0, seed=2))
+    writer.seal(ended_by="hang-up")
+    site.broker.start()
+    wait_until(lambda: site.ring.entries[writer.id].acknowledged, "the signed ack of the whole", 40)
+    stored = site.collector.store.stored("box1", writer.id)
+    assert stored is not None
+    assert stored[1] == hashlib.sha256(writer.path.read_bytes()).hexdigest()
