@@ -290,6 +290,15 @@ def test_the_command_line_refuses_what_is_not_a_device_id(tmp_path: Path) -> Non
         )
         assert out.returncode == 2, (arguments, out.stderr)
         assert "is not a device id" in out.stderr
+    for device in ("../etc", "Box1", "box1\n"):
+        out = subprocess.run(
+            [*LINEREC, "collector", "enroll", "--revoke", device, "--site", str(tmp_path / "s")],
+            capture_output=True,
+            text=True,
+        )
+        assert out.returncode == 2, (device, out.stderr)
+        assert "is not a device id" in out.stderr
+        assert not (tmp_path / "s").exists()
 
 
 def test_recordings_are_found_by_device_and_id_and_an_old_database_is_migrated(

@@ -21,7 +21,6 @@ from linerec.codec import RATE, Codec
 from linerec.errors import ConfigError, WavError
 from linerec.files import MIB, UnreadableFile, expand, read_text
 from linerec.hardware.pcm import DEVICE_RATES, FRAME_MS, PERIODS_MS, AudioSettings
-from linerec.ids import DEVICE_ID as DEVICE_ID  # enroll.py reads it here
 from linerec.ids import DEVICE_ID_RULE, is_device_id
 from linerec.resources import data_path
 from linerec.wav import read_wav

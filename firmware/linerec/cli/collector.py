@@ -137,6 +137,7 @@ def add_commands(
     enroll.add_argument(
         "--revoke",
         metavar="DEVICE",
+        type=_device_id,
         help="revoke every certificate issued to DEVICE (instead of enrolling)",
     )
     enroll.set_defaults(handler=_enroll)

@@ -52,8 +52,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from linerec.config import DEVICE_ID
 from linerec.errors import LinerecError
+from linerec.ids import DEVICE_ID_RULE, RESERVED, is_device_id, shown
 from linerec.mqttapi import SHARE
 from linerec.uplink.tls import load_key, write_key, x509_name
 
@@ -242,14 +242,13 @@ def _device_of(csr: x509.CertificateSigningRequest, where: Path) -> str:
     if len(names) != 1:
         raise EnrollError(f"{where}: the request names {len(names)} common names, not one")
     device = str(names[0].value)
-    # fullmatch: `$` alone would let "box1\n" through (it matches before a final newline)
-    if not DEVICE_ID.fullmatch(device):
+    # The one device id rule (linerec.ids), which also keeps the ACL's own users to the site.
+    if device in RESERVED:
+        raise EnrollError(f"{where}: common name {shown(device)} is reserved for the site itself")
+    if not is_device_id(device):
         raise EnrollError(
-            f"{where}: common name {device!r} is not a device id "
-            "(1-64 letters, digits, '.', '_' or '-')"
+            f"{where}: common name {shown(device)} is not a device id ({DEVICE_ID_RULE})"
         )
-    if device in ("broker", COLLECTOR_NAME):  # the site's own users: a device must not pose as one
-        raise EnrollError(f"{where}: common name {device!r} is reserved for the site itself")
     return device
 
 
