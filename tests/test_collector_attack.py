@@ -9,6 +9,7 @@ import logging
 import os
 import sqlite3
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -17,8 +18,11 @@ import pytest
 import yaml
 
 from enrolled import LINEREC, DeviceLink, HonestDevice, RunningCollector, Site, event
+from linerec.collector.enroll import MAX_PACKET_BYTES
 from linerec.collector.schema import SCHEMA_VERSION
+from linerec.collector.service import MAX_EVENT_BYTES
 from linerec.collector.store import CollectorStore
+from linerec.mqttapi import CHUNK
 
 FAR = 10**12
 
@@ -112,6 +116,49 @@ def test_an_upload_over_the_size_limit_is_refused_and_told(
 
 
 CHUNK_PIECES = 4
+
+
+def _broker_peak_kib(site: Site) -> int:
+    """The peak resident memory of the site's mosquitto (the one started on its config)."""
+    conf = str(site.site / "mosquitto.conf").encode()
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and conf in (proc / "cmdline").read_bytes():
+                status = (proc / "status").read_text()
+                return int(status.split("VmHWM:")[1].split()[0])
+        except OSError:
+            continue
+    raise AssertionError("the site's broker is not running")
+
+
+def test_one_huge_message_is_refused_by_the_broker_before_it_costs_memory(
+    enrolled_site: Site, tmp_path: Path
+) -> None:
+    """MQTT allows 256 MiB in one message and mosquitto's default takes them: one such
+    message from one box took broker and collector to more than 600 MiB each. The broker
+    enroll configures drops a device that sends a message larger than any linerec message."""
+    huge = 64 << 20
+    with (
+        RunningCollector(enrolled_site, tmp_path / "central") as collector,
+        DeviceLink(enrolled_site, "box1") as box1,
+        HonestDevice(enrolled_site, "box2") as box2,
+    ):
+        dropped = threading.Event()
+        box1.client.on_disconnect = lambda *args: dropped.set()
+        box1.client.publish(f"linerec/v1/box1/upload/{recording_id('box1')}", bytes(huge), qos=0)
+        assert dropped.wait(30), "the broker kept the connection of a box sending 64 MiB"
+        box2.upload_and_wait()  # the others are served
+        with DeviceLink(enrolled_site, "box1") as again:  # and box1 itself, connecting again
+            again.publish("linerec/v1/box1/event", event(1))
+            again.wait_ack(kind="events", upto=1)
+    assert not any(recording_id("box1") in p for p in collector.problems), collector.problems
+    assert _broker_peak_kib(enrolled_site) < huge // 1024 // 2
+    # and linerec's own largest messages, with their topic and properties, still fit
+    assert MAX_PACKET_BYTES >= max(MAX_EVENT_BYTES, CHUNK) + 4096
+    assert (
+        f"max_packet_size {MAX_PACKET_BYTES}\n"
+        in (enrolled_site.site / "mosquitto.conf").read_text()
+    )
 
 
 def test_open_uploads_are_bounded_and_unfinished_ones_expire(

@@ -13,7 +13,9 @@
       issued/<serial>.crt            every certificate ever issued, so revocation finds them all
       crl.pem                        the CA's revocation list (mosquitto's crlfile)
       access.json                    who may publish and subscribe to what (below)
-      mosquitto.conf                 absolute paths; starts as it is under a packaged mosquitto
+      mosquitto.conf                 absolute paths; starts as it is under a packaged mosquitto;
+                                     no packet over MAX_PACKET_BYTES (a device sending one is
+                                     disconnected before the broker holds it)
 
 * `linerec collector enroll --revoke DEVICE --site DIR`: every certificate issued to DEVICE
   goes on the revocation list and DEVICE loses all access.
@@ -59,6 +61,11 @@ from linerec.uplink.tls import load_key, write_key, x509_name
 
 VALID_DAYS = 3650
 COLLECTOR_NAME = "linerec-collector"
+# The broker's limit on one MQTT packet. mosquitto takes MQTT's 256 MiB by default and holds a
+# message whole (so does the collector's client): one box sending one such message cost broker
+# and collector over 600 MiB each. linerec's largest message is an event (the collector takes at
+# most 64 KiB) or an upload piece (32 KiB); a device sending more is disconnected.
+MAX_PACKET_BYTES = 128 * 1024
 BROKER_USER = "mosquitto"  # the user a packaged mosquitto drops to when started as root
 DYNSEC_PLUGINS = (
     "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so",
@@ -385,6 +392,7 @@ def _broker_pieces(
         f"crlfile {site / 'crl.pem'}\n"
         "require_certificate true\n"
         "use_identity_as_username true\n"
+        f"max_packet_size {MAX_PACKET_BYTES}\n"
         f"plugin {plugin}\n"
         f"plugin_opt_config_file {site / 'access.json'}\n"
     )
