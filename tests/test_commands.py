@@ -92,6 +92,11 @@ def body(**changes: object) -> bytes:
         (body(counter=True), "needs an integer counter and an expires time"),
         (body(counter=0), "counter must be from 1 to"),
         (body(counter=2**64), "counter must be from 1 to"),
+        # an integer too large for a float, and an action no table can hold: refused, said why
+        (body(expires=10**400), "expires is more than 86400 s ahead"),
+        (body(expires=-(10**400)), "expired at"),
+        (body(action=["status"]), "unknown action"),
+        (body(action={"status": 1}), "unknown action"),
     ],
 )
 def test_numbers_must_be_finite_and_in_range(tmp_path: Path, payload: bytes, message: str) -> None:
