@@ -44,6 +44,7 @@ from linerec.collector.uploads import UploadLimits, Uploads
 from linerec.collector.vault import SUFFIX as VAULT_SUFFIX
 from linerec.collector.vault import read_vault, write_vault
 from linerec.ids import device_of
+from linerec.uplink.commands import MAX_COUNTER
 
 if TYPE_CHECKING:
     from linerec.collector.search import RecordingQuery
@@ -538,12 +539,16 @@ class CollectorStore:
         row = self.db.execute(
             "SELECT counter FROM command_counters WHERE device = ?", (device,)
         ).fetchone()
+        # The device writes its events: only whole numbers it could have accepted count, so
+        # text, floats or a number past MAX_COUNTER can neither break nor exhaust the numbering.
         told = self.db.execute(
-            "SELECT max(max(coalesce(json_extract(body, '$.counter'), 0),"
-            " coalesce(json_extract(body, '$.last_counter'), 0))) FROM events"
+            "SELECT max(CASE WHEN json_type(body, '$.' || f.name) = 'integer' "
+            "AND json_extract(body, '$.' || f.name) BETWEEN 0 AND ? "
+            "THEN json_extract(body, '$.' || f.name) END) "
+            "FROM events, (SELECT 'counter' AS name UNION ALL SELECT 'last_counter') AS f"
             " WHERE device = ? AND json_extract(body, '$.event') IN"
             " ('command_done', 'command_refused')",
-            (device,),
+            (MAX_COUNTER - 1, device),
         ).fetchone()
         known = max(int(row[0]) if row else 0, int(told[0]) if told and told[0] else 0)
         counter = known + 1
