@@ -71,6 +71,20 @@ def test_config_impossible_paths_name_their_key(tmp_path: Path, text: str, key: 
     assert_refused(check(tmp_path, text), "c.toml:2:", key)
 
 
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ('[hardware]\npinmap = "a\\nb"\n', "hardware.pinmap"),
+        ('[[line]]\nnotice = "n\\r\\n.wav"\n', "line[0].notice"),
+        ('[[line]]\nnotice = "n\\u2028x.wav"\n', "line[0].notice"),
+    ],
+)
+def test_config_a_path_with_a_line_break_is_named_in_one_line(
+    tmp_path: Path, text: str, key: str
+) -> None:
+    assert_refused(check(tmp_path, text), "c.toml:2:", key)
+
+
 def test_config_file_name_too_long(tmp_path: Path) -> None:
     long = "x" * 300
     assert_refused(check(tmp_path, f'[hardware]\npinmap = "{long}"\n'), "hardware.pinmap")
@@ -265,6 +279,20 @@ ODD_HEADERS = [
     ("seq", setting("seq", "one")),
     ("seq", setting("seq", 10**40)),
     ("seq", without("seq")),
+    ("retention_days", setting("retention_days", 10**400)),
+    ("retention_days", setting("retention_days", -(10**400))),
+    # `$` matches before a final newline: each field is checked to its very end
+    ("device", setting("device", "box1\n")),
+    ("id", setting("id", "box1-00000001-20261125T090000Z-line1\n")),
+    ("line", setting("line", "line1\n")),
+    ("prev", setting("prev", "0" * 64 + "\n")),
+    (
+        "recipients[0].kid",
+        lambda h: {**h, "recipients": [{**h["recipients"][0], "kid": "0" * 16 + "\n"}]},
+    ),
+    # the one device id rule (linerec.ids), as at the collector
+    ("device", setting("device", "Box1")),
+    ("device", setting("device", "x" * 64)),
     ("id", setting("id", "../../escaped")),
     ("id", setting("id", 42)),
     ("started_at", setting("started_at", "yesterday")),
@@ -329,19 +357,27 @@ def test_verify_gaps_are_ranges_around_logged_deletions(tmp_path: Path, ring: Ri
     assert "recordings 2..2, 5..6, 8..9 before it" in line
 
 
+@pytest.mark.parametrize(
+    ("field", "change"),
+    [
+        ("header.codec", without("codec")),
+        ("header.retention_days", setting("retention_days", 10**400)),
+        ("header.device", setting("device", "box1\n")),
+    ],
+)
 def test_the_store_opens_quarantines_an_odd_recording_and_records_on(
-    tmp_path: Path, ring: RingStore
+    tmp_path: Path, ring: RingStore, field: str, change: Callable[[dict[str, Any]], object]
 ) -> None:
     good = record(ring)
     odd = record(ring)
-    resign(ring, odd, without("codec"))
+    resign(ring, odd, change)
     store = RingStore(
         tmp_path / "ring", recipients=ring.recipients, identity=ring.identity, device_id="box1"
     )
     assert store.recover() == []
     moved = tmp_path / "ring" / "quarantine" / odd.name
     assert moved.exists() and not odd.exists()
-    assert "header.codec" in (tmp_path / "ring" / "quarantine" / f"{odd.name}.why").read_text()
+    assert field in (tmp_path / "ring" / "quarantine" / f"{odd.name}.why").read_text()
     assert [entry.path for entry in store.entries.values()] == [good]
     third = record(store)  # and it records on, continuing the chain
     assert store.entries[third.name.removesuffix(".lrec")].seq == 3
