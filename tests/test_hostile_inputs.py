@@ -153,6 +153,7 @@ def simulate(tmp_path: Path, steps: str, *, calls: int = 1) -> Any:
         ('callerid = "' + "5" * 21 + '"', "call[0].step[0].callerid"),
         ('callerid = "5551234567"\nname = "Ωmega"', "call[0].step[0].name"),
         ('callerid = "5551234567"\nname = "tab\\there"', "call[0].step[0].name"),
+        ('callerid = "5551234567"\nname = "Bob\\n"', "call[0].step[0].name"),
         ('callerid = "5551234567"\nname = "' + "N" * 16 + '"', "call[0].step[0].name"),
         (
             'callerid = "5551234567"\nstandard = "v23"\nname = "' + "N" * 51 + '"',
@@ -178,6 +179,13 @@ def simulate(tmp_path: Path, steps: str, *, calls: int = 1) -> Any:
 def test_simulate_bounds_every_value(tmp_path: Path, step: str, key: str) -> None:
     assert_refused(simulate(tmp_path, "[[call.step]]\n" + step + "\n"), "call.toml", key)
     assert not (tmp_path / "store").exists()  # refused before anything is written
+
+
+def test_a_line_name_is_checked_to_its_end(tmp_path: Path) -> None:
+    """`$` matches before a final newline: "line1\\n" would name files and topics."""
+    refused = simulate(tmp_path, 'line = "line1\\n"\n[[call.step]]\nring = 1\n')
+    assert_refused(refused, "call.toml", "call[0].line")
+    assert_refused(check(tmp_path, '[[line]]\nname = "line1\\n"\n'), "c.toml:2:", "line[0].name")
 
 
 def test_simulate_bounds_a_call_files_total_duration(tmp_path: Path) -> None:
