@@ -552,3 +552,30 @@ def test_decrypt_of_a_device_or_huge_file(tmp_path: Path) -> None:
     run = cli(["decrypt", "/dev/zero", "--key", key, "-o", str(tmp_path / "o.wav")])
     assert "not a regular file" in assert_refused(run, "/dev/zero", status=1)
     assert load_private(Path(key))  # the key itself is fine
+
+
+# -- the collector's configuration -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("line", "key"),
+    [
+        ('database = "a\\u0000b"', "collector.database"),
+        ('data_dir = "d\\u0000"', "collector.data_dir"),
+        ('key = "k\\nx"', "collector.key"),
+        ('ca = "/dev/zero"', "collector.ca"),  # TLS would read it for ever
+        ('cert = "/dev/zero"', "collector.cert"),
+        ('client_key = "/"', "collector.client_key"),
+    ],
+)
+def test_collector_config_paths_name_their_key(tmp_path: Path, line: str, key: str) -> None:
+    keygen(tmp_path / "keys")
+    config = tmp_path / "collector.toml"
+    settings = {"data_dir": '"central"', "key": '"keys/collector.key"'}
+    settings[line.split(" = ")[0]] = line.split(" = ")[1]
+    config.write_text(
+        '[collector]\nbroker = "mqtt://127.0.0.1:1"\nallow_plaintext = true\n'
+        + "".join(f"{name} = {value}\n" for name, value in settings.items())
+    )
+    run = cli(["collector", "quarantine", "--config", str(config)])
+    assert_refused(run, "collector.toml", key)
