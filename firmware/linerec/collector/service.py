@@ -194,7 +194,7 @@ class Collector:
         self.store.add_event(device, self._open_event(where, body), self._clock())
         upto = self.store.contiguous_seq(device)
         if seq > upto:
-            runs = self.store.gaps(device)
+            runs = self.store.gaps(device, limit=1)  # the first: found by index seeks alone
             log.warning(
                 "device %s: events %s not received (yet)",
                 device,
