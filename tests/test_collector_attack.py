@@ -9,7 +9,9 @@ import logging
 import os
 import sqlite3
 import subprocess
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import jsonschema
@@ -17,8 +19,11 @@ import pytest
 import yaml
 
 from enrolled import LINEREC, DeviceLink, HonestDevice, RunningCollector, Site, event
+from linerec.collector.enroll import MAX_PACKET_BYTES
 from linerec.collector.schema import SCHEMA_VERSION
+from linerec.collector.service import MAX_EVENT_BYTES
 from linerec.collector.store import CollectorStore
+from linerec.mqttapi import CHUNK
 
 FAR = 10**12
 
@@ -112,6 +117,49 @@ def test_an_upload_over_the_size_limit_is_refused_and_told(
 
 
 CHUNK_PIECES = 4
+
+
+def _broker_peak_kib(site: Site) -> int:
+    """The peak resident memory of the site's mosquitto (the one started on its config)."""
+    conf = str(site.site / "mosquitto.conf").encode()
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and conf in (proc / "cmdline").read_bytes():
+                status = (proc / "status").read_text()
+                return int(status.split("VmHWM:")[1].split()[0])
+        except OSError:
+            continue
+    raise AssertionError("the site's broker is not running")
+
+
+def test_one_huge_message_is_refused_by_the_broker_before_it_costs_memory(
+    enrolled_site: Site, tmp_path: Path
+) -> None:
+    """MQTT allows 256 MiB in one message and mosquitto's default takes them: one such
+    message from one box took broker and collector to more than 600 MiB each. The broker
+    enroll configures drops a device that sends a message larger than any linerec message."""
+    huge = 64 << 20
+    with (
+        RunningCollector(enrolled_site, tmp_path / "central") as collector,
+        DeviceLink(enrolled_site, "box1") as box1,
+        HonestDevice(enrolled_site, "box2") as box2,
+    ):
+        dropped = threading.Event()
+        box1.client.on_disconnect = lambda *args: dropped.set()
+        box1.client.publish(f"linerec/v1/box1/upload/{recording_id('box1')}", bytes(huge), qos=0)
+        assert dropped.wait(30), "the broker kept the connection of a box sending 64 MiB"
+        box2.upload_and_wait()  # the others are served
+        with DeviceLink(enrolled_site, "box1") as again:  # and box1 itself, connecting again
+            again.publish("linerec/v1/box1/event", event(1))
+            again.wait_ack(kind="events", upto=1)
+    assert not any(recording_id("box1") in p for p in collector.problems), collector.problems
+    assert _broker_peak_kib(enrolled_site) < huge // 1024 // 2
+    # and linerec's own largest messages, with their topic and properties, still fit
+    assert max(MAX_EVENT_BYTES, CHUNK) + 4096 <= MAX_PACKET_BYTES
+    assert (
+        f"max_packet_size {MAX_PACKET_BYTES}\n"
+        in (enrolled_site.site / "mosquitto.conf").read_text()
+    )
 
 
 def test_open_uploads_are_bounded_and_unfinished_ones_expire(
@@ -290,6 +338,15 @@ def test_the_command_line_refuses_what_is_not_a_device_id(tmp_path: Path) -> Non
         )
         assert out.returncode == 2, (arguments, out.stderr)
         assert "is not a device id" in out.stderr
+    for device in ("../etc", "Box1", "box1\n"):
+        out = subprocess.run(
+            [*LINEREC, "collector", "enroll", "--revoke", device, "--site", str(tmp_path / "s")],
+            capture_output=True,
+            text=True,
+        )
+        assert out.returncode == 2, (device, out.stderr)
+        assert "is not a device id" in out.stderr
+        assert not (tmp_path / "s").exists()
 
 
 def test_recordings_are_found_by_device_and_id_and_an_old_database_is_migrated(
@@ -392,3 +449,38 @@ def test_no_traceback_for_deep_or_huge_json(
     assert len(collector.problems) == 4, collector.problems
     assert not any(r.exc_info for r in caplog.records)
     assert collector.store.contiguous_seq("box1") == 1
+
+
+def _steps(store: CollectorStore, work: Callable[[], object]) -> int:
+    """SQLite virtual-machine steps `work` costs (counted, not timed: the same on any machine)."""
+    steps = [0]
+
+    def count() -> int:
+        steps[0] += 1
+        return 0
+
+    store.db.set_progress_handler(count, 100)
+    try:
+        work()
+    finally:
+        store.db.set_progress_handler(None, 0)
+    return steps[0]
+
+
+def test_events_sent_backwards_above_a_hole_cost_the_same_however_many(tmp_path: Path) -> None:
+    """A device sends its numbers from high to low above a hole (all within the window): each
+    event must cost the collector about as much with 2,000 stored above the hole as with 200,
+    or 10,000 such events hold every other device up for minutes."""
+    costs = []
+    for count in (200, 2000):
+        store = CollectorStore(tmp_path / f"data{count}", tmp_path / f"index{count}.db")
+        store.db.execute("PRAGMA synchronous=OFF")
+        for seq in range(count + 2, 2, -1):
+            store.add_event("box1", {"seq": seq, "event": "ringing", "line": "line1"}, 0.0)
+
+        def one_more(store: CollectorStore = store) -> None:
+            store.add_event("box1", {"seq": 2, "event": "ringing", "line": "line1"}, 0.0)
+            assert store.gaps("box1", limit=1) == [(1, 1)]  # as the collector logs it
+
+        costs.append(_steps(store, one_more))
+    assert costs[1] < 2 * costs[0], costs

@@ -92,6 +92,11 @@ def body(**changes: object) -> bytes:
         (body(counter=True), "needs an integer counter and an expires time"),
         (body(counter=0), "counter must be from 1 to"),
         (body(counter=2**64), "counter must be from 1 to"),
+        # an integer too large for a float, and an action no table can hold: refused, said why
+        (body(expires=10**400), "expires is more than 86400 s ahead"),
+        (body(expires=-(10**400)), "expired at"),
+        (body(action=["status"]), "unknown action"),
+        (body(action={"status": 1}), "unknown action"),
     ],
 )
 def test_numbers_must_be_finite_and_in_range(tmp_path: Path, payload: bytes, message: str) -> None:
@@ -149,3 +154,23 @@ def test_the_collector_learns_a_device_counter(tmp_path: Path) -> None:
     store.learn_command_counter("box1", 5)  # older news changes nothing
     assert store.next_command_counter("box1") == 43
     assert store.next_command_counter("box2") == 1
+
+
+def test_counters_a_device_reports_cannot_break_or_exhaust_the_numbering(tmp_path: Path) -> None:
+    """A device's events and status are its own to write: a counter that is text, a float,
+    beyond what a device accepts (2**53) or beyond SQLite's integers is not learnt."""
+    from linerec.collector.commands import _counter
+    from linerec.collector.store import CollectorStore
+    from linerec.uplink.commands import MAX_COUNTER
+
+    store = CollectorStore(tmp_path / "data", tmp_path / "data" / "index.db")
+    hostile: list[object] = ["abc", 1e300, 10**30, MAX_COUNTER + 5, -5, [1], {"a": 1}, True, 7.5]
+    for seq, bad in enumerate(hostile, start=1):
+        event = "command_done" if seq % 2 else "command_refused"
+        store.add_event("box1", {"seq": seq, "event": event, "counter": bad}, 0.0)
+        store.add_event("box1", {"seq": 100 + seq, "event": event, "last_counter": bad}, 0.0)
+        assert _counter(bad) is None, bad
+    assert store.next_command_counter("box1") == 1
+    store.add_event("box1", {"seq": 200, "event": "command_done", "counter": 9}, 0.0)
+    assert store.next_command_counter("box1") == 10
+    assert _counter(MAX_COUNTER - 1) == MAX_COUNTER - 1

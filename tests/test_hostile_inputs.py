@@ -71,6 +71,20 @@ def test_config_impossible_paths_name_their_key(tmp_path: Path, text: str, key: 
     assert_refused(check(tmp_path, text), "c.toml:2:", key)
 
 
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ('[hardware]\npinmap = "a\\nb"\n', "hardware.pinmap"),
+        ('[[line]]\nnotice = "n\\r\\n.wav"\n', "line[0].notice"),
+        ('[[line]]\nnotice = "n\\u2028x.wav"\n', "line[0].notice"),
+    ],
+)
+def test_config_a_path_with_a_line_break_is_named_in_one_line(
+    tmp_path: Path, text: str, key: str
+) -> None:
+    assert_refused(check(tmp_path, text), "c.toml:2:", key)
+
+
 def test_config_file_name_too_long(tmp_path: Path) -> None:
     long = "x" * 300
     assert_refused(check(tmp_path, f'[hardware]\npinmap = "{long}"\n'), "hardware.pinmap")
@@ -139,6 +153,7 @@ def simulate(tmp_path: Path, steps: str, *, calls: int = 1) -> Any:
         ('callerid = "' + "5" * 21 + '"', "call[0].step[0].callerid"),
         ('callerid = "5551234567"\nname = "Ωmega"', "call[0].step[0].name"),
         ('callerid = "5551234567"\nname = "tab\\there"', "call[0].step[0].name"),
+        ('callerid = "5551234567"\nname = "Bob\\n"', "call[0].step[0].name"),
         ('callerid = "5551234567"\nname = "' + "N" * 16 + '"', "call[0].step[0].name"),
         (
             'callerid = "5551234567"\nstandard = "v23"\nname = "' + "N" * 51 + '"',
@@ -164,6 +179,13 @@ def simulate(tmp_path: Path, steps: str, *, calls: int = 1) -> Any:
 def test_simulate_bounds_every_value(tmp_path: Path, step: str, key: str) -> None:
     assert_refused(simulate(tmp_path, "[[call.step]]\n" + step + "\n"), "call.toml", key)
     assert not (tmp_path / "store").exists()  # refused before anything is written
+
+
+def test_a_line_name_is_checked_to_its_end(tmp_path: Path) -> None:
+    """`$` matches before a final newline: "line1\\n" would name files and topics."""
+    refused = simulate(tmp_path, 'line = "line1\\n"\n[[call.step]]\nring = 1\n')
+    assert_refused(refused, "call.toml", "call[0].line")
+    assert_refused(check(tmp_path, '[[line]]\nname = "line1\\n"\n'), "c.toml:2:", "line[0].name")
 
 
 def test_simulate_bounds_a_call_files_total_duration(tmp_path: Path) -> None:
@@ -265,6 +287,20 @@ ODD_HEADERS = [
     ("seq", setting("seq", "one")),
     ("seq", setting("seq", 10**40)),
     ("seq", without("seq")),
+    ("retention_days", setting("retention_days", 10**400)),
+    ("retention_days", setting("retention_days", -(10**400))),
+    # `$` matches before a final newline: each field is checked to its very end
+    ("device", setting("device", "box1\n")),
+    ("id", setting("id", "box1-00000001-20261125T090000Z-line1\n")),
+    ("line", setting("line", "line1\n")),
+    ("prev", setting("prev", "0" * 64 + "\n")),
+    (
+        "recipients[0].kid",
+        lambda h: {**h, "recipients": [{**h["recipients"][0], "kid": "0" * 16 + "\n"}]},
+    ),
+    # the one device id rule (linerec.ids), as at the collector
+    ("device", setting("device", "Box1")),
+    ("device", setting("device", "x" * 64)),
     ("id", setting("id", "../../escaped")),
     ("id", setting("id", 42)),
     ("started_at", setting("started_at", "yesterday")),
@@ -329,19 +365,27 @@ def test_verify_gaps_are_ranges_around_logged_deletions(tmp_path: Path, ring: Ri
     assert "recordings 2..2, 5..6, 8..9 before it" in line
 
 
+@pytest.mark.parametrize(
+    ("field", "change"),
+    [
+        ("header.codec", without("codec")),
+        ("header.retention_days", setting("retention_days", 10**400)),
+        ("header.device", setting("device", "box1\n")),
+    ],
+)
 def test_the_store_opens_quarantines_an_odd_recording_and_records_on(
-    tmp_path: Path, ring: RingStore
+    tmp_path: Path, ring: RingStore, field: str, change: Callable[[dict[str, Any]], object]
 ) -> None:
     good = record(ring)
     odd = record(ring)
-    resign(ring, odd, without("codec"))
+    resign(ring, odd, change)
     store = RingStore(
         tmp_path / "ring", recipients=ring.recipients, identity=ring.identity, device_id="box1"
     )
     assert store.recover() == []
     moved = tmp_path / "ring" / "quarantine" / odd.name
     assert moved.exists() and not odd.exists()
-    assert "header.codec" in (tmp_path / "ring" / "quarantine" / f"{odd.name}.why").read_text()
+    assert field in (tmp_path / "ring" / "quarantine" / f"{odd.name}.why").read_text()
     assert [entry.path for entry in store.entries.values()] == [good]
     third = record(store)  # and it records on, continuing the chain
     assert store.entries[third.name.removesuffix(".lrec")].seq == 3
@@ -508,3 +552,30 @@ def test_decrypt_of_a_device_or_huge_file(tmp_path: Path) -> None:
     run = cli(["decrypt", "/dev/zero", "--key", key, "-o", str(tmp_path / "o.wav")])
     assert "not a regular file" in assert_refused(run, "/dev/zero", status=1)
     assert load_private(Path(key))  # the key itself is fine
+
+
+# -- the collector's configuration -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("line", "key"),
+    [
+        ('database = "a\\u0000b"', "collector.database"),
+        ('data_dir = "d\\u0000"', "collector.data_dir"),
+        ('key = "k\\nx"', "collector.key"),
+        ('ca = "/dev/zero"', "collector.ca"),  # TLS would read it for ever
+        ('cert = "/dev/zero"', "collector.cert"),
+        ('client_key = "/"', "collector.client_key"),
+    ],
+)
+def test_collector_config_paths_name_their_key(tmp_path: Path, line: str, key: str) -> None:
+    keygen(tmp_path / "keys")
+    config = tmp_path / "collector.toml"
+    settings = {"data_dir": '"central"', "key": '"keys/collector.key"'}
+    settings[line.split(" = ")[0]] = line.split(" = ")[1]
+    config.write_text(
+        '[collector]\nbroker = "mqtt://127.0.0.1:1"\nallow_plaintext = true\n'
+        + "".join(f"{name} = {value}\n" for name, value in settings.items())
+    )
+    run = cli(["collector", "quarantine", "--config", str(config)])
+    assert_refused(run, "collector.toml", key)

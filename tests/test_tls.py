@@ -386,16 +386,22 @@ def test_no_client_certificate_no_connection(tls_site: Site) -> None:
         ("box1\n", "is not a device id"),
         ("broker\n", "is not a device id"),
         ("linerec-collector\n", "is not a device id"),
+        # the one device id rule (linerec.ids), not a second one of enrolment's own
+        ("Box1", "is not a device id"),
+        ("-box", "is not a device id"),
+        ("x" * 64, "is not a device id"),
+        ("box\u202e1", "is not a device id"),
     ],
 )
 def test_enrol_refuses_a_name_the_acl_could_not_confine(
     tmp_path: Path, common_name: str, why: str
 ) -> None:
     from linerec.collector.enroll import EnrollError, enroll
+    from linerec.ids import shown
     from linerec.uplink.tls import device_request
 
     _, csr = device_request(common_name, tmp_path / "device")
-    with pytest.raises(EnrollError, match=re.escape(f"common name {common_name!r} {why}")):
+    with pytest.raises(EnrollError, match=re.escape(f"common name {shown(common_name)} {why}")):
         enroll(csr, tmp_path / "site", broker_names=["localhost"])
     assert not (tmp_path / "site").exists()  # refused before anything is made
 

@@ -107,3 +107,22 @@ def test_wide_and_float_wavs_made_by_sox_read_as_16_bit(
     assert audio.rate == 16000
     peak = int(np.abs(audio.mono.astype(np.int32)).max())
     assert 16000 < peak < 16500  # half of full scale
+
+
+def test_float_samples_that_are_not_audio_read_as_silence_or_full_scale(tmp_path: Path) -> None:
+    """A float WAV may hold NaN, infinities or 3e38: read as 0 and full scale, with no
+    numpy warning on the console (and no undefined cast)."""
+    import warnings
+
+    values = [float("nan"), float("inf"), float("-inf"), 3e38, -3e38, 0.5]
+    body = struct.pack(f"<{len(values)}f", *values)
+    fmt = struct.pack("<HHIIHH", 3, 1, 8000, 32000, 4, 32)
+    chunks = b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"data" + struct.pack("<I", len(body))
+    path = tmp_path / "odd.wav"
+    path.write_bytes(
+        b"RIFF" + struct.pack("<I", 4 + len(chunks) + len(body)) + b"WAVE" + chunks + body
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        audio = read_wav(path)
+    assert audio.mono.tolist() == [0, 32767, -32767, 32767, -32767, 16384]

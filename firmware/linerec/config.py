@@ -21,7 +21,6 @@ from linerec.codec import RATE, Codec
 from linerec.errors import ConfigError, WavError
 from linerec.files import MIB, UnreadableFile, expand, read_text
 from linerec.hardware.pcm import DEVICE_RATES, FRAME_MS, PERIODS_MS, AudioSettings
-from linerec.ids import DEVICE_ID as DEVICE_ID  # enroll.py reads it here
 from linerec.ids import DEVICE_ID_RULE, is_device_id
 from linerec.resources import data_path
 from linerec.wav import read_wav
@@ -30,7 +29,7 @@ DEFAULT_PATH = Path("/etc/linerec/linerec.toml")
 DEFAULT_STORE = Path("/var/lib/linerec/ring")
 BACKENDS = ("gpio", "sim")
 BCM_PINS = range(0, 28)
-_LINE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
+_LINE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,31}\Z")  # \Z: `$` would pass "line1\n"
 MAX_FILE_BYTES = MIB  # a configuration, site file or pin map is a few KiB; more is not one
 INT64 = range(-(1 << 63), 1 << 63)  # TOML integers (larger ones are not TOML)
 

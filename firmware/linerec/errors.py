@@ -10,6 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 
 
+def one_line(text: str) -> str:
+    """`text` as one line of a terminal or log: line breaks and other characters that do not
+    print (a file name may hold any of them) written as escapes."""
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+
+
 class LinerecError(Exception):
     """Base of the errors linerec reports to a user (exit status 2 from the CLI)."""
 

@@ -168,7 +168,11 @@ def _wide_to_int16(audio: bytes, tag: int, bits: int, channels: int) -> Samples:
     usable = len(audio) - len(audio) % (width * channels)
     if tag == 3:
         floats = np.frombuffer(audio[:usable], dtype="<f4" if bits == 32 else "<f8")
-        return np.clip(np.rint(floats * 32767.0), -32768, 32767).astype(np.int16)
+        # NaN is silence and anything past full scale (inf, 3e38) is full scale, clipped
+        # before scaling so no value overflows and none is cast undefined.
+        unit = np.clip(np.nan_to_num(floats, nan=0.0, posinf=1.0, neginf=-1.0), -1.0, 1.0)
+        scaled: Samples = np.rint(unit * 32767.0).astype(np.int16)
+        return scaled
     if bits == 32:
         return (np.frombuffer(audio[:usable], dtype="<i4") >> 16).astype(np.int16)
     raw = np.frombuffer(audio[:usable], dtype=np.uint8).reshape(-1, 3)

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from linerec import __version__
 from linerec.cli import appliance, collector, console, recordings
-from linerec.errors import LinerecError
+from linerec.errors import LinerecError, one_line
 
 
 def parser() -> argparse.ArgumentParser:
@@ -37,7 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         status: int = args.handler(args)
         return status
     except LinerecError as exc:
-        print(f"linerec: error: {exc}", file=sys.stderr)
+        print(f"linerec: error: {one_line(str(exc))}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `linerec ... | head`: the reader has all it wanted
         sys.stderr.close()

@@ -196,6 +196,7 @@ def add_commands(
     enroll.add_argument(
         "--revoke",
         metavar="DEVICE",
+        type=_device_id,
         help="revoke every certificate issued to DEVICE (instead of enrolling)",
     )
     enroll.add_argument(

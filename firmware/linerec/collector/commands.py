@@ -25,7 +25,7 @@ from linerec.collector.sealed import open_event
 from linerec.collector.store import CollectorStore
 from linerec.mqttapi import make_client, sign, topic
 from linerec.store.keys import CollectorPrivate
-from linerec.uplink.commands import command_body
+from linerec.uplink.commands import MAX_COUNTER, command_body
 
 CONNECT_TIMEOUT = 10.0
 
@@ -103,7 +103,10 @@ class _Listener:
 
 
 def _counter(value: object) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+    """A counter a device reports (its own to write): one a device could have accepted."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < MAX_COUNTER:
+        return value
+    return None
 
 
 def send_command(

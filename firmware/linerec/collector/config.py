@@ -68,8 +68,23 @@ def load_collector_config(path: Path | str) -> CollectorSettings:
         return value
 
     def file(key: str) -> Path:
-        value = Path(text(key))
+        name = text(key)
+        if not name.isprintable():  # a NUL ends a path early; a newline splits a log line
+            raise ConfigError(
+                path, f"collector.{key}", f"a path with a control character ({name!a})"
+            )
+        value = Path(name)
         return value if value.is_absolute() else (path.parent / value).resolve()
+
+    def tls_file(key: str) -> Path | None:
+        """A PEM file the TLS library reads whole: a regular file (it would read /dev/zero
+        for ever), or absent."""
+        if key not in table:
+            return None
+        found = file(key)
+        if not found.is_file():
+            raise ConfigError(path, f"collector.{key}", f"not a regular file: {found}")
+        return found
 
     allow = table.get("allow_plaintext", False)
     if not isinstance(allow, bool):
@@ -86,9 +101,9 @@ def load_collector_config(path: Path | str) -> CollectorSettings:
         data_dir=data_dir,
         database=file("database") if "database" in table else data_dir / "collector.db",
         key=load_private(file("key")),
-        ca=file("ca") if "ca" in table else None,
-        cert=file("cert") if "cert" in table else None,
-        client_key=file("client_key") if "client_key" in table else None,
+        ca=tls_file("ca"),
+        cert=tls_file("cert"),
+        client_key=tls_file("client_key"),
         retention_days=_days(table.get("retention_days", 0), path),
         limits=_limits(table, path),
         event_seq_window=_whole(table, path, "event_seq_window", EVENT_SEQ_WINDOW, 1, 10**9),

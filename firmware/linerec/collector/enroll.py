@@ -13,7 +13,9 @@
       issued/<serial>.crt            every certificate ever issued, so revocation finds them all
       crl.pem                        the CA's revocation list (mosquitto's crlfile)
       access.json                    who may publish and subscribe to what (below)
-      mosquitto.conf                 absolute paths; starts as it is under a packaged mosquitto
+      mosquitto.conf                 absolute paths; starts as it is under a packaged mosquitto;
+                                     no packet over MAX_PACKET_BYTES (a device sending one is
+                                     disconnected before the broker holds it)
 
 * `linerec collector enroll --revoke DEVICE --site DIR`: every certificate issued to DEVICE
   goes on the revocation list and DEVICE loses all access.
@@ -56,13 +58,18 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from linerec.config import DEVICE_ID
 from linerec.errors import LinerecError
+from linerec.ids import DEVICE_ID_RULE, RESERVED, is_device_id, shown
 from linerec.mqttapi import SHARE
 from linerec.uplink.tls import load_key, write_key, x509_name
 
 VALID_DAYS = 3650
 COLLECTOR_NAME = "linerec-collector"
+# The broker's limit on one MQTT packet. mosquitto takes MQTT's 256 MiB by default and holds a
+# message whole (so does the collector's client): one box sending one such message cost broker
+# and collector over 600 MiB each. linerec's largest message is an event (the collector takes at
+# most 64 KiB) or an upload piece (32 KiB); a device sending more is disconnected.
+MAX_PACKET_BYTES = 128 * 1024
 BROKER_USER = "mosquitto"  # the user a packaged mosquitto drops to when started as root
 DYNSEC_PLUGINS = (
     "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so",
@@ -262,14 +269,13 @@ def _device_of(csr: x509.CertificateSigningRequest, where: Path) -> str:
     if len(names) != 1:
         raise EnrollError(f"{where}: the request names {len(names)} common names, not one")
     device = str(names[0].value)
-    # fullmatch: `$` alone would let "box1\n" through (it matches before a final newline)
-    if not DEVICE_ID.fullmatch(device):
+    # The one device id rule (linerec.ids), which also keeps the ACL's own users to the site.
+    if device in RESERVED:
+        raise EnrollError(f"{where}: common name {shown(device)} is reserved for the site itself")
+    if not is_device_id(device):
         raise EnrollError(
-            f"{where}: common name {device!r} is not a device id "
-            "(1-64 letters, digits, '.', '_' or '-')"
+            f"{where}: common name {shown(device)} is not a device id ({DEVICE_ID_RULE})"
         )
-    if device in ("broker", COLLECTOR_NAME):  # the site's own users: a device must not pose as one
-        raise EnrollError(f"{where}: common name {device!r} is reserved for the site itself")
     return device
 
 
@@ -406,6 +412,7 @@ def _broker_pieces(
         f"crlfile {site / 'crl.pem'}\n"
         "require_certificate true\n"
         "use_identity_as_username true\n"
+        f"max_packet_size {MAX_PACKET_BYTES}\n"
         f"plugin {plugin}\n"
         f"plugin_opt_config_file {site / 'access.json'}\n"
     )

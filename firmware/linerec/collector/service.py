@@ -214,7 +214,7 @@ class Collector:
                 self._drop_stream(device, opened["id"])
         upto = self.store.contiguous_seq(device)
         if seq > upto:
-            runs = self.store.gaps(device)
+            runs = self.store.gaps(device, limit=1)  # the first: found by index seeks alone
             log.warning(
                 "device %s: events %s not received (yet)",
                 device,

@@ -44,6 +44,7 @@ from linerec.collector.uploads import UploadLimits, Uploads
 from linerec.collector.vault import SUFFIX as VAULT_SUFFIX
 from linerec.collector.vault import read_vault, write_vault
 from linerec.ids import device_of
+from linerec.uplink.commands import MAX_COUNTER
 
 if TYPE_CHECKING:
     from linerec.collector.search import RecordingQuery
@@ -51,6 +52,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 _CALL_ENDS = ("hung_up", "missed_call", "notice_abandoned", "recording_sealed")
 
+CALL_EVENTS = 1000  # events a call may span up to its recording_sealed (see add_event)
 QUARANTINE_KEEP = 20  # quarantined uploads kept per device (the oldest go first)
 
 
@@ -86,14 +88,21 @@ class CollectorStore:
             self.db.execute(
                 "INSERT OR REPLACE INTO event_marks (device, upto) VALUES (?, ?)", (device, upto)
             )
-        # Part of a call whose recording was deleted before this arrived: erase it now.
-        row = self.db.execute(
-            "SELECT e.id FROM (SELECT json_extract(body, '$.id') AS id FROM events "
-            "WHERE device = ? AND seq >= ? AND json_extract(body, '$.line') IS ? "
-            "AND json_extract(body, '$.event') = 'recording_sealed' ORDER BY seq LIMIT 1) AS e "
-            "JOIN deletions AS d ON d.id = e.id AND d.device = ?",
-            (device, seq, body.get("line"), device),
-        ).fetchone()
+        # Part of a call whose recording was deleted before this arrived: erase it now. Only
+        # a device with deletions can have such a call, and a call's sealing event comes within
+        # CALL_EVENTS of its others: so a device sending its numbers backwards costs no scan
+        # of everything it sent before.
+        row = None
+        deleted = self.db.execute("SELECT 1 FROM deletions WHERE device = ? LIMIT 1", (device,))
+        if deleted.fetchone():
+            row = self.db.execute(
+                "SELECT e.id FROM (SELECT json_extract(body, '$.id') AS id FROM "
+                "(SELECT seq, body FROM events WHERE device = ? AND seq >= ? ORDER BY seq "
+                "LIMIT ?) WHERE json_extract(body, '$.line') IS ? "
+                "AND json_extract(body, '$.event') = 'recording_sealed' ORDER BY seq LIMIT 1) AS e "
+                "JOIN deletions AS d ON d.id = e.id AND d.device = ?",
+                (device, seq, CALL_EVENTS, body.get("line"), device),
+            ).fetchone()
         if row is not None:
             self._erase(device, self._call_events(device, str(row[0])), str(row[0]))
         return bool(added)
@@ -177,19 +186,27 @@ class CollectorStore:
 
     def gaps(self, device: str, limit: int = 10) -> list[tuple[int, int]]:
         """The first `limit` runs of missing sequence numbers (first, last), above the mark and
-        below the highest received: ranges, never lists, so a far number costs nothing."""
-        upto = self.contiguous_seq(device)
-        rows = self.db.execute(
-            "SELECT seq FROM events WHERE device = ? AND seq > ? ORDER BY seq", (device, upto)
-        )
+        below the highest received: ranges, never lists, so a far number costs nothing. Each
+        run is found by index seeks; the events between two runs are walked only to find a
+        next run, so the first costs the same however many events are stored above it."""
+        expected = self.contiguous_seq(device) + 1
         runs: list[tuple[int, int]] = []
-        expected = upto + 1
-        for (seq,) in rows:
-            if seq > expected:
-                runs.append((expected, seq - 1))
+        while len(runs) < limit:
+            (present,) = self.db.execute(
+                "SELECT MIN(seq) FROM events WHERE device = ? AND seq >= ?", (device, expected)
+            ).fetchone()
+            if present is None:
+                break
+            if present > expected:
+                runs.append((expected, present - 1))
                 if len(runs) >= limit:
                     break
-            expected = seq + 1
+            (last,) = self.db.execute(  # the end of the run of events that starts there
+                "SELECT MIN(seq) FROM events AS e WHERE device = ? AND seq >= ? AND NOT EXISTS "
+                "(SELECT 1 FROM events WHERE device = e.device AND seq = e.seq + 1)",
+                (device, present),
+            ).fetchone()
+            expected = int(last) + 1
         return runs
 
     # -- recordings ------------------------------------------------------------------------------
@@ -606,12 +623,16 @@ class CollectorStore:
         row = self.db.execute(
             "SELECT counter FROM command_counters WHERE device = ?", (device,)
         ).fetchone()
+        # The device writes its events: only whole numbers it could have accepted count, so
+        # text, floats or a number past MAX_COUNTER can neither break nor exhaust the numbering.
         told = self.db.execute(
-            "SELECT max(max(coalesce(json_extract(body, '$.counter'), 0),"
-            " coalesce(json_extract(body, '$.last_counter'), 0))) FROM events"
+            "SELECT max(CASE WHEN json_type(body, '$.' || f.name) = 'integer' "
+            "AND json_extract(body, '$.' || f.name) BETWEEN 0 AND ? "
+            "THEN json_extract(body, '$.' || f.name) END) "
+            "FROM events, (SELECT 'counter' AS name UNION ALL SELECT 'last_counter') AS f"
             " WHERE device = ? AND json_extract(body, '$.event') IN"
             " ('command_done', 'command_refused')",
-            (device,),
+            (MAX_COUNTER - 1, device),
         ).fetchone()
         known = max(int(row[0]) if row else 0, int(told[0]) if told and told[0] else 0)
         counter = known + 1

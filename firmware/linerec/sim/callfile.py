@@ -84,8 +84,8 @@ MAX_DTMF_KEYS = 1000
 # and 50 in V.23 (ETSI EN 300 659-3, parameter 07), in 8-bit printable characters.
 MAX_NUMBER_DIGITS = 20
 MAX_NAME_CHARS = {"bell202": 15, "v23": 50}
-_PRINTABLE = re.compile(r"^[\x20-\x7e\xa0-\xff]*$")
-_LINE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")  # as in the configuration
+_PRINTABLE = re.compile(r"[\x20-\x7e\xa0-\xff]*\Z")
+_LINE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,31}\Z")  # as in the configuration
 # Numbers an action's options may take: (lowest, highest). Every number is finite.
 _RANGES: dict[str, tuple[float, float]] = {
     "bounce_ms": (0, 500),

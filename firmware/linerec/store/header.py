@@ -17,17 +17,17 @@ from datetime import datetime
 from typing import Any
 
 from linerec.codec import RATE, Codec
+from linerec.ids import DEVICE_ID_RULE, device_id_problem, recording_id_problem, shown
 
 VERSION = 2  # what the ring writes: recording keys wrapped with RFC 9180 HPKE
 VERSIONS = (1, 2)  # what readers accept: v1 wrapped them by hand (docs/format.md, "Keys")
 MAX_SEQ = (1 << 63) - 1
 MAX_RECIPIENTS = 64
 MAX_RETENTION_DAYS = 36500
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$")  # also a file name: no '/', no '..'
-_DEVICE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-_LINE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
-_HASH = re.compile(r"^[0-9a-f]{64}$")
-_KID = re.compile(r"^[0-9a-f]{16}$")
+# Anchored with \Z, never `$`: `$` also matches before a final newline ("line1\n").
+_LINE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,31}\Z")
+_HASH = re.compile(r"[0-9a-f]{64}\Z")
+_KID = re.compile(r"[0-9a-f]{16}\Z")
 
 
 class HeaderError(ValueError):
@@ -43,8 +43,14 @@ def check_header(header: object, offset: int = 0) -> dict[str, Any]:
     """The header, every field checked; HeaderError names the first that is wrong."""
     fields = _Fields(header, "header", offset)
     version = fields.integer("v", min(VERSIONS), max(VERSIONS))
-    fields.text("id", _ID, "1-200 letters, digits, '.', '_' or '-'")
-    fields.text("device", _DEVICE, "1-64 letters, digits, '.', '_' or '-'")
+    # The device id and recording id rules of linerec.ids, as at the collector: the id names
+    # files (no '/', no '..') and belongs to the device the header names.
+    device = fields.value("device", str)
+    if device_id_problem(device):
+        raise fields.error("device", f"must be a device id ({DEVICE_ID_RULE}); got {shown(device)}")
+    problem = recording_id_problem(device, fields.value("id", str))
+    if problem:
+        raise fields.error("id", problem)
     fields.integer("seq", 1, MAX_SEQ)
     prev = fields.value("prev", str)
     if prev and not _HASH.match(prev):
@@ -115,7 +121,9 @@ class _Fields:
             self.data[key] = default
         value = self.data[key]
         ok = isinstance(value, int | float) and not isinstance(value, bool)
-        if not ok or not math.isfinite(value) or not low <= value <= high:
+        # an int too large for a float is compared as it is, never converted
+        finite = ok and not (isinstance(value, float) and not math.isfinite(value))
+        if not finite or not low <= value <= high:
             raise self.error(key, f"must be a number {low:g}-{high:g} (got {_short(value)})")
         return float(value)
 

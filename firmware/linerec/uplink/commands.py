@@ -26,6 +26,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from linerec.ids import shown
 from linerec.mqttapi import ApiError, verify
 from linerec.store.private import write_private
 
@@ -105,19 +106,19 @@ class CommandGate:
         assert isinstance(counter, int) and isinstance(expires, int | float)
         if not 1 <= counter <= MAX_COUNTER:
             raise ApiError(f"{where}: counter must be from 1 to {MAX_COUNTER} (got {counter})")
-        if not math.isfinite(expires):
+        if isinstance(expires, float) and not math.isfinite(expires):
             raise ApiError(f"{where}: expires must be a finite unix time (got {expires!r})")
         if counter <= self.last:
             raise ApiError(f"{where}: replayed: counter {counter} is not above {self.last}")
         now = self.clock()
         if expires < now:
-            raise ApiError(f"{where}: expired at {expires:.0f} (now {now:.0f})")
+            raise ApiError(f"{where}: expired at {_unix_time(expires)} (now {now:.0f})")
         if expires > now + MAX_TTL:
             raise ApiError(
-                f"{where}: expires is more than {MAX_TTL:.0f} s ahead ({expires:.6g}, "
+                f"{where}: expires is more than {MAX_TTL:.0f} s ahead ({_unix_time(expires)}, "
                 f"now {now:.0f}): no command lives that long"
             )
-        if action not in ACTIONS:
+        if not isinstance(action, str) or action not in ACTIONS:
             raise ApiError(f"{where}: unknown action {action!r} (known: {', '.join(ACTIONS)})")
         arguments = {}
         for name in ACTIONS[action]:
@@ -134,6 +135,11 @@ class CommandGate:
 
 def _is_integer(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _unix_time(value: int | float) -> str:
+    """A time for a message; an integer too large for a float is shown, not converted."""
+    return f"{value:.0f}" if abs(value) < 1e15 else shown(str(value), 24)
 
 
 def _is_number(value: object) -> bool:
