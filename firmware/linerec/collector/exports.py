@@ -5,6 +5,11 @@ as the appliance sealed and signed it) and OUT.verify.json: the recording's head
 trailer, the SHA-256 of OUT.lrec and of OUT.wav, all signed by the collector. `verify_export`
 checks, with only public keys: the collector's signature, that OUT.wav and OUT.lrec are the
 files it names, and that OUT.lrec is intact and signed by the appliance its header names.
+
+A redacted recording (linerec.collector.redaction) is signed by the collector instead: its
+header says which spans were silenced, by whom and why, and names the original (its header
+hash, its file's hash and the appliance's signed trailer). `verify_export` accepts it only if
+the collector's own key signed it, and `redaction_note` says what it is.
 """
 
 from __future__ import annotations
@@ -14,9 +19,10 @@ import json
 from pathlib import Path
 
 from linerec.codec import RATE, Codec
+from linerec.collector.redaction import redaction_of
 from linerec.collector.store import CollectorStore
 from linerec.mqttapi import ApiError, sign, verify
-from linerec.store.keys import CollectorPrivate, CollectorPublic
+from linerec.store.keys import CollectorPrivate, CollectorPublic, raw_public
 from linerec.store.reader import Decrypted, IntegrityError, decrypt, inspect
 from linerec.wav import write_wav
 
@@ -50,6 +56,7 @@ def export(
         "end": result.inspected.end,
         "lrec_sha256": hashlib.sha256(sealed).hexdigest(),
         "wav_sha256": hashlib.sha256(out.read_bytes()).hexdigest(),
+        "redaction": redaction_of(result.inspected.header),
     }
     out.with_suffix(".verify.json").write_bytes(sign(key.signing, proof))
     return result
@@ -77,4 +84,26 @@ def verify_export(wav: Path, collector: CollectorPublic) -> str:
         return f"the sealed recording does not verify: {exc}"
     if inspected.header != proof.get("header"):
         return "the verification file names another recording"
+    if redaction_of(inspected.header) is not None and raw_public(
+        inspected.device_key
+    ) != raw_public(collector.signing):
+        return "it says it is a redacted version, but this collector did not sign it"
     return ""
+
+
+def redaction_note(wav: Path) -> str:
+    """For a copy that verifies: '' if it is the appliance's recording as it was, else which
+    spans were silenced, by whom, why, and from which original."""
+    redaction = redaction_of(inspect(wav.with_suffix(".lrec").read_bytes()).header)
+    if redaction is None:
+        return ""
+    original = redaction["original"]
+    spans = "; ".join(
+        f"{span['from']:g}-{span['to']:g} s by {span['by']} ({span['reason']})"
+        for span in redaction["spans"]
+    )
+    return (
+        f"REDACTED: silenced {spans}; from the original {original['device']}/{original['id']} "
+        f"(header sha256 {original['header_sha256']}, file sha256 {original['sha256']}), "
+        "signed by its appliance"
+    )

@@ -173,6 +173,9 @@ def ensure_schema(db: sqlite3.Connection) -> None:
 def run_search(db: sqlite3.Connection, query: RecordingQuery) -> tuple[list[dict[str, Any]], int]:
     """One page of matching recordings (newest first by default) and the count of all."""
     ensure_schema(db)
+    from linerec.collector.redaction import ensure_schema as ensure_redactions
+
+    ensure_redactions(db)
     where: list[str] = []
     args: list[Any] = []
 
@@ -233,14 +236,16 @@ def run_search(db: sqlite3.Connection, query: RecordingQuery) -> tuple[list[dict
     base = (
         "FROM recordings r "
         "LEFT JOIN console_catalog c ON c.device = r.device AND c.id = r.id "
-        "LEFT JOIN holds h ON h.id = r.id "
+        "LEFT JOIN holds h ON h.device = r.device AND h.id = r.id "
         f"{sql_where}"
     )
     total = int(db.execute(f"SELECT count(*) {base}", args).fetchone()[0])
     cursor = db.execute(
         "SELECT r.id, r.device, r.line, r.started_at, r.duration, r.state, r.caller_number, "
         "r.called_number, r.path, c.label, c.direction, c.consent, c.clock_synchronized, "
-        f"h.id IS NOT NULL AS held, {reviewed} AS reviewed "
+        f"h.id IS NOT NULL AS held, {reviewed} AS reviewed, "
+        "EXISTS (SELECT 1 FROM redactions x WHERE x.device = r.device AND x.id = r.id) "
+        "AS redacted "
         f"{base} ORDER BY {SORTS[query.sort]}, r.id LIMIT ? OFFSET ?",
         [*args, query.limit, query.offset],
     )
@@ -250,6 +255,7 @@ def run_search(db: sqlite3.Connection, query: RecordingQuery) -> tuple[list[dict
         record = dict(zip(names, row, strict=True))
         record["held"] = bool(record["held"])
         record["reviewed"] = bool(record["reviewed"])
+        record["redacted"] = bool(record["redacted"])
         if record["clock_synchronized"] is not None:
             record["clock_synchronized"] = bool(record["clock_synchronized"])
         rows.append(record)
@@ -294,7 +300,8 @@ def catalog_new(store: CollectorStore, key: CollectorPrivate) -> None:
     while batch := store.uncatalogued():
         for row in batch:
             try:
-                metadata = decrypt(store.read_recording(row["id"], Path(row["path"])), key).metadata
+                sealed = store.read_recording(row["id"], Path(row["path"]), row["device"])
+                metadata = decrypt(sealed, key).metadata
             except (IntegrityError, ValueError, OSError):
                 metadata = {}  # kept in the catalog all the same: not read again and again
             store.catalog(row["device"], row["id"], metadata)

@@ -82,8 +82,9 @@ def recordings(
 
 
 @router.get("/recordings/{recording_id}")
-def recording(recording_id: str, request: Request, actor: Asker) -> Any:
-    return service_of(request).recording(actor, recording_id)
+def recording(recording_id: str, request: Request, actor: Asker, device: str | None = None) -> Any:
+    """Its metadata (`device` names it if several devices have this id)."""
+    return service_of(request).recording(actor, recording_id, device)
 
 
 @router.get(
@@ -92,10 +93,17 @@ def recording(recording_id: str, request: Request, actor: Asker) -> Any:
     responses={200: {"content": {"audio/wav": {}}}, 206: {"content": {"audio/wav": {}}}},
 )
 def audio(
-    recording_id: str, request: Request, actor: Asker, reason: str = "", ticket: str = ""
+    recording_id: str,
+    request: Request,
+    actor: Asker,
+    reason: str = "",
+    ticket: str = "",
+    device: str | None = None,
 ) -> Response:
     """The audio as WAV (8 kHz, 16-bit); HTTP range requests are answered (206)."""
-    listening = service_of(request).audio(actor, recording_id, ticket=ticket, reason=reason)
+    listening = service_of(request).audio(
+        actor, recording_id, ticket=ticket, reason=reason, device=device
+    )
     return audio_response(request, listening.wav)
 
 
@@ -106,11 +114,14 @@ class Redact(BaseModel):
 
 
 @router.post("/recordings/{recording_id}/redact", dependencies=[Depends(json_only)])
-def redact(recording_id: str, body: Redact, request: Request, actor: Asker) -> Response:
-    """Silence a span in a new version of the recording (supervisor). Not built yet: the
-    role and the recording are checked (401, 403, 404 as for the rest), then 501."""
-    service_of(request).check_redact(actor, recording_id)
-    return JSONResponse({"detail": "redaction is not available yet"}, status_code=501)
+def redact(
+    recording_id: str, body: Redact, request: Request, actor: Asker, device: str | None = None
+) -> dict[str, Any]:
+    """Silence `from`..`to` seconds in a new version of the recording, sealed and signed by
+    the collector (supervisor). The original's key is destroyed unless the recording is on
+    legal hold (then the original is kept for the hold only). 400 for an empty reason or a
+    span outside the recording."""
+    return service_of(request).redact(actor, recording_id, body.from_, body.to, body.reason, device)
 
 
 @router.get("/audit")

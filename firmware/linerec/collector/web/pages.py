@@ -117,9 +117,20 @@ def recordings(request: Request, actor: Asker) -> Response:
 
 
 @router.get("/recordings/{recording_id}")
-def recording(recording_id: str, request: Request, actor: Asker, play: str = "") -> Response:
-    details = service_of(request).recording(actor, recording_id)
-    return render(request, "recording.html", r=details, ticket=play, message="")
+def recording(
+    recording_id: str,
+    request: Request,
+    actor: Asker,
+    play: str = "",
+    device: str | None = None,
+    done: str = "",
+) -> Response:
+    details = service_of(request).recording(actor, recording_id, device)
+    return render(request, "recording.html", r=details, ticket=play, message="", done=done[:200])
+
+
+def _page(recording_id: str, device: str, **query: str) -> str:
+    return f"/recordings/{recording_id}?{urlencode({'device': device, **query})}"
 
 
 @router.post("/recordings/{recording_id}/play")
@@ -129,30 +140,64 @@ def play(
     actor: Asker,
     reason: str = Form(""),
     csrf: str = Form(""),
+    device: str | None = None,
 ) -> Response:
     check_csrf(actor, csrf)
     service = service_of(request)
     try:
-        ticket = service.start_play(actor, recording_id, reason)
+        ticket = service.start_play(actor, recording_id, reason, device)
     except BadRequest as exc:
-        details = service.recording(actor, recording_id)
+        details = service.recording(actor, recording_id, device)
         return render(request, "recording.html", 400, r=details, ticket="", message=str(exc))
-    return RedirectResponse(
-        f"/recordings/{recording_id}?{urlencode({'play': ticket})}", status_code=303
-    )
+    details = service.recording(actor, recording_id, device)
+    return RedirectResponse(_page(recording_id, details["device"], play=ticket), status_code=303)
+
+
+@router.post("/recordings/{recording_id}/redact")
+def redact(
+    recording_id: str,
+    request: Request,
+    actor: Asker,
+    start: str = Form("", alias="from"),
+    end: str = Form("", alias="to"),
+    reason: str = Form(""),
+    csrf: str = Form(""),
+    device: str | None = None,
+) -> Response:
+    check_csrf(actor, csrf)
+    service = service_of(request)
+    try:
+        try:
+            span = float(start), float(end)
+        except ValueError as exc:
+            raise BadRequest(f"from, to: seconds, e.g. 12.5 (got {start!r}, {end!r})") from exc
+        done = service.redact(actor, recording_id, span[0], span[1], reason, device)
+    except BadRequest as exc:
+        details = service.recording(actor, recording_id, device)
+        return render(request, "recording.html", 400, r=details, ticket="", message=str(exc))
+    said = f"{done['from']:g}-{done['to']:g} s silenced in version {done['version']}"
+    return RedirectResponse(_page(recording_id, done["device"], done=said), status_code=303)
 
 
 @router.get("/recordings/{recording_id}/waveform.svg")
-def waveform(recording_id: str, request: Request, actor: Asker) -> Response:
-    svg = service_of(request).waveform(actor, recording_id)
+def waveform(
+    recording_id: str, request: Request, actor: Asker, device: str | None = None
+) -> Response:
+    svg = service_of(request).waveform(actor, recording_id, device)
     return Response(svg, media_type="image/svg+xml")
 
 
 @router.get("/recordings/{recording_id}/audio.wav")
-def audio(recording_id: str, request: Request, actor: Asker, ticket: str = "") -> Response:
+def audio(
+    recording_id: str,
+    request: Request,
+    actor: Asker,
+    ticket: str = "",
+    device: str | None = None,
+) -> Response:
     if not ticket:
         raise BadRequest("play the recording from its page (a reason is asked for first)")
-    listening = service_of(request).audio(actor, recording_id, ticket=ticket)
+    listening = service_of(request).audio(actor, recording_id, ticket=ticket, device=device)
     return audio_response(request, listening.wav)
 
 

@@ -22,6 +22,7 @@ from typing import Any
 from linerec.codec import RATE
 from linerec.collector.accounts import Accounts, Actor
 from linerec.collector.audit import AuditLog
+from linerec.collector.redaction import RedactionError, redact, redaction_of
 from linerec.collector.search import QueryError, RecordingQuery, catalog_new, parse_query
 from linerec.collector.store import CollectorStore
 from linerec.collector.web.audio import wav_bytes
@@ -44,7 +45,7 @@ class Ticket:
     """A play the user gave a reason for: its range requests are one audited play."""
 
     name: str
-    recording: str
+    recording: tuple[str, str]  # (device, id)
     expires: float
 
 
@@ -71,7 +72,8 @@ class ConsoleService:
         self.accounts = Accounts(store.db, clock=clock)
         self.audit = AuditLog(store.db, clock)
         self._tickets: dict[str, Ticket] = {}
-        self._decrypted: OrderedDict[str, Decrypted] = OrderedDict()
+        # (device, id, path) -> audio: a new version (a redaction) has a new path
+        self._decrypted: OrderedDict[tuple[str, str, str], Decrypted] = OrderedDict()
 
     # -- who is asking ----------------------------------------------------------------------
 
@@ -123,15 +125,24 @@ class ConsoleService:
     def _catalog_new(self) -> None:
         catalog_new(self.store, self.key)
 
-    def _row(self, actor: Actor, recording_id: str, action: str) -> dict[str, Any]:
-        """The recording, if this actor may `action` it; Forbidden or NotFound otherwise."""
+    def _row(
+        self, actor: Actor, recording_id: str, action: str, device: str | None = None
+    ) -> dict[str, Any]:
+        """The recording (device, id), if this actor may `action` it; Forbidden, NotFound or
+        BadRequest (an id several devices have, without the device) otherwise."""
         require(actor, action, recording_id)
         with self.lock:
             self._catalog_new()
-            rows, _ = self.store.search(RecordingQuery(id=recording_id, limit=1))
+            rows, _ = self.store.search(RecordingQuery(id=recording_id, device=device, limit=2))
         if not rows:
             self.record(actor, f"{action} refused", recording_id[:128], "no such recording")
             raise NotFound(f"no recording {recording_id!r} at this collector")
+        if len(rows) > 1:
+            self.record(actor, f"{action} refused", recording_id[:128], "device not named")
+            raise BadRequest(
+                f"{recording_id!r} is the id of recordings from several devices: "
+                "name the device (?device=DEVICE)"
+            )
         if not in_scope(actor, rows[0]):
             raise Forbidden(action, "not a line or label granted to this user", recording_id)
         return rows[0]
@@ -139,22 +150,25 @@ class ConsoleService:
     # -- one recording ----------------------------------------------------------------------
 
     def _decrypted_audio(self, row: dict[str, Any]) -> Decrypted:
+        which = (row["device"], row["id"], row["path"])
         with self.lock:
-            cached = self._decrypted.get(row["id"])
+            cached = self._decrypted.get(which)
             if cached is not None:
-                self._decrypted.move_to_end(row["id"])
+                self._decrypted.move_to_end(which)
                 return cached
-            sealed = self.store.read_recording(row["id"], Path(row["path"]))
+            sealed = self.store.read_recording(row["id"], Path(row["path"]), row["device"])
         result = decrypt(sealed, self.key)
         with self.lock:
-            self._decrypted[row["id"]] = result
+            self._decrypted[which] = result
             while len(self._decrypted) > CACHE_RECORDINGS:
                 self._decrypted.popitem(last=False)
         return result
 
-    def recording(self, actor: Actor, recording_id: str) -> dict[str, Any]:
+    def recording(
+        self, actor: Actor, recording_id: str, device: str | None = None
+    ) -> dict[str, Any]:
         """Everything the recording page shows (audited as a view)."""
-        row = self._row(actor, recording_id, "view")
+        row = self._row(actor, recording_id, "view", device)
         self.record(actor, "view", recording_id)
         details = _public(row)
         try:
@@ -163,11 +177,24 @@ class ConsoleService:
             return {**details, "verification": f"does not verify: {exc}", "metadata": {}}
         metadata = result.metadata
         inspected = result.inspected
+        redaction = redaction_of(inspected.header)
+        if redaction is None:
+            device = inspected.header.get("device")
+            verification = f"signed by {device} and intact ({inspected.state})"
+        else:
+            original = redaction["original"]
+            verification = (
+                f"a redacted version signed by this collector, intact ({inspected.state}); "
+                f"the original (header {original['header_sha256'][:16]}) was signed by "
+                f"{original['device']}"
+            )
+        with self.lock:
+            original_kept = self.store.original_kept(row["device"], row["id"])
         details.update(
             metadata=metadata,
-            verification=(
-                f"signed by {inspected.header.get('device')} and intact ({inspected.state})"
-            ),
+            verification=verification,
+            redactions=redaction["spans"] if redaction else [],
+            original_kept=original_kept,
             seq=inspected.header.get("seq"),
             prev=inspected.header.get("prev") or "",
             header_hash=inspected.header_hash.hex(),
@@ -186,8 +213,8 @@ class ConsoleService:
         )
         return details
 
-    def waveform(self, actor: Actor, recording_id: str) -> str:
-        row = self._row(actor, recording_id, "view")
+    def waveform(self, actor: Actor, recording_id: str, device: str | None = None) -> str:
+        row = self._row(actor, recording_id, "view", device)
         result = self._decrypted_audio(row)
         return waveform_svg(
             result.samples,
@@ -195,9 +222,11 @@ class ConsoleService:
             spans=tuple(_spans(result.metadata, row.get("started_at"))),
         )
 
-    def start_play(self, actor: Actor, recording_id: str, reason: str) -> str:
+    def start_play(
+        self, actor: Actor, recording_id: str, reason: str, device: str | None = None
+    ) -> str:
         """Audit a play with the reason typed; returns the ticket its audio requests carry."""
-        self._row(actor, recording_id, "play")
+        row = self._row(actor, recording_id, "play", device)
         reason = _reason(reason)
         if not reason:
             self.record(actor, "play refused", recording_id, "no reason given")
@@ -208,20 +237,28 @@ class ConsoleService:
             now = self.clock()
             self._tickets = {k: t for k, t in self._tickets.items() if t.expires > now}
             self._tickets[ticket] = Ticket(
-                name=actor.name, recording=recording_id, expires=now + PLAY_TICKET_SECONDS
+                name=actor.name,
+                recording=(row["device"], row["id"]),
+                expires=now + PLAY_TICKET_SECONDS,
             )
         return ticket
 
     def audio(
-        self, actor: Actor, recording_id: str, *, ticket: str = "", reason: str = ""
+        self,
+        actor: Actor,
+        recording_id: str,
+        *,
+        ticket: str = "",
+        reason: str = "",
+        device: str | None = None,
     ) -> Listening:
         """The recording as WAV: under a play ticket (the page's player), or with a reason
         (a script: each request is audited as a download)."""
-        row = self._row(actor, recording_id, "play")
+        row = self._row(actor, recording_id, "play", device)
         with self.lock:
             held = self._tickets.get(ticket) if ticket else None
         if held is not None:
-            if held.name != actor.name or held.recording != recording_id:
+            if held.name != actor.name or held.recording != (row["device"], row["id"]):
                 raise Forbidden("play", "the play ticket is another user's or recording's")
             if held.expires < self.clock():
                 raise BadRequest("this play has expired: give the reason again")
@@ -234,10 +271,36 @@ class ConsoleService:
         result = self._decrypted_audio(row)
         return Listening(recording=_public(row), wav=wav_bytes(result.samples))
 
-    def check_redact(self, actor: Actor, recording_id: str) -> None:
-        """May this actor redact this recording (redaction itself is not built yet)."""
-        self._row(actor, recording_id, "redact")
-        self.record(actor, "redact refused", recording_id, "redaction is not available yet")
+    def redact(
+        self,
+        actor: Actor,
+        recording_id: str,
+        start: float,
+        end: float,
+        reason: str,
+        device: str | None = None,
+    ) -> dict[str, Any]:
+        """Silence a span in a new version (linerec.collector.redaction); audited."""
+        row = self._row(actor, recording_id, "redact", device)
+        with self.lock:
+            try:
+                done = redact(
+                    self.store, self.key, row["id"], start, end, reason,
+                    who=actor.name, device=row["device"], now=self.clock(),
+                )  # fmt: skip
+            except RedactionError as exc:
+                self.audit.record(
+                    who=actor.name, action="redact refused", recording=row["id"], reason=str(exc)
+                )
+                raise BadRequest(str(exc)) from exc
+        return {
+            "id": done.id,
+            "device": done.device,
+            "version": done.version,
+            "from": done.start,
+            "to": done.end,
+            "original_kept": done.original_kept,
+        }
 
     # -- the audit --------------------------------------------------------------------------
 
@@ -274,6 +337,10 @@ def _spans(metadata: dict[str, Any], started_at: str | None) -> list[tuple[float
     for gap in metadata.get("gaps", []) or []:
         spans.append(
             (float(gap.get("at", 0)), float(gap.get("seconds", 0)), str(gap.get("reason")))
+        )
+    for cut in metadata.get("redactions", []) or []:
+        spans.append(
+            (float(cut["from"]), float(cut["to"]) - float(cut["from"]), f"redacted by {cut['by']}")
         )
     return spans
 
