@@ -146,3 +146,44 @@ def test_a_wrong_code_in_the_browser_says_only_that_it_failed(
     page.screenshot(path=str(tmp_path / "login.png"))
     page.goto(f"{server.url}/recordings")
     assert page.url == f"{server.url}/login"
+
+
+def test_redact_a_span_and_hear_silence_there(
+    page: Page, served: tuple[Server, pyotp.TOTP], tmp_path: Path
+) -> None:
+    server, totp = served
+    log_in(page, server, totp)
+    page.goto(f"{server.url}/recordings?direction=outbound")
+    page.click("table.results tbody tr a")
+    page.wait_for_url("**/recordings/box1-*")
+    page.fill("form.redact input[name=from]", "1")
+    page.fill("form.redact input[name=to]", "2.5")
+    page.fill("form.redact input[name=reason]", "card number read out")
+    page.click("form.redact button[type=submit]")
+    page.wait_for_selector("p.done")
+    assert "1-2.5 s silenced in version 1" in page.inner_text("p.done")
+    assert "1-2.5 s by ann (card number read out)" in page.inner_text("dd.redactions")
+    page.fill("form.play input[name=reason]", "check the redaction")
+    page.click("form.play button[type=submit]")
+    page.wait_for_selector("audio#player")
+    # The browser fetches the streamed WAV and decodes it itself, at the recording's rate.
+    levels = page.evaluate(
+        """async () => {
+            const player = document.getElementById('player');
+            const data = await (await fetch(player.src)).arrayBuffer();
+            const audio = await new OfflineAudioContext(1, 8000, 8000).decodeAudioData(data);
+            const samples = audio.getChannelData(0);
+            const peak = (from, to) => {
+                let high = 0;
+                for (let i = Math.round(from * 8000); i < Math.round(to * 8000); i++)
+                    high = Math.max(high, Math.abs(samples[i]));
+                return high;
+            };
+            return {before: peak(0, 1), span: peak(1, 2.5), after: peak(2.5, audio.duration)};
+        }"""
+    )
+    assert levels["span"] == 0, levels
+    assert levels["before"] > 0.001 or levels["after"] > 0.001, levels  # sound elsewhere
+    page.screenshot(path=str(tmp_path / "redacted.png"), full_page=True)
+    actions = [(e["who"], e["action"]) for e in server.service.audit.entries()]
+    assert ("ann", "redact") in actions
