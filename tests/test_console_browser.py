@@ -15,6 +15,7 @@ import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
 from console_site import PASSWORD, Clock, Server, add_user, console, deliver
+from linerec.collector.review import Criterion, Scorecard
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = [
@@ -187,3 +188,40 @@ def test_redact_a_span_and_hear_silence_there(
     page.screenshot(path=str(tmp_path / "redacted.png"), full_page=True)
     actions = [(e["who"], e["action"]) for e in server.service.audit.entries()]
     assert ("ann", "redact") in actions
+
+
+def test_review_a_sampled_call(
+    page: Page, served: tuple[Server, pyotp.TOTP], tmp_path: Path
+) -> None:
+    server, totp = served
+    server.service.scorecard = Scorecard(
+        criteria=(
+            Criterion(name="script", question="Did the agent read the script?", answer="yes/no"),
+            Criterion(name="courtesy", question="How courteous was the agent?", answer="1-5"),
+        )
+    )
+    log_in(page, server, totp)
+    page.click("header nav a[href='/review']")
+    page.select_option("form.sample select[name=per]", "line")
+    page.fill("form.sample input[name=n]", "1")
+    page.fill("form.sample input[name=seed]", "week-48")
+    page.click("form.sample button[type=submit]")
+    page.wait_for_url("**/review?*seed=week-48*")
+    assert "seed week-48" in page.inner_text("p.draw")
+    assert page.locator("table.sample tbody tr").count() == 2  # one call from each line
+    page.click("table.sample tbody tr:first-child a")
+    page.wait_for_url("**/recordings/box1-*/review?*")
+    page.wait_for_function("document.getElementById('player').readyState >= 1")
+    assert page.evaluate("document.getElementById('player').duration") > 1
+    page.check("input[name=c_script][value=yes]")
+    page.check("input[name=c_courtesy][value='4']")
+    page.fill("form.scorecard textarea[name=comment]", "read the advisory")
+    page.screenshot(path=str(tmp_path / "review.png"), full_page=True)
+    page.click("form.scorecard button[type=submit]")
+    page.wait_for_selector("p.done")
+    assert "script: yes, courtesy: 4" in page.inner_text("table.reviews")
+    entries = server.service.audit.entries()
+    plays = {e["reason"] for e in entries if e["action"] == "play"}
+    assert "quality review (sample week-48)" in plays
+    (review,) = [e for e in entries if e["action"] == "review"]
+    assert review["who"] == "ann" and '"courtesy": 4' in review["reason"]

@@ -108,9 +108,10 @@ def test_collector_redact_silences_the_span_and_shreds_the_original(
     raw = service.store.db.execute("SELECT count(*) FROM vault_keys WHERE key = ?", (old_key,))
     assert raw.fetchone()[0] == 0
     stored = service.store.stored("box1", rid)
-    assert stored is not None and stored[1] == __import__("hashlib").sha256(
-        original_sealed
-    ).hexdigest()  # a redelivery of the original is acknowledged again, not stored again
+    assert (
+        stored is not None
+        and stored[1] == __import__("hashlib").sha256(original_sealed).hexdigest()
+    )  # a redelivery of the original is acknowledged again, not stored again
     entries = [(e["who"], e["action"], e["recording"]) for e in service.audit.entries()]
     assert (ME, "redact", rid) in entries
     out = tmp_path / "copy.wav"
@@ -128,9 +129,7 @@ def test_collector_redact_silences_the_span_and_shreds_the_original(
     assert original.header_hash.hex() in verified.stdout
 
 
-def test_a_second_redaction_adds_its_span_to_the_first(
-    site: Path, service: ConsoleService
-) -> None:
+def test_a_second_redaction_adds_its_span_to_the_first(site: Path, service: ConsoleService) -> None:
     rid = str(line1(service)["id"])
     assert run(site, "redact", rid, "--from", "0.5", "--to", "1", "--reason", "a").returncode == 0
     assert run(site, "redact", rid, "--from", "3", "--to", "4", "--reason", "b").returncode == 0

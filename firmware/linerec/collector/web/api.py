@@ -124,6 +124,45 @@ def redact(
     return service_of(request).redact(actor, recording_id, body.from_, body.to, body.reason, device)
 
 
+@router.get("/review/sample")
+def review_sample(
+    request: Request,
+    actor: Asker,
+    per: str = "line",
+    n: int = 1,
+    since: str | None = None,
+    until: str | None = None,
+    seed: str | None = None,
+) -> dict[str, Any]:
+    """A random sample of N calls per line (or label) over a period (supervisor). The draw
+    is reproducible from `seed` (chosen by the collector if not given, and returned)."""
+    rows, asked = service_of(request).sample(actor, dict(request.query_params))
+    return {"recordings": rows, **asked}
+
+
+class Review(BaseModel):
+    scores: dict[str, str | int] = Field(description="an answer for every criterion")
+    comment: str = Field(default="", max_length=2000)
+
+
+@router.post("/recordings/{recording_id}/review", dependencies=[Depends(json_only)])
+def review(
+    recording_id: str, body: Review, request: Request, actor: Asker, device: str | None = None
+) -> dict[str, Any]:
+    """Keep a review of the recording against the config's scorecard (supervisor)."""
+    return service_of(request).review(actor, recording_id, dict(body.scores), body.comment, device)
+
+
+@router.get("/reviews.csv", response_class=Response, responses={200: {"content": {"text/csv": {}}}})
+def reviews_csv(request: Request, actor: Asker) -> Response:
+    """Every review, one line each, a column per criterion (supervisor)."""
+    return Response(
+        service_of(request).reviews_csv(actor),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": 'attachment; filename="reviews.csv"'},
+    )
+
+
 @router.get("/audit")
 def audit(request: Request, actor: Asker) -> dict[str, Any]:
     """The newest audit entries, and whether the audit and deletion chains verify."""

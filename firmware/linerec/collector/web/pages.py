@@ -15,6 +15,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
+from starlette.concurrency import run_in_threadpool
 
 from linerec.collector.accounts import Actor, LoginRefused
 from linerec.collector.search import FIELDS
@@ -26,6 +27,7 @@ from linerec.collector.web.app import (
     audio_response,
     set_session,
 )
+from linerec.collector.web.permissions import require
 from linerec.collector.web.service import BadRequest, ConsoleService
 
 router = APIRouter(include_in_schema=False)
@@ -199,6 +201,74 @@ def audio(
         raise BadRequest("play the recording from its page (a reason is asked for first)")
     listening = service_of(request).audio(actor, recording_id, ticket=ticket, device=device)
     return audio_response(request, listening.wav)
+
+
+@router.get("/review")
+def review_sample(request: Request, actor: Asker) -> Response:
+    params = dict(request.query_params)
+    service = service_of(request)
+    if not params:  # the form first
+        require(actor, "review")
+        return render(request, "review.html", rows=[], asked={}, params={}, message="")
+    try:
+        rows, asked = service.sample(actor, params)
+    except BadRequest as exc:
+        return render(request, "review.html", 400, rows=[], asked={}, params=params,
+                      message=str(exc))  # fmt: skip
+    return render(request, "review.html", rows=rows, asked=asked, params=params, message="")
+
+
+@router.get("/recordings/{recording_id}/review")
+def review_call(
+    recording_id: str,
+    request: Request,
+    actor: Asker,
+    device: str | None = None,
+    seed: str = "",
+    done: str = "",
+) -> Response:
+    """The call's player beside the scorecard; opening it is an audited play."""
+    service = service_of(request)
+    require(actor, "review", recording_id)
+    details = service.recording(actor, recording_id, device)
+    why = f"quality review (sample {seed[:64]})" if seed else "quality review"
+    ticket = service.start_play(actor, recording_id, why, details["device"])
+    return render(
+        request, "review_call.html", r=details, ticket=ticket, seed=seed[:64], message="",
+        done=done[:200], card=service.scorecard, reviews=service.reviews_of(actor, details),
+    )  # fmt: skip
+
+
+@router.post("/recordings/{recording_id}/review")
+async def review_submit(
+    recording_id: str, request: Request, actor: Asker, device: str | None = None
+) -> Response:
+    form = await request.form()
+    check_csrf(actor, str(form.get("csrf", "")))
+    service = service_of(request)
+    names = {c.name for c in service.scorecard.criteria}
+    answers = {k[2:]: str(v) for k, v in form.items() if k.startswith("c_") and k[2:] in names}
+    try:
+        kept = await run_in_threadpool(
+            service.review, actor, recording_id, answers, str(form.get("comment", "")), device
+        )
+    except BadRequest as exc:
+        details = service.recording(actor, recording_id, device)
+        return render(
+            request, "review_call.html", 400, r=details, ticket="", seed="", message=str(exc),
+            done="", card=service.scorecard, reviews=service.reviews_of(actor, details),
+        )  # fmt: skip
+    return RedirectResponse(
+        f"/recordings/{recording_id}/review?"
+        + urlencode(
+            {
+                "device": kept["device"],
+                "seed": str(form.get("seed", ""))[:64],
+                "done": "review kept",
+            }
+        ),
+        status_code=303,
+    )
 
 
 @router.get("/audit")

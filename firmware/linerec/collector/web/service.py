@@ -9,12 +9,13 @@ recordings being played, so a player's range requests need not decrypt again.
 
 from __future__ import annotations
 
+import json
 import secrets
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -23,10 +24,27 @@ from linerec.codec import RATE
 from linerec.collector.accounts import Accounts, Actor
 from linerec.collector.audit import AuditLog
 from linerec.collector.redaction import RedactionError, redact, redaction_of
+from linerec.collector.review import (
+    MAX_COMMENT,
+    MAX_SAMPLE,
+    Scorecard,
+    draw,
+    new_seed,
+    reviews,
+    reviews_csv,
+    save_review,
+)
 from linerec.collector.search import QueryError, RecordingQuery, catalog_new, parse_query
 from linerec.collector.store import CollectorStore
 from linerec.collector.web.audio import wav_bytes
-from linerec.collector.web.permissions import Forbidden, NotFound, in_scope, require, scope
+from linerec.collector.web.permissions import (
+    Forbidden,
+    NotFound,
+    allowed,
+    in_scope,
+    require,
+    scope,
+)
 from linerec.collector.web.waveform import waveform_svg
 from linerec.store.keys import CollectorPrivate
 from linerec.store.reader import Decrypted, IntegrityError, decrypt
@@ -63,8 +81,10 @@ class ConsoleService:
         *,
         idle_seconds: float = 900.0,
         clock: Callable[[], float] = time.time,
+        scorecard: Scorecard | None = None,
     ) -> None:
         self.store = store
+        self.scorecard = scorecard or Scorecard()
         self.key = key
         self.idle_seconds = idle_seconds
         self.clock = clock
@@ -301,6 +321,79 @@ class ConsoleService:
             "to": done.end,
             "original_kept": done.original_kept,
         }
+
+    # -- quality review ---------------------------------------------------------------------
+
+    def sample(
+        self, actor: Actor, params: Mapping[str, str | None]
+    ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        """A seeded random sample: N calls per line or label over a period (collector/review)."""
+        require(actor, "review")
+        per = params.get("per") or "line"
+        seed = (params.get("seed") or "").strip() or new_seed()
+        try:
+            if per not in ("line", "label"):
+                raise QueryError("per", per, "line or label")
+            n = int(params.get("n") or 1)
+            if not 1 <= n <= MAX_SAMPLE:
+                raise QueryError("n", params.get("n"), f"a whole number 1-{MAX_SAMPLE}")
+            if len(seed) > 64 or not seed.isprintable():
+                raise QueryError("seed", seed[:80], "at most 64 printable characters")
+            period = {k: params.get(k) for k in ("since", "until", "device", "label")}
+            query = replace(parse_query(period, scope=scope(actor)), limit=-1, sort="seq")
+        except (QueryError, ValueError) as exc:
+            self.record(actor, "review sample refused", reason=str(exc))
+            raise BadRequest(str(exc)) from exc
+        with self.lock:
+            self._catalog_new()
+            rows, _ = self.store.search(query)
+        chosen = draw(rows, per=per, n=n, seed=seed)
+        asked = {"per": per, "n": n, "seed": seed, "since": query.since, "until": query.until}
+        self.record(
+            actor,
+            "review sample",
+            reason=" ".join(f"{k}={v}" for k, v in asked.items() if v is not None)
+            + f": {len(chosen)} of {len(rows)}",
+        )
+        return [_public(row) for row in chosen], {**asked, "of": len(rows)}
+
+    def review(
+        self,
+        actor: Actor,
+        recording_id: str,
+        answers: dict[str, Any],
+        comment: str,
+        device: str | None = None,
+    ) -> dict[str, Any]:
+        """Keep a review of the recording: every criterion answered, a free comment."""
+        row = self._row(actor, recording_id, "review", device)
+        comment = comment.strip()[:MAX_COMMENT]
+        try:
+            scores = self.scorecard.score(answers)
+        except ValueError as exc:
+            self.record(actor, "review refused", row["id"], str(exc))
+            raise BadRequest(str(exc)) from exc
+        with self.lock:
+            save_review(
+                self.store.db, row["device"], row["id"], actor.name, self.clock(), scores, comment
+            )
+            self.audit.record(
+                who=actor.name, action="review", recording=row["id"], reason=json.dumps(scores)
+            )
+        return {"device": row["device"], "id": row["id"], "scores": scores, "comment": comment}
+
+    def reviews_of(self, actor: Actor, row: dict[str, Any]) -> list[dict[str, Any]]:
+        if not allowed(actor, "review"):
+            return []
+        with self.lock:
+            return reviews(self.store.db, row["device"], row["id"])
+
+    def reviews_csv(self, actor: Actor) -> str:
+        require(actor, "review")
+        with self.lock:
+            rows = reviews(self.store.db)
+            self.audit.record(who=actor.name, action="review export", reason=f"{len(rows)} rows")
+        return reviews_csv(rows, self.scorecard)
 
     # -- the audit --------------------------------------------------------------------------
 
