@@ -7,14 +7,15 @@ come from here). The browser is launched once for the module.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import pyotp
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from console_site import PASSWORD, Clock, Server, add_user, console, deliver
+from console_site import PASSWORD, Clock, FleetFeed, Server, add_user, console, deliver
 from linerec.collector.review import Criterion, Scorecard
 
 CHROMIUM = "/usr/bin/chromium"
@@ -58,12 +59,12 @@ def page(browser: Browser) -> Iterator[Page]:
     context.close()
 
 
-def log_in(page: Page, server: Server, totp: pyotp.TOTP) -> None:
+def log_in(page: Page, server: Server, totp: pyotp.TOTP, name: str = "ann") -> None:
     clock = server.service.clock
     assert isinstance(clock, Clock)
     clock.now += 30  # a fresh step for each login: a code is accepted once only
     page.goto(f"{server.url}/login")
-    page.fill("input[name=name]", "ann")
+    page.fill("input[name=name]", name)
     page.fill("input[name=password]", PASSWORD)
     page.fill("input[name=code]", totp.at(clock.now))
     page.click("button[type=submit]")
@@ -225,3 +226,39 @@ def test_review_a_sampled_call(
     assert "quality review (sample week-48)" in plays
     (review,) = [e for e in entries if e["action"] == "review"]
     assert review["who"] == "ann" and '"courtesy": 4' in review["reason"]
+
+
+def test_the_fleet_page_changes_when_an_appliance_goes_offline(
+    page: Page, served: tuple[Server, pyotp.TOTP], tmp_path: Path
+) -> None:
+    server, _ = served
+    admin = add_user(server.service, "ada", "admin")
+    site = server.service.store.data_dir.parent / "collector.toml"
+    with FleetFeed(site) as feed:
+        feed.publish("box1", "status", {"state": "online", "connection": 1, "last_counter": 0})
+        feed.publish(
+            "box1",
+            "health",
+            {"ring_fill": 0.25, "clock_synchronized": True, "faults": [],
+             "lines": [{"line": "line1", "state": "idle", "off_hook": False}]},
+        )  # fmt: skip
+        log_in(page, server, admin, name="ada")
+        page.click("header nav a[href='/fleet']")
+        state = page.locator("table.fleet tbody tr[data-device=box1] td.state")
+        assert state.inner_text().startswith("online since")
+        assert "25% full" in page.inner_text("table.fleet")
+        feed.publish("box1", "status", {"state": "offline", "connection": 1})
+        # No reload: the page's own refresh brings the change.
+        expect(state).to_have_text(re.compile(r"^offline since "), timeout=WAIT_MS)
+        assert state.get_attribute("class") == "state offline"
+        feed.publish(
+            "box1",
+            "health",
+            {"ring_fill": 0.25, "clock_synchronized": True, "faults": [],
+             "lines": [{"line": "line1", "state": "connected", "off_hook": True}]},
+        )  # fmt: skip
+        lines = page.locator("table.fleet tbody tr[data-device=box1] td").nth(2)
+        expect(lines).to_have_text("line1: connected, off hook", timeout=WAIT_MS)
+        page.screenshot(path=str(tmp_path / "fleet.png"), full_page=True)
+    navigations = [e for e in server.service.audit.entries() if e["action"] == "fleet"]
+    assert len(navigations) == 1  # the page was loaded once

@@ -367,6 +367,23 @@ class CollectorStore:
             self._shred_kept_original(device, recording_id)
         return f"{device}/{recording_id}"
 
+    # -- the fleet: each device's retained status and health (linerec.collector.fleet) ------
+
+    def keep_status(self, device: str, kind: str, body: dict[str, Any], now: float) -> None:
+        """The latest `status` or `health` a device published (checked by the caller)."""
+        from linerec.collector import fleet
+
+        (fleet.keep_status if kind == "status" else fleet.keep_health)(self.db, device, body, now)
+
+    def fleet(self) -> list[dict[str, Any]]:
+        """Every device known here: its status, health, last recording and gaps."""
+        from linerec.collector import fleet
+
+        return [
+            {**fleet.overview(self.db, device), "event_gaps": self.gaps(device)}
+            for device in fleet.devices(self.db)
+        ]
+
     # -- versions: a redaction takes the original's place (linerec.collector.redaction) ------
 
     def keep_version(

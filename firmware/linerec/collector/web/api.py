@@ -163,6 +163,13 @@ def reviews_csv(request: Request, actor: Asker) -> Response:
     )
 
 
+@router.get("/fleet")
+def fleet(request: Request, actor: Asker) -> dict[str, Any]:
+    """Each appliance: online/offline since when, lines and hook state, card fill, clock,
+    last recording, gaps in its event and recording chains, faults (admin)."""
+    return {"devices": service_of(request).fleet(actor)}
+
+
 @router.get("/audit")
 def audit(request: Request, actor: Asker) -> dict[str, Any]:
     """The newest audit entries, and whether the audit and deletion chains verify."""

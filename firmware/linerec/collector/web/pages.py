@@ -271,6 +271,12 @@ async def review_submit(
     )
 
 
+@router.get("/fleet")
+def fleet(request: Request, actor: Asker) -> Response:
+    devices = service_of(request).fleet(actor, audited=True)
+    return render(request, "fleet.html", devices=devices)
+
+
 @router.get("/audit")
 def audit(request: Request, actor: Asker) -> Response:
     entries, problems = service_of(request).audit_log(actor)

@@ -395,6 +395,21 @@ class ConsoleService:
             self.audit.record(who=actor.name, action="review export", reason=f"{len(rows)} rows")
         return reviews_csv(rows, self.scorecard)
 
+    # -- the fleet --------------------------------------------------------------------------
+
+    def fleet(self, actor: Actor, *, audited: bool = False) -> list[dict[str, Any]]:
+        """Each appliance's retained status and health, last recording and gaps (admin).
+        The page's view is audited; its refreshes are not (one entry a second says nothing)."""
+        require(actor, "fleet")
+        with self.lock:
+            if audited:
+                self.audit.record(who=actor.name, action="fleet")
+            devices = self.store.fleet()
+        now = self.clock()
+        for device in devices:
+            device["now"] = now
+        return devices
+
     # -- the audit --------------------------------------------------------------------------
 
     def audit_log(self, actor: Actor, limit: int = 500) -> tuple[list[dict[str, Any]], list[str]]:
