@@ -704,6 +704,11 @@ class CollectorStore:
 
         catalog(self.db, device, recording_id, metadata)
 
+    def newest_rowid(self) -> int:
+        """Grows with each recording indexed (the console reads new ones' metadata then)."""
+        row = self.db.execute("SELECT max(rowid) FROM recordings").fetchone()
+        return int(row[0] or 0)
+
     def recording(self, recording_id: str, device: str | None = None) -> dict[str, Any] | None:
         """Like `find`, None if there is no such recording (KeyError if it is ambiguous)."""
         try:

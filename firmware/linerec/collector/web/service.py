@@ -36,7 +36,7 @@ from linerec.collector.review import (
 )
 from linerec.collector.search import QueryError, RecordingQuery, catalog_new, parse_query
 from linerec.collector.store import CollectorStore
-from linerec.collector.web.audio import wav_bytes
+from linerec.collector.web.audio import wav_bytes, wav_samples
 from linerec.collector.web.permissions import (
     Forbidden,
     NotFound,
@@ -92,8 +92,10 @@ class ConsoleService:
         self.accounts = Accounts(store.db, clock=clock)
         self.audit = AuditLog(store.db, clock)
         self._tickets: dict[str, Ticket] = {}
-        # (device, id, path) -> audio: a new version (a redaction) has a new path
-        self._decrypted: OrderedDict[tuple[str, str, str], Decrypted] = OrderedDict()
+        self._catalogued_upto = -1
+        # (device, id, path) -> the recording and its WAV (the samples are a view into it);
+        # a new version (a redaction) has a new path
+        self._decrypted: OrderedDict[tuple[str, str, str], tuple[Decrypted, bytes]] = OrderedDict()
 
     # -- who is asking ----------------------------------------------------------------------
 
@@ -143,7 +145,12 @@ class ConsoleService:
         return [_public(row) for row in rows], total, query
 
     def _catalog_new(self) -> None:
-        catalog_new(self.store, self.key)
+        # Only when a recording was indexed since the last look (an index row's rowid grows
+        # with each): the look itself would read every row at each search.
+        newest = self.store.newest_rowid()
+        if newest != self._catalogued_upto:
+            catalog_new(self.store, self.key)
+            self._catalogued_upto = newest
 
     def _row(
         self, actor: Actor, recording_id: str, action: str, device: str | None = None
@@ -170,6 +177,10 @@ class ConsoleService:
     # -- one recording ----------------------------------------------------------------------
 
     def _decrypted_audio(self, row: dict[str, Any]) -> Decrypted:
+        return self._decrypted_wav(row)[0]
+
+    def _decrypted_wav(self, row: dict[str, Any]) -> tuple[Decrypted, bytes]:
+        """The recording decrypted, and its WAV, built once for all the player's ranges."""
         which = (row["device"], row["id"], row["path"])
         with self.lock:
             cached = self._decrypted.get(which)
@@ -178,11 +189,13 @@ class ConsoleService:
                 return cached
             sealed = self.store.read_recording(row["id"], Path(row["path"]), row["device"])
         result = decrypt(sealed, self.key)
+        wav = wav_bytes(result.samples)
+        entry = (replace(result, samples=wav_samples(wav)), wav)  # one copy of the audio kept
         with self.lock:
-            self._decrypted[which] = result
+            self._decrypted[which] = entry
             while len(self._decrypted) > CACHE_RECORDINGS:
                 self._decrypted.popitem(last=False)
-        return result
+        return entry
 
     def recording(
         self, actor: Actor, recording_id: str, device: str | None = None
@@ -288,8 +301,7 @@ class ConsoleService:
                 self.record(actor, "download refused", recording_id, "no reason given")
                 raise BadRequest("reason: say why you fetch this recording's audio")
             self.record(actor, "download", recording_id, reason)
-        result = self._decrypted_audio(row)
-        return Listening(recording=_public(row), wav=wav_bytes(result.samples))
+        return Listening(recording=_public(row), wav=self._decrypted_wav(row)[1])
 
     def redact(
         self,
