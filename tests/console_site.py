@@ -49,8 +49,9 @@ class Clock:
         return self.now
 
 
-def deliver(root: Path) -> Path:
-    """Record two calls and deliver them to a collector; returns its collector.toml."""
+def deliver(root: Path, calls: list[Path] | None = None) -> Path:
+    """Record two calls (or `calls`) and deliver them to a collector; returns its
+    collector.toml."""
     root.mkdir(parents=True, exist_ok=True)
     broker = Mosquitto(root).start()
     try:
@@ -72,7 +73,7 @@ def deliver(root: Path) -> Path:
             example_call("outbound.toml").read_text().replace('line = "line1"', 'line = "line2"')
         )
         simulate(
-            [example_call("inbound.toml"), outbound],
+            calls or [example_call("inbound.toml"), outbound],
             config=load_config(appliance),
             store_dir=None,
             emit=lambda e: None,
@@ -94,7 +95,7 @@ def deliver(root: Path) -> Path:
         finally:
             stop.set()
             thread.join(10)
-        assert len(collector.store.recordings()) == 2
+        assert len(collector.store.recordings()) == (len(calls) if calls else 2)
     finally:
         broker.stop()
     return collector_toml

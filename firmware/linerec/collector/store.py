@@ -704,6 +704,20 @@ class CollectorStore:
 
         catalog(self.db, device, recording_id, metadata)
 
+    def call_events(self, device: str, recording_id: str) -> list[dict[str, Any]]:
+        """The events of the call a recording was made of, in order (see the top)."""
+        seqs = self._call_events(device, recording_id)
+        if not seqs:
+            return []
+        marks = ", ".join("?" * len(seqs))
+        return [
+            json.loads(body)
+            for (body,) in self.db.execute(
+                f"SELECT body FROM events WHERE device = ? AND seq IN ({marks}) ORDER BY seq",
+                (device, *seqs),
+            )
+        ]
+
     def newest_rowid(self) -> int:
         """Grows with each recording indexed (the console reads new ones' metadata then)."""
         row = self.db.execute("SELECT max(rowid) FROM recordings").fetchone()

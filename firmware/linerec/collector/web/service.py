@@ -210,6 +210,7 @@ class ConsoleService:
             return {**details, "verification": f"does not verify: {exc}", "metadata": {}}
         metadata = result.metadata
         inspected = result.inspected
+        events = self._call_events(row)
         redaction = redaction_of(inspected.header)
         if redaction is None:
             device = inspected.header.get("device")
@@ -234,14 +235,16 @@ class ConsoleService:
             consent=metadata.get("consent"),
             clock_synchronized=metadata.get("clock_synchronized"),
             notice_played=any(m.get("label") == NOTICE_MARK for m in metadata.get("markers", [])),
-            pauses=metadata.get("pauses", []),
+            pauses=pause_marks(metadata, row.get("started_at"), events),
+            events=shown_events(events, metadata),
+            opt_out=opt_out_offer(metadata),
             gaps=metadata.get("gaps", []),
             ended_by=metadata.get("ended_by"),
             label=metadata.get("label") or row.get("label"),
             direction=metadata.get("direction") or row.get("direction"),
             spans=[
                 {"from": s, "seconds": length, "what": what}
-                for s, length, what in _spans(metadata, row.get("started_at"))
+                for s, length, what in _spans(metadata, row.get("started_at"), events)
             ],
         )
         return details
@@ -252,7 +255,7 @@ class ConsoleService:
         return waveform_svg(
             result.samples,
             rate=RATE,
-            spans=tuple(_spans(result.metadata, row.get("started_at"))),
+            spans=tuple(_spans(result.metadata, row.get("started_at"), self._call_events(row))),
         )
 
     def start_play(
@@ -422,6 +425,10 @@ class ConsoleService:
             device["now"] = now
         return devices
 
+    def _call_events(self, row: dict[str, Any]) -> list[dict[str, Any]]:
+        with self.lock:
+            return self.store.call_events(row["device"], row["id"])
+
     # -- the audit --------------------------------------------------------------------------
 
     def audit_log(self, actor: Actor, limit: int = 500) -> tuple[list[dict[str, Any]], list[str]]:
@@ -440,20 +447,95 @@ def _public(row: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in row.items() if k != "path"}
 
 
-def _spans(metadata: dict[str, Any], started_at: str | None) -> list[tuple[float, float, str]]:
-    """Pauses (PCI) and gaps as (start s, length s, what) from the recording's start."""
+def opt_out_offer(metadata: dict[str, Any]) -> str:
+    """Whether the call's parties could opt out, as the policy kept with it says."""
+    policy = metadata.get("policy") or {}
+    key = policy.get("opt_out_key") if isinstance(policy, dict) else None
+    if not key:
+        return "not offered (no opt-out key on this line)"
+    if metadata.get("consent") not in ("notice", "notice+beep") or (
+        metadata.get("direction") != "inbound"
+    ):
+        return "not offered (no notice to the far end on this call)"
+    window = policy.get("opt_out_window_s")
+    return (
+        f"offered: key {key} for {window:g} s after the notice; not used "
+        "(a call opted out of is not kept)"
+    )
+
+
+def audio_start(events: list[dict[str, Any]], metadata: dict[str, Any]) -> float | None:
+    """The appliance's monotonic time of the recording's first sample: the recording_started
+    event's, less the notice recorded before it (the notice marker's place in the audio)."""
+    started = next((e.get("t") for e in events if e.get("event") == "recording_started"), None)
+    if not isinstance(started, int | float):
+        return None
+    notice = next(
+        (m.get("at") for m in metadata.get("markers", []) or [] if m.get("label") == NOTICE_MARK),
+        0.0,
+    )
+    return float(started) - float(notice or 0.0)
+
+
+def shown_events(events: list[dict[str, Any]], metadata: dict[str, Any]) -> list[dict[str, Any]]:
+    """The call's events as the page lists them: each with the seconds since the recording
+    began (negative: before it, e.g. the rings), and its details (not the appliance's path)."""
+    zero = audio_start(events, metadata)
+    shown = []
+    for body in events:
+        t = body.get("t")
+        offset = (
+            round(float(t) - zero, 2) if zero is not None and isinstance(t, int | float) else None
+        )
+        details = {
+            k: v for k, v in body.items()
+            if k not in ("seq", "device", "line", "event", "t", "at", "path", "id")
+        }  # fmt: skip
+        shown.append(
+            {"event": body.get("event"), "at": body.get("at"), "offset": offset,
+             "details": ", ".join(f"{k} {v}" for k, v in sorted(details.items()))}
+        )  # fmt: skip
+    return shown
+
+
+def pause_marks(
+    metadata: dict[str, Any], started_at: str | None, events: list[dict[str, Any]] | None = None
+) -> list[dict[str, Any]]:
+    """Where each pause (PCI) is in the recording. A paused call's audio is not kept, so a
+    pause is a point in the recording (`at` s into it) where the call went on unrecorded for
+    `seconds`; the pauses before it are not in the recording either. Placed by the call's
+    recording_paused events (the appliance's monotonic clock) when they are here, else by the
+    wall-clock times in the metadata."""
+    events = events or []
+    zero = audio_start(events, metadata)
+    paused = [e.get("t") for e in events if e.get("event") == "recording_paused"]
+    start = _when(metadata.get("started_at") or started_at)
+    marks, skipped = [], 0.0
+    for index, pause in enumerate(metadata.get("pauses", []) or []):
+        seconds = float(pause.get("seconds", 0) or 0)
+        began = _when(pause.get("from"))
+        t = paused[index] if index < len(paused) else None
+        if zero is not None and isinstance(t, int | float):
+            at: float | None = max(0.0, float(t) - zero - skipped)
+        elif start is not None and began is not None:
+            at = max(0.0, began - start - skipped)
+        else:
+            at = None
+        by = str(pause.get("by", "?"))
+        marks.append({"at": at, "seconds": seconds, "by": by, "from": pause.get("from")})
+        skipped += seconds
+    return marks
+
+
+def _spans(
+    metadata: dict[str, Any], started_at: str | None, events: list[dict[str, Any]]
+) -> list[tuple[float, float, str]]:
+    """Pauses (PCI: points, as their audio is not kept), gaps and redactions as
+    (start s, length s, what) from the recording's start."""
     spans: list[tuple[float, float, str]] = []
-    start = _when(started_at or metadata.get("started_at"))
-    for pause in metadata.get("pauses", []) or []:
-        at = _when(pause.get("from"))
-        if start is not None and at is not None:
-            spans.append(
-                (
-                    max(0.0, at - start),
-                    float(pause.get("seconds", 0)),
-                    f"paused ({pause.get('by')})",
-                )
-            )
+    for mark in pause_marks(metadata, started_at, events):
+        if mark["at"] is not None:
+            spans.append((mark["at"], 0.0, f"paused {mark['seconds']:g} s ({mark['by']})"))
     for gap in metadata.get("gaps", []) or []:
         spans.append(
             (float(gap.get("at", 0)), float(gap.get("seconds", 0)), str(gap.get("reason")))
