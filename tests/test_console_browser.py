@@ -8,6 +8,7 @@ come from here). The browser is launched once for the module.
 from __future__ import annotations
 
 import re
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +17,9 @@ import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from console_site import PASSWORD, Clock, FleetFeed, Server, add_user, console, deliver
+from linerec.collector.exports import redaction_note, verify_export
 from linerec.collector.review import Criterion, Scorecard
+from linerec.store.keys import load_public
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = [
@@ -262,3 +265,31 @@ def test_the_fleet_page_changes_when_an_appliance_goes_offline(
         page.screenshot(path=str(tmp_path / "fleet.png"), full_page=True)
     navigations = [e for e in server.service.audit.entries() if e["action"] == "fleet"]
     assert len(navigations) == 1  # the page was loaded once
+
+
+def test_export_a_customer_copy_and_verify_it(
+    page: Page, served: tuple[Server, pyotp.TOTP], tmp_path: Path
+) -> None:
+    server, totp = served
+    log_in(page, server, totp)
+    page.goto(f"{server.url}/recordings?number=55512345")
+    page.click("table.results tbody tr a")
+    page.wait_for_url("**/recordings/box1-*")
+    page.fill("form.export input[name=reason]", "customer request 1234")
+    with page.expect_download() as download:
+        page.click("form.export button[type=submit]")
+    archive = tmp_path / download.value.suggested_filename
+    download.value.save_as(archive)
+    with zipfile.ZipFile(archive) as files:
+        files.extractall(tmp_path / "copy")
+    (wav,) = (tmp_path / "copy").glob("*.wav")
+    public = server.service.store.data_dir.parent / "keys" / "collector.pub"
+    assert verify_export(wav, load_public(public)) == ""
+    assert redaction_note(wav) == ""  # this one was not redacted
+    altered = bytearray(wav.read_bytes())
+    altered[len(altered) // 2] ^= 0x01  # one bit of one sample
+    wav.write_bytes(bytes(altered))
+    assert "altered" in verify_export(wav, load_public(public))
+    page.screenshot(path=str(tmp_path / "export.png"), full_page=True)
+    actions = [(e["action"], e["reason"]) for e in server.service.audit.entries()]
+    assert ("export", "customer request 1234") in actions

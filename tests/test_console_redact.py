@@ -262,3 +262,45 @@ def test_two_devices_with_one_id_are_told_apart(
     )
     assert done.status_code == 200 and done.json()["original_kept"] is False  # box1 not held
     assert store.redactions("box2", rid) == []
+
+
+def test_the_api_exports_a_redacted_customer_copy_that_says_so(
+    client: TestClient, service: ConsoleService, clock: Clock, site: Path, tmp_path: Path
+) -> None:
+    import zipfile
+
+    from linerec.collector.exports import redaction_note, verify_export
+    from linerec.store.keys import load_public
+
+    rid = str(line1(service)["id"])
+    lee = add_user(service, "lee", "listener", ("line", "box1/*"))
+    ann = add_user(service, "ann", "supervisor")
+    client.post("/api/login", json={"name": "lee", "password": "correct horse battery",
+                                    "code": lee.at(clock.now)})  # fmt: skip
+    refused = client.get(f"/api/recordings/{rid}/export", params={"reason": "x"})
+    assert refused.status_code == 403
+    client.cookies.clear()
+    client.post("/api/login", json={"name": "ann", "password": "correct horse battery",
+                                    "code": ann.at(clock.now)})  # fmt: skip
+    assert client.get(f"/api/recordings/{rid}/export").status_code == 400  # no reason
+    body = {"from": 2, "to": 3, "reason": "card number"}
+    assert client.post(f"/api/recordings/{rid}/redact", json=body).status_code == 200
+    answer = client.get(f"/api/recordings/{rid}/export", params={"reason": "customer asked"})
+    assert answer.status_code == 200 and answer.headers["content-type"] == "application/zip"
+    archive = tmp_path / "copy.zip"
+    archive.write_bytes(answer.content)
+    with zipfile.ZipFile(archive) as files:
+        assert sorted(files.namelist()) == sorted(
+            f"{rid}{s}" for s in (".wav", ".json", ".lrec", ".verify.json")
+        )
+        files.extractall(tmp_path / "copy")
+    wav = tmp_path / "copy" / f"{rid}.wav"
+    public = load_public(site.parent / "keys" / "collector.pub")
+    assert verify_export(wav, public) == ""
+    assert redaction_note(wav).startswith("REDACTED: silenced 2-3 s by ann (card number)")
+    assert not list(site.parent.rglob("*.wav"))  # nothing in clear at the collector
+    actions = [(e["who"], e["action"], e["reason"]) for e in service.audit.entries()]
+    assert ("ann", "export refused", "no reason given") in actions
+    assert ("ann", "export", "customer asked") in actions and ("lee", "forbidden") in [
+        (w, a) for w, a, _ in actions
+    ]

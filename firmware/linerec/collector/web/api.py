@@ -20,6 +20,7 @@ from linerec.collector.web.app import (
     CsrfRefused,
     audio_response,
     set_session,
+    zip_response,
 )
 from linerec.collector.web.service import ConsoleService
 
@@ -105,6 +106,20 @@ def audio(
         actor, recording_id, ticket=ticket, reason=reason, device=device
     )
     return audio_response(request, listening.wav)
+
+
+@router.get(
+    "/recordings/{recording_id}/export",
+    response_class=Response,
+    responses={200: {"content": {"application/zip": {}}}},
+)
+def export(
+    recording_id: str, request: Request, actor: Asker, reason: str = "", device: str | None = None
+) -> Response:
+    """A customer copy (supervisor): a ZIP of ID.wav, ID.json, ID.lrec and ID.verify.json,
+    which `linerec collector verify-export ID.wav --collector collector.pub` checks."""
+    name, data = service_of(request).export(actor, recording_id, reason, device)
+    return zip_response(name, data)
 
 
 class Redact(BaseModel):

@@ -26,6 +26,7 @@ from linerec.collector.web.app import (
     CsrfRefused,
     audio_response,
     set_session,
+    zip_response,
 )
 from linerec.collector.web.permissions import require
 from linerec.collector.web.service import BadRequest, ConsoleService
@@ -179,6 +180,25 @@ def redact(
         return render(request, "recording.html", 400, r=details, ticket="", message=str(exc))
     said = f"{done['from']:g}-{done['to']:g} s silenced in version {done['version']}"
     return RedirectResponse(_page(recording_id, done["device"], done=said), status_code=303)
+
+
+@router.post("/recordings/{recording_id}/export")
+def export(
+    recording_id: str,
+    request: Request,
+    actor: Asker,
+    reason: str = Form(""),
+    csrf: str = Form(""),
+    device: str | None = None,
+) -> Response:
+    check_csrf(actor, csrf)
+    service = service_of(request)
+    try:
+        name, data = service.export(actor, recording_id, reason, device)
+    except BadRequest as exc:
+        details = service.recording(actor, recording_id, device)
+        return render(request, "recording.html", 400, r=details, ticket="", message=str(exc))
+    return zip_response(name, data)
 
 
 @router.get("/recordings/{recording_id}/waveform.svg")

@@ -9,10 +9,12 @@ recordings being played, so a player's range requests need not decrypt again.
 
 from __future__ import annotations
 
+import io
 import json
 import secrets
 import threading
 import time
+import zipfile
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
@@ -23,6 +25,7 @@ from typing import Any
 from linerec.codec import RATE
 from linerec.collector.accounts import Accounts, Actor
 from linerec.collector.audit import AuditLog
+from linerec.collector.exports import export_files
 from linerec.collector.redaction import RedactionError, redact, redaction_of
 from linerec.collector.review import (
     MAX_COMMENT,
@@ -337,6 +340,25 @@ class ConsoleService:
             "original_kept": done.original_kept,
         }
 
+    def export(
+        self, actor: Actor, recording_id: str, reason: str, device: str | None = None
+    ) -> tuple[str, bytes]:
+        """A customer copy as one ZIP made in memory (the files `collector export` writes):
+        its name and bytes. Needs a reason (kept in the audit)."""
+        row = self._row(actor, recording_id, "export", device)
+        reason = _reason(reason)
+        if not reason:
+            self.record(actor, "export refused", row["id"], "no reason given")
+            raise BadRequest("say why you export this recording (the reason is kept in the audit)")
+        with self.lock:
+            _, files = export_files(self.store, self.key, row["id"], reason, row["device"])
+            self.audit.record(who=actor.name, action="export", recording=row["id"], reason=reason)
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+            for suffix, data in files.items():
+                archive.writestr(f"{row['id']}{suffix}", data)
+        return f"{row['id']}.zip", buffer.getvalue()
+
     # -- quality review ---------------------------------------------------------------------
 
     def sample(
@@ -484,9 +506,9 @@ def shown_events(events: list[dict[str, Any]], metadata: dict[str, Any]) -> list
     shown = []
     for body in events:
         t = body.get("t")
-        offset = (
-            round(float(t) - zero, 2) if zero is not None and isinstance(t, int | float) else None
-        )
+        offset = None
+        if zero is not None and isinstance(t, int | float):
+            offset = round(float(t) - zero, 1) + 0.0  # + 0.0: never "-0.0 s"
         details = {
             k: v for k, v in body.items()
             if k not in ("seq", "device", "line", "event", "t", "at", "path", "id")
