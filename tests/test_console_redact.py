@@ -304,3 +304,40 @@ def test_the_api_exports_a_redacted_customer_copy_that_says_so(
     assert ("ann", "export", "customer asked") in actions and ("lee", "forbidden") in [
         (w, a) for w, a, _ in actions
     ]
+
+
+def test_a_supervisor_holds_and_releases_from_the_console(
+    client: TestClient, service: ConsoleService, clock: Clock
+) -> None:
+    rid = str(line1(service)["id"])
+    lee = add_user(service, "lee", "listener", ("line", "box1/*"))
+    ann = add_user(service, "ann", "supervisor")
+    client.post("/api/login", json={"name": "lee", "password": "correct horse battery",
+                                    "code": lee.at(clock.now)})  # fmt: skip
+    body = {"held": True, "reason": "litigation 12"}
+    assert client.post(f"/api/recordings/{rid}/hold", json=body).status_code == 403
+    client.cookies.clear()
+    csrf = client.post("/api/login", json={"name": "ann", "password": "correct horse battery",
+                                           "code": ann.at(clock.now)}).json()["csrf"]  # fmt: skip
+    blank = client.post(f"/api/recordings/{rid}/hold", json={"held": True, "reason": " "})
+    assert blank.status_code == 400 and not service.store.is_held("box1", rid)
+    assert client.post(f"/api/recordings/{rid}/hold", json=body).status_code == 200
+    assert service.store.is_held("box1", rid)
+    held = client.get("/api/recordings", params={"held": "yes"}).json()["recordings"]
+    assert [r["id"] for r in held] == [rid]
+    assert client.post(f"/api/recordings/{rid}/redact",
+                       json={"from": 1, "to": 2, "reason": "card"}).json()["original_kept"]  # fmt: skip
+    stale = client.post(f"/recordings/{rid}/hold", data={"held": "no", "reason": "settled"})
+    assert stale.status_code == 403 and service.store.is_held("box1", rid)  # no CSRF token
+    released = client.post(
+        f"/recordings/{rid}/hold?device=box1",
+        data={"held": "no", "reason": "settled", "csrf": csrf},
+        follow_redirects=False,
+    )
+    assert released.status_code == 303 and "hold+lifted" in released.headers["location"]
+    assert not service.store.is_held("box1", rid)
+    assert not service.store.original_kept("box1", rid)  # shredded with the hold
+    actions = [(e["who"], e["action"], e["reason"]) for e in service.audit.entries()]
+    assert ("ann", "hold", "litigation 12") in actions
+    assert ("ann", "release", "settled") in actions
+    assert ("ann", "hold refused", "no reason given") in actions

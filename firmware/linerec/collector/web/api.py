@@ -122,6 +122,19 @@ def export(
     return zip_response(name, data)
 
 
+class Hold(BaseModel):
+    held: bool = Field(description="true: place a legal hold; false: lift it")
+    reason: str = Field(max_length=500)
+
+
+@router.post("/recordings/{recording_id}/hold", dependencies=[Depends(json_only)])
+def hold(
+    recording_id: str, body: Hold, request: Request, actor: Asker, device: str | None = None
+) -> dict[str, Any]:
+    """Place or lift a legal hold (supervisor); a held recording is never deleted."""
+    return service_of(request).hold(actor, recording_id, body.held, body.reason, device)
+
+
 class Redact(BaseModel):
     from_: float = Field(alias="from", ge=0, description="start of the span, seconds")
     to: float = Field(gt=0, description="end of the span, seconds")

@@ -201,6 +201,27 @@ def export(
     return zip_response(name, data)
 
 
+@router.post("/recordings/{recording_id}/hold")
+def hold(
+    recording_id: str,
+    request: Request,
+    actor: Asker,
+    held: str = Form(""),
+    reason: str = Form(""),
+    csrf: str = Form(""),
+    device: str | None = None,
+) -> Response:
+    check_csrf(actor, csrf)
+    service = service_of(request)
+    try:
+        done = service.hold(actor, recording_id, held == "yes", reason, device)
+    except BadRequest as exc:
+        details = service.recording(actor, recording_id, device)
+        return render(request, "recording.html", 400, r=details, ticket="", message=str(exc))
+    said = "on legal hold" if done["held"] else "legal hold lifted"
+    return RedirectResponse(_page(recording_id, done["device"], done=said), status_code=303)
+
+
 @router.get("/recordings/{recording_id}/waveform.svg")
 def waveform(
     recording_id: str, request: Request, actor: Asker, device: str | None = None

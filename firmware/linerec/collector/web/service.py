@@ -359,6 +359,27 @@ class ConsoleService:
                 archive.writestr(f"{row['id']}{suffix}", data)
         return f"{row['id']}.zip", buffer.getvalue()
 
+    def hold(
+        self,
+        actor: Actor,
+        recording_id: str,
+        held: bool,
+        reason: str,
+        device: str | None = None,
+    ) -> dict[str, Any]:
+        """Place (or lift) a legal hold; both need a reason, kept in the audit. Lifting it
+        shreds an original a redaction kept for the hold."""
+        row = self._row(actor, recording_id, "hold", device)
+        action = "hold" if held else "release"
+        reason = _reason(reason)
+        if not reason:
+            self.record(actor, f"{action} refused", row["id"], "no reason given")
+            raise BadRequest(f"say why ({action}: the reason is kept in the audit)")
+        with self.lock:
+            self.store.hold(row["id"], held, row["device"])
+            self.audit.record(who=actor.name, action=action, recording=row["id"], reason=reason)
+        return {"id": row["id"], "device": row["device"], "held": held}
+
     # -- quality review ---------------------------------------------------------------------
 
     def sample(
