@@ -8,6 +8,7 @@ console serves real sealed recordings from the real collector store.
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 import sqlite3
@@ -22,6 +23,7 @@ import pyotp
 import uvicorn
 
 from broker import Mosquitto
+from linerec.broker import Broker
 from linerec.collector.accounts import Accounts
 from linerec.collector.config import load_collector_config
 from linerec.collector.service import Collector
@@ -30,6 +32,7 @@ from linerec.collector.web.app import build_app
 from linerec.collector.web.service import ConsoleService
 from linerec.config import load_config
 from linerec.daemon.simulate import example_call, simulate
+from linerec.mqttapi import make_client
 from linerec.store.keys import keygen
 
 LINEREC = [sys.executable, "-m", "linerec.cli"]
@@ -46,8 +49,9 @@ class Clock:
         return self.now
 
 
-def deliver(root: Path) -> Path:
-    """Record two calls and deliver them to a collector; returns its collector.toml."""
+def deliver(root: Path, calls: list[Path] | None = None) -> Path:
+    """Record two calls (or `calls`) and deliver them to a collector; returns its
+    collector.toml."""
     root.mkdir(parents=True, exist_ok=True)
     broker = Mosquitto(root).start()
     try:
@@ -69,7 +73,7 @@ def deliver(root: Path) -> Path:
             example_call("outbound.toml").read_text().replace('line = "line1"', 'line = "line2"')
         )
         simulate(
-            [example_call("inbound.toml"), outbound],
+            calls or [example_call("inbound.toml"), outbound],
             config=load_config(appliance),
             store_dir=None,
             emit=lambda e: None,
@@ -91,7 +95,7 @@ def deliver(root: Path) -> Path:
         finally:
             stop.set()
             thread.join(10)
-        assert len(collector.store.recordings()) == 2
+        assert len(collector.store.recordings()) == (len(calls) if calls else 2)
     finally:
         broker.stop()
     return collector_toml
@@ -151,3 +155,63 @@ class Server:
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True
         self.thread.join(10)
+
+
+class FleetFeed:
+    """A collector receiving from a fresh mosquitto, over the same store as a delivered site,
+    and a device's client that publishes its retained status and health there. `publish`
+    returns once the collector has kept (or refused) the message: it waits on the collector's
+    own store call or problem report, with a bounded timeout."""
+
+    def __init__(self, site: Path) -> None:
+        import re
+
+        self.broker = Mosquitto(site.parent).start()
+        config = site.with_name("collector-fleet.toml")
+        config.write_text(
+            re.sub(r'broker = "[^"]*"', f'broker = "{self.broker.url}"', site.read_text())
+        )
+        self.collector = Collector(
+            load_collector_config(config), client_id=f"fleet-{time.monotonic_ns()}"
+        )
+        self.kept = threading.Event()
+        store = self.collector.store
+        keep = store.keep_status
+
+        def keep_and_tell(*args: object, **kwargs: object) -> None:
+            keep(*args, **kwargs)  # type: ignore[arg-type]
+            self.kept.set()
+
+        store.keep_status = keep_and_tell  # type: ignore[method-assign]
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.collector.run, args=(self.stop,), daemon=True)
+        self.device = make_client(
+            f"device-{time.monotonic_ns()}",
+            Broker(host="127.0.0.1", port=self.broker.port, tls=False),
+        )
+
+    def __enter__(self) -> FleetFeed:
+        self.thread.start()
+        assert self.collector.ready.wait(10)
+        self.device.connect("127.0.0.1", self.broker.port)
+        self.device.loop_start()
+        return self
+
+    def publish(self, device: str, kind: str, body: object) -> None:
+        problems = len(self.collector.problems)
+        self.kept.clear()
+        payload = body if isinstance(body, bytes) else json.dumps(body).encode()
+        info = self.device.publish(f"linerec/v1/{device}/{kind}", payload, qos=1, retain=True)
+        info.wait_for_publish(10)
+        deadline = time.monotonic() + 10
+        while not self.kept.wait(0.05):  # a refusal is reported, not kept
+            if len(self.collector.problems) > problems:
+                return
+            assert time.monotonic() < deadline, f"the collector did not take {kind} of {device}"
+
+    def __exit__(self, *exc: object) -> None:
+        self.device.loop_stop()
+        self.device.disconnect()
+        self.stop.set()
+        self.thread.join(10)
+        self.broker.stop()

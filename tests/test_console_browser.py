@@ -7,14 +7,19 @@ come from here). The browser is launched once for the module.
 
 from __future__ import annotations
 
+import re
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pyotp
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from console_site import PASSWORD, Clock, Server, add_user, console, deliver
+from console_site import PASSWORD, Clock, FleetFeed, Server, add_user, console, deliver
+from linerec.collector.exports import redaction_note, verify_export
+from linerec.collector.review import Criterion, Scorecard
+from linerec.store.keys import load_public
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = [
@@ -57,12 +62,12 @@ def page(browser: Browser) -> Iterator[Page]:
     context.close()
 
 
-def log_in(page: Page, server: Server, totp: pyotp.TOTP) -> None:
+def log_in(page: Page, server: Server, totp: pyotp.TOTP, name: str = "ann") -> None:
     clock = server.service.clock
     assert isinstance(clock, Clock)
     clock.now += 30  # a fresh step for each login: a code is accepted once only
     page.goto(f"{server.url}/login")
-    page.fill("input[name=name]", "ann")
+    page.fill("input[name=name]", name)
     page.fill("input[name=password]", PASSWORD)
     page.fill("input[name=code]", totp.at(clock.now))
     page.click("button[type=submit]")
@@ -146,3 +151,145 @@ def test_a_wrong_code_in_the_browser_says_only_that_it_failed(
     page.screenshot(path=str(tmp_path / "login.png"))
     page.goto(f"{server.url}/recordings")
     assert page.url == f"{server.url}/login"
+
+
+def test_redact_a_span_and_hear_silence_there(
+    page: Page, served: tuple[Server, pyotp.TOTP], tmp_path: Path
+) -> None:
+    server, totp = served
+    log_in(page, server, totp)
+    page.goto(f"{server.url}/recordings?direction=outbound")
+    page.click("table.results tbody tr a")
+    page.wait_for_url("**/recordings/box1-*")
+    page.fill("form.redact input[name=from]", "1")
+    page.fill("form.redact input[name=to]", "2.5")
+    page.fill("form.redact input[name=reason]", "card number read out")
+    page.click("form.redact button[type=submit]")
+    page.wait_for_selector("p.done")
+    assert "1-2.5 s silenced in version 1" in page.inner_text("p.done")
+    assert "1-2.5 s by ann (card number read out)" in page.inner_text("dd.redactions")
+    page.fill("form.play input[name=reason]", "check the redaction")
+    page.click("form.play button[type=submit]")
+    page.wait_for_selector("audio#player")
+    # The browser fetches the streamed WAV and decodes it itself, at the recording's rate.
+    levels = page.evaluate(
+        """async () => {
+            const player = document.getElementById('player');
+            const data = await (await fetch(player.src)).arrayBuffer();
+            const audio = await new OfflineAudioContext(1, 8000, 8000).decodeAudioData(data);
+            const samples = audio.getChannelData(0);
+            const peak = (from, to) => {
+                let high = 0;
+                for (let i = Math.round(from * 8000); i < Math.round(to * 8000); i++)
+                    high = Math.max(high, Math.abs(samples[i]));
+                return high;
+            };
+            return {before: peak(0, 1), span: peak(1, 2.5), after: peak(2.5, audio.duration)};
+        }"""
+    )
+    assert levels["span"] == 0, levels
+    assert levels["before"] > 0.001 or levels["after"] > 0.001, levels  # sound elsewhere
+    page.screenshot(path=str(tmp_path / "redacted.png"), full_page=True)
+    actions = [(e["who"], e["action"]) for e in server.service.audit.entries()]
+    assert ("ann", "redact") in actions
+
+
+def test_review_a_sampled_call(
+    page: Page, served: tuple[Server, pyotp.TOTP], tmp_path: Path
+) -> None:
+    server, totp = served
+    server.service.scorecard = Scorecard(
+        criteria=(
+            Criterion(name="script", question="Did the agent read the script?", answer="yes/no"),
+            Criterion(name="courtesy", question="How courteous was the agent?", answer="1-5"),
+        )
+    )
+    log_in(page, server, totp)
+    page.click("header nav a[href='/review']")
+    page.select_option("form.sample select[name=per]", "line")
+    page.fill("form.sample input[name=n]", "1")
+    page.fill("form.sample input[name=seed]", "week-48")
+    page.click("form.sample button[type=submit]")
+    page.wait_for_url("**/review?*seed=week-48*")
+    assert "seed week-48" in page.inner_text("p.draw")
+    assert page.locator("table.sample tbody tr").count() == 2  # one call from each line
+    page.click("table.sample tbody tr:first-child a")
+    page.wait_for_url("**/recordings/box1-*/review?*")
+    page.wait_for_function("document.getElementById('player').readyState >= 1")
+    assert page.evaluate("document.getElementById('player').duration") > 1
+    page.check("input[name=c_script][value=yes]")
+    page.check("input[name=c_courtesy][value='4']")
+    page.fill("form.scorecard textarea[name=comment]", "read the advisory")
+    page.screenshot(path=str(tmp_path / "review.png"), full_page=True)
+    page.click("form.scorecard button[type=submit]")
+    page.wait_for_selector("p.done")
+    assert "script: yes, courtesy: 4" in page.inner_text("table.reviews")
+    entries = server.service.audit.entries()
+    plays = {e["reason"] for e in entries if e["action"] == "play"}
+    assert "quality review (sample week-48)" in plays
+    (review,) = [e for e in entries if e["action"] == "review"]
+    assert review["who"] == "ann" and '"courtesy": 4' in review["reason"]
+
+
+def test_the_fleet_page_changes_when_an_appliance_goes_offline(
+    page: Page, served: tuple[Server, pyotp.TOTP], tmp_path: Path
+) -> None:
+    server, _ = served
+    admin = add_user(server.service, "ada", "admin")
+    site = server.service.store.data_dir.parent / "collector.toml"
+    with FleetFeed(site) as feed:
+        feed.publish("box1", "status", {"state": "online", "connection": 1, "last_counter": 0})
+        feed.publish(
+            "box1",
+            "health",
+            {"ring_fill": 0.25, "clock_synchronized": True, "faults": [],
+             "lines": [{"line": "line1", "state": "idle", "off_hook": False}]},
+        )  # fmt: skip
+        log_in(page, server, admin, name="ada")
+        page.click("header nav a[href='/fleet']")
+        state = page.locator("table.fleet tbody tr[data-device=box1] td.state")
+        assert state.inner_text().startswith("online since")
+        assert "25% full" in page.inner_text("table.fleet")
+        feed.publish("box1", "status", {"state": "offline", "connection": 1})
+        # No reload: the page's own refresh brings the change.
+        expect(state).to_have_text(re.compile(r"^offline since "), timeout=WAIT_MS)
+        assert state.get_attribute("class") == "state offline"
+        feed.publish(
+            "box1",
+            "health",
+            {"ring_fill": 0.25, "clock_synchronized": True, "faults": [],
+             "lines": [{"line": "line1", "state": "connected", "off_hook": True}]},
+        )  # fmt: skip
+        lines = page.locator("table.fleet tbody tr[data-device=box1] td").nth(2)
+        expect(lines).to_have_text("line1: connected, off hook", timeout=WAIT_MS)
+        page.screenshot(path=str(tmp_path / "fleet.png"), full_page=True)
+    navigations = [e for e in server.service.audit.entries() if e["action"] == "fleet"]
+    assert len(navigations) == 1  # the page was loaded once
+
+
+def test_export_a_customer_copy_and_verify_it(
+    page: Page, served: tuple[Server, pyotp.TOTP], tmp_path: Path
+) -> None:
+    server, totp = served
+    log_in(page, server, totp)
+    page.goto(f"{server.url}/recordings?number=55512345")
+    page.click("table.results tbody tr a")
+    page.wait_for_url("**/recordings/box1-*")
+    page.fill("form.export input[name=reason]", "customer request 1234")
+    with page.expect_download() as download:
+        page.click("form.export button[type=submit]")
+    archive = tmp_path / download.value.suggested_filename
+    download.value.save_as(archive)
+    with zipfile.ZipFile(archive) as files:
+        files.extractall(tmp_path / "copy")
+    (wav,) = (tmp_path / "copy").glob("*.wav")
+    public = server.service.store.data_dir.parent / "keys" / "collector.pub"
+    assert verify_export(wav, load_public(public)) == ""
+    assert redaction_note(wav) == ""  # this one was not redacted
+    altered = bytearray(wav.read_bytes())
+    altered[len(altered) // 2] ^= 0x01  # one bit of one sample
+    wav.write_bytes(bytes(altered))
+    assert "altered" in verify_export(wav, load_public(public))
+    page.screenshot(path=str(tmp_path / "export.png"), full_page=True)
+    actions = [(e["action"], e["reason"]) for e in server.service.audit.entries()]
+    assert ("export", "customer request 1234") in actions

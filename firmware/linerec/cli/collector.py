@@ -62,6 +62,14 @@ def add_commands(
     delete.add_argument("id", metavar="ID")
     delete.add_argument("--reason", required=True)
     delete.set_defaults(handler=_delete)
+    redact = collector_commands.add_parser(
+        "redact", help="silence a span in a new version; the original's key is destroyed"
+    )
+    redact.add_argument("id", metavar="ID", help="the recording's ID, or DEVICE/ID")
+    redact.add_argument("--from", dest="start", type=_seconds, required=True, metavar="S")
+    redact.add_argument("--to", dest="end", type=_seconds, required=True, metavar="S")
+    redact.add_argument("--reason", required=True, help="why (kept with the new version)")
+    redact.set_defaults(handler=_redact)
     hold = collector_commands.add_parser("hold", help="legal hold at the collector")
     hold.add_argument("id", metavar="ID")
     hold.add_argument("--release", action="store_true", help="lift the hold")
@@ -74,7 +82,7 @@ def add_commands(
         help="check the audit and deletion hash chains; exit 1 naming the first broken entry",
     )
     audit.set_defaults(handler=_audit)
-    for sub_parser in (export, delete, hold):
+    for sub_parser in (export, delete, hold, redact):
         sub_parser.add_argument(
             "--device",
             type=_device_id,
@@ -159,6 +167,7 @@ def add_commands(
         export,
         listen,
         delete,
+        redact,
         hold,
         audit,
         command,
@@ -269,13 +278,17 @@ def _store(settings: CollectorSettings) -> CollectorStore:
 
 
 def _verify_export(args: argparse.Namespace) -> int:
-    from linerec.collector.exports import verify_export
+    from linerec.collector.exports import redaction_note, verify_export
     from linerec.store.keys import load_public
 
     problem = verify_export(args.wav, load_public(args.collector))
     if problem:
         print(f"linerec: {args.wav}: NOT verified: {problem}", file=sys.stderr)
         return 1
+    note = redaction_note(args.wav)
+    if note:
+        print(f"{args.wav}: verified: a redacted version made and signed by the collector; {note}")
+        return 0
     print(f"{args.wav}: verified: the audio of a recording signed by its appliance, unaltered")
     return 0
 
@@ -386,6 +399,46 @@ def _delete(args: argparse.Namespace) -> int:
     print(
         f"{entry['device']}/{entry['id']}: deleted; its key is destroyed "
         f"(deletion log {entry['hash'][:16]})"
+    )
+    return 0
+
+
+def _seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = float("nan")
+    if not 0 <= seconds <= 10**7:  # also false for NaN
+        raise argparse.ArgumentTypeError(f"must be seconds into the recording (got {text!r})")
+    return seconds
+
+
+def _redact(args: argparse.Namespace) -> int:
+    from linerec.collector.audit import cli_user
+    from linerec.collector.redaction import RedactionError, redact
+    from linerec.store.reader import IntegrityError
+
+    settings = _settings(args)
+    store = _store(settings)
+    try:
+        done = redact(
+            store, settings.key, args.id, args.start, args.end, args.reason,
+            who=cli_user(), device=args.device,
+        )  # fmt: skip
+    except RedactionError as exc:
+        print(f"linerec: error: --{exc}", file=sys.stderr)
+        return 2
+    except (KeyError, IntegrityError, ValueError) as exc:
+        print(f"linerec: error: {_message(exc)}", file=sys.stderr)
+        return 1
+    original = (
+        "the original is kept for its legal hold (shredded when the hold is lifted)"
+        if done.original_kept
+        else "the original's key is destroyed"
+    )
+    print(
+        f"{done.device}/{done.id}: {done.start:g}-{done.end:g} s silenced in version "
+        f"{done.version}, signed by this collector; {original}"
     )
     return 0
 

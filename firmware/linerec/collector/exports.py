@@ -5,20 +5,27 @@ as the appliance sealed and signed it) and OUT.verify.json: the recording's head
 trailer, the SHA-256 of OUT.lrec and of OUT.wav, all signed by the collector. `verify_export`
 checks, with only public keys: the collector's signature, that OUT.wav and OUT.lrec are the
 files it names, and that OUT.lrec is intact and signed by the appliance its header names.
+
+A redacted recording (linerec.collector.redaction) is signed by the collector instead: its
+header says which spans were silenced, by whom and why, and names the original (its header
+hash, its file's hash and the appliance's signed trailer). `verify_export` accepts it only if
+the collector's own key signed it, and `redaction_note` says what it is.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from pathlib import Path
 
 from linerec.codec import RATE, Codec
+from linerec.collector.redaction import redaction_of
 from linerec.collector.store import CollectorStore
 from linerec.mqttapi import ApiError, sign, verify
-from linerec.store.keys import CollectorPrivate, CollectorPublic
+from linerec.store.keys import CollectorPrivate, CollectorPublic, raw_public
 from linerec.store.reader import Decrypted, IntegrityError, decrypt, inspect
-from linerec.wav import write_wav
+from linerec.wav import WavWriter
 
 
 def export(
@@ -29,30 +36,49 @@ def export(
     reason: str,
     device: str | None = None,
 ) -> Decrypted:
+    """Write the customer copy: OUT.wav, OUT.json, OUT.lrec and OUT.verify.json."""
+    result, files = export_files(store, key, recording_id, reason, device)
+    for suffix, data in files.items():
+        out.with_suffix(suffix).write_bytes(data)
+    return result
+
+
+def export_files(
+    store: CollectorStore,
+    key: CollectorPrivate,
+    recording_id: str,
+    reason: str,
+    device: str | None = None,
+) -> tuple[Decrypted, dict[str, bytes]]:
+    """The customer copy's files, by suffix, made in memory (the console sends them as one
+    archive: no audio in clear is written at the collector)."""
     row = store.recording(recording_id, device)
     if row is None:
         raise ValueError("no such recording at this collector")
     sealed = store.read_recording(recording_id, Path(row["path"]), row["device"])
     result = decrypt(sealed, key)
-    write_wav(out, result.samples, rate=RATE, codec=Codec.PCM16)
-    out.with_suffix(".json").write_text(
-        json.dumps(
-            {"recording": row, "state": result.inspected.state, "metadata": result.metadata},
-            indent=2,
-        )
-        + "\n"
-    )
-    out.with_suffix(".lrec").write_bytes(sealed)
+    buffer = io.BytesIO()
+    writer = WavWriter(buffer, rate=RATE, codec=Codec.PCM16)
+    writer.write(result.samples)
+    writer.close()
+    wav = buffer.getvalue()
+    public = {k: v for k, v in row.items() if k != "path"}
+    metadata = {"recording": public, "state": result.inspected.state, "metadata": result.metadata}
     proof = {
         "recording": recording_id,
         "reason": reason,
         "header": result.inspected.header,
         "end": result.inspected.end,
         "lrec_sha256": hashlib.sha256(sealed).hexdigest(),
-        "wav_sha256": hashlib.sha256(out.read_bytes()).hexdigest(),
+        "wav_sha256": hashlib.sha256(wav).hexdigest(),
+        "redaction": redaction_of(result.inspected.header),
     }
-    out.with_suffix(".verify.json").write_bytes(sign(key.signing, proof))
-    return result
+    return result, {
+        ".wav": wav,
+        ".json": (json.dumps(metadata, indent=2) + "\n").encode(),
+        ".lrec": sealed,
+        ".verify.json": sign(key.signing, proof),
+    }
 
 
 def verify_export(wav: Path, collector: CollectorPublic) -> str:
@@ -77,4 +103,26 @@ def verify_export(wav: Path, collector: CollectorPublic) -> str:
         return f"the sealed recording does not verify: {exc}"
     if inspected.header != proof.get("header"):
         return "the verification file names another recording"
+    if redaction_of(inspected.header) is not None and raw_public(
+        inspected.device_key
+    ) != raw_public(collector.signing):
+        return "it says it is a redacted version, but this collector did not sign it"
     return ""
+
+
+def redaction_note(wav: Path) -> str:
+    """For a copy that verifies: '' if it is the appliance's recording as it was, else which
+    spans were silenced, by whom, why, and from which original."""
+    redaction = redaction_of(inspect(wav.with_suffix(".lrec").read_bytes()).header)
+    if redaction is None:
+        return ""
+    original = redaction["original"]
+    spans = "; ".join(
+        f"{span['from']:g}-{span['to']:g} s by {span['by']} ({span['reason']})"
+        for span in redaction["spans"]
+    )
+    return (
+        f"REDACTED: silenced {spans}; from the original {original['device']}/{original['id']} "
+        f"(header sha256 {original['header_sha256']}, file sha256 {original['sha256']}), "
+        "signed by its appliance"
+    )

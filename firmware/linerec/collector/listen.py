@@ -18,6 +18,7 @@ import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import BinaryIO
 
 from cryptography.exceptions import InvalidTag
@@ -25,9 +26,17 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from linerec.codec import RATE, Codec, decode
 from linerec.collector.store import CollectorStore
-from linerec.store.format import BLOCK, FINAL, RecordType, chunk_aad, chunk_nonce, scan
+from linerec.store.format import (
+    BLOCK,
+    CHUNK_AUDIO_BYTES,
+    FINAL,
+    RecordType,
+    chunk_aad,
+    chunk_nonce,
+    scan,
+)
 from linerec.store.keys import CollectorPrivate
-from linerec.store.reader import Inspected, IntegrityError, file_key, inspect
+from linerec.store.reader import Inspected, IntegrityError, decrypt, file_key, inspect
 
 POLL = 0.05  # seconds between looks at the part file: far below the 2 s the listener may lag
 _ID = re.compile(r"(?P<device>.+)-(?P<seq>\d+)-\d{8}T\d{6}Z-(?P<line>[A-Za-z0-9_-]+)\Z")
@@ -130,8 +139,19 @@ def listen(
         except FileNotFoundError:
             pass
         if not streaming:  # sealed (the whole arrived) or dropped (opted out)
-            ended = "sealed" if store.stored(device, recording_id) else "discarded"
-            return Heard(recording_id, written / RATE, ended)
+            stored = store.stored(device, recording_id)
+            if stored is None:
+                return Heard(recording_id, written / RATE, "discarded")
+            # The last chunks came with the sealed upload, not the stream: the listener hears
+            # the call to its very end, from the recording as stored.
+            whole = decrypt(
+                store.read_recording(recording_id, Path(stored[0]), device), key
+            ).samples
+            per_chunk = CHUNK_AUDIO_BYTES // codec.bytes_per_sample
+            rest = whole[(index or 0) * per_chunk :] if index is not None else whole[:0]
+            out.write(rest.astype("<i2").tobytes())
+            out.flush()
+            return Heard(recording_id, (written + len(rest)) / RATE, "sealed")
         sleep(POLL)
     return Heard(recording_id, written / RATE, "stopped")
 

@@ -30,7 +30,22 @@ CREATE TABLE IF NOT EXISTS console_reviews (
     device TEXT NOT NULL, id TEXT NOT NULL, reviewer TEXT NOT NULL, at REAL NOT NULL,
     scores TEXT NOT NULL, comment TEXT NOT NULL
 );
+CREATE INDEX IF NOT EXISTS console_reviews_recording ON console_reviews (device, id);
+CREATE INDEX IF NOT EXISTS console_by_started ON recordings (started_at);
+CREATE INDEX IF NOT EXISTS console_by_id ON recordings (id);
+CREATE INDEX IF NOT EXISTS console_by_line ON recordings (device, line, started_at);
+CREATE INDEX IF NOT EXISTS console_by_caller ON recordings (caller_number);
+CREATE INDEX IF NOT EXISTS console_by_called ON recordings (called_number);
+CREATE INDEX IF NOT EXISTS console_by_duration ON recordings (duration);
 """
+# The console's tables and the indexes its searches use (bench/console.py: 100,000 recordings).
+SCHEMA_NAMES = (
+    "console_catalog", "console_reviews", "console_reviews_recording", "console_by_started",
+    "console_by_id",
+    "console_by_line", "console_by_caller", "console_by_called", "console_by_duration",
+
+)  # fmt: skip
+TOP = "\U0010ffff"  # above any character: `p <= x < p + TOP` is "x begins with p", indexed
 
 SORTS = {
     "started_at": "r.started_at ASC",
@@ -42,6 +57,7 @@ SORTS = {
 }
 DIRECTIONS = ("inbound", "outbound", "unknown")
 MAX_LIMIT = 500
+COUNT_LIMIT = 10_000  # a search's total says "at least this many" beyond it
 
 WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
 NUMBER = re.compile(r"[0-9*#+]{1,32}")
@@ -163,16 +179,22 @@ def _number(name: str, text: str, low: float, high: float, *, whole: bool = Fals
 
 def ensure_schema(db: sqlite3.Connection) -> None:
     """The console's own tables, beside the store's in the same database."""
+    marks = ", ".join("?" * len(SCHEMA_NAMES))
     present = db.execute(
-        "SELECT count(*) FROM sqlite_master WHERE name IN ('console_catalog', 'console_reviews')"
+        f"SELECT count(*) FROM sqlite_master WHERE name IN ({marks})", SCHEMA_NAMES
     ).fetchone()[0]
-    if present < 2:
-        db.executescript(SCHEMA)
+    if present < len(SCHEMA_NAMES):
+        for statement in SCHEMA.split(";"):  # not executescript: it would COMMIT first
+            if statement.strip():
+                db.execute(statement)
 
 
 def run_search(db: sqlite3.Connection, query: RecordingQuery) -> tuple[list[dict[str, Any]], int]:
     """One page of matching recordings (newest first by default) and the count of all."""
     ensure_schema(db)
+    from linerec.collector.redaction import ensure_schema as ensure_redactions
+
+    ensure_redactions(db)
     where: list[str] = []
     args: list[Any] = []
 
@@ -187,22 +209,23 @@ def run_search(db: sqlite3.Connection, query: RecordingQuery) -> tuple[list[dict
     if query.line:
         add("r.line = ?", query.line)
     if query.label:
-        add("c.label = ?", query.label)
+        add("+c.label = ?", query.label)  # walk the sort order, not the label
     if query.direction:
-        add("c.direction = ?", query.direction)
+        add("+c.direction = ?", query.direction)
     if query.since:
         add("r.started_at >= ?", query.since)
     if query.until:
         add("r.started_at < ?", query.until)
     if query.number:
         add(
-            "(substr(r.caller_number, 1, ?) = ? OR substr(r.called_number, 1, ?) = ?)",
-            len(query.number), query.number, len(query.number), query.number,
+            "((r.caller_number >= ? AND r.caller_number < ?) "
+            "OR (r.called_number >= ? AND r.called_number < ?))",
+            query.number, query.number + TOP, query.number, query.number + TOP,
         )  # fmt: skip
     if query.caller:
-        add("substr(r.caller_number, 1, ?) = ?", len(query.caller), query.caller)
+        add("r.caller_number >= ? AND r.caller_number < ?", query.caller, query.caller + TOP)
     if query.called:
-        add("substr(r.called_number, 1, ?) = ?", len(query.called), query.called)
+        add("r.called_number >= ? AND r.called_number < ?", query.called, query.called + TOP)
     if query.min_duration is not None:
         add("r.duration >= ?", query.min_duration)
     if query.max_duration is not None:
@@ -213,12 +236,15 @@ def run_search(db: sqlite3.Connection, query: RecordingQuery) -> tuple[list[dict
     elif query.review == "unreviewed":
         add(f"NOT {reviewed}")
     if query.held is not None:
-        add("h.id IS NOT NULL" if query.held else "h.id IS NULL")
+        if query.held:  # few are held: find them from the holds, not by walking every row
+            add("(r.device, r.id) IN (SELECT device, id FROM holds)")
+        else:
+            add("h.id IS NULL")
     if query.scope is not None:
         allowed: list[str] = []
         for kind, value in query.scope:
             if kind == "label":
-                allowed.append("c.label = ?")
+                allowed.append("+c.label = ?")
                 args.append(value)
             elif kind == "line":
                 device, _, line = value.partition("/")
@@ -233,15 +259,27 @@ def run_search(db: sqlite3.Connection, query: RecordingQuery) -> tuple[list[dict
     base = (
         "FROM recordings r "
         "LEFT JOIN console_catalog c ON c.device = r.device AND c.id = r.id "
-        "LEFT JOIN holds h ON h.id = r.id "
+        "LEFT JOIN holds h ON h.device = r.device AND h.id = r.id "
         f"{sql_where}"
     )
-    total = int(db.execute(f"SELECT count(*) {base}", args).fetchone()[0])
+    # Counting stops at COUNT_LIMIT: a broad search need not visit every row to say "many".
+    total = int(
+        db.execute(f"SELECT count(*) FROM (SELECT 1 {base} LIMIT {COUNT_LIMIT})", args).fetchone()[
+            0
+        ]
+    )
+    order = f"ORDER BY {SORTS[query.sort]}, r.id"
+    # The page's rows first, then what is shown of those rows only (not of every match).
     cursor = db.execute(
         "SELECT r.id, r.device, r.line, r.started_at, r.duration, r.state, r.caller_number, "
         "r.called_number, r.path, c.label, c.direction, c.consent, c.clock_synchronized, "
-        f"h.id IS NOT NULL AS held, {reviewed} AS reviewed "
-        f"{base} ORDER BY {SORTS[query.sort]}, r.id LIMIT ? OFFSET ?",
+        f"h.id IS NOT NULL AS held, {reviewed} AS reviewed, "
+        "EXISTS (SELECT 1 FROM redactions x WHERE x.device = r.device AND x.id = r.id) "
+        "AS redacted "
+        f"FROM (SELECT r.rowid AS k {base} {order} LIMIT ? OFFSET ?) AS page "
+        "JOIN recordings r ON r.rowid = page.k "
+        "LEFT JOIN console_catalog c ON c.device = r.device AND c.id = r.id "
+        f"LEFT JOIN holds h ON h.device = r.device AND h.id = r.id {order}",
         [*args, query.limit, query.offset],
     )
     names = [c[0] for c in cursor.description]
@@ -250,6 +288,7 @@ def run_search(db: sqlite3.Connection, query: RecordingQuery) -> tuple[list[dict
         record = dict(zip(names, row, strict=True))
         record["held"] = bool(record["held"])
         record["reviewed"] = bool(record["reviewed"])
+        record["redacted"] = bool(record["redacted"])
         if record["clock_synchronized"] is not None:
             record["clock_synchronized"] = bool(record["clock_synchronized"])
         rows.append(record)
@@ -294,7 +333,8 @@ def catalog_new(store: CollectorStore, key: CollectorPrivate) -> None:
     while batch := store.uncatalogued():
         for row in batch:
             try:
-                metadata = decrypt(store.read_recording(row["id"], Path(row["path"])), key).metadata
+                sealed = store.read_recording(row["id"], Path(row["path"]), row["device"])
+                metadata = decrypt(sealed, key).metadata
             except (IntegrityError, ValueError, OSError):
                 metadata = {}  # kept in the catalog all the same: not read again and again
             store.catalog(row["device"], row["id"], metadata)

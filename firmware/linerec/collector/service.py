@@ -146,6 +146,9 @@ class Collector:
                 (f"{SHARE}/linerec/v1/+/event", 1),
                 (f"{SHARE}/linerec/v1/+/upload/+", 1),
                 (f"{SHARE}/linerec/v1/+/stream/+", 1),
+                # Not shared: every collector keeps the fleet's latest, retained ones included.
+                ("linerec/v1/+/status", 1),
+                ("linerec/v1/+/health", 0),
             ]
         )
         log.info("collector connected")
@@ -170,6 +173,8 @@ class Collector:
                     self._piece(device, rest[1], where, message)
                 elif len(rest) == 2 and rest[0] == "stream":
                     self._stream(device, rest[1], where, message)
+                elif rest in (["status"], ["health"]):
+                    self._fleet(device, rest[0], where, bytes(message.payload))
                 else:
                     raise ApiError(f"{where}: not a topic the collector reads")
         except ApiError as exc:
@@ -177,6 +182,13 @@ class Collector:
         except Exception as exc:  # one bad message must not stop the collector
             log.exception("while handling a message on %s", where)
             self._problem(f"{where}: {exc}")
+
+    def _fleet(self, device: str, kind: str, where: str, payload: bytes) -> None:
+        """Keep a device's latest status or health for the console's fleet page."""
+        from linerec.collector.fleet import parse_health, parse_status
+
+        body = (parse_status if kind == "status" else parse_health)(where, payload)
+        self.store.keep_status(device, kind, body, self._clock())
 
     # -- events ------------------------------------------------------------------------------
 

@@ -381,7 +381,129 @@ class CollectorStore:
             )
         else:
             self.db.execute("DELETE FROM holds WHERE device = ? AND id = ?", (device, recording_id))
+            self._shred_kept_original(device, recording_id)
         return f"{device}/{recording_id}"
+
+    # -- the fleet: each device's retained status and health (linerec.collector.fleet) ------
+
+    def keep_status(self, device: str, kind: str, body: dict[str, Any], now: float) -> None:
+        """The latest `status` or `health` a device published (checked by the caller)."""
+        from linerec.collector import fleet
+
+        (fleet.keep_status if kind == "status" else fleet.keep_health)(self.db, device, body, now)
+
+    def fleet(self) -> list[dict[str, Any]]:
+        """Every device known here: its status, health, last recording and gaps."""
+        from linerec.collector import fleet
+
+        return [
+            {**fleet.overview(self.db, device), "event_gaps": self.gaps(device)}
+            for device in fleet.devices(self.db)
+        ]
+
+    # -- versions: a redaction takes the original's place (linerec.collector.redaction) ------
+
+    def keep_version(
+        self,
+        device: str,
+        recording_id: str,
+        sealed: bytes,
+        *,
+        version: int,
+        keep_original: bool,
+        span: dict[str, Any],
+    ) -> Path:
+        """A new version of a recording (made and signed here) takes the place of the one
+        held: a key of its own, the old key destroyed with the old file, unless
+        `keep_original` (legal hold): then the original's key and file are kept aside, read by
+        nobody, until the hold is lifted. The SHA-256 the appliance delivered stays in the
+        index, so a redelivery of the original is acknowledged again, never stored again."""
+        from linerec.collector.redaction import ensure_schema
+
+        ensure_schema(self.db)
+        row = self.find(recording_id, device)
+        incoming = self.data_dir / "incoming" / device
+        incoming.mkdir(parents=True, exist_ok=True)
+        part = incoming / f"{recording_id}.v{version}.part"  # sealed to us: no clear audio
+        part.write_bytes(sealed)
+        final = self.data_dir / "recordings" / device / f"{recording_id}.v{version}{VAULT_SUFFIX}"
+        key = os.urandom(32)
+        write_vault(part, final, key, device, recording_id)
+        part.unlink()
+        self.db.execute("BEGIN IMMEDIATE")  # new key, new path and the record, or none of them
+        try:
+            (old_key,) = self.db.execute(
+                "SELECT key FROM vault_keys WHERE device = ? AND id = ?", (device, recording_id)
+            ).fetchone()
+            if keep_original:
+                self.db.execute(
+                    "INSERT OR IGNORE INTO kept_originals (device, id, key, path) "
+                    "VALUES (?, ?, ?, ?)",
+                    (device, recording_id, old_key, row["path"]),
+                )
+            self.db.execute(
+                "UPDATE vault_keys SET key = ? WHERE device = ? AND id = ?",
+                (key, device, recording_id),
+            )
+            self.db.execute(
+                "UPDATE recordings SET path = ? WHERE device = ? AND id = ?",
+                (str(final), device, recording_id),
+            )
+            self.db.execute(
+                "INSERT INTO redactions (device, id, version, start, end, reason, who, at, "
+                "original_kept) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (device, recording_id, version, span["from"], span["to"], span["reason"],
+                 span["by"], span["at"], int(keep_original)),
+            )  # fmt: skip
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            final.unlink(missing_ok=True)
+            raise
+        if not keep_original:
+            Path(row["path"]).unlink(missing_ok=True)
+        self._shred_free_pages()  # the old key leaves no page behind
+        return final
+
+    def redactions(self, device: str, recording_id: str) -> list[dict[str, Any]]:
+        """The spans silenced in a recording, oldest first (empty if never redacted)."""
+        from linerec.collector.redaction import ensure_schema
+
+        ensure_schema(self.db)
+        cursor = self.db.execute(
+            "SELECT version, start, end, reason, who, at, original_kept FROM redactions "
+            "WHERE device = ? AND id = ? ORDER BY version",
+            (device, recording_id),
+        )
+        names = [c[0] for c in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor]
+
+    def original_kept(self, device: str, recording_id: str) -> bool:
+        """Is the original of a redacted recording kept (for a legal hold)?"""
+        from linerec.collector.redaction import ensure_schema
+
+        ensure_schema(self.db)
+        return bool(
+            self.db.execute(
+                "SELECT 1 FROM kept_originals WHERE device = ? AND id = ?", (device, recording_id)
+            ).fetchone()
+        )
+
+    def _shred_kept_original(self, device: str, recording_id: str) -> None:
+        """The hold is lifted: the original a redaction kept for it goes as a deletion does."""
+        from linerec.collector.redaction import ensure_schema
+
+        ensure_schema(self.db)
+        row = self.db.execute(
+            "SELECT path FROM kept_originals WHERE device = ? AND id = ?", (device, recording_id)
+        ).fetchone()
+        if row is None:
+            return
+        self.db.execute(
+            "DELETE FROM kept_originals WHERE device = ? AND id = ?", (device, recording_id)
+        )
+        Path(row[0]).unlink(missing_ok=True)
+        self._shred_free_pages()
 
     def is_held(self, device: str, recording_id: str) -> bool:
         return bool(
@@ -670,6 +792,25 @@ class CollectorStore:
         from linerec.collector.search import catalog
 
         catalog(self.db, device, recording_id, metadata)
+
+    def call_events(self, device: str, recording_id: str) -> list[dict[str, Any]]:
+        """The events of the call a recording was made of, in order (see the top)."""
+        seqs = self._call_events(device, recording_id)
+        if not seqs:
+            return []
+        marks = ", ".join("?" * len(seqs))
+        return [
+            json.loads(body)
+            for (body,) in self.db.execute(
+                f"SELECT body FROM events WHERE device = ? AND seq IN ({marks}) ORDER BY seq",
+                (device, *seqs),
+            )
+        ]
+
+    def newest_rowid(self) -> int:
+        """Grows with each recording indexed (the console reads new ones' metadata then)."""
+        row = self.db.execute("SELECT max(rowid) FROM recordings").fetchone()
+        return int(row[0] or 0)
 
     def recording(self, recording_id: str, device: str | None = None) -> dict[str, Any] | None:
         """Like `find`, None if there is no such recording (KeyError if it is ambiguous)."""

@@ -20,6 +20,7 @@ from linerec.collector.web.app import (
     CsrfRefused,
     audio_response,
     set_session,
+    zip_response,
 )
 from linerec.collector.web.service import ConsoleService
 
@@ -82,8 +83,9 @@ def recordings(
 
 
 @router.get("/recordings/{recording_id}")
-def recording(recording_id: str, request: Request, actor: Asker) -> Any:
-    return service_of(request).recording(actor, recording_id)
+def recording(recording_id: str, request: Request, actor: Asker, device: str | None = None) -> Any:
+    """Its metadata (`device` names it if several devices have this id)."""
+    return service_of(request).recording(actor, recording_id, device)
 
 
 @router.get(
@@ -92,11 +94,45 @@ def recording(recording_id: str, request: Request, actor: Asker) -> Any:
     responses={200: {"content": {"audio/wav": {}}}, 206: {"content": {"audio/wav": {}}}},
 )
 def audio(
-    recording_id: str, request: Request, actor: Asker, reason: str = "", ticket: str = ""
+    recording_id: str,
+    request: Request,
+    actor: Asker,
+    reason: str = "",
+    ticket: str = "",
+    device: str | None = None,
 ) -> Response:
     """The audio as WAV (8 kHz, 16-bit); HTTP range requests are answered (206)."""
-    listening = service_of(request).audio(actor, recording_id, ticket=ticket, reason=reason)
+    listening = service_of(request).audio(
+        actor, recording_id, ticket=ticket, reason=reason, device=device
+    )
     return audio_response(request, listening.wav)
+
+
+@router.get(
+    "/recordings/{recording_id}/export",
+    response_class=Response,
+    responses={200: {"content": {"application/zip": {}}}},
+)
+def export(
+    recording_id: str, request: Request, actor: Asker, reason: str = "", device: str | None = None
+) -> Response:
+    """A customer copy (supervisor): a ZIP of ID.wav, ID.json, ID.lrec and ID.verify.json,
+    which `linerec collector verify-export ID.wav --collector collector.pub` checks."""
+    name, data = service_of(request).export(actor, recording_id, reason, device)
+    return zip_response(name, data)
+
+
+class Hold(BaseModel):
+    held: bool = Field(description="true: place a legal hold; false: lift it")
+    reason: str = Field(max_length=500)
+
+
+@router.post("/recordings/{recording_id}/hold", dependencies=[Depends(json_only)])
+def hold(
+    recording_id: str, body: Hold, request: Request, actor: Asker, device: str | None = None
+) -> dict[str, Any]:
+    """Place or lift a legal hold (supervisor); a held recording is never deleted."""
+    return service_of(request).hold(actor, recording_id, body.held, body.reason, device)
 
 
 class Redact(BaseModel):
@@ -106,11 +142,60 @@ class Redact(BaseModel):
 
 
 @router.post("/recordings/{recording_id}/redact", dependencies=[Depends(json_only)])
-def redact(recording_id: str, body: Redact, request: Request, actor: Asker) -> Response:
-    """Silence a span in a new version of the recording (supervisor). Not built yet: the
-    role and the recording are checked (401, 403, 404 as for the rest), then 501."""
-    service_of(request).check_redact(actor, recording_id)
-    return JSONResponse({"detail": "redaction is not available yet"}, status_code=501)
+def redact(
+    recording_id: str, body: Redact, request: Request, actor: Asker, device: str | None = None
+) -> dict[str, Any]:
+    """Silence `from`..`to` seconds in a new version of the recording, sealed and signed by
+    the collector (supervisor). The original's key is destroyed unless the recording is on
+    legal hold (then the original is kept for the hold only). 400 for an empty reason or a
+    span outside the recording."""
+    return service_of(request).redact(actor, recording_id, body.from_, body.to, body.reason, device)
+
+
+@router.get("/review/sample")
+def review_sample(
+    request: Request,
+    actor: Asker,
+    per: str = "line",
+    n: int = 1,
+    since: str | None = None,
+    until: str | None = None,
+    seed: str | None = None,
+) -> dict[str, Any]:
+    """A random sample of N calls per line (or label) over a period (supervisor). The draw
+    is reproducible from `seed` (chosen by the collector if not given, and returned)."""
+    rows, asked = service_of(request).sample(actor, dict(request.query_params))
+    return {"recordings": rows, **asked}
+
+
+class Review(BaseModel):
+    scores: dict[str, str | int] = Field(description="an answer for every criterion")
+    comment: str = Field(default="", max_length=2000)
+
+
+@router.post("/recordings/{recording_id}/review", dependencies=[Depends(json_only)])
+def review(
+    recording_id: str, body: Review, request: Request, actor: Asker, device: str | None = None
+) -> dict[str, Any]:
+    """Keep a review of the recording against the config's scorecard (supervisor)."""
+    return service_of(request).review(actor, recording_id, dict(body.scores), body.comment, device)
+
+
+@router.get("/reviews.csv", response_class=Response, responses={200: {"content": {"text/csv": {}}}})
+def reviews_csv(request: Request, actor: Asker) -> Response:
+    """Every review, one line each, a column per criterion (supervisor)."""
+    return Response(
+        service_of(request).reviews_csv(actor),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": 'attachment; filename="reviews.csv"'},
+    )
+
+
+@router.get("/fleet")
+def fleet(request: Request, actor: Asker) -> dict[str, Any]:
+    """Each appliance: online/offline since when, lines and hook state, card fill, clock,
+    last recording, gaps in its event and recording chains, faults (admin)."""
+    return {"devices": service_of(request).fleet(actor)}
 
 
 @router.get("/audit")

@@ -200,3 +200,11 @@ def audio_response(request: Request, wav: bytes) -> Response:
         media_type="audio/wav",
         headers={**headers, "Content-Range": f"bytes {first}-{last}/{len(wav)}"},
     )
+
+
+def zip_response(name: str, data: bytes) -> Response:
+    return Response(
+        data,
+        media_type="application/zip",
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+    )

@@ -5,9 +5,8 @@ The decrypted audio lives only in this process's memory; nothing in clear touche
 
 from __future__ import annotations
 
-import io
 import re
-import wave
+import struct
 
 import numpy as np
 
@@ -16,14 +15,23 @@ from linerec.codec import RATE, Samples
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
 
 
+HEADER = 44  # RIFF, fmt (PCM) and data chunk headers
+
+
 def wav_bytes(samples: Samples, rate: int = RATE) -> bytes:
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(rate)
-        out.writeframes(np.asarray(samples, dtype="<i2").tobytes())
-    return buffer.getvalue()
+    """Mono 16-bit PCM WAV, built in one piece (an hour is 57.6 MB: no second copy)."""
+    data = np.asarray(samples, dtype="<i2")
+    size = data.nbytes
+    header = struct.pack(
+        "<4sI4s4sIHHIIHH4sI", b"RIFF", 36 + size, b"WAVE", b"fmt ", 16, 1, 1, rate,
+        rate * 2, 2, 16, b"data", size,
+    )  # fmt: skip
+    return header + data.tobytes()
+
+
+def wav_samples(wav: bytes) -> Samples:
+    """The samples of a WAV from `wav_bytes`, as a view (no copy)."""
+    return np.frombuffer(wav, dtype="<i2", offset=HEADER)
 
 
 class RangeNotSatisfiable(ValueError):

@@ -15,6 +15,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
+from starlette.concurrency import run_in_threadpool
 
 from linerec.collector.accounts import Actor, LoginRefused
 from linerec.collector.search import FIELDS
@@ -25,7 +26,9 @@ from linerec.collector.web.app import (
     CsrfRefused,
     audio_response,
     set_session,
+    zip_response,
 )
+from linerec.collector.web.permissions import require
 from linerec.collector.web.service import BadRequest, ConsoleService
 
 router = APIRouter(include_in_schema=False)
@@ -117,9 +120,20 @@ def recordings(request: Request, actor: Asker) -> Response:
 
 
 @router.get("/recordings/{recording_id}")
-def recording(recording_id: str, request: Request, actor: Asker, play: str = "") -> Response:
-    details = service_of(request).recording(actor, recording_id)
-    return render(request, "recording.html", r=details, ticket=play, message="")
+def recording(
+    recording_id: str,
+    request: Request,
+    actor: Asker,
+    play: str = "",
+    device: str | None = None,
+    done: str = "",
+) -> Response:
+    details = service_of(request).recording(actor, recording_id, device)
+    return render(request, "recording.html", r=details, ticket=play, message="", done=done[:200])
+
+
+def _page(recording_id: str, device: str, **query: str) -> str:
+    return f"/recordings/{recording_id}?{urlencode({'device': device, **query})}"
 
 
 @router.post("/recordings/{recording_id}/play")
@@ -129,31 +143,179 @@ def play(
     actor: Asker,
     reason: str = Form(""),
     csrf: str = Form(""),
+    device: str | None = None,
 ) -> Response:
     check_csrf(actor, csrf)
     service = service_of(request)
     try:
-        ticket = service.start_play(actor, recording_id, reason)
+        ticket = service.start_play(actor, recording_id, reason, device)
     except BadRequest as exc:
-        details = service.recording(actor, recording_id)
+        details = service.recording(actor, recording_id, device)
         return render(request, "recording.html", 400, r=details, ticket="", message=str(exc))
-    return RedirectResponse(
-        f"/recordings/{recording_id}?{urlencode({'play': ticket})}", status_code=303
-    )
+    details = service.recording(actor, recording_id, device)
+    return RedirectResponse(_page(recording_id, details["device"], play=ticket), status_code=303)
+
+
+@router.post("/recordings/{recording_id}/redact")
+def redact(
+    recording_id: str,
+    request: Request,
+    actor: Asker,
+    start: str = Form("", alias="from"),
+    end: str = Form("", alias="to"),
+    reason: str = Form(""),
+    csrf: str = Form(""),
+    device: str | None = None,
+) -> Response:
+    check_csrf(actor, csrf)
+    service = service_of(request)
+    try:
+        try:
+            span = float(start), float(end)
+        except ValueError as exc:
+            raise BadRequest(f"from, to: seconds, e.g. 12.5 (got {start!r}, {end!r})") from exc
+        done = service.redact(actor, recording_id, span[0], span[1], reason, device)
+    except BadRequest as exc:
+        details = service.recording(actor, recording_id, device)
+        return render(request, "recording.html", 400, r=details, ticket="", message=str(exc))
+    said = f"{done['from']:g}-{done['to']:g} s silenced in version {done['version']}"
+    return RedirectResponse(_page(recording_id, done["device"], done=said), status_code=303)
+
+
+@router.post("/recordings/{recording_id}/export")
+def export(
+    recording_id: str,
+    request: Request,
+    actor: Asker,
+    reason: str = Form(""),
+    csrf: str = Form(""),
+    device: str | None = None,
+) -> Response:
+    check_csrf(actor, csrf)
+    service = service_of(request)
+    try:
+        name, data = service.export(actor, recording_id, reason, device)
+    except BadRequest as exc:
+        details = service.recording(actor, recording_id, device)
+        return render(request, "recording.html", 400, r=details, ticket="", message=str(exc))
+    return zip_response(name, data)
+
+
+@router.post("/recordings/{recording_id}/hold")
+def hold(
+    recording_id: str,
+    request: Request,
+    actor: Asker,
+    held: str = Form(""),
+    reason: str = Form(""),
+    csrf: str = Form(""),
+    device: str | None = None,
+) -> Response:
+    check_csrf(actor, csrf)
+    service = service_of(request)
+    try:
+        done = service.hold(actor, recording_id, held == "yes", reason, device)
+    except BadRequest as exc:
+        details = service.recording(actor, recording_id, device)
+        return render(request, "recording.html", 400, r=details, ticket="", message=str(exc))
+    said = "on legal hold" if done["held"] else "legal hold lifted"
+    return RedirectResponse(_page(recording_id, done["device"], done=said), status_code=303)
 
 
 @router.get("/recordings/{recording_id}/waveform.svg")
-def waveform(recording_id: str, request: Request, actor: Asker) -> Response:
-    svg = service_of(request).waveform(actor, recording_id)
+def waveform(
+    recording_id: str, request: Request, actor: Asker, device: str | None = None
+) -> Response:
+    svg = service_of(request).waveform(actor, recording_id, device)
     return Response(svg, media_type="image/svg+xml")
 
 
 @router.get("/recordings/{recording_id}/audio.wav")
-def audio(recording_id: str, request: Request, actor: Asker, ticket: str = "") -> Response:
+def audio(
+    recording_id: str,
+    request: Request,
+    actor: Asker,
+    ticket: str = "",
+    device: str | None = None,
+) -> Response:
     if not ticket:
         raise BadRequest("play the recording from its page (a reason is asked for first)")
-    listening = service_of(request).audio(actor, recording_id, ticket=ticket)
+    listening = service_of(request).audio(actor, recording_id, ticket=ticket, device=device)
     return audio_response(request, listening.wav)
+
+
+@router.get("/review")
+def review_sample(request: Request, actor: Asker) -> Response:
+    params = dict(request.query_params)
+    service = service_of(request)
+    if not params:  # the form first
+        require(actor, "review")
+        return render(request, "review.html", rows=[], asked={}, params={}, message="")
+    try:
+        rows, asked = service.sample(actor, params)
+    except BadRequest as exc:
+        return render(request, "review.html", 400, rows=[], asked={}, params=params,
+                      message=str(exc))  # fmt: skip
+    return render(request, "review.html", rows=rows, asked=asked, params=params, message="")
+
+
+@router.get("/recordings/{recording_id}/review")
+def review_call(
+    recording_id: str,
+    request: Request,
+    actor: Asker,
+    device: str | None = None,
+    seed: str = "",
+    done: str = "",
+) -> Response:
+    """The call's player beside the scorecard; opening it is an audited play."""
+    service = service_of(request)
+    require(actor, "review", recording_id)
+    details = service.recording(actor, recording_id, device)
+    why = f"quality review (sample {seed[:64]})" if seed else "quality review"
+    ticket = service.start_play(actor, recording_id, why, details["device"])
+    return render(
+        request, "review_call.html", r=details, ticket=ticket, seed=seed[:64], message="",
+        done=done[:200], card=service.scorecard, reviews=service.reviews_of(actor, details),
+    )  # fmt: skip
+
+
+@router.post("/recordings/{recording_id}/review")
+async def review_submit(
+    recording_id: str, request: Request, actor: Asker, device: str | None = None
+) -> Response:
+    form = await request.form()
+    check_csrf(actor, str(form.get("csrf", "")))
+    service = service_of(request)
+    names = {c.name for c in service.scorecard.criteria}
+    answers = {k[2:]: str(v) for k, v in form.items() if k.startswith("c_") and k[2:] in names}
+    try:
+        kept = await run_in_threadpool(
+            service.review, actor, recording_id, answers, str(form.get("comment", "")), device
+        )
+    except BadRequest as exc:
+        details = service.recording(actor, recording_id, device)
+        return render(
+            request, "review_call.html", 400, r=details, ticket="", seed="", message=str(exc),
+            done="", card=service.scorecard, reviews=service.reviews_of(actor, details),
+        )  # fmt: skip
+    return RedirectResponse(
+        f"/recordings/{recording_id}/review?"
+        + urlencode(
+            {
+                "device": kept["device"],
+                "seed": str(form.get("seed", ""))[:64],
+                "done": "review kept",
+            }
+        ),
+        status_code=303,
+    )
+
+
+@router.get("/fleet")
+def fleet(request: Request, actor: Asker) -> Response:
+    devices = service_of(request).fleet(actor, audited=True)
+    return render(request, "fleet.html", devices=devices)
 
 
 @router.get("/audit")

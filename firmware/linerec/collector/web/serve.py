@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 
 from linerec.collector.config import load_collector_config
+from linerec.collector.review import load_scorecard
 from linerec.collector.store import CollectorStore
 from linerec.collector.web.app import build_app
 from linerec.collector.web.service import ConsoleService
@@ -25,6 +26,7 @@ def serve(config: Path) -> None:
         CollectorStore(settings.data_dir, settings.database),
         settings.key,
         idle_seconds=web.idle_timeout_min * 60,
+        scorecard=load_scorecard(config),
     )
     setup_logging()
     scheme = "https" if web.tls else "http"

@@ -9,12 +9,15 @@ recordings being played, so a player's range requests need not decrypt again.
 
 from __future__ import annotations
 
+import io
+import json
 import secrets
 import threading
 import time
+import zipfile
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -22,10 +25,29 @@ from typing import Any
 from linerec.codec import RATE
 from linerec.collector.accounts import Accounts, Actor
 from linerec.collector.audit import AuditLog
+from linerec.collector.exports import export_files
+from linerec.collector.redaction import RedactionError, redact, redaction_of
+from linerec.collector.review import (
+    MAX_COMMENT,
+    MAX_SAMPLE,
+    Scorecard,
+    draw,
+    new_seed,
+    reviews,
+    reviews_csv,
+    save_review,
+)
 from linerec.collector.search import QueryError, RecordingQuery, catalog_new, parse_query
 from linerec.collector.store import CollectorStore
-from linerec.collector.web.audio import wav_bytes
-from linerec.collector.web.permissions import Forbidden, NotFound, in_scope, require, scope
+from linerec.collector.web.audio import wav_bytes, wav_samples
+from linerec.collector.web.permissions import (
+    Forbidden,
+    NotFound,
+    allowed,
+    in_scope,
+    require,
+    scope,
+)
 from linerec.collector.web.waveform import waveform_svg
 from linerec.store.keys import CollectorPrivate
 from linerec.store.reader import Decrypted, IntegrityError, decrypt
@@ -44,7 +66,7 @@ class Ticket:
     """A play the user gave a reason for: its range requests are one audited play."""
 
     name: str
-    recording: str
+    recording: tuple[str, str]  # (device, id)
     expires: float
 
 
@@ -62,8 +84,10 @@ class ConsoleService:
         *,
         idle_seconds: float = 900.0,
         clock: Callable[[], float] = time.time,
+        scorecard: Scorecard | None = None,
     ) -> None:
         self.store = store
+        self.scorecard = scorecard or Scorecard()
         self.key = key
         self.idle_seconds = idle_seconds
         self.clock = clock
@@ -71,7 +95,10 @@ class ConsoleService:
         self.accounts = Accounts(store.db, clock=clock)
         self.audit = AuditLog(store.db, clock)
         self._tickets: dict[str, Ticket] = {}
-        self._decrypted: OrderedDict[str, Decrypted] = OrderedDict()
+        self._catalogued_upto = -1
+        # (device, id, path) -> the recording and its WAV (the samples are a view into it);
+        # a new version (a redaction) has a new path
+        self._decrypted: OrderedDict[tuple[str, str, str], tuple[Decrypted, bytes]] = OrderedDict()
 
     # -- who is asking ----------------------------------------------------------------------
 
@@ -121,17 +148,31 @@ class ConsoleService:
         return [_public(row) for row in rows], total, query
 
     def _catalog_new(self) -> None:
-        catalog_new(self.store, self.key)
+        # Only when a recording was indexed since the last look (an index row's rowid grows
+        # with each): the look itself would read every row at each search.
+        newest = self.store.newest_rowid()
+        if newest != self._catalogued_upto:
+            catalog_new(self.store, self.key)
+            self._catalogued_upto = newest
 
-    def _row(self, actor: Actor, recording_id: str, action: str) -> dict[str, Any]:
-        """The recording, if this actor may `action` it; Forbidden or NotFound otherwise."""
+    def _row(
+        self, actor: Actor, recording_id: str, action: str, device: str | None = None
+    ) -> dict[str, Any]:
+        """The recording (device, id), if this actor may `action` it; Forbidden, NotFound or
+        BadRequest (an id several devices have, without the device) otherwise."""
         require(actor, action, recording_id)
         with self.lock:
             self._catalog_new()
-            rows, _ = self.store.search(RecordingQuery(id=recording_id, limit=1))
+            rows, _ = self.store.search(RecordingQuery(id=recording_id, device=device, limit=2))
         if not rows:
             self.record(actor, f"{action} refused", recording_id[:128], "no such recording")
             raise NotFound(f"no recording {recording_id!r} at this collector")
+        if len(rows) > 1:
+            self.record(actor, f"{action} refused", recording_id[:128], "device not named")
+            raise BadRequest(
+                f"{recording_id!r} is the id of recordings from several devices: "
+                "name the device (?device=DEVICE)"
+            )
         if not in_scope(actor, rows[0]):
             raise Forbidden(action, "not a line or label granted to this user", recording_id)
         return rows[0]
@@ -139,22 +180,31 @@ class ConsoleService:
     # -- one recording ----------------------------------------------------------------------
 
     def _decrypted_audio(self, row: dict[str, Any]) -> Decrypted:
+        return self._decrypted_wav(row)[0]
+
+    def _decrypted_wav(self, row: dict[str, Any]) -> tuple[Decrypted, bytes]:
+        """The recording decrypted, and its WAV, built once for all the player's ranges."""
+        which = (row["device"], row["id"], row["path"])
         with self.lock:
-            cached = self._decrypted.get(row["id"])
+            cached = self._decrypted.get(which)
             if cached is not None:
-                self._decrypted.move_to_end(row["id"])
+                self._decrypted.move_to_end(which)
                 return cached
-            sealed = self.store.read_recording(row["id"], Path(row["path"]))
+            sealed = self.store.read_recording(row["id"], Path(row["path"]), row["device"])
         result = decrypt(sealed, self.key)
+        wav = wav_bytes(result.samples)
+        entry = (replace(result, samples=wav_samples(wav)), wav)  # one copy of the audio kept
         with self.lock:
-            self._decrypted[row["id"]] = result
+            self._decrypted[which] = entry
             while len(self._decrypted) > CACHE_RECORDINGS:
                 self._decrypted.popitem(last=False)
-        return result
+        return entry
 
-    def recording(self, actor: Actor, recording_id: str) -> dict[str, Any]:
+    def recording(
+        self, actor: Actor, recording_id: str, device: str | None = None
+    ) -> dict[str, Any]:
         """Everything the recording page shows (audited as a view)."""
-        row = self._row(actor, recording_id, "view")
+        row = self._row(actor, recording_id, "view", device)
         self.record(actor, "view", recording_id)
         details = _public(row)
         try:
@@ -163,41 +213,59 @@ class ConsoleService:
             return {**details, "verification": f"does not verify: {exc}", "metadata": {}}
         metadata = result.metadata
         inspected = result.inspected
+        events = self._call_events(row)
+        redaction = redaction_of(inspected.header)
+        if redaction is None:
+            device = inspected.header.get("device")
+            verification = f"signed by {device} and intact ({inspected.state})"
+        else:
+            original = redaction["original"]
+            verification = (
+                f"a redacted version signed by this collector, intact ({inspected.state}); "
+                f"the original (header {original['header_sha256'][:16]}) was signed by "
+                f"{original['device']}"
+            )
+        with self.lock:
+            original_kept = self.store.original_kept(row["device"], row["id"])
         details.update(
             metadata=metadata,
-            verification=(
-                f"signed by {inspected.header.get('device')} and intact ({inspected.state})"
-            ),
+            verification=verification,
+            redactions=redaction["spans"] if redaction else [],
+            original_kept=original_kept,
             seq=inspected.header.get("seq"),
             prev=inspected.header.get("prev") or "",
             header_hash=inspected.header_hash.hex(),
             consent=metadata.get("consent"),
             clock_synchronized=metadata.get("clock_synchronized"),
             notice_played=any(m.get("label") == NOTICE_MARK for m in metadata.get("markers", [])),
-            pauses=metadata.get("pauses", []),
+            pauses=pause_marks(metadata, row.get("started_at"), events),
+            events=shown_events(events, metadata),
+            opt_out=opt_out_offer(metadata),
             gaps=metadata.get("gaps", []),
             ended_by=metadata.get("ended_by"),
             label=metadata.get("label") or row.get("label"),
             direction=metadata.get("direction") or row.get("direction"),
             spans=[
                 {"from": s, "seconds": length, "what": what}
-                for s, length, what in _spans(metadata, row.get("started_at"))
+                for s, length, what in _spans(metadata, row.get("started_at"), events)
             ],
         )
         return details
 
-    def waveform(self, actor: Actor, recording_id: str) -> str:
-        row = self._row(actor, recording_id, "view")
+    def waveform(self, actor: Actor, recording_id: str, device: str | None = None) -> str:
+        row = self._row(actor, recording_id, "view", device)
         result = self._decrypted_audio(row)
         return waveform_svg(
             result.samples,
             rate=RATE,
-            spans=tuple(_spans(result.metadata, row.get("started_at"))),
+            spans=tuple(_spans(result.metadata, row.get("started_at"), self._call_events(row))),
         )
 
-    def start_play(self, actor: Actor, recording_id: str, reason: str) -> str:
+    def start_play(
+        self, actor: Actor, recording_id: str, reason: str, device: str | None = None
+    ) -> str:
         """Audit a play with the reason typed; returns the ticket its audio requests carry."""
-        self._row(actor, recording_id, "play")
+        row = self._row(actor, recording_id, "play", device)
         reason = _reason(reason)
         if not reason:
             self.record(actor, "play refused", recording_id, "no reason given")
@@ -208,20 +276,28 @@ class ConsoleService:
             now = self.clock()
             self._tickets = {k: t for k, t in self._tickets.items() if t.expires > now}
             self._tickets[ticket] = Ticket(
-                name=actor.name, recording=recording_id, expires=now + PLAY_TICKET_SECONDS
+                name=actor.name,
+                recording=(row["device"], row["id"]),
+                expires=now + PLAY_TICKET_SECONDS,
             )
         return ticket
 
     def audio(
-        self, actor: Actor, recording_id: str, *, ticket: str = "", reason: str = ""
+        self,
+        actor: Actor,
+        recording_id: str,
+        *,
+        ticket: str = "",
+        reason: str = "",
+        device: str | None = None,
     ) -> Listening:
         """The recording as WAV: under a play ticket (the page's player), or with a reason
         (a script: each request is audited as a download)."""
-        row = self._row(actor, recording_id, "play")
+        row = self._row(actor, recording_id, "play", device)
         with self.lock:
             held = self._tickets.get(ticket) if ticket else None
         if held is not None:
-            if held.name != actor.name or held.recording != recording_id:
+            if held.name != actor.name or held.recording != (row["device"], row["id"]):
                 raise Forbidden("play", "the play ticket is another user's or recording's")
             if held.expires < self.clock():
                 raise BadRequest("this play has expired: give the reason again")
@@ -231,13 +307,170 @@ class ConsoleService:
                 self.record(actor, "download refused", recording_id, "no reason given")
                 raise BadRequest("reason: say why you fetch this recording's audio")
             self.record(actor, "download", recording_id, reason)
-        result = self._decrypted_audio(row)
-        return Listening(recording=_public(row), wav=wav_bytes(result.samples))
+        return Listening(recording=_public(row), wav=self._decrypted_wav(row)[1])
 
-    def check_redact(self, actor: Actor, recording_id: str) -> None:
-        """May this actor redact this recording (redaction itself is not built yet)."""
-        self._row(actor, recording_id, "redact")
-        self.record(actor, "redact refused", recording_id, "redaction is not available yet")
+    def redact(
+        self,
+        actor: Actor,
+        recording_id: str,
+        start: float,
+        end: float,
+        reason: str,
+        device: str | None = None,
+    ) -> dict[str, Any]:
+        """Silence a span in a new version (linerec.collector.redaction); audited."""
+        row = self._row(actor, recording_id, "redact", device)
+        with self.lock:
+            try:
+                done = redact(
+                    self.store, self.key, row["id"], start, end, reason,
+                    who=actor.name, device=row["device"], now=self.clock(),
+                )  # fmt: skip
+            except RedactionError as exc:
+                self.audit.record(
+                    who=actor.name, action="redact refused", recording=row["id"], reason=str(exc)
+                )
+                raise BadRequest(str(exc)) from exc
+        return {
+            "id": done.id,
+            "device": done.device,
+            "version": done.version,
+            "from": done.start,
+            "to": done.end,
+            "original_kept": done.original_kept,
+        }
+
+    def export(
+        self, actor: Actor, recording_id: str, reason: str, device: str | None = None
+    ) -> tuple[str, bytes]:
+        """A customer copy as one ZIP made in memory (the files `collector export` writes):
+        its name and bytes. Needs a reason (kept in the audit)."""
+        row = self._row(actor, recording_id, "export", device)
+        reason = _reason(reason)
+        if not reason:
+            self.record(actor, "export refused", row["id"], "no reason given")
+            raise BadRequest("say why you export this recording (the reason is kept in the audit)")
+        with self.lock:
+            _, files = export_files(self.store, self.key, row["id"], reason, row["device"])
+            self.audit.record(who=actor.name, action="export", recording=row["id"], reason=reason)
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+            for suffix, data in files.items():
+                archive.writestr(f"{row['id']}{suffix}", data)
+        return f"{row['id']}.zip", buffer.getvalue()
+
+    def hold(
+        self,
+        actor: Actor,
+        recording_id: str,
+        held: bool,
+        reason: str,
+        device: str | None = None,
+    ) -> dict[str, Any]:
+        """Place (or lift) a legal hold; both need a reason, kept in the audit. Lifting it
+        shreds an original a redaction kept for the hold."""
+        row = self._row(actor, recording_id, "hold", device)
+        action = "hold" if held else "release"
+        reason = _reason(reason)
+        if not reason:
+            self.record(actor, f"{action} refused", row["id"], "no reason given")
+            raise BadRequest(f"say why ({action}: the reason is kept in the audit)")
+        with self.lock:
+            self.store.hold(row["id"], held, row["device"])
+            self.audit.record(who=actor.name, action=action, recording=row["id"], reason=reason)
+        return {"id": row["id"], "device": row["device"], "held": held}
+
+    # -- quality review ---------------------------------------------------------------------
+
+    def sample(
+        self, actor: Actor, params: Mapping[str, str | None]
+    ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        """A seeded random sample: N calls per line or label over a period (collector/review)."""
+        require(actor, "review")
+        per = params.get("per") or "line"
+        seed = (params.get("seed") or "").strip() or new_seed()
+        try:
+            if per not in ("line", "label"):
+                raise QueryError("per", per, "line or label")
+            n = int(params.get("n") or 1)
+            if not 1 <= n <= MAX_SAMPLE:
+                raise QueryError("n", params.get("n"), f"a whole number 1-{MAX_SAMPLE}")
+            if len(seed) > 64 or not seed.isprintable():
+                raise QueryError("seed", seed[:80], "at most 64 printable characters")
+            period = {k: params.get(k) for k in ("since", "until", "device", "label")}
+            query = replace(parse_query(period, scope=scope(actor)), limit=-1, sort="seq")
+        except (QueryError, ValueError) as exc:
+            self.record(actor, "review sample refused", reason=str(exc))
+            raise BadRequest(str(exc)) from exc
+        with self.lock:
+            self._catalog_new()
+            rows, _ = self.store.search(query)
+        chosen = draw(rows, per=per, n=n, seed=seed)
+        asked = {"per": per, "n": n, "seed": seed, "since": query.since, "until": query.until}
+        self.record(
+            actor,
+            "review sample",
+            reason=" ".join(f"{k}={v}" for k, v in asked.items() if v is not None)
+            + f": {len(chosen)} of {len(rows)}",
+        )
+        return [_public(row) for row in chosen], {**asked, "of": len(rows)}
+
+    def review(
+        self,
+        actor: Actor,
+        recording_id: str,
+        answers: dict[str, Any],
+        comment: str,
+        device: str | None = None,
+    ) -> dict[str, Any]:
+        """Keep a review of the recording: every criterion answered, a free comment."""
+        row = self._row(actor, recording_id, "review", device)
+        comment = comment.strip()[:MAX_COMMENT]
+        try:
+            scores = self.scorecard.score(answers)
+        except ValueError as exc:
+            self.record(actor, "review refused", row["id"], str(exc))
+            raise BadRequest(str(exc)) from exc
+        with self.lock:
+            save_review(
+                self.store.db, row["device"], row["id"], actor.name, self.clock(), scores, comment
+            )
+            self.audit.record(
+                who=actor.name, action="review", recording=row["id"], reason=json.dumps(scores)
+            )
+        return {"device": row["device"], "id": row["id"], "scores": scores, "comment": comment}
+
+    def reviews_of(self, actor: Actor, row: dict[str, Any]) -> list[dict[str, Any]]:
+        if not allowed(actor, "review"):
+            return []
+        with self.lock:
+            return reviews(self.store.db, row["device"], row["id"])
+
+    def reviews_csv(self, actor: Actor) -> str:
+        require(actor, "review")
+        with self.lock:
+            rows = reviews(self.store.db)
+            self.audit.record(who=actor.name, action="review export", reason=f"{len(rows)} rows")
+        return reviews_csv(rows, self.scorecard)
+
+    # -- the fleet --------------------------------------------------------------------------
+
+    def fleet(self, actor: Actor, *, audited: bool = False) -> list[dict[str, Any]]:
+        """Each appliance's retained status and health, last recording and gaps (admin).
+        The page's view is audited; its refreshes are not (one entry a second says nothing)."""
+        require(actor, "fleet")
+        with self.lock:
+            if audited:
+                self.audit.record(who=actor.name, action="fleet")
+            devices = self.store.fleet()
+        now = self.clock()
+        for device in devices:
+            device["now"] = now
+        return devices
+
+    def _call_events(self, row: dict[str, Any]) -> list[dict[str, Any]]:
+        with self.lock:
+            return self.store.call_events(row["device"], row["id"])
 
     # -- the audit --------------------------------------------------------------------------
 
@@ -257,23 +490,102 @@ def _public(row: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in row.items() if k != "path"}
 
 
-def _spans(metadata: dict[str, Any], started_at: str | None) -> list[tuple[float, float, str]]:
-    """Pauses (PCI) and gaps as (start s, length s, what) from the recording's start."""
+def opt_out_offer(metadata: dict[str, Any]) -> str:
+    """Whether the call's parties could opt out, as the policy kept with it says."""
+    policy = metadata.get("policy") or {}
+    key = policy.get("opt_out_key") if isinstance(policy, dict) else None
+    if not key:
+        return "not offered (no opt-out key on this line)"
+    if metadata.get("consent") not in ("notice", "notice+beep") or (
+        metadata.get("direction") != "inbound"
+    ):
+        return "not offered (no notice to the far end on this call)"
+    window = policy.get("opt_out_window_s")
+    return (
+        f"offered: key {key} for {window:g} s after the notice; not used "
+        "(a call opted out of is not kept)"
+    )
+
+
+def audio_start(events: list[dict[str, Any]], metadata: dict[str, Any]) -> float | None:
+    """The appliance's monotonic time of the recording's first sample: the recording_started
+    event's, less the notice recorded before it (the notice marker's place in the audio)."""
+    started = next((e.get("t") for e in events if e.get("event") == "recording_started"), None)
+    if not isinstance(started, int | float):
+        return None
+    notice = next(
+        (m.get("at") for m in metadata.get("markers", []) or [] if m.get("label") == NOTICE_MARK),
+        0.0,
+    )
+    return float(started) - float(notice or 0.0)
+
+
+def shown_events(events: list[dict[str, Any]], metadata: dict[str, Any]) -> list[dict[str, Any]]:
+    """The call's events as the page lists them: each with the seconds since the recording
+    began (negative: before it, e.g. the rings), and its details (not the appliance's path)."""
+    zero = audio_start(events, metadata)
+    shown = []
+    for body in events:
+        t = body.get("t")
+        offset = None
+        if zero is not None and isinstance(t, int | float):
+            offset = round(float(t) - zero, 1) + 0.0  # + 0.0: never "-0.0 s"
+        details = {
+            k: v for k, v in body.items()
+            if k not in ("seq", "device", "line", "event", "t", "at", "path", "id")
+        }  # fmt: skip
+        shown.append(
+            {"event": body.get("event"), "at": body.get("at"), "offset": offset,
+             "details": ", ".join(f"{k} {v}" for k, v in sorted(details.items()))}
+        )  # fmt: skip
+    return shown
+
+
+def pause_marks(
+    metadata: dict[str, Any], started_at: str | None, events: list[dict[str, Any]] | None = None
+) -> list[dict[str, Any]]:
+    """Where each pause (PCI) is in the recording. A paused call's audio is not kept, so a
+    pause is a point in the recording (`at` s into it) where the call went on unrecorded for
+    `seconds`; the pauses before it are not in the recording either. Placed by the call's
+    recording_paused events (the appliance's monotonic clock) when they are here, else by the
+    wall-clock times in the metadata."""
+    events = events or []
+    zero = audio_start(events, metadata)
+    paused = [e.get("t") for e in events if e.get("event") == "recording_paused"]
+    start = _when(metadata.get("started_at") or started_at)
+    marks, skipped = [], 0.0
+    for index, pause in enumerate(metadata.get("pauses", []) or []):
+        seconds = float(pause.get("seconds", 0) or 0)
+        began = _when(pause.get("from"))
+        t = paused[index] if index < len(paused) else None
+        if zero is not None and isinstance(t, int | float):
+            at: float | None = max(0.0, float(t) - zero - skipped)
+        elif start is not None and began is not None:
+            at = max(0.0, began - start - skipped)
+        else:
+            at = None
+        by = str(pause.get("by", "?"))
+        marks.append({"at": at, "seconds": seconds, "by": by, "from": pause.get("from")})
+        skipped += seconds
+    return marks
+
+
+def _spans(
+    metadata: dict[str, Any], started_at: str | None, events: list[dict[str, Any]]
+) -> list[tuple[float, float, str]]:
+    """Pauses (PCI: points, as their audio is not kept), gaps and redactions as
+    (start s, length s, what) from the recording's start."""
     spans: list[tuple[float, float, str]] = []
-    start = _when(started_at or metadata.get("started_at"))
-    for pause in metadata.get("pauses", []) or []:
-        at = _when(pause.get("from"))
-        if start is not None and at is not None:
-            spans.append(
-                (
-                    max(0.0, at - start),
-                    float(pause.get("seconds", 0)),
-                    f"paused ({pause.get('by')})",
-                )
-            )
+    for mark in pause_marks(metadata, started_at, events):
+        if mark["at"] is not None:
+            spans.append((mark["at"], 0.0, f"paused {mark['seconds']:g} s ({mark['by']})"))
     for gap in metadata.get("gaps", []) or []:
         spans.append(
             (float(gap.get("at", 0)), float(gap.get("seconds", 0)), str(gap.get("reason")))
+        )
+    for cut in metadata.get("redactions", []) or []:
+        spans.append(
+            (float(cut["from"]), float(cut["to"]) - float(cut["from"]), f"redacted by {cut['by']}")
         )
     return spans
 

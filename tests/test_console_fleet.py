@@ -1,0 +1,117 @@
+"""The fleet page's data: each appliance's retained status and health, as the collector
+receives them from a real mosquitto, beside what the collector knows (last recording, gaps)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from console_site import PASSWORD, Clock, FleetFeed, add_user, console, copy_site, deliver
+from linerec.collector.web.app import build_app
+from linerec.collector.web.service import ConsoleService
+
+HEALTH = {
+    "uptime": 3600.0,
+    "ring_fill": 0.42,
+    "card_free_bytes": 10_000_000,
+    "clock_synchronized": False,
+    "temperature_c": 51.0,
+    "faults": ["uplink"],
+    "lines": [
+        {"line": "line1", "state": "connected", "off_hook": True, "rings": 0},
+        {"line": "line2", "state": "idle", "off_hook": False, "rings": 0},
+    ],
+}
+
+
+@pytest.fixture(scope="module")
+def delivered(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return deliver(tmp_path_factory.mktemp("fleet") / "site")
+
+
+@pytest.fixture
+def site(delivered: Path, tmp_path: Path) -> Path:
+    return copy_site(delivered, tmp_path / "site")
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def service(site: Path, clock: Clock) -> ConsoleService:
+    return console(site, clock)
+
+
+@pytest.fixture
+def client(service: ConsoleService) -> Iterator[TestClient]:
+    with TestClient(build_app(service), base_url="http://127.0.0.1") as test_client:
+        yield test_client
+
+
+def log_in(client: TestClient, service: ConsoleService, clock: Clock, role: str) -> None:
+    totp = add_user(service, role, role, ("line", "box1/*"))
+    answer = client.post(
+        "/api/login", json={"name": role, "password": PASSWORD, "code": totp.at(clock.now)}
+    )
+    assert answer.status_code == 200
+
+
+def test_the_fleet_shows_status_and_health_from_the_broker(
+    client: TestClient, service: ConsoleService, clock: Clock, site: Path
+) -> None:
+    log_in(client, service, clock, "admin")
+    with FleetFeed(site) as feed:
+        feed.publish("box1", "status", {"state": "online", "connection": 3, "last_counter": 0})
+        feed.publish("box1", "health", HEALTH)
+        (box1,) = client.get("/api/fleet").json()["devices"]
+        assert (box1["device"], box1["state"]) == ("box1", "online")
+        online_since = box1["since"]
+        assert [(x["line"], x["state"], x["off_hook"]) for x in box1["lines"]] == [
+            ("line1", "connected", True),
+            ("line2", "idle", False),
+        ]
+        assert (box1["ring_fill"], box1["clock_synchronized"], box1["faults"]) == (
+            0.42, False, ["uplink"],
+        )  # fmt: skip
+        assert box1["last_recording"]["id"].startswith("box1-")
+        assert box1["recording_gaps"] == [] and box1["event_gaps"] == []
+        feed.publish("box1", "status", {"state": "online", "connection": 3, "last_counter": 1})
+        assert client.get("/api/fleet").json()["devices"][0]["since"] == online_since
+        feed.publish("box1", "status", {"state": "offline", "connection": 3})
+        (box1,) = client.get("/api/fleet").json()["devices"]
+        assert box1["state"] == "offline" and box1["since"] >= online_since
+        feed.publish("box1", "status", {"state": "hacked<script>"})
+        feed.publish("box2", "health", b"not json")
+        assert any("state: one of online" in p for p in feed.collector.problems)
+        assert any("not JSON" in p for p in feed.collector.problems)
+        assert [d["state"] for d in client.get("/api/fleet").json()["devices"]] == ["offline"]
+    page = client.get("/fleet")
+    assert page.status_code == 200 and "offline since" in page.text
+    assert "line1: connected, off hook" in page.text and "42% full" in page.text
+    assert "NOT synchronised" in page.text and '<script src="/static/fleet.js"' in page.text
+    assert [e["action"] for e in service.audit.entries()].count("fleet") == 1  # the page, once
+
+
+def test_recording_chain_gaps_are_shown(
+    client: TestClient, service: ConsoleService, clock: Clock
+) -> None:
+    log_in(client, service, clock, "admin")
+    db = service.store.db
+    db.execute("UPDATE recordings SET seq = CASE line WHEN 'line1' THEN 1 ELSE 5 END")
+    (box1,) = client.get("/api/fleet").json()["devices"]
+    assert box1["recording_gaps"] == [[2, 4]]
+    assert box1["state"] == "stopped"  # as 'linerec uplink flush' said when it ended
+
+
+def test_only_an_admin_sees_the_fleet(
+    client: TestClient, service: ConsoleService, clock: Clock
+) -> None:
+    log_in(client, service, clock, "supervisor")
+    assert client.get("/api/fleet").status_code == 403
+    assert client.get("/fleet").status_code == 403
+    assert [e["action"] for e in service.audit.entries()].count("forbidden") == 2
