@@ -484,7 +484,7 @@ def _audit(args: argparse.Namespace) -> int:
 def _list(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from linerec.collector.search import FIELDS, QueryError, catalog_new, parse_query
+    from linerec.collector.search import FIELDS, QueryError, parse_query
 
     settings = _settings(args)
     store = _store(settings)
@@ -501,7 +501,7 @@ def _list(args: argparse.Namespace) -> int:
         query = replace(query, sort="seq")
     store.audit("list", None, args.reason)
     if args.label or args.direction:
-        catalog_new(store, settings.key)
+        store.catalog_new(settings.key)
     rows, _ = store.search(query)
     for row in rows:
         if args.json:

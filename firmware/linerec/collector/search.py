@@ -14,12 +14,10 @@ import sqlite3
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from linerec.collector.store import CollectorStore
-    from linerec.store.keys import CollectorPrivate
+    pass
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS console_catalog (
@@ -324,17 +322,3 @@ def catalog(
             None if synced is None else int(bool(synced)),
         ),
     )
-
-
-def catalog_new(store: CollectorStore, key: CollectorPrivate) -> None:
-    """Read the metadata of recordings not searched before (once each), for the catalog."""
-    from linerec.store.reader import IntegrityError, decrypt
-
-    while batch := store.uncatalogued():
-        for row in batch:
-            try:
-                sealed = store.read_recording(row["id"], Path(row["path"]), row["device"])
-                metadata = decrypt(sealed, key).metadata
-            except (IntegrityError, ValueError, OSError):
-                metadata = {}  # kept in the catalog all the same: not read again and again
-            store.catalog(row["device"], row["id"], metadata)

@@ -48,6 +48,7 @@ from linerec.uplink.commands import MAX_COUNTER
 
 if TYPE_CHECKING:
     from linerec.collector.search import RecordingQuery
+    from linerec.store.keys import CollectorPrivate
 
 log = logging.getLogger(__name__)
 _CALL_ENDS = ("hung_up", "missed_call", "notice_abandoned", "recording_sealed")
@@ -786,6 +787,19 @@ class CollectorStore:
         from linerec.collector.search import uncatalogued
 
         return uncatalogued(self.db, limit)
+
+    def catalog_new(self, key: CollectorPrivate) -> None:
+        """Read the metadata of recordings not searched before (once each), for the catalog."""
+        from linerec.store.reader import IntegrityError, decrypt
+
+        while batch := self.uncatalogued():
+            for row in batch:
+                try:
+                    sealed = self.read_recording(row["id"], Path(row["path"]), row["device"])
+                    metadata = decrypt(sealed, key).metadata
+                except (IntegrityError, ValueError, OSError):
+                    metadata = {}  # kept in the catalog all the same: not read again and again
+                self.catalog(row["device"], row["id"], metadata)
 
     def catalog(self, device: str, recording_id: str, metadata: dict[str, Any]) -> None:
         """Keep a recording's label, direction, consent and clock state for search."""

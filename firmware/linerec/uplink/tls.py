@@ -96,12 +96,13 @@ def check_renewed(
 
 
 def current_cert(configured: Path | None, store_dir: Path) -> Path | None:
-    """The certificate the uplink presents: a renewed one kept in `store_dir` when it expires
-    after the configured one (or there is none configured), else the configured one."""
+    """The certificate the uplink presents: a renewed one kept in `store_dir` unless the
+    configured one expires later (a certificate renewed within the second of the configured
+    one's issue expires with it, and is still the newer), else the configured one."""
     renewed = store_dir / RENEWED_CERT
     if not renewed.exists():
         return configured
-    if configured is None or expires(renewed) > expires(configured):
+    if configured is None or expires(renewed) >= expires(configured):
         return renewed
     return configured
 

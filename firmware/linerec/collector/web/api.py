@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
 from linerec.collector.accounts import LoginRefused
-from linerec.collector.web.app import (
+from linerec.collector.web.requests import (
     SESSION_COOKIE,
     Asker,
     CsrfRefused,

@@ -19,7 +19,8 @@ from starlette.concurrency import run_in_threadpool
 
 from linerec.collector.accounts import Actor, LoginRefused
 from linerec.collector.search import FIELDS
-from linerec.collector.web.app import (
+from linerec.collector.web.permissions import require
+from linerec.collector.web.requests import (
     LOGIN_CSRF_COOKIE,
     SESSION_COOKIE,
     Asker,
@@ -28,7 +29,6 @@ from linerec.collector.web.app import (
     set_session,
     zip_response,
 )
-from linerec.collector.web.permissions import require
 from linerec.collector.web.service import BadRequest, ConsoleService
 
 router = APIRouter(include_in_schema=False)

@@ -37,7 +37,7 @@ from linerec.collector.review import (
     reviews_csv,
     save_review,
 )
-from linerec.collector.search import QueryError, RecordingQuery, catalog_new, parse_query
+from linerec.collector.search import QueryError, RecordingQuery, parse_query
 from linerec.collector.store import CollectorStore
 from linerec.collector.web.audio import wav_bytes, wav_samples
 from linerec.collector.web.permissions import (
@@ -152,7 +152,7 @@ class ConsoleService:
         # with each): the look itself would read every row at each search.
         newest = self.store.newest_rowid()
         if newest != self._catalogued_upto:
-            catalog_new(self.store, self.key)
+            self.store.catalog_new(self.key)
             self._catalogued_upto = newest
 
     def _row(
