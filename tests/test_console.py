@@ -14,7 +14,6 @@ import sqlite3
 import subprocess
 import sys
 import wave
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +21,8 @@ import pyotp
 import pytest
 from fastapi.testclient import TestClient
 
-from console_site import LINEREC, PASSWORD, Clock, add_user, console, copy_site, deliver
+from console_fixtures import client, clock, delivered, service, site  # noqa: F401
+from console_site import LINEREC, PASSWORD, Clock, add_user, console
 from linerec.collector.audit import AuditLog
 from linerec.collector.config import load_collector_config
 from linerec.collector.web.app import build_app
@@ -32,32 +32,6 @@ from linerec.errors import ConfigError
 from linerec.store.reader import decrypt
 
 FAILURE = "wrong name, password or code"
-
-
-@pytest.fixture(scope="module")
-def delivered(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return deliver(tmp_path_factory.mktemp("console") / "site")
-
-
-@pytest.fixture
-def site(delivered: Path, tmp_path: Path) -> Path:
-    return copy_site(delivered, tmp_path / "site")
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def service(site: Path, clock: Clock) -> ConsoleService:
-    return console(site, clock)
-
-
-@pytest.fixture
-def client(service: ConsoleService) -> Iterator[TestClient]:
-    with TestClient(build_app(service), base_url="http://127.0.0.1") as test_client:
-        yield test_client
 
 
 def login(client: TestClient, name: str, totp: pyotp.TOTP, clock: Clock) -> dict[str, str]:

@@ -3,14 +3,12 @@ receives them from a real mosquitto, beside what the collector knows (last recor
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from fastapi.testclient import TestClient
 
-from console_site import PASSWORD, Clock, FleetFeed, add_user, console, copy_site, deliver
-from linerec.collector.web.app import build_app
+from console_fixtures import client, clock, delivered, service, site  # noqa: F401
+from console_site import PASSWORD, Clock, FleetFeed, add_user
 from linerec.collector.web.service import ConsoleService
 
 HEALTH = {
@@ -25,32 +23,6 @@ HEALTH = {
         {"line": "line2", "state": "idle", "off_hook": False, "rings": 0},
     ],
 }
-
-
-@pytest.fixture(scope="module")
-def delivered(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return deliver(tmp_path_factory.mktemp("fleet") / "site")
-
-
-@pytest.fixture
-def site(delivered: Path, tmp_path: Path) -> Path:
-    return copy_site(delivered, tmp_path / "site")
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def service(site: Path, clock: Clock) -> ConsoleService:
-    return console(site, clock)
-
-
-@pytest.fixture
-def client(service: ConsoleService) -> Iterator[TestClient]:
-    with TestClient(build_app(service), base_url="http://127.0.0.1") as test_client:
-        yield test_client
 
 
 def log_in(client: TestClient, service: ConsoleService, clock: Clock, role: str) -> None:

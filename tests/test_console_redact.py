@@ -9,48 +9,20 @@ redacted customer copy says so.
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-import pytest
 from fastapi.testclient import TestClient
 
-from console_site import LINEREC, Clock, add_user, console, copy_site, deliver
+from console_fixtures import client, clock, delivered, service, site  # noqa: F401
+from console_site import LINEREC, Clock, add_user
 from linerec.codec import RATE
 from linerec.collector.config import load_collector_config
-from linerec.collector.web.app import build_app
 from linerec.collector.web.service import ConsoleService
 from linerec.store.keys import raw_public
 from linerec.store.reader import decrypt, inspect
 
 ME = __import__("pwd").getpwuid(__import__("os").getuid()).pw_name
-
-
-@pytest.fixture(scope="module")
-def delivered(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return deliver(tmp_path_factory.mktemp("redact") / "site")
-
-
-@pytest.fixture
-def site(delivered: Path, tmp_path: Path) -> Path:
-    return copy_site(delivered, tmp_path / "site")
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def service(site: Path, clock: Clock) -> ConsoleService:
-    return console(site, clock)
-
-
-@pytest.fixture
-def client(service: ConsoleService) -> Iterator[TestClient]:
-    with TestClient(build_app(service), base_url="http://127.0.0.1") as test_client:
-        yield test_client
 
 
 def line1(service: ConsoleService) -> dict[str, object]:
