@@ -132,6 +132,14 @@ def recording(
     return render(request, "recording.html", r=details, ticket=play, message="", done=done[:200])
 
 
+def _refused(
+    request: Request, actor: Actor, recording_id: str, device: str | None, exc: BadRequest
+) -> Response:
+    """The recording's page again, saying why the form was refused (400)."""
+    details = service_of(request).recording(actor, recording_id, device)
+    return render(request, "recording.html", 400, r=details, ticket="", message=str(exc))
+
+
 def _page(recording_id: str, device: str, **query: str) -> str:
     return f"/recordings/{recording_id}?{urlencode({'device': device, **query})}"
 
@@ -150,8 +158,7 @@ def play(
     try:
         ticket = service.start_play(actor, recording_id, reason, device)
     except BadRequest as exc:
-        details = service.recording(actor, recording_id, device)
-        return render(request, "recording.html", 400, r=details, ticket="", message=str(exc))
+        return _refused(request, actor, recording_id, device, exc)
     details = service.recording(actor, recording_id, device)
     return RedirectResponse(_page(recording_id, details["device"], play=ticket), status_code=303)
 
@@ -176,8 +183,7 @@ def redact(
             raise BadRequest(f"from, to: seconds, e.g. 12.5 (got {start!r}, {end!r})") from exc
         done = service.redact(actor, recording_id, span[0], span[1], reason, device)
     except BadRequest as exc:
-        details = service.recording(actor, recording_id, device)
-        return render(request, "recording.html", 400, r=details, ticket="", message=str(exc))
+        return _refused(request, actor, recording_id, device, exc)
     said = f"{done['from']:g}-{done['to']:g} s silenced in version {done['version']}"
     return RedirectResponse(_page(recording_id, done["device"], done=said), status_code=303)
 
@@ -196,8 +202,7 @@ def export(
     try:
         name, data = service.export(actor, recording_id, reason, device)
     except BadRequest as exc:
-        details = service.recording(actor, recording_id, device)
-        return render(request, "recording.html", 400, r=details, ticket="", message=str(exc))
+        return _refused(request, actor, recording_id, device, exc)
     return zip_response(name, data)
 
 
@@ -216,8 +221,7 @@ def hold(
     try:
         done = service.hold(actor, recording_id, held == "yes", reason, device)
     except BadRequest as exc:
-        details = service.recording(actor, recording_id, device)
-        return render(request, "recording.html", 400, r=details, ticket="", message=str(exc))
+        return _refused(request, actor, recording_id, device, exc)
     said = "on legal hold" if done["held"] else "legal hold lifted"
     return RedirectResponse(_page(recording_id, done["device"], done=said), status_code=303)
 
