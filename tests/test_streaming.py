@@ -95,6 +95,17 @@ def write(writer: EncryptedWriter, samples: Samples) -> None:
         writer.write(samples[start : start + FRAME])
 
 
+def talk(site: Site, writer: EncryptedWriter, seconds: float, what: str) -> None:
+    """A call in progress, paced as a sound card paces it: each second reaches the card and then
+    the collector before the next is written (written all at once, more than a window would be
+    behind live and the stream would rightly skip ahead)."""
+    audio = speech(seconds)
+    for start in range(0, len(audio), 8000):
+        write(writer, audio[start : start + 8000])
+        synced = site.on_card(writer)
+        wait_until(lambda synced=synced: len(site.held(writer.id)) >= synced, what)
+
+
 @pytest.fixture
 def site(tmp_path: Path) -> Iterator[Site]:
     keygen(tmp_path / "keys")
@@ -166,9 +177,7 @@ def test_a_call_streams_while_in_progress_and_matches_the_card(site: Site) -> No
 
 def test_a_broker_outage_mid_call_falls_back_to_the_sealed_upload(site: Site) -> None:
     writer = site.begin()
-    write(writer, speech(2.0))
-    synced = site.on_card(writer)
-    wait_until(lambda: len(site.held(writer.id)) >= synced, "the first seconds streamed")
+    talk(site, writer, 2.0, "the first seconds streamed")
     site.broker.stop()
     write(writer, speech(3.0, seed=2))  # the call goes on; nothing can leave the box
     writer.seal(ended_by="hang-up")
@@ -244,9 +253,7 @@ class Wire:
 def test_an_opted_out_call_leaves_nothing_at_the_collector(site: Site) -> None:
     wire = Wire(site.broker.port)
     writer = site.begin()
-    write(writer, speech(2.0))
-    synced = site.on_card(writer)
-    wait_until(lambda: len(site.held(writer.id)) >= synced, "the call streamed")
+    talk(site, writer, 2.0, "the call streamed")
     part = site.collector.store.uploads.part("box1", writer.id)
     assert part.exists()
     writer.discard()  # opted out: the ring keeps nothing, and neither may the collector
@@ -766,9 +773,7 @@ def test_streaming_keeps_the_card_off_pahos_thread_and_the_sync_thread_lean(
     ):
         watch(module, name)
     writer = site.begin()
-    write(writer, speech(3.0))
-    synced = site.on_card(writer)
-    wait_until(lambda: len(site.held(writer.id)) >= synced, "the call streamed")
+    talk(site, writer, 3.0, "the call streamed")
     writer.seal(ended_by="hang-up")
     wait_until(lambda: site.ring.entries[writer.id].acknowledged, "the signed ack of the whole")
     paho = "paho-mqtt-client-linerec-box1"
@@ -830,9 +835,7 @@ def test_a_collector_that_lost_a_stream_gets_the_whole_again(site: Site) -> None
     """The collector dropped what it had streamed (expired, or restored from a backup): the
     sealed upload that resumes after the stream is told `received: 0` and starts again."""
     writer = site.begin()
-    write(writer, speech(2.0))
-    synced = site.on_card(writer)
-    wait_until(lambda: len(site.held(writer.id)) >= synced, "the call streamed")
+    talk(site, writer, 2.0, "the call streamed")
     site.broker.stop()  # nothing more streams; then the collector loses what it had
     with site.collector._lock:
         site.collector.store.uploads.drop("box1", writer.id)
