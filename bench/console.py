@@ -96,9 +96,6 @@ def fill(store: CollectorStore, count: int) -> None:
                         ("inbound", "outbound")[n % 2], "notice", 1))  # fmt: skip
         if n % 500 == 0:
             holds.append((device, rid))
-    from linerec.collector.search import ensure_schema
-
-    ensure_schema(store.db)  # the console's catalog table
     store.db.execute("BEGIN")
     store.db.executemany(
         "INSERT INTO recordings (device, id, seq, line, started_at, duration, state, "
