@@ -34,6 +34,7 @@ SORTS = {
 DIRECTIONS = ("inbound", "outbound", "unknown")
 MAX_LIMIT = 500
 COUNT_LIMIT = 10_000  # a search's total says "at least this many" beyond it
+ALL = 2**62  # the LIMIT of a query with a negative limit (`collector list`: every row)
 
 WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
 NUMBER = re.compile(r"[0-9*#+]{1,32}")
@@ -240,7 +241,7 @@ def run_search(db: Database, query: RecordingQuery) -> tuple[list[dict[str, Any]
         "JOIN recordings r ON r.rowid = page.k "
         "LEFT JOIN console_catalog c ON c.device = r.device AND c.id = r.id "
         f"LEFT JOIN holds h ON h.device = r.device AND h.id = r.id {order}",
-        [*args, query.limit, query.offset],
+        [*args, query.limit if query.limit >= 0 else ALL, query.offset],
     )
     names = [c[0] for c in cursor.description]
     rows = []
