@@ -90,8 +90,11 @@ def connect(location: Path | str) -> Database:
 def _connect_postgresql(uri: str) -> Database:
     try:
         import psycopg
-    except ImportError as exc:  # pragma: no cover - a dependency of linerec
-        raise DatabaseError("PostgreSQL needs psycopg 3: pip install 'psycopg[binary]'") from exc
+    except ImportError as exc:  # the collector's extra, not on the appliance
+        raise DatabaseError(
+            "[collector] database names PostgreSQL, which needs psycopg 3: "
+            "pip install 'linerec[collector]' (or 'psycopg[binary]')"
+        ) from exc
     try:
         connection = psycopg.connect(uri, autocommit=True)
     except psycopg.Error as exc:

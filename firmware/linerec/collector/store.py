@@ -357,12 +357,12 @@ class CollectorStore:
             raise PermissionError(f"{device}/{recording_id} is on legal hold")
         # Key gone and deletion logged together, or neither; one chain whoever deletes.
         with self.db.transaction(lock="deletions"):
-            gone = self.db.execute(
-                "DELETE FROM vault_keys WHERE device = ? AND id = ?", (device, recording_id)
-            ).rowcount
             self.db.execute(
-                "DELETE FROM recordings WHERE device = ? AND id = ?", (device, recording_id)
+                "DELETE FROM vault_keys WHERE device = ? AND id = ?", (device, recording_id)
             )
+            gone = self.db.execute(
+                "DELETE FROM recordings WHERE device = ? AND id = ?", (device, recording_id)
+            ).rowcount
             if not gone:  # another process deleted it meanwhile: logged once, by that one
                 raise KeyError(f"no recording {recording_id!r} from device {device!r}: deleted")
             self._erase(device, self._call_events(device, recording_id), recording_id)
