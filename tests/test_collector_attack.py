@@ -20,8 +20,8 @@ import yaml
 
 import databases
 from enrolled import LINEREC, DeviceLink, HonestDevice, RunningCollector, Site, event
-from linerec.collector.enroll import MAX_PACKET_BYTES
 from linerec.collector.database import connect
+from linerec.collector.enroll import MAX_PACKET_BYTES
 from linerec.collector.schema import SCHEMA_VERSION, SchemaVersionError, migrate
 from linerec.collector.service import MAX_EVENT_BYTES
 from linerec.collector.store import CollectorStore
