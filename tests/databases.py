@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from linerec.collector.database import connect
 from postgres import PostgresServer
 
 
@@ -47,6 +48,23 @@ class Databases:
             for uri in self._uris.values():
                 self.server.drop(uri)
         self._uris.clear()
+
+
+def copy_rows(source: Path | str, target: Path | str) -> None:
+    """Every row of one collector database into another of the same schema, in the order
+    they were added (a test's private copy of a site delivered once, on its engine)."""
+    src, dst = connect(source), connect(target)
+    try:
+        with dst.transaction():
+            for table in sorted(src.tables() - {"schema_version"}):
+                columns = ", ".join(f'"{c}"' for c in sorted(src.columns(table) - {"rowid"}))
+                rows = src.execute(f"SELECT {columns} FROM {table} ORDER BY rowid").fetchall()
+                marks = ", ".join("?" for _ in columns.split(", "))
+                if rows:
+                    dst.executemany(f"INSERT INTO {table} ({columns}) VALUES ({marks})", rows)
+    finally:
+        src.close()
+        dst.close()
 
 
 selected = Databases()
