@@ -206,7 +206,7 @@ def test_holes_in_an_upload_are_bounded_and_cost_one_row_each(
             time.sleep(0.02)
         box1.piece(name, 40, b"x", 100, "0" * 64)
         ranges = collector.store.db.execute(
-            "SELECT start, end FROM upload_ranges WHERE device = 'box1' ORDER BY start"
+            "SELECT start, \"end\" FROM upload_ranges WHERE device = 'box1' ORDER BY start"
         ).fetchall()
     assert ranges == [(offset, offset + 1) for offset in range(2, 20, 2)]  # 9 ranges, 8 holes
     refused = [p for p in collector.problems if "max_upload_holes" in p]

@@ -79,7 +79,7 @@ class AuditLog:
         args: list[object] = [recording] if recording else []
         sql = f"SELECT rowid, {', '.join(AUDIT_FIELDS)}, prev, hash FROM audit {where}"
         if limit is not None:
-            sql = f"SELECT * FROM ({sql} ORDER BY rowid DESC LIMIT ?) ORDER BY rowid"
+            sql = f"SELECT * FROM ({sql} ORDER BY rowid DESC LIMIT ?) AS newest ORDER BY rowid"
             args.append(limit)
         else:
             sql += " ORDER BY rowid"
