@@ -86,7 +86,7 @@ def test_a_collector_refuses_a_database_of_another_version_and_says_which(
     with pytest.raises(SchemaVersionError, match=re.escape(expected)):
         CollectorStore(tmp_path / "data", location)
     cfg = str(config(tmp_path, location))
-    for command in (["list"], ["audit"], ["chain"]):
+    for command in (["run"], ["web"], ["user", "list"], ["list"], ["audit"], ["chain"]):
         out = linerec("collector", *command, "--config", cfg)
         assert out.returncode == 2, out.stdout
         assert expected in out.stderr and "Traceback" not in out.stderr
