@@ -1,17 +1,20 @@
-"""Where the collector keeps what arrives: files on disk, an index in SQLite.
+"""Where the collector keeps what arrives: files on disk, an index in its database (SQLite or
+PostgreSQL: linerec.collector.database; several collector processes may share one).
 
     <data_dir>/recordings/<device>/<id>.lrec.vault    recordings, as sealed on the appliance, each
                                                      encrypted again under a key of its own
     <data_dir>/incoming/<device>/<id>.part      uploads under way (pieces written at their offset)
     <data_dir>/quarantine/<device>/<id>.<sha>.bin   uploads that were whole but not a recording
                                                      of that device: kept apart, with the reason
-    <database> (default <data_dir>/collector.db; schema and migrations in schema.py)
+    <database> (default <data_dir>/collector.db, or a PostgreSQL URI; schema and migrations
+               in schema.py)
 
 A recording is named by its device and its id together, everywhere: in the tables, in the
 paths, and at the command line (`DEVICE/ID`, or an ID only one device has).
 
-Deleting a recording destroys its key (kept in the database, which `secure_delete` overwrites),
-so every copy of the file, backups included, is unreadable from then on: crypto-shredding.
+Deleting a recording destroys its key (kept in the database; SQLite's `secure_delete`
+overwrites it), so every copy of the file, backups included, is unreadable from then on:
+crypto-shredding.
 The deletion log is a hash chain: each entry names the hash of the one before.
 
 The call's events go with it: they are erased (each row kept, so that the device's event
