@@ -273,8 +273,12 @@ def test_the_same_piece_and_recording_from_two_processes_are_kept_once(tmp_path:
     assert ranges == 1
     part = next(p for p in done if p is not None)
     assert part.read_bytes() == data
+    finals = at_once(2, lambda i: stores[i].keep("box1", ID, part))  # both finish it
+    assert finals[0] == finals[1] and not part.exists()
+    for store in stores:  # one file, and the key that opens it
+        assert store.read_recording(ID, finals[0], "box1") == data
     facts = {"seq": 1, "line": "line1", "started_at": "2026-01-01T12:00:00+00:00"}
-    at_once(2, lambda i: stores[i].index("box1", ID, part, digest, facts, 3.0))
+    at_once(2, lambda i: stores[i].index("box1", ID, finals[i], digest, facts, 3.0))
     assert [r["id"] for r in stores[0].recordings()] == [ID]
     at_once(2, lambda i: stores[i].follow_chain("box1", 1, "", "h1"))
     assert [(c["seq"], c["state"]) for c in stores[1].chain("box1")] == [(1, "stored")]

@@ -247,13 +247,22 @@ class CollectorStore:
         final_dir = self.data_dir / "recordings" / device
         final_dir.mkdir(parents=True, exist_ok=True)
         final = final_dir / f"{recording_id}{VAULT_SUFFIX}"
-        key = os.urandom(32)
-        write_vault(part, final, key, device, recording_id)
-        self.db.execute(
-            upsert("vault_keys", ("device", "id", "key"), ("device", "id")),
-            (device, recording_id, key),
-        )
-        part.unlink()
+        # The file and its key change together, under a lock on the recording: two processes
+        # finishing the same upload (a redelivery) leave one file and the key that opens it.
+        with self.db.transaction():
+            self.db.lock_key(f"recording {device}/{recording_id}")
+            kept = self.db.execute(
+                "SELECT 1 FROM vault_keys WHERE device = ? AND id = ?", (device, recording_id)
+            ).fetchone()
+            if kept is not None and final.exists() and not part.exists():
+                return final  # another process kept it (and took the part file)
+            key = os.urandom(32)
+            write_vault(part, final, key, device, recording_id)
+            self.db.execute(
+                upsert("vault_keys", ("device", "id", "key"), ("device", "id")),
+                (device, recording_id, key),
+            )
+        part.unlink(missing_ok=True)  # (the other process, if it kept it too, may have)
         return final
 
     def read_recording(self, recording_id: str, path: Path, device: str | None = None) -> bytes:
