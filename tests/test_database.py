@@ -304,3 +304,20 @@ def test_the_audit_and_deletion_logs_stay_one_chain_with_two_writers(tmp_path: P
     assert log.verify() == []
     entries = [json.dumps(e, sort_keys=True) for e in log.entries()]
     assert len(set(entries)) == 60
+
+
+def test_two_processes_sweeping_retention_at_once_delete_each_recording_once(
+    tmp_path: Path,
+) -> None:
+    stores = two_stores(tmp_path)
+    for n in range(12):
+        facts = {"seq": n + 1, "line": "line1", "started_at": "2020-01-01T00:00:00+00:00",
+                 "clock_synchronized": True}  # fmt: skip
+        stores[0].index("box1", f"r{n}", tmp_path / f"r{n}", "x", facts, 0.0)
+    swept = at_once(2, lambda i: stores[i].enforce_retention(30, now=2_000_000_000.0))
+    assert sorted(swept[0] + swept[1]) == sorted(f"r{n}" for n in range(12))
+    assert stores[1].recordings() == []
+    assert len(stores[0].deletions()) == 12
+    from linerec.collector.audit import AuditLog
+
+    assert AuditLog(stores[1].db).verify() == []  # one deletion chain, whoever deleted

@@ -563,7 +563,9 @@ class CollectorStore:
                 try:
                     self.delete(recording_id, f"retention: older than {days:g} days", device)
                     gone.append(recording_id)
-                except PermissionError:
+                except PermissionError:  # on hold
+                    continue
+                except KeyError:  # another collector process's sweep deleted it first
                     continue
         kept = {
             (str(device), seq)
