@@ -157,14 +157,11 @@ class Database:
                 finally:
                     self._depth -= 1
                 return
-            if self.engine == SQLITE:
-                self.connection.execute("BEGIN IMMEDIATE")
-            else:
-                self.connection.execute("BEGIN")
-                if lock:
-                    self.connection.execute(f"LOCK TABLE {lock} IN SHARE ROW EXCLUSIVE MODE")
+            self.connection.execute("BEGIN IMMEDIATE" if self.engine == SQLITE else "BEGIN")
             self._depth = 1
             try:
+                if lock and self.engine == POSTGRESQL:
+                    self.connection.execute(f"LOCK TABLE {lock} IN SHARE ROW EXCLUSIVE MODE")
                 yield
             except BaseException:
                 self._depth = 0
