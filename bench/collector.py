@@ -144,7 +144,7 @@ def piece_cost(root: Path, holes: int, pieces: int = 200) -> float:
             (DEVICE, rid, size, "0" * 64, holes, time.time()),
         )
         store.db.executemany(
-            "INSERT INTO upload_ranges (device, id, start, end) VALUES (?, ?, ?, ?)",
+            'INSERT INTO upload_ranges (device, id, start, "end") VALUES (?, ?, ?, ?)',
             [(DEVICE, rid, 2 + 2 * i, 3 + 2 * i) for i in range(holes)],
         )
 

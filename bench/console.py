@@ -96,23 +96,19 @@ def fill(store: CollectorStore, count: int) -> None:
                         ("inbound", "outbound")[n % 2], "notice", 1))  # fmt: skip
         if n % 500 == 0:
             holds.append((device, rid))
-    from linerec.collector.search import ensure_schema
-
-    ensure_schema(store.db)  # the console's catalog table
-    store.db.execute("BEGIN")
-    store.db.executemany(
-        "INSERT INTO recordings (device, id, seq, line, started_at, duration, state, "
-        "caller_number, called_number, path, sha256, received_at, clock_synchronized) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        rows,
-    )
-    store.db.executemany(
-        "INSERT INTO console_catalog (device, id, label, direction, consent, "
-        "clock_synchronized) VALUES (?, ?, ?, ?, ?, ?)",
-        catalog,
-    )
-    store.db.executemany("INSERT INTO holds (device, id) VALUES (?, ?)", holds)
-    store.db.execute("COMMIT")
+    with store.db.transaction():
+        store.db.executemany(
+            "INSERT INTO recordings (device, id, seq, line, started_at, duration, state, "
+            "caller_number, called_number, path, sha256, received_at, clock_synchronized) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+        store.db.executemany(
+            "INSERT INTO console_catalog (device, id, label, direction, consent, "
+            "clock_synchronized) VALUES (?, ?, ?, ?, ?, ?)",
+            catalog,
+        )
+        store.db.executemany("INSERT INTO holds (device, id) VALUES (?, ?)", holds)
 
 
 QUERIES = [

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import databases
 from enrolled import Site, TlsBroker, enrol_site
 from linerec.call.events import CallEvent
 from linerec.codec import Samples
@@ -18,8 +19,45 @@ from linerec.resources import data_path
 from linerec.store.keys import load_private
 from linerec.store.reader import Decrypted, decrypt
 from linerec.wav import read_wav
+from postgres import PostgresServer
 
 RunSim = Callable[..., Simulation]
+
+
+ENGINES = ("sqlite", "postgresql")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "engines(*names): run a test taking `engine` on these engines only"
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A test that takes `engine` (or a module that uses it) runs once on each engine."""
+    if "engine" in metafunc.fixturenames:
+        marker = metafunc.definition.get_closest_marker("engines")
+        metafunc.parametrize("engine", marker.args if marker else ENGINES, indirect=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One PostgreSQL server for the session (started only if a test needs it)."""
+    server = PostgresServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def engine(request: pytest.FixtureRequest) -> Iterator[str]:
+    """The engine of the collector's metadata in this test: each database the test opens
+    (tests/databases.py) is on it, a fresh one per test."""
+    name = str(request.param)
+    server = request.getfixturevalue("postgres_server") if name == "postgresql" else None
+    databases.selected = databases.Databases(name, server)
+    yield name
+    databases.selected.drop_all()
+    databases.selected = databases.Databases()
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,8 @@ def delivered(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def site(delivered: Path, tmp_path: Path) -> Path:
+def site(delivered: Path, tmp_path: Path, engine: str) -> Path:
+    """A private copy of the delivered site, its database on the test's engine."""
     return copy_site(delivered, tmp_path / "site")
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import shutil
 import socket
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -22,10 +21,12 @@ from pathlib import Path
 import pyotp
 import uvicorn
 
+import databases
 from broker import Mosquitto
 from linerec.broker import Broker
 from linerec.collector.accounts import Accounts
 from linerec.collector.config import load_collector_config
+from linerec.collector.database import connect
 from linerec.collector.service import Collector
 from linerec.collector.store import CollectorStore
 from linerec.collector.web.app import build_app
@@ -106,11 +107,13 @@ def copy_site(delivered: Path, to: Path) -> Path:
     shutil.copytree(delivered.parent, to, ignore=shutil.ignore_patterns("mosquitto-*", "ring"))
     copy = to / delivered.name
     database = load_collector_config(copy).database
-    with sqlite3.connect(database) as db:  # the index names files by absolute path: the copy's
-        db.execute(
-            "UPDATE recordings SET path = replace(path, ?, ?)",
-            (str(delivered.parent), str(to)),
-        )
+    if databases.selected.engine != "sqlite":  # the test's engine: the rows copied onto it
+        target = databases.selected.location(to / "central" / "collector.db")
+        databases.copy_rows(database, target)
+        copy.write_text(copy.read_text() + databases.selected.config_line(to / "central"))
+        database = target
+    db = connect(database)  # the index names files by absolute path: the copy's
+    db.execute("UPDATE recordings SET path = replace(path, ?, ?)", (str(delivered.parent), str(to)))
     db.close()
     return copy
 

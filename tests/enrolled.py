@@ -26,6 +26,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+import databases
 from broker import free_port
 from linerec.collector.config import load_collector_config
 from linerec.collector.service import Collector
@@ -49,7 +50,11 @@ class Site:
     configs: dict[str, Path]  # device -> its linerec.toml
 
     def collector_config(self, data_dir: Path, extra: str = "") -> Path:
+        """A collector's configuration; its database on the test's engine (tests/databases.py)
+        unless `extra` names one."""
         path = data_dir.with_suffix(".toml")
+        if "database" not in extra:
+            extra = databases.selected.config_line(data_dir) + extra
         path.write_text(
             f'[collector]\nbroker = "mqtts://127.0.0.1:{self.port}"\ndata_dir = "{data_dir}"\n'
             f'key = "{self.root / "keys" / "collector.key"}"\nca = "{self.site / "ca.crt"}"\n'

@@ -18,13 +18,16 @@ import jsonschema
 import pytest
 import yaml
 
+import databases
 from enrolled import LINEREC, DeviceLink, HonestDevice, RunningCollector, Site, event
+from linerec.collector.database import connect
 from linerec.collector.enroll import MAX_PACKET_BYTES
-from linerec.collector.schema import SCHEMA_VERSION
+from linerec.collector.schema import SCHEMA_VERSION, SchemaVersionError, migrate
 from linerec.collector.service import MAX_EVENT_BYTES
 from linerec.collector.store import CollectorStore
 from linerec.mqttapi import CHUNK
 
+pytestmark = pytest.mark.usefixtures("engine")
 FAR = 10**12
 
 
@@ -62,7 +65,7 @@ def test_a_far_event_number_is_refused_and_no_one_stalls(
 
 def test_gaps_are_ranges_even_with_a_far_event_already_stored(tmp_path: Path) -> None:
     """A database from before the fix may hold such an event: it costs nothing either."""
-    store = CollectorStore(tmp_path / "data", tmp_path / "index.db")
+    store = CollectorStore(tmp_path / "data", databases.selected.location(tmp_path / "index.db"))
     for seq in (1, 5, FAR):
         store.add_event("box1", {"seq": seq}, 0.0)
     assert store.gaps("box1") == [(2, 4), (6, FAR - 1)]
@@ -203,7 +206,7 @@ def test_holes_in_an_upload_are_bounded_and_cost_one_row_each(
             time.sleep(0.02)
         box1.piece(name, 40, b"x", 100, "0" * 64)
         ranges = collector.store.db.execute(
-            "SELECT start, end FROM upload_ranges WHERE device = 'box1' ORDER BY start"
+            "SELECT start, \"end\" FROM upload_ranges WHERE device = 'box1' ORDER BY start"
         ).fetchall()
     assert ranges == [(offset, offset + 1) for offset in range(2, 20, 2)]  # 9 ranges, 8 holes
     refused = [p for p in collector.problems if "max_upload_holes" in p]
@@ -349,6 +352,7 @@ def test_the_command_line_refuses_what_is_not_a_device_id(tmp_path: Path) -> Non
         assert not (tmp_path / "s").exists()
 
 
+@pytest.mark.engines("sqlite")  # schema 0 was SQLite's
 def test_recordings_are_found_by_device_and_id_and_an_old_database_is_migrated(
     tmp_path: Path,
 ) -> None:
@@ -380,6 +384,11 @@ def test_recordings_are_found_by_device_and_id_and_an_old_database_is_migrated(
     )
     old.commit()
     old.close()
+    with pytest.raises(SchemaVersionError, match="schema version 0 is older"):
+        CollectorStore(tmp_path / "central", db_path)  # refused until migrated
+    db = connect(db_path)
+    assert migrate(db) == (0, SCHEMA_VERSION)
+    db.close()
     store = CollectorStore(tmp_path / "central", db_path)
     assert store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     assert store.find("shared")["device"] == "box1"
@@ -459,14 +468,15 @@ def _steps(store: CollectorStore, work: Callable[[], object]) -> int:
         steps[0] += 1
         return 0
 
-    store.db.set_progress_handler(count, 100)
+    store.db.connection.set_progress_handler(count, 100)
     try:
         work()
     finally:
-        store.db.set_progress_handler(None, 0)
+        store.db.connection.set_progress_handler(None, 0)
     return steps[0]
 
 
+@pytest.mark.engines("sqlite")  # counts SQLite's steps
 def test_events_sent_backwards_above_a_hole_cost_the_same_however_many(tmp_path: Path) -> None:
     """A device sends its numbers from high to low above a hole (all within the window): each
     event must cost the collector about as much with 2,000 stored above the hole as with 200,

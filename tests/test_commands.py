@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+import databases
 from linerec.mqttapi import ApiError, sign
 from linerec.uplink.commands import Command, CommandGate, command_body
 
@@ -144,10 +145,10 @@ def test_the_command_line_refuses_a_ttl_out_of_range(tmp_path: Path, ttl: str) -
     assert f"--ttl: must be a number of seconds from 1 to 86400 (got {ttl!r})" in out.stderr
 
 
-def test_the_collector_learns_a_device_counter(tmp_path: Path) -> None:
+def test_the_collector_learns_a_device_counter(tmp_path: Path, engine: str) -> None:
     from linerec.collector.store import CollectorStore
 
-    store = CollectorStore(tmp_path / "data", tmp_path / "data" / "index.db")
+    store = CollectorStore(tmp_path / "data", databases.selected.location(tmp_path / "index.db"))
     assert store.next_command_counter("box1") == 1
     store.learn_command_counter("box1", 41)  # the device says it has accepted 41
     assert store.next_command_counter("box1") == 42
@@ -156,14 +157,16 @@ def test_the_collector_learns_a_device_counter(tmp_path: Path) -> None:
     assert store.next_command_counter("box2") == 1
 
 
-def test_counters_a_device_reports_cannot_break_or_exhaust_the_numbering(tmp_path: Path) -> None:
+def test_counters_a_device_reports_cannot_break_or_exhaust_the_numbering(
+    tmp_path: Path, engine: str
+) -> None:
     """A device's events and status are its own to write: a counter that is text, a float,
     beyond what a device accepts (2**53) or beyond SQLite's integers is not learnt."""
     from linerec.collector.commands import _counter
     from linerec.collector.store import CollectorStore
     from linerec.uplink.commands import MAX_COUNTER
 
-    store = CollectorStore(tmp_path / "data", tmp_path / "data" / "index.db")
+    store = CollectorStore(tmp_path / "data", databases.selected.location(tmp_path / "index.db"))
     hostile: list[object] = ["abc", 1e300, 10**30, MAX_COUNTER + 5, -5, [1], {"a": 1}, True, 7.5]
     for seq, bad in enumerate(hostile, start=1):
         event = "command_done" if seq % 2 else "command_refused"

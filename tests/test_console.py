@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import sqlite3
 import subprocess
 import sys
 import wave
@@ -25,6 +24,7 @@ from console_fixtures import client, clock, delivered, service, site  # noqa: F4
 from console_site import LINEREC, PASSWORD, Clock, add_user, console
 from linerec.collector.audit import AuditLog
 from linerec.collector.config import load_collector_config
+from linerec.collector.database import connect
 from linerec.collector.web.app import build_app
 from linerec.collector.web.service import ConsoleService
 from linerec.collector.web.settings import load_web_settings
@@ -519,23 +519,20 @@ def test_audit_verify_names_the_first_broken_entry(site: Path, service: ConsoleS
         [*LINEREC, "collector", "audit", "--verify", *cfg], capture_output=True, text=True
     )
     assert ok.returncode == 0, ok.stderr
-    database = load_collector_config(site).database
-    with sqlite3.connect(database) as db:
-        db.execute("UPDATE audit SET reason = 'nothing to see' WHERE rowid = 2")
+    db = connect(load_collector_config(site).database)  # someone with the database's password
+    db.execute("UPDATE audit SET reason = 'nothing to see' WHERE rowid = 2")
     bad = subprocess.run(
         [*LINEREC, "collector", "audit", "--verify", *cfg], capture_output=True, text=True
     )
     assert bad.returncode == 1
     assert "audit log: entry 2 was altered" in bad.stderr
-    with sqlite3.connect(database) as db:
-        db.execute("UPDATE deletions SET reason = 'retention' WHERE rowid = 1")
+    db.execute("UPDATE deletions SET reason = 'retention' WHERE rowid = 1")
     bad = subprocess.run(
         [*LINEREC, "collector", "audit", "--verify", *cfg], capture_output=True, text=True
     )
     assert "deletion log: entry 1 was altered" in bad.stderr
-    with sqlite3.connect(database) as db:
-        db.execute("DELETE FROM audit WHERE rowid = 3")
-    problems = AuditLog(sqlite3.connect(database)).verify()
+    db.execute("DELETE FROM audit WHERE rowid = 3")
+    problems = AuditLog(db).verify()
     assert problems[0].startswith("audit log: entry 2 was altered")
 
 

@@ -36,7 +36,7 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def service(delivered: Path, tmp_path: Path, clock: Clock) -> ConsoleService:
+def service(delivered: Path, tmp_path: Path, clock: Clock, engine: str) -> ConsoleService:
     site = copy_site(delivered, tmp_path / "site")
     service = console(site, clock)
     service.scorecard = CARD

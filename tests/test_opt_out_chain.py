@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+import databases
 from broker import Mosquitto
 from linerec.store.keys import keygen
 from linerec.store.ring import Entry, read_entry
@@ -68,6 +69,8 @@ seconds = 1.0
 [[call.step]]
 on_hook = true
 """
+
+pytestmark = pytest.mark.usefixtures("engine")
 
 
 @pytest.fixture
@@ -132,7 +135,7 @@ def test_an_opted_out_call_is_a_deliberate_absence_at_the_collector(
     collector_toml = tmp_path / "collector.toml"
     collector_toml.write_text(
         f'[collector]\nbroker = "{broker.url}"\nallow_plaintext = true\ndata_dir = "central"\n'
-        'key = "keys/collector.key"\n'
+        'key = "keys/collector.key"\n' + databases.selected.config_line(tmp_path / "central")
     )
     callfile = tmp_path / "calls.toml"
     callfile.write_text(RECORDED.format(at=0.0) + OPTED_OUT + RECORDED.format(at=40.0))
@@ -180,7 +183,7 @@ def test_an_opted_out_call_is_a_deliberate_absence_at_the_collector(
 def test_an_absence_links_into_the_chain_in_any_order(tmp_path: Path) -> None:
     from linerec.collector.store import CollectorStore
 
-    store = CollectorStore(tmp_path / "central", tmp_path / "central.db")
+    store = CollectorStore(tmp_path / "central", databases.selected.location(tmp_path / "c.db"))
     assert store.follow_chain("box1", 1, "", "h1") == ""
     # seq 3 arrives before the event that says seq 2 was opted out: a gap, for now ...
     assert "recordings 2..2 have not arrived" in store.follow_chain("box1", 3, "h2", "h3")

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import databases
 from broker import Mosquitto
 from linerec.broker import Broker
 from linerec.codec import Samples
@@ -107,12 +108,12 @@ def talk(site: Site, writer: EncryptedWriter, seconds: float, what: str) -> None
 
 
 @pytest.fixture
-def site(tmp_path: Path) -> Iterator[Site]:
+def site(tmp_path: Path, engine: str) -> Iterator[Site]:
     keygen(tmp_path / "keys")
     broker = Mosquitto(tmp_path).start()
     (tmp_path / "collector.toml").write_text(
         f'[collector]\nbroker = "{broker.url}"\nallow_plaintext = true\ndata_dir = "central"\n'
-        'key = "keys/collector.key"\n'
+        'key = "keys/collector.key"\n' + databases.selected.config_line(tmp_path / "central")
     )
     collector = Collector(load_collector_config(tmp_path / "collector.toml"))
     stop = threading.Event()
@@ -615,7 +616,7 @@ def test_listen_names_a_line_with_no_call(
     )
 
 
-def test_a_devices_limits_hold_for_streamed_uploads(tmp_path: Path) -> None:
+def test_a_devices_limits_hold_for_streamed_uploads(tmp_path: Path, engine: str) -> None:
     """A stolen box that streams instead of uploading gets no more: open uploads, holes and
     size are bounded exactly as for sealed uploads; a whole that does not match its stream
     starts afresh instead of mixing the two."""
@@ -624,7 +625,7 @@ def test_a_devices_limits_hold_for_streamed_uploads(tmp_path: Path) -> None:
 
     store = CollectorStore(
         tmp_path / "data",
-        tmp_path / "index.db",
+        databases.selected.location(tmp_path / "index.db"),
         UploadLimits(max_bytes=64 * 1024, max_open=2, max_holes=2),
     )
     uploads = store.uploads

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+import databases
 from broker import Mosquitto
 from linerec.collector.config import load_collector_config
 from linerec.collector.service import Collector
@@ -33,7 +34,8 @@ def broker(tmp_path: Path) -> Iterator[Mosquitto]:
 
 
 @pytest.fixture
-def site(tmp_path: Path, broker: Mosquitto) -> dict[str, Path]:
+def site(tmp_path: Path, broker: Mosquitto, engine: str) -> dict[str, Path]:
+    """An appliance and a collector (its database on the test's engine) on one broker."""
     keygen(tmp_path / "keys")
     appliance = tmp_path / "linerec.toml"
     appliance.write_text(
@@ -43,7 +45,7 @@ def site(tmp_path: Path, broker: Mosquitto) -> dict[str, Path]:
     collector = tmp_path / "collector.toml"
     collector.write_text(
         f'[collector]\nbroker = "{broker.url}"\nallow_plaintext = true\ndata_dir = "central"\n'
-        'key = "keys/collector.key"\n'
+        'key = "keys/collector.key"\n' + databases.selected.config_line(tmp_path / "central")
     )
     return {"appliance": appliance, "collector": collector, "root": tmp_path}
 
@@ -868,10 +870,12 @@ def test_event_numbers_are_never_reused_after_acks_and_a_restart(tmp_path: Path)
     outbox.close()
 
 
-def test_the_chain_is_checked_against_both_neighbours_whatever_the_order(tmp_path: Path) -> None:
+def test_the_chain_is_checked_against_both_neighbours_whatever_the_order(
+    tmp_path: Path, engine: str
+) -> None:
     from linerec.collector.store import CollectorStore
 
-    store = CollectorStore(tmp_path / "data", tmp_path / "index.db")
+    store = CollectorStore(tmp_path / "data", databases.selected.location(tmp_path / "index.db"))
     assert store.follow_chain("box1", 1, "", "h1") == ""
     assert store.follow_chain("box1", 3, "h2", "h3") == (
         "recordings 2..2 have not arrived (deleted, or still coming)"

@@ -1,5 +1,5 @@
-"""Commands for the server side: run, list, quarantine, chain, export, listen, delete, hold,
-audit, verify-export, command, rotate-key, enroll."""
+"""Commands for the server side: run, migrate, list, quarantine, chain, export, listen, delete,
+hold, audit, verify-export, command, rotate-key, enroll."""
 
 from __future__ import annotations
 
@@ -26,6 +26,10 @@ def add_commands(
     )
     collector_run = collector_commands.add_parser("run", help="receive from appliances")
     collector_run.set_defaults(handler=_run)
+    migrate = collector_commands.add_parser(
+        "migrate", help="bring the collector's database to this linerec's schema version"
+    )
+    migrate.set_defaults(handler=_migrate)
     collector_list = collector_commands.add_parser("list", help="the recordings received")
     collector_list.add_argument("--json", action="store_true")
     _search_filters(collector_list)
@@ -172,6 +176,7 @@ def add_commands(
         audit,
         command,
         rotate,
+        migrate,
     ):
         sub_parser.add_argument("--config", type=Path, default=None)
     enroll = collector_commands.add_parser(
@@ -383,6 +388,26 @@ def _run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
     signal.signal(signal.SIGINT, lambda signum, frame: stop.set())
     Collector(settings).run(stop)
+    return 0
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    from linerec.collector.database import connect
+    from linerec.collector.schema import migrate
+
+    settings = _settings(args)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)  # where a SQLite file is by default
+    db = connect(settings.database)
+    try:
+        before, after = migrate(db)
+    finally:
+        db.close()
+    if before is None:
+        print(f"{db.name}: created at schema version {after}")
+    elif before == after:
+        print(f"{db.name}: schema version {after}: already current")
+    else:
+        print(f"{db.name}: migrated from schema version {before} to {after}")
     return 0
 
 

@@ -15,7 +15,6 @@ import hashlib
 import hmac
 import re
 import secrets
-import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from linerec.collector.audit import AuditLog
+from linerec.collector.database import Database
 
 ROLES = ("listener", "supervisor", "admin")
 GRANT_KINDS = ("line", "label")
@@ -38,26 +38,6 @@ FAILURE = "wrong name, password or code"
 
 NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,31}")
 GRANT_VALUE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}(/[A-Za-z0-9*][A-Za-z0-9._:-]{0,63})?")
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS console_users (
-    name TEXT PRIMARY KEY, role TEXT NOT NULL, password TEXT NOT NULL, totp_secret TEXT NOT NULL,
-    disabled INTEGER NOT NULL DEFAULT 0, failures INTEGER NOT NULL DEFAULT 0,
-    locked_until REAL NOT NULL DEFAULT 0, last_step INTEGER NOT NULL DEFAULT 0,
-    created_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS console_grants (
-    name TEXT NOT NULL, kind TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (name, kind, value)
-);
-CREATE TABLE IF NOT EXISTS console_sessions (
-    token_hash TEXT PRIMARY KEY, name TEXT NOT NULL, csrf TEXT NOT NULL,
-    created_at REAL NOT NULL, last_seen REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS console_tokens (
-    token_hash TEXT PRIMARY KEY, name TEXT NOT NULL, role TEXT NOT NULL,
-    created_at REAL NOT NULL, expires_at REAL NOT NULL
-);
-"""
 
 # A hash to check a password against when the name is unknown, so both take as long.
 _hasher = PasswordHasher()  # argon2-cffi's defaults: Argon2id, RFC 9106 low-memory profile
@@ -113,7 +93,7 @@ def check_password(password: str) -> str:
 class Accounts:
     def __init__(
         self,
-        db: sqlite3.Connection,
+        db: Database,
         *,
         clock: Callable[[], float] = time.time,
         issuer: str = "linerec",
@@ -122,7 +102,6 @@ class Accounts:
         self.clock = clock
         self.issuer = issuer
         self.audit = AuditLog(db, clock)
-        db.executescript(SCHEMA)
 
     # -- managing accounts (the CLI, and the admin's page) ----------------------------------
 
@@ -207,7 +186,8 @@ class Accounts:
                 f"grant {kind} {value!r}: a line is DEVICE/LINE (or DEVICE/*), a label a word"
             )
         self.db.execute(
-            "INSERT OR IGNORE INTO console_grants (name, kind, value) VALUES (?, ?, ?)",
+            "INSERT INTO console_grants (name, kind, value) VALUES (?, ?, ?) "
+            "ON CONFLICT DO NOTHING",
             (name, kind, value),
         )
 

@@ -15,10 +15,12 @@ import hashlib
 import json
 import os
 import pwd
-import sqlite3
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from linerec.collector.database import Database
 
 # Columns a chained entry commits to, in the order they are stored.
 AUDIT_FIELDS = ("at", "who", "action", "recording", "reason")
@@ -42,55 +44,16 @@ def entry_hash(entry: dict[str, Any]) -> str:
 class AuditLog:
     """Appends to and reads the chained audit table (shared with the store's `audit`)."""
 
-    def __init__(self, db: sqlite3.Connection, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, db: Database, clock: Callable[[], float] = time.time) -> None:
         self.db = db
         self.clock = clock
-        self._migrate()
-
-    def _migrate(self) -> None:
-        """Add the chain to an audit table made before it had one, chaining what is there."""
-        self.db.execute(
-            "CREATE TABLE IF NOT EXISTS audit (at REAL NOT NULL, who TEXT NOT NULL, "
-            "action TEXT NOT NULL, recording TEXT, reason TEXT NOT NULL)"
-        )
-        columns = {row[1] for row in self.db.execute("PRAGMA table_info(audit)")}
-        if {"prev", "hash"} <= columns:
-            return
-        self._begin()
-        try:
-            columns = {row[1] for row in self.db.execute("PRAGMA table_info(audit)")}
-            for column in ("prev", "hash"):
-                if column not in columns:
-                    self.db.execute(
-                        f"ALTER TABLE audit ADD COLUMN {column} TEXT NOT NULL DEFAULT ''"
-                    )
-            prev = ""
-            rows = self.db.execute(
-                f"SELECT rowid, {', '.join(AUDIT_FIELDS)} FROM audit ORDER BY rowid"
-            ).fetchall()
-            for rowid, *values in rows:
-                entry = {**dict(zip(AUDIT_FIELDS, values, strict=True)), "prev": prev}
-                prev = entry_hash(entry)
-                self.db.execute(
-                    "UPDATE audit SET prev = ?, hash = ? WHERE rowid = ?",
-                    (entry["prev"], prev, rowid),
-                )
-            self.db.execute("COMMIT")
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-
-    def _begin(self) -> None:
-        self.db.execute("BEGIN IMMEDIATE")  # read the head and append as one step
 
     def record(
         self, *, who: str, action: str, recording: str | None = None, reason: str = ""
     ) -> dict[str, Any]:
-        """Append one entry, chained to the last; returns it with its hash."""
-        nested = self.db.in_transaction  # the caller's transaction carries this entry too
-        if not nested:
-            self._begin()
-        try:
+        """Append one entry, chained to the last (read and appended as one step; inside the
+        caller's transaction if there is one); returns it with its hash."""
+        with self.db.transaction(lock="audit"):
             last = self.db.execute("SELECT hash FROM audit ORDER BY rowid DESC LIMIT 1").fetchone()
             entry = {
                 "at": self.clock(),
@@ -106,12 +69,6 @@ class AuditLog:
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (*(entry[f] for f in AUDIT_FIELDS), entry["prev"], digest),
             )
-            if not nested:
-                self.db.execute("COMMIT")
-        except BaseException:
-            if not nested:
-                self.db.execute("ROLLBACK")
-            raise
         return {**entry, "hash": digest}
 
     def entries(
@@ -122,7 +79,7 @@ class AuditLog:
         args: list[object] = [recording] if recording else []
         sql = f"SELECT rowid, {', '.join(AUDIT_FIELDS)}, prev, hash FROM audit {where}"
         if limit is not None:
-            sql = f"SELECT * FROM ({sql} ORDER BY rowid DESC LIMIT ?) ORDER BY rowid"
+            sql = f"SELECT * FROM ({sql} ORDER BY rowid DESC LIMIT ?) AS newest ORDER BY rowid"
             args.append(limit)
         else:
             sql += " ORDER BY rowid"
@@ -139,13 +96,9 @@ class AuditLog:
         problem = check_chain("audit log", AUDIT_FIELDS, audit)
         if problem:
             problems.append(problem)
-        try:
-            deletions = self.db.execute(
-                f"SELECT rowid, {', '.join(DELETION_FIELDS)}, prev, hash FROM deletions "
-                "ORDER BY rowid"
-            ).fetchall()
-        except sqlite3.OperationalError:  # no deletion was ever made here
-            deletions = []
+        deletions = self.db.execute(
+            f"SELECT rowid, {', '.join(DELETION_FIELDS)}, prev, hash FROM deletions ORDER BY rowid"
+        ).fetchall()
         problem = check_chain("deletion log", DELETION_FIELDS, deletions)
         if problem:
             problems.append(problem)

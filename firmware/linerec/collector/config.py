@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from linerec.broker import Broker
+from linerec.collector.database import check_uri
 from linerec.collector.uploads import UploadLimits
 from linerec.config import read_toml
 from linerec.errors import ConfigError
@@ -35,7 +37,7 @@ _KEYS = {
 class CollectorSettings:
     broker: Broker
     data_dir: Path
-    database: Path
+    database: Path | str  # a SQLite file, or a PostgreSQL URI (linerec.collector.database)
     key: CollectorPrivate
     ca: Path | None = None
     cert: Path | None = None
@@ -86,6 +88,21 @@ def load_collector_config(path: Path | str) -> CollectorSettings:
             raise ConfigError(path, f"collector.{key}", f"not a regular file: {found}")
         return found
 
+    def database() -> Path | str:
+        """A PostgreSQL URI (libpq's form, no password: that comes from a passfile or the
+        environment), or the path of a SQLite file."""
+        value = text("database")
+        if re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", value):
+            if not value.isprintable():
+                raise ConfigError(
+                    path, "collector.database", f"a URI with a control character ({value!a})"
+                )
+            try:
+                return check_uri(value)
+            except ValueError as exc:
+                raise ConfigError(path, "collector.database", str(exc)) from exc
+        return file("database")
+
     allow = table.get("allow_plaintext", False)
     if not isinstance(allow, bool):
         raise ConfigError(
@@ -99,7 +116,7 @@ def load_collector_config(path: Path | str) -> CollectorSettings:
     return CollectorSettings(
         broker=broker,
         data_dir=data_dir,
-        database=file("database") if "database" in table else data_dir / "collector.db",
+        database=database() if "database" in table else data_dir / "collector.db",
         key=load_private(file("key")),
         ca=tls_file("ca"),
         cert=tls_file("cert"),

@@ -12,33 +12,14 @@ chains.
 from __future__ import annotations
 
 import json
-import sqlite3
 from typing import Any
 
+from linerec.collector.database import Database, upsert
 from linerec.mqttapi import ApiError
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS fleet_status (
-    device TEXT PRIMARY KEY, state TEXT NOT NULL, since REAL NOT NULL, body TEXT NOT NULL,
-    received_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS fleet_health (
-    device TEXT PRIMARY KEY, body TEXT NOT NULL, received_at REAL NOT NULL
-);
-"""
 STATES = ("online", "offline", "stopped")
 MAX_BYTES = 16 * 1024
 MAX_LINES = 64
-
-
-def ensure_schema(db: sqlite3.Connection) -> None:
-    present = db.execute(
-        "SELECT count(*) FROM sqlite_master WHERE name IN ('fleet_status', 'fleet_health')"
-    ).fetchone()[0]
-    if present < 2:
-        for statement in SCHEMA.split(";"):
-            if statement.strip():
-                db.execute(statement)
 
 
 def parse_status(where: str, payload: bytes) -> dict[str, Any]:
@@ -82,26 +63,23 @@ def _json(where: str, payload: bytes) -> dict[str, Any]:
     return body
 
 
-def keep_status(db: sqlite3.Connection, device: str, body: dict[str, Any], now: float) -> None:
-    ensure_schema(db)
+def keep_status(db: Database, device: str, body: dict[str, Any], now: float) -> None:
     row = db.execute("SELECT state, since FROM fleet_status WHERE device = ?", (device,)).fetchone()
     since = float(row[1]) if row is not None and row[0] == body["state"] else now
     db.execute(
-        "INSERT OR REPLACE INTO fleet_status (device, state, since, body, received_at) "
-        "VALUES (?, ?, ?, ?, ?)",
+        upsert("fleet_status", ("device", "state", "since", "body", "received_at"), ("device",)),
         (device, body["state"], since, json.dumps(body, sort_keys=True), now),
     )
 
 
-def keep_health(db: sqlite3.Connection, device: str, body: dict[str, Any], now: float) -> None:
-    ensure_schema(db)
+def keep_health(db: Database, device: str, body: dict[str, Any], now: float) -> None:
     db.execute(
-        "INSERT OR REPLACE INTO fleet_health (device, body, received_at) VALUES (?, ?, ?)",
+        upsert("fleet_health", ("device", "body", "received_at"), ("device",)),
         (device, json.dumps(body, sort_keys=True), now),
     )
 
 
-def chain_gaps(db: sqlite3.Connection, device: str, limit: int = 10) -> list[tuple[int, int]]:
+def chain_gaps(db: Database, device: str, limit: int = 10) -> list[tuple[int, int]]:
     """Runs of recording sequence numbers not here (first, last), below the highest here."""
     seqs = [
         int(row[0])
@@ -121,8 +99,7 @@ def chain_gaps(db: sqlite3.Connection, device: str, limit: int = 10) -> list[tup
     return runs
 
 
-def devices(db: sqlite3.Connection) -> list[str]:
-    ensure_schema(db)
+def devices(db: Database) -> list[str]:
     rows = db.execute(
         "SELECT device FROM fleet_status UNION SELECT device FROM fleet_health "
         "UNION SELECT device FROM recordings ORDER BY 1"
@@ -130,9 +107,8 @@ def devices(db: sqlite3.Connection) -> list[str]:
     return [str(row[0]) for row in rows]
 
 
-def overview(db: sqlite3.Connection, device: str) -> dict[str, Any]:
+def overview(db: Database, device: str) -> dict[str, Any]:
     """What the fleet page shows of one device (event gaps are added by the store)."""
-    ensure_schema(db)
     status = db.execute(
         "SELECT state, since, body, received_at FROM fleet_status WHERE device = ?", (device,)
     ).fetchone()
@@ -141,7 +117,7 @@ def overview(db: sqlite3.Connection, device: str) -> dict[str, Any]:
     ).fetchone()
     last = db.execute(
         "SELECT id, started_at FROM recordings WHERE device = ? "
-        "ORDER BY started_at DESC, seq DESC LIMIT 1",
+        f"ORDER BY {db.order('started_at', True)}, {db.order('seq', True)} LIMIT 1",
         (device,),
     ).fetchone()
     body = json.loads(health[0]) if health else {}

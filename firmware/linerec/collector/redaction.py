@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,17 +47,6 @@ from linerec.store.seal import seal_metadata, sign_end, wrap_key
 if TYPE_CHECKING:
     from linerec.collector.store import CollectorStore
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS redactions (
-    device TEXT NOT NULL, id TEXT NOT NULL, version INTEGER NOT NULL, start REAL NOT NULL,
-    end REAL NOT NULL, reason TEXT NOT NULL, who TEXT NOT NULL, at REAL NOT NULL,
-    original_kept INTEGER NOT NULL, PRIMARY KEY (device, id, version)
-);
-CREATE TABLE IF NOT EXISTS kept_originals (
-    device TEXT NOT NULL, id TEXT NOT NULL, key BLOB NOT NULL, path TEXT NOT NULL,
-    PRIMARY KEY (device, id)
-);
-"""
 MAX_REASON = 500
 
 
@@ -74,16 +62,6 @@ class Redacted:
     start: float
     end: float
     original_kept: bool  # on legal hold: the original stays, for the hold only
-
-
-def ensure_schema(db: sqlite3.Connection) -> None:
-    present = db.execute(
-        "SELECT count(*) FROM sqlite_master WHERE name IN ('redactions', 'kept_originals')"
-    ).fetchone()[0]
-    if present < 2:
-        for statement in SCHEMA.split(";"):
-            if statement.strip():
-                db.execute(statement)
 
 
 def redaction_of(header: dict[str, Any]) -> dict[str, Any] | None:

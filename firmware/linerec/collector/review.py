@@ -23,13 +23,12 @@ import json
 import random
 import re
 import secrets
-import sqlite3
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from linerec.collector.search import ensure_schema
+from linerec.collector.database import Database
 from linerec.errors import ConfigError
 
 ANSWERS = ("yes/no", "1-5")
@@ -135,7 +134,7 @@ def draw(rows: list[dict[str, Any]], *, per: str, n: int, seed: str) -> list[dic
 
 
 def save_review(
-    db: sqlite3.Connection,
+    db: Database,
     device: str,
     recording_id: str,
     reviewer: str,
@@ -143,7 +142,6 @@ def save_review(
     scores: dict[str, str | int],
     comment: str,
 ) -> None:
-    ensure_schema(db)
     db.execute(
         "INSERT INTO console_reviews (device, id, reviewer, at, scores, comment) "
         "VALUES (?, ?, ?, ?, ?, ?)",
@@ -152,15 +150,22 @@ def save_review(
 
 
 def reviews(
-    db: sqlite3.Connection, device: str | None = None, recording_id: str | None = None
+    db: Database, device: str | None = None, recording_id: str | None = None
 ) -> list[dict[str, Any]]:
     """Reviews, oldest first, with the recording's line and start (all, or one recording's)."""
-    ensure_schema(db)
+    where = ["1 = 1"]
+    parameters: list[str] = []
+    if device is not None:
+        where.append("v.device = ?")
+        parameters.append(device)
+    if recording_id is not None:
+        where.append("v.id = ?")
+        parameters.append(recording_id)
     cursor = db.execute(
         "SELECT v.device, v.id, r.line, r.started_at, v.reviewer, v.at, v.scores, v.comment "
         "FROM console_reviews v LEFT JOIN recordings r ON r.device = v.device AND r.id = v.id "
-        "WHERE (? IS NULL OR v.device = ?) AND (? IS NULL OR v.id = ?) ORDER BY v.rowid",
-        (device, device, recording_id, recording_id),
+        f"WHERE {' AND '.join(where)} ORDER BY v.rowid",
+        parameters,
     )
     names = [c[0] for c in cursor.description]
     out = []

@@ -10,52 +10,31 @@ collector's key has read them (`catalog`).
 from __future__ import annotations
 
 import re
-import sqlite3
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from linerec.collector.database import upsert
+
 if TYPE_CHECKING:
-    pass
+    from linerec.collector.database import Database
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS console_catalog (
-    device TEXT NOT NULL, id TEXT NOT NULL, label TEXT, direction TEXT, consent TEXT,
-    clock_synchronized INTEGER, PRIMARY KEY (device, id)
-);
-CREATE TABLE IF NOT EXISTS console_reviews (
-    device TEXT NOT NULL, id TEXT NOT NULL, reviewer TEXT NOT NULL, at REAL NOT NULL,
-    scores TEXT NOT NULL, comment TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS console_reviews_recording ON console_reviews (device, id);
-CREATE INDEX IF NOT EXISTS console_by_started ON recordings (started_at);
-CREATE INDEX IF NOT EXISTS console_by_id ON recordings (id);
-CREATE INDEX IF NOT EXISTS console_by_line ON recordings (device, line, started_at);
-CREATE INDEX IF NOT EXISTS console_by_caller ON recordings (caller_number);
-CREATE INDEX IF NOT EXISTS console_by_called ON recordings (called_number);
-CREATE INDEX IF NOT EXISTS console_by_duration ON recordings (duration);
-"""
-# The console's tables and the indexes its searches use (bench/console.py: 100,000 recordings).
-SCHEMA_NAMES = (
-    "console_catalog", "console_reviews", "console_reviews_recording", "console_by_started",
-    "console_by_id",
-    "console_by_line", "console_by_caller", "console_by_called", "console_by_duration",
-
-)  # fmt: skip
 TOP = "\U0010ffff"  # above any character: `p <= x < p + TOP` is "x begins with p", indexed
 
+# Each sort: (column, descending) in turn; Database.order places NULLs as SQLite does.
 SORTS = {
-    "started_at": "r.started_at ASC",
-    "-started_at": "r.started_at DESC",
-    "duration": "r.duration ASC",
-    "-duration": "r.duration DESC",
-    "device": "r.device ASC, r.line ASC, r.started_at DESC",
-    "seq": "r.device ASC, r.seq ASC",  # as each device numbered them (`collector list`)
+    "started_at": (("r.started_at", False),),
+    "-started_at": (("r.started_at", True),),
+    "duration": (("r.duration", False),),
+    "-duration": (("r.duration", True),),
+    "device": (("r.device", False), ("r.line", False), ("r.started_at", True)),
+    "seq": (("r.device", False), ("r.seq", False)),  # as each device numbered them (`list`)
 }
 DIRECTIONS = ("inbound", "outbound", "unknown")
 MAX_LIMIT = 500
 COUNT_LIMIT = 10_000  # a search's total says "at least this many" beyond it
+ALL = 2**62  # the LIMIT of a query with a negative limit (`collector list`: every row)
 
 WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
 NUMBER = re.compile(r"[0-9*#+]{1,32}")
@@ -175,24 +154,8 @@ def _number(name: str, text: str, low: float, high: float, *, whole: bool = Fals
     return value
 
 
-def ensure_schema(db: sqlite3.Connection) -> None:
-    """The console's own tables, beside the store's in the same database."""
-    marks = ", ".join("?" * len(SCHEMA_NAMES))
-    present = db.execute(
-        f"SELECT count(*) FROM sqlite_master WHERE name IN ({marks})", SCHEMA_NAMES
-    ).fetchone()[0]
-    if present < len(SCHEMA_NAMES):
-        for statement in SCHEMA.split(";"):  # not executescript: it would COMMIT first
-            if statement.strip():
-                db.execute(statement)
-
-
-def run_search(db: sqlite3.Connection, query: RecordingQuery) -> tuple[list[dict[str, Any]], int]:
+def run_search(db: Database, query: RecordingQuery) -> tuple[list[dict[str, Any]], int]:
     """One page of matching recordings (newest first by default) and the count of all."""
-    ensure_schema(db)
-    from linerec.collector.redaction import ensure_schema as ensure_redactions
-
-    ensure_redactions(db)
     where: list[str] = []
     args: list[Any] = []
 
@@ -207,9 +170,9 @@ def run_search(db: sqlite3.Connection, query: RecordingQuery) -> tuple[list[dict
     if query.line:
         add("r.line = ?", query.line)
     if query.label:
-        add("+c.label = ?", query.label)  # walk the sort order, not the label
+        add(f"{db.unindexed('c.label')} = ?", query.label)  # walk the sort order instead
     if query.direction:
-        add("+c.direction = ?", query.direction)
+        add(f"{db.unindexed('c.direction')} = ?", query.direction)
     if query.since:
         add("r.started_at >= ?", query.since)
     if query.until:
@@ -242,7 +205,7 @@ def run_search(db: sqlite3.Connection, query: RecordingQuery) -> tuple[list[dict
         allowed: list[str] = []
         for kind, value in query.scope:
             if kind == "label":
-                allowed.append("+c.label = ?")
+                allowed.append(f"{db.unindexed('c.label')} = ?")
                 args.append(value)
             elif kind == "line":
                 device, _, line = value.partition("/")
@@ -252,7 +215,7 @@ def run_search(db: sqlite3.Connection, query: RecordingQuery) -> tuple[list[dict
                 else:
                     allowed.append("(r.device = ? AND r.line = ?)")
                     args.extend((device, line))
-        where.append(f"({' OR '.join(allowed)})" if allowed else "0")
+        where.append(f"({' OR '.join(allowed)})" if allowed else "1 = 0")
     sql_where = f"WHERE {' AND '.join(where)}" if where else ""
     base = (
         "FROM recordings r "
@@ -262,11 +225,11 @@ def run_search(db: sqlite3.Connection, query: RecordingQuery) -> tuple[list[dict
     )
     # Counting stops at COUNT_LIMIT: a broad search need not visit every row to say "many".
     total = int(
-        db.execute(f"SELECT count(*) FROM (SELECT 1 {base} LIMIT {COUNT_LIMIT})", args).fetchone()[
-            0
-        ]
+        db.execute(
+            f"SELECT count(*) FROM (SELECT 1 AS one {base} LIMIT {COUNT_LIMIT}) AS matched", args
+        ).fetchone()[0]
     )
-    order = f"ORDER BY {SORTS[query.sort]}, r.id"
+    order = f"ORDER BY {', '.join(db.order(c, d) for c, d in SORTS[query.sort])}, r.id"
     # The page's rows first, then what is shown of those rows only (not of every match).
     cursor = db.execute(
         "SELECT r.id, r.device, r.line, r.started_at, r.duration, r.state, r.caller_number, "
@@ -278,7 +241,7 @@ def run_search(db: sqlite3.Connection, query: RecordingQuery) -> tuple[list[dict
         "JOIN recordings r ON r.rowid = page.k "
         "LEFT JOIN console_catalog c ON c.device = r.device AND c.id = r.id "
         f"LEFT JOIN holds h ON h.device = r.device AND h.id = r.id {order}",
-        [*args, query.limit, query.offset],
+        [*args, query.limit if query.limit >= 0 else ALL, query.offset],
     )
     names = [c[0] for c in cursor.description]
     rows = []
@@ -293,9 +256,8 @@ def run_search(db: sqlite3.Connection, query: RecordingQuery) -> tuple[list[dict
     return rows, total
 
 
-def uncatalogued(db: sqlite3.Connection, limit: int) -> list[dict[str, Any]]:
+def uncatalogued(db: Database, limit: int) -> list[dict[str, Any]]:
     """Recordings whose label and direction the catalog does not hold yet."""
-    ensure_schema(db)
     cursor = db.execute(
         "SELECT r.id, r.device, r.path FROM recordings r LEFT JOIN console_catalog c "
         "ON c.device = r.device AND c.id = r.id WHERE c.id IS NULL LIMIT ?",
@@ -304,15 +266,15 @@ def uncatalogued(db: sqlite3.Connection, limit: int) -> list[dict[str, Any]]:
     return [{"id": row[0], "device": row[1], "path": row[2]} for row in cursor]
 
 
-def catalog(
-    db: sqlite3.Connection, device: str, recording_id: str, metadata: dict[str, Any]
-) -> None:
+def catalog(db: Database, device: str, recording_id: str, metadata: dict[str, Any]) -> None:
     """Keep what a recording's metadata says for search (label, direction, consent, clock)."""
-    ensure_schema(db)
     synced = metadata.get("clock_synchronized")
     db.execute(
-        "INSERT OR REPLACE INTO console_catalog "
-        "(device, id, label, direction, consent, clock_synchronized) VALUES (?, ?, ?, ?, ?, ?)",
+        upsert(
+            "console_catalog",
+            ("device", "id", "label", "direction", "consent", "clock_synchronized"),
+            ("device", "id"),
+        ),
         (
             device,
             recording_id,

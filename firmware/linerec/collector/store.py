@@ -1,17 +1,20 @@
-"""Where the collector keeps what arrives: files on disk, an index in SQLite.
+"""Where the collector keeps what arrives: files on disk, an index in its database (SQLite or
+PostgreSQL: linerec.collector.database; several collector processes may share one).
 
     <data_dir>/recordings/<device>/<id>.lrec.vault    recordings, as sealed on the appliance, each
                                                      encrypted again under a key of its own
     <data_dir>/incoming/<device>/<id>.part      uploads under way (pieces written at their offset)
     <data_dir>/quarantine/<device>/<id>.<sha>.bin   uploads that were whole but not a recording
                                                      of that device: kept apart, with the reason
-    <database> (default <data_dir>/collector.db; schema and migrations in schema.py)
+    <database> (default <data_dir>/collector.db, or a PostgreSQL URI; schema and migrations
+               in schema.py)
 
 A recording is named by its device and its id together, everywhere: in the tables, in the
 paths, and at the command line (`DEVICE/ID`, or an ID only one device has).
 
-Deleting a recording destroys its key (kept in the database, which `secure_delete` overwrites),
-so every copy of the file, backups included, is unreadable from then on: crypto-shredding.
+Deleting a recording destroys its key (kept in the database; SQLite's `secure_delete`
+overwrites it), so every copy of the file, backups included, is unreadable from then on:
+crypto-shredding.
 The deletion log is a hash chain: each entry names the hash of the one before.
 
 The call's events go with it: they are erased (each row kept, so that the device's event
@@ -31,7 +34,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sqlite3
 import time
 from collections.abc import Iterator
 from datetime import datetime
@@ -39,7 +41,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from linerec.collector.audit import entry_hash
-from linerec.collector.schema import open_schema
+from linerec.collector.database import connect, upsert
+from linerec.collector.schema import prepare
 from linerec.collector.uploads import UploadLimits, Uploads
 from linerec.collector.vault import SUFFIX as VAULT_SUFFIX
 from linerec.collector.vault import read_vault, write_vault
@@ -55,19 +58,32 @@ _CALL_ENDS = ("hung_up", "missed_call", "notice_abandoned", "recording_sealed")
 
 CALL_EVENTS = 1000  # events a call may span up to its recording_sealed (see add_event)
 QUARANTINE_KEEP = 20  # quarantined uploads kept per device (the oldest go first)
+RECORDING_COLUMNS = (
+    "device", "id", "seq", "line", "started_at", "duration", "state", "caller_number",
+    "called_number", "path", "sha256", "received_at", "clock_synchronized",
+)  # fmt: skip
 
 
 class CollectorStore:
-    def __init__(self, data_dir: Path, database: Path, limits: UploadLimits | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        database: Path | str,
+        limits: UploadLimits | None = None,
+        *,
+        create: bool = True,
+    ) -> None:
+        """`database`: a SQLite file or a PostgreSQL URI (linerec.collector.database). An empty
+        database gets the schema (unless not `create`); one of another schema version is
+        refused (SchemaVersionError: `linerec collector migrate` brings an older one up)."""
         self.data_dir = data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(database, check_same_thread=False, isolation_level=None)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")
-        self.db.execute(
-            "PRAGMA secure_delete=ON"
-        )  # a deleted key is overwritten, not just unlinked
-        open_schema(self.db)
+        self.db = connect(database)
+        try:
+            prepare(self.db, create=create)
+        except BaseException:
+            self.db.close()
+            raise
         self.uploads = Uploads(self.db, data_dir / "incoming", limits or UploadLimits())
 
     # -- events ------------------------------------------------------------------------------
@@ -76,19 +92,22 @@ class CollectorStore:
         """Store an event once (False if it was here already); moves the device's mark."""
         seq = int(body["seq"])
         added = self.db.execute(
-            "INSERT OR IGNORE INTO events (device, seq, body, received_at) VALUES (?, ?, ?, ?)",
+            "INSERT INTO events (device, seq, body, received_at) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT DO NOTHING",
             (device, seq, json.dumps(body, sort_keys=True), received_at),
         ).rowcount
         upto = self.contiguous_seq(device)
-        if added and seq == upto + 1:
-            # Each step is one index lookup; each event is stepped over once in all.
+        if added and seq > upto:
+            # Each step is one index lookup; each event is stepped over once in all. Walking
+            # whenever an event lands above the mark (not only just above it) lets the last of
+            # two processes storing neighbours at once see both and move the mark past them.
+            start = upto
             while self.db.execute(
                 "SELECT 1 FROM events WHERE device = ? AND seq = ?", (device, upto + 1)
             ).fetchone():
                 upto += 1
-            self.db.execute(
-                "INSERT OR REPLACE INTO event_marks (device, upto) VALUES (?, ?)", (device, upto)
-            )
+            if upto > start:
+                self._mark(device, upto)
         # Part of a call whose recording was deleted before this arrived: erase it now. Only
         # a device with deletions can have such a call, and a call's sealing event comes within
         # CALL_EVENTS of its others: so a device sending its numbers backwards costs no scan
@@ -96,13 +115,14 @@ class CollectorStore:
         row = None
         deleted = self.db.execute("SELECT 1 FROM deletions WHERE device = ? LIMIT 1", (device,))
         if deleted.fetchone():
+            field = self.db.json_text
             row = self.db.execute(
-                "SELECT e.id FROM (SELECT json_extract(body, '$.id') AS id FROM "
+                f"SELECT e.id FROM (SELECT {field('body', 'id')} AS id FROM "
                 "(SELECT seq, body FROM events WHERE device = ? AND seq >= ? ORDER BY seq "
-                "LIMIT ?) WHERE json_extract(body, '$.line') IS ? "
-                "AND json_extract(body, '$.event') = 'recording_sealed' ORDER BY seq LIMIT 1) AS e "
+                f"LIMIT ?) AS w WHERE {field('body', 'line')} IS NOT DISTINCT FROM ? "
+                f"AND {field('body', 'event')} = 'recording_sealed' ORDER BY seq LIMIT 1) AS e "
                 "JOIN deletions AS d ON d.id = e.id AND d.device = ?",
-                (device, seq, CALL_EVENTS, body.get("line"), device),
+                (device, seq, CALL_EVENTS, _text(body.get("line")), device),
             ).fetchone()
         if row is not None:
             self._erase(device, self._call_events(device, str(row[0])), str(row[0]))
@@ -110,22 +130,23 @@ class CollectorStore:
 
     def _call_events(self, device: str, recording_id: str) -> list[int]:
         """Sequence numbers of the events of the call `recording_id` recorded (see above)."""
+        field = self.db.json_text
         sealed = self.db.execute(
-            "SELECT seq, json_extract(body, '$.line') FROM events WHERE device = ? "
-            "AND json_extract(body, '$.event') = 'recording_sealed' "
-            "AND json_extract(body, '$.id') = ?",
+            f"SELECT seq, {field('body', 'line')} FROM events WHERE device = ? "
+            f"AND {field('body', 'event')} = 'recording_sealed' "
+            f"AND {field('body', 'id')} = ?",
             (device, recording_id),
         ).fetchone()
         if sealed is None:
             return []  # not here yet: erased when it comes
         end, line = int(sealed[0]), sealed[1]
-        on_line = "device = ? AND json_extract(body, '$.line') IS ?"
+        on_line = f"device = ? AND {field('body', 'line')} IS NOT DISTINCT FROM ?"
 
         def last_before(seq: int, events: tuple[str, ...]) -> int | None:
             marks = ", ".join("?" * len(events))
             row = self.db.execute(
                 f"SELECT MAX(seq) FROM events WHERE {on_line} AND seq < ? "
-                f"AND json_extract(body, '$.event') IN ({marks})",
+                f"AND {field('body', 'event')} IN ({marks})",
                 (device, line, seq, *events),
             ).fetchone()
             return None if row[0] is None else int(row[0])
@@ -136,7 +157,7 @@ class CollectorStore:
             int(row[0])
             for row in self.db.execute(
                 f"SELECT seq FROM events WHERE {on_line} AND seq > ? AND seq <= ? "
-                "AND json_extract(body, '$.event') IS NOT 'recording_deleted'",
+                f"AND {field('body', 'event')} IS DISTINCT FROM 'recording_deleted'",
                 (device, line, previous, end),
             )
         ]
@@ -157,13 +178,17 @@ class CollectorStore:
             )
 
     def _shred_free_pages(self) -> None:
-        """Old page images must not outlive a deletion: the WAL is written back and emptied."""
-        busy, _, _ = self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-        if busy:
-            raise sqlite3.OperationalError(
-                "the write-ahead log could not be emptied (another process is reading): "
-                "deleted data may remain in it until the next deletion or restart"
-            )
+        """Old page images must not outlive a deletion (see Database.shred_free_pages)."""
+        self.db.shred_free_pages()
+
+    def _mark(self, device: str, upto: int) -> None:
+        """Events 1..upto of `device` are all here (a mark never moves back: another process
+        may have moved it further already)."""
+        self.db.execute(
+            "INSERT INTO event_marks (device, upto) VALUES (?, ?) ON CONFLICT (device) "
+            f"DO UPDATE SET upto = {self.db.greatest('event_marks.upto', 'excluded.upto')}",
+            (device, upto),
+        )
 
     def contiguous_seq(self, device: str) -> int:
         """The highest n such that events 1..n of `device` are all here."""
@@ -180,9 +205,7 @@ class CollectorStore:
             "SELECT 1 FROM events WHERE device = ? AND seq = 1", (device,)
         ).fetchone()
         upto = int(first_missing) - 1 if has_first and first_missing else 0
-        self.db.execute(
-            "INSERT OR REPLACE INTO event_marks (device, upto) VALUES (?, ?)", (device, upto)
-        )
+        self._mark(device, upto)
         return upto
 
     def gaps(self, device: str, limit: int = 10) -> list[tuple[int, int]]:
@@ -224,13 +247,22 @@ class CollectorStore:
         final_dir = self.data_dir / "recordings" / device
         final_dir.mkdir(parents=True, exist_ok=True)
         final = final_dir / f"{recording_id}{VAULT_SUFFIX}"
-        key = os.urandom(32)
-        write_vault(part, final, key, device, recording_id)
-        self.db.execute(
-            "INSERT OR REPLACE INTO vault_keys (device, id, key) VALUES (?, ?, ?)",
-            (device, recording_id, key),
-        )
-        part.unlink()
+        # The file and its key change together, under a lock on the recording: two processes
+        # finishing the same upload (a redelivery) leave one file and the key that opens it.
+        with self.db.transaction():
+            self.db.lock_key(f"recording {device}/{recording_id}")
+            kept = self.db.execute(
+                "SELECT 1 FROM vault_keys WHERE device = ? AND id = ?", (device, recording_id)
+            ).fetchone()
+            if kept is not None and final.exists() and not part.exists():
+                return final  # another process kept it (and took the part file)
+            key = os.urandom(32)
+            write_vault(part, final, key, device, recording_id)
+            self.db.execute(
+                upsert("vault_keys", ("device", "id", "key"), ("device", "id")),
+                (device, recording_id, key),
+            )
+        part.unlink(missing_ok=True)  # (the other process, if it kept it too, may have)
         return final
 
     def read_recording(self, recording_id: str, path: Path, device: str | None = None) -> bytes:
@@ -269,16 +301,19 @@ class CollectorStore:
         size = part.stat().st_size
         os.replace(part, kept)
         self.db.execute(
-            "INSERT OR REPLACE INTO quarantine (device, id, sha256, size, reason, path, "
-            "received_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            upsert(
+                "quarantine",
+                ("device", "id", "sha256", "size", "reason", "path", "received_at"),
+                ("device", "id", "sha256"),
+            ),
             (device, recording_id, sha256, size, reason, str(kept), now),
         )
         self.uploads.drop(device, recording_id)
-        old = self.db.execute(
+        old = self.db.execute(  # at most QUARANTINE_KEEP + 1 rows: the rest went before
             "SELECT id, sha256, path FROM quarantine WHERE device = ? "
-            "ORDER BY received_at DESC, rowid DESC LIMIT -1 OFFSET ?",
-            (device, QUARANTINE_KEEP),
-        ).fetchall()
+            "ORDER BY received_at DESC, rowid DESC",
+            (device,),
+        ).fetchall()[QUARANTINE_KEEP:]
         for old_id, old_sha, old_path in old:
             self.db.execute(
                 "DELETE FROM quarantine WHERE device = ? AND id = ? AND sha256 = ?",
@@ -288,10 +323,11 @@ class CollectorStore:
         return kept
 
     def quarantined(self, device: str | None = None) -> list[dict[str, Any]]:
+        where, parameters = ("WHERE device = ?", (device,)) if device is not None else ("", ())
         cursor = self.db.execute(
             "SELECT device, id, sha256, size, reason, path, received_at FROM quarantine "
-            "WHERE ? IS NULL OR device = ? ORDER BY received_at, device, id",
-            (device, device),
+            f"{where} ORDER BY received_at, device, id",
+            parameters,
         )
         names = [c[0] for c in cursor.description]
         return [dict(zip(names, row, strict=True)) for row in cursor]
@@ -331,30 +367,33 @@ class CollectorStore:
         recording_id, device = row["id"], row["device"]
         if self.is_held(device, recording_id):
             raise PermissionError(f"{device}/{recording_id} is on legal hold")
-        self.db.execute("BEGIN IMMEDIATE")  # key gone and deletion logged together, or neither
-        self.db.execute(
-            "DELETE FROM vault_keys WHERE device = ? AND id = ?", (device, recording_id)
-        )
-        self.db.execute(
-            "DELETE FROM recordings WHERE device = ? AND id = ?", (device, recording_id)
-        )
-        self._erase(device, self._call_events(device, recording_id), recording_id)
-        previous = self.db.execute(
-            "SELECT hash FROM deletions ORDER BY rowid DESC LIMIT 1"
-        ).fetchone()
-        entry = {
-            "id": recording_id,
-            "device": row["device"],
-            "at": time.time(),
-            "reason": reason,
-            "prev": previous[0] if previous else "",
-        }
-        digest = entry_hash(entry)  # the deletion log is chained as the audit log is
-        self.db.execute(
-            "INSERT INTO deletions (id, device, at, reason, prev, hash) VALUES (?, ?, ?, ?, ?, ?)",
-            (recording_id, row["device"], entry["at"], reason, entry["prev"], digest),
-        )
-        self.db.execute("COMMIT")
+        # Key gone and deletion logged together, or neither; one chain whoever deletes.
+        with self.db.transaction(lock="deletions"):
+            self.db.execute(
+                "DELETE FROM vault_keys WHERE device = ? AND id = ?", (device, recording_id)
+            )
+            gone = self.db.execute(
+                "DELETE FROM recordings WHERE device = ? AND id = ?", (device, recording_id)
+            ).rowcount
+            if not gone:  # another process deleted it meanwhile: logged once, by that one
+                raise KeyError(f"no recording {recording_id!r} from device {device!r}: deleted")
+            self._erase(device, self._call_events(device, recording_id), recording_id)
+            previous = self.db.execute(
+                "SELECT hash FROM deletions ORDER BY rowid DESC LIMIT 1"
+            ).fetchone()
+            entry = {
+                "id": recording_id,
+                "device": row["device"],
+                "at": time.time(),
+                "reason": reason,
+                "prev": previous[0] if previous else "",
+            }
+            digest = entry_hash(entry)  # the deletion log is chained as the audit log is
+            self.db.execute(
+                "INSERT INTO deletions (id, device, at, reason, prev, hash) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (recording_id, row["device"], entry["at"], reason, entry["prev"], digest),
+            )
         Path(row["path"]).unlink(missing_ok=True)
         self.audit("delete", recording_id, reason)
         self._shred_free_pages()  # no old page keeps the key or a number around
@@ -378,7 +417,8 @@ class CollectorStore:
                 raise
         if held:
             self.db.execute(
-                "INSERT OR IGNORE INTO holds (device, id) VALUES (?, ?)", (device, recording_id)
+                "INSERT INTO holds (device, id) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                (device, recording_id),
             )
         else:
             self.db.execute("DELETE FROM holds WHERE device = ? AND id = ?", (device, recording_id))
@@ -419,9 +459,6 @@ class CollectorStore:
         `keep_original` (legal hold): then the original's key and file are kept aside, read by
         nobody, until the hold is lifted. The SHA-256 the appliance delivered stays in the
         index, so a redelivery of the original is acknowledged again, never stored again."""
-        from linerec.collector.redaction import ensure_schema
-
-        ensure_schema(self.db)
         row = self.find(recording_id, device)
         incoming = self.data_dir / "incoming" / device
         incoming.mkdir(parents=True, exist_ok=True)
@@ -431,34 +468,32 @@ class CollectorStore:
         key = os.urandom(32)
         write_vault(part, final, key, device, recording_id)
         part.unlink()
-        self.db.execute("BEGIN IMMEDIATE")  # new key, new path and the record, or none of them
-        try:
-            (old_key,) = self.db.execute(
-                "SELECT key FROM vault_keys WHERE device = ? AND id = ?", (device, recording_id)
-            ).fetchone()
-            if keep_original:
+        try:  # new key, new path and the record, or none of them
+            with self.db.transaction():
+                (old_key,) = self.db.execute(
+                    "SELECT key FROM vault_keys WHERE device = ? AND id = ?", (device, recording_id)
+                ).fetchone()
+                if keep_original:
+                    self.db.execute(
+                        "INSERT INTO kept_originals (device, id, key, path) "
+                        "VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                        (device, recording_id, old_key, row["path"]),
+                    )
                 self.db.execute(
-                    "INSERT OR IGNORE INTO kept_originals (device, id, key, path) "
-                    "VALUES (?, ?, ?, ?)",
-                    (device, recording_id, old_key, row["path"]),
+                    "UPDATE vault_keys SET key = ? WHERE device = ? AND id = ?",
+                    (key, device, recording_id),
                 )
-            self.db.execute(
-                "UPDATE vault_keys SET key = ? WHERE device = ? AND id = ?",
-                (key, device, recording_id),
-            )
-            self.db.execute(
-                "UPDATE recordings SET path = ? WHERE device = ? AND id = ?",
-                (str(final), device, recording_id),
-            )
-            self.db.execute(
-                "INSERT INTO redactions (device, id, version, start, end, reason, who, at, "
-                "original_kept) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (device, recording_id, version, span["from"], span["to"], span["reason"],
-                 span["by"], span["at"], int(keep_original)),
-            )  # fmt: skip
-            self.db.execute("COMMIT")
+                self.db.execute(
+                    "UPDATE recordings SET path = ? WHERE device = ? AND id = ?",
+                    (str(final), device, recording_id),
+                )
+                self.db.execute(
+                    'INSERT INTO redactions (device, id, version, start, "end", reason, who, at, '
+                    "original_kept) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (device, recording_id, version, span["from"], span["to"], span["reason"],
+                     span["by"], span["at"], int(keep_original)),
+                )  # fmt: skip
         except BaseException:
-            self.db.execute("ROLLBACK")
             final.unlink(missing_ok=True)
             raise
         if not keep_original:
@@ -468,11 +503,8 @@ class CollectorStore:
 
     def redactions(self, device: str, recording_id: str) -> list[dict[str, Any]]:
         """The spans silenced in a recording, oldest first (empty if never redacted)."""
-        from linerec.collector.redaction import ensure_schema
-
-        ensure_schema(self.db)
         cursor = self.db.execute(
-            "SELECT version, start, end, reason, who, at, original_kept FROM redactions "
+            'SELECT version, start, "end", reason, who, at, original_kept FROM redactions '
             "WHERE device = ? AND id = ? ORDER BY version",
             (device, recording_id),
         )
@@ -481,9 +513,6 @@ class CollectorStore:
 
     def original_kept(self, device: str, recording_id: str) -> bool:
         """Is the original of a redacted recording kept (for a legal hold)?"""
-        from linerec.collector.redaction import ensure_schema
-
-        ensure_schema(self.db)
         return bool(
             self.db.execute(
                 "SELECT 1 FROM kept_originals WHERE device = ? AND id = ?", (device, recording_id)
@@ -492,9 +521,6 @@ class CollectorStore:
 
     def _shred_kept_original(self, device: str, recording_id: str) -> None:
         """The hold is lifted: the original a redaction kept for it goes as a deletion does."""
-        from linerec.collector.redaction import ensure_schema
-
-        ensure_schema(self.db)
         row = self.db.execute(
             "SELECT path FROM kept_originals WHERE device = ? AND id = ?", (device, recording_id)
         ).fetchone()
@@ -537,7 +563,9 @@ class CollectorStore:
                 try:
                     self.delete(recording_id, f"retention: older than {days:g} days", device)
                     gone.append(recording_id)
-                except PermissionError:
+                except PermissionError:  # on hold
+                    continue
+                except KeyError:  # another collector process's sweep deleted it first
                     continue
         kept = {
             (str(device), seq)
@@ -546,7 +574,7 @@ class CollectorStore:
         }
         old = self.db.execute(
             "SELECT device, seq FROM events WHERE received_at < ? "
-            "AND json_extract(body, '$.erased') IS NULL",
+            f"AND {self.db.json_text('body', 'erased')} IS NULL",
             (limit,),
         ).fetchall()
         by_device: dict[str, list[int]] = {}
@@ -554,10 +582,9 @@ class CollectorStore:
             if (str(device), int(seq)) not in kept:
                 by_device.setdefault(str(device), []).append(int(seq))
         if by_device:
-            self.db.execute("BEGIN IMMEDIATE")
-            for device, seqs in by_device.items():
-                self._erase(device, seqs, f"retention: older than {days:g} days")
-            self.db.execute("COMMIT")
+            with self.db.transaction():
+                for device, seqs in by_device.items():
+                    self._erase(device, seqs, f"retention: older than {days:g} days")
             self._shred_free_pages()
         return gone
 
@@ -584,7 +611,7 @@ class CollectorStore:
         if not isinstance(seq, int) or not isinstance(head, str) or not isinstance(prev, str):
             return "no sequence number or header hash"
         self.db.execute(
-            "INSERT OR REPLACE INTO chain_links (device, seq, prev, head) VALUES (?, ?, ?, ?)",
+            upsert("chain_links", ("device", "seq", "prev", "head"), ("device", "seq")),
             (device, seq, prev, head),
         )
 
@@ -611,9 +638,11 @@ class CollectorStore:
             problems.append(
                 f"recordings {last + 1}..{seq - 1} have not arrived (deleted, or still coming)"
             )
-        if seq > last:
+        if seq > last:  # only ever forward, whichever process saw which recording first
             self.db.execute(
-                "INSERT OR REPLACE INTO chains (device, seq, head) VALUES (?, ?, ?)",
+                "INSERT INTO chains (device, seq, head) VALUES (?, ?, ?) ON CONFLICT (device) "
+                "DO UPDATE SET seq = excluded.seq, head = excluded.head "
+                "WHERE excluded.seq > chains.seq",
                 (device, seq, head),
             )
         return "; ".join(problems)
@@ -637,7 +666,7 @@ class CollectorStore:
         ).fetchone():
             return f"seq {seq} is said to be {reason}, but its recording is here"
         self.db.execute(
-            "INSERT OR REPLACE INTO chain_absences (device, seq, id, reason) VALUES (?, ?, ?, ?)",
+            upsert("chain_absences", ("device", "seq", "id", "reason"), ("device", "seq")),
             (device, seq, recording_id, reason),
         )
         return self.follow_chain(device, seq, prev, head)
@@ -689,9 +718,7 @@ class CollectorStore:
         received_at: float,
     ) -> None:
         self.db.execute(
-            "INSERT OR REPLACE INTO recordings (device, id, seq, line, started_at, duration, "
-            "state, caller_number, called_number, path, sha256, received_at, clock_synchronized) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            upsert("recordings", RECORDING_COLUMNS, ("device", "id")),
             (
                 device,
                 recording_id,
@@ -705,7 +732,7 @@ class CollectorStore:
                 str(path),
                 sha256,
                 received_at,
-                bool(facts.get("clock_synchronized")),
+                int(bool(facts.get("clock_synchronized"))),
             ),
         )
         self.uploads.drop(device, recording_id)
@@ -742,35 +769,37 @@ class CollectorStore:
 
     def next_command_counter(self, device: str) -> int:
         """The next command number for `device` (the device refuses any not above the last):
-        above our own count and above any counter the device's stored events tell of."""
-        row = self.db.execute(
-            "SELECT counter FROM command_counters WHERE device = ?", (device,)
-        ).fetchone()
+        above our own count and above any counter the device's stored events tell of. Taken
+        in one statement, so two processes never issue the same number."""
+        field = self.db.json_text
+        told = 0
         # The device writes its events: only whole numbers it could have accepted count, so
         # text, floats or a number past MAX_COUNTER can neither break nor exhaust the numbering.
-        told = self.db.execute(
-            "SELECT max(CASE WHEN json_type(body, '$.' || f.name) = 'integer' "
-            "AND json_extract(body, '$.' || f.name) BETWEEN 0 AND ? "
-            "THEN json_extract(body, '$.' || f.name) END) "
-            "FROM events, (SELECT 'counter' AS name UNION ALL SELECT 'last_counter') AS f"
-            " WHERE device = ? AND json_extract(body, '$.event') IN"
-            " ('command_done', 'command_refused')",
-            (MAX_COUNTER - 1, device),
+        for (body,) in self.db.execute(
+            f"SELECT body FROM events WHERE device = ? "
+            f"AND {field('body', 'event')} IN ('command_done', 'command_refused')",
+            (device,),
+        ):
+            event = json.loads(body)
+            for value in (event.get("counter"), event.get("last_counter")):
+                if type(value) is int and 0 <= value < MAX_COUNTER:
+                    told = max(told, value)
+        (counter,) = self.db.execute(
+            "INSERT INTO command_counters (device, counter) VALUES (?, ?) ON CONFLICT (device) "
+            "DO UPDATE SET counter = "
+            f"{self.db.greatest('command_counters.counter + 1', 'excluded.counter')} "
+            "RETURNING counter",
+            (device, told + 1),
         ).fetchone()
-        known = max(int(row[0]) if row else 0, int(told[0]) if told and told[0] else 0)
-        counter = known + 1
-        self.db.execute(
-            "INSERT OR REPLACE INTO command_counters (device, counter) VALUES (?, ?)",
-            (device, counter),
-        )
-        return counter
+        return int(counter)
 
     def learn_command_counter(self, device: str, accepted: int) -> None:
         """The device says it has accepted counters up to `accepted` (its status, or a
         refusal): the next command goes above it, even if this database forgot (restored)."""
         self.db.execute(
-            "INSERT INTO command_counters (device, counter) VALUES (?, ?) "
-            "ON CONFLICT (device) DO UPDATE SET counter = max(counter, excluded.counter)",
+            "INSERT INTO command_counters (device, counter) VALUES (?, ?) ON CONFLICT (device) "
+            "DO UPDATE SET counter = "
+            f"{self.db.greatest('command_counters.counter', 'excluded.counter')}",
             (device, accepted),
         )
 
@@ -842,3 +871,10 @@ def split_reference(reference: str, device: str | None) -> tuple[str | None, str
     if slash and device is not None and named != device:
         raise KeyError(f"{reference!r} names device {named!r}, not {device!r}")
     return (named if slash else device), recording_id
+
+
+def _text(value: object) -> str | None:
+    """A JSON value as the text `Database.json_text` reads it as (None stays NULL)."""
+    if value is None or isinstance(value, str):
+        return value
+    return json.dumps(value)

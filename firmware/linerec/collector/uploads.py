@@ -19,12 +19,16 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import sqlite3
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from linerec.codec import RATE
+from linerec.collector.database import upsert
 from linerec.store.format import BLOCK, CHUNK_AUDIO_BYTES, MAX_BODY
+
+if TYPE_CHECKING:
+    from linerec.collector.database import Database
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +64,7 @@ class UploadRefused(ValueError):
 
 
 class Uploads:
-    def __init__(self, db: sqlite3.Connection, incoming: Path, limits: UploadLimits) -> None:
+    def __init__(self, db: Database, incoming: Path, limits: UploadLimits) -> None:
         self.db = db
         self.incoming = incoming
         self.limits = limits
@@ -70,7 +74,33 @@ class Uploads:
 
     def add(self, piece: Piece, now: float) -> Path | None:
         """Write a piece; the part file once the upload is whole and its SHA-256 matches.
-        A piece of a stream (`sha256` STREAMING) only ever adds to what is held."""
+        A piece of a stream (`sha256` STREAMING) only ever adds to what is held.
+
+        What is held is read and written back in one transaction, the upload locked, so two
+        processes given pieces of one upload (a redelivery to another) merge them in turn."""
+        with self.db.transaction():
+            self.db.lock_key(f"upload {piece.device}/{piece.recording_id}")
+            piece, count = self._place(piece, now)
+        if piece.sha256 == STREAMING:
+            return None
+        device, recording_id = piece.device, piece.recording_id
+        part = self.part(device, recording_id)
+        whole = count == 1 and self.received(device, recording_id) == piece.size
+        if not whole and piece.size > 0:
+            return None
+        if _sha256(part) != piece.sha256:
+            log.warning(
+                "device %s: upload %s is whole but its SHA-256 differs: dropped, to be sent again",
+                device,
+                recording_id,
+            )
+            self.drop(device, recording_id)
+            return None
+        return part
+
+    def _place(self, piece: Piece, now: float) -> tuple[Piece, int]:
+        """Write a piece at its offset and merge its range into those held: (the piece, as
+        the sealed upload's if it was streamed after that began; the ranges held now)."""
         limits = self.limits
         device, recording_id = piece.device, piece.recording_id
         row = self.db.execute(
@@ -111,14 +141,14 @@ class Uploads:
         absorbed: list[tuple[int, int]] = []
         if end > start:
             before = self.db.execute(
-                "SELECT start, end FROM upload_ranges WHERE device = ? AND id = ? AND start < ? "
+                'SELECT start, "end" FROM upload_ranges WHERE device = ? AND id = ? AND start < ? '
                 "ORDER BY start DESC LIMIT 1",
                 (device, recording_id, start),
             ).fetchone()
             if before is not None and before[1] >= start:
                 start = int(before[0])
             absorbed = self.db.execute(
-                "SELECT start, end FROM upload_ranges WHERE device = ? AND id = ? "
+                'SELECT start, "end" FROM upload_ranges WHERE device = ? AND id = ? '
                 "AND start >= ? AND start <= ?",
                 (device, recording_id, start, end),
             ).fetchall()
@@ -136,10 +166,12 @@ class Uploads:
             os.pwrite(fd, piece.data, piece.offset)
         finally:
             os.close(fd)
-        self.db.execute("BEGIN IMMEDIATE")
         self.db.execute(
-            "INSERT OR REPLACE INTO uploads (device, id, size, sha256, ranges, touched_at) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
+            upsert(
+                "uploads",
+                ("device", "id", "size", "sha256", "ranges", "touched_at"),
+                ("device", "id"),
+            ),
             (device, recording_id, 0 if streaming else piece.size, piece.sha256, count, now),
         )
         if piece.data:
@@ -149,36 +181,22 @@ class Uploads:
                 (device, recording_id, start, piece.offset + len(piece.data)),
             )
             self.db.execute(
-                "INSERT INTO upload_ranges (device, id, start, end) VALUES (?, ?, ?, ?)",
+                'INSERT INTO upload_ranges (device, id, start, "end") VALUES (?, ?, ?, ?)',
                 (device, recording_id, start, end),
             )
-        self.db.execute("COMMIT")
-        if streaming:
-            return None
-        whole = count == 1 and self.received(device, recording_id) == piece.size
-        if not whole and piece.size > 0:
-            return None
-        if _sha256(part) != piece.sha256:
-            log.warning(
-                "device %s: upload %s is whole but its SHA-256 differs: dropped, to be sent again",
-                device,
-                recording_id,
-            )
-            self.drop(device, recording_id)
-            return None
-        return part
+        return piece, count
 
     def received(self, device: str, recording_id: str) -> int:
         """Bytes of an upload received from its start without a hole."""
         row = self.db.execute(
-            "SELECT end FROM upload_ranges WHERE device = ? AND id = ? AND start = 0",
+            'SELECT "end" FROM upload_ranges WHERE device = ? AND id = ? AND start = 0',
             (device, recording_id),
         ).fetchone()
         return int(row[0]) if row else 0
 
     def _held_end(self, device: str, recording_id: str) -> int:
         row = self.db.execute(
-            "SELECT MAX(end) FROM upload_ranges WHERE device = ? AND id = ?",
+            'SELECT MAX("end") FROM upload_ranges WHERE device = ? AND id = ?',
             (device, recording_id),
         ).fetchone()
         return int(row[0]) if row and row[0] is not None else 0
@@ -213,12 +231,13 @@ class Uploads:
 
     def drop(self, device: str, recording_id: str) -> None:
         """Forget an upload: its ranges, its row, its part file."""
-        self.db.execute("BEGIN IMMEDIATE")
-        self.db.execute(
-            "DELETE FROM upload_ranges WHERE device = ? AND id = ?", (device, recording_id)
-        )
-        self.db.execute("DELETE FROM uploads WHERE device = ? AND id = ?", (device, recording_id))
-        self.db.execute("COMMIT")
+        with self.db.transaction():
+            self.db.execute(
+                "DELETE FROM upload_ranges WHERE device = ? AND id = ?", (device, recording_id)
+            )
+            self.db.execute(
+                "DELETE FROM uploads WHERE device = ? AND id = ?", (device, recording_id)
+            )
         self.part(device, recording_id).unlink(missing_ok=True)
 
     def under_way(self) -> list[dict[str, object]]:

@@ -1,0 +1,273 @@
+"""The collector's metadata database: one small layer, two engines behind it.
+
+SQLite (the default: a file in `data_dir`) or PostgreSQL through psycopg 3 (`[collector]
+database = "postgresql://user@host:5432/linerec"`). The collector's SQL is written once, in
+the dialect both accept: `?` placeholders (translated here for psycopg), `INSERT ... ON
+CONFLICT`, `RETURNING`, `IS [NOT] DISTINCT FROM`, a quoted `"end"`. What the two cannot share
+is named here and nowhere else: reading a field of a JSON column (`json_text`), the larger of
+two values (`greatest`), a condition the planner must not answer from an index
+(`unindexed`), the column types of the schema (`ddl`), the schema version, the table lock a
+chained log takes, and what "shred free pages" means.
+
+Every statement runs on its own (autocommit) unless inside `transaction()`, which is one
+transaction however deeply it nests; a lock keeps the threads of one process (MQTT, the
+console) from running statements inside each other's transaction.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+from linerec.errors import LinerecError
+
+SQLITE = "sqlite"
+POSTGRESQL = "postgresql"
+URI_SCHEMES = ("postgresql", "postgres")
+
+
+class Cursor(Protocol):
+    """What the store reads from a statement (sqlite3's and psycopg's cursors both are this)."""
+
+    @property
+    def description(self) -> Any: ...
+
+    @property
+    def rowcount(self) -> int: ...
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+    def __iter__(self) -> Iterator[Any]: ...
+
+
+class DatabaseError(LinerecError):
+    """The database cannot be used as configured (names the setting and what is wrong)."""
+
+
+def is_uri(location: Path | str) -> bool:
+    return isinstance(location, str) and urlsplit(location).scheme in URI_SCHEMES
+
+
+def check_uri(uri: str) -> str:
+    """A PostgreSQL URI as the config may give it: libpq's form, with no password in it (it
+    comes from a passfile, PGPASSFILE or PGPASSWORD). ValueError says what is wrong."""
+    try:
+        parts = urlsplit(uri)
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError as exc:
+        raise ValueError(f"not a PostgreSQL URI: {exc}") from exc
+    if parts.scheme not in URI_SCHEMES:
+        raise ValueError("a PostgreSQL URI begins postgresql://")
+    if parts.password is not None or re.search(r"(^|[?&])password=", parts.query):
+        raise ValueError(
+            "the URI carries a password: put it in a passfile (~/.pgpass or PGPASSFILE) or "
+            "the environment (PGPASSWORD), never in the config"
+        )
+    return uri
+
+
+def connect(location: Path | str) -> Database:
+    """The database at `location`: a PostgreSQL URI, or the path of a SQLite file."""
+    if is_uri(location):
+        return _connect_postgresql(check_uri(str(location)))
+    path = Path(location)
+    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    db.execute("PRAGMA secure_delete=ON")  # a deleted key is overwritten, not just unlinked
+    return Database(db, SQLITE, str(path))
+
+
+def _connect_postgresql(uri: str) -> Database:
+    try:
+        import psycopg
+    except ImportError as exc:  # the collector's extra, not on the appliance
+        raise DatabaseError(
+            "[collector] database names PostgreSQL, which needs psycopg 3: "
+            "pip install 'linerec[collector]' (or 'psycopg[binary]')"
+        ) from exc
+    try:
+        connection = psycopg.connect(uri, autocommit=True)
+    except psycopg.Error as exc:
+        where = urlsplit(uri)._replace(query="").geturl()
+        raise DatabaseError(f"cannot connect to {where}: {str(exc).strip()}") from exc
+    return Database(connection, POSTGRESQL, urlsplit(uri)._replace(query="").geturl())
+
+
+@functools.lru_cache(maxsize=1024)
+def _to_format(sql: str) -> str:
+    """`?` placeholders as psycopg's `%s` (a literal `%` doubled first)."""
+    return sql.replace("%", "%%").replace("?", "%s")
+
+
+_DDL_TYPES = {"INTEGER": "BIGINT", "REAL": "DOUBLE PRECISION", "BLOB": "BYTEA"}
+
+
+class Database:
+    """One connection to the collector's metadata, whichever engine holds it."""
+
+    def __init__(self, connection: Any, engine: str, name: str) -> None:
+        self.connection = connection
+        self.engine = engine
+        self.name = name  # the file, or the URI without its options (for messages)
+        self._lock = threading.RLock()
+        self._depth = 0
+
+    # -- running statements -----------------------------------------------------------------
+
+    def execute(self, sql: str, parameters: Sequence[Any] = ()) -> Cursor:
+        with self._lock:
+            if self.engine == SQLITE:
+                return self.connection.execute(sql, tuple(parameters))  # type: ignore[no-any-return]
+            return self.connection.execute(_to_format(sql), tuple(parameters))  # type: ignore[no-any-return]
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        with self._lock:
+            if self.engine == SQLITE:
+                self.connection.executemany(sql, rows)
+            else:
+                with self.connection.cursor() as cursor:
+                    cursor.executemany(_to_format(sql), rows)
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._depth > 0
+
+    @contextmanager
+    def transaction(self, *, lock: str | None = None) -> Iterator[None]:
+        """One transaction (a nested one joins the outer). `lock` names a table whose rows are
+        chained (each names the hash of the one before): no other writer appends to it until
+        this commits. SQLite's BEGIN IMMEDIATE already keeps every other writer out."""
+        with self._lock:
+            if self._depth:
+                self._depth += 1
+                try:
+                    if lock and self.engine == POSTGRESQL:
+                        self.connection.execute(f"LOCK TABLE {lock} IN SHARE ROW EXCLUSIVE MODE")
+                    yield
+                finally:
+                    self._depth -= 1
+                return
+            self.connection.execute("BEGIN IMMEDIATE" if self.engine == SQLITE else "BEGIN")
+            self._depth = 1
+            try:
+                if lock and self.engine == POSTGRESQL:
+                    self.connection.execute(f"LOCK TABLE {lock} IN SHARE ROW EXCLUSIVE MODE")
+                yield
+            except BaseException:
+                self._depth = 0
+                self.connection.execute("ROLLBACK")
+                raise
+            self._depth = 0
+            self.connection.execute("COMMIT")
+
+    def close(self) -> None:
+        with self._lock:
+            self.connection.close()
+
+    # -- what the two dialects cannot share --------------------------------------------------
+
+    def json_text(self, column: str, field: str) -> str:
+        """SQL for a top-level field of a JSON text column, as text (NULL if absent)."""
+        if not re.fullmatch(r"[a-z_]+", field):
+            raise ValueError(f"not a JSON field name: {field!r}")
+        if self.engine == SQLITE:
+            return f"CAST(json_extract({column}, '$.{field}') AS TEXT)"
+        return f"({column}::jsonb ->> '{field}')"
+
+    def greatest(self, a: str, b: str) -> str:
+        return f"max({a}, {b})" if self.engine == SQLITE else f"GREATEST({a}, {b})"
+
+    def order(self, column: str, descending: bool = False) -> str:
+        """An ORDER BY term with NULLs where SQLite puts them (lowest) on both engines."""
+        if self.engine == SQLITE:
+            return f"{column} DESC" if descending else f"{column} ASC"
+        return f"{column} DESC NULLS LAST" if descending else f"{column} ASC NULLS FIRST"
+
+    def unindexed(self, column: str) -> str:
+        """A column the planner should filter by while walking another index (SQLite's
+        unary plus; PostgreSQL's planner weighs this itself)."""
+        return f"+{column}" if self.engine == SQLITE else column
+
+    def ddl(self, statement: str) -> str:
+        """A schema statement in this engine's types (written with SQLite's names)."""
+        if self.engine == SQLITE:
+            return statement.replace("{ROWID}", "").replace("{C}", "")
+        statement = statement.replace(
+            "{ROWID}", "rowid BIGINT GENERATED BY DEFAULT AS IDENTITY UNIQUE, "
+        ).replace("{C}", ' COLLATE "C"')
+        return re.sub(r"\b(INTEGER|REAL|BLOB)\b", lambda m: _DDL_TYPES[m.group(1)], statement)
+
+    def tables(self) -> set[str]:
+        if self.engine == SQLITE:
+            rows = self.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        else:
+            rows = self.execute(
+                "SELECT table_name FROM information_schema.tables "
+                "WHERE table_schema = current_schema()"
+            )
+        return {str(row[0]) for row in rows}
+
+    def columns(self, table: str) -> set[str]:
+        if self.engine == SQLITE:
+            return {str(row[1]) for row in self.execute(f"PRAGMA table_info({table})")}
+        rows = self.execute(
+            "SELECT column_name FROM information_schema.columns "
+            "WHERE table_schema = current_schema() AND table_name = ?",
+            (table,),
+        )
+        return {str(row[0]) for row in rows}
+
+    def lock_schema(self) -> None:
+        """Inside a transaction: no other process changes the schema until it ends (two
+        collectors starting on one empty database create it once)."""
+        if self.engine == POSTGRESQL:
+            self.execute("SELECT pg_advisory_xact_lock(7431)")  # any fixed number: ours
+
+    def lock_key(self, key: str) -> None:
+        """Inside a transaction: no other process holds `key` until it ends (SQLite's BEGIN
+        IMMEDIATE already keeps out every other writer)."""
+        if self.engine == POSTGRESQL:
+            self.execute("SELECT pg_advisory_xact_lock(hashtext(?))", (key,))
+
+    def shred_free_pages(self) -> None:
+        """Deleted rows must not linger in the files: SQLite writes its log back and empties
+        it (secure_delete has zeroed the pages). PostgreSQL has no such step: a deleted key
+        stays in dead row versions until VACUUM reuses them and in its WAL until recycled;
+        vacuuming the key tables now is what can be done (see docs/database.md)."""
+        if self.engine == SQLITE:
+            busy, _, _ = self.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            if busy:
+                raise sqlite3.OperationalError(
+                    "the write-ahead log could not be emptied (another process is reading): "
+                    "deleted data may remain in it until the next deletion or restart"
+                )
+        elif not self._depth:
+            self.execute("VACUUM vault_keys, kept_originals")
+
+
+def upsert(table: str, columns: Sequence[str], key: Sequence[str]) -> str:
+    """`INSERT` a row, or overwrite the one with the same `key` (SQLite's INSERT OR REPLACE,
+    written so both engines read it; a replaced row keeps its place in rowid order)."""
+    names = ", ".join(_quoted(c) for c in columns)
+    marks = ", ".join("?" for _ in columns)
+    rest = [c for c in columns if c not in key]
+    sets = ", ".join(f"{_quoted(c)} = excluded.{_quoted(c)}" for c in rest)
+    action = f"DO UPDATE SET {sets}" if rest else "DO NOTHING"
+    return (
+        f"INSERT INTO {table} ({names}) VALUES ({marks}) "
+        f"ON CONFLICT ({', '.join(_quoted(c) for c in key)}) {action}"
+    )
+
+
+def _quoted(column: str) -> str:
+    return f'"{column}"' if column == "end" else column

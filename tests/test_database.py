@@ -1,0 +1,323 @@
+"""The collector's metadata on either engine: the schema's versions and `collector migrate`,
+refusal of a database of another version, the `database` key, and what two collector
+processes (two connections to one database) do to it at once."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import sqlite3
+import subprocess
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import databases
+from enrolled import LINEREC
+from linerec.collector.config import load_collector_config
+from linerec.collector.database import connect
+from linerec.collector.schema import SCHEMA_VERSION, SchemaVersionError, version_of
+from linerec.collector.search import parse_query
+from linerec.collector.store import CollectorStore
+from linerec.collector.uploads import Piece
+from linerec.errors import ConfigError
+from linerec.store.keys import keygen
+
+pytestmark = pytest.mark.usefixtures("engine")
+ID = "box1-00000001-20260101T120000Z-line1"
+
+
+def config(tmp_path: Path, database: Path | str | None = None) -> Path:
+    if not (tmp_path / "keys").exists():
+        keygen(tmp_path / "keys")
+    path = tmp_path / "collector.toml"
+    line = f'database = "{database}"\n' if database is not None else ""
+    path.write_text(
+        '[collector]\nbroker = "mqtt://127.0.0.1:1"\nallow_plaintext = true\n'
+        f'data_dir = "{tmp_path / "central"}"\nkey = "keys/collector.key"\n{line}'
+    )
+    return path
+
+
+def linerec(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*LINEREC, *args], capture_output=True, text=True, timeout=60)
+
+
+def set_version(location: Path | str, version: int) -> None:
+    db = connect(location)
+    db.execute("UPDATE schema_version SET version = ?", (version,))
+    db.close()
+
+
+# -- versions -----------------------------------------------------------------------------
+
+
+def test_an_empty_database_gets_the_schema_from_migrate_or_from_the_collector(
+    tmp_path: Path,
+) -> None:
+    first = databases.selected.empty(tmp_path / "first.db")
+    done = linerec("collector", "migrate", "--config", str(config(tmp_path, first)))
+    assert done.returncode == 0, done.stderr
+    assert f"created at schema version {SCHEMA_VERSION}" in done.stdout
+    again = linerec("collector", "migrate", "--config", str(tmp_path / "collector.toml"))
+    assert f"schema version {SCHEMA_VERSION}: already current" in again.stdout
+    second = databases.selected.empty(tmp_path / "second.db")
+    store = CollectorStore(tmp_path / "data", second)  # `collector run` on an empty one
+    assert version_of(store.db) == SCHEMA_VERSION
+    store.db.close()
+    third = databases.selected.empty(tmp_path / "third.db")
+    with pytest.raises(SchemaVersionError, match=r"empty.*linerec collector migrate"):
+        CollectorStore(tmp_path / "data", third, create=False)
+
+
+@pytest.mark.parametrize("version", [SCHEMA_VERSION - 1, SCHEMA_VERSION + 1])
+def test_a_collector_refuses_a_database_of_another_version_and_says_which(
+    tmp_path: Path, version: int
+) -> None:
+    location = databases.selected.location(tmp_path / "index.db")
+    CollectorStore(tmp_path / "data", location).db.close()
+    set_version(location, version)
+    word = "older" if version < SCHEMA_VERSION else "newer"
+    expected = f"schema version {version} is {word} than this linerec's {SCHEMA_VERSION}"
+    with pytest.raises(SchemaVersionError, match=re.escape(expected)):
+        CollectorStore(tmp_path / "data", location)
+    cfg = str(config(tmp_path, location))
+    for command in (["run"], ["web"], ["user", "list"], ["list"], ["audit"], ["chain"]):
+        out = linerec("collector", *command, "--config", cfg)
+        assert out.returncode == 2, out.stdout
+        assert expected in out.stderr and "Traceback" not in out.stderr
+        assert ("linerec collector migrate" in out.stderr) == (word == "older")
+    migrated = linerec("collector", "migrate", "--config", cfg)
+    if word == "newer":  # migrate never goes down, nor touches tables it does not know
+        assert migrated.returncode == 2 and expected in migrated.stderr
+    else:
+        assert migrated.returncode == 0, migrated.stderr
+        assert f"from schema version {version} to {SCHEMA_VERSION}" in migrated.stdout
+        assert linerec("collector", "list", "--config", cfg).returncode == 0
+
+
+OLD_AUDIT = (
+    "CREATE TABLE audit (at REAL NOT NULL, who TEXT NOT NULL, action TEXT NOT NULL, "
+    "recording TEXT, reason TEXT NOT NULL);"
+    "INSERT INTO audit VALUES (1.0, 'ann', 'export', 'shared', 'dispute');"
+    "INSERT INTO audit VALUES (2.0, 'bob', 'listen', 'shared', 'training');"
+)
+V1_TABLES = """
+CREATE TABLE events (device TEXT NOT NULL, seq INTEGER NOT NULL, body TEXT NOT NULL,
+    received_at REAL NOT NULL, PRIMARY KEY (device, seq));
+CREATE TABLE event_marks (device TEXT PRIMARY KEY, upto INTEGER NOT NULL);
+CREATE TABLE recordings (device TEXT NOT NULL, id TEXT NOT NULL, seq INTEGER, line TEXT,
+    started_at TEXT, duration REAL, state TEXT, caller_number TEXT, called_number TEXT,
+    path TEXT NOT NULL, sha256 TEXT NOT NULL, received_at REAL NOT NULL, {clock}
+    PRIMARY KEY (device, id));
+CREATE TABLE vault_keys (device TEXT NOT NULL, id TEXT NOT NULL, key BLOB NOT NULL,
+    PRIMARY KEY (device, id));
+CREATE TABLE holds (device TEXT NOT NULL, id TEXT NOT NULL, PRIMARY KEY (device, id));
+CREATE TABLE console_catalog (device TEXT NOT NULL, id TEXT NOT NULL, label TEXT,
+    direction TEXT, consent TEXT, clock_synchronized INTEGER, PRIMARY KEY (device, id));
+INSERT INTO recordings (device, id, seq, line, started_at, duration, state, path, sha256,
+    received_at) VALUES ('box1', 'shared', 1, 'line1', '2026-01-01T12:00:00+00:00', 1.0,
+    'complete', '/nowhere', 'aa', 0);
+INSERT INTO vault_keys VALUES ('box1', 'shared', x'00');
+INSERT INTO holds VALUES ('box1', 'shared');
+INSERT INTO console_catalog VALUES ('box1', 'shared', 'sales', 'inbound', 'notice', 1);
+INSERT INTO events VALUES ('box1', 1, '{{"seq": 1, "event": "off_hook"}}', 0);
+PRAGMA user_version = {version};
+"""
+
+
+@pytest.mark.engines("sqlite")
+@pytest.mark.parametrize("version", [1, 2])
+def test_an_sqlite_database_of_an_earlier_release_is_migrated(tmp_path: Path, version: int) -> None:
+    """Versions 1 and 2 (the console's tables made lazily, an audit log not yet chained)
+    are refused until `collector migrate`, which keeps everything and chains the audit."""
+    central = tmp_path / "central"
+    central.mkdir()
+    old = sqlite3.connect(central / "collector.db")
+    clock = "clock_synchronized INTEGER," if version == 2 else ""
+    old.executescript(V1_TABLES.format(clock=clock, version=version) + OLD_AUDIT)
+    old.close()
+    cfg = str(config(tmp_path))
+    refused = linerec("collector", "list", "--config", cfg)
+    assert refused.returncode == 2
+    assert f"schema version {version} is older" in refused.stderr
+    assert "run `linerec collector migrate`" in refused.stderr
+    done = linerec("collector", "migrate", "--config", cfg)
+    assert done.returncode == 0, done.stderr
+    assert f"migrated from schema version {version} to {SCHEMA_VERSION}" in done.stdout
+    store = CollectorStore(central, central / "collector.db")
+    assert store.find("shared")["device"] == "box1"
+    assert store.is_held("box1", "shared")
+    assert store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    from linerec.collector.audit import AuditLog
+
+    audit = AuditLog(store.db)
+    assert [e["who"] for e in audit.entries()] == ["ann", "bob"]
+    assert audit.verify() == []  # the entries from before the chain are chained now
+    store.audit("export", "shared", "a new one", who="cat")
+    assert audit.verify() == [] and len(audit.entries()) == 3
+    rows, total = store.search(parse_query({"label": "sales"}))
+    assert total == 1 and rows[0]["direction"] == "inbound"
+    store.db.close()
+
+
+# -- the `database` key -------------------------------------------------------------------
+
+
+@pytest.mark.engines("sqlite")
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "postgresql://linerec:s3cret@db.example:5432/linerec",
+        "postgresql://linerec@db.example/linerec?password=s3cret",
+        "postgres://linerec:@db.example/linerec",
+    ],
+)
+def test_a_password_in_the_database_uri_is_refused(tmp_path: Path, uri: str) -> None:
+    path = config(tmp_path, uri)
+    with pytest.raises(ConfigError) as refused:
+        load_collector_config(path)
+    message = str(refused.value)
+    assert str(path) in message and "collector.database" in message
+    assert "password" in message and "passfile" in message
+    out = linerec("collector", "list", "--config", str(path))
+    assert out.returncode == 2 and "collector.database" in out.stderr
+    assert "s3cret" not in out.stderr
+
+
+@pytest.mark.engines("sqlite")
+def test_the_database_key_takes_a_uri_or_a_file(tmp_path: Path) -> None:
+    uri = "postgresql://linerec@db.example:5432/linerec?sslmode=verify-full"
+    assert load_collector_config(config(tmp_path, uri)).database == uri
+    assert load_collector_config(config(tmp_path, "meta.db")).database == tmp_path / "meta.db"
+    with pytest.raises(ConfigError, match=r"collector\.database: a PostgreSQL URI begins"):
+        load_collector_config(config(tmp_path, "mysql://db.example/linerec"))
+
+
+# -- two processes on one database ----------------------------------------------------------
+
+
+def at_once(count: int, work: Callable[[int], Any]) -> list[Any]:
+    """Run work(0..count-1) on as many threads, released together; their results."""
+    start = threading.Barrier(count)
+    results: list[Any] = [None] * count
+    errors: list[BaseException] = []
+
+    def run(index: int) -> None:
+        try:
+            start.wait(10)
+            results[index] = work(index)
+        except BaseException as exc:  # reported below, with the test's failure
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not errors, errors
+    return results
+
+
+def two_stores(tmp_path: Path) -> tuple[CollectorStore, CollectorStore]:
+    """Two collectors' stores on one database (each its own connection) and one data_dir
+    (the shared filesystem)."""
+    location = databases.selected.location(tmp_path / "index.db")
+    return CollectorStore(tmp_path / "data", location), CollectorStore(tmp_path / "data", location)
+
+
+def test_the_same_event_stored_by_two_processes_at_once_is_kept_once(tmp_path: Path) -> None:
+    stores = two_stores(tmp_path)
+    for seq in range(1, 41):
+        body = {"seq": seq, "event": "off_hook", "line": "line1"}
+        added = at_once(2, lambda i, body=body: stores[i].add_event("box1", body, 0.0))  # type: ignore[misc]
+        assert sorted(added) == [False, True], (seq, added)
+    (count,) = stores[0].db.execute("SELECT count(*) FROM events").fetchone()
+    assert count == 40
+    assert stores[0].contiguous_seq("box1") == stores[1].contiguous_seq("box1") == 40
+
+
+def test_neighbouring_events_stored_by_two_processes_leave_no_false_gap(tmp_path: Path) -> None:
+    stores = two_stores(tmp_path)
+    for seq in range(1, 61, 2):  # seq and seq + 1 land at once, one on each
+        at_once(
+            2,
+            lambda i, seq=seq: stores[i].add_event(  # type: ignore[misc]
+                "box1", {"seq": seq + i, "event": "off_hook"}, 0.0
+            ),
+        )
+    assert stores[0].contiguous_seq("box1") == 60
+    assert stores[1].gaps("box1") == []
+
+
+def test_the_same_piece_and_recording_from_two_processes_are_kept_once(tmp_path: Path) -> None:
+    stores = two_stores(tmp_path)
+    data = bytes(range(256)) * 64
+    digest = hashlib.sha256(data).hexdigest()
+    half = len(data) // 2
+    pieces = [
+        Piece(device="box1", recording_id=ID, offset=0, size=len(data), sha256=digest,
+              data=data[:half]),
+        Piece(device="box1", recording_id=ID, offset=half, size=len(data), sha256=digest,
+              data=data[half:]),
+    ]  # fmt: skip
+    at_once(2, lambda i: stores[i].uploads.add(pieces[0], 1.0))  # the same piece twice
+    assert stores[0].uploads.received("box1", ID) == half
+    done = at_once(2, lambda i: stores[i].uploads.add(pieces[1], 2.0))
+    assert any(done) and stores[1].uploads.received("box1", ID) == len(data)
+    (ranges,) = stores[0].db.execute("SELECT count(*) FROM upload_ranges").fetchone()
+    assert ranges == 1
+    part = next(p for p in done if p is not None)
+    assert part.read_bytes() == data
+    finals = at_once(2, lambda i: stores[i].keep("box1", ID, part))  # both finish it
+    assert finals[0] == finals[1] and not part.exists()
+    for store in stores:  # one file, and the key that opens it
+        assert store.read_recording(ID, finals[0], "box1") == data
+    facts = {"seq": 1, "line": "line1", "started_at": "2026-01-01T12:00:00+00:00"}
+    at_once(2, lambda i: stores[i].index("box1", ID, finals[i], digest, facts, 3.0))
+    assert [r["id"] for r in stores[0].recordings()] == [ID]
+    at_once(2, lambda i: stores[i].follow_chain("box1", 1, "", "h1"))
+    assert [(c["seq"], c["state"]) for c in stores[1].chain("box1")] == [(1, "stored")]
+
+
+def test_command_counters_never_repeat_across_two_processes(tmp_path: Path) -> None:
+    stores = two_stores(tmp_path)
+    stores[0].add_event("box1", {"seq": 1, "event": "command_done", "counter": 7}, 0.0)
+    taken = at_once(2, lambda i: [stores[i].next_command_counter("box1") for _ in range(60)])
+    numbers = sorted(taken[0] + taken[1])
+    assert numbers == list(range(8, 128))  # above what the device told of, none twice
+    stores[1].learn_command_counter("box1", 500)
+    assert stores[0].next_command_counter("box1") == 501
+
+
+def test_the_audit_and_deletion_logs_stay_one_chain_with_two_writers(tmp_path: Path) -> None:
+    stores = two_stores(tmp_path)
+    at_once(2, lambda i: [stores[i].audit("list", None, f"r{n}", who=f"p{i}") for n in range(30)])
+    from linerec.collector.audit import AuditLog
+
+    log = AuditLog(stores[0].db)
+    assert len(log.entries()) == 60
+    assert log.verify() == []
+    entries = [json.dumps(e, sort_keys=True) for e in log.entries()]
+    assert len(set(entries)) == 60
+
+
+def test_two_processes_sweeping_retention_at_once_delete_each_recording_once(
+    tmp_path: Path,
+) -> None:
+    stores = two_stores(tmp_path)
+    for n in range(12):
+        facts = {"seq": n + 1, "line": "line1", "started_at": "2020-01-01T00:00:00+00:00",
+                 "clock_synchronized": True}  # fmt: skip
+        stores[0].index("box1", f"r{n}", tmp_path / f"r{n}", "x", facts, 0.0)
+    swept = at_once(2, lambda i: stores[i].enforce_retention(30, now=2_000_000_000.0))
+    assert sorted(swept[0] + swept[1]) == sorted(f"r{n}" for n in range(12))
+    assert stores[1].recordings() == []
+    assert len(stores[0].deletions()) == 12
+    from linerec.collector.audit import AuditLog
+
+    assert AuditLog(stores[1].db).verify() == []  # one deletion chain, whoever deleted
