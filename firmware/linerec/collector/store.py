@@ -42,7 +42,7 @@ from linerec.collector.audit import entry_hash
 from linerec.collector.schema import open_schema
 from linerec.collector.uploads import UploadLimits, Uploads
 from linerec.collector.vault import SUFFIX as VAULT_SUFFIX
-from linerec.collector.vault import read_vault, write_vault
+from linerec.collector.vault import VaultFile, read_vault, write_vault
 from linerec.ids import device_of
 from linerec.uplink.commands import MAX_COUNTER
 
@@ -241,6 +241,15 @@ class CollectorStore:
         self, recording_id: str, path: Path, device: str | None = None
     ) -> Iterator[bytes]:
         """The recording as the appliance sealed it, block by block (bounded memory)."""
+        device, key = self._vault_key(recording_id, device)
+        return read_vault(path, key, device, recording_id)
+
+    def vault_file(self, recording_id: str, path: Path, device: str | None = None) -> VaultFile:
+        """The recording as the appliance sealed it, read at any offset (a player's seek)."""
+        device, key = self._vault_key(recording_id, device)
+        return VaultFile(path, key, device, recording_id)
+
+    def _vault_key(self, recording_id: str, device: str | None) -> tuple[str, bytes]:
         if device is None:
             rows = self.db.execute(
                 "SELECT device, key FROM vault_keys WHERE id = ?", (recording_id,)
@@ -254,7 +263,7 @@ class CollectorStore:
             raise ValueError(f"{recording_id}: its key is gone (deleted): no copy can be read")
         if len(rows) > 1:
             raise ValueError(f"{recording_id}: several devices have this id: name the device")
-        return read_vault(path, bytes(rows[0][1]), str(rows[0][0]), recording_id)
+        return str(rows[0][0]), bytes(rows[0][1])
 
     # -- quarantine: whole uploads that are not a recording of their device ------------------
 
@@ -789,14 +798,16 @@ class CollectorStore:
         return uncatalogued(self.db, limit)
 
     def catalog_new(self, key: CollectorPrivate) -> None:
-        """Read the metadata of recordings not searched before (once each), for the catalog."""
-        from linerec.store.reader import IntegrityError, decrypt
+        """Read the metadata of recordings not searched before (once each), for the catalog:
+        the records around the audio, not the audio (linerec.store.chunks)."""
+        from linerec.store.chunks import open_audio
+        from linerec.store.reader import IntegrityError
 
         while batch := self.uncatalogued():
             for row in batch:
                 try:
-                    sealed = self.read_recording(row["id"], Path(row["path"]), row["device"])
-                    metadata = decrypt(sealed, key).metadata
+                    source = self.vault_file(row["id"], Path(row["path"]), row["device"])
+                    metadata = open_audio(source, key).metadata
                 except (IntegrityError, ValueError, OSError):
                     metadata = {}  # kept in the catalog all the same: not read again and again
                 self.catalog(row["device"], row["id"], metadata)

@@ -3,8 +3,10 @@ asker's role and grants, reaches recordings through the collector store, and lea
 audit entry. Routes call these and render the answers; they never touch the database.
 
 The store's SQLite connection is shared by the server's worker threads, so every operation
-holds one lock while it uses it. Decrypted audio is kept only in memory, for the few
-recordings being played, so a player's range requests need not decrypt again.
+holds one lock while it uses it. Audio is played from the recording's chunks as they are
+decrypted (web/audio.py), never whole; what a few recordings being played need to find their
+chunks again (the unwrapped key, where the chunks are) is kept in memory only, and so is the
+audio of the few recordings whose pages were drawn (their waveform and verification).
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from linerec.collector.review import (
 )
 from linerec.collector.search import QueryError, RecordingQuery, parse_query
 from linerec.collector.store import CollectorStore
-from linerec.collector.web.audio import wav_bytes, wav_samples
+from linerec.collector.web.audio import WavStream
 from linerec.collector.web.permissions import (
     Forbidden,
     NotFound,
@@ -49,16 +51,27 @@ from linerec.collector.web.permissions import (
     scope,
 )
 from linerec.collector.web.waveform import waveform_svg
+from linerec.store.chunks import ChunkedAudio, open_audio
 from linerec.store.keys import CollectorPrivate
 from linerec.store.reader import Decrypted, IntegrityError, decrypt
 from linerec.store.ring import NOTICE_MARK
 
 PLAY_TICKET_SECONDS = 3600.0  # how long a play, once audited with its reason, may seek
-CACHE_RECORDINGS = 4
+CACHE_RECORDINGS = 4  # decrypted whole, for their pages
+CACHE_PLAYING = 16  # opened for playing: a key and a few offsets each
 
 
 class BadRequest(ValueError):
     """A request whose input is not acceptable (answered 400, audited)."""
+
+
+class Unreadable(RuntimeError):
+    """A recording that cannot be played: it does not verify or is altered at rest (answered
+    500 with what failed, audited)."""
+
+    def __init__(self, recording: str, why: str) -> None:
+        self.recording = recording
+        super().__init__(why)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -73,7 +86,7 @@ class Ticket:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Listening:
     recording: dict[str, Any]
-    wav: bytes
+    wav: WavStream
 
 
 class ConsoleService:
@@ -96,9 +109,15 @@ class ConsoleService:
         self.audit = AuditLog(store.db, clock)
         self._tickets: dict[str, Ticket] = {}
         self._catalogued_upto = -1
-        # (device, id, path) -> the recording and its WAV (the samples are a view into it);
-        # a new version (a redaction) has a new path
-        self._decrypted: OrderedDict[tuple[str, str, str], tuple[Decrypted, bytes]] = OrderedDict()
+        # by (device, id, path): a new version (a redaction) has a new path
+        self._decrypted: OrderedDict[tuple[str, str, str], Decrypted] = OrderedDict()
+        self._playing: OrderedDict[tuple[str, str, str], ChunkedAudio] = OrderedDict()
+
+    def forget_audio(self) -> None:
+        """Drop what is kept in memory of recordings played or shown."""
+        with self.lock:
+            self._decrypted.clear()
+            self._playing.clear()
 
     # -- who is asking ----------------------------------------------------------------------
 
@@ -180,10 +199,7 @@ class ConsoleService:
     # -- one recording ----------------------------------------------------------------------
 
     def _decrypted_audio(self, row: dict[str, Any]) -> Decrypted:
-        return self._decrypted_wav(row)[0]
-
-    def _decrypted_wav(self, row: dict[str, Any]) -> tuple[Decrypted, bytes]:
-        """The recording decrypted, and its WAV, built once for all the player's ranges."""
+        """The recording decrypted and verified whole (its page: waveform, verification)."""
         which = (row["device"], row["id"], row["path"])
         with self.lock:
             cached = self._decrypted.get(which)
@@ -192,13 +208,34 @@ class ConsoleService:
                 return cached
             sealed = self.store.read_recording(row["id"], Path(row["path"]), row["device"])
         result = decrypt(sealed, self.key)
-        wav = wav_bytes(result.samples)
-        entry = (replace(result, samples=wav_samples(wav)), wav)  # one copy of the audio kept
         with self.lock:
-            self._decrypted[which] = entry
+            self._decrypted[which] = result
             while len(self._decrypted) > CACHE_RECORDINGS:
                 self._decrypted.popitem(last=False)
-        return entry
+        return result
+
+    def _playable(self, row: dict[str, Any]) -> ChunkedAudio:
+        """The recording opened for playing from any sample (linerec.store.chunks): its
+        header and signed end checked, its key unwrapped, its chunks found."""
+        which = (row["device"], row["id"], row["path"])
+        with self.lock:
+            cached = self._playing.get(which)
+            if cached is not None:
+                self._playing.move_to_end(which)
+                return cached
+            try:
+                source = self.store.vault_file(row["id"], Path(row["path"]), row["device"])
+            except (OSError, ValueError) as exc:
+                raise Unreadable(row["id"], str(exc)) from exc
+        try:
+            audio = open_audio(source, self.key)
+        except (OSError, ValueError) as exc:
+            raise Unreadable(row["id"], str(exc)) from exc
+        with self.lock:
+            self._playing[which] = audio
+            while len(self._playing) > CACHE_PLAYING:
+                self._playing.popitem(last=False)
+        return audio
 
     def recording(
         self, actor: Actor, recording_id: str, device: str | None = None
@@ -307,7 +344,7 @@ class ConsoleService:
                 self.record(actor, "download refused", recording_id, "no reason given")
                 raise BadRequest("reason: say why you fetch this recording's audio")
             self.record(actor, "download", recording_id, reason)
-        return Listening(recording=_public(row), wav=self._decrypted_wav(row)[1])
+        return Listening(recording=_public(row), wav=WavStream(self._playable(row)))
 
     def redact(
         self,
