@@ -499,6 +499,20 @@ class CollectorStore:
             ).fetchone()
         )
 
+    def read_kept_original(self, device: str, recording_id: str) -> bytes | None:
+        """The original a redaction kept for a legal hold, as the appliance sealed it (None if
+        none is kept)."""
+        from linerec.collector.redaction import ensure_schema
+
+        ensure_schema(self.db)
+        row = self.db.execute(
+            "SELECT path, key FROM kept_originals WHERE device = ? AND id = ?",
+            (device, recording_id),
+        ).fetchone()
+        if row is None:
+            return None
+        return b"".join(read_vault(Path(row[0]), bytes(row[1]), device, recording_id))
+
     def _shred_kept_original(self, device: str, recording_id: str) -> None:
         """The hold is lifted: the original a redaction kept for it goes as a deletion does."""
         from linerec.collector.redaction import ensure_schema

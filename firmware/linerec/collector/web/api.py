@@ -114,11 +114,18 @@ def audio(
     responses={200: {"content": {"application/zip": {}}}},
 )
 def export(
-    recording_id: str, request: Request, actor: Asker, reason: str = "", device: str | None = None
+    recording_id: str,
+    request: Request,
+    actor: Asker,
+    reason: str = "",
+    device: str | None = None,
+    original: bool = False,
 ) -> Response:
     """A customer copy (supervisor): a ZIP of ID.wav, ID.json, ID.lrec and ID.verify.json,
-    which `linerec collector verify-export ID.wav --collector collector.pub` checks."""
-    name, data = service_of(request).export(actor, recording_id, reason, device)
+    which `linerec collector verify-export ID.wav --collector collector.pub` checks.
+    `original=true`: of the original a redaction kept aside for a legal hold (the
+    appliance's recording, as it sealed it; 400 if none is kept)."""
+    name, data = service_of(request).export(actor, recording_id, reason, device, original=original)
     return zip_response(name, data)
 
 

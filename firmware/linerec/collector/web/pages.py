@@ -195,12 +195,13 @@ def export(
     actor: Asker,
     reason: str = Form(""),
     csrf: str = Form(""),
+    original: str = Form(""),
     device: str | None = None,
 ) -> Response:
     check_csrf(actor, csrf)
     service = service_of(request)
     try:
-        name, data = service.export(actor, recording_id, reason, device)
+        name, data = service.export(actor, recording_id, reason, device, original=original == "yes")
     except BadRequest as exc:
         return _refused(request, actor, recording_id, device, exc)
     return zip_response(name, data)

@@ -27,7 +27,7 @@ from typing import Any
 from linerec.codec import RATE
 from linerec.collector.accounts import Accounts, Actor
 from linerec.collector.audit import AuditLog
-from linerec.collector.exports import export_files
+from linerec.collector.exports import NoOriginal, export_files
 from linerec.collector.redaction import RedactionError, redact, redaction_of
 from linerec.collector.review import (
     MAX_COMMENT,
@@ -378,23 +378,40 @@ class ConsoleService:
         }
 
     def export(
-        self, actor: Actor, recording_id: str, reason: str, device: str | None = None
+        self,
+        actor: Actor,
+        recording_id: str,
+        reason: str,
+        device: str | None = None,
+        *,
+        original: bool = False,
     ) -> tuple[str, bytes]:
         """A customer copy as one ZIP made in memory (the files `collector export` writes):
-        its name and bytes. Needs a reason (kept in the audit)."""
+        its name and bytes. Needs a reason (kept in the audit). `original`: of the original
+        a redaction kept aside for a legal hold, which verifies as the appliance's own."""
         row = self._row(actor, recording_id, "export", device)
+        action = "export original" if original else "export"
         reason = _reason(reason)
         if not reason:
-            self.record(actor, "export refused", row["id"], "no reason given")
+            self.record(actor, f"{action} refused", row["id"], "no reason given")
             raise BadRequest("say why you export this recording (the reason is kept in the audit)")
         with self.lock:
-            _, files = export_files(self.store, self.key, row["id"], reason, row["device"])
-            self.audit.record(who=actor.name, action="export", recording=row["id"], reason=reason)
+            try:
+                _, files = export_files(
+                    self.store, self.key, row["id"], reason, row["device"], original=original
+                )
+            except NoOriginal as exc:
+                self.audit.record(
+                    who=actor.name, action=f"{action} refused", recording=row["id"],
+                    reason="no original kept",
+                )  # fmt: skip
+                raise BadRequest(str(exc)) from exc
+            self.audit.record(who=actor.name, action=action, recording=row["id"], reason=reason)
         buffer = io.BytesIO()
         with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
             for suffix, data in files.items():
                 archive.writestr(f"{row['id']}{suffix}", data)
-        return f"{row['id']}.zip", buffer.getvalue()
+        return f"{row['id']}{'.original' if original else ''}.zip", buffer.getvalue()
 
     def hold(
         self,
