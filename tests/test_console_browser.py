@@ -231,6 +231,51 @@ def test_review_a_sampled_call(
     assert review["who"] == "ann" and '"courtesy": 4' in review["reason"]
 
 
+def test_edit_a_review(page: Page, served: tuple[Server, pyotp.TOTP], tmp_path: Path) -> None:
+    """A supervisor corrects a review: the form comes filled in with its answers, the edit
+    is kept (the review says who edited it) and audited with what it said before."""
+    server, totp = served
+    server.service.scorecard = Scorecard(
+        criteria=(
+            Criterion(name="script", question="Did the agent read the script?", answer="yes/no"),
+            Criterion(name="courtesy", question="How courteous was the agent?", answer="1-5"),
+        )
+    )
+    log_in(page, server, totp)
+    page.goto(f"{server.url}/recordings?number=55512345")
+    page.click("table.results tbody tr a")
+    page.wait_for_url("**/recordings/box1-*")
+    page.click("a[href*='/review?device=']")
+    page.wait_for_url("**/recordings/box1-*/review?*")
+    page.check("input[name=c_script][value=no]")
+    page.check("input[name=c_courtesy][value='2']")
+    page.fill("form.scorecard textarea[name=comment]", "no advisory")
+    page.click("form.scorecard button[type=submit]")
+    page.wait_for_selector("p.done")
+    row = page.locator("table.reviews tbody tr").last
+    number = row.locator("td.num").inner_text()
+    row.locator("a.edit").click()
+    page.wait_for_url(f"**/reviews/{number}/edit")
+    assert page.is_checked("input[name=c_script][value=no]")  # its answers, to correct
+    assert page.is_checked("input[name=c_courtesy][value='2']")
+    assert page.input_value("form.scorecard textarea[name=comment]") == "no advisory"
+    assert f"Editing review {number} by ann" in page.inner_text("p.editing")
+    page.check("input[name=c_script][value=yes]")
+    page.check("input[name=c_courtesy][value='4']")
+    page.fill("form.scorecard textarea[name=comment]", "the advisory was read at 2:10")
+    page.screenshot(path=str(tmp_path / "review-edit.png"), full_page=True)
+    page.click("form.scorecard button[type=submit]")
+    page.wait_for_selector("p.done")
+    assert f"review {number} edited" in page.inner_text("p.done")
+    edited = page.locator(f"table.reviews tr#review-{number}").inner_text()
+    assert "script: yes, courtesy: 4" in edited and "edited by ann" in edited
+    assert "the advisory was read at 2:10" in edited
+    page.screenshot(path=str(tmp_path / "review-edited.png"), full_page=True)
+    (entry,) = [e for e in server.service.audit.entries() if e["action"] == "review edited"]
+    assert entry["who"] == "ann" and entry["reason"].startswith(f"review {number}: ")
+    assert '"was": {"scores": {"script": "no", "courtesy": 2}' in entry["reason"]
+
+
 def test_the_fleet_page_changes_when_an_appliance_goes_offline(
     page: Page, served: tuple[Server, pyotp.TOTP], tmp_path: Path
 ) -> None:

@@ -12,7 +12,11 @@ A supervisor asks for N calls per line (or per label) over a period. The draw is
 the period and the list of calls can draw it again and see that it was not picked by hand.
 The seed is chosen by the collector (`secrets`) unless the supervisor gives one, and is kept in
 the audit with the request. Reviews are kept beside the recording (one row each, by device and
-id), and exported as CSV.
+id, numbered), and exported as CSV.
+
+A supervisor may correct a review later: each edit is kept as a row of its own (who, when,
+the answers and comment it gave), the review shows the newest, and says who edited it last;
+what it said before stays in the edits and in the audit.
 """
 
 from __future__ import annotations
@@ -36,6 +40,13 @@ ANSWERS = ("yes/no", "1-5")
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,31}\Z")
 MAX_COMMENT = 2000
 MAX_SAMPLE = 100  # calls per group
+EDITS = """
+CREATE TABLE IF NOT EXISTS console_review_edits (
+    review INTEGER NOT NULL, who TEXT NOT NULL, at REAL NOT NULL, scores TEXT NOT NULL,
+    comment TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS console_review_edits_review ON console_review_edits (review);
+"""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -134,6 +145,17 @@ def draw(rows: list[dict[str, Any]], *, per: str, n: int, seed: str) -> list[dic
     return sample
 
 
+def _ensure_edits(db: sqlite3.Connection) -> None:
+    ensure_schema(db)
+    present = db.execute(
+        "SELECT 1 FROM sqlite_master WHERE name = 'console_review_edits_review'"
+    ).fetchone()
+    if not present:
+        for statement in EDITS.split(";"):
+            if statement.strip():
+                db.execute(statement)
+
+
 def save_review(
     db: sqlite3.Connection,
     device: str,
@@ -142,25 +164,53 @@ def save_review(
     at: float,
     scores: dict[str, str | int],
     comment: str,
-) -> None:
+) -> int:
+    """Keep a review; returns its number."""
     ensure_schema(db)
-    db.execute(
+    cursor = db.execute(
         "INSERT INTO console_reviews (device, id, reviewer, at, scores, comment) "
         "VALUES (?, ?, ?, ?, ?, ?)",
         (device, recording_id, reviewer, at, json.dumps(scores), comment),  # scorecard order,
     )
+    return int(cursor.lastrowid or 0)
+
+
+def edit_review(
+    db: sqlite3.Connection,
+    number: int,
+    editor: str,
+    at: float,
+    scores: dict[str, str | int],
+    comment: str,
+) -> None:
+    """Keep an edit of review `number` (the review shows the newest edit)."""
+    _ensure_edits(db)
+    db.execute(
+        "INSERT INTO console_review_edits (review, who, at, scores, comment) "
+        "VALUES (?, ?, ?, ?, ?)",
+        (number, editor, at, json.dumps(scores), comment),
+    )
 
 
 def reviews(
-    db: sqlite3.Connection, device: str | None = None, recording_id: str | None = None
+    db: sqlite3.Connection,
+    device: str | None = None,
+    recording_id: str | None = None,
+    number: int | None = None,
 ) -> list[dict[str, Any]]:
-    """Reviews, oldest first, with the recording's line and start (all, or one recording's)."""
-    ensure_schema(db)
+    """Reviews, oldest first, with the recording's line and start (all, one recording's, or
+    the one numbered): each as its newest edit has it, with who edited it last and when."""
+    _ensure_edits(db)
     cursor = db.execute(
-        "SELECT v.device, v.id, r.line, r.started_at, v.reviewer, v.at, v.scores, v.comment "
+        "SELECT v.rowid AS review, v.device, v.id, r.line, r.started_at, v.reviewer, v.at, "
+        "coalesce(e.scores, v.scores) AS scores, coalesce(e.comment, v.comment) AS comment, "
+        "e.who AS edited_by, e.at AS edited_at "
         "FROM console_reviews v LEFT JOIN recordings r ON r.device = v.device AND r.id = v.id "
-        "WHERE (? IS NULL OR v.device = ?) AND (? IS NULL OR v.id = ?) ORDER BY v.rowid",
-        (device, device, recording_id, recording_id),
+        "LEFT JOIN console_review_edits e ON e.rowid = "
+        "(SELECT max(rowid) FROM console_review_edits WHERE review = v.rowid) "
+        "WHERE (? IS NULL OR v.device = ?) AND (? IS NULL OR v.id = ?) "
+        "AND (? IS NULL OR v.rowid = ?) ORDER BY v.rowid",
+        (device, device, recording_id, recording_id, number, number),
     )
     names = [c[0] for c in cursor.description]
     out = []
@@ -178,12 +228,15 @@ def reviews_csv(rows: list[dict[str, Any]], scorecard: Scorecard) -> str:
         names += [name for name in row["scores"] if name not in names]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")
-    writer.writerow(["device", "id", "line", "started_at", "reviewer", "at", *names, "comment"])
+    writer.writerow(["device", "id", "line", "started_at", "reviewer", "at", *names, "comment",
+                     "edited_by", "edited_at"])  # fmt: skip
     for row in rows:
+        edited_at = row.get("edited_at")
         writer.writerow(
             [row["device"], row["id"], row["line"], row["started_at"], row["reviewer"],
              f"{row['at']:.0f}", *(row["scores"].get(name, "") for name in names),
-             _cell(row["comment"])]
+             _cell(row["comment"]), row.get("edited_by") or "",
+             "" if edited_at is None else f"{edited_at:.0f}"]
         )  # fmt: skip
     return buffer.getvalue()
 

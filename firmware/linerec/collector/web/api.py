@@ -188,6 +188,14 @@ def review(
     return service_of(request).review(actor, recording_id, dict(body.scores), body.comment, device)
 
 
+@router.post("/reviews/{number}", dependencies=[Depends(json_only)])
+def edit_review(number: int, body: Review, request: Request, actor: Asker) -> dict[str, Any]:
+    """Correct review `number` (supervisor): every criterion answered again, and a comment.
+    The review keeps who made it; it shows the newest edit and who made that (`edited_by`,
+    `edited_at`); each edit is kept and audited with what the review said before."""
+    return service_of(request).edit_review(actor, number, dict(body.scores), body.comment)
+
+
 @router.get("/reviews.csv", response_class=Response, responses={200: {"content": {"text/csv": {}}}})
 def reviews_csv(request: Request, actor: Asker) -> Response:
     """Every review, one line each, a column per criterion (supervisor)."""

@@ -317,6 +317,46 @@ async def review_submit(
     )
 
 
+@router.get("/reviews/{number}/edit")
+def review_edit(number: int, request: Request, actor: Asker) -> Response:
+    """A review's scorecard filled in with its answers, to correct them, beside the call's
+    player (opening it is an audited play, as for a review)."""
+    service = service_of(request)
+    kept = service.review_numbered(actor, number)
+    details = service.recording(actor, kept["id"], kept["device"])
+    ticket = service.start_play(actor, kept["id"], f"quality review (editing review {number})",
+                                kept["device"])  # fmt: skip
+    return render(
+        request, "review_call.html", r=details, ticket=ticket, seed="", message="", done="",
+        card=service.scorecard, reviews=service.reviews_of(actor, details), editing=kept,
+    )  # fmt: skip
+
+
+@router.post("/reviews/{number}")
+async def review_edit_submit(number: int, request: Request, actor: Asker) -> Response:
+    form = await request.form()
+    check_csrf(actor, str(form.get("csrf", "")))
+    service = service_of(request)
+    names = {c.name for c in service.scorecard.criteria}
+    answers = {k[2:]: str(v) for k, v in form.items() if k.startswith("c_") and k[2:] in names}
+    comment = str(form.get("comment", ""))
+    try:
+        now = await run_in_threadpool(service.edit_review, actor, number, answers, comment)
+    except BadRequest as exc:
+        kept = await run_in_threadpool(service.review_numbered, actor, number)
+        details = await run_in_threadpool(service.recording, actor, kept["id"], kept["device"])
+        return render(
+            request, "review_call.html", 400, r=details, ticket="", seed="", message=str(exc),
+            done="", card=service.scorecard, reviews=service.reviews_of(actor, details),
+            editing=kept,
+        )  # fmt: skip
+    return RedirectResponse(
+        f"/recordings/{now['id']}/review?"
+        + urlencode({"device": now["device"], "done": f"review {number} edited"}),
+        status_code=303,
+    )
+
+
 @router.get("/fleet")
 def fleet(request: Request, actor: Asker) -> Response:
     devices = service_of(request).fleet(actor, audited=True)

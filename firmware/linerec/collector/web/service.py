@@ -34,6 +34,7 @@ from linerec.collector.review import (
     MAX_SAMPLE,
     Scorecard,
     draw,
+    edit_review,
     new_seed,
     reviews,
     reviews_csv,
@@ -486,13 +487,53 @@ class ConsoleService:
             self.record(actor, "review refused", row["id"], str(exc))
             raise BadRequest(str(exc)) from exc
         with self.lock:
-            save_review(
+            number = save_review(
                 self.store.db, row["device"], row["id"], actor.name, self.clock(), scores, comment
             )
             self.audit.record(
                 who=actor.name, action="review", recording=row["id"], reason=json.dumps(scores)
             )
-        return {"device": row["device"], "id": row["id"], "scores": scores, "comment": comment}
+        return {
+            "review": number, "device": row["device"], "id": row["id"], "scores": scores,
+            "comment": comment,
+        }  # fmt: skip
+
+    def review_numbered(self, actor: Actor, number: int) -> dict[str, Any]:
+        """One review, as its newest edit has it (NotFound if there is no such review)."""
+        require(actor, "review")
+        with self.lock:
+            found = reviews(self.store.db, number=number)
+        if not found:
+            self.record(actor, "review edit refused", reason=f"no review {number}")
+            raise NotFound(f"no review {number} at this collector")
+        self._row(actor, found[0]["id"], "review", found[0]["device"])  # its grants
+        return found[0]
+
+    def edit_review(
+        self, actor: Actor, number: int, answers: dict[str, Any], comment: str
+    ) -> dict[str, Any]:
+        """Correct a review: every criterion answered again, a comment. The edit is kept
+        beside the review (what it said before stays) and audited, with the answers it had
+        and has now."""
+        was = self.review_numbered(actor, number)
+        comment = comment.strip()[:MAX_COMMENT]
+        try:
+            scores = self.scorecard.score(answers)
+        except ValueError as exc:
+            self.record(actor, "review edit refused", was["id"], f"review {number}: {exc}")
+            raise BadRequest(str(exc)) from exc
+        change = {
+            "was": {"scores": was["scores"], "comment": was["comment"]},
+            "now": {"scores": scores, "comment": comment},
+        }
+        with self.lock:
+            edit_review(self.store.db, number, actor.name, self.clock(), scores, comment)
+            self.audit.record(
+                who=actor.name, action="review edited", recording=was["id"],
+                reason=f"review {number}: {json.dumps(change)}",
+            )  # fmt: skip
+            (now,) = reviews(self.store.db, number=number)
+        return now
 
     def reviews_of(self, actor: Actor, row: dict[str, Any]) -> list[dict[str, Any]]:
         if not allowed(actor, "review"):
