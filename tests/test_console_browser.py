@@ -338,3 +338,50 @@ def test_export_a_customer_copy_and_verify_it(
     page.screenshot(path=str(tmp_path / "export.png"), full_page=True)
     actions = [(e["action"], e["reason"]) for e in server.service.audit.entries()]
     assert ("export", "customer request 1234") in actions
+
+
+def test_export_the_original_kept_for_a_legal_hold(
+    page: Page, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
+    """Hold a call, redact it, then export the original the hold keeps: the copy verifies as
+    the appliance's own recording, with the redacted span's sound still in it."""
+    site = deliver(tmp_path_factory.mktemp("held") / "site")  # its own: it is redacted here
+    service = console(site, Clock())
+    totp = add_user(service, "ann", "supervisor")
+    with Server(service) as server:
+        log_in(page, server, totp)
+        page.goto(f"{server.url}/recordings?number=55512345")
+        page.click("table.results tbody tr a")
+        page.wait_for_url("**/recordings/box1-*")
+        assert page.locator("form.export-original").count() == 0  # nothing kept aside yet
+        page.fill("form.hold input[name=reason]", "litigation 12")
+        page.click("form.hold button[type=submit]")
+        page.wait_for_selector("p.done")
+        page.fill("form.redact input[name=from]", "1")
+        page.fill("form.redact input[name=to]", "2.5")
+        page.fill("form.redact input[name=reason]", "card number read out")
+        page.click("form.redact button[type=submit]")
+        page.wait_for_selector("p.done")
+        assert "the original is kept for the legal hold" in page.inner_text("dd.redactions")
+        page.fill("form.export-original input[name=reason]", "court order 5")
+        page.screenshot(path=str(tmp_path / "original-kept.png"), full_page=True)
+        with page.expect_download() as download:
+            page.click("form.export-original button[type=submit]")
+        archive = tmp_path / download.value.suggested_filename
+        assert archive.name.endswith(".original.zip")
+        download.value.save_as(archive)
+    with zipfile.ZipFile(archive) as files:
+        files.extractall(tmp_path / "copy")
+    (wav,) = (tmp_path / "copy").glob("*.wav")
+    public = load_public(site.parent / "keys" / "collector.pub")
+    assert verify_export(wav, public) == ""
+    assert redaction_note(wav) == ""  # the appliance's recording, as it sealed it
+    import wave
+
+    import numpy as np
+
+    with wave.open(str(wav)) as audio:
+        samples = np.frombuffer(audio.readframes(audio.getnframes()), dtype="<i2")
+    assert samples[8000:20000].any()  # the span redacted in the version shown, not here
+    actions = [(e["action"], e["reason"]) for e in service.audit.entries()]
+    assert ("export original", "court order 5") in actions
