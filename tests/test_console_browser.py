@@ -276,6 +276,33 @@ def test_edit_a_review(page: Page, served: tuple[Server, pyotp.TOTP], tmp_path: 
     assert '"was": {"scores": {"script": "no", "courtesy": 2}' in entry["reason"]
 
 
+def test_an_admin_grants_a_listener_a_line(
+    page: Page, served: tuple[Server, pyotp.TOTP], tmp_path: Path
+) -> None:
+    server, _ = served
+    admin = add_user(server.service, "ada", "admin")
+    add_user(server.service, "lee", "listener")
+    log_in(page, server, admin, name="ada")
+    page.click("header nav a[href='/users']")
+    page.wait_for_url("**/users")
+    row = page.locator("tr#user-lee")
+    assert "none" in row.locator("td.grants").inner_text()
+    row.locator("form.grant select[name=kind]").select_option("line")
+    row.locator("form.grant input[name=value]").fill("box1/line1")
+    row.locator("form.grant button[type=submit]").click()
+    page.wait_for_selector("p.done")
+    assert "line box1/line1" in page.locator("tr#user-lee td.grants").inner_text()
+    page.screenshot(path=str(tmp_path / "users.png"), full_page=True)
+    assert [g.value for g in server.service.accounts.grants("lee")] == ["box1/line1"]
+    page.goto(f"{server.url}/recordings?number=55512345")
+    page.click("table.results tbody tr a")
+    page.wait_for_url("**/recordings/box1-*")
+    assert page.locator("form.delete button[type=submit]").is_visible()  # an admin's
+    page.screenshot(path=str(tmp_path / "recording-admin.png"), full_page=True)
+    actions = [(e["who"], e["action"], e["reason"]) for e in server.service.audit.entries()]
+    assert ("ada", "grant", "lee line:box1/line1") in actions
+
+
 def test_the_fleet_page_changes_when_an_appliance_goes_offline(
     page: Page, served: tuple[Server, pyotp.TOTP], tmp_path: Path
 ) -> None:

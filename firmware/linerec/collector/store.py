@@ -334,8 +334,11 @@ class CollectorStore:
             )
         return rows[0]
 
-    def delete(self, recording_id: str, reason: str, device: str | None = None) -> dict[str, Any]:
-        """Crypto-shred a recording: its key goes, then its file; the deletion log grows."""
+    def delete(
+        self, recording_id: str, reason: str, device: str | None = None, who: str | None = None
+    ) -> dict[str, Any]:
+        """Crypto-shred a recording: its key goes, then its file; the deletion log grows.
+        `who`: the console's user (by default the account of the real uid)."""
         row = self.find(recording_id, device)
         recording_id, device = row["id"], row["device"]
         if self.is_held(device, recording_id):
@@ -365,7 +368,7 @@ class CollectorStore:
         )
         self.db.execute("COMMIT")
         Path(row["path"]).unlink(missing_ok=True)
-        self.audit("delete", recording_id, reason)
+        self.audit("delete", recording_id, reason, who=who)
         self._shred_free_pages()  # no old page keeps the key or a number around
         return {**entry, "hash": digest}
 

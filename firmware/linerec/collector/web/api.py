@@ -159,6 +159,49 @@ def redact(
     return service_of(request).redact(actor, recording_id, body.from_, body.to, body.reason, device)
 
 
+class Delete(BaseModel):
+    reason: str = Field(max_length=500)
+
+
+@router.post("/recordings/{recording_id}/delete", dependencies=[Depends(json_only)])
+def delete(
+    recording_id: str, body: Delete, request: Request, actor: Asker, device: str | None = None
+) -> dict[str, Any]:
+    """Crypto-shred the recording, as `collector delete` (admin): its key and file go, the
+    deletion log grows. 409 while it is on legal hold; 400 for an empty reason."""
+    return service_of(request).delete(actor, recording_id, body.reason, device)
+
+
+@router.get("/users")
+def users(request: Request, actor: Asker) -> dict[str, Any]:
+    """The console's accounts: role, disabled, locked, grants (admin). Accounts are made on
+    the server (`linerec collector user add`)."""
+    return {"users": service_of(request).users(actor)}
+
+
+class UserState(BaseModel):
+    disabled: bool = Field(description="true: disable (its sessions end); false: enable")
+
+
+@router.post("/users/{name}", dependencies=[Depends(json_only)])
+def user(name: str, body: UserState, request: Request, actor: Asker) -> dict[str, Any]:
+    """Disable or enable an account (admin); not one's own."""
+    return service_of(request).set_disabled(actor, name, body.disabled)
+
+
+class GrantChange(BaseModel):
+    kind: str = Field(max_length=16, description="line or label")
+    value: str = Field(max_length=200, description="DEVICE/LINE, DEVICE/*, or a label")
+    granted: bool = Field(default=True, description="false: revoke it")
+
+
+@router.post("/users/{name}/grants", dependencies=[Depends(json_only)])
+def grants(name: str, body: GrantChange, request: Request, actor: Asker) -> dict[str, Any]:
+    """Grant or revoke a line or label (admin); the user's grants after it."""
+    granted = service_of(request).set_grant(actor, name, body.kind, body.value, body.granted)
+    return {"name": name, "grants": granted}
+
+
 @router.get("/review/sample")
 def review_sample(
     request: Request,

@@ -27,7 +27,7 @@ from linerec.collector.web.requests import (
     actor_of,
     is_api,
 )
-from linerec.collector.web.service import BadRequest, ConsoleService, Unreadable
+from linerec.collector.web.service import BadRequest, Conflict, ConsoleService, Unreadable
 
 HERE = Path(__file__).parent
 CSP = (
@@ -114,6 +114,10 @@ def build_app(service: ConsoleService, *, tls: bool = False) -> FastAPI:
     @app.exception_handler(BadRequest)
     async def bad_request(request: Request, exc: BadRequest) -> Response:
         return error(request, 400, str(exc))
+
+    @app.exception_handler(Conflict)
+    async def conflict(request: Request, exc: Conflict) -> Response:
+        return error(request, 409, str(exc))
 
     @app.exception_handler(Unreadable)
     async def unreadable(request: Request, exc: Unreadable) -> Response:

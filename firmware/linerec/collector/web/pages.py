@@ -227,6 +227,71 @@ def hold(
     return RedirectResponse(_page(recording_id, done["device"], done=said), status_code=303)
 
 
+@router.post("/recordings/{recording_id}/delete")
+def delete(
+    recording_id: str,
+    request: Request,
+    actor: Asker,
+    reason: str = Form(""),
+    csrf: str = Form(""),
+    device: str | None = None,
+) -> Response:
+    check_csrf(actor, csrf)
+    service = service_of(request)
+    try:
+        service.delete(actor, recording_id, reason, device)
+    except BadRequest as exc:
+        return _refused(request, actor, recording_id, device, exc)
+    return RedirectResponse("/recordings", status_code=303)
+
+
+@router.get("/users")
+def users(request: Request, actor: Asker, done: str = "") -> Response:
+    return render(request, "users.html", users=service_of(request).users(actor), message="",
+                  done=done[:200])  # fmt: skip
+
+
+def _users_refused(request: Request, actor: Actor, exc: BadRequest) -> Response:
+    users = service_of(request).users(actor)
+    return render(request, "users.html", 400, users=users, message=str(exc), done="")
+
+
+@router.post("/users/{name}/grants")
+def grant(
+    name: str,
+    request: Request,
+    actor: Asker,
+    kind: str = Form(""),
+    value: str = Form(""),
+    granted: str = Form("yes"),
+    csrf: str = Form(""),
+) -> Response:
+    check_csrf(actor, csrf)
+    try:
+        service_of(request).set_grant(actor, name, kind[:16], value[:200], granted == "yes")
+    except BadRequest as exc:
+        return _users_refused(request, actor, exc)
+    said = f"{name}: {'granted' if granted == 'yes' else 'revoked'} {kind} {value}"
+    return RedirectResponse(f"/users?{urlencode({'done': said})}", status_code=303)
+
+
+@router.post("/users/{name}/disable")
+def disable(
+    name: str,
+    request: Request,
+    actor: Asker,
+    disabled: str = Form("yes"),
+    csrf: str = Form(""),
+) -> Response:
+    check_csrf(actor, csrf)
+    try:
+        service_of(request).set_disabled(actor, name, disabled == "yes")
+    except BadRequest as exc:
+        return _users_refused(request, actor, exc)
+    said = f"{name}: {'disabled' if disabled == 'yes' else 'enabled'}"
+    return RedirectResponse(f"/users?{urlencode({'done': said})}", status_code=303)
+
+
 @router.get("/recordings/{recording_id}/waveform.svg")
 def waveform(
     recording_id: str, request: Request, actor: Asker, device: str | None = None

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from linerec.codec import RATE
-from linerec.collector.accounts import Accounts, Actor
+from linerec.collector.accounts import AccountError, Accounts, Actor
 from linerec.collector.audit import AuditLog
 from linerec.collector.exports import NoOriginal, export_files
 from linerec.collector.redaction import RedactionError, redact, redaction_of
@@ -64,6 +64,11 @@ CACHE_PLAYING = 16  # opened for playing: a key and a few offsets each
 
 class BadRequest(ValueError):
     """A request whose input is not acceptable (answered 400, audited)."""
+
+
+class Conflict(ValueError):
+    """A request the recording's state does not allow, e.g. deleting one on legal hold
+    (answered 409, audited)."""
 
 
 class Unreadable(RuntimeError):
@@ -434,6 +439,80 @@ class ConsoleService:
             self.store.hold(row["id"], held, row["device"])
             self.audit.record(who=actor.name, action=action, recording=row["id"], reason=reason)
         return {"id": row["id"], "device": row["device"], "held": held}
+
+    def delete(
+        self, actor: Actor, recording_id: str, reason: str, device: str | None = None
+    ) -> dict[str, Any]:
+        """Crypto-shred a recording, as `collector delete` does (admin): its key, then its
+        file, and what is kept of it in memory here; refused while it is on legal hold."""
+        row = self._row(actor, recording_id, "delete", device)
+        reason = _reason(reason)
+        if not reason:
+            self.record(actor, "delete refused", row["id"], "no reason given")
+            raise BadRequest("say why this recording is deleted (the reason is kept)")
+        with self.lock:
+            if self.store.is_held(row["device"], row["id"]):
+                self.audit.record(
+                    who=actor.name, action="delete refused", recording=row["id"],
+                    reason="on legal hold",
+                )  # fmt: skip
+                raise Conflict(f"{row['device']}/{row['id']} is on legal hold: lift it first")
+            entry = self.store.delete(row["id"], reason, row["device"], who=actor.name)
+            for cache in (self._decrypted, self._playing):
+                for which in [k for k in cache if k[:2] == (row["device"], row["id"])]:
+                    del cache[which]
+        return {"id": entry["id"], "device": entry["device"], "deletion": entry["hash"]}
+
+    # -- users and grants (admin) -----------------------------------------------------------
+
+    def users(self, actor: Actor) -> list[dict[str, Any]]:
+        require(actor, "users")
+        with self.lock:
+            return self.accounts.users()
+
+    def _user(self, actor: Actor, name: str) -> None:
+        require(actor, "users")
+        with self.lock:
+            known = any(user["name"] == name for user in self.accounts.users())
+        if not known:
+            self.record(actor, "users refused", reason=f"no user {name[:64]!r}")
+            raise NotFound(f"no user {name[:64]!r} (accounts are made with `collector user add`)")
+
+    def set_grant(self, actor: Actor, name: str, kind: str, value: str, granted: bool) -> list[str]:
+        """Grant (or revoke) a listener a line (DEVICE/LINE, DEVICE/*) or a label; the
+        user's grants after it."""
+        self._user(actor, name)
+        action = "grant" if granted else "revoke"
+        with self.lock:
+            try:
+                if granted:
+                    self.accounts.grant(name, kind, value)
+                else:
+                    self.accounts.revoke(name, kind, value)
+            except AccountError as exc:
+                self.audit.record(who=actor.name, action="users refused", reason=str(exc))
+                raise BadRequest(str(exc)) from exc
+            self.audit.record(who=actor.name, action=action, reason=f"{name} {kind}:{value}")
+            return [f"{g.kind}:{g.value}" for g in self.accounts.grants(name)]
+
+    def set_disabled(self, actor: Actor, name: str, disabled: bool) -> dict[str, Any]:
+        """Disable an account (its sessions end at once) or enable it again (its lockout
+        lifted)."""
+        self._user(actor, name)
+        if disabled and name == actor.name:
+            self.record(actor, "users refused", reason="an admin disabling their own account")
+            raise BadRequest(
+                "you cannot disable your own account (another admin can, or "
+                "`linerec collector user disable`)"
+            )
+        with self.lock:
+            if disabled:
+                self.accounts.disable(name)
+            else:
+                self.accounts.enable(name)
+            action = "user disable" if disabled else "user enable"
+            self.audit.record(who=actor.name, action=action, reason=name)
+        return {"name": name, "disabled": disabled}
 
     # -- quality review ---------------------------------------------------------------------
 
