@@ -55,6 +55,7 @@ _CALL_ENDS = ("hung_up", "missed_call", "notice_abandoned", "recording_sealed")
 
 CALL_EVENTS = 1000  # events a call may span up to its recording_sealed (see add_event)
 QUARANTINE_KEEP = 20  # quarantined uploads kept per device (the oldest go first)
+CATALOG_BATCH = 200  # recordings the console catalogs at a time
 
 
 class CollectorStore:
@@ -808,7 +809,7 @@ class CollectorStore:
 
         return run_search(self.db, query)
 
-    def uncatalogued(self, limit: int = 200) -> list[dict[str, Any]]:
+    def uncatalogued(self, limit: int = CATALOG_BATCH) -> list[dict[str, Any]]:
         """Recordings whose metadata the search catalog has not read yet."""
         from linerec.collector.search import uncatalogued
 
@@ -820,7 +821,8 @@ class CollectorStore:
         from linerec.store.chunks import open_audio
         from linerec.store.reader import IntegrityError
 
-        while batch := self.uncatalogued():
+        while True:
+            batch = self.uncatalogued(CATALOG_BATCH)
             for row in batch:
                 try:
                     source = self.vault_file(row["id"], Path(row["path"]), row["device"])
@@ -828,6 +830,8 @@ class CollectorStore:
                 except (IntegrityError, ValueError, OSError):
                     metadata = {}  # kept in the catalog all the same: not read again and again
                 self.catalog(row["device"], row["id"], metadata)
+            if len(batch) < CATALOG_BATCH:  # the last: looking again would scan every row
+                return
 
     def catalog(self, device: str, recording_id: str, metadata: dict[str, Any]) -> None:
         """Keep a recording's label, direction, consent and clock state for search."""
