@@ -385,3 +385,24 @@ def test_the_original_kept_for_a_hold_is_exported_as_a_verifiable_copy(
     assert ("ann", "export original refused", rid, "no reason given") in actions
     assert [a for w, a, *_ in actions if w == "lee"] == ["login", "forbidden"]
     assert not list(site.parent.rglob("*.wav"))  # nothing in clear at the collector
+
+
+def test_collector_export_original_writes_the_held_original(
+    site: Path, service: ConsoleService, tmp_path: Path
+) -> None:
+    rid = str(line1(service)["id"])
+    out = tmp_path / "copy.wav"
+    refused = run(site, "export", rid, "--original", "--reason", "court order 5", "-o", str(out))
+    assert refused.returncode == 1 and "no original is kept" in refused.stderr
+    assert run(site, "hold", rid, "--reason", "litigation 12").returncode == 0
+    assert run(site, "redact", rid, "--from", "1", "--to", "2", "--reason", "card").returncode == 0
+    done = run(site, "export", rid, "--original", "--reason", "court order 5", "-o", str(out))
+    assert done.returncode == 0, done.stderr
+    public = str(site.parent / "keys" / "collector.pub")
+    verified = subprocess.run(
+        [*LINEREC, "collector", "verify-export", str(out), "--collector", public],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert verified.returncode == 0 and "signed by its appliance, unaltered" in verified.stdout
+    entries = [(e["action"], e["recording"], e["reason"]) for e in service.store.audit_log()]
+    assert ("export original", rid, "court order 5") in entries

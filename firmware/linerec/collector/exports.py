@@ -39,9 +39,11 @@ def export(
     out: Path,
     reason: str,
     device: str | None = None,
+    *,
+    original: bool = False,
 ) -> Decrypted:
     """Write the customer copy: OUT.wav, OUT.json, OUT.lrec and OUT.verify.json."""
-    result, files = export_files(store, key, recording_id, reason, device)
+    result, files = export_files(store, key, recording_id, reason, device, original=original)
     for suffix, data in files.items():
         out.with_suffix(suffix).write_bytes(data)
     return result
