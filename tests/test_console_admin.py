@@ -137,3 +137,44 @@ def test_only_an_admin_deletes(client: TestClient, service: ConsoleService, cloc
     form = client.post(f"/recordings/{rid}/delete", data={"reason": "x", "csrf": csrf})
     assert form.status_code == 403
     assert len(service.store.recordings()) == 2 and not service.store.deletions()
+
+
+def test_an_admin_sees_the_retention_and_sweeps_it_now(
+    client: TestClient, service: ConsoleService, clock: Clock, site: Path
+) -> None:
+    """`[collector] retention_days` is the policy; the collector sweeps it every hour, and an
+    admin can see it and sweep now: what is past it goes (unless held), audited as the admin."""
+    rows = {r["line"]: r for r in service.store.recordings()}
+    one, two = rows["line1"]["id"], rows["line2"]["id"]
+    csrf = log_in(client, service, clock, "ada", "admin")
+    assert client.get("/api/retention").json() == {"days": 0.0}
+    assert client.post("/api/retention/sweep", json={}).json() == {"deleted": []}  # none set
+    service.retention_days = 30.0
+    page = client.get("/retention")
+    assert page.status_code == 200 and "30 days" in page.text and 'class="sweep"' in page.text
+    assert client.post(f"/api/recordings/{two}/hold",
+                       json={"held": True, "reason": "litigation"}).status_code == 200  # fmt: skip
+    assert client.post("/api/retention/sweep", json={}).json() == {"deleted": []}  # not yet
+    clock.now += 31 * 86400
+    client.cookies.clear()  # the session ended long ago: log in again
+    csrf = log_in(client, service, clock, "bea", "admin")
+    stale = client.post("/retention/sweep", data={})
+    assert stale.status_code == 403 and len(service.store.recordings()) == 2  # no CSRF token
+    swept = client.post("/retention/sweep", data={"csrf": csrf}, follow_redirects=False)
+    assert swept.status_code == 303
+    assert [r["id"] for r in service.store.recordings()] == [two]  # the held one stays
+    entries = audit(service)
+    assert ("bea", "delete", one, "retention: older than 30 days") in entries
+    assert ("bea", "retention sweep", None, "30 days: 1 deleted") in entries
+    assert ("bea", "csrf refused", None, "POST /retention/sweep without its form token") in entries
+
+
+def test_only_an_admin_sweeps_retention(
+    client: TestClient, service: ConsoleService, clock: Clock
+) -> None:
+    service.retention_days = 1.0
+    clock.now += 2 * 86400
+    csrf = log_in(client, service, clock, "ann", "supervisor")
+    assert client.get("/api/retention").status_code == 403
+    assert client.post("/retention/sweep", data={"csrf": csrf}).status_code == 403
+    assert len(service.store.recordings()) == 2

@@ -314,6 +314,10 @@ def test_an_admin_grants_a_listener_a_line(
     page.wait_for_url("**/recordings/box1-*")
     assert page.locator("form.delete button[type=submit]").is_visible()  # an admin's
     page.screenshot(path=str(tmp_path / "recording-admin.png"), full_page=True)
+    page.click("header nav a[href='/retention']")
+    page.wait_for_url("**/retention")
+    assert "kept until they are deleted by hand" in page.inner_text("main")
+    page.screenshot(path=str(tmp_path / "retention.png"), full_page=True)
     actions = [(e["who"], e["action"], e["reason"]) for e in server.service.audit.entries()]
     assert ("adm", "grant", "lis line:box1/line1") in actions
 

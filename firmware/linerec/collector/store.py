@@ -540,7 +540,9 @@ class CollectorStore:
             ).fetchone()
         )
 
-    def enforce_retention(self, days: float, now: float | None = None) -> list[str]:
+    def enforce_retention(
+        self, days: float, now: float | None = None, who: str | None = None
+    ) -> list[str]:
         """Delete what is older than `days`, unless on hold, with its call's events; erase
         events older than that which belong to no recording kept. Returns the ids deleted.
 
@@ -562,7 +564,9 @@ class CollectorStore:
                 aged_from = float(received_at)
             if aged_from < limit:
                 try:
-                    self.delete(recording_id, f"retention: older than {days:g} days", device)
+                    self.delete(
+                        recording_id, f"retention: older than {days:g} days", device, who=who
+                    )
                     gone.append(recording_id)
                 except PermissionError:
                     continue

@@ -172,6 +172,19 @@ def delete(
     return service_of(request).delete(actor, recording_id, body.reason, device)
 
 
+@router.get("/retention")
+def retention(request: Request, actor: Asker) -> dict[str, Any]:
+    """The retention policy, `[collector] retention_days` (0: kept until deleted) (admin)."""
+    return service_of(request).retention(actor)
+
+
+@router.post("/retention/sweep", dependencies=[Depends(json_only)])
+def sweep(request: Request, actor: Asker) -> dict[str, Any]:
+    """Delete now what is past the retention, unless on legal hold, as the collector's
+    hourly sweep does (admin); the ids deleted."""
+    return {"deleted": service_of(request).sweep_retention(actor)}
+
+
 @router.get("/users")
 def users(request: Request, actor: Asker) -> dict[str, Any]:
     """The console's accounts: role, disabled, locked, grants (admin). Accounts are made on

@@ -245,6 +245,20 @@ def delete(
     return RedirectResponse("/recordings", status_code=303)
 
 
+@router.get("/retention")
+def retention(request: Request, actor: Asker, done: str = "") -> Response:
+    policy = service_of(request).retention(actor)
+    return render(request, "retention.html", days=policy["days"], done=done[:200])
+
+
+@router.post("/retention/sweep")
+def sweep(request: Request, actor: Asker, csrf: str = Form("")) -> Response:
+    check_csrf(actor, csrf)
+    gone = service_of(request).sweep_retention(actor)
+    said = f"{len(gone)} recording{'' if len(gone) == 1 else 's'} past the retention deleted"
+    return RedirectResponse(f"/retention?{urlencode({'done': said})}", status_code=303)
+
+
 @router.get("/users")
 def users(request: Request, actor: Asker, done: str = "") -> Response:
     return render(request, "users.html", users=service_of(request).users(actor), message="",

@@ -104,8 +104,10 @@ class ConsoleService:
         idle_seconds: float = 900.0,
         clock: Callable[[], float] = time.time,
         scorecard: Scorecard | None = None,
+        retention_days: float = 0.0,
     ) -> None:
         self.store = store
+        self.retention_days = retention_days  # [collector] retention_days: 0 keeps all
         self.scorecard = scorecard or Scorecard()
         self.key = key
         self.idle_seconds = idle_seconds
@@ -462,6 +464,27 @@ class ConsoleService:
                 for which in [k for k in cache if k[:2] == (row["device"], row["id"])]:
                     del cache[which]
         return {"id": entry["id"], "device": entry["device"], "deletion": entry["hash"]}
+
+    def retention(self, actor: Actor) -> dict[str, Any]:
+        """The retention policy (`[collector] retention_days`; 0: kept until deleted)."""
+        require(actor, "retention")
+        return {"days": self.retention_days}
+
+    def sweep_retention(self, actor: Actor) -> list[str]:
+        """Delete now what is past the retention, unless held, as the collector's hourly
+        sweep does; the deletions and the sweep are audited as this admin."""
+        require(actor, "retention")
+        if not self.retention_days:
+            return []
+        with self.lock:
+            gone = self.store.enforce_retention(self.retention_days, self.clock(), who=actor.name)
+            self.audit.record(
+                who=actor.name, action="retention sweep",
+                reason=f"{self.retention_days:g} days: {len(gone)} deleted",
+            )  # fmt: skip
+            self._decrypted.clear()
+            self._playing.clear()
+        return gone
 
     # -- users and grants (admin) -----------------------------------------------------------
 
