@@ -113,6 +113,8 @@ def test_an_admin_deletes_a_recording_unless_it_is_held(
     assert held.status_code == 409 and "legal hold" in held.json()["detail"]
     page = client.get(f"/recordings/{one}")
     assert 'class="delete"' in page.text
+    stale = client.post(f"/recordings/{one}/delete", data={"reason": "customer asked"})
+    assert stale.status_code == 403 and path.exists()  # no CSRF token: nothing deleted
     done = client.post(f"/recordings/{one}/delete?device=box1",
                        data={"reason": "customer asked", "csrf": csrf},
                        follow_redirects=False)  # fmt: skip
@@ -127,6 +129,12 @@ def test_an_admin_deletes_a_recording_unless_it_is_held(
     assert ("ada", "delete", one, "customer asked") in entries  # the console user, not the uid
     assert ("ada", "delete refused", one, "no reason given") in entries
     assert ("ada", "delete refused", two, "on legal hold") in entries
+    assert (
+        "ada",
+        "csrf refused",
+        None,
+        f"POST /recordings/{one}/delete without its form token",
+    ) in entries
 
 
 def test_only_an_admin_deletes(client: TestClient, service: ConsoleService, clock: Clock) -> None:

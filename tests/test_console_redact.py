@@ -369,6 +369,9 @@ def test_the_original_kept_for_a_hold_is_exported_as_a_verifiable_copy(
                                            "code": ann.at(clock.now)}).json()["csrf"]  # fmt: skip
     page = client.get(f"/recordings/{rid}")
     assert 'class="export-original"' in page.text  # the page offers it while the hold lasts
+    stale = client.post(f"/recordings/{rid}/export?device=box1",
+                        data={"reason": "court order 6", "original": "yes"})  # fmt: skip
+    assert stale.status_code == 403  # no CSRF token
     form = client.post(f"/recordings/{rid}/export?device=box1",
                        data={"reason": "court order 6", "original": "yes", "csrf": csrf})  # fmt: skip
     assert form.status_code == 200 and form.content[:2] == b"PK"
