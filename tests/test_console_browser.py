@@ -74,6 +74,21 @@ def log_in(page: Page, server: Server, totp: pyotp.TOTP, name: str = "ann") -> N
     page.wait_for_url(f"{server.url}/recordings")
 
 
+def wait_for_metadata(page: Page) -> None:
+    """Until the player knows the recording's duration. Waited on in the page by its own
+    event: `wait_for_function` polls with eval, which the console's CSP rightly refuses."""
+    page.evaluate(
+        """(ms) => new Promise((done, fail) => {
+            const player = document.getElementById('player');
+            if (player.readyState >= 1) return done();
+            player.addEventListener('loadedmetadata', () => done(), {once: true});
+            player.addEventListener('error', () => fail(new Error('the player failed')));
+            setTimeout(() => fail(new Error('no metadata in time')), ms);
+        })""",
+        WAIT_MS,
+    )
+
+
 def test_log_in_find_a_call_by_number_and_time(
     page: Page, served: tuple[Server, pyotp.TOTP], tmp_path: Path
 ) -> None:
@@ -119,7 +134,7 @@ def test_play_a_recording_and_seek(
     page.fill("input[name=reason]", "dispute 7")
     page.click("form.play button[type=submit]")
     page.wait_for_selector("audio#player")
-    page.wait_for_function("document.getElementById('player').readyState >= 1")
+    wait_for_metadata(page)
     played = page.evaluate("document.getElementById('player').duration")
     assert abs(played - duration) < 0.15
     page.evaluate(
@@ -215,7 +230,7 @@ def test_review_a_sampled_call(
     assert page.locator("table.sample tbody tr").count() == 2  # one call from each line
     page.click("table.sample tbody tr:first-child a")
     page.wait_for_url("**/recordings/box1-*/review?*")
-    page.wait_for_function("document.getElementById('player').readyState >= 1")
+    wait_for_metadata(page)
     assert page.evaluate("document.getElementById('player').duration") > 1
     page.check("input[name=c_script][value=yes]")
     page.check("input[name=c_courtesy][value='4']")
@@ -229,6 +244,82 @@ def test_review_a_sampled_call(
     assert "quality review (sample week-48)" in plays
     (review,) = [e for e in entries if e["action"] == "review"]
     assert review["who"] == "ann" and '"courtesy": 4' in review["reason"]
+
+
+def test_edit_a_review(page: Page, served: tuple[Server, pyotp.TOTP], tmp_path: Path) -> None:
+    """A supervisor corrects a review: the form comes filled in with its answers, the edit
+    is kept (the review says who edited it) and audited with what it said before."""
+    server, totp = served
+    server.service.scorecard = Scorecard(
+        criteria=(
+            Criterion(name="script", question="Did the agent read the script?", answer="yes/no"),
+            Criterion(name="courtesy", question="How courteous was the agent?", answer="1-5"),
+        )
+    )
+    log_in(page, server, totp)
+    page.goto(f"{server.url}/recordings?number=55512345")
+    page.click("table.results tbody tr a")
+    page.wait_for_url("**/recordings/box1-*")
+    page.click("a[href*='/review?device=']")
+    page.wait_for_url("**/recordings/box1-*/review?*")
+    page.check("input[name=c_script][value=no]")
+    page.check("input[name=c_courtesy][value='2']")
+    page.fill("form.scorecard textarea[name=comment]", "no advisory")
+    page.click("form.scorecard button[type=submit]")
+    page.wait_for_selector("p.done")
+    row = page.locator("table.reviews tbody tr").last
+    number = row.locator("td.num").inner_text()
+    row.locator("a.edit").click()
+    page.wait_for_url(f"**/reviews/{number}/edit")
+    assert page.is_checked("input[name=c_script][value=no]")  # its answers, to correct
+    assert page.is_checked("input[name=c_courtesy][value='2']")
+    assert page.input_value("form.scorecard textarea[name=comment]") == "no advisory"
+    assert f"Editing review {number} by ann" in page.inner_text("p.editing")
+    page.check("input[name=c_script][value=yes]")
+    page.check("input[name=c_courtesy][value='4']")
+    page.fill("form.scorecard textarea[name=comment]", "the advisory was read at 2:10")
+    page.screenshot(path=str(tmp_path / "review-edit.png"), full_page=True)
+    page.click("form.scorecard button[type=submit]")
+    page.wait_for_selector("p.done")
+    assert f"review {number} edited" in page.inner_text("p.done")
+    edited = page.locator(f"table.reviews tr#review-{number}").inner_text()
+    assert "script: yes, courtesy: 4" in edited and "edited by ann" in edited
+    assert "the advisory was read at 2:10" in edited
+    page.screenshot(path=str(tmp_path / "review-edited.png"), full_page=True)
+    (entry,) = [e for e in server.service.audit.entries() if e["action"] == "review edited"]
+    assert entry["who"] == "ann" and entry["reason"].startswith(f"review {number}: ")
+    assert '"was": {"scores": {"script": "no", "courtesy": 2}' in entry["reason"]
+
+
+def test_an_admin_grants_a_listener_a_line(
+    page: Page, served: tuple[Server, pyotp.TOTP], tmp_path: Path
+) -> None:
+    server, _ = served
+    admin = add_user(server.service, "adm", "admin")
+    add_user(server.service, "lis", "listener")
+    log_in(page, server, admin, name="adm")
+    page.click("header nav a[href='/users']")
+    page.wait_for_url("**/users")
+    row = page.locator("tr#user-lis")
+    assert "none" in row.locator("td.grants").inner_text()
+    row.locator("form.grant select[name=kind]").select_option("line")
+    row.locator("form.grant input[name=value]").fill("box1/line1")
+    row.locator("form.grant button[type=submit]").click()
+    page.wait_for_selector("p.done")
+    assert "line box1/line1" in page.locator("tr#user-lis td.grants").inner_text()
+    page.screenshot(path=str(tmp_path / "users.png"), full_page=True)
+    assert [g.value for g in server.service.accounts.grants("lis")] == ["box1/line1"]
+    page.goto(f"{server.url}/recordings?number=55512345")
+    page.click("table.results tbody tr a")
+    page.wait_for_url("**/recordings/box1-*")
+    assert page.locator("form.delete button[type=submit]").is_visible()  # an admin's
+    page.screenshot(path=str(tmp_path / "recording-admin.png"), full_page=True)
+    page.click("header nav a[href='/retention']")
+    page.wait_for_url("**/retention")
+    assert "kept until they are deleted by hand" in page.inner_text("main")
+    page.screenshot(path=str(tmp_path / "retention.png"), full_page=True)
+    actions = [(e["who"], e["action"], e["reason"]) for e in server.service.audit.entries()]
+    assert ("adm", "grant", "lis line:box1/line1") in actions
 
 
 def test_the_fleet_page_changes_when_an_appliance_goes_offline(
@@ -293,3 +384,50 @@ def test_export_a_customer_copy_and_verify_it(
     page.screenshot(path=str(tmp_path / "export.png"), full_page=True)
     actions = [(e["action"], e["reason"]) for e in server.service.audit.entries()]
     assert ("export", "customer request 1234") in actions
+
+
+def test_export_the_original_kept_for_a_legal_hold(
+    page: Page, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
+    """Hold a call, redact it, then export the original the hold keeps: the copy verifies as
+    the appliance's own recording, with the redacted span's sound still in it."""
+    site = deliver(tmp_path_factory.mktemp("held") / "site")  # its own: it is redacted here
+    service = console(site, Clock())
+    totp = add_user(service, "ann", "supervisor")
+    with Server(service) as server:
+        log_in(page, server, totp)
+        page.goto(f"{server.url}/recordings?number=55512345")
+        page.click("table.results tbody tr a")
+        page.wait_for_url("**/recordings/box1-*")
+        assert page.locator("form.export-original").count() == 0  # nothing kept aside yet
+        page.fill("form.hold input[name=reason]", "litigation 12")
+        page.click("form.hold button[type=submit]")
+        page.wait_for_selector("p.done")
+        page.fill("form.redact input[name=from]", "1")
+        page.fill("form.redact input[name=to]", "2.5")
+        page.fill("form.redact input[name=reason]", "card number read out")
+        page.click("form.redact button[type=submit]")
+        page.wait_for_selector("p.done")
+        assert "the original is kept for the legal hold" in page.inner_text("dd.redactions")
+        page.fill("form.export-original input[name=reason]", "court order 5")
+        page.screenshot(path=str(tmp_path / "original-kept.png"), full_page=True)
+        with page.expect_download() as download:
+            page.click("form.export-original button[type=submit]")
+        archive = tmp_path / download.value.suggested_filename
+        assert archive.name.endswith(".original.zip")
+        download.value.save_as(archive)
+    with zipfile.ZipFile(archive) as files:
+        files.extractall(tmp_path / "copy")
+    (wav,) = (tmp_path / "copy").glob("*.wav")
+    public = load_public(site.parent / "keys" / "collector.pub")
+    assert verify_export(wav, public) == ""
+    assert redaction_note(wav) == ""  # the appliance's recording, as it sealed it
+    import wave
+
+    import numpy as np
+
+    with wave.open(str(wav)) as audio:
+        samples = np.frombuffer(audio.readframes(audio.getnframes()), dtype="<i2")
+    assert samples[8000:20000].any()  # the span redacted in the version shown, not here
+    actions = [(e["action"], e["reason"]) for e in service.audit.entries()]
+    assert ("export original", "court order 5") in actions

@@ -313,3 +313,99 @@ def test_a_supervisor_holds_and_releases_from_the_console(
     assert ("ann", "hold", "litigation 12") in actions
     assert ("ann", "release", "settled") in actions
     assert ("ann", "hold refused", "no reason given") in actions
+
+
+def test_the_original_kept_for_a_hold_is_exported_as_a_verifiable_copy(
+    client: TestClient, service: ConsoleService, clock: Clock, site: Path, tmp_path: Path
+) -> None:
+    """A redacted recording whose original is kept for a legal hold: a supervisor exports
+    the original (the appliance's recording, not silenced) as a customer copy that verifies
+    as the appliance's own; it needs a reason, is audited, and is refused when no original is
+    kept (not held when redacted, or the hold lifted) and outside the role."""
+    import io
+    import wave
+    import zipfile
+
+    from linerec.collector.exports import redaction_note, verify_export
+    from linerec.store.keys import load_public
+
+    rid = str(line1(service)["id"])
+    original_sealed, original_samples = current(service, site)
+    lee = add_user(service, "lee", "listener", ("line", "box1/*"))
+    ann = add_user(service, "ann", "supervisor")
+    path = f"/api/recordings/{rid}/export"
+    asked = {"reason": "court order 5", "original": "true"}
+    client.post("/api/login", json={"name": "ann", "password": "correct horse battery",
+                                    "code": ann.at(clock.now)})  # fmt: skip
+    assert client.get(path, params=asked).status_code == 400  # not redacted: nothing kept aside
+    assert client.post(f"/api/recordings/{rid}/hold",
+                       json={"held": True, "reason": "litigation 12"}).status_code == 200  # fmt: skip
+    assert client.post(f"/api/recordings/{rid}/redact",
+                       json={"from": 1, "to": 2, "reason": "card"}).status_code == 200  # fmt: skip
+    assert client.get(path, params={"original": "true"}).status_code == 400  # no reason
+    answer = client.get(path, params=asked)
+    assert answer.status_code == 200 and answer.headers["content-type"] == "application/zip"
+    assert f'filename="{rid}.original.zip"' in answer.headers["content-disposition"]
+    with zipfile.ZipFile(io.BytesIO(answer.content)) as files:
+        files.extractall(tmp_path / "original")
+    wav = tmp_path / "original" / f"{rid}.wav"
+    public = load_public(site.parent / "keys" / "collector.pub")
+    assert verify_export(wav, public) == "" and redaction_note(wav) == ""  # the appliance's
+    assert (tmp_path / "original" / f"{rid}.lrec").read_bytes() == original_sealed
+    with wave.open(str(wav)) as audio:
+        samples = np.frombuffer(audio.readframes(audio.getnframes()), dtype="<i2")
+    assert np.array_equal(samples, original_samples) and samples[RATE : 2 * RATE].any()
+    plain = client.get(path, params={"reason": "customer asked"})  # the version shown
+    with zipfile.ZipFile(io.BytesIO(plain.content)) as files:
+        files.extractall(tmp_path / "shown")
+    assert redaction_note(tmp_path / "shown" / f"{rid}.wav").startswith("REDACTED")
+    client.cookies.clear()
+    client.post("/api/login", json={"name": "lee", "password": "correct horse battery",
+                                    "code": lee.at(clock.now)})  # fmt: skip
+    assert client.get(path, params=asked).status_code == 403
+    client.cookies.clear()
+    clock.now += 30
+    csrf = client.post("/api/login", json={"name": "ann", "password": "correct horse battery",
+                                           "code": ann.at(clock.now)}).json()["csrf"]  # fmt: skip
+    page = client.get(f"/recordings/{rid}")
+    assert 'class="export-original"' in page.text  # the page offers it while the hold lasts
+    stale = client.post(f"/recordings/{rid}/export?device=box1",
+                        data={"reason": "court order 6", "original": "yes"})  # fmt: skip
+    assert stale.status_code == 403  # no CSRF token
+    form = client.post(f"/recordings/{rid}/export?device=box1",
+                       data={"reason": "court order 6", "original": "yes", "csrf": csrf})  # fmt: skip
+    assert form.status_code == 200 and form.content[:2] == b"PK"
+    assert client.post(f"/api/recordings/{rid}/hold",
+                       json={"held": False, "reason": "settled"}).status_code == 200  # fmt: skip
+    gone = client.get(path, params=asked)
+    assert gone.status_code == 400 and "no original" in gone.json()["detail"]
+    assert 'class="export-original"' not in client.get(f"/recordings/{rid}").text
+    actions = [(e["who"], e["action"], e["recording"], e["reason"])
+               for e in service.audit.entries()]  # fmt: skip
+    assert actions.count(("ann", "export original", rid, "court order 5")) == 1
+    assert ("ann", "export original", rid, "court order 6") in actions
+    assert ("ann", "export", rid, "customer asked") in actions
+    assert ("ann", "export original refused", rid, "no reason given") in actions
+    assert [a for w, a, *_ in actions if w == "lee"] == ["login", "forbidden"]
+    assert not list(site.parent.rglob("*.wav"))  # nothing in clear at the collector
+
+
+def test_collector_export_original_writes_the_held_original(
+    site: Path, service: ConsoleService, tmp_path: Path
+) -> None:
+    rid = str(line1(service)["id"])
+    out = tmp_path / "copy.wav"
+    refused = run(site, "export", rid, "--original", "--reason", "court order 5", "-o", str(out))
+    assert refused.returncode == 1 and "no original is kept" in refused.stderr
+    assert run(site, "hold", rid, "--reason", "litigation 12").returncode == 0
+    assert run(site, "redact", rid, "--from", "1", "--to", "2", "--reason", "card").returncode == 0
+    done = run(site, "export", rid, "--original", "--reason", "court order 5", "-o", str(out))
+    assert done.returncode == 0, done.stderr
+    public = str(site.parent / "keys" / "collector.pub")
+    verified = subprocess.run(
+        [*LINEREC, "collector", "verify-export", str(out), "--collector", public],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert verified.returncode == 0 and "signed by its appliance, unaltered" in verified.stdout
+    entries = [(e["action"], e["recording"], e["reason"]) for e in service.store.audit_log()]
+    assert ("export original", rid, "court order 5") in entries

@@ -190,3 +190,76 @@ def test_a_listener_cannot_review_or_sample(
     forbidden = [e for e in service.audit.entries() if e["action"] == "forbidden"]
     assert len(forbidden) == 5
     assert client.get("/api/recordings", params={"review": "reviewed"}).json()["total"] == 0
+
+
+def test_a_supervisor_edits_a_review_and_the_edit_is_kept_and_audited(
+    client: TestClient, service: ConsoleService, clock: Clock
+) -> None:
+    csrf = log_in(client, service, clock, "supervisor")
+    (rid,) = [r["id"] for r in service.store.recordings() if r["line"] == "line1"]
+    kept = client.post(
+        f"/api/recordings/{rid}/review",
+        json={"scores": {"script": "no", "courtesy": 2}, "comment": "rushed"},
+    )
+    assert kept.status_code == 200  # fmt: skip
+    number = kept.json()["review"]
+    clock.now += 60
+    edited = client.post(
+        f"/api/reviews/{number}",
+        json={"scores": {"script": "yes", "courtesy": 4}, "comment": "misheard"},
+    )
+    assert edited.status_code == 200, edited.text  # fmt: skip
+    assert edited.json()["scores"] == {"script": "yes", "courtesy": 4}
+    assert edited.json()["edited_by"] == "sup" and edited.json()["reviewer"] == "sup"
+    wrong = client.post(f"/api/reviews/{number}", json={"scores": {"script": "maybe"}})
+    assert wrong.status_code == 400 and "script: answer yes or no" in wrong.json()["detail"]
+    assert client.post("/api/reviews/999", json={"scores": {}}).status_code == 404
+    (row,) = list(csv.DictReader(io.StringIO(client.get("/api/reviews.csv").text)))
+    assert (row["script"], row["courtesy"], row["comment"]) == ("yes", "4", "misheard")
+    assert (row["reviewer"], row["edited_by"]) == ("sup", "sup")
+    assert float(row["edited_at"]) == pytest.approx(clock.now, abs=1)
+    # The page: the form filled in with the review's answers, and a CSRF token.
+    form = client.get(f"/reviews/{number}/edit")
+    assert form.status_code == 200 and f'action="/reviews/{number}"' in form.text
+    assert 'name="c_script" value="yes" required checked' in form.text
+    assert 'name="c_courtesy" value="4" required checked' in form.text and "misheard" in form.text
+    stale = client.post(f"/reviews/{number}", data={"c_script": "no", "c_courtesy": "1"})
+    assert stale.status_code == 403  # no CSRF token: nothing changed
+    done = client.post(
+        f"/reviews/{number}",
+        data={"c_script": "no", "c_courtesy": "5", "comment": "fine after all", "csrf": csrf},
+        follow_redirects=False,
+    )
+    assert done.status_code == 303 and f"/recordings/{rid}/review?" in done.headers["location"]
+    shown = client.get(done.headers["location"]).text
+    assert "script: no, courtesy: 5" in shown and "fine after all" in shown
+    assert "edited by sup" in shown
+    actions = [(e["action"], e["recording"], e["reason"]) for e in service.audit.entries()]
+    edits = [reason for action, _, reason in actions if action == "review edited"]
+    assert len(edits) == 2 and edits[0].startswith(f"review {number}: ")
+    assert '"script": "no"' in edits[0] and '"script": "yes"' in edits[0]  # was, now
+    assert ("csrf refused", None, f"POST /reviews/{number} without its form token") in actions
+    assert [a for a, *_ in actions].count("review edit refused") == 2  # bad answer, no such
+
+
+def test_a_listener_cannot_edit_a_review(
+    client: TestClient, service: ConsoleService, clock: Clock
+) -> None:
+    (rid,) = [r["id"] for r in service.store.recordings() if r["line"] == "line1"]
+    supervisor = add_user(service, "ann", "supervisor")
+    kept = service.review(service.accounts.login("ann", PASSWORD, supervisor.at(clock.now))[1],
+                          rid, {"script": "yes", "courtesy": 3}, "ok")  # fmt: skip
+    log_in(client, service, clock, "listener")
+    number = kept["review"]
+    assert client.post(f"/api/reviews/{number}", json={"scores": {}}).status_code == 403
+    assert client.get(f"/reviews/{number}/edit").status_code == 403
+    (row,) = list(
+        csv.DictReader(
+            io.StringIO(
+                service.reviews_csv(
+                    service.accounts.login("ann", PASSWORD, supervisor.at(clock.now + 30))[1]
+                )
+            )
+        )
+    )
+    assert (row["script"], row["courtesy"], row["edited_by"]) == ("yes", "3", "")  # fmt: skip

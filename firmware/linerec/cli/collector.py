@@ -52,6 +52,11 @@ def add_commands(
     export.add_argument("id", metavar="ID", help="the recording's ID, or DEVICE/ID")
     export.add_argument("--reason", required=True, help="why (kept in the audit log)")
     export.add_argument("-o", "--output", type=Path, required=True, metavar="OUT.wav")
+    export.add_argument(
+        "--original",
+        action="store_true",
+        help="the original a redaction kept for a legal hold, not the version shown",
+    )
     export.set_defaults(handler=_export)
     listen = collector_commands.add_parser(
         "listen", help="hear a call in progress (WAV on stdout: | aplay)"
@@ -774,12 +779,23 @@ def _export(args: argparse.Namespace) -> int:
     except KeyError as exc:
         print(f"linerec: error: {_message(exc)}", file=sys.stderr)
         return 1
-    store.audit("export", row["id"], args.reason)
+    if args.original and not store.original_kept(row["device"], row["id"]):
+        store.audit("export original refused", row["id"], "no original kept")
+        print(
+            f"linerec: error: {row['device']}/{row['id']}: no original is kept aside (one is "
+            "only while a redacted recording is on legal hold)",
+            file=sys.stderr,
+        )
+        return 1
+    store.audit("export original" if args.original else "export", row["id"], args.reason)
     from linerec.codec import RATE
     from linerec.collector.exports import export
 
     try:
-        result = export(store, settings.key, row["id"], args.output, args.reason, row["device"])
+        result = export(
+            store, settings.key, row["id"], args.output, args.reason, row["device"],
+            original=args.original,
+        )  # fmt: skip
     except (IntegrityError, ValueError) as exc:
         print(f"linerec: error: {args.id}: {exc}", file=sys.stderr)
         return 1

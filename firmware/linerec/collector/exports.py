@@ -28,6 +28,10 @@ from linerec.store.reader import Decrypted, IntegrityError, decrypt, inspect
 from linerec.wav import WavWriter
 
 
+class NoOriginal(LookupError):
+    """An export of the original asked of a recording that has none kept aside."""
+
+
 def export(
     store: CollectorStore,
     key: CollectorPrivate,
@@ -35,9 +39,11 @@ def export(
     out: Path,
     reason: str,
     device: str | None = None,
+    *,
+    original: bool = False,
 ) -> Decrypted:
     """Write the customer copy: OUT.wav, OUT.json, OUT.lrec and OUT.verify.json."""
-    result, files = export_files(store, key, recording_id, reason, device)
+    result, files = export_files(store, key, recording_id, reason, device, original=original)
     for suffix, data in files.items():
         out.with_suffix(suffix).write_bytes(data)
     return result
@@ -49,13 +55,26 @@ def export_files(
     recording_id: str,
     reason: str,
     device: str | None = None,
+    *,
+    original: bool = False,
 ) -> tuple[Decrypted, dict[str, bytes]]:
     """The customer copy's files, by suffix, made in memory (the console sends them as one
-    archive: no audio in clear is written at the collector)."""
+    archive: no audio in clear is written at the collector). `original`: of the appliance's
+    recording that a redaction kept aside for a legal hold, not of the version shown
+    (NoOriginal if none is kept)."""
     row = store.recording(recording_id, device)
     if row is None:
         raise ValueError("no such recording at this collector")
-    sealed = store.read_recording(recording_id, Path(row["path"]), row["device"])
+    if original:
+        kept = store.read_kept_original(row["device"], recording_id)
+        if kept is None:
+            raise NoOriginal(
+                f"{row['device']}/{recording_id}: no original is kept aside (one is only while "
+                "a redacted recording is on legal hold; otherwise the copy is the original)"
+            )
+        sealed = kept
+    else:
+        sealed = store.read_recording(recording_id, Path(row["path"]), row["device"])
     result = decrypt(sealed, key)
     buffer = io.BytesIO()
     writer = WavWriter(buffer, rate=RATE, codec=Codec.PCM16)
@@ -72,6 +91,7 @@ def export_files(
         "lrec_sha256": hashlib.sha256(sealed).hexdigest(),
         "wav_sha256": hashlib.sha256(wav).hexdigest(),
         "redaction": redaction_of(result.inspected.header),
+        "original_kept_for_hold": original,
     }
     return result, {
         ".wav": wav,

@@ -12,7 +12,11 @@ A supervisor asks for N calls per line (or per label) over a period. The draw is
 the period and the list of calls can draw it again and see that it was not picked by hand.
 The seed is chosen by the collector (`secrets`) unless the supervisor gives one, and is kept in
 the audit with the request. Reviews are kept beside the recording (one row each, by device and
-id), and exported as CSV.
+id, numbered), and exported as CSV.
+
+A supervisor may correct a review later: each edit is kept as a row of its own (who, when,
+the answers and comment it gave), the review shows the newest, and says who edited it last;
+what it said before stays in the edits and in the audit.
 """
 
 from __future__ import annotations
@@ -141,29 +145,53 @@ def save_review(
     at: float,
     scores: dict[str, str | int],
     comment: str,
-) -> None:
-    db.execute(
+) -> int:
+    """Keep a review; returns its number."""
+    cursor = db.execute(
         "INSERT INTO console_reviews (device, id, reviewer, at, scores, comment) "
-        "VALUES (?, ?, ?, ?, ?, ?)",
+        "VALUES (?, ?, ?, ?, ?, ?) RETURNING rowid",
         (device, recording_id, reviewer, at, json.dumps(scores), comment),  # scorecard order,
+    )
+    return int(cursor.fetchone()[0])
+
+
+def edit_review(
+    db: Database,
+    number: int,
+    editor: str,
+    at: float,
+    scores: dict[str, str | int],
+    comment: str,
+) -> None:
+    """Keep an edit of review `number` (the review shows the newest edit)."""
+    db.execute(
+        "INSERT INTO console_review_edits (review, who, at, scores, comment) "
+        "VALUES (?, ?, ?, ?, ?)",
+        (number, editor, at, json.dumps(scores), comment),
     )
 
 
 def reviews(
-    db: Database, device: str | None = None, recording_id: str | None = None
+    db: Database,
+    device: str | None = None,
+    recording_id: str | None = None,
+    number: int | None = None,
 ) -> list[dict[str, Any]]:
-    """Reviews, oldest first, with the recording's line and start (all, or one recording's)."""
+    """Reviews, oldest first, with the recording's line and start (all, one recording's, or
+    the one numbered): each as its newest edit has it, with who edited it last and when."""
     where = ["1 = 1"]
-    parameters: list[str] = []
-    if device is not None:
-        where.append("v.device = ?")
-        parameters.append(device)
-    if recording_id is not None:
-        where.append("v.id = ?")
-        parameters.append(recording_id)
+    parameters: list[str | int] = []
+    for column, value in (("v.device", device), ("v.id", recording_id), ("v.rowid", number)):
+        if value is not None:
+            where.append(f"{column} = ?")
+            parameters.append(value)
     cursor = db.execute(
-        "SELECT v.device, v.id, r.line, r.started_at, v.reviewer, v.at, v.scores, v.comment "
+        "SELECT v.rowid AS review, v.device, v.id, r.line, r.started_at, v.reviewer, v.at, "
+        "coalesce(e.scores, v.scores) AS scores, coalesce(e.comment, v.comment) AS comment, "
+        "e.who AS edited_by, e.at AS edited_at "
         "FROM console_reviews v LEFT JOIN recordings r ON r.device = v.device AND r.id = v.id "
+        "LEFT JOIN console_review_edits e ON e.rowid = "
+        "(SELECT max(rowid) FROM console_review_edits WHERE review = v.rowid) "
         f"WHERE {' AND '.join(where)} ORDER BY v.rowid",
         parameters,
     )
@@ -183,12 +211,15 @@ def reviews_csv(rows: list[dict[str, Any]], scorecard: Scorecard) -> str:
         names += [name for name in row["scores"] if name not in names]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")
-    writer.writerow(["device", "id", "line", "started_at", "reviewer", "at", *names, "comment"])
+    writer.writerow(["device", "id", "line", "started_at", "reviewer", "at", *names, "comment",
+                     "edited_by", "edited_at"])  # fmt: skip
     for row in rows:
+        edited_at = row.get("edited_at")
         writer.writerow(
             [row["device"], row["id"], row["line"], row["started_at"], row["reviewer"],
              f"{row['at']:.0f}", *(row["scores"].get(name, "") for name in names),
-             _cell(row["comment"])]
+             _cell(row["comment"]), row.get("edited_by") or "",
+             "" if edited_at is None else f"{edited_at:.0f}"]
         )  # fmt: skip
     return buffer.getvalue()
 

@@ -87,6 +87,11 @@ CREATE TABLE IF NOT EXISTS console_reviews ({ROWID}
     scores TEXT NOT NULL, comment TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS console_reviews_recording ON console_reviews (device, id);
+CREATE TABLE IF NOT EXISTS console_review_edits ({ROWID}
+    review INTEGER NOT NULL, who TEXT NOT NULL, at REAL NOT NULL, scores TEXT NOT NULL,
+    comment TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS console_review_edits_review ON console_review_edits (review);
 CREATE INDEX IF NOT EXISTS console_by_started ON recordings (started_at);
 CREATE INDEX IF NOT EXISTS console_by_id ON recordings (id);
 CREATE INDEX IF NOT EXISTS console_by_line ON recordings (device, line, started_at);

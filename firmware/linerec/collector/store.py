@@ -45,7 +45,7 @@ from linerec.collector.database import connect, upsert
 from linerec.collector.schema import prepare
 from linerec.collector.uploads import UploadLimits, Uploads
 from linerec.collector.vault import SUFFIX as VAULT_SUFFIX
-from linerec.collector.vault import read_vault, write_vault
+from linerec.collector.vault import VaultFile, read_vault, write_vault
 from linerec.ids import device_of
 from linerec.uplink.commands import MAX_COUNTER
 
@@ -62,6 +62,7 @@ RECORDING_COLUMNS = (
     "device", "id", "seq", "line", "started_at", "duration", "state", "caller_number",
     "called_number", "path", "sha256", "received_at", "clock_synchronized",
 )  # fmt: skip
+CATALOG_BATCH = 200  # recordings the console catalogs at a time
 
 
 class CollectorStore:
@@ -273,6 +274,15 @@ class CollectorStore:
         self, recording_id: str, path: Path, device: str | None = None
     ) -> Iterator[bytes]:
         """The recording as the appliance sealed it, block by block (bounded memory)."""
+        device, key = self._vault_key(recording_id, device)
+        return read_vault(path, key, device, recording_id)
+
+    def vault_file(self, recording_id: str, path: Path, device: str | None = None) -> VaultFile:
+        """The recording as the appliance sealed it, read at any offset (a player's seek)."""
+        device, key = self._vault_key(recording_id, device)
+        return VaultFile(path, key, device, recording_id)
+
+    def _vault_key(self, recording_id: str, device: str | None) -> tuple[str, bytes]:
         if device is None:
             rows = self.db.execute(
                 "SELECT device, key FROM vault_keys WHERE id = ?", (recording_id,)
@@ -286,7 +296,7 @@ class CollectorStore:
             raise ValueError(f"{recording_id}: its key is gone (deleted): no copy can be read")
         if len(rows) > 1:
             raise ValueError(f"{recording_id}: several devices have this id: name the device")
-        return read_vault(path, bytes(rows[0][1]), str(rows[0][0]), recording_id)
+        return str(rows[0][0]), bytes(rows[0][1])
 
     # -- quarantine: whole uploads that are not a recording of their device ------------------
 
@@ -361,8 +371,11 @@ class CollectorStore:
             )
         return rows[0]
 
-    def delete(self, recording_id: str, reason: str, device: str | None = None) -> dict[str, Any]:
-        """Crypto-shred a recording: its key goes, then its file; the deletion log grows."""
+    def delete(
+        self, recording_id: str, reason: str, device: str | None = None, who: str | None = None
+    ) -> dict[str, Any]:
+        """Crypto-shred a recording: its key goes, then its file; the deletion log grows.
+        `who`: the console's user (by default the account of the real uid)."""
         row = self.find(recording_id, device)
         recording_id, device = row["id"], row["device"]
         if self.is_held(device, recording_id):
@@ -395,7 +408,7 @@ class CollectorStore:
                 (recording_id, row["device"], entry["at"], reason, entry["prev"], digest),
             )
         Path(row["path"]).unlink(missing_ok=True)
-        self.audit("delete", recording_id, reason)
+        self.audit("delete", recording_id, reason, who=who)
         self._shred_free_pages()  # no old page keeps the key or a number around
         return {**entry, "hash": digest}
 
@@ -519,6 +532,17 @@ class CollectorStore:
             ).fetchone()
         )
 
+    def read_kept_original(self, device: str, recording_id: str) -> bytes | None:
+        """The original a redaction kept for a legal hold, as the appliance sealed it (None if
+        none is kept)."""
+        row = self.db.execute(
+            "SELECT path, key FROM kept_originals WHERE device = ? AND id = ?",
+            (device, recording_id),
+        ).fetchone()
+        if row is None:
+            return None
+        return b"".join(read_vault(Path(row[0]), bytes(row[1]), device, recording_id))
+
     def _shred_kept_original(self, device: str, recording_id: str) -> None:
         """The hold is lifted: the original a redaction kept for it goes as a deletion does."""
         row = self.db.execute(
@@ -539,7 +563,9 @@ class CollectorStore:
             ).fetchone()
         )
 
-    def enforce_retention(self, days: float, now: float | None = None) -> list[str]:
+    def enforce_retention(
+        self, days: float, now: float | None = None, who: str | None = None
+    ) -> list[str]:
         """Delete what is older than `days`, unless on hold, with its call's events; erase
         events older than that which belong to no recording kept. Returns the ids deleted.
 
@@ -561,7 +587,9 @@ class CollectorStore:
                 aged_from = float(received_at)
             if aged_from < limit:
                 try:
-                    self.delete(recording_id, f"retention: older than {days:g} days", device)
+                    self.delete(
+                        recording_id, f"retention: older than {days:g} days", device, who=who
+                    )
                     gone.append(recording_id)
                 except PermissionError:  # on hold
                     continue
@@ -811,24 +839,29 @@ class CollectorStore:
 
         return run_search(self.db, query)
 
-    def uncatalogued(self, limit: int = 200) -> list[dict[str, Any]]:
+    def uncatalogued(self, limit: int = CATALOG_BATCH) -> list[dict[str, Any]]:
         """Recordings whose metadata the search catalog has not read yet."""
         from linerec.collector.search import uncatalogued
 
         return uncatalogued(self.db, limit)
 
     def catalog_new(self, key: CollectorPrivate) -> None:
-        """Read the metadata of recordings not searched before (once each), for the catalog."""
-        from linerec.store.reader import IntegrityError, decrypt
+        """Read the metadata of recordings not searched before (once each), for the catalog:
+        the records around the audio, not the audio (linerec.store.chunks)."""
+        from linerec.store.chunks import open_audio
+        from linerec.store.reader import IntegrityError
 
-        while batch := self.uncatalogued():
+        while True:
+            batch = self.uncatalogued(CATALOG_BATCH)
             for row in batch:
                 try:
-                    sealed = self.read_recording(row["id"], Path(row["path"]), row["device"])
-                    metadata = decrypt(sealed, key).metadata
+                    source = self.vault_file(row["id"], Path(row["path"]), row["device"])
+                    metadata = open_audio(source, key).metadata
                 except (IntegrityError, ValueError, OSError):
                     metadata = {}  # kept in the catalog all the same: not read again and again
                 self.catalog(row["device"], row["id"], metadata)
+            if len(batch) < CATALOG_BATCH:  # the last: looking again would scan every row
+                return
 
     def catalog(self, device: str, recording_id: str, metadata: dict[str, Any]) -> None:
         """Keep a recording's label, direction, consent and clock state for search."""

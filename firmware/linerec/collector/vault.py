@@ -14,6 +14,7 @@ the whole file, AAD the id) is still read.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -88,3 +89,69 @@ def _read_v1(file: BinaryIO, key: bytes, recording_id: str, path: Path) -> bytes
         return ChaCha20Poly1305(key).decrypt(blob[:12], blob[12:], recording_id.encode())
     except InvalidTag as exc:
         raise ValueError(f"{path}: altered at rest") from exc
+
+
+class VaultFile:
+    """The sealed recording in a vault file, read at any offset: only the blocks a read
+    touches are decrypted (the last two are kept, as a player reads on from where it was).
+    A block altered at rest is a ValueError naming the recording and the block."""
+
+    def __init__(self, path: Path, key: bytes, device: str, recording_id: str) -> None:
+        self.path, self._device, self._id = path, device, recording_id
+        self._aead = ChaCha20Poly1305(key)
+        self._cache: dict[int, bytes] = {}
+        self._lock = threading.Lock()  # a player's requests overlap
+        with open(path, "rb") as file:
+            magic = file.read(len(MAGIC))
+            if magic == MAGIC_V1:  # one AEAD over the whole file: read it whole, once
+                self._whole: bytes | None = _read_v1(file, key, recording_id, path)
+                self._prefix, self._blocks, self.size = b"", 1, len(self._whole)
+                return
+            if magic != MAGIC:
+                raise ValueError(f"{device}/{recording_id}: not a collector vault file")
+            self._whole = None
+            self._prefix = file.read(8)
+            stored = os.fstat(file.fileno()).st_size - len(MAGIC) - 8
+        self._blocks = max(1, -(-stored // (BLOCK + TAG)))
+        last = stored - (self._blocks - 1) * (BLOCK + TAG)
+        if len(self._prefix) < 8 or last < TAG:
+            raise ValueError(f"{device}/{recording_id}: vault file cut short")
+        self.size = (self._blocks - 1) * BLOCK + last - TAG
+
+    def read(self, offset: int, length: int) -> bytes:
+        if self._whole is not None:
+            return self._whole[offset : offset + length]
+        end = min(offset + length, self.size)
+        parts = []
+        while offset < end:
+            index, within = divmod(offset, BLOCK)
+            block = self._block(index)
+            parts.append(block[within : within + end - offset])
+            offset += len(parts[-1])
+            if not parts[-1]:
+                break
+        return b"".join(parts)
+
+    def _block(self, index: int) -> bytes:
+        with self._lock:
+            cached = self._cache.get(index)
+            if cached is None:
+                cached = self._decrypt(index)
+                if len(self._cache) >= 2:
+                    self._cache.pop(next(iter(self._cache)))
+                self._cache[index] = cached
+            return cached
+
+    def _decrypt(self, index: int) -> bytes:
+        final = index == self._blocks - 1
+        with open(self.path, "rb") as file:
+            file.seek(len(MAGIC) + 8 + index * (BLOCK + TAG))
+            sealed = file.read(BLOCK + TAG)
+        try:
+            return self._aead.decrypt(
+                self._prefix + index.to_bytes(4, "big"),
+                sealed,
+                _aad(self._device, self._id, index, final),
+            )
+        except InvalidTag as exc:
+            raise ValueError(f"{self._device}/{self._id}: altered at rest (block {index})") from exc

@@ -209,7 +209,11 @@ def read_metadata(inspected: Inspected, key: CollectorPrivate) -> dict[str, Any]
 
 def file_key(inspected: Inspected, key: CollectorPrivate) -> bytes:
     """The recording key, unwrapped with whichever of `key`'s epochs is a recipient."""
-    header = inspected.header
+    return unwrap_recording_key(inspected.header, key)
+
+
+def unwrap_recording_key(header: dict[str, Any], key: CollectorPrivate) -> bytes:
+    """The recording key of a (checked) header, as `file_key`."""
     recipients = {r.get("kid"): r for r in header.get("recipients", [])}
     entry = next((recipients[kid] for kid in key.kids if kid in recipients), None)
     if entry is None:  # perhaps an epoch made since the key was loaded (rotate-key)

@@ -114,11 +114,18 @@ def audio(
     responses={200: {"content": {"application/zip": {}}}},
 )
 def export(
-    recording_id: str, request: Request, actor: Asker, reason: str = "", device: str | None = None
+    recording_id: str,
+    request: Request,
+    actor: Asker,
+    reason: str = "",
+    device: str | None = None,
+    original: bool = False,
 ) -> Response:
     """A customer copy (supervisor): a ZIP of ID.wav, ID.json, ID.lrec and ID.verify.json,
-    which `linerec collector verify-export ID.wav --collector collector.pub` checks."""
-    name, data = service_of(request).export(actor, recording_id, reason, device)
+    which `linerec collector verify-export ID.wav --collector collector.pub` checks.
+    `original=true`: of the original a redaction kept aside for a legal hold (the
+    appliance's recording, as it sealed it; 400 if none is kept)."""
+    name, data = service_of(request).export(actor, recording_id, reason, device, original=original)
     return zip_response(name, data)
 
 
@@ -152,6 +159,62 @@ def redact(
     return service_of(request).redact(actor, recording_id, body.from_, body.to, body.reason, device)
 
 
+class Delete(BaseModel):
+    reason: str = Field(max_length=500)
+
+
+@router.post("/recordings/{recording_id}/delete", dependencies=[Depends(json_only)])
+def delete(
+    recording_id: str, body: Delete, request: Request, actor: Asker, device: str | None = None
+) -> dict[str, Any]:
+    """Crypto-shred the recording, as `collector delete` (admin): its key and file go, the
+    deletion log grows. 409 while it is on legal hold; 400 for an empty reason."""
+    return service_of(request).delete(actor, recording_id, body.reason, device)
+
+
+@router.get("/retention")
+def retention(request: Request, actor: Asker) -> dict[str, Any]:
+    """The retention policy, `[collector] retention_days` (0: kept until deleted) (admin)."""
+    return service_of(request).retention(actor)
+
+
+@router.post("/retention/sweep", dependencies=[Depends(json_only)])
+def sweep(request: Request, actor: Asker) -> dict[str, Any]:
+    """Delete now what is past the retention, unless on legal hold, as the collector's
+    hourly sweep does (admin); the ids deleted."""
+    return {"deleted": service_of(request).sweep_retention(actor)}
+
+
+@router.get("/users")
+def users(request: Request, actor: Asker) -> dict[str, Any]:
+    """The console's accounts: role, disabled, locked, grants (admin). Accounts are made on
+    the server (`linerec collector user add`)."""
+    return {"users": service_of(request).users(actor)}
+
+
+class UserState(BaseModel):
+    disabled: bool = Field(description="true: disable (its sessions end); false: enable")
+
+
+@router.post("/users/{name}", dependencies=[Depends(json_only)])
+def user(name: str, body: UserState, request: Request, actor: Asker) -> dict[str, Any]:
+    """Disable or enable an account (admin); not one's own."""
+    return service_of(request).set_disabled(actor, name, body.disabled)
+
+
+class GrantChange(BaseModel):
+    kind: str = Field(max_length=16, description="line or label")
+    value: str = Field(max_length=200, description="DEVICE/LINE, DEVICE/*, or a label")
+    granted: bool = Field(default=True, description="false: revoke it")
+
+
+@router.post("/users/{name}/grants", dependencies=[Depends(json_only)])
+def grants(name: str, body: GrantChange, request: Request, actor: Asker) -> dict[str, Any]:
+    """Grant or revoke a line or label (admin); the user's grants after it."""
+    granted = service_of(request).set_grant(actor, name, body.kind, body.value, body.granted)
+    return {"name": name, "grants": granted}
+
+
 @router.get("/review/sample")
 def review_sample(
     request: Request,
@@ -179,6 +242,14 @@ def review(
 ) -> dict[str, Any]:
     """Keep a review of the recording against the config's scorecard (supervisor)."""
     return service_of(request).review(actor, recording_id, dict(body.scores), body.comment, device)
+
+
+@router.post("/reviews/{number}", dependencies=[Depends(json_only)])
+def edit_review(number: int, body: Review, request: Request, actor: Asker) -> dict[str, Any]:
+    """Correct review `number` (supervisor): every criterion answered again, and a comment.
+    The review keeps who made it; it shows the newest edit and who made that (`edited_by`,
+    `edited_at`); each edit is kept and audited with what the review said before."""
+    return service_of(request).edit_review(actor, number, dict(body.scores), body.comment)
 
 
 @router.get("/reviews.csv", response_class=Response, responses={200: {"content": {"text/csv": {}}}})

@@ -27,7 +27,7 @@ from linerec.collector.web.requests import (
     actor_of,
     is_api,
 )
-from linerec.collector.web.service import BadRequest, ConsoleService
+from linerec.collector.web.service import BadRequest, Conflict, ConsoleService, Unreadable
 
 HERE = Path(__file__).parent
 CSP = (
@@ -114,6 +114,16 @@ def build_app(service: ConsoleService, *, tls: bool = False) -> FastAPI:
     @app.exception_handler(BadRequest)
     async def bad_request(request: Request, exc: BadRequest) -> Response:
         return error(request, 400, str(exc))
+
+    @app.exception_handler(Conflict)
+    async def conflict(request: Request, exc: Conflict) -> Response:
+        return error(request, 409, str(exc))
+
+    @app.exception_handler(Unreadable)
+    async def unreadable(request: Request, exc: Unreadable) -> Response:
+        actor: Actor | None = getattr(request.state, "actor", None)
+        service.record(actor.name if actor else "?", "unreadable", exc.recording, str(exc))
+        return error(request, 500, f"the recording cannot be played: {exc}")
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:

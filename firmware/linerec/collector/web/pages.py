@@ -195,12 +195,13 @@ def export(
     actor: Asker,
     reason: str = Form(""),
     csrf: str = Form(""),
+    original: str = Form(""),
     device: str | None = None,
 ) -> Response:
     check_csrf(actor, csrf)
     service = service_of(request)
     try:
-        name, data = service.export(actor, recording_id, reason, device)
+        name, data = service.export(actor, recording_id, reason, device, original=original == "yes")
     except BadRequest as exc:
         return _refused(request, actor, recording_id, device, exc)
     return zip_response(name, data)
@@ -224,6 +225,85 @@ def hold(
         return _refused(request, actor, recording_id, device, exc)
     said = "on legal hold" if done["held"] else "legal hold lifted"
     return RedirectResponse(_page(recording_id, done["device"], done=said), status_code=303)
+
+
+@router.post("/recordings/{recording_id}/delete")
+def delete(
+    recording_id: str,
+    request: Request,
+    actor: Asker,
+    reason: str = Form(""),
+    csrf: str = Form(""),
+    device: str | None = None,
+) -> Response:
+    check_csrf(actor, csrf)
+    service = service_of(request)
+    try:
+        service.delete(actor, recording_id, reason, device)
+    except BadRequest as exc:
+        return _refused(request, actor, recording_id, device, exc)
+    return RedirectResponse("/recordings", status_code=303)
+
+
+@router.get("/retention")
+def retention(request: Request, actor: Asker, done: str = "") -> Response:
+    policy = service_of(request).retention(actor)
+    return render(request, "retention.html", days=policy["days"], done=done[:200])
+
+
+@router.post("/retention/sweep")
+def sweep(request: Request, actor: Asker, csrf: str = Form("")) -> Response:
+    check_csrf(actor, csrf)
+    gone = service_of(request).sweep_retention(actor)
+    said = f"{len(gone)} recording{'' if len(gone) == 1 else 's'} past the retention deleted"
+    return RedirectResponse(f"/retention?{urlencode({'done': said})}", status_code=303)
+
+
+@router.get("/users")
+def users(request: Request, actor: Asker, done: str = "") -> Response:
+    return render(request, "users.html", users=service_of(request).users(actor), message="",
+                  done=done[:200])  # fmt: skip
+
+
+def _users_refused(request: Request, actor: Actor, exc: BadRequest) -> Response:
+    users = service_of(request).users(actor)
+    return render(request, "users.html", 400, users=users, message=str(exc), done="")
+
+
+@router.post("/users/{name}/grants")
+def grant(
+    name: str,
+    request: Request,
+    actor: Asker,
+    kind: str = Form(""),
+    value: str = Form(""),
+    granted: str = Form("yes"),
+    csrf: str = Form(""),
+) -> Response:
+    check_csrf(actor, csrf)
+    try:
+        service_of(request).set_grant(actor, name, kind[:16], value[:200], granted == "yes")
+    except BadRequest as exc:
+        return _users_refused(request, actor, exc)
+    said = f"{name}: {'granted' if granted == 'yes' else 'revoked'} {kind} {value}"
+    return RedirectResponse(f"/users?{urlencode({'done': said})}", status_code=303)
+
+
+@router.post("/users/{name}/disable")
+def disable(
+    name: str,
+    request: Request,
+    actor: Asker,
+    disabled: str = Form("yes"),
+    csrf: str = Form(""),
+) -> Response:
+    check_csrf(actor, csrf)
+    try:
+        service_of(request).set_disabled(actor, name, disabled == "yes")
+    except BadRequest as exc:
+        return _users_refused(request, actor, exc)
+    said = f"{name}: {'disabled' if disabled == 'yes' else 'enabled'}"
+    return RedirectResponse(f"/users?{urlencode({'done': said})}", status_code=303)
 
 
 @router.get("/recordings/{recording_id}/waveform.svg")
@@ -312,6 +392,46 @@ async def review_submit(
                 "done": "review kept",
             }
         ),
+        status_code=303,
+    )
+
+
+@router.get("/reviews/{number}/edit")
+def review_edit(number: int, request: Request, actor: Asker) -> Response:
+    """A review's scorecard filled in with its answers, to correct them, beside the call's
+    player (opening it is an audited play, as for a review)."""
+    service = service_of(request)
+    kept = service.review_numbered(actor, number)
+    details = service.recording(actor, kept["id"], kept["device"])
+    ticket = service.start_play(actor, kept["id"], f"quality review (editing review {number})",
+                                kept["device"])  # fmt: skip
+    return render(
+        request, "review_call.html", r=details, ticket=ticket, seed="", message="", done="",
+        card=service.scorecard, reviews=service.reviews_of(actor, details), editing=kept,
+    )  # fmt: skip
+
+
+@router.post("/reviews/{number}")
+async def review_edit_submit(number: int, request: Request, actor: Asker) -> Response:
+    form = await request.form()
+    check_csrf(actor, str(form.get("csrf", "")))
+    service = service_of(request)
+    names = {c.name for c in service.scorecard.criteria}
+    answers = {k[2:]: str(v) for k, v in form.items() if k.startswith("c_") and k[2:] in names}
+    comment = str(form.get("comment", ""))
+    try:
+        now = await run_in_threadpool(service.edit_review, actor, number, answers, comment)
+    except BadRequest as exc:
+        kept = await run_in_threadpool(service.review_numbered, actor, number)
+        details = await run_in_threadpool(service.recording, actor, kept["id"], kept["device"])
+        return render(
+            request, "review_call.html", 400, r=details, ticket="", seed="", message=str(exc),
+            done="", card=service.scorecard, reviews=service.reviews_of(actor, details),
+            editing=kept,
+        )  # fmt: skip
+    return RedirectResponse(
+        f"/recordings/{now['id']}/review?"
+        + urlencode({"device": now["device"], "done": f"review {number} edited"}),
         status_code=303,
     )
 

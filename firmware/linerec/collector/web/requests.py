@@ -3,13 +3,15 @@ cookie itself, refusals, and the audio and ZIP responses."""
 
 from __future__ import annotations
 
+import itertools
 from typing import Annotated
 
 from fastapi import Depends, Request
-from fastapi.responses import Response
+from fastapi.responses import Response, StreamingResponse
 
 from linerec.collector.accounts import Actor
-from linerec.collector.web.service import ConsoleService
+from linerec.collector.web.audio import RangeNotSatisfiable, WavStream, byte_range
+from linerec.collector.web.service import ConsoleService, Unreadable
 
 SESSION_COOKIE = "linerec_session"
 LOGIN_CSRF_COOKIE = "linerec_login_csrf"
@@ -60,26 +62,30 @@ def set_session(response: Response, request: Request, token: str) -> None:
     )
 
 
-def audio_response(request: Request, wav: bytes) -> Response:
-    """The WAV, or the one byte range asked for (so a player can seek)."""
-    from linerec.collector.web.audio import RangeNotSatisfiable, byte_range
-
+def audio_response(request: Request, wav: WavStream) -> Response:
+    """The WAV, or the one byte range asked for (so a player can seek), streamed as it is
+    decrypted. Its first piece is made before the answer starts, so a recording that cannot
+    be read there is an error answer, not a cut-off one."""
     headers = {"Accept-Ranges": "bytes", "Cache-Control": "no-store"}
+    size = wav.size
     try:
-        span = byte_range(request.headers.get("range"), len(wav))
+        span = byte_range(request.headers.get("range"), size)
     except RangeNotSatisfiable:
-        return Response(
-            status_code=416, headers={**headers, "Content-Range": f"bytes */{len(wav)}"}
-        )
-    if span is None:
-        return Response(wav, media_type="audio/wav", headers=headers)
-    first, last = span
-    return Response(
-        wav[first : last + 1],
-        status_code=206,
-        media_type="audio/wav",
-        headers={**headers, "Content-Range": f"bytes {first}-{last}/{len(wav)}"},
-    )
+        return Response(status_code=416, headers={**headers, "Content-Range": f"bytes */{size}"})
+    status = 200 if span is None else 206
+    first, last = span or (0, size - 1)
+    if span is not None:
+        headers["Content-Range"] = f"bytes {first}-{last}/{size}"
+    headers["Content-Length"] = str(last - first + 1)
+    pieces = wav.pieces(first, last)
+    try:
+        head = next(pieces, b"")
+    except ValueError as exc:  # IntegrityError, or a vault block altered at rest
+        raise Unreadable(str(request.path_params.get("recording_id", "")), str(exc)) from exc
+    return StreamingResponse(
+        itertools.chain([head], pieces), status_code=status, media_type="audio/wav",
+        headers=headers,
+    )  # fmt: skip
 
 
 def zip_response(name: str, data: bytes) -> Response:

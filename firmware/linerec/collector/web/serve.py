@@ -27,6 +27,7 @@ def serve(config: Path) -> None:
         settings.key,
         idle_seconds=web.idle_timeout_min * 60,
         scorecard=load_scorecard(config),
+        retention_days=settings.retention_days,
     )
     setup_logging()
     scheme = "https" if web.tls else "http"

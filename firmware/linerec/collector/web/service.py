@@ -3,8 +3,10 @@ asker's role and grants, reaches recordings through the collector store, and lea
 audit entry. Routes call these and render the answers; they never touch the database.
 
 The store's SQLite connection is shared by the server's worker threads, so every operation
-holds one lock while it uses it. Decrypted audio is kept only in memory, for the few
-recordings being played, so a player's range requests need not decrypt again.
+holds one lock while it uses it. Audio is played from the recording's chunks as they are
+decrypted (web/audio.py), never whole; what a few recordings being played need to find their
+chunks again (the unwrapped key, where the chunks are) is kept in memory only, and so is the
+audio of the few recordings whose pages were drawn (their waveform and verification).
 """
 
 from __future__ import annotations
@@ -23,15 +25,16 @@ from pathlib import Path
 from typing import Any
 
 from linerec.codec import RATE
-from linerec.collector.accounts import Accounts, Actor
+from linerec.collector.accounts import AccountError, Accounts, Actor
 from linerec.collector.audit import AuditLog
-from linerec.collector.exports import export_files
+from linerec.collector.exports import NoOriginal, export_files
 from linerec.collector.redaction import RedactionError, redact, redaction_of
 from linerec.collector.review import (
     MAX_COMMENT,
     MAX_SAMPLE,
     Scorecard,
     draw,
+    edit_review,
     new_seed,
     reviews,
     reviews_csv,
@@ -39,7 +42,7 @@ from linerec.collector.review import (
 )
 from linerec.collector.search import QueryError, RecordingQuery, parse_query
 from linerec.collector.store import CollectorStore
-from linerec.collector.web.audio import wav_bytes, wav_samples
+from linerec.collector.web.audio import WavStream
 from linerec.collector.web.permissions import (
     Forbidden,
     NotFound,
@@ -49,16 +52,32 @@ from linerec.collector.web.permissions import (
     scope,
 )
 from linerec.collector.web.waveform import waveform_svg
+from linerec.store.chunks import ChunkedAudio, open_audio
 from linerec.store.keys import CollectorPrivate
 from linerec.store.reader import Decrypted, IntegrityError, decrypt
 from linerec.store.ring import NOTICE_MARK
 
 PLAY_TICKET_SECONDS = 3600.0  # how long a play, once audited with its reason, may seek
-CACHE_RECORDINGS = 4
+CACHE_RECORDINGS = 4  # decrypted whole, for their pages
+CACHE_PLAYING = 16  # opened for playing: a key and a few offsets each
 
 
 class BadRequest(ValueError):
     """A request whose input is not acceptable (answered 400, audited)."""
+
+
+class Conflict(ValueError):
+    """A request the recording's state does not allow, e.g. deleting one on legal hold
+    (answered 409, audited)."""
+
+
+class Unreadable(RuntimeError):
+    """A recording that cannot be played: it does not verify or is altered at rest (answered
+    500 with what failed, audited)."""
+
+    def __init__(self, recording: str, why: str) -> None:
+        self.recording = recording
+        super().__init__(why)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -73,7 +92,7 @@ class Ticket:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Listening:
     recording: dict[str, Any]
-    wav: bytes
+    wav: WavStream
 
 
 class ConsoleService:
@@ -85,8 +104,10 @@ class ConsoleService:
         idle_seconds: float = 900.0,
         clock: Callable[[], float] = time.time,
         scorecard: Scorecard | None = None,
+        retention_days: float = 0.0,
     ) -> None:
         self.store = store
+        self.retention_days = retention_days  # [collector] retention_days: 0 keeps all
         self.scorecard = scorecard or Scorecard()
         self.key = key
         self.idle_seconds = idle_seconds
@@ -96,9 +117,15 @@ class ConsoleService:
         self.audit = AuditLog(store.db, clock)
         self._tickets: dict[str, Ticket] = {}
         self._catalogued_upto = -1
-        # (device, id, path) -> the recording and its WAV (the samples are a view into it);
-        # a new version (a redaction) has a new path
-        self._decrypted: OrderedDict[tuple[str, str, str], tuple[Decrypted, bytes]] = OrderedDict()
+        # by (device, id, path): a new version (a redaction) has a new path
+        self._decrypted: OrderedDict[tuple[str, str, str], Decrypted] = OrderedDict()
+        self._playing: OrderedDict[tuple[str, str, str], ChunkedAudio] = OrderedDict()
+
+    def forget_audio(self) -> None:
+        """Drop what is kept in memory of recordings played or shown."""
+        with self.lock:
+            self._decrypted.clear()
+            self._playing.clear()
 
     # -- who is asking ----------------------------------------------------------------------
 
@@ -180,10 +207,7 @@ class ConsoleService:
     # -- one recording ----------------------------------------------------------------------
 
     def _decrypted_audio(self, row: dict[str, Any]) -> Decrypted:
-        return self._decrypted_wav(row)[0]
-
-    def _decrypted_wav(self, row: dict[str, Any]) -> tuple[Decrypted, bytes]:
-        """The recording decrypted, and its WAV, built once for all the player's ranges."""
+        """The recording decrypted and verified whole (its page: waveform, verification)."""
         which = (row["device"], row["id"], row["path"])
         with self.lock:
             cached = self._decrypted.get(which)
@@ -192,13 +216,34 @@ class ConsoleService:
                 return cached
             sealed = self.store.read_recording(row["id"], Path(row["path"]), row["device"])
         result = decrypt(sealed, self.key)
-        wav = wav_bytes(result.samples)
-        entry = (replace(result, samples=wav_samples(wav)), wav)  # one copy of the audio kept
         with self.lock:
-            self._decrypted[which] = entry
+            self._decrypted[which] = result
             while len(self._decrypted) > CACHE_RECORDINGS:
                 self._decrypted.popitem(last=False)
-        return entry
+        return result
+
+    def _playable(self, row: dict[str, Any]) -> ChunkedAudio:
+        """The recording opened for playing from any sample (linerec.store.chunks): its
+        header and signed end checked, its key unwrapped, its chunks found."""
+        which = (row["device"], row["id"], row["path"])
+        with self.lock:
+            cached = self._playing.get(which)
+            if cached is not None:
+                self._playing.move_to_end(which)
+                return cached
+            try:
+                source = self.store.vault_file(row["id"], Path(row["path"]), row["device"])
+            except (OSError, ValueError) as exc:
+                raise Unreadable(row["id"], str(exc)) from exc
+        try:
+            audio = open_audio(source, self.key)
+        except (OSError, ValueError) as exc:
+            raise Unreadable(row["id"], str(exc)) from exc
+        with self.lock:
+            self._playing[which] = audio
+            while len(self._playing) > CACHE_PLAYING:
+                self._playing.popitem(last=False)
+        return audio
 
     def recording(
         self, actor: Actor, recording_id: str, device: str | None = None
@@ -307,7 +352,7 @@ class ConsoleService:
                 self.record(actor, "download refused", recording_id, "no reason given")
                 raise BadRequest("reason: say why you fetch this recording's audio")
             self.record(actor, "download", recording_id, reason)
-        return Listening(recording=_public(row), wav=self._decrypted_wav(row)[1])
+        return Listening(recording=_public(row), wav=WavStream(self._playable(row)))
 
     def redact(
         self,
@@ -341,23 +386,40 @@ class ConsoleService:
         }
 
     def export(
-        self, actor: Actor, recording_id: str, reason: str, device: str | None = None
+        self,
+        actor: Actor,
+        recording_id: str,
+        reason: str,
+        device: str | None = None,
+        *,
+        original: bool = False,
     ) -> tuple[str, bytes]:
         """A customer copy as one ZIP made in memory (the files `collector export` writes):
-        its name and bytes. Needs a reason (kept in the audit)."""
+        its name and bytes. Needs a reason (kept in the audit). `original`: of the original
+        a redaction kept aside for a legal hold, which verifies as the appliance's own."""
         row = self._row(actor, recording_id, "export", device)
+        action = "export original" if original else "export"
         reason = _reason(reason)
         if not reason:
-            self.record(actor, "export refused", row["id"], "no reason given")
+            self.record(actor, f"{action} refused", row["id"], "no reason given")
             raise BadRequest("say why you export this recording (the reason is kept in the audit)")
         with self.lock:
-            _, files = export_files(self.store, self.key, row["id"], reason, row["device"])
-            self.audit.record(who=actor.name, action="export", recording=row["id"], reason=reason)
+            try:
+                _, files = export_files(
+                    self.store, self.key, row["id"], reason, row["device"], original=original
+                )
+            except NoOriginal as exc:
+                self.audit.record(
+                    who=actor.name, action=f"{action} refused", recording=row["id"],
+                    reason="no original kept",
+                )  # fmt: skip
+                raise BadRequest(str(exc)) from exc
+            self.audit.record(who=actor.name, action=action, recording=row["id"], reason=reason)
         buffer = io.BytesIO()
         with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
             for suffix, data in files.items():
                 archive.writestr(f"{row['id']}{suffix}", data)
-        return f"{row['id']}.zip", buffer.getvalue()
+        return f"{row['id']}{'.original' if original else ''}.zip", buffer.getvalue()
 
     def hold(
         self,
@@ -379,6 +441,101 @@ class ConsoleService:
             self.store.hold(row["id"], held, row["device"])
             self.audit.record(who=actor.name, action=action, recording=row["id"], reason=reason)
         return {"id": row["id"], "device": row["device"], "held": held}
+
+    def delete(
+        self, actor: Actor, recording_id: str, reason: str, device: str | None = None
+    ) -> dict[str, Any]:
+        """Crypto-shred a recording, as `collector delete` does (admin): its key, then its
+        file, and what is kept of it in memory here; refused while it is on legal hold."""
+        row = self._row(actor, recording_id, "delete", device)
+        reason = _reason(reason)
+        if not reason:
+            self.record(actor, "delete refused", row["id"], "no reason given")
+            raise BadRequest("say why this recording is deleted (the reason is kept)")
+        with self.lock:
+            if self.store.is_held(row["device"], row["id"]):
+                self.audit.record(
+                    who=actor.name, action="delete refused", recording=row["id"],
+                    reason="on legal hold",
+                )  # fmt: skip
+                raise Conflict(f"{row['device']}/{row['id']} is on legal hold: lift it first")
+            entry = self.store.delete(row["id"], reason, row["device"], who=actor.name)
+            for cache in (self._decrypted, self._playing):
+                for which in [k for k in cache if k[:2] == (row["device"], row["id"])]:
+                    del cache[which]
+        return {"id": entry["id"], "device": entry["device"], "deletion": entry["hash"]}
+
+    def retention(self, actor: Actor) -> dict[str, Any]:
+        """The retention policy (`[collector] retention_days`; 0: kept until deleted)."""
+        require(actor, "retention")
+        return {"days": self.retention_days}
+
+    def sweep_retention(self, actor: Actor) -> list[str]:
+        """Delete now what is past the retention, unless held, as the collector's hourly
+        sweep does; the deletions and the sweep are audited as this admin."""
+        require(actor, "retention")
+        if not self.retention_days:
+            return []
+        with self.lock:
+            gone = self.store.enforce_retention(self.retention_days, self.clock(), who=actor.name)
+            self.audit.record(
+                who=actor.name, action="retention sweep",
+                reason=f"{self.retention_days:g} days: {len(gone)} deleted",
+            )  # fmt: skip
+            self._decrypted.clear()
+            self._playing.clear()
+        return gone
+
+    # -- users and grants (admin) -----------------------------------------------------------
+
+    def users(self, actor: Actor) -> list[dict[str, Any]]:
+        require(actor, "users")
+        with self.lock:
+            return self.accounts.users()
+
+    def _user(self, actor: Actor, name: str) -> None:
+        require(actor, "users")
+        with self.lock:
+            known = any(user["name"] == name for user in self.accounts.users())
+        if not known:
+            self.record(actor, "users refused", reason=f"no user {name[:64]!r}")
+            raise NotFound(f"no user {name[:64]!r} (accounts are made with `collector user add`)")
+
+    def set_grant(self, actor: Actor, name: str, kind: str, value: str, granted: bool) -> list[str]:
+        """Grant (or revoke) a listener a line (DEVICE/LINE, DEVICE/*) or a label; the
+        user's grants after it."""
+        self._user(actor, name)
+        action = "grant" if granted else "revoke"
+        with self.lock:
+            try:
+                if granted:
+                    self.accounts.grant(name, kind, value)
+                else:
+                    self.accounts.revoke(name, kind, value)
+            except AccountError as exc:
+                self.audit.record(who=actor.name, action="users refused", reason=str(exc))
+                raise BadRequest(str(exc)) from exc
+            self.audit.record(who=actor.name, action=action, reason=f"{name} {kind}:{value}")
+            return [f"{g.kind}:{g.value}" for g in self.accounts.grants(name)]
+
+    def set_disabled(self, actor: Actor, name: str, disabled: bool) -> dict[str, Any]:
+        """Disable an account (its sessions end at once) or enable it again (its lockout
+        lifted)."""
+        self._user(actor, name)
+        if disabled and name == actor.name:
+            self.record(actor, "users refused", reason="an admin disabling their own account")
+            raise BadRequest(
+                "you cannot disable your own account (another admin can, or "
+                "`linerec collector user disable`)"
+            )
+        with self.lock:
+            if disabled:
+                self.accounts.disable(name)
+            else:
+                self.accounts.enable(name)
+            action = "user disable" if disabled else "user enable"
+            self.audit.record(who=actor.name, action=action, reason=name)
+        return {"name": name, "disabled": disabled}
 
     # -- quality review ---------------------------------------------------------------------
 
@@ -432,13 +589,53 @@ class ConsoleService:
             self.record(actor, "review refused", row["id"], str(exc))
             raise BadRequest(str(exc)) from exc
         with self.lock:
-            save_review(
+            number = save_review(
                 self.store.db, row["device"], row["id"], actor.name, self.clock(), scores, comment
             )
             self.audit.record(
                 who=actor.name, action="review", recording=row["id"], reason=json.dumps(scores)
             )
-        return {"device": row["device"], "id": row["id"], "scores": scores, "comment": comment}
+        return {
+            "review": number, "device": row["device"], "id": row["id"], "scores": scores,
+            "comment": comment,
+        }  # fmt: skip
+
+    def review_numbered(self, actor: Actor, number: int) -> dict[str, Any]:
+        """One review, as its newest edit has it (NotFound if there is no such review)."""
+        require(actor, "review")
+        with self.lock:
+            found = reviews(self.store.db, number=number)
+        if not found:
+            self.record(actor, "review edit refused", reason=f"no review {number}")
+            raise NotFound(f"no review {number} at this collector")
+        self._row(actor, found[0]["id"], "review", found[0]["device"])  # its grants
+        return found[0]
+
+    def edit_review(
+        self, actor: Actor, number: int, answers: dict[str, Any], comment: str
+    ) -> dict[str, Any]:
+        """Correct a review: every criterion answered again, a comment. The edit is kept
+        beside the review (what it said before stays) and audited, with the answers it had
+        and has now."""
+        was = self.review_numbered(actor, number)
+        comment = comment.strip()[:MAX_COMMENT]
+        try:
+            scores = self.scorecard.score(answers)
+        except ValueError as exc:
+            self.record(actor, "review edit refused", was["id"], f"review {number}: {exc}")
+            raise BadRequest(str(exc)) from exc
+        change = {
+            "was": {"scores": was["scores"], "comment": was["comment"]},
+            "now": {"scores": scores, "comment": comment},
+        }
+        with self.lock:
+            edit_review(self.store.db, number, actor.name, self.clock(), scores, comment)
+            self.audit.record(
+                who=actor.name, action="review edited", recording=was["id"],
+                reason=f"review {number}: {json.dumps(change)}",
+            )  # fmt: skip
+            (now,) = reviews(self.store.db, number=number)
+        return now
 
     def reviews_of(self, actor: Actor, row: dict[str, Any]) -> list[dict[str, Any]]:
         if not allowed(actor, "review"):
