@@ -52,6 +52,23 @@ def speech(seconds: float, seed: int = 1) -> Samples:
     return (rng.standard_normal(int(seconds * 8000)) * 6000).clip(-32000, 32000).astype(np.int16)
 
 
+def begin(ring: RingStore) -> EncryptedWriter:
+    """A call on box1's line1 begins: its recording opens on the card."""
+    writer = ring.begin(
+        RecordingInfo(
+            device_id="box1",
+            line="line1",
+            label="",
+            direction="inbound",
+            consent="one-party",
+            started_at=datetime.now(UTC),
+            clock_synchronized=True,
+        )
+    )
+    assert isinstance(writer, EncryptedWriter)
+    return writer
+
+
 @dataclass
 class Site:
     root: Path
@@ -61,19 +78,7 @@ class Site:
     uplink: Uplink
 
     def begin(self) -> EncryptedWriter:
-        writer = self.ring.begin(
-            RecordingInfo(
-                device_id="box1",
-                line="line1",
-                label="",
-                direction="inbound",
-                consent="one-party",
-                started_at=datetime.now(UTC),
-                clock_synchronized=True,
-            )
-        )
-        assert isinstance(writer, EncryptedWriter)
-        return writer
+        return begin(self.ring)
 
     def on_card(self, writer: EncryptedWriter) -> int:
         """Bytes of the open recording the card provably holds (every sync requested done)."""
@@ -528,7 +533,9 @@ def test_collector_lists_and_listens_to_a_call_in_progress(
             "at = 0.5\noff_hook = true",
             'say = "caller"\nseconds = 2.0',
             'say = "office"',
-            'say = "caller"\nseconds = 2.0',
+            # long enough that `collector list` and `listen` start (new processes, on a busy
+            # machine) while the call is still on
+            'say = "caller"\nseconds = 6.0',
             "on_hook = true",
         ],
     )
@@ -589,6 +596,64 @@ def test_collector_lists_and_listens_to_a_call_in_progress(
     )
     assert ended["action"] == "listen ended" and ended["reason"].endswith(" s, sealed)")
     assert ended["who"] and began["at"] <= ended["at"]
+
+
+def test_listening_goes_on_while_the_sealed_upload_brings_the_rest(tmp_path: Path) -> None:
+    """The hang-up: the sealed upload takes over what was streamed, and until it is stored the
+    call is not over. A listener who looks in between hears it to its end, not 'discarded'."""
+    import io
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from linerec.collector.listen import listen
+    from linerec.collector.store import CollectorStore
+    from linerec.collector.uploads import STREAMING, Piece
+    from linerec.store.format import BLOCK
+
+    keygen(tmp_path / "keys")
+    key = load_private(tmp_path / "keys" / "collector.key")
+    ring = RingStore(
+        tmp_path / "ring",
+        recipients=[load_public(tmp_path / "keys" / "collector.pub")],
+        identity=Ed25519PrivateKey.generate(),
+        device_id="box1",
+    )
+    writer = begin(ring)
+    write(writer, speech(3.0))
+    writer.seal(ended_by="hang-up")
+    whole = writer.path.read_bytes()
+    digest = hashlib.sha256(whole).hexdigest()
+    store = CollectorStore(tmp_path / "central", tmp_path / "central" / "collector.db")
+
+    def piece(start: int, end: int, sealed: bool) -> Piece:
+        return Piece(
+            device="box1",
+            recording_id=writer.id,
+            offset=start,
+            size=len(whole) if sealed else 0,
+            sha256=digest if sealed else STREAMING,
+            data=whole[start:end],
+        )
+
+    streamed = 4 * BLOCK
+    store.uploads.add(piece(0, streamed, sealed=False), 0.0)
+    store.uploads.add(piece(streamed, streamed + BLOCK, sealed=True), 1.0)  # the hang-up
+    waits: list[float] = []
+
+    def rest_arrives(seconds: float) -> None:
+        waits.append(seconds)
+        if len(waits) == 1:
+            part = store.uploads.add(piece(streamed + BLOCK, len(whole), sealed=True), 2.0)
+            assert part is not None
+            final = store.keep("box1", writer.id, part)
+            store.index("box1", writer.id, final, digest, {}, 2.0)
+
+    out = io.BytesIO()
+    heard = listen(store, key, "box1", writer.id, out, sleep=rest_arrives)
+    assert heard.ended == "sealed" and waits
+    samples = np.frombuffer(out.getvalue()[44:], dtype="<i2")
+    kept = decrypt(whole, key).samples
+    assert len(samples) > 8000 and np.array_equal(samples, kept[-len(samples) :])
 
 
 def test_listen_names_a_line_with_no_call(

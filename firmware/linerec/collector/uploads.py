@@ -224,6 +224,13 @@ class Uploads:
         ).fetchone()
         return row is not None and row[0] == STREAMING
 
+    def is_under_way(self, device: str, recording_id: str) -> bool:
+        """Streamed or sealed, some of it is here and the rest is to come."""
+        row = self.db.execute(
+            "SELECT 1 FROM uploads WHERE device = ? AND id = ?", (device, recording_id)
+        ).fetchone()
+        return row is not None
+
     def sync(self, device: str, recording_id: str) -> None:
         """What has been written of an upload is on the disk (before saying so)."""
         with open(self.part(device, recording_id), "rb+") as file:
