@@ -93,13 +93,17 @@ class LineAnalyzer:
         frames = block[:whole].reshape(-1, FRAME)
         audio = block[:whole].astype(np.float64)  # once, for both
         heard: list[Heard] = self._digits(self.dtmf.feed(audio))
-        seen_frames = features(audio.reshape(-1, FRAME))
+        seen = features(audio.reshape(-1, FRAME))
         if not self.frame_levels:
-            self.level.feed_powers([seen.power for seen in seen_frames], FRAME)
-        for frame, seen in zip(frames, seen_frames, strict=True):
-            heard += self.fsk.feed(frame, seen)
-            heard += self.progress.feed(frame, seen)
-            heard += self.voice.feed(seen)
+            self.level.feed_powers(seen.power, FRAME)
+        said: list[tuple[int, Heard]] = [
+            *self.fsk.feed_block(frames, seen),
+            *self.progress.feed_block(frames, seen),
+            *self.voice.feed_block(seen),
+        ]
+        if said:  # in the order frame by frame would have said them
+            said.sort(key=lambda pair: pair[0])
+            heard += [event for _, event in said]
         return heard
 
     def _digits(self, digits: list[DtmfDigit]) -> list[Heard]:
