@@ -13,7 +13,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from linerec.dsp.analyzer import FRAME, LineAnalyzer
+from linerec.dsp.analyzer import FRAME, LineAnalyzer, analyze
 from linerec.dsp.callerid import FskCallerIdReceiver
 from linerec.dsp.progress import ProgressToneDetector
 from linerec.dsp.spectrum import features
@@ -126,3 +126,10 @@ def test_the_analyzer_hears_the_same_in_any_block(block_frames: int) -> None:
     expected = [e for frame in FRAMES for e in reference.feed(frame)] + reference.flush()
     got = [e for frame in FRAMES for e in analyzer.feed(frame)] + analyzer.flush()
     assert got == expected
+
+
+def test_a_file_analysed_a_second_at_a_time_hears_what_the_live_line_hears() -> None:
+    # Blocks of 50 frames take the FFT, blocks of a few the DFT matrix: the same events.
+    live = LineAnalyzer()
+    expected = [e for frame in FRAMES for e in live.feed(frame)] + live.flush()
+    assert analyze(LINE[: FRAMES.size]) == sorted(expected, key=lambda event: event.t)

@@ -24,7 +24,8 @@ _FSK_BAND = slice(1000 * FRAME // RATE, 2400 * FRAME // RATE + 1)
 # lowest; tones need -45, voice -42): a block of such frames is measured, not transformed.
 SPECTRUM_FLOOR_DBFS = -50.0
 # The windowed real DFT as one matrix (cosines, then sines): at a few frames per call one
-# product costs less than the FFT's set-up.
+# product costs less than the FFT's set-up; from this many frames on the FFT costs less.
+_DFT_FRAMES = 8
 _ANGLES = 2 * np.pi * np.outer(np.arange(FRAME), np.arange(FRAME // 2 + 1)) / FRAME
 _DFT = np.concatenate((HANN[:, None] * np.cos(_ANGLES), HANN[:, None] * np.sin(_ANGLES)), axis=1)
 # A spectrum's total, its energy in the FSK band and its first moment, in one product.
@@ -66,9 +67,13 @@ def features(frames: npt.NDArray[np.float64]) -> BlockFeatures:
     if float(power.max(initial=0.0)) < _SPECTRUM_FLOOR:  # a quiet line: nothing to look for
         zeros = [0.0] * len(power)
         return BlockFeatures(power.tolist(), zeros, [np.inf] * len(power), zeros)
-    bins = frames @ _DFT
-    bins *= bins
-    spectrum = bins[:, : FRAME // 2 + 1] + bins[:, FRAME // 2 + 1 :]
+    if len(frames) <= _DFT_FRAMES:
+        bins = frames @ _DFT
+        bins *= bins
+        spectrum = bins[:, : FRAME // 2 + 1] + bins[:, FRAME // 2 + 1 :]
+    else:
+        transform = np.fft.rfft(frames * HANN, axis=1)
+        spectrum = transform.real**2 + transform.imag**2
     squares = np.einsum("ij,ij->i", spectrum, spectrum)
     sums = spectrum @ _SUMS
     total = sums[:, 0]
