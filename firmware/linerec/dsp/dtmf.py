@@ -163,9 +163,9 @@ class DtmfDetector:
         pure = power[:, :4].max(axis=1) + power[:, 4:].max(axis=1) >= MIN_PURITY * total
         if not pure.any():
             return [None] * len(windows)
-        results: list[str | None] = []
-        for i in range(len(windows)):
-            results.append(self._decide(windows[i], power[i], peak[i], float(total[i])))
+        results: list[str | None] = [None] * len(windows)
+        for i in np.flatnonzero(pure).tolist():
+            results[i] = self._decide(windows[i], power[i], peak[i], float(total[i]))
         return results
 
     def _decide(

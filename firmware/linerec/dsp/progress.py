@@ -147,22 +147,30 @@ class ProgressToneDetector:
         """Whole frames (rows) with their features: what `feed` would say of each, with the
         index of the frame it said it at.
 
-        A block with no tonal frame that only lengthens a toneless segment (speech, silence:
-        most of a call) changes no segment but the last one's length; when no cadence
-        matches before or after it, only the silence and dead-line timers need each frame.
+        A run of frames with no tone in it that only lengthens a toneless segment (speech,
+        silence: most of a call) changes no segment but the last one's length; when no
+        cadence matches before or after it, only the silence and dead-line timers need each
+        frame.
         """
         peaks = list(map(_tonal_peaks, seen.power, seen.spread, seen.centroid))
-        last = self._segments[-1] if self._segments else None
-        if last is not None and not last.peaks and not any(peaks) and not self._cached_match():
-            last.frames += len(peaks)
-            if not self._cached_match():  # nothing matches at either length
-                return self._quiet_block(seen.power)
-            last.frames -= len(peaks)  # a cadence completes in this block: frame by frame
         events: list[tuple[int, ProgressEvent]] = []
-        for i, power in enumerate(seen.power):
+        i = 0
+        while i < len(peaks):
+            last = self._segments[-1] if self._segments else None
+            if last is not None and not last.peaks and not peaks[i] and not self._cached_match():
+                stop = i + 1
+                while stop < len(peaks) and not peaks[stop]:
+                    stop += 1
+                last.frames += stop - i
+                if not self._cached_match():  # nothing matches at either length
+                    events += self._quiet_run(seen.power, i, stop)
+                    i = stop
+                    continue
+                last.frames -= stop - i  # a cadence completes in this run: frame by frame
             t = self._position / RATE
             self._position += FRAME
-            events += [(i, e) for e in self._step(frames[i], t, power, peaks[i])]
+            events += [(i, e) for e in self._step(frames[i], t, seen.power[i], peaks[i])]
+            i += 1
         return events
 
     def _step(
@@ -186,16 +194,20 @@ class ProgressToneDetector:
         events = self._recognise()
         return self._quiet(t, power) + events
 
-    def _quiet_block(self, powers: list[float]) -> list[tuple[int, ProgressEvent]]:
-        start = self._position
-        self._position += FRAME * len(powers)
-        if min(powers) >= _SILENCE_POWER:  # loud throughout: both timers start over
+    def _quiet_run(
+        self, powers: list[float], start: int, stop: int
+    ) -> list[tuple[int, ProgressEvent]]:
+        """Frames `start` to `stop` of a block, which only lengthen a toneless segment."""
+        position = self._position - FRAME * start  # where the block began
+        self._position += FRAME * (stop - start)
+        run = powers[start:stop]
+        if min(run) >= _SILENCE_POWER:  # loud throughout: both timers start over
             self._quiet_since, self._said_silence = None, False
             self._dead_since, self._said_dead = None, False
             return []
         events: list[tuple[int, ProgressEvent]] = []
-        for i, power in enumerate(powers):
-            events += [(i, e) for e in self._quiet((start + i * FRAME) / RATE, power)]
+        for i in range(start, stop):
+            events += [(i, e) for e in self._quiet((position + i * FRAME) / RATE, powers[i])]
         return events
 
     # -- per frame ----------------------------------------------------------------------------
