@@ -2,8 +2,9 @@
 
 One Hann-windowed power spectrum per frame (81 bins of 50 Hz) gives a few numbers per frame,
 computed for a block of frames at a time (a few on the appliance, a second's worth for a
-file): the same numbers, the numpy work done in bulk, kept as arrays so that a detector can
-tell from the whole block at once that it has nothing to do.
+file): the same numbers, the numpy work done in bulk, kept as lists of plain floats, which
+a detector reads faster than numpy scalars, and from which it can tell at once that a whole
+block holds nothing for it.
 """
 
 from __future__ import annotations
