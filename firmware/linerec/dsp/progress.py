@@ -285,6 +285,8 @@ class ProgressToneDetector:
     def _match(self) -> list[tuple[str, str, _Segment]]:
         found: list[tuple[str, str, _Segment]] = []
         segments = self._segments
+        if all(segment.colour is None for segment in segments):
+            return found  # every rule below asks for a named tone (speech names none)
         last = segments[-1]
         if last.colour in ("na-dial", "uk-dial", "etsi") and last.seconds >= 1.5:
             plan = {"na-dial": "na", "uk-dial": "uk", "etsi": "etsi"}[last.colour]
