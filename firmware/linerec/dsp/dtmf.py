@@ -150,7 +150,7 @@ class DtmfDetector:
     # -- per window ------------------------------------------------------------------------
 
     def _classify(self, windows: npt.NDArray[np.float64]) -> list[str | None]:
-        total = np.einsum("ij,ij->i", windows, windows) * (1 / WINDOW)
+        total = (windows * windows).sum(axis=1) * (1 / WINDOW)
         if max(total.tolist()) < 2 * _FLOOR:  # silence, or too quiet for two tones: usual
             return [None] * len(windows)
         parts = windows @ _REAL_MATRIX  # (windows, 2 * 3 * 8): real, then imaginary parts

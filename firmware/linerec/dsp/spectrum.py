@@ -64,7 +64,7 @@ class BlockFeatures:
 
 def features(frames: npt.NDArray[np.float64]) -> BlockFeatures:
     """The features of each row of `frames` (shape (k, 160))."""
-    power = np.einsum("ij,ij->i", frames, frames) / FRAME
+    power = (frames * frames).sum(axis=1) / FRAME
     if float(power.max(initial=0.0)) < _SPECTRUM_FLOOR:  # a quiet line: nothing to look for
         zeros = [0.0] * len(power)
         return BlockFeatures(power.tolist(), zeros, [np.inf] * len(power), zeros)
@@ -75,7 +75,7 @@ def features(frames: npt.NDArray[np.float64]) -> BlockFeatures:
     else:
         transform = np.fft.rfft(frames * HANN, axis=1)
         spectrum = transform.real**2 + transform.imag**2
-    squares = np.einsum("ij,ij->i", spectrum, spectrum)
+    squares = (spectrum * spectrum).sum(axis=1)
     sums = spectrum @ _SUMS
     total = sums[:, 0]
     if float(total.min()) > 0:  # the usual case: every frame has energy inside its window
