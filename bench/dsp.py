@@ -16,13 +16,15 @@ raw, so it gets the same signal resampled). Rows:
   counts when its number is decoded right. multimon-ng decodes only V.23 (CLIPFSK).
 * Speed: an hour of speech with DTMF sprinkled in: linerec's streaming DTMF receiver and the
   whole analyzer fed 20 ms frames (CPU, one core), then whole-file runs of `linerec analyze`,
-  multimon-ng and the spandsp driver (wall time, medians of 3).
+  multimon-ng and the spandsp driver taking turns (wall and CPU time, medians of 3; on a
+  shared machine the CPU time is the steadier of the two).
 """
 
 from __future__ import annotations
 
 import argparse
 import difflib
+import resource
 import shutil
 import statistics
 import subprocess
@@ -332,20 +334,30 @@ def main() -> None:
                 [str(ext.driver), "dtmf"], input=raw8.read_bytes(), capture_output=True, check=True
             ),
         }
-        medians = {}
-        for name, run in timings.items():
-            walls = []
-            for _ in range(3):
+        walls: dict[str, list[float]] = {name: [] for name in timings}
+        cpus: dict[str, list[float]] = {name: [] for name in timings}
+        for _ in range(3):  # taking turns: a load that comes and goes falls on each alike
+            for name, run in timings.items():
+                before = resource.getrusage(resource.RUSAGE_CHILDREN)
                 start = time.perf_counter()
                 run()
-                walls.append(time.perf_counter() - start)
-            medians[name] = median = statistics.median(walls)
-            print(f"  {name:42} {median:6.2f} s wall: x{seconds / median:6.0f} real time")
-        ours, theirs = (
-            medians["linerec analyze FILE.wav (all detectors)"],
-            medians["multimon-ng -a DTMF -a CLIPFSK"],
+                walls[name].append(time.perf_counter() - start)
+                after = resource.getrusage(resource.RUSAGE_CHILDREN)
+                cpus[name].append(
+                    after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+                )
+        wall = {name: statistics.median(values) for name, values in walls.items()}
+        cpu = {name: statistics.median(values) for name, values in cpus.items()}
+        for name in timings:
+            print(
+                f"  {name:42} {wall[name]:6.2f} s wall: x{seconds / wall[name]:6.0f} real time, "
+                f"{cpu[name]:6.2f} s CPU: x{seconds / cpu[name]:6.0f}"
+            )
+        ours, theirs = "linerec analyze FILE.wav (all detectors)", "multimon-ng -a DTMF -a CLIPFSK"
+        print(
+            f"  linerec analyze is {wall[theirs] / wall[ours]:.2f}x multimon-ng's speed by wall "
+            f"time, {cpu[theirs] / cpu[ours]:.2f}x by CPU time (target >= 1.5)"
         )
-        print(f"  linerec analyze is {theirs / ours:.2f}x multimon-ng's speed (target >= 1.5)")
 
 
 def speed_signal(minutes: float) -> np.ndarray:

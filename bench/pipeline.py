@@ -3,9 +3,10 @@
     .venv/bin/python bench/pipeline.py [--hours 1] [--runs 3] [--compare OLD_CHECKOUT]
 
 With `--compare`, every figure is measured for an older checkout too (its `firmware/` first on
-PYTHONPATH, the same bench code driving it), in the same run, side by side: on a shared
-machine absolute figures move with the load, the ratios much less. Each measurement runs in
-its own process, so RSS is the daemon's and not this script's. Medians throughout.
+PYTHONPATH, the same bench code driving it), in the same run, side by side, the two taking
+turns run by run: on a shared machine absolute figures move with the load, the ratios much
+less. Each measurement runs in its own process, so RSS is the daemon's and not this script's.
+Medians throughout (of `--runs` runs each, paced ones too).
 
 1. Throughput: an hour of line audio (real recorded speech, looped) through the daemon's own
    path — capture thread reading the ALSA file plugin, bounded queue, main loop (hook sense,
@@ -376,21 +377,29 @@ def main() -> None:
     )
     rows: list[tuple[str, list[str], str]] = []
     factors: dict[str, float] = {}
+    flat: dict[str, list[dict[str, float]]] = {name: [] for name, _ in trees}
+    paced1: dict[str, list[float]] = {name: [] for name, _ in trees}
+    paced4: dict[str, list[float]] = {name: [] for name, _ in trees}
+    starts: dict[str, list[float]] = {name: [] for name, _ in trees}
+    # The trees take turns, run by run: a load that comes and goes on a shared machine then
+    # falls on both alike, and the medians compare like with like.
+    for _ in range(args.runs):
+        for name, tree in trees:
+            flat[name].append(run_calls(tree, args.hours, 1, 0.0))
+            one_line = run_calls(tree, 10 / 60, 1, 50.0)
+            paced1[name].append(1000 * one_line["cpu"] / one_line["audio"])
+            four_lines = run_calls(tree, 10 / 60, 4, 50.0)
+            # CPU per second of wall-clock audio with four lines recording at once.
+            if "cpu" in four_lines:
+                paced4[name].append(1000 * four_lines["cpu"] / four_lines["audio"] * 4)
+            starts[name] += startup(tree, 2)
     for name, tree in trees:
-        results = []
-        # Interleaved with the other tree's runs would be fairer still; runs are long enough
-        # that the load averages out over a few.
-        for _ in range(args.runs):
-            results.append(run_calls(tree, args.hours, 1, 0.0))
+        results = flat[name]
         factors[name] = statistics.median(r["audio"] / r["cpu"] for r in results)
-        paced1 = run_calls(tree, 10 / 60, 1, 50.0)
-        paced4 = run_calls(tree, 10 / 60, 4, 50.0)
         resample = _json(tree, "--resample-worker")
         latency = sorted(1000 * x for x in _json(tree, "--latency-worker"))
-        starts = startup(tree, args.runs + 2)
-        one = 1000 * paced1["cpu"] / paced1["audio"]
-        # CPU per second of wall-clock audio with four lines recording at once.
-        four = 1000 * paced4["cpu"] / paced4["audio"] * 4 if "cpu" in paced4 else float("nan")
+        one = statistics.median(paced1[name])
+        four = statistics.median(paced4[name]) if paced4[name] else float("nan")
         cells = {
             "flat out, audio s per CPU s, one line": f"x{factors[name]:.0f}",
             "paced, CPU ms per s of audio, one line": f"{one:.2f}",
@@ -401,7 +410,7 @@ def main() -> None:
                 f"{statistics.median(latency):.1f} / {max(latency):.1f}"
             ),
             "start-up to READY=1, ms (median / max)": (
-                f"{1000 * statistics.median(starts):.0f} / {1000 * max(starts):.0f}"
+                f"{1000 * statistics.median(starts[name]):.0f} / {1000 * max(starts[name]):.0f}"
             ),
             "peak RSS, MB (max of runs)": f"{max(r['rss_mb'] for r in results):.1f}",
         }

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from importlib import resources
 from pathlib import Path
+
+# The package is installed as files (never zipped), so its data is beside this module; not
+# importlib.resources, which would load tempfile, shutil and the compressors into every process.
+_DATA = Path(__file__).resolve().parent / "data"
 
 
 def data_path(name: str) -> Path:
-    return Path(str(resources.files("linerec") / "data" / name))
+    return _DATA / name

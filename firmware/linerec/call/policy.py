@@ -244,6 +244,8 @@ class CallPolicy:
 
         A pause or resume decided between two frames takes effect at its own sample."""
         changes = self._keep_changes
+        if changes[-1][0] <= start:  # the usual case: nothing changes from here on
+            return [(start, changes[-1][1])]
         first = max((i for i, (t, _) in enumerate(changes) if t <= start), default=0)
         spans = [(start, changes[first][1])]
         for t, keep in changes[first + 1 :]:

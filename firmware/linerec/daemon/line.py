@@ -355,6 +355,12 @@ class LinePipeline:
     def _hold_back(self, frame: Frame, out: Samples, end: float) -> None:
         """Into the delay line, kept as the policy says, piece by piece where that changes."""
         spans = self.policy.keep_spans(frame.t, end)
+        if len(spans) == 1:  # the usual case: the whole frame kept one way
+            keep = spans[0][1]
+            samples = out if keep is Keep.NOTICE else frame.samples
+            slot = Slot(t=frame.t, samples=samples, keep=keep, lost=frame.lost)
+            self._keep(self.delay.push(slot))
+            return
         bounds = [round((t - frame.t) * RATE) for t, _ in spans[1:]]
         starts = [0, *bounds]
         stops = [*bounds, len(frame.samples)]

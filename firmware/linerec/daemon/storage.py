@@ -19,7 +19,6 @@ from linerec.store import keys
 from linerec.store.private import private_dir, sync_dir, tighten, write_private
 from linerec.store.ring import RecordingDeleted as Deleted
 from linerec.store.ring import RecordingQuarantined, RingStore, StoreEvent
-from linerec.uplink import tls
 
 if TYPE_CHECKING:  # MQTT (paho) is loaded only when the configuration has an [uplink]
     from linerec.uplink.client import Uplink
@@ -38,6 +37,7 @@ def open_uplink(
     """The uplink of `[uplink]`, over the ring's own outbox directory (`outbox`: the one the
     daemon queues its events in; one per process, so only durable events are published).
     Stopping the uplink closes the outbox."""
+    from linerec.uplink import tls
     from linerec.uplink.client import Uplink, UplinkSettings
 
     assert config.uplink is not None
@@ -110,6 +110,8 @@ def rekeying(
 def recertifying(config: Config) -> Callable[[dict[str, str]], None]:
     """What a checked `cert` command does: keep the renewed certificate on the card (synced)
     once it is this device's own; the uplink presents it from its next start."""
+    from linerec.uplink import tls
+
     assert config.uplink is not None
     uplink = config.uplink
 
@@ -128,6 +130,8 @@ def cert_expiry(config: Config) -> str | None:
     """When the certificate the uplink presents expires (ISO 8601), for the health telemetry."""
     if config.uplink is None:
         return None
+    from linerec.uplink import tls
+
     path = tls.current_cert(config.uplink.cert, config.store.dir)
     try:
         return tls.expires(path).isoformat() if path is not None else None

@@ -1,10 +1,11 @@
 """All the line-signal analysis of one line, frame by frame: the one thing the rest uses.
 
 The level is measured on every 20 ms frame (hook sense from audio needs it). The detectors run
-on blocks of `STREAM_FRAMES` frames (80 ms): at 160 samples the fixed cost of each numpy call
-outweighs its arithmetic, so four frames cost little more than one. A digit is therefore
-known up to 80 ms later than frame by frame would know it; the daemon's delay line (200 ms)
-still holds its audio when the digit's silence is decided.
+on blocks of `STREAM_FRAMES` frames (100 ms): at 160 samples the fixed cost of each numpy call
+outweighs its arithmetic, so five frames cost little more than one. A digit is therefore
+known up to 100 ms later than frame by frame would know it; the daemon's delay line (200 ms)
+still holds its audio when the digit's silence is decided (the daemon takes a shorter block
+when its delay line is shorter).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from linerec.dsp.spectrum import features
 from linerec.dsp.voice import Voice, VoiceDetector
 
 FRAME = 160
-STREAM_FRAMES = 4  # frames analysed together on a live line (80 ms)
+STREAM_FRAMES = 5  # frames analysed together on a live line (100 ms)
 BLOCK = FRAME * 50  # a second of audio per numpy call when analysing a file
 
 Heard = DtmfDigit | CallerId | CallerIdError | Tone | Quiet | Voice
@@ -93,13 +94,17 @@ class LineAnalyzer:
         frames = block[:whole].reshape(-1, FRAME)
         audio = block[:whole].astype(np.float64)  # once, for both
         heard: list[Heard] = self._digits(self.dtmf.feed(audio))
-        seen_frames = features(audio.reshape(-1, FRAME))
+        seen = features(audio.reshape(-1, FRAME))
         if not self.frame_levels:
-            self.level.feed_powers([seen.power for seen in seen_frames], FRAME)
-        for frame, seen in zip(frames, seen_frames, strict=True):
-            heard += self.fsk.feed(frame, seen)
-            heard += self.progress.feed(frame, seen)
-            heard += self.voice.feed(seen)
+            self.level.feed_powers(seen.power, FRAME)
+        said: list[tuple[int, Heard]] = [
+            *self.fsk.feed_block(frames, seen),
+            *self.progress.feed_block(frames, seen),
+            *self.voice.feed_block(seen),
+        ]
+        if said:  # in the order frame by frame would have said them
+            said.sort(key=lambda pair: pair[0])
+            heard += [event for _, event in said]
         return heard
 
     def _digits(self, digits: list[DtmfDigit]) -> list[Heard]:

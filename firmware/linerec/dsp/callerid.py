@@ -27,7 +27,7 @@ import numpy.typing as npt
 
 from linerec.codec import RATE, Samples
 from linerec.dsp.dtmf import DtmfDigit
-from linerec.dsp.spectrum import FrameFeatures, frame_features
+from linerec.dsp.spectrum import BlockFeatures, FrameFeatures, frame_features
 
 BAUD = 1200
 SAMPLES_PER_BIT = RATE / BAUD
@@ -134,6 +134,22 @@ class FskCallerIdReceiver:
                 events += self._finish()
         self._previous = frame
         return events
+
+    def feed_block(
+        self, frames: npt.NDArray[np.int16], seen: BlockFeatures
+    ) -> list[tuple[int, CallerIdEvent]]:
+        """Whole frames (rows) with their features: what `feed` would say of each, with the
+        index of the frame it said it at. Outside a burst, a block with no frame that looks
+        like FSK is passed over at once (the usual case)."""
+        if self._burst is None and not any(
+            power >= _GATE_FLOOR and share > GATE_SHARE
+            for power, share in zip(seen.power, seen.fsk_share, strict=True)
+        ):
+            self._position += frames.size
+            self._previous = frames[-1]
+            return []
+        each = seen.frames()
+        return [(i, e) for i, frame in enumerate(frames) for e in self.feed(frame, each[i])]
 
     def flush(self) -> list[CallerIdEvent]:
         return self._finish() if self._burst is not None else []

@@ -150,7 +150,7 @@ class DtmfDetector:
     # -- per window ------------------------------------------------------------------------
 
     def _classify(self, windows: npt.NDArray[np.float64]) -> list[str | None]:
-        total = np.einsum("ij,ij->i", windows, windows) * (1 / WINDOW)
+        total = (windows * windows).sum(axis=1) * (1 / WINDOW)
         if max(total.tolist()) < 2 * _FLOOR:  # silence, or too quiet for two tones: usual
             return [None] * len(windows)
         parts = windows @ _REAL_MATRIX  # (windows, 2 * 3 * 8): real, then imaginary parts
@@ -163,9 +163,9 @@ class DtmfDetector:
         pure = power[:, :4].max(axis=1) + power[:, 4:].max(axis=1) >= MIN_PURITY * total
         if not pure.any():
             return [None] * len(windows)
-        results: list[str | None] = []
-        for i in range(len(windows)):
-            results.append(self._decide(windows[i], power[i], peak[i], float(total[i])))
+        results: list[str | None] = [None] * len(windows)
+        for i in np.flatnonzero(pure).tolist():
+            results[i] = self._decide(windows[i], power[i], peak[i], float(total[i]))
         return results
 
     def _decide(

@@ -40,7 +40,7 @@ import numpy as np
 import numpy.typing as npt
 
 from linerec.codec import RATE, Samples
-from linerec.dsp.spectrum import FrameFeatures, frame_features
+from linerec.dsp.spectrum import BlockFeatures, FrameFeatures, frame_features
 
 FRAME = 160
 FRAME_SECONDS = FRAME / RATE
@@ -87,6 +87,13 @@ _FULL = 32767.0**2 / 2
 _FFT = 8192  # a segment's spectrum, zero-padded: peaks to about 1 Hz
 _MAX_SEGMENT = RATE  # samples of a segment kept for its spectrum (1 s)
 MIN_FRAMES = 3  # the shortest named tone, the alerting signal, lasts 80 ms
+# The shortest element of any cadence below (UK congestion's 225 ms, less its 70 ms
+# tolerance) lasts 8 frames; a shorter segment is named only if it may be the alerting
+# signal, whose energy sits near 2.4 kHz, far above any other tone's (SIT's highest, 1777 Hz,
+# is part of a cadence). Speech makes many short tonal segments, all of them lower: naming
+# each would cost an FFT for nothing.
+CADENCE_FRAMES = 8
+ALERT_PEAK = 10  # 1500 Hz, in the 150 Hz steps of a segment's peak
 
 
 def _db(level: float) -> float:
@@ -131,8 +138,44 @@ class ProgressToneDetector:
         if len(frame) != FRAME:
             return []
         seen = seen or frame_features(frame)
-        power = seen.power
-        peaks = self._tonal_peaks(seen)
+        peaks = _tonal_peaks(seen.power, seen.spread, seen.centroid)
+        return self._step(frame, t, seen.power, peaks)
+
+    def feed_block(
+        self, frames: npt.NDArray[np.int16], seen: BlockFeatures
+    ) -> list[tuple[int, ProgressEvent]]:
+        """Whole frames (rows) with their features: what `feed` would say of each, with the
+        index of the frame it said it at.
+
+        A run of frames with no tone in it that only lengthens a toneless segment (speech,
+        silence: most of a call) changes no segment but the last one's length; when no
+        cadence matches before or after it, only the silence and dead-line timers need each
+        frame.
+        """
+        peaks = list(map(_tonal_peaks, seen.power, seen.spread, seen.centroid))
+        events: list[tuple[int, ProgressEvent]] = []
+        i = 0
+        while i < len(peaks):
+            last = self._segments[-1] if self._segments else None
+            if last is not None and not last.peaks and not peaks[i] and not self._cached_match():
+                stop = i + 1
+                while stop < len(peaks) and not peaks[stop]:
+                    stop += 1
+                last.frames += stop - i
+                if not self._cached_match():  # nothing matches at either length
+                    events += self._quiet_run(seen.power, i, stop)
+                    i = stop
+                    continue
+                last.frames -= stop - i  # a cadence completes in this run: frame by frame
+            t = self._position / RATE
+            self._position += FRAME
+            events += [(i, e) for e in self._step(frames[i], t, seen.power[i], peaks[i])]
+            i += 1
+        return events
+
+    def _step(
+        self, frame: Samples, t: float, power: float, peaks: tuple[int, ...]
+    ) -> list[ProgressEvent]:
         last = self._segments[-1] if self._segments else None
         if last is not None and (
             last.peaks == peaks or (last.peaks and peaks and abs(last.peaks[0] - peaks[0]) <= 1)
@@ -146,25 +189,35 @@ class ProgressToneDetector:
             self._segments.append(_Segment(None, t, 1, peaks, [frame] if peaks else None))
             del self._segments[:-12]
         current = self._segments[-1]
-        if current.peaks and current.colour is None and current.frames == 5:
+        if current.peaks and current.colour is None and current.frames == CADENCE_FRAMES:
             self._close(current)  # a long tone is named before it ends (dial tone never does)
         events = self._recognise()
-        return self._quiet(t, power, bool(events)) + events
+        return self._quiet(t, power) + events
+
+    def _quiet_run(
+        self, powers: list[float], start: int, stop: int
+    ) -> list[tuple[int, ProgressEvent]]:
+        """Frames `start` to `stop` of a block, which only lengthen a toneless segment."""
+        position = self._position - FRAME * start  # where the block began
+        self._position += FRAME * (stop - start)
+        run = powers[start:stop]
+        if min(run) >= _SILENCE_POWER:  # loud throughout: both timers start over
+            self._quiet_since, self._said_silence = None, False
+            self._dead_since, self._said_dead = None, False
+            return []
+        events: list[tuple[int, ProgressEvent]] = []
+        for i in range(start, stop):
+            events += [(i, e) for e in self._quiet((position + i * FRAME) / RATE, powers[i])]
+        return events
 
     # -- per frame ----------------------------------------------------------------------------
-
-    @staticmethod
-    def _tonal_peaks(seen: FrameFeatures) -> tuple[int, ...]:
-        """For a tonal frame (a few bins of its spectrum hold its energy), where its energy
-        sits, to 150 Hz: enough to split one SIT tone from the next, steady on a dual tone."""
-        if seen.power < _MIN_POWER or seen.spread > MAX_SPREAD:
-            return ()
-        return (round(seen.centroid / 150),)
 
     def _close(self, segment: _Segment) -> None:
         """Name a segment by its exact frequencies, from a long FFT of its audio."""
         if segment.colour is not None or not segment.samples or segment.frames < MIN_FRAMES:
             return  # shorter than any tone we name (speech makes many such): not worth an FFT
+        if segment.frames < CADENCE_FRAMES and segment.peaks[0] < ALERT_PEAK:
+            return  # too short for a cadence, too low for the alerting signal
         audio = np.concatenate(segment.samples).astype(np.float64)
         size = min(_FFT, 1 << int(np.ceil(np.log2(4 * len(audio)))))
         spectrum = np.abs(np.fft.rfft(audio * _hann(len(audio)), size))
@@ -180,7 +233,7 @@ class ProgressToneDetector:
         segment.colour = _name(sorted(frequencies))
         segment.samples = None
 
-    def _quiet(self, t: float, power: float, tone_now: bool) -> list[ProgressEvent]:
+    def _quiet(self, t: float, power: float) -> list[ProgressEvent]:
         events: list[ProgressEvent] = []
         recent_tone = t - self._last_tone_at < FORGET  # any tone seen within FORGET
         if power < _SILENCE_POWER and not recent_tone:
@@ -215,10 +268,12 @@ class ProgressToneDetector:
         return events
 
     def _cached_match(self) -> list[tuple[str, str, _Segment]]:
-        # A segment with no tone in it (speech, silence) changes nothing _match looks at as
-        # it grows, but whether it has lasted a second: no need to ask again every frame.
+        # A segment not named (speech, silence, a tone not yet named) changes nothing _match
+        # looks at as it grows, but whether it has lasted a second (and that only when it is
+        # toneless: a tonal segment with no colour matches nothing itself): no need to ask
+        # again every frame.
         last = self._segments[-1]
-        if last.peaks or last.colour is not None:
+        if last.colour is not None:
             self._matched = None
             return self._match()
         count, long = len(self._segments), last.seconds >= 1.0
@@ -230,6 +285,8 @@ class ProgressToneDetector:
     def _match(self) -> list[tuple[str, str, _Segment]]:
         found: list[tuple[str, str, _Segment]] = []
         segments = self._segments
+        if all(segment.colour is None for segment in segments):
+            return found  # every rule below asks for a named tone (speech names none)
         last = segments[-1]
         if last.colour in ("na-dial", "uk-dial", "etsi") and last.seconds >= 1.5:
             plan = {"na-dial": "na", "uk-dial": "uk", "etsi": "etsi"}[last.colour]
@@ -264,6 +321,14 @@ class ProgressToneDetector:
         ):
             found.append(("sit", "", sit[-3]))
         return found
+
+
+def _tonal_peaks(power: float, spread: float, centroid: float) -> tuple[int, ...]:
+    """For a tonal frame (a few bins of its spectrum hold its energy), where its energy sits,
+    to 150 Hz: enough to split one SIT tone from the next, steady on a dual tone."""
+    if power < _MIN_POWER or spread > MAX_SPREAD:
+        return ()
+    return (round(centroid / 150),)
 
 
 @lru_cache(maxsize=64)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from linerec.codec import RATE
-from linerec.dsp.spectrum import FrameFeatures
+from linerec.dsp.spectrum import BlockFeatures, FrameFeatures
 
 FRAME = 160
 FLOOR_DBFS = -42.0  # quieter than this is not speech on a telephone line
@@ -44,7 +44,7 @@ class VoiceDetector:
         """One 20 ms frame's features; a Voice when speech begins."""
         t = self._position / RATE
         self._position += FRAME
-        level = 10 * math.log10(seen.power / _FULL) if seen.power > 0 else -96.0
+        level = _level(seen.power)
         if level >= FLOOR_DBFS:
             self._recent.append((t, level, seen.centroid))
             self._last_loud = t
@@ -63,6 +63,37 @@ class VoiceDetector:
         self._active = True
         return [Voice(t=round(float(loud[0, 0]), 3))]
 
+    def feed_block(self, seen: BlockFeatures) -> list[tuple[int, Voice]]:
+        """A block of frames' features: what `feed` would say of each, with the index of the
+        frame it said it at. Once speech has been reported, or while too few loud frames are
+        about to tell, only the time of the last loud frame matters until a frame says more."""
+        power = seen.power
+        start = self._position
+        if self._active:
+            last_loud = self._last_loud
+            for i, p in enumerate(power):
+                t = (start + i * FRAME) / RATE
+                if _level(p) >= FLOOR_DBFS:
+                    last_loud = t
+                elif t - last_loud >= REARM:
+                    break  # speech has ended here: frame by frame, from the block's start
+            else:
+                # What `feed` keeps of loud frames while active is cleared before it is read.
+                self._last_loud = last_loud
+                self._position += FRAME * len(power)
+                return []
+        elif _level(max(power)) < FLOOR_DBFS and len(self._recent) < LOUD:
+            t = (start + (len(power) - 1) * FRAME) / RATE  # the last frame's, as `feed` has it
+            while self._recent and self._recent[0][0] <= t - WINDOW * FRAME / RATE:
+                self._recent.popleft()
+            self._position += FRAME * len(power)
+            return []
+        return [(i, e) for i, each in enumerate(seen.frames()) for e in self.feed(each)]
+
     def skip(self, samples: int) -> None:
         """Time passes without features (a short last piece)."""
         self._position += samples
+
+
+def _level(power: float) -> float:
+    return 10 * math.log10(power / _FULL) if power > 0 else -96.0

@@ -1,0 +1,135 @@
+"""Detectors fed a block of frames at once say exactly what they say fed the same frames one
+by one: the same events, at the same frames, in the same order, whatever the block size.
+
+A block that a detector can pass over (speech going on, a quiet line, no FSK) takes a shortcut;
+these signals go in and out of every shortcut: speech with pauses long enough to re-arm the
+voice detector, tone cadences that complete at block edges, silence and a dead line, caller ID.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+
+from linerec.dsp.analyzer import FRAME, LineAnalyzer, analyze
+from linerec.dsp.callerid import FskCallerIdReceiver
+from linerec.dsp.progress import ProgressToneDetector
+from linerec.dsp.spectrum import features
+from linerec.dsp.voice import VoiceDetector
+from linerec.resources import data_path
+from linerec.sim.callerid import mdmf, modulate
+from linerec.tones import dtmf_pair, tone
+from linerec.wav import read_mono_8k
+
+RATE = 8000
+
+
+def _silence(seconds: float, hiss: float = 0.0, seed: int = 0) -> np.ndarray:
+    x = np.random.default_rng(seed).normal(0, hiss, round(seconds * RATE)) if hiss else None
+    return np.zeros(round(seconds * RATE)) if x is None else x
+
+
+def _cadence(frequencies: tuple[float, ...], on: float, off: float, times: int) -> np.ndarray:
+    return np.concatenate(
+        [np.concatenate([tone(frequencies, on, -15), _silence(off, 2.0)]) for _ in range(times)]
+    )
+
+
+def _line() -> np.ndarray:
+    speech = read_mono_8k(data_path("speech/caller.wav")).astype(np.float64)
+    office = read_mono_8k(data_path("speech/office.wav")).astype(np.float64)
+    parts = [
+        _silence(0.37, 3.0),
+        tone((350.0, 440.0), 2.3, -18),  # dial tone
+        tone(dtmf_pair("4"), 0.07, -20),
+        _silence(0.9, 3.0),
+        _cadence((440.0, 480.0), 2.0, 4.0, 2),  # ringback
+        speech,
+        _silence(1.3, 3.0),  # the voice detector re-arms
+        office * 0.3,
+        _silence(5.5, 30.0),  # hiss: silence, but not a dead line
+        _cadence((480.0, 620.0), 0.5, 0.5, 3),  # busy
+        _silence(11.0, 0.0),  # a dead line
+        modulate(mdmf(number="5551234567"), level_dbfs=-18).astype(np.float64),
+        _silence(0.5, 3.0),
+        speech[: 3 * RATE] * 2,
+        _silence(2.0, 30.0),
+        _cadence((425.0,), 0.25, 0.25, 4),  # ETSI congestion
+        office,
+    ]
+    x = np.concatenate(parts)
+    return np.clip(np.rint(x), -32768, 32767).astype(np.int16)
+
+
+LINE = _line()
+FRAMES = LINE[: len(LINE) // FRAME * FRAME].reshape(-1, FRAME)
+
+
+def _one_by_one(feed: Callable[[int], list[object]]) -> list[tuple[int, object]]:
+    return [(i, event) for i in range(len(FRAMES)) for event in feed(i)]
+
+
+def _in_blocks(feed_block: Callable[[int, int], list[tuple[int, object]]], size: int) -> list:
+    said = []
+    for start in range(0, len(FRAMES), size):
+        said += [(start + i, e) for i, e in feed_block(start, min(start + size, len(FRAMES)))]
+    return said
+
+
+SEEN_EACH = features(FRAMES.astype(np.float64)).frames()
+
+
+def _block_features(start: int, stop: int):  # type: ignore[no-untyped-def]
+    return features(FRAMES[start:stop].astype(np.float64))
+
+
+@pytest.mark.parametrize("size", [1, 3, 4, 5, 50])
+def test_progress_tones_in_blocks(size: int) -> None:
+    alone, blocks = ProgressToneDetector(), ProgressToneDetector()
+    expected = _one_by_one(lambda i: alone.feed(FRAMES[i], SEEN_EACH[i]))  # type: ignore[arg-type]
+    got = _in_blocks(
+        lambda a, b: blocks.feed_block(FRAMES[a:b], _block_features(a, b)),  # type: ignore[arg-type]
+        size,
+    )
+    names = {type(e).__name__ + ":" + getattr(e, "name", "") for _, e in expected}
+    assert {"Tone:dial", "Tone:ringback", "Tone:busy", "Quiet:silence", "Quiet:line_dead"} <= names
+    assert got == expected
+
+
+@pytest.mark.parametrize("size", [1, 3, 4, 5, 50])
+def test_voice_in_blocks(size: int) -> None:
+    alone, blocks = VoiceDetector(), VoiceDetector()
+    expected = _one_by_one(lambda i: alone.feed(SEEN_EACH[i]))  # type: ignore[arg-type]
+    got = _in_blocks(lambda a, b: blocks.feed_block(_block_features(a, b)), size)  # type: ignore[arg-type]
+    assert len(expected) >= 3  # speech, again after a pause, and again later
+    assert got == expected
+
+
+@pytest.mark.parametrize("size", [1, 3, 4, 5, 50])
+def test_caller_id_in_blocks(size: int) -> None:
+    alone, blocks = FskCallerIdReceiver(), FskCallerIdReceiver()
+    expected = _one_by_one(lambda i: alone.feed(FRAMES[i], SEEN_EACH[i]))  # type: ignore[arg-type]
+    got = _in_blocks(
+        lambda a, b: blocks.feed_block(FRAMES[a:b], _block_features(a, b)),  # type: ignore[arg-type]
+        size,
+    )
+    assert [getattr(e, "number", None) for _, e in expected] == ["5551234567"]
+    assert got == expected
+
+
+@pytest.mark.parametrize("block_frames", [1, 4, 5])
+def test_the_analyzer_hears_the_same_in_any_block(block_frames: int) -> None:
+    reference = LineAnalyzer(block_frames=1)
+    analyzer = LineAnalyzer(block_frames=block_frames)
+    expected = [e for frame in FRAMES for e in reference.feed(frame)] + reference.flush()
+    got = [e for frame in FRAMES for e in analyzer.feed(frame)] + analyzer.flush()
+    assert got == expected
+
+
+def test_a_file_analysed_a_second_at_a_time_hears_what_the_live_line_hears() -> None:
+    # Blocks of 50 frames take the FFT, blocks of a few the DFT matrix: the same events.
+    live = LineAnalyzer()
+    expected = [e for frame in FRAMES for e in live.feed(frame)] + live.flush()
+    assert analyze(LINE[: FRAMES.size]) == sorted(expected, key=lambda event: event.t)
