@@ -34,12 +34,14 @@ import os
 import sqlite3
 import time
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from linerec.collector.audit import entry_hash
 from linerec.collector.schema import open_schema
+from linerec.collector.transaction import BUSY_TIMEOUT, write_transaction
 from linerec.collector.uploads import UploadLimits, Uploads
 from linerec.collector.vault import SUFFIX as VAULT_SUFFIX
 from linerec.collector.vault import read_vault, write_vault
@@ -61,7 +63,10 @@ class CollectorStore:
     def __init__(self, data_dir: Path, database: Path, limits: UploadLimits | None = None) -> None:
         self.data_dir = data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(database, check_same_thread=False, isolation_level=None)
+        # Other collector processes may hold the write lock: wait for it (transaction.py).
+        self.db = sqlite3.connect(
+            database, check_same_thread=False, isolation_level=None, timeout=BUSY_TIMEOUT
+        )
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.execute(
@@ -70,10 +75,19 @@ class CollectorStore:
         open_schema(self.db)
         self.uploads = Uploads(self.db, data_dir / "incoming", limits or UploadLimits())
 
+    def transaction(self) -> AbstractContextManager[None]:
+        """One write transaction (joined by any begun inside it): what several collector
+        processes read and then write stays right whoever else writes (transaction.py)."""
+        return write_transaction(self.db)
+
     # -- events ------------------------------------------------------------------------------
 
     def add_event(self, device: str, body: dict[str, Any], received_at: float) -> bool:
         """Store an event once (False if it was here already); moves the device's mark."""
+        with self.transaction():  # the mark is read and moved as one step
+            return self._add_event(device, body, received_at)
+
+    def _add_event(self, device: str, body: dict[str, Any], received_at: float) -> bool:
         seq = int(body["seq"])
         added = self.db.execute(
             "INSERT OR IGNORE INTO events (device, seq, body, received_at) VALUES (?, ?, ?, ?)",
@@ -743,6 +757,10 @@ class CollectorStore:
     def next_command_counter(self, device: str) -> int:
         """The next command number for `device` (the device refuses any not above the last):
         above our own count and above any counter the device's stored events tell of."""
+        with self.transaction():  # two processes never issue the same number
+            return self._next_command_counter(device)
+
+    def _next_command_counter(self, device: str) -> int:
         row = self.db.execute(
             "SELECT counter FROM command_counters WHERE device = ?", (device,)
         ).fetchone()

@@ -24,6 +24,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from linerec.codec import RATE
+from linerec.collector.transaction import write_transaction
 from linerec.store.format import BLOCK, CHUNK_AUDIO_BYTES, MAX_BODY
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,21 @@ class Uploads:
     def add(self, piece: Piece, now: float) -> Path | None:
         """Write a piece; the part file once the upload is whole and its SHA-256 matches.
         A piece of a stream (`sha256` STREAMING) only ever adds to what is held."""
+        with write_transaction(self.db):  # read and written as one step, whoever else writes
+            part = self._add(piece, now)
+        if part is None:
+            return None
+        if _sha256(part) != piece.sha256:
+            log.warning(
+                "device %s: upload %s is whole but its SHA-256 differs: dropped, to be sent again",
+                piece.device,
+                piece.recording_id,
+            )
+            self.drop(piece.device, piece.recording_id)
+            return None
+        return part
+
+    def _add(self, piece: Piece, now: float) -> Path | None:
         limits = self.limits
         device, recording_id = piece.device, piece.recording_id
         row = self.db.execute(
@@ -136,7 +152,6 @@ class Uploads:
             os.pwrite(fd, piece.data, piece.offset)
         finally:
             os.close(fd)
-        self.db.execute("BEGIN IMMEDIATE")
         self.db.execute(
             "INSERT OR REPLACE INTO uploads (device, id, size, sha256, ranges, touched_at) "
             "VALUES (?, ?, ?, ?, ?, ?)",
@@ -152,19 +167,10 @@ class Uploads:
                 "INSERT INTO upload_ranges (device, id, start, end) VALUES (?, ?, ?, ?)",
                 (device, recording_id, start, end),
             )
-        self.db.execute("COMMIT")
         if streaming:
             return None
         whole = count == 1 and self.received(device, recording_id) == piece.size
         if not whole and piece.size > 0:
-            return None
-        if _sha256(part) != piece.sha256:
-            log.warning(
-                "device %s: upload %s is whole but its SHA-256 differs: dropped, to be sent again",
-                device,
-                recording_id,
-            )
-            self.drop(device, recording_id)
             return None
         return part
 
@@ -213,12 +219,13 @@ class Uploads:
 
     def drop(self, device: str, recording_id: str) -> None:
         """Forget an upload: its ranges, its row, its part file."""
-        self.db.execute("BEGIN IMMEDIATE")
-        self.db.execute(
-            "DELETE FROM upload_ranges WHERE device = ? AND id = ?", (device, recording_id)
-        )
-        self.db.execute("DELETE FROM uploads WHERE device = ? AND id = ?", (device, recording_id))
-        self.db.execute("COMMIT")
+        with write_transaction(self.db):
+            self.db.execute(
+                "DELETE FROM upload_ranges WHERE device = ? AND id = ?", (device, recording_id)
+            )
+            self.db.execute(
+                "DELETE FROM uploads WHERE device = ? AND id = ?", (device, recording_id)
+            )
         self.part(device, recording_id).unlink(missing_ok=True)
 
     def under_way(self) -> list[dict[str, object]]:
