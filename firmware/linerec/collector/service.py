@@ -98,6 +98,7 @@ class Collector:
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
         self.client.on_subscribe = self._on_subscribe
+        self.client.on_disconnect = self._on_disconnect
 
     def start(self) -> None:
         broker = self.settings.broker
@@ -170,6 +171,16 @@ class Collector:
             ]
         )
         log.info("collector %s connected", self.settings.instance)
+
+    def _on_disconnect(
+        self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any
+    ) -> None:
+        if reason.is_failure:  # not our own stop: another client with our id, a broker restart
+            log.warning(
+                "collector %s lost its connection to the broker (%s): reconnecting",
+                self.settings.instance,
+                reason,
+            )
 
     def _on_subscribe(
         self, client: mqtt.Client, userdata: Any, mid: int, reasons: Any, properties: Any

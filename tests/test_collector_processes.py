@@ -1,0 +1,137 @@
+"""Issue 14: several `linerec collector run` processes on one broker and one data directory.
+
+Real parts throughout: mosquitto, two collector processes (`linerec collector run`) sharing
+one SQLite database (WAL) and one `data_dir`, and appliances running the real ring, outbox and
+uplink. Each process has its own MQTT client id ([collector] instance) and joins the one shared
+subscription; every write is one transaction, so whichever process gets whichever message,
+everything is stored once and the event marks and chains come out the same.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from broker import Mosquitto
+from collectors import (
+    Appliance,
+    CollectorProcess,
+    check_stored_once,
+    expected,
+    wait_until_delivered,
+)
+from linerec.collector.config import default_instance, load_collector_config
+from linerec.errors import ConfigError
+from linerec.store.keys import keygen
+
+DEVICES = 4
+RECORDINGS = 3  # a device's backlog: recordings of 6 s (two upload pieces each) ...
+EVENTS = 120  # ... and events, each with a sealed field
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Mosquitto]:
+    mosquitto = Mosquitto(tmp_path).start()
+    yield mosquitto
+    mosquitto.stop()
+
+
+def site(tmp_path: Path, broker: Mosquitto) -> tuple[Path, list[Appliance]]:
+    keygen(tmp_path / "keys")
+    config = tmp_path / "collector.toml"
+    config.write_text(
+        f'[collector]\nbroker = "{broker.url}"\nallow_plaintext = true\ndata_dir = "central"\n'
+        'key = "keys/collector.key"\n'
+    )
+    appliances = []
+    for index in range(1, DEVICES + 1):
+        name = f"box{index}"
+        path = tmp_path / f"{name}.toml"
+        path.write_text(
+            f'[device]\nid = "{name}"\n[store]\ndir = "{name}-ring"\n'
+            'recipients = ["keys/collector.pub"]\n'
+            f'[uplink]\nbroker = "{broker.url}"\nallow_plaintext = true\nstream = false\n'
+        )
+        appliances.append(Appliance(path, name))
+    return config, appliances
+
+
+def stored_events(data_dir: Path) -> int:
+    try:
+        with sqlite3.connect(f"file:{data_dir / 'collector.db'}?mode=ro", uri=True) as db:
+            return int(db.execute("SELECT count(*) FROM events").fetchone()[0])
+    except sqlite3.OperationalError:  # not made yet
+        return 0
+
+
+def test_two_processes_share_a_backlog_and_a_killed_one_loses_nothing(
+    tmp_path: Path, broker: Mosquitto
+) -> None:
+    config, appliances = site(tmp_path, broker)
+    for appliance in appliances:
+        for n in range(RECORDINGS):
+            appliance.record(6.0)
+            for k in range(EVENTS // RECORDINGS):
+                appliance.event(f"555{n:03d}{k:04d}")
+    total = DEVICES * EVENTS
+    first, second = CollectorProcess(config), CollectorProcess(config)
+    third = None
+    try:
+        first.wait_for("collector subscribed")
+        second.wait_for("collector subscribed")
+        for appliance in appliances:
+            appliance.uplink.start()
+        deadline = time.monotonic() + 60
+        while (done := stored_events(tmp_path / "central")) < total // 5:
+            assert time.monotonic() < deadline, f"only {done} of {total} events stored"
+            time.sleep(0.02)
+        first.kill()  # SIGKILL in the middle of the backlog
+        assert done < total
+        wait_until_delivered(appliances, timeout=120)  # the other one takes over
+
+        third = CollectorProcess(config)  # the killed one comes back (a new process id)
+        third.wait_for("collector subscribed")
+        second_log = second.stop()  # ... and now it alone must carry what comes next
+        for appliance in appliances:
+            appliance.record(6.0)
+            for k in range(10):
+                appliance.event(f"666{k:04d}")
+            appliance.uplink.kick()
+        wait_until_delivered(appliances, timeout=120)
+    finally:
+        for appliance in appliances:
+            appliance.uplink.stop()
+        logs = [first.stop(), second.stop(), third.stop() if third else ""]
+    second_log = logs[1]
+    # Each process had its own client id: neither knocked the other off the broker.
+    assert "lost its connection" not in second_log, second_log
+    assert "lost its connection" not in logs[2], logs[2]
+    for log in logs:
+        assert "Traceback" not in log and "database is locked" not in log, log
+        assert "does not follow on" not in log, log
+    assert "stored" in logs[2]  # the rejoined process stored what came after
+    check_stored_once(tmp_path / "central", expected(appliances))
+
+
+def test_each_process_has_its_own_client_id(tmp_path: Path) -> None:
+    keygen(tmp_path / "keys")
+    path = tmp_path / "collector.toml"
+    base = (
+        '[collector]\nbroker = "mqtt://127.0.0.1:1883"\nallow_plaintext = true\n'
+        'data_dir = "central"\nkey = "keys/collector.key"\n'
+    )
+    path.write_text(base)
+    settings = load_collector_config(path)
+    assert settings.instance == default_instance()
+    assert settings.client_id.startswith("linerec-collector-")
+    assert settings.client_id.endswith(f"-{__import__('os').getpid()}")
+    path.write_text(base + 'instance = "central-a"\n')
+    assert load_collector_config(path).client_id == "linerec-collector-central-a"
+    for bad in ('"a b"', '""', '"-x"', "3", '"' + "x" * 65 + '"', '"a/b"'):
+        path.write_text(base + f"instance = {bad}\n")
+        with pytest.raises(ConfigError, match=r"collector\.instance"):
+            load_collector_config(path)
