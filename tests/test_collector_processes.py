@@ -139,3 +139,55 @@ def test_each_process_has_its_own_client_id(tmp_path: Path) -> None:
         path.write_text(base + f"instance = {bad}\n")
         with pytest.raises(ConfigError, match=r"collector\.instance"):
             load_collector_config(path)
+
+
+def test_two_writers_at_once_keep_marks_chains_and_uploads_right(tmp_path: Path) -> None:
+    """Two stores on one database file, as two processes have them, writing at the same time:
+    one takes the odd events, chain links and upload pieces, the other the even ones."""
+    import hashlib
+    import threading
+
+    from linerec.collector.store import CollectorStore
+    from linerec.collector.uploads import Piece
+
+    data_dir, database = tmp_path / "central", tmp_path / "central" / "collector.db"
+    stores = [CollectorStore(data_dir, database) for _ in range(2)]
+    count, piece = 600, 512
+    blob = bytes(range(256)) * (count * piece // 256)
+    digest = hashlib.sha256(blob).hexdigest()
+    heads = [f"h{n}" for n in range(count + 1)]
+    wholes: list[int] = []
+    start = threading.Barrier(2)
+
+    def write(which: int) -> None:
+        store = stores[which]
+        start.wait()
+        for n in range(1 + which, count + 1, 2):
+            store.add_event("box1", {"seq": n, "event": "ringing"}, 0.0)
+            with store.transaction():
+                store.follow_chain("box1", n, heads[n - 1] if n > 1 else "", heads[n])
+            at = (n - 1) * piece
+            data = Piece(
+                device="box1",
+                recording_id="box1-1-20261130T000000Z-line1",
+                offset=at,
+                size=len(blob),
+                sha256=digest,
+                data=blob[at : at + piece],
+            )
+            if store.uploads.add(data, 0.0) is not None:
+                wholes.append(n)
+
+    threads = [threading.Thread(target=write, args=(which,)) for which in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    check = CollectorStore(data_dir, database)
+    assert check.contiguous_seq("box1") == count  # the mark is not stuck below a hole
+    assert check.gaps("box1") == []
+    assert len(wholes) == 1  # the upload is found whole once, by one of the two
+    assert check.uploads.received("box1", "box1-1-20261130T000000Z-line1") == len(blob)
+    assert check.db.execute("SELECT seq FROM chains").fetchall() == [(count,)]
+    chain = check.chain("box1")
+    assert len(chain) == count and all(link["follows_on"] for link in chain)
