@@ -30,9 +30,9 @@ LINEREC = [sys.executable, "-m", "linerec.cli"]
 class CollectorProcess:
     """`linerec collector run` in its own process; its log lines read as they come."""
 
-    def __init__(self, config: Path) -> None:
+    def __init__(self, config: Path, command: list[str] | None = None) -> None:
         self.process = subprocess.Popen(
-            [*LINEREC, "collector", "run", "--config", str(config)],
+            command or [*LINEREC, "collector", "run", "--config", str(config)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,

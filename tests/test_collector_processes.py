@@ -191,3 +191,52 @@ def test_two_writers_at_once_keep_marks_chains_and_uploads_right(tmp_path: Path)
     assert check.db.execute("SELECT seq FROM chains").fetchall() == [(count,)]
     chain = check.chain("box1")
     assert len(chain) == count and all(link["follows_on"] for link in chain)
+
+
+# `linerec collector run`, SIGKILLed at the one point between the recording's file being synced
+# (vault written, fsynced and renamed into place) and the database transaction that indexes it.
+CRASHING = """
+import os, signal, sys
+from linerec.collector import store
+from linerec.cli import main
+
+def crash(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGKILL)
+
+store.CollectorStore.index = crash
+sys.exit(main(["collector", "run", "--config", sys.argv[1]]))
+"""
+
+
+def test_a_crash_between_the_file_sync_and_the_commit_stores_the_recording_once(
+    tmp_path: Path, broker: Mosquitto
+) -> None:
+    import sys
+
+    config, appliances = site(tmp_path, broker)
+    box = appliances[0]
+    recording_id = box.record(6.0)
+    box.event("5550001")
+    crashing = CollectorProcess(config, [sys.executable, "-c", CRASHING, str(config)])
+    central = tmp_path / "central"
+    try:
+        crashing.wait_for("collector subscribed")
+        box.uplink.start()
+        assert crashing.process.wait(30) == -9  # killed at the point
+    finally:
+        crashing.kill()
+    vault = central / "recordings" / "box1" / f"{recording_id}.lrec.vault"
+    assert vault.exists()  # synced before the crash ...
+    with sqlite3.connect(central / "collector.db") as db:  # ... and not committed
+        assert db.execute("SELECT count(*) FROM recordings").fetchone() == (0,)
+        assert db.execute("SELECT count(*) FROM vault_keys").fetchone() == (0,)
+    assert box.uplink.waiting()[1] == [recording_id]  # not acknowledged: still on the card
+    collector = CollectorProcess(config)
+    try:
+        collector.wait_for("collector subscribed")
+        wait_until_delivered([box], timeout=60)  # the appliance sends it again
+    finally:
+        box.uplink.stop()
+        log = collector.stop()
+    assert "Traceback" not in log, log
+    check_stored_once(central, expected([box]))

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 from linerec.collector.audit import entry_hash
 from linerec.collector.schema import open_schema
-from linerec.collector.transaction import BUSY_TIMEOUT, write_transaction
+from linerec.collector.transaction import BUSY_TIMEOUT, after_commit, write_transaction
 from linerec.collector.uploads import UploadLimits, Uploads
 from linerec.collector.vault import SUFFIX as VAULT_SUFFIX
 from linerec.collector.vault import read_vault, write_vault
@@ -244,7 +244,7 @@ class CollectorStore:
             "INSERT OR REPLACE INTO vault_keys (device, id, key) VALUES (?, ?, ?)",
             (device, recording_id, key),
         )
-        part.unlink()
+        after_commit(self.db, lambda: part.unlink(missing_ok=True))  # kept until it is indexed
         return final
 
     def read_recording(self, recording_id: str, path: Path, device: str | None = None) -> bytes:
