@@ -31,6 +31,7 @@ from collectors import (
 )
 from enrolled import Site, TlsBroker
 from linerec.store.keys import keygen
+from linerec.uplink.tls import device_request
 
 
 def enroll(*arguments: str) -> subprocess.CompletedProcess[str]:
@@ -76,6 +77,9 @@ def test_enroll_bridge_writes_a_bridge_for_the_sites_devices_only(tmp_path: Path
     assert again.returncode == 0 and "devices box1, box3;" in again.stdout
     taken = enroll("--bridge", "office2", "--device", "box1", *common)
     assert taken.returncode == 1 and "box1 is assigned to site office1" in taken.stderr
+    csr = device_request("box1", tmp_path / "box1")[1]  # box1 connecting to the centre itself
+    direct = enroll(str(csr), *common)
+    assert direct.returncode == 1 and "box1 is assigned to site office1" in direct.stderr
     bad = enroll("--bridge", "Office 1", *common)
     assert bad.returncode == 2 and "--bridge" in bad.stderr
     assert json.loads((site_dir / "sites.json").read_text()) == {"office1": ["box1", "box3"]}

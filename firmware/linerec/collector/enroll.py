@@ -321,6 +321,12 @@ def enroll_device(
     if not csr.is_signature_valid:
         raise EnrollError(f"{csr_path}: the request's signature does not hold")
     device = _device_of(csr, csr_path)
+    site_of = next((n for n, ids in _sites(site.absolute()).items() if device in ids), None)
+    if site_of is not None:
+        raise EnrollError(
+            f"{csr_path}: {device} is assigned to site {site_of}, whose broker it connects to "
+            "(enrol it there); a device id belongs to one site"
+        )
     public = csr.public_key()
     if not isinstance(public, ec.EllipticCurvePublicKey):
         raise EnrollError(f"{csr_path}: expected an EC key")
