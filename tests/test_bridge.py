@@ -1,9 +1,10 @@
 """Issue 14: a site broker bridged to the central broker (`linerec collector enroll --bridge`).
 
 Real parts: a central mosquitto with the TLS, certificates and access rules `enroll` writes; a
-site mosquitto running the bridge section `enroll --bridge` writes (TLS to the centre with the
-site's own certificate, MQTT 5, only its devices' linerec topics); a collector process on the
-central broker; an appliance (the real ring, outbox and uplink) connected to the site broker.
+site mosquitto as `enroll` sets one up for its own devices (its own CA), with the bridge section
+`enroll --bridge` writes appended (TLS to the centre with the site's own certificate, MQTT 5,
+only its devices' linerec topics); a collector process on the central broker; an appliance
+(the real ring, outbox and uplink) connected to the site broker with its certificate.
 """
 
 from __future__ import annotations
@@ -16,11 +17,9 @@ from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
 
-from broker import Mosquitto, free_port
+from broker import free_port
 from collectors import (
     LINEREC,
     Appliance,
@@ -29,8 +28,7 @@ from collectors import (
     expected,
     wait_until_delivered,
 )
-from enrolled import Site, TlsBroker
-from linerec.store.keys import keygen
+from enrolled import DeviceLink, Site, TlsBroker, enrol_site, event
 from linerec.uplink.tls import device_request
 
 
@@ -49,7 +47,6 @@ def wait_for_line(path: Path, text: str, timeout: float = 30) -> None:
 
 @pytest.fixture
 def central(tmp_path: Path) -> Iterator[tuple[Site, TlsBroker]]:
-    keygen(tmp_path / "keys")
     site_dir, port = tmp_path / "central-site", free_port()
     for name, device in (("office1", "box1"), ("office2", "box2")):
         done = enroll(
@@ -63,7 +60,8 @@ def central(tmp_path: Path) -> Iterator[tuple[Site, TlsBroker]]:
     # shows what the access rules refused.
     log = tmp_path / "central.log"
     conf.write_text(conf.read_text() + f"user root\nlog_dest file {log}\nlog_type all\n")
-    site = Site(root=tmp_path, site=site_dir, port=port, configs={})
+    # The collector's keys are the office's (enrol_site makes them under office/keys).
+    site = Site(root=tmp_path / "office", site=site_dir, port=port, configs={})
     broker = TlsBroker(site).start()
     yield site, broker
     broker.stop()
@@ -115,37 +113,27 @@ def test_a_recording_crosses_the_bridge_once_through_a_cut_and_another_sites_dev
     tmp_path: Path, central: tuple[Site, TlsBroker]
 ) -> None:
     site, central_broker = central
+    # office1: a site broker as `enroll` sets one up (TLS, device certificates, access rules)
+    # for box1 and box2, with office1's bridge appended. It forwards more than its own
+    # devices, as a misconfigured or taken-over site might: box2 belongs to office2, and the
+    # centre must refuse box2's messages from office1's bridge.
+    office = enrol_site(tmp_path / "office")
     bridge = site.site / "bridges" / "office1" / "bridge.conf"
-    # A site broker that forwards more than its own devices (as a compromised one might):
-    # box2 belongs to office2, and the centre must refuse it from office1's bridge.
     hostile = "topic linerec/v1/box2/event out 1\n"
-    office = Mosquitto(tmp_path, extra="user root\n" + bridge.read_text() + hostile).start()
+    conf = office.site / "mosquitto.conf"
+    conf.write_text(conf.read_text() + bridge.read_text() + hostile)
+    office_broker = TlsBroker(office).start()
     central_log = tmp_path / "central.log"
     data_dir = tmp_path / "central"
     collector = CollectorProcess(site.collector_config(data_dir, 'instance = "central-a"\n'))
-    appliance_config = tmp_path / "box1.toml"
-    appliance_config.write_text(
-        '[device]\nid = "box1"\n[store]\ndir = "box1-ring"\nrecipients = ["keys/collector.pub"]\n'
-        f'[uplink]\nbroker = "{office.url}"\nallow_plaintext = true\nstream = false\n'
-    )
-    box1 = Appliance(appliance_config, "box1")
+    box1 = Appliance(office.configs["box1"], "box1")
     try:
         collector.wait_for("collector subscribed")
         wait_for_line(central_log, "as linerec-bridge-office1")
 
-        # office1's bridge publishing for box2: refused at the centre, never stored
-        intruder = mqtt.Client(
-            callback_api_version=CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5,
-            client_id="box2-at-office1",
-        )  # fmt: skip
-        intruder.connect("127.0.0.1", office.port)
-        intruder.loop_start()
-        intruder.publish(
-            "linerec/v1/box2/event", json.dumps({"seq": 1, "event": "ringing"}), qos=1
-        ).wait_for_publish(10)
+        with DeviceLink(office, "box2") as box2:  # box2's own certificate, at office1
+            box2.publish("linerec/v1/box2/event", event(1))
         wait_for_line(central_log, "Denied PUBLISH from linerec-bridge-office1")
-        intruder.loop_stop()
-        intruder.disconnect()
 
         recording_id = box1.record(120.0)  # about 1 MB: some 30 pieces
         for k in range(5):
@@ -162,7 +150,7 @@ def test_a_recording_crosses_the_bridge_once_through_a_cut_and_another_sites_dev
     finally:
         box1.uplink.stop()
         log = collector.stop()
-        office.stop()
+        office_broker.stop()
     assert "Traceback" not in log, log
     check_stored_once(data_dir, expected([box1]))
     with sqlite_ro(data_dir) as db:
