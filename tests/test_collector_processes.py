@@ -240,3 +240,88 @@ def test_a_crash_between_the_file_sync_and_the_commit_stores_the_recording_once(
         log = collector.stop()
     assert "Traceback" not in log, log
     check_stored_once(central, expected([box]))
+
+
+def test_pieces_and_events_sent_again_to_either_process_are_stored_once(
+    tmp_path: Path, broker: Mosquitto
+) -> None:
+    """Everything of one device sent three times over, as fast as it goes: the broker deals
+    the copies to both processes at once; each is stored once and every ack agrees."""
+    import hashlib
+    import json
+    import threading
+
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    from linerec.mqttapi import CHUNK, verify
+    from linerec.store.keys import load_public
+
+    config, appliances = site(tmp_path, broker)
+    box = appliances[0]
+    ids = [box.record(6.0) for _ in range(3)]
+    signing = load_public(tmp_path / "keys" / "collector.pub").signing
+    acks: list[bytes] = []
+    got = threading.Condition()
+
+    def on_message(client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
+        with got:
+            acks.append(bytes(message.payload))
+            got.notify_all()
+
+    client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    client.on_message = on_message
+    client.connect("127.0.0.1", broker.port)
+    client.subscribe("linerec/v1/box1/ack", qos=1)
+    client.loop_start()
+    processes = [CollectorProcess(config), CollectorProcess(config)]
+    try:
+        for process in processes:
+            process.wait_for("collector subscribed")
+        for _ in range(3):
+            for seq in range(1, 41):
+                body = {"seq": seq, "device": "box1", "event": "ringing", "line": "line1"}
+                client.publish("linerec/v1/box1/event", json.dumps(body), qos=1)
+            for recording_id in ids:
+                data = box.recordings[recording_id]
+                digest = hashlib.sha256(data).hexdigest()
+                for offset in range(0, len(data), CHUNK):
+                    properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+                    properties.UserProperty = [
+                        ("offset", str(offset)),
+                        ("size", str(len(data))),
+                        ("sha256", digest),
+                    ]
+                    client.publish(
+                        f"linerec/v1/box1/upload/{recording_id}",
+                        data[offset : offset + CHUNK],
+                        qos=1,
+                        properties=properties,
+                    )
+
+        def bodies() -> list[dict[str, object]]:
+            return [verify(signing, ack, "ack") for ack in acks]
+
+        deadline = time.monotonic() + 60
+        with got:
+            while not (
+                {b["id"] for b in bodies() if b["kind"] == "recording"} == set(ids)
+                and any(b.get("upto") == 40 for b in bodies())
+            ):
+                assert got.wait(max(deadline - time.monotonic(), 0)), bodies()
+    finally:
+        client.loop_stop()
+        client.disconnect()
+        logs = [process.stop() for process in processes]
+    for log in logs:  # (events out of order between the two are said, and fill in)
+        assert "Traceback" not in log and "does not follow on" not in log, log
+        assert "refused" not in log and "quarantined" not in log, log
+    recorded = [b for b in bodies() if b["kind"] == "recording"]
+    for recording_id in ids:  # every ack for a recording names the same content
+        digest = hashlib.sha256(box.recordings[recording_id]).hexdigest()
+        assert {b["sha256"] for b in recorded if b["id"] == recording_id} == {digest}
+    assert not [b for b in bodies() if b["kind"] == "rejected"]
+    box.events = 40
+    check_stored_once(tmp_path / "central", expected([box]))
