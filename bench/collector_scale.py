@@ -28,6 +28,7 @@ from paho.mqtt.properties import Properties
 from broker import Mosquitto
 from collectors import CollectorProcess
 from linerec.codec import RATE
+from linerec.collector.enroll import MAX_QUEUED_BYTES, MAX_QUEUED_MESSAGES
 from linerec.mqttapi import CHUNK, topic
 from linerec.store.base import RecordingInfo
 from linerec.store.keys import load_or_create_identity, load_public
@@ -83,7 +84,9 @@ class Central:
         work.mkdir()
         self.data_dir = work / "central"
         self.database = database
-        self.broker = Mosquitto(work).start()
+        # queued as `collector enroll` configures a broker, not mosquitto's default 1000
+        queues = f"max_queued_messages {MAX_QUEUED_MESSAGES}\nmax_queued_bytes {MAX_QUEUED_BYTES}\n"
+        self.broker = Mosquitto(work, extra=queues).start()
         config = work / "collector.toml"
         extra = f"database = {json.dumps(database)}\n" if database else ""
         config.write_text(

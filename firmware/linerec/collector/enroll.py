@@ -81,6 +81,10 @@ COLLECTOR_NAME = "linerec-collector"
 # and collector over 600 MiB each. linerec's largest message is an event (the collector takes at
 # most 64 KiB) or an upload piece (32 KiB); a device sending more is disconnected.
 MAX_PACKET_BYTES = 128 * 1024
+# What the broker holds for one client beyond what is in flight to it (the collectors' share
+# above all): a burst of a few hundred lines' backlog, bounded in memory.
+MAX_QUEUED_MESSAGES = 100_000
+MAX_QUEUED_BYTES = 256 * 1024 * 1024
 BROKER_USER = "mosquitto"  # the user a packaged mosquitto drops to when started as root
 DYNSEC_PLUGINS = (
     "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so",
@@ -540,6 +544,11 @@ def _broker_pieces(
         "require_certificate true\n"
         "use_identity_as_username true\n"
         f"max_packet_size {MAX_PACKET_BYTES}\n"
+        "# A burst beyond what the collectors take at once waits here, not dropped (mosquitto\n"
+        "# keeps 1000 a client by default and drops the rest silently: every appliance would\n"
+        "# send them again 10 s later, on top of the burst).\n"
+        f"max_queued_messages {MAX_QUEUED_MESSAGES}\n"
+        f"max_queued_bytes {MAX_QUEUED_BYTES}\n"
         f"plugin {plugin}\n"
         f"plugin_opt_config_file {site / 'access.json'}\n"
     )

@@ -3,9 +3,11 @@
 It subscribes through an MQTT 5 shared subscription, so several collectors can share the
 load: each process with an MQTT client id of its own (`[collector] instance`), each message
 handled in one database transaction and acknowledged only once that has committed, so
-processes sharing one database and data directory store everything once (docs/scale.md). For each event: its sealed fields opened with the collector's key, stored (once), and
-the device's events acknowledged up to the highest contiguous sequence number; a gap is
-reported as ranges. For each piece of a recording: written at its offset; when the file is
+processes sharing one database and data directory store everything once (docs/scale.md).
+
+For each event: its sealed fields opened with the collector's key, stored (once), and the
+device's events acknowledged up to the highest contiguous sequence number; a gap is reported
+as ranges. For each piece of a recording: written at its offset; when the file is
 whole, checked, synced and indexed (its metadata decrypted with the collector's key for the
 index), the recording is acknowledged with a signed ack.
 
