@@ -10,6 +10,17 @@
 
 Run against another checkout (PYTHONPATH=<checkout>/firmware) for a before/after comparison;
 it uses only the wire and the store's piece entry point, whichever that checkout has.
+
+3. Scale-out (issue 14), side by side for 1 and 2 collector processes (`linerec collector run`,
+   one shared database and data directory, one MQTT 5 shared subscription) on one mosquitto:
+   lines sustained (each line uploads a real sealed recording at 64 kbit/s, a piece a second,
+   and sends an event a second, for --seconds; sustained if every event and every recording
+   is stored within --drain seconds after the last; the line counts of --lines are tried in
+   turn until one is not), events/s (a burst of --events events from 20 devices), recordings/s
+   of a backlog (--backlog one-minute recordings from 10 devices, published at once), and the
+   collectors' CPU time per stored event in the burst. `--database URL` puts that in the
+   collectors' configuration (`[collector] database`; a PostgreSQL URL once the collector
+   takes one). `--only-scale` runs this part alone.
 """
 
 from __future__ import annotations
@@ -32,6 +43,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).parent))
 from broker import Mosquitto
 from linerec.codec import RATE
 from linerec.store.base import RecordingInfo
@@ -193,6 +205,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mib", type=int, default=200)
     parser.add_argument("--holes", default="1000,10000,30000")
+    parser.add_argument("--only-scale", action="store_true", help="part 3 alone")
+    parser.add_argument("--processes", default="1,2", help="collector processes to compare")
+    parser.add_argument("--lines", default="50,100,200,300,400,600")
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--drain", type=float, default=10.0)
+    parser.add_argument("--events", type=int, default=4000)
+    parser.add_argument("--backlog", type=int, default=40)
+    parser.add_argument(
+        "--database", metavar="URL", help="[collector] database (default: SQLite in data_dir)"
+    )
     args = parser.parse_args()
     import logging
 
@@ -200,13 +222,26 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         keygen(root / "keys")
-        for holes in (int(h) for h in args.holes.split(",")):
-            cost = piece_cost(root, holes)
-            print(f"one-byte piece into an upload with {holes} holes: {cost * 1000:.2f} ms")
-        hwm, elapsed, size = peak_rss(root, args.mib)
-        print(
-            f"upload of a {size / 2**20:.0f} MiB recording: collector peak RSS "
-            f"{hwm / 2**20:.0f} MiB, acknowledged after {elapsed:.1f} s"
+        if not args.only_scale:
+            for holes in (int(h) for h in args.holes.split(",")):
+                cost = piece_cost(root, holes)
+                print(f"one-byte piece into an upload with {holes} holes: {cost * 1000:.2f} ms")
+            hwm, elapsed, size = peak_rss(root, args.mib)
+            print(
+                f"upload of a {size / 2**20:.0f} MiB recording: collector peak RSS "
+                f"{hwm / 2**20:.0f} MiB, acknowledged after {elapsed:.1f} s"
+            )
+        from collector_scale import scale_out
+
+        scale_out(
+            root,
+            processes=[int(n) for n in args.processes.split(",")],
+            lines=[int(n) for n in args.lines.split(",")],
+            seconds=args.seconds,
+            drain=args.drain,
+            events=args.events,
+            backlog=args.backlog,
+            database=args.database,
         )
 
 

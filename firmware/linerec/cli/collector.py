@@ -226,6 +226,22 @@ def add_commands(
         "in a signed command (instead of enrolling)",
     )
     enroll.add_argument(
+        "--bridge",
+        metavar="SITE",
+        type=_device_id,
+        help="a site broker bridged to this one: its certificate and bridge configuration "
+        "(in DIR/bridges/SITE), the devices named by --device assigned to it (instead of "
+        "enrolling a device)",
+    )
+    enroll.add_argument(
+        "--device",
+        action="append",
+        default=[],
+        type=_device_id,
+        metavar="ID",
+        help="with --bridge: a device behind that site (repeatable; added to those it has)",
+    )
+    enroll.add_argument(
         "--config",
         type=Path,
         default=None,
@@ -306,12 +322,19 @@ def _verify_export(args: argparse.Namespace) -> int:
 def _enroll(args: argparse.Namespace) -> int:
     from linerec.collector.enroll import EnrollError, enroll_device, revoke, unreachable_by_broker
 
-    if [args.csr is not None, args.revoke is not None, args.renew is not None].count(True) != 1:
+    chosen = (args.csr, args.revoke, args.renew, args.bridge)
+    if [choice is not None for choice in chosen].count(True) != 1:
         print(
-            "linerec: error: enroll needs DEVICE.csr, or --revoke DEVICE, or --renew DEVICE",
+            "linerec: error: enroll needs DEVICE.csr, or --revoke DEVICE, or --renew DEVICE, "
+            "or --bridge SITE",
             file=sys.stderr,
         )
         return 2
+    if args.device and args.bridge is None:
+        print("linerec: error: --device goes with --bridge SITE", file=sys.stderr)
+        return 2
+    if args.bridge is not None:
+        return _bridge(args)
     if args.renew is not None:
         return _renew(args)
     restart = f"restart the broker: mosquitto -c {args.site.absolute() / 'mosquitto.conf'}"
@@ -344,6 +367,30 @@ def _enroll(args: argparse.Namespace) -> int:
     problem = unreachable_by_broker(args.site)
     if problem:
         print(f"linerec: warning: {problem}", file=sys.stderr)
+    return 0
+
+
+def _bridge(args: argparse.Namespace) -> int:
+    from linerec.collector.enroll import EnrollError, enroll_bridge
+
+    try:
+        bridge = enroll_bridge(
+            args.bridge,
+            args.device,
+            args.site,
+            broker_names=args.broker_name or ["localhost"],
+            port=args.port,
+            bind=args.bind,
+        )
+    except EnrollError as exc:
+        print(f"linerec: error: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"{args.bridge}: devices {', '.join(bridge.devices) or '(none yet)'}; copy "
+        f"{bridge.directory} to the site broker (same path) and append {bridge.config} to its "
+        f"mosquitto.conf; restart this broker: mosquitto -c "
+        f"{args.site.absolute() / 'mosquitto.conf'}"
+    )
     return 0
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -11,6 +13,7 @@ from linerec.collector.database import check_uri
 from linerec.collector.uploads import UploadLimits
 from linerec.config import read_toml
 from linerec.errors import ConfigError
+from linerec.ids import shown
 from linerec.store.keys import CollectorPrivate, load_private
 
 DEFAULT_PATH = Path("/etc/linerec/collector.toml")
@@ -30,7 +33,17 @@ _KEYS = {
     "max_upload_holes",
     "upload_expiry_hours",
     "event_seq_window",
+    "instance",
 }
+# An instance name goes into the MQTT client id and the log: a plain word, bounded.
+_INSTANCE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
+
+
+def default_instance() -> str:
+    """This process's instance name: host name and process id, so that every `collector run`
+    (on one machine or several, and again after a restart) has an MQTT client id of its own."""
+    host = re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname())[:40].strip(".-_") or "host"
+    return f"{host}-{os.getpid()}"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -45,6 +58,13 @@ class CollectorSettings:
     retention_days: float = 0.0  # 0 = keep until deleted by hand
     limits: UploadLimits = field(default_factory=UploadLimits)
     event_seq_window: int = EVENT_SEQ_WINDOW
+    instance: str = field(default_factory=default_instance)  # this process, among collectors
+
+    @property
+    def client_id(self) -> str:
+        """The MQTT client id of this collector process: its own, so that two processes never
+        close each other's connection; the load is shared by the shared subscription."""
+        return f"linerec-collector-{self.instance}"
 
 
 def load_collector_config(path: Path | str) -> CollectorSettings:
@@ -124,7 +144,22 @@ def load_collector_config(path: Path | str) -> CollectorSettings:
         retention_days=_days(table.get("retention_days", 0), path),
         limits=_limits(table, path),
         event_seq_window=_whole(table, path, "event_seq_window", EVENT_SEQ_WINDOW, 1, 10**9),
+        instance=_instance(table, path),
     )
+
+
+def _instance(table: dict[str, object], path: Path) -> str:
+    value = table.get("instance")
+    if value is None:
+        return default_instance()
+    if not isinstance(value, str) or not _INSTANCE.match(value):
+        raise ConfigError(
+            path,
+            "collector.instance",
+            f"must be 1-64 letters, digits, '.', '_' or '-', beginning with a letter or a "
+            f"digit (got {shown(repr(value), 80)})",
+        )
+    return value
 
 
 def _limits(table: dict[str, object], path: Path) -> UploadLimits:

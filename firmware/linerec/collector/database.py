@@ -20,7 +20,7 @@ import functools
 import re
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
@@ -80,7 +80,8 @@ def connect(location: Path | str) -> Database:
     if is_uri(location):
         return _connect_postgresql(check_uri(str(location)))
     path = Path(location)
-    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
+    # Other collector processes may hold the write lock: wait for it that long.
+    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=BUSY_TIMEOUT)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=FULL")
     db.execute("PRAGMA secure_delete=ON")  # a deleted key is overwritten, not just unlinked
@@ -109,6 +110,7 @@ def _to_format(sql: str) -> str:
     return sql.replace("%", "%%").replace("?", "%s")
 
 
+BUSY_TIMEOUT = 60.0  # seconds a SQLite writer waits for another process's write lock
 _DDL_TYPES = {"INTEGER": "BIGINT", "REAL": "DOUBLE PRECISION", "BLOB": "BYTEA"}
 
 
@@ -121,6 +123,7 @@ class Database:
         self.name = name  # the file, or the URI without its options (for messages)
         self._lock = threading.RLock()
         self._depth = 0
+        self._after_commit: list[Callable[[], None]] = []
 
     # -- running statements -----------------------------------------------------------------
 
@@ -165,10 +168,23 @@ class Database:
                 yield
             except BaseException:
                 self._depth = 0
+                self._after_commit.clear()
                 self.connection.execute("ROLLBACK")
                 raise
             self._depth = 0
             self.connection.execute("COMMIT")
+            actions, self._after_commit = self._after_commit, []
+            for action in actions:
+                action()
+
+    def after_commit(self, action: Callable[[], None]) -> None:
+        """Run `action` once the transaction under way commits (at once if none is): a file
+        the transaction makes unneeded goes only when a crash can no longer undo it."""
+        with self._lock:
+            if self._depth:
+                self._after_commit.append(action)
+                return
+        action()
 
     def close(self) -> None:
         with self._lock:

@@ -19,6 +19,11 @@
 
 * `linerec collector enroll --revoke DEVICE --site DIR`: every certificate issued to DEVICE
   goes on the revocation list and DEVICE loses all access.
+* `linerec collector enroll --bridge SITE --device ID... --site DIR`: a site broker that
+  bridges its devices to this (central) broker: a client certificate for the bridge, issued by
+  this CA (`site:<SITE>`), and its mosquitto bridge configuration in `DIR/bridges/<SITE>/`;
+  the devices named are assigned to that site (`DIR/sites.json`, each device to one site) and
+  the bridge's account may publish only for them (below).
 * `linerec collector enroll --renew DEVICE --site DIR`: a new certificate for the key of
   DEVICE's current one, before that expires; the collector sends it to the device in a signed
   `cert` command. The old one is not revoked: it stays good until it expires, so the device
@@ -33,6 +38,12 @@ subscribe only to its own `ack` and `command` topics (exact strings, no wildcard
 and publish only its own `status`, `event`, `health`, `upload/+` and `stream/+`; anything
 not allowed is denied. The plugin reads its file at start-up, so the broker is restarted
 after an enrolment or a revocation (the CRL, too, is read at start-up).
+
+A bridge's account has the rights of each of its site's devices together: publish their
+`status`, `event`, `health`, `upload/+` and `stream/+`, subscribe to their `ack` and `command`
+(exact strings), nothing else; so a site, whatever its own broker forwards, can publish only
+for the devices assigned to it. The bridge speaks MQTT 5 (the upload pieces' user properties
+must cross it) and forwards only those topics, each in the direction the API needs.
 
 Re-enrolling a device with the same key gives back its current certificate. A request with a
 new key for a device that still has a valid certificate is refused unless `replace` is given
@@ -70,6 +81,10 @@ COLLECTOR_NAME = "linerec-collector"
 # and collector over 600 MiB each. linerec's largest message is an event (the collector takes at
 # most 64 KiB) or an upload piece (32 KiB); a device sending more is disconnected.
 MAX_PACKET_BYTES = 128 * 1024
+# What the broker holds for one client beyond what is in flight to it (the collectors' share
+# above all): a burst of a few hundred lines' backlog, bounded in memory.
+MAX_QUEUED_MESSAGES = 100_000
+MAX_QUEUED_BYTES = 256 * 1024 * 1024
 BROKER_USER = "mosquitto"  # the user a packaged mosquitto drops to when started as root
 DYNSEC_PLUGINS = (
     "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so",
@@ -310,6 +325,12 @@ def enroll_device(
     if not csr.is_signature_valid:
         raise EnrollError(f"{csr_path}: the request's signature does not hold")
     device = _device_of(csr, csr_path)
+    site_of = next((n for n, ids in _sites(site.absolute()).items() if device in ids), None)
+    if site_of is not None:
+        raise EnrollError(
+            f"{csr_path}: {device} is assigned to site {site_of}, whose broker it connects to "
+            "(enrol it there); a device id belongs to one site"
+        )
     public = csr.public_key()
     if not isinstance(public, ec.EllipticCurvePublicKey):
         raise EnrollError(f"{csr_path}: expected an EC key")
@@ -349,6 +370,116 @@ def enroll_device(
         _write_crl(site, revoked)
     _broker_pieces(site, broker_names, port, bind, plugin)
     return Enrolled(cert=cert_path, revoked=newly_revoked)
+
+
+# -- site brokers bridged to this one --------------------------------------------------------
+
+BRIDGE_PREFIX = "site:"  # the bridge's certificate name: never a device id (no ':' in one)
+OUT_TOPICS = (("event", 1), ("upload/+", 1), ("stream/+", 1), ("status", 1), ("health", 0))
+IN_TOPICS = (("ack", 1), ("command", 1))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Bridge:
+    directory: Path  # DIR/bridges/<site>: what the site broker needs
+    config: Path  # the bridge section for the site broker's mosquitto.conf
+    devices: list[str]  # every device assigned to the site now
+
+
+def _sites(site: Path) -> dict[str, list[str]]:
+    path = site / "sites.json"
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except ValueError as exc:
+        raise EnrollError(f"{path}: not JSON: {exc}") from exc
+    if not isinstance(data, dict) or not all(
+        isinstance(v, list) and all(isinstance(d, str) for d in v) for v in data.values()
+    ):
+        raise EnrollError(f"{path}: not an object of site -> list of device ids")
+    return {str(k): list(v) for k, v in data.items()}
+
+
+def enroll_bridge(
+    site_name: str,
+    devices: list[str],
+    site: Path,
+    *,
+    broker_names: list[str],
+    port: int = 8883,
+    bind: str | None = None,
+) -> Bridge:
+    """Assign `devices` to the site broker `site_name` and write its bridge to this broker:
+    a key and certificate for it (made once), the CA, and the bridge section of its
+    mosquitto.conf; this broker's access rules let it publish only for its devices."""
+    if not is_device_id(site_name) or site_name in RESERVED:
+        raise EnrollError(f"site name {shown(site_name)} is not a name ({DEVICE_ID_RULE})")
+    for device in devices:
+        if not is_device_id(device) or device in RESERVED:
+            raise EnrollError(f"{shown(device)} is not a device id ({DEVICE_ID_RULE})")
+    plugin = _dynsec_plugin()
+    site = site.absolute()
+    site.mkdir(mode=0o755, parents=True, exist_ok=True)
+    (site / "devices").mkdir(mode=0o755, exist_ok=True)
+    sites = _sites(site)
+    for device in devices:
+        other = next((name for name, ids in sites.items() if device in ids), None)
+        if other is not None and other != site_name:
+            raise EnrollError(
+                f"{device} is assigned to site {other}; a device id belongs to one site "
+                f"(edit {site / 'sites.json'} to move it)"
+            )
+        if (site / "devices" / f"{device}.crt").exists():
+            raise EnrollError(
+                f"{device} is enrolled at this broker directly ({site / 'devices'}): it "
+                "connects here itself, not through a site"
+            )
+    assigned = sorted({*sites.get(site_name, []), *devices})
+    sites[site_name] = assigned
+    _write_public(site / "sites.json", json.dumps(sites, indent=1, sort_keys=True).encode())
+    _ca(site)
+    if not (site / "crl.pem").exists():
+        _write_crl(site, set())
+    _broker_pieces(site, broker_names, port, bind, plugin)
+    out = site / "bridges" / site_name
+    out.mkdir(mode=0o755, parents=True, exist_ok=True)
+    key_path, cert_path = out / "bridge.key", out / "bridge.crt"
+    if not key_path.exists():
+        write_key(key_path, ec.generate_private_key(ec.SECP256R1()))
+    if not cert_path.exists():
+        cert = _issue(site, BRIDGE_PREFIX + site_name, load_key(key_path).public_key())
+        _write_public(cert_path, cert.public_bytes(serialization.Encoding.PEM))
+    _write_public(out / "ca.crt", (site / "ca.crt").read_bytes())
+    config = out / "bridge.conf"
+    _write_public(config, bridge_config(site_name, assigned, out, broker_names[0], port).encode())
+    return Bridge(directory=out, config=config, devices=assigned)
+
+
+def bridge_config(site_name: str, devices: list[str], files: Path, host: str, port: int) -> str:
+    """The bridge section of a site broker's mosquitto.conf (it goes after the listeners)."""
+    lines = [
+        f"# linerec: site {site_name} bridged to the central broker, written by",
+        f"# `linerec collector enroll --bridge {site_name}`. Append to the site broker's",
+        "# mosquitto.conf, after its listeners; the files named are in this directory.",
+        f"connection linerec-{site_name}",
+        f"address {host}:{port}",
+        f"remote_clientid linerec-bridge-{site_name}",
+        # MQTT 5: an upload piece's offset, size and sha256 are user properties
+        "bridge_protocol_version mqttv50",
+        "try_private false",  # standard MQTT only, so any MQTT 5 broker can be the centre
+        "notifications false",  # no $SYS status topics: the centre's rules would refuse them
+        "cleansession false",
+        "restart_timeout 1 30",
+        f"bridge_cafile {files / 'ca.crt'}",
+        f"bridge_certfile {files / 'bridge.crt'}",
+        f"bridge_keyfile {files / 'bridge.key'}",
+    ]
+    for device in devices:
+        base = f"linerec/v1/{device}"
+        lines += [f"topic {base}/{name} out {qos}" for name, qos in OUT_TOPICS]
+        lines += [f"topic {base}/{name} in {qos}" for name, qos in IN_TOPICS]
+    return "\n".join(lines) + "\n"
 
 
 # -- the broker's pieces -------------------------------------------------------------------
@@ -413,6 +544,11 @@ def _broker_pieces(
         "require_certificate true\n"
         "use_identity_as_username true\n"
         f"max_packet_size {MAX_PACKET_BYTES}\n"
+        "# A burst beyond what the collectors take at once waits here, not dropped (mosquitto\n"
+        "# keeps 1000 a client by default and drops the rest silently: every appliance would\n"
+        "# send them again 10 s later, on top of the burst).\n"
+        f"max_queued_messages {MAX_QUEUED_MESSAGES}\n"
+        f"max_queued_bytes {MAX_QUEUED_BYTES}\n"
         f"plugin {plugin}\n"
         f"plugin_opt_config_file {site / 'access.json'}\n"
     )
@@ -421,16 +557,31 @@ def _broker_pieces(
 
 def _rewrite_access(site: Path) -> None:
     devices = sorted(path.stem for path in (site / "devices").glob("*.crt"))
-    _write_public(site / "access.json", json.dumps(access_rules(devices), indent=1).encode())
+    rules = access_rules(devices, _sites(site))
+    _write_public(site / "access.json", json.dumps(rules, indent=1).encode())
 
 
 def _acl(kind: str, topic: str) -> dict[str, Any]:
     return {"acltype": kind, "topic": topic, "allow": True, "priority": 0}
 
 
-def access_rules(devices: list[str]) -> dict[str, Any]:
-    """The dynamic security plugin's configuration: one role per device, one for the
-    collector; whatever no rule allows is denied (unsubscribing is harmless, so allowed)."""
+def _device_acls(device: str) -> list[dict[str, Any]]:
+    """What one device may do: publish its own topics, hear its own acks and commands."""
+    base = f"linerec/v1/{device}"
+    return [
+        *(
+            _acl("publishClientSend", f"{base}/{t}")
+            for t in ("status", "event", "health", "upload/+", "stream/+")
+        ),
+        *(_acl("subscribeLiteral", f"{base}/{t}") for t in ("ack", "command")),
+        *(_acl("publishClientReceive", f"{base}/{t}") for t in ("ack", "command")),
+    ]
+
+
+def access_rules(devices: list[str], sites: dict[str, list[str]] | None = None) -> dict[str, Any]:
+    """The dynamic security plugin's configuration: one role per device, one per bridged
+    site (its devices' rights together), one for the collector; whatever no rule allows is
+    denied (unsubscribing is harmless, so allowed)."""
     roles = [
         {
             "rolename": COLLECTOR_NAME,
@@ -454,21 +605,12 @@ def access_rules(devices: list[str]) -> dict[str, Any]:
     ]
     clients = [{"username": COLLECTOR_NAME, "roles": [{"rolename": COLLECTOR_NAME}]}]
     for device in devices:
-        base = f"linerec/v1/{device}"
-        roles.append(
-            {
-                "rolename": f"device-{device}",
-                "acls": [
-                    *(
-                        _acl("publishClientSend", f"{base}/{t}")
-                        for t in ("status", "event", "health", "upload/+", "stream/+")
-                    ),
-                    *(_acl("subscribeLiteral", f"{base}/{t}") for t in ("ack", "command")),
-                    *(_acl("publishClientReceive", f"{base}/{t}") for t in ("ack", "command")),
-                ],
-            }
-        )
+        roles.append({"rolename": f"device-{device}", "acls": _device_acls(device)})
         clients.append({"username": device, "roles": [{"rolename": f"device-{device}"}]})
+    for name, assigned in sorted((sites or {}).items()):
+        acls = [acl for device in assigned for acl in _device_acls(device)]
+        roles.append({"rolename": f"site-{name}", "acls": acls})
+        clients.append({"username": BRIDGE_PREFIX + name, "roles": [{"rolename": f"site-{name}"}]})
     return {
         "defaultACLAccess": {
             "publishClientSend": False,

@@ -1,9 +1,13 @@
 """The collector: receives events and recordings from appliances and acknowledges them.
 
 It subscribes through an MQTT 5 shared subscription, so several collectors can share the
-load. For each event: its sealed fields opened with the collector's key, stored (once), and
-the device's events acknowledged up to the highest contiguous sequence number; a gap is
-reported as ranges. For each piece of a recording: written at its offset; when the file is
+load: each process with an MQTT client id of its own (`[collector] instance`), each message
+handled in one database transaction and acknowledged only once that has committed, so
+processes sharing one database and data directory store everything once (docs/scale.md).
+
+For each event: its sealed fields opened with the collector's key, stored (once), and the
+device's events acknowledged up to the highest contiguous sequence number; a gap is reported
+as ranges. For each piece of a recording: written at its offset; when the file is
 whole, checked, synced and indexed (its metadata decrypted with the collector's key for the
 index), the recording is acknowledged with a signed ack.
 
@@ -28,13 +32,16 @@ import mmap
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any, cast
 
 import paho.mqtt.client as mqtt
 from cryptography.exceptions import InvalidTag
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from linerec.collector.config import CollectorSettings
 from linerec.collector.sealed import open_event
@@ -73,7 +80,7 @@ class Collector:
         self,
         settings: CollectorSettings,
         *,
-        client_id: str = "linerec-collector",
+        client_id: str | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
@@ -83,17 +90,33 @@ class Collector:
         self.ready = threading.Event()
         self.problems: list[str] = []
         self._discarded: dict[tuple[str, str], float] = {}  # (device, id) of dropped streams
+        self._acks: list[tuple[str, dict[str, Any]]] = []  # to send once committed
         self.client = make_client(
-            client_id, settings.broker, ca=settings.ca, cert=settings.cert, key=settings.client_key
+            client_id or settings.client_id,
+            settings.broker,
+            ca=settings.ca,
+            cert=settings.cert,
+            key=settings.client_key,
         )
         self.client.reconnect_delay_set(min_delay=1, max_delay=30)
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
         self.client.on_subscribe = self._on_subscribe
+        self.client.on_disconnect = self._on_disconnect
 
     def start(self) -> None:
         broker = self.settings.broker
-        self.client.connect_async(broker.host, broker.port, keepalive=30)
+        # A clean session that ends with the connection (session expiry 0): the broker deals
+        # a shared subscription's messages only to members connected now, so a process that
+        # is killed or cut off leaves no session behind for its share to pile up in (its
+        # client id, with a process id in it, may never come back). What was in flight to it
+        # unacknowledged comes again from the appliance, which resends until the signed ack
+        # (docs/scale.md, "Sessions").
+        session = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        session.SessionExpiryInterval = 0
+        self.client.connect_async(
+            broker.host, broker.port, keepalive=30, clean_start=True, properties=session
+        )
         self.client.loop_start()
 
     def stop(self) -> None:
@@ -151,7 +174,17 @@ class Collector:
                 ("linerec/v1/+/health", 0),
             ]
         )
-        log.info("collector connected")
+        log.info("collector %s connected", self.settings.instance)
+
+    def _on_disconnect(
+        self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any
+    ) -> None:
+        if reason.is_failure:  # not our own stop: another client with our id, a broker restart
+            log.warning(
+                "collector %s lost its connection to the broker (%s): reconnecting",
+                self.settings.instance,
+                reason,
+            )
 
     def _on_subscribe(
         self, client: mqtt.Client, userdata: Any, mid: int, reasons: Any, properties: Any
@@ -164,9 +197,9 @@ class Collector:
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         where = shown_topic(message.topic)
-        try:
-            device, rest = parse_topic(message.topic)
-            with self._lock:
+        with self._lock:
+            try:
+                device, rest = parse_topic(message.topic)
                 if rest == ["event"]:
                     self._event(device, where, bytes(message.payload))
                 elif len(rest) == 2 and rest[0] == "upload":
@@ -177,18 +210,40 @@ class Collector:
                     self._fleet(device, rest[0], where, bytes(message.payload))
                 else:
                     raise ApiError(f"{where}: not a topic the collector reads")
-        except ApiError as exc:
-            self._problem(str(exc))
-        except Exception as exc:  # one bad message must not stop the collector
-            log.exception("while handling a message on %s", where)
-            self._problem(f"{where}: {exc}")
+            except ApiError as exc:
+                self._problem(str(exc))
+            except Exception as exc:  # one bad message must not stop the collector
+                log.exception("while handling a message on %s", where)
+                self._problem(f"{where}: {exc}")
+            finally:
+                self._send_acks()
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """One database transaction for what a message changes (transaction.py): another
+        collector process sharing the database waits, or is waited for, but never writes in
+        between. Acks queued inside go out only once it is committed; if it is not, they
+        never go, and the appliance sends again."""
+        queued = len(self._acks)
+        try:
+            with self.store.transaction():
+                yield
+        except BaseException:
+            del self._acks[queued:]
+            raise
+
+    def _send_acks(self) -> None:
+        acks, self._acks = self._acks, []
+        for device, body in acks:
+            self.client.publish(topic(device, "ack"), sign(self.settings.key.signing, body), qos=1)
 
     def _fleet(self, device: str, kind: str, where: str, payload: bytes) -> None:
         """Keep a device's latest status or health for the console's fleet page."""
         from linerec.collector.fleet import parse_health, parse_status
 
         body = (parse_status if kind == "status" else parse_health)(where, payload)
-        self.store.keep_status(device, kind, body, self._clock())
+        with self._writing():
+            self.store.keep_status(device, kind, body, self._clock())
 
     # -- events ------------------------------------------------------------------------------
 
@@ -205,6 +260,11 @@ class Collector:
         seq = body.get("seq") if isinstance(body, dict) else None
         if type(seq) is not int or seq < 1:  # not bool: True is an int to Python
             raise ApiError(f"{where}: an event needs a positive integer seq")
+        opened = self._open_event(where, body)  # outside the transaction: others may write
+        with self._writing():
+            self._store_event(device, where, seq, opened)
+
+    def _store_event(self, device: str, where: str, seq: int, opened: dict[str, Any]) -> None:
         upto = self.store.contiguous_seq(device)
         window = self.settings.event_seq_window
         if seq > upto + window:
@@ -218,7 +278,6 @@ class Collector:
                 {"kind": "rejected", "device": device, "seq": seq, "reason": reason},
             )
             return
-        opened = self._open_event(where, body)
         self.store.add_event(device, opened, self._clock())
         if opened.get("event") == "recording_deleted" and opened.get("reason") in LEFT_OUT:
             self._left_out(device, opened)
@@ -300,6 +359,19 @@ class Collector:
             raise ApiError(f"{where}: {problem}: not stored")
         # Told (again) at most twice an upload: at its first and at its last piece.
         tell = offset == 0 or offset + len(payload) == size
+        piece = Piece(
+            device=device,
+            recording_id=recording_id,
+            offset=offset,
+            size=size,
+            sha256=digest,
+            data=payload,
+        )
+        with self._writing():  # one step, whichever collector process has the piece
+            self._take_piece(piece, where, tell)
+
+    def _take_piece(self, piece: Piece, where: str, tell: bool) -> None:
+        device, recording_id, digest = piece.device, piece.recording_id, piece.sha256
         stored = self.store.stored(device, recording_id)
         if stored is not None and stored[1] == digest:  # redelivered after we acked: ack again
             self._ack(
@@ -316,24 +388,14 @@ class Collector:
             return
         streamed = self.store.uploads.is_streaming(device, recording_id)
         try:
-            part = self.store.uploads.add(
-                Piece(
-                    device=device,
-                    recording_id=recording_id,
-                    offset=offset,
-                    size=size,
-                    sha256=digest,
-                    data=payload,
-                ),
-                self._clock(),
-            )
+            part = self.store.uploads.add(piece, self._clock())
         except UploadRefused as exc:
             self._problem(f"device {device}: {where}: {exc}: refused, not stored")
             if tell:
                 self._reject(device, recording_id, digest, str(exc))
             return
         if part is None:
-            self._progress(device, recording_id, digest, offset, streamed)
+            self._progress(device, recording_id, digest, piece.offset, streamed)
             return
         try:
             facts = self._facts(device, recording_id, part)
@@ -359,7 +421,8 @@ class Collector:
         if problem:
             raise ApiError(f"{where}: {problem}: not stored")
         if "discard" in props:
-            self._drop_stream(device, recording_id)
+            with self._writing():
+                self._drop_stream(device, recording_id)
             log.info("device %s: %s discarded while open (opted out)", device, recording_id)
             self._ack(device, {"kind": "discarded", "device": device, "id": recording_id})
             return
@@ -374,6 +437,12 @@ class Collector:
             )
         if offset < 0:
             raise ApiError(f"{where}: piece at byte {offset}: not stored")
+        with self._writing():
+            self._take_stream_piece(device, recording_id, where, offset, payload)
+
+    def _take_stream_piece(
+        self, device: str, recording_id: str, where: str, offset: int, payload: bytes
+    ) -> None:
         if (device, recording_id) in self._discarded:
             return  # late: the call was opted out
         if self.store.stored(device, recording_id) is not None:
@@ -512,7 +581,8 @@ class Collector:
         )
 
     def _ack(self, device: str, body: dict[str, Any]) -> None:
-        self.client.publish(topic(device, "ack"), sign(self.settings.key.signing, body), qos=1)
+        """Sent when the message has been handled and what it says is committed."""
+        self._acks.append((device, body))
 
     def _problem(self, message: str) -> None:
         log.warning("%s", message)

@@ -36,6 +36,7 @@ import logging
 import os
 import time
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -87,10 +88,19 @@ class CollectorStore:
             raise
         self.uploads = Uploads(self.db, data_dir / "incoming", limits or UploadLimits())
 
+    def transaction(self) -> AbstractContextManager[None]:
+        """One write transaction (joined by any begun inside it): what several collector
+        processes read and then write stays right whoever else writes (database.py)."""
+        return self.db.transaction()
+
     # -- events ------------------------------------------------------------------------------
 
     def add_event(self, device: str, body: dict[str, Any], received_at: float) -> bool:
         """Store an event once (False if it was here already); moves the device's mark."""
+        with self.transaction():  # the mark is read and moved as one step
+            return self._add_event(device, body, received_at)
+
+    def _add_event(self, device: str, body: dict[str, Any], received_at: float) -> bool:
         seq = int(body["seq"])
         added = self.db.execute(
             "INSERT INTO events (device, seq, body, received_at) VALUES (?, ?, ?, ?) "
@@ -263,7 +273,8 @@ class CollectorStore:
                 upsert("vault_keys", ("device", "id", "key"), ("device", "id")),
                 (device, recording_id, key),
             )
-        part.unlink(missing_ok=True)  # (the other process, if it kept it too, may have)
+            # kept until it is indexed: the message's transaction commits
+            self.db.after_commit(lambda: part.unlink(missing_ok=True))
         return final
 
     def read_recording(self, recording_id: str, path: Path, device: str | None = None) -> bytes:

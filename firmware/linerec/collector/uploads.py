@@ -161,7 +161,9 @@ class Uploads:
                 )
         part = self.part(device, recording_id)
         part.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(part, os.O_WRONLY | os.O_CREAT, 0o640)
+        # A fresh upload starts from an empty file (what a dropped one held may still be there:
+        # its part file goes only once the drop is committed).
+        fd = os.open(part, os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if fresh else 0), 0o640)
         try:
             os.pwrite(fd, piece.data, piece.offset)
         finally:
@@ -245,7 +247,14 @@ class Uploads:
             self.db.execute(
                 "DELETE FROM uploads WHERE device = ? AND id = ?", (device, recording_id)
             )
-        self.part(device, recording_id).unlink(missing_ok=True)
+            self.db.after_commit(lambda: self._unlink_unowned(device, recording_id))
+
+    def _unlink_unowned(self, device: str, recording_id: str) -> None:
+        """The part file of a dropped upload, unless the upload began again meanwhile."""
+        if not self.db.execute(
+            "SELECT 1 FROM uploads WHERE device = ? AND id = ?", (device, recording_id)
+        ).fetchone():
+            self.part(device, recording_id).unlink(missing_ok=True)
 
     def under_way(self) -> list[dict[str, object]]:
         cursor = self.db.execute(
@@ -257,13 +266,21 @@ class Uploads:
     def expire(self, now: float) -> list[str]:
         """Drop uploads with no piece for `expire_after` seconds, and part files no upload
         owns (left by a crash); returns 'device/id' of each dropped."""
+        # In one write transaction: another collector process writes a piece into its part
+        # file only inside one of its own, so no part file seen here is a piece half-added.
+        with self.db.transaction():
+            return self._expire(now)
+
+    def _expire(self, now: float) -> list[str]:
         gone = []
         limit = now - self.limits.expire_after
+        dropped = set()  # their part files go below with the strays, said once
         for device, recording_id in self.db.execute(
             "SELECT device, id FROM uploads WHERE touched_at < ?", (limit,)
         ).fetchall():
             self.drop(device, recording_id)
             gone.append(f"{device}/{recording_id}")
+            dropped.add(self.part(device, recording_id))
         owned = {
             self.part(device, recording_id)
             for device, recording_id in self.db.execute("SELECT device, id FROM uploads")
@@ -271,7 +288,8 @@ class Uploads:
         for stray in self.incoming.glob("*/*"):
             if stray not in owned and stray.is_file():
                 stray.unlink()
-                gone.append(f"{stray.parent.name}/{stray.name}")
+                if stray not in dropped:
+                    gone.append(f"{stray.parent.name}/{stray.name}")
         for directory in self.incoming.glob("*"):
             if directory.is_dir() and not any(directory.iterdir()):
                 directory.rmdir()
