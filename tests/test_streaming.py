@@ -846,3 +846,130 @@ def test_a_collector_that_lost_a_stream_gets_the_whole_again(site: Site) -> None
     stored = site.collector.store.stored("box1", writer.id)
     assert stored is not None
     assert stored[1] == hashlib.sha256(writer.path.read_bytes()).hexdigest()
+
+
+class Device:
+    """A device's own MQTT session, publishing stream messages as an appliance does, and the
+    collector's signed acks to it, in order."""
+
+    def __init__(self, port: int, public_key: Path, device: str = "box1") -> None:
+        import queue
+
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        from linerec.mqttapi import verify
+
+        self.device = device
+        self.acks: queue.Queue[dict[str, object]] = queue.Queue()
+        signing = load_public(public_key).signing
+        self.client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5
+        )
+        self.client.on_message = lambda client, userdata, message: self.acks.put(
+            verify(signing, bytes(message.payload), message.topic)
+        )
+        subscribed = threading.Event()
+        self.client.on_subscribe = lambda *args: subscribed.set()
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        self.client.subscribe(f"linerec/v1/{device}/ack", qos=1)
+        assert subscribed.wait(10)
+
+    def stream(self, recording_id: str, offset: int, data: bytes) -> None:
+        self._publish(recording_id, data, [("offset", str(offset))])
+
+    def discard(self, recording_id: str) -> None:
+        self._publish(recording_id, b"", [("discard", "opted-out")])
+
+    def _publish(self, recording_id: str, data: bytes, user: list[tuple[str, str]]) -> None:
+        from paho.mqtt.packettypes import PacketTypes
+        from paho.mqtt.properties import Properties
+
+        properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+        properties.UserProperty = user
+        info = self.client.publish(
+            f"linerec/v1/{self.device}/stream/{recording_id}", data, qos=1, properties=properties
+        )
+        info.wait_for_publish(10)
+
+    def ack(self, kind: str, recording_id: str) -> dict[str, object]:
+        """The next ack of `kind` for `recording_id` (others before it are passed over)."""
+        deadline = time.monotonic() + 20
+        while True:
+            ack = self.acks.get(timeout=max(deadline - time.monotonic(), 0.01))
+            if (ack.get("kind"), ack.get("id")) == (kind, recording_id):
+                return ack
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+def running_collector(config: Path) -> tuple[Collector, Callable[[], None]]:
+    collector = Collector(load_collector_config(config))
+    stop = threading.Event()
+    thread = threading.Thread(target=collector.run, args=(stop,), daemon=True)
+    thread.start()
+    assert collector.ready.wait(10)
+
+    def stopped() -> None:
+        stop.set()
+        thread.join(10)
+        collector.store.db.close()
+
+    return collector, stopped
+
+
+def test_a_discarded_stream_stays_discarded_across_a_collector_restart(tmp_path: Path) -> None:
+    """Opted out mid-call: the collector drops the stream and keeps a record of it in its
+    database, so a piece that comes late (redelivered, or still in flight) after the
+    collector restarted is not kept either."""
+    keygen(tmp_path / "keys")
+    broker = Mosquitto(tmp_path).start()
+    config = tmp_path / "collector.toml"
+    config.write_text(
+        f'[collector]\nbroker = "{broker.url}"\nallow_plaintext = true\ndata_dir = "central"\n'
+        'key = "keys/collector.key"\n'
+    )
+    opted_out = "box1-00000001-20261130T000000Z-line1"
+    other = "box1-00000002-20261130T000100Z-line2"
+    collector, stop = running_collector(config)
+    device = Device(broker.port, tmp_path / "keys" / "collector.pub")
+    try:
+        device.stream(opted_out, 0, b"\1" * 4096)
+        assert device.ack("streamed", opted_out)["received"] == 4096
+        device.discard(opted_out)
+        device.ack("discarded", opted_out)
+        assert collector.store.uploads.under_way() == []
+        stop()
+        collector, stop = running_collector(config)  # a new process, the same database
+        device.stream(opted_out, 4096, b"\2" * 4096)  # late
+        device.stream(other, 0, b"\3" * 4096)  # handled after the late one: in order
+        assert device.ack("streamed", other)["received"] == 4096
+        assert [row["id"] for row in collector.store.uploads.under_way()] == [other]
+        assert not collector.store.uploads.part("box1", opted_out).exists()
+    finally:
+        device.close()
+        stop()
+        broker.stop()
+
+
+def test_a_version_2_database_gains_the_discarded_streams(tmp_path: Path) -> None:
+    """Schema 2 -> 3: the table of discarded streams is added; what was there stays."""
+    import sqlite3
+
+    from linerec.collector.schema import SCHEMA, SCHEMA_VERSION
+    from linerec.collector.store import CollectorStore
+
+    db_path = tmp_path / "collector.db"
+    old = sqlite3.connect(db_path)
+    old.executescript(SCHEMA.split("CREATE TABLE IF NOT EXISTS stream_discards")[0])
+    old.execute("INSERT INTO holds VALUES ('box1', 'box1-00000001-20261130T000000Z-line1')")
+    old.execute("PRAGMA user_version = 2")
+    old.commit()
+    old.close()
+    store = CollectorStore(tmp_path / "central", db_path)
+    assert store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+    assert store.is_held("box1", "box1-00000001-20261130T000000Z-line1")
+    assert store.db.execute("SELECT * FROM stream_discards").fetchall() == []

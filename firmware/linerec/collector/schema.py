@@ -3,7 +3,8 @@
 `PRAGMA user_version` is the schema version: 0 is the first one (recordings, keys and holds
 keyed by recording id alone, received ranges of an upload as one JSON list); 1 keys all three
 by (device, id), keeps received ranges one row each and adds the quarantine and the event marks;
-2 keeps whether each recording's start time came from a synchronised clock (retention).
+2 keeps whether each recording's start time came from a synchronised clock (retention); 3 keeps
+the streams a device discarded (opted out), so a piece that comes late is not kept.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import time
 
 from linerec.ids import device_of
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -64,6 +65,9 @@ CREATE TABLE IF NOT EXISTS quarantine (
     reason TEXT NOT NULL, path TEXT NOT NULL, received_at REAL NOT NULL,
     PRIMARY KEY (device, id, sha256)
 );
+CREATE TABLE IF NOT EXISTS stream_discards (
+    device TEXT NOT NULL, id TEXT NOT NULL, at REAL NOT NULL, PRIMARY KEY (device, id)
+);
 """
 
 
@@ -75,10 +79,9 @@ def open_schema(db: sqlite3.Connection) -> None:
     ).fetchone()
     db.execute("BEGIN IMMEDIATE")
     try:
-        if existing and version == 0:
-            _from_0(db)
-        elif existing and version == 1:
-            _from_1(db)
+        if existing:
+            for step in range(version, SCHEMA_VERSION):
+                STEPS[step](db)
         _create(db)
         db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         db.execute("COMMIT")
@@ -145,3 +148,14 @@ def _from_1(db: sqlite3.Connection) -> None:
     columns = {row[1] for row in db.execute("PRAGMA table_info(recordings)")}
     if "clock_synchronized" not in columns:
         db.execute("ALTER TABLE recordings ADD COLUMN clock_synchronized INTEGER")
+
+
+def _from_2(db: sqlite3.Connection) -> None:
+    """Version 2 -> 3: the discarded streams are kept (none were, before: an empty table)."""
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS stream_discards (device TEXT NOT NULL, id TEXT NOT NULL, "
+        "at REAL NOT NULL, PRIMARY KEY (device, id))"
+    )
+
+
+STEPS = {0: _from_0, 1: _from_1, 2: _from_2}
