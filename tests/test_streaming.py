@@ -141,10 +141,11 @@ def site(tmp_path: Path) -> Iterator[Site]:
     )
     uplink.start()
     wait_until(lambda: uplink.connected, "the uplink to connect")
+    running = Site(tmp_path, broker, collector, ring, uplink)
     try:
-        yield Site(tmp_path, broker, collector, ring, uplink)
+        yield running
     finally:
-        uplink.stop()
+        running.uplink.stop()  # the one running now (a test may have started another)
         stop.set()
         thread.join(10)
         broker.stop()
@@ -468,7 +469,8 @@ def test_a_kill_mid_call_is_completed_from_the_card(
 ) -> None:
     """SIGKILL mid-call: the collector holds the call up to its last streamed chunk; after
     recovery the card's cut recording begins with exactly those bytes, and its sealed upload
-    completes the collector's copy: the two agree, marked cut."""
+    completes the collector's copy, sending again at most the little the card had not noted
+    of what the collector holds (not the call from its beginning): the two agree, marked cut."""
     from linerec.config import load_config
     from linerec.daemon.storage import open_store
     from linerec.store.ring import read_entry
@@ -479,6 +481,7 @@ def test_a_kill_mid_call_is_completed_from_the_card(
         broker,
         ["at = 0.5\noff_hook = true", 'say = "caller"', 'say = "office"', 'say = "caller"'],
     )
+    wire = Wire(broker.port)
     daemon = subprocess.Popen([*LINEREC, "run", "--config", str(config)], stderr=subprocess.PIPE)
 
     def held() -> int:
@@ -486,10 +489,11 @@ def test_a_kill_mid_call_is_completed_from_the_card(
         return int(rows[0]["received"]) if rows else 0  # type: ignore[call-overload]
 
     try:
-        wait_until(lambda: held() >= 6 * 4096, "a few seconds streamed", timeout=60)
+        wait_until(lambda: held() >= 24 * 4096, "a dozen seconds streamed", timeout=60)
     finally:
         daemon.kill()
         daemon.wait(10)
+    killed = len(wire.messages)
     (live,) = collector.store.uploads.in_progress()
     recording_id = str(live["id"])
     received = collector.store.uploads.received("box1", recording_id)
@@ -505,6 +509,13 @@ def test_a_kill_mid_call_is_completed_from_the_card(
         text=True,
     )
     assert flush.returncode == 0, flush.stderr
+    wire.close()
+    resent = sum(  # bytes the collector held at the kill, published again
+        max(min(int(properties["offset"]) + len(payload), received) - int(properties["offset"]), 0)
+        for name, properties, payload in wire.messages[killed:]
+        if name.endswith(f"/upload/{recording_id}")
+    )
+    assert resent <= 8 * 4096  # what was not noted yet (4 blocks) and the acks in flight
     (row,) = collector.store.recordings()
     assert (row["id"], row["state"]) == (recording_id, "cut")
     stored = collector.store.stored("box1", recording_id)
@@ -973,3 +984,38 @@ def test_a_version_2_database_gains_the_discarded_streams(tmp_path: Path) -> Non
     assert store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
     assert store.is_held("box1", "box1-00000001-20261130T000000Z-line1")
     assert store.db.execute("SELECT * FROM stream_discards").fetchall() == []
+
+
+def test_an_uplink_restarted_mid_call_sends_nothing_the_collector_holds(site: Site) -> None:
+    """The uplink stops and starts again while the call goes on (the daemon's uplink restarted,
+    the same ring open): the stream goes on from what the collector holds by its signed word,
+    kept on the card, and nothing it holds is published again, stream or sealed upload."""
+    wire = Wire(site.broker.port)
+    writer = site.begin()
+    talk(site, writer, 3.0, "the call streamed")
+    held = len(site.held(writer.id))
+    wait_until(lambda: site.uplink.streams.held(writer.id) == held, "the collector's word")
+    site.uplink.stop()
+    before = len(wire.messages)
+    public = load_public(site.root / "keys" / "collector.pub")
+    outbox = EventOutbox(site.root / "ring" / "outbox", recipients=[public])
+    site.uplink = Uplink(site.uplink.settings, site.ring, outbox)
+    site.uplink.start()
+    wait_until(lambda: site.uplink.connected, "the uplink to connect again")
+    talk(site, writer, 2.0, "the call streamed on")
+    writer.seal(ended_by="hang-up")
+    wait_until(lambda: site.ring.entries[writer.id].acknowledged, "the signed ack of the whole")
+    wire.close()
+    sent = [
+        (int(properties["offset"]), len(payload))
+        for name, properties, payload in wire.messages[before:]
+        if name.rsplit("/", 2)[-2:] in (["stream", writer.id], ["upload", writer.id])
+        and "offset" in properties
+    ]
+    assert sent and min(offset for offset, _ in sent) >= held  # nothing held went again
+    whole = writer.path.read_bytes()
+    assert sum(size for _, size in sent) <= len(whole) - held + 4096  # the seal's block
+    stored = site.collector.store.stored("box1", writer.id)
+    assert stored is not None and stored[1] == hashlib.sha256(whole).hexdigest()
+    # acknowledged whole: what was noted of its stream goes from the card
+    assert list((site.root / "ring" / "outbox" / "uploads").glob("*")) == []

@@ -49,6 +49,9 @@ from linerec.uplink.stream import Streams
 log = logging.getLogger(__name__)
 
 IN_FLIGHT = 16  # QoS 1 messages published and not yet PUBACKed
+# Bytes of a stream the collector may hold beyond what the card has noted: after a power cut
+# at most this much is sent again (a write to the card per ~2 s of G.711 a line, not per ack).
+NOTE_STREAMED_EVERY = 4 * BLOCK
 RESEND_AFTER = 10.0  # seconds without the collector's ack before sending again
 
 
@@ -99,6 +102,10 @@ class Uplink:
         self._held: dict[str, tuple[str, int]] = {}  # id -> (sha256, bytes) the collector holds
         for marker in self._discards_dir().glob("*"):  # opted out before a restart: say so
             self.streams.discard(marker.name.removesuffix(".tmp"))  # a torn one counts too
+        self._noted: dict[str, int] = {}  # streamed bytes noted on the card (writer thread)
+        for recording_id, received in self._streamed_on_card().items():
+            self.streams.restore(recording_id, received)  # resume there, not from byte 0
+            self._noted[recording_id] = received
         if settings.stream:
             ring.on_synced = self._synced
             ring.on_discard = self._discarding
@@ -118,6 +125,8 @@ class Uplink:
     def stop(self) -> None:
         """A clean stop: `stopped` in the retained status (the will is for unclean ones); the
         outbox writes every event queued before it stops."""
+        # What the collector holds of each stream, to the byte, for the next start.
+        self.outbox.submit(functools.partial(self._note_streamed, every=1))
         self.outbox.flush(timeout=10)  # a card that hangs must not hold up the stop for ever
         self._stop.set()
         self.kick()
@@ -264,12 +273,14 @@ class Uplink:
                 self.streams.acknowledged(
                     str(ack.get("id")), end if isinstance(end, int) else 0, ack["received"]
                 )
+                self._note_streamed()
             elif ack.get("kind") == "discarded" and isinstance(ack.get("id"), str):
                 # It names files: only one of ours (a second ack of one is nothing to do).
                 if ack["id"] in self.streams.discarded():
                     self.streams.discard_acknowledged(ack["id"])
                     for name in (ack["id"], ack["id"] + ".tmp"):
                         (self._discards_dir() / name).unlink(missing_ok=True)
+                    self._forget_progress(ack["id"])
             elif ack.get("kind") == "progress" and isinstance(ack.get("received"), int):
                 if ack["received"] == 0:  # the collector lost what it had, streamed or not
                     self.streams.forget(str(ack.get("id")))
@@ -288,6 +299,7 @@ class Uplink:
                 if entry is not None and ack.get("sha256") == _sha256(entry.path):
                     self.ring.acknowledge(ack["id"], payload)
                     self.streams.forget(ack["id"])
+                    self._forget_progress(ack["id"])
                 elif entry is not None:
                     raise ApiError(f"{where}: ack for {ack['id']} names other content")
             else:
@@ -443,6 +455,41 @@ class Uplink:
         path = self._progress_path(recording_id)
         private_dir(path.parent)
         write_private(path, json.dumps({"sha256": digest, "received": received}).encode())
+
+    def _note_streamed(self, every: int = NOTE_STREAMED_EVERY) -> None:
+        """On the writer thread: keep on the card how much of each stream the collector holds
+        (signed `received`), once it has grown by `every` bytes since last noted, so that after
+        a restart or a power cut the stream or the sealed upload resumes there."""
+        for recording_id, received in self.streams.holdings().items():
+            if received - self._noted.get(recording_id, 0) < every or received <= 0:
+                continue
+            path = self._progress_path(recording_id)
+            try:
+                if "sha256" in json.loads(path.read_text()):
+                    continue  # the sealed upload has begun: its own progress is what counts
+            except (OSError, ValueError):
+                pass  # none yet (or torn): noted afresh
+            private_dir(path.parent)
+            write_private(path, json.dumps({"streamed": received}).encode())
+            if recording_id not in self._noted:
+                sync_dir(path.parent)  # a new name: it must outlive a power cut too
+            self._noted[recording_id] = received
+
+    def _streamed_on_card(self) -> dict[str, int]:
+        noted = {}
+        for path in (self.outbox.dir / "uploads").glob("*.json"):
+            try:
+                streamed = json.loads(path.read_text()).get("streamed")
+            except (OSError, ValueError, AttributeError):
+                continue
+            if type(streamed) is int and streamed > 0:
+                noted[path.stem] = streamed
+        return noted
+
+    def _forget_progress(self, recording_id: str) -> None:
+        """Acknowledged whole, or discarded: nothing more of it will be sent."""
+        self._progress_path(recording_id).unlink(missing_ok=True)
+        self._noted.pop(recording_id, None)
 
     def _resume_offset(self, recording_id: str, digest: str) -> int:
         try:

@@ -73,8 +73,16 @@ class Streams:
                 return
             stream = self._open.get(recording_id)
             if stream is None:
+                held = self._received.pop(recording_id, 0)  # what it held before a restart
                 self._open[recording_id] = _Stream(
-                    path=path, line=line, durable=offset, heard_at=self._clock()
+                    path=path,
+                    line=line,
+                    durable=offset,
+                    sent=held,
+                    acked=held,
+                    skipped_to=held,
+                    heard_at=self._clock(),
+                    received=held,
                 )
             else:
                 stream.durable = max(stream.durable, offset)
@@ -97,6 +105,13 @@ class Streams:
                 stream.heard_at = self._clock()
             elif recording_id not in self._discarded:
                 self._received[recording_id] = received
+
+    def restore(self, recording_id: str, received: int) -> None:
+        """After a restart: the collector said it holds bytes 0..received (kept on the card).
+        A stream of it that opens again goes on from there; a sealed upload begins there."""
+        with self._lock:
+            if recording_id not in self._discarded and recording_id not in self._open:
+                self._received[recording_id] = max(self._received.get(recording_id, 0), received)
 
     def discard_acknowledged(self, recording_id: str) -> None:
         with self._lock:
@@ -169,6 +184,14 @@ class Streams:
     def forget(self, recording_id: str) -> None:
         with self._lock:
             self._received.pop(recording_id, None)
+
+    def holdings(self) -> dict[str, int]:
+        """What the collector holds from byte 0 of every stream not yet uploaded whole."""
+        with self._lock:
+            return {
+                **self._received,
+                **{recording_id: s.received for recording_id, s in self._open.items()},
+            }
 
     def held(self, recording_id: str) -> int:
         """Bytes of an open recording the collector has said it holds from byte 0."""
