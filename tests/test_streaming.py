@@ -1019,3 +1019,52 @@ def test_an_uplink_restarted_mid_call_sends_nothing_the_collector_holds(site: Si
     assert stored is not None and stored[1] == hashlib.sha256(whole).hexdigest()
     # acknowledged whole: what was noted of its stream goes from the card
     assert list((site.root / "ring" / "outbox" / "uploads").glob("*")) == []
+
+
+def test_a_listener_stopped_by_a_signal_is_audited_with_how_long(
+    tmp_path: Path, central: tuple[Mosquitto, Collector]
+) -> None:
+    """`collector listen` ended by SIGTERM (a supervisor's session closed, `timeout`) or SIGHUP
+    (the terminal went) still leaves its `listen ended` record: how long, and how it ended."""
+    broker, collector = central
+    config = daemon_site(
+        tmp_path,
+        broker,
+        ["at = 0.5\noff_hook = true", 'say = "caller"', 'say = "office"', 'say = "caller"'],
+    )
+    daemon = subprocess.Popen([*LINEREC, "run", "--config", str(config)], stderr=subprocess.PIPE)
+    try:
+        wait_until(lambda: collector.store.uploads.in_progress() != [], "the call streaming", 60)
+        for number, signum in enumerate((signal.SIGTERM, signal.SIGHUP)):
+            listener = subprocess.Popen(
+                [
+                    *LINEREC,
+                    "collector",
+                    "listen",
+                    "box1",
+                    "line1",
+                    "--reason",
+                    f"coaching {number}",
+                    "--config",
+                    str(tmp_path / "collector.toml"),
+                ],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+            assert listener.stdout is not None
+            heard = listener.stdout.read(44 + 2 * 4064)  # the header and a chunk: it is live
+            assert len(heard) == 44 + 2 * 4064
+            listener.send_signal(signum)
+            listener.stdout.close()
+            assert listener.wait(20) == 0, listener.stderr.read() if listener.stderr else ""
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(20)
+    audit = [a for a in collector.store.audit_log() if a["action"].startswith("listen")]
+    assert [(a["action"], a["reason"].split(" (")[0]) for a in audit] == [
+        ("listen", "coaching 0"),
+        ("listen ended", "coaching 0"),
+        ("listen", "coaching 1"),
+        ("listen ended", "coaching 1"),
+    ]
+    assert all(a["reason"].endswith(" s, stopped)") for a in audit[1::2])
