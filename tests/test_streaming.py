@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -1068,3 +1069,43 @@ def test_a_listener_stopped_by_a_signal_is_audited_with_how_long(
         ("listen ended", "coaching 1"),
     ]
     assert all(a["reason"].endswith(" s, stopped)") for a in audit[1::2])
+
+
+def test_health_telemetry_says_how_far_behind_live_each_lines_stream_is(site: Site) -> None:
+    """The retained health message, as the broker carries it: `stream_lag` per line with a call
+    streaming (seconds on the card the collector has not acknowledged), as the API documents."""
+    wire = Wire(site.broker.port)
+    writer = site.begin()
+    talk(site, writer, 1.0, "the first second streamed")
+    synced = site.on_card(writer)
+    wait_until(lambda: site.uplink.streams.held(writer.id) >= synced, "the collector's word")
+    site.uplink.publish_health({})
+    with site.collector._lock:  # the collector stalls: the line falls behind live
+        write(writer, speech(3.0, seed=2))
+        site.on_card(writer)
+        rate = 8000 * 4096 / 4064
+        wait_until(lambda: site.uplink.streams.lag(rate)["line1"] > 2.5, "the lag to grow")
+        site.uplink.publish_health({})
+        wait_until(lambda: len(health(wire)) == 2, "the health messages")
+    writer.seal(ended_by="hang-up")
+    wait_until(lambda: site.ring.entries[writer.id].acknowledged, "the signed ack of the whole")
+    site.uplink.publish_health({})
+    wait_until(lambda: len(health(wire)) == 3, "the health after the hang-up")
+    wire.close()
+    live, behind, after = health(wire)
+    assert live["stream_lag"]["line1"] < 1.0  # caught up: at most what is in flight
+    assert behind["stream_lag"]["line1"] > 2.5
+    assert after["stream_lag"] == {}  # no call streaming
+    import jsonschema
+
+    from test_asyncapi import channel_for, message_schema
+
+    # the daemon adds the rest of the health; the stream's fields are as the API documents
+    schema = message_schema(channel_for("linerec/v1/box1/health")[1])["payload"]["properties"]
+    for body in (live, behind, after):
+        for field in ("stream_lag", "stream_skipped"):
+            jsonschema.validate(body[field], schema[field])
+
+
+def health(wire: Wire) -> list[dict[str, Any]]:
+    return [json.loads(p) for name, _, p in list(wire.messages) if name.endswith("/health")]
