@@ -1109,3 +1109,58 @@ def test_health_telemetry_says_how_far_behind_live_each_lines_stream_is(site: Si
 
 def health(wire: Wire) -> list[dict[str, Any]]:
     return [json.loads(p) for name, _, p in list(wire.messages) if name.endswith("/health")]
+
+
+def test_a_daemon_restarted_mid_call_resumes_where_the_collector_holds(
+    tmp_path: Path, central: tuple[Mosquitto, Collector]
+) -> None:
+    """`linerec run` killed mid-call and started again: it recovers the cut recording and
+    uploads it from what the collector holds of its stream (noted on the card), not from
+    byte 0; counted at the broker."""
+    broker, collector = central
+    config = daemon_site(
+        tmp_path,
+        broker,
+        ["at = 0.5\noff_hook = true", 'say = "caller"', 'say = "office"', 'say = "caller"'],
+    )
+    wire = Wire(broker.port)
+    run = [*LINEREC, "run", "--config", str(config)]
+    daemon = subprocess.Popen(run, stderr=subprocess.PIPE)
+    try:
+        wait_until(
+            lambda: any(
+                int(str(r["received"])) >= 24 * 4096 for r in collector.store.uploads.in_progress()
+            ),
+            "a dozen seconds streamed",
+            timeout=60,
+        )
+    finally:
+        daemon.kill()
+        daemon.wait(10)
+    (cut,) = collector.store.uploads.in_progress()
+    recording_id = str(cut["id"])
+    received = collector.store.uploads.received("box1", recording_id)
+    killed = len(wire.messages)
+    daemon = subprocess.Popen(run, stderr=subprocess.PIPE)  # the call plays again: a new one
+    try:
+        wait_until(
+            lambda: collector.store.stored("box1", recording_id) is not None,
+            "the cut recording stored",
+            timeout=60,
+        )
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(20)
+        wire.close()
+    resent = sum(
+        max(min(int(properties["offset"]) + len(payload), received) - int(properties["offset"]), 0)
+        for name, properties, payload in wire.messages[killed:]
+        if name.endswith((f"/upload/{recording_id}", f"/stream/{recording_id}"))
+        and "offset" in properties
+    )
+    assert resent <= 8 * 4096  # what was not noted yet (4 blocks) and the acks in flight
+    row = next(r for r in collector.store.recordings() if r["id"] == recording_id)
+    assert row["state"] == "cut"
+    card = tmp_path / "ring" / f"{recording_id}.lrec"  # acknowledged, kept until evicted
+    stored = collector.store.stored("box1", recording_id)
+    assert stored is not None and stored[1] == hashlib.sha256(card.read_bytes()).hexdigest()
