@@ -190,6 +190,10 @@ def stream_worker(
                 "audio": audio,
                 "call_cpu": call_cpu,
                 "audio_path_cpu": audio_path,
+                "threads": {  # paho's thread is named after its client id
+                    name.split("-linerec-")[0]: cpu - start_threads.get(name, 0.0)
+                    for name, cpu in threads.items()
+                },
                 "total_cpu": total_cpu,
                 "delivered": delivered,
                 "skipped": up.streams.skipped,

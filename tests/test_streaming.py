@@ -1164,3 +1164,32 @@ def test_a_daemon_restarted_mid_call_resumes_where_the_collector_holds(
     card = tmp_path / "ring" / f"{recording_id}.lrec"  # acknowledged, kept until evicted
     stored = collector.store.stored("box1", recording_id)
     assert stored is not None and stored[1] == hashlib.sha256(card.read_bytes()).hexdigest()
+
+
+def test_streaming_wakes_only_the_streams_not_a_scan_of_the_outbox_and_ring(
+    site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each chunk synced and each `streamed` ack wakes the sender for the streams alone: the
+    events outbox and the ring (which may hold thousands of recordings) are looked through
+    when something there changed or now and then, not several times a chunk."""
+    import linerec.uplink.client
+
+    monkeypatch.setattr(linerec.uplink.client, "FULL_PASS_EVERY", 600.0, raising=False)
+    scans: list[str] = []
+    real = site.ring.sealed
+
+    def sealed() -> list[Any]:
+        scans.append(threading.current_thread().name)
+        return real()
+
+    monkeypatch.setattr(site.ring, "sealed", sealed)
+    before = len(scans)
+    writer = site.begin()
+    site.uplink.kick()  # as an event would: one look through everything
+    talk(site, writer, 4.0, "the call streamed")
+    streamed = site.collector.store.uploads.received("box1", writer.id) // 4096
+    assert streamed >= 8
+    assert scans[before:].count("uplink") <= 2  # not one (or two) a chunk
+    writer.seal(ended_by="hang-up")
+    site.uplink.kick()  # the recording_sealed event does this in the daemon
+    wait_until(lambda: site.ring.entries[writer.id].acknowledged, "the signed ack of the whole")

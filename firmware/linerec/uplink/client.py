@@ -53,6 +53,7 @@ IN_FLIGHT = 16  # QoS 1 messages published and not yet PUBACKed
 # at most this much is sent again (a write to the card per ~2 s of G.711 a line, not per ack).
 NOTE_STREAMED_EVERY = 4 * BLOCK
 RESEND_AFTER = 10.0  # seconds without the collector's ack before sending again
+FULL_PASS_EVERY = 1.5  # seconds between looks through the outbox and the ring unasked
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -91,6 +92,11 @@ class Uplink:
         )
         outbox.on_durable = self.kick  # an event is on the card: it may go now
         self._wake = threading.Condition()
+        # What the sender is woken for (under _wake): a stream's chunks and acks come a few
+        # times a second a line and need only the streams looked at; anything else (an event,
+        # a sealed recording, an ack of a whole, a connect) a look through everything.
+        self._full_pass = True
+        self._streams_due = False
         self._stop = threading.Event()
         self._connected = threading.Event()
         self._session = 0  # bumped on every connect: what was sent before must go again
@@ -142,6 +148,13 @@ class Uplink:
     def kick(self) -> None:
         """Something new waits (an event, a sealed recording): send it now."""
         with self._wake:
+            self._full_pass = True
+            self._wake.notify_all()
+
+    def _kick_streams(self) -> None:
+        """New bytes of an open recording on the card, room in a stream's window, a discard."""
+        with self._wake:
+            self._streams_due = True
             self._wake.notify_all()
 
     @property
@@ -251,6 +264,7 @@ class Uplink:
     def _received(self, name: str, payload: bytes) -> None:
         """An ack or a command, on the store's writer thread."""
         where = f"topic {name}"
+        wake = self.kick
         if name.endswith("/command"):
             try:
                 command = self.commands.check(payload, where)
@@ -274,6 +288,7 @@ class Uplink:
                     str(ack.get("id")), end if isinstance(end, int) else 0, ack["received"]
                 )
                 self._note_streamed()
+                wake = self._kick_streams  # room in its window: only the streams to look at
             elif ack.get("kind") == "discarded" and isinstance(ack.get("id"), str):
                 # It names files: only one of ours (a second ack of one is nothing to do).
                 if ack["id"] in self.streams.discarded():
@@ -307,19 +322,33 @@ class Uplink:
         except (ApiError, OSError, KeyError) as exc:
             log.warning("ignored a message: %s", exc)
             self._on_problem(str(exc))
-        self.kick()
+        wake()
 
     # -- sending ---------------------------------------------------------------------------
 
     def _send_loop(self) -> None:
+        next_pass = 0.0
         while not self._stop.is_set():
+            with self._wake:
+                while not (self._full_pass or self._streams_due or self._stop.is_set()):
+                    left = next_pass - time.monotonic()
+                    if left <= 0:  # now and then unasked: what is due again by time
+                        self._full_pass = True
+                        break
+                    self._wake.wait(timeout=left)
+                full = self._full_pass
+                self._full_pass = self._streams_due = False
+            if self._stop.is_set():
+                return
+            if full:
+                next_pass = time.monotonic() + FULL_PASS_EVERY * (0.7 + 0.6 * random.random())
             if self._connected.is_set():
                 try:
-                    self._send_pending()
+                    self._send_pending() if full else self._send_streams()
                 except (OSError, RuntimeError) as exc:
                     log.warning("uplink send failed, will retry: %s", exc)
-            with self._wake:
-                self._wake.wait(timeout=1.0 + random.random())
+                    with self._wake:
+                        self._wake.wait(timeout=1.0)  # not at once again
 
     def _due(self, key: str) -> bool:
         # Sent in this session and not acknowledged for a while: the collector may not have
@@ -380,7 +409,7 @@ class Uplink:
         entry = self.ring.entries.get(recording_id)
         if entry is not None and entry.state == STATE_OPEN:
             self.streams.synced(recording_id, entry.path, entry.line, offset)
-            self.kick()
+            self._kick_streams()
 
     def _discarding(self, recording_id: str) -> None:
         """On the main loop: a recording is discarded (opt-out). Nothing more of it goes; the
@@ -388,7 +417,7 @@ class Uplink:
         the card (written by the writer thread) keeps telling it across restarts."""
         self.streams.discard(recording_id)
         self.outbox.submit(functools.partial(self._mark_discarded, recording_id))
-        self.kick()
+        self._kick_streams()
 
     def _discards_dir(self) -> Path:
         return self.outbox.dir / "discards"
