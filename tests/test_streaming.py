@@ -1193,3 +1193,26 @@ def test_streaming_wakes_only_the_streams_not_a_scan_of_the_outbox_and_ring(
     writer.seal(ended_by="hang-up")
     site.uplink.kick()  # the recording_sealed event does this in the daemon
     wait_until(lambda: site.ring.entries[writer.id].acknowledged, "the signed ack of the whole")
+
+
+def test_the_discarded_streams_kept_are_bounded_per_device(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stolen box discarding streams without end pushes out only its own oldest records."""
+    import linerec.collector.discards
+    from linerec.collector.discards import StreamDiscards
+    from linerec.collector.store import CollectorStore
+
+    KEPT = 20
+    monkeypatch.setattr(linerec.collector.discards, "KEPT", KEPT)
+
+    store = CollectorStore(tmp_path / "central", tmp_path / "collector.db")
+    discards = StreamDiscards(store.db)
+    discards.add("box2", "box2-00000001-20261130T000000Z-line1", 0.0)
+    for n in range(KEPT + 2):
+        discards.add("box1", f"box1-{n + 1:08d}-20261130T000000Z-line1", float(n))
+    assert ("box2", "box2-00000001-20261130T000000Z-line1") in discards
+    assert ("box1", "box1-00000001-20261130T000000Z-line1") not in discards
+    assert ("box1", "box1-00000002-20261130T000000Z-line1") not in discards
+    assert ("box1", "box1-00000003-20261130T000000Z-line1") in discards
+    assert store.db.execute("SELECT COUNT(*) FROM stream_discards").fetchone()[0] == KEPT + 1
