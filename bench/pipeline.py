@@ -538,6 +538,18 @@ def streaming_figures(trees: list[tuple[str, Path | None]], args: argparse.Names
             f"{'all delivered' if delivered else 'NOT ALL DELIVERED'}, "
             f"stream skipped ahead over {skipped} bytes at most"
         )
+        names = sorted({n for rs in results.values() for r in rs for n in r["threads"]})
+        print(
+            "  by thread, CPU ms per audio s during the call, on / off: "
+            + ", ".join(
+                f"{n} "
+                + " / ".join(
+                    f"{1000 * statistics.median(r['threads'].get(n, 0.0) / r['audio'] for r in results[mode]):.2f}"
+                    for mode in ("on", "off")
+                )
+                for n in names
+            )
+        )
 
 
 def main() -> None:
