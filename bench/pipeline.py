@@ -542,14 +542,15 @@ def streaming_figures(trees: list[tuple[str, Path | None]], args: argparse.Names
         print(
             "  by thread, CPU ms per audio s during the call, on / off: "
             + ", ".join(
-                f"{n} "
-                + " / ".join(
-                    f"{1000 * statistics.median(r['threads'].get(n, 0.0) / r['audio'] for r in results[mode]):.2f}"
-                    for mode in ("on", "off")
-                )
+                f"{n} {per_thread(results['on'], n):.2f} / {per_thread(results['off'], n):.2f}"
                 for n in names
             )
         )
+
+
+def per_thread(results: list[dict[str, Any]], name: str) -> float:
+    """Median CPU ms per audio second of one thread over the runs."""
+    return 1000 * statistics.median(r["threads"].get(name, 0.0) / r["audio"] for r in results)
 
 
 def main() -> None:
