@@ -61,7 +61,9 @@ class Streams:
         self._window = window
         self._piece = piece
         self._open: dict[str, _Stream] = {}
-        self._received: dict[str, int] = {}  # of streams that ended: where the upload resumes
+        # Of streams not open: ended (where the sealed upload resumes), or held before a
+        # restart (noted on the card; a stream that opens again goes on from there).
+        self._received: dict[str, int] = {}
         self._discarded: set[str] = set()  # to tell the collector (until it acknowledges)
         self.skipped = 0  # bytes skipped ahead over, since start (telemetry)
 
