@@ -313,6 +313,7 @@ def test_the_stream_window_is_bounded_and_skips_to_live() -> None:
     (due,) = streams.due()
     assert (due.start, due.end) == (0, 3 * BLOCK)
     streams.sent("r", due.end)
+    assert not streams.acknowledged("r", BLOCK, BLOCK)  # room all along: nothing to wake for
     streams.synced("r", Path("r.lrec"), "line1", 5 * BLOCK)
     (due,) = streams.due()
     assert (due.start, due.end) == (3 * BLOCK, 5 * BLOCK)
@@ -320,7 +321,7 @@ def test_the_stream_window_is_bounded_and_skips_to_live() -> None:
     assert streams.due() == []  # 5 blocks in flight, window 4: wait for the collector
     streams.synced("r", Path("r.lrec"), "line1", 20 * BLOCK)
     assert streams.due() == []
-    streams.acknowledged("r", 5 * BLOCK, 5 * BLOCK)
+    assert streams.acknowledged("r", 5 * BLOCK, 5 * BLOCK)  # room made in a full window
     (due,) = streams.due()  # 15 blocks behind: skip to the newest 4
     assert (due.start, due.end) == (16 * BLOCK, 20 * BLOCK)
     assert streams.skipped == 11 * BLOCK

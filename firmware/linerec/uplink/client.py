@@ -284,11 +284,12 @@ class Uplink:
                 self.outbox.acknowledge(ack["upto"])
             elif ack.get("kind") == "streamed" and isinstance(ack.get("received"), int):
                 end = ack.get("end")
-                self.streams.acknowledged(
+                room = self.streams.acknowledged(
                     str(ack.get("id")), end if isinstance(end, int) else 0, ack["received"]
                 )
                 self._note_streamed()
-                wake = self._kick_streams  # room in its window: only the streams to look at
+                # Live, a window is seldom full: the sender is woken only if this made room.
+                wake = self._kick_streams if room else lambda: None
             elif ack.get("kind") == "discarded" and isinstance(ack.get("id"), str):
                 # It names files: only one of ours (a second ack of one is nothing to do).
                 if ack["id"] in self.streams.discarded():

@@ -98,15 +98,24 @@ class Streams:
 
     # -- from the collector (its signed acks) -------------------------------------------------
 
-    def acknowledged(self, recording_id: str, end: int, received: int) -> None:
+    def acknowledged(self, recording_id: str, end: int, received: int) -> bool:
+        """True if this made room in a full window: bytes waiting on the card may go now."""
         with self._lock:
             stream = self._open.get(recording_id)
             if stream is not None:
+                full = self._in_flight(stream) >= self._window
                 stream.acked = max(stream.acked, end)
                 stream.received = received
                 stream.heard_at = self._clock()
-            elif recording_id not in self._discarded:
+                return full and self._in_flight(stream) < self._window
+            if recording_id not in self._discarded:
                 self._received[recording_id] = received
+            return False
+
+    @staticmethod
+    def _in_flight(stream: _Stream) -> int:
+        """Bytes published and not acknowledged (counted from where it last skipped ahead)."""
+        return stream.sent - min(max(stream.acked, stream.skipped_to), stream.sent)
 
     def restore(self, recording_id: str, received: int) -> None:
         """After a restart: the collector said it holds bytes 0..received (kept on the card).
@@ -135,8 +144,7 @@ class Streams:
             for recording_id, stream in self._open.items():
                 if stream.durable <= stream.sent:
                     continue
-                in_flight = stream.sent - min(max(stream.acked, stream.skipped_to), stream.sent)
-                if in_flight >= self._window:
+                if self._in_flight(stream) >= self._window:
                     if self._clock() - stream.heard_at < STALL:
                         continue  # the window is full: wait for the collector
                     # No answer: lost on the way (a broker restarted before the collector
