@@ -1217,3 +1217,70 @@ def test_the_discarded_streams_kept_are_bounded_per_device(
     assert ("box1", "box1-00000002-20261130T000000Z-line1") not in discards
     assert ("box1", "box1-00000003-20261130T000000Z-line1") in discards
     assert store.db.execute("SELECT COUNT(*) FROM stream_discards").fetchone()[0] == KEPT + 1
+
+
+def test_a_listener_hears_to_the_end_while_the_sealed_whole_is_still_arriving(
+    tmp_path: Path,
+) -> None:
+    """At the hang-up the collector takes the stream as the beginning of the sealed upload (it
+    is no longer "streaming") before the whole has arrived: a listener in that moment waits for
+    the rest and hears the call to its end, rather than taking it for discarded."""
+    import paho.mqtt.client as mqtt
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    from linerec.collector.listen import listen
+
+    keygen(tmp_path / "keys")
+    (tmp_path / "collector.toml").write_text(
+        '[collector]\nbroker = "mqtt://127.0.0.1:1"\nallow_plaintext = true\n'
+        'data_dir = "central"\nkey = "keys/collector.key"\n'
+    )
+    collector = Collector(load_collector_config(tmp_path / "collector.toml"))  # not connected
+    ring = RingStore(
+        tmp_path / "ring",
+        recipients=[load_public(tmp_path / "keys" / "collector.pub")],
+        identity=Ed25519PrivateKey.generate(),
+        device_id="box1",
+    )
+    writer = Site(tmp_path, None, collector, ring, None).begin()  # type: ignore[arg-type]
+    write(writer, speech(3.0))
+    streamed = writer.written.offset
+
+    def message(name: str, data: bytes, **properties: object) -> mqtt.MQTTMessage:
+        sent = mqtt.MQTTMessage(topic=f"linerec/v1/box1/{name}/{writer.id}".encode())
+        sent.payload = data
+        sent.properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+        sent.properties.UserProperty = [(k, str(v)) for k, v in properties.items()]
+        return sent
+
+    for offset in range(0, streamed, 4096):  # the stream, as the collector got it
+        piece = writer.path.read_bytes()[offset : offset + 4096]
+        collector._stream("box1", writer.id, "stream", message("stream", piece, offset=offset))
+    writer.seal(ended_by="hang-up")
+    whole = writer.path.read_bytes()
+    digest = hashlib.sha256(whole).hexdigest()
+    # in two pieces, the first half of the last chunk and then the rest
+    upload = [(streamed, streamed + 2048), (streamed + 2048, len(whole))]
+
+    def arrives(seconds: float) -> None:  # each time the listener waits, a piece comes
+        if upload:
+            start, end = upload.pop(0)
+            collector._piece(
+                "box1",
+                writer.id,
+                "upload",
+                message("upload", whole[start:end], offset=start, size=len(whole), sha256=digest),
+            )
+
+    import io
+
+    out = io.BytesIO()
+    heard = listen(collector.store, collector.settings.key, "box1", writer.id, out, sleep=arrives)
+    assert heard.ended == "sealed", (heard, upload, collector.problems)
+    assert collector.store.stored("box1", writer.id) is not None
+    kept = decrypt(whole, load_private(tmp_path / "keys" / "collector.key")).samples
+    audio = np.frombuffer(out.getvalue()[44:], dtype="<i2")
+    # from the chunk it joined at (the newest streamed) to the last one, which came sealed
+    assert len(audio) > 4064 and np.array_equal(audio, kept[-len(audio) :])

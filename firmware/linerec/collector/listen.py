@@ -138,8 +138,11 @@ def listen(
                             return Heard(recording_id, written / RATE, "sealed")
         except FileNotFoundError:
             pass
-        if not streaming:  # sealed (the whole arrived) or dropped (opted out)
+        if not streaming:  # sealed (the whole arrived or is arriving) or dropped (opted out)
             stored = store.stored(device, recording_id)
+            if stored is None and store.uploads.has(device, recording_id):
+                sleep(POLL)  # the sealed upload has taken the stream over: the rest is coming
+                continue
             if stored is None:
                 return Heard(recording_id, written / RATE, "discarded")
             # The last chunks came with the sealed upload, not the stream: the listener hears

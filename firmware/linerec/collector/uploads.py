@@ -200,6 +200,13 @@ class Uploads:
             for device, recording_id, touched_at in rows
         ]
 
+    def has(self, device: str, recording_id: str) -> bool:
+        """An upload of it is under way (streamed or sealed)."""
+        row = self.db.execute(
+            "SELECT 1 FROM uploads WHERE device = ? AND id = ?", (device, recording_id)
+        ).fetchone()
+        return row is not None
+
     def is_streaming(self, device: str, recording_id: str) -> bool:
         row = self.db.execute(
             "SELECT sha256 FROM uploads WHERE device = ? AND id = ?", (device, recording_id)
