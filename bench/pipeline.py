@@ -24,10 +24,18 @@ Medians throughout (of `--runs` runs each, paced ones too).
    runs one period behind capture, as on a device).
 6. Start-up: `linerec run` with the simulated backend, from spawn to READY=1 on a real
    NOTIFY_SOCKET.
+7. Streaming (issue 15): the same daemon path with an `[uplink]` to a real mosquitto and a
+   real collector (`linerec collector run`, its own process: its CPU is not the appliance's),
+   one call paced at `--stream-speed` times real time, `[uplink] stream = true` and `false`
+   run alternately in one run: the daemon process's CPU (all threads) per audio second during
+   the call, and up to the collector's signed ack of the whole recording (streaming sends
+   during the call what the sealed upload would send after it). Medians, and on/off ratios.
+   The bytes the stream skipped ahead over are printed: a stream that skipped would have done
+   less work than a live one.
 
 Targets (issue 19): >= x1000 real time flat out; <= 1.5 ms CPU per second of audio paced;
 four lines <= 4x one line; resampling <= 0.05 ms per period; notice <= 30 ms after debounce;
-start-up <= 1 s busy; peak RSS <= 45 MB.
+start-up <= 1 s busy; peak RSS <= 45 MB. Issue 15: streaming adds <= 20 % CPU.
 """
 
 from __future__ import annotations
@@ -75,10 +83,13 @@ def hour_call(hours: float, line: str = "line1") -> str:
 # -- workers: each runs in its own process, against the tree on its PYTHONPATH ----------------
 
 
-def worker(call_file: Path, store: Path, speed: float, lines: int) -> None:
+def worker(
+    call_file: Path, store: Path, speed: float, lines: int, uplink: list[str] | None = None
+) -> None:
     """One throughput run; prints a JSON line. The simulated lines are set up first (their
     audio written to the files the ALSA plugin reads); the clock runs from the daemon's start
-    to its orderly stop."""
+    to its orderly stop. With `uplink` (broker URL, collector key, device id, "on"/"off"):
+    see stream_worker."""
     import threading
 
     from linerec.daemon.backends import open_sim_backend
@@ -101,6 +112,9 @@ def worker(call_file: Path, store: Path, speed: float, lines: int) -> None:
             sealed.append(event)
 
     _, public = demo_keys(store)
+    if uplink is not None:
+        stream_worker(config, backend, uplink, sealed, emit)
+        return
     recorder = build_recorder(config, backend, emit=emit, recipients=[public])
     end = max(backend.script_end(name) for name in names) + 1.5
     start_cpu, start_wall = time.process_time(), time.perf_counter()
@@ -109,6 +123,100 @@ def worker(call_file: Path, store: Path, speed: float, lines: int) -> None:
     audio = sum(e.duration for e in sealed)  # type: ignore[attr-defined]
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"audio": audio, "cpu": cpu, "wall": wall, "rss_mb": rss_mb}))
+
+
+def stream_worker(
+    config: Any,
+    backend: Any,
+    uplink: list[str],
+    sealed: list[Any],
+    emit: Callable[[object], None],
+) -> None:
+    """The daemon with an [uplink]: CPU of the call, and up to the collector's ack of it."""
+    import dataclasses
+    import threading
+
+    from linerec.broker import Broker
+    from linerec.config import UplinkConfig
+    from linerec.daemon.recorder import build_recorder
+
+    url, collector_key, device, mode = uplink
+    settings = UplinkConfig(
+        broker=Broker.parse(url, allow_plaintext=True),
+        url=url,
+        device_id=device,
+        collector=Path(collector_key),
+        ca=None,
+        cert=None,
+        key=None,
+        stream=mode == "on",
+    )
+    config = dataclasses.replace(config, device_id=device, uplink=settings)
+    # Sealed to the collector's key, as on a site (the collector indexes what it can open).
+    recorder = build_recorder(config, backend, emit=emit, recipients=[Path(collector_key)])
+    assert recorder.uplink is not None
+    up = recorder.uplink
+    names = [line.name for line in config.lines]
+    end = max(backend.script_end(name) for name in names) + 1.5
+    up.start()
+    deadline = time.monotonic() + 30
+    while not up.connected and time.monotonic() < deadline:
+        time.sleep(0.01)
+    start_cpu, start_threads = time.process_time(), thread_cpu()
+    recorder.daemon.start()
+    try:
+        recorder.daemon.run(threading.Event(), until=end)
+        threads = thread_cpu()  # before the capture threads stop
+    finally:
+        recorder.daemon.shutdown()
+    call_cpu = time.process_time() - start_cpu
+    # The audio path: the main loop (analysis, policy, delay line, store), the capture threads
+    # and the store's sync thread. The uplink's own threads (sender, paho's, the store writer
+    # that checks acks) are the rest.
+    audio_path = sum(
+        cpu - start_threads.get(name, 0.0)
+        for name, cpu in threads.items()
+        if name in ("MainThread", "store-sync") or name.startswith("capture-")
+    )
+    deadline = time.monotonic() + 120
+    while recorder.store.sealed() and time.monotonic() < deadline:  # until acknowledged
+        time.sleep(0.01)
+    delivered = not recorder.store.sealed()
+    total_cpu = time.process_time() - start_cpu
+    up.stop()
+    audio = sum(e.duration for e in sealed)
+    print(
+        json.dumps(
+            {
+                "audio": audio,
+                "call_cpu": call_cpu,
+                "audio_path_cpu": audio_path,
+                "threads": {  # paho's thread is named after its client id
+                    name.split("-linerec-")[0]: cpu - start_threads.get(name, 0.0)
+                    for name, cpu in threads.items()
+                },
+                "total_cpu": total_cpu,
+                "delivered": delivered,
+                "skipped": up.streams.skipped,
+            }
+        )
+    )
+
+
+def thread_cpu() -> dict[str, float]:
+    """CPU seconds (user + system) of each live thread of this process, by name (Linux)."""
+    import threading
+
+    ticks = os.sysconf("SC_CLK_TCK")
+    cpu = {}
+    for thread in threading.enumerate():
+        try:
+            stat = Path(f"/proc/self/task/{thread.native_id}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()  # from field 3 (state) on
+        cpu[thread.name] = (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+    return cpu
 
 
 def resample_worker() -> None:
@@ -216,6 +324,64 @@ def startup(tree: Path | None, runs: int) -> list[float]:
             proc.wait(10)
             sock.close()
     return times
+
+
+def streaming_cost(
+    tree: Path | None, seconds: float, speed: float, runs: int
+) -> dict[str, list[dict[str, Any]]]:
+    """Streaming on and off, alternately, against one mosquitto and one collector process."""
+    sys.path.insert(0, str(HERE.parents[1] / "tests"))
+    from broker import Mosquitto
+    from linerec.store.keys import keygen
+
+    results: dict[str, list[dict[str, Any]]] = {"on": [], "off": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        keygen(root / "keys")
+        broker = Mosquitto(root).start()
+        (root / "collector.toml").write_text(
+            f'[collector]\nbroker = "{broker.url}"\nallow_plaintext = true\n'
+            'data_dir = "central"\nkey = "keys/collector.key"\n'
+        )
+        collector = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "linerec.cli",
+                "collector",
+                "run",
+                "--config",
+                str(root / "collector.toml"),
+            ],
+            env=_env(tree),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            call = root / "call.toml"
+            call.write_text(hour_call(seconds / 3600))
+            for run in range(runs):
+                for mode in ("on", "off") if run % 2 == 0 else ("off", "on"):
+                    results[mode].append(
+                        _json(
+                            tree,
+                            "--worker",
+                            str(call),
+                            str(root / f"store-{mode}-{run}"),
+                            "--speed",
+                            str(speed),
+                            "--uplink",
+                            broker.url,
+                            str(root / "keys" / "collector.pub"),
+                            f"bench-{mode}-{run}",
+                            mode,
+                        )
+                    )
+        finally:
+            collector.terminate()
+            collector.wait(20)
+            broker.stop()
+    return results
 
 
 def floor_arecord_sox(hours: float) -> float | None:
@@ -346,12 +512,58 @@ def sox_resample_cpu() -> float:
     return cpu / (seconds * 50)
 
 
+def streaming_figures(trees: list[tuple[str, Path | None]], args: argparse.Namespace) -> None:
+    for name, tree in trees:
+        results = streaming_cost(tree, args.stream_seconds, args.stream_speed, args.runs)
+        if any("error" in r for rs in results.values() for r in rs):
+            print(f"streaming, {name}: this tree cannot run it")
+            continue
+        figures = {}
+        for mode, rs in results.items():
+            figures[mode] = {
+                key: 1000 * statistics.median(r[key] / r["audio"] for r in rs)
+                for key in ("audio_path_cpu", "call_cpu", "total_cpu")
+            }
+        delivered = all(r["delivered"] for rs in results.values() for r in rs)
+        skipped = max(r["skipped"] for r in results["on"])
+        on, off = figures["on"], figures["off"]
+        print(
+            f"streaming, {name}: one call of {args.stream_seconds:g} s at x{args.stream_speed:g} "
+            f"real time, {args.runs} runs each, alternating; daemon CPU ms per audio s, "
+            f"stream on / off: audio path threads during the call {on['audio_path_cpu']:.2f} / "
+            f"{off['audio_path_cpu']:.2f} (x{on['audio_path_cpu'] / off['audio_path_cpu']:.2f}), "
+            f"whole process during the call {on['call_cpu']:.2f} / {off['call_cpu']:.2f} "
+            f"(x{on['call_cpu'] / off['call_cpu']:.2f}), up to the collector's ack "
+            f"{on['total_cpu']:.2f} / {off['total_cpu']:.2f} "
+            f"(x{on['total_cpu'] / off['total_cpu']:.2f}); target <= x1.20; "
+            f"{'all delivered' if delivered else 'NOT ALL DELIVERED'}, "
+            f"stream skipped ahead over {skipped} bytes at most"
+        )
+        names = sorted({n for rs in results.values() for r in rs for n in r["threads"]})
+        print(
+            "  by thread, CPU ms per audio s during the call, on / off: "
+            + ", ".join(
+                f"{n} {per_thread(results['on'], n):.2f} / {per_thread(results['off'], n):.2f}"
+                for n in names
+            )
+        )
+
+
+def per_thread(results: list[dict[str, Any]], name: str) -> float:
+    """Median CPU ms per audio second of one thread over the runs."""
+    return 1000 * statistics.median(r["threads"].get(name, 0.0) / r["audio"] for r in results)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hours", type=float, default=1.0)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--compare", type=Path, help="an older checkout, measured beside this one")
+    parser.add_argument("--stream-seconds", type=float, default=60.0, help="call streamed")
+    parser.add_argument("--stream-speed", type=float, default=4.0, help="x real time")
+    parser.add_argument("--only-streaming", action="store_true")
     parser.add_argument("--worker", nargs=2, type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--uplink", nargs=4, help=argparse.SUPPRESS)
     parser.add_argument("--speed", type=float, default=0.0, help=argparse.SUPPRESS)
     parser.add_argument("--lines", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--resample-worker", action="store_true", help=argparse.SUPPRESS)
@@ -359,7 +571,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.worker:
         call_file, store = args.worker
-        worker(call_file, store, speed=args.speed, lines=args.lines)
+        worker(call_file, store, speed=args.speed, lines=args.lines, uplink=args.uplink)
         return
     if args.resample_worker:
         resample_worker()
@@ -375,6 +587,9 @@ def main() -> None:
         f"linerec bench/pipeline.py — {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}, "
         f"Python {sys.version.split()[0]}; medians; columns: {', '.join(n for n, _ in trees)}"
     )
+    streaming_figures(trees, args)
+    if args.only_streaming:
+        return
     rows: list[tuple[str, list[str], str]] = []
     factors: dict[str, float] = {}
     flat: dict[str, list[dict[str, float]]] = {name: [] for name, _ in trees}

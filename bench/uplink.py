@@ -24,7 +24,12 @@ process (threads), as they would on two machines.
    sampled every frame: p50, p99, max. Live delay, from the capture of a chunk's first sample
    to the collector's ack that holds it: p50, p99 (the daemon's 200 ms delay line comes on top).
    The process's CPU time per audio second with streaming on and off (the audio path itself
-   does no more work: the stream is read and published by the uplink's thread).
+   does no more work: the stream is read and published by the uplink's thread; the audio
+   path's own share is measured in bench/pipeline.py). Live listening: `collector listen`'s
+   own loop (collector/listen.py, on its own database connection) follows the first line's
+   call from 2 s in; for each chunk it writes out, the delay from the capture of the chunk's
+   first sample to the moment it is written: p50, p99, max (what a supervisor hears, before
+   the player's own buffer; the daemon's 200 ms delay line comes on top).
 """
 
 from __future__ import annotations
@@ -261,10 +266,57 @@ def lines(root: Path, port: int, count: int, seconds: float) -> tuple[int, int, 
     return offered_events, stored_events, count, stored_recordings
 
 
+class Heard:
+    """A listener's output: when each write came, and how many samples had come by then."""
+
+    def __init__(self) -> None:
+        self.writes: list[tuple[float, bytes]] = []
+
+    def write(self, data: bytes) -> int:
+        self.writes.append((time.monotonic(), bytes(data)))
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+
+def listener_delays(heard: Heard, audio: np.ndarray, t0: float) -> list[float]:
+    """Per chunk the listener wrote: seconds from the capture of its first sample to then."""
+    from linerec.codec import Codec, decode, encode
+    from linerec.store.format import CHUNK_AUDIO_BYTES
+
+    per_chunk = CHUNK_AUDIO_BYTES  # µ-law: a byte a sample
+    sent = decode(Codec.ULAW, encode(Codec.ULAW, audio))  # exactly what a listener hears
+    delays = []
+    chunk = None
+    for when, data in heard.writes[1:]:  # after the WAV header: one chunk a write
+        samples = np.frombuffer(data, dtype="<i2")
+        if chunk is None:  # where the listener joined the call
+            chunk = next(
+                (
+                    i
+                    for i in range(len(sent) // per_chunk)
+                    if np.array_equal(sent[i * per_chunk : i * per_chunk + len(samples)], samples)
+                ),
+                None,
+            )
+            if chunk is None:
+                return delays
+        if len(samples) == per_chunk:
+            delays.append(when - (t0 + chunk * per_chunk / RATE))
+        chunk += 1
+    return delays
+
+
 def streaming(
     root: Path, port: int, count: int, seconds: float, *, stream: bool = True
-) -> tuple[list[float], list[float], float]:
-    """(seconds at risk, sampled each frame; live delays per chunk; CPU s per audio s)."""
+) -> tuple[list[float], list[float], float, list[float]]:
+    """(seconds at risk, sampled each frame; live delays per chunk; CPU s per audio s; delays
+    from capture to a listener's output, per chunk)."""
+    import threading
+
+    from linerec.collector.listen import listen
+    from linerec.collector.store import CollectorStore
     from linerec.store.format import BLOCK, CHUNK_AUDIO_BYTES
 
     collector = start_collector(root, port)
@@ -309,6 +361,19 @@ def streaming(
     audio = np.random.default_rng(1).normal(0, 3000, int(RATE * seconds)).astype(np.int16)
     at_risk: list[float] = []
     arrived: list[dict[int, float]] = [{} for _ in appliances]
+    heard, hung_up = Heard(), threading.Event()
+    settings = collector.settings
+    listener = threading.Thread(
+        target=lambda: listen(
+            CollectorStore(settings.data_dir, settings.database),  # its own connection
+            settings.key,
+            appliances[0][0],
+            writers[0].id,
+            heard,  # type: ignore[arg-type]
+            stop=hung_up.is_set,
+        ),
+        daemon=True,
+    )
     cpu = time.process_time()
     t0 = time.monotonic()
     frames = len(audio) // 160
@@ -316,6 +381,8 @@ def streaming(
         pause = t0 + k * 0.02 - time.monotonic()
         if pause > 0:
             time.sleep(pause)
+        if k == 100 and stream:  # a supervisor joins the call 2 s in
+            listener.start()
         for writer in writers:
             writer.write(audio[k * 160 : (k + 1) * 160])
         now = time.monotonic()
@@ -331,6 +398,10 @@ def streaming(
         for chunks in arrived
         for chunk, when in chunks.items()
     ]
+    hung_up.set()
+    if listener.is_alive():
+        listener.join(10)
+    listened = listener_delays(heard, audio, t0)
     for writer in writers:
         writer.seal(ended_by="hang-up")
     deadline = time.monotonic() + 60
@@ -339,7 +410,7 @@ def streaming(
     for _, _, uplink in appliances:
         uplink.stop()
     collector.stop()
-    return at_risk, delays, cpu
+    return at_risk, delays, cpu, listened
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -366,10 +437,10 @@ def main() -> None:
         keygen(root / "keys")
         broker = Mosquitto(root).start()
         try:
-            risk, delays, cpu_on = streaming(
+            risk, delays, cpu_on, listened = streaming(
                 root, broker.port, args.stream_lines, args.stream_seconds
             )
-            _, _, cpu_off = streaming(
+            _, _, cpu_off, _ = streaming(
                 root, broker.port, args.stream_lines, args.stream_seconds, stream=False
             )
             print(
@@ -379,6 +450,13 @@ def main() -> None:
                 f"live delay p50 {percentile(delays, 0.5):.2f} s, "
                 f"p99 {percentile(delays, 0.99):.2f} s (+0.2 s delay line; target p99 <= 2 s); "
                 f"CPU {cpu_on:.3f} s per audio second streaming, {cpu_off:.3f} s without"
+            )
+            print(
+                f"live listening (collector/listen.py on one of them, from 2 s in): "
+                f"{len(listened)} chunks written out, delay from capture p50 "
+                f"{percentile(listened, 0.5):.2f} s, p99 {percentile(listened, 0.99):.2f} s, "
+                f"max {max(listened, default=float('nan')):.2f} s (+0.2 s delay line; "
+                f"target <= 2 s)"
             )
             if args.only_streaming:
                 return

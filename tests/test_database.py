@@ -153,6 +153,7 @@ def test_an_sqlite_database_of_an_earlier_release_is_migrated(tmp_path: Path, ve
     assert store.find("shared")["device"] == "box1"
     assert store.is_held("box1", "shared")
     assert store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    assert store.db.execute("SELECT count(*) FROM stream_discards").fetchone()[0] == 0
     from linerec.collector.audit import AuditLog
 
     audit = AuditLog(store.db)

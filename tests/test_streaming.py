@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -147,10 +148,11 @@ def site(tmp_path: Path, engine: str) -> Iterator[Site]:
     )
     uplink.start()
     wait_until(lambda: uplink.connected, "the uplink to connect")
+    running = Site(tmp_path, broker, collector, ring, uplink)
     try:
-        yield Site(tmp_path, broker, collector, ring, uplink)
+        yield running
     finally:
-        uplink.stop()
+        running.uplink.stop()  # the one running now (a test may have started another)
         stop.set()
         thread.join(10)
         broker.stop()
@@ -317,6 +319,7 @@ def test_the_stream_window_is_bounded_and_skips_to_live() -> None:
     (due,) = streams.due()
     assert (due.start, due.end) == (0, 3 * BLOCK)
     streams.sent("r", due.end)
+    assert not streams.acknowledged("r", BLOCK, BLOCK)  # room all along: nothing to wake for
     streams.synced("r", Path("r.lrec"), "line1", 5 * BLOCK)
     (due,) = streams.due()
     assert (due.start, due.end) == (3 * BLOCK, 5 * BLOCK)
@@ -324,7 +327,7 @@ def test_the_stream_window_is_bounded_and_skips_to_live() -> None:
     assert streams.due() == []  # 5 blocks in flight, window 4: wait for the collector
     streams.synced("r", Path("r.lrec"), "line1", 20 * BLOCK)
     assert streams.due() == []
-    streams.acknowledged("r", 5 * BLOCK, 5 * BLOCK)
+    assert streams.acknowledged("r", 5 * BLOCK, 5 * BLOCK)  # room made in a full window
     (due,) = streams.due()  # 15 blocks behind: skip to the newest 4
     assert (due.start, due.end) == (16 * BLOCK, 20 * BLOCK)
     assert streams.skipped == 11 * BLOCK
@@ -474,7 +477,8 @@ def test_a_kill_mid_call_is_completed_from_the_card(
 ) -> None:
     """SIGKILL mid-call: the collector holds the call up to its last streamed chunk; after
     recovery the card's cut recording begins with exactly those bytes, and its sealed upload
-    completes the collector's copy: the two agree, marked cut."""
+    completes the collector's copy, sending again at most the little the card had not noted
+    of what the collector holds (not the call from its beginning): the two agree, marked cut."""
     from linerec.config import load_config
     from linerec.daemon.storage import open_store
     from linerec.store.ring import read_entry
@@ -485,6 +489,7 @@ def test_a_kill_mid_call_is_completed_from_the_card(
         broker,
         ["at = 0.5\noff_hook = true", 'say = "caller"', 'say = "office"', 'say = "caller"'],
     )
+    wire = Wire(broker.port)
     daemon = subprocess.Popen([*LINEREC, "run", "--config", str(config)], stderr=subprocess.PIPE)
 
     def held() -> int:
@@ -492,10 +497,11 @@ def test_a_kill_mid_call_is_completed_from_the_card(
         return int(rows[0]["received"]) if rows else 0  # type: ignore[call-overload]
 
     try:
-        wait_until(lambda: held() >= 6 * 4096, "a few seconds streamed", timeout=60)
+        wait_until(lambda: held() >= 24 * 4096, "a dozen seconds streamed", timeout=60)
     finally:
         daemon.kill()
         daemon.wait(10)
+    killed = len(wire.messages)
     (live,) = collector.store.uploads.in_progress()
     recording_id = str(live["id"])
     received = collector.store.uploads.received("box1", recording_id)
@@ -511,6 +517,13 @@ def test_a_kill_mid_call_is_completed_from_the_card(
         text=True,
     )
     assert flush.returncode == 0, flush.stderr
+    wire.close()
+    resent = sum(  # bytes the collector held at the kill, published again
+        max(min(int(properties["offset"]) + len(payload), received) - int(properties["offset"]), 0)
+        for name, properties, payload in wire.messages[killed:]
+        if name.endswith(f"/upload/{recording_id}")
+    )
+    assert resent <= 8 * 4096  # what was not noted yet (4 blocks) and the acks in flight
     (row,) = collector.store.recordings()
     assert (row["id"], row["state"]) == (recording_id, "cut")
     stored = collector.store.stored("box1", recording_id)
@@ -912,3 +925,408 @@ def test_a_collector_that_lost_a_stream_gets_the_whole_again(site: Site) -> None
     stored = site.collector.store.stored("box1", writer.id)
     assert stored is not None
     assert stored[1] == hashlib.sha256(writer.path.read_bytes()).hexdigest()
+
+
+class Device:
+    """A device's own MQTT session, publishing stream messages as an appliance does, and the
+    collector's signed acks to it, in order."""
+
+    def __init__(self, port: int, public_key: Path, device: str = "box1") -> None:
+        import queue
+
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        from linerec.mqttapi import verify
+
+        self.device = device
+        self.acks: queue.Queue[dict[str, object]] = queue.Queue()
+        signing = load_public(public_key).signing
+        self.client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5
+        )
+        self.client.on_message = lambda client, userdata, message: self.acks.put(
+            verify(signing, bytes(message.payload), message.topic)
+        )
+        subscribed = threading.Event()
+        self.client.on_subscribe = lambda *args: subscribed.set()
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        self.client.subscribe(f"linerec/v1/{device}/ack", qos=1)
+        assert subscribed.wait(10)
+
+    def stream(self, recording_id: str, offset: int, data: bytes) -> None:
+        self._publish(recording_id, data, [("offset", str(offset))])
+
+    def discard(self, recording_id: str) -> None:
+        self._publish(recording_id, b"", [("discard", "opted-out")])
+
+    def _publish(self, recording_id: str, data: bytes, user: list[tuple[str, str]]) -> None:
+        from paho.mqtt.packettypes import PacketTypes
+        from paho.mqtt.properties import Properties
+
+        properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+        properties.UserProperty = user
+        info = self.client.publish(
+            f"linerec/v1/{self.device}/stream/{recording_id}", data, qos=1, properties=properties
+        )
+        info.wait_for_publish(10)
+
+    def ack(self, kind: str, recording_id: str) -> dict[str, object]:
+        """The next ack of `kind` for `recording_id` (others before it are passed over)."""
+        deadline = time.monotonic() + 20
+        while True:
+            ack = self.acks.get(timeout=max(deadline - time.monotonic(), 0.01))
+            if (ack.get("kind"), ack.get("id")) == (kind, recording_id):
+                return ack
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+def running_collector(config: Path) -> tuple[Collector, Callable[[], None]]:
+    collector = Collector(load_collector_config(config))
+    stop = threading.Event()
+    thread = threading.Thread(target=collector.run, args=(stop,), daemon=True)
+    thread.start()
+    assert collector.ready.wait(10)
+
+    def stopped() -> None:
+        stop.set()
+        thread.join(10)
+        collector.store.db.close()
+
+    return collector, stopped
+
+
+def test_a_discarded_stream_stays_discarded_across_a_collector_restart(tmp_path: Path) -> None:
+    """Opted out mid-call: the collector drops the stream and keeps a record of it in its
+    database, so a piece that comes late (redelivered, or still in flight) after the
+    collector restarted is not kept either."""
+    keygen(tmp_path / "keys")
+    broker = Mosquitto(tmp_path).start()
+    config = tmp_path / "collector.toml"
+    config.write_text(
+        f'[collector]\nbroker = "{broker.url}"\nallow_plaintext = true\ndata_dir = "central"\n'
+        'key = "keys/collector.key"\n'
+    )
+    opted_out = "box1-00000001-20261130T000000Z-line1"
+    other = "box1-00000002-20261130T000100Z-line2"
+    collector, stop = running_collector(config)
+    device = Device(broker.port, tmp_path / "keys" / "collector.pub")
+    try:
+        device.stream(opted_out, 0, b"\1" * 4096)
+        assert device.ack("streamed", opted_out)["received"] == 4096
+        device.discard(opted_out)
+        device.ack("discarded", opted_out)
+        assert collector.store.uploads.under_way() == []
+        stop()
+        collector, stop = running_collector(config)  # a new process, the same database
+        device.stream(opted_out, 4096, b"\2" * 4096)  # late
+        device.stream(other, 0, b"\3" * 4096)  # handled after the late one: in order
+        assert device.ack("streamed", other)["received"] == 4096
+        assert [row["id"] for row in collector.store.uploads.under_way()] == [other]
+        assert not collector.store.uploads.part("box1", opted_out).exists()
+    finally:
+        device.close()
+        stop()
+        broker.stop()
+
+
+def test_an_uplink_restarted_mid_call_sends_nothing_the_collector_holds(site: Site) -> None:
+    """The uplink stops and starts again while the call goes on (the daemon's uplink restarted,
+    the same ring open): the stream goes on from what the collector holds by its signed word,
+    kept on the card, and nothing it holds is published again, stream or sealed upload."""
+    wire = Wire(site.broker.port)
+    writer = site.begin()
+    talk(site, writer, 3.0, "the call streamed")
+    held = len(site.held(writer.id))
+    wait_until(lambda: site.uplink.streams.held(writer.id) == held, "the collector's word")
+    site.uplink.stop()
+    before = len(wire.messages)
+    public = load_public(site.root / "keys" / "collector.pub")
+    outbox = EventOutbox(site.root / "ring" / "outbox", recipients=[public])
+    site.uplink = Uplink(site.uplink.settings, site.ring, outbox)
+    site.uplink.start()
+    wait_until(lambda: site.uplink.connected, "the uplink to connect again")
+    talk(site, writer, 2.0, "the call streamed on")
+    writer.seal(ended_by="hang-up")
+    wait_until(lambda: site.ring.entries[writer.id].acknowledged, "the signed ack of the whole")
+    wire.close()
+    sent = [
+        (int(properties["offset"]), len(payload))
+        for name, properties, payload in wire.messages[before:]
+        if name.rsplit("/", 2)[-2:] in (["stream", writer.id], ["upload", writer.id])
+        and "offset" in properties
+    ]
+    assert sent and min(offset for offset, _ in sent) >= held  # nothing held went again
+    whole = writer.path.read_bytes()
+    assert sum(size for _, size in sent) <= len(whole) - held + 4096  # the seal's block
+    stored = site.collector.store.stored("box1", writer.id)
+    assert stored is not None and stored[1] == hashlib.sha256(whole).hexdigest()
+    # acknowledged whole: what was noted of its stream goes from the card
+    assert list((site.root / "ring" / "outbox" / "uploads").glob("*")) == []
+
+
+def test_a_listener_stopped_by_a_signal_is_audited_with_how_long(
+    tmp_path: Path, central: tuple[Mosquitto, Collector]
+) -> None:
+    """`collector listen` ended by SIGTERM (a supervisor's session closed, `timeout`) or SIGHUP
+    (the terminal went) still leaves its `listen ended` record: how long, and how it ended."""
+    broker, collector = central
+    config = daemon_site(
+        tmp_path,
+        broker,
+        ["at = 0.5\noff_hook = true", 'say = "caller"', 'say = "office"', 'say = "caller"'],
+    )
+    daemon = subprocess.Popen([*LINEREC, "run", "--config", str(config)], stderr=subprocess.PIPE)
+    try:
+        wait_until(lambda: collector.store.uploads.in_progress() != [], "the call streaming", 60)
+        for number, signum in enumerate((signal.SIGTERM, signal.SIGHUP)):
+            listener = subprocess.Popen(
+                [
+                    *LINEREC,
+                    "collector",
+                    "listen",
+                    "box1",
+                    "line1",
+                    "--reason",
+                    f"coaching {number}",
+                    "--config",
+                    str(tmp_path / "collector.toml"),
+                ],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+            assert listener.stdout is not None
+            heard = listener.stdout.read(44 + 2 * 4064)  # the header and a chunk: it is live
+            assert len(heard) == 44 + 2 * 4064
+            listener.send_signal(signum)
+            listener.stdout.close()
+            assert listener.wait(20) == 0, listener.stderr.read() if listener.stderr else ""
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(20)
+    audit = [a for a in collector.store.audit_log() if a["action"].startswith("listen")]
+    assert [(a["action"], a["reason"].split(" (")[0]) for a in audit] == [
+        ("listen", "coaching 0"),
+        ("listen ended", "coaching 0"),
+        ("listen", "coaching 1"),
+        ("listen ended", "coaching 1"),
+    ]
+    assert all(a["reason"].endswith(" s, stopped)") for a in audit[1::2])
+
+
+def test_health_telemetry_says_how_far_behind_live_each_lines_stream_is(site: Site) -> None:
+    """The retained health message, as the broker carries it: `stream_lag` per line with a call
+    streaming (seconds on the card the collector has not acknowledged), as the API documents."""
+    wire = Wire(site.broker.port)
+    writer = site.begin()
+    talk(site, writer, 1.0, "the first second streamed")
+    synced = site.on_card(writer)
+    wait_until(lambda: site.uplink.streams.held(writer.id) >= synced, "the collector's word")
+    site.uplink.publish_health({})
+    with site.collector._lock:  # the collector stalls: the line falls behind live
+        write(writer, speech(3.0, seed=2))
+        site.on_card(writer)
+        rate = 8000 * 4096 / 4064
+        wait_until(lambda: site.uplink.streams.lag(rate)["line1"] > 2.5, "the lag to grow")
+        site.uplink.publish_health({})
+        wait_until(lambda: len(health(wire)) == 2, "the health messages")
+    writer.seal(ended_by="hang-up")
+    wait_until(lambda: site.ring.entries[writer.id].acknowledged, "the signed ack of the whole")
+    site.uplink.publish_health({})
+    wait_until(lambda: len(health(wire)) == 3, "the health after the hang-up")
+    wire.close()
+    live, behind, after = health(wire)
+    assert live["stream_lag"]["line1"] < 1.0  # caught up: at most what is in flight
+    assert behind["stream_lag"]["line1"] > 2.5
+    assert after["stream_lag"] == {}  # no call streaming
+    import jsonschema
+
+    from test_asyncapi import channel_for, message_schema
+
+    # the daemon adds the rest of the health; the stream's fields are as the API documents
+    schema = message_schema(channel_for("linerec/v1/box1/health")[1])["payload"]["properties"]
+    for body in (live, behind, after):
+        for field in ("stream_lag", "stream_skipped"):
+            jsonschema.validate(body[field], schema[field])
+
+
+def health(wire: Wire) -> list[dict[str, Any]]:
+    return [json.loads(p) for name, _, p in list(wire.messages) if name.endswith("/health")]
+
+
+def test_a_daemon_restarted_mid_call_resumes_where_the_collector_holds(
+    tmp_path: Path, central: tuple[Mosquitto, Collector]
+) -> None:
+    """`linerec run` killed mid-call and started again: it recovers the cut recording and
+    uploads it from what the collector holds of its stream (noted on the card), not from
+    byte 0; counted at the broker."""
+    broker, collector = central
+    config = daemon_site(
+        tmp_path,
+        broker,
+        ["at = 0.5\noff_hook = true", 'say = "caller"', 'say = "office"', 'say = "caller"'],
+    )
+    wire = Wire(broker.port)
+    run = [*LINEREC, "run", "--config", str(config)]
+    daemon = subprocess.Popen(run, stderr=subprocess.PIPE)
+    try:
+        wait_until(
+            lambda: any(
+                int(str(r["received"])) >= 24 * 4096 for r in collector.store.uploads.in_progress()
+            ),
+            "a dozen seconds streamed",
+            timeout=60,
+        )
+    finally:
+        daemon.kill()
+        daemon.wait(10)
+    (cut,) = collector.store.uploads.in_progress()
+    recording_id = str(cut["id"])
+    received = collector.store.uploads.received("box1", recording_id)
+    killed = len(wire.messages)
+    daemon = subprocess.Popen(run, stderr=subprocess.PIPE)  # the call plays again: a new one
+    try:
+        wait_until(
+            lambda: collector.store.stored("box1", recording_id) is not None,
+            "the cut recording stored",
+            timeout=60,
+        )
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(20)
+        wire.close()
+    resent = sum(
+        max(min(int(properties["offset"]) + len(payload), received) - int(properties["offset"]), 0)
+        for name, properties, payload in wire.messages[killed:]
+        if name.endswith((f"/upload/{recording_id}", f"/stream/{recording_id}"))
+        and "offset" in properties
+    )
+    assert resent <= 8 * 4096  # what was not noted yet (4 blocks) and the acks in flight
+    row = next(r for r in collector.store.recordings() if r["id"] == recording_id)
+    assert row["state"] == "cut"
+    card = tmp_path / "ring" / f"{recording_id}.lrec"  # acknowledged, kept until evicted
+    stored = collector.store.stored("box1", recording_id)
+    assert stored is not None and stored[1] == hashlib.sha256(card.read_bytes()).hexdigest()
+
+
+def test_streaming_wakes_only_the_streams_not_a_scan_of_the_outbox_and_ring(
+    site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each chunk synced and each `streamed` ack wakes the sender for the streams alone: the
+    events outbox and the ring (which may hold thousands of recordings) are looked through
+    when something there changed or now and then, not several times a chunk."""
+    import linerec.uplink.client
+
+    monkeypatch.setattr(linerec.uplink.client, "FULL_PASS_EVERY", 600.0, raising=False)
+    scans: list[str] = []
+    real = site.ring.sealed
+
+    def sealed() -> list[Any]:
+        scans.append(threading.current_thread().name)
+        return real()
+
+    monkeypatch.setattr(site.ring, "sealed", sealed)
+    before = len(scans)
+    writer = site.begin()
+    site.uplink.kick()  # as an event would: one look through everything
+    talk(site, writer, 4.0, "the call streamed")
+    streamed = site.collector.store.uploads.received("box1", writer.id) // 4096
+    assert streamed >= 8
+    assert scans[before:].count("uplink") <= 2  # not one (or two) a chunk
+    writer.seal(ended_by="hang-up")
+    site.uplink.kick()  # the recording_sealed event does this in the daemon
+    wait_until(lambda: site.ring.entries[writer.id].acknowledged, "the signed ack of the whole")
+
+
+def test_the_discarded_streams_kept_are_bounded_per_device(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stolen box discarding streams without end pushes out only its own oldest records."""
+    import linerec.collector.discards
+    from linerec.collector.discards import StreamDiscards
+    from linerec.collector.store import CollectorStore
+
+    KEPT = 20
+    monkeypatch.setattr(linerec.collector.discards, "KEPT", KEPT)
+
+    store = CollectorStore(tmp_path / "central", tmp_path / "collector.db")
+    discards = StreamDiscards(store.db)
+    discards.add("box2", "box2-00000001-20261130T000000Z-line1", 0.0)
+    for n in range(KEPT + 2):
+        discards.add("box1", f"box1-{n + 1:08d}-20261130T000000Z-line1", float(n))
+    assert ("box2", "box2-00000001-20261130T000000Z-line1") in discards
+    assert ("box1", "box1-00000001-20261130T000000Z-line1") not in discards
+    assert ("box1", "box1-00000002-20261130T000000Z-line1") not in discards
+    assert ("box1", "box1-00000003-20261130T000000Z-line1") in discards
+    assert store.db.execute("SELECT COUNT(*) FROM stream_discards").fetchone()[0] == KEPT + 1
+
+
+def test_a_listener_hears_to_the_end_while_the_sealed_whole_is_still_arriving(
+    tmp_path: Path,
+) -> None:
+    """At the hang-up the collector takes the stream as the beginning of the sealed upload (it
+    is no longer "streaming") before the whole has arrived: a listener in that moment waits for
+    the rest and hears the call to its end, rather than taking it for discarded."""
+    import paho.mqtt.client as mqtt
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    from linerec.collector.listen import listen
+
+    keygen(tmp_path / "keys")
+    (tmp_path / "collector.toml").write_text(
+        '[collector]\nbroker = "mqtt://127.0.0.1:1"\nallow_plaintext = true\n'
+        'data_dir = "central"\nkey = "keys/collector.key"\n'
+    )
+    collector = Collector(load_collector_config(tmp_path / "collector.toml"))  # not connected
+    ring = RingStore(
+        tmp_path / "ring",
+        recipients=[load_public(tmp_path / "keys" / "collector.pub")],
+        identity=Ed25519PrivateKey.generate(),
+        device_id="box1",
+    )
+    writer = Site(tmp_path, None, collector, ring, None).begin()  # type: ignore[arg-type]
+    write(writer, speech(3.0))
+    streamed = writer.written.offset
+
+    def message(name: str, data: bytes, **properties: object) -> mqtt.MQTTMessage:
+        sent = mqtt.MQTTMessage(topic=f"linerec/v1/box1/{name}/{writer.id}".encode())
+        sent.payload = data
+        sent.properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+        sent.properties.UserProperty = [(k, str(v)) for k, v in properties.items()]
+        return sent
+
+    for offset in range(0, streamed, 4096):  # the stream, as the collector got it
+        piece = writer.path.read_bytes()[offset : offset + 4096]
+        collector._stream("box1", writer.id, "stream", message("stream", piece, offset=offset))
+    writer.seal(ended_by="hang-up")
+    whole = writer.path.read_bytes()
+    digest = hashlib.sha256(whole).hexdigest()
+    # in two pieces, the first half of the last chunk and then the rest
+    upload = [(streamed, streamed + 2048), (streamed + 2048, len(whole))]
+
+    def arrives(seconds: float) -> None:  # each time the listener waits, a piece comes
+        if upload:
+            start, end = upload.pop(0)
+            collector._piece(
+                "box1",
+                writer.id,
+                "upload",
+                message("upload", whole[start:end], offset=start, size=len(whole), sha256=digest),
+            )
+
+    import io
+
+    out = io.BytesIO()
+    heard = listen(collector.store, collector.settings.key, "box1", writer.id, out, sleep=arrives)
+    assert heard.ended == "sealed", (heard, upload, collector.problems)
+    assert collector.store.stored("box1", writer.id) is not None
+    kept = decrypt(whole, load_private(tmp_path / "keys" / "collector.key")).samples
+    audio = np.frombuffer(out.getvalue()[44:], dtype="<i2")
+    # from the chunk it joined at (the newest streamed) to the last one, which came sealed
+    assert len(audio) > 4064 and np.array_equal(audio, kept[-len(audio) :])

@@ -760,10 +760,18 @@ def test_a_long_upload_resumes_where_the_collector_had_got_to(
     (recording,) = sorted((site["root"] / "ring").glob("*.lrec"))
     assert recording.stat().st_size > 10 * 32 * 1024  # many pieces
     offsets: list[int] = []
+    acks: list[dict[str, object]] = []
+
+    def seen(message: mqtt.MQTTMessage) -> None:
+        if message.topic.endswith("/ack"):
+            acks.append(json.loads(message.payload))
+        else:
+            offsets.append(int(dict(message.properties.UserProperty)["offset"]))
+
     spy = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-    spy.on_message = lambda c, u, m: offsets.append(int(dict(m.properties.UserProperty)["offset"]))
+    spy.on_message = lambda c, u, m: seen(m)
     spy.connect("127.0.0.1", broker.port)
-    spy.subscribe("linerec/v1/box1/upload/+", qos=1)
+    spy.subscribe([("linerec/v1/box1/upload/+", 1), ("linerec/v1/box1/ack", 1)])
     spy.loop_start()
     _collector, stop, thread = run_collector(site["collector"])
     try:
@@ -772,12 +780,16 @@ def test_a_long_upload_resumes_where_the_collector_had_got_to(
     finally:
         stop.set()
         thread.join(10)
-    progress = json.loads(
-        next((site["root"] / "ring" / "outbox" / "uploads").glob("*.json")).read_text()
-    )
-    assert progress["received"] >= 8 * 32 * 1024  # the collector said how far it had got, signed
-    # An outage later: the appliance is told to send it all again (say, it lost the final ack).
-    # It resumes from the last progress ack, not from byte 0.
+    uploads = site["root"] / "ring" / "outbox" / "uploads"
+    assert list(uploads.glob("*.json")) == []  # acknowledged whole: its progress is forgotten
+    *_, last = (ack for ack in acks if ack["kind"] == "progress")
+    assert isinstance(last["received"], int)
+    assert last["received"] >= 8 * 32 * 1024  # the collector said how far it had got, signed
+    # Had the final ack been lost, the card would hold what the last progress ack said (as the
+    # appliance wrote it then); the appliance is told to send it all again. It resumes from
+    # there, not from byte 0.
+    progress = {"sha256": last["sha256"], "received": last["received"]}
+    (uploads / recording.name.replace(".lrec", ".json")).write_text(json.dumps(progress))
     from linerec.daemon.storage import open_store, open_uplink
 
     ring = open_store(config, emit=lambda e: None, clock=time.monotonic)

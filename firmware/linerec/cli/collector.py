@@ -775,7 +775,16 @@ def _rotate_key(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+class _HungUp(Exception):
+    """SIGTERM or SIGHUP while listening: the session ends, and is audited as ended."""
+
+
+def _hang_up(signum: int, frame: object) -> None:
+    raise _HungUp(signum)
+
+
 def _listen(args: argparse.Namespace) -> int:
+    import signal
     import time
 
     from linerec.collector.listen import NothingToHear, call_in_progress, listen
@@ -799,17 +808,22 @@ def _listen(args: argparse.Namespace) -> int:
     store.audit("listen", recording_id, args.reason)
     began = time.monotonic()
     ended = "stopped"
+    # Stopped by a signal (a session closed, `timeout`, the terminal gone), listening still
+    # ends in the audit log with how long: the default handlers would end the process first.
+    before = {signum: signal.signal(signum, _hang_up) for signum in (signal.SIGTERM, signal.SIGHUP)}
     try:
         heard = listen(store, settings.key, args.device, recording_id, sys.stdout.buffer)
         ended = heard.ended
-    except (KeyboardInterrupt, BrokenPipeError):
-        pass  # the listener hung up (Ctrl-C, or aplay closed)
+    except (KeyboardInterrupt, BrokenPipeError, _HungUp):
+        pass  # the listener hung up (Ctrl-C, a signal, or aplay closed)
     except IntegrityError as exc:
         ended = f"refused: {exc}"
         print(f"linerec: error: {args.device}/{recording_id}: {exc}", file=sys.stderr)
     finally:
         seconds = time.monotonic() - began
         store.audit("listen ended", recording_id, f"{args.reason} ({seconds:.1f} s, {ended})")
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
     return 1 if ended.startswith("refused") else 0
 
 

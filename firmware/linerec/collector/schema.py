@@ -6,7 +6,8 @@ ranges of an upload as one JSON list); 1 keys all three by (device, id), keeps r
 one row each and adds the quarantine and the event marks; 2 keeps whether each recording's
 start time came from a synchronised clock (retention); 3 is one schema for every table, the
 console's included (before, each console module made its own when first used), with the audit
-log chained, and the version kept in the table `schema_version` on both engines.
+log chained, the streams a device discarded (opted out) kept so that a piece coming late is
+not, and the version kept in the table `schema_version` on both engines.
 
 SQLite databases of versions 0-2 kept their version in `PRAGMA user_version` (still written,
 for the tools of those releases). A PostgreSQL database starts at the current version.
@@ -130,6 +131,9 @@ CREATE TABLE IF NOT EXISTS console_sessions (
 CREATE TABLE IF NOT EXISTS console_tokens (
     token_hash TEXT PRIMARY KEY, name TEXT NOT NULL, role TEXT NOT NULL,
     created_at REAL NOT NULL, expires_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS stream_discards (
+    device TEXT NOT NULL, id TEXT NOT NULL, at REAL NOT NULL, PRIMARY KEY (device, id)
 );
 CREATE TABLE IF NOT EXISTS schema_version (
     one INTEGER PRIMARY KEY CHECK (one = 1), version INTEGER NOT NULL

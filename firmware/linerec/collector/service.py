@@ -21,7 +21,8 @@ and not acknowledged as stored. Every refusal is one log line naming device, top
 A recording streamed while open (`stream/<id>`) is kept as an upload "in progress" under the
 same limits; each piece is synced and acknowledged (`streamed`, with what is held from byte 0)
 so the appliance knows where its sealed upload resumes. A stream the appliance discards (the
-call was opted out) is dropped at once, and pieces of it that come later are not kept.
+call was opted out) is dropped at once, and pieces of it that come later are not kept: the
+discard is a row in the database (collector/discards.py), so a restart does not forget it.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from linerec.collector.config import CollectorSettings
+from linerec.collector.discards import StreamDiscards
 from linerec.collector.sealed import open_event
 from linerec.collector.store import CollectorStore
 from linerec.collector.uploads import STREAMING, Piece, UploadRefused
@@ -66,7 +68,6 @@ RETENTION_EVERY = 3600.0  # seconds between retention sweeps
 HOUSEKEEPING_EVERY = 60.0  # seconds between sweeps of unfinished uploads
 PROGRESS_EVERY = 8  # pieces between progress acks on a long upload
 LEFT_OUT = ("opted-out", "discarded")  # recording_deleted reasons: a number left out on purpose
-DISCARDS_KEPT = 10_000  # discarded streams remembered, so a late piece does not revive one
 MAX_EVENT_BYTES = 64 * 1024  # an event is a small JSON object; anything larger is refused
 _SHA256 = re.compile(r"[0-9a-f]{64}\Z")
 
@@ -89,7 +90,7 @@ class Collector:
         self._lock = threading.Lock()  # paho calls back on one thread; the CLI may read too
         self.ready = threading.Event()
         self.problems: list[str] = []
-        self._discarded: dict[tuple[str, str], float] = {}  # (device, id) of dropped streams
+        self._discarded = StreamDiscards(self.store.db)  # so a late piece does not revive one
         self._acks: list[tuple[str, dict[str, Any]]] = []  # to send once committed
         self.client = make_client(
             client_id or settings.client_id,
@@ -473,9 +474,7 @@ class Collector:
         )
 
     def _drop_stream(self, device: str, recording_id: str) -> None:
-        self._discarded[(device, recording_id)] = self._clock()
-        while len(self._discarded) > DISCARDS_KEPT:
-            del self._discarded[next(iter(self._discarded))]
+        self._discarded.add(device, recording_id, self._clock())
         if self.store.stored(device, recording_id) is None:
             self.store.uploads.drop(device, recording_id)
 

@@ -98,6 +98,9 @@ class CollectorStore:
     def add_event(self, device: str, body: dict[str, Any], received_at: float) -> bool:
         """Store an event once (False if it was here already); moves the device's mark."""
         with self.transaction():  # the mark is read and moved as one step
+            # One device's events one writer at a time: on PostgreSQL two transactions do not
+            # see each other's rows, and neighbours stored at once would leave a false gap.
+            self.db.lock_key(f"events {device}")
             return self._add_event(device, body, received_at)
 
     def _add_event(self, device: str, body: dict[str, Any], received_at: float) -> bool:

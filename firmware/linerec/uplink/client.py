@@ -49,7 +49,11 @@ from linerec.uplink.stream import Streams
 log = logging.getLogger(__name__)
 
 IN_FLIGHT = 16  # QoS 1 messages published and not yet PUBACKed
+# Bytes of a stream the collector may hold beyond what the card has noted: after a power cut
+# at most this much is sent again (a write to the card per ~2 s of G.711 a line, not per ack).
+NOTE_STREAMED_EVERY = 4 * BLOCK
 RESEND_AFTER = 10.0  # seconds without the collector's ack before sending again
+FULL_PASS_EVERY = 1.5  # seconds between looks through the outbox and the ring unasked
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -88,6 +92,11 @@ class Uplink:
         )
         outbox.on_durable = self.kick  # an event is on the card: it may go now
         self._wake = threading.Condition()
+        # What the sender is woken for (under _wake): a stream's chunks and acks come a few
+        # times a second a line and need only the streams looked at; anything else (an event,
+        # a sealed recording, an ack of a whole, a connect) a look through everything.
+        self._full_pass = True
+        self._streams_due = False
         self._stop = threading.Event()
         self._connected = threading.Event()
         self._session = 0  # bumped on every connect: what was sent before must go again
@@ -99,6 +108,10 @@ class Uplink:
         self._held: dict[str, tuple[str, int]] = {}  # id -> (sha256, bytes) the collector holds
         for marker in self._discards_dir().glob("*"):  # opted out before a restart: say so
             self.streams.discard(marker.name.removesuffix(".tmp"))  # a torn one counts too
+        self._noted: dict[str, int] = {}  # streamed bytes noted on the card (writer thread)
+        for recording_id, received in self._streamed_on_card().items():
+            self.streams.restore(recording_id, received)  # resume there, not from byte 0
+            self._noted[recording_id] = received
         if settings.stream:
             ring.on_synced = self._synced
             ring.on_discard = self._discarding
@@ -118,6 +131,8 @@ class Uplink:
     def stop(self) -> None:
         """A clean stop: `stopped` in the retained status (the will is for unclean ones); the
         outbox writes every event queued before it stops."""
+        # What the collector holds of each stream, to the byte, for the next start.
+        self.outbox.submit(functools.partial(self._note_streamed, every=1))
         self.outbox.flush(timeout=10)  # a card that hangs must not hold up the stop for ever
         self._stop.set()
         self.kick()
@@ -133,6 +148,13 @@ class Uplink:
     def kick(self) -> None:
         """Something new waits (an event, a sealed recording): send it now."""
         with self._wake:
+            self._full_pass = True
+            self._wake.notify_all()
+
+    def _kick_streams(self) -> None:
+        """New bytes of an open recording on the card, room in a stream's window, a discard."""
+        with self._wake:
+            self._streams_due = True
             self._wake.notify_all()
 
     @property
@@ -242,6 +264,7 @@ class Uplink:
     def _received(self, name: str, payload: bytes) -> None:
         """An ack or a command, on the store's writer thread."""
         where = f"topic {name}"
+        wake = self.kick
         if name.endswith("/command"):
             try:
                 command = self.commands.check(payload, where)
@@ -261,15 +284,19 @@ class Uplink:
                 self.outbox.acknowledge(ack["upto"])
             elif ack.get("kind") == "streamed" and isinstance(ack.get("received"), int):
                 end = ack.get("end")
-                self.streams.acknowledged(
+                room = self.streams.acknowledged(
                     str(ack.get("id")), end if isinstance(end, int) else 0, ack["received"]
                 )
+                self._note_streamed()
+                # Live, a window is seldom full: the sender is woken only if this made room.
+                wake = self._kick_streams if room else lambda: None
             elif ack.get("kind") == "discarded" and isinstance(ack.get("id"), str):
                 # It names files: only one of ours (a second ack of one is nothing to do).
                 if ack["id"] in self.streams.discarded():
                     self.streams.discard_acknowledged(ack["id"])
                     for name in (ack["id"], ack["id"] + ".tmp"):
                         (self._discards_dir() / name).unlink(missing_ok=True)
+                    self._forget_progress(ack["id"])
             elif ack.get("kind") == "progress" and isinstance(ack.get("received"), int):
                 if ack["received"] == 0:  # the collector lost what it had, streamed or not
                     self.streams.forget(str(ack.get("id")))
@@ -288,6 +315,7 @@ class Uplink:
                 if entry is not None and ack.get("sha256") == _sha256(entry.path):
                     self.ring.acknowledge(ack["id"], payload)
                     self.streams.forget(ack["id"])
+                    self._forget_progress(ack["id"])
                 elif entry is not None:
                     raise ApiError(f"{where}: ack for {ack['id']} names other content")
             else:
@@ -295,19 +323,33 @@ class Uplink:
         except (ApiError, OSError, KeyError) as exc:
             log.warning("ignored a message: %s", exc)
             self._on_problem(str(exc))
-        self.kick()
+        wake()
 
     # -- sending ---------------------------------------------------------------------------
 
     def _send_loop(self) -> None:
+        next_pass = 0.0
         while not self._stop.is_set():
+            with self._wake:
+                while not (self._full_pass or self._streams_due or self._stop.is_set()):
+                    left = next_pass - time.monotonic()
+                    if left <= 0:  # now and then unasked: what is due again by time
+                        self._full_pass = True
+                        break
+                    self._wake.wait(timeout=left)
+                full = self._full_pass
+                self._full_pass = self._streams_due = False
+            if self._stop.is_set():
+                return
+            if full:
+                next_pass = time.monotonic() + FULL_PASS_EVERY * (0.7 + 0.6 * random.random())
             if self._connected.is_set():
                 try:
-                    self._send_pending()
+                    self._send_pending() if full else self._send_streams()
                 except (OSError, RuntimeError) as exc:
                     log.warning("uplink send failed, will retry: %s", exc)
-            with self._wake:
-                self._wake.wait(timeout=1.0 + random.random())
+                    with self._wake:
+                        self._wake.wait(timeout=1.0)  # not at once again
 
     def _due(self, key: str) -> bool:
         # Sent in this session and not acknowledged for a while: the collector may not have
@@ -368,7 +410,7 @@ class Uplink:
         entry = self.ring.entries.get(recording_id)
         if entry is not None and entry.state == STATE_OPEN:
             self.streams.synced(recording_id, entry.path, entry.line, offset)
-            self.kick()
+            self._kick_streams()
 
     def _discarding(self, recording_id: str) -> None:
         """On the main loop: a recording is discarded (opt-out). Nothing more of it goes; the
@@ -376,7 +418,7 @@ class Uplink:
         the card (written by the writer thread) keeps telling it across restarts."""
         self.streams.discard(recording_id)
         self.outbox.submit(functools.partial(self._mark_discarded, recording_id))
-        self.kick()
+        self._kick_streams()
 
     def _discards_dir(self) -> Path:
         return self.outbox.dir / "discards"
@@ -443,6 +485,41 @@ class Uplink:
         path = self._progress_path(recording_id)
         private_dir(path.parent)
         write_private(path, json.dumps({"sha256": digest, "received": received}).encode())
+
+    def _note_streamed(self, every: int = NOTE_STREAMED_EVERY) -> None:
+        """On the writer thread: keep on the card how much of each stream the collector holds
+        (signed `received`), once it has grown by `every` bytes since last noted, so that after
+        a restart or a power cut the stream or the sealed upload resumes there."""
+        for recording_id, received in self.streams.holdings().items():
+            if received - self._noted.get(recording_id, 0) < every or received <= 0:
+                continue
+            path = self._progress_path(recording_id)
+            try:
+                if "sha256" in json.loads(path.read_text()):
+                    continue  # the sealed upload has begun: its own progress is what counts
+            except (OSError, ValueError):
+                pass  # none yet (or torn): noted afresh
+            private_dir(path.parent)
+            write_private(path, json.dumps({"streamed": received}).encode())
+            if recording_id not in self._noted:
+                sync_dir(path.parent)  # a new name: it must outlive a power cut too
+            self._noted[recording_id] = received
+
+    def _streamed_on_card(self) -> dict[str, int]:
+        noted = {}
+        for path in (self.outbox.dir / "uploads").glob("*.json"):
+            try:
+                streamed = json.loads(path.read_text()).get("streamed")
+            except (OSError, ValueError, AttributeError):
+                continue
+            if type(streamed) is int and streamed > 0:
+                noted[path.stem] = streamed
+        return noted
+
+    def _forget_progress(self, recording_id: str) -> None:
+        """Acknowledged whole, or discarded: nothing more of it will be sent."""
+        self._progress_path(recording_id).unlink(missing_ok=True)
+        self._noted.pop(recording_id, None)
 
     def _resume_offset(self, recording_id: str, digest: str) -> int:
         try:

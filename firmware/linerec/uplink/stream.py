@@ -61,7 +61,9 @@ class Streams:
         self._window = window
         self._piece = piece
         self._open: dict[str, _Stream] = {}
-        self._received: dict[str, int] = {}  # of streams that ended: where the upload resumes
+        # Of streams not open: ended (where the sealed upload resumes), or held before a
+        # restart (noted on the card; a stream that opens again goes on from there).
+        self._received: dict[str, int] = {}
         self._discarded: set[str] = set()  # to tell the collector (until it acknowledges)
         self.skipped = 0  # bytes skipped ahead over, since start (telemetry)
 
@@ -73,8 +75,16 @@ class Streams:
                 return
             stream = self._open.get(recording_id)
             if stream is None:
+                held = self._received.pop(recording_id, 0)  # what it held before a restart
                 self._open[recording_id] = _Stream(
-                    path=path, line=line, durable=offset, heard_at=self._clock()
+                    path=path,
+                    line=line,
+                    durable=offset,
+                    sent=held,
+                    acked=held,
+                    skipped_to=held,
+                    heard_at=self._clock(),
+                    received=held,
                 )
             else:
                 stream.durable = max(stream.durable, offset)
@@ -88,15 +98,31 @@ class Streams:
 
     # -- from the collector (its signed acks) -------------------------------------------------
 
-    def acknowledged(self, recording_id: str, end: int, received: int) -> None:
+    def acknowledged(self, recording_id: str, end: int, received: int) -> bool:
+        """True if this made room in a full window: bytes waiting on the card may go now."""
         with self._lock:
             stream = self._open.get(recording_id)
             if stream is not None:
+                full = self._in_flight(stream) >= self._window
                 stream.acked = max(stream.acked, end)
                 stream.received = received
                 stream.heard_at = self._clock()
-            elif recording_id not in self._discarded:
+                return full and self._in_flight(stream) < self._window
+            if recording_id not in self._discarded:
                 self._received[recording_id] = received
+            return False
+
+    @staticmethod
+    def _in_flight(stream: _Stream) -> int:
+        """Bytes published and not acknowledged (counted from where it last skipped ahead)."""
+        return stream.sent - min(max(stream.acked, stream.skipped_to), stream.sent)
+
+    def restore(self, recording_id: str, received: int) -> None:
+        """After a restart: the collector said it holds bytes 0..received (kept on the card).
+        A stream of it that opens again goes on from there; a sealed upload begins there."""
+        with self._lock:
+            if recording_id not in self._discarded and recording_id not in self._open:
+                self._received[recording_id] = max(self._received.get(recording_id, 0), received)
 
     def discard_acknowledged(self, recording_id: str) -> None:
         with self._lock:
@@ -118,8 +144,7 @@ class Streams:
             for recording_id, stream in self._open.items():
                 if stream.durable <= stream.sent:
                     continue
-                in_flight = stream.sent - min(max(stream.acked, stream.skipped_to), stream.sent)
-                if in_flight >= self._window:
+                if self._in_flight(stream) >= self._window:
                     if self._clock() - stream.heard_at < STALL:
                         continue  # the window is full: wait for the collector
                     # No answer: lost on the way (a broker restarted before the collector
@@ -169,6 +194,14 @@ class Streams:
     def forget(self, recording_id: str) -> None:
         with self._lock:
             self._received.pop(recording_id, None)
+
+    def holdings(self) -> dict[str, int]:
+        """What the collector holds from byte 0 of every stream not yet uploaded whole."""
+        with self._lock:
+            return {
+                **self._received,
+                **{recording_id: s.received for recording_id, s in self._open.items()},
+            }
 
     def held(self, recording_id: str) -> int:
         """Bytes of an open recording the collector has said it holds from byte 0."""
