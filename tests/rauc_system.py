@@ -67,7 +67,9 @@ def make_signer(directory: Path, name: str = "update") -> Signer:
         )
         .sign(ca_key, hashes.SHA256())
     )
-    signer = Signer(directory / f"{name}-ca.pem", directory / f"{name}.pem", directory / f"{name}.key")
+    signer = Signer(
+        directory / f"{name}-ca.pem", directory / f"{name}.pem", directory / f"{name}.key"
+    )
     signer.ca.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     signer.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     signer.key.write_bytes(
@@ -172,10 +174,12 @@ class RaucService:
             )
         )
         _wait_for(
-            lambda: subprocess.run(
-                ["rauc", "status", "--output-format=json"], capture_output=True, check=False
-            ).returncode
-            == 0,
+            lambda: (
+                subprocess.run(
+                    ["rauc", "status", "--output-format=json"], capture_output=True, check=False
+                ).returncode
+                == 0
+            ),
             "rauc service on the private bus",
         )
         return self

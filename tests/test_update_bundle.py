@@ -121,5 +121,5 @@ def test_a_broken_system_conf_is_named(tmp_path: Path) -> None:
     conf.write_text("[system]\nbootloader=uboot\n")
     with pytest.raises(UpdateSetupError, match=r"system.conf: \[system\] compatible is missing"):
         read_system(conf)
-    with pytest.raises(UpdateSetupError, match="not a readable RAUC system.conf"):
+    with pytest.raises(UpdateSetupError, match=r"not a readable RAUC system\.conf"):
         read_system(tmp_path / "absent.conf")

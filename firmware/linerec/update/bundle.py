@@ -87,6 +87,4 @@ def _refusal(path: Path, failure: rauc.Failure) -> BundleRefused:
         return BundleRefused(
             "altered", f"{path}: altered: its bytes do not match its signature ({reason})"
         )
-    return BundleRefused(
-        "truncated", f"{path}: truncated or not a RAUC bundle at all ({reason})"
-    )
+    return BundleRefused("truncated", f"{path}: truncated or not a RAUC bundle at all ({reason})")
