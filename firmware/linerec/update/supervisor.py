@@ -8,6 +8,9 @@
   `[update] trial_s`), mark the slot good and report the update completed.
 - Back on the old slot instead (U-Boot gave up on the new one after its tries, or the power
   went before the new one was ever booted): report the update rolled back.
+- Any other boot: mark the booted slot good once READY, as RAUC's U-Boot integration expects
+  of every boot (the boot script counts each boot down from 3; only marking good restores it,
+  or a box power-cycled three times would fall back to the older release).
 
 Ticks are cheap: the pending file is looked at every POLL seconds.
 """
@@ -54,6 +57,7 @@ class UpdateSupervisor:
         self._installed_seen: float | None = None  # when a pending reboot was first seen
         self._rebooting = False
         self._mark_failed = ""
+        self._marked = False  # this boot's slot marked good
 
     def tick(self, now: float, *, idle: bool, uplink: bool | None) -> None:
         """From the main loop (the recorder is READY): `idle` when no line has a call,
@@ -66,6 +70,8 @@ class UpdateSupervisor:
         pending = self.state.pending()
         if pending is None:
             self._installed_seen = None
+            if not self._marked:
+                self._marked = self._try_mark_good("")
         elif pending.boot_id == self.boot_id:
             self._await_reboot(pending, now, idle)
         elif pending.slot == self.booted:
@@ -105,23 +111,9 @@ class UpdateSupervisor:
         assert self._ready_since is not None
         if uplink is False or (uplink is None and now - self._ready_since < self.trial_wait):
             return
-        try:
-            self._mark_good()
-        except Exception as exc:  # reported once; tried again at the next poll
-            if str(exc) != self._mark_failed:
-                self._mark_failed = str(exc)
-                log.error(
-                    "update %s: cannot mark slot %s good: %s", pending.version, self.booted, exc
-                )
-                self._emit(
-                    UpdateFailed(
-                        t=self._clock(),
-                        line="",
-                        version=pending.version,
-                        reason=f"slot {self.booted} could not be marked good: {exc}",
-                    )
-                )
+        if not self._try_mark_good(pending.version):
             return
+        self._marked = True
         self.state.clear_pending()
         log.info("update %s: slot %s marked good", pending.version, self.booted)
         self._emit(
@@ -133,6 +125,27 @@ class UpdateSupervisor:
                 previous=pending.previous,
             )
         )
+
+    def _try_mark_good(self, version: str) -> bool:
+        """Mark the booted slot good; on failure say so once (an update's as UpdateFailed)
+        and let the next poll try again."""
+        try:
+            self._mark_good()
+        except Exception as exc:
+            if str(exc) != self._mark_failed:
+                self._mark_failed = str(exc)
+                log.error("cannot mark slot %s good: %s", self.booted, exc)
+                if version:
+                    self._emit(
+                        UpdateFailed(
+                            t=self._clock(),
+                            line="",
+                            version=version,
+                            reason=f"slot {self.booted} could not be marked good: {exc}",
+                        )
+                    )
+            return False
+        return True
 
     def _rolled_back(self, pending: Pending) -> None:
         self.state.clear_pending()
