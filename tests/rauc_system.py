@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 COMPATIBLE = "linerec-rpi-arm64"
-SLOT_BYTES = 256 * 1024
+SLOT_BYTES = 2 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,17 +89,27 @@ def make_bundle(
     version: str,
     compatible: str = COMPATIBLE,
     payload: bytes | None = None,
+    tree: Path | None = None,
     name: str | None = None,
 ) -> Path:
-    """A plain-format bundle holding a `rootfs` image (`payload`, default: bytes naming the
-    version), signed with `signer`."""
+    """A plain-format bundle holding a `rootfs` image, signed with `signer`: `payload` (default:
+    bytes naming the version), or with `tree` an ext4 file system of that tree."""
     content = directory / f"content-{version}-{os.urandom(4).hex()}"
     content.mkdir(parents=True)
-    image = payload if payload is not None else f"linerec root {version}\n".encode().ljust(4096)
-    (content / "rootfs.img").write_bytes(image)
+    if tree is not None:
+        filename = "rootfs.ext4"
+        subprocess.run(
+            ["mkfs.ext4", "-q", "-d", str(tree), str(content / filename), f"{SLOT_BYTES // 1024}k"],
+            check=True,
+            capture_output=True,
+        )
+    else:
+        filename = "rootfs.img"
+        image = payload if payload is not None else f"linerec root {version}\n".encode().ljust(4096)
+        (content / filename).write_bytes(image)
     (content / "manifest.raucm").write_text(
         f"[update]\ncompatible={compatible}\nversion={version}\n\n"
-        "[bundle]\nformat=plain\n\n[image.rootfs]\nfilename=rootfs.img\n"
+        f"[bundle]\nformat=plain\n\n[image.rootfs]\nfilename={filename}\n"
     )
     out = directory / (name or f"linerec-{version}.raucb")
     subprocess.run(
@@ -111,17 +121,28 @@ def make_bundle(
     return out
 
 
-def write_system_conf(directory: Path, keyring: Path, compatible: str = COMPATIBLE) -> Path:
+def write_system_conf(
+    directory: Path,
+    keyring: Path,
+    compatible: str = COMPATIBLE,
+    *,
+    kind: str = "raw",
+    post_install: Path | None = None,
+) -> Path:
+    """Slots rootA.img and rootB.img of `kind` ("raw", or "ext4" for file systems RAUC's
+    post-install handler can mount), zeroed."""
     directory.mkdir(parents=True, exist_ok=True)
     for slot in ("A", "B"):
         (directory / f"root{slot}.img").write_bytes(b"\0" * SLOT_BYTES)
     conf = directory / "system.conf"
+    handlers = f"\n[handlers]\npost-install={post_install}\n" if post_install else ""
     conf.write_text(
         f"[system]\ncompatible={compatible}\nbootloader=noop\n"
         f"statusfile={directory / 'status.raucs'}\nbundle-formats=plain\n\n"
         f"[keyring]\npath={keyring}\n\n"
-        f"[slot.rootfs.0]\ndevice={directory / 'rootA.img'}\ntype=raw\nbootname=A\n\n"
-        f"[slot.rootfs.1]\ndevice={directory / 'rootB.img'}\ntype=raw\nbootname=B\n"
+        f"[slot.rootfs.0]\ndevice={directory / 'rootA.img'}\ntype={kind}\nbootname=A\n\n"
+        f"[slot.rootfs.1]\ndevice={directory / 'rootB.img'}\ntype={kind}\nbootname=B\n"
+        f"{handlers}"
     )
     return conf
 

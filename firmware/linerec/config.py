@@ -55,7 +55,7 @@ KEYS: dict[str, frozenset[str]] = {
         }
     ),
     "sim": frozenset({"calls", "speed"}),
-    "update": frozenset({"system_conf", "max_wait_s", "trial_s"}),
+    "update": frozenset({"system_conf", "max_wait_s", "trial_s", "trial_timeout_s"}),
     "uplink": frozenset(
         {"broker", "allow_plaintext", "device_id", "collector", "ca", "cert", "key", "stream"}
     ),
@@ -188,10 +188,14 @@ class UpdateConfig:
     system_conf: Path  # RAUC's system.conf: compatible, keyring, slots (docs/updates.md)
     max_wait: float  # seconds an installed update waits for every line to be idle
     trial_wait: float  # seconds of READY, with no uplink, before a new slot is marked good
+    trial_timeout: float  # seconds a trial boot has to be marked good before it reboots
 
 
 DEFAULT_UPDATE = UpdateConfig(
-    system_conf=Path("/etc/rauc/system.conf"), max_wait=3600.0, trial_wait=120.0
+    system_conf=Path("/etc/rauc/system.conf"),
+    max_wait=3600.0,
+    trial_wait=120.0,
+    trial_timeout=900.0,
 )
 
 
@@ -496,6 +500,7 @@ def parse_config(
         system_conf=update.path("system_conf", DEFAULT_UPDATE.system_conf),
         max_wait=update.number("max_wait_s", 3600, 0, 7 * 86400),
         trial_wait=update.number("trial_s", 120, 0, 86400),
+        trial_timeout=update.number("trial_timeout_s", 900, 60, 86400),
     )
     update.done()
 

@@ -27,6 +27,16 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     status = actions.add_parser("status", help="the running release, its slot, a pending update")
     status.add_argument("--config", type=Path, default=None, help="linerec.toml")
     status.set_defaults(handler=_status)
+    carry = actions.add_parser(
+        "carry-over",
+        help="copy this box's site set-up (configuration, keys, network, SSH) into the root "
+        "filesystem an update wrote (run by RAUC's post-install handler)",
+    )
+    carry.add_argument("target", type=Path, metavar="TARGET_ROOT")
+    carry.add_argument(
+        "--source", type=Path, default=Path("/"), help="the running root (default /)"
+    )
+    carry.set_defaults(handler=_carry_over)
 
 
 def _install(args: argparse.Namespace) -> int:
@@ -102,4 +112,16 @@ def _status(args: argparse.Namespace) -> int:
             f"pending: {pending.version} in slot {pending.slot} (installed from "
             f"{pending.previous} in slot {pending.previous_slot})"
         )
+    return 0
+
+
+def _carry_over(args: argparse.Namespace) -> int:
+    from linerec.update.carry import carry_over
+
+    target: Path = args.target
+    if not (target / "etc").is_dir():
+        print(f"linerec: error: {target}: not a root filesystem (no etc/)", file=sys.stderr)
+        return 2
+    for line in carry_over(args.source, target):
+        print(line)
     return 0
