@@ -12,8 +12,9 @@
 set -eu
 B=${1:-/tmp/linerec-build}
 
+# / is not listed: it is whichever root slot U-Boot booted (root=PARTUUID=... ro on the
+# kernel command line, from boot.scr).
 cat > /etc/fstab <<'FSTAB'
-LABEL=LINEREC_ROOT  /                 ext4   ro,noatime,errors=remount-ro              0 1
 LABEL=LINERECBOOT   /boot/firmware    vfat   defaults,noatime,umask=0077               0 2
 LABEL=LINEREC_DATA  /data             ext4   defaults,noatime,nodev,nosuid,noexec      0 2
 /data/linerec       /var/lib/linerec  none   bind,x-systemd.requires-mounts-for=/data  0 0
@@ -26,6 +27,7 @@ FSTAB
 # The data partition's tree (image/build moves /data onto that partition). Its top directory
 # is root's: the recorder's user owns only linerec/, so it cannot swap the system's state.
 install -d -m 755 /data /var/lib/alsa
+install -d -m 700 /data/rauc   # RAUC's own records (system.conf data-directory)
 install -d -o linerec -g linerec -m 750 /data/linerec
 cp -a /var/lib/systemd /data/systemd
 cp -a /var/lib/alsa /data/alsa   # the mixer levels the technician sets (alsactl store)
