@@ -172,10 +172,14 @@ class Box:
     def __init__(self, store: Path, *, booted: str, boot_id: str, mark_good: object = None):
         self.events: list[CallEvent] = []
         self.marked = 0
+        self.activated = 0
         self.state = UpdateState(store)
 
         def mark() -> None:
             self.marked += 1
+
+        def activate() -> None:
+            self.activated += 1
 
         self.supervisor = UpdateSupervisor(
             self.state,
@@ -183,6 +187,7 @@ class Box:
             running_version="1.3.0" if booted == "B" else "1.2.0",
             boot_id=boot_id,
             mark_good=mark_good if callable(mark_good) else mark,
+            mark_active=activate,
             emit=self.events.append,
             clock=lambda: 0.0,
             max_wait=600.0,
@@ -263,6 +268,7 @@ def test_a_rollback_is_reported_once(tmp_path: Path) -> None:
     (event,) = box.events
     assert isinstance(event, UpdateRolledBack)
     assert (event.version, event.slot, event.running, event.booted) == ("1.3.0", "B", "1.2.0", "A")
+    assert box.activated == 1  # A first in the boot order again
     assert box.state.pending() is None
 
 

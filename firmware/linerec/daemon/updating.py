@@ -68,6 +68,7 @@ def open_updating(
         running_version=__version__,
         boot_id=current_boot_id(),
         mark_good=rauc.mark_good,
+        mark_active=rauc.mark_active,
         emit=emit,
         clock=clock,
         max_wait=config.update.max_wait,

@@ -102,8 +102,18 @@ def status() -> dict[str, Any]:
 
 def mark_good() -> None:
     """The booted slot works: reset its boot counter (BOOT_x_LEFT) so it stays."""
+    _mark("mark-good")
+
+
+def mark_active() -> None:
+    """The booted slot boots first again (BOOT_ORDER), with all its tries: after a rollback,
+    so the abandoned slot is only tried once this one has used up its own tries."""
+    _mark("mark-active")
+
+
+def _mark(action: str) -> None:
     done = subprocess.run(
-        [RAUC, "status", "mark-good"],
+        [RAUC, "status", action, "booted"],
         capture_output=True,
         text=True,
         timeout=STATUS_TIMEOUT,

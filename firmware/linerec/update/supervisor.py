@@ -38,6 +38,7 @@ class UpdateSupervisor:
         running_version: str,
         boot_id: str,
         mark_good: Callable[[], None],
+        mark_active: Callable[[], None],
         emit: Callable[[CallEvent], None],
         clock: Callable[[], float],
         max_wait: float,
@@ -48,6 +49,7 @@ class UpdateSupervisor:
         self.running_version = running_version
         self.boot_id = boot_id
         self._mark_good = mark_good
+        self._mark_active = mark_active
         self._emit = emit
         self._clock = clock
         self.max_wait = max_wait
@@ -148,6 +150,10 @@ class UpdateSupervisor:
         return True
 
     def _rolled_back(self, pending: Pending) -> None:
+        try:
+            self._mark_active()
+        except Exception as exc:  # the boot order stays RAUC's; the report matters more
+            log.error("cannot make slot %s first in the boot order: %s", self.booted, exc)
         self.state.clear_pending()
         log.error(
             "update %s failed: slot %s did not come up; back on slot %s (%s)",
