@@ -166,9 +166,13 @@ class RaucService:
     While started, DBUS_SYSTEM_BUS_ADDRESS in this process points at the private bus, so the
     `rauc` client (and linerec's calls of it) reach this service and no other."""
 
-    def __init__(self, directory: Path, conf: Path) -> None:
+    def __init__(
+        self, directory: Path, conf: Path, *, booted: str = "A", path: str | None = None
+    ) -> None:
         self.directory = directory
         self.conf = conf
+        self.booted = booted
+        self.path = path  # the service's PATH (where it finds fw_setenv), default ours
         self.socket = directory / "bus.socket"
         self.processes: list[subprocess.Popen[bytes]] = []
         self._old_address: str | None = None
@@ -189,9 +193,10 @@ class RaucService:
         self.log = (self.directory / "rauc-service.log").open("wb")
         self.processes.append(
             subprocess.Popen(
-                ["rauc", "service", f"--conf={self.conf}", "--override-boot-slot=A"],
+                ["rauc", "service", f"--conf={self.conf}", f"--override-boot-slot={self.booted}"],
                 stdout=self.log,
                 stderr=subprocess.STDOUT,
+                env=dict(os.environ, PATH=self.path or os.environ["PATH"]),
             )
         )
         _wait_for(
