@@ -83,8 +83,10 @@ install -m 644 $B/files/fw_env.config /etc/fw_env.config
 install -m 644 $B/files/linerec-rauc-dbus.conf /etc/dbus-1/system.d/linerec-rauc.conf
 install -m 755 $B/files/rauc-post-install $B/files/linerec-trial-watchdog /usr/lib/linerec/
 install -m 644 $B/files/linerec-update-reboot.path $B/files/linerec-update-reboot.service \
-    $B/files/linerec-trial-watchdog.service /etc/systemd/system/
-systemctl enable linerec-update-reboot.path linerec-trial-watchdog.service
+    $B/files/linerec-trial-watchdog.service $B/files/linerec-reset-button.service \
+    /etc/systemd/system/
+systemctl enable linerec-update-reboot.path linerec-trial-watchdog.service \
+    linerec-reset-button.service
 # linerec marks the slot good itself (once READY, and on a trial boot once connected).
 systemctl mask rauc-mark-good.service 2>/dev/null || true
 
