@@ -27,7 +27,6 @@ FSTAB
 # The data partition's tree (image/build moves /data onto that partition). Its top directory
 # is root's: the recorder's user owns only linerec/, so it cannot swap the system's state.
 install -d -m 755 /data /var/lib/alsa
-install -d -m 700 /data/rauc   # RAUC's own records (system.conf data-directory)
 install -d -o linerec -g linerec -m 750 /data/linerec
 cp -a /var/lib/systemd /data/systemd
 cp -a /var/lib/alsa /data/alsa   # the mixer levels the technician sets (alsactl store)

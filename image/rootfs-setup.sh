@@ -71,24 +71,6 @@ grep -q '^ROOTPART=' /etc/default/raspi-firmware || echo 'ROOTPART=LABEL=LINEREC
 grep -q '^CONSOLES=' /etc/default/raspi-firmware || echo 'CONSOLES="ttyS1,115200 tty0"' >> /etc/default/raspi-firmware
 kver=$(ls /lib/modules | sort -V | tail -1)
 /etc/kernel/postinst.d/z50-raspi-firmware "$kver"
-# U-Boot's boot.scr loads the kernel and initrd from the slot it boots (so an update brings
-# its own kernel): by these names.
-ln -sfn "boot/vmlinuz-$kver" /vmlinuz
-ln -sfn "boot/initrd.img-$kver" /initrd.img
-
-# --- updates: RAUC, U-Boot's environment, the trial ------------------------------------------
-install -d /etc/rauc /usr/lib/linerec
-install -m 644 $B/files/rauc-system.conf /etc/rauc/system.conf
-install -m 644 $B/files/fw_env.config /etc/fw_env.config
-install -m 644 $B/files/linerec-rauc-dbus.conf /etc/dbus-1/system.d/linerec-rauc.conf
-install -m 755 $B/files/rauc-post-install $B/files/linerec-trial-watchdog /usr/lib/linerec/
-install -m 644 $B/files/linerec-update-reboot.path $B/files/linerec-update-reboot.service \
-    $B/files/linerec-trial-watchdog.service $B/files/linerec-reset-button.service \
-    /etc/systemd/system/
-systemctl enable linerec-update-reboot.path linerec-trial-watchdog.service \
-    linerec-reset-button.service
-# linerec marks the slot good itself (once READY, and on a trial boot once connected).
-systemctl mask rauc-mark-good.service 2>/dev/null || true
 
 apt-get clean
 rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin
