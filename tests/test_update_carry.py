@@ -17,6 +17,7 @@ from rauc_system import RaucService, make_bundle, make_signer, write_system_conf
 
 REPO = Path(__file__).resolve().parent.parent
 LINEREC = Path(sys.executable).parent / "linerec"
+RECORDER = 4321  # a uid/gid standing for the recorder's user
 
 
 def provisioned_root(root: Path) -> Path:
@@ -24,6 +25,12 @@ def provisioned_root(root: Path) -> Path:
     (root / "etc/linerec/site").mkdir(parents=True)
     (root / "etc/linerec/linerec.toml").write_text('[device]\nid = "frontdesk"\n')
     (root / "etc/linerec/site/collector.pub").write_text("collector key\n")
+    (root / "etc/linerec/tls").mkdir()
+    (root / "etc/linerec/tls/device.key").write_text("the recorder's own key\n")
+    os.chmod(root / "etc/linerec/tls/device.key", 0o600)
+    if os.geteuid() == 0:  # as provisioning hands it to the recorder's user
+        os.chown(root / "etc/linerec/tls", RECORDER, RECORDER)
+        os.chown(root / "etc/linerec/tls/device.key", RECORDER, RECORDER)
     os.chmod(root / "etc/linerec/site", 0o700)
     (root / "etc/linerec/provisioned.json").write_text('{"site_sha256": "ab"}\n')
     (root / "etc/wpa_supplicant").mkdir()
@@ -60,6 +67,11 @@ def test_the_site_set_up_is_carried_and_nothing_else(tmp_path: Path) -> None:
     assert (target / "etc/linerec/site").stat().st_mode & 0o777 == 0o700
     assert (target / "etc/wpa_supplicant/wpa_supplicant-wlan0.conf").stat().st_mode & 0o777 == 0o600
     assert (target / "etc/ssh/ssh_host_ed25519_key").read_text() == "host key\n"
+    key = (target / "etc/linerec/tls/device.key").stat()
+    assert key.st_mode & 0o777 == 0o600
+    if os.geteuid() == 0:  # copied by root (RAUC's handler), still the recorder's
+        assert (key.st_uid, key.st_gid) == (RECORDER, RECORDER)
+        assert (target / "etc/linerec/tls").stat().st_uid == RECORDER
     assert (target / "etc/ssh/sshd_config").read_text() == "new release's own\n"  # not the site's
     assert (target / "etc/hostname").read_text() == "frontdesk\n"
     assert os.readlink(target / "etc/localtime") == "/usr/share/zoneinfo/Europe/Berlin"

@@ -41,9 +41,26 @@ def carry_over(source: Path, target: Path) -> list[str]:
             shutil.copytree(origin, destination, symlinks=True)
         else:
             shutil.copy2(origin, destination, follow_symlinks=False)
+        _own_like(origin, destination)
         done.append(f"carried /{name}")
     os.sync()
     return done
+
+
+def _own_like(origin: Path, destination: Path) -> None:
+    """Owner and group as at the origin, all the way down: the recorder's keys are its own
+    (mode 0600), and a copy made by root would lock it out of them in the new slot."""
+    if os.geteuid() != 0:
+        return  # only root can give files away; a test as a user keeps its own
+    pairs = [(origin, destination)]
+    if origin.is_dir() and not origin.is_symlink():
+        for directory, dirs, files in os.walk(origin):
+            for child in (*dirs, *files):
+                path = Path(directory) / child
+                pairs.append((path, destination / path.relative_to(origin)))
+    for source, copy in pairs:
+        owner = source.lstat()
+        os.lchown(copy, owner.st_uid, owner.st_gid)
 
 
 def _ensure_parents(directory: Path, source: Path, target: Path) -> None:
