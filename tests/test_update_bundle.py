@@ -4,6 +4,7 @@ with a message that says which, and a good bundle passes."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -123,3 +124,18 @@ def test_a_broken_system_conf_is_named(tmp_path: Path) -> None:
         read_system(conf)
     with pytest.raises(UpdateSetupError, match=r"not a readable RAUC system\.conf"):
         read_system(tmp_path / "absent.conf")
+
+
+def test_a_box_without_unsquashfs_says_so_instead_of_blaming_the_bundle(
+    tmp_path: Path, keys: tuple[Signer, Signer], good: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Seen under QEMU: Debian's rauc only suggests squashfs-tools, and `rauc info` on a box
+    # without unsquashfs failed; the good bundle was reported "truncated".
+    conf = write_system_conf(tmp_path / "sys", keys[0].ca)
+    bare = tmp_path / "bin"
+    bare.mkdir()
+    (bare / "rauc").symlink_to(shutil.which("rauc") or "/usr/bin/rauc")
+    monkeypatch.setenv("PATH", str(bare))
+    refused = refusal(good, conf)
+    assert refused.kind == "tool"
+    assert "unsquashfs" in str(refused) and "not the bundle's fault" in str(refused)

@@ -26,7 +26,8 @@ _UNTRUSTED = "Verify error"
 
 class BundleRefused(LinerecError):
     """`kind`: "missing", "truncated", "altered", "untrusted", "incompatible", "no-version",
-    "older"."""
+    "older", or "tool" (RAUC could not run a program it needs: the box's fault, not the
+    bundle's)."""
 
     def __init__(self, kind: str, message: str) -> None:
         super().__init__(message)
@@ -76,8 +77,18 @@ def check_bundle(path: Path, system: RaucSystem, running_version: str) -> Bundle
     return Bundle(path=path, compatible=compatible, version=version, size=size)
 
 
+# How GLib says a program RAUC runs (unsquashfs, from squashfs-tools) is missing.
+_NO_TOOL = "Failed to execute child process"
+
+
 def _refusal(path: Path, failure: rauc.Failure) -> BundleRefused:
     reason = failure.reason()
+    if _NO_TOOL in reason:
+        return BundleRefused(
+            "tool",
+            f"{path}: this box cannot read bundles, not the bundle's fault: rauc could not run "
+            f"a program it needs ({reason}; the image needs squashfs-tools)",
+        )
     if "signature verification failed" in failure.stderr:
         if _UNTRUSTED in reason:
             return BundleRefused(
