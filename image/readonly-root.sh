@@ -12,8 +12,9 @@
 set -eu
 B=${1:-/tmp/linerec-build}
 
+# / is not listed: it is whichever root slot U-Boot booted (root=PARTUUID=... ro on the
+# kernel command line, from boot.scr).
 cat > /etc/fstab <<'FSTAB'
-LABEL=LINEREC_ROOT  /                 ext4   ro,noatime,errors=remount-ro              0 1
 LABEL=LINERECBOOT   /boot/firmware    vfat   defaults,noatime,umask=0077               0 2
 LABEL=LINEREC_DATA  /data             ext4   defaults,noatime,nodev,nosuid,noexec      0 2
 /data/linerec       /var/lib/linerec  none   bind,x-systemd.requires-mounts-for=/data  0 0

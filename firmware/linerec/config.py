@@ -38,7 +38,7 @@ INT64 = range(-(1 << 63), 1 << 63)  # TOML integers (larger ones are not TOML)
 # that is not listed here is a bug caught on the first parse. The annotated example
 # (data/linerec.example.toml) is checked against this table.
 KEYS: dict[str, frozenset[str]] = {
-    "": frozenset({"device", "hardware", "store", "sim", "uplink", "line"}),
+    "": frozenset({"device", "hardware", "store", "sim", "uplink", "update", "line"}),
     "device": frozenset({"id"}),
     "hardware": frozenset({"backend", "pinmap", "status_led_pin"}),
     "store": frozenset(
@@ -55,6 +55,7 @@ KEYS: dict[str, frozenset[str]] = {
         }
     ),
     "sim": frozenset({"calls", "speed"}),
+    "update": frozenset({"system_conf", "max_wait_s", "trial_s", "trial_timeout_s"}),
     "uplink": frozenset(
         {"broker", "allow_plaintext", "device_id", "collector", "ca", "cert", "key", "stream"}
     ),
@@ -183,6 +184,22 @@ class SimConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class UpdateConfig:
+    system_conf: Path  # RAUC's system.conf: compatible, keyring, slots (docs/updates.md)
+    max_wait: float  # seconds an installed update waits for every line to be idle
+    trial_wait: float  # seconds of READY, with no uplink, before a new slot is marked good
+    trial_timeout: float  # seconds a trial boot has to be marked good before it reboots
+
+
+DEFAULT_UPDATE = UpdateConfig(
+    system_conf=Path("/etc/rauc/system.conf"),
+    max_wait=3600.0,
+    trial_wait=120.0,
+    trial_timeout=900.0,
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Config:
     path: Path
     device_id: str
@@ -191,6 +208,7 @@ class Config:
     sim: SimConfig
     uplink: UplinkConfig | None = None
     lines: tuple[LineConfig, ...] = field(default_factory=tuple)
+    update: UpdateConfig = DEFAULT_UPDATE
 
     def line(self, name: str) -> LineConfig | None:
         return next((line for line in self.lines if line.name == name), None)
@@ -477,6 +495,15 @@ def parse_config(
     )
     sim.done()
 
+    update = top.table("update", KEYS["update"])
+    update_config = UpdateConfig(
+        system_conf=update.path("system_conf", DEFAULT_UPDATE.system_conf),
+        max_wait=update.number("max_wait_s", 3600, 0, 7 * 86400),
+        trial_wait=update.number("trial_s", 120, 0, 86400),
+        trial_timeout=update.number("trial_timeout_s", 900, 60, 86400),
+    )
+    update.done()
+
     uplink_config = None
     uplink = top.table("uplink", KEYS["uplink"])
     if "uplink" in data:  # the uplink is on when the file has the table
@@ -495,6 +522,7 @@ def parse_config(
         sim=sim_config,
         uplink=uplink_config,
         lines=lines,
+        update=update_config,
     )
     _check_unique(config, source)
     slowest = max(line.hook_debounce for line in lines)

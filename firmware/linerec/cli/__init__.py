@@ -1,8 +1,9 @@
 """The `linerec` command: the only place that parses arguments.
 
-One module per command group: `appliance` (the recorder on the box), `recordings` (keys and
-recordings on a card), `collector` (the server side) and `console` (the collector's web console
-and its accounts). Each binds its subcommands to their handlers with `set_defaults(handler=...)`.
+One module per command group: `appliance` (the recorder on the box), `update` (its signed
+software updates), `recordings` (keys and recordings on a card), `collector` (the server side)
+and `console` (the collector's web console and its accounts). Each binds its subcommands to
+their handlers with `set_defaults(handler=...)`.
 
 Exit status: 0 done; 1 a failure at run time; 2 bad input (configuration, call file, usage),
 with a message that names the file and the key or step.
@@ -15,7 +16,7 @@ import sys
 from collections.abc import Sequence
 
 from linerec import __version__
-from linerec.cli import appliance, collector, console, recordings
+from linerec.cli import appliance, collector, console, recordings, update
 from linerec.errors import LinerecError, one_line
 
 
@@ -27,6 +28,7 @@ def parser() -> argparse.ArgumentParser:
     commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
     appliance.add_commands(commands)
     recordings.add_commands(commands)
+    update.add_commands(commands)
     console.add_commands(collector.add_commands(commands))
     return top
 

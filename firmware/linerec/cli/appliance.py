@@ -72,6 +72,15 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "--yes", action="store_true", help="really wipe (without it nothing is changed)"
     )
     reset.add_argument(
+        "--button",
+        action="store_true",
+        help="at boot (linerec-reset-button.service): wipe only if line 1's button is held "
+        "from now for --hold seconds (the status LED blinks meanwhile), then reboot",
+    )
+    reset.add_argument(
+        "--hold", type=float, default=None, metavar="S", help="with --button (default 10)"
+    )
+    reset.add_argument(
         "--root", type=Path, default=Path("/"), help="the root filesystem to wipe (default /)"
     )
     reset.add_argument(
@@ -327,7 +336,11 @@ def _factory_reset(args: argparse.Namespace) -> int:
     from linerec.provision.reset import configured_store, factory_reset
 
     root: Path = args.root
-    if not args.yes:
+    if args.button:
+        if not _reset_button_held(args.hold):
+            print("factory reset: the button was not held; nothing changed")
+            return 0
+    elif not args.yes:
         print(
             "linerec: error: factory-reset wipes this box's identity and TLS keys, the site's "
             "secrets, Wi-Fi credentials and every recording not yet collected; "
@@ -362,7 +375,46 @@ def _factory_reset(args: argparse.Namespace) -> int:
         "factory reset: done; the next boot is a first boot, waiting for linerec-site.toml "
         "on the boot partition"
     )
+    if args.button and on_the_box:
+        subprocess.run(["systemctl", "reboot"], check=False)
     return 0
+
+
+def _reset_button_held(hold: float | None) -> bool:
+    """Watch line 1's button on the real board (pins from the configuration, or the default
+    pin map on a box not yet provisioned)."""
+    import time
+
+    from linerec.config import DEFAULT_PATH, default_pinmap, load_config, load_pinmap
+    from linerec.errors import LinerecError
+    from linerec.hardware.backend import GpioBackend
+    from linerec.provision.button import HOLD, watch
+
+    try:
+        config = load_config(DEFAULT_PATH) if DEFAULT_PATH.exists() else None
+    except (LinerecError, OSError):
+        config = None  # a broken configuration is one more reason to be able to reset
+    button: int | None
+    if config is not None and config.lines and config.lines[0].pins.button is not None:
+        button, led = config.lines[0].pins.button, config.hardware.status_led
+    else:
+        pinmap = load_pinmap(default_pinmap())
+        button, led = pinmap.lines[0].button, pinmap.status_led
+    if button is None:
+        print("factory reset: line 1 has no button in the pin map")
+        return False
+    backend = GpioBackend()
+    try:
+        return watch(
+            backend.pins,
+            button=button,
+            led=led,
+            clock=backend.clock,
+            wait=time.sleep,  # edges are collected by the pin's callback meanwhile
+            hold=hold if hold is not None else HOLD,
+        )
+    finally:
+        backend.close()
 
 
 def _blink_config_fault(seconds: float) -> None:

@@ -111,9 +111,23 @@ def add_commands(
     command.add_argument("device", metavar="DEVICE", type=_device_id)
     command.add_argument(
         "action",
-        choices=["status", "pause", "resume", "opt_out", "hold", "release", "delete", "consent"],
+        choices=[
+            "status",
+            "pause",
+            "resume",
+            "opt_out",
+            "hold",
+            "release",
+            "delete",
+            "consent",
+            "update",
+        ],
     )
     command.add_argument("--line", help="for pause, resume, opt_out, consent")
+    command.add_argument(
+        "--url",
+        help="for update: where the device fetches the signed bundle (http:// or https://)",
+    )
     command.add_argument("--id", help="the recording, for hold, release, delete")
     command.add_argument("--mode", help="the consent mode, for consent")
     command.add_argument(

@@ -26,6 +26,7 @@ from linerec.daemon.storage import (
     recertifying,
     rekeying,
 )
+from linerec.daemon.updating import open_updating
 from linerec.hardware.backend import Backend
 from linerec.store.ring import RingStore
 
@@ -96,6 +97,26 @@ def build_recorder(
             )
         sinks[0] = queueing(emit, outbox, device_id=config.uplink.device_id, t0=start)
 
+    updating = open_updating(
+        config,
+        report=lambda event: daemons[0].report(event),
+        emit=lambda event: sinks[0](event),
+        clock=backend.clock,
+    )
+
+    def on_tick(now: float, idle: bool) -> None:
+        if updating is not None:
+            updating.supervisor.tick(now, idle=idle, uplink=uplink.connected if uplink else None)
+
+    def update_health() -> dict[str, object]:
+        return {"update": updating.supervisor.health()} if updating is not None else {}
+
+    key_actions: dict[str, Callable[[dict[str, str]], None]] = {}
+    if outbox is not None:
+        key_actions.update(rekey=rekeying(config, store, outbox), cert=recertifying(config))
+    if updating is not None:
+        key_actions["update"] = updating.command
+
     def expiry() -> str | None:  # the certificate may be renewed while the box runs
         return cert_expiry(config)
 
@@ -108,16 +129,17 @@ def build_recorder(
         monotonic=monotonic,
         on_status_request=uplink.publish_status if uplink else lambda: None,
         on_health=(
-            (lambda health: uplink.publish_health({**health, "tls_cert_expires": expiry()}))
+            (
+                lambda health: uplink.publish_health(
+                    {**health, "tls_cert_expires": expiry(), **update_health()}
+                )
+            )
             if uplink
             else lambda health: None
         ),
         uplink_connected=(lambda: uplink.connected) if uplink else None,
-        key_actions=(
-            {"rekey": rekeying(config, store, outbox), "cert": recertifying(config)}
-            if outbox is not None
-            else None
-        ),
+        key_actions=key_actions,
+        on_tick=on_tick,
     )
     daemons.append(daemon)
     return Recorder(

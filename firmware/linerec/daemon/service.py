@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from linerec.call.consent import ConsentMode
 from linerec.call.events import CallEvent
+from linerec.call.machine import State
 from linerec.codec import Samples
 from linerec.config import Config, LineConfig
 from linerec.daemon.events import CommandDone, CommandRefused, Fault, FaultCleared, RecordingSealed
@@ -97,6 +98,12 @@ class _Command:
 
 
 @dataclass(frozen=True, slots=True)
+class _Report:
+    event: CallEvent  # from another thread (an update under way), emitted by the main loop
+    line: int = -1
+
+
+@dataclass(frozen=True, slots=True)
 class _CaptureFailed:
     line: int
     error: BaseException
@@ -116,6 +123,7 @@ class Daemon:
         on_health: Callable[[dict[str, object]], None] = lambda health: None,
         uplink_connected: Callable[[], bool] | None = None,
         key_actions: Mapping[str, Callable[[dict[str, str]], None]] | None = None,
+        on_tick: Callable[[float, bool], None] = lambda now, idle: None,
     ) -> None:
         self.config = config
         self.backend = backend
@@ -123,8 +131,10 @@ class Daemon:
         self._emit_to = emit
         self._on_status_request = on_status_request
         self._on_health = on_health
-        # rekey, cert: what a command does to the box's keys (wired with the uplink)
+        # rekey, cert: what a command does to the box's keys (wired with the uplink);
+        # update: install a signed bundle (where RAUC is set up)
         self._key_actions = dict(key_actions or {})
+        self._on_tick = on_tick  # (now, every line idle): the update supervisor's
         self._uplink_connected = uplink_connected  # None: no uplink configured
         self._started = monotonic()
         self._uplink_seen = self._started  # connected last (or started): the grace counts from here
@@ -132,8 +142,8 @@ class Daemon:
         self._uplink_was_connected = False
         self.notifier = notifier or Notifier({})
         self._monotonic = monotonic
-        self._queue: HandoffQueue[_Edge | _Captured | _CaptureFailed | _Command] = HandoffQueue(
-            QUEUE_FRAMES * len(config.lines)
+        self._queue: HandoffQueue[_Edge | _Captured | _CaptureFailed | _Command | _Report] = (
+            HandoffQueue(QUEUE_FRAMES * len(config.lines))
         )
         self._stopping = threading.Event()
         self.pipelines: list[LinePipeline] = []
@@ -295,7 +305,7 @@ class Daemon:
             self._heartbeats[index] = self._monotonic()
             self._put(_Captured(index, frame))
 
-    def _put(self, item: _Edge | _Captured | _CaptureFailed | _Command) -> None:
+    def _put(self, item: _Edge | _Captured | _CaptureFailed | _Command | _Report) -> None:
         # A full queue blocks capture (the device then overruns, which is counted and marked);
         # it never drops a frame here. Keep checking for stop so shutdown cannot hang on it.
         while not self._stopping.is_set():
@@ -314,9 +324,16 @@ class Daemon:
         """From the uplink's thread: a checked command (or why one was refused), for the loop."""
         self._put(_Command(command))
 
-    def _handle(self, item: _Edge | _Captured | _CaptureFailed | _Command) -> None:
+    def report(self, event: CallEvent) -> None:
+        """From another thread: an event for the main loop to emit."""
+        self._put(_Report(event))
+
+    def _handle(self, item: _Edge | _Captured | _CaptureFailed | _Command | _Report) -> None:
         if isinstance(item, _Command):
             self._execute(item)
+            return
+        if isinstance(item, _Report):
+            self._emit(item.event)
             return
         pipeline = self.pipelines[item.line]
         if isinstance(item, _Captured):
@@ -363,9 +380,13 @@ class Daemon:
                 getattr(self.store, command.action)(arguments["id"])
             elif command.action == "delete":
                 self.store.delete(arguments["id"], "command")
-            elif command.action in ("rekey", "cert"):
+            elif command.action in ("rekey", "cert", "update"):
                 if command.action not in self._key_actions:
-                    raise ValueError("this recorder has no such key to replace")
+                    raise ValueError(
+                        "updates are not set up on this recorder (no RAUC system.conf)"
+                        if command.action == "update"
+                        else "this recorder has no such key to replace"
+                    )
                 self._key_actions[command.action](arguments)
             else:
                 pipeline = next((p for p in self.pipelines if p.name == arguments["line"]), None)
@@ -420,6 +441,7 @@ class Daemon:
         else:
             self._clear("audio")
         self._check_uplink(now)
+        self._on_tick(now, all(p.machine.state is State.IDLE for p in self.pipelines))
         interval = self.notifier.watchdog_interval
         if interval is not None and not stalled and now - self._last_ping >= interval / 2:
             self.notifier.watchdog()

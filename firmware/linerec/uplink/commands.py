@@ -41,6 +41,7 @@ ACTIONS = {
     "consent": ("line", "mode"),
     "rekey": ("epoch", "x25519"),  # the collector's recipient key of a new epoch (base64)
     "cert": ("pem",),  # the device's renewed TLS certificate (`collector enroll --renew`)
+    "update": ("url",),  # fetch a signed RAUC bundle and install it (docs/updates.md)
 }
 
 
