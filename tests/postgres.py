@@ -61,6 +61,17 @@ class PostgresServer:
             postgres_bin("initdb"), "-D", str(self.data), "-U", SUPERUSER, "--auth=trust",
             "--encoding=UTF8", "--locale=C", "--no-sync",
         )  # fmt: skip
+        self._serve()
+        self.template = self.create(schema=False, name="linerec_template")
+        from linerec.collector.database import connect
+        from linerec.collector.schema import migrate
+
+        db = connect(self.template)
+        migrate(db)
+        db.close()
+        return self
+
+    def _serve(self) -> None:
         options = (
             f"-c listen_addresses=127.0.0.1 -c port={self.port} "
             f"-c unix_socket_directories={self.root} -c max_connections=200 "
@@ -71,14 +82,14 @@ class PostgresServer:
             postgres_bin("pg_ctl"), "-D", str(self.data), "-l", str(self.root / "server.log"),
             "-o", options, "-w", "-t", "60", "start",
         )  # fmt: skip
-        self.template = self.create(schema=False, name="linerec_template")
-        from linerec.collector.database import connect
-        from linerec.collector.schema import migrate
 
-        db = connect(self.template)
-        migrate(db)
-        db.close()
-        return self
+    def pause(self) -> None:
+        """Stop the server (its clients' connections break); `resume` starts it again on the
+        same port with the same data."""
+        self._run(postgres_bin("pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
+
+    def resume(self) -> None:
+        self._serve()
 
     def uri(self, database: str) -> str:
         return f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/{database}"

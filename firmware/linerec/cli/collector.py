@@ -387,7 +387,11 @@ def _run(args: argparse.Namespace) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
     signal.signal(signal.SIGINT, lambda signum, frame: stop.set())
-    Collector(settings).run(stop)
+    from linerec.daemon.notify import Notifier
+
+    collector = Collector(settings)
+    collector.on_status = Notifier().status  # `systemctl status` shows a database outage
+    collector.run(stop)
     return 0
 
 

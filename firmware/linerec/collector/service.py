@@ -37,6 +37,7 @@ import paho.mqtt.client as mqtt
 from cryptography.exceptions import InvalidTag
 
 from linerec.collector.config import CollectorSettings
+from linerec.collector.database import DatabaseUnavailable
 from linerec.collector.sealed import open_event
 from linerec.collector.store import CollectorStore
 from linerec.collector.uploads import STREAMING, Piece, UploadRefused
@@ -82,6 +83,11 @@ class Collector:
         self._lock = threading.Lock()  # paho calls back on one thread; the CLI may read too
         self.ready = threading.Event()
         self.problems: list[str] = []
+        # The database not taking writes: since when (None: it does), why, messages turned away.
+        self._down_since: float | None = None
+        self._down_reason = ""
+        self._turned_away = 0
+        self.on_status: Callable[[str], None] = lambda text: None  # systemd's STATUS=, say
         self._discarded: dict[tuple[str, str], float] = {}  # (device, id) of dropped streams
         self.client = make_client(
             client_id, settings.broker, ca=settings.ca, cert=settings.cert, key=settings.client_key
@@ -108,10 +114,13 @@ class Collector:
         try:
             next_sweep = self._clock() + RETENTION_EVERY
             while not stop.wait(timeout=HOUSEKEEPING_EVERY):
-                self.housekeeping()
-                if self._clock() >= next_sweep:
-                    next_sweep = self._clock() + RETENTION_EVERY
-                    self.sweep()
+                try:
+                    self.housekeeping()
+                    if self._clock() >= next_sweep:
+                        next_sweep = self._clock() + RETENTION_EVERY
+                        self.sweep()
+                except DatabaseUnavailable as exc:  # tried again next time round
+                    self._database_down(exc)
         finally:
             self.stop()
 
@@ -177,11 +186,62 @@ class Collector:
                     self._fleet(device, rest[0], where, bytes(message.payload))
                 else:
                     raise ApiError(f"{where}: not a topic the collector reads")
+        except DatabaseUnavailable as exc:
+            # Not committed, so not acknowledged: the appliance keeps it and sends it again.
+            self._database_down(exc)
+            return
         except ApiError as exc:
             self._problem(str(exc))
         except Exception as exc:  # one bad message must not stop the collector
             log.exception("while handling a message on %s", where)
             self._problem(f"{where}: {exc}")
+        if self._down_since is not None:
+            self._database_back()
+
+    # -- the database going away -------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        """What this collector says of itself: whether its database takes writes now (if not:
+        since when, why, and how many messages it has turned away unacknowledged)."""
+        return {
+            "database": "ok" if self._down_since is None else "unavailable",
+            "name": self.store.db.name,
+            "problem": self._down_reason or None,
+            "since": self._down_since,
+            "not_acknowledged": self._turned_away,
+        }
+
+    def _database_down(self, exc: DatabaseUnavailable) -> None:
+        """Said once an outage (one line, no traceback); each message after it is turned away
+        unacknowledged, silently."""
+        self._turned_away += 1
+        if self._down_since is not None:
+            return
+        self._down_since = self._clock()
+        self._down_reason = f"database unavailable: {exc}"
+        self._problem(
+            f"{self._down_reason}: not acknowledging until it is back (the appliances keep "
+            "what they sent and send it again)"
+        )
+        self.on_status(f"{self._down_reason}: not acknowledging")
+
+    def _database_back(self) -> None:
+        """The last message went through: unless the database still does not answer, the
+        outage is over (what was turned away comes again as the appliances resend)."""
+        try:
+            self.store.db.execute("SELECT 1").fetchone()
+        except DatabaseUnavailable:
+            return
+        assert self._down_since is not None
+        log.info(
+            "database %s is back after %.0f s (%d messages not acknowledged meanwhile): "
+            "catching up as the appliances send them again",
+            self.store.db.name,
+            self._clock() - self._down_since,
+            self._turned_away,
+        )
+        self._down_since, self._down_reason, self._turned_away = None, "", 0
+        self.on_status("receiving")
 
     def _fleet(self, device: str, kind: str, where: str, payload: bytes) -> None:
         """Keep a device's latest status or health for the console's fleet page."""
