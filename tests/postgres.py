@@ -38,7 +38,8 @@ def postgres_bin(name: str) -> str:
 
 
 class PostgresServer:
-    def __init__(self) -> None:
+    def __init__(self, settings: str = "") -> None:
+        self.settings = settings  # more `-c name=value` for the server (a bench's memory)
         self.root = Path(tempfile.mkdtemp(prefix="linerec-pg-"))  # not under a 0700 tmp_path
         self.data = self.root / "data"
         self.port = free_port()
@@ -76,7 +77,8 @@ class PostgresServer:
             f"-c listen_addresses=127.0.0.1 -c port={self.port} "
             f"-c unix_socket_directories={self.root} -c max_connections=200 "
             # a test server: what is lost in a crash is recreated by the next run
-            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
+            f"{self.settings}"
         )
         self._run(
             postgres_bin("pg_ctl"), "-D", str(self.data), "-l", str(self.root / "server.log"),
