@@ -1,6 +1,10 @@
 """Benchmark of what one device's upload costs the collector: prints figures, asserts nothing.
 
     .venv/bin/python bench/collector.py [--mib 200] [--holes 1000,10000,30000]
+    .venv/bin/python bench/collector.py --search 1000000 [--repeat 20] [--database URI]
+
+With --search, only the search bench (bench/search.py): the console's queries over N
+recordings on SQLite and PostgreSQL side by side.
 
 1. Peak memory: a real sealed recording of about MIB MiB is uploaded in 32 KiB pieces to a
    collector running as its own process (`linerec collector run`) on a real mosquitto; its
@@ -213,9 +217,20 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=4000)
     parser.add_argument("--backlog", type=int, default=40)
     parser.add_argument(
-        "--database", metavar="URL", help="[collector] database (default: SQLite in data_dir)"
+        "--database",
+        metavar="URL",
+        help="[collector] database (default: SQLite in data_dir); for --search, an empty "
+        "PostgreSQL database (default: one started here)",
     )
+    parser.add_argument("--search", type=int, metavar="N", help="search over N recordings only")
+    parser.add_argument("--repeat", type=int, default=20, help="runs of each search shape")
     args = parser.parse_args()
+    if args.search:
+        from search import run as search_bench
+
+        with tempfile.TemporaryDirectory() as tmp:
+            search_bench(args.search, args.repeat, args.database, Path(tmp))
+        return
     import logging
 
     logging.getLogger("linerec").setLevel(logging.ERROR)

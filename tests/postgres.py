@@ -38,7 +38,8 @@ def postgres_bin(name: str) -> str:
 
 
 class PostgresServer:
-    def __init__(self) -> None:
+    def __init__(self, settings: str = "") -> None:
+        self.settings = settings  # more `-c name=value` for the server (a bench's memory)
         self.root = Path(tempfile.mkdtemp(prefix="linerec-pg-"))  # not under a 0700 tmp_path
         self.data = self.root / "data"
         self.port = free_port()
@@ -61,16 +62,7 @@ class PostgresServer:
             postgres_bin("initdb"), "-D", str(self.data), "-U", SUPERUSER, "--auth=trust",
             "--encoding=UTF8", "--locale=C", "--no-sync",
         )  # fmt: skip
-        options = (
-            f"-c listen_addresses=127.0.0.1 -c port={self.port} "
-            f"-c unix_socket_directories={self.root} -c max_connections=200 "
-            # a test server: what is lost in a crash is recreated by the next run
-            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-        )
-        self._run(
-            postgres_bin("pg_ctl"), "-D", str(self.data), "-l", str(self.root / "server.log"),
-            "-o", options, "-w", "-t", "60", "start",
-        )  # fmt: skip
+        self._serve()
         self.template = self.create(schema=False, name="linerec_template")
         from linerec.collector.database import connect
         from linerec.collector.schema import migrate
@@ -79,6 +71,27 @@ class PostgresServer:
         migrate(db)
         db.close()
         return self
+
+    def _serve(self) -> None:
+        options = (
+            f"-c listen_addresses=127.0.0.1 -c port={self.port} "
+            f"-c unix_socket_directories={self.root} -c max_connections=200 "
+            # a test server: what is lost in a crash is recreated by the next run
+            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
+            f"{self.settings}"
+        )
+        self._run(
+            postgres_bin("pg_ctl"), "-D", str(self.data), "-l", str(self.root / "server.log"),
+            "-o", options, "-w", "-t", "60", "start",
+        )  # fmt: skip
+
+    def pause(self) -> None:
+        """Stop the server (its clients' connections break); `resume` starts it again on the
+        same port with the same data."""
+        self._run(postgres_bin("pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
+
+    def resume(self) -> None:
+        self._serve()
 
     def uri(self, database: str) -> str:
         return f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/{database}"

@@ -322,3 +322,82 @@ def test_two_processes_sweeping_retention_at_once_delete_each_recording_once(
     from linerec.collector.audit import AuditLog
 
     assert AuditLog(stores[1].db).verify() == []  # one deletion chain, whoever deleted
+
+
+@pytest.mark.engines("postgresql")
+def test_a_migrated_postgresql_database_walks_an_index_for_newest_first(tmp_path: Path) -> None:
+    """The console's default page (newest first, NULLs last as on SQLite) must come from an
+    index, not from sorting every recording: the index keeps NULLs where the sort wants them.
+    A version 3 database gets it from `collector migrate`."""
+    location = databases.selected.location(tmp_path / "collector.db")
+    store = CollectorStore(tmp_path / "data", location)
+    for n in range(200):
+        store.db.execute(
+            "INSERT INTO recordings (device, id, seq, line, started_at, path, sha256, "
+            "received_at) VALUES ('box1', ?, ?, 'line1', ?, 'x', 'x', 0)",
+            (f"box1-{n:08d}-x", n, f"2026-01-01T00:{n // 60:02d}:{n % 60:02d}"),
+        )
+    store.db.close()
+    set_version(location, SCHEMA_VERSION - 1)  # as version 3 made it
+    db = connect(location)
+    db.execute("DROP INDEX console_by_started")
+    db.execute("CREATE INDEX console_by_started ON recordings (started_at)")
+    db.close()
+    done = linerec("collector", "migrate", "--config", str(config(tmp_path, location)))
+    assert done.returncode == 0, done.stderr
+    db = connect(location)
+    seen: list[str] = []
+    execute = db.execute
+
+    def capture(sql: str, parameters: Any = ()) -> Any:
+        seen.append(sql)
+        return execute(sql, parameters)
+
+    db.execute = capture  # type: ignore[method-assign]
+    from linerec.collector.search import run_search
+
+    rows, _ = run_search(db, parse_query({"limit": "5"}))
+    assert [row["id"] for row in rows] == [f"box1-{n:08d}-x" for n in range(199, 194, -1)]
+    execute("SET enable_seqscan = off")  # a table this small would be read whole otherwise
+    plan = "\n".join(row[0] for row in execute("EXPLAIN " + seen[-1], (5, 0)).fetchall())
+    db.close()
+    assert "Index Scan Backward using console_by_started" in plan, plan
+
+
+@pytest.mark.engines("postgresql")
+def test_migrate_from_copies_an_sqlite_collector_database_into_postgresql(tmp_path: Path) -> None:
+    """`collector migrate --from FILE`: an SQLite collector database (here of an earlier
+    release: brought to the current schema on a copy, the file itself untouched) copied into
+    the configured PostgreSQL database, every row kept; a database with data is refused."""
+    source = tmp_path / "old.db"
+    old = sqlite3.connect(source)
+    old.executescript(V1_TABLES.format(clock="", version=1) + OLD_AUDIT)
+    old.close()
+    before = hashlib.sha256(source.read_bytes()).hexdigest()
+    store = CollectorStore(tmp_path / "data", tmp_path / "current.db")  # one of this release
+    store.add_event("box1", {"seq": 1, "event": "ringing"}, 1.0)
+    store.db.close()
+    target = databases.selected.empty(tmp_path / "target")
+    cfg = str(config(tmp_path, target))
+    done = linerec("collector", "migrate", "--config", cfg, "--from", str(source))
+    assert done.returncode == 0, done.stderr
+    assert "copied" in done.stdout and "recordings" in done.stdout
+    assert hashlib.sha256(source.read_bytes()).hexdigest() == before
+    moved = CollectorStore(tmp_path / "data", target, create=False)
+    assert moved.find("shared")["device"] == "box1"
+    assert moved.is_held("box1", "shared")
+    from linerec.collector.audit import AuditLog
+
+    audit = AuditLog(moved.db)
+    assert [e["who"] for e in audit.entries()] == ["ann", "bob"]
+    assert audit.verify() == []
+    moved.audit("export", "shared", "after the move", who="cat")  # the chain goes on
+    assert audit.verify() == [] and len(audit.entries()) == 3
+    rows, total = moved.search(parse_query({"label": "sales"}))
+    assert total == 1 and rows[0]["direction"] == "inbound"
+    moved.db.close()
+    again = linerec("collector", "migrate", "--config", cfg, "--from", str(tmp_path / "current.db"))
+    assert again.returncode == 2
+    assert "already holds recordings" in again.stderr
+    missing = linerec("collector", "migrate", "--config", cfg, "--from", str(tmp_path / "no.db"))
+    assert missing.returncode == 2 and "no.db" in missing.stderr

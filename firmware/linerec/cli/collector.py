@@ -29,6 +29,13 @@ def add_commands(
     migrate = collector_commands.add_parser(
         "migrate", help="bring the collector's database to this linerec's schema version"
     )
+    migrate.add_argument(
+        "--from",
+        dest="source",
+        type=Path,
+        metavar="SQLITE_FILE",
+        help="copy this SQLite collector database into the configured (empty) one",
+    )
     migrate.set_defaults(handler=_migrate)
     collector_list = collector_commands.add_parser("list", help="the recordings received")
     collector_list.add_argument("--json", action="store_true")
@@ -453,17 +460,34 @@ def _run(args: argparse.Namespace) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
     signal.signal(signal.SIGINT, lambda signum, frame: stop.set())
-    Collector(settings).run(stop)
+    from linerec.daemon.notify import Notifier
+
+    collector = Collector(settings)
+    collector.on_status = Notifier().status  # `systemctl status` shows a database outage
+    collector.run(stop)
     return 0
 
 
 def _migrate(args: argparse.Namespace) -> int:
-    from linerec.collector.database import connect
+    from linerec.collector.database import DatabaseError, connect
     from linerec.collector.schema import migrate
 
     settings = _settings(args)
     settings.data_dir.mkdir(parents=True, exist_ok=True)  # where a SQLite file is by default
     db = connect(settings.database)
+    if args.source is not None:
+        from linerec.collector.transfer import copy_sqlite
+
+        try:
+            if Path(db.name).resolve() == args.source.resolve():
+                raise DatabaseError(f"--from {args.source}: is the configured database itself")
+            counts = copy_sqlite(args.source, db)
+        finally:
+            db.close()
+        print(f"{args.source} copied into {db.name}:")
+        for table, count in counts.items():
+            print(f"  {table}: {count} rows")
+        return 0
     try:
         before, after = migrate(db)
     finally:

@@ -20,6 +20,7 @@ import functools
 import re
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -51,6 +52,17 @@ class Cursor(Protocol):
 
 class DatabaseError(LinerecError):
     """The database cannot be used as configured (names the setting and what is wrong)."""
+
+
+class DatabaseUnavailable(DatabaseError):
+    """The database is there but cannot be written now: the server is down or unreachable,
+    the disk is full, another process holds the lock too long. What was being done is not
+    committed; the next statement tries again (reconnecting to a server first)."""
+
+
+# SQLite's errors that say "not now" (the file, the disk, another writer), not "wrong SQL".
+_SQLITE_UNAVAILABLE = ("locked", "busy", "full", "disk i/o", "unable to open", "readonly")
+RECONNECT_EVERY = 1.0  # seconds between attempts to reach a server that went away
 
 
 def is_uri(location: Path | str) -> bool:
@@ -96,12 +108,24 @@ def _connect_postgresql(uri: str) -> Database:
             "[collector] database names PostgreSQL, which needs psycopg 3: "
             "pip install 'linerec[collector]' (or 'psycopg[binary]')"
         ) from exc
+    where = urlsplit(uri)._replace(query="").geturl()
+
+    def reconnect() -> Any:
+        try:
+            return psycopg.connect(uri, autocommit=True)
+        except psycopg.Error as exc:
+            raise DatabaseUnavailable(f"{where}: cannot connect: {_first_line(exc)}") from exc
+
     try:
         connection = psycopg.connect(uri, autocommit=True)
     except psycopg.Error as exc:
-        where = urlsplit(uri)._replace(query="").geturl()
         raise DatabaseError(f"cannot connect to {where}: {str(exc).strip()}") from exc
-    return Database(connection, POSTGRESQL, urlsplit(uri)._replace(query="").geturl())
+    return Database(connection, POSTGRESQL, where, reconnect=reconnect)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 @functools.lru_cache(maxsize=1024)
@@ -117,10 +141,19 @@ _DDL_TYPES = {"INTEGER": "BIGINT", "REAL": "DOUBLE PRECISION", "BLOB": "BYTEA"}
 class Database:
     """One connection to the collector's metadata, whichever engine holds it."""
 
-    def __init__(self, connection: Any, engine: str, name: str) -> None:
+    def __init__(
+        self,
+        connection: Any,
+        engine: str,
+        name: str,
+        *,
+        reconnect: Callable[[], Any] | None = None,
+    ) -> None:
         self.connection = connection
         self.engine = engine
         self.name = name  # the file, or the URI without its options (for messages)
+        self._reconnect = reconnect
+        self._next_attempt = 0.0
         self._lock = threading.RLock()
         self._depth = 0
         self._after_commit: list[Callable[[], None]] = []
@@ -128,18 +161,50 @@ class Database:
     # -- running statements -----------------------------------------------------------------
 
     def execute(self, sql: str, parameters: Sequence[Any] = ()) -> Cursor:
-        with self._lock:
+        with self._lock, self._unavailable():
+            self._ensure_connected()
             if self.engine == SQLITE:
                 return self.connection.execute(sql, tuple(parameters))  # type: ignore[no-any-return]
             return self.connection.execute(_to_format(sql), tuple(parameters))  # type: ignore[no-any-return]
 
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        with self._lock:
+        with self._lock, self._unavailable():
+            self._ensure_connected()
             if self.engine == SQLITE:
                 self.connection.executemany(sql, rows)
             else:
                 with self.connection.cursor() as cursor:
                     cursor.executemany(_to_format(sql), rows)
+
+    @contextmanager
+    def _unavailable(self) -> Iterator[None]:
+        """The engine's "cannot now" errors as DatabaseUnavailable, naming the database;
+        other errors (a constraint, wrong SQL) pass unchanged."""
+        try:
+            yield
+        except DatabaseUnavailable:
+            raise
+        except sqlite3.OperationalError as exc:
+            if not any(word in str(exc).lower() for word in _SQLITE_UNAVAILABLE):
+                raise
+            raise DatabaseUnavailable(f"{self.name}: {_first_line(exc)}") from exc
+        except Exception as exc:
+            if self.engine != POSTGRESQL or not _is_connection_error(exc, self.connection):
+                raise
+            raise DatabaseUnavailable(f"{self.name}: {_first_line(exc)}") from exc
+
+    def _ensure_connected(self) -> None:
+        """A server connection that broke is opened again (outside a transaction, at most
+        every RECONNECT_EVERY seconds; between attempts it fails at once)."""
+        if self._reconnect is None or not self.connection.closed:
+            return
+        if self._depth:
+            raise DatabaseUnavailable(f"{self.name}: the connection broke mid-transaction")
+        now = time.monotonic()
+        if now < self._next_attempt:
+            raise DatabaseUnavailable(f"{self.name}: the connection is closed (reconnecting)")
+        self._next_attempt = now + RECONNECT_EVERY
+        self.connection = self._reconnect()
 
     @property
     def in_transaction(self) -> bool:
@@ -155,24 +220,33 @@ class Database:
                 self._depth += 1
                 try:
                     if lock and self.engine == POSTGRESQL:
-                        self.connection.execute(f"LOCK TABLE {lock} IN SHARE ROW EXCLUSIVE MODE")
+                        self.execute(f"LOCK TABLE {lock} IN SHARE ROW EXCLUSIVE MODE")
                     yield
                 finally:
                     self._depth -= 1
                 return
-            self.connection.execute("BEGIN IMMEDIATE" if self.engine == SQLITE else "BEGIN")
+            with self._unavailable():
+                self._ensure_connected()
+                self.connection.execute("BEGIN IMMEDIATE" if self.engine == SQLITE else "BEGIN")
             self._depth = 1
             try:
                 if lock and self.engine == POSTGRESQL:
-                    self.connection.execute(f"LOCK TABLE {lock} IN SHARE ROW EXCLUSIVE MODE")
+                    self.execute(f"LOCK TABLE {lock} IN SHARE ROW EXCLUSIVE MODE")
                 yield
             except BaseException:
                 self._depth = 0
                 self._after_commit.clear()
-                self.connection.execute("ROLLBACK")
+                if not getattr(self.connection, "closed", False):  # a broken one rolled back
+                    with self._unavailable():
+                        self.connection.execute("ROLLBACK")
                 raise
             self._depth = 0
-            self.connection.execute("COMMIT")
+            try:
+                with self._unavailable():  # a COMMIT that fails is not acknowledged: sent again
+                    self.connection.execute("COMMIT")
+            except BaseException:
+                self._after_commit.clear()
+                raise
             actions, self._after_commit = self._after_commit, []
             for action in actions:
                 action()
@@ -214,13 +288,26 @@ class Database:
         unary plus; PostgreSQL's planner weighs this itself)."""
         return f"+{column}" if self.engine == SQLITE else column
 
+    def lookup_join(self, table: str, alias: str, on: str) -> str:
+        """A LEFT JOIN done as one key lookup a row. SQLite always does; PostgreSQL multiplies
+        the selectivities of a two-column key (device, id), expects a few matches, and hashes
+        both tables whole where a count that stops early needed a few thousand lookups."""
+        if self.engine == SQLITE:
+            return f"LEFT JOIN {table} {alias} ON {on}"
+        return (
+            f"LEFT JOIN LATERAL (SELECT * FROM {table} {alias} WHERE {on} OFFSET 0) AS {alias} "
+            "ON true"
+        )  # OFFSET 0: kept a subquery, so not flattened back into a join it could hash
+
     def ddl(self, statement: str) -> str:
         """A schema statement in this engine's types (written with SQLite's names)."""
         if self.engine == SQLITE:
-            return statement.replace("{ROWID}", "").replace("{C}", "")
-        statement = statement.replace(
-            "{ROWID}", "rowid BIGINT GENERATED BY DEFAULT AS IDENTITY UNIQUE, "
-        ).replace("{C}", ' COLLATE "C"')
+            return statement.replace("{ROWID}", "").replace("{C}", "").replace("{NF}", "")
+        statement = (
+            statement.replace("{NF}", " NULLS FIRST")
+            .replace("{ROWID}", "rowid BIGINT GENERATED BY DEFAULT AS IDENTITY UNIQUE, ")
+            .replace("{C}", ' COLLATE "C"')
+        )
         return re.sub(r"\b(INTEGER|REAL|BLOB)\b", lambda m: _DDL_TYPES[m.group(1)], statement)
 
     def tables(self) -> set[str]:
@@ -269,6 +356,19 @@ class Database:
                 )
         elif not self._depth:
             self.execute("VACUUM vault_keys, kept_originals")
+
+
+def _is_connection_error(exc: BaseException, connection: Any) -> bool:
+    """psycopg's word that the server is gone or unreachable (not that a statement is wrong)."""
+    import psycopg
+
+    if not isinstance(exc, psycopg.Error):
+        return False
+    state = getattr(exc, "sqlstate", None) or ""
+    # 08: connection exception; 57P0x: the server shutting down or starting; 53: out of
+    # resources (disk full, too many connections).
+    gone = state.startswith(("08", "57P0", "53"))
+    return gone or bool(getattr(connection, "closed", False))
 
 
 def upsert(table: str, columns: Sequence[str], key: Sequence[str]) -> str:

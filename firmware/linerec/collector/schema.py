@@ -7,7 +7,9 @@ one row each and adds the quarantine and the event marks; 2 keeps whether each r
 start time came from a synchronised clock (retention); 3 is one schema for every table, the
 console's included (before, each console module made its own when first used), with the audit
 log chained, the streams a device discarded (opted out) kept so that a piece coming late is
-not, and the version kept in the table `schema_version` on both engines.
+not, and the version kept in the table `schema_version` on both engines; 4 orders the
+console's indexes on PostgreSQL as its searches sort (NULLs lowest, as SQLite: without it,
+"newest first" sorted every row) and indexes the catalog's label and direction.
 
 SQLite databases of versions 0-2 kept their version in `PRAGMA user_version` (still written,
 for the tools of those releases). A PostgreSQL database starts at the current version.
@@ -25,11 +27,13 @@ from linerec.collector.audit import AUDIT_FIELDS, entry_hash
 from linerec.collector.database import SQLITE, Database, DatabaseError
 from linerec.ids import device_of
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # Written in SQLite's type names; Database.ddl gives PostgreSQL's. {ROWID} is the order rows
 # were added in (SQLite's implicit rowid; a generated column on PostgreSQL); {C} keeps a
-# column in code-point order on PostgreSQL too, so `p <= x < p || U+10FFFF` is "begins with p".
+# column in code-point order on PostgreSQL too, so `p <= x < p || U+10FFFF` is "begins with p";
+# {NF} puts NULLs first in an index on PostgreSQL (where SQLite has them), so one index serves
+# both directions of a sort (Database.order).
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
     device TEXT NOT NULL, seq INTEGER NOT NULL, body TEXT NOT NULL, received_at REAL NOT NULL,
@@ -93,12 +97,14 @@ CREATE TABLE IF NOT EXISTS console_review_edits ({ROWID}
     comment TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS console_review_edits_review ON console_review_edits (review);
-CREATE INDEX IF NOT EXISTS console_by_started ON recordings (started_at);
+CREATE INDEX IF NOT EXISTS console_by_started ON recordings (started_at{NF});
 CREATE INDEX IF NOT EXISTS console_by_id ON recordings (id);
-CREATE INDEX IF NOT EXISTS console_by_line ON recordings (device, line, started_at);
+CREATE INDEX IF NOT EXISTS console_by_line ON recordings (device, line{NF}, started_at{NF});
 CREATE INDEX IF NOT EXISTS console_by_caller ON recordings (caller_number);
 CREATE INDEX IF NOT EXISTS console_by_called ON recordings (called_number);
-CREATE INDEX IF NOT EXISTS console_by_duration ON recordings (duration);
+CREATE INDEX IF NOT EXISTS console_by_duration ON recordings (duration{NF});
+CREATE INDEX IF NOT EXISTS console_catalog_by_label ON console_catalog (label);
+CREATE INDEX IF NOT EXISTS console_catalog_by_direction ON console_catalog (direction);
 CREATE TABLE IF NOT EXISTS redactions (
     device TEXT NOT NULL, id TEXT NOT NULL, version INTEGER NOT NULL, start REAL NOT NULL,
     "end" REAL NOT NULL, reason TEXT NOT NULL, who TEXT NOT NULL, at REAL NOT NULL,
@@ -296,4 +302,11 @@ def _from_2(db: Database) -> None:
         )
 
 
-STEPS = {0: _from_0, 1: _from_1, 2: _from_2}
+def _from_3(db: Database) -> None:
+    """Version 3 -> 4: PostgreSQL's sort indexes made again with NULLs first (`_create` makes
+    them, and the catalog's new ones on both engines)."""
+    if db.engine != SQLITE:
+        db.execute("DROP INDEX IF EXISTS console_by_started, console_by_line, console_by_duration")
+
+
+STEPS = {0: _from_0, 1: _from_1, 2: _from_2, 3: _from_3}

@@ -224,9 +224,15 @@ def run_search(db: Database, query: RecordingQuery) -> tuple[list[dict[str, Any]
         f"{sql_where}"
     )
     # Counting stops at COUNT_LIMIT: a broad search need not visit every row to say "many".
+    counted = base
+    if "c." in sql_where:  # a filter on the catalog: looked up a row until the count is full
+        catalog_join = "LEFT JOIN console_catalog c ON c.device = r.device AND c.id = r.id "
+        lookup = db.lookup_join("console_catalog", "c", "c.device = r.device AND c.id = r.id")
+        counted = base.replace(catalog_join, lookup + " ")
     total = int(
         db.execute(
-            f"SELECT count(*) FROM (SELECT 1 AS one {base} LIMIT {COUNT_LIMIT}) AS matched", args
+            f"SELECT count(*) FROM (SELECT 1 AS one {counted} LIMIT {COUNT_LIMIT}) AS matched",
+            args,
         ).fetchone()[0]
     )
     order = f"ORDER BY {', '.join(db.order(c, d) for c, d in SORTS[query.sort])}, r.id"

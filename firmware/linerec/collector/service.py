@@ -45,6 +45,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from linerec.collector.config import CollectorSettings
+from linerec.collector.database import DatabaseUnavailable
 from linerec.collector.discards import StreamDiscards
 from linerec.collector.sealed import open_event
 from linerec.collector.store import CollectorStore
@@ -90,6 +91,11 @@ class Collector:
         self._lock = threading.Lock()  # paho calls back on one thread; the CLI may read too
         self.ready = threading.Event()
         self.problems: list[str] = []
+        # The database not taking writes: since when (None: it does), why, messages turned away.
+        self._down_since: float | None = None
+        self._down_reason = ""
+        self._turned_away = 0
+        self.on_status: Callable[[str], None] = lambda text: None  # systemd's STATUS=, say
         self._discarded = StreamDiscards(self.store.db)  # so a late piece does not revive one
         self._acks: list[tuple[str, dict[str, Any]]] = []  # to send once committed
         self.client = make_client(
@@ -132,10 +138,13 @@ class Collector:
         try:
             next_sweep = self._clock() + RETENTION_EVERY
             while not stop.wait(timeout=HOUSEKEEPING_EVERY):
-                self.housekeeping()
-                if self._clock() >= next_sweep:
-                    next_sweep = self._clock() + RETENTION_EVERY
-                    self.sweep()
+                try:
+                    self.housekeeping()
+                    if self._clock() >= next_sweep:
+                        next_sweep = self._clock() + RETENTION_EVERY
+                        self.sweep()
+                except DatabaseUnavailable as exc:  # tried again next time round
+                    self._database_down(exc)
         finally:
             self.stop()
 
@@ -211,6 +220,10 @@ class Collector:
                     self._fleet(device, rest[0], where, bytes(message.payload))
                 else:
                     raise ApiError(f"{where}: not a topic the collector reads")
+            except DatabaseUnavailable as exc:
+                # Not committed, so not acknowledged: the appliance keeps it and sends it again.
+                self._database_down(exc)
+                return
             except ApiError as exc:
                 self._problem(str(exc))
             except Exception as exc:  # one bad message must not stop the collector
@@ -218,10 +231,12 @@ class Collector:
                 self._problem(f"{where}: {exc}")
             finally:
                 self._send_acks()
+            if self._down_since is not None:
+                self._database_back()
 
     @contextmanager
     def _writing(self) -> Iterator[None]:
-        """One database transaction for what a message changes (transaction.py): another
+        """One database transaction for what a message changes (Database.transaction): another
         collector process sharing the database waits, or is waited for, but never writes in
         between. Acks queued inside go out only once it is committed; if it is not, they
         never go, and the appliance sends again."""
@@ -237,6 +252,51 @@ class Collector:
         acks, self._acks = self._acks, []
         for device, body in acks:
             self.client.publish(topic(device, "ack"), sign(self.settings.key.signing, body), qos=1)
+
+    # -- the database going away -------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        """What this collector says of itself: whether its database takes writes now (if not:
+        since when, why, and how many messages it has turned away unacknowledged)."""
+        return {
+            "database": "ok" if self._down_since is None else "unavailable",
+            "name": self.store.db.name,
+            "problem": self._down_reason or None,
+            "since": self._down_since,
+            "not_acknowledged": self._turned_away,
+        }
+
+    def _database_down(self, exc: DatabaseUnavailable) -> None:
+        """Said once an outage (one line, no traceback); each message after it is turned away
+        unacknowledged, silently."""
+        self._turned_away += 1
+        if self._down_since is not None:
+            return
+        self._down_since = self._clock()
+        self._down_reason = f"database unavailable: {exc}"
+        self._problem(
+            f"{self._down_reason}: not acknowledging until it is back (the appliances keep "
+            "what they sent and send it again)"
+        )
+        self.on_status(f"{self._down_reason}: not acknowledging")
+
+    def _database_back(self) -> None:
+        """The last message went through: unless the database still does not answer, the
+        outage is over (what was turned away comes again as the appliances resend)."""
+        try:
+            self.store.db.execute("SELECT 1").fetchone()
+        except DatabaseUnavailable:
+            return
+        assert self._down_since is not None
+        log.info(
+            "database %s is back after %.0f s (%d messages not acknowledged meanwhile): "
+            "catching up as the appliances send them again",
+            self.store.db.name,
+            self._clock() - self._down_since,
+            self._turned_away,
+        )
+        self._down_since, self._down_reason, self._turned_away = None, "", 0
+        self.on_status("receiving")
 
     def _fleet(self, device: str, kind: str, where: str, payload: bytes) -> None:
         """Keep a device's latest status or health for the console's fleet page."""

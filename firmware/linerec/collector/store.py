@@ -111,7 +111,7 @@ class CollectorStore:
             (device, seq, json.dumps(body, sort_keys=True), received_at),
         ).rowcount
         upto = self.contiguous_seq(device)
-        if added and seq > upto:
+        if seq > upto:  # `added` or not: a write cut off before the mark moved is sent again
             # Each step is one index lookup; each event is stepped over once in all. Walking
             # whenever an event lands above the mark (not only just above it) lets the last of
             # two processes storing neighbours at once see both and move the mark past them.
