@@ -458,6 +458,14 @@ def test_listen_live_to_a_call_in_progress(
     row.locator("input[name=reason]").fill("coaching")
     row.locator("button[type=submit]").click()
     page.wait_for_selector("audio#live-player")
+    page.evaluate(  # the call's first audio reached the player (it joined while it was on)
+        """() => new Promise((done, fail) => {
+            const player = document.getElementById('live-player');
+            player.addEventListener('progress', () => done(), {once: true});
+            player.addEventListener('error', () => fail(new Error('the player failed')));
+            setTimeout(() => fail(new Error('no audio came')), 10000);
+        })"""
+    )
     # Chromium starts playing a stream only once it holds a few seconds of it (more than one
     # chunk of a live call): the rest comes with the sealed upload, then it plays
     hang_up(service, call, 3, clock.now)
