@@ -466,8 +466,8 @@ def test_listen_live_to_a_call_in_progress(
             setTimeout(() => fail(new Error('no audio came')), 10000);
         })"""
     )
-    # Chromium starts playing a stream only once it holds a few seconds of it (more than one
-    # chunk of a live call): the rest comes with the sealed upload, then it plays
+    # Chromium did not start playing on one chunk (half a second) of a live WAV here: the rest
+    # comes with the sealed upload, then it plays
     hang_up(service, call, 3, clock.now)
     page.evaluate(
         """() => new Promise((done, fail) => {
