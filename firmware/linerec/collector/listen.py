@@ -17,6 +17,7 @@ import re
 import struct
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -38,6 +39,7 @@ from linerec.store.format import (
 from linerec.store.keys import CollectorPrivate
 from linerec.store.reader import Inspected, IntegrityError, decrypt, file_key, inspect
 
+_UNLOCKED = nullcontext()  # the command line's store is its own
 POLL = 0.05  # seconds between looks at the part file: far below the 2 s the listener may lag
 _ID = re.compile(r"(?P<device>.+)-(?P<seq>\d+)-\d{8}T\d{6}Z-(?P<line>[A-Za-z0-9_-]+)\Z")
 
@@ -94,9 +96,11 @@ def listen(
     *,
     stop: Callable[[], bool] = lambda: False,
     sleep: Callable[[float], None] = time.sleep,
+    lock: AbstractContextManager[object] = _UNLOCKED,
 ) -> Heard:
     """Write the call's audio to `out` as it arrives, until it is sealed or discarded (or
-    `stop`). IntegrityError if what arrives is not authentic."""
+    `stop`). IntegrityError if what arrives is not authentic. `lock` is held around each use
+    of the store (the console shares one connection between its threads)."""
     part = store.uploads.part(device, recording_id)
     aead, header_hash, codec = None, b"", Codec.ULAW
     index: int | None = None
@@ -104,7 +108,8 @@ def listen(
     out.write(wav_stream_header())
     out.flush()
     while not stop():
-        streaming = store.uploads.is_streaming(device, recording_id)
+        with lock:
+            streaming = store.uploads.is_streaming(device, recording_id)
         try:
             with open(part, "rb") as file:
                 if aead is None:
@@ -139,17 +144,19 @@ def listen(
         except FileNotFoundError:
             pass
         if not streaming:  # sealed (the whole arrived or is arriving) or dropped (opted out)
-            stored = store.stored(device, recording_id)
-            if stored is None and store.uploads.is_under_way(device, recording_id):
+            with lock:
+                stored = store.stored(device, recording_id)
+                under_way = stored is None and store.uploads.is_under_way(device, recording_id)
+            if under_way:
                 sleep(POLL)  # the hang-up: the sealed upload is bringing the rest
                 continue
             if stored is None:
                 return Heard(recording_id, written / RATE, "discarded")
             # The last chunks came with the sealed upload, not the stream: the listener hears
             # the call to its very end, from the recording as stored.
-            whole = decrypt(
-                store.read_recording(recording_id, Path(stored[0]), device), key
-            ).samples
+            with lock:
+                sealed = store.read_recording(recording_id, Path(stored[0]), device)
+            whole = decrypt(sealed, key).samples
             per_chunk = CHUNK_AUDIO_BYTES // codec.bytes_per_sample
             rest = whole[(index or 0) * per_chunk :] if index is not None else whole[:0]
             out.write(rest.astype("<i2").tobytes())

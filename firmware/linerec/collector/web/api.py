@@ -14,11 +14,13 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
 from linerec.collector.accounts import LoginRefused
+from linerec.collector.web.live import LiveListening
 from linerec.collector.web.requests import (
     SESSION_COOKIE,
     Asker,
     CsrfRefused,
     audio_response,
+    live_response,
     set_session,
     zip_response,
 )
@@ -274,3 +276,25 @@ def audit(request: Request, actor: Asker) -> dict[str, Any]:
     """The newest audit entries, and whether the audit and deletion chains verify."""
     entries, problems = service_of(request).audit_log(actor)
     return {"entries": entries, "verified": not problems, "problems": problems}
+
+
+@router.get("/live")
+def live_calls(request: Request, actor: Asker) -> dict[str, Any]:
+    """The calls in progress (supervisor): device, line, id, started_at, what is held."""
+    live: LiveListening = request.app.state.live
+    return {"calls": live.calls(actor)}
+
+
+@router.get(
+    "/live/{device}/{recording_id}/audio",
+    response_class=Response,
+    responses={200: {"content": {"audio/wav": {}}}},
+)
+def live_audio(
+    device: str, recording_id: str, request: Request, actor: Asker, reason: str = ""
+) -> Response:
+    """A call in progress as WAV (8 kHz, 16-bit, length unknown) from now until it ends
+    (supervisor; `reason` is kept in the audit with how long it was listened to)."""
+    live: LiveListening = request.app.state.live
+    said = live.reason_of(actor, device, recording_id, reason=reason)
+    return live_response(live.audio(actor, device, recording_id, said))

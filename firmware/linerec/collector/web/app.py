@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from linerec import __version__
 from linerec.collector.accounts import Actor
+from linerec.collector.web.live import LiveListening
 from linerec.collector.web.permissions import Forbidden, NotFound, allowed
 from linerec.collector.web.requests import (
     SESSION_COOKIE,
@@ -53,6 +54,7 @@ def build_app(service: ConsoleService, *, tls: bool = False) -> FastAPI:
         redoc_url=None,
     )
     app.state.service = service
+    app.state.live = LiveListening(service)
     app.state.tls = tls
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     templates.env.globals["allowed"] = allowed

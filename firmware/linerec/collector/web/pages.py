@@ -10,7 +10,7 @@ from __future__ import annotations
 import hmac
 import secrets
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse, Response
@@ -18,7 +18,9 @@ from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
 
 from linerec.collector.accounts import Actor, LoginRefused
+from linerec.collector.listen import line_of
 from linerec.collector.search import FIELDS
+from linerec.collector.web.live import LiveListening
 from linerec.collector.web.permissions import require
 from linerec.collector.web.requests import (
     LOGIN_CSRF_COOKIE,
@@ -26,6 +28,7 @@ from linerec.collector.web.requests import (
     Asker,
     CsrfRefused,
     audio_response,
+    live_response,
     set_session,
     zip_response,
 )
@@ -446,3 +449,58 @@ def fleet(request: Request, actor: Asker) -> Response:
 def audit(request: Request, actor: Asker) -> Response:
     entries, problems = service_of(request).audit_log(actor)
     return render(request, "audit.html", entries=entries[::-1], problems=problems)
+
+
+def live_of(request: Request) -> LiveListening:
+    live: LiveListening = request.app.state.live
+    return live
+
+
+@router.get("/live")
+def live_calls(request: Request, actor: Asker) -> Response:
+    """The calls in progress, each with a form to listen (a reason first)."""
+    return render(request, "live.html", calls=live_of(request).calls(actor), message="")
+
+
+@router.post("/live/{device}/{recording_id}/listen")
+def live_listen(
+    device: str,
+    recording_id: str,
+    request: Request,
+    actor: Asker,
+    reason: str = Form(""),
+    csrf: str = Form(""),
+) -> Response:
+    check_csrf(actor, csrf)
+    live = live_of(request)
+    try:
+        ticket = live.start(actor, device, recording_id, reason)
+    except BadRequest as exc:
+        return render(request, "live.html", 400, calls=live.calls(actor), message=str(exc))
+    return RedirectResponse(
+        f"/live/{quote(device, safe='')}/{quote(recording_id, safe='')}?"
+        + urlencode({"ticket": ticket}),
+        status_code=303,
+    )
+
+
+@router.get("/live/{device}/{recording_id}")
+def live_call(
+    device: str, recording_id: str, request: Request, actor: Asker, ticket: str = ""
+) -> Response:
+    """The player of a call in progress, under the ticket its reason was given for."""
+    live = live_of(request)
+    live.reason_of(actor, device, recording_id, ticket=ticket)
+    call = {"device": device, "id": recording_id, "line": line_of(recording_id)}
+    return render(request, "live_call.html", call=call, ticket=ticket)
+
+
+@router.get("/live/{device}/{recording_id}/audio.wav")
+def live_audio(
+    device: str, recording_id: str, request: Request, actor: Asker, ticket: str = ""
+) -> Response:
+    if not ticket:
+        raise BadRequest("listen from the Live page (a reason is asked for first)")
+    live = live_of(request)
+    reason = live.reason_of(actor, device, recording_id, ticket=ticket)
+    return live_response(live.audio(actor, device, recording_id, reason))

@@ -11,7 +11,7 @@ from typing import Any
 from linerec.collector.accounts import Actor
 
 LISTENER = frozenset({"search", "view", "play"})
-SUPERVISOR = LISTENER | {"review", "export", "hold", "redact"}
+SUPERVISOR = LISTENER | {"review", "export", "hold", "redact", "listen"}  # listen: live
 ADMIN = SUPERVISOR | {"users", "delete", "retention", "audit", "fleet"}
 ROLE_ACTIONS = {"listener": LISTENER, "supervisor": SUPERVISOR, "admin": ADMIN}
 

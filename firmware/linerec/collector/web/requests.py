@@ -4,6 +4,7 @@ cookie itself, refusals, and the audio and ZIP responses."""
 from __future__ import annotations
 
 import itertools
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -86,6 +87,13 @@ def audio_response(request: Request, wav: WavStream) -> Response:
         itertools.chain([head], pieces), status_code=status, media_type="audio/wav",
         headers=headers,
     )  # fmt: skip
+
+
+def live_response(audio: AsyncIterator[bytes]) -> Response:
+    """A call in progress as WAV of unknown length: no ranges (there is no end to seek
+    from), each write sent as it is made."""
+    headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+    return StreamingResponse(audio, media_type="audio/wav", headers=headers)
 
 
 def zip_response(name: str, data: bytes) -> Response:
