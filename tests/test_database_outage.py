@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import pytest
@@ -44,20 +45,23 @@ def wait_until(check: Callable[[], bool], what: str, timeout: float = 60.0) -> N
         time.sleep(0.02)
 
 
-class Outage:
+class Outage(Protocol):
     """Takes the collector's database away and brings it back."""
 
-    location: str | Path
-    name: str
+    @property
+    def location(self) -> str | Path: ...  # what the collector is configured with
 
-    def begin(self, collector: Collector) -> None:
-        raise NotImplementedError
+    @property
+    def name(self) -> str: ...  # how the collector names it in what it says
 
-    def end(self, collector: Collector) -> None:
-        raise NotImplementedError
+    def begin(self, collector: Collector) -> None: ...
+
+    def end(self, collector: Collector) -> None: ...
+
+    def close(self) -> None: ...
 
 
-class PostgresStopped(Outage):
+class PostgresStopped:
     def __init__(self) -> None:
         self.server = PostgresServer().start()  # its own: this one is stopped mid-test
         self.location = self.server.create()
@@ -73,7 +77,7 @@ class PostgresStopped(Outage):
         self.server.stop()
 
 
-class SqliteLocked(Outage):
+class SqliteLocked:
     """Another process holds SQLite's write lock for longer than the collector waits."""
 
     def __init__(self, root: Path) -> None:
