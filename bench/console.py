@@ -27,7 +27,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import httpx
+import httpx2
 import numpy as np
 import uvicorn
 
@@ -177,7 +177,7 @@ def main() -> None:
         server = Server(service)
         headers = {"Authorization": f"Bearer {token}"}
         try:
-            with httpx.Client(base_url=f"http://127.0.0.1:{server.port}", headers=headers) as web:
+            with httpx2.Client(base_url=f"http://127.0.0.1:{server.port}", headers=headers) as web:
                 assert web.get("/api/recordings", params={"limit": "1"}).status_code == 200
                 times: dict[str, list[float]] = {}
                 for n in range(args.searches):

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-import httpx
+import httpx2
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
@@ -162,7 +162,7 @@ def test_a_new_play_and_a_seek_decrypt_only_what_they_send(
             audio_path(service), params={"reason": "dispute 7"},
             headers={**headers, "Range": "bytes=0-65535"},
         ))  # fmt: skip
-        assert isinstance(first, httpx.Response) and first.status_code == 206
+        assert isinstance(first, httpx2.Response) and first.status_code == 206
         assert first.headers["content-range"] == f"bytes 0-65535/{WAV_SIZE}"
         assert first.content == plain_wav[:65536]
         middle = WAV_SIZE // 2 + 1  # odd: half a sample
@@ -170,7 +170,7 @@ def test_a_new_play_and_a_seek_decrypt_only_what_they_send(
             audio_path(service), params={"reason": "dispute 7"},
             headers={**headers, "Range": f"bytes={middle}-{middle + 99_999}"},
         ))  # fmt: skip
-        assert isinstance(seek, httpx.Response) and seek.status_code == 206
+        assert isinstance(seek, httpx2.Response) and seek.status_code == 206
         assert seek.content == plain_wav[middle : middle + 100_000]
     # The whole WAV is 19.2 MB; decrypting it to answer would take more than that.
     assert peak_first < 6 * 2**20, peak_first
@@ -184,12 +184,12 @@ def test_the_whole_recording_streams_in_bounded_memory(
     digest = hashlib.sha256()
     received = 0
 
-    def play() -> httpx.Response:
+    def play() -> httpx2.Response:
         nonlocal received
         params, headers = {"reason": "dispute 7"}, {"Authorization": f"Bearer {token}"}
         with (
             Server(service) as server,
-            httpx.Client(base_url=server.url) as web,
+            httpx2.Client(base_url=server.url) as web,
             web.stream("GET", audio_path(service), params=params, headers=headers) as answer,
         ):
             for piece in answer.iter_raw():
@@ -198,7 +198,7 @@ def test_the_whole_recording_streams_in_bounded_memory(
             return answer
 
     answer, peak = peak_while(play)
-    assert isinstance(answer, httpx.Response) and answer.status_code == 200
+    assert isinstance(answer, httpx2.Response) and answer.status_code == 200
     assert answer.headers["content-length"] == str(WAV_SIZE)
     assert received == WAV_SIZE and digest.digest() == hashlib.sha256(plain_wav).digest()
     assert peak < 8 * 2**20, peak  # not the 19.2 MB of the WAV, nor the recording decrypted

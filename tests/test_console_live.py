@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import httpx
+import httpx2
 import numpy as np
 from fastapi.testclient import TestClient
 
@@ -31,7 +31,7 @@ WAV_HEADER = 44
 
 
 def log_in(
-    http: httpx.Client | TestClient, service: ConsoleService, clock: Clock, role: str
+    http: httpx2.Client | TestClient, service: ConsoleService, clock: Clock, role: str
 ) -> str:
     """Log in as a new user of `role`; returns the session's CSRF token."""
     totp = add_user(service, role, role, ("line", "box2/*"))
@@ -79,7 +79,7 @@ def test_a_supervisor_hears_a_call_in_progress_from_where_they_joined_to_its_end
     call = record_call(tmp_path / "card", site, seconds=4.0)
     streamed = 4  # the header and chunks 0-2 are at the collector when the listener comes
     arrive(service, call.piece(0, streamed), clock.now)
-    with Server(service) as server, httpx.Client(base_url=server.url, timeout=20) as http:
+    with Server(service) as server, httpx2.Client(base_url=server.url, timeout=20) as http:
         csrf = log_in(http, service, clock, "supervisor")
         live = http.get("/live")
         assert live.status_code == 200
@@ -130,7 +130,7 @@ def test_an_opted_out_call_ends_the_listening_and_nothing_is_kept(
 ) -> None:
     call = record_call(tmp_path / "card", site, seconds=2.0)
     arrive(service, call.piece(0, 3), clock.now)
-    with Server(service) as server, httpx.Client(base_url=server.url, timeout=20) as http:
+    with Server(service) as server, httpx2.Client(base_url=server.url, timeout=20) as http:
         log_in(http, service, clock, "supervisor")
         url = f"/api/live/box2/{call.id}/audio"
         with http.stream("GET", url, params={"reason": "escalation"}) as answer:
@@ -156,7 +156,7 @@ def test_a_listener_who_goes_away_ends_the_listening_in_the_audit(
 ) -> None:
     call = record_call(tmp_path / "card", site, seconds=2.0)
     arrive(service, call.piece(0, 3), clock.now)
-    with Server(service) as server, httpx.Client(base_url=server.url, timeout=20) as http:
+    with Server(service) as server, httpx2.Client(base_url=server.url, timeout=20) as http:
         log_in(http, service, clock, "admin")
         url = f"/api/live/box2/{call.id}/audio"
         with http.stream("GET", url, params={"reason": "spot check"}) as answer:
