@@ -102,8 +102,10 @@ class SoundCard:
 
     def __init__(self, writer: EncryptedWriter) -> None:
         self.writer = writer
-        self.captured: dict[float, float] = {}  # pitch -> wall-clock time of its first sample
+        self.captured: dict[float, float] = {}  # pitch -> wall-clock time of its newest burst's
+        # first sample
         self._asked: list[float] = []
+        self._bursts = 0  # put in so far
         self._lock = threading.Lock()
         self._placed = threading.Condition(self._lock)
         self._stop = threading.Event()
@@ -123,7 +125,8 @@ class SoundCard:
         captured (wall clock, s)."""
         with self._placed:
             self._asked.append(pitch)
-            assert self._placed.wait_for(lambda: pitch in self.captured, timeout=10)
+            placed = self._bursts + len(self._asked)
+            assert self._placed.wait_for(lambda: self._bursts >= placed, timeout=10)
             return self.captured[pitch]
 
     def _run(self) -> None:
@@ -138,8 +141,9 @@ class SoundCard:
                     tone = (self._asked.pop(0), 0)
                     # quiet after it, a little longer each time: the bursts fall at different
                     # places in the store's half-second chunks
-                    quiet = BURST + GAP + 0.13 * len(self.captured)
+                    quiet = BURST + GAP + 0.13 * (self._bursts % 4)
                     quiet_until = frame + round(quiet * RATE / FRAME)
+                    self._bursts += 1
                     self.captured[tone[0]] = wall + frame * FRAME / RATE
                     self._placed.notify_all()
             if tone is not None:
