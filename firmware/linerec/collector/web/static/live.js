@@ -68,7 +68,9 @@ class WavStream {
 }
 
 // Pieces of audio played back to back, TARGET after the first arrives (and again after the
-// stream ran dry); behind by more than SLACK, what waits is cut and the newest plays.
+// stream ran dry). More than TARGET + SLACK still waiting when a piece arrives is behind live
+// (a page held up, then the backlog at once): what waits is cut and the newest plays. A
+// backlog read in one piece is caught up on the next one.
 class Schedule {
   constructor(context) {
     this.context = context;
