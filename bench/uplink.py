@@ -448,10 +448,7 @@ def browser_live(joins: int, bursts: int) -> list[list[float]]:
         writer = site.begin()
         with SoundCard(writer) as card:
             site.log_in(page)
-            deadline = time.monotonic() + 30
-            while not site.streaming(writer.id):
-                assert time.monotonic() < deadline, "the call did not stream"
-                time.sleep(0.05)
+            site.wait_streaming(writer.id)
             for join in range(joins):
                 site.listen_live(page, writer.id, f"bench {join}")
                 page.wait_for_selector("#live-player[data-state='live']")

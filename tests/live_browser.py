@@ -36,6 +36,7 @@ from linerec.store.keys import keygen, load_public
 from linerec.store.ring import EncryptedWriter, RingStore
 from linerec.uplink.client import Uplink, UplinkSettings
 from linerec.uplink.outbox import EventOutbox
+from test_streaming import wait_until
 
 RATE = 8000
 FRAME = 160  # 20 ms, as the daemon's capture reads it
@@ -182,10 +183,15 @@ class LiveSite:
         assert isinstance(writer, EncryptedWriter)
         return writer
 
-    def streaming(self, recording_id: str) -> bool:
-        return any(
-            row["id"] == recording_id and int(str(row["received"])) > 4096
-            for row in self.collector.store.uploads.in_progress()
+    def wait_streaming(self, recording_id: str) -> None:
+        """Until the collector holds the call's header and a chunk of it (bounded wait)."""
+        wait_until(
+            lambda: any(
+                row["id"] == recording_id and int(str(row["received"])) > 4096
+                for row in self.collector.store.uploads.in_progress()
+            ),
+            "the call to stream to the collector",
+            timeout=30,
         )
 
     def log_in(self, page: Page) -> None:

@@ -91,7 +91,7 @@ def test_the_browser_plays_the_call_within_two_seconds_of_its_capture(
     with SoundCard(writer) as card:
         page = open_page(browser)
         site.log_in(page)
-        wait_until(lambda: site.streaming(writer.id), "the call to stream")
+        site.wait_streaming(writer.id)
         site.listen_live(page, writer.id, "coaching")
         assert state(page, "live") == "Live."
         captured = [card.burst(pitch) for pitch in PITCHES[:BURSTS]]
@@ -133,7 +133,7 @@ def test_a_player_opened_afresh_waits_for_a_click_then_plays_to_the_hang_up(
     with SoundCard(writer) as card:
         first = open_page(browser)
         site.log_in(first)
-        wait_until(lambda: site.streaming(writer.id), "the call to stream")
+        site.wait_streaming(writer.id)
         site.listen_live(first, writer.id, "quality check")
         state(first, "live")
         address = first.url
