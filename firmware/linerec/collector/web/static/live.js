@@ -190,5 +190,12 @@ class LivePlayer {
 
 document.addEventListener("DOMContentLoaded", () => {
   const box = document.getElementById("live-player");
-  if (box) new LivePlayer(box);
+  if (!box) return;
+  try {
+    new LivePlayer(box);
+  } catch (error) { // no Web Audio here: nothing was asked of the console yet
+    box.dataset.state = "error";
+    box.querySelector(".state").textContent = `Error: this browser cannot play live audio (${error.message})`;
+    box.querySelector("button.stop").disabled = true;
+  }
 });
