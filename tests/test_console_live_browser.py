@@ -15,10 +15,12 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
 from console_site import Clock
+from linerec.collector.listen import wav_stream_header
 from linerec.collector.web.live import LISTEN_TICKET_SECONDS
 from live_browser import PITCHES, TAP, LiveSite, SoundCard, delays, heard, live_site
 from test_streaming import wait_until
@@ -158,3 +160,44 @@ def test_a_player_opened_afresh_waits_for_a_click_then_plays_to_the_hang_up(
     assert [action for action, _ in entries] == ["listen", "listen ended"] * 2
     assert re.fullmatch(r"quality check \(\d+\.\d s, sealed\)", entries[3][1]), entries[3]
     again.context.close()
+
+
+def test_the_players_wav_reader_takes_the_stream_cut_anywhere(
+    browser: Browser, site: LiveSite
+) -> None:
+    """The stream reaches the page in reads cut anywhere (inside the header, between a
+    sample's two bytes): its samples come out whole and in order. A stream that is not 16-bit
+    mono PCM WAV is refused, naming what it is."""
+    page = open_page(browser)
+    page.goto(f"{site.server.url}/login")
+    page.add_script_tag(url=f"{site.server.url}/static/live.js")  # the console's own script
+    rng = np.random.default_rng(5)
+    samples = rng.integers(-32768, 32767, 3001, dtype=np.int16)
+    data = wav_stream_header() + samples.astype("<i2").tobytes()
+    cuts = sorted({1, 3, 12, 20, 43, 44, 45, 47, *rng.integers(48, len(data), 40).tolist()})
+    rate, heard = page.evaluate(
+        """([bytes, cuts]) => {
+            const wav = new WavStream();
+            const out = [];
+            let at = 0;
+            for (const cut of [...cuts, bytes.length]) {
+                out.push(...wav.push(new Uint8Array(bytes.slice(at, cut))));
+                at = cut;
+            }
+            return [wav.rate, out];
+        }""",
+        [list(data), cuts],
+    )
+    assert rate == 8000
+    assert np.array_equal(np.round(np.array(heard) * 32768).astype(np.int16), samples)
+    ulaw = bytearray(wav_stream_header())
+    ulaw[20:22], ulaw[34:36] = (7).to_bytes(2, "little"), (8).to_bytes(2, "little")
+    refused = page.evaluate(
+        """(bytes) => {
+            try { new WavStream().push(new Uint8Array(bytes)); return ""; }
+            catch (error) { return error.message; }
+        }""",
+        list(bytes(ulaw)),
+    )
+    assert refused == "byte 12: WAV format 7, 1 channels, 8 bits; this player plays 16-bit mono PCM"
+    page.context.close()
