@@ -40,7 +40,7 @@ from test_streaming import wait_until
 
 RATE = 8000
 FRAME = 160  # 20 ms, as the daemon's capture reads it
-BURST = 0.25  # seconds of tone
+BURST = 0.4  # seconds of tone: its pitch is read 80 ms into it, on a busy machine later
 GAP = 0.5  # seconds of quiet at least between two bursts
 PITCHES = [500.0 + 250.0 * n for n in range(13)]  # Hz: which burst was heard (<= 3.5 kHz)
 
