@@ -1,6 +1,8 @@
 """Benchmark of the uplink and the collector on loopback: prints figures, asserts nothing.
 
     .venv/bin/python bench/uplink.py [--events 300] [--backlog 20] [--lines 500] [--seconds 20]
+        [--stream-lines 4] [--stream-seconds 20] [--only-streaming]
+        [--browser-joins 5] [--browser-bursts 6] [--only-browser]
 
 A real mosquitto on a free loopback port; the appliance side and the collector run in this
 process (threads), as they would on two machines.
@@ -30,12 +32,19 @@ process (threads), as they would on two machines.
    call from 2 s in; for each chunk it writes out, the delay from the capture of the chunk's
    first sample to the moment it is written: p50, p99, max (what a supervisor hears, before
    the player's own buffer; the daemon's 200 ms delay line comes on top).
+5. Live listening in the browser (`--browser-joins J --browser-bursts B`, `--only-browser`;
+   J = 0 skips it): the console's Live page in Chromium (Playwright), one line's ring and
+   uplink streaming through mosquitto to the collector, its call captured at a sound card's
+   pace with tone bursts in it; the supervisor joins J times (a reason, a click on Listen
+   live, Stop); for each burst the delay from its capture to its playing, as an AnalyserNode
+   on the page's output hears it: p50, p99, max (the daemon's 200 ms delay line on top).
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import statistics
 import sys
 import tempfile
@@ -413,6 +422,46 @@ def streaming(
     return at_risk, delays, cpu, listened
 
 
+def browser_live(joins: int, bursts: int) -> list[list[float]]:
+    """Section 5: a supervisor listening live in Chromium (tests/live_browser.py), joining the
+    call `joins` times from the Live page (each a new reason, a click on Listen live, a new
+    join point in the stream) and stopping; per join, the delay of each of `bursts` tone
+    bursts from its capture to its playing, as an AnalyserNode on the page's output hears it."""
+    from playwright.sync_api import sync_playwright
+
+    from live_browser import PITCHES, TAP, SoundCard, delays, heard, live_site
+
+    found = []
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        live_site(Path(tmp)) as site,
+        sync_playwright() as playwright,
+    ):
+        browser = playwright.chromium.launch(
+            executable_path="/usr/bin/chromium",
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"],
+        )
+        context = browser.new_context()
+        context.add_init_script(TAP)
+        page = context.new_page()
+        page.set_default_timeout(15000)
+        writer = site.begin()
+        with SoundCard(writer) as card:
+            site.log_in(page)
+            site.wait_streaming(writer.id)
+            for join in range(joins):
+                site.listen_live(page, writer.id, f"bench {join}")
+                page.wait_for_selector("#live-player[data-state='live']")
+                for pitch in PITCHES[:bursts]:
+                    card.burst(pitch)
+                found.append(delays(heard(page, bursts, 15000), card.captured))
+                page.click("#live-player button.stop")
+                page.wait_for_selector("#live-player[data-state='stopped']")
+        writer.seal(ended_by="hang-up")
+        browser.close()
+    return found
+
+
 def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(fraction * len(ordered)))] if ordered else 0.0
@@ -427,11 +476,28 @@ def main() -> None:
     parser.add_argument("--stream-lines", type=int, default=4)
     parser.add_argument("--stream-seconds", type=float, default=20)
     parser.add_argument("--only-streaming", action="store_true")
+    parser.add_argument("--browser-joins", type=int, default=5)
+    parser.add_argument("--browser-bursts", type=int, default=6)
+    parser.add_argument("--only-browser", action="store_true")
     args = parser.parse_args()
     # The line test's pieces are not real recordings: the collector says so for each; quiet.
     import logging
 
     logging.getLogger("linerec.collector").setLevel(logging.ERROR)
+    if args.browser_joins and not args.only_streaming:
+        joined = browser_live(args.browser_joins, args.browser_bursts)
+        played = [d for join in joined for d in join]
+        medians = " ".join(f"{statistics.median(join):.2f}" for join in joined if join)
+        print(
+            f"live listening in the browser (Chromium, the console's Web Audio player), "
+            f"{len(joined)} joins x {args.browser_bursts} tone bursts, {len(played)} heard: "
+            f"delay from capture to playing p50 {percentile(played, 0.5):.2f} s, "
+            f"p99 {percentile(played, 0.99):.2f} s, max {max(played, default=float('nan')):.2f} s "
+            f"(+0.2 s delay line; target <= 2 s); per join (median): {medians}; "
+            f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
+        )
+        if args.only_browser:
+            return
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         keygen(root / "keys")

@@ -20,7 +20,6 @@ from console_site import PASSWORD, Clock, FleetFeed, Server, add_user, console, 
 from linerec.collector.exports import redaction_note, verify_export
 from linerec.collector.review import Criterion, Scorecard
 from linerec.store.keys import load_public
-from live_call import arrive, hang_up, record_call
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = [
@@ -432,64 +431,3 @@ def test_export_the_original_kept_for_a_legal_hold(
     assert samples[8000:20000].any()  # the span redacted in the version shown, not here
     actions = [(e["action"], e["reason"]) for e in service.audit.entries()]
     assert ("export original", "court order 5") in actions
-
-
-def test_listen_live_to_a_call_in_progress(
-    page: Page, served: tuple[Server, pyotp.TOTP], tmp_path: Path
-) -> None:
-    """The Live page lists the call; Listen live asks why, then the browser's player plays the
-    call as it goes on and stops when it is sealed."""
-    server, totp = served
-    service = server.service
-    clock = service.clock
-    assert isinstance(clock, Clock)
-    site = service.store.data_dir.parent / "collector.toml"
-    call = record_call(tmp_path / "card", site, seconds=3.0)
-    arrive(service, call.piece(0, 3), clock.now)
-    requests: list[str] = []
-    page.on(
-        "request",
-        lambda request: requests.append(request.url) if "/audio.wav" in request.url else None,
-    )
-    log_in(page, server, totp)
-    page.click("header nav a[href='/live']")
-    row = page.locator(f"table.live tbody tr[data-id='{call.id}']")
-    assert "line1" in row.inner_text()
-    row.locator("input[name=reason]").fill("coaching")
-    row.locator("button[type=submit]").click()
-    page.wait_for_selector("audio#live-player")
-    page.evaluate(  # the call's first audio reached the player (it joined while it was on)
-        """() => new Promise((done, fail) => {
-            const player = document.getElementById('live-player');
-            player.addEventListener('progress', () => done(), {once: true});
-            player.addEventListener('error', () => fail(new Error('the player failed')));
-            setTimeout(() => fail(new Error('no audio came')), 10000);
-        })"""
-    )
-    # Chromium did not start playing on one chunk (half a second) of a live WAV here: the rest
-    # comes with the sealed upload, then it plays
-    hang_up(service, call, 3, clock.now)
-    page.evaluate(
-        """() => new Promise((done, fail) => {
-            const player = document.getElementById('live-player');
-            if (player.currentTime > 0) return done();
-            player.addEventListener('timeupdate', () => done(), {once: true});
-            player.addEventListener('error', () => fail(new Error('the player failed')));
-            setTimeout(() => fail(new Error(`not playing: ready ${player.readyState} network ${player.networkState} paused ${player.paused}`)), 10000);
-        })"""
-    )
-    page.screenshot(path=str(tmp_path / "live.png"), full_page=True)
-    played = page.evaluate(
-        """() => new Promise((done, fail) => {
-            const player = document.getElementById('live-player');
-            if (player.ended) return done(player.currentTime);
-            player.addEventListener('ended', () => done(player.currentTime), {once: true});
-            player.addEventListener('error', () => fail(new Error('the player failed')));
-            setTimeout(() => fail(new Error(`not ended: ready ${player.readyState} network ${player.networkState} at ${player.currentTime}`)), 10000);
-        })"""
-    )
-    assert played > 1.5  # from where it joined (the second chunk) to the end of the call
-    entries = [e for e in service.audit.entries(recording=call.id) if e["who"] == "ann"]
-    actions = [e["action"] for e in entries]
-    assert actions.count("listen") == len(requests) >= 1  # each request audited
-    assert entries[-1]["action"] == "listen ended" and "sealed)" in str(entries[-1]["reason"])

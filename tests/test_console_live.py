@@ -98,7 +98,7 @@ def test_a_supervisor_hears_a_call_in_progress_from_where_they_joined_to_its_end
         )
         assert asked.status_code == 303, asked.text
         page = http.get(asked.headers["location"])
-        source = re.search(r'<audio id="live-player"[^>]* src="([^"]+)"', page.text)
+        source = re.search(r'<section [^>]*id="live-player"[^>]* data-src="([^"]+)"', page.text)
         assert page.status_code == 200 and source is not None
         assert listens(service, call.id) == []  # a reason given, nothing heard yet
         with http.stream("GET", source[1].replace("&amp;", "&")) as answer:

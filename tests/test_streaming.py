@@ -1331,3 +1331,59 @@ def test_a_listener_hears_to_the_end_while_the_sealed_whole_is_still_arriving(
     audio = np.frombuffer(out.getvalue()[44:], dtype="<i2")
     # from the chunk it joined at (the newest streamed) to the last one, which came sealed
     assert len(audio) > 4064 and np.array_equal(audio, kept[-len(audio) :])
+
+
+def test_progress_of_recordings_gone_from_the_card_is_swept_when_the_uplink_starts(
+    site: Site,
+) -> None:
+    """What the card noted of a stream (outbox/uploads/<id>.json) outlives its recording when
+    the recording leaves the ring while the uplink is not there to forget it (deleted, evicted,
+    lost): the next start removes it. The progress of a recording still on the card is kept
+    and used: its stream goes on from there, and the whole arrives once."""
+    uploads = site.root / "ring" / "outbox" / "uploads"
+    gone, kept = site.begin(), site.begin()
+    talk(site, gone, 2.0, "the first call streamed")
+    talk(site, kept, 2.0, "the second call streamed")
+    site.uplink.stop()  # notes on the card how much of each stream the collector holds
+    gone.seal(ended_by="hang-up")
+    site.ring.delete(gone.id, "retention")  # freed while no uplink ran
+    noted = json.loads((uploads / f"{kept.id}.json").read_text())
+    assert (uploads / f"{gone.id}.json").exists() and noted["streamed"] > 0
+    public = load_public(site.root / "keys" / "collector.pub")
+    outbox = EventOutbox(site.root / "ring" / "outbox", recipients=[public])
+    site.uplink = Uplink(site.uplink.settings, site.ring, outbox)
+    assert sorted(path.name for path in uploads.iterdir()) == [f"{kept.id}.json"]
+    assert json.loads((uploads / f"{kept.id}.json").read_text()) == noted
+    assert site.uplink.streams.holdings()[kept.id] == noted["streamed"]  # resumed there
+    site.uplink.start()
+    wait_until(lambda: site.uplink.connected, "the uplink to connect again")
+    talk(site, kept, 1.0, "the second call streamed on")
+    kept.seal(ended_by="hang-up")
+    wait_until(lambda: site.ring.entries[kept.id].acknowledged, "the signed ack of the whole")
+    stored = site.collector.store.stored("box1", kept.id)
+    assert stored is not None and stored[1] == hashlib.sha256(kept.path.read_bytes()).hexdigest()
+
+
+def test_a_one_off_uplink_keeps_the_progress_of_a_call_begun_after_it_opened_the_ring(
+    site: Site,
+) -> None:
+    """`linerec uplink flush` beside a running daemon opens the ring on its own: a call the
+    daemon begins after that is on the card, and its noted progress is not swept."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    public = load_public(site.root / "keys" / "collector.pub")
+    flushing = RingStore(
+        site.root / "ring",
+        recipients=[public],
+        identity=Ed25519PrivateKey.generate(),
+        device_id="box1",
+    )
+    writer = site.begin()  # the daemon's ring, after the flush opened its own
+    talk(site, writer, 2.0, "the call streamed")
+    site.uplink.stop()  # notes the stream's progress on the card
+    note = site.root / "ring" / "outbox" / "uploads" / f"{writer.id}.json"
+    assert writer.id not in flushing.entries and note.exists()
+    outbox = EventOutbox(site.root / "ring" / "outbox", recipients=[public])
+    site.uplink = Uplink(site.uplink.settings, flushing, outbox, role="flush")
+    assert note.exists()
+    assert site.uplink.streams.holdings()[writer.id] > 0

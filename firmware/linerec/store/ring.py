@@ -536,6 +536,16 @@ class RingStore(Store):
             key=lambda e: e.seq,
         )
 
+    def on_card(self) -> set[str]:
+        """The ids of every recording file the ring holds, in any state (open, sealed, cut,
+        or one recovery has yet to look at), read from the card itself: a recording another
+        process began after this store was opened is there too."""
+        return {
+            name.removesuffix(SUFFIX)
+            for name in self.disk.listdir(self.dir)
+            if name.endswith(SUFFIX)
+        }
+
     @_locked
     def acknowledge(self, recording_id: str, ack: bytes) -> None:
         """The collector has the recording durably: keep its signed ack beside it."""

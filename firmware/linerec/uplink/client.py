@@ -109,6 +109,7 @@ class Uplink:
         for marker in self._discards_dir().glob("*"):  # opted out before a restart: say so
             self.streams.discard(marker.name.removesuffix(".tmp"))  # a torn one counts too
         self._noted: dict[str, int] = {}  # streamed bytes noted on the card (writer thread)
+        self._sweep_progress()
         for recording_id, received in self._streamed_on_card().items():
             self.streams.restore(recording_id, received)  # resume there, not from byte 0
             self._noted[recording_id] = received
@@ -504,6 +505,21 @@ class Uplink:
             if recording_id not in self._noted:
                 sync_dir(path.parent)  # a new name: it must outlive a power cut too
             self._noted[recording_id] = received
+
+    def _sweep_progress(self) -> None:
+        """Progress noted for a recording that has left the card (deleted or evicted while
+        no uplink ran, or lost) would stay for ever: it goes at start. Only these notes go,
+        never a recording; the notes are listed before the ring, so a recording begun in
+        between (a daemon beside a one-off flush) is on the card when its note is judged."""
+        notes = list((self.outbox.dir / "uploads").glob("*.json"))
+        if not notes:
+            return
+        on_card = self.ring.on_card()
+        swept = [path for path in notes if path.stem not in on_card]
+        for path in swept:
+            path.unlink(missing_ok=True)
+        if swept:
+            sync_dir(swept[0].parent)
 
     def _streamed_on_card(self) -> dict[str, int]:
         noted = {}
