@@ -220,6 +220,10 @@ def migrate(db: Database) -> tuple[int | None, int]:
                 STEPS[step](db)
         _create(db)
         _set_version(db)
+    if before is not None and before < 5 and db.engine != SQLITE and not db.in_transaction:
+        # Statistics for the new indexes, and the visibility map that lets a count be read
+        # from an index alone (VACUUM cannot run inside the migration's transaction).
+        db.execute("VACUUM ANALYZE recordings")
     return before, SCHEMA_VERSION
 
 

@@ -218,7 +218,11 @@ def run_search(db: Database, query: RecordingQuery) -> tuple[list[dict[str, Any]
                     args.extend((device, line))
         where.append(f"({' OR '.join(allowed)})" if allowed else "1 = 0")
     sql_where = f"WHERE {' AND '.join(where)}" if where else ""
-    base = f"FROM recordings r LEFT JOIN holds h ON h.device = r.device AND h.id = r.id {sql_where}"
+    # Only "not held" needs the holds joined to find the rows: without the join, a count is
+    # read from an index alone (PostgreSQL keeps the join's columns needed even when it
+    # removes the join).
+    holds = "LEFT JOIN holds h ON h.device = r.device AND h.id = r.id "
+    base = f"FROM recordings r {holds if query.held is False else ''}{sql_where}"
     # Counting stops at COUNT_LIMIT: a broad search need not visit every row to say "many".
     total = int(
         db.execute(
@@ -237,7 +241,7 @@ def run_search(db: Database, query: RecordingQuery) -> tuple[list[dict[str, Any]
         f"FROM (SELECT r.rowid AS k {base} {order} LIMIT ? OFFSET ?) AS page "
         "JOIN recordings r ON r.rowid = page.k "
         "LEFT JOIN console_catalog c ON c.device = r.device AND c.id = r.id "
-        f"LEFT JOIN holds h ON h.device = r.device AND h.id = r.id {order}",
+        f"{holds}{order}",
         [*args, query.limit if query.limit >= 0 else ALL, query.offset],
     )
     names = [c[0] for c in cursor.description]
