@@ -221,9 +221,13 @@ def migrate(db: Database) -> tuple[int | None, int]:
         _create(db)
         _set_version(db)
     if before is not None and before < 5 and db.engine != SQLITE and not db.in_transaction:
-        # Statistics for the new indexes, and the visibility map that lets a count be read
-        # from an index alone (VACUUM cannot run inside the migration's transaction).
-        db.execute("VACUUM ANALYZE recordings")
+        # 4 -> 5 updated every recording, leaving a dead version of each: the table and its
+        # indexes twice their size, and a plain VACUUM keeps the space. Written anew, compact
+        # (only once the update has committed: inside its transaction the old versions are
+        # still kept); then the statistics for the new indexes and the visibility map that
+        # lets a count be read from an index alone.
+        db.execute("VACUUM (FULL) recordings")
+        db.execute("VACUUM (ANALYZE) recordings")
     return before, SCHEMA_VERSION
 
 
@@ -350,11 +354,6 @@ def _from_4(db: Database) -> None:
         )
     db.execute("DROP INDEX IF EXISTS console_catalog_by_label")
     db.execute("DROP INDEX IF EXISTS console_catalog_by_direction")
-    if db.engine != SQLITE:
-        # Updating every row left a dead version of each (the table and its indexes twice
-        # their size until VACUUM, and VACUUM does not give the space back): written anew,
-        # compact, in the order the rows were added (inside this transaction, unlike VACUUM).
-        db.execute("CLUSTER recordings USING recordings_rowid_key")
 
 
 STEPS = {0: _from_0, 1: _from_1, 2: _from_2, 3: _from_3, 4: _from_4}
