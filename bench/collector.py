@@ -2,9 +2,11 @@
 
     .venv/bin/python bench/collector.py [--mib 200] [--holes 1000,10000,30000]
     .venv/bin/python bench/collector.py --search 1000000 [--repeat 20] [--database URI]
+        [--engine sqlite|postgresql|both] [--keep DIR]
 
 With --search, only the search bench (bench/search.py): the console's queries over N
-recordings on SQLite and PostgreSQL side by side.
+recordings on SQLite and PostgreSQL side by side (--keep DIR keeps the SQLite file there and
+a database named by --database, once filled, is used again rather than filled again).
 
 1. Peak memory: a real sealed recording of about MIB MiB is uploaded in 32 KiB pieces to a
    collector running as its own process (`linerec collector run`) on a real mosquitto; its
@@ -224,12 +226,23 @@ def main() -> None:
     )
     parser.add_argument("--search", type=int, metavar="N", help="search over N recordings only")
     parser.add_argument("--repeat", type=int, default=20, help="runs of each search shape")
+    parser.add_argument(
+        "--engine", choices=("sqlite", "postgresql", "both"), default="both", help="for --search"
+    )
+    parser.add_argument(
+        "--keep",
+        type=Path,
+        metavar="DIR",
+        help="for --search: keep the SQLite database in DIR and use it again next time",
+    )
     args = parser.parse_args()
     if args.search:
         from search import run as search_bench
 
+        engines = ("sqlite", "postgresql") if args.engine == "both" else (args.engine,)
         with tempfile.TemporaryDirectory() as tmp:
-            search_bench(args.search, args.repeat, args.database, Path(tmp))
+            root = args.keep or Path(tmp)
+            search_bench(args.search, args.repeat, args.database, root, engines)
         return
     import logging
 

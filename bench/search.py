@@ -8,11 +8,15 @@ timed `--repeat` times on each engine; median and p95 per shape, and p95 over al
 Target (issue 14): p95 <= 100 ms over 1,000,000 recordings in PostgreSQL.
 
 PostgreSQL is a server of its own started in a temporary directory (tests/postgres.py, with
-shared_buffers = 1GB), unless `--database postgresql://...` names an empty database to fill.
+shared_buffers = 1GB), unless `--database postgresql://...` names a database: an empty one is
+filled, one this bench filled with N recordings before is used as it is (filling a million
+takes minutes on a busy machine). With `--keep DIR` the SQLite file is kept in DIR
+(search-N.db) and used again the same way. The load average is printed with the figures.
 """
 
 from __future__ import annotations
 
+import os
 import random
 import statistics
 import sys
@@ -29,10 +33,11 @@ from linerec.collector.search import parse_query, run_search
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 CHUNK = 50_000
+HELD_EVERY, REVIEWED_EVERY = 500, 50  # one recording in so many (CHUNK is a multiple of both)
 
 RECORDING_COLUMNS = (
     "device, id, seq, line, started_at, duration, state, caller_number, called_number, path, "
-    "sha256, received_at, clock_synchronized"
+    "sha256, received_at, clock_synchronized, label, direction, reviewed"
 )
 CATALOG_COLUMNS = "device, id, label, direction, consent, clock_synchronized"
 
@@ -66,6 +71,7 @@ SHAPES: list[tuple[str, dict[str, str]]] = [
     ("scoped to two lines", {}),  # with a scope: an auditor's grants
 ]
 SCOPE = (("line", "box1/line1"), ("line", "box2/*"))
+NAMES = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}
 
 
 def rows(count: int) -> Iterator[tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]]:
@@ -78,13 +84,14 @@ def rows(count: int) -> Iterator[tuple[list[tuple[Any, ...]], list[tuple[Any, ..
         line = f"line{n % 4 + 1}"
         started = START + timedelta(seconds=rng.randrange(365 * 86400))
         rid = f"{device}-{n + 1:08d}-{started.strftime('%Y%m%dT%H%M%SZ')}-{line}"
+        label, direction = ("sales", "support", "")[n % 3] or None, ("inbound", "outbound")[n % 2]
         recordings.append((
             device, rid, n + 1, line, started.isoformat(timespec="milliseconds"),
             rng.uniform(5, 900), "complete", f"555{rng.randrange(10**7):07d}",
             f"{rng.randrange(10**9):09d}", f"/nonexistent/{rid}", "0" * 64, 0.0, 1,
+            label, direction, int(n % REVIEWED_EVERY == 0),
         ))  # fmt: skip
-        catalog.append((device, rid, ("sales", "support", "")[n % 3] or None,
-                        ("inbound", "outbound")[n % 2], "notice", 1))  # fmt: skip
+        catalog.append((device, rid, label, direction, "notice", 1))
         if len(recordings) == CHUNK:
             yield recordings, catalog
             recordings, catalog = [], []
@@ -98,9 +105,9 @@ def fill(db: Database, count: int) -> float:
     holds: list[tuple[str, str]] = []
     reviews: list[tuple[Any, ...]] = []
     for recordings, catalog in rows(count):
-        for row in recordings[::500]:
+        for row in recordings[::HELD_EVERY]:
             holds.append((row[0], row[1]))
-        for row in recordings[::50]:
+        for row in recordings[::REVIEWED_EVERY]:
             reviews.append((row[0], row[1], "bench", 0.0, "{}", ""))
         if db.engine == "postgresql":
             with db.connection.cursor() as cursor:
@@ -112,7 +119,7 @@ def fill(db: Database, count: int) -> float:
                         copy.write_row(row)
         else:
             with db.transaction():
-                marks = ", ".join("?" * 13)
+                marks = ", ".join("?" * len(RECORDING_COLUMNS.split(",")))
                 db.executemany(
                     f"INSERT INTO recordings ({RECORDING_COLUMNS}) VALUES ({marks})", recordings
                 )
@@ -149,37 +156,68 @@ def time_shapes(db: Database, repeat: int) -> dict[str, list[float]]:
     return times
 
 
-def run(count: int, repeat: int, database: str | None, root: Path) -> None:
+def filled(db: Database, count: int) -> bool:
+    """Whether the database already holds this bench's `count` recordings (else it is empty)."""
+    if "recordings" not in db.tables():
+        return False
+    (held,) = db.execute("SELECT count(*) FROM recordings").fetchone()
+    if held not in (0, count):
+        raise SystemExit(f"{db.name}: holds {held} recordings, not {count}: give an empty one")
+    return bool(held)
+
+
+def load() -> str:
+    return "load average " + " ".join(f"{value:.2f}" for value in os.getloadavg())
+
+
+def run(
+    count: int,
+    repeat: int,
+    database: str | None,
+    root: Path,
+    engines: tuple[str, ...] = ("sqlite", "postgresql"),
+) -> None:
     server = None
-    if database is None:
+    if database is None and "postgresql" in engines:
         from postgres import PostgresServer
 
         # Memory for the index of a million recordings, as a server holding them would have.
         server = PostgresServer("-c shared_buffers=1GB").start()
         database = server.create(schema=False)
+    locations: dict[str, Path | str | None] = {
+        "sqlite": root / f"search-{count}.db",
+        "postgresql": database,
+    }
     results: dict[str, dict[str, list[float]]] = {}
     try:
-        for engine, location in (("sqlite", root / "search.db"), ("postgresql", database)):
+        for engine in engines:
+            location = locations[engine]
+            assert location is not None
             db = connect(location)
             try:
-                migrate(db)
-                took = fill(db, count)
-                print(f"{engine}: {count} recordings loaded in {took:.0f} s", flush=True)
+                if filled(db, count):
+                    migrate(db)  # a database filled by an older linerec is brought up to date
+                    print(f"{engine}: {count} recordings already there ({db.name})", flush=True)
+                else:
+                    migrate(db)
+                    took = fill(db, count)
+                    print(f"{engine}: {count} recordings loaded in {took:.0f} s", flush=True)
+                print(f"{engine}: timing, {load()}", flush=True)
                 results[engine] = time_shapes(db, repeat)
             finally:
                 db.close()
     finally:
         if server is not None:
             server.stop()
-    print(f"\nsearch over {count} recordings, {repeat} runs a shape (ms: median / p95)")
-    print(f"  {'shape':36} {'SQLite':>17} {'PostgreSQL':>17}")
+    print(f"\nsearch over {count} recordings, {repeat} runs a shape (ms: median / p95), {load()}")
+    print("  " + f"{'shape':36}" + "".join(f" {NAMES[engine]:>17}" for engine in engines))
     for name, _ in SHAPES:
         cells = []
-        for engine in ("sqlite", "postgresql"):
+        for engine in engines:
             ts = results[engine][name]
             cells.append(f"{statistics.median(ts) * 1000:7.1f} /{percentile(ts, 0.95) * 1000:7.1f}")
-        print(f"  {name:36} {cells[0]:>17} {cells[1]:>17}")
-    for engine in ("sqlite", "postgresql"):
+        print(f"  {name:36}" + "".join(f" {cell:>17}" for cell in cells))
+    for engine in engines:
         every = [t for ts in results[engine].values() for t in ts]
         print(
             f"{engine}: all shapes p50 {percentile(every, 0.5) * 1000:.1f} ms, "

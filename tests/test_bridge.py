@@ -28,7 +28,7 @@ from collectors import (
     expected,
     wait_until_delivered,
 )
-from enrolled import DeviceLink, Site, TlsBroker, enrol_site, event
+from enrolled import DeviceLink, Site, TlsBroker, enrol_device, enrol_site, event
 from linerec.uplink.tls import device_request
 
 
@@ -38,9 +38,10 @@ def enroll(*arguments: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def wait_for_line(path: Path, text: str, timeout: float = 30) -> None:
+def wait_for_line(path: Path, text: str, timeout: float = 30, *, after: int = 0) -> None:
+    """Wait until `text` is in the file (beyond its first `after` bytes)."""
     deadline = time.monotonic() + timeout
-    while not (path.exists() and text in path.read_text(errors="replace")):
+    while not (path.exists() and text.encode() in path.read_bytes()[after:]):
         assert time.monotonic() < deadline, f"{path} never said {text!r}"
         time.sleep(0.05)
 
@@ -173,3 +174,124 @@ def upload_under_way(data_dir: Path, recording_id: str) -> bool:
 def stored(data_dir: Path, recording_id: str) -> bool:
     with sqlite_ro(data_dir) as db:
         return bool(db.execute("SELECT 1 FROM recordings WHERE id = ?", (recording_id,)).fetchone())
+
+
+def test_a_device_taken_off_a_site_and_a_revoked_bridge_no_longer_reach_the_collector(
+    tmp_path: Path,
+) -> None:
+    # The centre: office1 bridges box1 and box3, office2 bridges box2.
+    site_dir, port = tmp_path / "central-site", free_port()
+    common = ("--site", str(site_dir), "--broker-name", "127.0.0.1", "--port", str(port))
+    for name, devices in (("office1", ("box1", "box3")), ("office2", ("box2",))):
+        named = [flag for device in devices for flag in ("--device", device)]
+        done = enroll("--bridge", name, *named, *common)
+        assert done.returncode == 0, done.stderr
+    log = tmp_path / "central.log"
+    conf = site_dir / "mosquitto.conf"
+    conf.write_text(conf.read_text() + f"user root\nlog_dest file {log}\nlog_type all\n")
+    site = Site(root=tmp_path / "office", site=site_dir, port=port, configs={})
+    # One site broker holding both sites' bridge sections, as the sites were set up, and not
+    # changed afterwards (a site that goes on forwarding what the centre took away).
+    office = enrol_site(tmp_path / "office")
+    enrol_device(office.root, "box3", office.site, office.port)
+    office_conf = office.site / "mosquitto.conf"
+    sections = [site_dir / "bridges" / name / "bridge.conf" for name in ("office1", "office2")]
+    copies = []
+    for number, section in enumerate(sections):
+        # the site's copy of its bridge directory (the centre removes its own on revocation)
+        copy = tmp_path / f"site-bridge-{number}"
+        copy.mkdir()
+        for name in ("bridge.key", "bridge.crt", "ca.crt"):
+            (copy / name).write_bytes((section.parent / name).read_bytes())
+        copies.append(section.read_text().replace(str(section.parent), str(copy)))
+    office_log = tmp_path / "office.log"
+    office_conf.write_text(
+        office_conf.read_text() + f"user root\nlog_dest file {office_log}\nlog_type all\n"
+        + "".join(copies)
+    )  # fmt: skip
+    central_broker = TlsBroker(site).start()
+    office_broker = TlsBroker(office).start()
+    data_dir = tmp_path / "central"
+    collector = CollectorProcess(site.collector_config(data_dir, 'instance = "central-a"\n'))
+    try:
+        collector.wait_for("collector subscribed")
+        for name in ("office1", "office2"):
+            wait_for_line(log, f"as linerec-bridge-{name}")
+        publish(office, {"box1": 1, "box2": 1, "box3": 1})
+        wait_for_events(data_dir, {("box1", 1), ("box2", 1), ("box3", 1)})
+
+        removed = enroll("--bridge", "office1", "--remove-device", "box3", *common)
+        assert removed.returncode == 0, removed.stderr
+        assert "office1: devices box1;" in removed.stdout
+        revoked = enroll("--revoke-bridge", "office2", *common)
+        assert revoked.returncode == 0, revoked.stderr
+        assert "restart this broker" in revoked.stdout.lower()
+        assert json.loads((site_dir / "sites.json").read_text()) == {"office1": ["box1"]}
+        assert not (site_dir / "bridges" / "office2").exists()
+        bridge_text = (site_dir / "bridges" / "office1" / "bridge.conf").read_text()
+        assert f"address 127.0.0.1:{port}\n" in bridge_text and "box3" not in bridge_text
+
+        central_broker.stop()  # the operator restarts the central broker, as told
+        mark = log.stat().st_size
+        central_broker.start()
+        wait_for_line(log, "as linerec-bridge-office1", after=mark)
+        collector.wait_for("collector subscribed")  # again, on the restarted broker
+        publish(office, {"box3": 2, "box2": 2, "box1": 2})
+        wait_for_events(data_dir, {("box1", 2)})
+        wait_for_line(log, "Denied PUBLISH from linerec-bridge-office1", after=mark)
+        wait_for_line(log, "linerec/v1/box3/event", after=mark)
+        # office2's bridge tries again and again; the centre refuses its revoked certificate
+        wait_for_line(log, "certificate verify failed", after=mark)
+        wait_for_line(office_log, "certificate revoked")
+    finally:
+        collector_log = collector.stop()
+        office_broker.stop()
+        central_broker.stop()
+    assert "Traceback" not in collector_log, collector_log
+    with sqlite_ro(data_dir) as db:
+        kept = set(db.execute("SELECT device, seq FROM events").fetchall())
+    assert kept == {("box1", 1), ("box2", 1), ("box3", 1), ("box1", 2)}
+
+
+def test_remove_device_and_revoke_bridge_refuse_what_is_not_there(tmp_path: Path) -> None:
+    site_dir = tmp_path / "central-site"
+    common = ("--site", str(site_dir), "--broker-name", "central.example", "--port", "8883")
+    assert enroll("--bridge", "office1", "--device", "box1", *common).returncode == 0
+    not_there = enroll("--bridge", "office1", "--remove-device", "box2", *common)
+    assert not_there.returncode == 1
+    assert "box2 is not assigned to site office1 (its devices: box1)" in not_there.stderr
+    no_site = enroll("--bridge", "office9", "--remove-device", "box1", *common)
+    assert no_site.returncode == 1 and "no site 'office9'" in no_site.stderr
+    alone = enroll("--remove-device", "box1", *common)
+    assert alone.returncode == 2 and "--remove-device goes with --bridge SITE" in alone.stderr
+    unknown = enroll("--revoke-bridge", "office9", *common)
+    assert unknown.returncode == 1 and "no bridge was enrolled for site 'office9'" in unknown.stderr
+    # Taken off one site, a device may join another; a revoked site's key is never reused.
+    assert enroll("--bridge", "office1", "--remove-device", "box1", *common).returncode == 0
+    moved = enroll("--bridge", "office2", "--device", "box1", *common)
+    assert moved.returncode == 0 and "office2: devices box1;" in moved.stdout
+    old_key = (site_dir / "bridges" / "office2" / "bridge.key").read_bytes()
+    assert enroll("--revoke-bridge", "office2", *common).returncode == 0
+    rules = json.loads((site_dir / "access.json").read_text())
+    assert "site:office2" not in {client["username"] for client in rules["clients"]}
+    again = enroll("--bridge", "office2", "--device", "box1", *common)
+    assert again.returncode == 0, again.stderr
+    assert (site_dir / "bridges" / "office2" / "bridge.key").read_bytes() != old_key
+
+
+def publish(site: Site, events: dict[str, int]) -> None:
+    for device, seq in events.items():
+        with DeviceLink(site, device) as link:
+            link.publish(f"linerec/v1/{device}/event", event(seq))
+
+
+def wait_for_events(data_dir: Path, wanted: set[tuple[str, int]], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        if (data_dir / "collector.db").exists():
+            with sqlite_ro(data_dir) as db:
+                kept = set(db.execute("SELECT device, seq FROM events").fetchall())
+            if wanted <= kept:
+                return
+        assert time.monotonic() < deadline, f"events {sorted(wanted)} never stored"
+        time.sleep(0.05)

@@ -391,6 +391,27 @@ def test_search_filters(client: TestClient, service: ConsoleService, clock: Cloc
     assert page.status_code == 200 and "5551234567" in page.text and "1 recording" in page.text
 
 
+def test_a_search_beyond_the_counted_10000_still_pages_on(
+    client: TestClient, service: ConsoleService, clock: Clock
+) -> None:
+    """The total stops counting at 10,000 ("or more"); the pages go on to the last match."""
+    service.store.db.executemany(
+        "INSERT INTO recordings (device, id, seq, line, started_at, path, sha256, received_at) "
+        "VALUES ('box9', ?, ?, 'line1', ?, 'x', 'x', 0)",
+        [(f"box9-{n:06d}", n, f"2020-01-01T00:00:00.{n:06d}") for n in range(10_030)],
+    )
+    totp = add_user(service, "ann", "supervisor")
+    login(client, "ann", totp, clock)
+    last_counted = client.get("/recordings", params={"device": "box9", "page": "200"})
+    assert "10000 or more recordings" in last_counted.text
+    assert 'href="/recordings?device=box9&amp;page=201">next</a>' in last_counted.text
+    beyond = client.get("/recordings", params={"device": "box9", "page": "201"})
+    assert "box9-000029" in beyond.text and "box9-000000" in beyond.text
+    assert 'page=202">next</a>' not in beyond.text  # the last page
+    api = client.get("/api/recordings", params={"device": "box9", "page": "201"}).json()
+    assert api["total"] == 10_000 and len(api["recordings"]) == 30
+
+
 @pytest.mark.parametrize(
     "field",
     ["number", "caller", "called", "device", "line", "label", "direction", "since", "until",

@@ -20,8 +20,9 @@ import databases
 from enrolled import LINEREC
 from linerec.collector.config import load_collector_config
 from linerec.collector.database import connect
+from linerec.collector.review import save_review
 from linerec.collector.schema import SCHEMA_VERSION, SchemaVersionError, version_of
-from linerec.collector.search import parse_query
+from linerec.collector.search import parse_query, run_search
 from linerec.collector.store import CollectorStore
 from linerec.collector.uploads import Piece
 from linerec.errors import ConfigError
@@ -338,7 +339,7 @@ def test_a_migrated_postgresql_database_walks_an_index_for_newest_first(tmp_path
             (f"box1-{n:08d}-x", n, f"2026-01-01T00:{n // 60:02d}:{n % 60:02d}"),
         )
     store.db.close()
-    set_version(location, SCHEMA_VERSION - 1)  # as version 3 made it
+    set_version(location, 3)  # as version 3 made it
     db = connect(location)
     db.execute("DROP INDEX console_by_started")
     db.execute("CREATE INDEX console_by_started ON recordings (started_at)")
@@ -401,3 +402,192 @@ def test_migrate_from_copies_an_sqlite_collector_database_into_postgresql(tmp_pa
     assert "already holds recordings" in again.stderr
     missing = linerec("collector", "migrate", "--config", cfg, "--from", str(tmp_path / "no.db"))
     assert missing.returncode == 2 and "no.db" in missing.stderr
+
+
+# -- search over label, direction and review state (schema version 5) ----------------------
+
+LABELS, DIRECTIONS = ("sales", "support", None), ("inbound", "outbound", None)
+
+
+def fill_recordings(db: Any, count: int) -> list[dict[str, Any]]:
+    """`count` recordings over 3 devices of 2 lines, as a version 4 collector kept them: the
+    catalog (label, direction) for all but every seventh, a review of every fifth."""
+    made = []
+    for n in range(count):
+        device, line = f"box{n % 3}", f"line{n % 2 + 1}"
+        rid = f"{device}-{n:08d}-x-{line}"
+        started = f"2026-01-{1 + n % 28:02d}T{n % 24:02d}:{n % 60:02d}:00.000+00:00"
+        db.execute(
+            "INSERT INTO recordings (device, id, seq, line, started_at, duration, path, sha256, "
+            "received_at) VALUES (?, ?, ?, ?, ?, ?, 'x', 'x', 0)",
+            (device, rid, n, line, started, float(n % 11)),
+        )
+        label, direction = LABELS[n % 3], DIRECTIONS[n % 3 if n % 2 else 0]
+        if n % 7:
+            db.execute(
+                "INSERT INTO console_catalog (device, id, label, direction, consent, "
+                "clock_synchronized) VALUES (?, ?, ?, ?, 'notice', 1)",
+                (device, rid, label, direction),
+            )
+        else:
+            label = direction = None
+        if n % 5 == 0:
+            db.execute(
+                "INSERT INTO console_reviews (device, id, reviewer, at, scores, comment) "
+                "VALUES (?, ?, 'ann', 0, '{}', '')",
+                (device, rid),
+            )
+        made.append({"id": rid, "device": device, "line": line, "started_at": started,
+                     "duration": float(n % 11), "label": label, "direction": direction,
+                     "reviewed": n % 5 == 0})  # fmt: skip
+    return made
+
+
+def as_version_4(location: Path | str) -> None:
+    """The schema as version 4 left it: no label, direction or reviewed on recordings (the
+    catalog and the reviews are where they were), the catalog's own indexes."""
+    db = connect(location)
+    for index in ("console_by_device", "console_by_label", "console_by_direction",
+                  "console_by_review"):  # fmt: skip
+        db.execute(f"DROP INDEX {index}")
+    for column in ("label", "direction", "reviewed"):
+        db.execute(f"ALTER TABLE recordings DROP COLUMN {column}")
+    db.execute("CREATE INDEX console_catalog_by_label ON console_catalog (label)")
+    db.execute("CREATE INDEX console_catalog_by_direction ON console_catalog (direction)")
+    db.execute("UPDATE schema_version SET version = 4")
+    if db.engine == "sqlite":
+        db.execute("PRAGMA user_version = 4")
+    db.close()
+
+
+def expected_ids(made: list[dict[str, Any]], **wanted: Any) -> list[str]:
+    """The ids a search for `wanted` finds, in the console's default order."""
+    found = [r for r in made if all(r[k] == v for k, v in wanted.items())]
+    found.sort(key=lambda r: r["id"])
+    found.sort(key=lambda r: r["started_at"], reverse=True)
+    return [r["id"] for r in found]
+
+
+def check_searches(db: Any, made: list[dict[str, Any]]) -> None:
+    def ids(**params: str) -> tuple[list[str], int]:
+        rows, total = run_search(db, parse_query({"limit": "500", **params}))
+        return [row["id"] for row in rows], total
+
+    for label in ("sales", "support"):
+        want = expected_ids(made, label=label)
+        assert ids(label=label) == (want, len(want))
+    for direction in ("inbound", "outbound"):
+        want = expected_ids(made, direction=direction)
+        assert ids(direction=direction) == (want, len(want))
+    for state, flag in (("reviewed", True), ("unreviewed", False)):
+        want = expected_ids(made, reviewed=flag)
+        assert ids(review=state) == (want, len(want))
+    both = expected_ids(made, label="sales", reviewed=True, device="box1")
+    assert ids(label="sales", review="reviewed", device="box1") == (both, len(both))
+    by_device = sorted(made, key=lambda r: r["id"])
+    by_device.sort(key=lambda r: r["started_at"], reverse=True)
+    by_device.sort(key=lambda r: (r["device"], r["line"]))
+    assert ids(sort="device")[0] == [r["id"] for r in by_device]
+    rows, _ = run_search(db, parse_query({"limit": "500"}))
+    shown = {row["id"]: row for row in rows}
+    for r in made:
+        row = shown[r["id"]]
+        assert (row["label"], row["direction"], row["reviewed"]) == (
+            r["label"], r["direction"], r["reviewed"],
+        )  # fmt: skip
+
+
+def test_a_version_4_database_with_data_is_refused_then_migrated_and_searched_right(
+    tmp_path: Path,
+) -> None:
+    location = databases.selected.location(tmp_path / "collector.db")
+    CollectorStore(tmp_path / "data", location).db.close()
+    as_version_4(location)
+    db = connect(location)
+    made = fill_recordings(db, 120)
+    db.close()
+    with pytest.raises(SchemaVersionError, match=r"schema version 4 is older.*collector migrate"):
+        CollectorStore(tmp_path / "data", location)
+    done = linerec("collector", "migrate", "--config", str(config(tmp_path, location)))
+    assert done.returncode == 0, done.stderr
+    assert f"from schema version 4 to {SCHEMA_VERSION}" in done.stdout
+    store = CollectorStore(tmp_path / "data", location)
+    check_searches(store.db, made)
+    # What the console learns afterwards is searched too: a review, a recording catalogued.
+    late = next(r for r in made if r["label"] is None and not r["reviewed"])
+    save_review(store.db, late["device"], late["id"], "bob", 1.0, {}, "")
+    store.catalog(late["device"], late["id"], {"label": "support", "direction": "outbound"})
+    late.update(label="support", direction="outbound", reviewed=True)
+    check_searches(store.db, made)
+    store.db.close()
+
+
+def test_what_the_console_learns_of_a_recording_is_searched_at_once(tmp_path: Path) -> None:
+    """The catalog and a review write the recording's row in their own transaction: the
+    filters find it at once, and a deleted recording takes its catalog entry with it."""
+    store = CollectorStore(tmp_path / "data", databases.selected.location(tmp_path / "c.db"))
+    for n, line in enumerate(("line1", "line2")):
+        store.db.execute(
+            "INSERT INTO recordings (device, id, seq, line, started_at, path, sha256, "
+            "received_at) VALUES ('box1', ?, ?, ?, ?, 'x', 'x', 0)",
+            (f"box1-{n}-{line}", n, line, f"2026-01-01T00:00:0{n}.000+00:00"),
+        )
+    assert [r["id"] for r in store.uncatalogued()] == ["box1-0-line1", "box1-1-line2"]
+    store.catalog("box1", "box1-0-line1", {"label": "sales", "direction": "inbound"})
+    rows, total = store.search(parse_query({"label": "sales"}))
+    assert total == 1 and rows[0]["direction"] == "inbound" and not rows[0]["reviewed"]
+    save_review(store.db, "box1", "box1-1-line2", "ann", 1.0, {}, "")
+    rows, total = store.search(parse_query({"review": "reviewed"}))
+    assert total == 1 and rows[0]["id"] == "box1-1-line2" and rows[0]["reviewed"]
+    assert store.search(parse_query({"review": "unreviewed"}))[1] == 1
+    store.delete("box1-0-line1", "test", device="box1", who="ann")
+    assert store.db.execute("SELECT count(*) FROM console_catalog").fetchone()[0] == 0
+    assert store.search(parse_query({"label": "sales"}))[1] == 0
+    store.db.close()
+
+
+@pytest.mark.engines("postgresql")
+def test_the_console_filters_and_sorts_walk_an_index_to_the_page_on_postgresql(
+    tmp_path: Path,
+) -> None:
+    """A filter by label, direction or review state, and the sort by device, read the page
+    from one index in the console's order (no row looked up in another table, no sort of
+    every match), as version 5 indexes them."""
+    location = databases.selected.location(tmp_path / "collector.db")
+    CollectorStore(tmp_path / "data", location).db.close()
+    as_version_4(location)
+    db = connect(location)
+    made = fill_recordings(db, 600)
+    db.close()
+    done = linerec("collector", "migrate", "--config", str(config(tmp_path, location)))
+    assert done.returncode == 0, done.stderr
+    db = connect(location)
+    db.execute("ANALYZE")
+    seen: list[tuple[str, Any]] = []
+    execute = db.execute
+
+    def capture(sql: str, parameters: Any = ()) -> Any:
+        seen.append((sql, parameters))
+        return execute(sql, parameters)
+
+    db.execute = capture  # type: ignore[method-assign]
+    execute("SET enable_seqscan = off")  # tables this small would be read whole otherwise
+    for params, index in (
+        ({"label": "sales"}, "console_by_label"),
+        ({"direction": "outbound", "sort": "-duration"}, "console_by_direction"),
+        ({"review": "reviewed"}, "console_by_review"),
+        ({"sort": "device"}, "console_by_device"),
+    ):
+        seen.clear()
+        run_search(db, parse_query({"limit": "5", **params}))
+        (count_sql, count_args), (page_sql, page_args) = seen
+        counting = execute("EXPLAIN " + count_sql, count_args).fetchall()
+        assert not [row for row in counting if "console_" in row[0] and "console_by" not in row[0]]
+        plan = "\n".join(row[0] for row in execute("EXPLAIN " + page_sql, page_args).fetchall())
+        assert f"using {index} on recordings" in plan, plan
+        assert "console_catalog c_1" not in plan and "console_reviews" not in plan, plan
+        # between the page's Limit and the index: at most an incremental sort of equal keys
+        page = plan.split("Limit", 1)[1].split("Index Scan", 1)[0]
+        assert not re.search(r"(?<!Incremental )Sort  \(", page), plan
+    assert made
+    db.close()

@@ -263,6 +263,22 @@ def add_commands(
         help="with --bridge: a device behind that site (repeatable; added to those it has)",
     )
     enroll.add_argument(
+        "--remove-device",
+        action="append",
+        default=[],
+        type=_device_id,
+        metavar="ID",
+        help="with --bridge: take this device off that site; its bridge may no longer publish "
+        "for it (repeatable)",
+    )
+    enroll.add_argument(
+        "--revoke-bridge",
+        metavar="SITE",
+        type=_device_id,
+        help="revoke the site broker's bridge: its certificate, its rights at this broker and "
+        "its devices' assignment (instead of enrolling)",
+    )
+    enroll.add_argument(
         "--config",
         type=Path,
         default=None,
@@ -343,19 +359,29 @@ def _verify_export(args: argparse.Namespace) -> int:
 def _enroll(args: argparse.Namespace) -> int:
     from linerec.collector.enroll import EnrollError, enroll_device, revoke, unreachable_by_broker
 
-    chosen = (args.csr, args.revoke, args.renew, args.bridge)
+    for flag, given in (("--device", args.device), ("--remove-device", args.remove_device)):
+        if given and args.bridge is None:
+            print(f"linerec: error: {flag} goes with --bridge SITE", file=sys.stderr)
+            return 2
+    chosen = (args.csr, args.revoke, args.renew, args.bridge, args.revoke_bridge)
     if [choice is not None for choice in chosen].count(True) != 1:
         print(
             "linerec: error: enroll needs DEVICE.csr, or --revoke DEVICE, or --renew DEVICE, "
-            "or --bridge SITE",
+            "or --bridge SITE, or --revoke-bridge SITE",
             file=sys.stderr,
         )
         return 2
-    if args.device and args.bridge is None:
-        print("linerec: error: --device goes with --bridge SITE", file=sys.stderr)
+    both = sorted(set(args.device) & set(args.remove_device))
+    if both:
+        print(
+            f"linerec: error: {', '.join(both)}: named by both --device and --remove-device",
+            file=sys.stderr,
+        )
         return 2
     if args.bridge is not None:
         return _bridge(args)
+    if args.revoke_bridge is not None:
+        return _revoke_bridge(args)
     if args.renew is not None:
         return _renew(args)
     restart = f"restart the broker: mosquitto -c {args.site.absolute() / 'mosquitto.conf'}"
@@ -392,17 +418,22 @@ def _enroll(args: argparse.Namespace) -> int:
 
 
 def _bridge(args: argparse.Namespace) -> int:
-    from linerec.collector.enroll import EnrollError, enroll_bridge
+    from linerec.collector.enroll import EnrollError, enroll_bridge, remove_from_bridge
 
     try:
-        bridge = enroll_bridge(
-            args.bridge,
-            args.device,
-            args.site,
-            broker_names=args.broker_name or ["localhost"],
-            port=args.port,
-            bind=args.bind,
-        )
+        if args.remove_device and not args.device:  # the site's address and files stay
+            bridge = remove_from_bridge(args.bridge, args.remove_device, args.site)
+        else:
+            if args.remove_device:
+                remove_from_bridge(args.bridge, args.remove_device, args.site)
+            bridge = enroll_bridge(
+                args.bridge,
+                args.device,
+                args.site,
+                broker_names=args.broker_name or ["localhost"],
+                port=args.port,
+                bind=args.bind,
+            )
     except EnrollError as exc:
         print(f"linerec: error: {exc}", file=sys.stderr)
         return 1
@@ -411,6 +442,26 @@ def _bridge(args: argparse.Namespace) -> int:
         f"{bridge.directory} to the site broker (same path) and append {bridge.config} to its "
         f"mosquitto.conf; restart this broker: mosquitto -c "
         f"{args.site.absolute() / 'mosquitto.conf'}"
+    )
+    return 0
+
+
+def _revoke_bridge(args: argparse.Namespace) -> int:
+    from linerec.collector.enroll import EnrollError, revoke_bridge
+
+    site = args.site.absolute()
+    try:
+        count, devices = revoke_bridge(args.revoke_bridge, site)
+    except EnrollError as exc:
+        print(f"linerec: error: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"{args.revoke_bridge}: bridge revoked: {count} certificate(s) on {site / 'crl.pem'}; "
+        f"its account left {site / 'access.json'}; devices no longer assigned to it: "
+        f"{', '.join(devices) or '(none)'}; {site / 'bridges' / args.revoke_bridge} removed. "
+        f"Restart this broker (it reads both files at start-up only): mosquitto -c "
+        f"{site / 'mosquitto.conf'}; then remove the bridge section from the site broker's "
+        "mosquitto.conf"
     )
     return 0
 

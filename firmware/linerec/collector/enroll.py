@@ -24,6 +24,13 @@
   this CA (`site:<SITE>`), and its mosquitto bridge configuration in `DIR/bridges/<SITE>/`;
   the devices named are assigned to that site (`DIR/sites.json`, each device to one site) and
   the bridge's account may publish only for them (below).
+* `linerec collector enroll --bridge SITE --remove-device ID... --site DIR`: the devices named
+  leave that site: `sites.json`, the site's `bridge.conf` and this broker's access rules no
+  longer have them (the site's bridge may not publish for them any more).
+* `linerec collector enroll --revoke-bridge SITE --site DIR`: every certificate issued to the
+  site's bridge goes on the revocation list, its account and its devices' assignment leave
+  `access.json` and `sites.json`, and `DIR/bridges/<SITE>/` (its key) is removed; enrolling
+  the site again makes a new key.
 * `linerec collector enroll --renew DEVICE --site DIR`: a new certificate for the key of
   DEVICE's current one, before that expires; the collector sends it to the device in a signed
   `cert` command. The old one is not revoked: it stays good until it expires, so the device
@@ -59,6 +66,7 @@ import grp
 import ipaddress
 import json
 import os
+import shutil
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -428,7 +436,8 @@ def enroll_bridge(
         if other is not None and other != site_name:
             raise EnrollError(
                 f"{device} is assigned to site {other}; a device id belongs to one site "
-                f"(edit {site / 'sites.json'} to move it)"
+                f"(take it off that site first: `linerec collector enroll --bridge {other} "
+                f"--remove-device {device}`)"
             )
         if (site / "devices" / f"{device}.crt").exists():
             raise EnrollError(
@@ -454,6 +463,62 @@ def enroll_bridge(
     config = out / "bridge.conf"
     _write_public(config, bridge_config(site_name, assigned, out, broker_names[0], port).encode())
     return Bridge(directory=out, config=config, devices=assigned)
+
+
+def remove_from_bridge(site_name: str, devices: list[str], site: Path) -> Bridge:
+    """Take `devices` off the site broker `site_name`: this broker's access rules no longer
+    let its bridge publish for them, and its bridge section no longer forwards them (the
+    address in it is kept). The devices may then be enrolled elsewhere."""
+    site = site.absolute()
+    sites = _sites(site)
+    if site_name not in sites:
+        known = ", ".join(sorted(sites)) or "none"
+        raise EnrollError(f"{site / 'sites.json'}: no site {shown(site_name)} (sites: {known})")
+    for device in devices:
+        if device not in sites[site_name]:
+            raise EnrollError(
+                f"{device} is not assigned to site {site_name} (its devices: "
+                f"{', '.join(sites[site_name]) or 'none'})"
+            )
+    remaining = [device for device in sites[site_name] if device not in devices]
+    sites[site_name] = remaining
+    _write_public(site / "sites.json", json.dumps(sites, indent=1, sort_keys=True).encode())
+    _rewrite_access(site)
+    out = site / "bridges" / site_name
+    config = out / "bridge.conf"
+    if config.exists():
+        host, _, port = _bridge_address(config).rpartition(":")
+        _write_public(config, bridge_config(site_name, remaining, out, host, int(port)).encode())
+    return Bridge(directory=out, config=config, devices=remaining)
+
+
+def _bridge_address(config: Path) -> str:
+    for line in config.read_text().splitlines():
+        if line.startswith("address "):
+            return line.split(None, 1)[1].strip()
+    raise EnrollError(f"{config}: no `address HOST:PORT` line (not written by linerec?)")
+
+
+def revoke_bridge(site_name: str, site: Path) -> tuple[int, list[str]]:
+    """Revoke the site broker `site_name`'s bridge: every certificate issued to it goes on
+    the revocation list, its account (and so its devices' rights) leaves this broker's access
+    rules, its devices are no longer assigned to it, and its directory (key, certificate,
+    bridge section) is removed. Returns (certificates newly revoked, its devices)."""
+    site = site.absolute()
+    sites = _sites(site)
+    issued = _issued_to(site, BRIDGE_PREFIX + site_name) if (site / "ca.crt").exists() else []
+    if site_name not in sites and not issued:
+        raise EnrollError(f"{site}: no bridge was enrolled for site {shown(site_name)}")
+    revoked = _revoked_serials(site)
+    new = {cert.serial_number for cert in issued} - revoked
+    if new or not (site / "crl.pem").exists():
+        _write_crl(site, revoked | new)
+    devices = sites.pop(site_name, [])
+    _write_public(site / "sites.json", json.dumps(sites, indent=1, sort_keys=True).encode())
+    _rewrite_access(site)
+    # The key goes with the certificate: a revoked key is never certified again.
+    shutil.rmtree(site / "bridges" / site_name, ignore_errors=True)
+    return len(new), devices
 
 
 def bridge_config(site_name: str, devices: list[str], files: Path, host: str, port: int) -> str:

@@ -146,13 +146,20 @@ def save_review(
     scores: dict[str, str | int],
     comment: str,
 ) -> int:
-    """Keep a review; returns its number."""
-    cursor = db.execute(
-        "INSERT INTO console_reviews (device, id, reviewer, at, scores, comment) "
-        "VALUES (?, ?, ?, ?, ?, ?) RETURNING rowid",
-        (device, recording_id, reviewer, at, json.dumps(scores), comment),  # scorecard order,
-    )
-    return int(cursor.fetchone()[0])
+    """Keep a review, and mark its recording reviewed (for search) in the same transaction;
+    returns its number."""
+    with db.transaction():
+        cursor = db.execute(
+            "INSERT INTO console_reviews (device, id, reviewer, at, scores, comment) "
+            "VALUES (?, ?, ?, ?, ?, ?) RETURNING rowid",
+            (device, recording_id, reviewer, at, json.dumps(scores), comment),  # scorecard order
+        )
+        number = int(cursor.fetchone()[0])
+        db.execute(
+            "UPDATE recordings SET reviewed = 1 WHERE device = ? AND id = ?",
+            (device, recording_id),
+        )
+    return number
 
 
 def edit_review(

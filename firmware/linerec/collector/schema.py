@@ -9,7 +9,11 @@ console's included (before, each console module made its own when first used), w
 log chained, the streams a device discarded (opted out) kept so that a piece coming late is
 not, and the version kept in the table `schema_version` on both engines; 4 orders the
 console's indexes on PostgreSQL as its searches sort (NULLs lowest, as SQLite: without it,
-"newest first" sorted every row) and indexes the catalog's label and direction.
+"newest first" sorted every row) and indexes the catalog's label and direction; 5 keeps each
+recording's label and direction (from the catalog) and whether it was reviewed on its own row,
+with indexes that serve each filter in the console's order and stop at its page (before, a
+search by label, direction or review state looked up another table for every row it walked,
+and sorting by device sorted every row on PostgreSQL).
 
 SQLite databases of versions 0-2 kept their version in `PRAGMA user_version` (still written,
 for the tools of those releases). A PostgreSQL database starts at the current version.
@@ -27,13 +31,18 @@ from linerec.collector.audit import AUDIT_FIELDS, entry_hash
 from linerec.collector.database import SQLITE, Database, DatabaseError
 from linerec.ids import device_of
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 # Written in SQLite's type names; Database.ddl gives PostgreSQL's. {ROWID} is the order rows
 # were added in (SQLite's implicit rowid; a generated column on PostgreSQL); {C} keeps a
 # column in code-point order on PostgreSQL too, so `p <= x < p || U+10FFFF` is "begins with p";
 # {NF} puts NULLs first in an index on PostgreSQL (where SQLite has them), so one index serves
-# both directions of a sort (Database.order).
+# both directions of a sort (Database.order); {NL} puts them last in a descending column.
+#
+# A recording's label and direction (read from its encrypted metadata by the console: the
+# catalog) and whether it has a review are kept on its row as well, written in the same
+# transaction as the catalog row or the review, so that one index serves a filter on them
+# and the console's order at once.
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
     device TEXT NOT NULL, seq INTEGER NOT NULL, body TEXT NOT NULL, received_at REAL NOT NULL,
@@ -44,6 +53,7 @@ CREATE TABLE IF NOT EXISTS recordings ({ROWID}
     device TEXT NOT NULL, id TEXT NOT NULL, seq INTEGER, line TEXT, started_at TEXT{C},
     duration REAL, state TEXT, caller_number TEXT{C}, called_number TEXT{C}, path TEXT NOT NULL,
     sha256 TEXT NOT NULL, received_at REAL NOT NULL, clock_synchronized INTEGER,
+    label TEXT, direction TEXT, reviewed INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (device, id)
 );
 CREATE TABLE IF NOT EXISTS audit ({ROWID}
@@ -103,8 +113,11 @@ CREATE INDEX IF NOT EXISTS console_by_line ON recordings (device, line{NF}, star
 CREATE INDEX IF NOT EXISTS console_by_caller ON recordings (caller_number);
 CREATE INDEX IF NOT EXISTS console_by_called ON recordings (called_number);
 CREATE INDEX IF NOT EXISTS console_by_duration ON recordings (duration{NF});
-CREATE INDEX IF NOT EXISTS console_catalog_by_label ON console_catalog (label);
-CREATE INDEX IF NOT EXISTS console_catalog_by_direction ON console_catalog (direction);
+CREATE INDEX IF NOT EXISTS console_by_device ON recordings
+    (device{NF}, line{NF}, started_at DESC{NL}, id);
+CREATE INDEX IF NOT EXISTS console_by_label ON recordings (label, started_at{NF});
+CREATE INDEX IF NOT EXISTS console_by_direction ON recordings (direction, duration{NF});
+CREATE INDEX IF NOT EXISTS console_by_review ON recordings (reviewed, started_at{NF});
 CREATE TABLE IF NOT EXISTS redactions (
     device TEXT NOT NULL, id TEXT NOT NULL, version INTEGER NOT NULL, start REAL NOT NULL,
     "end" REAL NOT NULL, reason TEXT NOT NULL, who TEXT NOT NULL, at REAL NOT NULL,
@@ -207,6 +220,14 @@ def migrate(db: Database) -> tuple[int | None, int]:
                 STEPS[step](db)
         _create(db)
         _set_version(db)
+    if before is not None and before < 5 and db.engine != SQLITE and not db.in_transaction:
+        # 4 -> 5 updated every recording, leaving a dead version of each: the table and its
+        # indexes twice their size, and a plain VACUUM keeps the space. Written anew, compact
+        # (only once the update has committed: inside its transaction the old versions are
+        # still kept); then the statistics for the new indexes and the visibility map that
+        # lets a count be read from an index alone.
+        db.execute("VACUUM (FULL) recordings")
+        db.execute("VACUUM (ANALYZE) recordings")
     return before, SCHEMA_VERSION
 
 
@@ -309,4 +330,30 @@ def _from_3(db: Database) -> None:
         db.execute("DROP INDEX IF EXISTS console_by_started, console_by_line, console_by_duration")
 
 
-STEPS = {0: _from_0, 1: _from_1, 2: _from_2, 3: _from_3}
+def _from_4(db: Database) -> None:
+    """Version 4 -> 5: recordings keep their label, direction (from the catalog) and whether
+    they were reviewed; the catalog's own indexes give way to the recordings' (`_create`)."""
+    columns = db.columns("recordings")
+    for column, kind in (
+        ("label", "TEXT"),
+        ("direction", "TEXT"),
+        ("reviewed", "INTEGER NOT NULL DEFAULT 0"),
+    ):
+        if column not in columns:
+            db.execute(db.ddl(f"ALTER TABLE recordings ADD COLUMN {column} {kind}"))
+    tables = db.tables()
+    if "console_catalog" in tables:  # a database from before version 3 may not have them
+        db.execute(
+            "UPDATE recordings SET label = c.label, direction = c.direction "
+            "FROM console_catalog c WHERE c.device = recordings.device AND c.id = recordings.id"
+        )
+    if "console_reviews" in tables:
+        db.execute(
+            "UPDATE recordings SET reviewed = 1 WHERE EXISTS (SELECT 1 FROM console_reviews v "
+            "WHERE v.device = recordings.device AND v.id = recordings.id)"
+        )
+    db.execute("DROP INDEX IF EXISTS console_catalog_by_label")
+    db.execute("DROP INDEX IF EXISTS console_catalog_by_direction")
+
+
+STEPS = {0: _from_0, 1: _from_1, 2: _from_2, 3: _from_3, 4: _from_4}

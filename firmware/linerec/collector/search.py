@@ -4,7 +4,9 @@
 refusing anything that is not the shape a field takes, with the field named; `run_search` is
 the one SQL query behind them (values always bound, never pasted). Label, direction and
 consent live in each recording's encrypted metadata, so the catalog keeps them once the
-collector's key has read them (`catalog`).
+collector's key has read them (`catalog`); label and direction are copied onto the recording's
+row in the same transaction, as is whether it was reviewed (collector/review.py), so that each
+filter and the console's order are one index (schema version 5).
 """
 
 from __future__ import annotations
@@ -170,9 +172,9 @@ def run_search(db: Database, query: RecordingQuery) -> tuple[list[dict[str, Any]
     if query.line:
         add("r.line = ?", query.line)
     if query.label:
-        add(f"{db.unindexed('c.label')} = ?", query.label)  # walk the sort order instead
+        add("r.label = ?", query.label)
     if query.direction:
-        add(f"{db.unindexed('c.direction')} = ?", query.direction)
+        add("r.direction = ?", query.direction)
     if query.since:
         add("r.started_at >= ?", query.since)
     if query.until:
@@ -191,11 +193,10 @@ def run_search(db: Database, query: RecordingQuery) -> tuple[list[dict[str, Any]
         add("r.duration >= ?", query.min_duration)
     if query.max_duration is not None:
         add("r.duration <= ?", query.max_duration)
-    reviewed = "EXISTS (SELECT 1 FROM console_reviews v WHERE v.device = r.device AND v.id = r.id)"
     if query.review == "reviewed":
-        add(reviewed)
+        add("r.reviewed = 1")
     elif query.review == "unreviewed":
-        add(f"NOT {reviewed}")
+        add("r.reviewed = 0")
     if query.held is not None:
         if query.held:  # few are held: find them from the holds, not by walking every row
             add("(r.device, r.id) IN (SELECT device, id FROM holds)")
@@ -205,7 +206,7 @@ def run_search(db: Database, query: RecordingQuery) -> tuple[list[dict[str, Any]
         allowed: list[str] = []
         for kind, value in query.scope:
             if kind == "label":
-                allowed.append(f"{db.unindexed('c.label')} = ?")
+                allowed.append("r.label = ?")
                 args.append(value)
             elif kind == "line":
                 device, _, line = value.partition("/")
@@ -217,21 +218,15 @@ def run_search(db: Database, query: RecordingQuery) -> tuple[list[dict[str, Any]
                     args.extend((device, line))
         where.append(f"({' OR '.join(allowed)})" if allowed else "1 = 0")
     sql_where = f"WHERE {' AND '.join(where)}" if where else ""
-    base = (
-        "FROM recordings r "
-        "LEFT JOIN console_catalog c ON c.device = r.device AND c.id = r.id "
-        "LEFT JOIN holds h ON h.device = r.device AND h.id = r.id "
-        f"{sql_where}"
-    )
+    # Only "not held" needs the holds joined to find the rows: without the join, a count is
+    # read from an index alone (PostgreSQL keeps the join's columns needed even when it
+    # removes the join).
+    holds = "LEFT JOIN holds h ON h.device = r.device AND h.id = r.id "
+    base = f"FROM recordings r {holds if query.held is False else ''}{sql_where}"
     # Counting stops at COUNT_LIMIT: a broad search need not visit every row to say "many".
-    counted = base
-    if "c." in sql_where:  # a filter on the catalog: looked up a row until the count is full
-        catalog_join = "LEFT JOIN console_catalog c ON c.device = r.device AND c.id = r.id "
-        lookup = db.lookup_join("console_catalog", "c", "c.device = r.device AND c.id = r.id")
-        counted = base.replace(catalog_join, lookup + " ")
     total = int(
         db.execute(
-            f"SELECT count(*) FROM (SELECT 1 AS one {counted} LIMIT {COUNT_LIMIT}) AS matched",
+            f"SELECT count(*) FROM (SELECT 1 AS one {base} LIMIT {COUNT_LIMIT}) AS matched",
             args,
         ).fetchone()[0]
     )
@@ -239,14 +234,14 @@ def run_search(db: Database, query: RecordingQuery) -> tuple[list[dict[str, Any]
     # The page's rows first, then what is shown of those rows only (not of every match).
     cursor = db.execute(
         "SELECT r.id, r.device, r.line, r.started_at, r.duration, r.state, r.caller_number, "
-        "r.called_number, r.path, c.label, c.direction, c.consent, c.clock_synchronized, "
-        f"h.id IS NOT NULL AS held, {reviewed} AS reviewed, "
+        "r.called_number, r.path, r.label, r.direction, c.consent, c.clock_synchronized, "
+        "h.id IS NOT NULL AS held, r.reviewed, "
         "EXISTS (SELECT 1 FROM redactions x WHERE x.device = r.device AND x.id = r.id) "
         "AS redacted "
         f"FROM (SELECT r.rowid AS k {base} {order} LIMIT ? OFFSET ?) AS page "
         "JOIN recordings r ON r.rowid = page.k "
         "LEFT JOIN console_catalog c ON c.device = r.device AND c.id = r.id "
-        f"LEFT JOIN holds h ON h.device = r.device AND h.id = r.id {order}",
+        f"{holds}{order}",
         [*args, query.limit if query.limit >= 0 else ALL, query.offset],
     )
     names = [c[0] for c in cursor.description]
@@ -273,20 +268,28 @@ def uncatalogued(db: Database, limit: int) -> list[dict[str, Any]]:
 
 
 def catalog(db: Database, device: str, recording_id: str, metadata: dict[str, Any]) -> None:
-    """Keep what a recording's metadata says for search (label, direction, consent, clock)."""
+    """Keep what a recording's metadata says for search (label, direction, consent, clock):
+    in the catalog, and label and direction on the recording's row too, in one transaction."""
     synced = metadata.get("clock_synchronized")
-    db.execute(
-        upsert(
-            "console_catalog",
-            ("device", "id", "label", "direction", "consent", "clock_synchronized"),
-            ("device", "id"),
-        ),
-        (
-            device,
-            recording_id,
-            metadata.get("label") or None,
-            metadata.get("direction"),
-            metadata.get("consent"),
-            None if synced is None else int(bool(synced)),
-        ),
-    )
+    label = metadata.get("label") or None
+    direction = metadata.get("direction")
+    with db.transaction():
+        db.execute(
+            upsert(
+                "console_catalog",
+                ("device", "id", "label", "direction", "consent", "clock_synchronized"),
+                ("device", "id"),
+            ),
+            (
+                device,
+                recording_id,
+                label,
+                direction,
+                metadata.get("consent"),
+                None if synced is None else int(bool(synced)),
+            ),
+        )
+        db.execute(
+            "UPDATE recordings SET label = ?, direction = ? WHERE device = ? AND id = ?",
+            (label, direction, device, recording_id),
+        )

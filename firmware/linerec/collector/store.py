@@ -404,6 +404,10 @@ class CollectorStore:
             ).rowcount
             if not gone:  # another process deleted it meanwhile: logged once, by that one
                 raise KeyError(f"no recording {recording_id!r} from device {device!r}: deleted")
+            # what its metadata said goes with it (and a recording stored again is read again)
+            self.db.execute(
+                "DELETE FROM console_catalog WHERE device = ? AND id = ?", (device, recording_id)
+            )
             self._erase(device, self._call_events(device, recording_id), recording_id)
             previous = self.db.execute(
                 "SELECT hash FROM deletions ORDER BY rowid DESC LIMIT 1"

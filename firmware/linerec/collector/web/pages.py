@@ -19,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 
 from linerec.collector.accounts import Actor, LoginRefused
 from linerec.collector.listen import line_of
-from linerec.collector.search import FIELDS
+from linerec.collector.search import COUNT_LIMIT, FIELDS
 from linerec.collector.web.live import LiveListening
 from linerec.collector.web.permissions import require
 from linerec.collector.web.requests import (
@@ -113,10 +113,12 @@ def recordings(request: Request, actor: Asker) -> Response:
                       message=str(exc), pages={})  # fmt: skip
     kept = {k: v for k, v in params.items() if v and k in FIELDS and k not in ("page", "offset")}
     page = query.offset // query.limit + 1
+    # Beyond the counted COUNT_LIMIT, a full page says there may be more.
+    more = query.offset + len(rows) < total or (total >= COUNT_LIMIT and len(rows) == query.limit)
     pages = {
         "page": page,
         "previous": urlencode({**kept, "page": page - 1}) if page > 1 else "",
-        "next": urlencode({**kept, "page": page + 1}) if query.offset + len(rows) < total else "",
+        "next": urlencode({**kept, "page": page + 1}) if more else "",
     }
     return render(request, "recordings.html", rows=rows, total=total, params=params,
                   message="", pages=pages)  # fmt: skip
