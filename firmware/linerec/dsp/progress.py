@@ -147,31 +147,76 @@ class ProgressToneDetector:
         """Whole frames (rows) with their features: what `feed` would say of each, with the
         index of the frame it said it at.
 
-        A run of frames with no tone in it that only lengthens a toneless segment (speech,
-        silence: most of a call) changes no segment but the last one's length; when no
-        cadence matches before or after it, only the silence and dead-line timers need each
-        frame.
+        While no segment in the history has a name (speech, silence: most of a call), no
+        cadence can match, so a frame only grows or starts a segment and moves the silence
+        and dead-line timers: frames are sorted into segments in one tight loop, and only a
+        frame whose segment must be named (an FFT, which may give it a name) takes `_step`.
+        With a named segment about, a run of frames with no tone in it that only lengthens a
+        toneless segment changes no segment but the last one's length; when no cadence
+        matches before or after it, only the silence and dead-line timers need each frame.
         """
         peaks = list(map(_tonal_peaks, seen.power, seen.spread, seen.centroid))
+        powers = seen.power
+        base = self._position  # where the block begins
         events: list[tuple[int, ProgressEvent]] = []
+        named = any(segment.colour is not None for segment in self._segments)
         i = 0
         while i < len(peaks):
-            last = self._segments[-1] if self._segments else None
-            if last is not None and not last.peaks and not peaks[i] and not self._cached_match():
-                stop = i + 1
-                while stop < len(peaks) and not peaks[stop]:
-                    stop += 1
-                last.frames += stop - i
-                if not self._cached_match():  # nothing matches at either length
-                    events += self._quiet_run(seen.power, i, stop)
-                    i = stop
-                    continue
-                last.frames -= stop - i  # a cadence completes in this run: frame by frame
+            if self._segments and not named:
+                stop = self._sort_unnamed(frames, peaks, i, base)
+                events += self._quiet_span(powers, i, stop, base)
+                self._position = base + stop * FRAME
+                if stop == len(peaks):
+                    break
+                i = stop  # this frame names a segment: as `feed` takes it
+            else:
+                last = self._segments[-1] if self._segments else None
+                if last is not None and not last.peaks and not peaks[i] and not self._cached_match():
+                    stop = i + 1
+                    while stop < len(peaks) and not peaks[stop]:
+                        stop += 1
+                    last.frames += stop - i
+                    if not self._cached_match():  # nothing matches at either length
+                        events += self._quiet_span(powers, i, stop, base)
+                        self._position = base + stop * FRAME
+                        i = stop
+                        continue
+                    last.frames -= stop - i  # a cadence completes in this run: frame by frame
             t = self._position / RATE
             self._position += FRAME
-            events += [(i, e) for e in self._step(frames[i], t, seen.power[i], peaks[i])]
+            events += [(i, e) for e in self._step(frames[i], t, powers[i], peaks[i])]
+            named = any(segment.colour is not None for segment in self._segments)
             i += 1
         return events
+
+    def _sort_unnamed(
+        self, frames: npt.NDArray[np.int16], peaks: list[tuple[int, ...]], start: int, base: int
+    ) -> int:
+        """Frames from `start` on while every segment is unnamed: each grows the last segment
+        or starts one, as `_step` would, up to the first frame at which `_step` would name a
+        segment (returned; the block's length if none)."""
+        segments = self._segments
+        last = segments[-1]
+        for i in range(start, len(peaks)):
+            p = peaks[i]
+            q = last.peaks
+            if q == p or (q and p and abs(q[0] - p[0]) <= 1):
+                if last.samples:
+                    if last.frames + 1 == CADENCE_FRAMES:
+                        return i  # a tone long enough for a cadence is named now
+                    if len(last.samples) * FRAME < _MAX_SEGMENT:
+                        last.samples.append(frames[i])
+                last.frames += 1
+                continue
+            if last.samples and last.frames >= MIN_FRAMES and (
+                last.frames >= CADENCE_FRAMES or last.peaks[0] >= ALERT_PEAK
+            ):
+                return i  # the segment it ends is long or high enough to be named
+            last = _Segment(None, (base + i * FRAME) / RATE, 1, p, [frames[i]] if p else None)
+            segments.append(last)
+            if len(segments) > 12:
+                del segments[0]
+        return len(peaks)
 
     def _step(
         self, frame: Samples, t: float, power: float, peaks: tuple[int, ...]
@@ -194,12 +239,13 @@ class ProgressToneDetector:
         events = self._recognise()
         return self._quiet(t, power) + events
 
-    def _quiet_run(
-        self, powers: list[float], start: int, stop: int
+    def _quiet_span(
+        self, powers: list[float], start: int, stop: int, base: int
     ) -> list[tuple[int, ProgressEvent]]:
-        """Frames `start` to `stop` of a block, which only lengthen a toneless segment."""
-        position = self._position - FRAME * start  # where the block began
-        self._position += FRAME * (stop - start)
+        """The silence and dead-line timers over frames `start` to `stop` of a block that
+        began at sample `base`, when nothing else about those frames can say anything."""
+        if start == stop:
+            return []
         run = powers[start:stop]
         if min(run) >= _SILENCE_POWER:  # loud throughout: both timers start over
             self._quiet_since, self._said_silence = None, False
@@ -207,7 +253,7 @@ class ProgressToneDetector:
             return []
         events: list[tuple[int, ProgressEvent]] = []
         for i in range(start, stop):
-            events += [(i, e) for e in self._quiet((position + i * FRAME) / RATE, powers[i])]
+            events += [(i, e) for e in self._quiet((base + i * FRAME) / RATE, powers[i])]
         return events
 
     # -- per frame ----------------------------------------------------------------------------
