@@ -3,12 +3,14 @@
 How it decides, every 10 ms, on the last 20 ms of audio (a *window*):
 
 1. Energy at the eight DTMF frequencies from one Hann-windowed DFT (a matrix product), and
-   the window's total energy. Level and twist read each tone at its frequency and 1.2 % either
-   side (the largest of the three), so a tone 1.5 % off loses no level to the window.
-2. The strongest low-group and high-group tones must each be above the level floor, stand
-   clear of the other tones of their group, carry most of the window's energy together
-   (talk-off: speech spreads its energy), and keep the twist in bounds (high group up to
-   8 dB weaker or 4 dB stronger than the low group).
+   the window's total energy. Windows overlap by half, so both come from the 10 ms halves:
+   each half is transformed once, with the first and with the second half of the window.
+2. Talk-off first: the strongest low-group and high-group tones must carry most of the
+   window's energy together (speech spreads its energy); most windows end here. The rest are
+   probed again, each tone at its frequency and 1.2 % either side (the largest of the three,
+   so a tone 1.5 % off loses no level to the window): both tones must be above the level
+   floor, stand clear of the other tones of their group, and keep the twist in bounds (high
+   group up to 8 dB weaker or 4 dB stronger than the low group).
 3. The tone must fill the window: the energy of each half of the window is compared, so a
    window that only partly overlaps a burst fails. Two such windows in a row are needed, so a
    burst of 23 ms or less never makes a digit and one of 40 ms always does.
@@ -23,8 +25,6 @@ fails inside a digit (a noise burst) does not split it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
-
 import numpy as np
 import numpy.typing as npt
 
@@ -75,6 +75,17 @@ _MATRIX = _dft_matrix(tuple(f * k for k in _PROBES for f in _FREQS), WINDOW, _HA
 # The same as one real matrix (real parts, then imaginary): real windows need no complex copy.
 _REAL_MATRIX = np.concatenate((_MATRIX.real, _MATRIX.imag), axis=1)
 _PROBED = _MATRIX.shape[1]
+# The nominal frequencies alone, for the halves of a window: a window's DFT is its first
+# half's product with the first matrix plus its second half's with the second (real parts,
+# then imaginary; the halves' products side by side).
+_NOMINAL = _dft_matrix(_FREQS, WINDOW, _HANN)
+_HALVES = np.concatenate(
+    (
+        np.concatenate((_NOMINAL.real[:HOP], _NOMINAL.imag[:HOP]), axis=1),
+        np.concatenate((_NOMINAL.real[HOP:], _NOMINAL.imag[HOP:]), axis=1),
+    ),
+    axis=1,
+)
 _SUB_HANN = np.hanning(SUB)
 _SUB_MATRIX = _dft_matrix(_FREQS, SUB, _SUB_HANN)
 # A sine of amplitude A gives |X| = A * sum(window) / 2; its mean power is A^2 / 2.
@@ -85,12 +96,8 @@ _TWIST_HIGH = 10 ** (MAX_TWIST_REVERSE_DB / 10)
 _PEAK_RATIO = 10 ** (MIN_PEAK_RATIO_DB / 10)
 _HALF_LOW = 10 ** (-MAX_HALF_RATIO_DB / 10)
 _HALF_HIGH = 10 ** (MAX_HALF_RATIO_DB / 10)
-
-
-@lru_cache(maxsize=8)
-def _window_index(count: int) -> npt.NDArray[np.intp]:
-    """Indices that cut `count` overlapping windows out of the buffer (one fancy-index)."""
-    return np.arange(count)[:, None] * HOP + np.arange(WINDOW)[None, :]
+# Talk-off on the unscaled sums: |X|^2 of the two tones against the window's sum of squares.
+_PURE = MIN_PURITY / (WINDOW * _POWER_SCALE)
 
 
 class DtmfDetector:
@@ -107,11 +114,10 @@ class DtmfDetector:
     def feed(self, frame: Samples | npt.NDArray[np.float64]) -> list[DtmfDigit]:
         """One frame (any length, usually 160 samples); returns digits that ended in it."""
         data = np.concatenate((self._buffer, frame), dtype=np.float64)
-        count = (len(data) - WINDOW) // HOP + 1
+        halves = len(data) // HOP
         events: list[DtmfDigit] = []
-        if count > 0:
-            windows = data[_window_index(count)]
-            hits = self._classify(windows)
+        if halves > 1:
+            hits = self._classify(data, data[: halves * HOP].reshape(halves, HOP))
             base = self._position - len(self._buffer)
             if self._digit is None and not any(hits):
                 self._candidate = None  # what tracking each empty window would come to
@@ -119,7 +125,7 @@ class DtmfDetector:
                 for k, hit in enumerate(hits):
                     t0 = (base + k * HOP) / RATE
                     events += self._track(hit, t0, t0 + WINDOW / RATE)
-            data = data[count * HOP :]
+            data = data[(halves - 1) * HOP :]
         self._buffer = data
         self._position += len(frame)
         return events
@@ -149,23 +155,32 @@ class DtmfDetector:
 
     # -- per window ------------------------------------------------------------------------
 
-    def _classify(self, windows: npt.NDArray[np.float64]) -> list[str | None]:
-        total = (windows * windows).sum(axis=1) * (1 / WINDOW)
-        if max(total.tolist()) < 2 * _FLOOR:  # silence, or too quiet for two tones: usual
-            return [None] * len(windows)
-        parts = windows @ _REAL_MATRIX  # (windows, 2 * 3 * 8): real, then imaginary parts
-        parts *= parts
-        probed = ((parts[:, :_PROBED] + parts[:, _PROBED:]) * _POWER_SCALE).reshape(-1, 3, 8)
-        power = probed[:, 1]  # mean power at each nominal frequency
-        peak = probed.max(axis=1)  # the same, read where each tone really is (level and twist)
+    def _classify(
+        self, data: npt.NDArray[np.float64], halves: npt.NDArray[np.float64]
+    ) -> list[str | None]:
+        """The windows of `data` (one per hop), whose halves are the rows of `halves`."""
+        count = len(halves) - 1
+        energy = np.einsum("ij,ij->i", halves, halves)
+        sums = energy[:-1] + energy[1:]  # each window's sum of squares
+        totals = sums.tolist()
+        if max(totals) < 2 * _FLOOR * WINDOW:  # silence, or too quiet for two tones
+            return [None] * count
+        parts = halves @ _HALVES
+        nominal = parts[:-1, :16] + parts[1:, 16:]  # each window's DFT: real, then imaginary
+        nominal *= nominal
+        power = nominal[:, :8] + nominal[:, 8:]
         # Talk-off first, for all windows at once: speech spreads its energy, so the two
         # strongest tones rarely hold most of it. Only the windows that pass go on.
-        pure = power[:, :4].max(axis=1) + power[:, 4:].max(axis=1) >= MIN_PURITY * total
+        pure = power[:, :4].max(axis=1) + power[:, 4:].max(axis=1) >= _PURE * sums
         if not pure.any():
-            return [None] * len(windows)
-        results: list[str | None] = [None] * len(windows)
+            return [None] * count
+        results: list[str | None] = [None] * count
         for i in np.flatnonzero(pure).tolist():
-            results[i] = self._decide(windows[i], power[i], peak[i], float(total[i]))
+            window = data[i * HOP : i * HOP + WINDOW]
+            probed = window @ _REAL_MATRIX  # real, then imaginary parts of each probe
+            probed *= probed
+            tones = ((probed[:_PROBED] + probed[_PROBED:]) * _POWER_SCALE).reshape(3, 8)
+            results[i] = self._decide(window, tones[1], tones.max(axis=0), totals[i] / WINDOW)
         return results
 
     def _decide(
