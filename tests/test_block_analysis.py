@@ -9,19 +9,22 @@ voice detector, tone cadences that complete at block edges, silence and a dead l
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from bounded import cli
+from linerec.codec import Codec
 from linerec.dsp.analyzer import FRAME, LineAnalyzer, analyze
 from linerec.dsp.callerid import FskCallerIdReceiver
-from linerec.dsp.progress import ProgressToneDetector
+from linerec.dsp.progress import ProgressToneDetector, Tone
 from linerec.dsp.spectrum import features
 from linerec.dsp.voice import VoiceDetector
 from linerec.resources import data_path
 from linerec.sim.callerid import mdmf, modulate
 from linerec.tones import dtmf_pair, tone
-from linerec.wav import read_mono_8k
+from linerec.wav import read_mono_8k, write_wav
 
 RATE = 8000
 
@@ -133,3 +136,21 @@ def test_a_file_analysed_a_second_at_a_time_hears_what_the_live_line_hears() -> 
     live = LineAnalyzer()
     expected = [e for frame in FRAMES for e in live.feed(frame)] + live.flush()
     assert analyze(LINE[: FRAMES.size]) == sorted(expected, key=lambda event: event.t)
+
+
+@pytest.mark.parametrize("extra", [1, 100, 159, 160, 161])
+def test_a_recording_that_ends_just_past_a_whole_second_is_analysed(
+    tmp_path: Path, extra: int
+) -> None:
+    # A second of the line's tones and a few samples more: the last piece is shorter than a
+    # frame, and what comes before it is heard as in a recording that stops at the second.
+    samples = np.concatenate((LINE[: 3 * RATE], np.full(extra, 50, dtype=np.int16)))
+    assert analyze(samples)[: len(analyze(LINE[: 3 * RATE]))] == analyze(LINE[: 3 * RATE])
+    assert [e for e in analyze(samples) if isinstance(e, Tone)] == [
+        Tone(t=0.36, name="dial", plan="na")
+    ]
+    path = tmp_path / "short.wav"
+    write_wav(path, samples, rate=RATE, codec=Codec.PCM16)
+    run = cli(["analyze", str(path)])
+    assert run.status == 0, run.err
+    assert "dial" in run.out
