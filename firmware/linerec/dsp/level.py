@@ -43,12 +43,23 @@ class LevelMeter:
         return self.level
 
     def feed_powers(self, powers: list[float], samples_each: int) -> None:
-        """Frames whose mean squares are known already (analysis computed them in bulk)."""
-        for power in powers:
-            level = 10 * math.log10(power / _FULL_SCALE_POWER) if power > 0 else _FLOOR_DB
-            self.level = max(level, _FLOOR_DB)
-            self.peak = max(self.peak, self.level)
-            if self.level < self.silence_dbfs:
-                self.silent_for += samples_each / self.rate
-            else:
-                self.silent_for = 0.0
+        """Frames whose mean squares are known already (analysis computed them in bulk): the
+        same as `feed` on each, with a logarithm only for the last, the loudest and those
+        quiet at the end (the level rises with the power)."""
+        if not powers:
+            return
+        quiet = 0  # frames quiet at the end of the block
+        for power in reversed(powers):
+            if _level(power) >= self.silence_dbfs:
+                break
+            quiet += 1
+        if quiet < len(powers):
+            self.silent_for = 0.0
+        for _ in range(quiet):
+            self.silent_for += samples_each / self.rate
+        self.level = _level(powers[-1])
+        self.peak = max(self.peak, _level(max(powers)))
+
+
+def _level(power: float) -> float:
+    return max(10 * math.log10(power / _FULL_SCALE_POWER), _FLOOR_DB) if power > 0 else _FLOOR_DB

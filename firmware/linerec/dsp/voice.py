@@ -70,6 +70,10 @@ class VoiceDetector:
         power = seen.power
         start = self._position
         if self._active:
+            if _level(min(power)) >= FLOOR_DBFS:  # loud throughout (the level rises with power)
+                self._last_loud = (start + (len(power) - 1) * FRAME) / RATE
+                self._position += FRAME * len(power)
+                return []
             last_loud = self._last_loud
             for i, p in enumerate(power):
                 t = (start + i * FRAME) / RATE
