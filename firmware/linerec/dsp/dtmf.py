@@ -160,22 +160,24 @@ class DtmfDetector:
     ) -> list[str | None]:
         """The windows of `data` (one per hop), whose halves are the rows of `halves`."""
         count = len(halves) - 1
-        energy = np.einsum("ij,ij->i", halves, halves)
+        energy = np.add.reduce(halves * halves, axis=1)
         sums = energy[:-1] + energy[1:]  # each window's sum of squares
         totals = sums.tolist()
-        if max(totals) < 2 * _FLOOR * WINDOW:  # silence, or too quiet for two tones
+        if max(totals) < 2 * _FLOOR * WINDOW:  # silence, or too quiet for two tones: usual
             return [None] * count
         parts = halves @ _HALVES
         nominal = parts[:-1, :16] + parts[1:, 16:]  # each window's DFT: real, then imaginary
-        nominal *= nominal
+        np.multiply(nominal, nominal, out=nominal)
         power = nominal[:, :8] + nominal[:, 8:]
         # Talk-off first, for all windows at once: speech spreads its energy, so the two
-        # strongest tones rarely hold most of it. Only the windows that pass go on.
-        pure = power[:, :4].max(axis=1) + power[:, 4:].max(axis=1) >= _PURE * sums
-        if not pure.any():
+        # strongest tones (of each group) rarely hold most of it. Only the windows that pass
+        # go on (the ufuncs' own reductions: numpy's wrappers cost more than a few windows).
+        best = np.add.reduce(np.maximum.reduce(power.reshape(count, 2, 4), axis=2), axis=1)
+        pure = [i for i, (b, s) in enumerate(zip(best.tolist(), totals)) if b >= _PURE * s]
+        if not pure:
             return [None] * count
         results: list[str | None] = [None] * count
-        for i in np.flatnonzero(pure).tolist():
+        for i in pure:
             window = data[i * HOP : i * HOP + WINDOW]
             probed = window @ _REAL_MATRIX  # real, then imaginary parts of each probe
             probed *= probed
