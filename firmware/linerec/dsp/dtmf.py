@@ -173,7 +173,7 @@ class DtmfDetector:
         # strongest tones (of each group) rarely hold most of it. Only the windows that pass
         # go on (the ufuncs' own reductions: numpy's wrappers cost more than a few windows).
         best = np.add.reduce(np.maximum.reduce(power.reshape(count, 2, 4), axis=2), axis=1)
-        pure = [i for i, (b, s) in enumerate(zip(best.tolist(), totals)) if b >= _PURE * s]
+        pure = np.flatnonzero(best >= _PURE * sums).tolist()
         if not pure:
             return [None] * count
         results: list[str | None] = [None] * count
