@@ -154,3 +154,19 @@ def test_a_recording_that_ends_just_past_a_whole_second_is_analysed(
     run = cli(["analyze", str(path)])
     assert run.status == 0, run.err
     assert "dial" in run.out
+
+
+def test_the_voice_detector_tells_loud_frames_by_power_as_by_level() -> None:
+    # Blocks compare each frame's power with one threshold instead of taking its level: the
+    # same frames must count as loud, right at the threshold too.
+    from linerec.dsp.voice import _LOUD, FLOOR_DBFS, _level
+
+    near = [float(_LOUD)]
+    for direction in (0.0, np.inf):
+        p = float(_LOUD)
+        for _ in range(50):
+            p = float(np.nextafter(p, direction))
+            near.append(p)
+    powers = near + np.random.default_rng(3).uniform(0, 4 * _LOUD, 2000).tolist()
+    assert [p >= _LOUD for p in powers] == [_level(p) >= FLOOR_DBFS for p in powers]
+    assert _level(_LOUD) >= FLOOR_DBFS > _level(float(np.nextafter(_LOUD, 0.0)))

@@ -155,8 +155,11 @@ class ProgressToneDetector:
         toneless segment changes no segment but the last one's length; when no cadence
         matches before or after it, only the silence and dead-line timers need each frame.
         """
-        peaks = list(map(_tonal_peaks, seen.power, seen.spread, seen.centroid))
         powers = seen.power
+        peaks = [  # `_tonal_peaks` of each frame, written out: it is asked of every frame
+            () if power < _MIN_POWER or spread > MAX_SPREAD else (round(centroid / 150),)
+            for power, spread, centroid in zip(powers, seen.spread, seen.centroid, strict=True)
+        ]
         base = self._position  # where the block begins
         events: list[tuple[int, ProgressEvent]] = []
         named = any(segment.colour is not None for segment in self._segments)
@@ -264,11 +267,11 @@ class ProgressToneDetector:
             return  # shorter than any tone we name (speech makes many such): not worth an FFT
         if segment.frames < CADENCE_FRAMES and segment.peaks[0] < ALERT_PEAK:
             return  # too short for a cadence, too low for the alerting signal
-        audio = np.concatenate(segment.samples).astype(np.float64)
-        size = min(_FFT, 1 << int(np.ceil(np.log2(4 * len(audio)))))
+        audio = np.concatenate(segment.samples, dtype=np.float64)
+        size = min(_FFT, 1 << (4 * len(audio) - 1).bit_length())  # the power of 2 at or above
         spectrum = np.abs(np.fft.rfft(audio * _hann(len(audio)), size))
         frequencies = []
-        top = float(spectrum.max())
+        top = float(spectrum[spectrum.argmax()])
         for _ in range(2):
             peak = int(spectrum.argmax())
             if spectrum[peak] < top / 10:  # more than 20 dB below the strongest: not a tone

@@ -9,6 +9,7 @@ within a few syllables, and its energy moves between low and high frequencies.
 from __future__ import annotations
 
 import math
+import struct
 from collections import deque
 from dataclasses import dataclass
 
@@ -70,14 +71,14 @@ class VoiceDetector:
         power = seen.power
         start = self._position
         if self._active:
-            if _level(min(power)) >= FLOOR_DBFS:  # loud throughout (the level rises with power)
+            if min(power) >= _LOUD:  # loud throughout
                 self._last_loud = (start + (len(power) - 1) * FRAME) / RATE
                 self._position += FRAME * len(power)
                 return []
             last_loud = self._last_loud
             for i, p in enumerate(power):
                 t = (start + i * FRAME) / RATE
-                if _level(p) >= FLOOR_DBFS:
+                if p >= _LOUD:
                     last_loud = t
                 elif t - last_loud >= REARM:
                     break  # speech has ended here: frame by frame, from the block's start
@@ -86,7 +87,7 @@ class VoiceDetector:
                 self._last_loud = last_loud
                 self._position += FRAME * len(power)
                 return []
-        elif _level(max(power)) < FLOOR_DBFS and len(self._recent) < LOUD:
+        elif max(power) < _LOUD and len(self._recent) < LOUD:
             t = (start + (len(power) - 1) * FRAME) / RATE  # the last frame's, as `feed` has it
             while self._recent and self._recent[0][0] <= t - WINDOW * FRAME / RATE:
                 self._recent.popleft()
@@ -101,3 +102,24 @@ class VoiceDetector:
 
 def _level(power: float) -> float:
     return 10 * math.log10(power / _FULL) if power > 0 else -96.0
+
+
+def _least_power(level: float) -> float:
+    """The least mean square that `_level` puts at `level` or above: a frame is loud exactly
+    when its power reaches it (the level rises with the power), which costs no logarithm. Found
+    by bisection on the bits of positive floats, which order as their values do."""
+
+    def value(bits: int) -> float:
+        return float(struct.unpack("<d", struct.pack("<q", bits))[0])
+
+    low, high = 0, struct.unpack("<q", struct.pack("<d", _FULL))[0]  # 0.0 and full scale
+    while high - low > 1:
+        middle = (low + high) // 2
+        if _level(value(middle)) >= level:
+            high = middle
+        else:
+            low = middle
+    return value(high)
+
+
+_LOUD = _least_power(FLOOR_DBFS)
