@@ -156,27 +156,27 @@ class ProgressToneDetector:
         matches before or after it, only the silence and dead-line timers need each frame.
         """
         powers = seen.power
-        peaks = [  # `_tonal_peaks` of each frame, written out: it is asked of every frame
-            () if power < _MIN_POWER or spread > MAX_SPREAD else (round(centroid / 150),)
+        codes = [  # each frame's `_tonal_peaks`, as a number (-1: none), for every frame
+            -1 if power < _MIN_POWER or spread > MAX_SPREAD else round(centroid / 150)
             for power, spread, centroid in zip(powers, seen.spread, seen.centroid, strict=True)
         ]
         base = self._position  # where the block begins
         events: list[tuple[int, ProgressEvent]] = []
         named = any(segment.colour is not None for segment in self._segments)
         i = 0
-        while i < len(peaks):
+        while i < len(codes):
             if self._segments and not named:
-                stop = self._sort_unnamed(frames, peaks, i, base)
+                stop = self._sort_unnamed(frames, codes, i, base)
                 events += self._quiet_span(powers, i, stop, base)
                 self._position = base + stop * FRAME
-                if stop == len(peaks):
+                if stop == len(codes):
                     break
                 i = stop  # this frame names a segment: as `feed` takes it
             else:
                 last = self._segments[-1] if self._segments else None
-                if last is not None and not last.peaks and not peaks[i] and not self._cached_match():
+                if last is not None and not last.peaks and codes[i] < 0 and not self._cached_match():
                     stop = i + 1
-                    while stop < len(peaks) and not peaks[stop]:
+                    while stop < len(codes) and codes[stop] < 0:
                         stop += 1
                     last.frames += stop - i
                     if not self._cached_match():  # nothing matches at either length
@@ -187,39 +187,43 @@ class ProgressToneDetector:
                     last.frames -= stop - i  # a cadence completes in this run: frame by frame
             t = self._position / RATE
             self._position += FRAME
-            events += [(i, e) for e in self._step(frames[i], t, powers[i], peaks[i])]
+            peaks = () if codes[i] < 0 else (codes[i],)
+            events += [(i, e) for e in self._step(frames[i], t, powers[i], peaks)]
             named = any(segment.colour is not None for segment in self._segments)
             i += 1
         return events
 
     def _sort_unnamed(
-        self, frames: npt.NDArray[np.int16], peaks: list[tuple[int, ...]], start: int, base: int
+        self, frames: npt.NDArray[np.int16], codes: list[int], start: int, base: int
     ) -> int:
         """Frames from `start` on while every segment is unnamed: each grows the last segment
         or starts one, as `_step` would, up to the first frame at which `_step` would name a
         segment (returned; the block's length if none)."""
         segments = self._segments
         last = segments[-1]
-        for i in range(start, len(peaks)):
-            p = peaks[i]
-            q = last.peaks
-            if q == p or (q and p and abs(q[0] - p[0]) <= 1):
-                if last.samples:
-                    if last.frames + 1 == CADENCE_FRAMES:
+        code = last.peaks[0] if last.peaks else -1
+        samples, count = last.samples, last.frames
+        for i in range(start, len(codes)):
+            c = codes[i]
+            if c == code or (c >= 0 and code >= 0 and -1 <= c - code <= 1):
+                if samples:  # a tone not yet named: under CADENCE_FRAMES, so under the cap
+                    if count + 1 == CADENCE_FRAMES:
+                        last.frames = count
                         return i  # a tone long enough for a cadence is named now
-                    if len(last.samples) * FRAME < _MAX_SEGMENT:
-                        last.samples.append(frames[i])
-                last.frames += 1
+                    samples.append(frames[i])
+                count += 1
                 continue
-            if last.samples and last.frames >= MIN_FRAMES and (
-                last.frames >= CADENCE_FRAMES or last.peaks[0] >= ALERT_PEAK
-            ):
+            last.frames = count
+            if samples and count >= MIN_FRAMES and (count >= CADENCE_FRAMES or code >= ALERT_PEAK):
                 return i  # the segment it ends is long or high enough to be named
-            last = _Segment(None, (base + i * FRAME) / RATE, 1, p, [frames[i]] if p else None)
+            t = (base + i * FRAME) / RATE
+            last = _Segment(None, t, 1, () if c < 0 else (c,), None if c < 0 else [frames[i]])
             segments.append(last)
             if len(segments) > 12:
                 del segments[0]
-        return len(peaks)
+            code, samples, count = c, last.samples, 1
+        last.frames = count
+        return len(codes)
 
     def _step(
         self, frame: Samples, t: float, power: float, peaks: tuple[int, ...]
