@@ -8,6 +8,8 @@ voice detector, tone cadences that complete at block edges, silence and a dead l
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -170,3 +172,29 @@ def test_the_voice_detector_tells_loud_frames_by_power_as_by_level() -> None:
     powers = near + np.random.default_rng(3).uniform(0, 4 * _LOUD, 2000).tolist()
     assert [p >= _LOUD for p in powers] == [_level(p) >= FLOOR_DBFS for p in powers]
     assert _level(_LOUD) >= FLOOR_DBFS > _level(float(np.nextafter(_LOUD, 0.0)))
+
+
+def test_linerec_analyze_loads_only_the_recorders_commands(tmp_path: Path) -> None:
+    # A short file's analysis costs less than loading every command group's modules: the
+    # command loads its own group only; usage and the other commands are as before.
+    path = tmp_path / "tone.wav"
+    write_wav(path, LINE[: 3 * RATE], rate=RATE, codec=Codec.PCM16)
+    code = (
+        "import sys; from linerec.cli import main; status = main(['analyze', sys.argv[1]]); "
+        "print(sorted(m for m in sys.modules if m.startswith('linerec.cli.')), status)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True
+    )
+    assert "dial" in done.stdout
+    assert done.stdout.splitlines()[-1] == "['linerec.cli.appliance'] 0"
+    usage = subprocess.run(
+        [sys.executable, "-m", "linerec.cli", "--help"], capture_output=True, text=True
+    )
+    assert usage.returncode == 0
+    for command in ("run", "analyze", "decrypt", "update", "collector"):
+        assert f"    {command} " in usage.stdout, command
+    wrong = subprocess.run(
+        [sys.executable, "-m", "linerec.cli", "analyse"], capture_output=True, text=True
+    )
+    assert wrong.returncode == 2 and "collector" in wrong.stderr  # every command is offered

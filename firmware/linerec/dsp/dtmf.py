@@ -25,6 +25,7 @@ fails inside a digit (a noise burst) does not split it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+
 import numpy as np
 import numpy.typing as npt
 
