@@ -24,6 +24,8 @@ fails inside a digit (a noise burst) does not split it.
 
 from __future__ import annotations
 
+import cmath
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -89,6 +91,7 @@ _HALVES = np.concatenate(
 )
 _SUB_HANN = np.hanning(SUB)
 _SUB_MATRIX = _dft_matrix(_FREQS, SUB, _SUB_HANN)
+_SUB_COLUMNS = [np.ascontiguousarray(_SUB_MATRIX[:, k]) for k in range(len(_FREQS))]
 # A sine of amplitude A gives |X| = A * sum(window) / 2; its mean power is A^2 / 2.
 _POWER_SCALE = 1 / (2 * (_HANN.sum() / 2) ** 2)
 _FLOOR = 32767.0**2 / 2 * 10 ** (MIN_LEVEL_DBFS / 10)
@@ -183,29 +186,26 @@ class DtmfDetector:
             probed = window @ _REAL_MATRIX  # real, then imaginary parts of each probe
             probed *= probed
             tones = ((probed[:_PROBED] + probed[_PROBED:]) * _POWER_SCALE).reshape(3, 8)
-            results[i] = self._decide(window, tones[1], tones.max(axis=0), totals[i] / WINDOW)
+            peak = np.maximum.reduce(tones, axis=0).tolist()
+            results[i] = self._decide(window, tones[1].tolist(), peak, totals[i] / WINDOW)
         return results
 
     def _decide(
-        self,
-        window: npt.NDArray[np.float64],
-        power: npt.NDArray[np.float64],
-        peak: npt.NDArray[np.float64],
-        total: float,
+        self, window: npt.NDArray[np.float64], power: list[float], peak: list[float], total: float
     ) -> str | None:
+        # (Plain floats: a few windows a second come here, eight numbers each.)
         low, high = power[:4], power[4:]
-        row, col = int(low.argmax()), int(high.argmax())
-        p_low, p_high = float(low[row]), float(high[col])
+        p_low, p_high = max(low), max(high)
+        row, col = low.index(p_low), high.index(p_high)
         if p_low + p_high < MIN_PURITY * total:
             return None
-        level_low, level_high = float(peak[row]), float(peak[4 + col])
+        level_low, level_high = peak[row], peak[4 + col]
         if level_low < _FLOOR or level_high < _FLOOR:
             return None
         if not _TWIST_LOW < level_high / level_low < _TWIST_HIGH:
             return None
-        if p_low < _PEAK_RATIO * float(np.partition(low, 2)[2]) or p_high < _PEAK_RATIO * float(
-            np.partition(high, 2)[2]
-        ):
+        # Each tone against the next strongest of its group.
+        if p_low < _PEAK_RATIO * sorted(low)[2] or p_high < _PEAK_RATIO * sorted(high)[2]:
             return None
         first, second = float(window[:HOP] @ window[:HOP]), float(window[HOP:] @ window[HOP:])
         if not _HALF_LOW < first / (second + 1e-9) < _HALF_HIGH:
@@ -218,17 +218,19 @@ class DtmfDetector:
 
     @staticmethod
     def _frequencies_ok(window: npt.NDArray[np.float64], low: int, high: int) -> bool:
-        columns = [low, high]
-        early = window[:SUB] @ _SUB_MATRIX[:, columns]
-        late = window[WINDOW - SUB :] @ _SUB_MATRIX[:, columns]
+        early, late = window[:SUB], window[WINDOW - SUB :]
         # The DFT is referenced to each sub-window's own start, so a tone exactly on its
         # nominal frequency advances by 2*pi*f*dt; what is left over is the error.
         dt = (WINDOW - SUB) / RATE
-        for k, column in enumerate(columns):
+        for column in (low, high):
             nominal = _FREQS[column]
-            advance = np.angle(late[k] * np.conj(early[k])) - 2 * np.pi * nominal * dt
-            error = (advance + np.pi) % (2 * np.pi) - np.pi
-            if abs(error / (2 * np.pi * dt)) > MAX_FREQ_ERROR * nominal:
+            turn = (
+                complex(late @ _SUB_COLUMNS[column])
+                * complex(early @ _SUB_COLUMNS[column]).conjugate()
+            )
+            advance = cmath.phase(turn) - 2 * math.pi * nominal * dt
+            error = (advance + math.pi) % (2 * math.pi) - math.pi
+            if abs(error / (2 * math.pi * dt)) > MAX_FREQ_ERROR * nominal:
                 return False
         return True
 
