@@ -276,11 +276,13 @@ class ProgressToneDetector:
         size = min(_FFT, 1 << (4 * len(audio) - 1).bit_length())  # the power of 2 at or above
         spectrum = np.abs(np.fft.rfft(audio * _hann(len(audio)), size))
         frequencies = []
-        top = float(spectrum[spectrum.argmax()])
-        for _ in range(2):
-            peak = int(spectrum.argmax())
-            if spectrum[peak] < top / 10:  # more than 20 dB below the strongest: not a tone
-                break
+        peak = int(spectrum.argmax())
+        top = float(spectrum[peak])
+        for second in (False, True):
+            if second:
+                peak = int(spectrum.argmax())
+                if spectrum[peak] < top / 10:  # more than 20 dB below the strongest: not a tone
+                    break
             frequencies.append(peak * RATE / size)
             guard = round(40 * size / RATE)  # 40 Hz either side: the same tone
             spectrum[max(peak - guard, 0) : peak + guard] = 0
@@ -393,12 +395,15 @@ def _hann(length: int) -> npt.NDArray[np.float64]:
 
 def _name(frequencies: list[float]) -> str | None:
     """The colour of a set of measured frequencies (networks hold them to about 1 %)."""
-    for colour, wanted in _SETS:
+    for colour, wanted, within in _TOLERANCES:
         if len(wanted) == len(frequencies) and all(
-            abs(f - w) <= max(6.0, 0.012 * w) for f, w in zip(frequencies, wanted, strict=True)
+            abs(f - w) <= tol for f, w, tol in zip(frequencies, wanted, within, strict=True)
         ):
             return colour
     return None
+
+
+_TOLERANCES = [(colour, wanted, [max(6.0, 0.012 * w) for w in wanted]) for colour, wanted in _SETS]
 
 
 def _cadence(colour: str, cadence: tuple[float, float, float]) -> tuple[str, str] | None:
