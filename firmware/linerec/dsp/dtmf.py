@@ -82,12 +82,11 @@ _PROBED = _MATRIX.shape[1]
 # half's product with the first matrix plus its second half's with the second (real parts,
 # then imaginary; the halves' products side by side).
 _NOMINAL = _dft_matrix(_FREQS, WINDOW, _HANN)
+# Rows: real parts, then imaginary, for the first half; the same for the second half. The
+# products come out one row per frequency part (one column per half of the audio), so each
+# step after them works along contiguous rows.
 _HALVES = np.concatenate(
-    (
-        np.concatenate((_NOMINAL.real[:HOP], _NOMINAL.imag[:HOP]), axis=1),
-        np.concatenate((_NOMINAL.real[HOP:], _NOMINAL.imag[HOP:]), axis=1),
-    ),
-    axis=1,
+    (_NOMINAL.real[:HOP].T, _NOMINAL.imag[:HOP].T, _NOMINAL.real[HOP:].T, _NOMINAL.imag[HOP:].T)
 )
 _SUB_HANN = np.hanning(SUB)
 _SUB_MATRIX = _dft_matrix(_FREQS, SUB, _SUB_HANN)
@@ -169,14 +168,14 @@ class DtmfDetector:
         totals = sums.tolist()
         if max(totals) < 2 * _FLOOR * WINDOW:  # silence, or too quiet for two tones: usual
             return [None] * count
-        parts = halves @ _HALVES
-        nominal = parts[:-1, :16] + parts[1:, 16:]  # each window's DFT: real, then imaginary
+        parts = _HALVES @ halves.T  # (32, halves)
+        nominal = parts[:16, :-1] + parts[16:, 1:]  # each window's DFT: real, then imaginary
         np.multiply(nominal, nominal, out=nominal)
-        power = nominal[:, :8] + nominal[:, 8:]
+        power = nominal[:8] + nominal[8:]  # (8, windows)
         # Talk-off first, for all windows at once: speech spreads its energy, so the two
         # strongest tones (of each group) rarely hold most of it. Only the windows that pass
         # go on (the ufuncs' own reductions: numpy's wrappers cost more than a few windows).
-        best = np.add.reduce(np.maximum.reduce(power.reshape(count, 2, 4), axis=2), axis=1)
+        best = np.maximum.reduce(power[:4]) + np.maximum.reduce(power[4:])
         pure = np.flatnonzero(best >= _PURE * sums).tolist()
         if not pure:
             return [None] * count
