@@ -126,6 +126,9 @@ class DtmfDetector:
                 self._candidate = None  # what tracking each empty window would come to
             else:
                 for k, hit in enumerate(hits):
+                    if hit is None and self._digit is None:
+                        self._candidate = None  # what `_track` makes of an empty window
+                        continue
                     t0 = (base + k * HOP) / RATE
                     events += self._track(hit, t0, t0 + WINDOW / RATE)
             data = data[(halves - 1) * HOP :]
