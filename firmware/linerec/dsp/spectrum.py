@@ -79,8 +79,9 @@ def features(frames: npt.NDArray[np.float64]) -> BlockFeatures:
         np.multiply(bins, bins, out=bins)
         spectrum = bins[:, : FRAME // 2 + 1] + bins[:, FRAME // 2 + 1 :]
     else:
-        transform = np.fft.rfft(frames * HANN, axis=1)
-        spectrum = transform.real**2 + transform.imag**2
+        parts = np.fft.rfft(frames * HANN, axis=1).view(np.float64)  # real, imaginary, ...
+        np.multiply(parts, parts, out=parts)
+        spectrum = parts[:, 0::2] + parts[:, 1::2]
     squares = _sum_rows(spectrum * spectrum)
     sums = spectrum @ _SUMS
     total = sums[:, 0]
