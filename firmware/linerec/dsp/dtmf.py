@@ -79,11 +79,10 @@ _MATRIX = _dft_matrix(tuple(f * k for k in _PROBES for f in _FREQS), WINDOW, _HA
 _REAL_MATRIX = np.concatenate((_MATRIX.real, _MATRIX.imag), axis=1)
 _PROBED = _MATRIX.shape[1]
 # The nominal frequencies alone, for the halves of a window: a window's DFT is its first
-# half's product with the first matrix plus its second half's with the second (real parts,
-# then imaginary; the halves' products side by side).
+# half's product with the first half of this matrix plus its second half's with the second.
 _NOMINAL = _dft_matrix(_FREQS, WINDOW, _HANN)
-# Rows: real parts, then imaginary, for the first half; the same for the second half. The
-# products come out one row per frequency part (one column per half of the audio), so each
+# Rows: real parts, then imaginary, for a window's first half; the same for its second half.
+# The products come out one row per frequency part (one column per 10 ms of audio), so each
 # step after them works along contiguous rows.
 _HALVES = np.concatenate(
     (_NOMINAL.real[:HOP].T, _NOMINAL.imag[:HOP].T, _NOMINAL.real[HOP:].T, _NOMINAL.imag[HOP:].T)
