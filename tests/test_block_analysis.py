@@ -20,6 +20,7 @@ from bounded import cli
 from linerec.codec import Codec
 from linerec.dsp.analyzer import FRAME, LineAnalyzer, analyze
 from linerec.dsp.callerid import FskCallerIdReceiver
+from linerec.dsp.level import LevelMeter, _level, least_power
 from linerec.dsp.progress import ProgressToneDetector, Tone
 from linerec.dsp.spectrum import features
 from linerec.dsp.voice import VoiceDetector
@@ -198,3 +199,24 @@ def test_linerec_analyze_loads_only_the_recorders_commands(tmp_path: Path) -> No
         [sys.executable, "-m", "linerec.cli", "analyse"], capture_output=True, text=True
     )
     assert wrong.returncode == 2 and "collector" in wrong.stderr  # every command is offered
+
+
+@pytest.mark.parametrize("silence_dbfs", [-120.0, -96.0, -55.0, -40.0, 0.0, 3.0])
+def test_the_level_meter_says_the_same_of_a_block_as_of_its_frames(silence_dbfs: float) -> None:
+    # A block's powers are compared with a threshold, not each turned into a level: the level,
+    # the peak and the time quiet come out as taking each frame's level does, at any threshold.
+    frames = FRAMES[: 20 * 50].astype(np.float64)
+    powers = ((frames * frames).sum(axis=1) / FRAME).tolist()
+    meter = LevelMeter(silence_dbfs=silence_dbfs)
+    level, peak, silent_for = -96.0, -96.0, 0.0
+    for start in range(0, len(powers), 7):
+        for power in powers[start : start + 7]:  # frame by frame, each one's level
+            level = _level(power)
+            peak = max(peak, level)
+            silent_for = silent_for + FRAME / RATE if level < silence_dbfs else 0.0
+        meter.feed_powers(powers[start : start + 7], FRAME)
+        assert (meter.level, meter.peak, meter.silent_for) == (level, peak, silent_for)
+    threshold = least_power(silence_dbfs)
+    assert threshold in (0.0, np.inf) or (
+        _level(threshold) >= silence_dbfs > _level(float(np.nextafter(threshold, 0.0)))
+    )

@@ -9,13 +9,13 @@ within a few syllables, and its energy moves between low and high frequencies.
 from __future__ import annotations
 
 import math
-import struct
 from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
 
 from linerec.codec import RATE
+from linerec.dsp.level import least_power
 from linerec.dsp.spectrum import BlockFeatures, FrameFeatures
 
 FRAME = 160
@@ -104,22 +104,5 @@ def _level(power: float) -> float:
     return 10 * math.log10(power / _FULL) if power > 0 else -96.0
 
 
-def _least_power(level: float) -> float:
-    """The least mean square that `_level` puts at `level` or above: a frame is loud exactly
-    when its power reaches it (the level rises with the power), which costs no logarithm. Found
-    by bisection on the bits of positive floats, which order as their values do."""
-
-    def value(bits: int) -> float:
-        return float(struct.unpack("<d", struct.pack("<q", bits))[0])
-
-    low, high = 0, struct.unpack("<q", struct.pack("<d", _FULL))[0]  # 0.0 and full scale
-    while high - low > 1:
-        middle = (low + high) // 2
-        if _level(value(middle)) >= level:
-            high = middle
-        else:
-            low = middle
-    return value(high)
-
-
-_LOUD = _least_power(FLOOR_DBFS)
+# A frame is loud exactly when its power reaches this (no logarithm per frame).
+_LOUD = least_power(FLOOR_DBFS)
