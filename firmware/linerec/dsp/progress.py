@@ -174,8 +174,12 @@ class ProgressToneDetector:
                 i = stop  # this frame names a segment: as `feed` takes it
             else:
                 last = self._segments[-1] if self._segments else None
-                toneless = last is not None and not last.peaks and codes[i] < 0
-                if last is not None and toneless and not self._cached_match():
+                if (
+                    last is not None
+                    and not last.peaks
+                    and codes[i] < 0
+                    and not self._cached_match()
+                ):
                     stop = i + 1
                     while stop < len(codes) and codes[stop] < 0:
                         stop += 1
