@@ -1,6 +1,6 @@
 """Line-signal analysis side by side with spandsp and multimon-ng: prints figures, asserts nothing.
 
-    .venv/bin/python bench/dsp.py [--minutes 60]
+    .venv/bin/python bench/dsp.py [--minutes 60] [--runs 3] [--compare OLD_CHECKOUT]
 
 Needs Debian's libspandsp-dev and multimon-ng (`apt-get install libspandsp-dev multimon-ng`);
 the small driver `bench/spandsp_driver.c` is compiled into a temporary directory.
@@ -15,15 +15,21 @@ raw, so it gets the same signal resampled). Rows:
 * Caller ID: 20 MDMF messages per row, Bell 202 and V.23, across level and noise; a message
   counts when its number is decoded right. multimon-ng decodes only V.23 (CLIPFSK).
 * Speed: an hour of speech with DTMF sprinkled in: linerec's streaming DTMF receiver and the
-  whole analyzer fed 20 ms frames (CPU, one core), then whole-file runs of `linerec analyze`,
-  multimon-ng and the spandsp driver taking turns (wall and CPU time, medians of 3; on a
-  shared machine the CPU time is the steadier of the two).
+  whole analyzer fed 20 ms frames, and `analyze()` on the whole signal (CPU, one core, each in
+  its own process), then whole-file runs of `linerec analyze`, multimon-ng and the spandsp
+  driver (wall and CPU time); all of them taking turns, medians of `--runs` (on a shared
+  machine the CPU time is the steadier of the two).
+
+With `--compare OLD_CHECKOUT`, linerec's speed is measured for an older checkout too (its
+`firmware/` first on PYTHONPATH), in the same run, the two taking turns run by run; the
+detection rows are this checkout's.
 """
 
 from __future__ import annotations
 
 import argparse
 import difflib
+import os
 import resource
 import shutil
 import statistics
@@ -31,7 +37,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 # isort: off
@@ -213,7 +218,13 @@ def score(expected: str, found: str) -> tuple[int, int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=60.0)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--compare", type=Path, help="an older checkout, timed beside this one")
+    parser.add_argument("--speed-worker", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.speed_worker:
+        speed_worker(args.speed_worker[0], Path(args.speed_worker[1]))
+        return
     for tool in ("gcc", "multimon-ng"):
         if shutil.which(tool) is None:
             sys.exit(f"bench/dsp.py needs {tool} (apt-get install libspandsp-dev multimon-ng)")
@@ -298,66 +309,117 @@ def main() -> None:
                 cells = ["n/a" if g is None else f"{sum(n in g for n in numbers)}/20" for g in got]
                 print(f"{standard + ', ' + name:34} {cells[0]:>12} {cells[1]:>12} {cells[2]:>12}")
 
-        print(f"\nSpeed, {args.minutes:g} min of speech with DTMF every 6 s:")
-        hour = speed_signal(args.minutes)
-        seconds = len(hour) / RATE
-        for name, make in (
-            ("DTMF receiver", DtmfDetector),
-            ("whole analyzer (DTMF, caller ID, tones)", LineAnalyzer),
-        ):
-            cpu = streaming_cpu(make, hour)
-            target = 3000 if make is LineAnalyzer else 1000
-            print(
-                f"  linerec {name}, 20 ms frames: x{seconds / cpu:6.0f} real time on one core "
-                f"(target >= {target})"
-            )
-        wav = Path(tmp) / "hour.wav"
-        write_wav(wav, hour, rate=RATE)
-        raw8, raw22 = ext.raw8k(hour), ext.raw22k(hour)
-        timings = {
-            "linerec analyze FILE.wav (all detectors)": lambda: subprocess.run(
-                [sys.executable, "-m", "linerec.cli", "analyze", str(wav)],
-                capture_output=True,
-                check=True,
-            ),
-            "multimon-ng -a DTMF -a CLIPFSK": lambda: subprocess.run(
-                ["multimon-ng", "-t", "raw", "-q", "-c", "-a", "DTMF", "-a", "CLIPFSK", str(raw22)],
-                capture_output=True,
-                check=True,
-            ),
-            "multimon-ng -a DTMF": lambda: subprocess.run(
-                ["multimon-ng", "-t", "raw", "-q", "-c", "-a", "DTMF", str(raw22)],
-                capture_output=True,
-                check=True,
-            ),
-            "spandsp DTMF driver": lambda: subprocess.run(
-                [str(ext.driver), "dtmf"], input=raw8.read_bytes(), capture_output=True, check=True
-            ),
-        }
-        walls: dict[str, list[float]] = {name: [] for name in timings}
-        cpus: dict[str, list[float]] = {name: [] for name in timings}
-        for _ in range(3):  # taking turns: a load that comes and goes falls on each alike
-            for name, run in timings.items():
+        print(
+            f"\nSpeed, {args.minutes:g} min of speech with DTMF every 6 s "
+            f"(load {os.getloadavg()[0]:.1f}):"
+        )
+        speed(ext, Path(tmp), args, speed_signal(args.minutes))
+
+
+def speed(ext: External, tmp: Path, args: argparse.Namespace, hour: np.ndarray) -> None:
+    seconds = len(hour) / RATE
+    signal = tmp / "speed.npy"
+    np.save(signal, hour)
+    wav = tmp / "hour.wav"
+    write_wav(wav, hour, rate=RATE)
+    raw8, raw22 = ext.raw8k(hour), ext.raw22k(hour)
+    trees: list[tuple[str, Path | None]] = [("this", None)]
+    if args.compare:
+        trees.insert(0, (args.compare.name or str(args.compare), args.compare.resolve()))
+    kinds = {
+        "dtmf": ("DTMF receiver, 20 ms frames", 1000),
+        "analyzer": ("whole analyzer (DTMF, caller ID, tones), 20 ms frames", 3000),
+        "analyze": ("analyze() on the whole signal, in-process", 0),
+    }
+    multimon = ["multimon-ng", "-t", "raw", "-q", "-c", "-a", "DTMF"]
+    commands = {
+        "linerec analyze FILE.wav (all detectors)": [
+            sys.executable,
+            "-m",
+            "linerec.cli",
+            "analyze",
+            str(wav),
+        ],
+        "multimon-ng -a DTMF -a CLIPFSK": [*multimon, "-a", "CLIPFSK", str(raw22)],
+        "multimon-ng -a DTMF": [*multimon, str(raw22)],
+        "spandsp DTMF driver": [str(ext.driver), "dtmf"],
+    }
+    ours = "linerec analyze FILE.wav (all detectors)"
+    cpu: dict[tuple[str, str], list[float]] = {}
+    wall: dict[tuple[str, str], list[float]] = {}
+    loads = [os.getloadavg()[0]]
+    for _ in range(args.runs):  # taking turns: a load that comes and goes falls on each alike
+        for name, tree in trees:
+            for kind in kinds:
+                worker = [sys.executable, __file__, "--speed-worker", kind, str(signal)]
+                out = subprocess.run(
+                    worker, env=_env(tree), capture_output=True, text=True, check=True
+                )
+                cpu.setdefault((name, kind), []).append(float(out.stdout))
+        for label, command in commands.items():
+            for name, tree in trees if label == ours else [("", None)]:
+                stdin = raw8.read_bytes() if label.startswith("spandsp") else None
                 before = resource.getrusage(resource.RUSAGE_CHILDREN)
                 start = time.perf_counter()
-                run()
-                walls[name].append(time.perf_counter() - start)
+                subprocess.run(
+                    command, input=stdin, env=_env(tree), capture_output=True, check=True
+                )
+                wall.setdefault((name, label), []).append(time.perf_counter() - start)
                 after = resource.getrusage(resource.RUSAGE_CHILDREN)
-                cpus[name].append(
+                cpu.setdefault((name, label), []).append(
                     after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
                 )
-        wall = {name: statistics.median(values) for name, values in walls.items()}
-        cpu = {name: statistics.median(values) for name, values in cpus.items()}
-        for name in timings:
+        loads.append(os.getloadavg()[0])
+    print(f"  load average during the runs: {min(loads):.1f}-{max(loads):.1f}")
+    median = {key: statistics.median(values) for key, values in cpu.items()}
+    for name, _ in trees:
+        tag = f"[{name}] " if len(trees) > 1 else ""
+        for kind, (label, target) in kinds.items():
+            goal = f" (target >= {target})" if target else ""
             print(
-                f"  {name:42} {wall[name]:6.2f} s wall: x{seconds / wall[name]:6.0f} real time, "
-                f"{cpu[name]:6.2f} s CPU: x{seconds / cpu[name]:6.0f}"
+                f"  {tag}linerec {label}: x{seconds / median[(name, kind)]:6.0f} real time "
+                f"on one core{goal}"
             )
-        ours, theirs = "linerec analyze FILE.wav (all detectors)", "multimon-ng -a DTMF -a CLIPFSK"
+    for label in commands:
+        for name, _ in trees if label == ours else [("", None)]:
+            tag = f"[{name}] " if name and len(trees) > 1 else ""
+            w, c = statistics.median(wall[(name, label)]), median[(name, label)]
+            print(
+                f"  {tag + label:42} {w:6.2f} s wall: x{seconds / w:6.0f} real time, "
+                f"{c:6.2f} s CPU: x{seconds / c:6.0f}"
+            )
+    theirs = "multimon-ng -a DTMF -a CLIPFSK"
+    for name, _ in trees:
+        tag = f"[{name}] " if len(trees) > 1 else ""
+        w = statistics.median(wall[("", theirs)]) / statistics.median(wall[(name, ours)])
+        c = median[("", theirs)] / median[(name, ours)]
         print(
-            f"  linerec analyze is {wall[theirs] / wall[ours]:.2f}x multimon-ng's speed by wall "
-            f"time, {cpu[theirs] / cpu[ours]:.2f}x by CPU time (target >= 1.5)"
+            f"  {tag}linerec analyze is {w:.2f}x multimon-ng's speed by wall time, {c:.2f}x by "
+            f"CPU time (target >= 1.5)"
         )
+
+
+def _env(tree: Path | None) -> dict[str, str]:
+    env = dict(os.environ)
+    if tree is not None:
+        env["PYTHONPATH"] = str(tree / "firmware")
+    return env
+
+
+def speed_worker(kind: str, signal: Path) -> None:
+    """CPU seconds of one way of analysing the signal, in this process (the tree on its
+    PYTHONPATH)."""
+    from linerec.dsp.analyzer import analyze
+
+    x = np.load(signal)
+    start = time.process_time()
+    if kind == "analyze":
+        analyze(x)
+    else:
+        detector = DtmfDetector() if kind == "dtmf" else LineAnalyzer()
+        for offset in range(0, len(x), 160):
+            detector.feed(x[offset : offset + 160])
+    print(time.process_time() - start)
 
 
 def speed_signal(minutes: float) -> np.ndarray:
@@ -368,14 +430,6 @@ def speed_signal(minutes: float) -> np.ndarray:
         burst = tone(dtmf_pair(ALL[i % 16]), 0.06, -10).astype(np.float64)
         x[start : start + len(burst)] += burst
     return np.clip(x, -32768, 32767).astype(np.int16)
-
-
-def streaming_cpu(make: Callable[[], object], x: np.ndarray) -> float:
-    detector = make()
-    start = time.process_time()
-    for offset in range(0, len(x), 160):
-        detector.feed(x[offset : offset + 160])  # type: ignore[attr-defined]
-    return time.process_time() - start
 
 
 if __name__ == "__main__":

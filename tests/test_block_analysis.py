@@ -8,20 +8,26 @@ voice detector, tone cadences that complete at block edges, silence and a dead l
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from bounded import cli
+from linerec.codec import Codec
 from linerec.dsp.analyzer import FRAME, LineAnalyzer, analyze
 from linerec.dsp.callerid import FskCallerIdReceiver
-from linerec.dsp.progress import ProgressToneDetector
+from linerec.dsp.level import LevelMeter, _level, least_power
+from linerec.dsp.progress import ProgressToneDetector, Tone
 from linerec.dsp.spectrum import features
 from linerec.dsp.voice import VoiceDetector
 from linerec.resources import data_path
 from linerec.sim.callerid import mdmf, modulate
 from linerec.tones import dtmf_pair, tone
-from linerec.wav import read_mono_8k
+from linerec.wav import read_mono_8k, write_wav
 
 RATE = 8000
 
@@ -133,3 +139,84 @@ def test_a_file_analysed_a_second_at_a_time_hears_what_the_live_line_hears() -> 
     live = LineAnalyzer()
     expected = [e for frame in FRAMES for e in live.feed(frame)] + live.flush()
     assert analyze(LINE[: FRAMES.size]) == sorted(expected, key=lambda event: event.t)
+
+
+@pytest.mark.parametrize("extra", [1, 100, 159, 160, 161])
+def test_a_recording_that_ends_just_past_a_whole_second_is_analysed(
+    tmp_path: Path, extra: int
+) -> None:
+    # A second of the line's tones and a few samples more: the last piece is shorter than a
+    # frame, and what comes before it is heard as in a recording that stops at the second.
+    samples = np.concatenate((LINE[: 3 * RATE], np.full(extra, 50, dtype=np.int16)))
+    assert analyze(samples)[: len(analyze(LINE[: 3 * RATE]))] == analyze(LINE[: 3 * RATE])
+    assert [e for e in analyze(samples) if isinstance(e, Tone)] == [
+        Tone(t=0.36, name="dial", plan="na")
+    ]
+    path = tmp_path / "short.wav"
+    write_wav(path, samples, rate=RATE, codec=Codec.PCM16)
+    run = cli(["analyze", str(path)])
+    assert run.status == 0, run.err
+    assert "dial" in run.out
+
+
+def test_the_voice_detector_tells_loud_frames_by_power_as_by_level() -> None:
+    # Blocks compare each frame's power with one threshold instead of taking its level: the
+    # same frames must count as loud, right at the threshold too.
+    from linerec.dsp.voice import _LOUD, FLOOR_DBFS, _level
+
+    near = [float(_LOUD)]
+    for direction in (0.0, np.inf):
+        p = float(_LOUD)
+        for _ in range(50):
+            p = float(np.nextafter(p, direction))
+            near.append(p)
+    powers = near + np.random.default_rng(3).uniform(0, 4 * _LOUD, 2000).tolist()
+    assert [p >= _LOUD for p in powers] == [_level(p) >= FLOOR_DBFS for p in powers]
+    assert _level(_LOUD) >= FLOOR_DBFS > _level(float(np.nextafter(_LOUD, 0.0)))
+
+
+def test_linerec_analyze_loads_only_the_recorders_commands(tmp_path: Path) -> None:
+    # A short file's analysis costs less than loading every command group's modules: the
+    # command loads its own group only; usage and the other commands are as before.
+    path = tmp_path / "tone.wav"
+    write_wav(path, LINE[: 3 * RATE], rate=RATE, codec=Codec.PCM16)
+    code = (
+        "import sys; from linerec.cli import main; status = main(['analyze', sys.argv[1]]); "
+        "print(sorted(m for m in sys.modules if m.startswith('linerec.cli.')), status)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True
+    )
+    assert "dial" in done.stdout
+    assert done.stdout.splitlines()[-1] == "['linerec.cli.appliance'] 0"
+    usage = subprocess.run(
+        [sys.executable, "-m", "linerec.cli", "--help"], capture_output=True, text=True
+    )
+    assert usage.returncode == 0
+    for command in ("run", "analyze", "decrypt", "update", "collector"):
+        assert f"    {command} " in usage.stdout, command
+    wrong = subprocess.run(
+        [sys.executable, "-m", "linerec.cli", "analyse"], capture_output=True, text=True
+    )
+    assert wrong.returncode == 2 and "collector" in wrong.stderr  # every command is offered
+
+
+@pytest.mark.parametrize("silence_dbfs", [-120.0, -96.0, -55.0, -40.0, 0.0, 3.0])
+def test_the_level_meter_says_the_same_of_a_block_as_of_its_frames(silence_dbfs: float) -> None:
+    # A block's powers are compared with a threshold, not each turned into a level: the level,
+    # the peak and the time quiet come out as taking each frame's level does, at any threshold.
+    frames = FRAMES[: 20 * 50].astype(np.float64)
+    powers = ((frames * frames).sum(axis=1) / FRAME).tolist()
+    meter = LevelMeter(silence_dbfs=silence_dbfs)
+    level, peak, silent_for = -96.0, -96.0, 0.0
+    for start in range(0, len(powers), 7):
+        for power in powers[start : start + 7]:  # frame by frame, each one's level
+            level = _level(power)
+            peak = max(peak, level)
+            silent_for = silent_for + FRAME / RATE if level < silence_dbfs else 0.0
+        meter.feed_powers(powers[start : start + 7], FRAME)
+        assert (meter.level, meter.peak, meter.silent_for) == (level, peak, silent_for)
+    threshold = least_power(silence_dbfs)
+    assert threshold in (0.0, np.inf) or (
+        _level(threshold) >= silence_dbfs > _level(float(np.nextafter(threshold, 0.0)))
+    )

@@ -110,7 +110,7 @@ def encode(codec: Codec, pcm: Samples) -> bytes:
     return table[pcm.view(np.uint16)].tobytes()
 
 
-def decode(codec: Codec, data: bytes) -> Samples:
+def decode(codec: Codec, data: bytes | memoryview) -> Samples:
     """Decode codec bytes back to int16 samples."""
     if codec is Codec.PCM16:
         return np.frombuffer(data, dtype="<i2").astype(np.int16)

@@ -73,16 +73,17 @@ def read_wav(path: Path | str) -> WavAudio:
         raise WavError(path, "not a WAV file (no RIFF/WAVE header)", 0)
     fmt: tuple[int, int, int, int] | None = None
     fmt_offset = 0
-    audio: bytes | None = None
+    audio: memoryview | None = None
     cue_points: dict[int, int] = {}
     labels: dict[int, str] = {}
     offset = 12
     while offset + 8 <= len(data):
         chunk_id = data[offset : offset + 4]
         (size,) = struct.unpack_from("<I", data, offset + 4)
-        body = data[offset + 8 : offset + 8 + size]
-        if len(body) < size and chunk_id != b"data":
+        end = offset + 8 + size
+        if end > len(data) and chunk_id != b"data":
             raise WavError(path, f"chunk {chunk_id!r} is cut short", offset)
+        body = b"" if chunk_id == b"data" else data[offset + 8 : end]
         if chunk_id == b"fmt ":
             if size < 16:
                 raise WavError(path, f"fmt chunk of {size} bytes is too short", offset)
@@ -91,7 +92,7 @@ def read_wav(path: Path | str) -> WavAudio:
                 (tag,) = struct.unpack_from("<H", body, 24)
             fmt, fmt_offset = (tag, channels, rate, bits), offset
         elif chunk_id == b"data":
-            audio = body
+            audio = memoryview(data)[offset + 8 : end]  # the audio, not copied
         elif chunk_id == b"cue ":
             cue_points.update(_cue_points(path, body, offset))
         elif chunk_id == b"LIST" and body[:4] == b"adtl":
@@ -163,7 +164,7 @@ def _labels(path: Path, body: bytes, offset: int) -> dict[int, str]:
     return labels
 
 
-def _wide_to_int16(audio: bytes, tag: int, bits: int, channels: int) -> Samples:
+def _wide_to_int16(audio: memoryview, tag: int, bits: int, channels: int) -> Samples:
     width = bits // 8
     usable = len(audio) - len(audio) % (width * channels)
     if tag == 3:
@@ -262,7 +263,8 @@ class WavWriter:
 def read_mono_8k(path: Path | str) -> Samples:
     """A WAV file as 8 kHz mono int16, whatever its rate and channels (notices, speech clips)."""
     wav = read_wav(path)
-    samples = wav.mono
+    # The decoded samples are this call's own: a mono file's need no copy.
+    samples = wav.samples[:, 0] if wav.samples.shape[1] == 1 else wav.mono
     if wav.rate != RATE:
         samples = to_int16(Resampler(wav.rate, RATE).process(samples))
     return samples

@@ -16,17 +16,25 @@ import sys
 from collections.abc import Sequence
 
 from linerec import __version__
-from linerec.cli import appliance, collector, console, recordings, update
 from linerec.errors import LinerecError, one_line
 
 
-def parser() -> argparse.ArgumentParser:
+def parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line; for a command of the recorder's own group, that group alone
+    (`linerec analyze` on a short file: loading the other groups would cost more than its
+    work)."""
+    from linerec.cli import appliance
+
     top = argparse.ArgumentParser(
         prog="linerec", description="Call-recorder appliance for analog telephone lines."
     )
     top.add_argument("--version", action="version", version=f"linerec {__version__}")
     commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
     appliance.add_commands(commands)
+    if command in commands.choices:
+        return top
+    from linerec.cli import collector, console, recordings, update
+
     recordings.add_commands(commands)
     update.add_commands(commands)
     console.add_commands(collector.add_commands(commands))
@@ -34,7 +42,8 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    args = parser(arguments[0] if arguments else None).parse_args(arguments)
     try:
         status: int = args.handler(args)
         return status

@@ -91,6 +91,8 @@ class LineAnalyzer:
 
     def _analyse(self, block: Samples) -> list[Heard]:
         whole = len(block) // FRAME * FRAME
+        if not whole:
+            return []  # a piece shorter than a frame: `feed` takes it
         frames = block[:whole].reshape(-1, FRAME)
         audio = block[:whole].astype(np.float64)  # once, for both
         heard: list[Heard] = self._digits(self.dtmf.feed(audio))

@@ -141,9 +141,12 @@ class FskCallerIdReceiver:
         """Whole frames (rows) with their features: what `feed` would say of each, with the
         index of the frame it said it at. Outside a burst, a block with no frame that looks
         like FSK is passed over at once (the usual case)."""
-        if self._burst is None and not any(
-            power >= _GATE_FLOOR and share > GATE_SHARE
-            for power, share in zip(seen.power, seen.fsk_share, strict=True)
+        if self._burst is None and (
+            max(seen.fsk_share, default=0.0) <= GATE_SHARE
+            or not any(
+                power >= _GATE_FLOOR and share > GATE_SHARE
+                for power, share in zip(seen.power, seen.fsk_share, strict=True)
+            )
         ):
             self._position += frames.size
             self._previous = frames[-1]

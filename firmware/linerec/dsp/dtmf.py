@@ -3,12 +3,14 @@
 How it decides, every 10 ms, on the last 20 ms of audio (a *window*):
 
 1. Energy at the eight DTMF frequencies from one Hann-windowed DFT (a matrix product), and
-   the window's total energy. Level and twist read each tone at its frequency and 1.2 % either
-   side (the largest of the three), so a tone 1.5 % off loses no level to the window.
-2. The strongest low-group and high-group tones must each be above the level floor, stand
-   clear of the other tones of their group, carry most of the window's energy together
-   (talk-off: speech spreads its energy), and keep the twist in bounds (high group up to
-   8 dB weaker or 4 dB stronger than the low group).
+   the window's total energy. Windows overlap by half, so both come from the 10 ms halves:
+   each half is transformed once, with the first and with the second half of the window.
+2. Talk-off first: the strongest low-group and high-group tones must carry most of the
+   window's energy together (speech spreads its energy); most windows end here. The rest are
+   probed again, each tone at its frequency and 1.2 % either side (the largest of the three,
+   so a tone 1.5 % off loses no level to the window): both tones must be above the level
+   floor, stand clear of the other tones of their group, and keep the twist in bounds (high
+   group up to 8 dB weaker or 4 dB stronger than the low group).
 3. The tone must fill the window: the energy of each half of the window is compared, so a
    window that only partly overlaps a burst fails. Two such windows in a row are needed, so a
    burst of 23 ms or less never makes a digit and one of 40 ms always does.
@@ -22,8 +24,9 @@ fails inside a digit (a noise burst) does not split it.
 
 from __future__ import annotations
 
+import cmath
+import math
 from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
 import numpy.typing as npt
@@ -75,8 +78,18 @@ _MATRIX = _dft_matrix(tuple(f * k for k in _PROBES for f in _FREQS), WINDOW, _HA
 # The same as one real matrix (real parts, then imaginary): real windows need no complex copy.
 _REAL_MATRIX = np.concatenate((_MATRIX.real, _MATRIX.imag), axis=1)
 _PROBED = _MATRIX.shape[1]
+# The nominal frequencies alone, for the halves of a window: a window's DFT is its first
+# half's product with the first half of this matrix plus its second half's with the second.
+_NOMINAL = _dft_matrix(_FREQS, WINDOW, _HANN)
+# Rows: real parts, then imaginary, for a window's first half; the same for its second half.
+# The products come out one row per frequency part (one column per 10 ms of audio), so each
+# step after them works along contiguous rows.
+_HALVES = np.concatenate(
+    (_NOMINAL.real[:HOP].T, _NOMINAL.imag[:HOP].T, _NOMINAL.real[HOP:].T, _NOMINAL.imag[HOP:].T)
+)
 _SUB_HANN = np.hanning(SUB)
 _SUB_MATRIX = _dft_matrix(_FREQS, SUB, _SUB_HANN)
+_SUB_COLUMNS = [np.ascontiguousarray(_SUB_MATRIX[:, k]) for k in range(len(_FREQS))]
 # A sine of amplitude A gives |X| = A * sum(window) / 2; its mean power is A^2 / 2.
 _POWER_SCALE = 1 / (2 * (_HANN.sum() / 2) ** 2)
 _FLOOR = 32767.0**2 / 2 * 10 ** (MIN_LEVEL_DBFS / 10)
@@ -85,12 +98,8 @@ _TWIST_HIGH = 10 ** (MAX_TWIST_REVERSE_DB / 10)
 _PEAK_RATIO = 10 ** (MIN_PEAK_RATIO_DB / 10)
 _HALF_LOW = 10 ** (-MAX_HALF_RATIO_DB / 10)
 _HALF_HIGH = 10 ** (MAX_HALF_RATIO_DB / 10)
-
-
-@lru_cache(maxsize=8)
-def _window_index(count: int) -> npt.NDArray[np.intp]:
-    """Indices that cut `count` overlapping windows out of the buffer (one fancy-index)."""
-    return np.arange(count)[:, None] * HOP + np.arange(WINDOW)[None, :]
+# Talk-off on the unscaled sums: |X|^2 of the two tones against the window's sum of squares.
+_PURE = MIN_PURITY / (WINDOW * _POWER_SCALE)
 
 
 class DtmfDetector:
@@ -107,19 +116,21 @@ class DtmfDetector:
     def feed(self, frame: Samples | npt.NDArray[np.float64]) -> list[DtmfDigit]:
         """One frame (any length, usually 160 samples); returns digits that ended in it."""
         data = np.concatenate((self._buffer, frame), dtype=np.float64)
-        count = (len(data) - WINDOW) // HOP + 1
+        halves = len(data) // HOP
         events: list[DtmfDigit] = []
-        if count > 0:
-            windows = data[_window_index(count)]
-            hits = self._classify(windows)
+        if halves > 1:
+            hits = self._classify(data, data[: halves * HOP].reshape(halves, HOP))
             base = self._position - len(self._buffer)
             if self._digit is None and not any(hits):
                 self._candidate = None  # what tracking each empty window would come to
             else:
                 for k, hit in enumerate(hits):
+                    if hit is None and self._digit is None:
+                        self._candidate = None  # what `_track` makes of an empty window
+                        continue
                     t0 = (base + k * HOP) / RATE
                     events += self._track(hit, t0, t0 + WINDOW / RATE)
-            data = data[count * HOP :]
+            data = data[(halves - 1) * HOP :]
         self._buffer = data
         self._position += len(frame)
         return events
@@ -149,45 +160,53 @@ class DtmfDetector:
 
     # -- per window ------------------------------------------------------------------------
 
-    def _classify(self, windows: npt.NDArray[np.float64]) -> list[str | None]:
-        total = (windows * windows).sum(axis=1) * (1 / WINDOW)
-        if max(total.tolist()) < 2 * _FLOOR:  # silence, or too quiet for two tones: usual
-            return [None] * len(windows)
-        parts = windows @ _REAL_MATRIX  # (windows, 2 * 3 * 8): real, then imaginary parts
-        parts *= parts
-        probed = ((parts[:, :_PROBED] + parts[:, _PROBED:]) * _POWER_SCALE).reshape(-1, 3, 8)
-        power = probed[:, 1]  # mean power at each nominal frequency
-        peak = probed.max(axis=1)  # the same, read where each tone really is (level and twist)
+    def _classify(
+        self, data: npt.NDArray[np.float64], halves: npt.NDArray[np.float64]
+    ) -> list[str | None]:
+        """The windows of `data` (one per hop), whose halves are the rows of `halves`."""
+        count = len(halves) - 1
+        energy = np.add.reduce(halves * halves, axis=1)
+        sums = energy[:-1] + energy[1:]  # each window's sum of squares
+        totals = sums.tolist()
+        if max(totals) < 2 * _FLOOR * WINDOW:  # silence, or too quiet for two tones: usual
+            return [None] * count
+        parts = _HALVES @ halves.T  # (32, halves)
+        nominal = parts[:16, :-1] + parts[16:, 1:]  # each window's DFT: real, then imaginary
+        np.multiply(nominal, nominal, out=nominal)
+        power = nominal[:8] + nominal[8:]  # (8, windows)
         # Talk-off first, for all windows at once: speech spreads its energy, so the two
-        # strongest tones rarely hold most of it. Only the windows that pass go on.
-        pure = power[:, :4].max(axis=1) + power[:, 4:].max(axis=1) >= MIN_PURITY * total
-        if not pure.any():
-            return [None] * len(windows)
-        results: list[str | None] = [None] * len(windows)
-        for i in np.flatnonzero(pure).tolist():
-            results[i] = self._decide(windows[i], power[i], peak[i], float(total[i]))
+        # strongest tones (of each group) rarely hold most of it. Only the windows that pass
+        # go on (the ufuncs' own reductions: numpy's wrappers cost more than a few windows).
+        best = np.maximum.reduce(power[:4]) + np.maximum.reduce(power[4:])
+        pure = np.flatnonzero(best >= _PURE * sums).tolist()
+        if not pure:
+            return [None] * count
+        results: list[str | None] = [None] * count
+        for i in pure:
+            window = data[i * HOP : i * HOP + WINDOW]
+            probed = window @ _REAL_MATRIX  # real, then imaginary parts of each probe
+            probed *= probed
+            tones = ((probed[:_PROBED] + probed[_PROBED:]) * _POWER_SCALE).reshape(3, 8)
+            peak = np.maximum.reduce(tones, axis=0).tolist()
+            results[i] = self._decide(window, tones[1].tolist(), peak, totals[i] / WINDOW)
         return results
 
     def _decide(
-        self,
-        window: npt.NDArray[np.float64],
-        power: npt.NDArray[np.float64],
-        peak: npt.NDArray[np.float64],
-        total: float,
+        self, window: npt.NDArray[np.float64], power: list[float], peak: list[float], total: float
     ) -> str | None:
+        # (Plain floats: a few windows a second come here, eight numbers each.)
         low, high = power[:4], power[4:]
-        row, col = int(low.argmax()), int(high.argmax())
-        p_low, p_high = float(low[row]), float(high[col])
+        p_low, p_high = max(low), max(high)
+        row, col = low.index(p_low), high.index(p_high)
         if p_low + p_high < MIN_PURITY * total:
             return None
-        level_low, level_high = float(peak[row]), float(peak[4 + col])
+        level_low, level_high = peak[row], peak[4 + col]
         if level_low < _FLOOR or level_high < _FLOOR:
             return None
         if not _TWIST_LOW < level_high / level_low < _TWIST_HIGH:
             return None
-        if p_low < _PEAK_RATIO * float(np.partition(low, 2)[2]) or p_high < _PEAK_RATIO * float(
-            np.partition(high, 2)[2]
-        ):
+        # Each tone against the next strongest of its group.
+        if p_low < _PEAK_RATIO * sorted(low)[2] or p_high < _PEAK_RATIO * sorted(high)[2]:
             return None
         first, second = float(window[:HOP] @ window[:HOP]), float(window[HOP:] @ window[HOP:])
         if not _HALF_LOW < first / (second + 1e-9) < _HALF_HIGH:
@@ -200,17 +219,19 @@ class DtmfDetector:
 
     @staticmethod
     def _frequencies_ok(window: npt.NDArray[np.float64], low: int, high: int) -> bool:
-        columns = [low, high]
-        early = window[:SUB] @ _SUB_MATRIX[:, columns]
-        late = window[WINDOW - SUB :] @ _SUB_MATRIX[:, columns]
+        early, late = window[:SUB], window[WINDOW - SUB :]
         # The DFT is referenced to each sub-window's own start, so a tone exactly on its
         # nominal frequency advances by 2*pi*f*dt; what is left over is the error.
         dt = (WINDOW - SUB) / RATE
-        for k, column in enumerate(columns):
+        for column in (low, high):
             nominal = _FREQS[column]
-            advance = np.angle(late[k] * np.conj(early[k])) - 2 * np.pi * nominal * dt
-            error = (advance + np.pi) % (2 * np.pi) - np.pi
-            if abs(error / (2 * np.pi * dt)) > MAX_FREQ_ERROR * nominal:
+            turn = (
+                complex(late @ _SUB_COLUMNS[column])
+                * complex(early @ _SUB_COLUMNS[column]).conjugate()
+            )
+            advance = cmath.phase(turn) - 2 * math.pi * nominal * dt
+            error = (advance + math.pi) % (2 * math.pi) - math.pi
+            if abs(error / (2 * math.pi * dt)) > MAX_FREQ_ERROR * nominal:
                 return False
         return True
 

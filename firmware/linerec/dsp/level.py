@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import struct
 
 import numpy as np
 
@@ -32,6 +33,8 @@ class LevelMeter:
         self.level = _FLOOR_DB
         self.peak = _FLOOR_DB
         self.silent_for = 0.0
+        self._sound = least_power(silence_dbfs)  # the least power that is not silence
+        self._loudest = 0.0  # the largest power `feed_powers` has seen
 
     def feed(self, samples: Samples) -> float:
         self.level = level_dbfs(samples)
@@ -43,12 +46,49 @@ class LevelMeter:
         return self.level
 
     def feed_powers(self, powers: list[float], samples_each: int) -> None:
-        """Frames whose mean squares are known already (analysis computed them in bulk)."""
-        for power in powers:
-            level = 10 * math.log10(power / _FULL_SCALE_POWER) if power > 0 else _FLOOR_DB
-            self.level = max(level, _FLOOR_DB)
-            self.peak = max(self.peak, self.level)
-            if self.level < self.silence_dbfs:
-                self.silent_for += samples_each / self.rate
-            else:
-                self.silent_for = 0.0
+        """Frames whose mean squares are known already (analysis computed them in bulk): the
+        same as `feed` on each, with a logarithm only for the last and a new loudest (the
+        level rises with the power)."""
+        if not powers:
+            return
+        quiet = 0  # frames quiet at the end of the block
+        for power in reversed(powers):
+            if power >= self._sound:
+                break
+            quiet += 1
+        if quiet < len(powers):
+            self.silent_for = 0.0
+        for _ in range(quiet):
+            self.silent_for += samples_each / self.rate
+        self.level = _level(powers[-1])
+        loudest = max(powers)
+        if loudest > self._loudest:  # else its level is at most the peak already
+            self._loudest = loudest
+            self.peak = max(self.peak, _level(loudest))
+
+
+def _level(power: float) -> float:
+    return max(10 * math.log10(power / _FULL_SCALE_POWER), _FLOOR_DB) if power > 0 else _FLOOR_DB
+
+
+def least_power(level: float) -> float:
+    """The least mean square whose level is `level` or above: a frame is at that level
+    exactly when its power reaches this (the level rises with the power), which costs no
+    logarithm. Found by bisection on the bits of positive floats, which order as their
+    values do."""
+
+    def value(bits: int) -> float:
+        return float(struct.unpack("<d", struct.pack("<q", bits))[0])
+
+    low, high = 0, struct.unpack("<q", struct.pack("<d", _FULL_SCALE_POWER))[0]
+    if _level(0.0) >= level:
+        return 0.0  # at or below the floor: every frame
+    if _level(value(high)) < level:
+        return math.inf  # above full scale: no frame is that loud
+    while high - low > 1:
+        middle = (low + high) // 2
+        if _level(value(middle)) >= level:
+            high = middle
+        else:
+            low = middle
+    return value(high)

@@ -147,31 +147,88 @@ class ProgressToneDetector:
         """Whole frames (rows) with their features: what `feed` would say of each, with the
         index of the frame it said it at.
 
-        A run of frames with no tone in it that only lengthens a toneless segment (speech,
-        silence: most of a call) changes no segment but the last one's length; when no
-        cadence matches before or after it, only the silence and dead-line timers need each
-        frame.
+        While no segment in the history has a name (speech, silence: most of a call), no
+        cadence can match, so a frame only grows or starts a segment and moves the silence
+        and dead-line timers: frames are sorted into segments in one tight loop, and only a
+        frame whose segment must be named (an FFT, which may give it a name) takes `_step`.
+        With a named segment about, a run of frames with no tone in it that only lengthens a
+        toneless segment changes no segment but the last one's length; when no cadence
+        matches before or after it, only the silence and dead-line timers need each frame.
         """
-        peaks = list(map(_tonal_peaks, seen.power, seen.spread, seen.centroid))
+        powers = seen.power
+        codes = [  # each frame's `_tonal_peaks`, as a number (-1: none), for every frame
+            -1 if power < _MIN_POWER or spread > MAX_SPREAD else round(centroid / 150)
+            for power, spread, centroid in zip(powers, seen.spread, seen.centroid, strict=True)
+        ]
+        base = self._position  # where the block begins
         events: list[tuple[int, ProgressEvent]] = []
+        named = any(segment.colour is not None for segment in self._segments)
         i = 0
-        while i < len(peaks):
-            last = self._segments[-1] if self._segments else None
-            if last is not None and not last.peaks and not peaks[i] and not self._cached_match():
-                stop = i + 1
-                while stop < len(peaks) and not peaks[stop]:
-                    stop += 1
-                last.frames += stop - i
-                if not self._cached_match():  # nothing matches at either length
-                    events += self._quiet_run(seen.power, i, stop)
-                    i = stop
-                    continue
-                last.frames -= stop - i  # a cadence completes in this run: frame by frame
+        while i < len(codes):
+            if self._segments and not named:
+                stop = self._sort_unnamed(frames, codes, i, base)
+                events += self._quiet_span(powers, i, stop, base)
+                self._position = base + stop * FRAME
+                if stop == len(codes):
+                    break
+                i = stop  # this frame names a segment: as `feed` takes it
+            else:
+                last = self._segments[-1] if self._segments else None
+                if (
+                    last is not None
+                    and not last.peaks
+                    and codes[i] < 0
+                    and not self._cached_match()
+                ):
+                    stop = i + 1
+                    while stop < len(codes) and codes[stop] < 0:
+                        stop += 1
+                    last.frames += stop - i
+                    if not self._cached_match():  # nothing matches at either length
+                        events += self._quiet_span(powers, i, stop, base)
+                        self._position = base + stop * FRAME
+                        i = stop
+                        continue
+                    last.frames -= stop - i  # a cadence completes in this run: frame by frame
             t = self._position / RATE
             self._position += FRAME
-            events += [(i, e) for e in self._step(frames[i], t, seen.power[i], peaks[i])]
+            peaks = () if codes[i] < 0 else (codes[i],)
+            events += [(i, e) for e in self._step(frames[i], t, powers[i], peaks)]
+            named = any(segment.colour is not None for segment in self._segments)
             i += 1
         return events
+
+    def _sort_unnamed(
+        self, frames: npt.NDArray[np.int16], codes: list[int], start: int, base: int
+    ) -> int:
+        """Frames from `start` on while every segment is unnamed: each grows the last segment
+        or starts one, as `_step` would, up to the first frame at which `_step` would name a
+        segment (returned; the block's length if none)."""
+        segments = self._segments
+        last = segments[-1]
+        code = last.peaks[0] if last.peaks else -1
+        samples, count = last.samples, last.frames
+        for i in range(start, len(codes)):
+            c = codes[i]
+            if c == code or (c >= 0 and code >= 0 and -1 <= c - code <= 1):
+                if samples:  # a tone not yet named: under CADENCE_FRAMES, so under the cap
+                    if count + 1 == CADENCE_FRAMES:
+                        last.frames = count
+                        return i  # a tone long enough for a cadence is named now
+                    samples.append(frames[i])
+                count += 1
+                continue
+            last.frames = count
+            if samples and count >= MIN_FRAMES and (count >= CADENCE_FRAMES or code >= ALERT_PEAK):
+                return i  # the segment it ends is long or high enough to be named
+            t = (base + i * FRAME) / RATE
+            last = _Segment(None, t, 1, () if c < 0 else (c,), None if c < 0 else [frames[i]])
+            segments.append(last)
+            if len(segments) > 12:
+                del segments[0]
+            code, samples, count = c, last.samples, 1
+        last.frames = count
+        return len(codes)
 
     def _step(
         self, frame: Samples, t: float, power: float, peaks: tuple[int, ...]
@@ -194,12 +251,13 @@ class ProgressToneDetector:
         events = self._recognise()
         return self._quiet(t, power) + events
 
-    def _quiet_run(
-        self, powers: list[float], start: int, stop: int
+    def _quiet_span(
+        self, powers: list[float], start: int, stop: int, base: int
     ) -> list[tuple[int, ProgressEvent]]:
-        """Frames `start` to `stop` of a block, which only lengthen a toneless segment."""
-        position = self._position - FRAME * start  # where the block began
-        self._position += FRAME * (stop - start)
+        """The silence and dead-line timers over frames `start` to `stop` of a block that
+        began at sample `base`, when nothing else about those frames can say anything."""
+        if start == stop:
+            return []
         run = powers[start:stop]
         if min(run) >= _SILENCE_POWER:  # loud throughout: both timers start over
             self._quiet_since, self._said_silence = None, False
@@ -207,7 +265,7 @@ class ProgressToneDetector:
             return []
         events: list[tuple[int, ProgressEvent]] = []
         for i in range(start, stop):
-            events += [(i, e) for e in self._quiet((position + i * FRAME) / RATE, powers[i])]
+            events += [(i, e) for e in self._quiet((base + i * FRAME) / RATE, powers[i])]
         return events
 
     # -- per frame ----------------------------------------------------------------------------
@@ -218,15 +276,17 @@ class ProgressToneDetector:
             return  # shorter than any tone we name (speech makes many such): not worth an FFT
         if segment.frames < CADENCE_FRAMES and segment.peaks[0] < ALERT_PEAK:
             return  # too short for a cadence, too low for the alerting signal
-        audio = np.concatenate(segment.samples).astype(np.float64)
-        size = min(_FFT, 1 << int(np.ceil(np.log2(4 * len(audio)))))
+        audio = np.concatenate(segment.samples, dtype=np.float64)
+        size = min(_FFT, 1 << (4 * len(audio) - 1).bit_length())  # the power of 2 at or above
         spectrum = np.abs(np.fft.rfft(audio * _hann(len(audio)), size))
         frequencies = []
-        top = float(spectrum.max())
-        for _ in range(2):
-            peak = int(spectrum.argmax())
-            if spectrum[peak] < top / 10:  # more than 20 dB below the strongest: not a tone
-                break
+        peak = int(spectrum.argmax())
+        top = float(spectrum[peak])
+        for second in (False, True):
+            if second:
+                peak = int(spectrum.argmax())
+                if spectrum[peak] < top / 10:  # more than 20 dB below the strongest: not a tone
+                    break
             frequencies.append(peak * RATE / size)
             guard = round(40 * size / RATE)  # 40 Hz either side: the same tone
             spectrum[max(peak - guard, 0) : peak + guard] = 0
@@ -339,12 +399,15 @@ def _hann(length: int) -> npt.NDArray[np.float64]:
 
 def _name(frequencies: list[float]) -> str | None:
     """The colour of a set of measured frequencies (networks hold them to about 1 %)."""
-    for colour, wanted in _SETS:
+    for colour, wanted, within in _TOLERANCES:
         if len(wanted) == len(frequencies) and all(
-            abs(f - w) <= max(6.0, 0.012 * w) for f, w in zip(frequencies, wanted, strict=True)
+            abs(f - w) <= tol for f, w, tol in zip(frequencies, wanted, within, strict=True)
         ):
             return colour
     return None
+
+
+_TOLERANCES = [(colour, wanted, [max(6.0, 0.012 * w) for w in wanted]) for colour, wanted in _SETS]
 
 
 def _cadence(colour: str, cadence: tuple[float, float, float]) -> tuple[str, str] | None:

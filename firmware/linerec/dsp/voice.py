@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from linerec.codec import RATE
+from linerec.dsp.level import least_power
 from linerec.dsp.spectrum import BlockFeatures, FrameFeatures
 
 FRAME = 160
@@ -70,10 +71,14 @@ class VoiceDetector:
         power = seen.power
         start = self._position
         if self._active:
+            if min(power) >= _LOUD:  # loud throughout
+                self._last_loud = (start + (len(power) - 1) * FRAME) / RATE
+                self._position += FRAME * len(power)
+                return []
             last_loud = self._last_loud
             for i, p in enumerate(power):
                 t = (start + i * FRAME) / RATE
-                if _level(p) >= FLOOR_DBFS:
+                if p >= _LOUD:
                     last_loud = t
                 elif t - last_loud >= REARM:
                     break  # speech has ended here: frame by frame, from the block's start
@@ -82,7 +87,7 @@ class VoiceDetector:
                 self._last_loud = last_loud
                 self._position += FRAME * len(power)
                 return []
-        elif _level(max(power)) < FLOOR_DBFS and len(self._recent) < LOUD:
+        elif max(power) < _LOUD and len(self._recent) < LOUD:
             t = (start + (len(power) - 1) * FRAME) / RATE  # the last frame's, as `feed` has it
             while self._recent and self._recent[0][0] <= t - WINDOW * FRAME / RATE:
                 self._recent.popleft()
@@ -97,3 +102,7 @@ class VoiceDetector:
 
 def _level(power: float) -> float:
     return 10 * math.log10(power / _FULL) if power > 0 else -96.0
+
+
+# A frame is loud exactly when its power reaches this (no logarithm per frame).
+_LOUD = least_power(FLOOR_DBFS)
