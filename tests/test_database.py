@@ -591,3 +591,67 @@ def test_the_console_filters_and_sorts_walk_an_index_to_the_page_on_postgresql(
         assert not re.search(r"(?<!Incremental )Sort  \(", page), plan
     assert made
     db.close()
+
+
+# -- number prefixes: caller, called, or either, and the capped count ----------------------
+
+
+def fill_numbers(db: Any) -> list[dict[str, Any]]:
+    """48 recordings whose caller and called numbers share prefixes often (digits 1 and 2,
+    some unknown), so that "caller or called" matches overlap in every proportion."""
+    made = []
+    for n in range(48):
+        device = f"box{n % 2}"
+        rid = f"{device}-{n:08d}-x-line1"
+        started = f"2026-02-{1 + n % 9:02d}T{n % 24:02d}:00:00.000+00:00"
+        caller = None if n % 11 == 3 else f"{1 + n % 2}{1 + n // 2 % 2}{1 + n // 4 % 2}"
+        called = None if n % 13 == 5 else f"{1 + n // 3 % 2}{1 + n // 6 % 2}{1 + n % 5 % 2}"
+        db.execute(
+            "INSERT INTO recordings (device, id, seq, line, started_at, caller_number, "
+            "called_number, path, sha256, received_at) VALUES (?, ?, ?, 'line1', ?, ?, ?, 'x', "
+            "'x', 0)",
+            (device, rid, n, started, caller, called),
+        )
+        made.append({"id": rid, "device": device, "started_at": started, "caller": caller,
+                     "called": called})  # fmt: skip
+    return made
+
+
+@pytest.mark.parametrize("cap", [4, 9, 10_000])
+def test_number_prefixes_find_the_same_rows_and_capped_count_on_each_engine(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cap: int
+) -> None:
+    """`number` matches the caller's or the called number by prefix, each recording once even
+    when both match; the count is exact up to the cap and the cap beyond it, however the
+    matches split between caller and called, with another filter beside it; paging goes on
+    past the cap."""
+    monkeypatch.setattr("linerec.collector.search.COUNT_LIMIT", cap)
+    store = CollectorStore(tmp_path / "data", databases.selected.location(tmp_path / "c.db"))
+    made = fill_numbers(store.db)
+
+    def begins(value: str | None, prefix: str) -> bool:
+        return value is not None and value.startswith(prefix)
+
+    prefixes = ["1", "2", "11", "12", "21", "22", "111", "122", "212", "221", "3"]
+    checked = 0
+    for prefix in prefixes:
+        for device in (None, "box1"):
+            for name, wanted in (
+                ("number", lambda r, p=prefix: begins(r["caller"], p) or begins(r["called"], p)),
+                ("caller", lambda r, p=prefix: begins(r["caller"], p)),
+                ("called", lambda r, p=prefix: begins(r["called"], p)),
+            ):
+                found = [r for r in made if wanted(r) and device in (None, r["device"])]
+                found.sort(key=lambda r: r["id"])
+                found.sort(key=lambda r: r["started_at"], reverse=True)
+                want = [r["id"] for r in found]
+                params = {name: prefix, "limit": "3", **({"device": device} if device else {})}
+                pages = []
+                for page in range(1, len(want) // 3 + 3):
+                    rows, total = store.search(parse_query({**params, "page": str(page)}))
+                    assert total == min(len(want), cap), (params, len(want))
+                    pages.extend(row["id"] for row in rows)
+                assert pages == want, params
+                checked += len(want) > cap
+    assert checked or cap == 10_000  # the cap was reached by some, not all
+    store.db.close()
