@@ -38,6 +38,9 @@ MAX_LIMIT = 500
 COUNT_LIMIT = 10_000  # a search's total says "at least this many" beyond it
 ALL = 2**62  # the LIMIT of a query with a negative limit (`collector list`: every row)
 
+CALLER = "r.caller_number >= ? AND r.caller_number < ?"  # a prefix, as two bounds
+CALLED = "r.called_number >= ? AND r.called_number < ?"
+
 WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
 NUMBER = re.compile(r"[0-9*#+]{1,32}")
 
@@ -179,16 +182,10 @@ def run_search(db: Database, query: RecordingQuery) -> tuple[list[dict[str, Any]
         add("r.started_at >= ?", query.since)
     if query.until:
         add("r.started_at < ?", query.until)
-    if query.number:
-        add(
-            "((r.caller_number >= ? AND r.caller_number < ?) "
-            "OR (r.called_number >= ? AND r.called_number < ?))",
-            query.number, query.number + TOP, query.number, query.number + TOP,
-        )  # fmt: skip
     if query.caller:
-        add("r.caller_number >= ? AND r.caller_number < ?", query.caller, query.caller + TOP)
+        add(CALLER, query.caller, query.caller + TOP)
     if query.called:
-        add("r.called_number >= ? AND r.called_number < ?", query.called, query.called + TOP)
+        add(CALLED, query.called, query.called + TOP)
     if query.min_duration is not None:
         add("r.duration >= ?", query.min_duration)
     if query.max_duration is not None:
@@ -217,19 +214,19 @@ def run_search(db: Database, query: RecordingQuery) -> tuple[list[dict[str, Any]
                     allowed.append("(r.device = ? AND r.line = ?)")
                     args.extend((device, line))
         where.append(f"({' OR '.join(allowed)})" if allowed else "1 = 0")
-    sql_where = f"WHERE {' AND '.join(where)}" if where else ""
     # Only "not held" needs the holds joined to find the rows: without the join, a count is
     # read from an index alone (PostgreSQL keeps the join's columns needed even when it
     # removes the join).
     holds = "LEFT JOIN holds h ON h.device = r.device AND h.id = r.id "
-    base = f"FROM recordings r {holds if query.held is False else ''}{sql_where}"
-    # Counting stops at COUNT_LIMIT: a broad search need not visit every row to say "many".
-    total = int(
-        db.execute(
-            f"SELECT count(*) FROM (SELECT 1 AS one {base} LIMIT {COUNT_LIMIT}) AS matched",
-            args,
-        ).fetchone()[0]
-    )
+    source = f"FROM recordings r {holds if query.held is False else ''}"
+    if query.number:
+        bounds = (query.number, query.number + TOP)
+        total = _count_either(db, source, where, args, bounds)
+        where = [*where, f"(({CALLER}) OR ({CALLED}))"]
+        args = [*args, *bounds, *bounds]
+    else:
+        total = _count(db, source, where, args)
+    base = f"{source}{_where(where)}"
     order = f"ORDER BY {', '.join(db.order(c, d) for c, d in SORTS[query.sort])}, r.id"
     # The page's rows first, then what is shown of those rows only (not of every match).
     cursor = db.execute(
@@ -255,6 +252,35 @@ def run_search(db: Database, query: RecordingQuery) -> tuple[list[dict[str, Any]
             record["clock_synchronized"] = bool(record["clock_synchronized"])
         rows.append(record)
     return rows, total
+
+
+def _where(where: list[str]) -> str:
+    return f"WHERE {' AND '.join(where)}" if where else ""
+
+
+def _count(db: Database, source: str, where: list[str], args: list[Any]) -> int:
+    """How many rows match, counting stops at COUNT_LIMIT: a broad search need not visit
+    every row to say "many"."""
+    sql = f"SELECT count(*) FROM (SELECT 1 AS one {source}{_where(where)} LIMIT {COUNT_LIMIT}) s"
+    return int(db.execute(sql, args).fetchone()[0])
+
+
+def _count_either(
+    db: Database, source: str, where: list[str], args: list[Any], bounds: tuple[str, str]
+) -> int:
+    """The capped count of rows whose caller or called number is in `bounds`, from one range
+    at a time. Counting the OR at once reads both ranges whole (PostgreSQL ORs two bitmaps, or
+    walks the table) before its LIMIT applies; each range alone stops at the cap. Either side
+    reaching the cap is the answer; else both counts are exact and so is caller + called -
+    both."""
+    callers = _count(db, source, [*where, CALLER], [*args, *bounds])
+    if callers >= COUNT_LIMIT:
+        return COUNT_LIMIT
+    called = _count(db, source, [*where, CALLED], [*args, *bounds])
+    if called >= COUNT_LIMIT:
+        return COUNT_LIMIT
+    both = _count(db, source, [*where, CALLER, CALLED], [*args, *bounds, *bounds])
+    return min(callers + called - both, COUNT_LIMIT)
 
 
 def uncatalogued(db: Database, limit: int) -> list[dict[str, Any]]:
