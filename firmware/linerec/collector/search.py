@@ -258,11 +258,14 @@ def _where(where: list[str]) -> str:
     return f"WHERE {' AND '.join(where)}" if where else ""
 
 
+def _capped(source: str, where: list[str]) -> str:
+    """SQL counting the rows that match, stopping at COUNT_LIMIT: a broad search need not
+    visit every row to say "many"."""
+    return f"SELECT count(*) FROM (SELECT 1 AS one {source}{_where(where)} LIMIT {COUNT_LIMIT}) s"
+
+
 def _count(db: Database, source: str, where: list[str], args: list[Any]) -> int:
-    """How many rows match, counting stops at COUNT_LIMIT: a broad search need not visit
-    every row to say "many"."""
-    sql = f"SELECT count(*) FROM (SELECT 1 AS one {source}{_where(where)} LIMIT {COUNT_LIMIT}) s"
-    return int(db.execute(sql, args).fetchone()[0])
+    return int(db.execute(_capped(source, where), args).fetchone()[0])
 
 
 def _count_either(
@@ -272,15 +275,20 @@ def _count_either(
     at a time. Counting the OR at once reads both ranges whole (PostgreSQL ORs two bitmaps, or
     walks the table) before its LIMIT applies; each range alone stops at the cap. Either side
     reaching the cap is the answer; else both counts are exact and so is caller + called -
-    both."""
-    callers = _count(db, source, [*where, CALLER], [*args, *bounds])
-    if callers >= COUNT_LIMIT:
+    both, whose rows are counted only then. One statement: one snapshot, as one count had."""
+    # LIMIT 1 keeps PostgreSQL from pasting each side's count into the CASE (counting twice).
+    sql = (
+        f"WITH sides AS (SELECT ({_capped(source, [*where, CALLER])}) AS callers, "
+        f"({_capped(source, [*where, CALLED])}) AS called LIMIT 1) "
+        f"SELECT callers, called, CASE WHEN callers < {COUNT_LIMIT} AND called < {COUNT_LIMIT} "
+        f"THEN ({_capped(source, [*where, CALLER, CALLED])}) END FROM sides"
+    )
+    callers, called, both = db.execute(
+        sql, [*args, *bounds, *args, *bounds, *args, *bounds, *bounds]
+    ).fetchone()
+    if both is None:
         return COUNT_LIMIT
-    called = _count(db, source, [*where, CALLED], [*args, *bounds])
-    if called >= COUNT_LIMIT:
-        return COUNT_LIMIT
-    both = _count(db, source, [*where, CALLER, CALLED], [*args, *bounds, *bounds])
-    return min(callers + called - both, COUNT_LIMIT)
+    return min(int(callers) + int(called) - int(both), COUNT_LIMIT)
 
 
 def uncatalogued(db: Database, limit: int) -> list[dict[str, Any]]:
