@@ -606,6 +606,8 @@ def fill_numbers(db: Any) -> list[dict[str, Any]]:
         started = f"2026-02-{1 + n % 9:02d}T{n % 24:02d}:00:00.000+00:00"
         caller = None if n % 11 == 3 else f"{1 + n % 2}{1 + n // 2 % 2}{1 + n // 4 % 2}"
         called = None if n % 13 == 5 else f"{1 + n // 3 % 2}{1 + n // 6 % 2}{1 + n % 5 % 2}"
+        if n in (40, 41):  # a prefix only callers have, one only called numbers have
+            caller, called = ("91", called) if n == 40 else (caller, "81")
         db.execute(
             "INSERT INTO recordings (device, id, seq, line, started_at, caller_number, "
             "called_number, path, sha256, received_at) VALUES (?, ?, ?, 'line1', ?, ?, ?, 'x', "
@@ -632,7 +634,7 @@ def test_number_prefixes_find_the_same_rows_and_capped_count_on_each_engine(
     def begins(value: str | None, prefix: str) -> bool:
         return value is not None and value.startswith(prefix)
 
-    prefixes = ["1", "2", "11", "12", "21", "22", "111", "122", "212", "221", "3"]
+    prefixes = ["1", "2", "11", "12", "21", "22", "111", "122", "212", "221", "3", "9", "8"]
     checked = 0
     for prefix in prefixes:
         for device in (None, "box1"):

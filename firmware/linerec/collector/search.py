@@ -275,13 +275,15 @@ def _count_either(
     at a time. Counting the OR at once reads both ranges whole (PostgreSQL ORs two bitmaps, or
     walks the table) before its LIMIT applies; each range alone stops at the cap. Either side
     reaching the cap is the answer; else both counts are exact and so is caller + called -
-    both, whose rows are counted only then. One statement: one snapshot, as one count had."""
+    both, whose rows are counted only then (none when a side has none: the planner of SQLite
+    cannot tell which range is the narrower). One statement: one snapshot, as one count had."""
     # LIMIT 1 keeps PostgreSQL from pasting each side's count into the CASE (counting twice).
     sql = (
         f"WITH sides AS (SELECT ({_capped(source, [*where, CALLER])}) AS callers, "
         f"({_capped(source, [*where, CALLED])}) AS called LIMIT 1) "
-        f"SELECT callers, called, CASE WHEN callers < {COUNT_LIMIT} AND called < {COUNT_LIMIT} "
-        f"THEN ({_capped(source, [*where, CALLER, CALLED])}) END FROM sides"
+        f"SELECT callers, called, CASE WHEN callers >= {COUNT_LIMIT} OR called >= {COUNT_LIMIT} "
+        "THEN NULL WHEN callers = 0 OR called = 0 THEN 0 "
+        f"ELSE ({_capped(source, [*where, CALLER, CALLED])}) END FROM sides"
     )
     callers, called, both = db.execute(
         sql, [*args, *bounds, *args, *bounds, *args, *bounds, *bounds]
