@@ -211,19 +211,17 @@ class Database:
         return self._depth > 0
 
     @contextmanager
-    def transaction(self, *, lock: str | None = None) -> Iterator[None]:
+    def transaction(self, *, lock: str | None = None, savepoint: bool = False) -> Iterator[None]:
         """One transaction (a nested one joins the outer). `lock` names a table whose rows are
         chained (each names the hash of the one before): no other writer appends to it until
-        this commits. SQLite's BEGIN IMMEDIATE already keeps every other writer out."""
+        this commits. SQLite's BEGIN IMMEDIATE already keeps every other writer out.
+
+        A nested one with `savepoint` is a SAVEPOINT: if it fails, what it did (and the
+        actions it left for `after_commit`) is undone alone and the outer one goes on; if it
+        succeeds, what it did commits with the outer one (several messages, one commit)."""
         with self._lock:
             if self._depth:
-                self._depth += 1
-                try:
-                    if lock and self.engine == POSTGRESQL:
-                        self.execute(f"LOCK TABLE {lock} IN SHARE ROW EXCLUSIVE MODE")
-                    yield
-                finally:
-                    self._depth -= 1
+                yield from self._nested(lock, savepoint)
                 return
             with self._unavailable():
                 self._ensure_connected()
@@ -250,6 +248,29 @@ class Database:
             actions, self._after_commit = self._after_commit, []
             for action in actions:
                 action()
+
+    def _nested(self, lock: str | None, savepoint: bool) -> Iterator[None]:
+        self._depth += 1
+        name = f"nested_{self._depth}"
+        queued = len(self._after_commit)
+        try:
+            if savepoint:
+                self.execute(f"SAVEPOINT {name}")
+            try:
+                if lock and self.engine == POSTGRESQL:
+                    self.execute(f"LOCK TABLE {lock} IN SHARE ROW EXCLUSIVE MODE")
+                yield
+            except BaseException:
+                if savepoint:
+                    del self._after_commit[queued:]
+                    if not getattr(self.connection, "closed", False):
+                        self.execute(f"ROLLBACK TO SAVEPOINT {name}")
+                        self.execute(f"RELEASE SAVEPOINT {name}")
+                raise
+            if savepoint:
+                self.execute(f"RELEASE SAVEPOINT {name}")
+        finally:
+            self._depth -= 1
 
     def after_commit(self, action: Callable[[], None]) -> None:
         """Run `action` once the transaction under way commits (at once if none is): a file
