@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import sqlite3
+import subprocess
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -272,9 +273,13 @@ class Central:
             client.loop_stop()
             client.disconnect()
         for collector in self.collectors:
-            log = collector.stop()
-            if "Traceback" in log:
-                print(f"    (a collector's log has a traceback: {log[-2000:]})")
+            try:
+                log = collector.stop()
+            except subprocess.TimeoutExpired:
+                collector.kill()
+                log = collector.text() + "\n(did not stop within 30 s of SIGTERM: killed)"
+            if "Traceback" in log or "killed" in log:
+                print(f"    (a collector's log: {log[-3000:]})")
         self.broker.stop()
         self.engine.drop(self.database)
 

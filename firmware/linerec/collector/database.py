@@ -157,6 +157,7 @@ class Database:
         self._lock = threading.RLock()
         self._depth = 0
         self._after_commit: list[Callable[[], None]] = []
+        self._held: set[str] = set()  # lock_key's keys held by the transaction under way
 
     # -- running statements -----------------------------------------------------------------
 
@@ -211,17 +212,19 @@ class Database:
         return self._depth > 0
 
     @contextmanager
-    def transaction(self, *, lock: str | None = None, savepoint: bool = False) -> Iterator[None]:
+    def transaction(self, *, lock: str | None = None) -> Iterator[None]:
         """One transaction (a nested one joins the outer). `lock` names a table whose rows are
         chained (each names the hash of the one before): no other writer appends to it until
-        this commits. SQLite's BEGIN IMMEDIATE already keeps every other writer out.
-
-        A nested one with `savepoint` is a SAVEPOINT: if it fails, what it did (and the
-        actions it left for `after_commit`) is undone alone and the outer one goes on; if it
-        succeeds, what it did commits with the outer one (several messages, one commit)."""
+        this commits. SQLite's BEGIN IMMEDIATE already keeps every other writer out."""
         with self._lock:
             if self._depth:
-                yield from self._nested(lock, savepoint)
+                self._depth += 1
+                try:
+                    if lock and self.engine == POSTGRESQL:
+                        self.execute(f"LOCK TABLE {lock} IN SHARE ROW EXCLUSIVE MODE")
+                    yield
+                finally:
+                    self._depth -= 1
                 return
             with self._unavailable():
                 self._ensure_connected()
@@ -234,11 +237,13 @@ class Database:
             except BaseException:
                 self._depth = 0
                 self._after_commit.clear()
+                self._held.clear()
                 if not getattr(self.connection, "closed", False):  # a broken one rolled back
                     with self._unavailable():
                         self.connection.execute("ROLLBACK")
                 raise
             self._depth = 0
+            self._held.clear()
             try:
                 with self._unavailable():  # a COMMIT that fails is not acknowledged: sent again
                     self.connection.execute("COMMIT")
@@ -248,29 +253,6 @@ class Database:
             actions, self._after_commit = self._after_commit, []
             for action in actions:
                 action()
-
-    def _nested(self, lock: str | None, savepoint: bool) -> Iterator[None]:
-        self._depth += 1
-        name = f"nested_{self._depth}"
-        queued = len(self._after_commit)
-        try:
-            if savepoint:
-                self.execute(f"SAVEPOINT {name}")
-            try:
-                if lock and self.engine == POSTGRESQL:
-                    self.execute(f"LOCK TABLE {lock} IN SHARE ROW EXCLUSIVE MODE")
-                yield
-            except BaseException:
-                if savepoint:
-                    del self._after_commit[queued:]
-                    if not getattr(self.connection, "closed", False):
-                        self.execute(f"ROLLBACK TO SAVEPOINT {name}")
-                        self.execute(f"RELEASE SAVEPOINT {name}")
-                raise
-            if savepoint:
-                self.execute(f"RELEASE SAVEPOINT {name}")
-        finally:
-            self._depth -= 1
 
     def after_commit(self, action: Callable[[], None]) -> None:
         """Run `action` once the transaction under way commits (at once if none is): a file
@@ -360,8 +342,10 @@ class Database:
     def lock_key(self, key: str) -> None:
         """Inside a transaction: no other process holds `key` until it ends (SQLite's BEGIN
         IMMEDIATE already keeps out every other writer)."""
-        if self.engine == POSTGRESQL:
+        if self.engine == POSTGRESQL and key not in self._held:
             self.execute("SELECT pg_advisory_xact_lock(hashtext(?))", (key,))
+            if self._depth:  # held to the end of the transaction: not asked for again
+                self._held.add(key)
 
     def shred_free_pages(self) -> None:
         """Deleted rows must not linger in the files: SQLite writes its log back and empties

@@ -1,9 +1,10 @@
 """The collector: receives events and recordings from appliances and acknowledges them.
 
 It subscribes through an MQTT 5 shared subscription, so several collectors can share the
-load: each process with an MQTT client id of its own (`[collector] instance`), each message
-handled in one database transaction and acknowledged only once that has committed, so
-processes sharing one database and data directory store everything once (docs/scale.md).
+load: each process with an MQTT client id of its own (`[collector] instance`), what has
+arrived handled in one database transaction (a batch: one commit for many messages) and
+acknowledged only once that has committed, so processes sharing one database and data
+directory store everything once (docs/scale.md).
 
 For each event: its sealed fields opened with the collector's key, stored (once), and the
 device's events acknowledged up to the highest contiguous sequence number; a gap is reported
@@ -254,12 +255,13 @@ class Collector:
                 self.client.ack(message.mid, message.qos)
 
     def handle(self, messages: Sequence[mqtt.MQTTMessage]) -> None:
-        """Handle messages in one database transaction, each in a savepoint of its own (one
-        that fails is undone alone); the signed acks go once it has committed. Each is first
-        read and checked (JSON parsed, sealed fields opened) outside the transaction. Steps
-        run device by device, each device locked once (Database.lock_key) before its first:
-        two processes' batches take their locks in the same order, so neither waits for the
-        other in a circle (a deadlock)."""
+        """Handle messages in one database transaction; the signed acks go once it has
+        committed (if one message fails, each is done again in a transaction of its own).
+        Each is first read and checked (JSON parsed, sealed fields opened) outside the
+        transaction. Their writes run device by device, each device locked once
+        (Database.lock_key: one device's writes one process at a time) before its first: two
+        processes' batches take their locks in the same order, so neither waits for the other
+        in a circle (a deadlock)."""
         steps: list[tuple[tuple[str, int, str], int, str, Callable[[], None]]] = []
         for arrival, message in enumerate(messages):
             where = shown_topic(message.topic)
@@ -281,12 +283,21 @@ class Collector:
             return
         with self._lock:
             try:
-                with self.store.transaction():
-                    locked = ""
-                    for (device, _, _), _, where, step in steps:
-                        if device != locked:
-                            self.store.db.lock_key(f"device {device}")
-                            locked = device
+                try:
+                    with self.store.transaction():
+                        locked = ""
+                        for (device, _, _), _, _, step in steps:
+                            if device != locked:
+                                self.store.db.lock_key(f"device {device}")
+                                locked = device
+                            step()
+                except DatabaseUnavailable:
+                    raise
+                except Exception:
+                    # One of them failed (a refusal, a fault): the batch is undone, and each
+                    # is done again alone, in a transaction of its own, as if it came alone.
+                    self._acks.clear()
+                    for _, _, where, step in steps:
                         self._step(where, step)
             except DatabaseUnavailable as exc:
                 # Not committed, so not acknowledged: the appliances send it all again.
@@ -296,12 +307,14 @@ class Collector:
             except BaseException:
                 self._acks.clear()
                 raise
-            self._send_acks()
+            finally:
+                if self._acks:
+                    self._send_acks()
         if self._down_since is not None:
             self._database_back()
 
     def _step(self, where: str, step: Callable[[], None]) -> None:
-        """One message's writes, in a savepoint: undone alone (and said) if they fail."""
+        """One message's writes in a transaction of its own (said, and undone, if they fail)."""
         try:
             with self._writing():
                 step()
@@ -330,13 +343,13 @@ class Collector:
 
     @contextmanager
     def _writing(self) -> Iterator[None]:
-        """One message's writes: a savepoint of the batch's transaction (Database.transaction)
-        or a transaction of its own. Another collector process sharing the database waits, or
-        is waited for, but never writes in between. Acks queued inside go out only once it is
-        committed; if it is not, they never go, and the appliance sends again."""
+        """One message's writes in one transaction (Database.transaction): another collector
+        process sharing the database waits, or is waited for, but never writes in between.
+        Acks queued inside go out only once it is committed; if it is not, they never go, and
+        the appliance sends again."""
         queued = len(self._acks)
         try:
-            with self.store.db.transaction(savepoint=True):
+            with self.store.transaction():
                 yield
         except BaseException:
             del self._acks[queued:]
@@ -418,12 +431,12 @@ class Collector:
         return lambda: self._store_event(device, where, seq, opened)
 
     def _store_event(self, device: str, where: str, seq: int, opened: dict[str, Any]) -> None:
-        upto = self.store.contiguous_seq(device)
         window = self.settings.event_seq_window
-        if seq > upto + window:
+        upto = self.store.store_event(device, opened, self._clock(), window=window)
+        if upto is None:
             reason = (
                 f"event seq {shown(str(seq), 24)} is more than {window} beyond the last in "
-                f"order ({upto}) ([collector] event_seq_window)"
+                f"order ({self.store.contiguous_seq(device)}) ([collector] event_seq_window)"
             )
             self._problem(f"device {device}: {where}: {reason}: refused, not stored")
             self._ack(
@@ -431,12 +444,10 @@ class Collector:
                 {"kind": "rejected", "device": device, "seq": seq, "reason": reason},
             )
             return
-        self.store.add_event(device, opened, self._clock())
         if opened.get("event") == "recording_deleted" and opened.get("reason") in LEFT_OUT:
             self._left_out(device, opened)
             if isinstance(opened.get("id"), str):  # what was streamed of it goes too
                 self._drop_stream(device, opened["id"])
-        upto = self.store.contiguous_seq(device)
         if seq > upto:
             runs = self.store.gaps(device, limit=1)  # the first: found by index seeks alone
             log.warning(
@@ -526,8 +537,8 @@ class Collector:
 
     def _take_piece(self, piece: Piece, where: str, tell: bool) -> None:
         device, recording_id, digest = piece.device, piece.recording_id, piece.sha256
-        stored = self.store.stored(device, recording_id)
-        if stored is not None and stored[1] == digest:  # redelivered after we acked: ack again
+        stored, quarantined, streamed = self.store.arrival(device, recording_id, digest)
+        if stored == digest:  # redelivered after we acked: ack again
             self._ack(
                 device,
                 {"kind": "recording", "device": device, "id": recording_id, "sha256": digest},
@@ -535,12 +546,10 @@ class Collector:
             return
         if stored is not None:
             raise ApiError(f"{where}: {recording_id} is already stored with other content")
-        quarantined = self.store.quarantine_reason(device, recording_id, digest)
         if quarantined is not None:
             if tell:
                 self._reject(device, recording_id, digest, f"quarantined: {quarantined}")
             return
-        streamed = self.store.uploads.is_streaming(device, recording_id)
         try:
             part = self.store.uploads.add(piece, self._clock())
         except UploadRefused as exc:
