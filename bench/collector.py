@@ -29,7 +29,8 @@ it uses only the wire and the store's piece entry point, whichever that checkout
    here (initdb and pg_ctl in a temporary directory, durable: fsync and synchronous_commit
    on), or with `--database URL` the server that URL names (the bench creates a database
    there for each run and drops it). `--engines sqlite` or `--engines postgresql` runs one
-   only. `--only-scale` runs this part alone.
+   only; `--before OTHER/firmware` adds another checkout's collector, taking turns with this
+   one's (a before/after comparison in one run). `--only-scale` runs this part alone.
 """
 
 from __future__ import annotations
@@ -218,6 +219,12 @@ def main() -> None:
     parser.add_argument("--processes", default="1,2", help="collector processes to compare")
     parser.add_argument("--lines", default="100,200,300,400,600,800,1000")
     parser.add_argument("--engines", default="sqlite,postgresql", help="engines to compare")
+    parser.add_argument(
+        "--before",
+        metavar="FIRMWARE_DIR",
+        help="scale-out: also run another checkout's collector (its firmware/ directory), "
+        "taking turns with this one's",
+    )
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--drain", type=float, default=10.0)
     parser.add_argument("--events", type=int, default=4000)
@@ -265,6 +272,7 @@ def main() -> None:
             backlog=args.backlog,
             database=args.database,
             engines=args.engines.split(","),
+            before=args.before,
         )
 
 

@@ -36,7 +36,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from broker import Mosquitto
-from collectors import CollectorProcess
+from collectors import LINEREC, CollectorProcess
 from linerec.codec import RATE
 from linerec.collector.enroll import MAX_QUEUED_BYTES, MAX_QUEUED_MESSAGES
 from linerec.mqttapi import CHUNK, topic
@@ -184,7 +184,9 @@ class Costs:
 class Central:
     """A fresh mosquitto, data directory, database and `processes` collector processes."""
 
-    def __init__(self, root: Path, name: str, processes: int, engine: Engine) -> None:
+    def __init__(
+        self, root: Path, name: str, processes: int, engine: Engine, tree: str | None = None
+    ) -> None:
         work = root / name
         work.mkdir()
         self.data_dir = work / "central"
@@ -199,7 +201,10 @@ class Central:
             f'[collector]\nbroker = "{self.broker.url}"\nallow_plaintext = true\n'
             f'data_dir = "{self.data_dir}"\nkey = "{root / "keys" / "collector.key"}"\n{extra}'
         )
-        self.collectors = [CollectorProcess(config) for _ in range(processes)]
+        run = ["collector", "run", "--config", str(config)]
+        # another checkout's collector (its firmware/ first on the path), for before/after
+        command = [*(["env", f"PYTHONPATH={tree}"] if tree else []), *LINEREC, *run]
+        self.collectors = [CollectorProcess(config, command) for _ in range(processes)]
         for collector in self.collectors:
             collector.wait_for("collector subscribed", timeout=60)
         self.clients = []
@@ -329,6 +334,7 @@ class Setup:
 
     engine: Engine
     processes: int
+    tree: str | None = None  # another checkout's firmware/ (--before), or this one's
     sustained: int = 0
     failed: bool = False
     runs: list[str] = field(default_factory=list)
@@ -336,7 +342,9 @@ class Setup:
 
     @property
     def name(self) -> str:
-        return f"{self.engine.name}, {self.processes} process{'es' if self.processes > 1 else ''}"
+        which = "before, " if self.tree else ""
+        plural = "es" if self.processes > 1 else ""
+        return f"{which}{self.engine.name}, {self.processes} process{plural}"
 
 
 def scale_out(
@@ -350,6 +358,7 @@ def scale_out(
     backlog: int,
     database: str | None,
     engines: list[str],
+    before: str | None = None,
 ) -> None:
     print(
         f"scale-out ({', '.join(engines)} x {processes} collector processes; this machine: "
@@ -359,7 +368,13 @@ def scale_out(
     try:
         for name in engines:
             made[name] = Engine(name, root, database if name == "postgresql" else None)
-        setups = [Setup(made[name], count) for count in processes for name in engines]
+        trees = [None, before] if before else [None]
+        setups = [
+            Setup(made[name], count, tree)
+            for count in processes
+            for name in engines
+            for tree in trees
+        ]
         line_uploads = [recordings(root, f"line{n:04d}", 1, seconds)[0] for n in range(max(lines))]
         per_device = max(1, backlog // 10)
         backlog_uploads = [
@@ -381,10 +396,15 @@ def scale_out(
                 f"collectors' CPU per line per second (median of the runs) {per_line}"
             )
         for name in engines:
-            one = next((s for s in setups if s.engine.name == name and s.processes == 1), None)
-            two = next((s for s in setups if s.engine.name == name and s.processes == 2), None)
-            if one and two and one.sustained:
-                print(f"    {name}: 2 processes / 1 = {two.sustained / one.sustained:.2f}x lines")
+            for tree in trees:
+                same = [s for s in setups if s.engine.name == name and s.tree == tree]
+                one = next((s for s in same if s.processes == 1), None)
+                two = next((s for s in same if s.processes == 2), None)
+                if one and two and one.sustained:
+                    print(
+                        f"    {two.name.replace(', 2 processes', '')}: 2 processes / 1 = "
+                        f"{two.sustained / one.sustained:.2f}x lines"
+                    )
         print(f"  load average at the end: {_load()}")
     finally:
         for engine in made.values():
@@ -414,8 +434,8 @@ def _lines(
             if setup.failed:
                 continue
             central = Central(
-                root, f"lines-{setup.engine.name}-{setup.processes}-{count}", setup.processes,
-                setup.engine,
+                root, f"lines-{setup.engine.name}-{setup.processes}-{count}-{id(setup)}",
+                setup.processes, setup.engine, setup.tree,
             )  # fmt: skip
             try:
                 run = lines_run(central, uploads[:count], seconds, drain)
@@ -441,8 +461,8 @@ def _burst(
 ) -> tuple[float, float, float, Costs]:
     """(events/s, backlog recordings/s, collectors' CPU s per stored event, costs of the
     burst): a burst of events from 20 devices, then a backlog of one-minute recordings."""
-    central = Central(root, f"burst-{setup.engine.name}-{setup.processes}", setup.processes,
-                      setup.engine)  # fmt: skip
+    central = Central(root, f"burst-{setup.engine.name}-{setup.processes}-{id(setup)}",
+                      setup.processes, setup.engine, setup.tree)  # fmt: skip
     try:
         devices = 20
         before = central.costs()
