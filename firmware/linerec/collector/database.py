@@ -339,13 +339,23 @@ class Database:
         if self.engine == POSTGRESQL:
             self.execute("SELECT pg_advisory_xact_lock(7431)")  # any fixed number: ours
 
-    def lock_key(self, key: str) -> None:
+    def lock_key(self, key: str, *, wait: bool = True) -> bool:
         """Inside a transaction: no other process holds `key` until it ends (SQLite's BEGIN
-        IMMEDIATE already keeps out every other writer)."""
-        if self.engine == POSTGRESQL and key not in self._held:
+        IMMEDIATE already keeps out every other writer). Not `wait`: False at once, and
+        nothing held, if another process holds it now."""
+        if self.engine != POSTGRESQL or key in self._held:
+            return True
+        if wait:
             self.execute("SELECT pg_advisory_xact_lock(hashtext(?))", (key,))
-            if self._depth:  # held to the end of the transaction: not asked for again
-                self._held.add(key)
+        else:
+            (got,) = self.execute(
+                "SELECT pg_try_advisory_xact_lock(hashtext(?))", (key,)
+            ).fetchone()
+            if not got:
+                return False
+        if self._depth:  # held to the end of the transaction: not asked for again
+            self._held.add(key)
+        return True
 
     def shred_free_pages(self) -> None:
         """Deleted rows must not linger in the files: SQLite writes its log back and empties

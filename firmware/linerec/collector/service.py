@@ -78,6 +78,8 @@ BATCH = 200
 RECEIVE_MAXIMUM = 2 * BATCH  # messages the broker may send us ahead of our PUBACKs
 _SHA256 = re.compile(r"[0-9a-f]{64}\Z")
 _KIND_ORDER = {"event": 0, "upload": 1, "stream": 1, "status": 2, "health": 2}
+# A message's writes to run in a batch: (device, kind, recording id), arrival, topic, writes.
+_Step = tuple[tuple[str, int, str], int, str, Callable[[], None]]
 
 
 class NotARecording(ValueError):
@@ -255,14 +257,15 @@ class Collector:
                 self.client.ack(message.mid, message.qos)
 
     def handle(self, messages: Sequence[mqtt.MQTTMessage]) -> None:
-        """Handle messages in one database transaction; the signed acks go once it has
-        committed (if one message fails, each is done again in a transaction of its own).
-        Each is first read and checked (JSON parsed, sealed fields opened) outside the
-        transaction. Their writes run device by device, each device locked once
-        (Database.lock_key: one device's writes one process at a time) before its first: two
-        processes' batches take their locks in the same order, so neither waits for the other
+        """Handle messages in one database transaction (two, if another process was writing
+        some of the same devices); the signed acks go once it has committed (if one message
+        fails, each is done again in a transaction of its own). Each is first read and
+        checked (JSON parsed, sealed fields opened) outside the transaction. Their writes run
+        device by device, each device locked once (Database.lock_key: one device's writes one
+        process at a time) before its first: only where no other process holds it, then, for
+        the rest, waiting in the same order in every process, so no two wait for each other
         in a circle (a deadlock)."""
-        steps: list[tuple[tuple[str, int, str], int, str, Callable[[], None]]] = []
+        steps: list[_Step] = []
         for arrival, message in enumerate(messages):
             where = shown_topic(message.topic)
             try:
@@ -283,22 +286,13 @@ class Collector:
             return
         with self._lock:
             try:
-                try:
-                    with self.store.transaction():
-                        locked = ""
-                        for (device, _, _), _, _, step in steps:
-                            if device != locked:
-                                self.store.db.lock_key(f"device {device}")
-                                locked = device
-                            step()
-                except DatabaseUnavailable:
-                    raise
-                except Exception:
-                    # One of them failed (a refusal, a fault): the batch is undone, and each
-                    # is done again alone, in a transaction of its own, as if it came alone.
-                    self._acks.clear()
-                    for _, _, where, step in steps:
-                        self._step(where, step)
+                # First the devices no other process is writing now; then, in a transaction
+                # of their own, those it was (waiting for it to commit once, not batch after
+                # batch: two processes given the same devices would otherwise take turns).
+                pending, wait = steps, False
+                while pending:
+                    pending = self._commit(pending, wait)
+                    wait = True
             except DatabaseUnavailable as exc:
                 # Not committed, so not acknowledged: the appliances send it all again.
                 self._acks.clear()
@@ -307,11 +301,35 @@ class Collector:
             except BaseException:
                 self._acks.clear()
                 raise
-            finally:
-                if self._acks:
-                    self._send_acks()
         if self._down_since is not None:
             self._database_back()
+
+    def _commit(self, steps: list[_Step], wait: bool) -> list[_Step]:
+        """Run `steps` in one transaction, each device locked once before its first, and send
+        their acks once it has committed. Unless `wait`, a device another process holds is
+        left for later: its steps are returned. If one step fails, the transaction is undone
+        and each step is done again alone, in a transaction of its own, as if it came alone."""
+        later: list[_Step] = []
+        try:
+            with self.store.transaction():
+                held: dict[str, bool] = {}
+                for order, arrival, where, step in steps:
+                    device = order[0]
+                    if device not in held:
+                        held[device] = self.store.db.lock_key(f"device {device}", wait=wait)
+                    if held[device]:
+                        step()
+                    else:
+                        later.append((order, arrival, where, step))
+        except DatabaseUnavailable:
+            raise
+        except Exception:
+            self._acks.clear()
+            for _, _, where, step in steps:
+                self._step(where, step)
+            later = []
+        self._send_acks()
+        return later
 
     def _step(self, where: str, step: Callable[[], None]) -> None:
         """One message's writes in a transaction of its own (said, and undone, if they fail)."""

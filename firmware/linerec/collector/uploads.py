@@ -144,18 +144,18 @@ class Uploads:
         start, end = piece.offset, piece.offset + len(piece.data)
         absorbed: list[tuple[int, int]] = []
         if end > start:
-            before = self.db.execute(
-                'SELECT start, "end" FROM upload_ranges WHERE device = ? AND id = ? AND start < ? '
-                "ORDER BY start DESC LIMIT 1",
-                (device, recording_id, start),
-            ).fetchone()
-            if before is not None and before[1] >= start:
-                start = int(before[0])
-            absorbed = self.db.execute(
-                'SELECT start, "end" FROM upload_ranges WHERE device = ? AND id = ? '
+            # In one round trip: the range just before the piece, and those starting within it.
+            near = self.db.execute(
+                'SELECT start, "end" FROM (SELECT start, "end" FROM upload_ranges WHERE '
+                "device = ? AND id = ? AND start < ? ORDER BY start DESC LIMIT 1) AS before "
+                'UNION ALL SELECT start, "end" FROM upload_ranges WHERE device = ? AND id = ? '
                 "AND start >= ? AND start <= ?",
-                (device, recording_id, start, end),
+                (device, recording_id, start, device, recording_id, start, end),
             ).fetchall()
+            before = next(((a, b) for a, b in near if a < start), None)
+            if before is not None and before[1] >= start:  # it reaches the piece: one with it
+                start = int(before[0])
+            absorbed = [(a, b) for a, b in near if a >= start]
             end = max([end, *(int(b) for _, b in absorbed)])
             count += 1 - len(absorbed)
             if count - 1 > limits.max_holes:
