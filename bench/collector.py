@@ -17,16 +17,22 @@ a database named by --database, once filled, is used again rather than filled ag
 Run against another checkout (PYTHONPATH=<checkout>/firmware) for a before/after comparison;
 it uses only the wire and the store's piece entry point, whichever that checkout has.
 
-3. Scale-out (issue 14), side by side for 1 and 2 collector processes (`linerec collector run`,
-   one shared database and data directory, one MQTT 5 shared subscription) on one mosquitto:
+3. Scale-out (issue 14), side by side in one run: SQLite against PostgreSQL and 1 against 2
+   collector processes (`linerec collector run`, one shared database and data directory, one
+   MQTT 5 shared subscription) on one mosquitto, a fresh database for every measured run:
    lines sustained (each line uploads a real sealed recording at 64 kbit/s, a piece a second,
    and sends an event a second, for --seconds; sustained if every event and every recording
    is stored within --drain seconds after the last; the line counts of --lines are tried in
-   turn until one is not), events/s (a burst of --events events from 20 devices), recordings/s
-   of a backlog (--backlog one-minute recordings from 10 devices, published at once), and the
-   collectors' CPU time per stored event in the burst. `--database URL` puts that in the
-   collectors' configuration (`[collector] database`; a PostgreSQL URL once the collector
-   takes one). `--only-scale` runs this part alone.
+   turn, each by every configuration not yet past its limit, until one is not), events/s (a
+   burst of --events events from 20 devices), recordings/s of a backlog (--backlog one-minute
+   recordings from 10 devices, published at once), the collectors' CPU time per stored event
+   in the burst and per line, and beside each figure the CPU of the database server, of
+   mosquitto and of the load generator, and the load average. PostgreSQL is a server started
+   here (initdb and pg_ctl in a temporary directory, durable: fsync and synchronous_commit
+   on), or with `--database URL` the server that URL names (the bench creates a database
+   there for each run and drops it). `--engines sqlite` or `--engines postgresql` runs one
+   only; `--before OTHER/firmware` adds another checkout's collector, taking turns with this
+   one's (a before/after comparison in one run). `--only-scale` runs this part alone.
 """
 
 from __future__ import annotations
@@ -213,7 +219,14 @@ def main() -> None:
     parser.add_argument("--holes", default="1000,10000,30000")
     parser.add_argument("--only-scale", action="store_true", help="part 3 alone")
     parser.add_argument("--processes", default="1,2", help="collector processes to compare")
-    parser.add_argument("--lines", default="50,100,200,300,400,600")
+    parser.add_argument("--lines", default="100,200,300,400,600,800,1000")
+    parser.add_argument("--engines", default="sqlite,postgresql", help="engines to compare")
+    parser.add_argument(
+        "--before",
+        metavar="FIRMWARE_DIR",
+        help="scale-out: also run another checkout's collector (its firmware/ directory), "
+        "taking turns with this one's",
+    )
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--drain", type=float, default=10.0)
     parser.add_argument("--events", type=int, default=4000)
@@ -221,7 +234,8 @@ def main() -> None:
     parser.add_argument(
         "--database",
         metavar="URL",
-        help="[collector] database (default: SQLite in data_dir); for --search, an empty "
+        help="a PostgreSQL server's URL: for the scale-out, where its databases are made (the "
+        "user may CREATE DATABASE; default: a server started here); for --search, an empty "
         "PostgreSQL database (default: one started here)",
     )
     parser.add_argument("--search", type=int, metavar="N", help="search over N recordings only")
@@ -270,6 +284,8 @@ def main() -> None:
             events=args.events,
             backlog=args.backlog,
             database=args.database,
+            engines=args.engines.split(","),
+            before=args.before,
         )
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+import databases
 from linerec.collector.store import CollectorStore
 from linerec.config import load_config
 from linerec.daemon.storage import open_store, open_uplink
@@ -146,7 +147,7 @@ def expected(appliances: list[Appliance]) -> Expected:
 def check_stored_once(data_dir: Path, want: Expected) -> None:
     """Every event and recording is stored exactly once, readable, in an unbroken chain, and
     nothing is left over (no upload under way, no stray file)."""
-    store = CollectorStore(data_dir, data_dir / "collector.db")
+    store = CollectorStore(data_dir, databases.selected.location(data_dir / "collector.db"))
     try:
         for device, count in want.events.items():
             rows = store.db.execute(

@@ -1,7 +1,8 @@
 """Issue 14: several `linerec collector run` processes on one broker and one data directory.
 
 Real parts throughout: mosquitto, two collector processes (`linerec collector run`) sharing
-one SQLite database (WAL) and one `data_dir`, and appliances running the real ring, outbox and
+one database (a SQLite file in WAL mode, or PostgreSQL: each test runs on both) and one
+`data_dir`, and appliances running the real ring, outbox and
 uplink. Each process has its own MQTT client id ([collector] instance) and joins the one shared
 subscription; every write is one transaction, so whichever process gets whichever message,
 everything is stored once and the event marks and chains come out the same.
@@ -9,13 +10,13 @@ everything is stored once and the event marks and chains come out the same.
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+import databases
 from broker import Mosquitto
 from collectors import (
     Appliance,
@@ -25,12 +26,15 @@ from collectors import (
     wait_until_delivered,
 )
 from linerec.collector.config import default_instance, load_collector_config
+from linerec.collector.database import connect
 from linerec.errors import ConfigError
 from linerec.store.keys import keygen
 
 DEVICES = 4
 RECORDINGS = 3  # a device's backlog: recordings of 6 s (two upload pieces each) ...
 EVENTS = 120  # ... and events, each with a sealed field
+
+pytestmark = pytest.mark.usefixtures("engine")  # each test on SQLite and on PostgreSQL
 
 
 @pytest.fixture
@@ -47,7 +51,7 @@ def site(tmp_path: Path, broker: Mosquitto) -> tuple[Path, list[Appliance]]:
     config = tmp_path / "collector.toml"
     config.write_text(
         f'[collector]\nbroker = "{broker.url}"\nallow_plaintext = true\ndata_dir = "central"\n'
-        'key = "keys/collector.key"\n'
+        'key = "keys/collector.key"\n' + databases.selected.config_line(tmp_path / "central")
     )
     appliances = []
     for index in range(1, DEVICES + 1):
@@ -62,12 +66,18 @@ def site(tmp_path: Path, broker: Mosquitto) -> tuple[Path, list[Appliance]]:
     return config, appliances
 
 
-def stored_events(data_dir: Path) -> int:
-    try:
-        with sqlite3.connect(f"file:{data_dir / 'collector.db'}?mode=ro", uri=True) as db:
-            return int(db.execute("SELECT count(*) FROM events").fetchone()[0])
-    except sqlite3.OperationalError:  # not made yet
+def count(data_dir: Path, table: str) -> int:
+    """Rows in a table of the collectors' database (0 while it is not made yet)."""
+    location = databases.selected.location(data_dir / "collector.db")
+    if isinstance(location, Path) and not location.exists():
         return 0
+    db = connect(location)
+    try:
+        if table not in db.tables():
+            return 0
+        return int(db.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+    finally:
+        db.close()
 
 
 def test_two_processes_share_a_backlog_and_a_killed_one_loses_nothing(
@@ -88,7 +98,7 @@ def test_two_processes_share_a_backlog_and_a_killed_one_loses_nothing(
         for appliance in appliances:
             appliance.uplink.start()
         deadline = time.monotonic() + 60
-        while (done := stored_events(tmp_path / "central")) < total // 5:
+        while (done := count(tmp_path / "central", "events")) < total // 5:
             assert time.monotonic() < deadline, f"only {done} of {total} events stored"
             time.sleep(0.02)
         first.kill()  # SIGKILL in the middle of the backlog
@@ -150,7 +160,8 @@ def test_two_writers_at_once_keep_marks_chains_and_uploads_right(tmp_path: Path)
     from linerec.collector.store import CollectorStore
     from linerec.collector.uploads import Piece
 
-    data_dir, database = tmp_path / "central", tmp_path / "central" / "collector.db"
+    data_dir = tmp_path / "central"
+    database = databases.selected.location(data_dir / "collector.db")
     stores = [CollectorStore(data_dir, database) for _ in range(2)]
     count, piece = 600, 512
     blob = bytes(range(256)) * (count * piece // 256)
@@ -227,9 +238,8 @@ def test_a_crash_between_the_file_sync_and_the_commit_stores_the_recording_once(
         crashing.kill()
     vault = central / "recordings" / "box1" / f"{recording_id}.lrec.vault"
     assert vault.exists()  # synced before the crash ...
-    with sqlite3.connect(central / "collector.db") as db:  # ... and not committed
-        assert db.execute("SELECT count(*) FROM recordings").fetchone() == (0,)
-        assert db.execute("SELECT count(*) FROM vault_keys").fetchone() == (0,)
+    assert count(central, "recordings") == 0  # ... and not committed
+    assert count(central, "vault_keys") == 0
     assert box.uplink.waiting()[1] == [recording_id]  # not acknowledged: still on the card
     collector = CollectorProcess(config)
     try:

@@ -1304,7 +1304,7 @@ def test_a_listener_hears_to_the_end_while_the_sealed_whole_is_still_arriving(
 
     for offset in range(0, streamed, 4096):  # the stream, as the collector got it
         piece = writer.path.read_bytes()[offset : offset + 4096]
-        collector._stream("box1", writer.id, "stream", message("stream", piece, offset=offset))
+        collector.handle([message("stream", piece, offset=offset)])
     writer.seal(ended_by="hang-up")
     whole = writer.path.read_bytes()
     digest = hashlib.sha256(whole).hexdigest()
@@ -1314,11 +1314,8 @@ def test_a_listener_hears_to_the_end_while_the_sealed_whole_is_still_arriving(
     def arrives(seconds: float) -> None:  # each time the listener waits, a piece comes
         if upload:
             start, end = upload.pop(0)
-            collector._piece(
-                "box1",
-                writer.id,
-                "upload",
-                message("upload", whole[start:end], offset=start, size=len(whole), sha256=digest),
+            collector.handle(
+                [message("upload", whole[start:end], offset=start, size=len(whole), sha256=digest)]
             )
 
     import io

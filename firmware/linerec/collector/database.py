@@ -156,6 +156,7 @@ class Database:
         self._lock = threading.RLock()
         self._depth = 0
         self._after_commit: list[Callable[[], None]] = []
+        self._held: set[str] = set()  # lock_key's keys held by the transaction under way
 
     # -- running statements -----------------------------------------------------------------
 
@@ -235,11 +236,13 @@ class Database:
             except BaseException:
                 self._depth = 0
                 self._after_commit.clear()
+                self._held.clear()
                 if not getattr(self.connection, "closed", False):  # a broken one rolled back
                     with self._unavailable():
                         self.connection.execute("ROLLBACK")
                 raise
             self._depth = 0
+            self._held.clear()
             try:
                 with self._unavailable():  # a COMMIT that fails is not acknowledged: sent again
                     self.connection.execute("COMMIT")
@@ -322,11 +325,23 @@ class Database:
         if self.engine == POSTGRESQL:
             self.execute("SELECT pg_advisory_xact_lock(7431)")  # any fixed number: ours
 
-    def lock_key(self, key: str) -> None:
+    def lock_key(self, key: str, *, wait: bool = True) -> bool:
         """Inside a transaction: no other process holds `key` until it ends (SQLite's BEGIN
-        IMMEDIATE already keeps out every other writer)."""
-        if self.engine == POSTGRESQL:
+        IMMEDIATE already keeps out every other writer). Not `wait`: False at once, and
+        nothing held, if another process holds it now."""
+        if self.engine != POSTGRESQL or key in self._held:
+            return True
+        if wait:
             self.execute("SELECT pg_advisory_xact_lock(hashtext(?))", (key,))
+        else:
+            (got,) = self.execute(
+                "SELECT pg_try_advisory_xact_lock(hashtext(?))", (key,)
+            ).fetchone()
+            if not got:
+                return False
+        if self._depth:  # held to the end of the transaction: not asked for again
+            self._held.add(key)
+        return True
 
     def shred_free_pages(self) -> None:
         """Deleted rows must not linger in the files: SQLite writes its log back and empties

@@ -1,9 +1,10 @@
 """The collector: receives events and recordings from appliances and acknowledges them.
 
 It subscribes through an MQTT 5 shared subscription, so several collectors can share the
-load: each process with an MQTT client id of its own (`[collector] instance`), each message
-handled in one database transaction and acknowledged only once that has committed, so
-processes sharing one database and data directory store everything once (docs/scale.md).
+load: each process with an MQTT client id of its own (`[collector] instance`), what has
+arrived handled in one database transaction (a batch: one commit for many messages) and
+acknowledged only once that has committed, so processes sharing one database and data
+directory store everything once (docs/scale.md).
 
 For each event: its sealed fields opened with the collector's key, stored (once), and the
 device's events acknowledged up to the highest contiguous sequence number; a gap is reported
@@ -30,10 +31,11 @@ from __future__ import annotations
 import json
 import logging
 import mmap
+import queue
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -70,7 +72,14 @@ HOUSEKEEPING_EVERY = 60.0  # seconds between sweeps of unfinished uploads
 PROGRESS_EVERY = 8  # pieces between progress acks on a long upload
 LEFT_OUT = ("opted-out", "discarded")  # recording_deleted reasons: a number left out on purpose
 MAX_EVENT_BYTES = 64 * 1024  # an event is a small JSON object; anything larger is refused
+# Messages handled in one database transaction at most: what is waiting when the writer is
+# free, so a quiet collector answers each at once and a busy one pays one commit for many.
+BATCH = 200
+RECEIVE_MAXIMUM = 2 * BATCH  # messages the broker may send us ahead of our PUBACKs
 _SHA256 = re.compile(r"[0-9a-f]{64}\Z")
+_KIND_ORDER = {"event": 0, "upload": 1, "stream": 1, "status": 2, "health": 2}
+# A message's writes to run in a batch: (device, kind, recording id), arrival, topic, writes.
+_Step = tuple[tuple[str, int, str], int, str, Callable[[], None]]
 
 
 class NotARecording(ValueError):
@@ -98,6 +107,11 @@ class Collector:
         self.on_status: Callable[[str], None] = lambda text: None  # systemd's STATUS=, say
         self._discarded = StreamDiscards(self.store.db)  # so a late piece does not revive one
         self._acks: list[tuple[str, dict[str, Any]]] = []  # to send once committed
+        # paho's network thread only queues what arrives; the writer thread handles it
+        # (None: stop). Each message is PUBACKed once handled, so the broker holds at most
+        # RECEIVE_MAXIMUM of ours in flight and the queue stays that short.
+        self._inbox: queue.Queue[mqtt.MQTTMessage | None] = queue.Queue()
+        self._writer: threading.Thread | None = None
         self.client = make_client(
             client_id or settings.client_id,
             settings.broker,
@@ -106,6 +120,7 @@ class Collector:
             key=settings.client_key,
         )
         self.client.reconnect_delay_set(min_delay=1, max_delay=30)
+        self.client.manual_ack_set(True)  # PUBACK once handled (and committed), not on arrival
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
         self.client.on_subscribe = self._on_subscribe
@@ -121,12 +136,19 @@ class Collector:
         # (docs/scale.md, "Sessions").
         session = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         session.SessionExpiryInterval = 0
+        session.ReceiveMaximum = RECEIVE_MAXIMUM
+        self._writer = threading.Thread(target=self._write, name="collector-writer", daemon=True)
+        self._writer.start()
         self.client.connect_async(
             broker.host, broker.port, keepalive=30, clean_start=True, properties=session
         )
         self.client.loop_start()
 
     def stop(self) -> None:
+        if self._writer is not None:  # what has arrived is handled (and PUBACKed) first
+            self._inbox.put(None)
+            self._writer.join()
+            self._writer = None
         self.client.disconnect()
         self.client.loop_stop()
 
@@ -206,40 +228,143 @@ class Collector:
         self.ready.set()  # subscribed: from now on nothing published is missed
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        where = shown_topic(message.topic)
-        with self._lock:
+        self._inbox.put(message)  # handled on the writer thread, in batches
+
+    def _write(self) -> None:
+        """The writer thread: whatever has arrived (up to BATCH) in one transaction, then
+        each message PUBACKed. A message whose handling failed is PUBACKed all the same: what
+        it said was not acknowledged (no signed ack), so its appliance sends it again."""
+        stopping = False
+        while not stopping:
+            first = self._inbox.get()
+            if first is None:
+                return
+            batch = [first]
+            while len(batch) < BATCH:
+                try:
+                    more = self._inbox.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    stopping = True
+                    break
+                batch.append(more)
+            try:
+                self.handle(batch)
+            except Exception:  # the writer must go on: nothing of this batch was acknowledged
+                log.exception("while handling %d messages", len(batch))
+            for message in batch:
+                self.client.ack(message.mid, message.qos)
+
+    def handle(self, messages: Sequence[mqtt.MQTTMessage]) -> None:
+        """Handle messages in one database transaction (two, if another process was writing
+        some of the same devices); the signed acks go once it has committed (if one message
+        fails, each is done again in a transaction of its own). Each is first read and
+        checked (JSON parsed, sealed fields opened) outside the transaction. Their writes run
+        device by device, each device locked once (Database.lock_key: one device's writes one
+        process at a time) before its first: only where no other process holds it, then, for
+        the rest, waiting in the same order in every process, so no two wait for each other
+        in a circle (a deadlock)."""
+        steps: list[_Step] = []
+        for arrival, message in enumerate(messages):
+            where = shown_topic(message.topic)
             try:
                 device, rest = parse_topic(message.topic)
-                if rest == ["event"]:
-                    self._event(device, where, bytes(message.payload))
-                elif len(rest) == 2 and rest[0] == "upload":
-                    self._piece(device, rest[1], where, message)
-                elif len(rest) == 2 and rest[0] == "stream":
-                    self._stream(device, rest[1], where, message)
-                elif rest in (["status"], ["health"]):
-                    self._fleet(device, rest[0], where, bytes(message.payload))
-                else:
-                    raise ApiError(f"{where}: not a topic the collector reads")
-            except DatabaseUnavailable as exc:
-                # Not committed, so not acknowledged: the appliance keeps it and sends it again.
-                self._database_down(exc)
-                return
+                step = self._prepare(device, rest, where, message)
             except ApiError as exc:
                 self._problem(str(exc))
-            except Exception as exc:  # one bad message must not stop the collector
-                log.exception("while handling a message on %s", where)
+                continue
+            except Exception as exc:  # one bad message must not stop the others
+                log.exception("while reading a message on %s", where)
                 self._problem(f"{where}: {exc}")
-            finally:
-                self._send_acks()
-            if self._down_since is not None:
-                self._database_back()
+                continue
+            # a device's events first, then each recording's pieces, each in order of arrival
+            order = (device, _KIND_ORDER.get(rest[0], 3), rest[-1] if len(rest) == 2 else "")
+            steps.append((order, arrival, where, step))
+        steps.sort(key=lambda s: (s[0], s[1]))
+        if not steps:
+            return
+        with self._lock:
+            try:
+                # First the devices no other process is writing now; then, in a transaction
+                # of their own, those it was (waiting for it to commit once, not batch after
+                # batch: two processes given the same devices would otherwise take turns).
+                pending, wait = steps, False
+                while pending:
+                    pending = self._commit(pending, wait)
+                    wait = True
+            except DatabaseUnavailable as exc:
+                # Not committed, so not acknowledged: the appliances send it all again.
+                self._acks.clear()
+                self._database_down(exc, len(steps))
+                return
+            except BaseException:
+                self._acks.clear()
+                raise
+        if self._down_since is not None:
+            self._database_back()
+
+    def _commit(self, steps: list[_Step], wait: bool) -> list[_Step]:
+        """Run `steps` in one transaction, each device locked once before its first, and send
+        their acks once it has committed. Unless `wait`, a device another process holds is
+        left for later: its steps are returned. If one step fails, the transaction is undone
+        and each step is done again alone, in a transaction of its own, as if it came alone."""
+        later: list[_Step] = []
+        try:
+            with self.store.transaction():
+                held: dict[str, bool] = {}
+                for order, arrival, where, step in steps:
+                    device = order[0]
+                    if device not in held:
+                        held[device] = self.store.db.lock_key(f"device {device}", wait=wait)
+                    if held[device]:
+                        step()
+                    else:
+                        later.append((order, arrival, where, step))
+        except DatabaseUnavailable:
+            raise
+        except Exception:
+            self._acks.clear()
+            for _, _, where, step in steps:
+                self._step(where, step)
+            later = []
+        self._send_acks()
+        return later
+
+    def _step(self, where: str, step: Callable[[], None]) -> None:
+        """One message's writes in a transaction of its own (said, and undone, if they fail)."""
+        try:
+            with self._writing():
+                step()
+        except DatabaseUnavailable:
+            raise
+        except ApiError as exc:
+            self._problem(str(exc))
+        except Exception as exc:  # one bad message must not stop the collector
+            log.exception("while handling a message on %s", where)
+            self._problem(f"{where}: {exc}")
+
+    def _prepare(
+        self, device: str, rest: list[str], where: str, message: mqtt.MQTTMessage
+    ) -> Callable[[], None]:
+        """A message read and checked (ApiError if it is not acceptable): its writes, to run
+        inside the batch's transaction."""
+        if rest == ["event"]:
+            return self._event(device, where, bytes(message.payload))
+        if len(rest) == 2 and rest[0] == "upload":
+            return self._piece(device, rest[1], where, message)
+        if len(rest) == 2 and rest[0] == "stream":
+            return self._stream(device, rest[1], where, message)
+        if rest in (["status"], ["health"]):
+            return self._fleet(device, rest[0], where, bytes(message.payload))
+        raise ApiError(f"{where}: not a topic the collector reads")
 
     @contextmanager
     def _writing(self) -> Iterator[None]:
-        """One database transaction for what a message changes (Database.transaction): another
-        collector process sharing the database waits, or is waited for, but never writes in
-        between. Acks queued inside go out only once it is committed; if it is not, they
-        never go, and the appliance sends again."""
+        """One message's writes in one transaction (Database.transaction): another collector
+        process sharing the database waits, or is waited for, but never writes in between.
+        Acks queued inside go out only once it is committed; if it is not, they never go, and
+        the appliance sends again."""
         queued = len(self._acks)
         try:
             with self.store.transaction():
@@ -266,10 +391,10 @@ class Collector:
             "not_acknowledged": self._turned_away,
         }
 
-    def _database_down(self, exc: DatabaseUnavailable) -> None:
+    def _database_down(self, exc: DatabaseUnavailable, messages: int = 1) -> None:
         """Said once an outage (one line, no traceback); each message after it is turned away
         unacknowledged, silently."""
-        self._turned_away += 1
+        self._turned_away += messages
         if self._down_since is not None:
             return
         self._down_since = self._clock()
@@ -298,17 +423,16 @@ class Collector:
         self._down_since, self._down_reason, self._turned_away = None, "", 0
         self.on_status("receiving")
 
-    def _fleet(self, device: str, kind: str, where: str, payload: bytes) -> None:
+    def _fleet(self, device: str, kind: str, where: str, payload: bytes) -> Callable[[], None]:
         """Keep a device's latest status or health for the console's fleet page."""
         from linerec.collector.fleet import parse_health, parse_status
 
         body = (parse_status if kind == "status" else parse_health)(where, payload)
-        with self._writing():
-            self.store.keep_status(device, kind, body, self._clock())
+        return lambda: self.store.keep_status(device, kind, body, self._clock())
 
     # -- events ------------------------------------------------------------------------------
 
-    def _event(self, device: str, where: str, payload: bytes) -> None:
+    def _event(self, device: str, where: str, payload: bytes) -> Callable[[], None]:
         if len(payload) > MAX_EVENT_BYTES:
             raise ApiError(
                 f"{where}: an event of {len(payload)} bytes is over the limit of "
@@ -322,16 +446,15 @@ class Collector:
         if type(seq) is not int or seq < 1:  # not bool: True is an int to Python
             raise ApiError(f"{where}: an event needs a positive integer seq")
         opened = self._open_event(where, body)  # outside the transaction: others may write
-        with self._writing():
-            self._store_event(device, where, seq, opened)
+        return lambda: self._store_event(device, where, seq, opened)
 
     def _store_event(self, device: str, where: str, seq: int, opened: dict[str, Any]) -> None:
-        upto = self.store.contiguous_seq(device)
         window = self.settings.event_seq_window
-        if seq > upto + window:
+        upto = self.store.store_event(device, opened, self._clock(), window=window)
+        if upto is None:
             reason = (
                 f"event seq {shown(str(seq), 24)} is more than {window} beyond the last in "
-                f"order ({upto}) ([collector] event_seq_window)"
+                f"order ({self.store.contiguous_seq(device)}) ([collector] event_seq_window)"
             )
             self._problem(f"device {device}: {where}: {reason}: refused, not stored")
             self._ack(
@@ -339,12 +462,10 @@ class Collector:
                 {"kind": "rejected", "device": device, "seq": seq, "reason": reason},
             )
             return
-        self.store.add_event(device, opened, self._clock())
         if opened.get("event") == "recording_deleted" and opened.get("reason") in LEFT_OUT:
             self._left_out(device, opened)
             if isinstance(opened.get("id"), str):  # what was streamed of it goes too
                 self._drop_stream(device, opened["id"])
-        upto = self.store.contiguous_seq(device)
         if seq > upto:
             runs = self.store.gaps(device, limit=1)  # the first: found by index seeks alone
             log.warning(
@@ -398,7 +519,9 @@ class Collector:
 
     # -- recordings --------------------------------------------------------------------------
 
-    def _piece(self, device: str, recording_id: str, where: str, message: mqtt.MQTTMessage) -> None:
+    def _piece(
+        self, device: str, recording_id: str, where: str, message: mqtt.MQTTMessage
+    ) -> Callable[[], None]:
         props = dict(getattr(message.properties, "UserProperty", []) or [])
         try:
             offset, size, digest = int(props["offset"]), int(props["size"]), str(props["sha256"])
@@ -428,13 +551,12 @@ class Collector:
             sha256=digest,
             data=payload,
         )
-        with self._writing():  # one step, whichever collector process has the piece
-            self._take_piece(piece, where, tell)
+        return lambda: self._take_piece(piece, where, tell)  # whichever process has it
 
     def _take_piece(self, piece: Piece, where: str, tell: bool) -> None:
         device, recording_id, digest = piece.device, piece.recording_id, piece.sha256
-        stored = self.store.stored(device, recording_id)
-        if stored is not None and stored[1] == digest:  # redelivered after we acked: ack again
+        stored, quarantined, streamed = self.store.arrival(device, recording_id, digest)
+        if stored == digest:  # redelivered after we acked: ack again
             self._ack(
                 device,
                 {"kind": "recording", "device": device, "id": recording_id, "sha256": digest},
@@ -442,12 +564,10 @@ class Collector:
             return
         if stored is not None:
             raise ApiError(f"{where}: {recording_id} is already stored with other content")
-        quarantined = self.store.quarantine_reason(device, recording_id, digest)
         if quarantined is not None:
             if tell:
                 self._reject(device, recording_id, digest, f"quarantined: {quarantined}")
             return
-        streamed = self.store.uploads.is_streaming(device, recording_id)
         try:
             part = self.store.uploads.add(piece, self._clock())
         except UploadRefused as exc:
@@ -475,18 +595,14 @@ class Collector:
 
     def _stream(
         self, device: str, recording_id: str, where: str, message: mqtt.MQTTMessage
-    ) -> None:
+    ) -> Callable[[], None]:
         """A piece of a recording still open, or word that it was discarded (opted out)."""
         props = dict(getattr(message.properties, "UserProperty", []) or [])
         problem = recording_id_problem(device, recording_id)
         if problem:
             raise ApiError(f"{where}: {problem}: not stored")
         if "discard" in props:
-            with self._writing():
-                self._drop_stream(device, recording_id)
-            log.info("device %s: %s discarded while open (opted out)", device, recording_id)
-            self._ack(device, {"kind": "discarded", "device": device, "id": recording_id})
-            return
+            return lambda: self._discard_stream(device, recording_id)
         try:
             offset = int(props["offset"])
         except (KeyError, ValueError) as exc:
@@ -498,8 +614,7 @@ class Collector:
             )
         if offset < 0:
             raise ApiError(f"{where}: piece at byte {offset}: not stored")
-        with self._writing():
-            self._take_stream_piece(device, recording_id, where, offset, payload)
+        return lambda: self._take_stream_piece(device, recording_id, where, offset, payload)
 
     def _take_stream_piece(
         self, device: str, recording_id: str, where: str, offset: int, payload: bytes
@@ -532,6 +647,11 @@ class Collector:
                 "received": self.store.uploads.received(device, recording_id),
             },
         )
+
+    def _discard_stream(self, device: str, recording_id: str) -> None:
+        self._drop_stream(device, recording_id)
+        log.info("device %s: %s discarded while open (opted out)", device, recording_id)
+        self._ack(device, {"kind": "discarded", "device": device, "id": recording_id})
 
     def _drop_stream(self, device: str, recording_id: str) -> None:
         self._discarded.add(device, recording_id, self._clock())

@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 from linerec.collector.audit import entry_hash
 from linerec.collector.database import connect, upsert
 from linerec.collector.schema import prepare
-from linerec.collector.uploads import UploadLimits, Uploads
+from linerec.collector.uploads import STREAMING, UploadLimits, Uploads
 from linerec.collector.vault import SUFFIX as VAULT_SUFFIX
 from linerec.collector.vault import VaultFile, read_vault, write_vault
 from linerec.ids import device_of
@@ -97,38 +97,67 @@ class CollectorStore:
 
     def add_event(self, device: str, body: dict[str, Any], received_at: float) -> bool:
         """Store an event once (False if it was here already); moves the device's mark."""
+        stored = self._event_step(device, body, received_at, None)
+        assert stored is not None  # no window: never refused
+        return stored[0]
+
+    def store_event(
+        self, device: str, body: dict[str, Any], received_at: float, *, window: int
+    ) -> int | None:
+        """Store an event once and move the device's mark: the mark after (the highest n such
+        that events 1..n are here). None, and nothing stored, if its seq is more than
+        `window` beyond the mark."""
+        stored = self._event_step(device, body, received_at, window)
+        return None if stored is None else stored[1]
+
+    def _event_step(
+        self, device: str, body: dict[str, Any], received_at: float, window: int | None
+    ) -> tuple[bool, int] | None:
         with self.transaction():  # the mark is read and moved as one step
             # One device's events one writer at a time: on PostgreSQL two transactions do not
             # see each other's rows, and neighbours stored at once would leave a false gap.
-            self.db.lock_key(f"events {device}")
-            return self._add_event(device, body, received_at)
+            self.db.lock_key(f"device {device}")
+            return self._add_event(device, body, received_at, window)
 
-    def _add_event(self, device: str, body: dict[str, Any], received_at: float) -> bool:
+    def _add_event(
+        self, device: str, body: dict[str, Any], received_at: float, window: int | None
+    ) -> tuple[bool, int] | None:
+        """(stored now, not before; the mark after), or None if refused (see store_event)."""
         seq = int(body["seq"])
+        # The device's mark and whether it has deletions, in one round trip (a server's
+        # round trips, not its work, are most of what an event costs).
+        upto, has_deletions = self.db.execute(
+            "SELECT (SELECT upto FROM event_marks WHERE device = ?), "
+            "EXISTS (SELECT 1 FROM deletions WHERE device = ?)",
+            (device, device),
+        ).fetchone()
+        upto = self.contiguous_seq(device) if upto is None else int(upto)
+        if window is not None and seq > upto + window:
+            return None
         added = self.db.execute(
             "INSERT INTO events (device, seq, body, received_at) VALUES (?, ?, ?, ?) "
             "ON CONFLICT DO NOTHING",
             (device, seq, json.dumps(body, sort_keys=True), received_at),
         ).rowcount
-        upto = self.contiguous_seq(device)
-        if seq > upto:  # `added` or not: a write cut off before the mark moved is sent again
-            # Each step is one index lookup; each event is stepped over once in all. Walking
-            # whenever an event lands above the mark (not only just above it) lets the last of
-            # two processes storing neighbours at once see both and move the mark past them.
-            start = upto
-            while self.db.execute(
-                "SELECT 1 FROM events WHERE device = ? AND seq = ?", (device, upto + 1)
-            ).fetchone():
-                upto += 1
-            if upto > start:
-                self._mark(device, upto)
+        if seq > upto:  # stored now or before: a write cut off before the mark moved comes again
+            # The end of the run of events from the mark up, if the one after the mark is
+            # here: each event is stepped over once in all. Looking whenever an event lands
+            # above the mark (not only just above it) lets the last of two processes storing
+            # neighbours at once see both and move the mark past them.
+            (end,) = self.db.execute(
+                "SELECT CASE WHEN EXISTS (SELECT 1 FROM events WHERE device = ? AND seq = ?) "
+                "THEN (SELECT MIN(seq) FROM events AS e WHERE device = ? AND seq > ? AND NOT "
+                "EXISTS (SELECT 1 FROM events WHERE device = e.device AND seq = e.seq + 1)) END",
+                (device, upto + 1, device, upto),
+            ).fetchone()
+            if end is not None and int(end) > upto:
+                upto = self._mark(device, int(end))
         # Part of a call whose recording was deleted before this arrived: erase it now. Only
         # a device with deletions can have such a call, and a call's sealing event comes within
         # CALL_EVENTS of its others: so a device sending its numbers backwards costs no scan
         # of everything it sent before.
         row = None
-        deleted = self.db.execute("SELECT 1 FROM deletions WHERE device = ? LIMIT 1", (device,))
-        if deleted.fetchone():
+        if has_deletions:
             field = self.db.json_text
             row = self.db.execute(
                 f"SELECT e.id FROM (SELECT {field('body', 'id')} AS id FROM "
@@ -140,7 +169,7 @@ class CollectorStore:
             ).fetchone()
         if row is not None:
             self._erase(device, self._call_events(device, str(row[0])), str(row[0]))
-        return bool(added)
+        return bool(added), upto
 
     def _call_events(self, device: str, recording_id: str) -> list[int]:
         """Sequence numbers of the events of the call `recording_id` recorded (see above)."""
@@ -195,14 +224,16 @@ class CollectorStore:
         """Old page images must not outlive a deletion (see Database.shred_free_pages)."""
         self.db.shred_free_pages()
 
-    def _mark(self, device: str, upto: int) -> None:
+    def _mark(self, device: str, upto: int) -> int:
         """Events 1..upto of `device` are all here (a mark never moves back: another process
-        may have moved it further already)."""
-        self.db.execute(
+        may have moved it further already); the mark now."""
+        (mark,) = self.db.execute(
             "INSERT INTO event_marks (device, upto) VALUES (?, ?) ON CONFLICT (device) "
-            f"DO UPDATE SET upto = {self.db.greatest('event_marks.upto', 'excluded.upto')}",
+            f"DO UPDATE SET upto = {self.db.greatest('event_marks.upto', 'excluded.upto')} "
+            "RETURNING upto",
             (device, upto),
-        )
+        ).fetchone()
+        return int(mark)
 
     def contiguous_seq(self, device: str) -> int:
         """The highest n such that events 1..n of `device` are all here."""
@@ -261,10 +292,10 @@ class CollectorStore:
         final_dir = self.data_dir / "recordings" / device
         final_dir.mkdir(parents=True, exist_ok=True)
         final = final_dir / f"{recording_id}{VAULT_SUFFIX}"
-        # The file and its key change together, under a lock on the recording: two processes
+        # The file and its key change together, under the device's lock: two processes
         # finishing the same upload (a redelivery) leave one file and the key that opens it.
         with self.db.transaction():
-            self.db.lock_key(f"recording {device}/{recording_id}")
+            self.db.lock_key(f"device {device}")
             kept = self.db.execute(
                 "SELECT 1 FROM vault_keys WHERE device = ? AND id = ?", (device, recording_id)
             ).fetchone()
@@ -356,12 +387,23 @@ class CollectorStore:
         names = [c[0] for c in cursor.description]
         return [dict(zip(names, row, strict=True)) for row in cursor]
 
-    def quarantine_reason(self, device: str, recording_id: str, sha256: str) -> str | None:
-        row = self.db.execute(
-            "SELECT reason FROM quarantine WHERE device = ? AND id = ? AND sha256 = ?",
-            (device, recording_id, sha256),
+    def arrival(
+        self, device: str, recording_id: str, sha256: str
+    ) -> tuple[str | None, str | None, bool]:
+        """What a piece of `recording_id` with this SHA-256 meets, in one round trip: the
+        SHA-256 it is stored with (None: not stored), why this content was quarantined (None:
+        it was not), and whether it is being streamed."""
+        stored, quarantined, upload = self.db.execute(
+            "SELECT (SELECT sha256 FROM recordings WHERE device = ? AND id = ?), "
+            "(SELECT reason FROM quarantine WHERE device = ? AND id = ? AND sha256 = ?), "
+            "(SELECT sha256 FROM uploads WHERE device = ? AND id = ?)",
+            (device, recording_id, device, recording_id, sha256, device, recording_id),
         ).fetchone()
-        return None if row is None else str(row[0])
+        return (
+            None if stored is None else str(stored),
+            None if quarantined is None else str(quarantined),
+            upload == STREAMING,
+        )
 
     # -- finding a recording from the command line -------------------------------------------
 

@@ -76,16 +76,19 @@ class Uploads:
         """Write a piece; the part file once the upload is whole and its SHA-256 matches.
         A piece of a stream (`sha256` STREAMING) only ever adds to what is held.
 
-        What is held is read and written back in one transaction, the upload locked, so two
+        What is held is read and written back in one transaction, the device locked, so two
         processes given pieces of one upload (a redelivery to another) merge them in turn."""
         with self.db.transaction():
-            self.db.lock_key(f"upload {piece.device}/{piece.recording_id}")
-            piece, count = self._place(piece, now)
+            self.db.lock_key(f"device {piece.device}")
+            piece, count, merged = self._place(piece, now)
         if piece.sha256 == STREAMING:
             return None
         device, recording_id = piece.device, piece.recording_id
         part = self.part(device, recording_id)
-        whole = count == 1 and self.received(device, recording_id) == piece.size
+        if merged is not None:  # the range this piece joined: with no other, all that is held
+            whole = count == 1 and merged == (0, piece.size)
+        else:
+            whole = count == 1 and self.received(device, recording_id) == piece.size
         if not whole and piece.size > 0:
             return None
         if _sha256(part) != piece.sha256:
@@ -98,9 +101,10 @@ class Uploads:
             return None
         return part
 
-    def _place(self, piece: Piece, now: float) -> tuple[Piece, int]:
+    def _place(self, piece: Piece, now: float) -> tuple[Piece, int, tuple[int, int] | None]:
         """Write a piece at its offset and merge its range into those held: (the piece, as
-        the sealed upload's if it was streamed after that began; the ranges held now)."""
+        the sealed upload's if it was streamed after that began; the ranges held now; the
+        range it is part of now, None for an empty piece)."""
         limits = self.limits
         device, recording_id = piece.device, piece.recording_id
         row = self.db.execute(
@@ -140,18 +144,18 @@ class Uploads:
         start, end = piece.offset, piece.offset + len(piece.data)
         absorbed: list[tuple[int, int]] = []
         if end > start:
-            before = self.db.execute(
-                'SELECT start, "end" FROM upload_ranges WHERE device = ? AND id = ? AND start < ? '
-                "ORDER BY start DESC LIMIT 1",
-                (device, recording_id, start),
-            ).fetchone()
-            if before is not None and before[1] >= start:
-                start = int(before[0])
-            absorbed = self.db.execute(
-                'SELECT start, "end" FROM upload_ranges WHERE device = ? AND id = ? '
+            # In one round trip: the range just before the piece, and those starting within it.
+            near = self.db.execute(
+                'SELECT start, "end" FROM (SELECT start, "end" FROM upload_ranges WHERE '
+                "device = ? AND id = ? AND start < ? ORDER BY start DESC LIMIT 1) AS before "
+                'UNION ALL SELECT start, "end" FROM upload_ranges WHERE device = ? AND id = ? '
                 "AND start >= ? AND start <= ?",
-                (device, recording_id, start, end),
+                (device, recording_id, start, device, recording_id, start, end),
             ).fetchall()
+            before = next(((a, b) for a, b in near if a < start), None)
+            if before is not None and before[1] >= start:  # it reaches the piece: one with it
+                start = int(before[0])
+            absorbed = [(a, b) for a, b in near if a >= start]
             end = max([end, *(int(b) for _, b in absorbed)])
             count += 1 - len(absorbed)
             if count - 1 > limits.max_holes:
@@ -186,7 +190,8 @@ class Uploads:
                 'INSERT INTO upload_ranges (device, id, start, "end") VALUES (?, ?, ?, ?)',
                 (device, recording_id, start, end),
             )
-        return piece, count
+            return piece, count, (start, end)
+        return piece, count, None
 
     def received(self, device: str, recording_id: str) -> int:
         """Bytes of an upload received from its start without a hole."""
