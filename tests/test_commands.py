@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -44,23 +45,25 @@ def test_a_good_command_is_accepted_and_its_counter_kept(tmp_path: Path) -> None
 
 
 @pytest.mark.parametrize(
-    ("payload", "message"),
+    ("make", "message"),
     [
-        (signed(1, key=Ed25519PrivateKey.generate()), "bad signature"),
-        (signed(1, device="box2"), "command for device 'box2', not 'box1'"),
-        (b"not json", "not JSON"),
+        (lambda: signed(1, key=Ed25519PrivateKey.generate()), "bad signature"),
+        (lambda: signed(1, device="box2"), "command for device 'box2', not 'box1'"),
+        (lambda: b"not json", "not JSON"),
         (
-            sign(COLLECTOR, {"device": "box1", "action": "hold"}),
+            lambda: sign(COLLECTOR, {"device": "box1", "action": "hold"}),
             "needs an integer counter and an expires time",
         ),
-        (signed(1, "reboot"), "unknown action 'reboot'"),
-        (sign(COLLECTOR, command_body("box1", 1, "hold")), "hold needs id"),
-        (signed(1, "consent", line="line1"), "consent needs mode"),
+        (lambda: signed(1, "reboot"), "unknown action 'reboot'"),
+        (lambda: sign(COLLECTOR, command_body("box1", 1, "hold")), "hold needs id"),
+        (lambda: signed(1, "consent", line="line1"), "consent needs mode"),
     ],
 )
-def test_refused_commands_change_nothing(tmp_path: Path, payload: bytes, message: str) -> None:
+def test_refused_commands_change_nothing(
+    tmp_path: Path, make: Callable[[], bytes], message: str
+) -> None:
     with pytest.raises(ApiError, match=message):
-        gate(tmp_path).check(payload, "t")
+        gate(tmp_path).check(make(), "t")
     assert not (tmp_path / "counter").exists()
 
 
@@ -84,25 +87,27 @@ def body(**changes: object) -> bytes:
 
 
 @pytest.mark.parametrize(
-    ("payload", "message"),
+    ("make", "message"),
     [
-        (body(expires=float("nan")), "expires must be a finite unix time"),
-        (body(expires=float("inf")), "expires must be a finite unix time"),
-        (body(expires=1e30), "expires is more than 86400 s ahead"),
-        (body(expires=True), "needs an integer counter and an expires time"),
-        (body(counter=True), "needs an integer counter and an expires time"),
-        (body(counter=0), "counter must be from 1 to"),
-        (body(counter=2**64), "counter must be from 1 to"),
+        (lambda: body(expires=float("nan")), "expires must be a finite unix time"),
+        (lambda: body(expires=float("inf")), "expires must be a finite unix time"),
+        (lambda: body(expires=1e30), "expires is more than 86400 s ahead"),
+        (lambda: body(expires=True), "needs an integer counter and an expires time"),
+        (lambda: body(counter=True), "needs an integer counter and an expires time"),
+        (lambda: body(counter=0), "counter must be from 1 to"),
+        (lambda: body(counter=2**64), "counter must be from 1 to"),
         # an integer too large for a float, and an action no table can hold: refused, said why
-        (body(expires=10**400), "expires is more than 86400 s ahead"),
-        (body(expires=-(10**400)), "expired at"),
-        (body(action=["status"]), "unknown action"),
-        (body(action={"status": 1}), "unknown action"),
+        (lambda: body(expires=10**400), "expires is more than 86400 s ahead"),
+        (lambda: body(expires=-(10**400)), "expired at"),
+        (lambda: body(action=["status"]), "unknown action"),
+        (lambda: body(action={"status": 1}), "unknown action"),
     ],
 )
-def test_numbers_must_be_finite_and_in_range(tmp_path: Path, payload: bytes, message: str) -> None:
+def test_numbers_must_be_finite_and_in_range(
+    tmp_path: Path, make: Callable[[], bytes], message: str
+) -> None:
     with pytest.raises(ApiError, match=message):
-        gate(tmp_path).check(payload, "t")
+        gate(tmp_path).check(make(), "t")
     assert not (tmp_path / "counter").exists()
 
 
