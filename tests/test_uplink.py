@@ -503,9 +503,11 @@ def test_commands_reach_a_running_daemon(site: dict[str, Path], broker: Mosquitt
     from linerec.store.reader import decrypt
 
     call = site["root"] / "long-call.toml"
+    # About a minute of call (half that at speed 2): three `collector command` processes must
+    # reach it before it ends on a busy machine; the test stops the daemon once they have.
     call.write_text(
         '[[call]]\nconsent = "one-party"\n[[call.step]]\nat = 0.5\noff_hook = true\n'
-        '[[call.step]]\nsay = "caller"\n[[call.step]]\nsay = "office"\n[[call.step]]\nsay = "caller"\n'
+        + '[[call.step]]\nsay = "caller"\n[[call.step]]\nsay = "office"\n' * 5
     )
     config = site["appliance"]
     config.write_text(
