@@ -1,10 +1,17 @@
 """The daemon: threads, the main loop, the watchdog and an orderly stop.
 
-Threads: one capture thread per line reads 20 ms periods into one bounded queue and does
-nothing else. Pin edges go into the same queue (from the GPIO library's thread on a Pi; from
-the capture thread, just before the frame they fall in, on the simulated line). The main loop
-takes items in order and runs each line's pipeline, writes the line output, drives the LEDs,
-and pings the systemd watchdog only while every capture thread is alive.
+Threads: one capture thread per line reads 20 ms periods and hands them to one bounded queue
+and does nothing else. Pin edges go into the same queue (from the GPIO library's thread on a
+Pi; from the capture thread, just before the frame they fall in, on the simulated line). The
+main loop takes items in order and runs each line's pipeline, writes the line output, drives
+the LEDs, and pings the systemd watchdog only while every capture thread is alive.
+
+Periods go over in blocks of `HANDOFF_FRAMES` (100 ms) while nothing on the line needs the
+main loop sooner: one wake-up and one hand-over per block instead of per period. A pin edge,
+a notice or beep being played, or a hook or ring level not yet settled make the line
+"urgent": then every period goes over as it is read, and the line output follows capture by
+one period, as without blocks. An edge first sends the periods its line has gathered, so the
+main loop still sees everything in the order it happened.
 
 On stop (SIGTERM) the capture threads are told to stop, what they already captured is run
 through, and each line seals its recording in progress.
@@ -47,6 +54,7 @@ log = logging.getLogger(__name__)
 
 QUEUE_FRAMES = 50  # per line: one second of audio between capture and the main loop
 BATCH_FRAMES = 10  # frames of one line handled in one go when they are already waiting
+HANDOFF_FRAMES = 5  # periods a capture thread gathers before waking the main loop (100 ms)
 CAPTURE_STALL = 0.5  # seconds without a period before a capture thread counts as stuck
 SUPERVISE_EVERY = 0.05  # seconds between watchdog/stall checks and LED refreshes
 RETENTION_EVERY = 60.0  # seconds between retention sweeps
@@ -88,7 +96,7 @@ class _Edge:
 @dataclass(frozen=True, slots=True)
 class _Captured:
     line: int
-    frame: Frame
+    frames: tuple[Frame, ...]  # consecutive periods, oldest first
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +159,11 @@ class Daemon:
         self._playbacks: list[AudioPlayback] = []
         self._threads: list[threading.Thread] = []
         self._heartbeats: list[float] = []
+        # Per line: whether the main loop needs each period as it comes (see the module doc),
+        # the periods gathered meanwhile, and the lock under which they go into the queue.
+        self._urgent: list[bool] = []
+        self._gathered: list[list[Frame]] = []
+        self._gather_locks: list[threading.Lock] = []
         self._status_led: Led | None = None
         self._faults: dict[str, str] = {}  # kind -> message, for the status LED
         self._last_ping = float("-inf")
@@ -232,6 +245,9 @@ class Daemon:
         now = self._monotonic()
         for index, capture in enumerate(self._captures):
             self._heartbeats.append(now)
+            self._urgent.append(True)  # until the main loop has seen the line settled
+            self._gathered.append([])
+            self._gather_locks.append(threading.Lock())
             thread = threading.Thread(
                 target=self._capture_loop,
                 args=(index, capture),
@@ -270,7 +286,12 @@ class Daemon:
             thread.join(timeout=1.0)
             if thread.is_alive():
                 log.error("%s did not stop; closing its device anyway", thread.name)
+        finishing = []
         while (item := self._queue.get(timeout=0)) is not None:
+            finishing.append(item)
+        # What a capture thread had gathered came after everything of its line in the queue.
+        finishing += [_Captured(i, tuple(g)) for i, g in enumerate(self._gathered) if g]
+        for item in finishing:
             if not isinstance(item, _CaptureFailed):
                 try:
                     self._handle(item)
@@ -295,15 +316,32 @@ class Daemon:
     # -- threads ---------------------------------------------------------------------------
 
     def _capture_loop(self, index: int, capture: AudioCapture) -> None:
+        # A capture that waits for the line output of the period before (the simulated line's
+        # echo) must hand over each period, or it would wait for itself.
+        block = 1 if capture.waits_for_playback else HANDOFF_FRAMES
+        gathered, lock, urgent = self._gathered[index], self._gather_locks[index], self._urgent
         while not self._stopping.is_set():
             try:
                 frame = capture.read()
             except Exception as exc:
                 if not self._stopping.is_set():
+                    self._hand_over(index)
                     self._put(_CaptureFailed(index, exc))
                 return
             self._heartbeats[index] = self._monotonic()
-            self._put(_Captured(index, frame))
+            with lock:
+                gathered.append(frame)
+                if len(gathered) >= block or urgent[index]:
+                    self._put(_Captured(index, tuple(gathered)))
+                    gathered.clear()
+
+    def _hand_over(self, index: int) -> None:
+        """Put the periods line `index` has gathered into the queue now."""
+        with self._gather_locks[index]:
+            gathered = self._gathered[index]
+            if gathered:
+                self._put(_Captured(index, tuple(gathered)))
+                gathered.clear()
 
     def _put(self, item: _Edge | _Captured | _CaptureFailed | _Command | _Report) -> None:
         # A full queue blocks capture (the device then overruns, which is counted and marked);
@@ -314,6 +352,16 @@ class Daemon:
 
     def _edge_callback(self, index: int, signal: str) -> Callable[[bool, float], None]:
         def on_edge(level: bool, t: float) -> None:
+            # Everything captured before the edge goes first, and from now on every period.
+            if index < len(self._urgent):
+                self._urgent[index] = True
+                with self._gather_locks[index]:
+                    gathered = self._gathered[index]
+                    if gathered:
+                        self._put(_Captured(index, tuple(gathered)))
+                        gathered.clear()
+                    self._put(_Edge(index, signal, level, t))
+                return
             self._put(_Edge(index, signal, level, t))
 
         return on_edge
@@ -339,14 +387,22 @@ class Daemon:
         if isinstance(item, _Captured):
             # Frames of this line already waiting behind it (a backlog, or capture running
             # ahead) go through together: one store write and one playback write for them all.
-            more = self._queue.take_while(
-                lambda next_item: isinstance(next_item, _Captured) and next_item.line == item.line,
-                BATCH_FRAMES - 1,
-            )
-            frames = [item.frame, *(m.frame for m in more if isinstance(m, _Captured))]
+            frames = list(item.frames)
+            if len(frames) < BATCH_FRAMES:
+                more = self._queue.take_while(
+                    lambda next_item: (
+                        isinstance(next_item, _Captured) and next_item.line == item.line
+                    ),
+                    BATCH_FRAMES - len(frames),
+                )
+                for m in more:
+                    if isinstance(m, _Captured):
+                        frames += m.frames
             out = pipeline.frame_run(frames)
             self._playbacks[item.line].write(out)
+            self._urgent[item.line] = pipeline.needs_periods()
         elif isinstance(item, _Edge):
+            self._urgent[item.line] = True
             if item.signal == "hook":
                 pipeline.hook_edge(item.level, item.t)
             elif item.signal == "ring":

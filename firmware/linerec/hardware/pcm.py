@@ -41,6 +41,9 @@ class AudioSettings:
 
 class AudioCapture(ABC):
     overruns: int = 0
+    # True where capturing a period waits for the line output of the one before (the
+    # simulated line's echo): such a capture must hand over every period as it comes.
+    waits_for_playback: bool = False
 
     @abstractmethod
     def read(self) -> Frame:

@@ -169,6 +169,7 @@ class ScriptedCapture(AudioCapture):
         self._pins = pins
         self._clock = clock
         self._coupling = coupling
+        self.waits_for_playback = coupling is not None
         self._speed = speed
         # A hook edge at time 0 is the line's state at start (the pin's initial level).
         self._edges = [e for e in setup.rendered.edges if e.t > 0 or e.signal != "hook"]
