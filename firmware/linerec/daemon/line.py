@@ -215,6 +215,12 @@ class LinePipeline:
         self._show(end)
         return out
 
+    @property
+    def sounding(self) -> bool:
+        """Notice or beep audio went out within the last `talk.HOLD` (which is longer than
+        the sound card's playback queue): while False, all that is queued is silence."""
+        return self._talk.closed
+
     def needs_periods(self) -> bool:
         """Whether the line output may change within the next 100 ms, so the main loop must
         see each period as it comes: a hook or ring level not yet settled, a notice or beep

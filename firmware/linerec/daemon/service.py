@@ -162,6 +162,7 @@ class Daemon:
         # Per line: whether the main loop needs each period as it comes (see the module doc),
         # the periods gathered meanwhile, and the lock under which they go into the queue.
         self._urgent: list[bool] = []
+        self._quiet: list[bool] = []  # handed over in blocks, only silence queued to play
         self._gathered: list[list[Frame]] = []
         self._gather_locks: list[threading.Lock] = []
         self._status_led: Led | None = None
@@ -246,6 +247,7 @@ class Daemon:
         for index, capture in enumerate(self._captures):
             self._heartbeats.append(now)
             self._urgent.append(True)  # until the main loop has seen the line settled
+            self._quiet.append(False)
             self._gathered.append([])
             self._gather_locks.append(threading.Lock())
             thread = threading.Thread(
@@ -400,9 +402,13 @@ class Daemon:
                         frames += m.frames
             out = pipeline.frame_run(frames)
             self._playbacks[item.line].write(out)
-            self._urgent[item.line] = pipeline.needs_periods()
+            urgent = self._urgent[item.line] = pipeline.needs_periods()
+            self._quiet[item.line] = not urgent and not pipeline.sounding
         elif isinstance(item, _Edge):
             self._urgent[item.line] = True
+            if self._quiet[item.line]:  # what the edge may start must not wait behind silence
+                self._quiet[item.line] = False
+                self._playbacks[item.line].restart()
             if item.signal == "hook":
                 pipeline.hook_edge(item.level, item.t)
             elif item.signal == "ring":

@@ -28,7 +28,9 @@ from linerec.hardware.pcm import (
 from linerec.resample import Resampler, to_int16
 
 
-def _open_pcm(kind: int, device: str, settings: AudioSettings, key: str) -> alsaaudio.PCM:
+def _open_pcm(
+    kind: int, device: str, settings: AudioSettings, key: str, periods: int = 4
+) -> alsaaudio.PCM:
     period = settings.rate * settings.period_ms // 1000
     try:
         pcm = alsaaudio.PCM(
@@ -39,7 +41,7 @@ def _open_pcm(kind: int, device: str, settings: AudioSettings, key: str) -> alsa
             rate=settings.rate,
             format=alsaaudio.PCM_FORMAT_S16_LE,
             periodsize=period,
-            periods=4,
+            periods=periods,
         )
     except alsaaudio.ALSAAudioError as exc:
         raise HardwareError(
@@ -139,21 +141,49 @@ class AlsaCapture(AudioCapture):
 
 
 class AlsaPlayback(AudioPlayback):
-    """Writes 8 kHz frames to an ALSA playback device at its own rate and channel count."""
+    """Writes 8 kHz frames to an ALSA playback device at its own rate and channel count.
 
-    def __init__(self, settings: AudioSettings) -> None:
+    While a line is quiet the daemon writes its (silent) output a 100 ms block at a time, so
+    the buffer holds several blocks and such a write never waits; before anything sounds again
+    the daemon has the silence queued meanwhile dropped (`restart`). `restartable=False` (the
+    simulated line's file device, which has already written what it was given, and keeps
+    the line output sample-aligned with capture) leaves that out."""
+
+    PERIODS = 16  # 320 ms of buffer at 20 ms periods: a block of 100 ms fits with room
+
+    def __init__(self, settings: AudioSettings, *, restartable: bool = True) -> None:
         self._settings = settings
         self._pcm = _open_pcm(
-            alsaaudio.PCM_PLAYBACK, settings.playback_device, settings, "playback_device"
+            alsaaudio.PCM_PLAYBACK,
+            settings.playback_device,
+            settings,
+            "playback_device",
+            periods=self.PERIODS,
         )
         self._resampler = Resampler(RATE, settings.rate)
+        self._restartable = restartable
+        self._buffer = settings.rate * settings.period_ms // 1000 * self.PERIODS  # device frames
         self.underruns = 0
+        self._prefill()
+
+    def _prefill(self) -> None:
         # One period of silence ahead of the first frame: the line output then runs one period
         # behind capture, which is the whole latency from a decision to the line.
         self.write(np.zeros(FRAME_SAMPLES, dtype=np.int16))
 
+    def restart(self) -> None:
+        if self._restartable:
+            self._pcm.drop()  # the next write prepares the device again (pyalsaaudio)
+            self._prefill()
+
     def write(self, samples: Samples) -> None:
         out = samples if self._resampler.passthrough else to_int16(self._resampler.process(samples))
+        if self._restartable and len(samples) > FRAME_SAMPLES:
+            # A block, from a quiet line: keep a block queued ahead, or the device runs dry
+            # before the next one comes (silence either way; this spares the underruns).
+            queued = max(self._buffer - self._pcm.avail(), 0)
+            if queued < len(out):
+                out = np.concatenate((np.zeros(len(out) - queued, dtype=out.dtype), out))
         if self._settings.channels > 1:
             out = np.repeat(out, self._settings.channels)
         written = self._pcm.write(out.astype("<i2", copy=False).tobytes())

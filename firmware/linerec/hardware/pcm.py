@@ -63,5 +63,9 @@ class AudioPlayback(ABC):
     def write(self, samples: Samples) -> None:
         """Queue one frame of 8 kHz audio for the line."""
 
+    def restart(self) -> None:  # noqa: B027 - only a device with a real clock needs it
+        """Drop what is queued (silence: the daemon asks only then) and start again one period
+        ahead, so what is written next plays at once rather than behind a block of silence."""
+
     @abstractmethod
     def close(self) -> None: ...

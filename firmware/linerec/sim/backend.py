@@ -339,7 +339,7 @@ class SimBackend(Backend):
 
     def open_playback(self, settings: AudioSettings) -> AudioPlayback:
         coupling = self._couplings.get(self._line_of(settings.capture_device))
-        playback = AlsaPlayback(settings)
+        playback = AlsaPlayback(settings, restartable=False)  # the file keeps what it was given
         return CoupledPlayback(playback, coupling) if coupling else playback
 
     def close(self) -> None:
