@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 from linerec.call.consent import ConsentMode
 from linerec.call.events import CallEvent
 from linerec.call.machine import State
-from linerec.codec import Samples
+from linerec.codec import RATE, Samples
 from linerec.config import Config, LineConfig
 from linerec.daemon.events import CommandDone, CommandRefused, Fault, FaultCleared, RecordingSealed
 from linerec.daemon.handoff import HandoffQueue
@@ -160,11 +160,15 @@ class Daemon:
         self._threads: list[threading.Thread] = []
         self._heartbeats: list[float] = []
         # Per line: whether the main loop needs each period as it comes (see the module doc),
-        # the periods gathered meanwhile, and the lock under which they go into the queue.
+        # the periods gathered meanwhile, the pin edges waiting to go in among them in time
+        # order, the lock under which both go into the queue, and whether a capture thread
+        # is there to do that (else edges go straight in).
         self._urgent: list[bool] = []
         self._quiet: list[bool] = []  # handed over in blocks, only silence queued to play
         self._gathered: list[list[Frame]] = []
+        self._edges: list[list[_Edge]] = []
         self._gather_locks: list[threading.Lock] = []
+        self._capturing: list[bool] = []
         self._status_led: Led | None = None
         self._faults: dict[str, str] = {}  # kind -> message, for the status LED
         self._last_ping = float("-inf")
@@ -180,6 +184,13 @@ class Daemon:
         """Claim pins, open devices, start the capture threads."""
         backend = self.backend
         self.clock_start = backend.clock()
+        for _ in self.config.lines:
+            self._urgent.append(True)  # until the main loop has seen the line settled
+            self._quiet.append(False)
+            self._gathered.append([])
+            self._edges.append([])
+            self._gather_locks.append(threading.Lock())
+            self._capturing.append(False)
         for recovered in self.store.recover():
             log.warning(
                 "recovered %s, cut by a power loss after %.1f s", recovered.path, recovered.duration
@@ -246,10 +257,7 @@ class Daemon:
         now = self._monotonic()
         for index, capture in enumerate(self._captures):
             self._heartbeats.append(now)
-            self._urgent.append(True)  # until the main loop has seen the line settled
-            self._quiet.append(False)
-            self._gathered.append([])
-            self._gather_locks.append(threading.Lock())
+            self._capturing[index] = True
             thread = threading.Thread(
                 target=self._capture_loop,
                 args=(index, capture),
@@ -291,8 +299,10 @@ class Daemon:
         finishing = []
         while (item := self._queue.get(timeout=0)) is not None:
             finishing.append(item)
-        # What a capture thread had gathered came after everything of its line in the queue.
+        # What a capture thread had gathered came after everything of its line in the queue,
+        # and the edges still waiting for a frame after those.
         finishing += [_Captured(i, tuple(g)) for i, g in enumerate(self._gathered) if g]
+        finishing += [edge for edges in self._edges for edge in edges]
         for item in finishing:
             if not isinstance(item, _CaptureFailed):
                 try:
@@ -321,29 +331,43 @@ class Daemon:
         # A capture that waits for the line output of the period before (the simulated line's
         # echo) must hand over each period, or it would wait for itself.
         block = 1 if capture.waits_for_playback else HANDOFF_FRAMES
-        gathered, lock, urgent = self._gathered[index], self._gather_locks[index], self._urgent
+        gathered, edges = self._gathered[index], self._edges[index]
+        lock, urgent = self._gather_locks[index], self._urgent
         while not self._stopping.is_set():
             try:
-                frame = capture.read()
+                frames = capture.read_frames(1 if urgent[index] else block - len(gathered))
             except Exception as exc:
                 if not self._stopping.is_set():
-                    self._hand_over(index)
+                    for item in self._stop_capturing(index):
+                        self._put(item)
                     self._put(_CaptureFailed(index, exc))
                 return
             self._heartbeats[index] = self._monotonic()
             with lock:
-                gathered.append(frame)
-                if len(gathered) >= block or urgent[index]:
+                for frame in frames:
+                    # An edge goes in just before the frame it falls in (or any later one).
+                    if edges and edges[0].t < frame.t + len(frame.samples) / RATE:
+                        if gathered:
+                            self._put(_Captured(index, tuple(gathered)))
+                            gathered.clear()
+                        while edges and edges[0].t < frame.t + len(frame.samples) / RATE:
+                            self._put(edges.pop(0))
+                    gathered.append(frame)
+                if gathered and (len(gathered) >= block or urgent[index]):
                     self._put(_Captured(index, tuple(gathered)))
                     gathered.clear()
 
-    def _hand_over(self, index: int) -> None:
-        """Put the periods line `index` has gathered into the queue now."""
+    def _stop_capturing(self, index: int) -> list[_Captured | _Edge]:
+        """Line `index` gets no more frames (its capture failed or stalled): what it gathered
+        and the edges waiting among them, in order; from now on its edges go straight in."""
         with self._gather_locks[index]:
-            gathered = self._gathered[index]
-            if gathered:
-                self._put(_Captured(index, tuple(gathered)))
-                gathered.clear()
+            self._capturing[index] = False
+            gathered, edges = self._gathered[index], self._edges[index]
+            items: list[_Captured | _Edge] = [_Captured(index, tuple(gathered))] if gathered else []
+            items += edges
+            gathered.clear()
+            edges.clear()
+        return items
 
     def _put(self, item: _Edge | _Captured | _CaptureFailed | _Command | _Report) -> None:
         # A full queue blocks capture (the device then overruns, which is counted and marked);
@@ -354,17 +378,16 @@ class Daemon:
 
     def _edge_callback(self, index: int, signal: str) -> Callable[[bool, float], None]:
         def on_edge(level: bool, t: float) -> None:
-            # Everything captured before the edge goes first, and from now on every period.
-            if index < len(self._urgent):
-                self._urgent[index] = True
-                with self._gather_locks[index]:
-                    gathered = self._gathered[index]
-                    if gathered:
-                        self._put(_Captured(index, tuple(gathered)))
-                        gathered.clear()
-                    self._put(_Edge(index, signal, level, t))
-                return
-            self._put(_Edge(index, signal, level, t))
+            # The capture thread puts the edge in among the frames, in time order, and from
+            # now on hands over every period; it is woken if it waits for a block.
+            edge = _Edge(index, signal, level, t)
+            with self._gather_locks[index]:
+                if self._capturing[index]:
+                    self._urgent[index] = True
+                    self._edges[index].append(edge)
+                    self._captures[index].wake()
+                    return
+            self._put(edge)
 
         return on_edge
 
@@ -390,16 +413,18 @@ class Daemon:
             # Frames of this line already waiting behind it (a backlog, or capture running
             # ahead) go through together: one store write and one playback write for them all.
             frames = list(item.frames)
-            if len(frames) < BATCH_FRAMES:
-                more = self._queue.take_while(
-                    lambda next_item: (
-                        isinstance(next_item, _Captured) and next_item.line == item.line
-                    ),
-                    BATCH_FRAMES - len(frames),
-                )
-                for m in more:
-                    if isinstance(m, _Captured):
-                        frames += m.frames
+            room = BATCH_FRAMES - len(frames)
+
+            def wanted(next_item: _Edge | _Captured | _CaptureFailed | _Command | _Report) -> bool:
+                nonlocal room
+                if not isinstance(next_item, _Captured) or next_item.line != item.line:
+                    return False
+                room -= len(next_item.frames)
+                return room >= 0
+
+            for more in self._queue.take_while(wanted, BATCH_FRAMES):
+                if isinstance(more, _Captured):
+                    frames += more.frames
             out = pipeline.frame_run(frames)
             self._playbacks[item.line].write(out)
             urgent = self._urgent[item.line] = pipeline.needs_periods()
@@ -495,7 +520,12 @@ class Daemon:
         stalled = {i for i, beat in enumerate(self._heartbeats) if now - beat > CAPTURE_STALL}
         for index in stalled - self._stalled:
             # No audio is coming: keep what came, sealed, rather than wait for the watchdog.
+            for item in self._stop_capturing(index):
+                self._handle(item)
             self.pipelines[index].interrupt("capture-stalled")
+        for index in self._stalled - stalled:  # it captures again
+            with self._gather_locks[index]:
+                self._capturing[index] = True
         self._stalled = stalled
         if stalled:
             names = ", ".join(self.pipelines[i].name for i in sorted(stalled))

@@ -49,6 +49,15 @@ class AudioCapture(ABC):
     def read(self) -> Frame:
         """Block until the next frame is captured."""
 
+    def read_frames(self, count: int) -> list[Frame]:
+        """The next frames, oldest first: at least one, at most `count`. A device that can
+        wait for several periods at once does (one wake-up instead of `count`); `wake` ends
+        such a wait early with what has been captured by then."""
+        return [self.read()]
+
+    def wake(self) -> None:  # noqa: B027 - a device that never waits for several needs nothing
+        """From another thread: end a wait in `read_frames` now (something became urgent)."""
+
     def interrupt(self) -> None:  # noqa: B027 - a real device needs nothing: reads return each period
         """Make a blocked `read` return soon, if the device can."""
 
