@@ -75,13 +75,17 @@ def test_a_quiet_block_keeps_a_block_queued_and_an_edge_drops_the_silence(
 ) -> None:
     settings, out = line_out
     playback, pcm = _open(settings, restartable=True)
-    ones = np.ones(BLOCK, dtype=np.int16)
-    playback.write(ones)  # one period queued: silence first, up to a block ahead
+    silence = np.zeros(BLOCK, dtype=np.int16)
+    playback.write(silence)  # one period queued: more silence first, a block ahead
     assert pcm.queued == 2 * BLOCK
     pcm.queued = BLOCK + 3 * FRAME_SAMPLES  # the card played some meanwhile
-    playback.write(ones)  # more than a block queued: written as it is
+    playback.write(silence)  # more than a block queued: written as it is
     assert pcm.queued == 2 * BLOCK + 3 * FRAME_SAMPLES
-    playback.write(ones[:FRAME_SAMPLES])  # a single period (an urgent line): never padded
+    pcm.queued = 0
+    ones = np.ones(BLOCK, dtype=np.int16)
+    playback.write(ones)  # sound (a backlog of an urgent line): never behind added silence
+    playback.write(ones[:FRAME_SAMPLES])  # a single period: never padded
+    assert pcm.queued == BLOCK + FRAME_SAMPLES
     playback.restart()
     assert (pcm.drops, pcm.queued) == (1, FRAME_SAMPLES)  # one period ahead again
     playback.close()
@@ -89,8 +93,9 @@ def test_a_quiet_block_keeps_a_block_queued_and_an_edge_drops_the_silence(
     expected = np.concatenate(
         [
             np.zeros(FRAME_SAMPLES),  # at open
-            np.zeros(BLOCK - FRAME_SAMPLES),
-            ones,
+            np.zeros(BLOCK - FRAME_SAMPLES),  # added
+            silence,
+            silence,
             ones,
             ones[:FRAME_SAMPLES],
             np.zeros(FRAME_SAMPLES),  # after the restart
@@ -104,12 +109,14 @@ def test_the_simulated_line_output_stays_aligned_with_capture(
 ) -> None:
     settings, out = line_out
     playback, pcm = _open(settings, restartable=False)
+    playback.write(np.zeros(BLOCK, dtype=np.int16))
     playback.write(np.ones(BLOCK, dtype=np.int16))
     playback.restart()
     playback.close()
     assert pcm.drops == 0
     assert np.array_equal(
-        np.fromfile(out, dtype="<i2"), np.concatenate([np.zeros(FRAME_SAMPLES), np.ones(BLOCK)])
+        np.fromfile(out, dtype="<i2"),
+        np.concatenate([np.zeros(FRAME_SAMPLES + BLOCK), np.ones(BLOCK)]),
     )
 
 

@@ -225,9 +225,10 @@ class AlsaPlayback(AudioPlayback):
 
     def write(self, samples: Samples) -> None:
         out = samples if self._resampler.passthrough else to_int16(self._resampler.process(samples))
-        if self._restartable and len(samples) > FRAME_SAMPLES:
-            # A block, from a quiet line: keep a block queued ahead, or the device runs dry
-            # before the next one comes (silence either way; this spares the underruns).
+        if self._restartable and len(samples) > FRAME_SAMPLES and not samples.any():
+            # A block of silence, from a quiet line: keep a block queued ahead, or the device
+            # runs dry before the next one comes (silence either way; this spares the
+            # underruns). Never before sound: that would come late.
             queued = max(self._buffer - self._pcm.avail(), 0)
             pad = min(len(out) - queued, self._buffer - queued - len(out))  # never to wait
             if pad > 0:
