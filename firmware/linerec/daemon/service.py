@@ -29,6 +29,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from linerec.call.consent import ConsentMode
 from linerec.call.events import CallEvent
 from linerec.call.machine import State
@@ -169,6 +171,9 @@ class Daemon:
         self._edges: list[list[_Edge]] = []
         self._gather_locks: list[threading.Lock] = []
         self._capturing: list[bool] = []
+        # Per line: commands that came before the main loop had the line's audio up to them,
+        # with the time they came (they act from that moment, not from where the loop was).
+        self._deferred: list[list[tuple[_Command, float]]] = []
         self._status_led: Led | None = None
         self._faults: dict[str, str] = {}  # kind -> message, for the status LED
         self._last_ping = float("-inf")
@@ -191,6 +196,7 @@ class Daemon:
             self._edges.append([])
             self._gather_locks.append(threading.Lock())
             self._capturing.append(False)
+            self._deferred.append([])
         for recovered in self.store.recover():
             log.warning(
                 "recovered %s, cut by a power loss after %.1f s", recovered.path, recovered.duration
@@ -309,6 +315,8 @@ class Daemon:
                     self._handle(item)
                 except Exception:  # sealing what we have matters more than this frame
                     log.exception("while finishing captured audio")
+        for index in range(len(self._deferred)):
+            self._run_deferred(index)
         for pipeline in self.pipelines:
             try:
                 pipeline.shutdown()
@@ -425,7 +433,7 @@ class Daemon:
             for more in self._queue.take_while(wanted, BATCH_FRAMES):
                 if isinstance(more, _Captured):
                     frames += more.frames
-            out = pipeline.frame_run(frames)
+            out = self._frame_run(item.line, frames)
             self._playbacks[item.line].write(out)
             urgent = self._urgent[item.line] = pipeline.needs_periods()
             self._quiet[item.line] = not urgent and not pipeline.sounding
@@ -441,12 +449,40 @@ class Daemon:
             else:
                 pipeline.button(not item.level, item.t)  # pulled up: pressed reads low
         else:
+            self._run_deferred(item.line)  # no audio is coming for them to wait on
             self._fault("audio", f"line {pipeline.name}: capture failed: {item.error}")
 
-    def _execute(self, item: _Command) -> None:
+    def _frame_run(self, index: int, frames: list[Frame]) -> Samples:
+        """The line's frames through its pipeline, each deferred command carried out right
+        after the frame it came in."""
+        pipeline, deferred = self.pipelines[index], self._deferred[index]
+        if not deferred:
+            return pipeline.frame_run(frames)
+        outs = []
+        start = 0
+        for i, frame in enumerate(frames):
+            if deferred and frame.t + len(frame.samples) / RATE >= deferred[0][1]:
+                outs.append(pipeline.frame_run(frames[start : i + 1]))
+                start = i + 1
+                while deferred and pipeline.last_t >= deferred[0][1]:
+                    command, t = deferred.pop(0)
+                    self._execute(command, t)
+        if start < len(frames):
+            outs.append(pipeline.frame_run(frames[start:]))
+        return outs[0] if len(outs) == 1 else np.concatenate(outs)
+
+    def _run_deferred(self, index: int) -> None:
+        """No more audio is coming for the line (stalled, failed, stopping): its deferred
+        commands now, each at the time it came."""
+        deferred = self._deferred[index]
+        while deferred:
+            command, t = deferred.pop(0)
+            self._execute(command, t)
+
+    def _execute(self, item: _Command, at: float | None = None) -> None:
         from linerec.uplink.commands import Refusal  # commands come only with an [uplink]
 
-        t = self.backend.clock()
+        t = self.backend.clock() if at is None else at
         command = item.command
         if isinstance(command, Refusal):
             self._emit(
@@ -479,8 +515,19 @@ class Daemon:
                 pipeline = next((p for p in self.pipelines if p.name == arguments["line"]), None)
                 if pipeline is None:
                     raise KeyError(f"no line {arguments['line']!r}")
+                index = self.pipelines.index(pipeline)
                 if command.action == "consent":
                     pipeline.set_consent(ConsentMode(arguments["mode"]))
+                elif (
+                    at is None
+                    and pipeline.last_t < t
+                    and self._capturing[index]
+                    and index not in self._stalled
+                ):
+                    # Audio before this moment is still with the capture thread: decided
+                    # as before the command, once it comes (see _frame_run).
+                    self._deferred[index].append((item, t))
+                    return
                 else:
                     pipeline.command(command.action, t)
         except (KeyError, ValueError, PermissionError, OSError) as exc:
@@ -522,6 +569,7 @@ class Daemon:
             # No audio is coming: keep what came, sealed, rather than wait for the watchdog.
             for item in self._stop_capturing(index):
                 self._handle(item)
+            self._run_deferred(index)
             self.pipelines[index].interrupt("capture-stalled")
         for index in self._stalled - stalled:  # it captures again
             with self._gather_locks[index]:
