@@ -1,17 +1,20 @@
 """The daemon: threads, the main loop, the watchdog and an orderly stop.
 
 Threads: one capture thread per line reads 20 ms periods and hands them to one bounded queue
-and does nothing else. Pin edges go into the same queue (from the GPIO library's thread on a
-Pi; from the capture thread, just before the frame they fall in, on the simulated line). The
-main loop takes items in order and runs each line's pipeline, writes the line output, drives
-the LEDs, and pings the systemd watchdog only while every capture thread is alive.
+and does nothing else. Pin edges go into the same queue, among the frames (fired by the GPIO
+library's thread on a Pi, by the capture thread itself on the simulated line). The main loop
+takes items in order and runs each line's pipeline, writes the line output, drives the LEDs,
+and pings the systemd watchdog only while every capture thread is alive.
 
 Periods go over in blocks of `HANDOFF_FRAMES` (100 ms) while nothing on the line needs the
 main loop sooner: one wake-up and one hand-over per block instead of per period. A pin edge,
 a notice or beep being played, or a hook or ring level not yet settled make the line
 "urgent": then every period goes over as it is read, and the line output follows capture by
-one period, as without blocks. An edge first sends the periods its line has gathered, so the
-main loop still sees everything in the order it happened.
+one period, as without blocks. An edge goes in among the frames in time order (the capture
+thread puts it there; it also wakes a capture waiting for a block), so the main loop still
+sees everything in the order it happened. A line command (pause, resume, opt-out) acts from
+the moment it came: if the capture thread still holds audio from before that moment, the
+command is carried out right after the frame it came in.
 
 On stop (SIGTERM) the capture threads are told to stop, what they already captured is run
 through, and each line seals its recording in progress.
