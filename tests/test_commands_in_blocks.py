@@ -9,12 +9,16 @@ the capture thread is ahead of it."""
 
 from __future__ import annotations
 
+import itertools
 import threading
 from pathlib import Path
+
+import pytest
 
 from conftest import names
 from linerec.call.events import CallEvent
 from linerec.config import load_config
+from linerec.daemon import service
 from linerec.daemon.backends import open_sim_backend
 from linerec.daemon.service import Daemon
 from linerec.daemon.simulate import demo_keys
@@ -80,3 +84,43 @@ def test_a_pause_and_resume_by_command_act_where_they_came(tmp_path: Path) -> No
     # Kept: off hook to the pause, and the resume to the hang-up.
     kept = (paused.t - 0.5) + (HANG_UP - resumed.t)
     assert abs(sealed.duration - kept) < 0.002  # type: ignore[attr-defined]
+
+
+def test_a_capture_held_up_by_a_full_queue_never_holds_up_the_main_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The main loop falls behind (a busy machine), the queue fills and the capture threads
+    wait on it so long that their lines look stalled; the main loop then takes what they had
+    gathered. (A capture thread once waited on the full queue holding the lock the main loop
+    takes there: both waited for ever; the bench's four paced lines hung so.)"""
+    monkeypatch.setattr(service, "QUEUE_FRAMES", 1)
+    config_path = tmp_path / "linerec.toml"
+    config_path.write_text(f'[store]\ndir = "{tmp_path / "ring"}"\n[[line]]\n[[line]]\n')
+    callfile = tmp_path / "call.toml"
+    callfile.write_text(
+        "".join(
+            f'[[call]]\nline = "{line}"\nconsent = "one-party"\n[[call.step]]\nat = 0.5\n'
+            'off_hook = true\n[[call.step]]\nsay = "caller"\n[[call.step]]\non_hook = true\n'
+            for line in ("line1", "line2")
+        )
+    )
+    config, backend = open_sim_backend(
+        load_config(config_path), load_call_file(callfile), speed=0, echo=False
+    )
+    _private, public = demo_keys(tmp_path / "ring")
+    events: list[CallEvent] = []
+    store = open_store(config, emit=events.append, clock=backend.clock, recipients=[public])
+    ticks = itertools.count(step=1.0)  # a second between any two looks at the clock: stalled
+    daemon = Daemon(config, backend, store, emit=events.append, monotonic=lambda: next(ticks))
+    daemon.start()
+    runner = threading.Thread(
+        target=lambda: (
+            daemon.run(threading.Event(), until=backend.script_end("line1") + 1.5),
+            daemon.shutdown(),
+        ),
+        daemon=True,
+    )
+    runner.start()
+    runner.join(timeout=60)
+    assert not runner.is_alive(), "the main loop waits on a capture thread"
+    assert "fault" in names(events)  # the stall is reported

@@ -354,19 +354,24 @@ class Daemon:
                     self._put(_CaptureFailed(index, exc))
                 return
             self._heartbeats[index] = self._monotonic()
+            items: list[_Captured | _Edge] = []
             with lock:
                 for frame in frames:
                     # An edge goes in just before the frame it falls in (or any later one).
                     if edges and edges[0].t < frame.t + len(frame.samples) / RATE:
                         if gathered:
-                            self._put(_Captured(index, tuple(gathered)))
+                            items.append(_Captured(index, tuple(gathered)))
                             gathered.clear()
                         while edges and edges[0].t < frame.t + len(frame.samples) / RATE:
-                            self._put(edges.pop(0))
+                            items.append(edges.pop(0))
                     gathered.append(frame)
                 if gathered and (len(gathered) >= block or urgent[index]):
-                    self._put(_Captured(index, tuple(gathered)))
+                    items.append(_Captured(index, tuple(gathered)))
                     gathered.clear()
+            # Outside the lock: a full queue blocks this thread, never the main loop (which
+            # takes the lock when the line looks stalled) nor the GPIO library's thread.
+            for item in items:
+                self._put(item)
 
     def _stop_capturing(self, index: int) -> list[_Captured | _Edge]:
         """Line `index` gets no more frames (its capture failed or stalled): what it gathered
