@@ -4,8 +4,8 @@ before the command, audio after it as after. (A command once took effect only fo
 handed over after it, so the gathered ones before it started a new recording after an opt-out.)
 
 The simulated line runs flat out without its echo, so capture runs ahead of the main loop and
-hands periods over in blocks; each command is sent from the main loop's own event, at a moment
-the capture thread is ahead of it."""
+hands periods over in blocks; each command is sent upon one of the main loop's events (from
+another thread, as the uplink sends them), at a moment the capture thread is ahead of it."""
 
 from __future__ import annotations
 
@@ -47,15 +47,17 @@ def _run(tmp_path: Path, commands: dict[str, str]) -> tuple[list[CallEvent], Pat
     _private, public = demo_keys(tmp_path / "ring")
     events: list[CallEvent] = []
     daemons: list[Daemon] = []
+    senders: list[threading.Thread] = []
 
     def emit(event: CallEvent) -> None:
         events.append(event)
-        if event.name in commands:
-            daemons[0].submit_command(
-                Command(
-                    counter=len(events), action=commands[event.name], arguments={"line": "line1"}
-                )
+        if event.name in commands:  # from another thread, as the uplink's commands come
+            command = Command(
+                counter=len(events), action=commands[event.name], arguments={"line": "line1"}
             )
+            sender = threading.Thread(target=daemons[0].submit_command, args=(command,))
+            sender.start()
+            senders.append(sender)
 
     store = open_store(config, emit=emit, clock=backend.clock, recipients=[public])
     daemon = Daemon(config, backend, store, emit=emit)
@@ -63,6 +65,8 @@ def _run(tmp_path: Path, commands: dict[str, str]) -> tuple[list[CallEvent], Pat
     daemon.start()
     daemon.run(threading.Event(), until=backend.script_end("line1") + 1.5)
     daemon.shutdown()
+    for sender in senders:
+        sender.join()
     return events, tmp_path / "ring"
 
 
