@@ -128,3 +128,10 @@ def test_a_capture_held_up_by_a_full_queue_never_holds_up_the_main_loop(
     runner.join(timeout=60)
     assert not runner.is_alive(), "the main loop waits on a capture thread"
     assert "fault" in names(events)  # the stall is reported
+
+
+def test_a_call_hung_up_while_paused_keeps_nothing_after_the_pause(tmp_path: Path) -> None:
+    events, _ring = _run(tmp_path, {"recording_started": "pause"})
+    paused = next(e for e in events if e.name == "recording_paused")
+    (sealed,) = [e for e in events if e.name == "recording_sealed"]
+    assert abs(sealed.duration - (paused.t - 0.5)) < 0.002  # type: ignore[attr-defined]
