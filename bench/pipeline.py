@@ -23,7 +23,7 @@ Medians throughout (of `--runs` runs each, paced ones too).
    the debounced edge (edge + 30 ms) to the first notice sample in the line output (which
    runs one period behind capture, as on a device).
 6. Start-up: `linerec run` with the simulated backend, from spawn to READY=1 on a real
-   NOTIFY_SOCKET.
+   NOTIFY_SOCKET, and the peak RSS of that `linerec run` process itself (idle, no call).
 7. Streaming (issue 15): the same daemon path with an `[uplink]` to a real mosquitto and a
    real collector (`linerec collector run`, its own process: its CPU is not the appliance's),
    one call paced at `--stream-speed` times real time, `[uplink] stream = true` and `false`
@@ -293,7 +293,8 @@ def run_calls(tree: Path | None, hours: float, lines: int, speed: float) -> dict
         )
 
 
-def startup(tree: Path | None, runs: int) -> list[float]:
+def startup(tree: Path | None, runs: int) -> list[tuple[float, float]]:
+    """(seconds to READY=1, peak RSS in MB) of `linerec run` itself, idle, per run."""
     times = []
     with tempfile.TemporaryDirectory() as tmp:
         from linerec.store.keys import keygen
@@ -319,9 +320,11 @@ def startup(tree: Path | None, runs: int) -> list[float]:
             )
             while b"READY=1" not in sock.recv(4096):
                 pass
-            times.append(time.perf_counter() - start)
+            ready = time.perf_counter() - start
             proc.terminate()
-            proc.wait(10)
+            _, status, usage = os.wait4(proc.pid, 0)  # the daemon's own peak RSS
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            times.append((ready, usage.ru_maxrss / 1024))
             sock.close()
     return times
 
@@ -596,6 +599,7 @@ def main() -> None:
     paced1: dict[str, list[float]] = {name: [] for name, _ in trees}
     paced4: dict[str, list[float]] = {name: [] for name, _ in trees}
     starts: dict[str, list[float]] = {name: [] for name, _ in trees}
+    run_rss: dict[str, list[float]] = {name: [] for name, _ in trees}
     # The trees take turns, run by run: a load that comes and goes on a shared machine then
     # falls on both alike, and the medians compare like with like.
     for _ in range(args.runs):
@@ -607,7 +611,9 @@ def main() -> None:
             # CPU per second of wall-clock audio with four lines recording at once.
             if "cpu" in four_lines:
                 paced4[name].append(1000 * four_lines["cpu"] / four_lines["audio"] * 4)
-            starts[name] += startup(tree, 2)
+            for ready, rss in startup(tree, 2):
+                starts[name].append(ready)
+                run_rss[name].append(rss)
     for name, tree in trees:
         results = flat[name]
         factors[name] = statistics.median(r["audio"] / r["cpu"] for r in results)
@@ -628,6 +634,7 @@ def main() -> None:
                 f"{1000 * statistics.median(starts[name]):.0f} / {1000 * max(starts[name]):.0f}"
             ),
             "peak RSS, MB (max of runs)": f"{max(r['rss_mb'] for r in results):.1f}",
+            "peak RSS of `linerec run` idle, MB (max)": f"{max(run_rss[name]):.1f}",
         }
         for key, value in cells.items():
             row = next((r for r in rows if r[0] == key), None)
@@ -635,7 +642,7 @@ def main() -> None:
                 rows.append((key, [value], ""))
             else:
                 row[1].append(value)
-    targets = [">= x1000", "<= 1.5", "<= 4x one", "<= 0.05", "", "<= 30", "<= 1000", "<= 45"]
+    targets = [">= x1000", "<= 1.5", "<= 4x one", "<= 0.05", "", "<= 30", "<= 1000", "<= 45", ""]
     print(f"{'figure':44} " + " ".join(f"{n[:18]:>18}" for n, _ in trees) + f" {'target':>10}")
     for (key, values, _), target in zip(rows, targets, strict=True):
         print(f"{key:44} " + " ".join(f"{v:>18}" for v in values) + f" {target:>10}")

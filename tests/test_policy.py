@@ -146,6 +146,26 @@ def test_pause_and_resume_take_effect_at_their_own_sample() -> None:
     assert p.keep_spans(12.0, 12.02) == [(12.0, Keep.DROP), (12.005, Keep.RECORD)]
 
 
+def test_a_call_hung_up_while_paused_keeps_nothing_after_the_hang_up() -> None:
+    """The pause ends with the call (noted with the recording, reported), but what the line
+    carried from the hang-up on, held back while the break was judged, stays dropped. (The
+    hang-up's resume once retagged it to be kept: a second of line after every call that
+    ended paused.)"""
+    p = policy()
+    p.line_event(OffHook(t=0.0))
+    p.tick(40.0)
+    p.button(10.0)
+    out = p.line_event(OnHook(t=30.0))
+    assert [e.name for e in out if isinstance(e, CallEvent)] == [
+        "hung_up",
+        "recording_resumed",
+    ]
+    assert [d for d in out if isinstance(d, Retag) and d.keep is Keep.RECORD] == []
+    assert p.keep_spans(29.0, 31.0) == [(29.0, Keep.DROP)]
+    (pauses,) = [d.value for d in out if isinstance(d, Note) and d.key == "pauses"]
+    assert pauses[0]["seconds"] == 20.0  # type: ignore[index]
+
+
 @pytest.mark.parametrize(
     "connected",
     [

@@ -538,8 +538,10 @@ class CallPolicy:
             HungUp(t=event.t, line=self.line, recorded=event.recorded and not opted_out)
         ]
         if call is not None:
-            if call.paused_since is not None:
-                decisions += self._resume(event.t, "hang-up")
+            if call.paused_since is not None:  # noted and reported; nothing after it is kept
+                decisions += [
+                    d for d in self._resume(event.t, "hang-up") if not isinstance(d, Retag)
+                ]
             if call.dialling:
                 decisions += self._connected(event.t, "hang-up", "")
             if call.number_waits:
@@ -581,6 +583,7 @@ class CallPolicy:
 
     def _keep_from(self, t: float, keep: Keep) -> None:
         changes = self._keep_changes
+        changes[:] = [change for change in changes if change[0] != t]  # the later decision wins
         changes.append((t, keep))
         changes.sort(key=lambda change: change[0])
         if len(changes) > 16:  # only the last few seconds are ever asked about

@@ -215,6 +215,25 @@ class LinePipeline:
         self._show(end)
         return out
 
+    @property
+    def sounding(self) -> bool:
+        """Notice or beep audio went out within the last `talk.HOLD` (which is longer than
+        the sound card's playback queue): while False, all that is queued is silence."""
+        return self._talk.closed
+
+    def needs_periods(self) -> bool:
+        """Whether the line output may change within the next 100 ms, so the main loop must
+        see each period as it comes: a hook or ring level not yet settled, a notice or beep
+        being played, a notice whose end waits on a hook break, or hook sense from the audio."""
+        return (
+            self._audio_hook is not None
+            or self._notice_at is not None
+            or self._beep_at is not None
+            or self._notice_done_at is not None
+            or not self.hook.settled
+            or not self.ring.settled
+        )
+
     def button(self, pressed: bool, t: float) -> None:
         """The line's push button: opts out while that is open, else pauses or resumes."""
         if pressed:

@@ -1,10 +1,20 @@
 """The daemon: threads, the main loop, the watchdog and an orderly stop.
 
-Threads: one capture thread per line reads 20 ms periods into one bounded queue and does
-nothing else. Pin edges go into the same queue (from the GPIO library's thread on a Pi; from
-the capture thread, just before the frame they fall in, on the simulated line). The main loop
+Threads: one capture thread per line reads 20 ms periods and hands them to one bounded queue
+and does nothing else. Pin edges go into the same queue, among the frames (fired by the GPIO
+library's thread on a Pi, by the capture thread itself on the simulated line). The main loop
 takes items in order and runs each line's pipeline, writes the line output, drives the LEDs,
 and pings the systemd watchdog only while every capture thread is alive.
+
+Periods go over in blocks of `HANDOFF_FRAMES` (100 ms) while nothing on the line needs the
+main loop sooner: one wake-up and one hand-over per block instead of per period. A pin edge,
+a notice or beep being played, or a hook or ring level not yet settled make the line
+"urgent": then every period goes over as it is read, and the line output follows capture by
+one period, as without blocks. An edge goes in among the frames in time order (the capture
+thread puts it there; it also wakes a capture waiting for a block), so the main loop still
+sees everything in the order it happened. A line command (pause, resume, opt-out) acts from
+the moment it came: if the capture thread still holds audio from before that moment, the
+command is carried out right after the frame it came in.
 
 On stop (SIGTERM) the capture threads are told to stop, what they already captured is run
 through, and each line seals its recording in progress.
@@ -22,10 +32,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from linerec.call.consent import ConsentMode
 from linerec.call.events import CallEvent
 from linerec.call.machine import State
-from linerec.codec import Samples
+from linerec.codec import RATE, Samples
 from linerec.config import Config, LineConfig
 from linerec.daemon.events import CommandDone, CommandRefused, Fault, FaultCleared, RecordingSealed
 from linerec.daemon.handoff import HandoffQueue
@@ -47,6 +59,7 @@ log = logging.getLogger(__name__)
 
 QUEUE_FRAMES = 50  # per line: one second of audio between capture and the main loop
 BATCH_FRAMES = 10  # frames of one line handled in one go when they are already waiting
+HANDOFF_FRAMES = 5  # periods a capture thread gathers before waking the main loop (100 ms)
 CAPTURE_STALL = 0.5  # seconds without a period before a capture thread counts as stuck
 SUPERVISE_EVERY = 0.05  # seconds between watchdog/stall checks and LED refreshes
 RETENTION_EVERY = 60.0  # seconds between retention sweeps
@@ -88,7 +101,7 @@ class _Edge:
 @dataclass(frozen=True, slots=True)
 class _Captured:
     line: int
-    frame: Frame
+    frames: tuple[Frame, ...]  # consecutive periods, oldest first
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +164,19 @@ class Daemon:
         self._playbacks: list[AudioPlayback] = []
         self._threads: list[threading.Thread] = []
         self._heartbeats: list[float] = []
+        # Per line: whether the main loop needs each period as it comes (see the module doc),
+        # the periods gathered meanwhile, the pin edges waiting to go in among them in time
+        # order, the lock under which both go into the queue, and whether a capture thread
+        # is there to do that (else edges go straight in).
+        self._urgent: list[bool] = []
+        self._quiet: list[bool] = []  # handed over in blocks, only silence queued to play
+        self._gathered: list[list[Frame]] = []
+        self._edges: list[list[_Edge]] = []
+        self._gather_locks: list[threading.Lock] = []
+        self._capturing: list[bool] = []
+        # Per line: commands that came before the main loop had the line's audio up to them,
+        # with the time they came (they act from that moment, not from where the loop was).
+        self._deferred: list[list[tuple[_Command, float]]] = []
         self._status_led: Led | None = None
         self._faults: dict[str, str] = {}  # kind -> message, for the status LED
         self._last_ping = float("-inf")
@@ -166,6 +192,14 @@ class Daemon:
         """Claim pins, open devices, start the capture threads."""
         backend = self.backend
         self.clock_start = backend.clock()
+        for _ in self.config.lines:
+            self._urgent.append(True)  # until the main loop has seen the line settled
+            self._quiet.append(False)
+            self._gathered.append([])
+            self._edges.append([])
+            self._gather_locks.append(threading.Lock())
+            self._capturing.append(False)
+            self._deferred.append([])
         for recovered in self.store.recover():
             log.warning(
                 "recovered %s, cut by a power loss after %.1f s", recovered.path, recovered.duration
@@ -232,6 +266,7 @@ class Daemon:
         now = self._monotonic()
         for index, capture in enumerate(self._captures):
             self._heartbeats.append(now)
+            self._capturing[index] = True
             thread = threading.Thread(
                 target=self._capture_loop,
                 args=(index, capture),
@@ -270,12 +305,21 @@ class Daemon:
             thread.join(timeout=1.0)
             if thread.is_alive():
                 log.error("%s did not stop; closing its device anyway", thread.name)
+        finishing = []
         while (item := self._queue.get(timeout=0)) is not None:
+            finishing.append(item)
+        # What a capture thread had gathered came after everything of its line in the queue,
+        # and the edges still waiting for a frame after those.
+        finishing += [_Captured(i, tuple(g)) for i, g in enumerate(self._gathered) if g]
+        finishing += [edge for edges in self._edges for edge in edges]
+        for item in finishing:
             if not isinstance(item, _CaptureFailed):
                 try:
                     self._handle(item)
                 except Exception:  # sealing what we have matters more than this frame
                     log.exception("while finishing captured audio")
+        for index in range(len(self._deferred)):
+            self._run_deferred(index)
         for pipeline in self.pipelines:
             try:
                 pipeline.shutdown()
@@ -295,15 +339,51 @@ class Daemon:
     # -- threads ---------------------------------------------------------------------------
 
     def _capture_loop(self, index: int, capture: AudioCapture) -> None:
+        # A capture that waits for the line output of the period before (the simulated line's
+        # echo) must hand over each period, or it would wait for itself.
+        block = 1 if capture.waits_for_playback else HANDOFF_FRAMES
+        gathered, edges = self._gathered[index], self._edges[index]
+        lock, urgent = self._gather_locks[index], self._urgent
         while not self._stopping.is_set():
             try:
-                frame = capture.read()
+                frames = capture.read_frames(1 if urgent[index] else block - len(gathered))
             except Exception as exc:
                 if not self._stopping.is_set():
+                    for item in self._stop_capturing(index):
+                        self._put(item)
                     self._put(_CaptureFailed(index, exc))
                 return
             self._heartbeats[index] = self._monotonic()
-            self._put(_Captured(index, frame))
+            items: list[_Captured | _Edge] = []
+            with lock:
+                for frame in frames:
+                    # An edge goes in just before the frame it falls in (or any later one).
+                    if edges and edges[0].t < frame.t + len(frame.samples) / RATE:
+                        if gathered:
+                            items.append(_Captured(index, tuple(gathered)))
+                            gathered.clear()
+                        while edges and edges[0].t < frame.t + len(frame.samples) / RATE:
+                            items.append(edges.pop(0))
+                    gathered.append(frame)
+                if gathered and (len(gathered) >= block or urgent[index]):
+                    items.append(_Captured(index, tuple(gathered)))
+                    gathered.clear()
+            # Outside the lock: a full queue blocks this thread, never the main loop (which
+            # takes the lock when the line looks stalled) nor the GPIO library's thread.
+            for item in items:
+                self._put(item)
+
+    def _stop_capturing(self, index: int) -> list[_Captured | _Edge]:
+        """Line `index` gets no more frames (its capture failed or stalled): what it gathered
+        and the edges waiting among them, in order; from now on its edges go straight in."""
+        with self._gather_locks[index]:
+            self._capturing[index] = False
+            gathered, edges = self._gathered[index], self._edges[index]
+            items: list[_Captured | _Edge] = [_Captured(index, tuple(gathered))] if gathered else []
+            items += edges
+            gathered.clear()
+            edges.clear()
+        return items
 
     def _put(self, item: _Edge | _Captured | _CaptureFailed | _Command | _Report) -> None:
         # A full queue blocks capture (the device then overruns, which is counted and marked);
@@ -314,7 +394,16 @@ class Daemon:
 
     def _edge_callback(self, index: int, signal: str) -> Callable[[bool, float], None]:
         def on_edge(level: bool, t: float) -> None:
-            self._put(_Edge(index, signal, level, t))
+            # The capture thread puts the edge in among the frames, in time order, and from
+            # now on hands over every period; it is woken if it waits for a block.
+            edge = _Edge(index, signal, level, t)
+            with self._gather_locks[index]:
+                if self._capturing[index]:
+                    self._urgent[index] = True
+                    self._edges[index].append(edge)
+                    self._captures[index].wake()
+                    return
+            self._put(edge)
 
         return on_edge
 
@@ -339,14 +428,28 @@ class Daemon:
         if isinstance(item, _Captured):
             # Frames of this line already waiting behind it (a backlog, or capture running
             # ahead) go through together: one store write and one playback write for them all.
-            more = self._queue.take_while(
-                lambda next_item: isinstance(next_item, _Captured) and next_item.line == item.line,
-                BATCH_FRAMES - 1,
-            )
-            frames = [item.frame, *(m.frame for m in more if isinstance(m, _Captured))]
-            out = pipeline.frame_run(frames)
+            frames = list(item.frames)
+            room = BATCH_FRAMES - len(frames)
+
+            def wanted(next_item: _Edge | _Captured | _CaptureFailed | _Command | _Report) -> bool:
+                nonlocal room
+                if not isinstance(next_item, _Captured) or next_item.line != item.line:
+                    return False
+                room -= len(next_item.frames)
+                return room >= 0
+
+            for more in self._queue.take_while(wanted, BATCH_FRAMES):
+                if isinstance(more, _Captured):
+                    frames += more.frames
+            out = self._frame_run(item.line, frames)
             self._playbacks[item.line].write(out)
+            urgent = self._urgent[item.line] = pipeline.needs_periods()
+            self._quiet[item.line] = not urgent and not pipeline.sounding
         elif isinstance(item, _Edge):
+            self._urgent[item.line] = True
+            if self._quiet[item.line]:  # what the edge may start must not wait behind silence
+                self._quiet[item.line] = False
+                self._playbacks[item.line].restart()
             if item.signal == "hook":
                 pipeline.hook_edge(item.level, item.t)
             elif item.signal == "ring":
@@ -354,12 +457,40 @@ class Daemon:
             else:
                 pipeline.button(not item.level, item.t)  # pulled up: pressed reads low
         else:
+            self._run_deferred(item.line)  # no audio is coming for them to wait on
             self._fault("audio", f"line {pipeline.name}: capture failed: {item.error}")
 
-    def _execute(self, item: _Command) -> None:
+    def _frame_run(self, index: int, frames: list[Frame]) -> Samples:
+        """The line's frames through its pipeline, each deferred command carried out right
+        after the frame it came in."""
+        pipeline, deferred = self.pipelines[index], self._deferred[index]
+        if not deferred:
+            return pipeline.frame_run(frames)
+        outs = []
+        start = 0
+        for i, frame in enumerate(frames):
+            if deferred and frame.t + len(frame.samples) / RATE >= deferred[0][1]:
+                outs.append(pipeline.frame_run(frames[start : i + 1]))
+                start = i + 1
+                while deferred and pipeline.last_t >= deferred[0][1]:
+                    command, t = deferred.pop(0)
+                    self._execute(command, t)
+        if start < len(frames):
+            outs.append(pipeline.frame_run(frames[start:]))
+        return outs[0] if len(outs) == 1 else np.concatenate(outs)
+
+    def _run_deferred(self, index: int) -> None:
+        """No more audio is coming for the line (stalled, failed, stopping): its deferred
+        commands now, each at the time it came."""
+        deferred = self._deferred[index]
+        while deferred:
+            command, t = deferred.pop(0)
+            self._execute(command, t)
+
+    def _execute(self, item: _Command, at: float | None = None) -> None:
         from linerec.uplink.commands import Refusal  # commands come only with an [uplink]
 
-        t = self.backend.clock()
+        t = self.backend.clock() if at is None else at
         command = item.command
         if isinstance(command, Refusal):
             self._emit(
@@ -392,8 +523,19 @@ class Daemon:
                 pipeline = next((p for p in self.pipelines if p.name == arguments["line"]), None)
                 if pipeline is None:
                     raise KeyError(f"no line {arguments['line']!r}")
+                index = self.pipelines.index(pipeline)
                 if command.action == "consent":
                     pipeline.set_consent(ConsentMode(arguments["mode"]))
+                elif (
+                    at is None
+                    and pipeline.last_t < t
+                    and self._capturing[index]
+                    and index not in self._stalled
+                ):
+                    # Audio before this moment is still with the capture thread: decided
+                    # as before the command, once it comes (see _frame_run).
+                    self._deferred[index].append((item, t))
+                    return
                 else:
                     pipeline.command(command.action, t)
         except (KeyError, ValueError, PermissionError, OSError) as exc:
@@ -433,7 +575,13 @@ class Daemon:
         stalled = {i for i, beat in enumerate(self._heartbeats) if now - beat > CAPTURE_STALL}
         for index in stalled - self._stalled:
             # No audio is coming: keep what came, sealed, rather than wait for the watchdog.
+            for item in self._stop_capturing(index):
+                self._handle(item)
+            self._run_deferred(index)
             self.pipelines[index].interrupt("capture-stalled")
+        for index in self._stalled - stalled:  # it captures again
+            with self._gather_locks[index]:
+                self._capturing[index] = True
         self._stalled = stalled
         if stalled:
             names = ", ".join(self.pipelines[i].name for i in sorted(stalled))

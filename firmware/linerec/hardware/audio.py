@@ -9,6 +9,7 @@ frame (`Frame.lost`), so the recording can mark the gap instead of closing it up
 from __future__ import annotations
 
 import errno
+import threading
 import time
 from collections.abc import Callable
 
@@ -28,7 +29,9 @@ from linerec.hardware.pcm import (
 from linerec.resample import Resampler, to_int16
 
 
-def _open_pcm(kind: int, device: str, settings: AudioSettings, key: str) -> alsaaudio.PCM:
+def _open_pcm(
+    kind: int, device: str, settings: AudioSettings, key: str, periods: int = 4
+) -> alsaaudio.PCM:
     period = settings.rate * settings.period_ms // 1000
     try:
         pcm = alsaaudio.PCM(
@@ -39,7 +42,7 @@ def _open_pcm(kind: int, device: str, settings: AudioSettings, key: str) -> alsa
             rate=settings.rate,
             format=alsaaudio.PCM_FORMAT_S16_LE,
             periodsize=period,
-            periods=4,
+            periods=periods,
         )
     except alsaaudio.ALSAAudioError as exc:
         raise HardwareError(
@@ -60,10 +63,16 @@ def _open_pcm(kind: int, device: str, settings: AudioSettings, key: str) -> alsa
 class AlsaCapture(AudioCapture):
     """Reads periods from an ALSA capture device and delivers 8 kHz frames.
 
-    `clock` stamps each frame with the time it was read (the real backend's monotonic clock);
-    with no clock, frames are stamped by counting samples from zero (the simulated line, whose
-    pin edges are scripted on that same sample clock).
+    `clock` stamps each frame with the time it was captured (the real backend's monotonic
+    clock); with no clock, frames are stamped by counting samples from zero (the simulated
+    line, whose pin edges are scripted on that same sample clock).
+
+    With a clock, `read_frames` sleeps until a block of periods has been captured and reads
+    them from the device's buffer (16 periods, 320 ms at 20 ms) in one go; a period read from
+    the buffer is stamped by what is still buffered behind it.
     """
+
+    PERIODS = 16  # device buffer, in periods: a block of 100 ms waits in it with room to spare
 
     def __init__(
         self, settings: AudioSettings, clock: Callable[[], float] | None = time.monotonic
@@ -71,9 +80,16 @@ class AlsaCapture(AudioCapture):
         self._settings = settings
         self._clock = clock
         self._pcm = _open_pcm(
-            alsaaudio.PCM_CAPTURE, settings.capture_device, settings, "capture_device"
+            alsaaudio.PCM_CAPTURE,
+            settings.capture_device,
+            settings,
+            "capture_device",
+            periods=self.PERIODS,
         )
         self._resampler = Resampler(settings.rate, RATE)
+        self._period = settings.rate * settings.period_ms // 1000  # device frames
+        self._woken = threading.Event()
+        self._draining = False  # reading periods already captured: stamp them by the buffer
         self._position = 0  # 8 kHz samples read or lost so far
         self._last_t: float | None = None
         # Periods of 10 or 40 ms are cut into 20 ms frames here.
@@ -81,6 +97,34 @@ class AlsaCapture(AudioCapture):
         self._pending_t = 0.0
         self._lost = 0
         self.overruns = 0
+
+    def read_frames(self, count: int) -> list[Frame]:
+        if self._clock is None or count <= 1:
+            return [self.read()]
+        # One sleep until the block is captured; `wake` cuts it short.
+        ready = (len(self._pending) + self._buffered()) // FRAME_SAMPLES
+        if ready < count and self._woken.wait((count - ready) * FRAME_SAMPLES / RATE):
+            self._woken.clear()
+        self._draining = True
+        try:
+            frames = [self.read()]
+            while len(frames) < count and (
+                len(self._pending) >= FRAME_SAMPLES or self._pcm.avail() >= self._period
+            ):
+                frames.append(self.read())
+        finally:
+            self._draining = False
+        return frames
+
+    def wake(self) -> None:
+        self._woken.set()
+
+    def _buffered(self) -> int:
+        """Captured and not read yet, in 8 kHz samples."""
+        return max(int(self._pcm.avail()), 0) * RATE // self._settings.rate
+
+    def interrupt(self) -> None:
+        self._woken.set()
 
     def read(self) -> Frame:
         while len(self._pending) < FRAME_SAMPLES:
@@ -114,8 +158,13 @@ class AlsaCapture(AudioCapture):
         samples = raw if self._resampler.passthrough else to_int16(self._resampler.process(raw))
         self._position += lost
         self._lost += lost
-        # Sample clock for the simulator; the read time minus one period on a real device.
-        t = self._position / RATE if self._clock is None else self._clock() - len(samples) / RATE
+        # Sample clock for the simulator; on a real device the read time minus this period and
+        # what was captured after it (still in the buffer when the periods are read in a block).
+        if self._clock is None:
+            t = self._position / RATE
+        else:
+            behind = self._buffered() if self._draining else 0
+            t = self._clock() - (len(samples) + behind) / RATE
         self._position += len(samples)
         self._last_t = t
         if len(self._pending):
@@ -139,21 +188,51 @@ class AlsaCapture(AudioCapture):
 
 
 class AlsaPlayback(AudioPlayback):
-    """Writes 8 kHz frames to an ALSA playback device at its own rate and channel count."""
+    """Writes 8 kHz frames to an ALSA playback device at its own rate and channel count.
 
-    def __init__(self, settings: AudioSettings) -> None:
+    While a line is quiet the daemon writes its (silent) output a 100 ms block at a time, so
+    the buffer holds several blocks and such a write never waits; before anything sounds again
+    the daemon has the silence queued meanwhile dropped (`restart`). `restartable=False` (the
+    simulated line's file device, which has already written what it was given, and keeps
+    the line output sample-aligned with capture) leaves that out."""
+
+    PERIODS = 16  # 320 ms of buffer at 20 ms periods: a block of 100 ms fits with room
+
+    def __init__(self, settings: AudioSettings, *, restartable: bool = True) -> None:
         self._settings = settings
         self._pcm = _open_pcm(
-            alsaaudio.PCM_PLAYBACK, settings.playback_device, settings, "playback_device"
+            alsaaudio.PCM_PLAYBACK,
+            settings.playback_device,
+            settings,
+            "playback_device",
+            periods=self.PERIODS,
         )
         self._resampler = Resampler(RATE, settings.rate)
+        self._restartable = restartable
+        self._buffer = settings.rate * settings.period_ms // 1000 * self.PERIODS  # device frames
         self.underruns = 0
+        self._prefill()
+
+    def _prefill(self) -> None:
         # One period of silence ahead of the first frame: the line output then runs one period
         # behind capture, which is the whole latency from a decision to the line.
         self.write(np.zeros(FRAME_SAMPLES, dtype=np.int16))
 
+    def restart(self) -> None:
+        if self._restartable:
+            self._pcm.drop()  # the next write prepares the device again (pyalsaaudio)
+            self._prefill()
+
     def write(self, samples: Samples) -> None:
         out = samples if self._resampler.passthrough else to_int16(self._resampler.process(samples))
+        if self._restartable and len(samples) > FRAME_SAMPLES and not samples.any():
+            # A block of silence, from a quiet line: keep a block queued ahead, or the device
+            # runs dry before the next one comes (silence either way; this spares the
+            # underruns). Never before sound: that would come late.
+            queued = max(self._buffer - self._pcm.avail(), 0)
+            pad = min(len(out) - queued, self._buffer - queued - len(out))  # never to wait
+            if pad > 0:
+                out = np.concatenate((np.zeros(pad, dtype=out.dtype), out))
         if self._settings.channels > 1:
             out = np.repeat(out, self._settings.channels)
         written = self._pcm.write(out.astype("<i2", copy=False).tobytes())

@@ -41,10 +41,22 @@ class AudioSettings:
 
 class AudioCapture(ABC):
     overruns: int = 0
+    # True where capturing a period waits for the line output of the one before (the
+    # simulated line's echo): such a capture must hand over every period as it comes.
+    waits_for_playback: bool = False
 
     @abstractmethod
     def read(self) -> Frame:
         """Block until the next frame is captured."""
+
+    def read_frames(self, count: int) -> list[Frame]:
+        """The next frames, oldest first: at least one, at most `count`. A device that can
+        wait for several periods at once does (one wake-up instead of `count`); `wake` ends
+        such a wait early with what has been captured by then."""
+        return [self.read()]
+
+    def wake(self) -> None:  # noqa: B027 - a device that never waits for several needs nothing
+        """From another thread: end a wait in `read_frames` now (something became urgent)."""
 
     def interrupt(self) -> None:  # noqa: B027 - a real device needs nothing: reads return each period
         """Make a blocked `read` return soon, if the device can."""
@@ -59,6 +71,10 @@ class AudioPlayback(ABC):
     @abstractmethod
     def write(self, samples: Samples) -> None:
         """Queue one frame of 8 kHz audio for the line."""
+
+    def restart(self) -> None:  # noqa: B027 - only a device with a real clock needs it
+        """Drop what is queued (silence: the daemon asks only then) and start again one period
+        ahead, so what is written next plays at once rather than behind a block of silence."""
 
     @abstractmethod
     def close(self) -> None: ...

@@ -90,6 +90,11 @@ class HookSense:
     def in_break(self) -> bool:
         return self._break_since is not None
 
+    @property
+    def settled(self) -> bool:
+        """Nothing waits on time to be confirmed: no level within its debounce, no break."""
+        return self._raw == self.off_hook and self._break_since is None
+
     def feed_edge(self, off_hook: bool, t: float) -> list[HookEvent]:
         """A raw edge at time t (off_hook True when the loop is closed)."""
         events = self.advance(t)
@@ -134,6 +139,11 @@ class RingSense:
         self._active = False
         self._burst_start: float | None = None
         self._last_inactive = float("-inf")
+
+    @property
+    def settled(self) -> bool:
+        """No burst is under way or waiting on time to begin or end."""
+        return self._burst_start is None
 
     def feed_edge(self, active: bool, t: float) -> list[RingEvent]:
         events = self.advance(t)

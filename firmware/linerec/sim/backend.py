@@ -169,6 +169,7 @@ class ScriptedCapture(AudioCapture):
         self._pins = pins
         self._clock = clock
         self._coupling = coupling
+        self.waits_for_playback = coupling is not None
         self._speed = speed
         # A hook edge at time 0 is the line's state at start (the pin's initial level).
         self._edges = [e for e in setup.rendered.edges if e.t > 0 or e.signal != "hook"]
@@ -180,6 +181,24 @@ class ScriptedCapture(AudioCapture):
         self.overruns = 0
 
     def read(self) -> Frame:
+        frame = self._next()
+        self._pace(frame.t)
+        return frame
+
+    def read_frames(self, count: int) -> list[Frame]:
+        """As a card read in blocks: one wait, until the last of them has been captured."""
+        if self._coupling is not None:  # the echo: each period waits for the one played before
+            return [self.read()]
+        frames = [self._next()]
+        # A fault stops the block short: the frames before it are delivered first.
+        while len(frames) < count and not (
+            self._faults and self._faults[0].t <= self._position / RATE
+        ):
+            frames.append(self._next())
+        self._pace(frames[-1].t)
+        return frames
+
+    def _next(self) -> Frame:
         lost = 0
         while self._faults and self._faults[0].t <= self._position / RATE:  # rare: a fault is due
             fault = self._faults.pop(0)
@@ -193,7 +212,6 @@ class ScriptedCapture(AudioCapture):
         self._position += lost
         frame = self._inner.read()
         t = self._position / RATE
-        self._pace(t)
         samples = frame.samples
         if self._coupling is not None:
             echo = self._coupling.echo_of(self._delivered)
@@ -338,7 +356,7 @@ class SimBackend(Backend):
 
     def open_playback(self, settings: AudioSettings) -> AudioPlayback:
         coupling = self._couplings.get(self._line_of(settings.capture_device))
-        playback = AlsaPlayback(settings)
+        playback = AlsaPlayback(settings, restartable=False)  # the file keeps what it was given
         return CoupledPlayback(playback, coupling) if coupling else playback
 
     def close(self) -> None:

@@ -19,7 +19,6 @@ in its vault. Failures are IntegrityError naming the chunk and the byte offset.
 from __future__ import annotations
 
 import base64
-import hashlib
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from linerec.codec import Codec, Samples, decode
+from linerec.store.digest import sha256
 from linerec.store.format import (
     BLOCK,
     CHUNK_AUDIO_BYTES,
@@ -154,7 +154,7 @@ def open_audio(source: RandomAccess, key: CollectorPrivate) -> ChunkedAudio:
         header = check_header(_json(header_record), 0)
     except HeaderError as exc:
         raise IntegrityError(str(exc)) from exc
-    header_hash = hashlib.sha256(header_record.body).digest()
+    header_hash = sha256(header_record.body).digest()
     codec = Codec(header["codec"])
     offset = header_record.end
     metadata_record = None

@@ -19,7 +19,6 @@ tell them of a new one. An appliance keeps the epoch key it was sent in its stor
 from __future__ import annotations
 
 import base64
-import hashlib
 import os
 import tomllib
 from dataclasses import dataclass, replace
@@ -37,6 +36,7 @@ from cryptography.hazmat.primitives.serialization import (
 
 from linerec.errors import LinerecError
 from linerec.files import KIB, UnreadableFile, read_text
+from linerec.store.digest import sha256
 from linerec.store.private import sync_dir, write_private
 
 MAX_KEY_FILE_BYTES = 64 * KIB  # a key file is a few hundred bytes
@@ -72,7 +72,7 @@ def raw_private(key: X25519PrivateKey | Ed25519PrivateKey) -> bytes:
 
 def key_id(public: X25519PublicKey) -> str:
     """A short name for a recipient key: the first 8 bytes of its SHA-256, in hex."""
-    return hashlib.sha256(raw_public(public)).hexdigest()[:16]
+    return sha256(raw_public(public)).hexdigest()[:16]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

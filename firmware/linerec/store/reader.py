@@ -9,7 +9,6 @@ decrypts every chunk. Every failure says what failed and where (chunk index, byt
 from __future__ import annotations
 
 import base64
-import hashlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from linerec.codec import Codec, Samples, decode
+from linerec.store.digest import sha256
 from linerec.store.format import (
     FINAL,
     FormatError,
@@ -80,7 +80,7 @@ def inspect(data: bytes) -> Inspected:
         header = check_header(_json(header_record), header_record.offset)
     except HeaderError as exc:
         raise IntegrityError(str(exc)) from exc
-    header_hash = hashlib.sha256(header_record.body).digest()
+    header_hash = sha256(header_record.body).digest()
     try:
         device_key = Ed25519PublicKey.from_public_bytes(base64.b64decode(header["device_key"]))
     except ValueError as exc:
@@ -151,7 +151,7 @@ def _check_end(
     state: str,
 ) -> None:
     where = f"{record.type.name.lower()} at byte {record.offset}"
-    digest = hashlib.sha256(data[: record.offset]).hexdigest()
+    digest = sha256(data[: record.offset]).hexdigest()
     if end.get("digest") != digest:
         raise IntegrityError(f"{where}: the file before it does not match its digest (altered)")
     try:

@@ -21,7 +21,6 @@ durability by one sync, never the audio loop.
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import os
 import threading
@@ -39,6 +38,7 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from linerec.codec import RATE, Codec, Samples, encode
 from linerec.files import UnreadableFile, check_regular
 from linerec.store.base import RecordingInfo, RecordingWriter, SealedRecording, Store
+from linerec.store.digest import Sha256, sha256
 from linerec.store.disk import Disk, OsDisk
 from linerec.store.format import (
     BLOCK,
@@ -123,7 +123,7 @@ class _Mark:
     whole chunks and samples they hold."""
 
     offset: int
-    digest: Any  # hashlib's sha256 state (copied: it goes on growing in the writer)
+    digest: Sha256  # the digest's state (copied: it goes on growing in the writer)
     chunks: int
     samples: int
 
@@ -257,7 +257,7 @@ def _read_entry(path: Path, ring: Path) -> Entry:
         acknowledged=(ring / f"{recording_id}.ack").exists(),
         held=(ring / f"{recording_id}.hold").exists(),
         size=size,
-        header_hash=hashlib.sha256(header_body).hexdigest(),
+        header_hash=sha256(header_body).hexdigest(),
         retention_days=float(header.get("retention_days", 0) or 0),
     )
 
@@ -385,7 +385,7 @@ class RingStore(Store):
         # The header is on the card before the chain moves on: a power cut in between leaves
         # a file whose sequence number the next start reads back, never a gap.
         writer = EncryptedWriter(self, info, recording_id, header, body, file_key)
-        self._seq, self._head = seq, hashlib.sha256(body).hexdigest()
+        self._seq, self._head = seq, sha256(body).hexdigest()
         self._save_chain()
         return writer
 
@@ -684,7 +684,7 @@ class RingStore(Store):
                 entry = read_entry(path, self.dir)
                 self.entries[entry.id] = entry
             return None
-        header_hash = hashlib.sha256(records[0].body).digest()
+        header_hash = sha256(records[0].body).digest()
         chunks = sum(1 for r in records if r.type is RecordType.CHUNK)
         samples = chunks * CHUNK_AUDIO_BYTES // Codec(header["codec"]).bytes_per_sample
         cut = sign_end(
@@ -696,7 +696,7 @@ class RingStore(Store):
                 "samples": samples,
                 "reason": "power-loss",
                 "recovered_at": self._wall().isoformat(timespec="seconds"),
-                "digest": hashlib.sha256(data[:end]).hexdigest(),
+                "digest": sha256(data[:end]).hexdigest(),
             },
         )
         handle = self.disk.open(path)
@@ -729,7 +729,7 @@ class EncryptedWriter(RecordingWriter):
         self._disk = store.disk
         self._info = info
         self._codec = store.codec
-        self._header_hash = hashlib.sha256(header_body).digest()
+        self._header_hash = sha256(header_body).digest()
         self._prev = str(header["prev"])
         self._file_key = file_key
         self._aead = ChaCha20Poly1305(file_key)
@@ -744,7 +744,7 @@ class EncryptedWriter(RecordingWriter):
         # Closed after a store error: cut (what seal() returns), or left for recovery.
         self._closed: SealedRecording | OSError | None = None
         self._disk.allocate(self.handle, self._reserved)
-        self._digest = hashlib.sha256()
+        self._digest = sha256()
         self._offset = 0
         self._sealing = False
         self._buffer = bytearray()

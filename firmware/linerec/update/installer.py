@@ -12,12 +12,10 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from linerec.call.events import CallEvent
 from linerec.update import rauc
@@ -45,7 +43,7 @@ class Updater:
         """Download `url` onto the data partition, then install it as `install_file` does."""
         try:
             path = self._fetch(url)
-        except (OSError, ValueError, urllib.error.URLError) as exc:
+        except (OSError, ValueError) as exc:  # urllib's URLError is an OSError
             reason = f"{url}: could not fetch the bundle ({exc})"
             log.error("update refused: %s", reason)
             self.emit(
@@ -104,7 +102,9 @@ class Updater:
         return pending
 
     def _fetch(self, url: str) -> Path:
-        scheme = urllib.parse.urlsplit(url).scheme
+        import urllib.request  # here: http.client and ssl cost the recorder 2 MB it rarely needs
+
+        scheme = urlsplit(url).scheme
         if scheme not in ("http", "https"):
             raise ValueError(f"the URL must be http:// or https:// (got {scheme or 'none'}://)")
         self.state.prepare()
