@@ -136,7 +136,7 @@ def test_a_recording_crosses_the_bridge_once_through_a_cut_and_another_sites_dev
             box2.publish("linerec/v1/box2/event", event(1))
         wait_for_line(central_log, "Denied PUBLISH from linerec-bridge-office1")
 
-        recording_id = box1.record(120.0)  # about 1 MB: some 30 pieces
+        recording_id = box1.record(600.0)  # about 5 MB: some 150 pieces, still going when cut
         for k in range(5):
             box1.event(f"555000{k}")
         box1.uplink.start()
