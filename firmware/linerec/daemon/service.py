@@ -23,6 +23,7 @@ through, and each line seals its recording in progress.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 import time
@@ -60,7 +61,10 @@ log = logging.getLogger(__name__)
 QUEUE_FRAMES = 50  # per line: one second of audio between capture and the main loop
 BATCH_FRAMES = 10  # frames of one line handled in one go when they are already waiting
 HANDOFF_FRAMES = 5  # periods a capture thread gathers before waking the main loop (100 ms)
-CAPTURE_STALL = 0.5  # seconds without a period before a capture thread counts as stuck
+# Seconds without a period before a capture thread counts as stuck. A busy box (or a test
+# host under load) can leave a thread unscheduled for half a second; a false stall would cut
+# the call into two recordings, while a card silent for 2 s is dead either way.
+CAPTURE_STALL = 2.0
 SUPERVISE_EVERY = 0.05  # seconds between watchdog/stall checks and LED refreshes
 RETENTION_EVERY = 60.0  # seconds between retention sweeps
 HEALTH_EVERY = 60.0  # seconds between health reports
@@ -370,8 +374,12 @@ class Daemon:
                     gathered.clear()
             # Outside the lock: a full queue blocks this thread, never the main loop (which
             # takes the lock when the line looks stalled) nor the GPIO library's thread.
+            # Waiting for a main loop that is behind is not a stalled card: no stall is counted
+            # until the next read.
+            self._heartbeats[index] = math.inf
             for item in items:
                 self._put(item)
+            self._heartbeats[index] = self._monotonic()
 
     def _stop_capturing(self, index: int) -> list[_Captured | _Edge]:
         """Line `index` gets no more frames (its capture failed or stalled): what it gathered
