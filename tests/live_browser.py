@@ -51,6 +51,7 @@ TAP = """
 (() => {
   const heard = [];
   window.heardBursts = heard;
+  window.tappedContexts = []; // each context that played something: its state is looked at
   const taps = new WeakMap();
   const connect = AudioNode.prototype.connect;
   function watch(context) {
@@ -89,7 +90,10 @@ TAP = """
   }
   AudioNode.prototype.connect = function (target, ...rest) {
     if (target instanceof AudioDestinationNode) {
-      if (!taps.has(target.context)) taps.set(target.context, watch(target.context));
+      if (!taps.has(target.context)) {
+        taps.set(target.context, watch(target.context));
+        window.tappedContexts.push(target.context);
+      }
       connect.call(this, taps.get(target.context));
     }
     return connect.call(this, target, ...rest);

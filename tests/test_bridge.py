@@ -217,8 +217,7 @@ def test_a_device_taken_off_a_site_and_a_revoked_bridge_no_longer_reach_the_coll
         collector.wait_for("collector subscribed")
         for name in ("office1", "office2"):
             wait_for_line(log, f"as linerec-bridge-{name}")
-        publish(office, {"box1": 1, "box2": 1, "box3": 1})
-        wait_for_events(data_dir, {("box1", 1), ("box2", 1), ("box3", 1)})
+        publish(office, {"box1": 1, "box2": 1, "box3": 1}, acked={"box1", "box2", "box3"})
 
         removed = enroll("--bridge", "office1", "--remove-device", "box3", *common)
         assert removed.returncode == 0, removed.stderr
@@ -236,8 +235,7 @@ def test_a_device_taken_off_a_site_and_a_revoked_bridge_no_longer_reach_the_coll
         central_broker.start()
         wait_for_line(log, "as linerec-bridge-office1", after=mark)
         collector.wait_for("collector subscribed")  # again, on the restarted broker
-        publish(office, {"box3": 2, "box2": 2, "box1": 2})
-        wait_for_events(data_dir, {("box1", 2)})
+        publish(office, {"box3": 2, "box2": 2, "box1": 2}, acked={"box1"})
         wait_for_line(log, "Denied PUBLISH from linerec-bridge-office1", after=mark)
         wait_for_line(log, "linerec/v1/box3/event", after=mark)
         # office2's bridge tries again and again; the centre refuses its revoked certificate
@@ -279,19 +277,45 @@ def test_remove_device_and_revoke_bridge_refuse_what_is_not_there(tmp_path: Path
     assert (site_dir / "bridges" / "office2" / "bridge.key").read_bytes() != old_key
 
 
-def publish(site: Site, events: dict[str, int]) -> None:
+def test_remove_device_with_a_device_refused_changes_nothing(tmp_path: Path) -> None:
+    """`--remove-device A --device B` is one change: B refused (on another site, or enrolled
+    directly) leaves A on the site and every file as it was. Without --broker-name the
+    bridge keeps the address it was enrolled with, as a removal alone does."""
+    site_dir = tmp_path / "central-site"
+    common = ("--site", str(site_dir), "--broker-name", "central.example", "--port", "9883")
+    assert (
+        enroll("--bridge", "office1", "--device", "box1", "--device", "box3", *common).returncode
+        == 0
+    )
+    assert enroll("--bridge", "office2", "--device", "box2", *common).returncode == 0
+    csr = device_request("box4", tmp_path / "box4")[1]
+    assert enroll(str(csr), *common).returncode == 0  # box4 connects to the centre itself
+    files = [site_dir / name for name in ("sites.json", "access.json", "mosquitto.conf")]
+    files.append(site_dir / "bridges" / "office1" / "bridge.conf")
+    before = [path.read_bytes() for path in files]
+    for other, why in (("box2", "box2 is assigned to site office2"),
+                       ("box4", "box4 is enrolled at this broker directly")):  # fmt: skip
+        refused = enroll(
+            "--bridge", "office1", "--remove-device", "box3", "--device", other,
+            "--site", str(site_dir),
+        )  # fmt: skip
+        assert refused.returncode == 1 and why in refused.stderr
+        assert [path.read_bytes() for path in files] == before, other
+    swapped = enroll(
+        "--bridge", "office1", "--remove-device", "box3", "--device", "box5",
+        "--site", str(site_dir),
+    )  # fmt: skip
+    assert swapped.returncode == 0 and "office1: devices box1, box5;" in swapped.stdout
+    bridge_text = files[3].read_text()
+    assert "address central.example:9883\n" in bridge_text and "box3" not in bridge_text
+    assert json.loads(files[0].read_text())["office1"] == ["box1", "box5"]
+
+
+def publish(site: Site, events: dict[str, int], *, acked: set[str]) -> None:
+    """Each device's event, sent as the device; for those in `acked`, until the collector's
+    acknowledgement of it came back through the bridge (sent once it is committed)."""
     for device, seq in events.items():
         with DeviceLink(site, device) as link:
             link.publish(f"linerec/v1/{device}/event", event(seq))
-
-
-def wait_for_events(data_dir: Path, wanted: set[tuple[str, int]], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        if (data_dir / "collector.db").exists():
-            with sqlite_ro(data_dir) as db:
-                kept = set(db.execute("SELECT device, seq FROM events").fetchall())
-            if wanted <= kept:
-                return
-        assert time.monotonic() < deadline, f"events {sorted(wanted)} never stored"
-        time.sleep(0.05)
+            if device in acked:
+                link.wait_ack(timeout=60, kind="events", device=device, upto=seq)

@@ -156,6 +156,10 @@ def test_a_player_opened_afresh_waits_for_a_click_then_plays_to_the_hang_up(
         assert said == "Error: 400: this listening has expired: give the reason again"
     writer.seal(ended_by="hang-up")
     assert state(again, "ended") == "The call has ended."
+    # what was scheduled plays out, then the player lets the audio device go
+    again.wait_for_function(
+        "() => window.tappedContexts.length === 1 && window.tappedContexts[0].state === 'closed'"
+    )
     entries = wait_for_audit(site, writer.id, 4)
     assert [action for action, _ in entries] == ["listen", "listen ended"] * 2
     assert re.fullmatch(r"quality check \(\d+\.\d s, sealed\)", entries[3][1]), entries[3]
@@ -200,4 +204,37 @@ def test_the_players_wav_reader_takes_the_stream_cut_anywhere(
         list(bytes(ulaw)),
     )
     assert refused == "byte 12: WAV format 7, 1 channels, 8 bits; this player plays 16-bit mono PCM"
+    page.context.close()
+
+
+def test_the_players_wav_reader_gives_up_on_a_header_that_never_ends(
+    browser: Browser, site: LiveSite
+) -> None:
+    """A WAV header whose chunk claims more bytes than ever come is not held without end: past
+    64 KiB with no audio the reader stops, naming the byte, and held no more than that."""
+    page = open_page(browser)
+    page.goto(f"{site.server.url}/login")
+    page.add_script_tag(url=f"{site.server.url}/static/live.js")
+    bogus = b"RIFF\xff\xff\xff\xffWAVE" + b"junk" + (0xFFFFFFF0).to_bytes(4, "little")
+    read, held, said = page.evaluate(
+        """(head) => {
+            const wav = new WavStream();
+            const held = [];
+            let read = 0;
+            try {
+                wav.push(new Uint8Array(head));
+                read += head.length;
+                for (;;) {
+                    wav.push(new Uint8Array(4096));
+                    read += 4096;
+                    held.push(wav.pending.length);
+                    if (read > 1 << 20) return [read, held, ""];
+                }
+            } catch (error) { return [read, held, error.message]; }
+        }""",
+        list(bogus),
+    )
+    assert said == "byte 65536: WAV header too long (no audio in its first 65536 bytes)"
+    assert read < 65536 <= read + 4096, read  # the read that crossed it
+    assert max(held) < 65536, held
     page.context.close()

@@ -546,6 +546,41 @@ def test_what_the_console_learns_of_a_recording_is_searched_at_once(tmp_path: Pa
     store.db.close()
 
 
+def test_a_version_4_catalog_entry_of_a_deleted_recording_goes_in_the_migration(
+    tmp_path: Path,
+) -> None:
+    """Version 4 kept a recording's catalog entry (label, direction, consent) after the
+    recording was deleted; migrated, the database holds none of it, as a deletion now does."""
+    location = databases.selected.location(tmp_path / "collector.db")
+    CollectorStore(tmp_path / "data", location).db.close()
+    as_version_4(location)
+    db = connect(location)
+    kept = fill_recordings(db, 2)[1]  # n = 1: catalogued
+    db.execute(
+        "INSERT INTO console_catalog (device, id, label, direction, consent, clock_synchronized) "
+        "VALUES ('box1', 'box1-gone-line1', 'private', 'inbound', 'notice', 1)"
+    )
+    db.close()
+    done = linerec("collector", "migrate", "--config", str(config(tmp_path, location)))
+    assert done.returncode == 0, done.stderr
+    db = connect(location)
+    rows = db.execute("SELECT device, id, label FROM console_catalog").fetchall()
+    assert [tuple(row) for row in rows] == [(kept["device"], kept["id"], kept["label"])]
+    db.close()
+
+
+def test_a_recording_deleted_before_it_is_catalogued_gets_no_catalog_entry(
+    tmp_path: Path,
+) -> None:
+    """The catalog reads a recording's metadata outside the transaction: deleted meanwhile,
+    the recording leaves no catalog entry behind (nor a row for it)."""
+    store = CollectorStore(tmp_path / "data", databases.selected.location(tmp_path / "c.db"))
+    store.catalog("box1", "box1-gone-line1", {"label": "private", "direction": "inbound"})
+    assert store.db.execute("SELECT count(*) FROM console_catalog").fetchone()[0] == 0
+    assert store.db.execute("SELECT count(*) FROM recordings").fetchone()[0] == 0
+    store.db.close()
+
+
 @pytest.mark.engines("postgresql")
 def test_the_console_filters_and_sorts_walk_an_index_to_the_page_on_postgresql(
     tmp_path: Path,

@@ -224,7 +224,12 @@ def add_commands(
         metavar="NAME",
         help="host name or address of the broker (repeatable)",
     )
-    enroll.add_argument("--port", type=int, default=8883, help="the broker's TLS port")
+    enroll.add_argument(
+        "--port",
+        type=int,
+        default=None,
+        help="the broker's TLS port (default 8883; a bridge keeps the port it has)",
+    )
     enroll.add_argument(
         "--bind", metavar="ADDRESS", help="the address the broker listens on (default: all)"
     )
@@ -398,7 +403,7 @@ def _enroll(args: argparse.Namespace) -> int:
             args.csr,
             args.site,
             broker_names=args.broker_name or ["localhost"],
-            port=args.port,
+            port=8883 if args.port is None else args.port,
             bind=args.bind,
             replace=args.replace,
         )
@@ -423,14 +428,13 @@ def _bridge(args: argparse.Namespace) -> int:
     try:
         if args.remove_device and not args.device:  # the site's address and files stay
             bridge = remove_from_bridge(args.bridge, args.remove_device, args.site)
-        else:
-            if args.remove_device:
-                remove_from_bridge(args.bridge, args.remove_device, args.site)
+        else:  # one change: checked whole before anything is written
             bridge = enroll_bridge(
                 args.bridge,
                 args.device,
                 args.site,
-                broker_names=args.broker_name or ["localhost"],
+                remove=args.remove_device,
+                broker_names=args.broker_name or None,  # not given: the bridge's own address
                 port=args.port,
                 bind=args.bind,
             )

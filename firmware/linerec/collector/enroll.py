@@ -414,13 +414,17 @@ def enroll_bridge(
     devices: list[str],
     site: Path,
     *,
-    broker_names: list[str],
-    port: int = 8883,
+    remove: list[str] | None = None,
+    broker_names: list[str] | None = None,
+    port: int | None = None,
     bind: str | None = None,
 ) -> Bridge:
-    """Assign `devices` to the site broker `site_name` and write its bridge to this broker:
-    a key and certificate for it (made once), the CA, and the bridge section of its
-    mosquitto.conf; this broker's access rules let it publish only for its devices."""
+    """Assign `devices` to the site broker `site_name` (and take `remove` off it) and write
+    its bridge to this broker: a key and certificate for it (made once), the CA, and the
+    bridge section of its mosquitto.conf; this broker's access rules let it publish only for
+    its devices. Everything is checked before anything is written. The bridge's address is
+    the first of `broker_names` and `port`; either not given, the one it has (or
+    localhost:8883)."""
     if not is_device_id(site_name) or site_name in RESERVED:
         raise EnrollError(f"site name {shown(site_name)} is not a name ({DEVICE_ID_RULE})")
     for device in devices:
@@ -428,9 +432,9 @@ def enroll_bridge(
             raise EnrollError(f"{shown(device)} is not a device id ({DEVICE_ID_RULE})")
     plugin = _dynsec_plugin()
     site = site.absolute()
-    site.mkdir(mode=0o755, parents=True, exist_ok=True)
-    (site / "devices").mkdir(mode=0o755, exist_ok=True)
     sites = _sites(site)
+    if remove:
+        _check_assigned(site, sites, site_name, remove)
     for device in devices:
         other = next((name for name, ids in sites.items() if device in ids), None)
         if other is not None and other != site_name:
@@ -444,14 +448,23 @@ def enroll_bridge(
                 f"{device} is enrolled at this broker directly ({site / 'devices'}): it "
                 "connects here itself, not through a site"
             )
-    assigned = sorted({*sites.get(site_name, []), *devices})
+    out = site / "bridges" / site_name
+    config = out / "bridge.conf"
+    host, bridge_port = _bridge_address(config) if config.exists() else ("localhost", 8883)
+    host = broker_names[0] if broker_names else host
+    bridge_port = port if port is not None else bridge_port
+    # Checked: from here on, only writing.
+    site.mkdir(mode=0o755, parents=True, exist_ok=True)
+    (site / "devices").mkdir(mode=0o755, exist_ok=True)
+    assigned = sorted({*sites.get(site_name, []), *devices} - set(remove or []))
     sites[site_name] = assigned
     _write_public(site / "sites.json", json.dumps(sites, indent=1, sort_keys=True).encode())
     _ca(site)
     if not (site / "crl.pem").exists():
         _write_crl(site, set())
-    _broker_pieces(site, broker_names, port, bind, plugin)
-    out = site / "bridges" / site_name
+    _broker_pieces(
+        site, broker_names or ["localhost"], 8883 if port is None else port, bind, plugin
+    )
     out.mkdir(mode=0o755, parents=True, exist_ok=True)
     key_path, cert_path = out / "bridge.key", out / "bridge.crt"
     if not key_path.exists():
@@ -460,17 +473,14 @@ def enroll_bridge(
         cert = _issue(site, BRIDGE_PREFIX + site_name, load_key(key_path).public_key())
         _write_public(cert_path, cert.public_bytes(serialization.Encoding.PEM))
     _write_public(out / "ca.crt", (site / "ca.crt").read_bytes())
-    config = out / "bridge.conf"
-    _write_public(config, bridge_config(site_name, assigned, out, broker_names[0], port).encode())
+    _write_public(config, bridge_config(site_name, assigned, out, host, bridge_port).encode())
     return Bridge(directory=out, config=config, devices=assigned)
 
 
-def remove_from_bridge(site_name: str, devices: list[str], site: Path) -> Bridge:
-    """Take `devices` off the site broker `site_name`: this broker's access rules no longer
-    let its bridge publish for them, and its bridge section no longer forwards them (the
-    address in it is kept). The devices may then be enrolled elsewhere."""
-    site = site.absolute()
-    sites = _sites(site)
+def _check_assigned(
+    site: Path, sites: dict[str, list[str]], site_name: str, devices: list[str]
+) -> None:
+    """Refuse to take off `site_name` a device that is not on it."""
     if site_name not in sites:
         known = ", ".join(sorted(sites)) or "none"
         raise EnrollError(f"{site / 'sites.json'}: no site {shown(site_name)} (sites: {known})")
@@ -480,22 +490,36 @@ def remove_from_bridge(site_name: str, devices: list[str], site: Path) -> Bridge
                 f"{device} is not assigned to site {site_name} (its devices: "
                 f"{', '.join(sites[site_name]) or 'none'})"
             )
+
+
+def remove_from_bridge(site_name: str, devices: list[str], site: Path) -> Bridge:
+    """Take `devices` off the site broker `site_name`: this broker's access rules no longer
+    let its bridge publish for them, and its bridge section no longer forwards them (the
+    address in it is kept). The devices may then be enrolled elsewhere."""
+    site = site.absolute()
+    sites = _sites(site)
+    _check_assigned(site, sites, site_name, devices)
+    out = site / "bridges" / site_name
+    config = out / "bridge.conf"
+    address = _bridge_address(config) if config.exists() else None  # checked before writing
     remaining = [device for device in sites[site_name] if device not in devices]
     sites[site_name] = remaining
     _write_public(site / "sites.json", json.dumps(sites, indent=1, sort_keys=True).encode())
     _rewrite_access(site)
-    out = site / "bridges" / site_name
-    config = out / "bridge.conf"
-    if config.exists():
-        host, _, port = _bridge_address(config).rpartition(":")
-        _write_public(config, bridge_config(site_name, remaining, out, host, int(port)).encode())
+    if address is not None:
+        _write_public(config, bridge_config(site_name, remaining, out, *address).encode())
     return Bridge(directory=out, config=config, devices=remaining)
 
 
-def _bridge_address(config: Path) -> str:
+def _bridge_address(config: Path) -> tuple[str, int]:
+    """The host and port a bridge section connects to."""
     for line in config.read_text().splitlines():
         if line.startswith("address "):
-            return line.split(None, 1)[1].strip()
+            address = line.split(None, 1)[1].strip()
+            host, _, port = address.rpartition(":")
+            if not host or not port.isdigit():
+                raise EnrollError(f"{config}: address {shown(address)} is not HOST:PORT")
+            return host, int(port)
     raise EnrollError(f"{config}: no `address HOST:PORT` line (not written by linerec?)")
 
 

@@ -332,7 +332,8 @@ def _from_3(db: Database) -> None:
 
 def _from_4(db: Database) -> None:
     """Version 4 -> 5: recordings keep their label, direction (from the catalog) and whether
-    they were reviewed; the catalog's own indexes give way to the recordings' (`_create`)."""
+    they were reviewed; the catalog's own indexes give way to the recordings' (`_create`);
+    the catalog entries of recordings deleted before go."""
     columns = db.columns("recordings")
     for column, kind in (
         ("label", "TEXT"),
@@ -343,6 +344,11 @@ def _from_4(db: Database) -> None:
             db.execute(db.ddl(f"ALTER TABLE recordings ADD COLUMN {column} {kind}"))
     tables = db.tables()
     if "console_catalog" in tables:  # a database from before version 3 may not have them
+        # Version 4 kept the entry of a deleted recording; a deletion takes it now.
+        db.execute(
+            "DELETE FROM console_catalog WHERE NOT EXISTS (SELECT 1 FROM recordings r "
+            "WHERE r.device = console_catalog.device AND r.id = console_catalog.id)"
+        )
         db.execute(
             "UPDATE recordings SET label = c.label, direction = c.direction "
             "FROM console_catalog c WHERE c.device = recordings.device AND c.id = recordings.id"

@@ -310,6 +310,13 @@ def catalog(db: Database, device: str, recording_id: str, metadata: dict[str, An
     label = metadata.get("label") or None
     direction = metadata.get("direction")
     with db.transaction():
+        # The recording's row first: deleted since its metadata was read, it gets no entry.
+        found = db.execute(
+            "UPDATE recordings SET label = ?, direction = ? WHERE device = ? AND id = ?",
+            (label, direction, device, recording_id),
+        ).rowcount
+        if not found:
+            return
         db.execute(
             upsert(
                 "console_catalog",
@@ -324,8 +331,4 @@ def catalog(db: Database, device: str, recording_id: str, metadata: dict[str, An
                 metadata.get("consent"),
                 None if synced is None else int(bool(synced)),
             ),
-        )
-        db.execute(
-            "UPDATE recordings SET label = ?, direction = ? WHERE device = ? AND id = ?",
-            (label, direction, device, recording_id),
         )

@@ -6,6 +6,7 @@
 
 const TARGET = 0.3; // seconds held before a piece plays: covers the jitter of its arrival
 const SLACK = 0.5; // held beyond TARGET + SLACK is behind live: what waits is dropped
+const MAX_HEADER = 65536; // bytes: collector/listen.py's header is 44; a longer one is not WAV
 
 // The stream is what collector/listen.py writes: a WAV header (RIFF, "fmt ", then "data" of
 // unknown length) and 16-bit little-endian mono PCM, cut anywhere between two reads.
@@ -24,6 +25,10 @@ class WavStream {
     if (!this.inData) {
       const start = this.header(data);
       if (start < 0) {
+        // held whole until the header is: a bogus one must not grow it without end
+        if (data.length >= MAX_HEADER) {
+          throw new Error(`byte ${MAX_HEADER}: WAV header too long (no audio in its first ${MAX_HEADER} bytes)`);
+        }
         this.pending = data;
         return new Float32Array(0);
       }
@@ -76,6 +81,7 @@ class Schedule {
     this.context = context;
     this.next = 0; // context time at which the next piece starts
     this.sources = new Set();
+    this.drained = null; // called when the last piece has played
   }
 
   play(samples, rate) {
@@ -92,7 +98,10 @@ class Schedule {
     const source = context.createBufferSource();
     source.buffer = buffer;
     source.connect(context.destination);
-    source.addEventListener("ended", () => this.sources.delete(source));
+    source.addEventListener("ended", () => {
+      this.sources.delete(source);
+      if (this.sources.size === 0 && this.drained !== null) this.drained();
+    });
     source.start(this.next);
     this.sources.add(source);
     this.next += buffer.duration;
@@ -101,6 +110,14 @@ class Schedule {
   stop() {
     for (const source of this.sources) source.stop();
     this.sources.clear();
+  }
+
+  // Resolves once every piece scheduled has played.
+  finished() {
+    if (this.sources.size === 0) return Promise.resolve();
+    return new Promise((resolve) => {
+      this.drained = resolve;
+    });
   }
 }
 
@@ -181,6 +198,8 @@ class LivePlayer {
         if (this.box.dataset.state !== "live") this.show("live", "Live.");
       }
       this.show("ended", "The call has ended.");
+      await this.schedule.finished(); // what is scheduled still plays, then the device is let go
+      this.context.close();
     } catch (error) {
       if (controller.signal.aborted) return; // stopped here: already said
       this.end("error", `Error: ${error.message}`);
