@@ -20,7 +20,7 @@ from bounded import cli
 from linerec.codec import Codec
 from linerec.dsp.analyzer import FRAME, LineAnalyzer, analyze
 from linerec.dsp.callerid import FskCallerIdReceiver
-from linerec.dsp.level import LevelMeter, _level, least_power
+from linerec.dsp.level import LevelMeter, least_power, power_dbfs
 from linerec.dsp.progress import ProgressToneDetector, Tone
 from linerec.dsp.spectrum import features
 from linerec.dsp.voice import VoiceDetector
@@ -162,7 +162,7 @@ def test_a_recording_that_ends_just_past_a_whole_second_is_analysed(
 def test_the_voice_detector_tells_loud_frames_by_power_as_by_level() -> None:
     # Blocks compare each frame's power with one threshold instead of taking its level: the
     # same frames must count as loud, right at the threshold too.
-    from linerec.dsp.voice import _LOUD, FLOOR_DBFS, _level
+    from linerec.dsp.voice import _LOUD, FLOOR_DBFS
 
     near = [float(_LOUD)]
     for direction in (0.0, np.inf):
@@ -171,8 +171,8 @@ def test_the_voice_detector_tells_loud_frames_by_power_as_by_level() -> None:
             p = float(np.nextafter(p, direction))
             near.append(p)
     powers = near + np.random.default_rng(3).uniform(0, 4 * _LOUD, 2000).tolist()
-    assert [p >= _LOUD for p in powers] == [_level(p) >= FLOOR_DBFS for p in powers]
-    assert _level(_LOUD) >= FLOOR_DBFS > _level(float(np.nextafter(_LOUD, 0.0)))
+    assert [p >= _LOUD for p in powers] == [power_dbfs(p) >= FLOOR_DBFS for p in powers]
+    assert power_dbfs(_LOUD) >= FLOOR_DBFS > power_dbfs(float(np.nextafter(_LOUD, 0.0)))
 
 
 def test_linerec_analyze_loads_only_the_recorders_commands(tmp_path: Path) -> None:
@@ -211,12 +211,12 @@ def test_the_level_meter_says_the_same_of_a_block_as_of_its_frames(silence_dbfs:
     level, peak, silent_for = -96.0, -96.0, 0.0
     for start in range(0, len(powers), 7):
         for power in powers[start : start + 7]:  # frame by frame, each one's level
-            level = _level(power)
+            level = power_dbfs(power)
             peak = max(peak, level)
             silent_for = silent_for + FRAME / RATE if level < silence_dbfs else 0.0
         meter.feed_powers(powers[start : start + 7], FRAME)
         assert (meter.level, meter.peak, meter.silent_for) == (level, peak, silent_for)
     threshold = least_power(silence_dbfs)
     assert threshold in (0.0, np.inf) or (
-        _level(threshold) >= silence_dbfs > _level(float(np.nextafter(threshold, 0.0)))
+        power_dbfs(threshold) >= silence_dbfs > power_dbfs(float(np.nextafter(threshold, 0.0)))
     )
