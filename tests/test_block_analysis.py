@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bounded import cli
 from linerec.codec import Codec
@@ -102,6 +104,48 @@ def test_progress_tones_in_blocks(size: int) -> None:
     names = {type(e).__name__ + ":" + getattr(e, "name", "") for _, e in expected}
     assert {"Tone:dial", "Tone:ringback", "Tone:busy", "Quiet:silence", "Quiet:line_dead"} <= names
     assert got == expected
+
+
+# Short and long bursts around the lengths at which a segment is named (3, 7, 8 frames), low
+# and high enough for the alerting signal, some a step apart (one segment or two), with gaps.
+_BURSTS = st.lists(
+    st.tuples(
+        st.sampled_from([(350.0, 440.0), (425.0,), (1370.6,), (1776.7,), (2130.0, 2750.0)]),
+        st.integers(1, 12),  # frames on
+        st.integers(0, 4),  # frames off (0: the next burst follows straight on)
+    ),
+    min_size=1,
+    max_size=12,
+)
+
+
+@settings(max_examples=30, deadline=None, derandomize=True)
+@given(bursts=_BURSTS, size=st.integers(1, 9))
+def test_progress_segments_in_blocks_as_frame_by_frame(
+    bursts: list[tuple[tuple[float, ...], int, int]], size: int
+) -> None:
+    # Blocks sort frames into segments and pick the ones to name as `feed` does: after every
+    # block, the same segments (where each begins, how long, what its frequencies make it).
+    parts = [_silence(0.5, 3.0)]
+    for frequencies, on, off in bursts:
+        parts += [tone(frequencies, on * FRAME / RATE, -15), _silence(off * FRAME / RATE, 3.0)]
+    x = np.clip(np.rint(np.concatenate(parts)), -32768, 32767).astype(np.int16)
+    frames = x[: len(x) // FRAME * FRAME].reshape(-1, FRAME)
+    seen = features(frames.astype(np.float64))
+    alone, blocks = ProgressToneDetector(), ProgressToneDetector()
+
+    def segments(detector: ProgressToneDetector) -> list[tuple[object, ...]]:
+        return [(s.colour, s.start, s.frames, s.peaks) for s in detector._segments]
+
+    each = seen.frames()
+    for start in range(0, len(frames), size):
+        stop = min(start + size, len(frames))
+        expected = [
+            (i - start, e) for i in range(start, stop) for e in alone.feed(frames[i], each[i])
+        ]
+        got = blocks.feed_block(frames[start:stop], features(frames[start:stop].astype(np.float64)))
+        assert got == expected
+        assert segments(blocks) == segments(alone)
 
 
 @pytest.mark.parametrize("size", [1, 3, 4, 5, 50])
