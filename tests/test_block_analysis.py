@@ -15,12 +15,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bounded import cli
 from linerec.codec import Codec
 from linerec.dsp.analyzer import FRAME, LineAnalyzer, analyze
 from linerec.dsp.callerid import FskCallerIdReceiver
-from linerec.dsp.level import LevelMeter, _level, least_power
+from linerec.dsp.level import LevelMeter, least_power, power_dbfs
 from linerec.dsp.progress import ProgressToneDetector, Tone
 from linerec.dsp.spectrum import features
 from linerec.dsp.voice import VoiceDetector
@@ -104,6 +106,48 @@ def test_progress_tones_in_blocks(size: int) -> None:
     assert got == expected
 
 
+# Short and long bursts around the lengths at which a segment is named (3, 7, 8 frames), low
+# and high enough for the alerting signal, some a step apart (one segment or two), with gaps.
+_BURSTS = st.lists(
+    st.tuples(
+        st.sampled_from([(350.0, 440.0), (425.0,), (1370.6,), (1776.7,), (2130.0, 2750.0)]),
+        st.integers(1, 12),  # frames on
+        st.integers(0, 4),  # frames off (0: the next burst follows straight on)
+    ),
+    min_size=1,
+    max_size=12,
+)
+
+
+@settings(max_examples=30, deadline=None, derandomize=True)
+@given(bursts=_BURSTS, size=st.integers(1, 9))
+def test_progress_segments_in_blocks_as_frame_by_frame(
+    bursts: list[tuple[tuple[float, ...], int, int]], size: int
+) -> None:
+    # Blocks sort frames into segments and pick the ones to name as `feed` does: after every
+    # block, the same segments (where each begins, how long, what its frequencies make it).
+    parts = [_silence(0.5, 3.0)]
+    for frequencies, on, off in bursts:
+        parts += [tone(frequencies, on * FRAME / RATE, -15), _silence(off * FRAME / RATE, 3.0)]
+    x = np.clip(np.rint(np.concatenate(parts)), -32768, 32767).astype(np.int16)
+    frames = x[: len(x) // FRAME * FRAME].reshape(-1, FRAME)
+    seen = features(frames.astype(np.float64))
+    alone, blocks = ProgressToneDetector(), ProgressToneDetector()
+
+    def segments(detector: ProgressToneDetector) -> list[tuple[object, ...]]:
+        return [(s.colour, s.start, s.frames, s.peaks) for s in detector._segments]
+
+    each = seen.frames()
+    for start in range(0, len(frames), size):
+        stop = min(start + size, len(frames))
+        expected = [
+            (i - start, e) for i in range(start, stop) for e in alone.feed(frames[i], each[i])
+        ]
+        got = blocks.feed_block(frames[start:stop], features(frames[start:stop].astype(np.float64)))
+        assert got == expected
+        assert segments(blocks) == segments(alone)
+
+
 @pytest.mark.parametrize("size", [1, 3, 4, 5, 50])
 def test_voice_in_blocks(size: int) -> None:
     alone, blocks = VoiceDetector(), VoiceDetector()
@@ -162,7 +206,7 @@ def test_a_recording_that_ends_just_past_a_whole_second_is_analysed(
 def test_the_voice_detector_tells_loud_frames_by_power_as_by_level() -> None:
     # Blocks compare each frame's power with one threshold instead of taking its level: the
     # same frames must count as loud, right at the threshold too.
-    from linerec.dsp.voice import _LOUD, FLOOR_DBFS, _level
+    from linerec.dsp.voice import _LOUD, FLOOR_DBFS
 
     near = [float(_LOUD)]
     for direction in (0.0, np.inf):
@@ -171,8 +215,8 @@ def test_the_voice_detector_tells_loud_frames_by_power_as_by_level() -> None:
             p = float(np.nextafter(p, direction))
             near.append(p)
     powers = near + np.random.default_rng(3).uniform(0, 4 * _LOUD, 2000).tolist()
-    assert [p >= _LOUD for p in powers] == [_level(p) >= FLOOR_DBFS for p in powers]
-    assert _level(_LOUD) >= FLOOR_DBFS > _level(float(np.nextafter(_LOUD, 0.0)))
+    assert [p >= _LOUD for p in powers] == [power_dbfs(p) >= FLOOR_DBFS for p in powers]
+    assert power_dbfs(_LOUD) >= FLOOR_DBFS > power_dbfs(float(np.nextafter(_LOUD, 0.0)))
 
 
 def test_linerec_analyze_loads_only_the_recorders_commands(tmp_path: Path) -> None:
@@ -211,12 +255,12 @@ def test_the_level_meter_says_the_same_of_a_block_as_of_its_frames(silence_dbfs:
     level, peak, silent_for = -96.0, -96.0, 0.0
     for start in range(0, len(powers), 7):
         for power in powers[start : start + 7]:  # frame by frame, each one's level
-            level = _level(power)
+            level = power_dbfs(power)
             peak = max(peak, level)
             silent_for = silent_for + FRAME / RATE if level < silence_dbfs else 0.0
         meter.feed_powers(powers[start : start + 7], FRAME)
         assert (meter.level, meter.peak, meter.silent_for) == (level, peak, silent_for)
     threshold = least_power(silence_dbfs)
     assert threshold in (0.0, np.inf) or (
-        _level(threshold) >= silence_dbfs > _level(float(np.nextafter(threshold, 0.0)))
+        power_dbfs(threshold) >= silence_dbfs > power_dbfs(float(np.nextafter(threshold, 0.0)))
     )

@@ -60,14 +60,15 @@ class LevelMeter:
             self.silent_for = 0.0
         for _ in range(quiet):
             self.silent_for += samples_each / self.rate
-        self.level = _level(powers[-1])
+        self.level = power_dbfs(powers[-1])
         loudest = max(powers)
         if loudest > self._loudest:  # else its level is at most the peak already
             self._loudest = loudest
-            self.peak = max(self.peak, _level(loudest))
+            self.peak = max(self.peak, power_dbfs(loudest))
 
 
-def _level(power: float) -> float:
+def power_dbfs(power: float) -> float:
+    """The level of a frame whose mean square is `power`, as `level_dbfs` gives it."""
     return max(10 * math.log10(power / _FULL_SCALE_POWER), _FLOOR_DB) if power > 0 else _FLOOR_DB
 
 
@@ -81,13 +82,13 @@ def least_power(level: float) -> float:
         return float(struct.unpack("<d", struct.pack("<q", bits))[0])
 
     low, high = 0, struct.unpack("<q", struct.pack("<d", _FULL_SCALE_POWER))[0]
-    if _level(0.0) >= level:
+    if power_dbfs(0.0) >= level:
         return 0.0  # at or below the floor: every frame
-    if _level(value(high)) < level:
+    if power_dbfs(value(high)) < level:
         return math.inf  # above full scale: no frame is that loud
     while high - low > 1:
         middle = (low + high) // 2
-        if _level(value(middle)) >= level:
+        if power_dbfs(value(middle)) >= level:
             high = middle
         else:
             low = middle

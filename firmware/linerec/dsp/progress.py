@@ -156,20 +156,20 @@ class ProgressToneDetector:
         matches before or after it, only the silence and dead-line timers need each frame.
         """
         powers = seen.power
-        codes = [  # each frame's `_tonal_peaks`, as a number (-1: none), for every frame
-            -1 if power < _MIN_POWER or spread > MAX_SPREAD else round(centroid / 150)
+        peaks = [
+            _tonal_peaks(power, spread, centroid)
             for power, spread, centroid in zip(powers, seen.spread, seen.centroid, strict=True)
         ]
         base = self._position  # where the block begins
         events: list[tuple[int, ProgressEvent]] = []
         named = any(segment.colour is not None for segment in self._segments)
         i = 0
-        while i < len(codes):
+        while i < len(peaks):
             if self._segments and not named:
-                stop = self._sort_unnamed(frames, codes, i, base)
+                stop = self._sort_unnamed(frames, peaks, i, base)
                 events += self._quiet_span(powers, i, stop, base)
                 self._position = base + stop * FRAME
-                if stop == len(codes):
+                if stop == len(peaks):
                     break
                 i = stop  # this frame names a segment: as `feed` takes it
             else:
@@ -177,11 +177,11 @@ class ProgressToneDetector:
                 if (
                     last is not None
                     and not last.peaks
-                    and codes[i] < 0
+                    and not peaks[i]
                     and not self._cached_match()
                 ):
                     stop = i + 1
-                    while stop < len(codes) and codes[stop] < 0:
+                    while stop < len(peaks) and not peaks[stop]:
                         stop += 1
                     last.frames += stop - i
                     if not self._cached_match():  # nothing matches at either length
@@ -192,64 +192,56 @@ class ProgressToneDetector:
                     last.frames -= stop - i  # a cadence completes in this run: frame by frame
             t = self._position / RATE
             self._position += FRAME
-            peaks = () if codes[i] < 0 else (codes[i],)
-            events += [(i, e) for e in self._step(frames[i], t, powers[i], peaks)]
+            events += [(i, e) for e in self._step(frames[i], t, powers[i], peaks[i])]
             named = any(segment.colour is not None for segment in self._segments)
             i += 1
         return events
 
     def _sort_unnamed(
-        self, frames: npt.NDArray[np.int16], codes: list[int], start: int, base: int
+        self,
+        frames: npt.NDArray[np.int16],
+        peaks: list[tuple[int, ...]],
+        start: int,
+        base: int,
     ) -> int:
         """Frames from `start` on while every segment is unnamed: each grows the last segment
         or starts one, as `_step` would, up to the first frame at which `_step` would name a
         segment (returned; the block's length if none)."""
-        segments = self._segments
-        last = segments[-1]
-        code = last.peaks[0] if last.peaks else -1
-        samples, count = last.samples, last.frames
-        for i in range(start, len(codes)):
-            c = codes[i]
-            if c == code or (c >= 0 and code >= 0 and -1 <= c - code <= 1):
-                if samples:  # a tone not yet named: under CADENCE_FRAMES, so under the cap
-                    if count + 1 == CADENCE_FRAMES:
-                        last.frames = count
-                        return i  # a tone long enough for a cadence is named now
-                    samples.append(frames[i])
-                count += 1
-                continue
-            last.frames = count
-            if samples and count >= MIN_FRAMES and (count >= CADENCE_FRAMES or code >= ALERT_PEAK):
-                return i  # the segment it ends is long or high enough to be named
-            t = (base + i * FRAME) / RATE
-            last = _Segment(None, t, 1, () if c < 0 else (c,), None if c < 0 else [frames[i]])
-            segments.append(last)
-            if len(segments) > 12:
-                del segments[0]
-            code, samples, count = c, last.samples, 1
-        last.frames = count
-        return len(codes)
+        last = self._segments[-1]
+        for i in range(start, len(peaks)):
+            grows = _same_segment(last.peaks, peaks[i])
+            if _names(last, grows):
+                return i  # `_step` takes this frame
+            if grows:
+                _grow(last, frames[i])
+            else:
+                last = self._begin((base + i * FRAME) / RATE, peaks[i], frames[i])
+        return len(peaks)
 
     def _step(
         self, frame: Samples, t: float, power: float, peaks: tuple[int, ...]
     ) -> list[ProgressEvent]:
         last = self._segments[-1] if self._segments else None
-        if last is not None and (
-            last.peaks == peaks or (last.peaks and peaks and abs(last.peaks[0] - peaks[0]) <= 1)
-        ):
-            last.frames += 1
-            if last.samples is not None and len(last.samples) * FRAME < _MAX_SEGMENT:
-                last.samples.append(frame)
+        if last is None:
+            self._begin(t, peaks, frame)
         else:
-            if last is not None:
+            grows = _same_segment(last.peaks, peaks)
+            name = _names(last, grows)
+            if grows:
+                _grow(last, frame)
+            if name:  # a segment that ends, or a long tone before it ends (dial tone never does)
                 self._close(last)
-            self._segments.append(_Segment(None, t, 1, peaks, [frame] if peaks else None))
-            del self._segments[:-12]
-        current = self._segments[-1]
-        if current.peaks and current.colour is None and current.frames == CADENCE_FRAMES:
-            self._close(current)  # a long tone is named before it ends (dial tone never does)
+            if not grows:
+                self._begin(t, peaks, frame)
         events = self._recognise()
         return self._quiet(t, power) + events
+
+    def _begin(self, t: float, peaks: tuple[int, ...], frame: Samples) -> _Segment:
+        """A new segment from frame `frame` at `t`; the history keeps the latest 12."""
+        segment = _Segment(None, t, 1, peaks, [frame] if peaks else None)
+        self._segments.append(segment)
+        del self._segments[:-12]
+        return segment
 
     def _quiet_span(
         self, powers: list[float], start: int, stop: int, base: int
@@ -271,11 +263,9 @@ class ProgressToneDetector:
     # -- per frame ----------------------------------------------------------------------------
 
     def _close(self, segment: _Segment) -> None:
-        """Name a segment by its exact frequencies, from a long FFT of its audio."""
-        if segment.colour is not None or not segment.samples or segment.frames < MIN_FRAMES:
-            return  # shorter than any tone we name (speech makes many such): not worth an FFT
-        if segment.frames < CADENCE_FRAMES and segment.peaks[0] < ALERT_PEAK:
-            return  # too short for a cadence, too low for the alerting signal
+        """Name a segment by its exact frequencies, from a long FFT of its audio (one that
+        `_names` picks: the FFT costs)."""
+        assert segment.samples  # `_names` picks only segments with audio
         audio = np.concatenate(segment.samples, dtype=np.float64)
         size = min(_FFT, 1 << (4 * len(audio) - 1).bit_length())  # the power of 2 at or above
         spectrum = np.abs(np.fft.rfft(audio * _hann(len(audio)), size))
@@ -381,6 +371,34 @@ class ProgressToneDetector:
         ):
             found.append(("sit", "", sit[-3]))
         return found
+
+
+def _same_segment(peaks: tuple[int, ...], then: tuple[int, ...]) -> bool:
+    """Whether a frame with `then` peaks continues a segment with `peaks`: both toneless, or
+    both tonal within one 150 Hz step of each other (a tone near a step's edge wavers)."""
+    return peaks == then or bool(peaks and then and abs(peaks[0] - then[0]) <= 1)
+
+
+def _grow(segment: _Segment, frame: Samples) -> None:
+    """One more frame of a segment; of a tonal one's audio, its first second is kept."""
+    segment.frames += 1
+    if segment.samples is not None and len(segment.samples) * FRAME < _MAX_SEGMENT:
+        segment.samples.append(frame)
+
+
+def _names(segment: _Segment, grows: bool) -> bool:
+    """Whether the next frame, which grows the segment or ends it, makes `_step` name it (an
+    FFT). A tone long enough for a cadence is named as it reaches that length (dial tone never
+    ends). A tone that ends is named if long enough for a cadence or high enough for the
+    alerting signal; a shorter one is shorter than any tone we name (speech makes many such),
+    or too low for the alerting signal: not worth an FFT."""
+    if segment.colour is not None or not segment.samples:
+        return False  # named already, or no tone in it
+    if grows:
+        return segment.frames + 1 == CADENCE_FRAMES
+    return segment.frames >= MIN_FRAMES and (
+        segment.frames >= CADENCE_FRAMES or segment.peaks[0] >= ALERT_PEAK
+    )
 
 
 def _tonal_peaks(power: float, spread: float, centroid: float) -> tuple[int, ...]:

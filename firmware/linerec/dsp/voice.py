@@ -8,14 +8,13 @@ within a few syllables, and its energy moves between low and high frequencies.
 
 from __future__ import annotations
 
-import math
 from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
 
 from linerec.codec import RATE
-from linerec.dsp.level import least_power
+from linerec.dsp.level import least_power, power_dbfs
 from linerec.dsp.spectrum import BlockFeatures, FrameFeatures
 
 FRAME = 160
@@ -25,8 +24,6 @@ LOUD = 10  # of which this many must be above the floor (pauses between syllable
 MIN_LEVEL_SPREAD = 3.0  # dB: standard deviation of the loud frames' levels (a tone: < 1)
 MIN_COLOUR_SPREAD = 100.0  # Hz: standard deviation of where their energy sits
 REARM = 1.0  # seconds without loud audio before another onset is reported
-
-_FULL = 32767.0**2 / 2
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -45,7 +42,7 @@ class VoiceDetector:
         """One 20 ms frame's features; a Voice when speech begins."""
         t = self._position / RATE
         self._position += FRAME
-        level = _level(seen.power)
+        level = power_dbfs(seen.power)
         if level >= FLOOR_DBFS:
             self._recent.append((t, level, seen.centroid))
             self._last_loud = t
@@ -98,10 +95,6 @@ class VoiceDetector:
     def skip(self, samples: int) -> None:
         """Time passes without features (a short last piece)."""
         self._position += samples
-
-
-def _level(power: float) -> float:
-    return 10 * math.log10(power / _FULL) if power > 0 else -96.0
 
 
 # A frame is loud exactly when its power reaches this (no logarithm per frame).
