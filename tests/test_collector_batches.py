@@ -28,6 +28,8 @@ import databases
 from broker import Mosquitto
 from linerec.collector.config import load_collector_config
 from linerec.collector.service import Collector
+from linerec.collector.store import QUARANTINE_KEEP, CollectorStore
+from linerec.collector.uploads import Piece
 from linerec.mqttapi import verify
 from linerec.store.base import RecordingInfo
 from linerec.store.keys import keygen, load_or_create_identity, load_public
@@ -158,9 +160,9 @@ def test_a_batch_is_stored_and_acknowledged_together(
 def test_a_message_that_fails_in_a_batch_costs_the_others_nothing(
     tmp_path: Path, running: tuple[Collector, Acks]
 ) -> None:
-    """A piece naming a recording already stored with other content fails inside the batch's
-    transaction: the batch is rolled back and each message done again alone, so the events
-    beside it are stored and acknowledged, and the stored recording is untouched."""
+    """A piece naming a recording already stored with other content is refused (the device is
+    told), not an error that undoes the batch: the events beside it are stored and
+    acknowledged, and the stored recording is untouched."""
     collector, acks = running
     recording_id, data = recording(tmp_path)
     collector.handle([piece(recording_id, data)])
@@ -168,6 +170,8 @@ def test_a_message_that_fails_in_a_batch_costs_the_others_nothing(
     altered = bytes([data[0] ^ 1]) + data[1:]
     collector.handle([event(1), piece(recording_id, altered), event(2)])
     acks.wait_for({"kind": "events", "upto": 2})
+    told = {"kind": "rejected", "id": recording_id, "sha256": hashlib.sha256(altered).hexdigest()}
+    acks.wait_for(told)
     assert any("already stored with other content" in p for p in collector.problems)
     assert collector.store.contiguous_seq("box1") == 2
     (count,) = collector.store.db.execute("SELECT count(*) FROM events").fetchone()
@@ -176,3 +180,88 @@ def test_a_message_that_fails_in_a_batch_costs_the_others_nothing(
     assert collector.store.read_recording(recording_id, Path(row["path"]), "box1") == data
     digests = {b["sha256"] for b in acks.bodies if b["kind"] == "recording"}
     assert digests == {hashlib.sha256(data).hexdigest()}  # never acknowledged the altered one
+
+
+def test_a_quarantine_in_a_batch_that_fails_keeps_its_file_and_its_reject(
+    tmp_path: Path, running: tuple[Collector, Acks]
+) -> None:
+    """The last piece of an upload that is not a recording (quarantined) shares a batch with
+    a piece naming a recording already stored with other content: the quarantined file and
+    its row stay together, the device is told, and no stray file is left behind."""
+    collector, acks = running
+    recording_id, data = recording(tmp_path)
+    collector.handle([piece(recording_id, data)])
+    acks.wait_for({"kind": "recording", "id": recording_id})
+    junk_id = "box1-00000001-20260101T000000Z-line1"  # sorts first: handled first
+    junk = bytes(range(256)) * 64
+    digest = hashlib.sha256(junk).hexdigest()
+    half = len(junk) // 2
+    first, last = (
+        message(
+            f"linerec/v1/box1/upload/{junk_id}",
+            junk[start:end],
+            offset=start,
+            size=len(junk),
+            sha256=digest,
+        )
+        for start, end in ((0, half), (half, len(junk)))
+    )
+    collector.handle([first])
+    altered = bytes([data[0] ^ 1]) + data[1:]
+    collector.handle([last, piece(recording_id, altered)])
+    acks.wait_for({"kind": "rejected", "id": junk_id, "sha256": digest})
+    assert any("already stored with other content" in p for p in collector.problems)
+    (kept,) = collector.store.quarantined("box1")
+    assert (kept["id"], kept["sha256"], kept["size"]) == (junk_id, digest, len(junk))
+    assert Path(kept["path"]).read_bytes() == junk
+    incoming = collector.settings.data_dir / "incoming"
+    assert not [p for p in incoming.rglob("*") if p.is_file()]
+    assert collector.store.uploads.under_way() == []
+
+
+def test_a_quarantine_undone_leaves_its_files_as_they_were(tmp_path: Path) -> None:
+    """A quarantine whose transaction is rolled back moves no file and deletes none: the
+    upload is still whole where it was, and the oldest quarantined upload is still kept."""
+    store = CollectorStore(tmp_path / "central", databases.selected.location(tmp_path / "c.db"))
+    try:
+
+        def whole(n: int) -> tuple[str, str, Path]:
+            recording_id = f"box1-{n:08d}-20260101T000000Z-line1"
+            junk = f"junk {n}".encode()
+            digest = hashlib.sha256(junk).hexdigest()
+            part = store.uploads.add(
+                Piece(
+                    device="box1",
+                    recording_id=recording_id,
+                    offset=0,
+                    size=len(junk),
+                    sha256=digest,
+                    data=junk,
+                ),
+                float(n),
+            )
+            assert part is not None
+            return recording_id, digest, part
+
+        for n in range(1, QUARANTINE_KEEP + 1):
+            store.quarantine("box1", *whole(n), "damaged", float(n))
+        oldest = store.quarantined("box1")[0]
+        recording_id, digest, part = whole(QUARANTINE_KEEP + 1)
+        with pytest.raises(RuntimeError), store.transaction():
+            store.quarantine("box1", recording_id, digest, part, "damaged", 100.0)
+            raise RuntimeError("another message in the batch failed")
+        assert part.read_bytes() == f"junk {QUARANTINE_KEEP + 1}".encode()
+        assert store.uploads.is_under_way("box1", recording_id)
+        rows = store.quarantined("box1")
+        assert len(rows) == QUARANTINE_KEEP and rows[0] == oldest
+        files = sorted((tmp_path / "central" / "quarantine" / "box1").iterdir())
+        assert files == sorted(Path(row["path"]) for row in rows)
+        # done again, and committed: moved, and the oldest goes
+        store.quarantine("box1", recording_id, digest, part, "damaged", 100.0)
+        assert not part.exists()
+        rows = store.quarantined("box1")
+        assert oldest not in rows and rows[-1]["id"] == recording_id
+        files = sorted((tmp_path / "central" / "quarantine" / "box1").iterdir())
+        assert files == sorted(Path(row["path"]) for row in rows)
+    finally:
+        store.db.close()

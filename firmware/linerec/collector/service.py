@@ -563,7 +563,13 @@ class Collector:
             )
             return
         if stored is not None:
-            raise ApiError(f"{where}: {recording_id} is already stored with other content")
+            # Refused, nothing written: not an error that would undo the rest of the batch
+            # (any device could otherwise roll back everyone's messages with one of its own).
+            reason = f"{recording_id} is already stored with other content"
+            self._problem(f"device {device}: {where}: {reason}: refused, not stored")
+            if tell:
+                self._reject(device, recording_id, digest, reason)
+            return
         if quarantined is not None:
             if tell:
                 self._reject(device, recording_id, digest, f"quarantined: {quarantined}")
