@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -265,3 +266,51 @@ def test_a_quarantine_undone_leaves_its_files_as_they_were(tmp_path: Path) -> No
         assert files == sorted(Path(row["path"]) for row in rows)
     finally:
         store.db.close()
+
+
+def test_a_part_file_not_yet_committed_survives_another_collectors_housekeeping(
+    tmp_path: Path, engine: str
+) -> None:
+    """A part file whose upload row is not committed yet (a batch still open in another
+    process, or undone) is not a stray of a crash: another collector's housekeeping leaves it
+    until it is older than the expiry age."""
+    where = databases.selected.location(tmp_path / "c.db")
+    writer = CollectorStore(tmp_path / "central", where)
+    other = CollectorStore(tmp_path / "central", where)
+    try:
+        data = b"x" * 1000
+        digest = hashlib.sha256(data).hexdigest()
+        recording_id = "box1-00000001-20260101T000000Z-line1"
+
+        def half(offset: int) -> Piece:
+            chunk = data[offset : offset + 500]
+            return Piece(
+                device="box1",
+                recording_id=recording_id,
+                offset=offset,
+                size=len(data),
+                sha256=digest,
+                data=chunk,
+            )
+
+        part = writer.uploads.part("box1", recording_id)
+        if engine == "postgresql":  # SQLite's BEGIN IMMEDIATE keeps the other out meanwhile
+            with writer.transaction():
+                assert writer.uploads.add(half(0), time.time()) is None
+                assert other.uploads.expire(time.time()) == []
+                assert part.exists()
+            assert writer.uploads.add(half(500), time.time()) == part
+            assert part.read_bytes() == data
+            writer.uploads.drop("box1", recording_id)
+        with pytest.raises(RuntimeError), writer.transaction():
+            writer.uploads.add(half(0), time.time())
+            raise RuntimeError("another message in the batch failed")
+        assert other.uploads.expire(time.time()) == []
+        assert part.exists()  # as a batch still open would have left it
+        day = other.uploads.limits.expire_after
+        os.utime(part, (time.time() - day - 1,) * 2)  # a day old: a crash's
+        assert other.uploads.expire(time.time()) == [f"box1/{part.name}"]
+        assert not part.exists()
+    finally:
+        writer.db.close()
+        other.db.close()
