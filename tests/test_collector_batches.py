@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -314,3 +316,69 @@ def test_a_part_file_not_yet_committed_survives_another_collectors_housekeeping(
     finally:
         writer.db.close()
         other.db.close()
+
+
+class _OutageAfter(logging.Handler):
+    """Takes the collector's database away as soon as it logs that `topic` failed: the
+    steps done alone after that one meet the database gone (SQLite: another process holds
+    the write lock; PostgreSQL: the server ends the collector's connection)."""
+
+    def __init__(self, collector: Collector, topic: str) -> None:
+        super().__init__()
+        self.collector, self.topic = collector, topic
+        self.other: sqlite3.Connection | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.topic not in record.getMessage() or self.other is not None:
+            return
+        db = self.collector.store.db
+        if databases.selected.server is None:
+            db.connection.execute("PRAGMA busy_timeout = 200")  # not 30 s
+            self.other = sqlite3.connect(db.name, isolation_level=None)
+            self.other.execute("BEGIN IMMEDIATE")
+        else:
+            name = db.name.rpartition("/")[2]
+            databases.selected.server.admin(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                f"WHERE datname = '{name}' AND pid <> pg_backend_pid()"
+            )
+
+    def end(self) -> None:
+        if self.other is not None:
+            self.other.execute("ROLLBACK")
+            self.other.close()
+
+
+def test_steps_done_alone_before_the_database_went_away_are_acknowledged(
+    tmp_path: Path, running: tuple[Collector, Acks]
+) -> None:
+    """A batch undone by a message that fails is done again message by message; if the
+    database goes away during that, what was already committed is acknowledged all the same,
+    and only the messages not handled are counted as turned away."""
+    collector, acks = running
+    broken = collector.settings.data_dir / "incoming" / "box2"
+    broken.parent.mkdir(parents=True, exist_ok=True)
+    broken.write_bytes(b"")  # a file where box2's uploads go: its piece fails
+    box2 = message(
+        "linerec/v1/box2/upload/box2-00000001-20260101T000000Z-line1",
+        b"abc",
+        offset=0,
+        size=3,
+        sha256=hashlib.sha256(b"abc").hexdigest(),
+    )
+    box3 = message(
+        "linerec/v1/box3/event",
+        json.dumps({"seq": 1, "device": "box3", "event": "ringing", "line": "line1"}).encode(),
+    )
+    outage = _OutageAfter(collector, "linerec/v1/box2/upload")
+    logger = logging.getLogger("linerec.collector.service")
+    logger.addHandler(outage)
+    try:
+        collector.handle([event(1), box2, box3])
+    finally:
+        logger.removeHandler(outage)
+        outage.end()
+    acks.wait_for({"kind": "events", "upto": 1})  # box1's event was committed
+    assert collector.status()["database"] == "unavailable"
+    assert collector.status()["not_acknowledged"] == 1  # box3's event only
+    assert collector.store.contiguous_seq("box1") == 1

@@ -107,6 +107,7 @@ class Collector:
         self.on_status: Callable[[str], None] = lambda text: None  # systemd's STATUS=, say
         self._discarded = StreamDiscards(self.store.db)  # so a late piece does not revive one
         self._acks: list[tuple[str, dict[str, Any]]] = []  # to send once committed
+        self._handled = 0  # messages of the batch under way handled (committed or refused)
         # paho's network thread only queues what arrives; the writer thread handles it
         # (None: stop). Each message is PUBACKed once handled, so the broker holds at most
         # RECEIVE_MAXIMUM of ours in flight and the queue stays that short.
@@ -285,6 +286,7 @@ class Collector:
         if not steps:
             return
         with self._lock:
+            self._handled = 0
             try:
                 # First the devices no other process is writing now; then, in a transaction
                 # of their own, those it was (waiting for it to commit once, not batch after
@@ -296,7 +298,7 @@ class Collector:
             except DatabaseUnavailable as exc:
                 # Not committed, so not acknowledged: the appliances send it all again.
                 self._acks.clear()
-                self._database_down(exc, len(steps))
+                self._database_down(exc, len(steps) - self._handled)
                 return
             except BaseException:
                 self._acks.clear()
@@ -326,9 +328,14 @@ class Collector:
         except Exception:
             self._acks.clear()
             for _, _, where, step in steps:
+                # each step's acks go once it has committed: the database going away at a
+                # later one does not take back what is stored
                 self._step(where, step)
-            later = []
+                self._send_acks()
+                self._handled += 1
+            return []
         self._send_acks()
+        self._handled += len(steps) - len(later)
         return later
 
     def _step(self, where: str, step: Callable[[], None]) -> None:
