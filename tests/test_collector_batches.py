@@ -12,10 +12,11 @@ import hashlib
 import json
 import logging
 import os
+import re
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -382,3 +383,108 @@ def test_steps_done_alone_before_the_database_went_away_are_acknowledged(
     assert collector.status()["database"] == "unavailable"
     assert collector.status()["not_acknowledged"] == 1  # box3's event only
     assert collector.store.contiguous_seq("box1") == 1
+
+
+def test_messages_of_a_lost_connection_are_not_pubacked_on_the_next(tmp_path: Path) -> None:
+    """Messages queued when the connection to the broker is lost are handled, but not
+    PUBACKed on the connection that replaces it: their packet ids belonged to the old one
+    (on the new one they would name other messages, or none)."""
+    keygen(tmp_path / "keys")
+    log_file = tmp_path / "mosquitto.log"
+    broker = Mosquitto(
+        tmp_path, extra=f"user root\nlog_dest file {log_file}\nlog_type all\n"
+    ).start()
+    (tmp_path / "collector.toml").write_text(
+        f'[collector]\nbroker = "{broker.url}"\nallow_plaintext = true\n'
+        'data_dir = "central"\nkey = "keys/collector.key"\n'
+        + databases.selected.config_line(tmp_path / "central")
+    )
+    collector = Collector(load_collector_config(tmp_path / "collector.toml"))
+    subscribed = threading.Semaphore(0)
+    said = logging.getLogger("linerec.collector.service")
+    counter = _Said("collector subscribed", subscribed)
+    said.addHandler(counter)
+    level = said.level
+    said.setLevel(logging.INFO)
+    acks = Acks(broker, tmp_path)
+    box1 = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    box1.connect("127.0.0.1", broker.port)
+    box1.loop_start()
+    arrived = threading.Event()
+    handed = collector._on_message
+
+    def on_message(client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
+        handed(client, userdata, message)
+        arrived.set()
+
+    collector.client.on_message = on_message
+    collector.start()
+    try:
+        assert subscribed.acquire(timeout=20)
+        with collector._lock:  # the writer busy: what arrives waits for it
+            box1.publish("linerec/v1/box1/event", event(1).payload, qos=1).wait_for_publish(10)
+            assert arrived.wait(30)
+            # another client with the collector's id: the broker ends the collector's
+            # connection, and the collector connects again
+            kicker = mqtt.Client(
+                callback_api_version=CallbackAPIVersion.VERSION2,
+                client_id=collector.settings.client_id,
+                protocol=mqtt.MQTTv5,
+            )
+            kicker.connect("127.0.0.1", broker.port)
+            kicker.loop_start()
+            _wait(lambda: not collector.client.is_connected(), "the collector cut off")
+            kicker.disconnect()
+            kicker.loop_stop()
+            assert subscribed.acquire(timeout=30)  # connected and subscribed again
+        acks.wait_for({"kind": "events", "upto": 1})  # handled all the same
+        box1.publish("linerec/v1/box1/event", event(2).payload, qos=1).wait_for_publish(10)
+        acks.wait_for({"kind": "events", "upto": 2})  # what was PUBACKed before it, has been
+        name = collector.settings.client_id
+        assert _stale_pubacks(log_file.read_text(), name) == []
+    finally:
+        said.removeHandler(counter)
+        said.setLevel(level)
+        collector.stop()
+        collector.store.db.close()
+        box1.loop_stop()
+        acks.close()
+        broker.stop()
+
+
+def _stale_pubacks(log: str, client: str) -> list[str]:
+    """The broker's log lines of PUBACKs `client` sent for a packet id the broker had not
+    sent it on that connection."""
+    sent: set[str] = set()
+    stale = []
+    for line in log.splitlines():
+        if "New client connected from" in line and line.split(" as ")[-1].startswith(client):
+            sent = set()  # a new connection: its packet ids start afresh
+        elif line.split(": ", 1)[-1].startswith(f"Sending PUBLISH to {client} ("):
+            sent.add(re.search(r", m(\d+),", line).group(1))  # type: ignore[union-attr]
+        elif f"Received PUBACK from {client} (Mid: " in line:
+            mid = re.search(r"Mid: (\d+)", line).group(1)  # type: ignore[union-attr]
+            if mid not in sent:
+                stale.append(line)
+            sent.discard(mid)
+    return stale
+
+
+class _Said(logging.Handler):
+    """Releases `semaphore` each time a log line says `text`."""
+
+    def __init__(self, text: str, semaphore: threading.Semaphore) -> None:
+        super().__init__()
+        self.text, self.semaphore = text, semaphore
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.text in record.getMessage():
+            self.semaphore.release()
+
+
+def _wait(check: Callable[[], bool], what: str, timeout: float = 30) -> None:
+    """Bounded wait on something another thread does."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)

@@ -111,7 +111,11 @@ class Collector:
         # paho's network thread only queues what arrives; the writer thread handles it
         # (None: stop). Each message is PUBACKed once handled, so the broker holds at most
         # RECEIVE_MAXIMUM of ours in flight and the queue stays that short.
-        self._inbox: queue.Queue[mqtt.MQTTMessage | None] = queue.Queue()
+        # Each message with the connection it came on: a PUBACK names a packet id of that
+        # connection, so one lost meanwhile is not PUBACKed on the next (the broker deals
+        # what it had in flight again, or the appliance sends it again).
+        self._inbox: queue.Queue[tuple[int, mqtt.MQTTMessage] | None] = queue.Queue()
+        self._connection = 0  # counts connections made: which one is the broker's now
         self._writer: threading.Thread | None = None
         self.client = make_client(
             client_id or settings.client_id,
@@ -207,6 +211,7 @@ class Collector:
                 ("linerec/v1/+/health", 0),
             ]
         )
+        self._connection += 1
         log.info("collector %s connected", self.settings.instance)
 
     def _on_disconnect(
@@ -229,7 +234,7 @@ class Collector:
         self.ready.set()  # subscribed: from now on nothing published is missed
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        self._inbox.put(message)  # handled on the writer thread, in batches
+        self._inbox.put((self._connection, message))  # handled on the writer thread, in batches
 
     def _write(self) -> None:
         """The writer thread: whatever has arrived (up to BATCH) in one transaction, then
@@ -251,11 +256,12 @@ class Collector:
                     break
                 batch.append(more)
             try:
-                self.handle(batch)
+                self.handle([message for _, message in batch])
             except Exception:  # the writer must go on: nothing of this batch was acknowledged
                 log.exception("while handling %d messages", len(batch))
-            for message in batch:
-                self.client.ack(message.mid, message.qos)
+            for connection, message in batch:
+                if connection == self._connection:
+                    self.client.ack(message.mid, message.qos)
 
     def handle(self, messages: Sequence[mqtt.MQTTMessage]) -> None:
         """Handle messages in one database transaction (two, if another process was writing
