@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import paho.mqtt.client as mqtt
@@ -31,7 +31,7 @@ from paho.mqtt.properties import Properties
 import databases
 from broker import Mosquitto
 from linerec.collector.config import load_collector_config
-from linerec.collector.service import Collector
+from linerec.collector.service import Collector, WriterDied
 from linerec.collector.store import QUARANTINE_KEEP, CollectorStore
 from linerec.collector.uploads import Piece
 from linerec.mqttapi import verify
@@ -488,3 +488,45 @@ def _wait(check: Callable[[], bool], what: str, timeout: float = 30) -> None:
     while not check():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.01)
+
+
+def test_run_exits_when_the_writer_thread_dies(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A collector whose writer thread has died stores and acknowledges nothing more: run()
+    notices, says so in one line, and ends with WriterDied (the command exits non-zero, and
+    systemd starts it again) instead of carrying on as if receiving."""
+    keygen(tmp_path / "keys")
+    broker = Mosquitto(tmp_path).start()
+    (tmp_path / "collector.toml").write_text(
+        f'[collector]\nbroker = "{broker.url}"\nallow_plaintext = true\n'
+        'data_dir = "central"\nkey = "keys/collector.key"\n'
+        + databases.selected.config_line(tmp_path / "central")
+    )
+    collector = Collector(load_collector_config(tmp_path / "collector.toml"))
+    stop = threading.Event()
+    ended: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            collector.run(stop)
+            ended.append(None)
+        except BaseException as exc:
+            ended.append(exc)
+
+    runner = threading.Thread(target=run, daemon=True)
+    runner.start()
+    try:
+        assert collector.ready.wait(20)
+        # a fault the writer does not survive: what it takes from its queue is not a message
+        collector._inbox.put((collector._connection, cast(mqtt.MQTTMessage, object())))
+        runner.join(30)
+        assert not runner.is_alive(), "run() carried on with its writer dead"
+        assert len(ended) == 1 and isinstance(ended[0], WriterDied), ended
+        assert "the writer thread died" in str(ended[0])
+        assert any("the writer thread died" in r.getMessage() for r in caplog.records)
+    finally:
+        stop.set()
+        runner.join(30)
+        collector.store.db.close()
+        broker.stop()

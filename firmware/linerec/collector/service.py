@@ -82,6 +82,10 @@ _KIND_ORDER = {"event": 0, "upload": 1, "stream": 1, "status": 2, "health": 2}
 _Step = tuple[tuple[str, int, str], int, str, Callable[[], None]]
 
 
+class WriterDied(RuntimeError):
+    """The writer thread ended on a fault: nothing more would be stored or acknowledged."""
+
+
 class NotARecording(ValueError):
     """A whole upload that is not a recording of the device that sent it: why."""
 
@@ -117,6 +121,8 @@ class Collector:
         self._inbox: queue.Queue[tuple[int, mqtt.MQTTMessage] | None] = queue.Queue()
         self._connection = 0  # counts connections made: which one is the broker's now
         self._writer: threading.Thread | None = None
+        self._writer_fault: BaseException | None = None  # why the writer thread died, if it did
+        self._on_writer_died: Callable[[], None] = lambda: None  # run() wakes up to exit
         self.client = make_client(
             client_id or settings.client_id,
             settings.broker,
@@ -142,7 +148,9 @@ class Collector:
         session = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         session.SessionExpiryInterval = 0
         session.ReceiveMaximum = RECEIVE_MAXIMUM
-        self._writer = threading.Thread(target=self._write, name="collector-writer", daemon=True)
+        self._writer = threading.Thread(
+            target=self._write_or_die, name="collector-writer", daemon=True
+        )
         self._writer.start()
         self.client.connect_async(
             broker.host, broker.port, keepalive=30, clean_start=True, properties=session
@@ -158,9 +166,12 @@ class Collector:
         self.client.loop_stop()
 
     def run(self, stop: threading.Event) -> None:
-        """Until `stop`: receive, and sweep retention at start and every RETENTION_EVERY."""
+        """Until `stop`: receive, and sweep retention at start and every RETENTION_EVERY.
+        WriterDied if the writer thread dies: the process should exit and be restarted
+        (systemd's Restart=), not carry on receiving what it can no longer store."""
         self.sweep()  # a collector that restarts often must still delete on time
         self.housekeeping()
+        self._on_writer_died = stop.set
         self.start()
         try:
             next_sweep = self._clock() + RETENTION_EVERY
@@ -174,6 +185,12 @@ class Collector:
                     self._database_down(exc)
         finally:
             self.stop()
+        if self._writer_fault is not None:
+            fault = self._writer_fault
+            raise WriterDied(
+                f"collector {self.settings.instance}: the writer thread died "
+                f"({type(fault).__name__}: {fault}): exiting, to be restarted"
+            ) from fault
 
     def sweep(self) -> None:
         """Delete what is past `retention_days` (with its call's events), unless on hold."""
@@ -235,6 +252,18 @@ class Collector:
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         self._inbox.put((self._connection, message))  # handled on the writer thread, in batches
+
+    def _write_or_die(self) -> None:
+        try:
+            self._write()
+        except BaseException as exc:
+            self._writer_fault = exc
+            log.critical(
+                "collector %s: the writer thread died: nothing more is stored or acknowledged",
+                self.settings.instance,
+                exc_info=exc,
+            )
+            self._on_writer_died()
 
     def _write(self) -> None:
         """The writer thread: whatever has arrived (up to BATCH) in one transaction, then
