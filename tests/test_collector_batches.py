@@ -530,3 +530,42 @@ def test_run_exits_when_the_writer_thread_dies(
         runner.join(30)
         collector.store.db.close()
         broker.stop()
+
+
+# SQLite: the batch holds the only write lock, so the database cannot go away in its middle.
+@pytest.mark.engines("postgresql")
+def test_a_recording_kept_in_a_batch_the_database_undoes_leaves_no_file(
+    tmp_path: Path, running: tuple[Collector, Acks]
+) -> None:
+    """A whole recording is encrypted at rest in a batch that then cannot commit (the server
+    ends the connection at a later message): its file goes with its key, so no file is left
+    that nothing opens, and the recording is stored when it comes again."""
+    collector, acks = running
+    recording_id, data = recording(tmp_path)
+    box3 = message(
+        "linerec/v1/box3/event",
+        json.dumps({"seq": 1, "device": "box3", "event": "ringing", "line": "line1"}).encode(),
+    )
+    outage = _OutageAfter(collector, f"recording {recording_id} from box1 stored")
+    logger = logging.getLogger("linerec.collector.service")
+    logger.addHandler(outage)
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        collector.handle([piece(recording_id, data), box3])
+    finally:
+        logger.removeHandler(outage)
+        logger.setLevel(level)
+        outage.end()
+    assert collector.status()["database"] == "unavailable"
+    vaults = collector.settings.data_dir / "recordings"
+    assert not [p for p in vaults.rglob("*") if p.is_file()]
+    _wait(lambda: _handled(collector, [piece(recording_id, data)]), "the database back")
+    acks.wait_for({"kind": "recording", "id": recording_id})
+    row = collector.store.find(recording_id, "box1")
+    assert collector.store.read_recording(recording_id, Path(row["path"]), "box1") == data
+
+
+def _handled(collector: Collector, messages: list[mqtt.MQTTMessage]) -> bool:
+    collector.handle(messages)
+    return collector.status()["database"] == "ok"

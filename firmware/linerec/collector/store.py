@@ -304,6 +304,8 @@ class CollectorStore:
                 return final  # another process kept it (and took the part file)
             key = os.urandom(32)
             write_vault(part, final, key, device, recording_id)
+            if kept is None:  # undone, no key opens it: it goes too
+                self.db.after_rollback(lambda: final.unlink(missing_ok=True))
             self.db.execute(
                 upsert("vault_keys", ("device", "id", "key"), ("device", "id")),
                 (device, recording_id, key),
