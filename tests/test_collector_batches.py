@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import os
+import re
+import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import paho.mqtt.client as mqtt
@@ -27,7 +31,9 @@ from paho.mqtt.properties import Properties
 import databases
 from broker import Mosquitto
 from linerec.collector.config import load_collector_config
-from linerec.collector.service import Collector
+from linerec.collector.service import Collector, WriterDied
+from linerec.collector.store import QUARANTINE_KEEP, CollectorStore
+from linerec.collector.uploads import Piece
 from linerec.mqttapi import verify
 from linerec.store.base import RecordingInfo
 from linerec.store.keys import keygen, load_or_create_identity, load_public
@@ -158,9 +164,9 @@ def test_a_batch_is_stored_and_acknowledged_together(
 def test_a_message_that_fails_in_a_batch_costs_the_others_nothing(
     tmp_path: Path, running: tuple[Collector, Acks]
 ) -> None:
-    """A piece naming a recording already stored with other content fails inside the batch's
-    transaction: the batch is rolled back and each message done again alone, so the events
-    beside it are stored and acknowledged, and the stored recording is untouched."""
+    """A piece naming a recording already stored with other content is refused (the device is
+    told), not an error that undoes the batch: the events beside it are stored and
+    acknowledged, and the stored recording is untouched."""
     collector, acks = running
     recording_id, data = recording(tmp_path)
     collector.handle([piece(recording_id, data)])
@@ -168,6 +174,8 @@ def test_a_message_that_fails_in_a_batch_costs_the_others_nothing(
     altered = bytes([data[0] ^ 1]) + data[1:]
     collector.handle([event(1), piece(recording_id, altered), event(2)])
     acks.wait_for({"kind": "events", "upto": 2})
+    told = {"kind": "rejected", "id": recording_id, "sha256": hashlib.sha256(altered).hexdigest()}
+    acks.wait_for(told)
     assert any("already stored with other content" in p for p in collector.problems)
     assert collector.store.contiguous_seq("box1") == 2
     (count,) = collector.store.db.execute("SELECT count(*) FROM events").fetchone()
@@ -176,3 +184,388 @@ def test_a_message_that_fails_in_a_batch_costs_the_others_nothing(
     assert collector.store.read_recording(recording_id, Path(row["path"]), "box1") == data
     digests = {b["sha256"] for b in acks.bodies if b["kind"] == "recording"}
     assert digests == {hashlib.sha256(data).hexdigest()}  # never acknowledged the altered one
+
+
+def test_a_quarantine_in_a_batch_that_fails_keeps_its_file_and_its_reject(
+    tmp_path: Path, running: tuple[Collector, Acks]
+) -> None:
+    """The last piece of an upload that is not a recording (quarantined) shares a batch with
+    a piece naming a recording already stored with other content: the quarantined file and
+    its row stay together, the device is told, and no stray file is left behind."""
+    collector, acks = running
+    recording_id, data = recording(tmp_path)
+    collector.handle([piece(recording_id, data)])
+    acks.wait_for({"kind": "recording", "id": recording_id})
+    junk_id = "box1-00000001-20260101T000000Z-line1"  # sorts first: handled first
+    junk = bytes(range(256)) * 64
+    digest = hashlib.sha256(junk).hexdigest()
+    half = len(junk) // 2
+    first, last = (
+        message(
+            f"linerec/v1/box1/upload/{junk_id}",
+            junk[start:end],
+            offset=start,
+            size=len(junk),
+            sha256=digest,
+        )
+        for start, end in ((0, half), (half, len(junk)))
+    )
+    collector.handle([first])
+    altered = bytes([data[0] ^ 1]) + data[1:]
+    collector.handle([last, piece(recording_id, altered)])
+    acks.wait_for({"kind": "rejected", "id": junk_id, "sha256": digest})
+    assert any("already stored with other content" in p for p in collector.problems)
+    (kept,) = collector.store.quarantined("box1")
+    assert (kept["id"], kept["sha256"], kept["size"]) == (junk_id, digest, len(junk))
+    assert Path(kept["path"]).read_bytes() == junk
+    incoming = collector.settings.data_dir / "incoming"
+    assert not [p for p in incoming.rglob("*") if p.is_file()]
+    assert collector.store.uploads.under_way() == []
+
+
+def test_a_quarantine_undone_leaves_its_files_as_they_were(tmp_path: Path) -> None:
+    """A quarantine whose transaction is rolled back moves no file and deletes none: the
+    upload is still whole where it was, and the oldest quarantined upload is still kept."""
+    store = CollectorStore(tmp_path / "central", databases.selected.location(tmp_path / "c.db"))
+    try:
+
+        def whole(n: int) -> tuple[str, str, Path]:
+            recording_id = f"box1-{n:08d}-20260101T000000Z-line1"
+            junk = f"junk {n}".encode()
+            digest = hashlib.sha256(junk).hexdigest()
+            part = store.uploads.add(
+                Piece(
+                    device="box1",
+                    recording_id=recording_id,
+                    offset=0,
+                    size=len(junk),
+                    sha256=digest,
+                    data=junk,
+                ),
+                float(n),
+            )
+            assert part is not None
+            return recording_id, digest, part
+
+        for n in range(1, QUARANTINE_KEEP + 1):
+            store.quarantine("box1", *whole(n), "damaged", float(n))
+        oldest = store.quarantined("box1")[0]
+        recording_id, digest, part = whole(QUARANTINE_KEEP + 1)
+        with pytest.raises(RuntimeError), store.transaction():
+            store.quarantine("box1", recording_id, digest, part, "damaged", 100.0)
+            raise RuntimeError("another message in the batch failed")
+        assert part.read_bytes() == f"junk {QUARANTINE_KEEP + 1}".encode()
+        assert store.uploads.is_under_way("box1", recording_id)
+        rows = store.quarantined("box1")
+        assert len(rows) == QUARANTINE_KEEP and rows[0] == oldest
+        files = sorted((tmp_path / "central" / "quarantine" / "box1").iterdir())
+        assert files == sorted(Path(row["path"]) for row in rows)
+        # done again, and committed: moved, and the oldest goes
+        store.quarantine("box1", recording_id, digest, part, "damaged", 100.0)
+        assert not part.exists()
+        rows = store.quarantined("box1")
+        assert oldest not in rows and rows[-1]["id"] == recording_id
+        files = sorted((tmp_path / "central" / "quarantine" / "box1").iterdir())
+        assert files == sorted(Path(row["path"]) for row in rows)
+    finally:
+        store.db.close()
+
+
+def test_a_part_file_not_yet_committed_survives_another_collectors_housekeeping(
+    tmp_path: Path, engine: str
+) -> None:
+    """A part file whose upload row is not committed yet (a batch still open in another
+    process, or undone) is not a stray of a crash: another collector's housekeeping leaves it
+    until it is older than the expiry age."""
+    where = databases.selected.location(tmp_path / "c.db")
+    writer = CollectorStore(tmp_path / "central", where)
+    other = CollectorStore(tmp_path / "central", where)
+    try:
+        data = b"x" * 1000
+        digest = hashlib.sha256(data).hexdigest()
+        recording_id = "box1-00000001-20260101T000000Z-line1"
+
+        def half(offset: int) -> Piece:
+            chunk = data[offset : offset + 500]
+            return Piece(
+                device="box1",
+                recording_id=recording_id,
+                offset=offset,
+                size=len(data),
+                sha256=digest,
+                data=chunk,
+            )
+
+        part = writer.uploads.part("box1", recording_id)
+        if engine == "postgresql":  # SQLite's BEGIN IMMEDIATE keeps the other out meanwhile
+            with writer.transaction():
+                assert writer.uploads.add(half(0), time.time()) is None
+                assert other.uploads.expire(time.time()) == []
+                assert part.exists()
+            assert writer.uploads.add(half(500), time.time()) == part
+            assert part.read_bytes() == data
+            writer.uploads.drop("box1", recording_id)
+        with pytest.raises(RuntimeError), writer.transaction():
+            writer.uploads.add(half(0), time.time())
+            raise RuntimeError("another message in the batch failed")
+        assert other.uploads.expire(time.time()) == []
+        assert part.exists()  # as a batch still open would have left it
+        day = other.uploads.limits.expire_after
+        os.utime(part, (time.time() - day - 1,) * 2)  # a day old: a crash's
+        assert other.uploads.expire(time.time()) == [f"box1/{part.name}"]
+        assert not part.exists()
+    finally:
+        writer.db.close()
+        other.db.close()
+
+
+class _OutageAfter(logging.Handler):
+    """Takes the collector's database away as soon as it logs that `topic` failed: the
+    steps done alone after that one meet the database gone (SQLite: another process holds
+    the write lock; PostgreSQL: the server ends the collector's connection)."""
+
+    def __init__(self, collector: Collector, topic: str) -> None:
+        super().__init__()
+        self.collector, self.topic = collector, topic
+        self.other: sqlite3.Connection | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.topic not in record.getMessage() or self.other is not None:
+            return
+        db = self.collector.store.db
+        if databases.selected.server is None:
+            db.connection.execute("PRAGMA busy_timeout = 200")  # not 30 s
+            self.other = sqlite3.connect(db.name, isolation_level=None)
+            self.other.execute("BEGIN IMMEDIATE")
+        else:
+            name = db.name.rpartition("/")[2]
+            databases.selected.server.admin(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                f"WHERE datname = '{name}' AND pid <> pg_backend_pid()"
+            )
+
+    def end(self) -> None:
+        if self.other is not None:
+            self.other.execute("ROLLBACK")
+            self.other.close()
+
+
+def test_steps_done_alone_before_the_database_went_away_are_acknowledged(
+    tmp_path: Path, running: tuple[Collector, Acks]
+) -> None:
+    """A batch undone by a message that fails is done again message by message; if the
+    database goes away during that, what was already committed is acknowledged all the same,
+    and only the messages not handled are counted as turned away."""
+    collector, acks = running
+    broken = collector.settings.data_dir / "incoming" / "box2"
+    broken.parent.mkdir(parents=True, exist_ok=True)
+    broken.write_bytes(b"")  # a file where box2's uploads go: its piece fails
+    box2 = message(
+        "linerec/v1/box2/upload/box2-00000001-20260101T000000Z-line1",
+        b"abc",
+        offset=0,
+        size=3,
+        sha256=hashlib.sha256(b"abc").hexdigest(),
+    )
+    box3 = message(
+        "linerec/v1/box3/event",
+        json.dumps({"seq": 1, "device": "box3", "event": "ringing", "line": "line1"}).encode(),
+    )
+    outage = _OutageAfter(collector, "linerec/v1/box2/upload")
+    logger = logging.getLogger("linerec.collector.service")
+    logger.addHandler(outage)
+    try:
+        collector.handle([event(1), box2, box3])
+    finally:
+        logger.removeHandler(outage)
+        outage.end()
+    acks.wait_for({"kind": "events", "upto": 1})  # box1's event was committed
+    assert collector.status()["database"] == "unavailable"
+    assert collector.status()["not_acknowledged"] == 1  # box3's event only
+    assert collector.store.contiguous_seq("box1") == 1
+
+
+def test_messages_of_a_lost_connection_are_not_pubacked_on_the_next(tmp_path: Path) -> None:
+    """Messages queued when the connection to the broker is lost are handled, but not
+    PUBACKed on the connection that replaces it: their packet ids belonged to the old one
+    (on the new one they would name other messages, or none)."""
+    keygen(tmp_path / "keys")
+    log_file = tmp_path / "mosquitto.log"
+    broker = Mosquitto(
+        tmp_path, extra=f"user root\nlog_dest file {log_file}\nlog_type all\n"
+    ).start()
+    (tmp_path / "collector.toml").write_text(
+        f'[collector]\nbroker = "{broker.url}"\nallow_plaintext = true\n'
+        'data_dir = "central"\nkey = "keys/collector.key"\n'
+        + databases.selected.config_line(tmp_path / "central")
+    )
+    collector = Collector(load_collector_config(tmp_path / "collector.toml"))
+    subscribed = threading.Semaphore(0)
+    said = logging.getLogger("linerec.collector.service")
+    counter = _Said("collector subscribed", subscribed)
+    said.addHandler(counter)
+    level = said.level
+    said.setLevel(logging.INFO)
+    acks = Acks(broker, tmp_path)
+    box1 = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    box1.connect("127.0.0.1", broker.port)
+    box1.loop_start()
+    arrived = threading.Event()
+    handed = collector._on_message
+
+    def on_message(client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
+        handed(client, userdata, message)
+        arrived.set()
+
+    collector.client.on_message = on_message
+    collector.start()
+    try:
+        assert subscribed.acquire(timeout=20)
+        with collector._lock:  # the writer busy: what arrives waits for it
+            box1.publish("linerec/v1/box1/event", event(1).payload, qos=1).wait_for_publish(10)
+            assert arrived.wait(30)
+            # another client with the collector's id: the broker ends the collector's
+            # connection, and the collector connects again
+            kicker = mqtt.Client(
+                callback_api_version=CallbackAPIVersion.VERSION2,
+                client_id=collector.settings.client_id,
+                protocol=mqtt.MQTTv5,
+            )
+            kicker.connect("127.0.0.1", broker.port)
+            kicker.loop_start()
+            _wait(lambda: not collector.client.is_connected(), "the collector cut off")
+            kicker.disconnect()
+            kicker.loop_stop()
+            assert subscribed.acquire(timeout=30)  # connected and subscribed again
+        acks.wait_for({"kind": "events", "upto": 1})  # handled all the same
+        box1.publish("linerec/v1/box1/event", event(2).payload, qos=1).wait_for_publish(10)
+        acks.wait_for({"kind": "events", "upto": 2})  # what was PUBACKed before it, has been
+        name = collector.settings.client_id
+        assert _stale_pubacks(log_file.read_text(), name) == []
+    finally:
+        said.removeHandler(counter)
+        said.setLevel(level)
+        collector.stop()
+        collector.store.db.close()
+        box1.loop_stop()
+        acks.close()
+        broker.stop()
+
+
+def _stale_pubacks(log: str, client: str) -> list[str]:
+    """The broker's log lines of PUBACKs `client` sent for a packet id the broker had not
+    sent it on that connection."""
+    sent: set[str] = set()
+    stale = []
+    for line in log.splitlines():
+        if "New client connected from" in line and line.split(" as ")[-1].startswith(client):
+            sent = set()  # a new connection: its packet ids start afresh
+        elif line.split(": ", 1)[-1].startswith(f"Sending PUBLISH to {client} ("):
+            sent.add(re.search(r", m(\d+),", line).group(1))  # type: ignore[union-attr]
+        elif f"Received PUBACK from {client} (Mid: " in line:
+            mid = re.search(r"Mid: (\d+)", line).group(1)  # type: ignore[union-attr]
+            if mid not in sent:
+                stale.append(line)
+            sent.discard(mid)
+    return stale
+
+
+class _Said(logging.Handler):
+    """Releases `semaphore` each time a log line says `text`."""
+
+    def __init__(self, text: str, semaphore: threading.Semaphore) -> None:
+        super().__init__()
+        self.text, self.semaphore = text, semaphore
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.text in record.getMessage():
+            self.semaphore.release()
+
+
+def _wait(check: Callable[[], bool], what: str, timeout: float = 30) -> None:
+    """Bounded wait on something another thread does."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
+def test_run_exits_when_the_writer_thread_dies(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A collector whose writer thread has died stores and acknowledges nothing more: run()
+    notices, says so in one line, and ends with WriterDied (the command exits non-zero, and
+    systemd starts it again) instead of carrying on as if receiving."""
+    keygen(tmp_path / "keys")
+    broker = Mosquitto(tmp_path).start()
+    (tmp_path / "collector.toml").write_text(
+        f'[collector]\nbroker = "{broker.url}"\nallow_plaintext = true\n'
+        'data_dir = "central"\nkey = "keys/collector.key"\n'
+        + databases.selected.config_line(tmp_path / "central")
+    )
+    collector = Collector(load_collector_config(tmp_path / "collector.toml"))
+    stop = threading.Event()
+    ended: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            collector.run(stop)
+            ended.append(None)
+        except BaseException as exc:
+            ended.append(exc)
+
+    runner = threading.Thread(target=run, daemon=True)
+    runner.start()
+    try:
+        assert collector.ready.wait(20)
+        # a fault the writer does not survive: what it takes from its queue is not a message
+        collector._inbox.put((collector._connection, cast(mqtt.MQTTMessage, object())))
+        runner.join(30)
+        assert not runner.is_alive(), "run() carried on with its writer dead"
+        assert len(ended) == 1 and isinstance(ended[0], WriterDied), ended
+        assert "the writer thread died" in str(ended[0])
+        assert any("the writer thread died" in r.getMessage() for r in caplog.records)
+    finally:
+        stop.set()
+        runner.join(30)
+        collector.store.db.close()
+        broker.stop()
+
+
+# SQLite: the batch holds the only write lock, so the database cannot go away in its middle.
+@pytest.mark.engines("postgresql")
+def test_a_recording_kept_in_a_batch_the_database_undoes_leaves_no_file(
+    tmp_path: Path, running: tuple[Collector, Acks]
+) -> None:
+    """A whole recording is encrypted at rest in a batch that then cannot commit (the server
+    ends the connection at a later message): its file goes with its key, so no file is left
+    that nothing opens, and the recording is stored when it comes again."""
+    collector, acks = running
+    recording_id, data = recording(tmp_path)
+    box3 = message(
+        "linerec/v1/box3/event",
+        json.dumps({"seq": 1, "device": "box3", "event": "ringing", "line": "line1"}).encode(),
+    )
+    outage = _OutageAfter(collector, f"recording {recording_id} from box1 stored")
+    logger = logging.getLogger("linerec.collector.service")
+    logger.addHandler(outage)
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        collector.handle([piece(recording_id, data), box3])
+    finally:
+        logger.removeHandler(outage)
+        logger.setLevel(level)
+        outage.end()
+    assert collector.status()["database"] == "unavailable"
+    vaults = collector.settings.data_dir / "recordings"
+    assert not [p for p in vaults.rglob("*") if p.is_file()]
+    _wait(lambda: _handled(collector, [piece(recording_id, data)]), "the database back")
+    acks.wait_for({"kind": "recording", "id": recording_id})
+    row = collector.store.find(recording_id, "box1")
+    assert collector.store.read_recording(recording_id, Path(row["path"]), "box1") == data
+
+
+def _handled(collector: Collector, messages: list[mqtt.MQTTMessage]) -> bool:
+    collector.handle(messages)
+    return collector.status()["database"] == "ok"

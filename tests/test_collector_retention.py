@@ -43,6 +43,9 @@ class Stop:
         self.clock[0] += timeout or 0
         return False
 
+    def set(self) -> None:  # what a dying writer thread calls to end run()
+        self.periods = -1
+
 
 def recording_facts(seq: int, started_at: str, synchronized: bool) -> dict[str, object]:
     return {

@@ -507,7 +507,7 @@ def _renew(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from linerec.collector.service import Collector
+    from linerec.collector.service import Collector, WriterDied
     from linerec.logs import setup_logging
 
     settings = _settings(args)
@@ -519,7 +519,11 @@ def _run(args: argparse.Namespace) -> int:
 
     collector = Collector(settings)
     collector.on_status = Notifier().status  # `systemctl status` shows a database outage
-    collector.run(stop)
+    try:
+        collector.run(stop)
+    except WriterDied as exc:  # non-zero: systemd's Restart= starts it again
+        print(f"linerec: error: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -156,6 +156,7 @@ class Database:
         self._lock = threading.RLock()
         self._depth = 0
         self._after_commit: list[Callable[[], None]] = []
+        self._after_rollback: list[Callable[[], None]] = []
         self._held: set[str] = set()  # lock_key's keys held by the transaction under way
 
     # -- running statements -----------------------------------------------------------------
@@ -236,13 +237,21 @@ class Database:
             except BaseException:
                 self._depth = 0
                 self._after_commit.clear()
+                undo, self._after_rollback = self._after_rollback, []
                 self._held.clear()
-                if not getattr(self.connection, "closed", False):  # a broken one rolled back
-                    with self._unavailable():
-                        self.connection.execute("ROLLBACK")
+                try:
+                    if not getattr(self.connection, "closed", False):  # a broken one rolled back
+                        with self._unavailable():
+                            self.connection.execute("ROLLBACK")
+                finally:
+                    for action in reversed(undo):
+                        action()
                 raise
             self._depth = 0
             self._held.clear()
+            # A COMMIT that fails may still have committed (the connection lost on the way):
+            # the files it would undo are kept (an extra file, never a row without its file).
+            self._after_rollback.clear()
             try:
                 with self._unavailable():  # a COMMIT that fails is not acknowledged: sent again
                     self.connection.execute("COMMIT")
@@ -261,6 +270,13 @@ class Database:
                 self._after_commit.append(action)
                 return
         action()
+
+    def after_rollback(self, action: Callable[[], None]) -> None:
+        """Run `action` if the transaction under way is rolled back (not if none is): a file
+        made for rows that are undone goes with them."""
+        with self._lock:
+            if self._depth:
+                self._after_rollback.append(action)
 
     def close(self) -> None:
         with self._lock:

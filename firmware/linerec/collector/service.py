@@ -82,6 +82,10 @@ _KIND_ORDER = {"event": 0, "upload": 1, "stream": 1, "status": 2, "health": 2}
 _Step = tuple[tuple[str, int, str], int, str, Callable[[], None]]
 
 
+class WriterDied(RuntimeError):
+    """The writer thread ended on a fault: nothing more would be stored or acknowledged."""
+
+
 class NotARecording(ValueError):
     """A whole upload that is not a recording of the device that sent it: why."""
 
@@ -107,11 +111,18 @@ class Collector:
         self.on_status: Callable[[str], None] = lambda text: None  # systemd's STATUS=, say
         self._discarded = StreamDiscards(self.store.db)  # so a late piece does not revive one
         self._acks: list[tuple[str, dict[str, Any]]] = []  # to send once committed
+        self._handled = 0  # messages of the batch under way handled (committed or refused)
         # paho's network thread only queues what arrives; the writer thread handles it
         # (None: stop). Each message is PUBACKed once handled, so the broker holds at most
         # RECEIVE_MAXIMUM of ours in flight and the queue stays that short.
-        self._inbox: queue.Queue[mqtt.MQTTMessage | None] = queue.Queue()
+        # Each message with the connection it came on: a PUBACK names a packet id of that
+        # connection, so one lost meanwhile is not PUBACKed on the next (the broker deals
+        # what it had in flight again, or the appliance sends it again).
+        self._inbox: queue.Queue[tuple[int, mqtt.MQTTMessage] | None] = queue.Queue()
+        self._connection = 0  # counts connections made: which one is the broker's now
         self._writer: threading.Thread | None = None
+        self._writer_fault: BaseException | None = None  # why the writer thread died, if it did
+        self._on_writer_died: Callable[[], None] = lambda: None  # run() wakes up to exit
         self.client = make_client(
             client_id or settings.client_id,
             settings.broker,
@@ -137,7 +148,9 @@ class Collector:
         session = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         session.SessionExpiryInterval = 0
         session.ReceiveMaximum = RECEIVE_MAXIMUM
-        self._writer = threading.Thread(target=self._write, name="collector-writer", daemon=True)
+        self._writer = threading.Thread(
+            target=self._write_or_die, name="collector-writer", daemon=True
+        )
         self._writer.start()
         self.client.connect_async(
             broker.host, broker.port, keepalive=30, clean_start=True, properties=session
@@ -153,9 +166,12 @@ class Collector:
         self.client.loop_stop()
 
     def run(self, stop: threading.Event) -> None:
-        """Until `stop`: receive, and sweep retention at start and every RETENTION_EVERY."""
+        """Until `stop`: receive, and sweep retention at start and every RETENTION_EVERY.
+        WriterDied if the writer thread dies: the process should exit and be restarted
+        (systemd's Restart=), not carry on receiving what it can no longer store."""
         self.sweep()  # a collector that restarts often must still delete on time
         self.housekeeping()
+        self._on_writer_died = stop.set
         self.start()
         try:
             next_sweep = self._clock() + RETENTION_EVERY
@@ -169,6 +185,12 @@ class Collector:
                     self._database_down(exc)
         finally:
             self.stop()
+        if self._writer_fault is not None:
+            fault = self._writer_fault
+            raise WriterDied(
+                f"collector {self.settings.instance}: the writer thread died "
+                f"({type(fault).__name__}: {fault}): exiting, to be restarted"
+            ) from fault
 
     def sweep(self) -> None:
         """Delete what is past `retention_days` (with its call's events), unless on hold."""
@@ -206,6 +228,7 @@ class Collector:
                 ("linerec/v1/+/health", 0),
             ]
         )
+        self._connection += 1
         log.info("collector %s connected", self.settings.instance)
 
     def _on_disconnect(
@@ -228,7 +251,19 @@ class Collector:
         self.ready.set()  # subscribed: from now on nothing published is missed
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        self._inbox.put(message)  # handled on the writer thread, in batches
+        self._inbox.put((self._connection, message))  # handled on the writer thread, in batches
+
+    def _write_or_die(self) -> None:
+        try:
+            self._write()
+        except BaseException as exc:
+            self._writer_fault = exc
+            log.critical(
+                "collector %s: the writer thread died: nothing more is stored or acknowledged",
+                self.settings.instance,
+                exc_info=exc,
+            )
+            self._on_writer_died()
 
     def _write(self) -> None:
         """The writer thread: whatever has arrived (up to BATCH) in one transaction, then
@@ -250,11 +285,12 @@ class Collector:
                     break
                 batch.append(more)
             try:
-                self.handle(batch)
+                self.handle([message for _, message in batch])
             except Exception:  # the writer must go on: nothing of this batch was acknowledged
                 log.exception("while handling %d messages", len(batch))
-            for message in batch:
-                self.client.ack(message.mid, message.qos)
+            for connection, message in batch:
+                if connection == self._connection:
+                    self.client.ack(message.mid, message.qos)
 
     def handle(self, messages: Sequence[mqtt.MQTTMessage]) -> None:
         """Handle messages in one database transaction (two, if another process was writing
@@ -285,6 +321,7 @@ class Collector:
         if not steps:
             return
         with self._lock:
+            self._handled = 0
             try:
                 # First the devices no other process is writing now; then, in a transaction
                 # of their own, those it was (waiting for it to commit once, not batch after
@@ -296,7 +333,7 @@ class Collector:
             except DatabaseUnavailable as exc:
                 # Not committed, so not acknowledged: the appliances send it all again.
                 self._acks.clear()
-                self._database_down(exc, len(steps))
+                self._database_down(exc, len(steps) - self._handled)
                 return
             except BaseException:
                 self._acks.clear()
@@ -326,9 +363,14 @@ class Collector:
         except Exception:
             self._acks.clear()
             for _, _, where, step in steps:
+                # each step's acks go once it has committed: the database going away at a
+                # later one does not take back what is stored
                 self._step(where, step)
-            later = []
+                self._send_acks()
+                self._handled += 1
+            return []
         self._send_acks()
+        self._handled += len(steps) - len(later)
         return later
 
     def _step(self, where: str, step: Callable[[], None]) -> None:
@@ -563,7 +605,13 @@ class Collector:
             )
             return
         if stored is not None:
-            raise ApiError(f"{where}: {recording_id} is already stored with other content")
+            # Refused, nothing written: not an error that would undo the rest of the batch
+            # (any device could otherwise roll back everyone's messages with one of its own).
+            reason = f"{recording_id} is already stored with other content"
+            self._problem(f"device {device}: {where}: {reason}: refused, not stored")
+            if tell:
+                self._reject(device, recording_id, digest, reason)
+            return
         if quarantined is not None:
             if tell:
                 self._reject(device, recording_id, digest, f"quarantined: {quarantined}")

@@ -38,6 +38,7 @@ import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -303,6 +304,8 @@ class CollectorStore:
                 return final  # another process kept it (and took the part file)
             key = os.urandom(32)
             write_vault(part, final, key, device, recording_id)
+            if kept is None:  # undone, no key opens it: it goes too
+                self.db.after_rollback(lambda: final.unlink(missing_ok=True))
             self.db.execute(
                 upsert("vault_keys", ("device", "id", "key"), ("device", "id")),
                 (device, recording_id, key),
@@ -354,27 +357,33 @@ class CollectorStore:
         where.mkdir(parents=True, exist_ok=True)
         kept = where / f"{recording_id}.{sha256[:16]}.bin"
         size = part.stat().st_size
-        os.replace(part, kept)
-        self.db.execute(
-            upsert(
-                "quarantine",
-                ("device", "id", "sha256", "size", "reason", "path", "received_at"),
-                ("device", "id", "sha256"),
-            ),
-            (device, recording_id, sha256, size, reason, str(kept), now),
-        )
-        self.uploads.drop(device, recording_id)
-        old = self.db.execute(  # at most QUARANTINE_KEEP + 1 rows: the rest went before
-            "SELECT id, sha256, path FROM quarantine WHERE device = ? "
-            "ORDER BY received_at DESC, rowid DESC",
-            (device,),
-        ).fetchall()[QUARANTINE_KEEP:]
-        for old_id, old_sha, old_path in old:
+        with self.transaction():
+            # Linked now, the part file unlinked once committed (uploads.drop): rolled back, the
+            # upload is as it was and the link goes, so files and rows never part ways.
+            kept.unlink(missing_ok=True)  # left by a rollback a crash cut short
+            os.link(part, kept)
+            self.db.after_rollback(lambda: kept.unlink(missing_ok=True))
             self.db.execute(
-                "DELETE FROM quarantine WHERE device = ? AND id = ? AND sha256 = ?",
-                (device, old_id, old_sha),
+                upsert(
+                    "quarantine",
+                    ("device", "id", "sha256", "size", "reason", "path", "received_at"),
+                    ("device", "id", "sha256"),
+                ),
+                (device, recording_id, sha256, size, reason, str(kept), now),
             )
-            Path(old_path).unlink(missing_ok=True)
+            self.uploads.drop(device, recording_id)
+            old = self.db.execute(  # at most QUARANTINE_KEEP + 1 rows: the rest went before
+                "SELECT id, sha256, path FROM quarantine WHERE device = ? "
+                "ORDER BY received_at DESC, rowid DESC",
+                (device,),
+            ).fetchall()[QUARANTINE_KEEP:]
+            for old_id, old_sha, old_path in old:
+                self.db.execute(
+                    "DELETE FROM quarantine WHERE device = ? AND id = ? AND sha256 = ?",
+                    (device, old_id, old_sha),
+                )
+                # the file once that can no longer be undone
+                self.db.after_commit(partial(Path(old_path).unlink, missing_ok=True))
         return kept
 
     def quarantined(self, device: str | None = None) -> list[dict[str, Any]]:

@@ -270,9 +270,10 @@ class Uploads:
 
     def expire(self, now: float) -> list[str]:
         """Drop uploads with no piece for `expire_after` seconds, and part files no upload
-        owns (left by a crash); returns 'device/id' of each dropped."""
-        # In one write transaction: another collector process writes a piece into its part
-        # file only inside one of its own, so no part file seen here is a piece half-added.
+        owns (left by a crash) unwritten as long; returns 'device/id' of each dropped."""
+        # In one write transaction: on SQLite no other process writes meanwhile; on
+        # PostgreSQL another's batch may hold a part file whose row it has not committed yet,
+        # which is why a stray must be as old as an expired upload before it goes.
         with self.db.transaction():
             return self._expire(now)
 
@@ -291,10 +292,16 @@ class Uploads:
             for device, recording_id in self.db.execute("SELECT device, id FROM uploads")
         }
         for stray in self.incoming.glob("*/*"):
-            if stray not in owned and stray.is_file():
-                stray.unlink()
-                if stray not in dropped:
-                    gone.append(f"{stray.parent.name}/{stray.name}")
+            if stray in owned or not stray.is_file():
+                continue
+            # Another process's batch writes a part file before its row is committed (on
+            # PostgreSQL this does not wait for it): a stray is one left as long as an upload
+            # may sit unfinished, not one being written now.
+            if stray not in dropped and not _older_than(stray, limit):
+                continue
+            stray.unlink(missing_ok=True)
+            if stray not in dropped:
+                gone.append(f"{stray.parent.name}/{stray.name}")
         for directory in self.incoming.glob("*"):
             if directory.is_dir() and not any(directory.iterdir()):
                 directory.rmdir()
@@ -316,6 +323,14 @@ class Uploads:
                 recording_id,
             )
             self.drop(device, recording_id)
+
+
+def _older_than(path: Path, when: float) -> bool:
+    """Whether the file was last written before `when` (False if it is gone)."""
+    try:
+        return path.stat().st_mtime < when
+    except FileNotFoundError:
+        return False
 
 
 def _sha256(path: Path) -> str:
