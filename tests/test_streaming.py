@@ -819,8 +819,11 @@ def test_a_call_opted_out_mid_stream_by_command_leaves_nothing_at_the_collector(
         )
     finally:
         daemon.send_signal(signal.SIGTERM)
-        daemon.wait(20)
-    assert collector.store.recordings() == []
+        _, log = daemon.communicate(timeout=20)
+    # If this fails, the daemon's own account of the call says why (it failed once in a full
+    # run under load with a second recording of the same call stored, not reproduced since).
+    said = log.decode(errors="replace")[-6000:]
+    assert collector.store.recordings() == [], said
     assert collector.store.uploads.under_way() == []
     assert not collector.store.uploads.part("box1", str(live["id"])).exists()
     assert not list((tmp_path / "ring").glob("*.lrec"))
