@@ -11,11 +11,13 @@ called (a test cannot reboot the machine it runs on).
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+
+from linerec.config import DEFAULT_STORE
+from linerec.update.state import REBOOT, Pending, UpdateState
 
 REPO = Path(__file__).resolve().parent.parent
 WATCHDOG = REPO / "image/files/linerec-trial-watchdog"
@@ -46,8 +48,14 @@ class Box:
     dir: Path
 
     @property
+    def state(self) -> UpdateState:
+        """Where linerec keeps the update, on the box's data directory (bound at
+        /var/lib/linerec): under the store's default directory, as the image runs it."""
+        return UpdateState(self.dir / "data" / DEFAULT_STORE.relative_to("/var/lib/linerec"))
+
+    @property
     def pending(self) -> Path:
-        return self.dir / "data/update/pending.json"
+        return self.state.dir / "pending.json"
 
     @property
     def calls(self) -> Path:
@@ -89,7 +97,7 @@ def make_box(tmp_path: Path, *, pending_slot: str | None, timeout: str | None) -
     box = Box(tmp_path)
     (tmp_path / "root/opt").mkdir(parents=True)
     shutil.copy(WATCHDOG, tmp_path / "root/opt/linerec-trial-watchdog")
-    (tmp_path / "data/update").mkdir(parents=True)
+    (tmp_path / "data").mkdir(parents=True)
     (tmp_path / "etc-linerec/linerec").mkdir(parents=True)
     config = '[device]\nid = "frontdesk"\n'
     if timeout is not None:
@@ -100,16 +108,14 @@ def make_box(tmp_path: Path, *, pending_slot: str | None, timeout: str | None) -
         '#!/bin/sh\necho "$*" >> /var/lib/linerec/systemctl-calls\n'
     )
     (tmp_path / "systemctl").chmod(0o755)
-    if pending_slot is not None:
-        box.pending.write_text(
-            json.dumps(
-                {
-                    "version": "0.2.0",
-                    "slot": pending_slot,
-                    "previous": "0.1.0",
-                    "previous_slot": "A" if pending_slot == "B" else "B",
-                    "boot_id": INSTALL_BOOT,
-                }
+    if pending_slot is not None:  # written by linerec's own code, as the recorder does
+        box.state.set_pending(
+            Pending(
+                version="0.2.0",
+                slot=pending_slot,
+                previous="0.1.0",
+                previous_slot="A" if pending_slot == "B" else "B",
+                boot_id=INSTALL_BOOT,
             )
         )
     return box
@@ -197,3 +203,13 @@ def test_a_setting_that_is_not_a_positive_number_falls_back_to_the_default(
         box.pending.unlink()
         process.communicate(timeout=60)
         assert not box.calls.exists()
+
+
+def test_the_reboot_units_watch_the_file_the_recorder_writes() -> None:
+    """The recorder asks for the reboot into an update with a file (it may not reboot);
+    root's path unit must watch, and its service remove, exactly that file."""
+    request = UpdateState(DEFAULT_STORE).dir / REBOOT
+    path_unit = (REPO / "image/files/linerec-update-reboot.path").read_text()
+    service = (REPO / "image/files/linerec-update-reboot.service").read_text()
+    assert f"PathExists={request}\n" in path_unit
+    assert f"ExecStart=/bin/rm -f {request}\n" in service
