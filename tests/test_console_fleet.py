@@ -69,6 +69,44 @@ def test_the_fleet_shows_status_and_health_from_the_broker(
     assert [e["action"] for e in service.audit.entries()].count("fleet") == 1  # the page, once
 
 
+def test_the_fleet_shows_each_boxs_certificate_expiry_and_release(
+    client: TestClient, service: ConsoleService, clock: Clock, site: Path
+) -> None:
+    """Issue 17: a box's TLS certificate is renewed before it expires (`enroll --renew`), so
+    the fleet shows when each one's ends, and which release runs from which slot."""
+    log_in(client, service, clock, "admin")
+    with FleetFeed(site) as feed:
+        feed.publish("box1", "status", {"state": "online", "connection": 1, "last_counter": 0})
+        feed.publish(
+            "box1",
+            "health",
+            {
+                **HEALTH,
+                "tls_cert_expires": "2027-03-01T12:00:00+00:00",
+                "update": {"slot": "B", "version": "0.2.0", "pending": "0.3.0"},
+            },
+        )
+        (box1,) = client.get("/api/fleet").json()["devices"]
+        assert box1["tls_cert_expires"] == "2027-03-01T12:00:00+00:00"
+        assert box1["release"] == {"slot": "B", "version": "0.2.0", "pending": "0.3.0"}
+        page = client.get("/fleet").text
+        assert "until 2027-03-01 12:00" in page and "0.2.0 (slot B), 0.3.0 pending" in page
+        # A box without TLS or RAUC says null or nothing: shown as unknown, not an error.
+        feed.publish("box1", "health", {**HEALTH, "tls_cert_expires": None})
+        (box1,) = client.get("/api/fleet").json()["devices"]
+        assert box1["tls_cert_expires"] is None and box1["release"] is None
+        # What a device says is shown as text, cut short, never trusted as structure.
+        feed.publish(
+            "box1",
+            "health",
+            {**HEALTH, "tls_cert_expires": ["x"] * 3, "update": {"version": "<b>" * 50}},
+        )
+        (box1,) = client.get("/api/fleet").json()["devices"]
+        assert box1["tls_cert_expires"] is None
+        assert box1["release"] == {"slot": "?", "version": ("<b>" * 50)[:32], "pending": None}
+        assert "&lt;b&gt;" in client.get("/fleet").text
+
+
 def test_recording_chain_gaps_are_shown(
     client: TestClient, service: ConsoleService, clock: Clock
 ) -> None:

@@ -51,6 +51,10 @@ def site_file(boot: Path, base: Path) -> None:
 
 @pytest.fixture
 def box(tmp_path: Path) -> dict[str, Path]:
+    return make_box(tmp_path)
+
+
+def make_box(tmp_path: Path) -> dict[str, Path]:
     """A box provisioned from a site file with Wi-Fi and SSH, that has recorded a call."""
     keygen(tmp_path / "keys")
     enroll(
@@ -205,3 +209,49 @@ def test_a_store_the_configuration_put_elsewhere_goes_but_never_a_system_directo
     assert found == (ring, identity)
     assert configured_store(root, Path("/etc"), Path("/etc/passwd")) == ()
     assert configured_store(root, Path("/"), Path("/etc/passwd")) == ()
+
+
+def test_nothing_of_the_wiped_files_is_left_on_the_data_partition(tmp_path: Path) -> None:
+    """The issue's check: the data partition is a real ext4 file system (loop-mounted where
+    the box binds it, /var/lib/linerec), and after the reset its whole image, free blocks
+    included, is searched for the identity key and for the bytes of every file that was in
+    the ring. A reset that only unlinked would leave them all in the free blocks."""
+    image = tmp_path / "data.img"
+    with open(image, "wb") as f:
+        f.truncate(32 << 20)
+    subprocess.run(["mkfs.ext4", "-q", "-L", "LINEREC_DATA", str(image)], check=True)
+    data = tmp_path / "root/var/lib/linerec"
+    data.mkdir(parents=True)
+    subprocess.run(["mount", "-o", "loop", str(image), str(data)], check=True)
+    mounted = True
+    try:
+        box = make_box(tmp_path)
+        ring = data / "ring"
+        identity = raw_private(load_or_create_identity(ring / "identity.key"))
+        hidden = {
+            "identity key, base64 (as the file holds it)": base64.b64encode(identity),
+            "the identity key file": (ring / "identity.key").read_bytes(),
+        }
+        for path in sorted(ring.rglob("*")):
+            if path.is_file() and path.stat().st_size >= 64:
+                content = path.read_bytes()
+                # a run of the file from its middle: unique to it, not a format's constant
+                hidden[str(path.relative_to(ring))] = content[len(content) // 2 :][:64]
+        assert any(name.endswith(".lrec") for name in hidden)
+        assert any(name.startswith("outbox/") for name in hidden)
+        os.sync()
+        before = image.read_bytes()
+        assert [name for name, secret in hidden.items() if secret not in before] == []
+
+        result = linerec(
+            "factory-reset", "--yes", "--root", str(box["root"]), "--boot", str(box["boot"])
+        )
+        assert result.returncode == 0, result.stderr
+        subprocess.run(["umount", str(data)], check=True)
+        mounted = False
+        after = image.read_bytes()
+        left = {name: after.count(secret) for name, secret in hidden.items() if secret in after}
+        assert left == {}, f"still on the data partition's image: {left}"
+    finally:
+        if mounted:
+            subprocess.run(["umount", str(data)], check=False)

@@ -140,6 +140,23 @@ def overview(db: Database, device: str) -> dict[str, Any]:
         "card_free_bytes": body.get("card_free_bytes"),
         "clock_synchronized": body.get("clock_synchronized"),
         "faults": [str(f)[:80] for f in body.get("faults", [])],
+        "tls_cert_expires": _text(body.get("tls_cert_expires"), 40),
+        "release": _release(body.get("update")),
         "last_recording": {"id": last[0], "started_at": last[1]} if last else None,
         "recording_gaps": chain_gaps(db, device),
+    }
+
+
+def _text(value: object, limit: int) -> str | None:
+    return value[:limit] if isinstance(value, str) else None
+
+
+def _release(update: object) -> dict[str, str | None] | None:
+    """The running release and slot (and an update pending), from a box where RAUC is set up."""
+    if not isinstance(update, dict):
+        return None
+    return {
+        "slot": _text(update.get("slot"), 8) or "?",
+        "version": _text(update.get("version"), 32) or "?",
+        "pending": _text(update.get("pending"), 32),
     }

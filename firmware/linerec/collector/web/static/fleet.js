@@ -18,6 +18,10 @@ function cells(d) {
     lines.length ? lines.join("; ") : "?",
     d.ring_fill === null || d.ring_fill === undefined ? "?" : `${Math.round(d.ring_fill * 100)}% full`,
     clock,
+    d.tls_cert_expires ? `until ${d.tls_cert_expires.slice(0, 16).replace("T", " ")}` : "?",
+    d.release
+      ? `${d.release.version} (slot ${d.release.slot})` + (d.release.pending ? `, ${d.release.pending} pending` : "")
+      : "?",
     d.last_recording ? (d.last_recording.started_at || "").slice(0, 19).replace("T", " ") : "none",
     gaps.length ? gaps.join("; ") : "none",
     d.faults.length ? d.faults.join(", ") : "none",
