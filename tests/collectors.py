@@ -12,16 +12,13 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
-import numpy as np
-
 import databases
+from calls import record_call
 from linerec.collector.store import CollectorStore
 from linerec.config import load_config
 from linerec.daemon.storage import open_store, open_uplink
-from linerec.store.base import RecordingInfo
 from linerec.store.ring import RingStore
 from linerec.uplink.client import Uplink
 
@@ -95,22 +92,8 @@ class Appliance:
         self.recordings: dict[str, bytes] = {}
 
     def record(self, seconds: float) -> str:
-        writer = self.ring.begin(
-            RecordingInfo(
-                device_id=self.name,
-                line="line1",
-                label="",
-                direction="inbound",
-                consent="notice",
-                started_at=datetime.now(UTC),
-                clock_synchronized=True,
-            )
-        )
         seed = len(self.recordings)
-        audio = (np.random.default_rng(seed).normal(0, 3000, int(8000 * seconds))).astype(np.int16)
-        for start in range(0, len(audio), 160):
-            writer.write(audio[start : start + 160])
-        entry = writer.seal(ended_by="hang-up")
+        entry = record_call(self.ring, seconds, self.name, consent="notice", seed=seed)
         self.recordings[entry.id] = entry.path.read_bytes()
         return entry.id
 

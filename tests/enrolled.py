@@ -17,10 +17,8 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
-import numpy as np
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
@@ -28,12 +26,12 @@ from paho.mqtt.properties import Properties
 
 import databases
 from broker import free_port
+from calls import record_call
 from linerec.collector.config import load_collector_config
 from linerec.collector.service import Collector
 from linerec.config import load_config
 from linerec.daemon.storage import open_store, open_uplink
 from linerec.mqttapi import CHUNK, verify
-from linerec.store.base import RecordingInfo
 from linerec.store.keys import keygen, load_public
 from linerec.store.ring import RingStore
 from linerec.uplink.client import Uplink
@@ -62,6 +60,22 @@ class Site:
             f'client_key = "{self.site / "linerec-collector.key"}"\n{extra}'
         )
         return path
+
+    def sim_box_config(self, device: str, directory: Path, extra: str = "") -> Path:
+        """`device`'s enrolled configuration for `linerec run` on the simulated line (no
+        calls), its ring in `directory`, with `extra` sections (TOML) before [uplink]."""
+        text = self.configs[device].read_text()
+        text = text.replace(f'dir = "{device}-ring"', f'dir = "{directory / "ring"}"')
+        text = text.replace(
+            "[uplink]", f'[hardware]\nbackend = "sim"\n[sim]\ncalls = []\n{extra}[uplink]'
+        )
+        text = text.replace(
+            'recipients = ["keys/collector.pub"]',
+            f'recipients = ["{self.root / "keys" / "collector.pub"}"]',
+        )
+        config = directory / f"{device}.toml"
+        config.write_text(text)
+        return config
 
 
 def enrol_device(root: Path, name: str, site: Path, port: int) -> Path:
@@ -268,21 +282,7 @@ class HonestDevice:
 
     def record(self, seconds: float = 1.0) -> str:
         """A short call, sealed in the ring; returns its id."""
-        writer = self.ring.begin(
-            RecordingInfo(
-                device_id=self.name,
-                line="line1",
-                label="",
-                direction="inbound",
-                consent="notice",
-                started_at=datetime.now(UTC),
-                clock_synchronized=True,
-            )
-        )
-        audio = (np.random.default_rng(7).normal(0, 3000, int(8000 * seconds))).astype(np.int16)
-        for start in range(0, len(audio), 160):
-            writer.write(audio[start : start + 160])
-        return writer.seal(ended_by="hang-up").id
+        return record_call(self.ring, seconds, self.name, consent="notice").id
 
     def upload_and_wait(self, timeout: float = 20) -> str:
         """Record a call and wait until the collector's signed ack has reached the ring."""

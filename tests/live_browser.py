@@ -17,26 +17,18 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyotp
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from playwright.sync_api import Page
 
-from broker import Mosquitto
-from console_site import PASSWORD, Clock, Server, add_user, console
-from linerec.broker import Broker
-from linerec.collector.config import load_collector_config
-from linerec.collector.service import Collector
-from linerec.store.base import RecordingInfo
-from linerec.store.keys import keygen, load_public
-from linerec.store.ring import EncryptedWriter, RingStore
-from linerec.uplink.client import Uplink, UplinkSettings
-from linerec.uplink.outbox import EventOutbox
-from test_streaming import wait_until
+from calls import wait_until
+from chromium import log_in
+from console_site import Clock, Server, add_user, console
+from linerec.store.ring import EncryptedWriter
+from streamed import StreamedSite, streamed_site
 
 RATE = 8000
 FRAME = 160  # 20 ms, as the daemon's capture reads it
@@ -164,30 +156,11 @@ class SoundCard:
 
 
 @dataclass
-class LiveSite:
-    root: Path
-    broker: Mosquitto
-    collector: Collector
-    ring: RingStore
-    uplink: Uplink
+class LiveSite(StreamedSite):
+    """The streamed site with the console served over its collector's store."""
+
     server: Server
     totp: pyotp.TOTP
-
-    def begin(self) -> EncryptedWriter:
-        """A call on box1's line1 begins: its recording opens on the card."""
-        writer = self.ring.begin(
-            RecordingInfo(
-                device_id="box1",
-                line="line1",
-                label="",
-                direction="inbound",
-                consent="one-party",
-                started_at=datetime.now(UTC),
-                clock_synchronized=True,
-            )
-        )
-        assert isinstance(writer, EncryptedWriter)
-        return writer
 
     def wait_streaming(self, recording_id: str) -> None:
         """Until the collector holds the call's header and a chunk of it (bounded wait)."""
@@ -201,15 +174,7 @@ class LiveSite:
         )
 
     def log_in(self, page: Page) -> None:
-        clock = self.server.service.clock
-        assert isinstance(clock, Clock)
-        clock.now += 30  # a fresh step for each login: a code is accepted once only
-        page.goto(f"{self.server.url}/login")
-        page.fill("input[name=name]", "sue")
-        page.fill("input[name=password]", PASSWORD)
-        page.fill("input[name=code]", self.totp.at(clock.now))
-        page.click("button[type=submit]")
-        page.wait_for_url(f"{self.server.url}/recordings")
+        log_in(page, self.server, self.totp, "sue")
 
     def listen_live(self, page: Page, recording_id: str, reason: str) -> None:
         """From the Live page: the call's reason, then a click on Listen live."""
@@ -222,46 +187,14 @@ class LiveSite:
 
 @contextmanager
 def live_site(root: Path) -> Iterator[LiveSite]:
-    keygen(root / "keys")
-    broker = Mosquitto(root).start()
-    config = root / "collector.toml"
-    config.write_text(
-        f'[collector]\nbroker = "{broker.url}"\nallow_plaintext = true\ndata_dir = "central"\n'
-        'key = "keys/collector.key"\n'
-    )
-    collector = Collector(load_collector_config(config), client_id=f"live-{time.monotonic_ns()}")
-    stop = threading.Event()
-    thread = threading.Thread(target=collector.run, args=(stop,), daemon=True)
-    thread.start()
-    assert collector.ready.wait(10)
-    public = load_public(root / "keys" / "collector.pub")
-    ring = RingStore(
-        root / "ring",
-        recipients=[public],
-        identity=Ed25519PrivateKey.generate(),
-        device_id="box1",
-        background_sync=True,
-    )
-    uplink = Uplink(
-        UplinkSettings(
-            broker=Broker.parse(broker.url, allow_plaintext=True),
-            device_id="box1",
-            collector=public,
-        ),
-        ring,
-        EventOutbox(root / "ring" / "outbox", recipients=[public]),
-    )
-    uplink.start()
-    service = console(config, Clock())
-    totp = add_user(service, "sue", "supervisor")
-    try:
+    with streamed_site(root, client_id=f"live-{time.monotonic_ns()}") as site:
+        service = console(site.collector_toml, Clock())
+        totp = add_user(service, "sue", "supervisor")
         with Server(service) as server:
-            yield LiveSite(root, broker, collector, ring, uplink, server, totp)
-    finally:
-        uplink.stop()
-        stop.set()
-        thread.join(10)
-        broker.stop()
+            yield LiveSite(
+                site.root, site.broker, site.collector, site.ring, site.outbox, site.uplink,
+                server, totp,
+            )  # fmt: skip
 
 
 def heard(page: Page, count: int, timeout_ms: float) -> list[dict[str, Any]]:

@@ -6,20 +6,18 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
-import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from calls import record_call
 from linerec.codec import Samples
 from linerec.collector.uploads import STREAMING, Piece
 from linerec.collector.web.service import ConsoleService
-from linerec.store.base import RecordingInfo
 from linerec.store.format import BLOCK
 from linerec.store.keys import load_private, load_public
 from linerec.store.reader import decrypt
-from linerec.store.ring import EncryptedWriter, RingStore
+from linerec.store.ring import RingStore
 
 
 @dataclass
@@ -44,7 +42,7 @@ class Call:
         )
 
 
-def record_call(card: Path, site: Path, seconds: float) -> Call:
+def box2_call(card: Path, site: Path, seconds: float) -> Call:
     keys = site.parent / "keys"
     ring = RingStore(
         card,
@@ -52,26 +50,10 @@ def record_call(card: Path, site: Path, seconds: float) -> Call:
         identity=Ed25519PrivateKey.generate(),
         device_id="box2",
     )
-    writer = ring.begin(
-        RecordingInfo(
-            device_id="box2",
-            line="line1",
-            label="",
-            direction="inbound",
-            consent="one-party",
-            started_at=datetime.now(UTC),
-            clock_synchronized=True,
-        )
-    )
-    assert isinstance(writer, EncryptedWriter)
-    rng = np.random.default_rng(7)  # loud, never repeating: a misplaced chunk shows
-    audio = (rng.standard_normal(int(seconds * 8000)) * 6000).clip(-32000, 32000).astype(np.int16)
-    for start in range(0, len(audio), 160):
-        writer.write(audio[start : start + 160])
-    writer.seal(ended_by="hang-up")
-    whole = writer.path.read_bytes()
+    sealed = record_call(ring, seconds, "box2")
+    whole = sealed.path.read_bytes()
     samples = decrypt(whole, load_private(keys / "collector.key")).samples
-    return Call(writer.id, whole, samples, len(whole) // BLOCK)
+    return Call(sealed.id, whole, samples, len(whole) // BLOCK)
 
 
 def arrive(service: ConsoleService, piece: Piece, now: float) -> Path | None:

@@ -100,20 +100,7 @@ def test_renew_reaches_a_running_box_which_presents_it_and_reports_its_expiry(
     enrolled_site: Site, tmp_path: Path
 ) -> None:
     site = enrolled_site
-    config = tmp_path / "box1.toml"
-    text = (
-        site.configs["box1"]
-        .read_text()
-        .replace('dir = "box1-ring"', f'dir = "{tmp_path / "ring"}"')
-    )
-    config.write_text(
-        text.replace(
-            "[uplink]", '[hardware]\nbackend = "sim"\n[sim]\ncalls = []\n[uplink]'
-        ).replace(
-            'recipients = ["keys/collector.pub"]',
-            f'recipients = ["{site.root / "keys" / "collector.pub"}"]',
-        )
-    )
+    config = site.sim_box_config("box1", tmp_path)
     collector_config = site.collector_config(tmp_path / "central")
     healths: list[dict[str, object]] = []
     statuses: list[bytes] = []

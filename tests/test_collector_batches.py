@@ -17,11 +17,9 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
-import numpy as np
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
@@ -30,12 +28,12 @@ from paho.mqtt.properties import Properties
 
 import databases
 from broker import Mosquitto
+from calls import record_call
 from linerec.collector.config import load_collector_config
 from linerec.collector.service import Collector, WriterDied
 from linerec.collector.store import QUARANTINE_KEEP, CollectorStore
 from linerec.collector.uploads import Piece
 from linerec.mqttapi import verify
-from linerec.store.base import RecordingInfo
 from linerec.store.keys import keygen, load_or_create_identity, load_public
 from linerec.store.ring import RingStore
 
@@ -120,19 +118,7 @@ def recording(tmp_path: Path) -> tuple[str, bytes]:
         identity=load_or_create_identity(tmp_path / "identity.key"),
         device_id="box1",
     )
-    writer = ring.begin(
-        RecordingInfo(
-            device_id="box1",
-            line="line1",
-            label="",
-            direction="inbound",
-            consent="notice",
-            started_at=datetime.now(UTC),
-            clock_synchronized=True,
-        )
-    )
-    writer.write((np.random.default_rng(1).normal(0, 3000, 16000)).astype(np.int16))
-    entry = writer.seal(ended_by="hang-up")
+    entry = record_call(ring, 2.0, consent="notice", seed=1)
     return entry.id, entry.path.read_bytes()
 
 

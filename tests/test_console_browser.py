@@ -14,34 +14,19 @@ from pathlib import Path
 
 import pyotp
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
-from console_site import PASSWORD, Clock, FleetFeed, Server, add_user, console, deliver
+from chromium import AUTOPLAY, WAIT_MS, chromium, log_in, submit_login
+from console_site import Clock, FleetFeed, Server, add_user, console, deliver
 from linerec.collector.exports import redaction_note, verify_export
 from linerec.collector.review import Criterion, Scorecard
 from linerec.store.keys import load_public
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--autoplay-policy=no-user-gesture-required",
-]
-WAIT_MS = 15000
-
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    assert Path(CHROMIUM).exists(), "chromium is installed by `bash .ci/setup --tests`"
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+    with chromium(AUTOPLAY) as launched:
         yield launched
-        launched.close()
 
 
 @pytest.fixture(scope="module")
@@ -60,18 +45,6 @@ def page(browser: Browser) -> Iterator[Page]:
     opened.set_default_timeout(WAIT_MS)
     yield opened
     context.close()
-
-
-def log_in(page: Page, server: Server, totp: pyotp.TOTP, name: str = "ann") -> None:
-    clock = server.service.clock
-    assert isinstance(clock, Clock)
-    clock.now += 30  # a fresh step for each login: a code is accepted once only
-    page.goto(f"{server.url}/login")
-    page.fill("input[name=name]", name)
-    page.fill("input[name=password]", PASSWORD)
-    page.fill("input[name=code]", totp.at(clock.now))
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{server.url}/recordings")
 
 
 def wait_for_metadata(page: Page) -> None:
@@ -93,7 +66,7 @@ def test_log_in_find_a_call_by_number_and_time(
     page: Page, served: tuple[Server, pyotp.TOTP], tmp_path: Path
 ) -> None:
     server, totp = served
-    log_in(page, server, totp)
+    log_in(page, server, totp, "ann")
     assert page.locator("table.results tbody tr").count() == 2
     page.fill("input[name=number]", "55512345")
     page.click("form.search button[type=submit]")
@@ -118,7 +91,7 @@ def test_play_a_recording_and_seek(
     page: Page, served: tuple[Server, pyotp.TOTP], tmp_path: Path
 ) -> None:
     server, totp = served
-    log_in(page, server, totp)
+    log_in(page, server, totp, "ann")
     ranges: list[str] = []
     page.on(
         "request",
@@ -157,11 +130,7 @@ def test_a_wrong_code_in_the_browser_says_only_that_it_failed(
     page: Page, served: tuple[Server, pyotp.TOTP], tmp_path: Path
 ) -> None:
     server, _ = served
-    page.goto(f"{server.url}/login")
-    page.fill("input[name=name]", "ann")
-    page.fill("input[name=password]", PASSWORD)
-    page.fill("input[name=code]", "000000")
-    page.click("button[type=submit]")
+    submit_login(page, server, "ann", "000000")
     assert page.inner_text("p.error") == "wrong name, password or code"
     page.screenshot(path=str(tmp_path / "login.png"))
     page.goto(f"{server.url}/recordings")
@@ -172,7 +141,7 @@ def test_redact_a_span_and_hear_silence_there(
     page: Page, served: tuple[Server, pyotp.TOTP], tmp_path: Path
 ) -> None:
     server, totp = served
-    log_in(page, server, totp)
+    log_in(page, server, totp, "ann")
     page.goto(f"{server.url}/recordings?direction=outbound")
     page.click("table.results tbody tr a")
     page.wait_for_url("**/recordings/box1-*")
@@ -219,7 +188,7 @@ def test_review_a_sampled_call(
             Criterion(name="courtesy", question="How courteous was the agent?", answer="1-5"),
         )
     )
-    log_in(page, server, totp)
+    log_in(page, server, totp, "ann")
     page.click("header nav a[href='/review']")
     page.select_option("form.sample select[name=per]", "line")
     page.fill("form.sample input[name=n]", "1")
@@ -256,7 +225,7 @@ def test_edit_a_review(page: Page, served: tuple[Server, pyotp.TOTP], tmp_path: 
             Criterion(name="courtesy", question="How courteous was the agent?", answer="1-5"),
         )
     )
-    log_in(page, server, totp)
+    log_in(page, server, totp, "ann")
     page.goto(f"{server.url}/recordings?number=55512345")
     page.click("table.results tbody tr a")
     page.wait_for_url("**/recordings/box1-*")
@@ -362,7 +331,7 @@ def test_export_a_customer_copy_and_verify_it(
     page: Page, served: tuple[Server, pyotp.TOTP], tmp_path: Path
 ) -> None:
     server, totp = served
-    log_in(page, server, totp)
+    log_in(page, server, totp, "ann")
     page.goto(f"{server.url}/recordings?number=55512345")
     page.click("table.results tbody tr a")
     page.wait_for_url("**/recordings/box1-*")
@@ -395,7 +364,7 @@ def test_export_the_original_kept_for_a_legal_hold(
     service = console(site, Clock())
     totp = add_user(service, "ann", "supervisor")
     with Server(service) as server:
-        log_in(page, server, totp)
+        log_in(page, server, totp, "ann")
         page.goto(f"{server.url}/recordings?number=55512345")
         page.click("table.results tbody tr a")
         page.wait_for_url("**/recordings/box1-*")

@@ -12,19 +12,19 @@ browser's player reads it, a write at a time.
 from __future__ import annotations
 
 import re
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx2
 import numpy as np
 from fastapi.testclient import TestClient
 
+from calls import wait_until
 from console_fixtures import client, clock, delivered, service, site  # noqa: F401
 from console_site import PASSWORD, Clock, Server, add_user
 from linerec.collector.web.service import ConsoleService
 from linerec.store.format import CHUNK_AUDIO_BYTES
-from live_call import arrive, hang_up, record_call
+from live_call import arrive, box2_call, hang_up
 
 PER_CHUNK = CHUNK_AUDIO_BYTES  # µ-law: one byte a sample, so samples per chunk
 WAV_HEADER = 44
@@ -66,17 +66,10 @@ def listens(service: ConsoleService, recording_id: str) -> list[dict[str, object
     ]
 
 
-def wait_until(check: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
-
-
 def test_a_supervisor_hears_a_call_in_progress_from_where_they_joined_to_its_end(
     service: ConsoleService, clock: Clock, site: Path, tmp_path: Path
 ) -> None:
-    call = record_call(tmp_path / "card", site, seconds=4.0)
+    call = box2_call(tmp_path / "card", site, seconds=4.0)
     streamed = 4  # the header and chunks 0-2 are at the collector when the listener comes
     arrive(service, call.piece(0, streamed), clock.now)
     with Server(service) as server, httpx2.Client(base_url=server.url, timeout=20) as http:
@@ -128,7 +121,7 @@ def test_a_supervisor_hears_a_call_in_progress_from_where_they_joined_to_its_end
 def test_an_opted_out_call_ends_the_listening_and_nothing_is_kept(
     service: ConsoleService, clock: Clock, site: Path, tmp_path: Path
 ) -> None:
-    call = record_call(tmp_path / "card", site, seconds=2.0)
+    call = box2_call(tmp_path / "card", site, seconds=2.0)
     arrive(service, call.piece(0, 3), clock.now)
     with Server(service) as server, httpx2.Client(base_url=server.url, timeout=20) as http:
         log_in(http, service, clock, "supervisor")
@@ -154,7 +147,7 @@ def test_an_opted_out_call_ends_the_listening_and_nothing_is_kept(
 def test_a_listener_who_goes_away_ends_the_listening_in_the_audit(
     service: ConsoleService, clock: Clock, site: Path, tmp_path: Path
 ) -> None:
-    call = record_call(tmp_path / "card", site, seconds=2.0)
+    call = box2_call(tmp_path / "card", site, seconds=2.0)
     arrive(service, call.piece(0, 3), clock.now)
     with Server(service) as server, httpx2.Client(base_url=server.url, timeout=20) as http:
         log_in(http, service, clock, "admin")
@@ -173,7 +166,7 @@ def test_a_listener_who_goes_away_ends_the_listening_in_the_audit(
 def test_a_listener_role_cannot_listen_live_and_is_audited(
     client: TestClient, service: ConsoleService, clock: Clock, site: Path, tmp_path: Path
 ) -> None:
-    call = record_call(tmp_path / "card", site, seconds=1.0)
+    call = box2_call(tmp_path / "card", site, seconds=1.0)
     arrive(service, call.piece(0, 2), clock.now)
     csrf = log_in(client, service, clock, "listener")
     assert 'href="/live"' not in client.get("/recordings").text
@@ -196,7 +189,7 @@ def test_a_listener_role_cannot_listen_live_and_is_audited(
 def test_listening_needs_the_form_token_a_reason_and_a_call_in_progress(
     client: TestClient, service: ConsoleService, clock: Clock, site: Path, tmp_path: Path
 ) -> None:
-    call = record_call(tmp_path / "card", site, seconds=1.0)
+    call = box2_call(tmp_path / "card", site, seconds=1.0)
     arrive(service, call.piece(0, 2), clock.now)
     csrf = log_in(client, service, clock, "supervisor")
     forged = client.post(

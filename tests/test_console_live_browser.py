@@ -17,35 +17,22 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page
 
+from calls import wait_until
+from chromium import WAIT_MS, chromium
 from console_site import Clock
 from linerec.collector.listen import wav_stream_header
 from linerec.collector.web.live import LISTEN_TICKET_SECONDS
 from live_browser import PITCHES, TAP, LiveSite, SoundCard, delays, heard, live_site
-from test_streaming import wait_until
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = [  # no autoplay switch: the browser's default policy, as a supervisor's has it
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-WAIT_MS = 15000
 BURSTS = 5
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    assert Path(CHROMIUM).exists(), "chromium is installed by `bash .ci/setup --tests`"
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+    with chromium() as launched:
         yield launched
-        launched.close()
 
 
 @pytest.fixture

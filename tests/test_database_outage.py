@@ -13,36 +13,20 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-import threading
-import time
-from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
-import numpy as np
 import pytest
 
-from broker import Mosquitto
-from linerec.broker import Broker
-from linerec.collector.config import load_collector_config
+from calls import record_call, wait_until
 from linerec.collector.database import connect
 from linerec.collector.service import Collector
-from linerec.store.base import RecordingInfo
-from linerec.store.keys import keygen, load_public
-from linerec.store.ring import EncryptedWriter, RingStore
 from linerec.uplink import client as uplink_client
-from linerec.uplink.client import Uplink, UplinkSettings
-from linerec.uplink.outbox import EventOutbox
 from postgres import PostgresServer
+from streamed import streamed_site
 
-
-def wait_until(check: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
-    """Bounded wait on something another thread or process does."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
+WAIT = 60.0  # seconds: a database server stopped and started again is slow under load
 
 
 class Outage(Protocol):
@@ -99,25 +83,6 @@ class SqliteLocked:
             self.other.close()
 
 
-def record(ring: RingStore, seconds: float) -> str:
-    writer = ring.begin(
-        RecordingInfo(
-            device_id="box1",
-            line="line1",
-            label="",
-            direction="inbound",
-            consent="one-party",
-            started_at=datetime.now(UTC),
-            clock_synchronized=True,
-        )
-    )
-    assert isinstance(writer, EncryptedWriter)
-    audio = (np.random.default_rng(7).standard_normal(int(seconds * 8000)) * 6000).astype(np.int16)
-    writer.write(audio)
-    writer.seal(ended_by="hang-up")
-    return writer.id
-
-
 @pytest.fixture(params=["postgresql", "sqlite"])
 def outage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Outage]:
     made = PostgresStopped() if request.param == "postgresql" else SqliteLocked(tmp_path)
@@ -132,44 +97,13 @@ def test_the_database_going_away_stops_acks_and_the_collector_catches_up(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(uplink_client, "RESEND_AFTER", 0.5)  # the appliance asks again sooner
-    keygen(tmp_path / "keys")
-    broker = Mosquitto(tmp_path).start()
-    (tmp_path / "collector.toml").write_text(
-        f'[collector]\nbroker = "{broker.url}"\nallow_plaintext = true\ndata_dir = "central"\n'
-        f'key = "keys/collector.key"\ndatabase = "{outage.location}"\n'
-    )
-    collector = Collector(load_collector_config(tmp_path / "collector.toml"))
-    stop = threading.Event()
-    thread = threading.Thread(target=collector.run, args=(stop,), daemon=True)
-    thread.start()
-    assert collector.ready.wait(10)
-    public = load_public(tmp_path / "keys" / "collector.pub")
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-    ring = RingStore(
-        tmp_path / "ring",
-        recipients=[public],
-        identity=Ed25519PrivateKey.generate(),
-        device_id="box1",
-        background_sync=True,
-    )
-    outbox = EventOutbox(tmp_path / "ring" / "outbox", recipients=[public])
-    uplink = Uplink(
-        UplinkSettings(
-            broker=Broker.parse(broker.url, allow_plaintext=True),
-            device_id="box1",
-            collector=public,
-        ),
-        ring,
-        outbox,
-    )
-    uplink.start()
-    try:
-        wait_until(lambda: uplink.connected, "the uplink to connect")
+    with streamed_site(tmp_path, f'database = "{outage.location}"\n') as site:
+        collector, ring, outbox, uplink = site.collector, site.ring, site.outbox, site.uplink
+        wait_until(lambda: uplink.connected, "the uplink to connect", WAIT)
         outbox.append({"device": "box1", "event": "ringing", "line": "line1", "number": "555"})
-        first = record(ring, 1.0)
+        first = record_call(ring, 1.0).id
         uplink.kick()
-        wait_until(lambda: uplink.waiting() == (0, []), "the first event and recording acked")
+        wait_until(lambda: uplink.waiting() == (0, []), "the first event and recording acked", WAIT)
         assert collector.status()["database"] == "ok"
 
         caplog.clear()
@@ -177,11 +111,12 @@ def test_the_database_going_away_stops_acks_and_the_collector_catches_up(
             outage.begin(collector)
             for n in range(3):
                 outbox.append({"device": "box1", "event": "ringing", "line": "line1", "n": n})
-            second = record(ring, 1.0)
+            second = record_call(ring, 1.0).id
             uplink.kick()
             wait_until(
                 lambda: collector.status()["not_acknowledged"] >= 8,
                 "the collector to turn away messages it cannot store",
+                WAIT,
             )
             status = collector.status()
             assert status["database"] == "unavailable"
@@ -198,15 +133,10 @@ def test_the_database_going_away_stops_acks_and_the_collector_catches_up(
             assert down[0].exc_info is None  # one clear line, not a traceback per message
 
             outage.end(collector)
-            wait_until(lambda: uplink.waiting() == (0, []), "the collector to catch up")
+            wait_until(lambda: uplink.waiting() == (0, []), "the collector to catch up", WAIT)
             assert collector.status()["database"] == "ok"
             back = [r.getMessage() for r in caplog.records if "is back after" in r.getMessage()]
             assert len(back) == 1, back
-    finally:
-        uplink.stop()
-        stop.set()
-        thread.join(10)
-        broker.stop()
 
     db = connect(outage.location)
     try:

@@ -17,9 +17,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from calls import call_info
 from linerec.collector.enroll import enroll
 from linerec.provision.reset import configured_store
-from linerec.store.base import RecordingInfo
 from linerec.store.keys import keygen, load_or_create_identity, load_public, raw_private
 from linerec.store.ring import RingStore
 from linerec.uplink.outbox import EventOutbox
@@ -81,16 +81,9 @@ def make_box(tmp_path: Path) -> dict[str, Path]:
         identity=load_or_create_identity(ring_dir / "identity.key"),
         device_id="shop-front-1",
     )
+    started = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
     writer = ring.begin(
-        RecordingInfo(
-            device_id="shop-front-1",
-            line="line1",
-            label="reception",
-            direction="inbound",
-            consent="notice",
-            started_at=datetime(2026, 11, 30, 9, 0, tzinfo=UTC),
-            clock_synchronized=True,
-        )
+        call_info("shop-front-1", consent="notice", label="reception", started_at=started)
     )
     writer.write(speech_like(1.0))
     writer.seal(ended_by="hang-up")

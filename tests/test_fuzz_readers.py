@@ -27,8 +27,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bounded import bounded
+from calls import call_info
 from linerec.errors import LinerecError
-from linerec.store.base import RecordingInfo
 from linerec.store.format import RecordType, frame, json_body, pad_to_block, scan
 from linerec.store.keys import keygen, load_or_create_identity, load_private, load_public
 from linerec.store.ring import RingStore
@@ -328,16 +328,7 @@ def make_ring(directory: Path, keys: Path) -> RingStore:
 
 
 def make_recording(ring: RingStore) -> Path:
-    info = RecordingInfo(
-        device_id="box1",
-        line="line1",
-        label="",
-        direction="inbound",
-        consent="one-party",
-        started_at=datetime(2026, 11, 25, 9, 0, tzinfo=UTC),
-        clock_synchronized=True,
-    )
-    writer = ring.begin(info)
+    writer = ring.begin(call_info(started_at=datetime(2026, 11, 25, 9, 0, tzinfo=UTC)))
     writer.write(np.zeros(8000, dtype=np.int16))
     return writer.seal(ended_by="hang-up").path
 

@@ -21,8 +21,8 @@ import numpy as np
 import pytest
 
 from bounded import assert_refused, cli
+from calls import call_info
 from linerec.codec import Codec
-from linerec.store.base import RecordingInfo
 from linerec.store.format import RecordType, frame, json_body, pad_to_block, scan
 from linerec.store.keys import keygen, load_or_create_identity, load_private, load_public
 from linerec.store.ring import RingStore
@@ -231,16 +231,7 @@ def ring(tmp_path: Path) -> RingStore:
 
 
 def record(ring: RingStore, seconds: float = 1.0) -> Path:
-    info = RecordingInfo(
-        device_id="box1",
-        line="line1",
-        label="",
-        direction="inbound",
-        consent="one-party",
-        started_at=datetime(2026, 11, 25, 9, 0, tzinfo=UTC),
-        clock_synchronized=True,
-    )
-    writer = ring.begin(info)
+    writer = ring.begin(call_info(started_at=datetime(2026, 11, 25, 9, 0, tzinfo=UTC)))
     writer.write(np.zeros(round(seconds * 8000), dtype=np.int16))
     return writer.seal(ended_by="hang-up").path
 

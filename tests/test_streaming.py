@@ -15,8 +15,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,84 +23,19 @@ import pytest
 
 import databases
 from broker import Mosquitto
-from linerec.broker import Broker
+from calls import begin_call, speech, wait_until, write
 from linerec.codec import Samples
 from linerec.collector.config import load_collector_config
 from linerec.collector.service import Collector
-from linerec.store.base import RecordingInfo
 from linerec.store.keys import keygen, load_private, load_public
 from linerec.store.reader import decrypt
 from linerec.store.ring import EncryptedWriter, RingStore
-from linerec.uplink.client import Uplink, UplinkSettings
+from linerec.uplink.client import Uplink
 from linerec.uplink.outbox import EventOutbox
-
-FRAME = 160  # 20 ms at 8 kHz
-
-
-def wait_until(check: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
-    """Bounded wait on something another thread or process does."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
+from streamed import StreamedSite, streamed_site
 
 
-def speech(seconds: float, seed: int = 1) -> Samples:
-    """Loud, never-repeating audio: any misplaced chunk shows."""
-    rng = np.random.default_rng(seed)
-    return (rng.standard_normal(int(seconds * 8000)) * 6000).clip(-32000, 32000).astype(np.int16)
-
-
-def begin(ring: RingStore) -> EncryptedWriter:
-    """A call on box1's line1 begins: its recording opens on the card."""
-    writer = ring.begin(
-        RecordingInfo(
-            device_id="box1",
-            line="line1",
-            label="",
-            direction="inbound",
-            consent="one-party",
-            started_at=datetime.now(UTC),
-            clock_synchronized=True,
-        )
-    )
-    assert isinstance(writer, EncryptedWriter)
-    return writer
-
-
-@dataclass
-class Site:
-    root: Path
-    broker: Mosquitto
-    collector: Collector
-    ring: RingStore
-    uplink: Uplink
-
-    def begin(self) -> EncryptedWriter:
-        return begin(self.ring)
-
-    def on_card(self, writer: EncryptedWriter) -> int:
-        """Bytes of the open recording the card provably holds (every sync requested done)."""
-        assert self.ring.syncer is not None
-        self.ring.syncer.settle(writer)
-        return writer.written.offset
-
-    def held(self, recording_id: str) -> bytes:
-        """What the collector holds of a recording in progress, from byte 0 without a hole."""
-        received = self.collector.store.uploads.received("box1", recording_id)
-        part = self.collector.store.uploads.part("box1", recording_id)
-        return part.read_bytes()[:received] if received else b""
-
-    def in_progress(self) -> list[str]:
-        return [str(row["id"]) for row in self.collector.store.uploads.in_progress()]
-
-
-def write(writer: EncryptedWriter, samples: Samples) -> None:
-    for start in range(0, len(samples), FRAME):
-        writer.write(samples[start : start + FRAME])
-
-
-def talk(site: Site, writer: EncryptedWriter, seconds: float, what: str) -> None:
+def talk(site: StreamedSite, writer: EncryptedWriter, seconds: float, what: str) -> None:
     """A call in progress, paced as a sound card paces it: each second reaches the card and then
     the collector before the next is written (written all at once, more than a window would be
     behind live and the stream would rightly skip ahead)."""
@@ -114,51 +47,14 @@ def talk(site: Site, writer: EncryptedWriter, seconds: float, what: str) -> None
 
 
 @pytest.fixture
-def site(tmp_path: Path, engine: str) -> Iterator[Site]:
-    keygen(tmp_path / "keys")
-    broker = Mosquitto(tmp_path).start()
-    (tmp_path / "collector.toml").write_text(
-        f'[collector]\nbroker = "{broker.url}"\nallow_plaintext = true\ndata_dir = "central"\n'
-        'key = "keys/collector.key"\n' + databases.selected.config_line(tmp_path / "central")
-    )
-    collector = Collector(load_collector_config(tmp_path / "collector.toml"))
-    stop = threading.Event()
-    thread = threading.Thread(target=collector.run, args=(stop,), daemon=True)
-    thread.start()
-    assert collector.ready.wait(10)
-    public = load_public(tmp_path / "keys" / "collector.pub")
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-    ring = RingStore(
-        tmp_path / "ring",
-        recipients=[public],
-        identity=Ed25519PrivateKey.generate(),
-        device_id="box1",
-        background_sync=True,
-    )
-    outbox = EventOutbox(tmp_path / "ring" / "outbox", recipients=[public])
-    uplink = Uplink(
-        UplinkSettings(
-            broker=Broker.parse(broker.url, allow_plaintext=True),
-            device_id="box1",
-            collector=public,
-        ),
-        ring,
-        outbox,
-    )
-    uplink.start()
-    wait_until(lambda: uplink.connected, "the uplink to connect")
-    running = Site(tmp_path, broker, collector, ring, uplink)
-    try:
+def site(tmp_path: Path, engine: str) -> Iterator[StreamedSite]:
+    database = databases.selected.config_line(tmp_path / "central")
+    with streamed_site(tmp_path, database) as running:
+        wait_until(lambda: running.uplink.connected, "the uplink to connect")
         yield running
-    finally:
-        running.uplink.stop()  # the one running now (a test may have started another)
-        stop.set()
-        thread.join(10)
-        broker.stop()
 
 
-def test_a_call_streams_while_in_progress_and_matches_the_card(site: Site) -> None:
+def test_a_call_streams_while_in_progress_and_matches_the_card(site: StreamedSite) -> None:
     writer = site.begin()
     for second in range(3):
         write(writer, speech(1.0, seed=second))
@@ -183,7 +79,7 @@ def test_a_call_streams_while_in_progress_and_matches_the_card(site: Site) -> No
     assert stored[1] == hashlib.sha256(writer.path.read_bytes()).hexdigest()
 
 
-def test_a_broker_outage_mid_call_falls_back_to_the_sealed_upload(site: Site) -> None:
+def test_a_broker_outage_mid_call_falls_back_to_the_sealed_upload(site: StreamedSite) -> None:
     writer = site.begin()
     talk(site, writer, 2.0, "the first seconds streamed")
     site.broker.stop()
@@ -258,7 +154,7 @@ class Wire:
         return bytes(file)
 
 
-def test_an_opted_out_call_leaves_nothing_at_the_collector(site: Site) -> None:
+def test_an_opted_out_call_leaves_nothing_at_the_collector(site: StreamedSite) -> None:
     wire = Wire(site.broker.port)
     writer = site.begin()
     talk(site, writer, 2.0, "the call streamed")
@@ -284,7 +180,7 @@ def test_an_opted_out_call_leaves_nothing_at_the_collector(site: Site) -> None:
         check_against_asyncapi(name, properties, payload)
 
 
-def test_a_slow_link_skips_ahead_and_the_sealed_upload_fills_the_gap(site: Site) -> None:
+def test_a_slow_link_skips_ahead_and_the_sealed_upload_fills_the_gap(site: StreamedSite) -> None:
     """The collector stalls (its message thread held): the stream stops at its window, the
     audio path and the card go on, telemetry says how far behind live the line is; when the
     collector answers again the stream skips to the newest chunks, and the sealed upload fills
@@ -631,7 +527,7 @@ def test_listening_goes_on_while_the_sealed_upload_brings_the_rest(tmp_path: Pat
         identity=Ed25519PrivateKey.generate(),
         device_id="box1",
     )
-    writer = begin(ring)
+    writer = begin_call(ring)
     write(writer, speech(3.0))
     writer.seal(ended_by="hang-up")
     whole = writer.path.read_bytes()
@@ -830,7 +726,7 @@ def test_a_call_opted_out_mid_stream_by_command_leaves_nothing_at_the_collector(
 
 
 def test_streaming_keeps_the_card_off_pahos_thread_and_the_sync_thread_lean(
-    site: Site, monkeypatch: pytest.MonkeyPatch
+    site: StreamedSite, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Streamed acks arrive on paho's network thread and the syncs on the store's sync thread;
     neither reads the card for the stream, hashes or syncs for it: the sender reads and
@@ -888,7 +784,7 @@ def test_uplink_stream_is_on_by_default_and_checked(tmp_path: Path) -> None:
     )
 
 
-def test_a_broker_back_mid_call_resumes_streaming_live(site: Site) -> None:
+def test_a_broker_back_mid_call_resumes_streaming_live(site: StreamedSite) -> None:
     """The broker goes and comes back while the call goes on: the stream picks up at live
     (what it missed is a hole), and the sealed upload fills the hole: whole, once."""
     writer = site.begin()
@@ -914,7 +810,7 @@ def test_a_broker_back_mid_call_resumes_streaming_live(site: Site) -> None:
     assert site.collector.store.uploads.under_way() == []
 
 
-def test_a_collector_that_lost_a_stream_gets_the_whole_again(site: Site) -> None:
+def test_a_collector_that_lost_a_stream_gets_the_whole_again(site: StreamedSite) -> None:
     """The collector dropped what it had streamed (expired, or restored from a backup): the
     sealed upload that resumes after the stream is told `received: 0` and starts again."""
     writer = site.begin()
@@ -1038,7 +934,7 @@ def test_a_discarded_stream_stays_discarded_across_a_collector_restart(tmp_path:
         broker.stop()
 
 
-def test_an_uplink_restarted_mid_call_sends_nothing_the_collector_holds(site: Site) -> None:
+def test_an_uplink_restarted_mid_call_sends_nothing_the_collector_holds(site: StreamedSite) -> None:
     """The uplink stops and starts again while the call goes on (the daemon's uplink restarted,
     the same ring open): the stream goes on from what the collector holds by its signed word,
     kept on the card, and nothing it holds is published again, stream or sealed upload."""
@@ -1122,7 +1018,7 @@ def test_a_listener_stopped_by_a_signal_is_audited_with_how_long(
     assert all(a["reason"].endswith(" s, stopped)") for a in audit[1::2])
 
 
-def test_health_telemetry_says_how_far_behind_live_each_lines_stream_is(site: Site) -> None:
+def test_health_telemetry_says_how_far_behind_live_each_lines_stream_is(site: StreamedSite) -> None:
     """The retained health message, as the broker carries it: `stream_lag` per line with a call
     streaming (seconds on the card the collector has not acknowledged), as the API documents."""
     wire = Wire(site.broker.port)
@@ -1218,7 +1114,7 @@ def test_a_daemon_restarted_mid_call_resumes_where_the_collector_holds(
 
 
 def test_streaming_wakes_only_the_streams_not_a_scan_of_the_outbox_and_ring(
-    site: Site, monkeypatch: pytest.MonkeyPatch
+    site: StreamedSite, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Each chunk synced and each `streamed` ack wakes the sender for the streams alone: the
     events outbox and the ring (which may hold thousands of recordings) are looked through
@@ -1294,7 +1190,7 @@ def test_a_listener_hears_to_the_end_while_the_sealed_whole_is_still_arriving(
         identity=Ed25519PrivateKey.generate(),
         device_id="box1",
     )
-    writer = Site(tmp_path, None, collector, ring, None).begin()  # type: ignore[arg-type]
+    writer = begin_call(ring)
     write(writer, speech(3.0))
     streamed = writer.written.offset
 
@@ -1334,7 +1230,7 @@ def test_a_listener_hears_to_the_end_while_the_sealed_whole_is_still_arriving(
 
 
 def test_progress_of_recordings_gone_from_the_card_is_swept_when_the_uplink_starts(
-    site: Site,
+    site: StreamedSite,
 ) -> None:
     """What the card noted of a stream (outbox/uploads/<id>.json) outlives its recording when
     the recording leaves the ring while the uplink is not there to forget it (deleted, evicted,
@@ -1365,7 +1261,7 @@ def test_progress_of_recordings_gone_from_the_card_is_swept_when_the_uplink_star
 
 
 def test_a_one_off_uplink_keeps_the_progress_of_a_call_begun_after_it_opened_the_ring(
-    site: Site,
+    site: StreamedSite,
 ) -> None:
     """`linerec uplink flush` beside a running daemon opens the ring on its own: a call the
     daemon begins after that is on the card, and its noted progress is not swept."""

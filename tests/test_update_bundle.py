@@ -12,18 +12,13 @@ import pytest
 from linerec.update.bundle import BundleRefused, check_bundle
 from linerec.update.system import UpdateSetupError, read_system
 from linerec.update.version import older, parse_version
-from rauc_system import Signer, make_bundle, make_signer, write_system_conf
+from rauc_system import Signer, make_bundle, write_system_conf
+from update_fixtures import signers  # noqa: F401
 
 
 @pytest.fixture(scope="module")
-def keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[Signer, Signer]:
-    directory = tmp_path_factory.mktemp("keys")
-    return make_signer(directory, "release"), make_signer(directory, "stranger")
-
-
-@pytest.fixture(scope="module")
-def good(tmp_path_factory: pytest.TempPathFactory, keys: tuple[Signer, Signer]) -> Path:
-    return make_bundle(tmp_path_factory.mktemp("bundles"), keys[0], version="1.3.0")
+def good(tmp_path_factory: pytest.TempPathFactory, signers: tuple[Signer, Signer]) -> Path:
+    return make_bundle(tmp_path_factory.mktemp("bundles"), signers[0], version="1.3.0")
 
 
 def refusal(path: Path, conf: Path, running: str = "1.2.0") -> BundleRefused:
@@ -33,25 +28,25 @@ def refusal(path: Path, conf: Path, running: str = "1.2.0") -> BundleRefused:
     return caught.value
 
 
-def test_a_good_bundle_passes(tmp_path: Path, keys: tuple[Signer, Signer], good: Path) -> None:
-    conf = write_system_conf(tmp_path, keys[0].ca)
+def test_a_good_bundle_passes(tmp_path: Path, signers: tuple[Signer, Signer], good: Path) -> None:
+    conf = write_system_conf(tmp_path, signers[0].ca)
     bundle = check_bundle(good, read_system(conf), "1.2.0")
     assert (bundle.version, bundle.compatible) == ("1.3.0", "linerec-rpi-arm64")
     assert bundle.size == good.stat().st_size
 
 
-def test_another_key_is_refused(tmp_path: Path, keys: tuple[Signer, Signer]) -> None:
-    conf = write_system_conf(tmp_path / "sys", keys[0].ca)
-    foreign = make_bundle(tmp_path, keys[1], version="1.3.0")
+def test_another_key_is_refused(tmp_path: Path, signers: tuple[Signer, Signer]) -> None:
+    conf = write_system_conf(tmp_path / "sys", signers[0].ca)
+    foreign = make_bundle(tmp_path, signers[1], version="1.3.0")
     refused = refusal(foreign, conf)
     assert refused.kind == "untrusted"
     assert "not signed by this box's update certificate" in str(refused)
 
 
 def test_a_truncated_bundle_is_refused(
-    tmp_path: Path, keys: tuple[Signer, Signer], good: Path
+    tmp_path: Path, signers: tuple[Signer, Signer], good: Path
 ) -> None:
-    conf = write_system_conf(tmp_path / "sys", keys[0].ca)
+    conf = write_system_conf(tmp_path / "sys", signers[0].ca)
     data = good.read_bytes()
     for cut in (len(data) - 1, len(data) // 2, 10, 0):
         path = tmp_path / f"cut-{cut}.raucb"
@@ -62,9 +57,9 @@ def test_a_truncated_bundle_is_refused(
 
 
 def test_an_altered_bundle_is_refused(
-    tmp_path: Path, keys: tuple[Signer, Signer], good: Path
+    tmp_path: Path, signers: tuple[Signer, Signer], good: Path
 ) -> None:
-    conf = write_system_conf(tmp_path / "sys", keys[0].ca)
+    conf = write_system_conf(tmp_path / "sys", signers[0].ca)
     data = bytearray(good.read_bytes())
     # the squashfs header, its payload, the signature at the end
     for offset in (0, 100, len(data) // 2, len(data) - 600):
@@ -77,17 +72,17 @@ def test_an_altered_bundle_is_refused(
         assert "do not match its signature" in str(refused)
 
 
-def test_another_boards_bundle_is_refused(tmp_path: Path, keys: tuple[Signer, Signer]) -> None:
-    conf = write_system_conf(tmp_path / "sys", keys[0].ca)
-    other = make_bundle(tmp_path, keys[0], version="1.3.0", compatible="linerec-x86-64")
+def test_another_boards_bundle_is_refused(tmp_path: Path, signers: tuple[Signer, Signer]) -> None:
+    conf = write_system_conf(tmp_path / "sys", signers[0].ca)
+    other = make_bundle(tmp_path, signers[0], version="1.3.0", compatible="linerec-x86-64")
     refused = refusal(other, conf)
     assert refused.kind == "incompatible"
     assert "'linerec-x86-64'" in str(refused) and "'linerec-rpi-arm64'" in str(refused)
 
 
-def test_an_older_bundle_is_refused(tmp_path: Path, keys: tuple[Signer, Signer]) -> None:
-    conf = write_system_conf(tmp_path / "sys", keys[0].ca)
-    old = make_bundle(tmp_path, keys[0], version="1.1.9")
+def test_an_older_bundle_is_refused(tmp_path: Path, signers: tuple[Signer, Signer]) -> None:
+    conf = write_system_conf(tmp_path / "sys", signers[0].ca)
+    old = make_bundle(tmp_path, signers[0], version="1.1.9")
     refused = refusal(old, conf, running="1.2.0")
     assert refused.kind == "older"
     assert "1.1.9 is older than the running 1.2.0" in str(refused)
@@ -97,15 +92,15 @@ def test_an_older_bundle_is_refused(tmp_path: Path, keys: tuple[Signer, Signer])
 
 
 def test_a_bundle_without_a_release_version_is_refused(
-    tmp_path: Path, keys: tuple[Signer, Signer]
+    tmp_path: Path, signers: tuple[Signer, Signer]
 ) -> None:
-    conf = write_system_conf(tmp_path / "sys", keys[0].ca)
-    odd = make_bundle(tmp_path, keys[0], version="latest")
+    conf = write_system_conf(tmp_path / "sys", signers[0].ca)
+    odd = make_bundle(tmp_path, signers[0], version="latest")
     assert refusal(odd, conf).kind == "no-version"
 
 
-def test_a_missing_bundle_is_refused(tmp_path: Path, keys: tuple[Signer, Signer]) -> None:
-    conf = write_system_conf(tmp_path / "sys", keys[0].ca)
+def test_a_missing_bundle_is_refused(tmp_path: Path, signers: tuple[Signer, Signer]) -> None:
+    conf = write_system_conf(tmp_path / "sys", signers[0].ca)
     assert refusal(tmp_path / "nothing.raucb", conf).kind == "missing"
 
 
@@ -127,11 +122,11 @@ def test_a_broken_system_conf_is_named(tmp_path: Path) -> None:
 
 
 def test_a_box_without_unsquashfs_says_so_instead_of_blaming_the_bundle(
-    tmp_path: Path, keys: tuple[Signer, Signer], good: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, signers: tuple[Signer, Signer], good: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Seen under QEMU: Debian's rauc only suggests squashfs-tools, and `rauc info` on a box
     # without unsquashfs failed; the good bundle was reported "truncated".
-    conf = write_system_conf(tmp_path / "sys", keys[0].ca)
+    conf = write_system_conf(tmp_path / "sys", signers[0].ca)
     bare = tmp_path / "bin"
     bare.mkdir()
     (bare / "rauc").symlink_to(shutil.which("rauc") or "/usr/bin/rauc")

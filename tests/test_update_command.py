@@ -6,12 +6,10 @@ into slot B while recording goes on, reports it, and asks for the reboot once id
 
 from __future__ import annotations
 
-import http.server
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,7 +19,8 @@ from enrolled import Site
 from linerec.mqttapi import ApiError, sign
 from linerec.update.state import UpdateState
 from linerec.uplink.commands import Command, CommandGate, command_body
-from rauc_system import SLOT_BYTES, RaucService, Signer, make_bundle, make_signer, write_system_conf
+from rauc_system import SLOT_BYTES, RaucService, Signer, make_bundle
+from update_fixtures import service, signers, web  # noqa: F401
 
 LINEREC = [sys.executable, "-m", "linerec.cli"]
 COLLECTOR = Ed25519PrivateKey.generate()
@@ -84,39 +83,6 @@ def test_an_expired_update_command_is_refused(tmp_path: Path) -> None:
 # -- end to end ----------------------------------------------------------------------------
 
 
-class _Quiet(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
-@pytest.fixture
-def web(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    root = tmp_path / "www"
-    root.mkdir()
-
-    def handler(*args: object, **kwargs: object) -> _Quiet:
-        return _Quiet(*args, directory=str(root), **kwargs)  # type: ignore[arg-type]
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", root
-    server.shutdown()
-    server.server_close()
-
-
-@pytest.fixture
-def signers(tmp_path: Path) -> tuple[Signer, Signer]:
-    return make_signer(tmp_path / "keys", "release"), make_signer(tmp_path / "keys", "stranger")
-
-
-@pytest.fixture
-def service(tmp_path: Path, signers: tuple[Signer, Signer]) -> Iterator[RaucService]:
-    conf = write_system_conf(tmp_path / "system", signers[0].ca)
-    running = RaucService(tmp_path / "system", conf).start()
-    yield running
-    running.stop()
-
-
 class Log:
     """A process's stderr, line by line, and a wait for a line with some text."""
 
@@ -140,26 +106,6 @@ class Log:
             )
         assert found, f"no {text!r} within {timeout:g} s:\n{''.join(self.lines[-30:])}"
         return str(found)
-
-
-def box_config(site: Site, tmp_path: Path, system_conf: Path) -> Path:
-    config = tmp_path / "box1.toml"
-    text = (
-        site.configs["box1"]
-        .read_text()
-        .replace('dir = "box1-ring"', f'dir = "{tmp_path / "ring"}"')
-    )
-    config.write_text(
-        text.replace(
-            "[uplink]",
-            '[hardware]\nbackend = "sim"\n[sim]\ncalls = []\n'
-            f'[update]\nsystem_conf = "{system_conf}"\nmax_wait_s = 600\n[uplink]',
-        ).replace(
-            'recipients = ["keys/collector.pub"]',
-            f'recipients = ["{site.root / "keys" / "collector.pub"}"]',
-        )
-    )
-    return config
 
 
 def command(site: Site, tmp_path: Path, url: str) -> subprocess.CompletedProcess[str]:
@@ -194,7 +140,8 @@ def test_the_collector_updates_a_running_box(
     url, www = web
     make_bundle(www, signers[0], version="9.0.0", name="good.raucb")
     make_bundle(www, signers[1], version="9.0.0", name="foreign.raucb")
-    config = box_config(enrolled_site, tmp_path, service.conf)
+    update = f'[update]\nsystem_conf = "{service.conf}"\nmax_wait_s = 600\n'
+    config = enrolled_site.sim_box_config("box1", tmp_path, update)
     daemon = subprocess.Popen(
         [*LINEREC, "run", "--config", str(config)], text=True, stderr=subprocess.PIPE
     )

@@ -6,9 +6,6 @@ out), the slot marked good on trial once READY and connected, a rollback reporte
 
 from __future__ import annotations
 
-import http.server
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,21 +24,8 @@ from linerec.update.installer import Updater
 from linerec.update.state import Pending, UpdateState, current_boot_id
 from linerec.update.supervisor import UpdateSupervisor
 from linerec.update.system import read_system
-from rauc_system import SLOT_BYTES, RaucService, Signer, make_bundle, make_signer, write_system_conf
-
-
-@pytest.fixture(scope="module")
-def signers(tmp_path_factory: pytest.TempPathFactory) -> tuple[Signer, Signer]:
-    directory = tmp_path_factory.mktemp("keys")
-    return make_signer(directory, "release"), make_signer(directory, "stranger")
-
-
-@pytest.fixture
-def service(tmp_path: Path, signers: tuple[Signer, Signer]) -> Iterator[RaucService]:
-    conf = write_system_conf(tmp_path / "system", signers[0].ca)
-    running = RaucService(tmp_path / "system", conf).start()
-    yield running
-    running.stop()
+from rauc_system import SLOT_BYTES, RaucService, Signer, make_bundle
+from update_fixtures import service, signers, web  # noqa: F401
 
 
 def updater(service: RaucService, store: Path, events: list[CallEvent]) -> Updater:
@@ -112,27 +96,6 @@ def test_a_refused_bundle_changes_nothing(
         with pytest.raises(rauc.RaucFailed):
             rauc.install(bundle, lambda percent, step: None)
         assert slot(service, "B") == b"\0" * SLOT_BYTES
-
-
-class _Files(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
-@pytest.fixture
-def web(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    root = tmp_path / "www"
-    root.mkdir()
-
-    def handler(*args: object, **kwargs: object) -> _Files:
-        return _Files(*args, directory=str(root), **kwargs)  # type: ignore[arg-type]
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", root
-    server.shutdown()
-    server.server_close()
 
 
 def test_a_bundle_is_fetched_over_http_and_installed(
