@@ -322,6 +322,14 @@ def test_the_fleet_page_changes_when_an_appliance_goes_offline(
         )  # fmt: skip
         lines = page.locator("table.fleet tbody tr[data-device=box1] td").nth(2)
         expect(lines).to_have_text("line1: connected, off hook", timeout=WAIT_MS)
+        # What a box leaves out, in words: its health names no certificate and no release...
+        cells = page.locator("table.fleet tbody tr[data-device=box1] td")
+        assert [cells.nth(n).inner_text() for n in (5, 6)] == ["not reported"] * 2
+        # ...and a box that has sent no health yet (its row comes from the page's refresh)
+        feed.publish("box3", "status", {"state": "online", "connection": 1, "last_counter": 0})
+        quiet = page.locator("table.fleet tbody tr[data-device=box3] td")
+        expect(quiet.nth(4)).to_have_text("not reported yet", timeout=WAIT_MS)
+        assert [quiet.nth(n).inner_text() for n in range(2, 7)] == ["not reported yet"] * 5
         page.screenshot(path=str(tmp_path / "fleet.png"), full_page=True)
     navigations = [e for e in server.service.audit.entries() if e["action"] == "fleet"]
     assert len(navigations) == 1  # the page was loaded once

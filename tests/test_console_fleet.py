@@ -3,6 +3,8 @@ receives them from a real mosquitto, beside what the collector knows (last recor
 
 from __future__ import annotations
 
+import html
+import re
 from pathlib import Path
 
 from fastapi.testclient import TestClient
@@ -103,8 +105,38 @@ def test_the_fleet_shows_each_boxs_certificate_expiry_and_release(
         )
         (box1,) = client.get("/api/fleet").json()["devices"]
         assert box1["tls_cert_expires"] is None
-        assert box1["release"] == {"slot": "?", "version": ("<b>" * 50)[:32], "pending": None}
+        assert box1["release"] == {"slot": None, "version": ("<b>" * 50)[:32], "pending": None}
         assert "&lt;b&gt;" in client.get("/fleet").text
+
+
+def fleet_row(page: str, device: str) -> list[str]:
+    """The cells of a device's row on the fleet page, as text."""
+    row = re.search(rf'<tr data-device="{device}">(.*?)</tr>', page, re.S)
+    assert row, f"no row for {device}"
+    return [
+        html.unescape(cell).strip() for cell in re.findall(r"<td[^>]*>(.*?)</td>", row[1], re.S)
+    ]
+
+
+def test_what_a_box_has_not_reported_says_so_in_words(
+    client: TestClient, service: ConsoleService, clock: Clock, site: Path
+) -> None:
+    """A supervisor reads "not reported yet" where a box has sent no health yet, and "not
+    reported" where its health leaves a value out (no TLS certificate, no RAUC): never "?"."""
+    log_in(client, service, clock, "admin")
+    with FleetFeed(site) as feed:
+        feed.publish("box1", "status", {"state": "online", "connection": 1, "last_counter": 0})
+        cells = fleet_row(client.get("/fleet").text, "box1")
+        # Lines, Card, Clock, Certificate, Release: nothing from the box yet
+        assert cells[2:7] == ["not reported yet"] * 5, cells
+        feed.publish("box1", "health", {**HEALTH, "update": {"version": "0.2.0"}})
+        cells = fleet_row(client.get("/fleet").text, "box1")
+        assert cells[5] == "not reported"  # certificate
+        assert cells[6] == "0.2.0 (slot not reported)"  # release, its slot left out
+        feed.publish("box1", "health", {"faults": []})
+        cells = fleet_row(client.get("/fleet").text, "box1")
+        assert cells[2:7] == ["not reported"] * 5, cells
+        assert "?" not in "".join(cells)
 
 
 def test_recording_chain_gaps_are_shown(

@@ -152,11 +152,12 @@ def _text(value: object, limit: int) -> str | None:
 
 
 def _release(update: object) -> dict[str, str | None] | None:
-    """The running release and slot (and an update pending), from a box where RAUC is set up."""
+    """The running release and slot (and an update pending), from a box where RAUC is set up;
+    None for what the box left out."""
     if not isinstance(update, dict):
         return None
     return {
-        "slot": _text(update.get("slot"), 8) or "?",
-        "version": _text(update.get("version"), 32) or "?",
+        "slot": _text(update.get("slot"), 8) or None,
+        "version": _text(update.get("version"), 32) or None,
         "pending": _text(update.get("pending"), 32),
     }

@@ -7,21 +7,26 @@ function utc(seconds) {
 }
 
 function cells(d) {
+  // What the box left out, in words (templates/fleet.html says the same).
+  const unknown = d.health_at ? "not reported" : "not reported yet";
+  const missing = (value) => value === null || value === undefined;
   const lines = d.lines.map((l) => `${l.line}: ${l.state}, ${l.off_hook ? "off hook" : "on hook"}`);
   const gaps = d.event_gaps.map(([a, b]) => `events ${a}-${b}`)
     .concat(d.recording_gaps.map(([a, b]) => `recordings ${a}-${b}`));
-  const clock = d.clock_synchronized === null || d.clock_synchronized === undefined ? "?"
+  const clock = missing(d.clock_synchronized) ? unknown
     : d.clock_synchronized ? "synchronised" : "NOT synchronised";
+  const release = d.release
+    ? `${d.release.version || "version not reported"} (slot ${d.release.slot || "not reported"})`
+      + (d.release.pending ? `, ${d.release.pending} pending` : "")
+    : unknown;
   return [
     d.device,
     d.state + (d.since ? ` since ${utc(d.since)}` : ""),
-    lines.length ? lines.join("; ") : "?",
-    d.ring_fill === null || d.ring_fill === undefined ? "?" : `${Math.round(d.ring_fill * 100)}% full`,
+    lines.length ? lines.join("; ") : unknown,
+    missing(d.ring_fill) ? unknown : `${Math.round(d.ring_fill * 100)}% full`,
     clock,
-    d.tls_cert_expires ? `until ${d.tls_cert_expires.slice(0, 16).replace("T", " ")}` : "?",
-    d.release
-      ? `${d.release.version} (slot ${d.release.slot})` + (d.release.pending ? `, ${d.release.pending} pending` : "")
-      : "?",
+    d.tls_cert_expires ? `until ${d.tls_cert_expires.slice(0, 16).replace("T", " ")}` : unknown,
+    release,
     d.last_recording ? (d.last_recording.started_at || "").slice(0, 19).replace("T", " ") : "none",
     gaps.length ? gaps.join("; ") : "none",
     d.faults.length ? d.faults.join(", ") : "none",
