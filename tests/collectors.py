@@ -28,12 +28,15 @@ LINEREC = [sys.executable, "-m", "linerec.cli"]
 class CollectorProcess:
     """`linerec collector run` in its own process; its log lines read as they come."""
 
-    def __init__(self, config: Path, command: list[str] | None = None) -> None:
+    def __init__(
+        self, config: Path, command: list[str] | None = None, env: dict[str, str] | None = None
+    ) -> None:
         self.process = subprocess.Popen(
             command or [*LINEREC, "collector", "run", "--config", str(config)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
+            env=env,
         )
         self.lines: queue.Queue[str] = queue.Queue()
         self.log: list[str] = []

@@ -58,19 +58,26 @@ class StreamedSite:
         return [str(row["id"]) for row in self.collector.store.uploads.in_progress()]
 
 
+def collector_toml(root: Path, broker: Mosquitto, database: str = "") -> Path:
+    """root/collector.toml for a collector on `broker` (plaintext), its key made in root/keys
+    and its data in root/central; `database` is its database line, if any."""
+    keygen(root / "keys")
+    config = root / "collector.toml"
+    config.write_text(
+        f'[collector]\nbroker = "{broker.url}"\nallow_plaintext = true\ndata_dir = "central"\n'
+        f'key = "keys/collector.key"\n{database}'
+    )
+    return config
+
+
 @contextmanager
 def streamed_site(
     root: Path, database: str = "", client_id: str | None = None
 ) -> Iterator[StreamedSite]:
     """The site under `root`, its uplink started (not waited on); `database` is the
     collector.toml line that names the collector's database (none: SQLite in its data dir)."""
-    keygen(root / "keys")
     broker = Mosquitto(root).start()
-    config = root / "collector.toml"
-    config.write_text(
-        f'[collector]\nbroker = "{broker.url}"\nallow_plaintext = true\ndata_dir = "central"\n'
-        f'key = "keys/collector.key"\n{database}'
-    )
+    config = collector_toml(root, broker, database)
     collector = Collector(load_collector_config(config), client_id=client_id)
     stop = threading.Event()
     thread = threading.Thread(target=collector.run, args=(stop,), daemon=True)

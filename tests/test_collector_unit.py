@@ -11,15 +11,14 @@ import re
 import signal
 import subprocess
 import sys
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from broker import Mosquitto
-from linerec.store.keys import keygen
-from test_daemon import REQUIRED, NotifySocket
+from collectors import CollectorProcess
+from streamed import collector_toml
+from test_daemon import REQUIRED, NotifySocket, notify  # noqa: F401
 
 ROOT = Path(__file__).parents[1]
 SYSTEMD = ROOT / "systemd"
@@ -114,34 +113,6 @@ def test_the_docs_data_dir_is_the_one_the_units_may_write() -> None:
         assert 'data_dir = "/var/lib/linerec"' not in text, doc  # the appliance's directory
 
 
-class Stderr:
-    """A process's stderr, read on a thread; `wait_for` a line with some text."""
-
-    def __init__(self, process: subprocess.Popen[str]) -> None:
-        self.lines: list[str] = []
-        self.changed = threading.Condition()
-        assert process.stderr is not None
-        threading.Thread(target=self._read, args=(process.stderr,), daemon=True).start()
-
-    def _read(self, stream: Iterator[str]) -> None:
-        for line in stream:
-            with self.changed:
-                self.lines.append(line)
-                self.changed.notify_all()
-
-    def wait_for(self, text: str, timeout: float = 30) -> None:
-        with self.changed:
-            found = self.changed.wait_for(lambda: any(text in x for x in self.lines), timeout)
-        assert found, f"no {text!r} within {timeout:g} s:\n{''.join(self.lines[-30:])}"
-
-
-@pytest.fixture
-def notify(tmp_path: Path) -> Iterator[NotifySocket]:
-    listener = NotifySocket(tmp_path / "notify.sock")
-    yield listener
-    listener.close()
-
-
 def test_the_collector_unit_waits_for_ready_only_if_the_collector_sends_it(
     tmp_path: Path, notify: NotifySocket
 ) -> None:
@@ -149,27 +120,15 @@ def test_the_collector_unit_waits_for_ready_only_if_the_collector_sends_it(
     Type=notify exactly when the collector says READY=1 once it receives (a notify unit
     whose program never says so is killed when its start times out); either way STATUS= gets
     through (NotifyAccess=main) for a database outage to show in `systemctl status`."""
-    keygen(tmp_path / "keys")
     broker = Mosquitto(tmp_path).start()
-    config = tmp_path / "collector.toml"
-    config.write_text(
-        f'[collector]\nbroker = "{broker.url}"\nallow_plaintext = true\n'
-        f'data_dir = "{tmp_path / "data"}"\nkey = "{tmp_path / "keys" / "collector.key"}"\n'
-    )
-    collector = subprocess.Popen(
-        [sys.executable, "-m", "linerec.cli", "collector", "run", "--config", str(config)],
-        env=dict(os.environ, NOTIFY_SOCKET=str(notify.path)),
-        text=True,
-        stderr=subprocess.PIPE,
-    )
+    config = collector_toml(tmp_path, broker)
+    collector = CollectorProcess(config, env=dict(os.environ, NOTIFY_SOCKET=str(notify.path)))
     try:
-        Stderr(collector).wait_for("collector subscribed: receiving")
-        collector.send_signal(signal.SIGTERM)
-        assert collector.wait(30) == 0
+        collector.wait_for("collector subscribed: receiving")
+        collector.process.send_signal(signal.SIGTERM)
+        assert collector.process.wait(30) == 0, collector.text()
     finally:
-        if collector.poll() is None:
-            collector.kill()
-            collector.wait()
+        collector.kill()
         broker.stop()
     notify.sock.setblocking(False)  # the process is gone: all it sent is queued here
     sent = []

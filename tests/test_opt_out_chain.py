@@ -10,10 +10,8 @@ recording that has not arrived, and the next recording must still follow on from
 from __future__ import annotations
 
 import json
-import queue
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +19,7 @@ import pytest
 
 import databases
 from broker import Mosquitto
+from collectors import CollectorProcess
 from linerec.store.keys import keygen
 from linerec.store.ring import Entry, read_entry
 
@@ -86,40 +85,6 @@ def seq(entry: Entry) -> int:
 
 def linerec(*arguments: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*LINEREC, *arguments], capture_output=True, text=True, timeout=timeout)
-
-
-class CollectorProcess:
-    """`linerec collector run` in its own process; its log lines read as they come."""
-
-    def __init__(self, config: Path) -> None:
-        self.process = subprocess.Popen(
-            [*LINEREC, "collector", "run", "--config", str(config)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        self.lines: queue.Queue[str] = queue.Queue()
-        self.log: list[str] = []
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.process.stderr is not None
-        for line in self.process.stderr:
-            self.lines.put(line)
-
-    def wait_for(self, text: str, timeout: float = 20) -> None:
-        while True:
-            line = self.lines.get(timeout=timeout)  # queue.Empty: it never said so
-            self.log.append(line)
-            if text in line:
-                return
-
-    def stop(self) -> str:
-        self.process.terminate()
-        self.process.wait(20)
-        while not self.lines.empty():
-            self.log.append(self.lines.get_nowait())
-        return "".join(self.log)
 
 
 def test_an_opted_out_call_is_a_deliberate_absence_at_the_collector(

@@ -18,22 +18,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from enrolled import Site
 from linerec.mqttapi import ApiError, sign
 from linerec.update.state import UpdateState
-from linerec.uplink.commands import Command, CommandGate, command_body
+from linerec.uplink.commands import Command, command_body
 from rauc_system import SLOT_BYTES, RaucService, Signer, make_bundle
+from test_commands import COLLECTOR, gate
 from update_fixtures import service, signers, web  # noqa: F401
 
 LINEREC = [sys.executable, "-m", "linerec.cli"]
-COLLECTOR = Ed25519PrivateKey.generate()
 URL = "https://updates.example.net/linerec-1.3.0.raucb"
-
-
-def gate(tmp_path: Path, clock: float | None = None) -> CommandGate:
-    return CommandGate(
-        "box1",
-        COLLECTOR.public_key(),
-        tmp_path / "counter",
-        clock=(lambda: clock) if clock is not None else time.time,
-    )
 
 
 def update(counter: int, key: Ed25519PrivateKey = COLLECTOR, **arguments: str) -> bytes:
