@@ -29,7 +29,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
 from linerec.collector.database import Database, connect
 from linerec.collector.schema import migrate
-from linerec.collector.search import parse_query, run_search
+from linerec.collector.search import RecordingQuery, parse_query, run_search, search_page
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 CHUNK = 50_000
@@ -45,6 +45,8 @@ CATALOG_COLUMNS = "device, id, label, direction, consent, clock_synchronized"
 SHAPES: list[tuple[str, dict[str, str]]] = [
     ("newest first, page 1", {}),
     ("newest first, page 200", {"page": "200"}),
+    # The console's next link from page 200 (its 10,000th match): a cursor, not an offset.
+    ("newest first, next after 10,000", {"after": "@200"}),
     ("date range (a week)", {"since": "2026-03-01T00:00", "until": "2026-03-08T00:00"}),
     (
         "date range (a day), oldest first",
@@ -63,6 +65,12 @@ SHAPES: list[tuple[str, dict[str, str]]] = [
     ("number prefix (1 digit, called side)", {"number": "1"}),
     ("caller prefix", {"caller": "555123"}),
     ("caller prefix (4 digits)", {"caller": "5551"}),
+    # Deep past a broad prefix's 10,000th match: by page number (OFFSET, the JSON API's
+    # `page`) and from the console's next link (a cursor, keyset paging).
+    ("number prefix (4 digits), page 201", {"number": "5551", "page": "201"}),
+    ("number prefix (4 digits), next after 10,000", {"number": "5551", "after": "@200"}),
+    ("caller prefix (4 digits), page 201", {"caller": "5551", "page": "201"}),
+    ("caller prefix (4 digits), next after 10,000", {"caller": "5551", "after": "@200"}),
     ("called prefix", {"called": "12345"}),
     ("called prefix (1 digit)", {"called": "1"}),
     ("label", {"label": "sales"}),
@@ -148,10 +156,21 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
+def shape_query(db: Database, name: str, params: dict[str, str]) -> RecordingQuery:
+    """The shape's query; `after: @N` is the next link of the same search's page N (found
+    here, untimed)."""
+    scope = SCOPE if name.startswith("scoped") else None
+    if params.get("after", "").startswith("@"):
+        rest = {k: v for k, v in params.items() if k != "after"}
+        page = search_page(db, parse_query({**rest, "page": params["after"][1:]}, scope=scope))
+        params = {**rest, "after": page.next or ""}
+    return parse_query(params, scope=scope)
+
+
 def time_shapes(db: Database, repeat: int) -> dict[str, list[float]]:
     times: dict[str, list[float]] = {}
     for name, params in SHAPES:
-        query = parse_query(params, scope=SCOPE if name.startswith("scoped") else None)
+        query = shape_query(db, name, params)
         run_search(db, query)  # warm: the first of a shape pays for its pages being read
         for _ in range(repeat):
             start = time.perf_counter()

@@ -663,11 +663,11 @@ def _audit(args: argparse.Namespace) -> int:
 def _list(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from linerec.collector.search import FIELDS, QueryError, parse_query
+    from linerec.collector.search import FIELDS, PAGE_FIELDS, QueryError, parse_query
 
     settings = _settings(args)
     store = _store(settings)
-    filters = {name: getattr(args, name) for name in FIELDS if name != "page"}
+    filters = {name: getattr(args, name) for name in FIELDS if name not in PAGE_FIELDS}
     try:
         query = parse_query(filters)
     except QueryError as exc:
