@@ -462,7 +462,7 @@ def test_next_and_previous_neither_repeat_nor_skip_as_recordings_arrive(
         pages.append(found(page.text))
         seen += pages[-1]
     assert seen == want
-    assert len(pages) == 8 and f"<span>page 8</span>" in page.text
+    assert len(pages) == 8 and "<span>page 8</span>" in page.text
     for number in range(7, 0, -1):
         page = client.get(link(page.text, "previous"))
         assert found(page.text) == pages[number - 1]

@@ -6,6 +6,7 @@ same recording id on two devices, against an order computed here.
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 from typing import Any
 
@@ -137,10 +138,22 @@ def test_a_cursor_is_checked_like_any_search_field(store: CollectorStore) -> Non
     page = search_page(store.db, parse_query({"limit": "2", "sort": "duration"}))
     assert page.next is not None
     cursor = page.next
-    refused = {
-        "after": ["x", "' OR 1=1 --", cursor[:-3], "W10", "eyJhIjogMX0"],  # [] and {"a": 1}
-    }
-    for value in refused["after"]:
+    refused = ["x", "' OR 1=1 --", cursor[:-3], "W10", "eyJhIjogMX0"]  # [] and {"a": 1}
+    for text in (
+        "[" * 1500,
+        '["duration",[NaN,"r01","box1"]]',
+        '["duration",[1e999,"a","b"]]',
+        '["duration",[5.0,"r01",null]]',
+        '["duration",[5.0,"r01","box1",1]]',
+        '["duration",[true,"r01","box1"]]',
+        '["duration",["5","r01","box1"]]',
+        '["duration",[1' + "0" * 400 + ',"r01","box1"]]',
+        '["seq",["box1",' + "9" * 20 + ',"r01"]]',
+        '["duration",[5.0,"r\\u0000","box1"]]',
+        '["duration",[5.0,"\\ud800","box1"]]',
+    ):
+        refused.append(base64.urlsafe_b64encode(text.encode()).decode()[:2048])
+    for value in refused:
         with pytest.raises(QueryError, match="search field 'after': a page cursor"):
             parse_query({"after": value, "sort": "duration"})
     with pytest.raises(QueryError, match=r"search field 'after': .*sort 'duration'"):
@@ -149,5 +162,7 @@ def test_a_cursor_is_checked_like_any_search_field(store: CollectorStore) -> Non
         parse_query({"after": cursor, "before": cursor, "sort": "duration"})
     with pytest.raises(QueryError, match="search field 'offset': not with a page cursor"):
         parse_query({"after": cursor, "offset": "5", "sort": "duration"})
+    ok = base64.urlsafe_b64encode(b'["duration",[5,"r01","box1"]]').decode()
+    assert parse_query({"after": ok, "sort": "duration"}).after == (5.0, "r01", "box1")
     # the page number beside a cursor is only the one shown
     assert parse_query({"after": cursor, "page": "7", "sort": "duration"}).offset == 0

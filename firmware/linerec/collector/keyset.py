@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 from typing import Any
 
 Column = tuple[str, bool]  # (SQL column, descending)
@@ -47,19 +48,50 @@ def decode(
         raise CursorError(f"longer than {MAX_CURSOR} characters")
     try:
         raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-        sort, values = json.loads(raw.decode())
-    except (binascii.Error, UnicodeDecodeError, ValueError, TypeError) as exc:
+        sort, values = json.loads(
+            raw.decode(), parse_constant=_no_constant, parse_float=_finite, parse_int=_bigint
+        )
+    except (binascii.Error, UnicodeDecodeError, ValueError, TypeError, RecursionError) as exc:
         raise CursorError("not one of this search's next or previous links") from exc
     if sort not in kinds or not isinstance(values, list):
         raise CursorError("not one of this search's next or previous links")
     types = kinds[sort]
     if len(values) != len(types) or not all(
-        isinstance(value, kind) and not isinstance(value, bool)
+        isinstance(value, kind) and not isinstance(value, bool) and _storable(value)
         for value, kind in zip(values, types, strict=True)
     ):
         raise CursorError(f"not a key of sort {sort!r}")
     return sort, tuple(float(v) if isinstance(v, int) and float in kind else v
                        for v, kind in zip(values, types, strict=True))  # fmt: skip
+
+
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a value of a key")  # NaN, Infinity: no row has them
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e999
+        raise ValueError(f"{text} is not a value of a key")
+    return value
+
+
+def _bigint(text: str) -> int:
+    value = int(text)
+    if not -(2**63) <= value < 2**63:  # what a database column holds
+        raise ValueError(f"{text} is not a value of a key")
+    return value
+
+
+def _storable(value: object) -> bool:
+    """Text a database column can hold (no NUL, no lone surrogate), or anything else."""
+    if not isinstance(value, str):
+        return True
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return "\x00" not in value
 
 
 def reverse(columns: tuple[Column, ...]) -> tuple[Column, ...]:
