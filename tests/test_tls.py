@@ -677,3 +677,26 @@ def test_a_broker_name_given_later_is_added_to_the_brokers_certificate(tmp_path:
     enroll(device_request("box3", tmp_path / "box3")[1], site, broker_names=["10.0.0.5"])
     assert names() == ["central.example", "10.0.0.5"]
     assert (site / "broker.key").read_bytes() == key
+
+
+def test_an_earlier_linerecs_broker_lines_are_not_kept_as_the_operators(tmp_path: Path) -> None:
+    """A mosquitto.conf written by an earlier linerec (its access rules in an acl_file, which
+    enroll removes now): written again, its listener is kept, its own lines are not."""
+    from linerec.collector.enroll import enroll
+    from linerec.uplink.tls import device_request
+
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "acl").write_text("pattern write linerec/v1/%u/event\n")
+    (site / "mosquitto.conf").write_text(
+        "# linerec site broker: TLS with client certificates, one identity per device.\n"
+        f"listener 9883\ncafile {site / 'ca.crt'}\ncertfile {site / 'broker.crt'}\n"
+        f"keyfile {site / 'broker.key'}\nrequire_certificate true\n"
+        f"use_identity_as_username true\nacl_file {site / 'acl'}\nlog_type all\n"
+    )
+    enroll(device_request("box1", tmp_path / "box1")[1], site, broker_names=["localhost"])
+    text = (site / "mosquitto.conf").read_text()
+    assert "acl_file" not in text and "one identity per device." not in text
+    assert not (site / "acl").exists()
+    assert text.count("listener 9883\n") == 1 and text.count("cafile") == 1
+    assert text.endswith("plugin_opt_config_file " + str(site / "access.json") + "\nlog_type all\n")

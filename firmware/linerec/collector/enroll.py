@@ -625,11 +625,18 @@ class Listener:
 
 # What `_broker_pieces` writes: each of these options is linerec's, in mosquitto.conf's first
 # listener section (options after a second `listener` line are that listener's: kept whole).
+# `acl_file` and the first comment line are an earlier linerec's (its access rules' file is
+# removed now: kept, the line would stop the broker from starting).
 WRITTEN_OPTIONS = frozenset({
     "cafile", "certfile", "keyfile", "crlfile", "require_certificate",
     "use_identity_as_username", "max_packet_size", "max_queued_messages", "max_queued_bytes",
-    "plugin", "plugin_opt_config_file",
+    "plugin", "plugin_opt_config_file", "acl_file",
 })  # fmt: skip
+EARLIER_LINES = frozenset(
+    {
+        "# linerec site broker: TLS with client certificates, one identity per device.",
+    }
+)
 
 
 def _listener(site: Path, port: int | None, bind: str | None) -> Listener:
@@ -637,7 +644,7 @@ def _listener(site: Path, port: int | None, bind: str | None) -> Listener:
     mosquitto.conf (8883 on every address for a new one), with the operator's own lines."""
     conf = site / "mosquitto.conf"
     lines = conf.read_text().splitlines() if conf.exists() else []
-    written = set(_broker_conf(Path("/"), 8883, None, "").splitlines())
+    written = {*_broker_conf(Path("/"), 8883, None, "").splitlines(), *EARLIER_LINES}
     old_port, old_bind, kept, listeners = 8883, None, [], 0
     for number, line in enumerate(lines, 1):
         words = line.split()
