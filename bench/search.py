@@ -4,7 +4,9 @@
 The index is filled with N recordings (40 devices of 4 lines over a year, numbers, labels,
 holds, reviews) in bulk: SQLite in one transaction, PostgreSQL by COPY, then ANALYZE. Each of
 the console's query shapes (collector/search.py's run_search: a page and its capped count) is
-timed `--repeat` times on each engine; median and p95 per shape, and p95 over all of them.
+timed `--repeat` times on each engine; median and p95 per shape, and p95 over all of them
+and over the console's (its next and previous links page by cursor: a shape "next after
+10,000" is the link from page 200, found untimed; "page 201" is the same page by number).
 Target (issue 14): p95 <= 100 ms over 1,000,000 recordings in PostgreSQL.
 
 PostgreSQL is a server of its own started in a temporary directory (tests/postgres.py, with
@@ -82,6 +84,9 @@ SHAPES: list[tuple[str, dict[str, str]]] = [
     ("by device (sort)", {"sort": "device"}),
     ("scoped to two lines", {}),  # with a scope: an auditor's grants
 ]
+# What the console asks: all but the pages past the 10,000th match by number, which its
+# links no longer make (they page by cursor; the JSON API's `page` still numbers pages).
+CONSOLE = [name for name, params in SHAPES if params.get("page") != "201"]
 SCOPE = (("line", "box1/line1"), ("line", "box2/*"))
 NAMES = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}
 
@@ -233,18 +238,20 @@ def run(
         if server is not None:
             server.stop()
     print(f"\nsearch over {count} recordings, {repeat} runs a shape (ms: median / p95), {load()}")
-    print("  " + f"{'shape':36}" + "".join(f" {NAMES[engine]:>17}" for engine in engines))
+    print("  " + f"{'shape':44}" + "".join(f" {NAMES[engine]:>17}" for engine in engines))
     for name, _ in SHAPES:
         cells = []
         for engine in engines:
             ts = results[engine][name]
             cells.append(f"{statistics.median(ts) * 1000:7.1f} /{percentile(ts, 0.95) * 1000:7.1f}")
-        print(f"  {name:36}" + "".join(f" {cell:>17}" for cell in cells))
+        print(f"  {name:44}" + "".join(f" {cell:>17}" for cell in cells))
     for engine in engines:
-        every = [t for ts in results[engine].values() for t in ts]
-        print(
-            f"{engine}: all shapes p50 {percentile(every, 0.5) * 1000:.1f} ms, "
-            f"p95 {percentile(every, 0.95) * 1000:.1f} ms, worst shape p95 "
-            f"{max(percentile(ts, 0.95) for ts in results[engine].values()) * 1000:.1f} ms "
-            "(target p95 <= 100 ms on PostgreSQL)"
-        )
+        for which, names in (("all shapes", [n for n, _ in SHAPES]), ("console", CONSOLE)):
+            timed = {name: results[engine][name] for name in names}
+            every = [t for ts in timed.values() for t in ts]
+            print(
+                f"{engine}: {which} p50 {percentile(every, 0.5) * 1000:.1f} ms, "
+                f"p95 {percentile(every, 0.95) * 1000:.1f} ms, worst shape p95 "
+                f"{max(percentile(ts, 0.95) for ts in timed.values()) * 1000:.1f} ms "
+                "(target p95 <= 100 ms on PostgreSQL)"
+            )
