@@ -147,6 +147,7 @@ def test_a_cursor_is_checked_like_any_search_field(store: CollectorStore) -> Non
         '["duration",[5.0,"r01","box1",1]]',
         '["duration",[true,"r01","box1"]]',
         '["duration",["5","r01","box1"]]',
+        '[["duration"],[5.0,"r01","box1"]]',
         '["duration",[1' + "0" * 400 + ',"r01","box1"]]',
         '["seq",["box1",' + "9" * 20 + ',"r01"]]',
         '["duration",[5.0,"r\\u0000","box1"]]',

@@ -53,7 +53,7 @@ def decode(
         )
     except (binascii.Error, UnicodeDecodeError, ValueError, TypeError, RecursionError) as exc:
         raise CursorError("not one of this search's next or previous links") from exc
-    if sort not in kinds or not isinstance(values, list):
+    if not isinstance(sort, str) or sort not in kinds or not isinstance(values, list):
         raise CursorError("not one of this search's next or previous links")
     types = kinds[sort]
     if len(values) != len(types) or not all(

@@ -54,7 +54,7 @@ _KINDS: dict[str, tuple[type, ...]] = {
     "r.started_at": (str, _NULL), "r.duration": (float, int, _NULL), "r.line": (str, _NULL),
     "r.seq": (int, _NULL), "r.device": (str,), "r.id": (str,),
 }  # fmt: skip
-CURSOR_KINDS = {name: tuple(t for c, _ in key for t in [_KINDS[c]]) for name, key in KEYS.items()}
+CURSOR_KINDS = {name: tuple(_KINDS[column] for column, _ in key) for name, key in KEYS.items()}
 DIRECTIONS = ("inbound", "outbound", "unknown")
 MAX_LIMIT = 500
 COUNT_LIMIT = 10_000  # a search's total says "at least this many" beyond it
@@ -162,9 +162,9 @@ def parse_query(params: Mapping[str, str | None], *, scope: Any = None) -> Recor
     page = values.pop("page", None)
     cursors: dict[str, str] = {n: values.pop(n) for n in ("after", "before") if n in values}
     query = RecordingQuery(**values, scope=scope)
-    if cursors:
+    if cursors:  # beside a cursor, a page number is only the one shown
         return _with_cursor(query, cursors)
-    if page is not None:  # beside a cursor, a page number is only the one shown
+    if page is not None:
         query = RecordingQuery(**{**_fields(query), "offset": (page - 1) * query.limit})
     return query
 
@@ -295,20 +295,19 @@ def search_page(db: Database, query: RecordingQuery) -> Page:
         for row in rows:
             del row["key"]
         return Page(rows=rows, total=total, next=None, previous=None)
-    cursor = query.after if query.after is not None else query.before
-    walk = keyset.reverse(columns) if query.before is not None else columns
-    branches = None if cursor is None else keyset.after(walk, cursor)
     backwards = query.before is not None
+    walk = keyset.reverse(columns) if backwards else columns
+    key = query.before if backwards else query.after
+    branches = None if key is None else keyset.after(walk, key)
     rows, more = _rows(
         db, source, where, args, walk, branches, query.limit, query.offset, backwards
     )
-    if query.before is not None and len(rows) < query.limit:
+    if backwards and len(rows) < query.limit:
         return search_page(db, replace(query, before=None))  # at the start: the first page
-
     keys = [row.pop("key") for row in rows]
     first = keyset.encode(query.sort, keys[0]) if keys else None
     last = keyset.encode(query.sort, keys[-1]) if keys else None
-    if query.before is not None:
+    if backwards:
         return Page(rows=rows, total=total, next=last, previous=first if more else None)
     began = query.after is not None or query.offset > 0
     return Page(
@@ -337,10 +336,10 @@ def _rows(
     if branches is None:
         chosen = f"{pick}{_where(where)} ORDER BY {order} LIMIT ? OFFSET ?"
         chosen_args = [*args, take, offset]
+    elif not branches:
+        return [], False  # nothing can come after the cursor
     else:
         # Each branch walks an index from the cursor and stops at the page's end.
-        if not branches:
-            return [], False
         parts, chosen_args = [], []
         for n, (clause, values) in enumerate(branches):
             parts.append(
