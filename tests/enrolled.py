@@ -143,7 +143,7 @@ class TlsBroker:
             with socket.socket() as sock:
                 if sock.connect_ex(("127.0.0.1", self.site.port)) == 0:
                     return self
-            assert self.process.poll() is None, self.process.stderr
+            assert self.process.poll() is None, self.process.stderr.read()  # type: ignore[union-attr]
             time.sleep(0.05)
         raise AssertionError("the TLS broker did not start")
 

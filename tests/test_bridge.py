@@ -205,8 +205,9 @@ def test_a_device_taken_off_a_site_and_a_revoked_bridge_no_longer_reach_the_coll
             (copy / name).write_bytes((section.parent / name).read_bytes())
         copies.append(section.read_text().replace(str(section.parent), str(copy)))
     office_log = tmp_path / "office.log"
+    # (its `user root`, written by enrol_site, stayed through box3's enrolment)
     office_conf.write_text(
-        office_conf.read_text() + f"user root\nlog_dest file {office_log}\nlog_type all\n"
+        office_conf.read_text() + f"log_dest file {office_log}\nlog_type all\n"
         + "".join(copies)
     )  # fmt: skip
     central_broker = TlsBroker(site).start()
@@ -319,3 +320,29 @@ def publish(site: Site, events: dict[str, int], *, acked: set[str]) -> None:
             link.publish(f"linerec/v1/{device}/event", event(seq))
             if device in acked:
                 link.wait_ack(timeout=60, kind="events", device=device, upto=seq)
+
+
+def test_a_bridge_enrolled_without_port_keeps_the_central_listener_and_connects_to_it(
+    tmp_path: Path,
+) -> None:
+    """Issue 14: --port and --broker-name not given, the central broker's listener stays as
+    it is, and a new site's bridge connects to that port and the broker's own name."""
+    site_dir = tmp_path / "central-site"
+    first = enroll(
+        "--bridge", "office1", "--device", "box1", "--site", str(site_dir),
+        "--broker-name", "central.example", "--port", "9883", "--bind", "10.0.0.5",
+    )  # fmt: skip
+    assert first.returncode == 0, first.stderr
+    second = enroll("--bridge", "office2", "--device", "box2", "--site", str(site_dir))
+    assert second.returncode == 0, second.stderr
+    conf = (site_dir / "mosquitto.conf").read_text()
+    assert [line for line in conf.splitlines() if line.startswith("listener")] == [
+        "listener 9883 10.0.0.5"
+    ]
+    for name in ("office1", "office2"):
+        text = (site_dir / "bridges" / name / "bridge.conf").read_text()
+        assert "address central.example:9883\n" in text, name
+    csr = device_request("box3", tmp_path / "box3")[1]  # a device of the centre's own
+    assert enroll(str(csr), "--site", str(site_dir)).returncode == 0
+    conf = (site_dir / "mosquitto.conf").read_text()
+    assert "listener 9883 10.0.0.5\n" in conf

@@ -596,3 +596,107 @@ def test_streams_pass_the_access_rules_only_under_their_own_id(tls_site: Site) -
             client.disconnect()
     assert reasons == {"box1": ["Success"], "box2": ["Not authorized"]}
     assert got == [stream]
+
+
+def test_enrolling_without_port_or_bind_keeps_the_brokers_listener(new_site: Site) -> None:
+    """Issue 14: an operator's listener (port and address) and their own lines in
+    mosquitto.conf stay as they are when a later enrolment does not name them; --port and
+    --bind given still change it. The broker started as printed answers on the kept port."""
+    new_site.device("box1")  # --port P --bind 127.0.0.1
+    conf = new_site.site / "mosquitto.conf"
+    listener = f"listener {new_site.port} 127.0.0.1\n"
+    assert listener in conf.read_text()
+    own = "# the operator's own\npersistence true\nlog_type error\n"
+    conf.write_text(conf.read_text() + own)
+    from linerec.uplink.tls import device_request
+
+    _, csr = device_request("box2", new_site.root / "box2-keys")
+    out = subprocess.run(
+        [*LINEREC, "collector", "enroll", str(csr), "--site", str(new_site.site)],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stderr
+    text = conf.read_text()
+    assert re.findall(r"^listener .*$", text, re.M) == [listener.strip()]
+    assert text.endswith(own), text
+    assert text.count("max_packet_size") == 1
+    new_site.start()
+    cert = new_site.site / "devices" / "box2.crt"
+    assert new_site.handshake(cert, new_site.root / "box2-keys" / "device.key") == "connected"
+    new_site.stop()
+    # Named again, they change it; what the operator added stays.
+    other = free_port()
+    moved = subprocess.run(
+        [*LINEREC, "collector", "enroll", str(csr), "--site", str(new_site.site),
+         "--port", str(other), "--bind", "127.0.0.2"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert moved.returncode == 0, moved.stderr
+    text = conf.read_text()
+    assert re.findall(r"^listener .*$", text, re.M) == [f"listener {other} 127.0.0.2"]
+    assert text.endswith(own)
+
+
+def test_enrol_refuses_a_listener_line_it_cannot_read(tmp_path: Path) -> None:
+    from linerec.collector.enroll import EnrollError, enroll
+    from linerec.uplink.tls import device_request
+
+    _, csr = device_request("box1", tmp_path / "box1")
+    site = tmp_path / "site"
+    enroll(csr, site, broker_names=["localhost"], port=9883)
+    conf = site / "mosquitto.conf"
+    conf.write_text(conf.read_text().replace("listener 9883", "listener 98a3"))
+    before = {p: p.read_bytes() for p in site.rglob("*") if p.is_file()}
+    _, csr2 = device_request("box2", tmp_path / "box2")
+    with pytest.raises(EnrollError, match=re.escape(f"{conf}: line 5: listener '98a3'")):
+        enroll(csr2, site, broker_names=["localhost"])
+    assert {p: p.read_bytes() for p in site.rglob("*") if p.is_file()} == before
+
+
+def test_a_broker_name_given_later_is_added_to_the_brokers_certificate(tmp_path: Path) -> None:
+    """--broker-name on a site that has a broker certificate: the name is added to it (the
+    names it had stay, its key stays); not given, the certificate is not touched."""
+    from cryptography import x509
+
+    from linerec.collector.enroll import enroll
+    from linerec.uplink.tls import device_request
+
+    def names() -> list[str]:
+        cert = x509.load_pem_x509_certificate((tmp_path / "site" / "broker.crt").read_bytes())
+        alt = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        return [str(name.value) for name in alt]
+
+    site = tmp_path / "site"
+    enroll(device_request("box1", tmp_path / "box1")[1], site, broker_names=["central.example"])
+    key = (site / "broker.key").read_bytes()
+    assert names() == ["central.example"]
+    before = (site / "broker.crt").read_bytes()
+    enroll(device_request("box2", tmp_path / "box2")[1], site, broker_names=[])
+    assert (site / "broker.crt").read_bytes() == before
+    enroll(device_request("box3", tmp_path / "box3")[1], site, broker_names=["10.0.0.5"])
+    assert names() == ["central.example", "10.0.0.5"]
+    assert (site / "broker.key").read_bytes() == key
+
+
+def test_an_earlier_linerecs_broker_lines_are_not_kept_as_the_operators(tmp_path: Path) -> None:
+    """A mosquitto.conf written by an earlier linerec (its access rules in an acl_file, which
+    enroll removes now): written again, its listener is kept, its own lines are not."""
+    from linerec.collector.enroll import enroll
+    from linerec.uplink.tls import device_request
+
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "acl").write_text("pattern write linerec/v1/%u/event\n")
+    (site / "mosquitto.conf").write_text(
+        "# linerec site broker: TLS with client certificates, one identity per device.\n"
+        f"listener 9883\ncafile {site / 'ca.crt'}\ncertfile {site / 'broker.crt'}\n"
+        f"keyfile {site / 'broker.key'}\nrequire_certificate true\n"
+        f"use_identity_as_username true\nacl_file {site / 'acl'}\nlog_type all\n"
+    )
+    enroll(device_request("box1", tmp_path / "box1")[1], site, broker_names=["localhost"])
+    text = (site / "mosquitto.conf").read_text()
+    assert "acl_file" not in text and "one identity per device." not in text
+    assert not (site / "acl").exists()
+    assert text.count("listener 9883\n") == 1 and text.count("cafile") == 1
+    assert text.endswith("plugin_opt_config_file " + str(site / "access.json") + "\nlog_type all\n")

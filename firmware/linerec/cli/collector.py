@@ -222,16 +222,21 @@ def add_commands(
         action="append",
         default=[],
         metavar="NAME",
-        help="host name or address of the broker (repeatable)",
+        help="host name or address of the broker (repeatable; added to the names on its "
+        "certificate; default localhost for a new site)",
     )
     enroll.add_argument(
         "--port",
         type=int,
         default=None,
-        help="the broker's TLS port (default 8883; a bridge keeps the port it has)",
+        help="the broker's TLS port (default: the port its mosquitto.conf has, 8883 for a new "
+        "site; a bridge keeps the port it has)",
     )
     enroll.add_argument(
-        "--bind", metavar="ADDRESS", help="the address the broker listens on (default: all)"
+        "--bind",
+        metavar="ADDRESS",
+        help="the address the broker listens on (default: the one its mosquitto.conf has, "
+        "every address for a new site)",
     )
     enroll.add_argument(
         "--replace",
@@ -402,8 +407,8 @@ def _enroll(args: argparse.Namespace) -> int:
         enrolled = enroll_device(
             args.csr,
             args.site,
-            broker_names=args.broker_name or ["localhost"],
-            port=8883 if args.port is None else args.port,
+            broker_names=args.broker_name,  # not given: the broker's own (localhost if new)
+            port=args.port,  # not given: the listener's own (8883 if new)
             bind=args.bind,
             replace=args.replace,
         )
@@ -658,11 +663,11 @@ def _audit(args: argparse.Namespace) -> int:
 def _list(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from linerec.collector.search import FIELDS, QueryError, parse_query
+    from linerec.collector.search import FIELDS, PAGE_FIELDS, QueryError, parse_query
 
     settings = _settings(args)
     store = _store(settings)
-    filters = {name: getattr(args, name) for name in FIELDS if name != "page"}
+    filters = {name: getattr(args, name) for name in FIELDS if name not in PAGE_FIELDS}
     try:
         query = parse_query(filters)
     except QueryError as exc:

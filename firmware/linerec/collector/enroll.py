@@ -15,7 +15,9 @@
       access.json                    who may publish and subscribe to what (below)
       mosquitto.conf                 absolute paths; starts as it is under a packaged mosquitto;
                                      no packet over MAX_PACKET_BYTES (a device sending one is
-                                     disconnected before the broker holds it)
+                                     disconnected before the broker holds it); written again
+                                     each time, keeping the listener's port and address (unless
+                                     --port or --bind is given) and the operator's own lines
 
 * `linerec collector enroll --revoke DEVICE --site DIR`: every certificate issued to DEVICE
   goes on the revocation list and DEVICE loses all access.
@@ -307,11 +309,13 @@ def enroll(
     site: Path,
     *,
     broker_names: list[str],
-    port: int = 8883,
+    port: int | None = None,
     bind: str | None = None,
     replace: bool = False,
 ) -> Path:
-    """Sign a device's CSR; (re)write the broker's pieces. Returns the device certificate."""
+    """Sign a device's CSR; (re)write the broker's pieces. Returns the device certificate.
+    `port` and `bind` not given, the broker's listener keeps the ones it has (or 8883 on every
+    address, for a new site)."""
     return enroll_device(
         csr_path, site, broker_names=broker_names, port=port, bind=bind, replace=replace
     ).cert
@@ -322,7 +326,7 @@ def enroll_device(
     site: Path,
     *,
     broker_names: list[str],
-    port: int = 8883,
+    port: int | None = None,
     bind: str | None = None,
     replace: bool = False,
 ) -> Enrolled:
@@ -344,6 +348,7 @@ def enroll_device(
         raise EnrollError(f"{csr_path}: expected an EC key")
     plugin = _dynsec_plugin()
     site = site.absolute()
+    listener = _listener(site, port, bind)  # checked before anything is written
     site.mkdir(mode=0o755, parents=True, exist_ok=True)
     devices = site / "devices"
     devices.mkdir(mode=0o755, exist_ok=True)
@@ -376,7 +381,7 @@ def enroll_device(
     _write_public(cert_path, cert.public_bytes(serialization.Encoding.PEM))
     if not (site / "crl.pem").exists():
         _write_crl(site, revoked)
-    _broker_pieces(site, broker_names, port, bind, plugin)
+    _broker_pieces(site, broker_names, listener, plugin)
     return Enrolled(cert=cert_path, revoked=newly_revoked)
 
 
@@ -423,8 +428,9 @@ def enroll_bridge(
     its bridge to this broker: a key and certificate for it (made once), the CA, and the
     bridge section of its mosquitto.conf; this broker's access rules let it publish only for
     its devices. Everything is checked before anything is written. The bridge's address is
-    the first of `broker_names` and `port`; either not given, the one it has (or
-    localhost:8883)."""
+    the first of `broker_names` and `port`; either not given, the one it has, else this
+    broker's own (the first name on its certificate, the port of its listener; for a new
+    site, localhost and 8883). This broker's listener changes only with `port` or `bind`."""
     if not is_device_id(site_name) or site_name in RESERVED:
         raise EnrollError(f"site name {shown(site_name)} is not a name ({DEVICE_ID_RULE})")
     for device in devices:
@@ -450,7 +456,12 @@ def enroll_bridge(
             )
     out = site / "bridges" / site_name
     config = out / "bridge.conf"
-    host, bridge_port = _bridge_address(config) if config.exists() else ("localhost", 8883)
+    listener = _listener(site, port, bind)
+    own_names = _broker_names(site) or ["localhost"]
+    if config.exists():
+        host, bridge_port = _bridge_address(config)
+    else:
+        host, bridge_port = own_names[0], listener.port
     host = broker_names[0] if broker_names else host
     bridge_port = port if port is not None else bridge_port
     # Checked: from here on, only writing.
@@ -462,9 +473,7 @@ def enroll_bridge(
     _ca(site)
     if not (site / "crl.pem").exists():
         _write_crl(site, set())
-    _broker_pieces(
-        site, broker_names or ["localhost"], 8883 if port is None else port, bind, plugin
-    )
+    _broker_pieces(site, broker_names or own_names, listener, plugin)
     out.mkdir(mode=0o755, parents=True, exist_ok=True)
     key_path, cert_path = out / "bridge.key", out / "bridge.crt"
     if not key_path.exists():
@@ -604,23 +613,101 @@ def _broker_key(path: Path) -> None:
         path.chmod(0o640)
 
 
-def _broker_pieces(
-    site: Path, broker_names: list[str], port: int, bind: str | None, plugin: str
-) -> None:
-    for name, names in (("broker", broker_names), (COLLECTOR_NAME, None)):
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Listener:
+    """The broker's TLS listener, and the lines of its mosquitto.conf that linerec did not
+    write (the operator's own), kept when the file is written again."""
+
+    port: int
+    bind: str | None
+    kept: tuple[str, ...]
+
+
+# What `_broker_pieces` writes: each of these options is linerec's, in mosquitto.conf's first
+# listener section (options after a second `listener` line are that listener's: kept whole).
+# `acl_file` and the first comment line are an earlier linerec's (its access rules' file is
+# removed now: kept, the line would stop the broker from starting).
+WRITTEN_OPTIONS = frozenset({
+    "cafile", "certfile", "keyfile", "crlfile", "require_certificate",
+    "use_identity_as_username", "max_packet_size", "max_queued_messages", "max_queued_bytes",
+    "plugin", "plugin_opt_config_file", "acl_file",
+})  # fmt: skip
+EARLIER_LINES = frozenset(
+    {
+        "# linerec site broker: TLS with client certificates, one identity per device.",
+    }
+)
+
+
+def _listener(site: Path, port: int | None, bind: str | None) -> Listener:
+    """The listener to write: `port` and `bind` where given, else those of the broker's
+    mosquitto.conf (8883 on every address for a new one), with the operator's own lines."""
+    conf = site / "mosquitto.conf"
+    lines = conf.read_text().splitlines() if conf.exists() else []
+    written = {*_broker_conf(Path("/"), 8883, None, "").splitlines(), *EARLIER_LINES}
+    old_port, old_bind, kept, listeners = 8883, None, [], 0
+    for number, line in enumerate(lines, 1):
+        words = line.split()
+        if words[:1] == ["listener"]:
+            listeners += 1
+        if listeners > 1:
+            kept.append(line)  # another listener and its options: the operator's
+        elif words[:1] == ["listener"]:
+            if len(words) not in (2, 3) or not words[1].isdigit() or not 0 < int(words[1]) < 2**16:
+                raise EnrollError(
+                    f"{conf}: line {number}: listener {shown(' '.join(words[1:]))} is not "
+                    "`listener PORT [ADDRESS]`"
+                )
+            old_port, old_bind = int(words[1]), (words[2] if len(words) == 3 else None)
+        elif line not in written and not (words and words[0] in WRITTEN_OPTIONS):
+            kept.append(line)
+    return Listener(
+        port=old_port if port is None else port,
+        bind=old_bind if bind is None else bind,
+        kept=tuple(kept),
+    )
+
+
+def _broker_names(site: Path) -> list[str]:
+    """The names on the broker's certificate ([] before it has one)."""
+    path = site / "broker.crt"
+    if not path.exists():
+        return []
+    cert = x509.load_pem_x509_certificate(path.read_bytes())
+    try:
+        alt = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return []
+    return [str(name.value) for name in alt]
+
+
+def _broker_pieces(site: Path, broker_names: list[str], listener: Listener, plugin: str) -> None:
+    """The broker's and the collector's identities (the broker's certificate names
+    `broker_names`: a name it lacks is added, none is taken off), the access rules, and
+    mosquitto.conf with `listener` and the operator's own lines."""
+    had = _broker_names(site)
+    added = [name for name in broker_names if name not in had]
+    for name, names in (("broker", [*had, *added] or ["localhost"]), (COLLECTOR_NAME, None)):
         key_path = site / f"{name}.key"
         if name == "broker":
             _broker_key(key_path)
         elif not key_path.exists():
             write_key(key_path, ec.generate_private_key(ec.SECP256R1()))
         cert_path = site / f"{name}.crt"
-        if not cert_path.exists():
+        if not cert_path.exists() or (name == "broker" and added):
             cert = _issue(site, name, load_key(key_path).public_key(), server_names=names)
             _write_public(cert_path, cert.public_bytes(serialization.Encoding.PEM))
     _rewrite_access(site)
     (site / "acl").unlink(missing_ok=True)  # the acl_file of earlier versions: superseded
+    conf = _broker_conf(site, listener.port, listener.bind, plugin)
+    kept = "".join(f"{line}\n" for line in listener.kept)
+    _write_public(site / "mosquitto.conf", (conf + kept).encode())
+
+
+def _broker_conf(site: Path, port: int, bind: str | None, plugin: str) -> str:
+    """linerec's part of the broker's mosquitto.conf."""
     listener = f"listener {port}" + (f" {bind}" if bind else "")
-    conf = (
+    return (
         "# linerec site broker, written by `linerec collector enroll`: TLS with client\n"
         "# certificates (one identity per device), a revocation list, and per-device access\n"
         "# rules in access.json (the dynamic security plugin: it checks subscriptions too).\n"
@@ -641,7 +728,6 @@ def _broker_pieces(
         f"plugin {plugin}\n"
         f"plugin_opt_config_file {site / 'access.json'}\n"
     )
-    _write_public(site / "mosquitto.conf", conf.encode())
 
 
 def _rewrite_access(site: Path) -> None:

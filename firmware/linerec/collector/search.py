@@ -1,22 +1,28 @@
 """Finding recordings: the filters of the console, its JSON API and `collector list`.
 
 `parse_query` turns untrusted text (a URL's query, command-line flags) into a RecordingQuery,
-refusing anything that is not the shape a field takes, with the field named; `run_search` is
-the one SQL query behind them (values always bound, never pasted). Label, direction and
-consent live in each recording's encrypted metadata, so the catalog keeps them once the
-collector's key has read them (`catalog`); label and direction are copied onto the recording's
-row in the same transaction, as is whether it was reviewed (collector/review.py), so that each
-filter and the console's order are one index (schema version 5).
+refusing anything that is not the shape a field takes, with the field named; `search_page` is
+the one SQL query behind them (values always bound, never pasted). A page is either numbered
+(`page`, `offset`: the rows before it are skipped one by one) or found from a cursor (`after`,
+`before`: the key of the row the page next to it ended at, collector/keyset.py), which is
+how the console's next and previous links page: one index walk from there however deep.
+
+Label, direction and consent live in each recording's encrypted metadata, so the catalog keeps
+them once the collector's key has read them (`catalog`); label and direction are copied onto
+the recording's row in the same transaction, as is whether it was reviewed
+(collector/review.py), so that each filter and the console's order are one index (schema
+version 5).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from linerec.collector import keyset
 from linerec.collector.database import upsert
 
 if TYPE_CHECKING:
@@ -33,6 +39,22 @@ SORTS = {
     "device": (("r.device", False), ("r.line", False), ("r.started_at", True)),
     "seq": (("r.device", False), ("r.seq", False)),  # as each device numbered them (`list`)
 }
+# Each sort's whole key, which orders every row: its columns, then the recording's id and
+# device (two devices may use one id).
+KEYS = {
+    name: (
+        *columns,
+        ("r.id", False),
+        *([] if columns[0][0] == "r.device" else [("r.device", False)]),
+    )
+    for name, columns in SORTS.items()
+}
+_NULL = type(None)
+_KINDS: dict[str, tuple[type, ...]] = {
+    "r.started_at": (str, _NULL), "r.duration": (float, int, _NULL), "r.line": (str, _NULL),
+    "r.seq": (int, _NULL), "r.device": (str,), "r.id": (str,),
+}  # fmt: skip
+CURSOR_KINDS = {name: tuple(_KINDS[column] for column, _ in key) for name, key in KEYS.items()}
 DIRECTIONS = ("inbound", "outbound", "unknown")
 MAX_LIMIT = 500
 COUNT_LIMIT = 10_000  # a search's total says "at least this many" beyond it
@@ -72,6 +94,9 @@ class RecordingQuery:
     sort: str = "-started_at"
     limit: int = 50
     offset: int = 0
+    # A page cursor's key (the sort's KEYS): the page begins after that row, or ends before it
+    after: tuple[Any, ...] | None = None
+    before: tuple[Any, ...] | None = None
     # What the asker may see: None for everything, else (kind, value) grants ("line",
     # "DEVICE/LINE" or "DEVICE/*"; "label", LABEL); an empty tuple sees nothing.
     scope: tuple[tuple[str, str], ...] | None = field(default=None)
@@ -80,7 +105,17 @@ class RecordingQuery:
 FIELDS = (
     "device", "line", "label", "direction", "since", "until", "number", "caller", "called",
     "min_duration", "max_duration", "review", "held", "sort", "limit", "offset", "page",
+    "after", "before",
 )  # fmt: skip
+PAGE_FIELDS = ("page", "after", "before")  # where a page is, not which recordings
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Page:
+    rows: list[dict[str, Any]]
+    total: int  # every match, counted up to COUNT_LIMIT
+    next: str | None  # the cursor (`after`) of the page after this one, if there are rows
+    previous: str | None  # the cursor (`before`) of the page before it; None on the first
 
 
 def parse_query(params: Mapping[str, str | None], *, scope: Any = None) -> RecordingQuery:
@@ -122,11 +157,32 @@ def parse_query(params: Mapping[str, str | None], *, scope: Any = None) -> Recor
             values[name] = int(_number(name, text, 0, 10**9, whole=True))
         elif name == "page":
             values["page"] = int(_number(name, text, 1, 10**7, whole=True))
+        elif name in ("after", "before"):
+            values[name] = text  # read below, once the sort is known
     page = values.pop("page", None)
+    cursors: dict[str, str] = {n: values.pop(n) for n in ("after", "before") if n in values}
     query = RecordingQuery(**values, scope=scope)
+    if cursors:  # beside a cursor, a page number is only the one shown
+        return _with_cursor(query, cursors)
     if page is not None:
         query = RecordingQuery(**{**_fields(query), "offset": (page - 1) * query.limit})
     return query
+
+
+def _with_cursor(query: RecordingQuery, cursors: dict[str, str]) -> RecordingQuery:
+    if len(cursors) > 1:
+        raise QueryError("before", cursors["before"], "not with after")
+    if query.offset:
+        raise QueryError("offset", query.offset, "not with a page cursor (after, before)")
+    ((name, text),) = cursors.items()
+    expected = "a page cursor (the next or previous link of this search)"
+    try:
+        sort, key = keyset.decode(text, CURSOR_KINDS)
+    except keyset.CursorError as exc:
+        raise QueryError(name, text, f"{expected}: {exc}") from exc
+    if sort != query.sort:
+        raise QueryError(name, text, f"{expected} of sort {query.sort!r}, not sort {sort!r}")
+    return replace(query, after=key) if name == "after" else replace(query, before=key)
 
 
 def _fields(query: RecordingQuery) -> dict[str, Any]:
@@ -161,6 +217,13 @@ def _number(name: str, text: str, low: float, high: float, *, whole: bool = Fals
 
 def run_search(db: Database, query: RecordingQuery) -> tuple[list[dict[str, Any]], int]:
     """One page of matching recordings (newest first by default) and the count of all."""
+    page = search_page(db, query)
+    return page.rows, page.total
+
+
+def search_page(db: Database, query: RecordingQuery) -> Page:
+    """One page of matching recordings, the count of all, and the cursors of the pages
+    beside it. A page before a cursor with fewer rows than a page is the first page, whole."""
     where: list[str] = []
     args: list[Any] = []
 
@@ -226,32 +289,95 @@ def run_search(db: Database, query: RecordingQuery) -> tuple[list[dict[str, Any]
         args = [*args, *bounds, *bounds]
     else:
         total = _count(db, source, where, args)
-    base = f"{source}{_where(where)}"
-    order = f"ORDER BY {', '.join(db.order(c, d) for c, d in SORTS[query.sort])}, r.id"
+    columns = KEYS[query.sort]
+    if query.limit < 0:  # every row (`collector list`): no pages
+        rows, _ = _rows(db, source, where, args, columns, None, ALL, query.offset, False)
+        for row in rows:
+            del row["key"]
+        return Page(rows=rows, total=total, next=None, previous=None)
+    backwards = query.before is not None
+    walk = keyset.reverse(columns) if backwards else columns
+    key = query.before if backwards else query.after
+    branches = None if key is None else keyset.after(walk, key)
+    rows, more = _rows(
+        db, source, where, args, walk, branches, query.limit, query.offset, backwards
+    )
+    if backwards and len(rows) < query.limit:
+        return search_page(db, replace(query, before=None))  # at the start: the first page
+    keys = [row.pop("key") for row in rows]
+    first = keyset.encode(query.sort, keys[0]) if keys else None
+    last = keyset.encode(query.sort, keys[-1]) if keys else None
+    if backwards:
+        return Page(rows=rows, total=total, next=last, previous=first if more else None)
+    began = query.after is not None or query.offset > 0
+    return Page(
+        rows=rows, total=total, next=last if more else None, previous=first if began else None
+    )
+
+
+def _rows(
+    db: Database,
+    source: str,
+    where: list[str],
+    args: list[Any],
+    walk: tuple[keyset.Column, ...],
+    branches: list[keyset.Condition] | None,
+    limit: int,
+    offset: int,
+    backwards: bool,
+) -> tuple[list[dict[str, Any]], bool]:
+    """Up to `limit` rows in the order `walk` gives them from the start (skipping `offset`)
+    or from a cursor (`branches`, keyset.after), returned in the search's own order (walked
+    backwards for a page before a cursor), each with its key; and whether there are more."""
+    keys = ", ".join(f"{column} AS s{n}" for n, (column, _) in enumerate(walk))
+    order = ", ".join(db.order(column, descending) for column, descending in walk)
+    pick = f"SELECT r.rowid AS k, {keys} {source}"
+    take = limit + 1 if limit < ALL else ALL  # one more says whether there are more
+    if branches is None:
+        chosen = f"{pick}{_where(where)} ORDER BY {order} LIMIT ? OFFSET ?"
+        chosen_args = [*args, take, offset]
+    elif not branches:
+        return [], False  # nothing can come after the cursor
+    else:
+        # Each branch walks an index from the cursor and stops at the page's end.
+        parts, chosen_args = [], []
+        for n, (clause, values) in enumerate(branches):
+            parts.append(
+                f"SELECT * FROM ({pick}{_where([*where, clause])} ORDER BY {order} LIMIT ?) b{n}"
+            )
+            chosen_args += [*args, *values, take]
+        walked = ", ".join(db.order(f"u.s{n}", d) for n, (_, d) in enumerate(walk))
+        chosen = f"SELECT * FROM ({' UNION ALL '.join(parts)}) u ORDER BY {walked} LIMIT ?"
+        chosen_args.append(take)
+    forwards = ", ".join(db.order(f"page.s{n}", d != backwards) for n, (_, d) in enumerate(walk))
+    holds = "LEFT JOIN holds h ON h.device = r.device AND h.id = r.id "
     # The page's rows first, then what is shown of those rows only (not of every match).
     cursor = db.execute(
         "SELECT r.id, r.device, r.line, r.started_at, r.duration, r.state, r.caller_number, "
         "r.called_number, r.path, r.label, r.direction, c.consent, c.clock_synchronized, "
         "h.id IS NOT NULL AS held, r.reviewed, "
         "EXISTS (SELECT 1 FROM redactions x WHERE x.device = r.device AND x.id = r.id) "
-        "AS redacted "
-        f"FROM (SELECT r.rowid AS k {base} {order} LIMIT ? OFFSET ?) AS page "
+        f"AS redacted, {', '.join(f'page.s{n}' for n in range(len(walk)))} "
+        f"FROM ({chosen}) AS page "
         "JOIN recordings r ON r.rowid = page.k "
         "LEFT JOIN console_catalog c ON c.device = r.device AND c.id = r.id "
-        f"{holds}{order}",
-        [*args, query.limit if query.limit >= 0 else ALL, query.offset],
+        f"{holds}ORDER BY {forwards}",
+        chosen_args,
     )
     names = [c[0] for c in cursor.description]
     rows = []
     for row in cursor:
         record = dict(zip(names, row, strict=True))
+        record["key"] = tuple(record.pop(f"s{n}") for n in range(len(walk)))
         record["held"] = bool(record["held"])
         record["reviewed"] = bool(record["reviewed"])
         record["redacted"] = bool(record["redacted"])
         if record["clock_synchronized"] is not None:
             record["clock_synchronized"] = bool(record["clock_synchronized"])
         rows.append(record)
-    return rows, total
+    if len(rows) <= limit:
+        return rows, False
+    return (rows[1:] if backwards else rows[:-1]), True  # the one beyond the page
 
 
 def _where(where: list[str]) -> str:

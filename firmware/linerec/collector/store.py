@@ -52,7 +52,7 @@ from linerec.ids import device_of
 from linerec.uplink.commands import MAX_COUNTER
 
 if TYPE_CHECKING:
-    from linerec.collector.search import RecordingQuery
+    from linerec.collector.search import Page, RecordingQuery
     from linerec.store.keys import CollectorPrivate
 
 log = logging.getLogger(__name__)
@@ -907,6 +907,12 @@ class CollectorStore:
         from linerec.collector.search import run_search
 
         return run_search(self.db, query)
+
+    def search_page(self, query: RecordingQuery) -> Page:
+        """One page of the recordings a query matches, how many match, the pages beside it."""
+        from linerec.collector.search import search_page
+
+        return search_page(self.db, query)
 
     def uncatalogued(self, limit: int = CATALOG_BATCH) -> list[dict[str, Any]]:
         """Recordings whose metadata the search catalog has not read yet."""

@@ -78,10 +78,18 @@ def recordings(
     until: str | None = None,
 ) -> dict[str, Any]:
     """Search. Besides the named filters: label, direction, caller, called (prefixes),
-    min_duration, max_duration, review, held, sort, limit, offset, page."""
+    min_duration, max_duration, review, held, sort, limit, offset, page; after and before
+    take the `next` and `previous` cursors of an answer (the pages beside it)."""
     params = dict(request.query_params)
-    rows, total, query = service_of(request).search(actor, params)
-    return {"recordings": rows, "total": total, "limit": query.limit, "offset": query.offset}
+    page, query = service_of(request).search(actor, params)
+    return {
+        "recordings": page.rows,
+        "total": page.total,
+        "limit": query.limit,
+        "offset": query.offset,
+        "next": page.next,
+        "previous": page.previous,
+    }
 
 
 @router.get("/recordings/{recording_id}")

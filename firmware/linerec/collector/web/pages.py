@@ -19,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 
 from linerec.collector.accounts import Actor, LoginRefused
 from linerec.collector.listen import line_of
-from linerec.collector.search import COUNT_LIMIT, FIELDS
+from linerec.collector.search import FIELDS, PAGE_FIELDS
 from linerec.collector.web.live import LiveListening
 from linerec.collector.web.permissions import require
 from linerec.collector.web.requests import (
@@ -107,20 +107,28 @@ def home() -> Response:
 def recordings(request: Request, actor: Asker) -> Response:
     params = dict(request.query_params)
     try:
-        rows, total, query = service_of(request).search(actor, params)
+        found, query = service_of(request).search(actor, params)
     except BadRequest as exc:
         return render(request, "recordings.html", 400, rows=[], total=0, params=params,
                       message=str(exc), pages={})  # fmt: skip
-    kept = {k: v for k, v in params.items() if v and k in FIELDS and k not in ("page", "offset")}
-    page = query.offset // query.limit + 1
-    # Beyond the counted COUNT_LIMIT, a full page says there may be more.
-    more = query.offset + len(rows) < total or (total >= COUNT_LIMIT and len(rows) == query.limit)
+    kept = {k: v for k, v in params.items() if v and k in FIELDS and k not in PAGE_FIELDS}
+    kept.pop("offset", None)
+    # The links page by cursor (the row a page ended at): as fast at page 1,000 as at page 2.
+    # The page number is only shown (it travels beside the cursor).
+    if found.previous is None:
+        number = 1
+    elif query.after is None and query.before is None:
+        number = query.offset // query.limit + 1
+    else:  # 2 at least: there is a page before this one
+        number = max(2, int(params.get("page") or 2))
     pages = {
-        "page": page,
-        "previous": urlencode({**kept, "page": page - 1}) if page > 1 else "",
-        "next": urlencode({**kept, "page": page + 1}) if more else "",
+        "page": number,
+        "previous": urlencode({**kept, "before": found.previous, "page": number - 1})
+        if found.previous
+        else "",
+        "next": urlencode({**kept, "after": found.next, "page": number + 1}) if found.next else "",
     }
-    return render(request, "recordings.html", rows=rows, total=total, params=params,
+    return render(request, "recordings.html", rows=found.rows, total=found.total, params=params,
                   message="", pages=pages)  # fmt: skip
 
 

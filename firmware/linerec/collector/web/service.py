@@ -40,7 +40,7 @@ from linerec.collector.review import (
     reviews_csv,
     save_review,
 )
-from linerec.collector.search import QueryError, RecordingQuery, parse_query
+from linerec.collector.search import Page, QueryError, RecordingQuery, parse_query
 from linerec.collector.store import CollectorStore
 from linerec.collector.web.audio import WavStream
 from linerec.collector.web.permissions import (
@@ -154,9 +154,8 @@ class ConsoleService:
 
     # -- finding ----------------------------------------------------------------------------
 
-    def search(
-        self, actor: Actor, params: Mapping[str, str | None]
-    ) -> tuple[list[dict[str, Any]], int, RecordingQuery]:
+    def search(self, actor: Actor, params: Mapping[str, str | None]) -> tuple[Page, RecordingQuery]:
+        """One page of what `actor` may see that the search finds, its rows as shown."""
         require(actor, "search")
         try:
             query = parse_query(params, scope=scope(actor))
@@ -165,14 +164,14 @@ class ConsoleService:
             raise BadRequest(str(exc)) from exc
         with self.lock:
             self._catalog_new()
-            rows, total = self.store.search(query)
+            page = self.store.search_page(query)
             shown = {k: v for k, v in params.items() if v}
             self.audit.record(
                 who=actor.name,
                 action="search",
                 reason=" ".join(f"{k}={v}" for k, v in sorted(shown.items())),
             )
-        return [_public(row) for row in rows], total, query
+        return replace(page, rows=[_public(row) for row in page.rows]), query
 
     def _catalog_new(self) -> None:
         # Only when a recording was indexed since the last look (an index row's rowid grows
