@@ -230,6 +230,12 @@ class CallPolicy:
         return self._call is not None and self._call.paused_since is not None
 
     @property
+    def opted_out(self) -> bool:
+        """The call in progress (or the last call, until the next is answered) was opted out:
+        nothing of it may be kept, whenever its audio comes."""
+        return self._call is not None and self._call.opted_out
+
+    @property
     def in_call(self) -> bool:
         """Off hook: keys pressed now are the call's (and silenced)."""
         return self.machine.state in (State.NOTICE, State.RECORDING)
@@ -444,7 +450,10 @@ class CallPolicy:
         call.opted_out = True
         call.paused_since = None
         call.facts.clear()
-        self._keep_from(t, Keep.DROP)
+        # Not from `t` on but at every moment: audio of the call from before `t` may still be
+        # on its way (a capture that lagged or stalled hands it over after a command that
+        # came meanwhile was carried out), and none of it may begin a recording.
+        self._keep_changes[:] = [(float("-inf"), Keep.DROP)]
         decisions += [
             Play("nothing"),
             Retag(float("-inf"), Keep.RECORD, Keep.DROP),
@@ -498,6 +507,10 @@ class CallPolicy:
             return [event, *self._answered(event)]
         call = self._call
         if isinstance(event, RecordingStarted):
+            if call is not None and call.opted_out:
+                # The notice ended after the opt-out (it had ended while a hook break was
+                # judged): the call goes on, recorded by nobody.
+                return []
             self._keep_from(event.t, Keep.RECORD)
             # one-party and beep: keep the frames since off hook that are still held back
             return [
