@@ -188,6 +188,7 @@ class Entry:
     size: int
     header_hash: str
     retention_days: float = 0.0  # from the header; 0 = the store's max_age_days
+    prev: str = ""  # the header hash of the recording before it in the chain
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -259,6 +260,7 @@ def _read_entry(path: Path, ring: Path) -> Entry:
         size=size,
         header_hash=sha256(header_body).hexdigest(),
         retention_days=float(header.get("retention_days", 0) or 0),
+        prev=str(header.get("prev", "")),
     )
 
 
@@ -451,6 +453,7 @@ class RingStore(Store):
                 reason=reason,
                 acknowledged=entry.acknowledged,
                 header_hash=entry.header_hash,
+                prev=entry.prev,
             )
         )
 
@@ -781,6 +784,7 @@ class EncryptedWriter(RecordingWriter):
             size=self._offset,
             header_hash=self._header_hash.hex(),
             retention_days=info.retention_days,
+            prev=self._prev,
         )
 
     def write(self, samples: Samples) -> None:
