@@ -13,7 +13,7 @@ collector` stored its box1-00000002):
 * a stall had already split the call: the opt-out discarded the part being written, and the
   part sealed at the stall stayed (and went to the collector).
 
-The simulated line runs paced, capture a block ahead of the main loop; the daemon's
+The simulated line runs paced, capture up to a block ahead of the main loop; the daemon's
 monotonic clock is injected so that, seen from the main loop, the capture thread falls silent
 for 3 s at a chosen event and is heard again at another: no sleeping, no real stall."""
 
@@ -34,15 +34,15 @@ from linerec.uplink.commands import Command
 
 CALL = (
     "[[call]]\n[[call.step]]\nat = 0.5\nring = 1\n[[call.step]]\nwait = 0.5\n"
-    '[[call.step]]\noff_hook = true\n[[call.step]]\nsay = "caller"\nseconds = 2.0\n'
+    '[[call.step]]\noff_hook = true\n[[call.step]]\nsay = "caller"\nseconds = 1.5\n'
     "[[call.step]]\nflash = 0.3\n"
-    + '[[call.step]]\nsay = "office"\nseconds = 2.0\n[[call.step]]\nsay = "caller"\nseconds = 2.0\n'
+    + '[[call.step]]\nsay = "office"\nseconds = 1.5\n[[call.step]]\nsay = "caller"\nseconds = 1.5\n'
     + "[[call.step]]\non_hook = true\n"
 )
 LAG = CAPTURE_STALL + 1.0
-# Paced (twice real time), so that the capture thread waits on its card, as a real one does,
+# Paced in real time, so that the capture thread waits on its card, as a real one does,
 # holding the periods it has read, rather than on a full queue (which is never a stall).
-SPEED = 2.0
+SPEED = 1.0
 
 
 def _run(
