@@ -103,6 +103,10 @@ def _run(
 
 def _nothing_kept(events: list[CallEvent], ring: Path) -> None:
     names = [e.name for e in events]
+    assert any(
+        e.name == "fault" and "capture stalled" in e.message  # type: ignore[attr-defined]
+        for e in events
+    ), names  # the line was judged stalled, as on a busy machine
     assert names.count("opted_out") == 1
     assert [e.recorded for e in events if e.name == "hung_up"] == [False]  # type: ignore[attr-defined]
     sealed = [e.id for e in events if e.name == "recording_sealed"]  # type: ignore[attr-defined]
