@@ -26,6 +26,10 @@ The rules, as `_RULES` below holds them (input, phase of the call -> decision):
                                                       cannot be any more)
 
 A key pressed in a call is always silenced in the recording and reported without the key.
+An opt-out holds until the next call: none of the call's audio is kept, whenever it comes
+(audio from before the opt-out that reaches the policy after it included), and nothing starts
+a recording again (a notice that ends after it starts none; the button, codes and commands do
+nothing).
 Phases, first that applies: idle (on hook, ringing); opted out; dialling (an outbound call
 until the first sign it is connected: a progress tone other than dial tone, voice after the
 first digit once our notice is over (either begun after the last key), a pause, `dial_gap`

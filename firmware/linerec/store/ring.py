@@ -134,8 +134,9 @@ class StoreFull(OSError):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RecordingDeleted:
-    """A recording left the card: evicted to make room, past its retention, or discarded
-    while it was being written (an opt-out: its number is deliberately absent from the chain).
+    """A recording left the card: evicted to make room, past its retention, deleted on
+    request, or opted out (discarded while it was being written, or a part of an opted-out
+    call sealed before the opt-out: its number is deliberately absent from the chain).
 
     `header_hash` and `prev` let the collector link the absent number into the device's chain,
     so the recording after it still verifies ("" where not known)."""
