@@ -26,10 +26,12 @@ from pathlib import Path
 from linerec.call.events import CallEvent
 from linerec.config import load_config
 from linerec.daemon.backends import open_sim_backend
+from linerec.daemon.events import RecordingDeleted
 from linerec.daemon.service import CAPTURE_STALL, Daemon
 from linerec.daemon.simulate import demo_keys
 from linerec.daemon.storage import open_store
 from linerec.sim.callfile import load_call_file
+from linerec.store.ring import RecordingDeleted as Deleted
 from linerec.uplink.commands import Command
 
 CALL = (
@@ -140,3 +142,67 @@ def test_an_opt_out_after_a_stall_split_the_call_discards_the_earlier_part_too(
     first = next(e for e in events if e.name == "recording_sealed")
     assert first.ended_by == "capture-stalled"  # type: ignore[attr-defined]
     _nothing_kept(events, ring)
+
+
+def test_an_opt_out_after_a_store_error_split_the_call_takes_the_part_before_it(
+    tmp_path: Path,
+) -> None:
+    """The card failed a write mid-call: the part before the error was sealed ("store-error")
+    and the call was to go on into a new recording once the store recovered. The caller opts
+    out meanwhile: the sealed part leaves the card too, and no new recording begins."""
+    from linerec.daemon.simulate import default_config
+    from linerec.store import keys as keyfiles
+    from linerec.store.ring import RingStore
+    from test_simulate import FailingDisk
+
+    callfile = tmp_path / "call.toml"
+    callfile.write_text(
+        '[[call]]\n[[call.step]]\noff_hook = true\n[[call.step]]\nsay = "caller"\n'
+        '[[call.step]]\nsay = "office"\n[[call.step]]\non_hook = true\n'
+    )
+    config = default_config(["line1"], tmp_path / "ring", {"line1": "one-party"})
+    config, backend = open_sim_backend(config, load_call_file(callfile), speed=0)
+    _private, public = demo_keys(tmp_path / "ring")
+    events: list[CallEvent] = []
+    daemons: list[Daemon] = []
+    senders: list[threading.Thread] = []
+
+    def emit(event: CallEvent) -> None:
+        events.append(event)
+        if event.name == "recording_sealed" and not senders:
+            command = Command(counter=1, action="opt_out", arguments={"line": "line1"})
+            senders.append(threading.Thread(target=daemons[0].submit_command, args=(command,)))
+            senders[0].start()
+
+    store = RingStore(
+        config.store.dir,
+        recipients=[keyfiles.load_public(public)],
+        identity=keyfiles.load_or_create_identity(tmp_path / "id.key"),
+        disk=FailingDisk(fail_at=6),
+        on_event=lambda event: events.append(
+            RecordingDeleted(
+                t=backend.clock(),
+                line="",
+                id=event.id,
+                seq=event.seq,
+                recording_seq=event.seq,
+                reason=event.reason,
+                acknowledged=event.acknowledged,
+            )
+            if isinstance(event, Deleted)
+            else event  # type: ignore[arg-type]
+        ),
+    )
+    daemon = Daemon(config, backend, store, emit=emit)
+    daemons.append(daemon)
+    daemon.start()
+    daemon.run(threading.Event(), until=backend.script_end("line1") + 1.5)
+    daemon.shutdown()
+    for sender in senders:
+        sender.join()
+    (sealed,) = [e for e in events if e.name == "recording_sealed"]
+    assert sealed.ended_by == "store-error"  # type: ignore[attr-defined]
+    (deleted,) = [e for e in events if e.name == "recording_deleted"]
+    assert (deleted.id, deleted.reason) == (sealed.id, "opted-out")  # type: ignore[attr-defined]
+    assert [e.recorded for e in events if e.name == "hung_up"] == [False]  # type: ignore[attr-defined]
+    assert not list((tmp_path / "ring").glob("*.lrec"))
