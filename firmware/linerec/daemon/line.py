@@ -348,7 +348,9 @@ class LinePipeline:
         show = _LED_FOR_STATE[self.machine.state]
         if show is Show.RECORDING and self.policy.paused:
             show = Show.PAUSED
-        elif show is Show.RECORDING and (end < self._store_retry_at or self.policy.opted_out):
+        elif (show is Show.RECORDING and end < self._store_retry_at) or (
+            show is not Show.OFF and self.policy.opted_out
+        ):
             show = Show.OFF  # nothing is being kept: the LED must not say otherwise
         if show is not self._led_show:
             self._led_show = show
