@@ -59,6 +59,34 @@ def test_opt_out_key_just_after_the_notice_discards_what_was_begun(run_sim: RunS
     assert list((sim.config.store.dir).glob("*.lrec")) == []
 
 
+@pytest.mark.parametrize("wait", [2.0, 6.5], ids=["during the notice", "after it"])
+def test_the_recording_led_goes_dark_at_an_opt_out(run_sim: RunSim, wait: float) -> None:
+    """Nothing of an opted-out call is kept: the LED must not say otherwise (it once went on
+    showing the notice or the recording until the hang-up)."""
+    sim = run_sim(
+        call(
+            "ring = 1",
+            "wait = 0.5",
+            "off_hook = true",
+            f"wait = {wait}",
+            'dtmf = "9"',
+            'say = "caller"\nseconds = 3.0',
+            "on_hook = true",
+        ),
+        config=NOTICE_LINE,
+    )
+    opted, hung = first(sim.events, "opted_out").t, first(sim.events, "hung_up").t
+    led = sim.backend.pins.outputs[sim.config.lines[0].pins.led].history
+    assert any(lit for t, lit in led if t < opted)  # it showed the call until then
+
+    def lit_at(moment: float) -> bool:
+        return [lit for t, lit in led if t <= moment][-1]
+
+    # The pins' times are the capture's clock, up to a second (the queue) ahead of the frames.
+    moments = [opted + 1.2 + i * 0.05 for i in range(int((hung - opted - 1.2) / 0.05))]
+    assert moments and not any(lit_at(moment) for moment in moments)
+
+
 def test_opt_out_key_after_the_window_is_just_a_key(run_sim: RunSim) -> None:
     sim = run_sim(
         call(

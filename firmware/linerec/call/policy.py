@@ -26,6 +26,10 @@ The rules, as `_RULES` below holds them (input, phase of the call -> decision):
                                                       cannot be any more)
 
 A key pressed in a call is always silenced in the recording and reported without the key.
+An opt-out holds until the next call: none of the call's audio is kept, whenever it comes
+(audio from before the opt-out that reaches the policy after it included), and nothing starts
+a recording again (a notice that ends after it starts none; the button, codes and commands do
+nothing).
 Phases, first that applies: idle (on hook, ringing); opted out; dialling (an outbound call
 until the first sign it is connected: a progress tone other than dial tone, voice after the
 first digit once our notice is over (either begun after the last key), a pause, `dial_gap`
@@ -228,6 +232,12 @@ class CallPolicy:
     @property
     def paused(self) -> bool:
         return self._call is not None and self._call.paused_since is not None
+
+    @property
+    def opted_out(self) -> bool:
+        """The call in progress (or the last call, until the next is answered) was opted out:
+        nothing of it may be kept, whenever its audio comes."""
+        return self._call is not None and self._call.opted_out
 
     @property
     def in_call(self) -> bool:
@@ -444,7 +454,10 @@ class CallPolicy:
         call.opted_out = True
         call.paused_since = None
         call.facts.clear()
-        self._keep_from(t, Keep.DROP)
+        # Not from `t` on but at every moment: audio of the call from before `t` may still be
+        # on its way (a capture that lagged or stalled hands it over after a command that
+        # came meanwhile was carried out), and none of it may begin a recording.
+        self._keep_changes[:] = [(float("-inf"), Keep.DROP)]
         decisions += [
             Play("nothing"),
             Retag(float("-inf"), Keep.RECORD, Keep.DROP),
@@ -498,6 +511,10 @@ class CallPolicy:
             return [event, *self._answered(event)]
         call = self._call
         if isinstance(event, RecordingStarted):
+            if call is not None and call.opted_out:
+                # The notice ended after the opt-out (it had ended while a hook break was
+                # judged): the call goes on, recorded by nobody.
+                return []
             self._keep_from(event.t, Keep.RECORD)
             # one-party and beep: keep the frames since off hook that are still held back
             return [

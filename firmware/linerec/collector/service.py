@@ -71,6 +71,9 @@ RETENTION_EVERY = 3600.0  # seconds between retention sweeps
 HOUSEKEEPING_EVERY = 60.0  # seconds between sweeps of unfinished uploads
 PROGRESS_EVERY = 8  # pieces between progress acks on a long upload
 LEFT_OUT = ("opted-out", "discarded")  # recording_deleted reasons: a number left out on purpose
+# How long after it was stored a recording may still be taken back by its device's opt-out (a
+# part of the call sealed before the opt-out; the call and its report come within minutes).
+OPT_OUT_REACH = 24 * 3600.0
 MAX_EVENT_BYTES = 64 * 1024  # an event is a small JSON object; anything larger is refused
 # Messages handled in one database transaction at most: what is waiting when the writer is
 # free, so a quiet collector answers each at once and a busy one pays one commit for many.
@@ -505,9 +508,10 @@ class Collector:
             )
             return
         if opened.get("event") == "recording_deleted" and opened.get("reason") in LEFT_OUT:
-            self._left_out(device, opened)
-            if isinstance(opened.get("id"), str):  # what was streamed of it goes too
+            if isinstance(opened.get("id"), str):  # what was streamed or stored of it goes too
                 self._drop_stream(device, opened["id"])
+                self._take_back(device, opened["id"], str(opened["reason"]))
+            self._left_out(device, opened)
         if seq > upto:
             runs = self.store.gaps(device, limit=1)  # the first: found by index seeks alone
             log.warning(
@@ -516,6 +520,31 @@ class Collector:
                 ", ".join(f"{first}..{last}" for first, last in runs),
             )
         self._ack(device, {"kind": "events", "device": device, "upto": upto})
+
+    def _take_back(self, device: str, recording_id: str, reason: str) -> None:
+        """A part of an opted-out call that was sealed before the opt-out (a stall or a store
+        error split the call) and stored here: crypto-shredded like any deletion, logged as
+        the device's. Not one on legal hold, nor one stored longer ago than `OPT_OUT_REACH`
+        (a stolen box must not reach back into what it delivered long ago)."""
+        row = self.store.db.execute(
+            "SELECT received_at FROM recordings WHERE device = ? AND id = ?",
+            (device, recording_id),
+        ).fetchone()
+        if row is None:
+            return
+        if self._clock() - float(row[0]) > OPT_OUT_REACH:
+            self._problem(
+                f"device {device}: {recording_id} is said to be {reason}, but it was stored "
+                f"more than {OPT_OUT_REACH / 3600:g} h ago: kept"
+            )
+            return
+        try:
+            self.store.delete(recording_id, reason, device, who=f"device {device}")
+        except PermissionError as exc:  # on legal hold
+            self._problem(f"device {device}: {recording_id} is said to be {reason}: kept: {exc}")
+        except KeyError:
+            return  # another collector process took it back first
+        log.info("device %s: %s deleted: %s", device, recording_id, reason)
 
     def _left_out(self, device: str, body: dict[str, Any]) -> None:
         """A recording the device discarded as it was written (opt-out): its number is linked
@@ -597,6 +626,8 @@ class Collector:
 
     def _take_piece(self, piece: Piece, where: str, tell: bool) -> None:
         device, recording_id, digest = piece.device, piece.recording_id, piece.sha256
+        if (device, recording_id) in self._discarded:
+            return  # late: the device left it out (its call was opted out)
         stored, quarantined, streamed = self.store.arrival(device, recording_id, digest)
         if stored == digest:  # redelivered after we acked: ack again
             self._ack(

@@ -225,6 +225,14 @@ class CollectorStore:
         """Old page images must not outlive a deletion (see Database.shred_free_pages)."""
         self.db.shred_free_pages()
 
+    def _shred_free_pages_later(self) -> None:
+        """After a commit that deleted a recording: said if it cannot be done now (the next
+        deletion or start does it), never raised into the work that committed."""
+        try:
+            self._shred_free_pages()
+        except Exception as exc:  # sqlite3 or psycopg: what matters is that it is said
+            log.warning("deleted data may remain in the database files for now: %s", exc)
+
     def _mark(self, device: str, upto: int) -> int:
         """Events 1..upto of `device` are all here (a mark never moves back: another process
         may have moved it further already); the mark now."""
@@ -476,9 +484,14 @@ class CollectorStore:
                 "VALUES (?, ?, ?, ?, ?, ?)",
                 (recording_id, row["device"], entry["at"], reason, entry["prev"], digest),
             )
-        Path(row["path"]).unlink(missing_ok=True)
+        # Inside a larger transaction (a device's opt-out, in the collector's batch) the file
+        # goes once that commits, and the old pages are shredded after it.
+        self.db.after_commit(partial(Path(row["path"]).unlink, missing_ok=True))
         self.audit("delete", recording_id, reason, who=who)
-        self._shred_free_pages()  # no old page keeps the key or a number around
+        if self.db.in_transaction:
+            self.db.after_commit(self._shred_free_pages_later)
+        else:
+            self._shred_free_pages()  # no old page keeps the key or a number around
         return {**entry, "hash": digest}
 
     def hold(self, recording_id: str, held: bool, device: str | None = None) -> str:

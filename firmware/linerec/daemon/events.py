@@ -48,8 +48,9 @@ class CommandRefused(CallEvent):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RecordingDeleted(CallEvent):
     """A recording left the card: evicted for room, past its retention, deleted by command, or
-    discarded as it was written ("opted-out": its number is deliberately absent from the
-    chain; `header_hash` and `prev` link it in, so the next recording still verifies)."""
+    opted out ("opted-out": discarded as it was written, or a part of the call sealed before
+    the opt-out; its number is deliberately absent from the chain; `header_hash` and `prev`
+    link it in, so the next recording still verifies)."""
 
     name: ClassVar[str] = "recording_deleted"
     id: str

@@ -18,7 +18,7 @@ from datetime import datetime
 import numpy as np
 
 from linerec.call.consent import BeepSchedule, ConsentMode
-from linerec.call.events import CallEvent
+from linerec.call.events import Answered, CallEvent
 from linerec.call.machine import CallMachine, State
 from linerec.call.policy import (
     KEY_MARGIN,
@@ -135,6 +135,9 @@ class LinePipeline:
         self._beep_at: int | None = None  # samples since the warning tone schedule began
         self._head: list[Samples] = []  # notice as played, until the conversation is kept
         self._writer: RecordingWriter | None = None
+        # Recordings of the call in progress already sealed: a stall or a store error splits
+        # a call, and an opt-out takes every part of it off the card.
+        self._call_parts: list[str] = []
         self._store_retry_at = float("-inf")  # after a store error: keep nothing before this
         self._silence = np.zeros(FRAME_SAMPLES, dtype=np.int16)
         self._led_show: Show | None = None
@@ -270,7 +273,7 @@ class LinePipeline:
     def interrupt(self, reason: str) -> None:
         """Audio stopped coming (shutdown, a stalled capture): seal what was kept so far.
 
-        If the call goes on, its audio goes into a new recording.
+        If the call goes on, its audio goes into a new recording (none once it is opted out).
         """
         self._flush_kept()
         self._write_kept(self.delay.drain())
@@ -284,6 +287,8 @@ class LinePipeline:
             self._flush_kept()  # what was released before a decision is written before it
         for decision in decisions:
             if isinstance(decision, CallEvent):
+                if isinstance(decision, Answered):
+                    self._call_parts.clear()  # a new call: the last one's parts are its own
                 self._emit(decision)
             elif isinstance(decision, Retag):
                 self.delay.retag(since=decision.since, only=decision.only, keep=decision.keep)
@@ -310,20 +315,42 @@ class LinePipeline:
         self._oscillator.reset()
 
     def _discard(self, t: float) -> None:
+        """Nothing of the call is kept: the recording being written and every part of the call
+        sealed before it (the ring reports each; the collector drops what it got of them)."""
         self._head.clear()
         writer, self._writer = self._writer, None
-        if writer is None:
-            return
-        try:
-            writer.discard("opted-out")
-        except OSError as exc:
-            self._emit(Fault(t=t, line=self.name, kind="store", message=f"opt-out discard: {exc}"))
+        if writer is not None:
+            try:
+                writer.discard("opted-out")
+            except OSError as exc:
+                self._emit(
+                    Fault(t=t, line=self.name, kind="store", message=f"opt-out discard: {exc}")
+                )
+        parts, self._call_parts = self._call_parts, []
+        for recording_id in parts:
+            try:
+                self._store.delete(recording_id, "opted-out")
+            except KeyError:
+                log.warning(
+                    "line %s: opt-out: %s has already left the card", self.name, recording_id
+                )
+            except (PermissionError, OSError) as exc:  # on legal hold, or the card failed
+                self._emit(
+                    Fault(
+                        t=t,
+                        line=self.name,
+                        kind="store",
+                        message=f"opt-out: {recording_id} kept: {exc}",
+                    )
+                )
 
     def _show(self, end: float) -> None:
         show = _LED_FOR_STATE[self.machine.state]
         if show is Show.RECORDING and self.policy.paused:
             show = Show.PAUSED
-        elif show is Show.RECORDING and end < self._store_retry_at:
+        elif (show is Show.RECORDING and end < self._store_retry_at) or (
+            show is not Show.OFF and self.policy.opted_out
+        ):
             show = Show.OFF  # nothing is being kept: the LED must not say otherwise
         if show is not self._led_show:
             self._led_show = show
@@ -411,6 +438,9 @@ class LinePipeline:
 
     def _record(self, slot: Slot) -> None:
         if self._writer is None:
+            if self.policy.opted_out:  # the policy keeps none of it; never a recording here
+                log.error("line %s: audio of an opted-out call came to be kept: dropped", self.name)
+                return
             head = sum(len(chunk) for chunk in self._head) / RATE
             self._writer = self._store.begin(self._recording_info(slot.t - head, head))
             for key, value in self.policy.facts.items():
@@ -453,6 +483,7 @@ class LinePipeline:
             )
             self._emit(Fault(t=t, line=self.name, kind="store", message=f"seal failed: {exc}"))
             return
+        self._call_parts.append(sealed.id)
         self._emit(
             RecordingSealed(
                 t=t,

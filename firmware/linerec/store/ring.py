@@ -134,8 +134,9 @@ class StoreFull(OSError):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RecordingDeleted:
-    """A recording left the card: evicted to make room, past its retention, or discarded
-    while it was being written (an opt-out: its number is deliberately absent from the chain).
+    """A recording left the card: evicted to make room, past its retention, deleted on
+    request, or opted out (discarded while it was being written, or a part of an opted-out
+    call sealed before the opt-out: its number is deliberately absent from the chain).
 
     `header_hash` and `prev` let the collector link the absent number into the device's chain,
     so the recording after it still verifies ("" where not known)."""
@@ -188,6 +189,7 @@ class Entry:
     size: int
     header_hash: str
     retention_days: float = 0.0  # from the header; 0 = the store's max_age_days
+    prev: str = ""  # the header hash of the recording before it in the chain
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -259,6 +261,7 @@ def _read_entry(path: Path, ring: Path) -> Entry:
         size=size,
         header_hash=sha256(header_body).hexdigest(),
         retention_days=float(header.get("retention_days", 0) or 0),
+        prev=str(header.get("prev", "")),
     )
 
 
@@ -451,6 +454,7 @@ class RingStore(Store):
                 reason=reason,
                 acknowledged=entry.acknowledged,
                 header_hash=entry.header_hash,
+                prev=entry.prev,
             )
         )
 
@@ -781,6 +785,7 @@ class EncryptedWriter(RecordingWriter):
             size=self._offset,
             header_hash=self._header_hash.hex(),
             retention_days=info.retention_days,
+            prev=self._prev,
         )
 
     def write(self, samples: Samples) -> None:

@@ -398,6 +398,8 @@ class Uplink:
                 ("sha256", digest),
             ]
             piece = data[offset : offset + chunk]
+            if recording_id not in self.ring.entries:
+                return False  # it left the card meanwhile (an opt-out): no more of it goes
             if not self._publish(topic(self._device, "upload", recording_id), piece, properties):
                 return False
             offset += chunk

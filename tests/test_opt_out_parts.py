@@ -1,0 +1,135 @@
+"""A call split into parts (a stall or a store error sealed the first and the call went on) is
+opted out: the part already at the collector goes there too.
+
+A real mosquitto and collector; the appliance's ring and uplink as `linerec run` has them.
+The appliance takes the sealed part off its card with reason `opted-out` and reports it with
+`recording_deleted` (as `LinePipeline` does on an opt-out); the collector, which had stored
+and acknowledged that part, crypto-shreds it, logs the deletion, links its number as opted
+out, and stores no piece of it that comes later."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+
+from linerec.call.events import CallEvent
+from linerec.daemon.events import RecordingDeleted
+from linerec.daemon.storage import queueing
+from linerec.mqttapi import CHUNK
+from test_streaming import Device, Site, site, talk, wait_until  # noqa: F401  (site: the fixture)
+
+
+def reporter(site: Site) -> Callable[[CallEvent], None]:
+    """The appliance's events, queued for the collector as the daemon queues them."""
+    return queueing(lambda event: None, site.uplink.outbox, device_id="box1", t0=0.0)
+
+
+def stored(site: Site) -> list[str]:
+    return [str(row["id"]) for row in site.collector.store.recordings()]
+
+
+def test_a_part_of_an_opted_out_call_already_stored_is_deleted_at_the_collector(
+    site: Site,
+) -> None:
+    first = site.begin()
+    talk(site, first, 1.0, "the first part streamed")
+    part = first.seal(ended_by="capture-stalled")
+    wait_until(lambda: site.ring.entries[part.id].acknowledged, "the first part acknowledged")
+    assert stored(site) == [part.id]
+    second = site.begin()  # the call goes on after the stall
+    talk(site, second, 1.0, "the second part streamed")
+
+    # The caller opts out: the part being written is discarded, the sealed one deleted.
+    second.discard("opted-out")
+    entry = site.ring.entries[part.id]
+    site.ring.delete(part.id, "opted-out")
+    reporter(site)(
+        RecordingDeleted(
+            t=5.0,
+            line="",
+            id=part.id,
+            seq=entry.seq,
+            recording_seq=entry.seq,
+            reason="opted-out",
+            acknowledged=True,
+            header_hash=entry.header_hash,
+            prev=entry.prev,
+        )
+    )
+    wait_until(lambda: site.uplink.outbox.pending() == [], "the events acknowledged")
+    wait_until(lambda: site.uplink.streams.discarded() == [], "the discard acknowledged")
+
+    store = site.collector.store
+    assert stored(site) == []
+    assert not list((site.root / "central").rglob(f"{part.id}*.lrec"))
+    (deletion,) = store.deletions()
+    assert (deletion["id"], deletion["reason"]) == (part.id, "opted-out")
+    assert any(
+        a["action"] == "delete" and a["recording"] == part.id and a["who"] == "device box1"
+        for a in store.audit_log()
+    )
+    chain = {link["seq"]: link["state"] for link in store.chain("box1")}
+    assert chain[1] == "opted-out"  # linked as left out, not as deleted here nor missing
+    assert store.uploads.under_way() == []
+
+
+class LateDevice(Device):
+    """box1's own MQTT session, sending a whole recording as its uplink does."""
+
+    def upload(self, recording_id: str, data: bytes) -> None:
+        from paho.mqtt.packettypes import PacketTypes
+        from paho.mqtt.properties import Properties
+
+        digest = hashlib.sha256(data).hexdigest()
+        for offset in range(0, len(data), CHUNK):
+            properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            properties.UserProperty = [
+                ("offset", str(offset)),
+                ("size", str(len(data))),
+                ("sha256", digest),
+            ]
+            self.client.publish(
+                f"linerec/v1/{self.device}/upload/{recording_id}",
+                data[offset : offset + CHUNK],
+                qos=1,
+                properties=properties,
+            ).wait_for_publish(10)
+
+
+def test_the_upload_of_a_part_coming_after_its_opt_out_is_not_stored(site: Site) -> None:
+    """The deletion reached the collector before the part's own upload (its pieces were in
+    flight, or the uplink had read the file before it left the card): the late whole is not
+    stored, and its number stays linked as opted out."""
+    first = site.begin()
+    talk(site, first, 1.0, "the first part streamed")
+    part = first.seal(ended_by="capture-stalled")
+    data = part.path.read_bytes()
+    entry = site.ring.entries[part.id]
+    site.ring.delete(part.id, "opted-out")  # perhaps before the uplink sent it, perhaps after
+    reporter(site)(
+        RecordingDeleted(
+            t=5.0,
+            line="",
+            id=part.id,
+            seq=entry.seq,
+            recording_seq=entry.seq,
+            reason="opted-out",
+            acknowledged=False,
+            header_hash=entry.header_hash,
+            prev=entry.prev,
+        )
+    )
+    wait_until(lambda: site.uplink.outbox.pending() == [], "the deletion acknowledged")
+    device = LateDevice(site.broker.port, site.root / "keys" / "collector.pub")
+    try:
+        device.upload(part.id, data)  # late
+        other = "box1-00000009-20261130T000000Z-line2"
+        device.stream(other, 0, b"\3" * 4096)  # handled after the late one: in order
+        device.ack("streamed", other)
+    finally:
+        device.close()
+    assert stored(site) == []
+    assert [row["id"] for row in site.collector.store.uploads.under_way()] == [other]
+    assert {link["seq"]: link["state"] for link in site.collector.store.chain("box1")} == {
+        1: "opted-out"
+    }
