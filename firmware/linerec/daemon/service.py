@@ -345,12 +345,18 @@ class Daemon:
     def _capture_loop(self, index: int, capture: AudioCapture) -> None:
         # A capture that waits for the line output of the period before (the simulated line's
         # echo) must hand over each period, or it would wait for itself.
-        block = 1 if capture.waits_for_playback else HANDOFF_FRAMES
+        # Blocks end where the line's analysis blocks end (a whole number of them, counted
+        # from the first period), so that a quiet block goes through the pipeline in one step.
+        analysed = self.pipelines[index].analyzer.block_frames
+        block = max(HANDOFF_FRAMES // analysed, 1) * analysed
+        if capture.waits_for_playback:
+            block = 1
         gathered, edges = self._gathered[index], self._edges[index]
         lock, urgent = self._gather_locks[index], self._urgent
+        periods = 0
         while not self._stopping.is_set():
             try:
-                frames = capture.read_frames(1 if urgent[index] else block - len(gathered))
+                frames = capture.read_frames(1 if urgent[index] else block - periods % block)
             except Exception as exc:
                 if not self._stopping.is_set():
                     for item in self._stop_capturing(index):
@@ -369,7 +375,8 @@ class Daemon:
                         while edges and edges[0].t < frame.t + len(frame.samples) / RATE:
                             items.append(edges.pop(0))
                     gathered.append(frame)
-                if gathered and (len(gathered) >= block or urgent[index]):
+                periods += len(frames)
+                if gathered and (periods % block == 0 or urgent[index]):
                     items.append(_Captured(index, tuple(gathered)))
                     gathered.clear()
             # Outside the lock: a full queue blocks this thread, never the main loop (which
