@@ -348,7 +348,7 @@ class Daemon:
         # Blocks end where the line's analysis blocks end (a whole number of them, counted
         # from the first period), so that a quiet block goes through the pipeline in one step.
         analysed = self.pipelines[index].analyzer.block_frames
-        block = max(HANDOFF_FRAMES // analysed, 1) * analysed
+        block = HANDOFF_FRAMES // analysed * analysed or HANDOFF_FRAMES
         if capture.waits_for_playback:
             block = 1
         gathered, edges = self._gathered[index], self._edges[index]
