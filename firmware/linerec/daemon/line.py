@@ -7,6 +7,12 @@ notice, or the warning tone). What the call flow decides is the call policy's
 (`linerec.call.policy`); this module only carries its decisions out: the delay line, the
 recording writer, the line output, the LED and the talk switch. It owns no thread and no
 device.
+
+A quiet block (a whole analysis block of frames, 100 ms, in which no hook or ring level, notice,
+beep, key, command or clock-driven policy decision is under way and the audio is kept one way
+throughout) goes through in one step: one analysis call, one delay-line slot, silence out. It
+is decided exactly as its frames one by one would be: only the analysis at its last frame can
+change anything, and if it hears something that frame is taken on its own.
 """
 
 from __future__ import annotations

@@ -10,11 +10,12 @@ Periods go over in blocks of `HANDOFF_FRAMES` (100 ms) while nothing on the line
 main loop sooner: one wake-up and one hand-over per block instead of per period. A pin edge,
 a notice or beep being played, or a hook or ring level not yet settled make the line
 "urgent": then every period goes over as it is read, and the line output follows capture by
-one period, as without blocks. An edge goes in among the frames in time order (the capture
-thread puts it there; it also wakes a capture waiting for a block), so the main loop still
-sees everything in the order it happened. A line command (pause, resume, opt-out) acts from
-the moment it came: if the capture thread still holds audio from before that moment, the
-command is carried out right after the frame it came in.
+one period, as without blocks. Blocks end where the line's analysis blocks end, so that the
+pipeline can take a quiet one in one step. An edge goes in among the frames in time order
+(the capture thread puts it there; it also wakes a capture waiting for a block), so the main
+loop still sees everything in the order it happened. A line command (pause, resume,
+opt-out) acts from the moment it came: if the capture thread still holds audio from before
+that moment, the command is carried out right after the frame it came in.
 
 On stop (SIGTERM) the capture threads are told to stop, what they already captured is run
 through, and each line seals its recording in progress.
