@@ -198,6 +198,7 @@ def _kept(slots: list[Slot]) -> list[tuple[int, str, int]]:
 
 _OPS = st.one_of(
     st.tuples(st.just("retag"), st.integers(0, 4000)),
+    st.tuples(st.just("resume"), st.integers(0, 4000)),
     st.tuples(st.just("mute"), st.integers(0, 4000)),
     st.tuples(st.just("hold"), st.integers(0, 4000)),
     st.tuples(st.just("release"), st.integers(0, 4000)),
@@ -236,6 +237,8 @@ def test_a_block_slot_leaves_the_delay_line_as_its_frames_would(
         for line in (one, run):
             if op == "retag":
                 line.retag(since=t, only=Keep.RECORD, keep=Keep.DROP)
+            elif op == "resume":
+                line.retag(since=t, only=Keep.DROP, keep=Keep.RECORD)
             elif op == "mute":
                 line.mute(t, t + 0.03)
             elif op == "hold":
