@@ -88,7 +88,6 @@ class AlsaCapture(AudioCapture):
             periods=self.PERIODS,
         )
         self._resampler = Resampler(settings.rate, RATE)
-        self._period = settings.rate * settings.period_ms // 1000  # device frames
         self._woken = threading.Event()
         self._draining = False  # reading periods already captured: stamp them by the buffer
         self._next_t: float | None = None  # while draining: when the next period began
