@@ -118,13 +118,10 @@ class DelayLine:
             slots: deque[Slot] = deque()
             for slot in self._slots:
                 pieces = _from_frame_at(slot, drop_from) if slot.frame else None
-                if pieces is not None:
-                    slots.extend(pieces)
-                    slot = pieces[1]
-                else:
-                    slots.append(slot)
-                if slot.t >= drop_from:
-                    slot.keep = Keep.DROP
+                for piece in pieces or (slot,):
+                    if piece.t >= drop_from:
+                        piece.keep = Keep.DROP
+                    slots.append(piece)
             self._slots = slots
         self._hold_from = None
 
