@@ -123,3 +123,30 @@ def test_a_pin_edge_ends_the_wait_with_what_is_captured_so_far(
     assert [f.t for f in frames] == pytest.approx([START + 5 * PERIOD, START + 6 * PERIOD])
     assert [int(f.samples[0]) for f in after] == [7 * FRAME_SAMPLES]
     assert after[0].t == pytest.approx(START + 7 * PERIOD)
+
+
+def test_the_periods_of_a_block_are_stamped_back_to_back_however_long_each_read_takes(
+    card: tuple[AlsaCapture, list[float]],
+) -> None:
+    """Read from the buffer, a block's periods were captured one after the other: a slow read
+    (a busy Pi) must not push the later ones' times apart, or the main loop would see a gap
+    in the audio where there is none (and take the block frame by frame)."""
+    capture, clock = card
+    pcm = capture._pcm
+    read = pcm.read
+
+    def slow_read() -> tuple[int, bytes]:
+        clock[0] += 0.0003  # 300 µs a read
+        return read()  # type: ignore[no-any-return]
+
+    pcm.read = slow_read  # type: ignore[method-assign]
+    try:
+        capture.read_frames(5)
+        frames = capture.read_frames(5)
+    finally:
+        capture.close()
+    assert [int(f.samples[0]) for f in frames] == [n * FRAME_SAMPLES for n in range(5, 10)]
+    steps = np.diff([f.t for f in frames])
+    assert np.all(np.abs(steps - PERIOD) < 1e-9)
+    # The first of them stamped by what was still buffered behind it, as before.
+    assert frames[0].t == pytest.approx(START + 5 * PERIOD, abs=0.002)

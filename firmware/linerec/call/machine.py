@@ -87,6 +87,12 @@ class CallMachine:
             raise CallStateError(event, self.line, self.state)
         return handler(self, event)
 
+    def quiet_until(self) -> float:
+        """`tick` says nothing for any time before this."""
+        if self.state is State.RINGING:
+            return self._last_ring + self.ring_timeout
+        return float("inf")
+
     def tick(self, now: float) -> list[CallEvent]:
         """Time has reached `now` (ringing that stopped long ago is a missed call)."""
         if self.state is State.RINGING and now - self._last_ring >= self.ring_timeout:

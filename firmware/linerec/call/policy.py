@@ -263,6 +263,23 @@ class CallPolicy:
                 spans.append((t, keep))
         return spans
 
+    def quiet_until(self) -> float:
+        """`tick` decides nothing for any time before this (given no other input meanwhile):
+        the earliest missed call, end of dialling, number noted or forgotten pause to come."""
+        due = self.machine.quiet_until()
+        call = self._call
+        if call is None or not self.in_call:
+            return due
+        if call.dialling:
+            due = min(due, call.answered_at + self.settings.dial_limit)
+            if call.number:
+                due = min(due, call.last_digit_at + self.settings.dial_gap)
+        if call.number_waits:
+            due = min(due, call.last_key_at + self._keys.gap)
+        if call.paused_since is not None:
+            due = min(due, call.paused_since + self.settings.pause_limit)
+        return due
+
     def phase(self, t: float) -> Phase:
         call = self._call
         if call is None or not self.in_call:

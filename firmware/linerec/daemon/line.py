@@ -7,6 +7,12 @@ notice, or the warning tone). What the call flow decides is the call policy's
 (`linerec.call.policy`); this module only carries its decisions out: the delay line, the
 recording writer, the line output, the LED and the talk switch. It owns no thread and no
 device.
+
+A quiet block (a whole analysis block of frames, 100 ms, in which no hook or ring level, notice,
+beep, key, command or clock-driven policy decision is under way and the audio is kept one way
+throughout) goes through in one step: one analysis call, one delay-line slot, silence out. It
+is decided exactly as its frames one by one would be: only the analysis at its last frame can
+change anything, and if it hears something that frame is taken on its own.
 """
 
 from __future__ import annotations
@@ -57,6 +63,8 @@ from linerec.tones import Oscillator
 log = logging.getLogger(__name__)
 
 STORE_RETRY = 5.0  # seconds after a store error before the call is kept again
+# Slack on the policy's deadline: a quiet block ends clearly before it (rounding of times).
+_TIME_SLACK = 1e-6
 AUDIO_HOOK_DELAY = 0.8  # seconds of delay line on a line whose hook state comes from its audio
 
 Emit = Callable[[CallEvent], None]
@@ -140,6 +148,7 @@ class LinePipeline:
         self._call_parts: list[str] = []
         self._store_retry_at = float("-inf")  # after a store error: keep nothing before this
         self._silence = np.zeros(FRAME_SAMPLES, dtype=np.int16)
+        self._silence_block = np.zeros(FRAME_SAMPLES * self.analyzer.block_frames, np.int16)
         self._led_show: Show | None = None
         self._batching = False  # within `frames`: slots released are written together
         self._kept: list[Slot] = []
@@ -166,16 +175,81 @@ class LinePipeline:
     def frame_run(self, frames: Sequence[Frame]) -> Samples:
         """Several captured frames in a row: each as `frame` takes it, in order, with what
         they release from the delay line written to the store in one piece; returns the
-        line output for them all."""
+        line output for them all. A quiet block (`_quiet_keep`) is taken in one step."""
         if len(frames) == 1:
             return self.frame(frames[0])
         self._batching = True
+        outs = []
+        size = self.analyzer.block_frames
         try:
-            outs = [self.frame(frame) for frame in frames]
+            i = 0
+            while i < len(frames):
+                block = frames[i : i + size]
+                aligned = not self.analyzer.pending and len(block) == size > 1
+                keep = self._quiet_keep(block) if aligned else None
+                if keep is not None:
+                    outs.append(self._quiet_block(block, keep))
+                    i += size
+                else:
+                    outs.append(self.frame(frames[i]))
+                    i += 1
         finally:
             self._batching = False
             self._flush_kept()
-        return np.concatenate(outs)
+        return outs[0] if len(outs) == 1 else np.concatenate(outs)
+
+    def _quiet_keep(self, block: Sequence[Frame]) -> Keep | None:
+        """How a block of frames is kept, if it is quiet: one whole analysis block from its
+        start, and nothing in it that frame by frame could decide or play differently from
+        one frame to the next (no hook or ring level or notice under way, no key sounding,
+        nothing the policy's clock is due to decide, one way of keeping it throughout, no
+        gap in the audio). None if not: then it goes frame by frame."""
+        if self.needs_periods() or self._talk.closed:
+            return None
+        if self.analyzer.dtmf.sounding_since is not None:
+            return None
+        previous = None
+        for frame in block:
+            if frame.lost or len(frame.samples) != FRAME_SAMPLES:
+                return None
+            if previous is not None and abs(frame.t - previous) > 0.5 / RATE:
+                return None
+            previous = frame.t + FRAME_SAMPLES / RATE
+        start, end = block[0].t, block[-1].t + FRAME_SAMPLES / RATE
+        if end + _TIME_SLACK >= self.policy.quiet_until():
+            return None
+        if start < self._store_retry_at <= end:
+            return None
+        spans = self.policy.keep_spans(start, end)
+        if len(spans) != 1 or spans[0][1] is Keep.NOTICE:
+            return None
+        return spans[0][1]
+
+    def _quiet_block(self, block: Sequence[Frame], keep: Keep) -> Samples:
+        """A quiet block in one step: what `frame` does for each of its frames, where nothing
+        but the analysis at its last frame can change anything (see `_quiet_keep`)."""
+        last = block[-1]
+        end = last.t + FRAME_SAMPLES / RATE
+        self._show(block[0].t + FRAME_SAMPLES / RATE)  # what frame by frame shows first
+        self.last_t = end
+        self.frames += len(block)
+        samples = np.concatenate([frame.samples for frame in block])
+        heard = self.analyzer.feed_block(samples)
+        if heard:  # decided at the last frame, before it goes into the delay line
+            head = samples[:-FRAME_SAMPLES]
+            slot = Slot(t=block[0].t, samples=head, keep=keep, frame=FRAME_SAMPLES)
+            self._keep(self.delay.push(slot))
+            for event in heard:
+                self._carry_out(self.policy.heard(event))
+            out = self._frame_out(last, end)
+            return np.concatenate((self._silence_block[: len(head)], out))
+        slot = Slot(t=block[0].t, samples=samples, keep=keep, frame=FRAME_SAMPLES)
+        self._keep(self.delay.push(slot))
+        sounding = self.analyzer.dtmf.sounding_since
+        if sounding is not None and self.policy.in_call:
+            self.delay.mute(sounding - KEY_MARGIN, end)
+        self._show(end)
+        return self._silence_block
 
     def frame(self, frame: Frame) -> Samples:
         """Process one captured frame; returns the frame to play to the line."""
@@ -203,7 +277,11 @@ class LinePipeline:
                     in_recording=self.machine.state is State.RECORDING,
                 )
             )
+        return self._frame_out(frame, end)
 
+    def _frame_out(self, frame: Frame, end: float) -> Samples:
+        """The rest of `frame`, once what analysis heard is carried out: the line output,
+        the frame into the delay line, a key held long, the notice's end, the LED."""
         out, notice_done = self._line_output()
         self._talk.update(out is not self._silence, end)
         self._hold_back(frame, out, end)

@@ -10,11 +10,12 @@ Periods go over in blocks of `HANDOFF_FRAMES` (100 ms) while nothing on the line
 main loop sooner: one wake-up and one hand-over per block instead of per period. A pin edge,
 a notice or beep being played, or a hook or ring level not yet settled make the line
 "urgent": then every period goes over as it is read, and the line output follows capture by
-one period, as without blocks. An edge goes in among the frames in time order (the capture
-thread puts it there; it also wakes a capture waiting for a block), so the main loop still
-sees everything in the order it happened. A line command (pause, resume, opt-out) acts from
-the moment it came: if the capture thread still holds audio from before that moment, the
-command is carried out right after the frame it came in.
+one period, as without blocks. Blocks end where the line's analysis blocks end, so that the
+pipeline can take a quiet one in one step. An edge goes in among the frames in time order
+(the capture thread puts it there; it also wakes a capture waiting for a block), so the main
+loop still sees everything in the order it happened. A line command (pause, resume,
+opt-out) acts from the moment it came: if the capture thread still holds audio from before
+that moment, the command is carried out right after the frame it came in.
 
 On stop (SIGTERM) the capture threads are told to stop, what they already captured is run
 through, and each line seals its recording in progress.
@@ -345,12 +346,18 @@ class Daemon:
     def _capture_loop(self, index: int, capture: AudioCapture) -> None:
         # A capture that waits for the line output of the period before (the simulated line's
         # echo) must hand over each period, or it would wait for itself.
-        block = 1 if capture.waits_for_playback else HANDOFF_FRAMES
+        # Blocks end where the line's analysis blocks end (a whole number of them, counted
+        # from the first period), so that a quiet block goes through the pipeline in one step.
+        analysed = self.pipelines[index].analyzer.block_frames
+        block = HANDOFF_FRAMES // analysed * analysed or HANDOFF_FRAMES
+        if capture.waits_for_playback:
+            block = 1
         gathered, edges = self._gathered[index], self._edges[index]
         lock, urgent = self._gather_locks[index], self._urgent
+        periods = 0
         while not self._stopping.is_set():
             try:
-                frames = capture.read_frames(1 if urgent[index] else block - len(gathered))
+                frames = capture.read_frames(1 if urgent[index] else block - periods % block)
             except Exception as exc:
                 if not self._stopping.is_set():
                     for item in self._stop_capturing(index):
@@ -369,7 +376,8 @@ class Daemon:
                         while edges and edges[0].t < frame.t + len(frame.samples) / RATE:
                             items.append(edges.pop(0))
                     gathered.append(frame)
-                if gathered and (len(gathered) >= block or urgent[index]):
+                periods += len(frames)
+                if gathered and (periods % block == 0 or urgent[index]):
                     items.append(_Captured(index, tuple(gathered)))
                     gathered.clear()
             # Outside the lock: a full queue blocks this thread, never the main loop (which

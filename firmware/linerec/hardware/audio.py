@@ -68,8 +68,9 @@ class AlsaCapture(AudioCapture):
     line, whose pin edges are scripted on that same sample clock).
 
     With a clock, `read_frames` sleeps until a block of periods has been captured and reads
-    them from the device's buffer (16 periods, 320 ms at 20 ms) in one go; a period read from
-    the buffer is stamped by what is still buffered behind it.
+    them from the device's buffer (16 periods, 320 ms at 20 ms) in one go; the first period
+    read from the buffer is stamped by what is still buffered behind it, and those after it
+    back to back with it (they were captured so, whatever the reads in between took).
     """
 
     PERIODS = 16  # device buffer, in periods: a block of 100 ms waits in it with room to spare
@@ -87,9 +88,9 @@ class AlsaCapture(AudioCapture):
             periods=self.PERIODS,
         )
         self._resampler = Resampler(settings.rate, RATE)
-        self._period = settings.rate * settings.period_ms // 1000  # device frames
         self._woken = threading.Event()
         self._draining = False  # reading periods already captured: stamp them by the buffer
+        self._next_t: float | None = None  # while draining: when the next period began
         self._position = 0  # 8 kHz samples read or lost so far
         self._last_t: float | None = None
         # Periods of 10 or 40 ms are cut into 20 ms frames here.
@@ -108,12 +109,12 @@ class AlsaCapture(AudioCapture):
         self._draining = True
         try:
             frames = [self.read()]
-            while len(frames) < count and (
-                len(self._pending) >= FRAME_SAMPLES or self._pcm.avail() >= self._period
-            ):
-                frames.append(self.read())
+            # What else is captured, looked at once: each period of it is there to be read.
+            more = (len(self._pending) + self._buffered()) // FRAME_SAMPLES
+            frames += [self.read() for _ in range(min(count - 1, more))]
         finally:
             self._draining = False
+            self._next_t = None
         return frames
 
     def wake(self) -> None:
@@ -162,9 +163,13 @@ class AlsaCapture(AudioCapture):
         # what was captured after it (still in the buffer when the periods are read in a block).
         if self._clock is None:
             t = self._position / RATE
+        elif self._next_t is not None and not lost:
+            t = self._next_t
         else:
             behind = self._buffered() if self._draining else 0
             t = self._clock() - (len(samples) + behind) / RATE
+        if self._draining:
+            self._next_t = t + len(samples) / RATE
         self._position += len(samples)
         self._last_t = t
         if len(self._pending):
