@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import clip, find
+from linerec.daemon.notify import Notifier
 from linerec.store.keys import keygen, load_private
 from linerec.store.reader import Decrypted, IntegrityError, decrypt
 
@@ -358,15 +359,14 @@ def test_run_refuses_to_start_without_a_recipient(tmp_path: Path) -> None:
 # never, the update installer without RAUC set up, the store's reader (decryption is the
 # collector's) and cryptography's key serialization (PEM, SSH, X.509: the appliance's keys
 # are raw bytes), python-systemd (sd_notify is one datagram; libsystemd with it is 1.7 MB).
+# (cryptography's backend module is not on the list: its own X25519 key loading imports it.)
 NOT_FOR_THE_RECORDER = (
     "paho",
     "linerec.uplink",
     "linerec.collector",
     "linerec.update",
-    "linerec.daemon.updating",
     "linerec.store.reader",
     "cryptography.hazmat.primitives.serialization",
-    "cryptography.hazmat.backends",
     "cryptography.x509",
     "bcrypt",
     "systemd",
@@ -407,3 +407,31 @@ def test_run_without_uplink_or_updates_loads_only_the_recorder(
         m for m in modules if any(m == p or m.startswith(f"{p}.") for p in NOT_FOR_THE_RECORDER)
     ]
     assert loaded == [], loaded
+
+
+def test_notify_reaches_a_socket_in_the_abstract_namespace(tmp_path: Path) -> None:
+    name = f"linerec-notify-{os.getpid()}-{tmp_path.name}"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener.bind("\0" + name)
+    listener.settimeout(10)
+    try:
+        notifier = Notifier({"NOTIFY_SOCKET": f"@{name}", "WATCHDOG_USEC": "10000000"})
+        notifier.ready("line1 idle")
+        notifier.watchdog()
+        assert listener.recv(4096) == b"READY=1\nSTATUS=line1 idle"
+        assert listener.recv(4096) == b"WATCHDOG=1"
+    finally:
+        listener.close()
+    assert notifier.watchdog_interval == 10.0
+
+
+def test_notify_with_nobody_listening_says_so_once_and_goes_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    gone = tmp_path / "gone.sock"
+    notifier = Notifier({"NOTIFY_SOCKET": str(gone)})
+    notifier.ready("line1 idle")
+    notifier.watchdog()
+    notifier.stopping("stopping")
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and str(gone) in warnings[0]
