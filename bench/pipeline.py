@@ -265,8 +265,19 @@ def latency_worker() -> None:
 # -- driving them --------------------------------------------------------------------------
 
 
+def unit_environment(tree: Path | None) -> dict[str, str]:
+    """The `Environment=` of the tree's systemd unit: the daemon runs with it on the box, so
+    the daemon measured here does too."""
+    unit = (tree or HERE.parents[1]) / "systemd" / "linerec.service"
+    lines = unit.read_text().splitlines() if unit.exists() else []
+    settings = [
+        line.removeprefix("Environment=") for line in lines if line.startswith("Environment=")
+    ]
+    return dict(setting.split("=", 1) for setting in settings)  # type: ignore[misc]
+
+
 def _env(tree: Path | None) -> dict[str, str]:
-    env = dict(os.environ)
+    env = dict(os.environ, **unit_environment(tree))
     if tree is not None:
         env["PYTHONPATH"] = str(tree / "firmware")
     return env
@@ -293,8 +304,10 @@ def run_calls(tree: Path | None, hours: float, lines: int, speed: float) -> dict
         )
 
 
-def startup(tree: Path | None, runs: int) -> list[tuple[float, float]]:
-    """(seconds to READY=1, peak RSS in MB) of `linerec run` itself, idle, per run."""
+def startup(tree: Path | None, runs: int) -> list[tuple[float, float, float, float]]:
+    """(seconds to READY=1, peak RSS in MB, and of the RSS at READY=1 the MB in mapped files
+    — the interpreter, numpy's and cryptography's libraries — and in anonymous memory, the
+    Python objects) of `linerec run` itself, idle, per run."""
     times = []
     with tempfile.TemporaryDirectory() as tmp:
         from linerec.store.keys import keygen
@@ -321,10 +334,15 @@ def startup(tree: Path | None, runs: int) -> list[tuple[float, float]]:
             while b"READY=1" not in sock.recv(4096):
                 pass
             ready = time.perf_counter() - start
+            kinds = dict(
+                line.split(":", 1)
+                for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines()
+            )
             proc.terminate()
             _, status, usage = os.wait4(proc.pid, 0)  # the daemon's own peak RSS
             proc.returncode = os.waitstatus_to_exitcode(status)
-            times.append((ready, usage.ru_maxrss / 1024))
+            file_mb, anon_mb = (int(kinds[k].split()[0]) / 1024 for k in ("RssFile", "RssAnon"))
+            times.append((ready, usage.ru_maxrss / 1024, file_mb, anon_mb))
             sock.close()
     return times
 
@@ -552,6 +570,35 @@ def streaming_figures(trees: list[tuple[str, Path | None]], args: argparse.Names
         )
 
 
+def memory_figures(trees: list[tuple[str, Path | None]], args: argparse.Namespace) -> None:
+    """`--only-memory`: start-up and peak RSS of `linerec run`, and the peak RSS of the
+    flat-out run, the trees taking turns, `--runs` of each."""
+    runs: dict[str, list[tuple[float, float, float, float]]] = {n: [] for n, _ in trees}
+    flat: dict[str, list[float]] = {name: [] for name, _ in trees}
+    for _ in range(args.runs):
+        for name, tree in trees:
+            runs[name] += startup(tree, 1)
+            flat[name].append(run_calls(tree, args.hours, 1, 0.0)["rss_mb"])
+    rows = {
+        "start-up to READY=1, ms (median / max)": lambda r, f: (
+            f"{1000 * statistics.median(x[0] for x in r):.0f} / {1000 * max(x[0] for x in r):.0f}"
+        ),
+        "peak RSS of `linerec run` idle, MB (median / max)": lambda r, f: (
+            f"{statistics.median(x[1] for x in r):.1f} / {max(x[1] for x in r):.1f}"
+        ),
+        "  of it at READY=1: mapped files / anonymous": lambda r, f: (
+            f"{statistics.median(x[2] for x in r):.1f} / {statistics.median(x[3] for x in r):.1f}"
+        ),
+        f"peak RSS flat out ({args.hours:g} h), MB (median / max)": lambda r, f: (
+            f"{statistics.median(f):.1f} / {max(f):.1f}"
+        ),
+    }
+    print(f"{'figure':52} " + " ".join(f"{n[:16]:>16}" for n, _ in trees))
+    for key, cell in rows.items():
+        print(f"{key:52} " + " ".join(f"{cell(runs[n], flat[n]):>16}" for n, _ in trees))
+    print(f"load at the end {os.getloadavg()[0]:.1f}")
+
+
 def per_thread(results: list[dict[str, Any]], name: str) -> float:
     """Median CPU ms per audio second of one thread over the runs."""
     return 1000 * statistics.median(r["threads"].get(name, 0.0) / r["audio"] for r in results)
@@ -565,6 +612,9 @@ def main() -> None:
     parser.add_argument("--stream-seconds", type=float, default=60.0, help="call streamed")
     parser.add_argument("--stream-speed", type=float, default=4.0, help="x real time")
     parser.add_argument("--only-streaming", action="store_true")
+    parser.add_argument(
+        "--only-memory", action="store_true", help="start-up and peak RSS only (issue 19)"
+    )
     parser.add_argument("--worker", nargs=2, type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--uplink", nargs=4, help=argparse.SUPPRESS)
     parser.add_argument("--speed", type=float, default=0.0, help=argparse.SUPPRESS)
@@ -590,6 +640,9 @@ def main() -> None:
         f"linerec bench/pipeline.py — {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}, "
         f"Python {sys.version.split()[0]}; medians; columns: {', '.join(n for n, _ in trees)}"
     )
+    if args.only_memory:
+        memory_figures(trees, args)
+        return
     streaming_figures(trees, args)
     if args.only_streaming:
         return
@@ -611,7 +664,7 @@ def main() -> None:
             # CPU per second of wall-clock audio with four lines recording at once.
             if "cpu" in four_lines:
                 paced4[name].append(1000 * four_lines["cpu"] / four_lines["audio"] * 4)
-            for ready, rss in startup(tree, 2):
+            for ready, rss, *_ in startup(tree, 2):
                 starts[name].append(ready)
                 run_rss[name].append(rss)
     for name, tree in trees:
