@@ -362,7 +362,6 @@ def test_run_refuses_to_start_without_a_recipient(tmp_path: Path) -> None:
 # never, the update installer without RAUC set up, the store's reader (decryption is the
 # collector's) and cryptography's key serialization (PEM, SSH, X.509: the appliance's keys
 # are raw bytes), python-systemd (sd_notify is one datagram; libsystemd with it is 1.7 MB).
-# tempfile brings shutil, random, bz2 and lzma for one exclusive create.
 # (cryptography's backend module is not on the list: its own X25519 key loading imports it.)
 NOT_FOR_THE_RECORDER = (
     "paho",
@@ -374,7 +373,6 @@ NOT_FOR_THE_RECORDER = (
     "cryptography.x509",
     "bcrypt",
     "systemd",
-    "tempfile",
 )
 
 

@@ -10,6 +10,7 @@ instead, so that its power-cut tests can cut there.
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,7 +21,8 @@ from typing import BinaryIO
 def atomic_file(path: Path, *, mode: int = 0o600, sync_dir: bool = False) -> Iterator[BinaryIO]:
     """A file to write `path`'s new content into; it replaces `path` when the block ends
     without an exception (and is removed if one is raised)."""
-    fd, tmp = _create_beside(path)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # O_EXCL, 0600
+    tmp = Path(name)
     try:
         with os.fdopen(fd, "wb") as out:
             yield out
@@ -33,20 +35,6 @@ def atomic_file(path: Path, *, mode: int = 0o600, sync_dir: bool = False) -> Ite
         raise
     if sync_dir:
         sync_directory(path.parent)
-
-
-def _create_beside(path: Path) -> tuple[int, Path]:
-    # As tempfile.mkstemp does it (O_EXCL, O_NOFOLLOW, 0600, a random name, another on a
-    # clash), without the module: tempfile brings shutil, random and the bz2 and lzma
-    # libraries into the recorder, 0.9 MB, for this one call.
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-    for _ in range(100):
-        tmp = path.with_name(f".{path.name}.{os.urandom(6).hex()}")
-        try:
-            return os.open(tmp, flags, 0o600), tmp
-        except FileExistsError:
-            continue
-    raise FileExistsError(f"{path.parent}: no free name for a temporary file beside {path.name}")
 
 
 def write_atomic(path: Path, data: bytes, *, mode: int = 0o600, sync_dir: bool = False) -> None:
