@@ -304,10 +304,11 @@ def run_calls(tree: Path | None, hours: float, lines: int, speed: float) -> dict
         )
 
 
-def startup(tree: Path | None, runs: int) -> list[tuple[float, float, float, float]]:
+def startup(tree: Path | None, runs: int) -> list[tuple[float, float, float, float, float]]:
     """(seconds to READY=1, peak RSS in MB, and of the RSS at READY=1 the MB in mapped files
     — the interpreter, numpy's and cryptography's libraries — and in anonymous memory, the
-    Python objects) of `linerec run` itself, idle, per run."""
+    Python objects; the CPU seconds of the whole run, start to READY=1 and the stop at once)
+    of `linerec run` itself, idle, per run."""
     times = []
     with tempfile.TemporaryDirectory() as tmp:
         from linerec.store.keys import keygen
@@ -342,7 +343,8 @@ def startup(tree: Path | None, runs: int) -> list[tuple[float, float, float, flo
             _, status, usage = os.wait4(proc.pid, 0)  # the daemon's own peak RSS
             proc.returncode = os.waitstatus_to_exitcode(status)
             file_mb, anon_mb = (int(kinds[k].split()[0]) / 1024 for k in ("RssFile", "RssAnon"))
-            times.append((ready, usage.ru_maxrss / 1024, file_mb, anon_mb))
+            cpu = usage.ru_utime + usage.ru_stime
+            times.append((ready, usage.ru_maxrss / 1024, file_mb, anon_mb, cpu))
             sock.close()
     return times
 
@@ -573,7 +575,7 @@ def streaming_figures(trees: list[tuple[str, Path | None]], args: argparse.Names
 def memory_figures(trees: list[tuple[str, Path | None]], args: argparse.Namespace) -> None:
     """`--only-memory`: start-up and peak RSS of `linerec run`, and the peak RSS of the
     flat-out run, the trees taking turns, `--runs` of each."""
-    runs: dict[str, list[tuple[float, float, float, float]]] = {n: [] for n, _ in trees}
+    runs: dict[str, list[tuple[float, float, float, float, float]]] = {n: [] for n, _ in trees}
     flat: dict[str, list[float]] = {name: [] for name, _ in trees}
     for _ in range(args.runs):
         for name, tree in trees:
@@ -582,6 +584,9 @@ def memory_figures(trees: list[tuple[str, Path | None]], args: argparse.Namespac
     rows = {
         "start-up to READY=1, ms (median / max)": lambda r, f: (
             f"{1000 * statistics.median(x[0] for x in r):.0f} / {1000 * max(x[0] for x in r):.0f}"
+        ),
+        "  CPU of that run (to READY=1, then stopped), ms": lambda r, f: (
+            f"{1000 * statistics.median(x[4] for x in r):.0f}"
         ),
         "peak RSS of `linerec run` idle, MB (median / max)": lambda r, f: (
             f"{statistics.median(x[1] for x in r):.1f} / {max(x[1] for x in r):.1f}"
