@@ -6,7 +6,10 @@ With `--compare`, every figure is measured for an older checkout too (its `firmw
 PYTHONPATH, the same bench code driving it), in the same run, side by side, the two taking
 turns run by run: on a shared machine absolute figures move with the load, the ratios much
 less. Each measurement runs in its own process, so RSS is the daemon's and not this script's.
-Medians throughout (of `--runs` runs each, paced ones too).
+Medians throughout (of `--runs` runs each, paced ones too). Every daemon runs as on the box:
+with the `Environment=` of its tree's `systemd/linerec.service`, and its modules loaded from
+bytecode (a cache per tree, filled by an unmeasured first run) rather than compiled at each
+start. `--only-memory`: start-up, its CPU and the peak RSS alone.
 
 1. Throughput: an hour of line audio (real recorded speech, looped) through the daemon's own
    path — capture thread reading the ALSA file plugin, bounded queue, main loop (hook sense,
@@ -51,6 +54,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -280,7 +284,23 @@ def _env(tree: Path | None) -> dict[str, str]:
     env = dict(os.environ, **unit_environment(tree))
     if tree is not None:
         env["PYTHONPATH"] = str(tree / "firmware")
+    # As installed on the box, modules load from bytecode rather than being compiled at every
+    # start (where the environment says PYTHONDONTWRITEBYTECODE): each tree its own cache.
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env["PYTHONPYCACHEPREFIX"] = str(pycache(tree))
     return env
+
+
+def pycache(tree: Path | None) -> Path:
+    where = str(tree or HERE.parents[1]).encode()
+    return Path(tempfile.gettempdir()) / f"linerec-bench-pycache-{zlib.crc32(where):08x}"
+
+
+def warm_up(trees: list[tuple[str, Path | None]]) -> None:
+    """One start and one short run per tree, unmeasured: its bytecode cache is then filled."""
+    for _, tree in trees:
+        startup(tree, 1)
+        run_calls(tree, 0.01, 1, 0.0)
 
 
 def _json(tree: Path | None, *args: str) -> Any:
@@ -577,6 +597,7 @@ def memory_figures(trees: list[tuple[str, Path | None]], args: argparse.Namespac
     flat-out run, the trees taking turns, `--runs` of each."""
     runs: dict[str, list[tuple[float, float, float, float, float]]] = {n: [] for n, _ in trees}
     flat: dict[str, list[float]] = {name: [] for name, _ in trees}
+    warm_up(trees)
     for _ in range(args.runs):
         for name, tree in trees:
             runs[name] += startup(tree, 1)
@@ -660,6 +681,7 @@ def main() -> None:
     run_rss: dict[str, list[float]] = {name: [] for name, _ in trees}
     # The trees take turns, run by run: a load that comes and goes on a shared machine then
     # falls on both alike, and the medians compare like with like.
+    warm_up(trees)
     for _ in range(args.runs):
         for name, tree in trees:
             flat[name].append(run_calls(tree, args.hours, 1, 0.0))
