@@ -123,3 +123,13 @@ def test_under_the_journal_python_systemd_is_not_loaded(tmp_path: Path) -> None:
         )
     assert done.returncode == 0, (tmp_path / "stderr").read_text()
     assert done.stdout.strip() == "JournalHandler []"
+
+
+def test_a_record_too_large_for_a_datagram_goes_to_stderr(
+    journal: socket.socket, logger: logging.Logger, capsys: pytest.CaptureFixture[str]
+) -> None:
+    huge = "x" * (4 << 20)
+    logger.warning("dump %s", huge)
+    logger.info("after")
+    assert capsys.readouterr().err == f"dump {huge}\n"
+    assert parse_datagram(journal.recv(65536))["MESSAGE"] == "after"  # the next one as before

@@ -72,13 +72,14 @@ class JournalHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
+            message = self.format(record)
             fields = {
                 name: str(value)
                 for name, value in vars(record).items()
                 if _FIELD_NAME.fullmatch(name)
             }
             fields.update(
-                MESSAGE=self.format(record),
+                MESSAGE=message,
                 PRIORITY=str(_priority(record.levelno)),
                 SYSLOG_IDENTIFIER=self.identifier,
                 LOGGER=record.name,
@@ -87,7 +88,12 @@ class JournalHandler(logging.Handler):
                 CODE_LINE=str(record.lineno),
                 CODE_FUNC=record.funcName,
             )
-            self.socket.sendto(journal_datagram(fields), self.address)
+            try:
+                self.socket.sendto(journal_datagram(fields), self.address)
+            except OSError:
+                # Too large for one datagram (the socket's buffer, some 200 KB) or no journald
+                # listening: stderr, which systemd connects to the journal too.
+                sys.stderr.write(f"{message}\n")
         except Exception:
             self.handleError(record)
 
