@@ -6,7 +6,10 @@ With `--compare`, every figure is measured for an older checkout too (its `firmw
 PYTHONPATH, the same bench code driving it), in the same run, side by side, the two taking
 turns run by run: on a shared machine absolute figures move with the load, the ratios much
 less. Each measurement runs in its own process, so RSS is the daemon's and not this script's.
-Medians throughout (of `--runs` runs each, paced ones too).
+Medians throughout (of `--runs` runs each, paced ones too). Every daemon runs as on the box:
+with the `Environment=` of its tree's `systemd/linerec.service`, and its modules loaded from
+bytecode (a cache per tree, filled by an unmeasured first run) rather than compiled at each
+start. `--only-memory`: start-up, its CPU and the peak RSS alone.
 
 1. Throughput: an hour of line audio (real recorded speech, looped) through the daemon's own
    path — capture thread reading the ALSA file plugin, bounded queue, main loop (hook sense,
@@ -51,6 +54,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -265,11 +269,38 @@ def latency_worker() -> None:
 # -- driving them --------------------------------------------------------------------------
 
 
+def unit_environment(tree: Path | None) -> dict[str, str]:
+    """The `Environment=` of the tree's systemd unit: the daemon runs with it on the box, so
+    the daemon measured here does too."""
+    unit = (tree or HERE.parents[1]) / "systemd" / "linerec.service"
+    lines = unit.read_text().splitlines() if unit.exists() else []
+    settings = [
+        line.removeprefix("Environment=") for line in lines if line.startswith("Environment=")
+    ]
+    return dict(setting.split("=", 1) for setting in settings)  # type: ignore[misc]
+
+
 def _env(tree: Path | None) -> dict[str, str]:
-    env = dict(os.environ)
+    env = dict(os.environ, **unit_environment(tree))
     if tree is not None:
         env["PYTHONPATH"] = str(tree / "firmware")
+    # As installed on the box, modules load from bytecode rather than being compiled at every
+    # start (where the environment says PYTHONDONTWRITEBYTECODE): each tree its own cache.
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env["PYTHONPYCACHEPREFIX"] = str(pycache(tree))
     return env
+
+
+def pycache(tree: Path | None) -> Path:
+    where = str(tree or HERE.parents[1]).encode()
+    return Path(tempfile.gettempdir()) / f"linerec-bench-pycache-{zlib.crc32(where):08x}"
+
+
+def warm_up(trees: list[tuple[str, Path | None]]) -> None:
+    """One start and one short run per tree, unmeasured: its bytecode cache is then filled."""
+    for _, tree in trees:
+        startup(tree, 1)
+        run_calls(tree, 0.01, 1, 0.0)
 
 
 def _json(tree: Path | None, *args: str) -> Any:
@@ -293,8 +324,11 @@ def run_calls(tree: Path | None, hours: float, lines: int, speed: float) -> dict
         )
 
 
-def startup(tree: Path | None, runs: int) -> list[tuple[float, float]]:
-    """(seconds to READY=1, peak RSS in MB) of `linerec run` itself, idle, per run."""
+def startup(tree: Path | None, runs: int) -> list[tuple[float, float, float, float, float]]:
+    """(seconds to READY=1, peak RSS in MB, and of the RSS at READY=1 the MB in mapped files
+    — the interpreter, numpy's and cryptography's libraries — and in anonymous memory, the
+    Python objects; the CPU seconds of the whole run, start to READY=1 and the stop at once)
+    of `linerec run` itself, idle, per run."""
     times = []
     with tempfile.TemporaryDirectory() as tmp:
         from linerec.store.keys import keygen
@@ -321,10 +355,16 @@ def startup(tree: Path | None, runs: int) -> list[tuple[float, float]]:
             while b"READY=1" not in sock.recv(4096):
                 pass
             ready = time.perf_counter() - start
+            kinds = dict(
+                line.split(":", 1)
+                for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines()
+            )
             proc.terminate()
             _, status, usage = os.wait4(proc.pid, 0)  # the daemon's own peak RSS
             proc.returncode = os.waitstatus_to_exitcode(status)
-            times.append((ready, usage.ru_maxrss / 1024))
+            file_mb, anon_mb = (int(kinds[k].split()[0]) / 1024 for k in ("RssFile", "RssAnon"))
+            cpu = usage.ru_utime + usage.ru_stime
+            times.append((ready, usage.ru_maxrss / 1024, file_mb, anon_mb, cpu))
             sock.close()
     return times
 
@@ -552,6 +592,39 @@ def streaming_figures(trees: list[tuple[str, Path | None]], args: argparse.Names
         )
 
 
+def memory_figures(trees: list[tuple[str, Path | None]], args: argparse.Namespace) -> None:
+    """`--only-memory`: start-up and peak RSS of `linerec run`, and the peak RSS of the
+    flat-out run, the trees taking turns, `--runs` of each."""
+    runs: dict[str, list[tuple[float, float, float, float, float]]] = {n: [] for n, _ in trees}
+    flat: dict[str, list[float]] = {name: [] for name, _ in trees}
+    warm_up(trees)
+    for _ in range(args.runs):
+        for name, tree in trees:
+            runs[name] += startup(tree, 1)
+            flat[name].append(run_calls(tree, args.hours, 1, 0.0)["rss_mb"])
+    rows = {
+        "start-up to READY=1, ms (median / max)": lambda r, f: (
+            f"{1000 * statistics.median(x[0] for x in r):.0f} / {1000 * max(x[0] for x in r):.0f}"
+        ),
+        "  CPU of that run (to READY=1, then stopped), ms": lambda r, f: (
+            f"{1000 * statistics.median(x[4] for x in r):.0f}"
+        ),
+        "peak RSS of `linerec run` idle, MB (median / max)": lambda r, f: (
+            f"{statistics.median(x[1] for x in r):.1f} / {max(x[1] for x in r):.1f}"
+        ),
+        "  of it at READY=1: mapped files / anonymous": lambda r, f: (
+            f"{statistics.median(x[2] for x in r):.1f} / {statistics.median(x[3] for x in r):.1f}"
+        ),
+        f"peak RSS flat out ({args.hours:g} h), MB (median / max)": lambda r, f: (
+            f"{statistics.median(f):.1f} / {max(f):.1f}"
+        ),
+    }
+    print(f"{'figure':52} " + " ".join(f"{n[:16]:>16}" for n, _ in trees))
+    for key, cell in rows.items():
+        print(f"{key:52} " + " ".join(f"{cell(runs[n], flat[n]):>16}" for n, _ in trees))
+    print(f"load at the end {os.getloadavg()[0]:.1f}")
+
+
 def per_thread(results: list[dict[str, Any]], name: str) -> float:
     """Median CPU ms per audio second of one thread over the runs."""
     return 1000 * statistics.median(r["threads"].get(name, 0.0) / r["audio"] for r in results)
@@ -565,6 +638,9 @@ def main() -> None:
     parser.add_argument("--stream-seconds", type=float, default=60.0, help="call streamed")
     parser.add_argument("--stream-speed", type=float, default=4.0, help="x real time")
     parser.add_argument("--only-streaming", action="store_true")
+    parser.add_argument(
+        "--only-memory", action="store_true", help="start-up and peak RSS only (issue 19)"
+    )
     parser.add_argument("--worker", nargs=2, type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--uplink", nargs=4, help=argparse.SUPPRESS)
     parser.add_argument("--speed", type=float, default=0.0, help=argparse.SUPPRESS)
@@ -590,6 +666,9 @@ def main() -> None:
         f"linerec bench/pipeline.py — {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}, "
         f"Python {sys.version.split()[0]}; medians; columns: {', '.join(n for n, _ in trees)}"
     )
+    if args.only_memory:
+        memory_figures(trees, args)
+        return
     streaming_figures(trees, args)
     if args.only_streaming:
         return
@@ -602,6 +681,7 @@ def main() -> None:
     run_rss: dict[str, list[float]] = {name: [] for name, _ in trees}
     # The trees take turns, run by run: a load that comes and goes on a shared machine then
     # falls on both alike, and the medians compare like with like.
+    warm_up(trees)
     for _ in range(args.runs):
         for name, tree in trees:
             flat[name].append(run_calls(tree, args.hours, 1, 0.0))
@@ -611,7 +691,7 @@ def main() -> None:
             # CPU per second of wall-clock audio with four lines recording at once.
             if "cpu" in four_lines:
                 paced4[name].append(1000 * four_lines["cpu"] / four_lines["audio"] * 4)
-            for ready, rss in startup(tree, 2):
+            for ready, rss, *_ in startup(tree, 2):
                 starts[name].append(ready)
                 run_rss[name].append(rss)
     for name, tree in trees:

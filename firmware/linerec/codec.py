@@ -83,16 +83,19 @@ def _alaw_decode_all(c: npt.NDArray[np.int32]) -> Samples:
 
 
 # Tables indexed by the sample's uint16 bit pattern (encode) or by the code byte (decode).
-_ALL_SAMPLES = np.arange(65536, dtype=np.int32).astype(np.uint16).view(np.int16).astype(np.int32)
 _ALL_CODES = np.arange(256, dtype=np.int32)
 
 
 def _in_pieces(
     encode_all: Callable[[npt.NDArray[np.int32]], npt.NDArray[np.uint8]],
 ) -> npt.NDArray[np.uint8]:
-    # A piece at a time: the whole range at once held megabytes of int64 temporaries, which
-    # stayed in the daemon's peak memory for good.
-    pieces = [encode_all(_ALL_SAMPLES[i : i + 4096]) for i in range(0, 65536, 4096)]
+    # A piece at a time, each piece's samples made for it: the whole range at once held
+    # megabytes of int64 temporaries, and even the samples alone (256 KB) would stay in the
+    # daemon's memory for good.
+    pieces = []
+    for start in range(0, 65536, 4096):
+        bits = np.arange(start, start + 4096, dtype=np.int32).astype(np.uint16)
+        pieces.append(encode_all(bits.view(np.int16).astype(np.int32)))
     return np.concatenate(pieces)
 
 

@@ -55,8 +55,9 @@ def _keygen(args: argparse.Namespace) -> int:
 def _decrypt(args: argparse.Namespace) -> int:
     from linerec.codec import RATE, Codec
     from linerec.files import UnreadableFile, read_file
+    from linerec.store.format import MAX_BYTES
     from linerec.store.keys import load_private
-    from linerec.store.reader import COMPLETE, MAX_BYTES, IntegrityError, decrypt
+    from linerec.store.reader import COMPLETE, IntegrityError, decrypt
     from linerec.wav import write_wav
 
     key = load_private(args.key)

@@ -11,15 +11,15 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from linerec import __version__
 from linerec.call.events import CallEvent
 from linerec.config import Config
-from linerec.update import rauc
-from linerec.update.installer import Updater
-from linerec.update.state import UpdateState, current_boot_id
-from linerec.update.supervisor import UpdateSupervisor
-from linerec.update.system import UpdateSetupError, read_system
+
+if TYPE_CHECKING:
+    from linerec.update.installer import Updater
+    from linerec.update.supervisor import UpdateSupervisor
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,14 @@ def open_updating(
     """`report` takes events from the install thread; `emit` from the main loop."""
     if not config.update.system_conf.exists():
         return None
+    # Only now: where RAUC is not set up, the update room (subprocess, configparser, the
+    # installer) would be memory and start-up spent on nothing.
+    from linerec.update import rauc
+    from linerec.update.installer import Updater
+    from linerec.update.state import UpdateState, current_boot_id
+    from linerec.update.supervisor import UpdateSupervisor
+    from linerec.update.system import UpdateSetupError, read_system
+
     try:
         system = read_system(config.update.system_conf)
         booted = str(rauc.status().get("booted") or "")

@@ -35,6 +35,7 @@ CHUNK_AUDIO_BYTES = BLOCK - OVERHEAD - 4 - TAG  # 4064 bytes of codec payload pe
 FINAL = 0x01
 MAX_BODY = 1 << 20  # nothing we write is larger; a bigger length is corruption
 SUFFIX = ".lrec"
+MAX_BYTES = 1 << 30  # a recording file read whole: over 9 hours of PCM16, 37 of µ-law
 
 
 class RecordType(IntEnum):

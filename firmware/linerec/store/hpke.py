@@ -22,7 +22,6 @@ from cryptography.hazmat.primitives import hashes, hmac
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 
 def _library_suite() -> Any:
@@ -65,7 +64,7 @@ def _labeled_expand(suite: bytes, prk: bytes, label: bytes, info: bytes, length:
 
 
 def _raw(public: X25519PublicKey) -> bytes:
-    return public.public_bytes(Encoding.Raw, PublicFormat.Raw)
+    return public.public_bytes_raw()
 
 
 def derive_key_pair(ikm: bytes) -> X25519PrivateKey:

@@ -27,12 +27,6 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
-from cryptography.hazmat.primitives.serialization import (
-    Encoding,
-    NoEncryption,
-    PrivateFormat,
-    PublicFormat,
-)
 
 from linerec.errors import LinerecError
 from linerec.files import KIB, UnreadableFile, read_text
@@ -62,12 +56,14 @@ def unb64(text: str, what: str, path: Path) -> bytes:
     return data
 
 
+# The raw forms directly: cryptography's serialization module (PEM, SSH, PKCS) and the keys
+# it loads (RSA, EC, DSA) would cost the recorder over a megabyte and it uses none of them.
 def raw_public(key: X25519PublicKey | Ed25519PublicKey) -> bytes:
-    return key.public_bytes(Encoding.Raw, PublicFormat.Raw)
+    return key.public_bytes_raw()
 
 
 def raw_private(key: X25519PrivateKey | Ed25519PrivateKey) -> bytes:
-    return key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+    return key.private_bytes_raw()
 
 
 def key_id(public: X25519PublicKey) -> str:

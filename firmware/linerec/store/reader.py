@@ -33,7 +33,6 @@ from linerec.store.keys import CollectorPrivate
 from linerec.store.seal import open_metadata, signed_payload, unwrap_entry
 
 COMPLETE, CUT, OPEN = "complete", "cut", "open"
-MAX_BYTES = 1 << 30  # a recording file read whole: over 9 hours of PCM16, 37 of µ-law
 
 
 class IntegrityError(ValueError):

@@ -47,6 +47,7 @@ from linerec.store.format import (
     FRAME,
     MAGIC,
     MAX_BODY,
+    MAX_BYTES,
     OVERHEAD,
     SUFFIX,
     RecordType,
@@ -60,7 +61,6 @@ from linerec.store.format import (
 from linerec.store.header import VERSION, check_end, check_header
 from linerec.store.keys import CollectorPublic, b64, raw_public
 from linerec.store.private import private_dir, write_private
-from linerec.store.reader import MAX_BYTES
 from linerec.store.seal import seal_metadata, sign_end, wrap_key
 
 T = TypeVar("T")

@@ -13,8 +13,8 @@ import json
 from pathlib import Path
 
 from linerec.files import MIB, UnreadableFile, read_file, read_text
-from linerec.store.format import SUFFIX
-from linerec.store.reader import MAX_BYTES, OPEN, IntegrityError, inspect
+from linerec.store.format import MAX_BYTES, SUFFIX
+from linerec.store.reader import OPEN, IntegrityError, inspect
 
 MAX_LOG_BYTES = 64 * MIB  # ring.log: a line per deletion, some 200 bytes each
 SHOWN_RANGES = 10
