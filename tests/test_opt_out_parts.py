@@ -12,11 +12,13 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 
+from calls import wait_until
 from linerec.call.events import CallEvent
 from linerec.daemon.events import RecordingDeleted
 from linerec.daemon.storage import queueing
 from linerec.mqttapi import CHUNK
-from test_streaming import Device, Site, site, talk, wait_until  # noqa: F401  (site: the fixture)
+from streamed import StreamedSite as Site
+from test_streaming import Device, site, talk  # noqa: F401  (site: the fixture)
 
 
 def reporter(site: Site) -> Callable[[CallEvent], None]:
