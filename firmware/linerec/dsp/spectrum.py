@@ -1,6 +1,7 @@
-"""What the tone and caller ID detectors need to know of each 20 ms frame, computed once.
+"""What the tone, caller ID and DTMF detectors need to know of each 20 ms frame, computed once.
 
-One Hann-windowed power spectrum per frame (81 bins of 50 Hz) gives a few numbers per frame,
+One Hann-windowed power spectrum per frame (81 bins of 50 Hz), and the same window's power at
+the eight DTMF frequencies from the same product, give a few numbers per frame,
 computed for a block of frames at a time (a few on the appliance, a second's worth for a
 file): the same numbers, the numpy work done in bulk, kept as lists of plain floats, which
 a detector reads faster than numpy scalars, and from which it can tell at once that a whole
@@ -16,6 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from linerec.codec import RATE
+from linerec.dsp.dtmf import HIGH, LOW
 
 FRAME = 160
 HANN = np.hanning(FRAME)
@@ -28,7 +30,20 @@ SPECTRUM_FLOOR_DBFS = -50.0
 # product costs less than the FFT's set-up; from this many frames on the FFT costs less.
 _DFT_FRAMES = 8
 _ANGLES = 2 * np.pi * np.outer(np.arange(FRAME), np.arange(FRAME // 2 + 1)) / FRAME
-_DFT = np.concatenate((HANN[:, None] * np.cos(_ANGLES), HANN[:, None] * np.sin(_ANGLES)), axis=1)
+_BINS = FRAME // 2 + 1
+# The DTMF frequencies (low group, then high; cosines, then sines): a frame's DFT at each, in
+# the same product as its spectrum, tells the DTMF receiver whether the frame can be a digit.
+# (They come first: the spectrum's columns then come out of the product exactly as alone.)
+_TONE_ANGLES = 2 * np.pi * np.outer(np.arange(FRAME), LOW + HIGH) / RATE
+_TONE_DFT = np.concatenate(
+    (HANN[:, None] * np.cos(_TONE_ANGLES), HANN[:, None] * np.sin(_TONE_ANGLES)), axis=1
+)
+_TONES = _TONE_DFT.shape[1]  # where the spectrum's columns begin
+_DFT = np.concatenate(
+    (_TONE_DFT, HANN[:, None] * np.cos(_ANGLES), HANN[:, None] * np.sin(_ANGLES)), axis=1
+)
+# A sine of amplitude A gives |X| = A * sum(window) / 2; its mean power is A^2 / 2.
+_TONE_SCALE = 1 / (2 * (float(HANN.sum()) / 2) ** 2)
 # A spectrum's total, its energy in the FSK band and its first moment, in one product.
 _IN_FSK_BAND = np.zeros(len(BIN_HZ))
 _IN_FSK_BAND[_FSK_BAND] = 1.0
@@ -43,6 +58,7 @@ class FrameFeatures(NamedTuple):
     fsk_share: float  # share of the frame's (windowed) energy between 1000 and 2400 Hz
     spread: float  # how many bins its energy is spread over (a tone: 3, two: 6; speech: many)
     centroid: float  # where its energy sits, in Hz
+    dtmf_share: float  # share of its power in its strongest DTMF low and high tones (a digit: 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,13 +69,23 @@ class BlockFeatures:
     fsk_share: list[float]
     spread: list[float]
     centroid: list[float]
+    dtmf_share: list[float]
 
     def __len__(self) -> int:
         return len(self.power)
 
     def frames(self) -> list[FrameFeatures]:
         """Frame by frame, for a detector that must look at each."""
-        return list(map(FrameFeatures, self.power, self.fsk_share, self.spread, self.centroid))
+        return list(
+            map(
+                FrameFeatures,
+                self.power,
+                self.fsk_share,
+                self.spread,
+                self.centroid,
+                self.dtmf_share,
+            )
+        )
 
 
 def _sum_rows(values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
@@ -68,34 +94,50 @@ def _sum_rows(values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
 
 def features(frames: npt.NDArray[np.float64]) -> BlockFeatures:
     """The features of each row of `frames` (shape (k, 160))."""
-    # (The ufuncs' own reductions: at a few frames a call, numpy's Python wrappers cost more
-    # than the arithmetic.)
+    # (The ufuncs' own reductions and plain floats: at a few frames a call, numpy's Python
+    # wrappers and calls cost more than the arithmetic.)
     power = (_sum_rows(frames * frames) / FRAME).tolist()
     if max(power, default=0.0) < _SPECTRUM_FLOOR:  # a quiet line: nothing to look for
+        # (No DTMF tone reaches the receiver's floor either: -45 dBFS, 5 dB above this.)
         zeros = [0.0] * len(power)
-        return BlockFeatures(power, zeros, [np.inf] * len(power), zeros)
+        return BlockFeatures(power, zeros, [np.inf] * len(power), zeros, zeros)
     if len(frames) <= _DFT_FRAMES:
         bins = frames @ _DFT
         np.multiply(bins, bins, out=bins)
-        spectrum = bins[:, : FRAME // 2 + 1] + bins[:, FRAME // 2 + 1 :]
+        tones = bins[:, :8] + bins[:, 8:_TONES]
+        spectrum = bins[:, _TONES : _TONES + _BINS] + bins[:, _TONES + _BINS :]
     else:
         parts = np.fft.rfft(frames * HANN, axis=1).view(np.float64)  # real, imaginary, ...
         np.multiply(parts, parts, out=parts)
         spectrum = parts[:, 0::2] + parts[:, 1::2]
-    squares = _sum_rows(spectrum * spectrum)
-    sums = spectrum @ _SUMS
-    total = sums[:, 0]
-    if min(total.tolist()) > 0:  # the usual case: every frame has energy inside its window
-        shares = sums[:, 1:] / sums[:, :1]  # the FSK band's share, the centroid
-        spread = total * total / squares
-        return BlockFeatures(power, shares[:, 0].tolist(), spread.tolist(), shares[:, 1].tolist())
+        bins = frames @ _TONE_DFT
+        np.multiply(bins, bins, out=bins)
+        tones = bins[:, :8] + bins[:, 8:]
+    # The strongest tone of each group, as the DTMF receiver's talk-off test takes them.
+    strongest = np.maximum.reduce(tones.reshape(-1, 2, 4), axis=2).tolist()
+    dtmf = [
+        (low + high) * _TONE_SCALE / p if p > 0 else 0.0
+        for (low, high), p in zip(strongest, power, strict=True)
+    ]
+    squares = _sum_rows(spectrum * spectrum).tolist()
+    sums = (spectrum @ _SUMS).tolist()  # each frame's total, FSK band, first moment
+    if min(total for total, _, _ in sums) > 0:  # usual: every frame has energy in its window
+        return BlockFeatures(
+            power,
+            [fsk / total for total, fsk, _ in sums],
+            [total * total / square for (total, _, _), square in zip(sums, squares, strict=True)],
+            [moment / total for total, _, moment in sums],
+            dtmf,
+        )
+    total = np.array([total for total, _, _ in sums])
     safe = np.where(total > 0, total, 1.0)
     fsk = spectrum[:, _FSK_BAND].sum(axis=1) / safe
-    spreads = np.where(squares > 0, safe**2 / np.where(squares > 0, squares, 1.0), np.inf)
+    square = np.array(squares)
+    spreads = np.where(square > 0, safe**2 / np.where(square > 0, square, 1.0), np.inf)
     centroid = spectrum @ BIN_HZ / safe
     zero = total <= 0  # energy only where the window is zero (a click at the edge)
     fsk[zero], spreads[zero] = 0.0, np.inf
-    return BlockFeatures(power, fsk.tolist(), spreads.tolist(), centroid.tolist())
+    return BlockFeatures(power, fsk.tolist(), spreads.tolist(), centroid.tolist(), dtmf)
 
 
 def frame_features(frame: npt.NDArray[np.generic]) -> FrameFeatures:
@@ -105,11 +147,18 @@ def frame_features(frame: npt.NDArray[np.generic]) -> FrameFeatures:
     bins = np.fft.rfft(x * HANN)
     spectrum = bins.real**2 + bins.imag**2
     total = float(spectrum.sum())
+    parts = x @ _TONE_DFT
+    tones = (parts[:8] ** 2 + parts[8:] ** 2).tolist()
+    strongest = max(tones[:4]) + max(tones[4:])
+    dtmf = strongest * _TONE_SCALE / power if power > 0 else 0.0
     if total <= 0:
-        return FrameFeatures(power=power, fsk_share=0.0, spread=float("inf"), centroid=0.0)
+        return FrameFeatures(
+            power=power, fsk_share=0.0, spread=float("inf"), centroid=0.0, dtmf_share=dtmf
+        )
     return FrameFeatures(
         power=power,
         fsk_share=float(spectrum[_FSK_BAND].sum()) / total,
         spread=total * total / float(spectrum @ spectrum),  # the participation ratio
         centroid=float(spectrum @ BIN_HZ) / total,
+        dtmf_share=dtmf,
     )
