@@ -31,16 +31,25 @@ SPECTRUM_FLOOR_DBFS = -50.0
 _DFT_FRAMES = 8
 _ANGLES = 2 * np.pi * np.outer(np.arange(FRAME), np.arange(FRAME // 2 + 1)) / FRAME
 _BINS = FRAME // 2 + 1
-# The DTMF frequencies (low group, then high; cosines, then sines): a frame's DFT at each, in
-# the same product as its spectrum, tells the DTMF receiver whether the frame can be a digit.
-# (They come first: the spectrum's columns then come out of the product exactly as alone.)
+# The DTMF frequencies (low group, then high): a frame's DFT at each, in the same product as
+# its spectrum, tells the DTMF receiver whether the frame can be a digit. Columns: the tones'
+# cosines and the bins' cosines, then the same sines, so that one sum of squares gives the
+# tones' powers and the spectrum side by side. (The tones come first in each half: the
+# spectrum's columns then come out of the product exactly as they would alone.)
 _TONE_ANGLES = 2 * np.pi * np.outer(np.arange(FRAME), LOW + HIGH) / RATE
 _TONE_DFT = np.concatenate(
     (HANN[:, None] * np.cos(_TONE_ANGLES), HANN[:, None] * np.sin(_TONE_ANGLES)), axis=1
 )
-_TONES = _TONE_DFT.shape[1]  # where the spectrum's columns begin
+_TONES = len(LOW + HIGH)
+_HALF = _TONES + _BINS  # the cosines' columns; the sines' follow
 _DFT = np.concatenate(
-    (_TONE_DFT, HANN[:, None] * np.cos(_ANGLES), HANN[:, None] * np.sin(_ANGLES)), axis=1
+    (
+        _TONE_DFT[:, :_TONES],
+        HANN[:, None] * np.cos(_ANGLES),
+        _TONE_DFT[:, _TONES:],
+        HANN[:, None] * np.sin(_ANGLES),
+    ),
+    axis=1,
 )
 # A sine of amplitude A gives |X| = A * sum(window) / 2; its mean power is A^2 / 2.
 _TONE_SCALE = 1 / (2 * (float(HANN.sum()) / 2) ** 2)
@@ -104,15 +113,15 @@ def features(frames: npt.NDArray[np.float64]) -> BlockFeatures:
     if len(frames) <= _DFT_FRAMES:
         bins = frames @ _DFT
         np.multiply(bins, bins, out=bins)
-        tones = bins[:, :8] + bins[:, 8:_TONES]
-        spectrum = bins[:, _TONES : _TONES + _BINS] + bins[:, _TONES + _BINS :]
+        powers = bins[:, :_HALF] + bins[:, _HALF:]  # the tones', then the spectrum's
+        tones, spectrum = powers[:, :_TONES], powers[:, _TONES:]
     else:
         parts = np.fft.rfft(frames * HANN, axis=1).view(np.float64)  # real, imaginary, ...
         np.multiply(parts, parts, out=parts)
         spectrum = parts[:, 0::2] + parts[:, 1::2]
         bins = frames @ _TONE_DFT
         np.multiply(bins, bins, out=bins)
-        tones = bins[:, :8] + bins[:, 8:]
+        tones = bins[:, :_TONES] + bins[:, _TONES:]
     # The strongest tone of each group, as the DTMF receiver's talk-off test takes them.
     strongest = np.maximum.reduce(tones.reshape(-1, 2, 4), axis=2).tolist()
     dtmf = [
@@ -148,7 +157,7 @@ def frame_features(frame: npt.NDArray[np.generic]) -> FrameFeatures:
     spectrum = bins.real**2 + bins.imag**2
     total = float(spectrum.sum())
     parts = x @ _TONE_DFT
-    tones = (parts[:8] ** 2 + parts[8:] ** 2).tolist()
+    tones = (parts[:_TONES] ** 2 + parts[_TONES:] ** 2).tolist()
     strongest = max(tones[:4]) + max(tones[4:])
     dtmf = strongest * _TONE_SCALE / power if power > 0 else 0.0
     if total <= 0:
