@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from linerec.dsp import dtmf, spectrum
 from linerec.dsp.analyzer import FRAME, LineAnalyzer
 from linerec.dsp.dtmf import DtmfDetector
-from linerec.dsp.spectrum import features, frame_features
+from linerec.dsp.spectrum import features
 from linerec.resources import data_path
 from linerec.tones import amplitude, dtmf_pair
 from linerec.wav import read_mono_8k
@@ -101,10 +101,11 @@ def test_speech_is_passed_over_and_keys_in_it_are_heard() -> None:
 def test_a_frame_of_a_digit_has_nearly_all_its_power_in_the_two_tones(digit: str) -> None:
     block = _burst(digit, 5 * FRAME, -20.0, 0.0, 0.0).reshape(-1, FRAME)
     shares = features(block).dtmf_share
-    assert min(shares) > 0.9 and max(shares) < 1.1
-    assert frame_features(block[2]).dtmf_share == pytest.approx(shares[2], rel=1e-9)
-    speech = SPEECH[RATE : RATE + 5 * FRAME].reshape(-1, FRAME)
-    assert max(features(speech).dtmf_share) < dtmf.MIN_PURITY
+    assert shares is not None and min(shares) > 0.9 and max(shares) < 1.1
+    speech = features(SPEECH[RATE : RATE + 5 * FRAME].reshape(-1, FRAME)).dtmf_share
+    assert speech is not None and max(speech) < dtmf.MIN_PURITY
+    # A second at a time (a file), the receiver's own transform costs less than the shares.
+    assert features(np.resize(block, (50, FRAME))).dtmf_share is None
 
 
 def test_a_quiet_block_cannot_hold_a_digit() -> None:

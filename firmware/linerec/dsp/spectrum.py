@@ -67,7 +67,6 @@ class FrameFeatures(NamedTuple):
     fsk_share: float  # share of the frame's (windowed) energy between 1000 and 2400 Hz
     spread: float  # how many bins its energy is spread over (a tone: 3, two: 6; speech: many)
     centroid: float  # where its energy sits, in Hz
-    dtmf_share: float  # share of its power in its strongest DTMF low and high tones (a digit: 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,23 +77,17 @@ class BlockFeatures:
     fsk_share: list[float]
     spread: list[float]
     centroid: list[float]
-    dtmf_share: list[float]
+    # Per frame, the share of its power in its strongest DTMF low and high tone (a digit's
+    # frame: about 1), for the DTMF receiver's gate; None when not measured (a block long
+    # enough for the FFT: there the receiver's own transform costs less than measuring it).
+    dtmf_share: list[float] | None = None
 
     def __len__(self) -> int:
         return len(self.power)
 
     def frames(self) -> list[FrameFeatures]:
         """Frame by frame, for a detector that must look at each."""
-        return list(
-            map(
-                FrameFeatures,
-                self.power,
-                self.fsk_share,
-                self.spread,
-                self.centroid,
-                self.dtmf_share,
-            )
-        )
+        return list(map(FrameFeatures, self.power, self.fsk_share, self.spread, self.centroid))
 
 
 def _sum_rows(values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
@@ -103,46 +96,41 @@ def _sum_rows(values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
 
 def features(frames: npt.NDArray[np.float64]) -> BlockFeatures:
     """The features of each row of `frames` (shape (k, 160))."""
-    # (The ufuncs' own reductions and plain floats: at a few frames a call, numpy's Python
-    # wrappers and calls cost more than the arithmetic.)
+    # (The ufuncs' own reductions: at a few frames a call, numpy's Python wrappers cost more
+    # than the arithmetic.)
     power = (_sum_rows(frames * frames) / FRAME).tolist()
     if max(power, default=0.0) < _SPECTRUM_FLOOR:  # a quiet line: nothing to look for
         # (No DTMF tone reaches the receiver's floor either: -45 dBFS, 5 dB above this.)
         zeros = [0.0] * len(power)
         return BlockFeatures(power, zeros, [np.inf] * len(power), zeros, zeros)
+    dtmf: list[float] | None = None
     if len(frames) <= _DFT_FRAMES:
         bins = frames @ _DFT
         np.multiply(bins, bins, out=bins)
-        powers = bins[:, :_HALF] + bins[:, _HALF:]  # the tones', then the spectrum's
-        tones, spectrum = powers[:, :_TONES], powers[:, _TONES:]
+        both = bins[:, :_HALF] + bins[:, _HALF:]  # the tones' powers, then the spectrum
+        tones, spectrum = both[:, :_TONES], both[:, _TONES:]
+        # The strongest tone of each group, as the DTMF receiver's talk-off test takes them.
+        strongest = np.maximum.reduce(tones.reshape(-1, 2, 4), axis=2).tolist()
+        dtmf = [
+            (low + high) * _TONE_SCALE / p if p > 0 else 0.0
+            for (low, high), p in zip(strongest, power, strict=True)
+        ]
     else:
         parts = np.fft.rfft(frames * HANN, axis=1).view(np.float64)  # real, imaginary, ...
         np.multiply(parts, parts, out=parts)
         spectrum = parts[:, 0::2] + parts[:, 1::2]
-        bins = frames @ _TONE_DFT
-        np.multiply(bins, bins, out=bins)
-        tones = bins[:, :_TONES] + bins[:, _TONES:]
-    # The strongest tone of each group, as the DTMF receiver's talk-off test takes them.
-    strongest = np.maximum.reduce(tones.reshape(-1, 2, 4), axis=2).tolist()
-    dtmf = [
-        (low + high) * _TONE_SCALE / p if p > 0 else 0.0
-        for (low, high), p in zip(strongest, power, strict=True)
-    ]
-    squares = _sum_rows(spectrum * spectrum).tolist()
-    sums = (spectrum @ _SUMS).tolist()  # each frame's total, FSK band, first moment
-    if min(total for total, _, _ in sums) > 0:  # usual: every frame has energy in its window
+    squares = _sum_rows(spectrum * spectrum)
+    sums = spectrum @ _SUMS
+    total = sums[:, 0]
+    if min(total.tolist()) > 0:  # the usual case: every frame has energy inside its window
+        shares = sums[:, 1:] / sums[:, :1]  # the FSK band's share, the centroid
+        spread = total * total / squares
         return BlockFeatures(
-            power,
-            [fsk / total for total, fsk, _ in sums],
-            [total * total / square for (total, _, _), square in zip(sums, squares, strict=True)],
-            [moment / total for total, _, moment in sums],
-            dtmf,
+            power, shares[:, 0].tolist(), spread.tolist(), shares[:, 1].tolist(), dtmf
         )
-    total = np.array([total for total, _, _ in sums])
     safe = np.where(total > 0, total, 1.0)
     fsk = spectrum[:, _FSK_BAND].sum(axis=1) / safe
-    square = np.array(squares)
-    spreads = np.where(square > 0, safe**2 / np.where(square > 0, square, 1.0), np.inf)
+    spreads = np.where(squares > 0, safe**2 / np.where(squares > 0, squares, 1.0), np.inf)
     centroid = spectrum @ BIN_HZ / safe
     zero = total <= 0  # energy only where the window is zero (a click at the edge)
     fsk[zero], spreads[zero] = 0.0, np.inf
@@ -156,18 +144,11 @@ def frame_features(frame: npt.NDArray[np.generic]) -> FrameFeatures:
     bins = np.fft.rfft(x * HANN)
     spectrum = bins.real**2 + bins.imag**2
     total = float(spectrum.sum())
-    parts = x @ _TONE_DFT
-    tones = (parts[:_TONES] ** 2 + parts[_TONES:] ** 2).tolist()
-    strongest = max(tones[:4]) + max(tones[4:])
-    dtmf = strongest * _TONE_SCALE / power if power > 0 else 0.0
     if total <= 0:
-        return FrameFeatures(
-            power=power, fsk_share=0.0, spread=float("inf"), centroid=0.0, dtmf_share=dtmf
-        )
+        return FrameFeatures(power=power, fsk_share=0.0, spread=float("inf"), centroid=0.0)
     return FrameFeatures(
         power=power,
         fsk_share=float(spectrum[_FSK_BAND].sum()) / total,
         spread=total * total / float(spectrum @ spectrum),  # the participation ratio
         centroid=float(spectrum @ BIN_HZ) / total,
-        dtmf_share=dtmf,
     )
