@@ -123,11 +123,9 @@ def features(frames: npt.NDArray[np.float64]) -> BlockFeatures:
     sums = spectrum @ _SUMS
     total = sums[:, 0]
     if min(total.tolist()) > 0:  # the usual case: every frame has energy inside its window
-        shares = sums[:, 1:] / sums[:, :1]  # the FSK band's share, the centroid
+        fsk_share, centroid = (sums[:, 1:] / sums[:, :1]).T.tolist()
         spread = total * total / squares
-        return BlockFeatures(
-            power, shares[:, 0].tolist(), spread.tolist(), shares[:, 1].tolist(), dtmf
-        )
+        return BlockFeatures(power, fsk_share, spread.tolist(), centroid, dtmf)
     safe = np.where(total > 0, total, 1.0)
     fsk = spectrum[:, _FSK_BAND].sum(axis=1) / safe
     spreads = np.where(squares > 0, safe**2 / np.where(squares > 0, squares, 1.0), np.inf)
