@@ -20,6 +20,12 @@ How it decides, every 10 ms, on the last 20 ms of audio (a *window*):
 
 A digit is reported once, when it ends, with its start time and duration. One window that
 fails inside a digit (a noise burst) does not split it.
+
+On a live line most blocks are speech or silence: given each frame's share of its power in
+its strongest low and high tone (`spectrum.features` measures it in the product that gives
+the frame's spectrum), a block in which no frame reaches the talk-off share, with no digit
+sounding or begun, is passed over before step 1 (every other window is a frame, so no two
+windows in a row could pass).
 """
 
 from __future__ import annotations
