@@ -18,7 +18,9 @@ raw, so it gets the same signal resampled). Rows:
   whole analyzer fed 20 ms frames, and `analyze()` on the whole signal (CPU, one core, each in
   its own process), then whole-file runs of `linerec analyze`, multimon-ng and the spandsp
   driver (wall and CPU time); all of them taking turns, medians of `--runs` (on a shared
-  machine the CPU time is the steadier of the two).
+  machine the CPU time is the steadier of the two). linerec runs from a copy of its package
+  compiled to bytecode first, as a wheel install leaves it (with PYTHONDONTWRITEBYTECODE set,
+  a checkout would compile itself from source on every run, some 40 ms of a short file's).
 
 With `--compare OLD_CHECKOUT`, linerec's speed is measured for an older checkout too (its
 `firmware/` first on PYTHONPATH), in the same run, the two taking turns run by run; the
@@ -326,6 +328,12 @@ def speed(ext: External, tmp: Path, args: argparse.Namespace, hour: np.ndarray) 
     trees: list[tuple[str, Path | None]] = [("this", None)]
     if args.compare:
         trees.insert(0, (args.compare.name or str(args.compare), args.compare.resolve()))
+    # As installed: a wheel install compiles the package's bytecode, and this machine may set
+    # PYTHONDONTWRITEBYTECODE (then every run of a checkout compiles linerec from source). Each
+    # tree's package is copied and compiled once; every run below imports that copy.
+    installed = {
+        name: _compiled(tree, tmp / f"installed-{i}") for i, (name, tree) in enumerate(trees)
+    }
     kinds = {
         "dtmf": ("DTMF receiver, 20 ms frames", 1000),
         "analyzer": ("whole analyzer (DTMF, caller ID, tones), 20 ms frames", 3000),
@@ -349,28 +357,30 @@ def speed(ext: External, tmp: Path, args: argparse.Namespace, hour: np.ndarray) 
     wall: dict[tuple[str, str], list[float]] = {}
     loads = [os.getloadavg()[0]]
     for _ in range(args.runs):  # taking turns: a load that comes and goes falls on each alike
-        for name, tree in trees:
+        for name, _ in trees:
             for kind in kinds:
                 worker = [sys.executable, __file__, "--speed-worker", kind, str(signal)]
                 out = subprocess.run(
-                    worker, env=_env(tree), capture_output=True, text=True, check=True
+                    worker, env=_env(installed[name]), capture_output=True, text=True, check=True
                 )
                 cpu.setdefault((name, kind), []).append(float(out.stdout))
         for label, command in commands.items():
-            for name, tree in trees if label == ours else [("", None)]:
+            for name, _ in trees if label == ours else [("", None)]:
                 stdin = raw8.read_bytes() if label.startswith("spandsp") else None
                 before = resource.getrusage(resource.RUSAGE_CHILDREN)
                 start = time.perf_counter()
-                subprocess.run(
-                    command, input=stdin, env=_env(tree), capture_output=True, check=True
-                )
+                env = _env(installed[name]) if label == ours else _env(None)
+                subprocess.run(command, input=stdin, env=env, capture_output=True, check=True)
                 wall.setdefault((name, label), []).append(time.perf_counter() - start)
                 after = resource.getrusage(resource.RUSAGE_CHILDREN)
                 cpu.setdefault((name, label), []).append(
                     after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
                 )
         loads.append(os.getloadavg()[0])
-    print(f"  load average during the runs: {min(loads):.1f}-{max(loads):.1f}")
+    print(
+        f"  load average during the runs: {min(loads):.1f}-{max(loads):.1f}; linerec's package "
+        "compiled to bytecode first, as a wheel install leaves it"
+    )
     median = {key: statistics.median(values) for key, values in cpu.items()}
     for name, _ in trees:
         tag = f"[{name}] " if len(trees) > 1 else ""
@@ -399,11 +409,20 @@ def speed(ext: External, tmp: Path, args: argparse.Namespace, hour: np.ndarray) 
         )
 
 
-def _env(tree: Path | None) -> dict[str, str]:
+def _env(path: Path | None) -> dict[str, str]:
+    """The environment of a run that imports linerec from `path` (None: as this one does)."""
     env = dict(os.environ)
-    if tree is not None:
-        env["PYTHONPATH"] = str(tree / "firmware")
+    if path is not None:
+        env["PYTHONPATH"] = str(path)
     return env
+
+
+def _compiled(tree: Path | None, where: Path) -> Path:
+    """A copy of the tree's `linerec` package (None: this checkout's) with its bytecode."""
+    source = (tree or Path(__file__).resolve().parent.parent) / "firmware" / "linerec"
+    shutil.copytree(source, where / "linerec", ignore=shutil.ignore_patterns("__pycache__"))
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(where)], check=True)
+    return where
 
 
 def speed_worker(kind: str, signal: Path) -> None:

@@ -94,9 +94,9 @@ class LineAnalyzer:
         if not whole:
             return []  # a piece shorter than a frame: `feed` takes it
         frames = block[:whole].reshape(-1, FRAME)
-        audio = block[:whole].astype(np.float64)  # once, for both
-        heard: list[Heard] = self._digits(self.dtmf.feed(audio))
+        audio = block[:whole].astype(np.float64)  # once, for all
         seen = features(audio.reshape(-1, FRAME))
+        heard: list[Heard] = self._digits(self.dtmf.feed(audio, seen.dtmf_share))
         if not self.frame_levels:
             self.level.feed_powers(seen.power, FRAME)
         said: list[tuple[int, Heard]] = [

@@ -20,6 +20,12 @@ How it decides, every 10 ms, on the last 20 ms of audio (a *window*):
 
 A digit is reported once, when it ends, with its start time and duration. One window that
 fails inside a digit (a noise burst) does not split it.
+
+On a live line most blocks are speech or silence: given each frame's share of its power in
+its strongest low and high tone (`spectrum.features` measures it in the product that gives
+the frame's spectrum), a block in which no frame reaches the talk-off share, with no digit
+sounding or begun, is passed over before step 1 (every other window is a frame, so no two
+windows in a row could pass).
 """
 
 from __future__ import annotations
@@ -100,6 +106,9 @@ _HALF_LOW = 10 ** (-MAX_HALF_RATIO_DB / 10)
 _HALF_HIGH = 10 ** (MAX_HALF_RATIO_DB / 10)
 # Talk-off on the unscaled sums: |X|^2 of the two tones against the window's sum of squares.
 _PURE = MIN_PURITY / (WINDOW * _POWER_SCALE)
+# The frames' own share of their power in the two tones (`spectrum.features`) comes from
+# another product, rounded differently: a frame below this fails the talk-off test for sure.
+_SURELY_IMPURE = MIN_PURITY * (1 - 1e-9)
 
 
 class DtmfDetector:
@@ -113,8 +122,27 @@ class DtmfDetector:
         self._candidate_start = 0.0
         self._misses = 0
 
-    def feed(self, frame: Samples | npt.NDArray[np.float64]) -> list[DtmfDigit]:
-        """One frame (any length, usually 160 samples); returns digits that ended in it."""
+    def feed(
+        self, frame: Samples | npt.NDArray[np.float64], shares: list[float] | None = None
+    ) -> list[DtmfDigit]:
+        """One frame (any length, usually 160 samples); returns digits that ended in it.
+
+        `shares`, if given, is the `dtmf_share` of each 20 ms frame of `frame` (whole frames,
+        from `spectrum.features`): with no digit sounding or begun, a block in which no frame
+        can be a digit's is passed over without transforming its windows."""
+        if (
+            shares is not None
+            and self._candidate is None
+            and self._digit is None
+            and max(shares, default=1.0) < _SURELY_IMPURE
+            and len(self._buffer) == HOP
+            and len(frame) == WINDOW * len(shares)
+        ):
+            # Every other window is one of the frames, so no two windows in a row can pass:
+            # no digit can begin, and none is left begun (`_track` ends at a frame's window).
+            self._buffer = np.asarray(frame[-HOP:], dtype=np.float64)
+            self._position += len(frame)
+            return []
         data = np.concatenate((self._buffer, frame), dtype=np.float64)
         halves = len(data) // HOP
         events: list[DtmfDigit] = []

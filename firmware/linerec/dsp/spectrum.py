@@ -1,6 +1,7 @@
-"""What the tone and caller ID detectors need to know of each 20 ms frame, computed once.
+"""What the tone, caller ID and DTMF detectors need to know of each 20 ms frame, computed once.
 
-One Hann-windowed power spectrum per frame (81 bins of 50 Hz) gives a few numbers per frame,
+One Hann-windowed power spectrum per frame (81 bins of 50 Hz), and the same window's power at
+the eight DTMF frequencies from the same product, give a few numbers per frame,
 computed for a block of frames at a time (a few on the appliance, a second's worth for a
 file): the same numbers, the numpy work done in bulk, kept as lists of plain floats, which
 a detector reads faster than numpy scalars, and from which it can tell at once that a whole
@@ -16,6 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from linerec.codec import RATE
+from linerec.dsp.dtmf import HIGH, LOW
 
 FRAME = 160
 HANN = np.hanning(FRAME)
@@ -28,7 +30,29 @@ SPECTRUM_FLOOR_DBFS = -50.0
 # product costs less than the FFT's set-up; from this many frames on the FFT costs less.
 _DFT_FRAMES = 8
 _ANGLES = 2 * np.pi * np.outer(np.arange(FRAME), np.arange(FRAME // 2 + 1)) / FRAME
-_DFT = np.concatenate((HANN[:, None] * np.cos(_ANGLES), HANN[:, None] * np.sin(_ANGLES)), axis=1)
+_BINS = FRAME // 2 + 1
+# The DTMF frequencies (low group, then high): a frame's DFT at each, in the same product as
+# its spectrum, tells the DTMF receiver whether the frame can be a digit. Columns: the tones'
+# cosines and the bins' cosines, then the same sines, so that one sum of squares gives the
+# tones' powers and the spectrum side by side. (The tones come first in each half: the
+# spectrum's columns then come out of the product exactly as they would alone.)
+_TONE_ANGLES = 2 * np.pi * np.outer(np.arange(FRAME), LOW + HIGH) / RATE
+_TONE_DFT = np.concatenate(
+    (HANN[:, None] * np.cos(_TONE_ANGLES), HANN[:, None] * np.sin(_TONE_ANGLES)), axis=1
+)
+_TONES = len(LOW + HIGH)
+_HALF = _TONES + _BINS  # the cosines' columns; the sines' follow
+_DFT = np.concatenate(
+    (
+        _TONE_DFT[:, :_TONES],
+        HANN[:, None] * np.cos(_ANGLES),
+        _TONE_DFT[:, _TONES:],
+        HANN[:, None] * np.sin(_ANGLES),
+    ),
+    axis=1,
+)
+# A sine of amplitude A gives |X| = A * sum(window) / 2; its mean power is A^2 / 2.
+_TONE_SCALE = 1 / (2 * (float(HANN.sum()) / 2) ** 2)
 # A spectrum's total, its energy in the FSK band and its first moment, in one product.
 _IN_FSK_BAND = np.zeros(len(BIN_HZ))
 _IN_FSK_BAND[_FSK_BAND] = 1.0
@@ -53,6 +77,10 @@ class BlockFeatures:
     fsk_share: list[float]
     spread: list[float]
     centroid: list[float]
+    # Per frame, the share of its power in its strongest DTMF low and high tone (a digit's
+    # frame: about 1), for the DTMF receiver's gate; None when not measured (a block long
+    # enough for the FFT: there the receiver's own transform costs less than measuring it).
+    dtmf_share: list[float] | None = None
 
     def __len__(self) -> int:
         return len(self.power)
@@ -72,12 +100,21 @@ def features(frames: npt.NDArray[np.float64]) -> BlockFeatures:
     # than the arithmetic.)
     power = (_sum_rows(frames * frames) / FRAME).tolist()
     if max(power, default=0.0) < _SPECTRUM_FLOOR:  # a quiet line: nothing to look for
+        # (No DTMF tone reaches the receiver's floor either: -45 dBFS, 5 dB above this.)
         zeros = [0.0] * len(power)
-        return BlockFeatures(power, zeros, [np.inf] * len(power), zeros)
+        return BlockFeatures(power, zeros, [np.inf] * len(power), zeros, zeros)
+    dtmf: list[float] | None = None
     if len(frames) <= _DFT_FRAMES:
         bins = frames @ _DFT
         np.multiply(bins, bins, out=bins)
-        spectrum = bins[:, : FRAME // 2 + 1] + bins[:, FRAME // 2 + 1 :]
+        both = bins[:, :_HALF] + bins[:, _HALF:]  # the tones' powers, then the spectrum
+        tones, spectrum = both[:, :_TONES], both[:, _TONES:]
+        # The strongest tone of each group, as the DTMF receiver's talk-off test takes them.
+        strongest = np.maximum.reduce(tones.reshape(-1, 2, 4), axis=2).tolist()
+        dtmf = [
+            (low + high) * _TONE_SCALE / p if p > 0 else 0.0
+            for (low, high), p in zip(strongest, power, strict=True)
+        ]
     else:
         parts = np.fft.rfft(frames * HANN, axis=1).view(np.float64)  # real, imaginary, ...
         np.multiply(parts, parts, out=parts)
@@ -86,16 +123,16 @@ def features(frames: npt.NDArray[np.float64]) -> BlockFeatures:
     sums = spectrum @ _SUMS
     total = sums[:, 0]
     if min(total.tolist()) > 0:  # the usual case: every frame has energy inside its window
-        shares = sums[:, 1:] / sums[:, :1]  # the FSK band's share, the centroid
+        fsk_share, centroid = (sums[:, 1:] / sums[:, :1]).T.tolist()
         spread = total * total / squares
-        return BlockFeatures(power, shares[:, 0].tolist(), spread.tolist(), shares[:, 1].tolist())
+        return BlockFeatures(power, fsk_share, spread.tolist(), centroid, dtmf)
     safe = np.where(total > 0, total, 1.0)
     fsk = spectrum[:, _FSK_BAND].sum(axis=1) / safe
     spreads = np.where(squares > 0, safe**2 / np.where(squares > 0, squares, 1.0), np.inf)
     centroid = spectrum @ BIN_HZ / safe
     zero = total <= 0  # energy only where the window is zero (a click at the edge)
     fsk[zero], spreads[zero] = 0.0, np.inf
-    return BlockFeatures(power, fsk.tolist(), spreads.tolist(), centroid.tolist())
+    return BlockFeatures(power, fsk.tolist(), spreads.tolist(), centroid.tolist(), dtmf)
 
 
 def frame_features(frame: npt.NDArray[np.generic]) -> FrameFeatures:
