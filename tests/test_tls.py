@@ -700,3 +700,130 @@ def test_an_earlier_linerecs_broker_lines_are_not_kept_as_the_operators(tmp_path
     assert not (site / "acl").exists()
     assert text.count("listener 9883\n") == 1 and text.count("cafile") == 1
     assert text.endswith("plugin_opt_config_file " + str(site / "access.json") + "\nlog_type all\n")
+
+
+def test_re_enrolment_keeps_the_operators_global_options_ahead_of_the_listener(
+    new_site: Site,
+) -> None:
+    """Lines an operator wrote above the listener are global options and some must come
+    first: mosquitto refuses `per_listener_settings` after any security setting (it exits 3).
+    Written again, they stay ahead of linerec's listener, in their order; the broker started
+    on the file keeps running, serves TLS and still confines each device."""
+    new_site.device("box1")
+    conf = new_site.site / "mosquitto.conf"
+    head = "# the operator's own globals\nper_listener_settings true\npersistence false\n"
+    conf.write_text(head + conf.read_text() + "log_type error\n")
+    new_site.device("box2")  # written again
+    new_site.device("box3")  # and again: nothing moves
+    text = conf.read_text()
+    assert text.startswith(head), text
+    assert text.count("per_listener_settings") == 1 and text.endswith("log_type error\n")
+    new_site.start()
+    box2 = connected(new_site.client("box2"), new_site.port)
+    try:
+        answers = subscribe(box2, ["linerec/v1/box2/ack", "linerec/v1/box1/ack"])
+    finally:
+        box2.loop_stop()
+        box2.disconnect()
+    assert answers == {
+        "linerec/v1/box2/ack": "Granted QoS 1",
+        "linerec/v1/box1/ack": "Not authorized",
+    }
+    assert new_site.broker is not None and new_site.broker.poll() is None
+    cert = new_site.site / "devices" / "box3.crt"
+    assert new_site.handshake(cert, new_site.root / "box3" / "device.key") == "connected"
+
+
+# An operator's own broker plugin: says at start-up which options it was given, and refuses
+# to start without its own (so options of its that reach another plugin show).
+OPERATOR_PLUGIN = r"""
+#include <stdio.h>
+#include <string.h>
+struct mosquitto_opt { char *key; char *value; };
+int mosquitto_plugin_version(int count, const int *versions) { return 5; }
+int mosquitto_plugin_init(void *id, void **userdata, struct mosquitto_opt *opts, int n) {
+    int greeted = 0;
+    for (int i = 0; i < n; i++) {
+        fprintf(stderr, "operator-plugin option %s=%s\n", opts[i].key, opts[i].value);
+        greeted |= strcmp(opts[i].key, "greeting") == 0;
+    }
+    fflush(stderr);
+    return greeted ? 0 : 1;
+}
+int mosquitto_plugin_cleanup(void *userdata, struct mosquitto_opt *opts, int n) { return 0; }
+"""
+
+
+def test_re_enrolment_keeps_the_operators_plugin_with_its_options(new_site: Site) -> None:
+    """An operator's own `plugin` line is theirs: written again, it stays, with its
+    `plugin_opt_` lines after it (not attached to linerec's dynamic security plugin); only the
+    dynamic security plugin linerec writes is written once. The broker loads both."""
+    new_site.device("box1")
+    source = new_site.site.parent / "operator.c"
+    source.write_text(OPERATOR_PLUGIN)
+    plugin = new_site.site.parent / "operator.so"
+    built = subprocess.run(
+        ["cc", "-shared", "-fPIC", "-o", str(plugin), str(source)], capture_output=True, text=True
+    )
+    assert built.returncode == 0, built.stderr
+    plugin.chmod(0o755)
+    conf = new_site.site / "mosquitto.conf"
+    own = f"plugin {plugin}\nplugin_opt_greeting hello\nplugin_opt_config_file /etc/op.conf\n"
+    conf.write_text(conf.read_text() + own)
+    new_site.device("box2")
+    text = conf.read_text()
+    assert own in text, text
+    assert len(re.findall(r"^plugin .*mosquitto_dynamic_security\.so$", text, re.M)) == 1
+    dynsec = f"plugin_opt_config_file {new_site.site / 'access.json'}\n"
+    assert text.count(dynsec) == 1 and text.index(dynsec) < text.index(own)
+    new_site.start()
+    cert = new_site.site / "devices" / "box2.crt"
+    assert new_site.handshake(cert, new_site.root / "box2" / "device.key") == "connected"
+    log = new_site.stop()
+    assert "operator-plugin option greeting=hello" in log, log
+    assert "operator-plugin option config_file=/etc/op.conf" in log, log
+
+
+def test_only_linerecs_dynamic_security_plugin_is_written_over(tmp_path: Path) -> None:
+    """The file's structure, for plugins not installed here: an operator's plugin (either
+    spelling) keeps its options, config_file included, in order; the dynamic security plugin
+    and its config_file line are linerec's, written once, whatever path an earlier one had."""
+    from linerec.collector.enroll import enroll
+    from linerec.uplink.tls import device_request
+
+    site = tmp_path / "site"
+    enroll(device_request("box1", tmp_path / "box1")[1], site, broker_names=["localhost"])
+    conf = site / "mosquitto.conf"
+    ours = conf.read_text()
+    own = (
+        "plugin /opt/auth/libauth.so\nplugin_opt_config_file /etc/auth.conf\n"
+        "plugin_opt_backend files\nauth_plugin /opt/old/auth.so\nauth_opt_db /var/db\n"
+    )
+    earlier = (
+        "plugin /usr/lib/mosquitto_dynamic_security.so\n"
+        f"plugin_opt_config_file {site / 'access.json'}\n"
+    )
+    conf.write_text(ours + earlier + own)
+    enroll(device_request("box2", tmp_path / "box2")[1], site, broker_names=["localhost"])
+    text = conf.read_text()
+    assert text.endswith(own), text
+    assert text.count("mosquitto_dynamic_security.so") == 1
+    assert text.count(str(site / "access.json")) == 1
+
+
+def test_per_listener_settings_below_the_listener_is_written_first(tmp_path: Path) -> None:
+    """`per_listener_settings` after linerec's plugin line stops mosquitto (exit 3); written
+    again, one the operator appended goes first, the rest of their lines stay in order."""
+    from linerec.collector.enroll import enroll
+    from linerec.uplink.tls import device_request
+
+    site = tmp_path / "site"
+    enroll(device_request("box1", tmp_path / "box1")[1], site, broker_names=["localhost"])
+    conf = site / "mosquitto.conf"
+    conf.write_text("persistence false\n" + conf.read_text() + "per_listener_settings true\n")
+    conf.write_text(conf.read_text() + "listener 1883 127.0.0.1\nallow_anonymous true\n")
+    enroll(device_request("box2", tmp_path / "box2")[1], site, broker_names=["localhost"])
+    text = conf.read_text()
+    assert text.startswith("per_listener_settings true\npersistence false\n# linerec"), text
+    assert len(re.findall(r"^per_listener_settings", text, re.M)) == 1
+    assert text.endswith("listener 1883 127.0.0.1\nallow_anonymous true\n")

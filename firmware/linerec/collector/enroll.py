@@ -18,6 +18,8 @@
                                      disconnected before the broker holds it); written again
                                      each time, keeping the listener's port and address (unless
                                      --port or --bind is given) and the operator's own lines
+                                     (those above the listener still above it; their plugins
+                                     with their options)
 
 * `linerec collector enroll --revoke DEVICE --site DIR`: every certificate issued to DEVICE
   goes on the revocation list and DEVICE loses all access.
@@ -616,27 +618,51 @@ def _broker_key(path: Path) -> None:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Listener:
     """The broker's TLS listener, and the lines of its mosquitto.conf that linerec did not
-    write (the operator's own), kept when the file is written again."""
+    write (the operator's own), kept when the file is written again: `before` stood above the
+    first `listener` line (global options) and goes back there, with `per_listener_settings`
+    from anywhere first (mosquitto exits on one after a security setting); `after` goes after
+    linerec's lines."""
 
     port: int
     bind: str | None
-    kept: tuple[str, ...]
+    before: tuple[str, ...]
+    after: tuple[str, ...]
 
 
 # What `_broker_pieces` writes: each of these options is linerec's, in mosquitto.conf's first
-# listener section (options after a second `listener` line are that listener's: kept whole).
-# `acl_file` and the first comment line are an earlier linerec's (its access rules' file is
-# removed now: kept, the line would stop the broker from starting).
+# listener section or above it (options after a second `listener` line are that listener's:
+# kept whole). `acl_file` and the first comment line are an earlier linerec's (its access
+# rules' file is removed now: kept, the line would stop the broker from starting). A `plugin`
+# line is linerec's only if it names the dynamic security plugin (PLUGIN_LINES).
 WRITTEN_OPTIONS = frozenset({
     "cafile", "certfile", "keyfile", "crlfile", "require_certificate",
     "use_identity_as_username", "max_packet_size", "max_queued_messages", "max_queued_bytes",
-    "plugin", "plugin_opt_config_file", "acl_file",
+    "acl_file",
 })  # fmt: skip
 EARLIER_LINES = frozenset(
     {
         "# linerec site broker: TLS with client certificates, one identity per device.",
     }
 )
+# A plugin line and the options that belong to it, up to the next plugin line; the older
+# spellings too. linerec's is the dynamic security plugin with its `config_file`.
+PLUGIN_LINES = frozenset({"plugin", "auth_plugin"})
+PLUGIN_OPTIONS = ("plugin_opt_", "auth_opt_")
+DYNSEC_NAME = "mosquitto_dynamic_security.so"
+
+
+def _linerecs(words: list[str], plugin: str | None) -> bool:
+    """Whether a line of the first listener section (or above it) is one linerec writes:
+    `plugin` is the plugin the options seen now belong to (None: none yet)."""
+    if not words:
+        return False
+    if words[0] in PLUGIN_LINES:
+        return Path(" ".join(words[1:])).name == DYNSEC_NAME
+    if words[0].startswith(PLUGIN_OPTIONS):
+        # the dynamic security plugin's file is linerec's (one with no plugin: an earlier one)
+        option = words[0].split("_opt_", 1)[1]
+        return option == "config_file" and (plugin is None or Path(plugin).name == DYNSEC_NAME)
+    return words[0] in WRITTEN_OPTIONS
 
 
 def _listener(site: Path, port: int | None, bind: str | None) -> Listener:
@@ -645,13 +671,22 @@ def _listener(site: Path, port: int | None, bind: str | None) -> Listener:
     conf = site / "mosquitto.conf"
     lines = conf.read_text().splitlines() if conf.exists() else []
     written = {*_broker_conf(Path("/"), 8883, None, "").splitlines(), *EARLIER_LINES}
-    old_port, old_bind, kept, listeners = 8883, None, [], 0
+    old_port, old_bind, listeners = 8883, None, 0
+    before: list[str] = []
+    after: list[str] = []
+    plugin: str | None = None
+    hoisted = 0
     for number, line in enumerate(lines, 1):
         words = line.split()
         if words[:1] == ["listener"]:
             listeners += 1
-        if listeners > 1:
-            kept.append(line)  # another listener and its options: the operator's
+        kept = before if listeners == 0 else after
+        if words[:1] == ["per_listener_settings"] and listeners:
+            # mosquitto takes it only before every security setting (linerec's plugin is one)
+            before.insert(hoisted, line)
+            hoisted += 1
+        elif listeners > 1:
+            after.append(line)  # another listener and its options: the operator's
         elif words[:1] == ["listener"]:
             if len(words) not in (2, 3) or not words[1].isdigit() or not 0 < int(words[1]) < 2**16:
                 raise EnrollError(
@@ -659,12 +694,15 @@ def _listener(site: Path, port: int | None, bind: str | None) -> Listener:
                     "`listener PORT [ADDRESS]`"
                 )
             old_port, old_bind = int(words[1]), (words[2] if len(words) == 3 else None)
-        elif line not in written and not (words and words[0] in WRITTEN_OPTIONS):
+        elif line not in written and not _linerecs(words, plugin):
             kept.append(line)
+        if words[:1] and words[0] in PLUGIN_LINES:
+            plugin = " ".join(words[1:])
     return Listener(
         port=old_port if port is None else port,
         bind=old_bind if bind is None else bind,
-        kept=tuple(kept),
+        before=tuple(before),
+        after=tuple(after),
     )
 
 
@@ -699,9 +737,10 @@ def _broker_pieces(site: Path, broker_names: list[str], listener: Listener, plug
             _write_public(cert_path, cert.public_bytes(serialization.Encoding.PEM))
     _rewrite_access(site)
     (site / "acl").unlink(missing_ok=True)  # the acl_file of earlier versions: superseded
+    before = "".join(f"{line}\n" for line in listener.before)
     conf = _broker_conf(site, listener.port, listener.bind, plugin)
-    kept = "".join(f"{line}\n" for line in listener.kept)
-    _write_public(site / "mosquitto.conf", (conf + kept).encode())
+    after = "".join(f"{line}\n" for line in listener.after)
+    _write_public(site / "mosquitto.conf", (before + conf + after).encode())
 
 
 def _broker_conf(site: Path, port: int, bind: str | None, plugin: str) -> str:
