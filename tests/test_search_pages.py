@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 import databases
-from linerec.collector.search import QueryError, parse_query, search_page
+from linerec.collector import keyset
+from linerec.collector.search import KEYS, QueryError, parse_query, search_page
 from linerec.collector.store import CollectorStore
 
 STARTS = (None, "2026-03-01T10:00:00.000+00:00", "2026-03-01T11:00:00.000+00:00")
@@ -66,23 +67,25 @@ def ordered(made: list[dict[str, Any]], sort: str, **wanted: Any) -> list[tuple[
     return [(r["device"], r["id"]) for r in found]
 
 
-def walk(store: CollectorStore, params: dict[str, str]) -> tuple[list[Any], list[Any]]:
+def walk(
+    store: CollectorStore, params: dict[str, str], scope: Any = None
+) -> tuple[list[Any], list[Any]]:
     """Every page forwards by `next` from the first, then backwards by `previous` from the
-    last; the rows each way, in the search's order."""
+    last; the rows each way, in the search's order (`scope`: what the asker may see)."""
     forwards: list[list[tuple[str, str]]] = []
-    page = search_page(store.db, parse_query(params))
+    page = search_page(store.db, parse_query(params, scope=scope))
     assert page.previous is None
     while True:
         forwards.append([(row["device"], row["id"]) for row in page.rows])
         if page.next is None:
             break
-        page = search_page(store.db, parse_query({**params, "after": page.next}))
+        page = search_page(store.db, parse_query({**params, "after": page.next}, scope=scope))
         assert page.previous is not None
     limit = int(params["limit"])
     assert all(len(rows) == limit for rows in forwards[:-1]), forwards
     backwards = [forwards[-1]]
     while page.previous is not None:
-        page = search_page(store.db, parse_query({**params, "before": page.previous}))
+        page = search_page(store.db, parse_query({**params, "before": page.previous}, scope=scope))
         assert len(page.rows) == limit
         backwards.insert(0, [(row["device"], row["id"]) for row in page.rows])
     assert backwards == forwards  # the same pages, back to the first
@@ -167,3 +170,63 @@ def test_a_cursor_is_checked_like_any_search_field(store: CollectorStore) -> Non
     assert parse_query({"after": ok, "sort": "duration"}).after == (5.0, "r01", "box1")
     # the page number beside a cursor is only the one shown
     assert parse_query({"after": cursor, "page": "7", "sort": "duration"}).offset == 0
+
+
+SCOPES = (
+    (("line", "box1/line1"), ("line", "box2/line2"), ("label", "support")),
+    (("line", "box2/*"),),
+    (),
+)
+
+
+def in_scope(row: dict[str, Any], scope: tuple[tuple[str, str], ...]) -> bool:
+    for kind, value in scope:
+        device, _, line = value.partition("/")
+        if kind == "label" and row["label"] == value:
+            return True
+        if kind == "line" and row["device"] == device and line in ("*", row["line"]):
+            return True
+    return False
+
+
+@pytest.mark.parametrize("sort", list(ORDERS))
+def test_a_scoped_search_pages_only_through_what_its_asker_may_see(
+    store: CollectorStore, sort: str
+) -> None:
+    """A listener granted some lines (DEVICE/LINE, DEVICE/*) and a label pages by next and
+    previous through exactly the recordings granted; a cursor made up to name a recording
+    outside the grants (its key is no secret: any link shows its form) pages on from that
+    place in the order, still only through what is granted."""
+    made = fill(store)
+    for row in made[::7]:
+        row["label"] = "support"
+        store.db.execute(
+            "UPDATE recordings SET label = 'support' WHERE device = ? AND id = ?",
+            (row["device"], row["id"]),
+        )
+    for row in made:
+        row.setdefault("label", None)
+    by_key = {(r["device"], r["id"]): r for r in made}
+    everything = ordered(made, sort)
+    for scope in SCOPES:
+        want = [k for k in everything if in_scope(by_key[k], scope)]
+        assert 0 < len(want) < len(made) or scope == ()
+        for limit in (1, 4, 30):
+            params = {"sort": sort, "limit": str(limit)}
+            if want:
+                forwards, _ = walk(store, params, scope)
+                assert forwards == want, (scope, limit)
+            first = search_page(store.db, parse_query(params, scope=scope))
+            assert first.total == len(want)
+            outside = [k for k in everything if not in_scope(by_key[k], scope)]
+            for key in outside:
+                row = by_key[key]
+                cursor = keyset.encode(sort, tuple(row[c[2:]] for c, _ in KEYS[sort]))
+                place = everything.index(key)
+                later = [k for k in everything[place + 1 :] if k in want]
+                page = search_page(store.db, parse_query({**params, "after": cursor}, scope=scope))
+                assert [(r["device"], r["id"]) for r in page.rows] == later[:limit]
+                earlier = [k for k in everything[:place] if k in want]
+                back = earlier[-limit:] if len(earlier) >= limit else want[:limit]
+                page = search_page(store.db, parse_query({**params, "before": cursor}, scope=scope))
+                assert [(r["device"], r["id"]) for r in page.rows] == back
