@@ -7,6 +7,7 @@ changed. The clock is injected (sessions, lockouts and TOTP steps move with it).
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import os
@@ -710,3 +711,53 @@ def test_collector_web_refuses_plain_http_off_loopback(site: Path) -> None:
         f"linerec: error: {site}: web.listen: '0.0.0.0:8443' is not a loopback address: "
         "give cert and key (TLS), or allow_plaintext = true"
     )
+
+
+def test_a_listener_paging_by_next_previous_or_a_made_up_cursor_sees_only_its_grants(
+    client: TestClient, service: ConsoleService, clock: Clock
+) -> None:
+    """A listener granted one line of box8 and all of box9 pages by the links (the page and
+    the API) through exactly those recordings, each way; a cursor made up to name a recording
+    of box7 or of box8's other line (its form is no secret) still shows only granted ones."""
+    start = "2020-01-01T00:00:{:02d}.000+00:00"
+    rows = [(device, line, n) for n in range(8) for device, line in
+            (("box7", "line1"), ("box8", "line1"), ("box8", "line2"), ("box9", "line3"))]  # fmt: skip
+    service.store.db.executemany(
+        "INSERT INTO recordings (device, id, seq, line, started_at, path, sha256, received_at) "
+        "VALUES (?, ?, ?, ?, ?, 'x', 'x', 0)",
+        [(d, f"{d}-{line}-{n}", n, line, start.format(n)) for d, line, n in rows],
+    )
+    totp = add_user(service, "lee", "listener", ("line", "box8/line1"), ("line", "box9/*"))
+    login(client, "lee", totp, clock)
+    granted = [f"{d}-{line}-{n}" for d, line, n in rows if (d, line) in
+               (("box8", "line1"), ("box9", "line3"))]  # fmt: skip
+    want = sorted(granted, key=lambda rid: (-int(rid[-1]), rid))  # newest first, then id
+    params = {"since": "2019-01-01", "limit": "3"}
+    page = client.get("/recordings", params=params)
+    pages = [found(page.text)]
+    while ">next</a>" in page.text:
+        page = client.get(link(page.text, "next"))
+        pages.append(found(page.text))
+    assert [rid for shown in pages for rid in shown] == want
+    for number in range(len(pages) - 1, 0, -1):
+        page = client.get(link(page.text, "previous"))
+        assert found(page.text) == pages[number - 1]
+    api = client.get("/api/recordings", params=params).json()
+    seen = [r["id"] for r in api["recordings"]]
+    while api["next"] is not None:
+        api = client.get("/api/recordings", params={**params, "after": api["next"]}).json()
+        seen += [r["id"] for r in api["recordings"]]
+    assert seen == want and api["total"] == len(want)
+    for device, line, n in rows:
+        if f"{device}-{line}-{n}" in granted:
+            continue
+        key = json.dumps(["-started_at", [start.format(n), f"{device}-{line}-{n}", device]])
+        cursor = base64.urlsafe_b64encode(key.encode()).decode().rstrip("=")
+        for way in ("after", "before"):
+            answer = client.get("/api/recordings", params={**params, way: cursor})
+            assert answer.status_code == 200, answer.text
+            shown = [r["id"] for r in answer.json()["recordings"]]
+            assert shown and set(shown) <= set(granted), (way, cursor, shown)
+            html = client.get("/recordings", params={**params, way: cursor})
+            assert found(html.text) == shown
+    assert not [a for _, a, _, _ in audit(service) if a == "forbidden"]
