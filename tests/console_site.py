@@ -163,7 +163,7 @@ class Server:
 class FleetFeed:
     """A collector receiving from a fresh mosquitto, over the same store as a delivered site,
     and a device's client that publishes its retained status and health there. `publish`
-    returns once the collector has kept (or refused) the message: it waits on the collector's
+    returns once the collector has committed (or refused) the message: it waits on the collector's
     own store call or problem report, with a bounded timeout."""
 
     def __init__(self, site: Path) -> None:
@@ -183,7 +183,8 @@ class FleetFeed:
 
         def keep_and_tell(*args: object, **kwargs: object) -> None:
             keep(*args, **kwargs)  # type: ignore[arg-type]
-            self.kept.set()
+            # Told once the batch it is in commits: the console reads on its own connection.
+            store.db.after_commit(self.kept.set)
 
         store.keep_status = keep_and_tell  # type: ignore[method-assign]
         self.stop = threading.Event()
