@@ -37,6 +37,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, cast
@@ -78,8 +79,21 @@ BATCH = 200
 RECEIVE_MAXIMUM = 2 * BATCH  # messages the broker may send us ahead of our PUBACKs
 _SHA256 = re.compile(r"[0-9a-f]{64}\Z")
 _KIND_ORDER = {"event": 0, "upload": 1, "stream": 1, "status": 2, "health": 2}
+
+
+@dataclass(frozen=True, slots=True)
+class _Event:
+    """An event read and checked: stored with the batch's other events, a statement per
+    table for them all (CollectorStore.store_events), or alone if the batch is done again."""
+
+    device: str
+    where: str
+    seq: int
+    body: dict[str, Any]  # its sealed fields opened
+
+
 # A message's writes to run in a batch: (device, kind, recording id), arrival, topic, writes.
-_Step = tuple[tuple[str, int, str], int, str, Callable[[], None]]
+_Step = tuple[tuple[str, int, str], int, str, Callable[[], None] | _Event]
 
 
 class WriterDied(RuntimeError):
@@ -349,15 +363,18 @@ class Collector:
         later: list[_Step] = []
         try:
             with self.store.transaction():
-                held: dict[str, bool] = {}
-                for order, arrival, where, step in steps:
-                    device = order[0]
-                    if device not in held:
-                        held[device] = self.store.db.lock_key(f"device {device}", wait=wait)
-                    if held[device]:
+                devices = dict.fromkeys(order[0] for order, _, _, _ in steps)  # in their order
+                held = self.store.db.lock_keys([f"device {d}" for d in devices], wait=wait)
+                now = [s for s in steps if f"device {s[0][0]}" in held]
+                later = [s for s in steps if f"device {s[0][0]}" not in held]
+                # Every event of the batch stored together where the first comes: each
+                # device's still before its other messages (sorted so), as if one by one.
+                events = [step for _, _, _, step in now if isinstance(step, _Event)]
+                for _, _, _, step in now:
+                    if not isinstance(step, _Event):
                         step()
-                    else:
-                        later.append((order, arrival, where, step))
+                    elif step is events[0]:
+                        self._store_events(events)
         except DatabaseUnavailable:
             raise
         except Exception:
@@ -373,11 +390,14 @@ class Collector:
         self._handled += len(steps) - len(later)
         return later
 
-    def _step(self, where: str, step: Callable[[], None]) -> None:
+    def _step(self, where: str, step: Callable[[], None] | _Event) -> None:
         """One message's writes in a transaction of its own (said, and undone, if they fail)."""
         try:
             with self._writing():
-                step()
+                if isinstance(step, _Event):
+                    self._store_events([step])
+                else:
+                    step()
         except DatabaseUnavailable:
             raise
         except ApiError as exc:
@@ -388,7 +408,7 @@ class Collector:
 
     def _prepare(
         self, device: str, rest: list[str], where: str, message: mqtt.MQTTMessage
-    ) -> Callable[[], None]:
+    ) -> Callable[[], None] | _Event:
         """A message read and checked (ApiError if it is not acceptable): its writes, to run
         inside the batch's transaction."""
         if rest == ["event"]:
@@ -474,7 +494,7 @@ class Collector:
 
     # -- events ------------------------------------------------------------------------------
 
-    def _event(self, device: str, where: str, payload: bytes) -> Callable[[], None]:
+    def _event(self, device: str, where: str, payload: bytes) -> _Event:
         if len(payload) > MAX_EVENT_BYTES:
             raise ApiError(
                 f"{where}: an event of {len(payload)} bytes is over the limit of "
@@ -488,34 +508,47 @@ class Collector:
         if type(seq) is not int or seq < 1:  # not bool: True is an int to Python
             raise ApiError(f"{where}: an event needs a positive integer seq")
         opened = self._open_event(where, body)  # outside the transaction: others may write
-        return lambda: self._store_event(device, where, seq, opened)
+        return _Event(device, where, seq, opened)
 
-    def _store_event(self, device: str, where: str, seq: int, opened: dict[str, Any]) -> None:
+    def _store_events(self, events: list[_Event]) -> None:
+        """Store events (together: CollectorStore.store_events) and acknowledge each device's
+        up to its mark after them (once a batch, unless the mark moved between its events); a
+        gap is said once a device and batch."""
         window = self.settings.event_seq_window
-        upto = self.store.store_event(device, opened, self._clock(), window=window)
-        if upto is None:
-            reason = (
-                f"event seq {shown(str(seq), 24)} is more than {window} beyond the last in "
-                f"order ({self.store.contiguous_seq(device)}) ([collector] event_seq_window)"
-            )
-            self._problem(f"device {device}: {where}: {reason}: refused, not stored")
-            self._ack(
-                device,
-                {"kind": "rejected", "device": device, "seq": seq, "reason": reason},
-            )
-            return
-        if opened.get("event") == "recording_deleted" and opened.get("reason") in LEFT_OUT:
-            self._left_out(device, opened)
-            if isinstance(opened.get("id"), str):  # what was streamed of it goes too
-                self._drop_stream(device, opened["id"])
-        if seq > upto:
-            runs = self.store.gaps(device, limit=1)  # the first: found by index seeks alone
-            log.warning(
-                "device %s: events %s not received (yet)",
-                device,
-                ", ".join(f"{first}..{last}" for first, last in runs),
-            )
-        self._ack(device, {"kind": "events", "device": device, "upto": upto})
+        marks = self.store.store_events(
+            [(event.device, event.body) for event in events], self._clock(), window=window
+        )
+        acked: dict[str, int] = {}
+        gapped: set[str] = set()
+        for event, upto in zip(events, marks, strict=True):
+            device, opened = event.device, event.body
+            if upto is None:
+                reason = (
+                    f"event seq {shown(str(event.seq), 24)} is more than {window} beyond the "
+                    f"last in order ({self.store.contiguous_seq(device)}) "
+                    "([collector] event_seq_window)"
+                )
+                self._problem(f"device {device}: {event.where}: {reason}: refused, not stored")
+                self._ack(
+                    device,
+                    {"kind": "rejected", "device": device, "seq": event.seq, "reason": reason},
+                )
+                continue
+            if opened.get("event") == "recording_deleted" and opened.get("reason") in LEFT_OUT:
+                self._left_out(device, opened)
+                if isinstance(opened.get("id"), str):  # what was streamed of it goes too
+                    self._drop_stream(device, opened["id"])
+            if event.seq > upto and device not in gapped:
+                gapped.add(device)
+                runs = self.store.gaps(device, limit=1)  # the first: found by index seeks alone
+                log.warning(
+                    "device %s: events %s not received (yet)",
+                    device,
+                    ", ".join(f"{first}..{last}" for first, last in runs),
+                )
+            if acked.get(device) != upto:
+                acked[device] = upto
+                self._ack(device, {"kind": "events", "device": device, "upto": upto})
 
     def _left_out(self, device: str, body: dict[str, Any]) -> None:
         """A recording the device discarded as it was written (opt-out): its number is linked
