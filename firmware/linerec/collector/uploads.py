@@ -21,7 +21,7 @@ import logging
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from linerec.codec import RATE
 from linerec.collector.database import upsert
@@ -107,10 +107,7 @@ class Uploads:
         range it is part of now, None for an empty piece)."""
         limits = self.limits
         device, recording_id = piece.device, piece.recording_id
-        row = self.db.execute(
-            "SELECT size, sha256, ranges FROM uploads WHERE device = ? AND id = ?",
-            (device, recording_id),
-        ).fetchone()
+        row, near = self._held(piece)
         if piece.sha256 == STREAMING and row is not None and row[1] != STREAMING:
             # streamed bytes of a recording whose sealed upload has begun: a piece of that
             piece = replace(piece, size=int(row[0]), sha256=str(row[1]))
@@ -139,19 +136,12 @@ class Uploads:
         if fresh:
             if row is not None:  # new content under the same id: start afresh
                 self.drop(device, recording_id)
+                near = []  # dropped with it
             self._make_room(device)
         count = 0 if fresh else int(row[2])
         start, end = piece.offset, piece.offset + len(piece.data)
         absorbed: list[tuple[int, int]] = []
         if end > start:
-            # In one round trip: the range just before the piece, and those starting within it.
-            near = self.db.execute(
-                'SELECT start, "end" FROM (SELECT start, "end" FROM upload_ranges WHERE '
-                "device = ? AND id = ? AND start < ? ORDER BY start DESC LIMIT 1) AS before "
-                'UNION ALL SELECT start, "end" FROM upload_ranges WHERE device = ? AND id = ? '
-                "AND start >= ? AND start <= ?",
-                (device, recording_id, start, device, recording_id, start, end),
-            ).fetchall()
             before = next(((a, b) for a, b in near if a < start), None)
             if before is not None and before[1] >= start:  # it reaches the piece: one with it
                 start = int(before[0])
@@ -172,7 +162,7 @@ class Uploads:
             os.pwrite(fd, piece.data, piece.offset)
         finally:
             os.close(fd)
-        self.db.execute(
+        upload = (
             upsert(
                 "uploads",
                 ("device", "id", "size", "sha256", "ranges", "touched_at"),
@@ -180,18 +170,42 @@ class Uploads:
             ),
             (device, recording_id, 0 if streaming else piece.size, piece.sha256, count, now),
         )
-        if piece.data:
-            self.db.execute(
-                "DELETE FROM upload_ranges WHERE device = ? AND id = ? "
-                "AND start >= ? AND start <= ?",
-                (device, recording_id, start, piece.offset + len(piece.data)),
-            )
-            self.db.execute(
-                'INSERT INTO upload_ranges (device, id, start, "end") VALUES (?, ?, ?, ?)',
-                (device, recording_id, start, end),
-            )
-            return piece, count, (start, end)
-        return piece, count, None
+        if not piece.data:
+            self.db.execute(*upload)
+            return piece, count, None
+        # Sent together (one round trip to a server): nothing is read back.
+        self.db.execute_all(
+            [
+                upload,
+                (
+                    "DELETE FROM upload_ranges WHERE device = ? AND id = ? "
+                    "AND start >= ? AND start <= ?",
+                    (device, recording_id, start, piece.offset + len(piece.data)),
+                ),
+                (
+                    'INSERT INTO upload_ranges (device, id, start, "end") VALUES (?, ?, ?, ?)',
+                    (device, recording_id, start, end),
+                ),
+            ]
+        )
+        return piece, count, (start, end)
+
+    def _held(self, piece: Piece) -> tuple[Any, list[tuple[int, int]]]:
+        """In one round trip: the upload's row (size, sha256, ranges; None if there is none)
+        and, for a piece with data, the range just before it and those starting within it."""
+        device, recording_id = piece.device, piece.recording_id
+        start, end = piece.offset, piece.offset + len(piece.data)
+        rows = self.db.execute(
+            "SELECT 0, size, sha256, ranges, NULL, NULL FROM uploads WHERE device = ? AND id = ? "
+            'UNION ALL SELECT 1, NULL, NULL, NULL, start, "end" FROM (SELECT start, "end" FROM '
+            "upload_ranges WHERE device = ? AND id = ? AND start < ? ORDER BY start DESC "
+            'LIMIT 1) AS before UNION ALL SELECT 1, NULL, NULL, NULL, start, "end" FROM '
+            "upload_ranges WHERE device = ? AND id = ? AND start >= ? AND start <= ?",
+            (device, recording_id, device, recording_id, start, device, recording_id, start, end),
+        ).fetchall()
+        row = next((r[1:4] for r in rows if r[0] == 0), None)
+        near = [(int(r[4]), int(r[5])) for r in rows if r[0] == 1] if end > start else []
+        return row, near
 
     def received(self, device: str, recording_id: str) -> int:
         """Bytes of an upload received from its start without a hole."""
