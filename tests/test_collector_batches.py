@@ -689,3 +689,96 @@ def test_a_batch_whose_event_insert_fails_is_done_again_message_by_message(
     (count,) = db.execute("SELECT count(*) FROM events WHERE device = 'box9'").fetchone()
     assert count == 0
     assert any("box9 refused" in p for p in collector.problems)
+
+
+def upload_piece(
+    device: str, recording_id: str, data: bytes, start: int, end: int
+) -> mqtt.MQTTMessage:
+    return message(
+        f"linerec/v1/{device}/upload/{recording_id}",
+        data[start:end],
+        offset=start,
+        size=len(data),
+        sha256=hashlib.sha256(data).hexdigest(),
+    )
+
+
+def _held(collector: Collector, device: str) -> list[tuple[object, ...]]:
+    """What the collector holds of a device's uploads under way: rows, ranges, part files."""
+    db, uploads = collector.store.db, collector.store.uploads
+    held: list[tuple[object, ...]] = []
+    for row in uploads.under_way():
+        if row["device"] != device:
+            continue
+        recording_id = str(row["id"])
+        ranges = db.execute(
+            'SELECT start, "end" FROM upload_ranges WHERE device = ? AND id = ? ORDER BY start',
+            (device, recording_id),
+        ).fetchall()
+        part = uploads.part(device, recording_id).read_bytes()
+        held.append((recording_id.split("-", 1)[1], row["size"], row["ranges"], ranges, part))
+    return held
+
+
+def test_pieces_placed_together_leave_what_pieces_placed_alone_leave(
+    running: tuple[Collector, Acks],
+) -> None:
+    """Pieces carrying uploads on are placed together in a batch; beside them a duplicate, a
+    piece past a hole, the one filling it, other content under the same id, and a last
+    piece making a whole that is not a recording (quarantined). box1 gets them in batches,
+    box2 the same one message at a time: both end up holding, quarantining and being told
+    the same."""
+    collector, acks = running
+    first, second, junk = os.urandom(40_000), os.urandom(40_000), bytes(range(256)) * 64
+    ids = ("00000002-20260101T000000Z-line1", "00000003-20260101T000000Z-line1")
+    script = [
+        [(0, first, 0, 8000), (1, junk, 0, 8000)],
+        [
+            (0, first, 8000, 16000),
+            (0, first, 8000, 16000),
+            (0, first, 24000, 32000),
+            (0, first, 16000, 20000),
+            (1, junk, 8000, 12000),
+        ],
+        [(0, first, 20000, 24000), (0, second, 8000, 16000), (1, junk, 12000, len(junk))],
+        [(0, second, 0, 8000), (0, second, 16000, 24000)],
+    ]
+    for batch in script:
+        collector.handle([upload_piece("box1", f"box1-{ids[n]}", d, a, b) for n, d, a, b in batch])
+        for n, d, a, b in batch:
+            collector.handle([upload_piece("box2", f"box2-{ids[n]}", d, a, b)])
+    assert _held(collector, "box1") == _held(collector, "box2")
+    assert [h[0] for h in _held(collector, "box1")] == [ids[0]]  # the junk went
+    assert _held(collector, "box1")[0][3] == [(0, 24000)]  # second's, from the start
+    quarantined = {
+        device: [
+            (q["id"].split("-", 1)[1], q["sha256"], q["size"])
+            for q in collector.store.quarantined(device)
+        ]
+        for device in ("box1", "box2")
+    }
+    assert quarantined["box1"] == quarantined["box2"] != []
+    acks.wait_for({"kind": "rejected", "id": f"box1-{ids[1]}"})
+
+
+def test_pieces_carrying_uploads_on_cost_a_few_statements_whatever_their_number(
+    running: tuple[Collector, Acks], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch of pieces each carrying its upload on from where it is costs a statement per
+    table, not statements per piece: 30 uploads' pieces no more than 3 uploads'."""
+    collector, _ = running
+    data = os.urandom(10_000)
+
+    def cost(uploads: int) -> int:
+        names = [f"dev{uploads}x{d:03d}" for d in range(uploads)]
+        rid = "00000001-20260101T000000Z-line1"
+        collector.handle([upload_piece(n, f"{n}-{rid}", data, 0, 1000) for n in names])
+        counter = _Statements(collector, monkeypatch)
+        collector.handle([upload_piece(n, f"{n}-{rid}", data, 1000, 3000) for n in names])
+        monkeypatch.undo()
+        assert {collector.store.uploads.received(n, f"{n}-{rid}") for n in names} == {3000}
+        return counter.count
+
+    small, large = cost(3), cost(30)
+    assert large <= small, (small, large)
+    assert collector.problems == []

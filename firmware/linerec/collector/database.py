@@ -425,16 +425,17 @@ def _is_connection_error(exc: BaseException, connection: Any) -> bool:
     return gone or bool(getattr(connection, "closed", False))
 
 
-def upsert(table: str, columns: Sequence[str], key: Sequence[str]) -> str:
-    """`INSERT` a row, or overwrite the one with the same `key` (SQLite's INSERT OR REPLACE,
-    written so both engines read it; a replaced row keeps its place in rowid order)."""
+def upsert(table: str, columns: Sequence[str], key: Sequence[str], *, rows: int = 1) -> str:
+    """`INSERT` a row (or `rows`, no two with the same `key`), or overwrite the one with the
+    same `key` (SQLite's INSERT OR REPLACE, written so both engines read it; a replaced row
+    keeps its place in rowid order)."""
     names = ", ".join(_quoted(c) for c in columns)
-    marks = ", ".join("?" for _ in columns)
+    marks = rows_of(rows, len(columns))
     rest = [c for c in columns if c not in key]
     sets = ", ".join(f"{_quoted(c)} = excluded.{_quoted(c)}" for c in rest)
     action = f"DO UPDATE SET {sets}" if rest else "DO NOTHING"
     return (
-        f"INSERT INTO {table} ({names}) VALUES ({marks}) "
+        f"INSERT INTO {table} ({names}) VALUES {marks} "
         f"ON CONFLICT ({', '.join(_quoted(c) for c in key)}) {action}"
     )
 

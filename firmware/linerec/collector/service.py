@@ -52,7 +52,7 @@ from linerec.collector.database import DatabaseUnavailable
 from linerec.collector.discards import StreamDiscards
 from linerec.collector.sealed import open_event
 from linerec.collector.store import CollectorStore
-from linerec.collector.uploads import STREAMING, Piece, UploadRefused
+from linerec.collector.uploads import STREAMING, Appends, Piece, UploadRefused
 from linerec.ids import recording_id_problem, shown
 from linerec.mqttapi import (
     CHUNK,
@@ -92,8 +92,18 @@ class _Event:
     body: dict[str, Any]  # its sealed fields opened
 
 
+@dataclass(frozen=True, slots=True)
+class _PieceStep:
+    """A piece of a recording read and checked: carrying on its upload, placed with the
+    batch's others (uploads.Appends), or else on its own (Uploads.add)."""
+
+    piece: Piece
+    where: str
+    tell: bool  # its first or last piece: a refusal is told
+
+
 # A message's writes to run in a batch: (device, kind, recording id), arrival, topic, writes.
-_Step = tuple[tuple[str, int, str], int, str, Callable[[], None] | _Event]
+_Step = tuple[tuple[str, int, str], int, str, Callable[[], None] | _Event | _PieceStep]
 
 
 class WriterDied(RuntimeError):
@@ -126,6 +136,7 @@ class Collector:
         self._discarded = StreamDiscards(self.store.db)  # so a late piece does not revive one
         self._acks: list[tuple[str, dict[str, Any]]] = []  # to send once committed
         self._handled = 0  # messages of the batch under way handled (committed or refused)
+        self._appends: Appends | None = None  # pieces carrying on uploads, in the batch
         # paho's network thread only queues what arrives; the writer thread handles it
         # (None: stop). Each message is PUBACKed once handled, so the broker holds at most
         # RECEIVE_MAXIMUM of ours in flight and the queue stays that short.
@@ -367,14 +378,7 @@ class Collector:
                 held = self.store.db.lock_keys([f"device {d}" for d in devices], wait=wait)
                 now = [s for s in steps if f"device {s[0][0]}" in held]
                 later = [s for s in steps if f"device {s[0][0]}" not in held]
-                # Every event of the batch stored together where the first comes: each
-                # device's still before its other messages (sorted so), as if one by one.
-                events = [step for _, _, _, step in now if isinstance(step, _Event)]
-                for _, _, _, step in now:
-                    if not isinstance(step, _Event):
-                        step()
-                    elif step is events[0]:
-                        self._store_events(events)
+                self._run_together(now)
         except DatabaseUnavailable:
             raise
         except Exception:
@@ -390,12 +394,45 @@ class Collector:
         self._handled += len(steps) - len(later)
         return later
 
-    def _step(self, where: str, step: Callable[[], None] | _Event) -> None:
+    def _run_together(self, steps: list[_Step]) -> None:
+        """Steps of devices this transaction holds, in order. Every event of the batch is
+        stored together where the first comes (each device's still before its other messages,
+        as sorted); pieces that carry on their upload are placed together (uploads.Appends),
+        read at the first and written before the commit."""
+        events = [step for _, _, _, step in steps if isinstance(step, _Event)]
+        # A device whose upload an event drops (left out on purpose): its pieces one by one.
+        dropping = {event.device for event in events if _leaves_out(event.body)}
+        pieces = [
+            (step.piece.device, step.piece.recording_id, step.piece.sha256)
+            for _, _, _, step in steps
+            if isinstance(step, _PieceStep) and step.piece.device not in dropping
+        ]
+        try:
+            for order, _, _, step in steps:
+                if isinstance(step, _Event):
+                    if step is events[0]:
+                        self._store_events(events)
+                elif isinstance(step, _PieceStep):
+                    if self._appends is None:
+                        self._appends = Appends(self.store.uploads, pieces)
+                    self._take_piece(step.piece, step.where, step.tell)
+                else:
+                    if self._appends is not None:  # it may write the device's uploads
+                        self._appends.forget(order[0])
+                    step()
+            if self._appends is not None:
+                self._appends.flush()
+        finally:
+            self._appends = None
+
+    def _step(self, where: str, step: Callable[[], None] | _Event | _PieceStep) -> None:
         """One message's writes in a transaction of its own (said, and undone, if they fail)."""
         try:
             with self._writing():
                 if isinstance(step, _Event):
                     self._store_events([step])
+                elif isinstance(step, _PieceStep):
+                    self._take_piece(step.piece, step.where, step.tell)
                 else:
                     step()
         except DatabaseUnavailable:
@@ -408,7 +445,7 @@ class Collector:
 
     def _prepare(
         self, device: str, rest: list[str], where: str, message: mqtt.MQTTMessage
-    ) -> Callable[[], None] | _Event:
+    ) -> Callable[[], None] | _Event | _PieceStep:
         """A message read and checked (ApiError if it is not acceptable): its writes, to run
         inside the batch's transaction."""
         if rest == ["event"]:
@@ -534,7 +571,7 @@ class Collector:
                     {"kind": "rejected", "device": device, "seq": event.seq, "reason": reason},
                 )
                 continue
-            if opened.get("event") == "recording_deleted" and opened.get("reason") in LEFT_OUT:
+            if _leaves_out(opened):
                 self._left_out(device, opened)
                 if isinstance(opened.get("id"), str):  # what was streamed of it goes too
                     self._drop_stream(device, opened["id"])
@@ -596,7 +633,7 @@ class Collector:
 
     def _piece(
         self, device: str, recording_id: str, where: str, message: mqtt.MQTTMessage
-    ) -> Callable[[], None]:
+    ) -> _PieceStep:
         props = dict(getattr(message.properties, "UserProperty", []) or [])
         try:
             offset, size, digest = int(props["offset"]), int(props["size"]), str(props["sha256"])
@@ -626,10 +663,16 @@ class Collector:
             sha256=digest,
             data=payload,
         )
-        return lambda: self._take_piece(piece, where, tell)  # whichever process has it
+        return _PieceStep(piece, where, tell)  # whichever process has it
 
     def _take_piece(self, piece: Piece, where: str, tell: bool) -> None:
         device, recording_id, digest = piece.device, piece.recording_id, piece.sha256
+        if self._appends is not None:
+            received = self._appends.take(piece, self._clock())
+            if received is not None:
+                self._progress(device, recording_id, digest, piece.offset, received=received)
+                return
+            self._appends.forget(device)  # placed below: its uploads read afresh from now on
         stored, quarantined, streamed = self.store.arrival(device, recording_id, digest)
         if stored == digest:  # redelivered after we acked: ack again
             self._ack(
@@ -740,9 +783,19 @@ class Collector:
             self.store.uploads.drop(device, recording_id)
 
     def _progress(
-        self, device: str, recording_id: str, digest: str, offset: int, streamed: bool = False
+        self,
+        device: str,
+        recording_id: str,
+        digest: str,
+        offset: int,
+        streamed: bool = False,
+        *,
+        received: int | None = None,
     ) -> None:
-        received = self.store.uploads.received(device, recording_id)
+        """Tell the appliance what is held of its upload where it needs to know (`received`:
+        the bytes held from byte 0, if known already)."""
+        if received is None:
+            received = self.store.uploads.received(device, recording_id)
         lost = received == 0 and offset > 0  # what came before is gone (reset): start again
         # The first piece of the sealed whole of a stream: say at once what is held (after a
         # restart the appliance does not know, and would send it all again).
@@ -848,6 +901,11 @@ class Collector:
         log.warning("%s", message)
         self.problems.append(message)
         del self.problems[:-100]
+
+
+def _leaves_out(event: dict[str, Any]) -> bool:
+    """A recording the device discarded as it was written (opt-out): `_left_out`."""
+    return event.get("event") == "recording_deleted" and event.get("reason") in LEFT_OUT
 
 
 def _header_field(header: dict[str, Any], name: str, kind: type) -> Any:
