@@ -807,26 +807,29 @@ class CollectorStore:
             (device, seq, prev, head),
         )
 
-        def link(at: int, column: str) -> str | None:
-            row = self.db.execute(
-                f"SELECT {column} FROM chain_links WHERE device = ? AND seq = ?", (device, at)
-            ).fetchone()
-            return None if row is None else str(row[0])
-
+        # In one round trip: the neighbours' links, and how far the chain has come.
+        linked_before, linked_after, last_seq, last_head = self.db.execute(
+            "SELECT (SELECT head FROM chain_links WHERE device = ? AND seq = ?), "
+            "(SELECT prev FROM chain_links WHERE device = ? AND seq = ?), "
+            "(SELECT seq FROM chains WHERE device = ?), (SELECT head FROM chains WHERE device = ?)",
+            (device, seq - 1, device, seq + 1, device, device),
+        ).fetchone()
         problems = []
-        row = self.db.execute("SELECT seq, head FROM chains WHERE device = ?", (device,)).fetchone()
-        last, last_head = (int(row[0]), str(row[1])) if row else (0, "")
-        before = link(seq - 1, "head") or (last_head if seq - 1 == last else None)
+        known = last_seq is not None
+        last, last_head = (int(last_seq), str(last_head)) if known else (0, "")
+        before = (None if linked_before is None else str(linked_before)) or (
+            last_head if seq - 1 == last else None
+        )
         if before is not None and before != prev:
             problems.append(
                 f"seq {seq} does not follow on from seq {seq - 1} (its prev hash differs)"
             )
-        after = link(seq + 1, "prev")
+        after = None if linked_after is None else str(linked_after)
         if after is not None and after != head:
             problems.append(
                 f"seq {seq + 1} does not follow on from seq {seq} (its prev hash differs)"
             )
-        if row is not None and seq > last + 1:
+        if known and seq > last + 1:
             problems.append(
                 f"recordings {last + 1}..{seq - 1} have not arrived (deleted, or still coming)"
             )

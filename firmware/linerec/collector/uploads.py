@@ -263,11 +263,14 @@ class Uploads:
     def drop(self, device: str, recording_id: str) -> None:
         """Forget an upload: its ranges, its row, its part file."""
         with self.db.transaction():
-            self.db.execute(
-                "DELETE FROM upload_ranges WHERE device = ? AND id = ?", (device, recording_id)
-            )
-            self.db.execute(
-                "DELETE FROM uploads WHERE device = ? AND id = ?", (device, recording_id)
+            self.db.execute_all(
+                [
+                    (
+                        "DELETE FROM upload_ranges WHERE device = ? AND id = ?",
+                        (device, recording_id),
+                    ),
+                    ("DELETE FROM uploads WHERE device = ? AND id = ?", (device, recording_id)),
+                ]
             )
             self.db.after_commit(lambda: self._unlink_unowned(device, recording_id))
 
