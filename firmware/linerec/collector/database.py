@@ -374,18 +374,23 @@ class Database:
         return True
 
     def lock_keys(self, keys: Sequence[str], *, wait: bool = True) -> set[str]:
-        """`lock_key` for each of `keys`: the keys held now. `wait`: each in the order given,
-        waiting for it (all are held after); not `wait`: those no other process holds, tried
-        in one statement."""
+        """`lock_key` for each of `keys`, in one statement: the keys held now. `wait`: each
+        in the order given (every process gives them in one order, so none waits for another
+        in a circle), waiting for it: all are held after. Not `wait`: those no other process
+        holds now."""
         if self.engine != POSTGRESQL:
-            return set(keys)
-        if wait:
-            for key in keys:
-                self.lock_key(key)
             return set(keys)
         wanted = [key for key in dict.fromkeys(keys) if key not in self._held]
         got = set(keys) - set(wanted)
-        if wanted:
+        if wanted and wait:
+            # The locks are taken row by row, in the order of the array.
+            self.execute(
+                "SELECT pg_advisory_xact_lock(hashtext(key)) FROM "
+                "unnest(?::text[]) WITH ORDINALITY AS t (key, n) ORDER BY n",
+                (wanted,),
+            ).fetchall()
+            got.update(wanted)
+        elif wanted:
             rows = self.execute(
                 "SELECT key FROM unnest(?::text[]) AS key "
                 "WHERE pg_try_advisory_xact_lock(hashtext(key))",
