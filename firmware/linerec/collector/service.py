@@ -322,10 +322,10 @@ class Collector:
         some of the same devices); the signed acks go once it has committed (if one message
         fails, each is done again in a transaction of its own). Each is first read and
         checked (JSON parsed, sealed fields opened) outside the transaction. Their writes run
-        device by device, each device locked once (Database.lock_key: one device's writes one
-        process at a time) before its first: only where no other process holds it, then, for
-        the rest, waiting in the same order in every process, so no two wait for each other
-        in a circle (a deadlock)."""
+        device by device, the batch's devices locked first (Database.lock_keys: one device's
+        writes one process at a time): only those no other process holds, then, for the rest,
+        waiting in the same order in every process, so no two wait for each other in a
+        circle (a deadlock)."""
         steps: list[_Step] = []
         for arrival, message in enumerate(messages):
             where = shown_topic(message.topic)
@@ -367,9 +367,9 @@ class Collector:
             self._database_back()
 
     def _commit(self, steps: list[_Step], wait: bool) -> list[_Step]:
-        """Run `steps` in one transaction, each device locked once before its first, and send
-        their acks once it has committed. Unless `wait`, a device another process holds is
-        left for later: its steps are returned. If one step fails, the transaction is undone
+        """Run `steps` in one transaction, their devices locked first, and send their acks
+        once it has committed. Unless `wait`, a device another process holds is left for
+        later: its steps are returned. If one step fails, the transaction is undone
         and each step is done again alone, in a transaction of its own, as if it came alone."""
         later: list[_Step] = []
         try:
