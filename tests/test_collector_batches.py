@@ -555,3 +555,216 @@ def test_a_recording_kept_in_a_batch_the_database_undoes_leaves_no_file(
 def _handled(collector: Collector, messages: list[mqtt.MQTTMessage]) -> bool:
     collector.handle(messages)
     return collector.status()["database"] == "ok"
+
+
+def device_event(device: str, seq: int, **fields: object) -> mqtt.MQTTMessage:
+    body = {"seq": seq, "device": device, "event": "ringing", "line": "line1", **fields}
+    return message(f"linerec/v1/{device}/event", json.dumps(body).encode())
+
+
+class _Statements:
+    """Counts the statements the collector's database is asked to run (each a round trip to
+    a server, or a batch of them sent together)."""
+
+    def __init__(self, collector: Collector, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.count = 0
+        db = collector.store.db
+        for name in ("execute", "execute_all"):
+            original = getattr(db, name, None)
+            if original is not None:
+                monkeypatch.setattr(db, name, self._counted(original))
+
+    def _counted(self, original: Callable[..., Any]) -> Callable[..., Any]:
+        def run(*args: Any, **kwargs: Any) -> Any:
+            self.count += 1
+            return original(*args, **kwargs)
+
+        return run
+
+
+def test_a_batch_of_events_costs_a_few_statements_whatever_its_size(
+    running: tuple[Collector, Acks], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The events of a batch are written a statement per table, not a statement per event:
+    60 events of 30 devices cost no more statements than 6 of 3."""
+    collector, _ = running
+
+    def cost(devices: int) -> int:
+        names = [f"dev{devices}x{d:03d}" for d in range(devices)]
+        collector.handle([device_event(name, 1) for name in names])  # each known already
+        batch = [device_event(name, seq) for seq in (2, 3) for name in names]
+        counter = _Statements(collector, monkeypatch)
+        collector.handle(batch)
+        monkeypatch.undo()
+        assert {collector.store.contiguous_seq(name) for name in names} == {3}
+        return counter.count
+
+    small, large = cost(3), cost(30)
+    assert large <= small, (small, large)
+    assert collector.problems == []
+
+
+def test_a_batch_of_events_some_stored_before_is_acknowledged_as_before(
+    running: tuple[Collector, Acks],
+) -> None:
+    """Events redelivered beside new ones (the multi-row insert meets rows already there, and
+    the same event twice in one batch): the first stored is kept, nothing is stored twice, and
+    the mark moves over both."""
+    collector, acks = running
+    collector.handle([event(1), event(2)])
+    acks.wait_for({"kind": "events", "upto": 2})
+    again = device_event("box1", 2, event="hung_up")  # other content, same number
+    collector.handle([event(1), again, event(3), event(3), event(4)])
+    acks.wait_for({"kind": "events", "upto": 4})
+    rows = collector.store.db.execute(
+        "SELECT seq, body FROM events WHERE device = 'box1' ORDER BY seq"
+    ).fetchall()
+    assert [int(seq) for seq, _ in rows] == [1, 2, 3, 4]
+    assert json.loads(rows[1][1])["event"] == "ringing"  # the first stored is kept
+    assert collector.store.contiguous_seq("box1") == 4
+    assert collector.problems == []
+
+
+def test_a_batch_with_an_event_beyond_the_window_refuses_only_that_one(
+    running: tuple[Collector, Acks],
+) -> None:
+    """An event too far beyond the mark shares a batch with events that move the mark: each
+    is judged against the mark the ones before it in the batch left, as if it came alone."""
+    collector, acks = running
+    window = collector.settings.event_seq_window
+    collector.handle([event(1), event(window + 1), event(window + 5)])
+    # window + 1 is within the window once event 1 is stored; window + 5 is not
+    acks.wait_for({"kind": "rejected", "seq": window + 5})
+    acks.wait_for({"kind": "events", "upto": 1})
+    seqs = [
+        int(seq)
+        for (seq,) in collector.store.db.execute(
+            "SELECT seq FROM events WHERE device = 'box1' ORDER BY seq"
+        )
+    ]
+    assert seqs == [1, window + 1]
+    assert [p for p in collector.problems if "beyond the last in order" in p]
+    assert collector.store.gaps("box1", limit=1) == [(2, window)]
+
+
+def test_a_batch_whose_event_insert_fails_is_done_again_message_by_message(
+    running: tuple[Collector, Acks],
+) -> None:
+    """A batch's events written together fail (here: a trigger refusing one device's rows):
+    the batch is undone and each message done again alone, so the other devices' events are
+    stored and acknowledged, and the refused device's are neither."""
+    collector, acks = running
+    db = collector.store.db
+    if db.engine == "sqlite":
+        db.execute(
+            "CREATE TRIGGER refuse BEFORE INSERT ON events WHEN NEW.device = 'box9' "
+            "BEGIN SELECT RAISE(ABORT, 'box9 refused'); END"
+        )
+    else:
+        db.execute(
+            "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            "IF NEW.device = 'box9' THEN RAISE EXCEPTION 'box9 refused'; END IF; "
+            "RETURN NEW; END $$"
+        )
+        db.execute(
+            "CREATE TRIGGER refuse BEFORE INSERT ON events FOR EACH ROW EXECUTE FUNCTION refuse()"
+        )
+    collector.handle([event(1), device_event("box9", 1), event(2)])
+    acks.wait_for({"kind": "events", "upto": 2})
+    assert collector.store.contiguous_seq("box1") == 2
+    (count,) = db.execute("SELECT count(*) FROM events WHERE device = 'box9'").fetchone()
+    assert count == 0
+    assert any("box9 refused" in p for p in collector.problems)
+
+
+def upload_piece(
+    device: str, recording_id: str, data: bytes, start: int, end: int
+) -> mqtt.MQTTMessage:
+    return message(
+        f"linerec/v1/{device}/upload/{recording_id}",
+        data[start:end],
+        offset=start,
+        size=len(data),
+        sha256=hashlib.sha256(data).hexdigest(),
+    )
+
+
+def _held(collector: Collector, device: str) -> list[tuple[object, ...]]:
+    """What the collector holds of a device's uploads under way: rows, ranges, part files."""
+    db, uploads = collector.store.db, collector.store.uploads
+    held: list[tuple[object, ...]] = []
+    for row in uploads.under_way():
+        if row["device"] != device:
+            continue
+        recording_id = str(row["id"])
+        ranges = db.execute(
+            'SELECT start, "end" FROM upload_ranges WHERE device = ? AND id = ? ORDER BY start',
+            (device, recording_id),
+        ).fetchall()
+        part = uploads.part(device, recording_id).read_bytes()
+        held.append((recording_id.split("-", 1)[1], row["size"], row["ranges"], ranges, part))
+    return held
+
+
+def test_pieces_placed_together_leave_what_pieces_placed_alone_leave(
+    running: tuple[Collector, Acks],
+) -> None:
+    """Pieces carrying uploads on are placed together in a batch; beside them a duplicate, a
+    piece past a hole, the one filling it, other content under the same id, and a last
+    piece making a whole that is not a recording (quarantined). box1 gets them in batches,
+    box2 the same one message at a time: both end up holding, quarantining and being told
+    the same."""
+    collector, acks = running
+    first, second, junk = os.urandom(40_000), os.urandom(40_000), bytes(range(256)) * 64
+    ids = ("00000002-20260101T000000Z-line1", "00000003-20260101T000000Z-line1")
+    script = [
+        [(0, first, 0, 8000), (1, junk, 0, 8000)],
+        [
+            (0, first, 8000, 16000),
+            (0, first, 8000, 16000),
+            (0, first, 24000, 32000),
+            (0, first, 16000, 20000),
+            (1, junk, 8000, 12000),
+        ],
+        [(0, first, 20000, 24000), (0, second, 8000, 16000), (1, junk, 12000, len(junk))],
+        [(0, second, 0, 8000), (0, second, 16000, 24000)],
+    ]
+    for batch in script:
+        collector.handle([upload_piece("box1", f"box1-{ids[n]}", d, a, b) for n, d, a, b in batch])
+        for n, d, a, b in batch:
+            collector.handle([upload_piece("box2", f"box2-{ids[n]}", d, a, b)])
+    assert _held(collector, "box1") == _held(collector, "box2")
+    assert [h[0] for h in _held(collector, "box1")] == [ids[0]]  # the junk went
+    assert _held(collector, "box1")[0][3] == [(0, 24000)]  # second's, from the start
+    quarantined = {
+        device: [
+            (q["id"].split("-", 1)[1], q["sha256"], q["size"])
+            for q in collector.store.quarantined(device)
+        ]
+        for device in ("box1", "box2")
+    }
+    assert quarantined["box1"] == quarantined["box2"] != []
+    acks.wait_for({"kind": "rejected", "id": f"box1-{ids[1]}"})
+
+
+def test_pieces_carrying_uploads_on_cost_a_few_statements_whatever_their_number(
+    running: tuple[Collector, Acks], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch of pieces each carrying its upload on from where it is costs a statement per
+    table, not statements per piece: 30 uploads' pieces no more than 3 uploads'."""
+    collector, _ = running
+    data = os.urandom(10_000)
+
+    def cost(uploads: int) -> int:
+        names = [f"dev{uploads}x{d:03d}" for d in range(uploads)]
+        rid = "00000001-20260101T000000Z-line1"
+        collector.handle([upload_piece(n, f"{n}-{rid}", data, 0, 1000) for n in names])
+        counter = _Statements(collector, monkeypatch)
+        collector.handle([upload_piece(n, f"{n}-{rid}", data, 1000, 3000) for n in names])
+        monkeypatch.undo()
+        assert {collector.store.uploads.received(n, f"{n}-{rid}") for n in names} == {3000}
+        return counter.count
+
+    small, large = cost(3), cost(30)
+    assert large <= small, (small, large)
+    assert collector.problems == []

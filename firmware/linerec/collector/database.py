@@ -177,6 +177,20 @@ class Database:
                 with self.connection.cursor() as cursor:
                     cursor.executemany(_to_format(sql), rows)
 
+    def execute_all(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> None:
+        """Statements whose results are not read, sent together: on PostgreSQL in one round
+        trip (psycopg's pipeline mode; the first that fails raises, as it would alone), on
+        SQLite one after another."""
+        with self._lock, self._unavailable():
+            self._ensure_connected()
+            if self.engine == SQLITE:
+                for sql, parameters in statements:
+                    self.connection.execute(sql, tuple(parameters))
+                return
+            with self.connection.pipeline():
+                for sql, parameters in statements:
+                    self.connection.execute(_to_format(sql), tuple(parameters))
+
     @contextmanager
     def _unavailable(self) -> Iterator[None]:
         """The engine's "cannot now" errors as DatabaseUnavailable, naming the database;
@@ -359,6 +373,34 @@ class Database:
             self._held.add(key)
         return True
 
+    def lock_keys(self, keys: Sequence[str], *, wait: bool = True) -> set[str]:
+        """`lock_key` for each of `keys`, in one statement: the keys held now. `wait`: each
+        in the order given (every process gives them in one order, so none waits for another
+        in a circle), waiting for it: all are held after. Not `wait`: those no other process
+        holds now."""
+        if self.engine != POSTGRESQL:
+            return set(keys)
+        wanted = [key for key in dict.fromkeys(keys) if key not in self._held]
+        got = set(keys) - set(wanted)
+        if wanted and wait:
+            # The locks are taken row by row, in the order of the array.
+            self.execute(
+                "SELECT pg_advisory_xact_lock(hashtext(key)) FROM "
+                "unnest(?::text[]) WITH ORDINALITY AS t (key, n) ORDER BY n",
+                (wanted,),
+            ).fetchall()
+            got.update(wanted)
+        elif wanted:
+            rows = self.execute(
+                "SELECT key FROM unnest(?::text[]) AS key "
+                "WHERE pg_try_advisory_xact_lock(hashtext(key))",
+                (wanted,),
+            ).fetchall()
+            got.update(str(row[0]) for row in rows)
+        if self._depth:  # held to the end of the transaction: not asked for again
+            self._held.update(got)
+        return got
+
     def shred_free_pages(self) -> None:
         """Deleted rows must not linger in the files: SQLite writes its log back and empties
         it (secure_delete has zeroed the pages). PostgreSQL has no such step: a deleted key
@@ -388,18 +430,25 @@ def _is_connection_error(exc: BaseException, connection: Any) -> bool:
     return gone or bool(getattr(connection, "closed", False))
 
 
-def upsert(table: str, columns: Sequence[str], key: Sequence[str]) -> str:
-    """`INSERT` a row, or overwrite the one with the same `key` (SQLite's INSERT OR REPLACE,
-    written so both engines read it; a replaced row keeps its place in rowid order)."""
+def upsert(table: str, columns: Sequence[str], key: Sequence[str], *, rows: int = 1) -> str:
+    """`INSERT` a row (or `rows`, no two with the same `key`), or overwrite the one with the
+    same `key` (SQLite's INSERT OR REPLACE, written so both engines read it; a replaced row
+    keeps its place in rowid order)."""
     names = ", ".join(_quoted(c) for c in columns)
-    marks = ", ".join("?" for _ in columns)
+    marks = rows_of(rows, len(columns))
     rest = [c for c in columns if c not in key]
     sets = ", ".join(f"{_quoted(c)} = excluded.{_quoted(c)}" for c in rest)
     action = f"DO UPDATE SET {sets}" if rest else "DO NOTHING"
     return (
-        f"INSERT INTO {table} ({names}) VALUES ({marks}) "
+        f"INSERT INTO {table} ({names}) VALUES {marks} "
         f"ON CONFLICT ({', '.join(_quoted(c) for c in key)}) {action}"
     )
+
+
+def rows_of(count: int, width: int) -> str:
+    """The `VALUES` list of `count` rows of `width` placeholders each: `(?, ?), (?, ?)`."""
+    row = "(" + ", ".join("?" * width) + ")"
+    return ", ".join([row] * count)
 
 
 def _quoted(column: str) -> str:

@@ -37,6 +37,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, cast
@@ -51,7 +52,7 @@ from linerec.collector.database import DatabaseUnavailable
 from linerec.collector.discards import StreamDiscards
 from linerec.collector.sealed import open_event
 from linerec.collector.store import CollectorStore
-from linerec.collector.uploads import STREAMING, Piece, UploadRefused
+from linerec.collector.uploads import STREAMING, Appends, Piece, UploadRefused
 from linerec.ids import recording_id_problem, shown
 from linerec.mqttapi import (
     CHUNK,
@@ -81,8 +82,31 @@ BATCH = 200
 RECEIVE_MAXIMUM = 2 * BATCH  # messages the broker may send us ahead of our PUBACKs
 _SHA256 = re.compile(r"[0-9a-f]{64}\Z")
 _KIND_ORDER = {"event": 0, "upload": 1, "stream": 1, "status": 2, "health": 2}
+
+
+@dataclass(frozen=True, slots=True)
+class _Event:
+    """An event read and checked: stored with the batch's other events, a statement per
+    table for them all (CollectorStore.store_events), or alone if the batch is done again."""
+
+    device: str
+    where: str
+    seq: int
+    body: dict[str, Any]  # its sealed fields opened
+
+
+@dataclass(frozen=True, slots=True)
+class _PieceStep:
+    """A piece of a recording read and checked: carrying on its upload, placed with the
+    batch's others (uploads.Appends), or else on its own (Uploads.add)."""
+
+    piece: Piece
+    where: str
+    tell: bool  # its first or last piece: a refusal is told
+
+
 # A message's writes to run in a batch: (device, kind, recording id), arrival, topic, writes.
-_Step = tuple[tuple[str, int, str], int, str, Callable[[], None]]
+_Step = tuple[tuple[str, int, str], int, str, Callable[[], None] | _Event | _PieceStep]
 
 
 class WriterDied(RuntimeError):
@@ -115,6 +139,7 @@ class Collector:
         self._discarded = StreamDiscards(self.store.db)  # so a late piece does not revive one
         self._acks: list[tuple[str, dict[str, Any]]] = []  # to send once committed
         self._handled = 0  # messages of the batch under way handled (committed or refused)
+        self._appends: Appends | None = None  # pieces carrying on uploads, in the batch
         # paho's network thread only queues what arrives; the writer thread handles it
         # (None: stop). Each message is PUBACKed once handled, so the broker holds at most
         # RECEIVE_MAXIMUM of ours in flight and the queue stays that short.
@@ -300,10 +325,10 @@ class Collector:
         some of the same devices); the signed acks go once it has committed (if one message
         fails, each is done again in a transaction of its own). Each is first read and
         checked (JSON parsed, sealed fields opened) outside the transaction. Their writes run
-        device by device, each device locked once (Database.lock_key: one device's writes one
-        process at a time) before its first: only where no other process holds it, then, for
-        the rest, waiting in the same order in every process, so no two wait for each other
-        in a circle (a deadlock)."""
+        device by device, the batch's devices locked first (Database.lock_keys: one device's
+        writes one process at a time): only those no other process holds, then, for the rest,
+        waiting in the same order in every process, so no two wait for each other in a
+        circle (a deadlock)."""
         steps: list[_Step] = []
         for arrival, message in enumerate(messages):
             where = shown_topic(message.topic)
@@ -345,22 +370,18 @@ class Collector:
             self._database_back()
 
     def _commit(self, steps: list[_Step], wait: bool) -> list[_Step]:
-        """Run `steps` in one transaction, each device locked once before its first, and send
-        their acks once it has committed. Unless `wait`, a device another process holds is
-        left for later: its steps are returned. If one step fails, the transaction is undone
+        """Run `steps` in one transaction, their devices locked first, and send their acks
+        once it has committed. Unless `wait`, a device another process holds is left for
+        later: its steps are returned. If one step fails, the transaction is undone
         and each step is done again alone, in a transaction of its own, as if it came alone."""
         later: list[_Step] = []
         try:
             with self.store.transaction():
-                held: dict[str, bool] = {}
-                for order, arrival, where, step in steps:
-                    device = order[0]
-                    if device not in held:
-                        held[device] = self.store.db.lock_key(f"device {device}", wait=wait)
-                    if held[device]:
-                        step()
-                    else:
-                        later.append((order, arrival, where, step))
+                devices = dict.fromkeys(order[0] for order, _, _, _ in steps)  # in their order
+                held = self.store.db.lock_keys([f"device {d}" for d in devices], wait=wait)
+                now = [s for s in steps if f"device {s[0][0]}" in held]
+                later = [s for s in steps if f"device {s[0][0]}" not in held]
+                self._run_together(now)
         except DatabaseUnavailable:
             raise
         except Exception:
@@ -376,11 +397,47 @@ class Collector:
         self._handled += len(steps) - len(later)
         return later
 
-    def _step(self, where: str, step: Callable[[], None]) -> None:
+    def _run_together(self, steps: list[_Step]) -> None:
+        """Steps of devices this transaction holds, in order. Every event of the batch is
+        stored together where the first comes (each device's still before its other messages,
+        as sorted); pieces that carry on their upload are placed together (uploads.Appends),
+        read at the first and written before the commit."""
+        events = [step for _, _, _, step in steps if isinstance(step, _Event)]
+        # A device whose upload an event drops (left out on purpose): its pieces one by one.
+        dropping = {event.device for event in events if _leaves_out(event.body)}
+        pieces = [
+            (step.piece.device, step.piece.recording_id, step.piece.sha256)
+            for _, _, _, step in steps
+            if isinstance(step, _PieceStep) and step.piece.device not in dropping
+        ]
+        try:
+            for order, _, _, step in steps:
+                if isinstance(step, _Event):
+                    if step is events[0]:
+                        self._store_events(events)
+                elif isinstance(step, _PieceStep):
+                    if self._appends is None:
+                        self._appends = Appends(self.store.uploads, pieces)
+                    self._take_piece(step.piece, step.where, step.tell)
+                else:
+                    if self._appends is not None:  # it may write the device's uploads
+                        self._appends.forget(order[0])
+                    step()
+            if self._appends is not None:
+                self._appends.flush()
+        finally:
+            self._appends = None
+
+    def _step(self, where: str, step: Callable[[], None] | _Event | _PieceStep) -> None:
         """One message's writes in a transaction of its own (said, and undone, if they fail)."""
         try:
             with self._writing():
-                step()
+                if isinstance(step, _Event):
+                    self._store_events([step])
+                elif isinstance(step, _PieceStep):
+                    self._take_piece(step.piece, step.where, step.tell)
+                else:
+                    step()
         except DatabaseUnavailable:
             raise
         except ApiError as exc:
@@ -391,7 +448,7 @@ class Collector:
 
     def _prepare(
         self, device: str, rest: list[str], where: str, message: mqtt.MQTTMessage
-    ) -> Callable[[], None]:
+    ) -> Callable[[], None] | _Event | _PieceStep:
         """A message read and checked (ApiError if it is not acceptable): its writes, to run
         inside the batch's transaction."""
         if rest == ["event"]:
@@ -477,7 +534,7 @@ class Collector:
 
     # -- events ------------------------------------------------------------------------------
 
-    def _event(self, device: str, where: str, payload: bytes) -> Callable[[], None]:
+    def _event(self, device: str, where: str, payload: bytes) -> _Event:
         if len(payload) > MAX_EVENT_BYTES:
             raise ApiError(
                 f"{where}: an event of {len(payload)} bytes is over the limit of "
@@ -491,35 +548,48 @@ class Collector:
         if type(seq) is not int or seq < 1:  # not bool: True is an int to Python
             raise ApiError(f"{where}: an event needs a positive integer seq")
         opened = self._open_event(where, body)  # outside the transaction: others may write
-        return lambda: self._store_event(device, where, seq, opened)
+        return _Event(device, where, seq, opened)
 
-    def _store_event(self, device: str, where: str, seq: int, opened: dict[str, Any]) -> None:
+    def _store_events(self, events: list[_Event]) -> None:
+        """Store events (together: CollectorStore.store_events) and acknowledge each device's
+        up to its mark after them (once a batch, unless the mark moved between its events); a
+        gap is said once a device and batch."""
         window = self.settings.event_seq_window
-        upto = self.store.store_event(device, opened, self._clock(), window=window)
-        if upto is None:
-            reason = (
-                f"event seq {shown(str(seq), 24)} is more than {window} beyond the last in "
-                f"order ({self.store.contiguous_seq(device)}) ([collector] event_seq_window)"
-            )
-            self._problem(f"device {device}: {where}: {reason}: refused, not stored")
-            self._ack(
-                device,
-                {"kind": "rejected", "device": device, "seq": seq, "reason": reason},
-            )
-            return
-        if opened.get("event") == "recording_deleted" and opened.get("reason") in LEFT_OUT:
-            if isinstance(opened.get("id"), str):  # what was streamed or stored of it goes too
-                self._drop_stream(device, opened["id"])
-                self._take_back(device, opened["id"], str(opened["reason"]))
-            self._left_out(device, opened)
-        if seq > upto:
-            runs = self.store.gaps(device, limit=1)  # the first: found by index seeks alone
-            log.warning(
-                "device %s: events %s not received (yet)",
-                device,
-                ", ".join(f"{first}..{last}" for first, last in runs),
-            )
-        self._ack(device, {"kind": "events", "device": device, "upto": upto})
+        marks = self.store.store_events(
+            [(event.device, event.body) for event in events], self._clock(), window=window
+        )
+        acked: dict[str, int] = {}
+        gapped: set[str] = set()
+        for event, upto in zip(events, marks, strict=True):
+            device, opened = event.device, event.body
+            if upto is None:
+                reason = (
+                    f"event seq {shown(str(event.seq), 24)} is more than {window} beyond the "
+                    f"last in order ({self.store.contiguous_seq(device)}) "
+                    "([collector] event_seq_window)"
+                )
+                self._problem(f"device {device}: {event.where}: {reason}: refused, not stored")
+                self._ack(
+                    device,
+                    {"kind": "rejected", "device": device, "seq": event.seq, "reason": reason},
+                )
+                continue
+            if _leaves_out(opened):
+                if isinstance(opened.get("id"), str):  # what was streamed or stored of it goes too
+                    self._drop_stream(device, opened["id"])
+                    self._take_back(device, opened["id"], str(opened["reason"]))
+                self._left_out(device, opened)
+            if event.seq > upto and device not in gapped:
+                gapped.add(device)
+                runs = self.store.gaps(device, limit=1)  # the first: found by index seeks alone
+                log.warning(
+                    "device %s: events %s not received (yet)",
+                    device,
+                    ", ".join(f"{first}..{last}" for first, last in runs),
+                )
+            if acked.get(device) != upto:
+                acked[device] = upto
+                self._ack(device, {"kind": "events", "device": device, "upto": upto})
 
     def _take_back(self, device: str, recording_id: str, reason: str) -> None:
         """A part of an opted-out call that was sealed before the opt-out (a stall or a store
@@ -592,7 +662,7 @@ class Collector:
 
     def _piece(
         self, device: str, recording_id: str, where: str, message: mqtt.MQTTMessage
-    ) -> Callable[[], None]:
+    ) -> _PieceStep:
         props = dict(getattr(message.properties, "UserProperty", []) or [])
         try:
             offset, size, digest = int(props["offset"]), int(props["size"]), str(props["sha256"])
@@ -622,12 +692,18 @@ class Collector:
             sha256=digest,
             data=payload,
         )
-        return lambda: self._take_piece(piece, where, tell)  # whichever process has it
+        return _PieceStep(piece, where, tell)  # whichever process has it
 
     def _take_piece(self, piece: Piece, where: str, tell: bool) -> None:
         device, recording_id, digest = piece.device, piece.recording_id, piece.sha256
         if (device, recording_id) in self._discarded:
             return  # late: the device left it out (its call was opted out)
+        if self._appends is not None:
+            received = self._appends.take(piece, self._clock())
+            if received is not None:
+                self._progress(device, recording_id, digest, piece.offset, received=received)
+                return
+            self._appends.forget(device)  # placed below: its uploads read afresh from now on
         stored, quarantined, streamed = self.store.arrival(device, recording_id, digest)
         if stored == digest:  # redelivered after we acked: ack again
             self._ack(
@@ -738,9 +814,19 @@ class Collector:
             self.store.uploads.drop(device, recording_id)
 
     def _progress(
-        self, device: str, recording_id: str, digest: str, offset: int, streamed: bool = False
+        self,
+        device: str,
+        recording_id: str,
+        digest: str,
+        offset: int,
+        streamed: bool = False,
+        *,
+        received: int | None = None,
     ) -> None:
-        received = self.store.uploads.received(device, recording_id)
+        """Tell the appliance what is held of its upload where it needs to know (`received`:
+        the bytes held from byte 0, if known already)."""
+        if received is None:
+            received = self.store.uploads.received(device, recording_id)
         lost = received == 0 and offset > 0  # what came before is gone (reset): start again
         # The first piece of the sealed whole of a stream: say at once what is held (after a
         # restart the appliance does not know, and would send it all again).
@@ -846,6 +932,11 @@ class Collector:
         log.warning("%s", message)
         self.problems.append(message)
         del self.problems[:-100]
+
+
+def _leaves_out(event: dict[str, Any]) -> bool:
+    """A recording the device discarded as it was written (opt-out): `_left_out`."""
+    return event.get("event") == "recording_deleted" and event.get("reason") in LEFT_OUT
 
 
 def _header_field(header: dict[str, Any], name: str, kind: type) -> Any:

@@ -35,7 +35,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
 from functools import partial
@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from linerec.collector.audit import entry_hash
-from linerec.collector.database import connect, upsert
+from linerec.collector.database import connect, rows_of, upsert
 from linerec.collector.schema import prepare
 from linerec.collector.uploads import STREAMING, UploadLimits, Uploads
 from linerec.collector.vault import SUFFIX as VAULT_SUFFIX
@@ -65,6 +65,7 @@ RECORDING_COLUMNS = (
     "called_number", "path", "sha256", "received_at", "clock_synchronized",
 )  # fmt: skip
 CATALOG_BATCH = 200  # recordings the console catalogs at a time
+_ROWS = 200  # rows a statement writes or reads at most (bounded parameters, either engine)
 
 
 class CollectorStore:
@@ -110,6 +111,100 @@ class CollectorStore:
         `window` beyond the mark."""
         stored = self._event_step(device, body, received_at, window)
         return None if stored is None else stored[1]
+
+    def store_events(
+        self, events: Sequence[tuple[str, dict[str, Any]]], received_at: float, *, window: int
+    ) -> list[int | None]:
+        """`store_event` for each of `events` (device, body), in order, in one transaction: a
+        statement per table for them all, not per event (each statement is a round trip to
+        a server). Each event's answer is its device's mark after all of them, or None if it
+        was refused. A device whose events the window could refuse, or with deletions (its
+        events may be erased as they land), has them stored one by one, as if alone."""
+        with self.transaction():
+            devices = list(dict.fromkeys(device for device, _ in events))
+            self.db.lock_keys([f"device {device}" for device in devices])
+            seqs: dict[str, list[int]] = {device: [] for device in devices}
+            for device, body in events:
+                seqs[device].append(int(body["seq"]))
+            marks: dict[str, int] = {}  # the devices stored together: their marks before
+            alone: set[str] = set()
+            for device, upto, has_deletions in self._marks(devices):
+                upto = self.contiguous_seq(device) if upto is None else int(upto)
+                if has_deletions or max(seqs[device]) > upto + window:
+                    alone.add(device)
+                else:
+                    marks[device] = upto
+            together = [(device, body) for device, body in events if device in marks]
+            for chunk in _chunks(together, _ROWS):
+                # A number stored before, or twice in the chunk: the first stored is kept.
+                self.db.execute(
+                    "INSERT INTO events (device, seq, body, received_at) VALUES "
+                    f"{rows_of(len(chunk), 4)} ON CONFLICT DO NOTHING",
+                    [
+                        value
+                        for device, body in chunk
+                        for value in (
+                            device,
+                            int(body["seq"]),
+                            json.dumps(body, sort_keys=True),
+                            received_at,
+                        )
+                    ],
+                )
+            marks.update(self._move_marks({d: u for d, u in marks.items() if max(seqs[d]) > u}))
+            answers: list[int | None] = []
+            for device, body in events:
+                if device in alone:
+                    stored = self._add_event(device, body, received_at, window)
+                    answers.append(None if stored is None else stored[1])
+                else:
+                    answers.append(marks[device])
+            return answers
+
+    def _marks(self, devices: list[str]) -> list[tuple[str, int | None, bool]]:
+        """(device, its mark or None if it has none yet, whether it has deletions) of each."""
+        found: list[tuple[str, int | None, bool]] = []
+        for chunk in _chunks(devices, _ROWS):
+            found.extend(
+                (str(device), upto, bool(has_deletions))
+                for device, upto, has_deletions in self.db.execute(
+                    f"WITH v (device) AS (VALUES {rows_of(len(chunk), 1)}) "
+                    "SELECT v.device, (SELECT upto FROM event_marks WHERE device = v.device), "
+                    "EXISTS (SELECT 1 FROM deletions WHERE device = v.device) FROM v",
+                    chunk,
+                ).fetchall()
+            )
+        return found
+
+    def _move_marks(self, marks: dict[str, int]) -> dict[str, int]:
+        """Each device's mark moved to the end of the run of events from it up (as `_add_event`
+        does for one): the marks now of those that moved."""
+        moved: dict[str, int] = {}
+        for chunk in _chunks(list(marks.items()), _ROWS):
+            ends = [
+                (str(device), int(end))
+                for device, end in self.db.execute(
+                    f"WITH v (device, upto) AS (VALUES {rows_of(len(chunk), 2)}) "
+                    "SELECT v.device, CASE WHEN EXISTS (SELECT 1 FROM events "
+                    "WHERE device = v.device AND seq = v.upto + 1) THEN (SELECT MIN(seq) FROM "
+                    "events AS e WHERE device = v.device AND seq > v.upto AND NOT EXISTS (SELECT "
+                    "1 FROM events WHERE device = e.device AND seq = e.seq + 1)) END FROM v",
+                    [value for pair in chunk for value in pair],
+                ).fetchall()
+                if end is not None and int(end) > marks[str(device)]
+            ]
+            if ends:
+                moved.update(
+                    (str(device), int(upto))
+                    for device, upto in self.db.execute(
+                        f"INSERT INTO event_marks (device, upto) VALUES {rows_of(len(ends), 2)} "
+                        "ON CONFLICT (device) DO UPDATE SET upto = "
+                        f"{self.db.greatest('event_marks.upto', 'excluded.upto')} "
+                        "RETURNING device, upto",
+                        [value for pair in ends for value in pair],
+                    ).fetchall()
+                )
+        return moved
 
     def _event_step(
         self, device: str, body: dict[str, Any], received_at: float, window: int | None
@@ -725,26 +820,29 @@ class CollectorStore:
             (device, seq, prev, head),
         )
 
-        def link(at: int, column: str) -> str | None:
-            row = self.db.execute(
-                f"SELECT {column} FROM chain_links WHERE device = ? AND seq = ?", (device, at)
-            ).fetchone()
-            return None if row is None else str(row[0])
-
+        # In one round trip: the neighbours' links, and how far the chain has come.
+        linked_before, linked_after, last_seq, last_head = self.db.execute(
+            "SELECT (SELECT head FROM chain_links WHERE device = ? AND seq = ?), "
+            "(SELECT prev FROM chain_links WHERE device = ? AND seq = ?), "
+            "(SELECT seq FROM chains WHERE device = ?), (SELECT head FROM chains WHERE device = ?)",
+            (device, seq - 1, device, seq + 1, device, device),
+        ).fetchone()
         problems = []
-        row = self.db.execute("SELECT seq, head FROM chains WHERE device = ?", (device,)).fetchone()
-        last, last_head = (int(row[0]), str(row[1])) if row else (0, "")
-        before = link(seq - 1, "head") or (last_head if seq - 1 == last else None)
+        known = last_seq is not None
+        last, last_head = (int(last_seq), str(last_head)) if known else (0, "")
+        before = (None if linked_before is None else str(linked_before)) or (
+            last_head if seq - 1 == last else None
+        )
         if before is not None and before != prev:
             problems.append(
                 f"seq {seq} does not follow on from seq {seq - 1} (its prev hash differs)"
             )
-        after = link(seq + 1, "prev")
+        after = None if linked_after is None else str(linked_after)
         if after is not None and after != head:
             problems.append(
                 f"seq {seq + 1} does not follow on from seq {seq} (its prev hash differs)"
             )
-        if row is not None and seq > last + 1:
+        if known and seq > last + 1:
             problems.append(
                 f"recordings {last + 1}..{seq - 1} have not arrived (deleted, or still coming)"
             )
@@ -992,6 +1090,11 @@ def split_reference(reference: str, device: str | None) -> tuple[str | None, str
     if slash and device is not None and named != device:
         raise KeyError(f"{reference!r} names device {named!r}, not {device!r}")
     return (named if slash else device), recording_id
+
+
+def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
 
 
 def _text(value: object) -> str | None:

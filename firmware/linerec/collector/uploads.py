@@ -19,12 +19,14 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from linerec.codec import RATE
-from linerec.collector.database import upsert
+from linerec.collector.database import rows_of, upsert
 from linerec.store.format import BLOCK, CHUNK_AUDIO_BYTES, MAX_BODY
 
 if TYPE_CHECKING:
@@ -38,6 +40,7 @@ BYTES_PER_SECOND = RATE  # G.711 (the default codec): one byte a sample at 8 kHz
 DEFAULT_MAX_RECORDING_BYTES = -(-LONGEST_CALL * BYTES_PER_SECOND // CHUNK_AUDIO_BYTES) * BLOCK + (
     4 * MAX_BODY
 )
+_ROWS = 200  # rows a statement writes or reads at most
 STREAMING = ""  # the sha256 of an upload still being recorded: its whole is not known yet
 
 
@@ -107,10 +110,7 @@ class Uploads:
         range it is part of now, None for an empty piece)."""
         limits = self.limits
         device, recording_id = piece.device, piece.recording_id
-        row = self.db.execute(
-            "SELECT size, sha256, ranges FROM uploads WHERE device = ? AND id = ?",
-            (device, recording_id),
-        ).fetchone()
+        row, near = self._held(piece)
         if piece.sha256 == STREAMING and row is not None and row[1] != STREAMING:
             # streamed bytes of a recording whose sealed upload has begun: a piece of that
             piece = replace(piece, size=int(row[0]), sha256=str(row[1]))
@@ -139,19 +139,12 @@ class Uploads:
         if fresh:
             if row is not None:  # new content under the same id: start afresh
                 self.drop(device, recording_id)
+                near = []  # dropped with it
             self._make_room(device)
         count = 0 if fresh else int(row[2])
         start, end = piece.offset, piece.offset + len(piece.data)
         absorbed: list[tuple[int, int]] = []
         if end > start:
-            # In one round trip: the range just before the piece, and those starting within it.
-            near = self.db.execute(
-                'SELECT start, "end" FROM (SELECT start, "end" FROM upload_ranges WHERE '
-                "device = ? AND id = ? AND start < ? ORDER BY start DESC LIMIT 1) AS before "
-                'UNION ALL SELECT start, "end" FROM upload_ranges WHERE device = ? AND id = ? '
-                "AND start >= ? AND start <= ?",
-                (device, recording_id, start, device, recording_id, start, end),
-            ).fetchall()
             before = next(((a, b) for a, b in near if a < start), None)
             if before is not None and before[1] >= start:  # it reaches the piece: one with it
                 start = int(before[0])
@@ -172,7 +165,7 @@ class Uploads:
             os.pwrite(fd, piece.data, piece.offset)
         finally:
             os.close(fd)
-        self.db.execute(
+        upload = (
             upsert(
                 "uploads",
                 ("device", "id", "size", "sha256", "ranges", "touched_at"),
@@ -180,18 +173,42 @@ class Uploads:
             ),
             (device, recording_id, 0 if streaming else piece.size, piece.sha256, count, now),
         )
-        if piece.data:
-            self.db.execute(
-                "DELETE FROM upload_ranges WHERE device = ? AND id = ? "
-                "AND start >= ? AND start <= ?",
-                (device, recording_id, start, piece.offset + len(piece.data)),
-            )
-            self.db.execute(
-                'INSERT INTO upload_ranges (device, id, start, "end") VALUES (?, ?, ?, ?)',
-                (device, recording_id, start, end),
-            )
-            return piece, count, (start, end)
-        return piece, count, None
+        if not piece.data:
+            self.db.execute(*upload)
+            return piece, count, None
+        # Sent together (one round trip to a server): nothing is read back.
+        self.db.execute_all(
+            [
+                upload,
+                (
+                    "DELETE FROM upload_ranges WHERE device = ? AND id = ? "
+                    "AND start >= ? AND start <= ?",
+                    (device, recording_id, start, piece.offset + len(piece.data)),
+                ),
+                (
+                    'INSERT INTO upload_ranges (device, id, start, "end") VALUES (?, ?, ?, ?)',
+                    (device, recording_id, start, end),
+                ),
+            ]
+        )
+        return piece, count, (start, end)
+
+    def _held(self, piece: Piece) -> tuple[Any, list[tuple[int, int]]]:
+        """In one round trip: the upload's row (size, sha256, ranges; None if there is none)
+        and, for a piece with data, the range just before it and those starting within it."""
+        device, recording_id = piece.device, piece.recording_id
+        start, end = piece.offset, piece.offset + len(piece.data)
+        rows = self.db.execute(
+            "SELECT 0, size, sha256, ranges, NULL, NULL FROM uploads WHERE device = ? AND id = ? "
+            'UNION ALL SELECT 1, NULL, NULL, NULL, start, "end" FROM (SELECT start, "end" FROM '
+            "upload_ranges WHERE device = ? AND id = ? AND start < ? ORDER BY start DESC "
+            'LIMIT 1) AS before UNION ALL SELECT 1, NULL, NULL, NULL, start, "end" FROM '
+            "upload_ranges WHERE device = ? AND id = ? AND start >= ? AND start <= ?",
+            (device, recording_id, device, recording_id, start, device, recording_id, start, end),
+        ).fetchall()
+        row = next((r[1:4] for r in rows if r[0] == 0), None)
+        near = [(int(r[4]), int(r[5])) for r in rows if r[0] == 1] if end > start else []
+        return row, near
 
     def received(self, device: str, recording_id: str) -> int:
         """Bytes of an upload received from its start without a hole."""
@@ -246,11 +263,14 @@ class Uploads:
     def drop(self, device: str, recording_id: str) -> None:
         """Forget an upload: its ranges, its row, its part file."""
         with self.db.transaction():
-            self.db.execute(
-                "DELETE FROM upload_ranges WHERE device = ? AND id = ?", (device, recording_id)
-            )
-            self.db.execute(
-                "DELETE FROM uploads WHERE device = ? AND id = ?", (device, recording_id)
+            self.db.execute_all(
+                [
+                    (
+                        "DELETE FROM upload_ranges WHERE device = ? AND id = ?",
+                        (device, recording_id),
+                    ),
+                    ("DELETE FROM uploads WHERE device = ? AND id = ?", (device, recording_id)),
+                ]
             )
             self.db.after_commit(lambda: self._unlink_unowned(device, recording_id))
 
@@ -339,3 +359,128 @@ def _sha256(path: Path) -> str:
         while block := file.read(1 << 20):
             digest.update(block)
     return digest.hexdigest()
+
+
+@dataclass(slots=True)
+class _Held:
+    """An upload under way held as one range from byte 0 (what `Appends` may add to)."""
+
+    size: int
+    sha256: str
+    received: int
+
+
+class Appends:
+    """Pieces that carry on an upload from where what it holds ends, as an appliance sends
+    them, placed together (a batch's): what each upload holds is read for all of them in one
+    statement, and their rows are written a statement per table (`flush`), not three round
+    trips a piece. `take` places only such a piece, leaving the database as `Uploads.add`
+    would; anything else (a new upload, a hole, a piece that makes one whole, content stored
+    or quarantined already) is not taken: the caller flushes and hands it to `Uploads.add`,
+    and the device's uploads are then read from the database again, not from here.
+
+    To be made inside the transaction that holds the devices' locks (Database.lock_key), so
+    what was read stays true until it commits; flushed before it commits."""
+
+    def __init__(self, uploads: Uploads, pieces: Sequence[tuple[str, str, str]]) -> None:
+        """`pieces`: (device, recording id, sha256) of the pieces that may be taken."""
+        self.uploads = uploads
+        self._held: dict[tuple[str, str], _Held] = {}
+        self._pending: dict[tuple[str, str], tuple[_Held, float]] = {}
+        wanted = list(dict.fromkeys(pieces))
+        for start in range(0, len(wanted), _ROWS):
+            chunk = wanted[start : start + _ROWS]
+            rows = uploads.db.execute(
+                f"WITH v (device, id, sha256) AS (VALUES {rows_of(len(chunk), 3)}) "
+                "SELECT v.device, v.id, v.sha256, "
+                "(SELECT sha256 FROM recordings WHERE device = v.device AND id = v.id), "
+                "(SELECT reason FROM quarantine WHERE device = v.device AND id = v.id "
+                "AND sha256 = v.sha256), u.size, u.sha256, u.ranges, "
+                '(SELECT "end" FROM upload_ranges WHERE device = v.device AND id = v.id '
+                "AND start = 0) FROM v LEFT JOIN uploads AS u "
+                "ON u.device = v.device AND u.id = v.id",
+                [value for piece in chunk for value in piece],
+            ).fetchall()
+            for device, recording_id, sha256, stored, quarantined, size, held, ranges, end in rows:
+                if (
+                    stored is None
+                    and quarantined is None
+                    and held == sha256
+                    and held != STREAMING
+                    and ranges == 1
+                    and end is not None
+                ):
+                    self._held[(str(device), str(recording_id))] = _Held(
+                        int(size), str(held), int(end)
+                    )
+        # Two contents under one id in the batch: what one holds is no longer the other's.
+        for key, count in Counter((device, rid) for device, rid, _ in wanted).items():
+            if count > 1:
+                self._held.pop(key, None)
+
+    def take(self, piece: Piece, now: float) -> int | None:
+        """Place `piece` if it carries on its upload (see above): the bytes held from byte 0
+        after it. None, and nothing done, if it does not."""
+        key = (piece.device, piece.recording_id)
+        held = self._held.get(key)
+        end = piece.offset + len(piece.data)
+        if (
+            held is None
+            or held.size != piece.size
+            or held.sha256 != piece.sha256
+            or not piece.data
+            or piece.offset > held.received
+            or max(end, held.received) >= held.size
+            or held.size > self.uploads.limits.max_bytes
+        ):
+            return None
+        part = self.uploads.part(piece.device, piece.recording_id)
+        part.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(part, os.O_WRONLY | os.O_CREAT, 0o640)
+        try:
+            os.pwrite(fd, piece.data, piece.offset)
+        finally:
+            os.close(fd)
+        held.received = max(end, held.received)
+        self._pending[key] = (held, now)
+        return held.received
+
+    def forget(self, device: str) -> None:
+        """The device's uploads are written by other means from now on: flushed, and read
+        from the database again."""
+        self.flush()
+        for key in [key for key in self._held if key[0] == device]:
+            del self._held[key]
+
+    def flush(self) -> None:
+        """What was taken, written: each upload's row and its one range, as `Uploads.add`
+        leaves them."""
+        pending, self._pending = list(self._pending.items()), {}
+        for start in range(0, len(pending), _ROWS):
+            chunk = pending[start : start + _ROWS]
+            columns = ("device", "id", "size", "sha256", "ranges", "touched_at")
+            self.uploads.db.execute_all(
+                [
+                    (
+                        upsert("uploads", columns, ("device", "id"), rows=len(chunk)),
+                        [
+                            value
+                            for (device, recording_id), (held, now) in chunk
+                            for value in (device, recording_id, held.size, held.sha256, 1, now)
+                        ],
+                    ),
+                    (
+                        upsert(
+                            "upload_ranges",
+                            ("device", "id", "start", "end"),
+                            ("device", "id", "start"),
+                            rows=len(chunk),
+                        ),
+                        [
+                            value
+                            for (device, recording_id), (held, _) in chunk
+                            for value in (device, recording_id, 0, held.received)
+                        ],
+                    ),
+                ]
+            )
