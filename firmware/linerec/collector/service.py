@@ -696,14 +696,14 @@ class Collector:
 
     def _take_piece(self, piece: Piece, where: str, tell: bool) -> None:
         device, recording_id, digest = piece.device, piece.recording_id, piece.sha256
-        if (device, recording_id) in self._discarded:
-            return  # late: the device left it out (its call was opted out)
-        if self._appends is not None:
+        if self._appends is not None:  # a left-out recording's upload is dropped: never here
             received = self._appends.take(piece, self._clock())
             if received is not None:
                 self._progress(device, recording_id, digest, piece.offset, received=received)
                 return
             self._appends.forget(device)  # placed below: its uploads read afresh from now on
+        if (device, recording_id) in self._discarded:
+            return  # late: the device left it out (its call was opted out)
         stored, quarantined, streamed = self.store.arrival(device, recording_id, digest)
         if stored == digest:  # redelivered after we acked: ack again
             self._ack(
