@@ -9,6 +9,7 @@ out, and stores no piece of it that comes later."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 from collections.abc import Callable
@@ -20,6 +21,7 @@ from linerec.call.events import CallEvent
 from linerec.daemon.events import RecordingDeleted
 from linerec.daemon.storage import queueing
 from linerec.mqttapi import CHUNK
+from linerec.store.disk import OsDisk
 from streamed import StreamedSite as Site
 from test_streaming import Device, site, talk  # noqa: F401  (site: the fixture)
 
@@ -212,3 +214,38 @@ def test_an_opt_out_naming_a_stored_part_with_another_chain_link_is_refused(
         and "refused" in problem
         for problem in site.collector.problems
     ), site.collector.problems
+
+
+class FailingCard(OsDisk):
+    """The card, failing every write (EIO) while `failing`."""
+
+    failing = False
+
+    def pwrite(self, handle: int, data: bytes, offset: int) -> None:
+        if self.failing:
+            raise OSError(errno.EIO, "Input/output error")
+        super().pwrite(handle, data, offset)
+
+
+def test_a_part_whose_seal_failed_is_dropped_at_the_collector_when_opted_out(
+    site: Site,
+) -> None:
+    """The card failed the seal of a part streamed live (left for recovery at the next
+    start): the collector holds what was streamed of it. The caller opts out: the part is
+    discarded on the card, and what the collector got of it goes too."""
+    card = site.ring.disk = FailingCard()
+    part = site.begin()
+    talk(site, part, 1.0, "the part streamed")
+    card.failing = True
+    with pytest.raises(OSError, match="Input/output error"):
+        part.seal(ended_by="store-error")
+    card.failing = False
+    assert site.in_progress() == [part.id]
+
+    part.discard("opted-out")  # as LinePipeline does on the opt-out
+    wait_until(lambda: site.uplink.streams.discarded() == [], "the discard acknowledged")
+    assert site.in_progress() == []
+    assert stored(site) == []
+    assert not list((site.root / "central").rglob(f"{part.id}*"))
+    assert not list(site.ring.dir.glob("*.lrec"))
+    assert site.ring.recover() == []

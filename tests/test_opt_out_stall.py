@@ -25,6 +25,8 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from linerec.call.events import CallEvent
 from linerec.config import load_config
 from linerec.daemon.backends import open_sim_backend
@@ -223,9 +225,7 @@ def test_an_opt_out_after_a_store_error_split_the_call_takes_the_part_before_it(
     """The card failed a write mid-call: the part before the error was sealed ("store-error")
     and the call was to go on into a new recording once the store recovered. The caller opts
     out meanwhile: the sealed part leaves the card too, and no new recording begins."""
-    events, ring = _opt_out_after_store_error(
-        tmp_path, failing={6}, opt_out_on="recording_sealed"
-    )
+    events, ring = _opt_out_after_store_error(tmp_path, failing={6}, opt_out_on="recording_sealed")
     (sealed,) = [e for e in events if e.name == "recording_sealed"]
     assert sealed.ended_by == "store-error"  # type: ignore[attr-defined]
     (deleted,) = [e for e in events if e.name == "recording_deleted"]
@@ -234,23 +234,34 @@ def test_an_opt_out_after_a_store_error_split_the_call_takes_the_part_before_it(
     assert not list(ring.glob("*.lrec"))
 
 
+@pytest.mark.parametrize("card_recovers", [True, False], ids=["card-recovers", "card-failing"])
 def test_an_opt_out_takes_a_part_whose_seal_failed_too_and_recovery_leaves_it_gone(
-    tmp_path: Path,
+    tmp_path: Path, card_recovers: bool
 ) -> None:
     """The card failed a write mid-call and then the seal of that part as well: the part is
     on the card unsealed, meant for recovery at the next start. The caller opts out: that
     part is discarded as the one being written would be (its deletion logged, reported), so
-    neither this run nor the recovery of the next start keeps or uploads any of it."""
-    events, ring = _opt_out_after_store_error(
-        tmp_path, failing=set(range(6, 12)), opt_out_on="fault"
-    )
+    neither this run nor the recovery of the next start keeps or uploads any of it. A card
+    that fails the log line too still loses the file (said as a fault): an opted-out call
+    is not kept for its number's sake."""
+    failing = {6, 7} if card_recovers else set(range(6, 12))
+    events, ring = _opt_out_after_store_error(tmp_path, failing=failing, opt_out_on="fault")
     assert not [e for e in events if e.name == "recording_sealed"]
     (part,) = {e.id for e in events if e.name == "recording_deleted"}  # type: ignore[attr-defined]
     assert {e.reason for e in events if e.name == "recording_deleted"} == {"opted-out"}  # type: ignore[attr-defined]
     assert [e.recorded for e in events if e.name == "hung_up"] == [False]  # type: ignore[attr-defined]
     assert not list(ring.glob("*.lrec"))
-    logged = [json.loads(line) for line in (ring / "ring.log").read_text().splitlines()]
-    assert [(line["id"], line["event"]) for line in logged] == [(part, "opted-out")]
+    log = ring / "ring.log"
+    logged = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+    faults = [e.message for e in events if e.name == "fault"]  # type: ignore[attr-defined]
+    if card_recovers:
+        assert [(line["id"], line["event"]) for line in logged] == [(part, "opted-out")]
+        assert not [m for m in faults if m.startswith("opt-out")]
+    else:
+        assert logged == []
+        assert [m for m in faults if m.startswith("opt-out")] == [
+            "opt-out discard: [Errno 5] Input/output error"
+        ]
 
     _private, public = demo_keys(ring)
     again = RingStore(

@@ -612,8 +612,9 @@ def test_a_writer_whose_seal_failed_is_discarded_once_for_all(
         writer.seal(ended_by="store-error")
     assert disk.handles == set()  # left for recovery: nothing holds the file open
     (path,) = (tmp_path / "ring").glob("*.lrec")
+    recording_id = path.stem
     if hold:
-        ring.hold(writer.id)
+        ring.hold(recording_id)
         with pytest.raises(PermissionError, match="on legal hold"):
             writer.discard("opted-out")
         assert path.exists() and deleted == []
@@ -621,8 +622,8 @@ def test_a_writer_whose_seal_failed_is_discarded_once_for_all(
     writer.discard("opted-out")
     assert not path.exists()
     (event,) = deleted
-    assert (event.id, event.reason) == (writer.id, "opted-out")  # type: ignore[attr-defined]
+    assert (event.id, event.reason) == (recording_id, "opted-out")  # type: ignore[attr-defined]
     logged = (tmp_path / "ring" / "ring.log").read_text()
-    assert f'"event": "opted-out", "id": "{writer.id}"' in logged
+    assert f'"event": "opted-out", "id": "{recording_id}"' in logged
     again = make_ring(tmp_path, keys)
     assert again.recover() == [] and again.entries == {}
