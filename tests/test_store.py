@@ -627,3 +627,33 @@ def test_a_writer_whose_seal_failed_is_discarded_once_for_all(
     assert f'"event": "opted-out", "id": "{recording_id}"' in logged
     again = make_ring(tmp_path, keys)
     assert again.recover() == [] and again.entries == {}
+
+
+def test_a_recording_whose_beginning_the_card_failed_leaves_nothing_and_no_number_taken(
+    tmp_path: Path, keys: CollectorPrivate
+) -> None:
+    """The card fails the header's write: begin() raises, and nothing of it stays (no file
+    for recovery to cut and upload, no handle, no room reserved); the next recording takes
+    the number it would have had, so the chain has neither a gap nor a number twice."""
+    disk = ClosesOnce({1})
+    ring = make_ring(tmp_path, keys, disk=disk, capacity=10 * RESERVE_STEP)
+    info = RecordingInfo(
+        device_id="box1",
+        line="line1",
+        label="",
+        direction="inbound",
+        consent="notice",
+        started_at=datetime(2026, 11, 25, tzinfo=UTC),
+        clock_synchronized=True,
+    )
+    with pytest.raises(OSError, match="Input/output error"):
+        ring.begin(info)
+    assert not list((tmp_path / "ring").glob("*.lrec"))
+    assert disk.handles == set()
+    assert ring.used() == 0
+    writer = ring.begin(info)
+    writer.write(speech_like(1.0))
+    sealed = writer.seal(ended_by="hang-up")
+    assert ring.entries[sealed.id].seq == 1
+    assert make_ring(tmp_path, keys).recover() == []
+    assert verify_ring(tmp_path / "ring") == (1, [])

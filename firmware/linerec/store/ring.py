@@ -20,6 +20,7 @@ durability by one sync, never the audio loop.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -742,14 +743,13 @@ class EncryptedWriter(RecordingWriter):
             recording_id, RESERVE_STEP
         )  # before the file exists: StoreFull leaves nothing
         self._reserved = RESERVE_STEP
-        self.handle = self._disk.create(self.path)
-        self._handle_open = True
+        self.handle = -1
+        self._handle_open = False
         self.sync_error: OSError | None = None  # from the background sync, raised by write()
         self._sync_failed = False  # once a sync failed, no later one proves anything
         # Closed after a store error: cut (what seal() returns), or left for recovery (the
         # error): then discard() is all that may still be done with it.
         self._closed: SealedRecording | OSError | None = None
-        self._disk.allocate(self.handle, self._reserved)
         self._digest = sha256()
         self._offset = 0
         self._sealing = False
@@ -768,11 +768,18 @@ class EncryptedWriter(RecordingWriter):
         head += frame(
             RecordType.METADATA, seal_metadata(file_key, self._header_hash, 0, self._metadata(None))
         )
-        self._append(head + pad_to_block(len(head)))
-        self.written = self._mark()
-        self._disk.datasync(self.handle)
-        self._durable = self.written  # what the card provably holds
-        self._disk.sync_dir(store.dir)
+        try:
+            self.handle = self._disk.create(self.path)
+            self._handle_open = True
+            self._disk.allocate(self.handle, self._reserved)
+            self._append(head + pad_to_block(len(head)))
+            self.written = self._mark()
+            self._disk.datasync(self.handle)
+            self._durable = self.written  # what the card provably holds
+            self._disk.sync_dir(store.dir)
+        except OSError:
+            self._abandon()
+            raise
         self._entry = store.entries[recording_id] = Entry(
             id=recording_id,
             seq=header["seq"],
@@ -937,6 +944,20 @@ class EncryptedWriter(RecordingWriter):
                 )
             if errors:
                 raise errors[0]
+
+    def _abandon(self) -> None:
+        """The card failed the recording's beginning: its number was not taken (the chain
+        moves on only once the header is on the card), so the file goes with nothing to log,
+        else the next recording would take the same number; its room is given back. If the
+        card fails that too, recovery at the next start finds the file."""
+        self._store._open.pop(self.id, None)
+        if not self._handle_open:
+            return  # not created: a file of that name, if any, is not this one's
+        with contextlib.suppress(OSError):
+            self._close_handle()
+        with contextlib.suppress(OSError):
+            self._disk.unlink(self.path)
+            self._disk.sync_dir(self._store.dir)
 
     def _close_handle(self) -> None:
         """Once only: a number closed twice may by then be another file's."""
