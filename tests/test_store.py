@@ -657,3 +657,53 @@ def test_a_recording_whose_beginning_the_card_failed_leaves_nothing_and_no_numbe
     assert ring.entries[sealed.id].seq == 1
     assert make_ring(tmp_path, keys).recover() == []
     assert verify_ring(tmp_path / "ring") == (1, [])
+
+
+def test_a_part_cut_as_its_seal_failed_is_discarded_with_its_markers(
+    tmp_path: Path, keys: CollectorPrivate
+) -> None:
+    """The card failed the seal's sync: the part is cut where the card held it and seal()
+    raises. An opt-out discards it all the same: the file and the ack it was given go, the
+    deletion is logged once and reported, and the handle is closed once."""
+
+    class SealSyncFails(ClosesOnce):
+        fail_sync = False
+
+        def datasync(self, handle: int) -> None:
+            if self.fail_sync:
+                self.fail_sync = False
+                raise OSError(errno.EIO, "Input/output error")
+            super().datasync(handle)
+
+    disk = SealSyncFails(set())
+    deleted: list[RecordingDeleted] = []
+    ring = make_ring(tmp_path, keys, disk=disk, on_event=deleted.append)
+    info = RecordingInfo(
+        device_id="box1",
+        line="line1",
+        label="",
+        direction="inbound",
+        consent="notice",
+        started_at=datetime(2026, 11, 25, tzinfo=UTC),
+        clock_synchronized=True,
+    )
+    writer = ring.begin(info)
+    writer.write(speech_like(1.0))
+    disk.fail_sync = True
+    with pytest.raises(OSError, match="Input/output error"):
+        writer.seal(ended_by="hang-up")
+    (path,) = (tmp_path / "ring").glob("*.lrec")
+    recording_id = path.stem
+    assert ring.entries[recording_id].state == "cut"
+    ring.acknowledge(recording_id, b"signed ack")
+    writer.discard("opted-out")
+    assert sorted(p.name for p in (tmp_path / "ring").iterdir()) == [
+        "chain.json",
+        "identity.key",
+        "ring.log",
+    ]
+    assert [(e.id, e.reason, e.acknowledged) for e in deleted] == [
+        (recording_id, "opted-out", True)
+    ]
+    assert disk.handles == set()
+    assert make_ring(tmp_path, keys).recover() == []
