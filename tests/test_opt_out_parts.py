@@ -209,6 +209,9 @@ def test_an_opt_out_naming_a_stored_part_with_another_chain_link_is_refused(
     said_opted_out(site, part, **{field: wrong})
     assert stored(site) == [part]
     assert site.collector.store.deletions() == []
+    # nor is any number linked as opted out on the word of that event
+    chain = {link["seq"]: link["state"] for link in site.collector.store.chain("box1")}
+    assert chain == {1: "stored"}
     assert any(
         problem.startswith(f"device box1: {part} is said to be opted-out, but its {field} ")
         and "refused" in problem

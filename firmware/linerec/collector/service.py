@@ -508,10 +508,11 @@ class Collector:
             )
             return
         if opened.get("event") == "recording_deleted" and opened.get("reason") in LEFT_OUT:
-            if isinstance(opened.get("id"), str):  # what was streamed or stored of it goes too
+            if not isinstance(opened.get("id"), str):
+                self._left_out(device, opened)
+            elif self._take_back(device, opened):  # what was streamed or stored of it goes too
                 self._drop_stream(device, opened["id"])
-                self._take_back(device, opened)
-            self._left_out(device, opened)
+                self._left_out(device, opened)
         if seq > upto:
             runs = self.store.gaps(device, limit=1)  # the first: found by index seeks alone
             log.warning(
@@ -521,13 +522,14 @@ class Collector:
             )
         self._ack(device, {"kind": "events", "device": device, "upto": upto})
 
-    def _take_back(self, device: str, body: dict[str, Any]) -> None:
+    def _take_back(self, device: str, body: dict[str, Any]) -> bool:
         """A part of an opted-out call that was sealed before the opt-out (a stall or a store
         error split the call) and stored here: crypto-shredded like any deletion, logged as
         the device's. Not one on legal hold, nor one stored longer ago than `OPT_OUT_REACH`
         (a stolen box must not reach back into what it delivered long ago), nor one the event
         names by its id but not by its chain link (`recording_seq`, `header_hash`): a buggy
-        or stolen box must not shred another recording by naming it."""
+        or stolen box must not shred another recording by naming it. False if the event is
+        refused for that: then nothing of it is done, its number not linked as left out."""
         recording_id, reason = str(body["id"]), str(body["reason"])
         row = self.store.db.execute(
             "SELECT r.received_at, r.seq, l.head FROM recordings AS r "
@@ -536,25 +538,26 @@ class Collector:
             (device, recording_id),
         ).fetchone()
         if row is None:
-            return
+            return True
         said = f"device {device}: {recording_id} is said to be {reason}"
         differs = _link_differs(body, seq=row[1], head=row[2])
         if differs:
             self._problem(f"{said}, but its {differs}: refused, kept")
-            return
+            return False
         if self._clock() - float(row[0]) > OPT_OUT_REACH:
             self._problem(
                 f"{said}, but it was stored more than {OPT_OUT_REACH / 3600:g} h ago: kept"
             )
-            return
+            return True
         try:
             self.store.delete(recording_id, reason, device, who=f"device {device}")
         except PermissionError as exc:  # on legal hold: kept, and never said deleted
             self._problem(f"{said}: kept: {exc}")
-            return
+            return True
         except KeyError:
-            return  # another collector process took it back first
+            return True  # another collector process took it back first
         log.info("device %s: %s deleted: %s", device, recording_id, reason)
+        return True
 
     def _left_out(self, device: str, body: dict[str, Any]) -> None:
         """A recording the device discarded as it was written (opt-out): its number is linked
