@@ -397,8 +397,9 @@ class LinePipeline:
         self._oscillator.reset()
 
     def _discard(self, t: float) -> None:
-        """Nothing of the call is kept: the recording being written and every part of the call
-        sealed before it (the ring reports each; the collector drops what it got of them)."""
+        """Nothing of the call is kept: the recording being written, every part of the call
+        sealed before it, and every part the card failed to seal (the ring reports each; the
+        collector drops what it got of them)."""
         self._head.clear()
         writer, self._writer = self._writer, None
         unsealed, self._unsealed = self._unsealed, []
