@@ -19,19 +19,26 @@ for 3 s at a chosen event and is heard again at another: no sleeping, no real st
 
 from __future__ import annotations
 
+import errno
+import json
 import threading
 import time
 from pathlib import Path
+
+import pytest
 
 from linerec.call.events import CallEvent
 from linerec.config import load_config
 from linerec.daemon.backends import open_sim_backend
 from linerec.daemon.events import RecordingDeleted
 from linerec.daemon.service import CAPTURE_STALL, Daemon
-from linerec.daemon.simulate import demo_keys
+from linerec.daemon.simulate import default_config, demo_keys
 from linerec.daemon.storage import open_store
 from linerec.sim.callfile import load_call_file
+from linerec.store import keys as keyfiles
+from linerec.store.disk import OsDisk
 from linerec.store.ring import RecordingDeleted as Deleted
+from linerec.store.ring import RingStore
 from linerec.uplink.commands import Command
 
 CALL = (
@@ -144,17 +151,25 @@ def test_an_opt_out_after_a_stall_split_the_call_discards_the_earlier_part_too(
     _nothing_kept(events, ring)
 
 
-def test_an_opt_out_after_a_store_error_split_the_call_takes_the_part_before_it(
-    tmp_path: Path,
-) -> None:
-    """The card failed a write mid-call: the part before the error was sealed ("store-error")
-    and the call was to go on into a new recording once the store recovered. The caller opts
-    out meanwhile: the sealed part leaves the card too, and no new recording begins."""
-    from linerec.daemon.simulate import default_config
-    from linerec.store import keys as keyfiles
-    from linerec.store.ring import RingStore
-    from test_simulate import FailingDisk
+class FailingCard(OsDisk):
+    """The card fails the writes numbered in `failing` (EIO), as a worn SD card does."""
 
+    def __init__(self, failing: set[int]) -> None:
+        self.writes = 0
+        self.failing = failing
+
+    def pwrite(self, handle: int, data: bytes, offset: int) -> None:
+        self.writes += 1
+        if self.writes in self.failing:
+            raise OSError(errno.EIO, "Input/output error")
+        super().pwrite(handle, data, offset)
+
+
+def _opt_out_after_store_error(
+    tmp_path: Path, *, failing: set[int], opt_out_on: str
+) -> tuple[list[CallEvent], Path]:
+    """A call through the daemon on a card that fails the writes `failing`; the opt-out
+    command is sent upon the first event named `opt_out_on`. Returns the events and the ring."""
     callfile = tmp_path / "call.toml"
     callfile.write_text(
         '[[call]]\n[[call.step]]\noff_hook = true\n[[call.step]]\nsay = "caller"\n'
@@ -169,7 +184,7 @@ def test_an_opt_out_after_a_store_error_split_the_call_takes_the_part_before_it(
 
     def emit(event: CallEvent) -> None:
         events.append(event)
-        if event.name == "recording_sealed" and not senders:
+        if event.name == opt_out_on and not senders:
             command = Command(counter=1, action="opt_out", arguments={"line": "line1"})
             senders.append(threading.Thread(target=daemons[0].submit_command, args=(command,)))
             senders[0].start()
@@ -178,7 +193,7 @@ def test_an_opt_out_after_a_store_error_split_the_call_takes_the_part_before_it(
         config.store.dir,
         recipients=[keyfiles.load_public(public)],
         identity=keyfiles.load_or_create_identity(tmp_path / "id.key"),
-        disk=FailingDisk(fail_at=6),
+        disk=FailingCard(failing),
         on_event=lambda event: events.append(
             RecordingDeleted(
                 t=backend.clock(),
@@ -200,9 +215,60 @@ def test_an_opt_out_after_a_store_error_split_the_call_takes_the_part_before_it(
     daemon.shutdown()
     for sender in senders:
         sender.join()
+    assert senders, f"no {opt_out_on} event to send the opt-out upon"
+    return events, config.store.dir
+
+
+def test_an_opt_out_after_a_store_error_split_the_call_takes_the_part_before_it(
+    tmp_path: Path,
+) -> None:
+    """The card failed a write mid-call: the part before the error was sealed ("store-error")
+    and the call was to go on into a new recording once the store recovered. The caller opts
+    out meanwhile: the sealed part leaves the card too, and no new recording begins."""
+    events, ring = _opt_out_after_store_error(tmp_path, failing={6}, opt_out_on="recording_sealed")
     (sealed,) = [e for e in events if e.name == "recording_sealed"]
     assert sealed.ended_by == "store-error"  # type: ignore[attr-defined]
     (deleted,) = [e for e in events if e.name == "recording_deleted"]
     assert (deleted.id, deleted.reason) == (sealed.id, "opted-out")  # type: ignore[attr-defined]
     assert [e.recorded for e in events if e.name == "hung_up"] == [False]  # type: ignore[attr-defined]
-    assert not list((tmp_path / "ring").glob("*.lrec"))
+    assert not list(ring.glob("*.lrec"))
+
+
+@pytest.mark.parametrize("card_recovers", [True, False], ids=["card-recovers", "card-failing"])
+def test_an_opt_out_takes_a_part_whose_seal_failed_too_and_recovery_leaves_it_gone(
+    tmp_path: Path, card_recovers: bool
+) -> None:
+    """The card failed a write mid-call and then the seal of that part as well: the part is
+    on the card unsealed, meant for recovery at the next start. The caller opts out: that
+    part is discarded as the one being written would be (its deletion logged, reported), so
+    neither this run nor the recovery of the next start keeps or uploads any of it. A card
+    that fails the log line too still loses the file (said as a fault): an opted-out call
+    is not kept for its number's sake."""
+    failing = {6, 7} if card_recovers else set(range(6, 12))
+    events, ring = _opt_out_after_store_error(tmp_path, failing=failing, opt_out_on="fault")
+    assert not [e for e in events if e.name == "recording_sealed"]
+    (part,) = {e.id for e in events if e.name == "recording_deleted"}  # type: ignore[attr-defined]
+    assert {e.reason for e in events if e.name == "recording_deleted"} == {"opted-out"}  # type: ignore[attr-defined]
+    assert [e.recorded for e in events if e.name == "hung_up"] == [False]  # type: ignore[attr-defined]
+    assert not list(ring.glob("*.lrec"))
+    log = ring / "ring.log"
+    logged = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+    faults = [e.message for e in events if e.name == "fault"]  # type: ignore[attr-defined]
+    if card_recovers:
+        assert [(line["id"], line["event"]) for line in logged] == [(part, "opted-out")]
+        assert not [m for m in faults if m.startswith("opt-out")]
+    else:
+        assert logged == []
+        assert [m for m in faults if m.startswith("opt-out")] == [
+            "opt-out discard: [Errno 5] Input/output error"
+        ]
+
+    _private, public = demo_keys(ring)
+    again = RingStore(
+        ring,
+        recipients=[keyfiles.load_public(public)],
+        identity=keyfiles.load_or_create_identity(tmp_path / "id.key"),
+    )
+    assert again.recover() == []
+    assert again.entries == {}
+    assert not list(ring.glob("*.lrec"))

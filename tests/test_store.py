@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import errno
 import json
 import os
 import subprocess
@@ -21,6 +22,7 @@ from hypothesis import strategies as st
 
 from linerec.codec import Codec, decode, encode
 from linerec.store.base import RecordingInfo
+from linerec.store.disk import OsDisk
 from linerec.store.format import BLOCK, FINAL, RecordType, chunk_aad, chunk_nonce, scan
 from linerec.store.keys import (
     CollectorPrivate,
@@ -550,3 +552,158 @@ def test_each_recording_keeps_its_lines_retention(tmp_path: Path, keys: Collecto
     assert set(ring.entries) == {long_kept}
     reopened = make_ring(tmp_path, keys, max_age_days=365, wall=wall)  # read back from the headers
     assert reopened.entries[long_kept].retention_days == 180
+
+
+class ClosesOnce(OsDisk):
+    """Fails the writes numbered in `failing` (EIO); a handle closed that is not open is an
+    error (closed twice, the number may by then be another file's)."""
+
+    def __init__(self, failing: set[int]) -> None:
+        self.writes = 0
+        self.failing = failing
+        self.handles: set[int] = set()
+
+    def create(self, path: Path) -> int:
+        handle = super().create(path)
+        self.handles.add(handle)
+        return handle
+
+    def open(self, path: Path) -> int:
+        handle = super().open(path)
+        self.handles.add(handle)
+        return handle
+
+    def pwrite(self, handle: int, data: bytes, offset: int) -> None:
+        self.writes += 1
+        if self.writes in self.failing:
+            raise OSError(errno.EIO, "Input/output error")
+        super().pwrite(handle, data, offset)
+
+    def close(self, handle: int) -> None:
+        assert handle in self.handles, f"handle {handle} closed, but not open"
+        self.handles.remove(handle)
+        super().close(handle)
+
+
+@pytest.mark.parametrize("hold", [False, True], ids=["not-held", "held"])
+def test_a_writer_whose_seal_failed_is_discarded_once_for_all(
+    tmp_path: Path, keys: CollectorPrivate, hold: bool
+) -> None:
+    """The card failed a write and then the seal: the file is left for recovery, its handle
+    closed. An opt-out discards it still: the deletion logged, the file gone, the handle not
+    closed again, and the next start recovers nothing. On legal hold it is refused and kept."""
+    disk = ClosesOnce({4, 5})  # the header's write, a chunk, then the seal's final chunk
+    deleted: list[object] = []
+    ring = make_ring(tmp_path, keys, disk=disk, on_event=deleted.append)
+    info = RecordingInfo(
+        device_id="box1",
+        line="line1",
+        label="",
+        direction="inbound",
+        consent="notice",
+        started_at=datetime(2026, 11, 25, tzinfo=UTC),
+        clock_synchronized=True,
+    )
+    writer = ring.begin(info)
+    with pytest.raises(OSError, match="Input/output error"):
+        for _ in range(500):
+            writer.write(speech_like(0.02))
+    with pytest.raises(OSError, match="Input/output error"):
+        writer.seal(ended_by="store-error")
+    assert disk.handles == set()  # left for recovery: nothing holds the file open
+    (path,) = (tmp_path / "ring").glob("*.lrec")
+    recording_id = path.stem
+    if hold:
+        ring.hold(recording_id)
+        with pytest.raises(PermissionError, match="on legal hold"):
+            writer.discard("opted-out")
+        assert path.exists() and deleted == []
+        return
+    writer.discard("opted-out")
+    assert not path.exists()
+    (event,) = deleted
+    assert (event.id, event.reason) == (recording_id, "opted-out")  # type: ignore[attr-defined]
+    logged = (tmp_path / "ring" / "ring.log").read_text()
+    assert f'"event": "opted-out", "id": "{recording_id}"' in logged
+    again = make_ring(tmp_path, keys)
+    assert again.recover() == [] and again.entries == {}
+
+
+def test_a_recording_whose_beginning_the_card_failed_leaves_nothing_and_no_number_taken(
+    tmp_path: Path, keys: CollectorPrivate
+) -> None:
+    """The card fails the header's write: begin() raises, and nothing of it stays (no file
+    for recovery to cut and upload, no handle, no room reserved); the next recording takes
+    the number it would have had, so the chain has neither a gap nor a number twice."""
+    disk = ClosesOnce({1})
+    ring = make_ring(tmp_path, keys, disk=disk, capacity=10 * RESERVE_STEP)
+    info = RecordingInfo(
+        device_id="box1",
+        line="line1",
+        label="",
+        direction="inbound",
+        consent="notice",
+        started_at=datetime(2026, 11, 25, tzinfo=UTC),
+        clock_synchronized=True,
+    )
+    with pytest.raises(OSError, match="Input/output error"):
+        ring.begin(info)
+    assert not list((tmp_path / "ring").glob("*.lrec"))
+    assert disk.handles == set()
+    assert ring.used() == 0
+    writer = ring.begin(info)
+    writer.write(speech_like(1.0))
+    sealed = writer.seal(ended_by="hang-up")
+    assert ring.entries[sealed.id].seq == 1
+    assert make_ring(tmp_path, keys).recover() == []
+    assert verify_ring(tmp_path / "ring") == (1, [])
+
+
+def test_a_part_cut_as_its_seal_failed_is_discarded_with_its_markers(
+    tmp_path: Path, keys: CollectorPrivate
+) -> None:
+    """The card failed the seal's sync: the part is cut where the card held it and seal()
+    raises. An opt-out discards it all the same: the file and the ack it was given go, the
+    deletion is logged once and reported, and the handle is closed once."""
+
+    class SealSyncFails(ClosesOnce):
+        fail_sync = False
+
+        def datasync(self, handle: int) -> None:
+            if self.fail_sync:
+                self.fail_sync = False
+                raise OSError(errno.EIO, "Input/output error")
+            super().datasync(handle)
+
+    disk = SealSyncFails(set())
+    deleted: list[RecordingDeleted] = []
+    ring = make_ring(tmp_path, keys, disk=disk, on_event=deleted.append)
+    info = RecordingInfo(
+        device_id="box1",
+        line="line1",
+        label="",
+        direction="inbound",
+        consent="notice",
+        started_at=datetime(2026, 11, 25, tzinfo=UTC),
+        clock_synchronized=True,
+    )
+    writer = ring.begin(info)
+    writer.write(speech_like(1.0))
+    disk.fail_sync = True
+    with pytest.raises(OSError, match="Input/output error"):
+        writer.seal(ended_by="hang-up")
+    (path,) = (tmp_path / "ring").glob("*.lrec")
+    recording_id = path.stem
+    assert ring.entries[recording_id].state == "cut"
+    ring.acknowledge(recording_id, b"signed ack")
+    writer.discard("opted-out")
+    assert sorted(p.name for p in (tmp_path / "ring").iterdir()) == [
+        "chain.json",
+        "identity.key",
+        "ring.log",
+    ]
+    assert [(e.id, e.reason, e.acknowledged) for e in deleted] == [
+        (recording_id, "opted-out", True)
+    ]
+    assert disk.handles == set()
+    assert make_ring(tmp_path, keys).recover() == []

@@ -575,10 +575,11 @@ class Collector:
                 )
                 continue
             if _leaves_out(opened):
-                if isinstance(opened.get("id"), str):  # what was streamed or stored of it goes too
+                if not isinstance(opened.get("id"), str):
+                    self._left_out(device, opened)
+                elif self._take_back(device, opened):  # what was streamed or stored goes too
                     self._drop_stream(device, opened["id"])
-                    self._take_back(device, opened["id"], str(opened["reason"]))
-                self._left_out(device, opened)
+                    self._left_out(device, opened)
             if event.seq > upto and device not in gapped:
                 gapped.add(device)
                 runs = self.store.gaps(device, limit=1)  # the first: found by index seeks alone
@@ -591,30 +592,42 @@ class Collector:
                 acked[device] = upto
                 self._ack(device, {"kind": "events", "device": device, "upto": upto})
 
-    def _take_back(self, device: str, recording_id: str, reason: str) -> None:
+    def _take_back(self, device: str, body: dict[str, Any]) -> bool:
         """A part of an opted-out call that was sealed before the opt-out (a stall or a store
         error split the call) and stored here: crypto-shredded like any deletion, logged as
         the device's. Not one on legal hold, nor one stored longer ago than `OPT_OUT_REACH`
-        (a stolen box must not reach back into what it delivered long ago)."""
+        (a stolen box must not reach back into what it delivered long ago), nor one the event
+        names by its id but not by its chain link (`recording_seq`, `header_hash`): a buggy
+        or stolen box must not shred another recording by naming it. False if the event is
+        refused for that: then nothing of it is done, its number not linked as left out."""
+        recording_id, reason = str(body["id"]), str(body["reason"])
         row = self.store.db.execute(
-            "SELECT received_at FROM recordings WHERE device = ? AND id = ?",
+            "SELECT r.received_at, r.seq, l.head FROM recordings AS r "
+            "LEFT JOIN chain_links AS l ON l.device = r.device AND l.seq = r.seq "
+            "WHERE r.device = ? AND r.id = ?",
             (device, recording_id),
         ).fetchone()
         if row is None:
-            return
+            return True
+        said = f"device {device}: {recording_id} is said to be {reason}"
+        differs = _link_differs(body, seq=row[1], head=row[2])
+        if differs:
+            self._problem(f"{said}, but its {differs}: refused, kept")
+            return False
         if self._clock() - float(row[0]) > OPT_OUT_REACH:
             self._problem(
-                f"device {device}: {recording_id} is said to be {reason}, but it was stored "
-                f"more than {OPT_OUT_REACH / 3600:g} h ago: kept"
+                f"{said}, but it was stored more than {OPT_OUT_REACH / 3600:g} h ago: kept"
             )
-            return
+            return True
         try:
             self.store.delete(recording_id, reason, device, who=f"device {device}")
-        except PermissionError as exc:  # on legal hold
-            self._problem(f"device {device}: {recording_id} is said to be {reason}: kept: {exc}")
+        except PermissionError as exc:  # on legal hold: kept, and never said deleted
+            self._problem(f"{said}: kept: {exc}")
+            return True
         except KeyError:
-            return  # another collector process took it back first
+            return True  # another collector process took it back first
         log.info("device %s: %s deleted: %s", device, recording_id, reason)
+        return True
 
     def _left_out(self, device: str, body: dict[str, Any]) -> None:
         """A recording the device discarded as it was written (opt-out): its number is linked
@@ -946,3 +959,15 @@ def _header_field(header: dict[str, Any], name: str, kind: type) -> Any:
             f"header field {name!r} is not a {kind.__name__} (got {shown(repr(value), 40)})"
         )
     return value
+
+
+def _link_differs(body: dict[str, Any], *, seq: object, head: object) -> str:
+    """How a recording_deleted event's chain link differs from the stored recording's: each
+    field that differs, with what the event says and what is stored; '' if it matches."""
+    differs = []
+    for field, stored in (("recording_seq", seq), ("header_hash", head)):
+        given = body.get(field)
+        if type(given) is not type(stored) or given != stored:  # not bool for an int
+            known = "not known here" if stored is None else str(stored)
+            differs.append(f"{field} {shown(str(given), 70)} is not the stored one ({known})")
+    return "; ".join(differs)

@@ -144,8 +144,11 @@ class LinePipeline:
         self._head: list[Samples] = []  # notice as played, until the conversation is kept
         self._writer: RecordingWriter | None = None
         # Recordings of the call in progress already sealed: a stall or a store error splits
-        # a call, and an opt-out takes every part of it off the card.
+        # a call, and an opt-out takes every part of it off the card. A part whose seal
+        # failed is left for the next start's recovery, unless the call is opted out: its
+        # writer is all that can still discard it.
         self._call_parts: list[str] = []
+        self._unsealed: list[RecordingWriter] = []
         self._store_retry_at = float("-inf")  # after a store error: keep nothing before this
         self._silence = np.zeros(FRAME_SAMPLES, dtype=np.int16)
         self._silence_block = np.zeros(FRAME_SAMPLES * self.analyzer.block_frames, np.int16)
@@ -367,6 +370,7 @@ class LinePipeline:
             if isinstance(decision, CallEvent):
                 if isinstance(decision, Answered):
                     self._call_parts.clear()  # a new call: the last one's parts are its own
+                    self._unsealed.clear()
                 self._emit(decision)
             elif isinstance(decision, Retag):
                 self.delay.retag(since=decision.since, only=decision.only, keep=decision.keep)
@@ -393,13 +397,15 @@ class LinePipeline:
         self._oscillator.reset()
 
     def _discard(self, t: float) -> None:
-        """Nothing of the call is kept: the recording being written and every part of the call
-        sealed before it (the ring reports each; the collector drops what it got of them)."""
+        """Nothing of the call is kept: the recording being written, every part of the call
+        sealed before it, and every part the card failed to seal (the ring reports each; the
+        collector drops what it got of them)."""
         self._head.clear()
         writer, self._writer = self._writer, None
-        if writer is not None:
+        unsealed, self._unsealed = self._unsealed, []
+        for each in [*unsealed, *([writer] if writer is not None else [])]:
             try:
-                writer.discard("opted-out")
+                each.discard("opted-out")
             except OSError as exc:
                 self._emit(
                     Fault(t=t, line=self.name, kind="store", message=f"opt-out discard: {exc}")
@@ -560,6 +566,7 @@ class LinePipeline:
                 exc_info=exc,
             )
             self._emit(Fault(t=t, line=self.name, kind="store", message=f"seal failed: {exc}"))
+            self._unsealed.append(writer)
             return
         self._call_parts.append(sealed.id)
         self._emit(

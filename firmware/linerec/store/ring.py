@@ -20,6 +20,7 @@ durability by one sync, never the audio loop.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -742,12 +743,13 @@ class EncryptedWriter(RecordingWriter):
             recording_id, RESERVE_STEP
         )  # before the file exists: StoreFull leaves nothing
         self._reserved = RESERVE_STEP
-        self.handle = self._disk.create(self.path)
+        self.handle = -1
+        self._handle_open = False
         self.sync_error: OSError | None = None  # from the background sync, raised by write()
         self._sync_failed = False  # once a sync failed, no later one proves anything
-        # Closed after a store error: cut (what seal() returns), or left for recovery.
+        # Closed after a store error: cut (what seal() returns), or left for recovery (the
+        # error): then discard() is all that may still be done with it.
         self._closed: SealedRecording | OSError | None = None
-        self._disk.allocate(self.handle, self._reserved)
         self._digest = sha256()
         self._offset = 0
         self._sealing = False
@@ -766,11 +768,18 @@ class EncryptedWriter(RecordingWriter):
         head += frame(
             RecordType.METADATA, seal_metadata(file_key, self._header_hash, 0, self._metadata(None))
         )
-        self._append(head + pad_to_block(len(head)))
-        self.written = self._mark()
-        self._disk.datasync(self.handle)
-        self._durable = self.written  # what the card provably holds
-        self._disk.sync_dir(store.dir)
+        try:
+            self.handle = self._disk.create(self.path)
+            self._handle_open = True
+            self._disk.allocate(self.handle, self._reserved)
+            self._append(head + pad_to_block(len(head)))
+            self.written = self._mark()
+            self._disk.datasync(self.handle)
+            self._durable = self.written  # what the card provably holds
+            self._disk.sync_dir(store.dir)
+        except OSError:
+            self._abandon()
+            raise
         self._entry = store.entries[recording_id] = Entry(
             id=recording_id,
             seq=header["seq"],
@@ -816,6 +825,16 @@ class EncryptedWriter(RecordingWriter):
             return self._closed
         if self._closed is not None:
             raise OSError(f"{self.path}: left open for recovery: {self._closed}")
+        try:
+            return self._seal(ended_by)
+        except OSError as exc:
+            if self._closed is None:  # not cut either: the next start's recovery cuts it
+                self._closed = exc
+                self._file_key = b""
+                self._close_handle()
+            raise
+
+    def _seal(self, ended_by: str) -> SealedRecording:
         self._sealing = True
         if self._store.syncer is not None:
             self._store.syncer.settle(self)
@@ -843,7 +862,7 @@ class EncryptedWriter(RecordingWriter):
         self._append(frame(RecordType.TRAILER, json_body(trailer)))
         self._disk.truncate(self.handle, self._offset)
         self._sync()
-        self._disk.close(self.handle)
+        self._close_handle()
         self._file_key = b""  # forgotten: the appliance cannot decrypt what it recorded
         self._store._finished(
             replace(
@@ -879,20 +898,38 @@ class EncryptedWriter(RecordingWriter):
     def discard(self, reason: str = "discarded") -> None:
         """Nothing of this recording is kept (opt-out); the chain logs why its number is gone,
         and the store reports it (RecordingDeleted, with the header hash and prev that let the
-        collector link the number as deliberately absent).
+        collector link the number as deliberately absent). Refused (PermissionError) while on
+        legal hold.
 
-        Under the ring's lock: the uplink thread reads the entries meanwhile."""
+        Also once a store error closed it, cut or left open for recovery: the logged deletion
+        tells recovery to finish it, never to seal it. If the card fails the log line too, the
+        file goes all the same (an opted-out call is not kept for its number's sake), the
+        deletion is reported, and the error raised. Under the ring's lock: the uplink thread
+        reads the entries meanwhile."""
         store = self._store
         entry = self._entry
+        if store.entries.get(self.id, entry).held:  # a legal hold outranks an opt-out
+            raise PermissionError(f"{self.id} is on legal hold: release it first")
         store.on_discard(self.id)  # first: not one more byte of it may leave the box
         with store._lock:
-            store._log_deletion(self.id, entry.seq, entry.header_hash, reason)
+            acknowledged = store.entries.get(self.id, entry).acknowledged  # if a cut went
+            errors: list[OSError] = []
+            steps: tuple[Callable[[], None], ...] = (
+                functools.partial(
+                    store._log_deletion, self.id, entry.seq, entry.header_hash, reason
+                ),
+                self._settle,  # a failed sync must not keep what was to be discarded
+                self._close_handle,
+            )
+            for step in steps:
+                try:
+                    step()
+                except OSError as exc:
+                    errors.append(exc)
+            self._file_key = b""
             try:
-                self._settle()
-            finally:  # a failed sync must not keep what was to be discarded
-                self._disk.close(self.handle)
-                self._disk.unlink(self.path)
-                self._disk.sync_dir(store.dir)
+                store._forget(self.id)  # the file, and an ack or hold a cut part was given
+            finally:
                 store._open.pop(self.id, None)
                 store.entries.pop(self.id, None)
                 store._on_event(
@@ -900,11 +937,33 @@ class EncryptedWriter(RecordingWriter):
                         id=self.id,
                         seq=entry.seq,
                         reason=reason,
-                        acknowledged=False,
+                        acknowledged=acknowledged,
                         header_hash=entry.header_hash,
                         prev=self._prev,
                     )
                 )
+            if errors:
+                raise errors[0]
+
+    def _abandon(self) -> None:
+        """The card failed the recording's beginning: its number was not taken (the chain
+        moves on only once the header is on the card), so the file goes with nothing to log,
+        else the next recording would take the same number; its room is given back. If the
+        card fails that too, recovery at the next start finds the file."""
+        self._store._open.pop(self.id, None)
+        if not self._handle_open:
+            return  # not created: a file of that name, if any, is not this one's
+        with contextlib.suppress(OSError):
+            self._close_handle()
+        with contextlib.suppress(OSError):
+            self._disk.unlink(self.path)
+            self._disk.sync_dir(self._store.dir)
+
+    def _close_handle(self) -> None:
+        """Once only: a number closed twice may by then be another file's."""
+        if self._handle_open:
+            self._handle_open = False
+            self._disk.close(self.handle)
 
     def _chunk(self, payload: bytes, *, final: bool) -> None:
         index = self._index
@@ -991,7 +1050,7 @@ class EncryptedWriter(RecordingWriter):
             self._file_key = b""
             raise error from None
         finally:
-            self._disk.close(self.handle)
+            self._close_handle()
         self._file_key = b""
         store._finished(
             replace(
