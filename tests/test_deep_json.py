@@ -27,6 +27,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -183,8 +184,9 @@ def test_the_command_sender_ignores_deep_json_on_the_devices_topics(tmp_path: Pa
     thread: an exception there would end that thread, and the command would never be answered."""
     keygen(tmp_path / "keys")
     listener = _Listener("box1", load_private(tmp_path / "keys" / "collector.key"))
+    client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2)
     with probing_headroom() as short:
-        listener.on_message(mqtt.Client(), None, message("linerec/v1/box1/status", deep(DEEP)))
-        listener.on_message(mqtt.Client(), None, message("linerec/v1/box1/event", deep(DEEP)))
+        listener.on_message(client, None, message("linerec/v1/box1/status", deep(DEEP)))
+        listener.on_message(client, None, message("linerec/v1/box1/event", deep(DEEP)))
     assert short == []
     assert listener.last_counter is None and listener.answers == {}
