@@ -18,7 +18,6 @@ signature holds and that names it.
 from __future__ import annotations
 
 import base64
-import json
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from paho.mqtt.enums import CallbackAPIVersion
 
+from linerec import jsonlimit
 from linerec.broker import Broker
 from linerec.errors import LinerecError
 from linerec.ids import device_id_problem, shown
@@ -78,12 +78,19 @@ def sign(key: Ed25519PrivateKey, body: dict[str, Any]) -> bytes:
     return json_body({**unsigned, "sig": base64.b64encode(signature).decode()})
 
 
+def parse_payload(where: str, payload: bytes) -> Any:
+    """A message's JSON; ApiError naming `where` if it is not JSON, or nests deeper than
+    jsonlimit.MAX_DEPTH (named with the byte where it does: every topic's JSON is read here,
+    so none is parsed to the interpreter's recursion limit on a thread that has other work)."""
+    try:
+        return jsonlimit.loads(payload)
+    except ValueError as exc:  # bad UTF-8 or JSON, too deep, a number of 5000 digits
+        raise ApiError(f"{where}: not JSON: {exc}") from exc
+
+
 def verify(key: Ed25519PublicKey, data: bytes, where: str) -> dict[str, Any]:
     """The body of a signed message; ApiError naming `where` if it is malformed or forged."""
-    try:
-        body = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ApiError(f"{where}: not JSON: {exc}") from exc
+    body = parse_payload(where, data)
     if not isinstance(body, dict) or not isinstance(body.get("sig"), str):
         raise ApiError(f"{where}: not a signed object")
     unsigned = {k: v for k, v in body.items() if k != "sig"}

@@ -23,7 +23,7 @@ from paho.mqtt.properties import Properties
 from linerec.collector.config import CollectorSettings
 from linerec.collector.sealed import open_event
 from linerec.collector.store import CollectorStore
-from linerec.mqttapi import make_client, sign, topic
+from linerec.mqttapi import ApiError, make_client, parse_payload, sign, topic
 from linerec.store.keys import CollectorPrivate
 from linerec.uplink.commands import MAX_COUNTER, command_body
 
@@ -78,8 +78,8 @@ class _Listener:
 
     def on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         try:
-            body = json.loads(message.payload)
-        except (UnicodeDecodeError, ValueError):
+            body = parse_payload(message.topic, bytes(message.payload))
+        except ApiError:
             return  # not ours to judge here; the collector reports malformed events
         if not isinstance(body, dict):
             return

@@ -15,7 +15,7 @@ import json
 from typing import Any
 
 from linerec.collector.database import Database, upsert
-from linerec.mqttapi import ApiError
+from linerec.mqttapi import ApiError, parse_payload
 
 STATES = ("online", "offline", "stopped")
 MAX_BYTES = 16 * 1024
@@ -54,10 +54,7 @@ def parse_health(where: str, payload: bytes) -> dict[str, Any]:
 def _json(where: str, payload: bytes) -> dict[str, Any]:
     if len(payload) > MAX_BYTES:
         raise ApiError(f"{where}: {len(payload)} bytes, over the limit of {MAX_BYTES}")
-    try:
-        body = json.loads(payload)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise ApiError(f"{where}: not JSON: {exc}") from exc
+    body = parse_payload(where, payload)
     if not isinstance(body, dict):
         raise ApiError(f"{where}: must be a JSON object")
     return body

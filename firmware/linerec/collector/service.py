@@ -28,7 +28,6 @@ discard is a row in the database (collector/discards.py), so a restart does not 
 
 from __future__ import annotations
 
-import json
 import logging
 import mmap
 import queue
@@ -59,6 +58,7 @@ from linerec.mqttapi import (
     SHARE,
     ApiError,
     make_client,
+    parse_payload,
     parse_topic,
     shown_topic,
     sign,
@@ -540,10 +540,7 @@ class Collector:
                 f"{where}: an event of {len(payload)} bytes is over the limit of "
                 f"{MAX_EVENT_BYTES}: not stored"
             )
-        try:
-            body = json.loads(payload)
-        except (ValueError, RecursionError) as exc:  # bad UTF-8 or JSON, a 5000-digit number
-            raise ApiError(f"{where}: not JSON: {exc}") from exc
+        body = parse_payload(where, payload)
         seq = body.get("seq") if isinstance(body, dict) else None
         if type(seq) is not int or seq < 1:  # not bool: True is an int to Python
             raise ApiError(f"{where}: an event needs a positive integer seq")

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
 
+from linerec.jsonlimit import TooDeep, loads
+
 MAGIC = b"LR"
 FRAME = struct.Struct("<2sBBI")  # magic, type, flags, length
 CRC = struct.Struct("<I")
@@ -131,11 +133,13 @@ def json_body(value: dict[str, Any]) -> bytes:
 
 def parse_json(record: Record) -> dict[str, Any]:
     try:
-        value = json.loads(record.body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        value = loads(record.body)
+    except TooDeep as exc:  # refused before json recursed once per level on our stack
+        at = record.offset + FRAME.size + exc.offset  # in the file, not the record's body
+        deeper = f"nested deeper than {exc.limit} levels at byte {at}"
+        raise FormatError(record.offset, f"{record.type.name} is {deeper}") from exc
+    except ValueError as exc:  # bad UTF-8 or JSON, a number of 5000 digits
         raise FormatError(record.offset, f"{record.type.name} is not valid JSON: {exc}") from exc
-    except RecursionError as exc:  # json recurses once per level of nesting
-        raise FormatError(record.offset, f"{record.type.name} is nested too deeply") from exc
     if not isinstance(value, dict):
         raise FormatError(record.offset, f"{record.type.name} is not a JSON object")
     return value
