@@ -14,6 +14,7 @@ import logging
 import os
 import re
 import sqlite3
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -303,6 +304,81 @@ def test_a_part_file_not_yet_committed_survives_another_collectors_housekeeping(
     finally:
         writer.db.close()
         other.db.close()
+
+
+def test_housekeeping_removes_only_the_vault_temps_a_killed_collector_left(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A collector killed while it wrote a vault leaves its temporary file (encrypted audio,
+    under a name no row knows) beside the recordings: housekeeping removes it once it is as
+    old as an expired upload (another process may be writing it now), says so, and touches
+    nothing else there: no vault, no file whose name is not exactly such a temp's."""
+    keygen(tmp_path / "keys")
+    (tmp_path / "collector.toml").write_text(
+        '[collector]\nbroker = "mqtt://127.0.0.1:1"\nallow_plaintext = true\n'
+        'data_dir = "central"\nkey = "keys/collector.key"\n'
+        + databases.selected.config_line(tmp_path / "central")
+    )
+    clock = [2_000_000_000.0]
+    collector = Collector(
+        load_collector_config(tmp_path / "collector.toml"), clock=lambda: clock[0]
+    )
+    day = collector.settings.limits.expire_after
+    kept_id, other_id = (f"box1-0000000{n}-20260101T000000Z-line1" for n in (1, 2))
+    box = tmp_path / "central" / "recordings" / "box1"
+
+    def aged(path: Path, seconds: float) -> Path:
+        os.utime(path, (clock[0] - seconds,) * 2, follow_symlinks=False)
+        return path
+
+    def temp(target: str, seconds: float) -> Path:
+        fd, name = tempfile.mkstemp(dir=box, prefix=f".{target}.")  # as atomic_file names it
+        os.write(fd, b"LRVAULT2 half an encrypted recording")
+        os.close(fd)
+        return aged(Path(name), seconds)
+
+    try:
+        part = tmp_path / "sealed.part"
+        part.write_bytes(b"a sealed recording")
+        vault = aged(collector.store.keep("box1", kept_id, part), 2 * day)  # a real one
+        old = [temp(f"{kept_id}.lrec.vault", day + 1), temp(f"{other_id}.v2.lrec.vault", 3 * day)]
+        young = temp(f"{other_id}.lrec.vault", day - 60)
+        odd = [
+            box / f".{kept_id}.lrec.vault",  # no random part
+            box / f".{kept_id}.lrec.vault.abc12",  # too short for mkstemp's
+            box / f".{kept_id}.lrec.vault.ABCDEFGH",  # characters mkstemp never uses
+            box / f"{kept_id}.lrec.vault.abcdefgh",  # no leading dot
+            box / f".{kept_id}.lrec.vault.abcdefgh.bak",
+            box / f".{kept_id}.lrec.vaulx.abcdefgh",
+            box / ".notes.txt.abcdefgh",
+            box / f".box2-00000001-20260101T000000Z-line1.lrec.vault.abcdefgh",  # not box1's
+            box.parent / f".{kept_id}.lrec.vault.abcdefgh",  # not in a device's directory
+        ]
+        for path in odd:
+            path.write_bytes(b"not ours to remove")
+            aged(path, 3 * day)
+        directory = box / f".{other_id}.lrec.vault.dir12345"
+        directory.mkdir()
+        aged(directory, 3 * day)
+        link = box / f".{other_id}.lrec.vault.link1234"  # planted: never followed
+        link.symlink_to(vault)
+        aged(link, 3 * day)
+        with caplog.at_level(logging.INFO, logger="linerec.collector"):
+            assert collector.housekeeping() == []  # no upload was dropped
+        assert not any(path.exists() for path in old)
+        for path in old:
+            assert f"box1/{path.name}" in caplog.text, caplog.text
+        assert young.exists() and f"box1/{young.name}" not in caplog.text
+        assert all(path.exists() for path in odd)
+        assert directory.is_dir() and link.is_symlink()
+        assert collector.store.read_recording(kept_id, vault, "box1") == b"a sealed recording"
+
+        clock[0] += 61  # now the young one is as old as an expired upload too
+        collector.housekeeping()
+        assert not young.exists()
+        assert all(path.exists() for path in [*odd, vault]) and link.is_symlink()
+    finally:
+        collector.store.db.close()
 
 
 class _OutageAfter(logging.Handler):
