@@ -351,7 +351,7 @@ def test_housekeeping_removes_only_the_vault_temps_a_killed_collector_left(
             box / f".{kept_id}.lrec.vault.abcdefgh.bak",
             box / f".{kept_id}.lrec.vaulx.abcdefgh",
             box / ".notes.txt.abcdefgh",
-            box / f".box2-00000001-20260101T000000Z-line1.lrec.vault.abcdefgh",  # not box1's
+            box / ".box2-00000001-20260101T000000Z-line1.lrec.vault.abcdefgh",  # not box1's
             box.parent / f".{kept_id}.lrec.vault.abcdefgh",  # not in a device's directory
         ]
         for path in odd:

@@ -229,14 +229,19 @@ class Collector:
                 log.info("deleted %s: past retention", gone)
 
     def housekeeping(self) -> list[str]:
-        """Drop uploads left unfinished for longer than the limit; returns 'device/id' of each."""
+        """Drop uploads left unfinished for longer than the limit, and remove vault files a
+        killed process left half written as long; returns 'device/id' of each upload."""
+        age = self.settings.limits.expire_after
         with self._lock:
             gone = self.store.uploads.expire(self._clock())
+            temps = self.store.remove_vault_temps(self._clock())
         for name in gone:
+            log.info("dropped the unfinished upload %s (no piece for %g s)", name, age)
+        for name in temps:
             log.info(
-                "dropped the unfinished upload %s (no piece for %g s)",
+                "removed %s: a recording's vault file left half written (unwritten for %g s)",
                 name,
-                self.settings.limits.expire_after,
+                age,
             )
         return gone
 

@@ -3,6 +3,8 @@ PostgreSQL: linerec.collector.database; several collector processes may share on
 
     <data_dir>/recordings/<device>/<id>.lrec.vault    recordings, as sealed on the appliance, each
                                                      encrypted again under a key of its own
+    <data_dir>/recordings/<device>/.<id>.lrec.vault.<random>    a vault being written (left
+                                                     by a killed process: housekeeping removes it)
     <data_dir>/incoming/<device>/<id>.part      uploads under way (pieces written at their offset)
     <data_dir>/quarantine/<device>/<id>.<sha>.bin   uploads that were whole but not a recording
                                                      of that device: kept apart, with the reason
@@ -34,6 +36,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import stat
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
@@ -47,7 +50,7 @@ from linerec.collector.database import connect, rows_of, upsert
 from linerec.collector.schema import prepare
 from linerec.collector.uploads import STREAMING, UploadLimits, Uploads
 from linerec.collector.vault import SUFFIX as VAULT_SUFFIX
-from linerec.collector.vault import VaultFile, read_vault, write_vault
+from linerec.collector.vault import VaultFile, is_vault_temp, read_vault, write_vault
 from linerec.ids import device_of
 from linerec.uplink.commands import MAX_COUNTER
 
@@ -416,6 +419,30 @@ class CollectorStore:
             # kept until it is indexed: the message's transaction commits
             self.db.after_commit(lambda: part.unlink(missing_ok=True))
         return final
+
+    def remove_vault_temps(self, now: float) -> list[str]:
+        """Remove the temporary files of vault writes a killed process left in
+        `recordings/<device>/` (encrypted audio no row names, kept forever otherwise) once
+        unwritten as long as an upload may sit unfinished: another process sharing the data
+        directory may be writing one now. Nothing else there is touched. Returns
+        'device/name' of each removed."""
+        limit = now - self.uploads.limits.expire_after
+        gone = []
+        for directory in sorted((self.data_dir / "recordings").glob("*/")):
+            if directory.is_symlink():  # not a directory the collector made
+                continue
+            for path in sorted(directory.iterdir()):
+                if not is_vault_temp(path.name, directory.name):
+                    continue
+                try:
+                    facts = path.lstat()
+                except FileNotFoundError:  # its write finished meanwhile
+                    continue
+                if not stat.S_ISREG(facts.st_mode) or facts.st_mtime >= limit:
+                    continue  # a link or a directory is not one we wrote; a young one may be
+                path.unlink(missing_ok=True)
+                gone.append(f"{directory.name}/{path.name}")
+        return gone
 
     def read_recording(self, recording_id: str, path: Path, device: str | None = None) -> bytes:
         """The recording as the appliance sealed it (ValueError once it has been deleted)."""

@@ -14,6 +14,7 @@ the whole file, AAD the id) is still read.
 from __future__ import annotations
 
 import os
+import re
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,13 +23,15 @@ from typing import BinaryIO
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
-from linerec.atomic import atomic_file
+from linerec.atomic import atomic_file, temp_target
+from linerec.ids import recording_id_problem
 
 MAGIC_V1 = b"LRVAULT1"
 MAGIC = b"LRVAULT2"
 BLOCK = 1 << 20
 TAG = 16
 SUFFIX = ".lrec.vault"
+_VERSION = re.compile(r"\.v[0-9]+\Z")  # a redacted version's vault: <id>.v<N>.lrec.vault
 
 
 def _aad(device: str, recording_id: str, index: int, final: bool) -> bytes:
@@ -54,6 +57,16 @@ def write_vault(source: Path, target: Path, key: bytes, device: str, recording_i
             if final:
                 break
             block, index = following, index + 1
+
+
+def is_vault_temp(name: str, device: str) -> bool:
+    """Whether `name` is exactly the temporary file `write_vault` writes a vault of one of
+    `device`'s recordings into (left behind if the process was killed meanwhile)."""
+    target = temp_target(name)
+    if target is None or not target.endswith(SUFFIX):
+        return False
+    recording_id = _VERSION.sub("", target.removesuffix(SUFFIX))
+    return not recording_id_problem(device, recording_id)
 
 
 def read_vault(path: Path, key: bytes, device: str, recording_id: str) -> Iterator[bytes]:
