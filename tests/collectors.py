@@ -16,7 +16,10 @@ from pathlib import Path
 
 import databases
 from calls import record_call
+from linerec.collector.config import load_collector_config
+from linerec.collector.service import Collector
 from linerec.collector.store import CollectorStore
+from linerec.collector.vault import is_vault_temp
 from linerec.config import load_config
 from linerec.daemon.storage import open_store, open_uplink
 from linerec.store.ring import RingStore
@@ -128,6 +131,24 @@ def expected(appliances: list[Appliance]) -> Expected:
         events={a.name: a.events for a in appliances},
         recordings={(a.name, rid): data for a in appliances for rid, data in a.recordings.items()},
     )
+
+
+def housekeep_after_expiry(config: Path) -> list[Path]:
+    """The collector's housekeeping as it runs once the expiry age has passed: a process
+    killed while writing a vault leaves its temporary file, which goes then. Returns the
+    files it removed, each checked to be such a temp (no vault, and no upload dropped)."""
+    settings = load_collector_config(config)
+    recordings = settings.data_dir / "recordings"
+    before = {p for p in recordings.rglob("*") if p.is_file()}
+    later = time.time() + settings.limits.expire_after + 1
+    collector = Collector(settings, client_id="housekeeping", clock=lambda: later)
+    try:
+        assert collector.housekeeping() == []  # every upload finished: none to drop
+    finally:
+        collector.store.db.close()
+    gone = sorted(before - {p for p in recordings.rglob("*") if p.is_file()})
+    assert all(is_vault_temp(p.name, p.parent.name) for p in gone), gone
+    return gone
 
 
 def check_stored_once(data_dir: Path, want: Expected) -> None:
