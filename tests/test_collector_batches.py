@@ -13,8 +13,10 @@ import json
 import logging
 import os
 import re
+import signal
 import sqlite3
-import tempfile
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -34,6 +36,7 @@ from linerec.collector.config import load_collector_config
 from linerec.collector.service import Collector, WriterDied
 from linerec.collector.store import QUARANTINE_KEEP, CollectorStore
 from linerec.collector.uploads import Piece
+from linerec.collector.vault import BLOCK as VAULT_BLOCK
 from linerec.mqttapi import verify
 from linerec.store.keys import keygen, load_or_create_identity, load_public
 from linerec.store.ring import RingStore
@@ -306,6 +309,40 @@ def test_a_part_file_not_yet_committed_survives_another_collectors_housekeeping(
         other.db.close()
 
 
+KILLED_WRITER = """
+import sys
+from pathlib import Path
+from linerec.collector.vault import write_vault
+target = Path(sys.argv[1])
+write_vault(Path("/dev/stdin"), target, bytes(32), target.parent.name, target.name.split(".")[0])
+"""
+
+
+def killed_while_writing_a_vault(target: Path) -> Path:
+    """What a process SIGKILLed in the middle of writing a vault leaves: its temp file."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    before = set(target.parent.iterdir())
+    held = target.read_bytes() if target.exists() else None
+    writer = subprocess.Popen(
+        [sys.executable, "-c", KILLED_WRITER, str(target)], stdin=subprocess.PIPE
+    )
+    try:
+        assert writer.stdin is not None
+        # Returns once the writer has read nearly all of it, so it is past making its temp
+        # file (it reads the recording after that) and in the middle of the vault.
+        writer.stdin.write(b"s" * (2 * VAULT_BLOCK + 1))
+        writer.stdin.flush()
+    finally:
+        writer.kill()
+        writer.wait(30)
+        if writer.stdin is not None:
+            writer.stdin.close()
+    assert writer.returncode == -signal.SIGKILL
+    assert (target.read_bytes() if target.exists() else None) == held  # as it was
+    (left,) = set(target.parent.iterdir()) - before
+    return left
+
+
 def test_housekeeping_removes_only_the_vault_temps_a_killed_collector_left(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -332,10 +369,7 @@ def test_housekeeping_removes_only_the_vault_temps_a_killed_collector_left(
         return path
 
     def temp(target: str, seconds: float) -> Path:
-        fd, name = tempfile.mkstemp(dir=box, prefix=f".{target}.")  # as atomic_file names it
-        os.write(fd, b"LRVAULT2 half an encrypted recording")
-        os.close(fd)
-        return aged(Path(name), seconds)
+        return aged(killed_while_writing_a_vault(box / target), seconds)
 
     try:
         part = tmp_path / "sealed.part"
