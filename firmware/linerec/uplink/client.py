@@ -35,6 +35,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from linerec.atomic import remove_temps, temp_target
 from linerec.broker import Broker
 from linerec.codec import RATE
 from linerec.mqttapi import CHUNK, ApiError, make_client, topic, verify
@@ -106,8 +107,13 @@ class Uplink:
         self._chunk = CHUNK
         self.streams = Streams()
         self._held: dict[str, tuple[str, int]] = {}  # id -> (sha256, bytes) the collector holds
+        # What a power cut mid-write left here is no marker, no note: it goes (logged).
+        for directory in (self._discards_dir(), self.outbox.dir / "uploads"):
+            for temp in remove_temps(directory):
+                log.warning("removed %s: a file replacement a power cut or kill cut short", temp)
         for marker in self._discards_dir().glob("*"):  # opted out before a restart: say so
-            self.streams.discard(marker.name.removesuffix(".tmp"))  # a torn one counts too
+            if temp_target(marker.name) is None:  # not one still being written (by a flush)
+                self.streams.discard(marker.name.removesuffix(".tmp"))  # a torn one counts too
         self._noted: dict[str, int] = {}  # streamed bytes noted on the card (writer thread)
         self._sweep_progress()
         for recording_id, received in self._streamed_on_card().items():
