@@ -15,6 +15,7 @@ from linerec.atomic import atomic_file, remove_temps, temp_target
 from linerec.config import load_config
 from linerec.daemon.storage import open_store
 from linerec.store.keys import EPOCH_FILE, keygen
+from linerec.store.ring import QUARANTINE
 from linerec.uplink.tls import RENEWED_CERT
 from streamed import streamed_site
 
@@ -89,10 +90,18 @@ def test_opening_the_store_removes_a_cut_renewed_certificate_and_epoch_key(
     )
     store = tmp_path / "ring"
     store.mkdir()
-    left = [killed_mid_write(store / RENEWED_CERT), killed_mid_write(store / EPOCH_FILE)]
+    (store / QUARANTINE).mkdir()
+    recording = store / QUARANTINE / "box1-00000003-20261130T000200Z-line1.lrec"
+    recording.write_bytes(b"kept for a person to look at")
+    left = [
+        killed_mid_write(store / RENEWED_CERT),
+        killed_mid_write(store / EPOCH_FILE),
+        killed_mid_write(recording.with_name(recording.name + ".why")),
+    ]
     caplog.set_level(logging.INFO)
     open_store(load_config(config), emit=lambda event: None, clock=lambda: 0.0)
     assert [path for path in left if path.exists()] == []
     assert not (store / RENEWED_CERT).exists() and not (store / EPOCH_FILE).exists()
+    assert recording.exists()
     for path in left:
         assert str(path) in caplog.text

@@ -19,8 +19,8 @@ from linerec.daemon.report import event_record
 from linerec.errors import ConfigError
 from linerec.store import keys
 from linerec.store.private import private_dir, sync_dir, tighten, write_private
+from linerec.store.ring import QUARANTINE, RecordingQuarantined, RingStore, StoreEvent
 from linerec.store.ring import RecordingDeleted as Deleted
-from linerec.store.ring import RecordingQuarantined, RingStore, StoreEvent
 
 log = logging.getLogger(__name__)
 
@@ -166,12 +166,17 @@ def queueing(
 
 
 def _remove_cut_files(store_dir: Path) -> None:
-    """The replacement of a renewed certificate or an epoch key that a power cut or kill
-    cut short left its temporary file in the store directory: it goes (logged)."""
+    """A replacement that a power cut or kill cut short left its temporary file: a renewed
+    certificate's or an epoch key's in the store directory, a quarantined recording's reason
+    beside it. It goes (logged); nothing else there is touched."""
     from linerec.uplink.tls import RENEWED_CERT
 
     ours = {RENEWED_CERT, keys.EPOCH_FILE}
-    for temp in remove_temps(store_dir, lambda target: target in ours):
+    cut = [
+        *remove_temps(store_dir, lambda target: target in ours),
+        *remove_temps(store_dir / QUARANTINE, lambda target: target.endswith(".why")),
+    ]
+    for temp in cut:
         log.warning("removed %s: a file replacement a power cut or kill cut short", temp)
 
 
