@@ -21,6 +21,9 @@
                                      (those above the listener still above it; their plugins
                                      with their options)
 
+  Each file is replaced whole (linerec.atomic, synced): a failed write, a power cut or a kill
+  leaves the old one, never a torn one the broker would refuse or read wrongly.
+
 * `linerec collector enroll --revoke DEVICE --site DIR`: every certificate issued to DEVICE
   goes on the revocation list and DEVICE loses all access.
 * `linerec collector enroll --bridge SITE --device ID... --site DIR`: a site broker that
