@@ -43,15 +43,31 @@ def test_the_uplink_removes_what_a_cut_left_and_publishes_no_bogus_discard(
     assert all(temp_target(path.name) for path in left)
     caplog.set_level(logging.INFO)
     with streamed_site(tmp_path) as site:
-        assert site.uplink.streams.discarded() == [OPTED_OUT]  # not the cut one's temp name
-        # the real marker is still said and acknowledged: the discards go on working
-        wait_until(lambda: site.uplink.streams.discarded() == [], "the discarded ack")
-        assert not (outbox / "discards" / OPTED_OUT).exists()
+        # the cut marker's recording was discarded all the same: said by its id, never by
+        # its temporary file's name
+        assert sorted(site.uplink.streams.discarded()) == [OPTED_OUT, CUT]
+        wait_until(lambda: site.uplink.streams.discarded() == [], "the discarded acks")
+        assert list((outbox / "discards").iterdir()) == []
         assert (outbox / "connection").read_text() == "8"  # the real counter, not the torn one
     assert [path for path in left if path.exists()] == []
     logged = caplog.text
     for path in left:
         assert str(path) in logged, f"{path.name} was removed without a word"
+
+
+def test_a_cut_temporary_file_of_no_recording_of_this_device_is_only_removed(
+    tmp_path: Path,
+) -> None:
+    discards = tmp_path / "ring" / "outbox" / "discards"
+    discards.mkdir(parents=True)
+    left = [
+        killed_mid_write(discards / "box2-00000001-20261130T000000Z-line1"),
+        killed_mid_write(discards / "not-a-recording"),
+    ]
+    with streamed_site(tmp_path) as site:
+        assert site.uplink.streams.discarded() == []
+    assert list(discards.iterdir()) == []
+    assert [path for path in left if path.exists()] == []
 
 
 def test_a_live_writers_temporary_file_is_left_alone(tmp_path: Path) -> None:
