@@ -6,17 +6,21 @@ never followed), written, synced, given its mode, renamed over the target, and w
 linerec writes a small file durably; the ring writes its recordings through `store.disk.Disk`
 instead, so that its power-cut tests can cut there.
 
-A process killed while writing leaves its temporary file, `.<name>.<8 random characters>`;
-`temp_target` tells such a name, for the sweeps that remove them (the collector's
-housekeeping).
+A process killed while writing (or a power cut) leaves its temporary file,
+`.<name>.<8 random characters>`; `temp_target` tells such a name, and `remove_temps` removes
+those left in a directory (the appliance's start, the collector's housekeeping). The writer
+holds an exclusive flock on its temporary file until it is renamed, so a sweep in another
+process (a one-off `uplink flush` beside the daemon) passes over one still being written.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
+import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
@@ -29,8 +33,7 @@ _TEMP_NAME = re.compile(r"\.(?P<target>.+)\.[a-z0-9_]{8}\Z", re.DOTALL)
 def atomic_file(path: Path, *, mode: int = 0o600, sync_dir: bool = False) -> Iterator[BinaryIO]:
     """A file to write `path`'s new content into; it replaces `path` when the block ends
     without an exception (and is removed if one is raised)."""
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # O_EXCL, 0600
-    tmp = Path(name)
+    fd, tmp = _locked_temp(path)
     try:
         with os.fdopen(fd, "wb") as out:
             yield out
@@ -43,6 +46,20 @@ def atomic_file(path: Path, *, mode: int = 0o600, sync_dir: bool = False) -> Ite
         raise
     if sync_dir:
         sync_directory(path.parent)
+
+
+def _locked_temp(path: Path) -> tuple[int, Path]:
+    """A new temporary file for `path`, flocked: a sweep that found it unlocked in the instant
+    before the lock was taken has removed it, so then another is made."""
+    while True:
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # O_EXCL, 0600
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            if os.stat(name).st_ino == os.fstat(fd).st_ino:
+                return fd, Path(name)
+        except FileNotFoundError:
+            pass
+        os.close(fd)
 
 
 def write_atomic(path: Path, data: bytes, *, mode: int = 0o600, sync_dir: bool = False) -> None:
@@ -65,3 +82,40 @@ def sync_directory(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def remove_temps(
+    directory: Path, wanted: Callable[[str], bool] = lambda target: True
+) -> list[Path]:
+    """Remove the `atomic_file` temporaries in `directory` whose target name is `wanted`, left
+    by a process killed while writing (or a power cut); returns those removed. Only exact
+    temporary names go, never a symbolic link or a directory, nor one a live writer holds."""
+    removed = []
+    try:
+        names = sorted(os.listdir(directory))
+    except FileNotFoundError:
+        return []
+    for name in names:
+        target = temp_target(name)
+        if target is None or not wanted(target):
+            continue
+        path = directory / name
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:  # a link, gone meanwhile, or unreadable: not ours to judge
+            continue
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:  # being written now
+                continue
+            if os.lstat(path).st_ino == os.fstat(fd).st_ino:
+                path.unlink()
+                removed.append(path)
+        except FileNotFoundError:
+            continue
+        finally:
+            os.close(fd)
+    return removed

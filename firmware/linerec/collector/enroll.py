@@ -21,6 +21,9 @@
                                      (those above the listener still above it; their plugins
                                      with their options)
 
+  Each file is replaced whole (linerec.atomic, synced): a failed write, a power cut or a kill
+  leaves the old one, never a torn one the broker would refuse or read wrongly.
+
 * `linerec collector enroll --revoke DEVICE --site DIR`: every certificate issued to DEVICE
   goes on the revocation list and DEVICE loses all access.
 * `linerec collector enroll --bridge SITE --device ID... --site DIR`: a site broker that
@@ -72,6 +75,8 @@ import json
 import os
 import shutil
 import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -81,6 +86,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from linerec.atomic import write_atomic
 from linerec.errors import LinerecError
 from linerec.ids import DEVICE_ID_RULE, RESERVED, is_device_id, shown
 from linerec.mqttapi import SHARE
@@ -124,9 +130,26 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+@contextmanager
+def _replacing(path: Path) -> Iterator[None]:
+    """A failed write (a full disk) is named; the file it would have replaced is kept whole
+    (each is replaced through `atomic_file`: a power cut or a kill leaves the old or the new)."""
+    try:
+        yield
+    except OSError as exc:
+        raise EnrollError(
+            f"{path}: not written ({exc.strerror or exc}); the one there before, if any, is kept"
+        ) from exc
+
+
 def _write_public(path: Path, data: bytes) -> None:
-    path.write_bytes(data)
-    path.chmod(0o644)
+    with _replacing(path):
+        write_atomic(path, data, mode=0o644, sync_dir=True)
+
+
+def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
+    with _replacing(path):
+        write_key(path, key)  # 0600, replaced whole, synced
 
 
 def _ca(site: Path) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
@@ -160,7 +183,7 @@ def _ca(site: Path) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
         )
         .sign(key, hashes.SHA256())
     )
-    write_key(key_path, key)
+    _write_key(key_path, key)
     _write_public(cert_path, cert.public_bytes(serialization.Encoding.PEM))
     return key, cert
 
@@ -479,7 +502,7 @@ def enroll_bridge(
     out.mkdir(mode=0o755, parents=True, exist_ok=True)
     key_path, cert_path = out / "bridge.key", out / "bridge.crt"
     if not key_path.exists():
-        write_key(key_path, ec.generate_private_key(ec.SECP256R1()))
+        _write_key(key_path, ec.generate_private_key(ec.SECP256R1()))
     if not cert_path.exists():
         cert = _issue(site, BRIDGE_PREFIX + site_name, load_key(key_path).public_key())
         _write_public(cert_path, cert.public_bytes(serialization.Encoding.PEM))
@@ -608,7 +631,7 @@ def _broker_key(path: Path) -> None:
     reads it after dropping to its own user (and nobody else does). Without that group the
     key stays 0600: the broker must then run as the key's owner (documented)."""
     if not path.exists():
-        write_key(path, ec.generate_private_key(ec.SECP256R1()))
+        _write_key(path, ec.generate_private_key(ec.SECP256R1()))
     gid = _broker_group()
     if gid is not None and os.geteuid() == 0:
         os.chown(path, -1, gid)
@@ -730,7 +753,7 @@ def _broker_pieces(site: Path, broker_names: list[str], listener: Listener, plug
         if name == "broker":
             _broker_key(key_path)
         elif not key_path.exists():
-            write_key(key_path, ec.generate_private_key(ec.SECP256R1()))
+            _write_key(key_path, ec.generate_private_key(ec.SECP256R1()))
         cert_path = site / f"{name}.crt"
         if not cert_path.exists() or (name == "broker" and added):
             cert = _issue(site, name, load_key(key_path).public_key(), server_names=names)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -10,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
+from linerec.atomic import remove_temps
 from linerec.call.events import CallEvent
 from linerec.config import Config
 from linerec.daemon.events import Fault, RecordingDeleted, StoreFilling
@@ -17,8 +19,10 @@ from linerec.daemon.report import event_record
 from linerec.errors import ConfigError
 from linerec.store import keys
 from linerec.store.private import private_dir, sync_dir, tighten, write_private
+from linerec.store.ring import QUARANTINE, RecordingQuarantined, RingStore, StoreEvent
 from linerec.store.ring import RecordingDeleted as Deleted
-from linerec.store.ring import RecordingQuarantined, RingStore, StoreEvent
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:  # MQTT (paho) is loaded only when the configuration has an [uplink]
     from linerec.uplink.client import Uplink
@@ -161,6 +165,21 @@ def queueing(
     return report
 
 
+def _remove_cut_files(store_dir: Path) -> None:
+    """A replacement that a power cut or kill cut short left its temporary file: a renewed
+    certificate's or an epoch key's in the store directory, a quarantined recording's reason
+    beside it. It goes (logged); nothing else there is touched."""
+    from linerec.uplink.tls import RENEWED_CERT
+
+    ours = {RENEWED_CERT, keys.EPOCH_FILE}
+    cut = [
+        *remove_temps(store_dir, lambda target: target in ours),
+        *remove_temps(store_dir / QUARANTINE, lambda target: target.endswith(".why")),
+    ]
+    for temp in cut:
+        log.warning("removed %s: a file replacement a power cut or kill cut short", temp)
+
+
 def open_store(
     config: Config,
     *,
@@ -178,6 +197,7 @@ def open_store(
             "the appliance records only what it cannot read itself",
         )
     public = keys.with_epoch([keys.load_public(path) for path in paths], config.store.dir)
+    _remove_cut_files(config.store.dir)
     tighten(config.store.dir)  # also what an earlier version made with the umask's modes
     capacity = config.store.capacity
     if not capacity:

@@ -35,8 +35,10 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from linerec.atomic import remove_temps, temp_target
 from linerec.broker import Broker
 from linerec.codec import RATE
+from linerec.ids import recording_id_problem
 from linerec.mqttapi import CHUNK, ApiError, make_client, topic, verify
 from linerec.store.format import BLOCK, CHUNK_AUDIO_BYTES
 from linerec.store.keys import CollectorPublic
@@ -106,8 +108,10 @@ class Uplink:
         self._chunk = CHUNK
         self.streams = Streams()
         self._held: dict[str, tuple[str, int]] = {}  # id -> (sha256, bytes) the collector holds
+        self._remove_cut_files()
         for marker in self._discards_dir().glob("*"):  # opted out before a restart: say so
-            self.streams.discard(marker.name.removesuffix(".tmp"))  # a torn one counts too
+            if temp_target(marker.name) is None:  # not one still being written (by a flush)
+                self.streams.discard(marker.name.removesuffix(".tmp"))  # a torn one counts too
         self._noted: dict[str, int] = {}  # streamed bytes noted on the card (writer thread)
         self._sweep_progress()
         for recording_id, received in self._streamed_on_card().items():
@@ -425,6 +429,20 @@ class Uplink:
 
     def _discards_dir(self) -> Path:
         return self.outbox.dir / "discards"
+
+    def _remove_cut_files(self) -> None:
+        """What a power cut mid-write left in discards/ and uploads/ is no marker and no note:
+        it goes (logged). A marker's was written only once its recording was discarded, so
+        that marker is written whole now: the collector must still drop what it got."""
+        for temp in remove_temps(self.outbox.dir / "uploads"):
+            log.warning("removed %s: a file replacement a power cut or kill cut short", temp)
+        directory = self._discards_dir()
+        for temp in remove_temps(directory):
+            log.warning("removed %s: a file replacement a power cut or kill cut short", temp)
+            recording_id = temp_target(temp.name)
+            if recording_id and not recording_id_problem(self._device, recording_id):
+                write_private(directory / recording_id, b"")
+                sync_dir(directory)
 
     def _mark_discarded(self, recording_id: str) -> None:
         directory = private_dir(self._discards_dir())

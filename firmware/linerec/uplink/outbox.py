@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from linerec.atomic import remove_temps
 from linerec.mqttapi import EVENT_ENVELOPE, event_envelope
 from linerec.store.keys import CollectorPublic
 from linerec.store.private import private_dir, sync_dir, tighten, write_private
@@ -72,9 +73,13 @@ class EventOutbox:
         self._thread.start()
 
     def _tidy(self) -> None:
-        """Whatever an earlier run left: a torn temporary file goes; modes become private."""
+        """Whatever an earlier run left: a torn temporary file goes (an older version's
+        `*.tmp`, and `atomic_file`'s of the events, the counters and `seq`, logged); modes
+        become private."""
         for path in self.dir.glob("*.tmp"):
             path.unlink()
+        for temp in remove_temps(self.dir):
+            log.warning("removed %s: a file replacement a power cut or kill cut short", temp)
         tighten(self.dir)
         sync_dir(self.dir)  # what is listed from now on is on the card
 

@@ -13,7 +13,6 @@ configured `[uplink] cert`, for as long as it outlives that one.
 from __future__ import annotations
 
 import datetime as dt
-import os
 from pathlib import Path
 
 from cryptography import x509
@@ -22,6 +21,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from linerec.atomic import write_atomic
 from linerec.errors import LinerecError
 
 RENEWED_CERT = "device-cert.pem"  # in the store directory
@@ -32,13 +32,12 @@ class KeyFileError(LinerecError, ValueError):
 
 
 def write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
-    """PEM, created with mode 0600: never readable by others, not even for a moment."""
+    """PEM, mode 0600 (never readable by others, not even for a moment), replaced whole and
+    synced: a power cut or a full disk leaves no torn key behind (linerec.atomic)."""
     data = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as file:
-        file.write(data)
+    write_atomic(path, data, mode=0o600, sync_dir=True)
 
 
 def load_key(path: Path) -> ec.EllipticCurvePrivateKey:

@@ -1,0 +1,94 @@
+"""`linerec collector enroll` cut off mid-write by a real failure (the file-size limit a full
+disk would set: the write fails after some bytes): every file it replaces is the old one or
+the new one, never a torn one, so the broker still starts as it was and the enrolment can be
+run again."""
+
+from __future__ import annotations
+
+import resource
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+from linerec.atomic import temp_target
+from linerec.config import load_config
+from test_tls import LINEREC, Site, new_site  # noqa: F401 (the fixture)
+
+
+def size_limited(limit: int) -> Callable[[], None]:
+    """For a child process: writes beyond `limit` bytes of any file fail (EFBIG; Python
+    ignores SIGXFSZ)."""
+
+    def limit_size() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return limit_size
+
+
+def files(directory: Path) -> dict[str, bytes]:
+    return {
+        str(path.relative_to(directory)): path.read_bytes()
+        for path in sorted(directory.rglob("*"))
+        if path.is_file()
+    }
+
+
+def test_access_rules_cut_mid_write_leave_the_old_ones_and_the_broker_starts(
+    new_site: Site,
+) -> None:
+    box1 = new_site.device("box1")
+    before = files(new_site.site)
+    (new_site.root / "box2.toml").write_text(
+        box1.read_text().replace('id = "box1"', 'id = "box2"').split("[uplink]")[0]
+    )
+    request = subprocess.run(
+        [*LINEREC, "uplink", "csr", "--config", str(new_site.root / "box2.toml"),
+         "--out", str(new_site.root / "b2")],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert request.returncode == 0, request.stderr
+    csr = new_site.root / "b2" / "box2.csr"
+    access = new_site.site / "access.json"
+    # Room for each certificate, not for the access rules grown by a device.
+    limit = len(before["access.json"])
+    cut = subprocess.run(
+        [*LINEREC, "collector", "enroll", str(csr), "--site", str(new_site.site)],
+        capture_output=True,
+        text=True,
+        preexec_fn=size_limited(limit),
+    )
+    after = files(new_site.site)
+    assert after["access.json"] == before["access.json"], "torn"
+    assert after["mosquitto.conf"] == before["mosquitto.conf"]
+    assert [name for name in after if temp_target(Path(name).name)] == []
+    assert cut.returncode == 1, cut.stderr
+    assert cut.stderr.startswith(f"linerec: error: {access}: not written"), cut.stderr
+    assert len(cut.stderr.splitlines()) == 1, cut.stderr
+    new_site.start()  # the broker starts with what was there before, box1 let in
+    box1_uplink = load_config(box1).uplink
+    assert box1_uplink is not None and box1_uplink.cert and box1_uplink.key
+    assert new_site.handshake(box1_uplink.cert, box1_uplink.key) == "connected"
+    new_site.stop()
+    # and the enrolment, run again with room, completes
+    done = new_site.enroll(csr)
+    assert done.returncode == 0, done.stderr
+    assert '"username": "box2"' in access.read_text()
+
+
+def test_a_new_sites_ca_key_cut_mid_write_is_not_left_torn(new_site: Site) -> None:
+    """A site's first enrolment fails half-way through the device CA's new key: no torn key is
+    left for the next run to choke on; run again with room, the bridge is enrolled."""
+    site = new_site.site
+    arguments = [*LINEREC, "collector", "enroll", "--bridge", "office1", "--device", "box1",
+                 "--site", str(site), "--broker-name", "127.0.0.1"]  # fmt: skip
+    key = site / "ca.key"
+    cut = subprocess.run(arguments, capture_output=True, text=True, preexec_fn=size_limited(100))
+    assert not key.exists(), f"torn: {key.read_bytes()!r}"
+    assert [p for p in site.rglob("*") if temp_target(p.name)] == []
+    assert cut.returncode == 1, cut.stderr
+    assert cut.stderr.startswith(f"linerec: error: {key}: not written"), cut.stderr
+    done = subprocess.run(arguments, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    for name in ("ca.key", "bridges/office1/bridge.key"):
+        assert (site / name).read_bytes().startswith(b"-----BEGIN PRIVATE KEY-----\n")
+        assert (site / name).stat().st_mode & 0o777 == 0o600
