@@ -19,7 +19,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from enrolled import Site
 from linerec.collector.enroll import EnrollError, renew, revoke
-from linerec.uplink.tls import RENEWED_CERT, check_renewed, current_cert, expires
+from linerec.store.keys import RENEWED_CERT
+from linerec.uplink.tls import check_renewed, current_cert, expires
 
 LINEREC = [sys.executable, "-m", "linerec.cli"]
 

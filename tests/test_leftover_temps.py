@@ -14,9 +14,8 @@ from killed import killed_mid_write
 from linerec.atomic import atomic_file, remove_temps, temp_target
 from linerec.config import load_config
 from linerec.daemon.storage import open_store
-from linerec.store.keys import EPOCH_FILE, keygen
+from linerec.store.keys import EPOCH_FILE, RENEWED_CERT, keygen
 from linerec.store.ring import QUARANTINE
-from linerec.uplink.tls import RENEWED_CERT
 from streamed import streamed_site
 
 OPTED_OUT = "box1-00000001-20261130T000000Z-line1"  # its marker whole: opted out before a cut

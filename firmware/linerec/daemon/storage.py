@@ -124,7 +124,7 @@ def recertifying(config: Config) -> Callable[[dict[str, str]], None]:
             raise ValueError("this device has no TLS key of its own ([uplink] key)")
         pem = arguments["pem"].encode()
         tls.check_renewed(pem, device_id=uplink.device_id, key=uplink.key, ca=uplink.ca)
-        write_private(config.store.dir / tls.RENEWED_CERT, pem)
+        write_private(config.store.dir / keys.RENEWED_CERT, pem)
         sync_dir(config.store.dir)
 
     return recertify
@@ -169,9 +169,7 @@ def _remove_cut_files(store_dir: Path) -> None:
     """A replacement that a power cut or kill cut short left its temporary file: a renewed
     certificate's or an epoch key's in the store directory, a quarantined recording's reason
     beside it. It goes (logged); nothing else there is touched."""
-    from linerec.uplink.tls import RENEWED_CERT
-
-    ours = {RENEWED_CERT, keys.EPOCH_FILE}
+    ours = {keys.RENEWED_CERT, keys.EPOCH_FILE}
     cut = [
         *remove_temps(store_dir, lambda target: target in ours),
         *remove_temps(store_dir / QUARANTINE, lambda target: target.endswith(".why")),

@@ -36,6 +36,7 @@ from linerec.store.private import sync_dir, write_private
 MAX_KEY_FILE_BYTES = 64 * KIB  # a key file is a few hundred bytes
 MAX_EPOCH = 2**53  # JSON and TOML both keep integers this large exact
 EPOCH_FILE = "collector-epoch.pub"  # on the appliance, in the store directory
+RENEWED_CERT = "device-cert.pem"  # there too: a certificate renewed by command (uplink/tls.py)
 
 
 class KeyFileError(LinerecError, ValueError):

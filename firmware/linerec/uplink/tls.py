@@ -23,8 +23,7 @@ from cryptography.x509.oid import NameOID
 
 from linerec.atomic import write_atomic
 from linerec.errors import LinerecError
-
-RENEWED_CERT = "device-cert.pem"  # in the store directory
+from linerec.store.keys import RENEWED_CERT  # in the store directory
 
 
 class KeyFileError(LinerecError, ValueError):
