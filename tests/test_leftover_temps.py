@@ -82,6 +82,29 @@ def test_a_live_writers_temporary_file_is_left_alone(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == [target]
 
 
+def test_a_sweep_just_before_the_rename_passes_over_the_temporary_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer holds its lock until the rename itself, not only while it writes: a sweep
+    at the last moment leaves the file to be renamed."""
+    import linerec.atomic
+
+    swept: list[Path] = []
+    replace = linerec.atomic.os.replace
+
+    def sweep_then_replace(source: str | Path, target: str | Path) -> None:
+        swept.extend(remove_temps(tmp_path))
+        replace(source, target)
+
+    monkeypatch.setattr(linerec.atomic.os, "replace", sweep_then_replace)
+    target = tmp_path / "seq"
+    with atomic_file(target) as out:
+        out.write(b"41")
+    assert swept == []
+    assert target.read_text() == "41"
+    assert target.stat().st_mode & 0o777 == 0o600
+
+
 def test_only_exact_temporary_names_go(tmp_path: Path) -> None:
     real = [".hidden", "connection", ".connection.tmp", ".connection.ABCDEFGH", ".x.abc"]
     for name in real:

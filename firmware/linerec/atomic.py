@@ -35,12 +35,12 @@ def atomic_file(path: Path, *, mode: int = 0o600, sync_dir: bool = False) -> Ite
     without an exception (and is removed if one is raised)."""
     fd, tmp = _locked_temp(path)
     try:
-        with os.fdopen(fd, "wb") as out:
+        with os.fdopen(fd, "wb") as out:  # open, so locked, until renamed
             yield out
             out.flush()
+            os.fchmod(out.fileno(), mode)  # synced with the data
             os.fsync(out.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
+            os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

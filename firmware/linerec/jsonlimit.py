@@ -31,10 +31,10 @@ class TooDeep(ValueError):
         super().__init__(f"nested deeper than {limit} levels at byte {offset}")
 
 
-def loads(data: bytes | str, max_depth: int = MAX_DEPTH) -> Any:
-    """json.loads, after TooDeep if `data` nests deeper than `max_depth`. Errors as
-    json.loads's otherwise: ValueError (UnicodeDecodeError, JSONDecodeError, a number of
-    over 4300 digits)."""
+def loads(data: bytes | str, max_depth: int = MAX_DEPTH, **hooks: Any) -> Any:
+    """json.loads (given `hooks`: parse_float and the like), after TooDeep if `data` nests
+    deeper than `max_depth`. Errors as json.loads's otherwise: ValueError
+    (UnicodeDecodeError, JSONDecodeError, a number of over 4300 digits)."""
     if isinstance(data, bytes | bytearray):
         encoding = json.detect_encoding(data)
         text = data.decode(encoding, "surrogatepass")
@@ -51,4 +51,4 @@ def loads(data: bytes | str, max_depth: int = MAX_DEPTH) -> Any:
                     raise TooDeep(len(text[:at].encode(encoding, "surrogatepass")), max_depth)
             elif kind in ("]", "}"):
                 depth -= 1
-    return json.loads(text)
+    return json.loads(text, **hooks)

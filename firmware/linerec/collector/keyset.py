@@ -23,6 +23,8 @@ import json
 import math
 from typing import Any
 
+from linerec import jsonlimit
+
 Column = tuple[str, bool]  # (SQL column, descending)
 Condition = tuple[str, list[Any]]  # SQL with ? marks, and its values
 
@@ -48,10 +50,10 @@ def decode(
         raise CursorError(f"longer than {MAX_CURSOR} characters")
     try:
         raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-        sort, values = json.loads(
+        sort, values = jsonlimit.loads(
             raw.decode(), parse_constant=_no_constant, parse_float=_finite, parse_int=_bigint
         )
-    except (binascii.Error, UnicodeDecodeError, ValueError, TypeError, RecursionError) as exc:
+    except (binascii.Error, ValueError, TypeError) as exc:  # TooDeep and UnicodeDecodeError too
         raise CursorError("not one of this search's next or previous links") from exc
     if not isinstance(sort, str) or sort not in kinds or not isinstance(values, list):
         raise CursorError("not one of this search's next or previous links")
