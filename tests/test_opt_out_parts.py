@@ -63,6 +63,7 @@ def test_a_part_of_an_opted_out_call_already_stored_is_deleted_at_the_collector(
             prev=entry.prev,
         )
     )
+    assert site.uplink.outbox.flush(10)  # durable first: pending() leaves out what is queued
     wait_until(lambda: site.uplink.outbox.pending() == [], "the events acknowledged")
     wait_until(lambda: site.uplink.streams.discarded() == [], "the discard acknowledged")
 
@@ -126,6 +127,7 @@ def test_the_upload_of_a_part_coming_after_its_opt_out_is_not_stored(site: Site)
             prev=entry.prev,
         )
     )
+    assert site.uplink.outbox.flush(10)  # durable first: pending() leaves out what is queued
     wait_until(lambda: site.uplink.outbox.pending() == [], "the deletion acknowledged")
     device = LateDevice(site.broker.port, site.root / "keys" / "collector.pub")
     try:
