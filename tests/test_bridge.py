@@ -38,11 +38,12 @@ def enroll(*arguments: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def wait_for_line(path: Path, text: str, timeout: float = 30, *, after: int = 0) -> None:
-    """Wait until `text` is in the file (beyond its first `after` bytes)."""
+def wait_for_line(path: Path, *texts: str, timeout: float = 30, after: int = 0) -> None:
+    """Wait until one of `texts` is in the file (beyond its first `after` bytes)."""
     deadline = time.monotonic() + timeout
-    while not (path.exists() and text.encode() in path.read_bytes()[after:]):
-        assert time.monotonic() < deadline, f"{path} never said {text!r}"
+    wanted = [text.encode() for text in texts]
+    while not (path.exists() and any(text in path.read_bytes()[after:] for text in wanted)):
+        assert time.monotonic() < deadline, f"{path} never said any of {texts!r}"
         time.sleep(0.05)
 
 
@@ -241,7 +242,10 @@ def test_a_device_taken_off_a_site_and_a_revoked_bridge_no_longer_reach_the_coll
         wait_for_line(log, "linerec/v1/box3/event", after=mark)
         # office2's bridge tries again and again; the centre refuses its revoked certificate
         wait_for_line(log, "certificate verify failed", after=mark)
-        wait_for_line(office_log, "certificate revoked")
+        # Under TLS 1.3 the site learns it only when it reads: the centre's alert when it comes
+        # first, else the connection closed under its CONNECT (both seen in runs).
+        wait_for_line(office_log, "certificate revoked", "Protocol error")
+        assert b"as linerec-bridge-office2" not in log.read_bytes()[mark:]
     finally:
         collector_log = collector.stop()
         office_broker.stop()
