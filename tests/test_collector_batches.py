@@ -33,9 +33,11 @@ import databases
 from broker import Mosquitto
 from calls import record_call
 from linerec.collector.config import load_collector_config
+from linerec.collector.database import connect
+from linerec.collector.discards import StreamDiscards
 from linerec.collector.service import Collector, WriterDied
 from linerec.collector.store import QUARANTINE_KEEP, CollectorStore
-from linerec.collector.uploads import Piece
+from linerec.collector.uploads import STREAMING, Piece
 from linerec.collector.vault import BLOCK as VAULT_BLOCK
 from linerec.mqttapi import verify
 from linerec.store.keys import keygen, load_or_create_identity, load_public
@@ -878,3 +880,77 @@ def test_pieces_carrying_uploads_on_cost_a_few_statements_whatever_their_number(
     small, large = cost(3), cost(30)
     assert large <= small, (small, large)
     assert collector.problems == []
+
+
+def _waits_for_a_lock(watcher: Any, pid: int) -> bool:
+    """Whether PostgreSQL backend `pid` is waiting for an advisory lock now."""
+    row = watcher.execute(
+        "SELECT wait_event_type, wait_event FROM pg_stat_activity WHERE pid = ?", (pid,)
+    ).fetchone()
+    return tuple(row or ()) == ("Lock", "advisory")
+
+
+def test_a_discard_done_alone_after_a_failed_batch_holds_the_device_as_a_batch_does(
+    tmp_path: Path, running: tuple[Collector, Acks], engine: str
+) -> None:
+    """A batch undone by a failing message is done again message by message; a stream
+    discard done so takes the device's lock as the batch would have. Another collector
+    process in the middle of a piece of that stream (the device locked, the discard not yet
+    there when it looked) is waited for, and its upload row is dropped, not left to come
+    back after the discard."""
+    collector, acks = running
+    recording_id = "box1-00000001-20260101T000000Z-line1"
+    broken = collector.settings.data_dir / "incoming" / "box2"
+    broken.parent.mkdir(parents=True, exist_ok=True)
+    broken.write_bytes(b"")  # a file where box2's uploads go: its piece fails the batch
+    failing = message(
+        "linerec/v1/box2/upload/box2-00000001-20260101T000000Z-line1",
+        b"abc",
+        offset=0,
+        size=3,
+        sha256=hashlib.sha256(b"abc").hexdigest(),
+    )
+    discard = message(f"linerec/v1/box1/stream/{recording_id}", b"", discard=1)
+    streamed = Piece(
+        device="box1",
+        recording_id=recording_id,
+        offset=0,
+        size=0,
+        sha256=STREAMING,
+        data=b"streamed audio",
+    )
+    where = databases.selected.location(collector.settings.data_dir / "collector.db")
+    other = CollectorStore(collector.settings.data_dir, where)
+    try:
+        if engine == "postgresql":
+            (pid,) = collector.store.db.execute("SELECT pg_backend_pid()").fetchone()
+            watcher = connect(where)
+            handler = threading.Thread(target=collector.handle, args=([failing, discard],))
+            try:
+                with other.transaction():  # as _take_stream_piece in the other process
+                    other.db.lock_key("device box1")
+                    assert ("box1", recording_id) not in StreamDiscards(other.db)
+                    other.uploads.add(streamed, time.time())
+                    handler.start()
+                    deadline = time.monotonic() + 30
+                    while handler.is_alive() and not _waits_for_a_lock(watcher, pid):
+                        assert time.monotonic() < deadline, "neither done nor waiting"
+                        handler.join(0.05)
+            finally:
+                watcher.close()
+            handler.join(60)
+            assert not handler.is_alive()
+        else:  # SQLite's BEGIN IMMEDIATE keeps the other out: its piece came first, whole
+            other.uploads.add(streamed, time.time())
+            collector.handle([failing, discard])
+        acks.wait_for({"kind": "discarded", "id": recording_id})
+        assert any("box2" in problem for problem in collector.problems)  # the batch failed
+        assert ("box1", recording_id) in StreamDiscards(other.db)
+        rows = other.db.execute(
+            "SELECT count(*) FROM uploads WHERE device = 'box1' AND id = ?", (recording_id,)
+        ).fetchone()
+        assert rows == (0,)  # the discarded stream's upload does not come back
+        assert other.uploads.received("box1", recording_id) == 0
+        assert not other.uploads.part("box1", recording_id).exists()
+    finally:
+        other.db.close()

@@ -391,10 +391,10 @@ class Collector:
             raise
         except Exception:
             self._acks.clear()
-            for _, _, where, step in steps:
+            for order, _, where, step in steps:
                 # each step's acks go once it has committed: the database going away at a
                 # later one does not take back what is stored
-                self._step(where, step)
+                self._step(order[0], where, step)
                 self._send_acks()
                 self._handled += 1
             return []
@@ -433,10 +433,14 @@ class Collector:
         finally:
             self._appends = None
 
-    def _step(self, where: str, step: Callable[[], None] | _Event | _PieceStep) -> None:
-        """One message's writes in a transaction of its own (said, and undone, if they fail)."""
+    def _step(
+        self, device: str, where: str, step: Callable[[], None] | _Event | _PieceStep
+    ) -> None:
+        """One message's writes in a transaction of its own (said, and undone, if they fail),
+        `device` locked as in a batch: a stream discard done here must not slip between
+        another process's look at the discards and its write of that stream's upload."""
         try:
-            with self._writing():
+            with self._writing(device):
                 if isinstance(step, _Event):
                     self._store_events([step])
                 elif isinstance(step, _PieceStep):
@@ -467,14 +471,16 @@ class Collector:
         raise ApiError(f"{where}: not a topic the collector reads")
 
     @contextmanager
-    def _writing(self) -> Iterator[None]:
-        """One message's writes in one transaction (Database.transaction): another collector
-        process sharing the database waits, or is waited for, but never writes in between.
-        Acks queued inside go out only once it is committed; if it is not, they never go, and
-        the appliance sends again."""
+    def _writing(self, device: str) -> Iterator[None]:
+        """One message's writes in one transaction (Database.transaction), its device locked
+        (Database.lock_key) as a batch locks its devices: another collector process writing
+        that device waits, or is waited for, but never writes in between. Acks queued inside
+        go out only once it is committed; if it is not, they never go, and the appliance
+        sends again."""
         queued = len(self._acks)
         try:
             with self.store.transaction():
+                self.store.db.lock_key(f"device {device}")
                 yield
         except BaseException:
             del self._acks[queued:]
