@@ -10,6 +10,8 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
+from cryptography import x509
+
 from linerec.atomic import temp_target
 from linerec.config import load_config
 from test_tls import LINEREC, Site, new_site  # noqa: F401 (the fixture)
@@ -92,3 +94,45 @@ def test_a_new_sites_ca_key_cut_mid_write_is_not_left_torn(new_site: Site) -> No
     for name in ("ca.key", "bridges/office1/bridge.key"):
         assert (site / name).read_bytes().startswith(b"-----BEGIN PRIVATE KEY-----\n")
         assert (site / name).stat().st_mode & 0o777 == 0o600
+
+
+def test_a_device_request_cut_mid_write_leaves_the_old_one_whole(tmp_path: Path) -> None:
+    """`linerec uplink csr` run again (a request lost in the post) and cut off mid-write: the
+    request there before is kept whole, no temporary file is left, the error names the file,
+    and the device's key is untouched; run again with room, a new whole request is made."""
+    config = tmp_path / "linerec.toml"
+    config.write_text('[device]\nid = "box1"\n[store]\ndir = "ring"\n')
+    out = tmp_path / "tls"
+    arguments = [*LINEREC, "uplink", "csr", "--config", str(config), "--out", str(out)]
+    first = subprocess.run(arguments, capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr
+    csr, key = out / "box1.csr", out / "device.key"
+    before = files(out)
+    cut = subprocess.run(arguments, capture_output=True, text=True, preexec_fn=size_limited(100))
+    assert files(out) == before, "torn"
+    assert cut.returncode != 0, cut.stderr
+    assert cut.stderr.startswith(f"linerec: error: {csr}: not written"), cut.stderr
+    assert len(cut.stderr.splitlines()) == 1, cut.stderr
+    again = subprocess.run(arguments, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    request = x509.load_pem_x509_csr(csr.read_bytes())
+    assert request.is_signature_valid
+    assert (out / "device.key").read_bytes() == before["device.key"]
+    assert csr.stat().st_mode & 0o777 == 0o644  # a request is no secret: the enroller reads it
+    assert key.stat().st_mode & 0o777 == 0o600
+    assert [name for name in files(out) if temp_target(Path(name).name)] == []
+
+
+def test_an_unreadable_device_key_is_named(tmp_path: Path) -> None:
+    config = tmp_path / "linerec.toml"
+    config.write_text('[device]\nid = "box1"\n[store]\ndir = "ring"\n')
+    out = tmp_path / "tls"
+    out.mkdir()
+    (out / "device.key").write_bytes(b"-----BEGIN PRIVATE KEY-----\ntorn")
+    arguments = [*LINEREC, "uplink", "csr", "--config", str(config), "--out", str(out)]
+    done = subprocess.run(arguments, capture_output=True, text=True)
+    assert done.returncode != 0
+    assert done.stderr.startswith(f"linerec: error: {out / 'device.key'}: not a PEM"), done.stderr
+    assert len(done.stderr.splitlines()) == 1, done.stderr
+    assert (out / "device.key").read_bytes() == b"-----BEGIN PRIVATE KEY-----\ntorn"
+    assert not (out / "box1.csr").exists()

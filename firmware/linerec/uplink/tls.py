@@ -13,6 +13,8 @@ configured `[uplink] cert`, for as long as it outlives that one.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from cryptography import x509
@@ -40,7 +42,10 @@ def write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
 
 
 def load_key(path: Path) -> ec.EllipticCurvePrivateKey:
-    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    try:
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    except (ValueError, TypeError) as exc:  # torn, encrypted, or not a key at all
+        raise KeyFileError(f"{path}: not a PEM private key ({exc})") from exc
     if not isinstance(key, ec.EllipticCurvePrivateKey):
         raise KeyFileError(f"{path}: not an EC private key")
     return key
@@ -51,16 +56,30 @@ def x509_name(common: str) -> x509.Name:
 
 
 def device_request(device_id: str, directory: Path) -> tuple[Path, Path]:
-    """The device's TLS key (made once, kept) and a CSR for it (CN = device id)."""
+    """The device's TLS key (made once, kept) and a CSR for it (CN = device id), each
+    replaced whole (linerec.atomic): a cut leaves the request there before, never a torn one."""
     directory.mkdir(parents=True, exist_ok=True)
     key_path, csr_path = directory / "device.key", directory / f"{device_id}.csr"
     if not key_path.exists():
-        write_key(key_path, ec.generate_private_key(ec.SECP256R1()))
+        with _naming(key_path):
+            write_key(key_path, ec.generate_private_key(ec.SECP256R1()))
     key = load_key(key_path)
     csr = x509.CertificateSigningRequestBuilder().subject_name(x509_name(device_id))
     signed = csr.sign(key, hashes.SHA256())
-    csr_path.write_bytes(signed.public_bytes(serialization.Encoding.PEM))
+    with _naming(csr_path):  # not secret: whoever enrols the device reads it
+        write_atomic(csr_path, signed.public_bytes(serialization.Encoding.PEM), mode=0o644)
     return key_path, csr_path
+
+
+@contextmanager
+def _naming(path: Path) -> Iterator[None]:
+    """A failed write (a full disk) said in one line naming the file; the old one is kept."""
+    try:
+        yield
+    except OSError as exc:
+        raise KeyFileError(
+            f"{path}: not written ({exc.strerror or exc}); the one there before, if any, is kept"
+        ) from exc
 
 
 def check_renewed(
