@@ -5,6 +5,7 @@ after it opens only with the new key, and everything before still opens."""
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import subprocess
 import sys
@@ -18,6 +19,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from broker import Mosquitto
+from killed import killed_mid_write
 from linerec.collector.sealed import open_event
 from linerec.config import load_config
 from linerec.daemon.simulate import example_call, simulate
@@ -351,3 +353,33 @@ def test_a_retired_key_is_destroyed_only_once_no_recording_held_needs_it(
     assert key.decryption_key(epoch1) is None and key.epoch == 2
     with pytest.raises(IntegrityError, match="not a recipient"):
         decrypt(copy.read_bytes(), key)  # the copy on the card is shredded
+
+
+def test_a_rotation_replaces_the_public_key_through_atomic_files_only(
+    tmp_path: Path, keys: CollectorPrivate, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The new `collector.pub` is written as every small file is (linerec.atomic): a link
+    planted at any name beside it is never followed, and what a rotation cut off mid-write
+    left (its temporary files, or an older version's `collector.pub.tmp`) is swept, named in
+    the log, by the next one, whose keys are whole."""
+    directory = keys.path.parent
+    outside = tmp_path / "elsewhere"
+    outside.write_text("not the collector's")
+    (directory / "collector.pub.tmp").symlink_to(outside)
+    left = [killed_mid_write(directory / "collector.pub"), killed_mid_write(keys.path)]
+    caplog.set_level(logging.INFO)
+    new = rotate(keys.path)
+    assert outside.read_text() == "not the collector's"
+    public = directory / "collector.pub"
+    assert not public.is_symlink()
+    assert load_public(public).kid == new.kid == load_private(keys.path).kid
+    assert public.stat().st_mode & 0o777 == 0o644  # the appliances' copy: no secret
+    assert keys.path.stat().st_mode & 0o777 == 0o600
+    assert [path for path in left if path.exists()] == []
+    for path in left:
+        assert str(path) in caplog.text
+    assert (directory / "collector.pub.tmp").is_symlink()  # not ours: left alone
+    (directory / "collector.pub.tmp").unlink()
+    (directory / "collector.pub.tmp").write_text("torn by an older linerec's rotation")
+    rotate(keys.path)
+    assert sorted(p.name for p in directory.iterdir()) == ["collector.key", "collector.pub"]

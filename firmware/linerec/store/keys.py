@@ -19,7 +19,10 @@ tell them of a new one. An appliance keeps the epoch key it was sent in its stor
 from __future__ import annotations
 
 import base64
+import contextlib
+import logging
 import os
+import stat
 import tomllib
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -28,6 +31,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
+from linerec.atomic import remove_temps, write_atomic
 from linerec.errors import LinerecError
 from linerec.files import KIB, UnreadableFile, read_text
 from linerec.store.digest import sha256
@@ -37,6 +41,9 @@ MAX_KEY_FILE_BYTES = 64 * KIB  # a key file is a few hundred bytes
 MAX_EPOCH = 2**53  # JSON and TOML both keep integers this large exact
 EPOCH_FILE = "collector-epoch.pub"  # on the appliance, in the store directory
 RENEWED_CERT = "device-cert.pem"  # there too: a certificate renewed by command (uplink/tls.py)
+PUBLIC_MODE = 0o644  # collector.pub: handed to every appliance
+
+log = logging.getLogger(__name__)
 
 
 class KeyFileError(LinerecError, ValueError):
@@ -265,8 +272,10 @@ def public_text(public: CollectorPublic) -> str:
 def rotate(private_path: Path, now: datetime | None = None) -> CollectorPrivate:
     """A new epoch: a new X25519 key in `private_path` (the old one kept under [[retired]])
     and in the `.pub` beside it. Each file is replaced whole and synced, the key first: a
-    power cut leaves either epoch, never a public key whose private key was lost."""
+    power cut leaves either epoch, never a public key whose private key was lost. What a
+    rotation cut off mid-write left beside them is removed first (`_remove_cut_writes`)."""
     old = load_private(private_path)
+    _remove_cut_writes(private_path, old)
     stamp = (now or datetime.now(UTC)).isoformat(timespec="seconds")
     retired = RetiredKey(encryption=old.encryption, epoch=old.epoch, retired_at=stamp)
     new = replace(
@@ -277,13 +286,24 @@ def rotate(private_path: Path, now: datetime | None = None) -> CollectorPrivate:
     )
     write_private(private_path, private_text(new).encode())
     public = public_of(new)
-    tmp = public.path.with_name(public.path.name + ".tmp")
-    tmp.write_text(public_text(public), encoding="utf-8")
-    with open(tmp, "rb") as file:
-        os.fsync(file.fileno())
-    os.replace(tmp, public.path)
+    # the copy handed to appliances: readable, as keygen leaves it
+    write_atomic(public.path, public_text(public).encode(), mode=PUBLIC_MODE)
     sync_dir(private_path.parent)
     return new
+
+
+def _remove_cut_writes(private_path: Path, key: CollectorPrivate) -> None:
+    """The temporary files of the key files' replacements a kill or a power cut left
+    (linerec.atomic), and the `.tmp` an older linerec wrote the public key through (a regular
+    file only: a link there is not ours), each named in the log."""
+    names = {private_path.name, public_of(key).path.name}
+    for temp in remove_temps(private_path.parent, lambda target: target in names):
+        log.warning("%s: removed, left by a key rotation cut off mid-write", temp)
+    older = public_of(key).path.with_name(public_of(key).path.name + ".tmp")
+    with contextlib.suppress(FileNotFoundError):
+        if stat.S_ISREG(older.lstat().st_mode):
+            older.unlink()
+            log.warning("%s: removed, left by a key rotation cut off mid-write", older)
 
 
 def forget_retired(private_path: Path, kid: str) -> CollectorPrivate:
