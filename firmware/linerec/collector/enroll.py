@@ -12,7 +12,9 @@
                                      device id can name a site file: a device called `ca`)
       issued/<serial>.crt            every certificate ever issued, so revocation finds them all
       crl.pem                        the CA's revocation list (mosquitto's crlfile)
-      access.json                    who may publish and subscribe to what (below)
+      access.json                    who may publish and subscribe to what (below); merged:
+                                     the operator's own clients, roles and groups (added
+                                     with mosquitto_ctrl) stay (collector/access.py)
       mosquitto.conf                 absolute paths; starts as it is under a packaged mosquitto;
                                      no packet over MAX_PACKET_BYTES (a device sending one is
                                      disconnected before the broker holds it); written again
@@ -87,6 +89,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from linerec.atomic import write_atomic
+from linerec.collector.access import AccessFileError, Owned, merge_access, read_access
 from linerec.errors import LinerecError
 from linerec.ids import DEVICE_ID_RULE, RESERVED, is_device_id, shown
 from linerec.mqttapi import SHARE
@@ -287,6 +290,7 @@ def revoke(site: Path, device: str, *, broker_names: list[str] | None = None) ->
     issued = _issued_to(site, device) if (site / "ca.crt").exists() else []
     if not issued:
         raise EnrollError(f"{site}: no certificate was issued to {device!r} at this site")
+    _checked_access(site)
     revoked = _revoked_serials(site)
     new = {cert.serial_number for cert in issued} - revoked
     _write_crl(site, revoked | new)
@@ -374,6 +378,7 @@ def enroll_device(
     plugin = _dynsec_plugin()
     site = site.absolute()
     listener = _listener(site, port, bind)  # checked before anything is written
+    _checked_access(site)
     site.mkdir(mode=0o755, parents=True, exist_ok=True)
     devices = site / "devices"
     devices.mkdir(mode=0o755, exist_ok=True)
@@ -482,6 +487,7 @@ def enroll_bridge(
     out = site / "bridges" / site_name
     config = out / "bridge.conf"
     listener = _listener(site, port, bind)
+    _checked_access(site)
     own_names = _broker_names(site) or ["localhost"]
     if config.exists():
         host, bridge_port = _bridge_address(config)
@@ -536,6 +542,7 @@ def remove_from_bridge(site_name: str, devices: list[str], site: Path) -> Bridge
     out = site / "bridges" / site_name
     config = out / "bridge.conf"
     address = _bridge_address(config) if config.exists() else None  # checked before writing
+    _checked_access(site)
     remaining = [device for device in sites[site_name] if device not in devices]
     sites[site_name] = remaining
     _write_public(site / "sites.json", json.dumps(sites, indent=1, sort_keys=True).encode())
@@ -567,13 +574,14 @@ def revoke_bridge(site_name: str, site: Path) -> tuple[int, list[str]]:
     issued = _issued_to(site, BRIDGE_PREFIX + site_name) if (site / "ca.crt").exists() else []
     if site_name not in sites and not issued:
         raise EnrollError(f"{site}: no bridge was enrolled for site {shown(site_name)}")
+    _checked_access(site)
     revoked = _revoked_serials(site)
     new = {cert.serial_number for cert in issued} - revoked
     if new or not (site / "crl.pem").exists():
         _write_crl(site, revoked | new)
     devices = sites.pop(site_name, [])
     _write_public(site / "sites.json", json.dumps(sites, indent=1, sort_keys=True).encode())
-    _rewrite_access(site)
+    _rewrite_access(site, gone=(BRIDGE_PREFIX + site_name,))
     # The key goes with the certificate: a revoked key is never certified again.
     shutil.rmtree(site / "bridges" / site_name, ignore_errors=True)
     return len(new), devices
@@ -792,10 +800,40 @@ def _broker_conf(site: Path, port: int, bind: str | None, plugin: str) -> str:
     )
 
 
-def _rewrite_access(site: Path) -> None:
+def _rewrite_access(site: Path, *, gone: tuple[str, ...] = ()) -> None:
+    """linerec's rules merged into access.json, the operator's own kept (collector/access.py);
+    `gone`: clients of linerec's taken away now that no certificate may name."""
+    path = site / "access.json"
+    current = _checked_access(site)
     devices = sorted(path.stem for path in (site / "devices").glob("*.crt"))
-    rules = access_rules(devices, _sites(site))
-    _write_public(site / "access.json", json.dumps(rules, indent=1).encode())
+    sites = _sites(site)
+    rules = merge_access(current, access_rules(devices, sites), _owned(site, sites, gone))
+    _write_public(path, json.dumps(rules, indent=1).encode())
+
+
+def _checked_access(site: Path) -> dict[str, Any] | None:
+    """The access rules there now; refused, naming the file, if the plugin could not read them
+    (called before anything is written: an enrolment stops there, not half-way)."""
+    try:
+        return read_access(site / "access.json")
+    except AccessFileError as exc:
+        raise EnrollError(f"{exc}; fix it (or remove it to start afresh)") from exc
+
+
+def _owned(site: Path, sites: dict[str, list[str]], gone: tuple[str, ...] = ()) -> Owned:
+    """The clients and roles linerec names at `site`: those of every certificate it ever
+    issued there (a revoked device's or bridge's too, so they are taken away), its bridged
+    sites' and its collector's; any other entry in access.json is the operator's."""
+    names = {COLLECTOR_NAME, *gone, *(BRIDGE_PREFIX + name for name in sites)}
+    for path in (site / "issued").glob("*.crt"):
+        name = _common_name(x509.load_pem_x509_certificate(path.read_bytes()))
+        if is_device_id(name) or name.startswith(BRIDGE_PREFIX):
+            names.add(name)
+    roles = {COLLECTOR_NAME}
+    for name in names - {COLLECTOR_NAME}:
+        bridged = name.removeprefix(BRIDGE_PREFIX)
+        roles.add(f"site-{bridged}" if bridged != name else f"device-{name}")
+    return Owned(clients=frozenset(names), roles=frozenset(roles))
 
 
 def _acl(kind: str, topic: str) -> dict[str, Any]:
