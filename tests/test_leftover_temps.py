@@ -5,6 +5,8 @@ takes none of them for a real file (a discard marker above all: its name is no r
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,7 +16,16 @@ from killed import killed_mid_write
 from linerec.atomic import atomic_file, remove_temps, temp_target
 from linerec.config import load_config
 from linerec.daemon.storage import open_store
-from linerec.store.keys import EPOCH_FILE, RENEWED_CERT, keygen
+from linerec.store.keys import (
+    EPOCH_FILE,
+    RENEWED_CERT,
+    KeyFileError,
+    keygen,
+    load_or_create_identity,
+    load_private,
+    load_public,
+    raw_private,
+)
 from linerec.store.ring import QUARANTINE
 from streamed import streamed_site
 
@@ -143,3 +154,52 @@ def test_opening_the_store_removes_a_cut_renewed_certificate_and_epoch_key(
     assert recording.exists()
     for path in left:
         assert str(path) in caplog.text
+
+
+IDENTITY = """
+import resource, sys
+from pathlib import Path
+from linerec.store.keys import load_or_create_identity
+resource.setrlimit(resource.RLIMIT_FSIZE, (40, 40))  # the card full after 40 bytes
+load_or_create_identity(Path(sys.argv[1]))
+"""
+
+
+def test_an_identity_cut_at_first_start_is_not_left_torn(tmp_path: Path) -> None:
+    """The appliance's identity made at its first start and cut off mid-write (a full card
+    here; a power cut alike): no torn identity.key that every later start would choke on;
+    the next start makes a whole one, and keeps it."""
+    path = tmp_path / "identity.key"
+    cut = subprocess.run([sys.executable, "-c", IDENTITY, str(path)], capture_output=True)
+    assert cut.returncode != 0
+    assert not path.exists(), f"torn: {path.read_bytes()!r}"
+    assert [p for p in tmp_path.iterdir() if temp_target(p.name)] == []
+    made = load_or_create_identity(path)
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert raw_private(load_or_create_identity(path)) == raw_private(made)
+
+
+KEYGEN = """
+import resource, sys
+from pathlib import Path
+from linerec.cli import main
+resource.setrlimit(resource.RLIMIT_FSIZE, (100, 100))
+sys.exit(main(["keygen", "--out", sys.argv[1]]))
+"""
+
+
+def test_a_collector_key_cut_mid_write_is_not_left_torn(tmp_path: Path) -> None:
+    """`linerec keygen` cut off mid-write leaves no torn key it would then refuse to
+    replace (`already exists`); the error names the file; run again, it makes the pair."""
+    keys = tmp_path / "keys"
+    cut = subprocess.run([sys.executable, "-c", KEYGEN, str(keys)], capture_output=True, text=True)
+    assert cut.returncode != 0
+    assert cut.stderr.startswith(f"linerec: error: {keys / 'collector.key'}: not written")
+    assert len(cut.stderr.splitlines()) == 1, cut.stderr
+    assert list(keys.iterdir()) == []
+    private, public = keygen(keys)
+    assert load_public(public).kid == load_private(private).kid
+    assert private.stat().st_mode & 0o777 == 0o600
+    assert public.stat().st_mode & 0o777 == 0o644
+    with pytest.raises(KeyFileError, match="already exists"):
+        keygen(keys)

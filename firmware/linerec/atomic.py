@@ -68,6 +68,24 @@ def write_atomic(path: Path, data: bytes, *, mode: int = 0o600, sync_dir: bool =
         out.write(data)
 
 
+def create_atomic(path: Path, data: bytes, *, mode: int = 0o600, sync_dir: bool = False) -> None:
+    """Make `path` with `data` as `write_atomic` would, but never in place of a file already
+    there (FileExistsError, nothing changed): a key made once is not replaced by another
+    process making it at the same moment, and a cut leaves no file rather than a torn one."""
+    fd, tmp = _locked_temp(path)
+    try:
+        with os.fdopen(fd, "wb") as out:  # open, so locked, until linked
+            out.write(data)
+            out.flush()
+            os.fchmod(out.fileno(), mode)
+            os.fsync(out.fileno())
+            os.link(tmp, path)  # the new name, whole, or none if one is there
+    finally:
+        tmp.unlink(missing_ok=True)
+    if sync_dir:
+        sync_directory(path.parent)
+
+
 def temp_target(name: str) -> str | None:
     """The name of the file whose replacement `name` was, if it is exactly the name of an
     `atomic_file` temporary (left behind by a process killed while writing), else None."""

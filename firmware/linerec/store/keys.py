@@ -21,7 +21,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import logging
-import os
 import stat
 import tomllib
 from dataclasses import dataclass, replace
@@ -31,7 +30,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
-from linerec.atomic import remove_temps, write_atomic
+from linerec.atomic import create_atomic, remove_temps, write_atomic
 from linerec.errors import LinerecError
 from linerec.files import KIB, UnreadableFile, read_text
 from linerec.store.digest import sha256
@@ -208,14 +207,16 @@ def load_private(path: Path | str) -> CollectorPrivate:
     )
 
 
-def _write_secret(path: Path, text: str) -> None:
-    """Create with mode 0600 from the start: never readable by others, not even briefly."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    os.fchmod(fd, 0o600)  # whatever the umask
-    with os.fdopen(fd, "w", encoding="utf-8") as file:
-        file.write(text)
-        file.flush()
-        os.fsync(file.fileno())
+def _create(path: Path, text: str, mode: int = 0o600) -> None:
+    """A new key file (0600 from the start: never readable by others, not even briefly),
+    whole or not at all (linerec.atomic); FileExistsError if one is there. A failed write
+    (a full disk) is said naming the file."""
+    try:
+        create_atomic(path, text.encode(), mode=mode, sync_dir=True)
+    except FileExistsError:
+        raise
+    except OSError as exc:
+        raise KeyFileError(f"{path}: not written ({exc.strerror or exc})") from exc
 
 
 def keygen(directory: Path) -> tuple[Path, Path]:
@@ -230,8 +231,11 @@ def keygen(directory: Path) -> tuple[Path, Path]:
         signing=Ed25519PrivateKey.generate(),
         path=private_path,
     )
-    _write_secret(private_path, private_text(key))
-    public_path.write_text(public_text(public_of(key)), encoding="utf-8")
+    try:
+        _create(private_path, private_text(key))
+        _create(public_path, public_text(public_of(key)), PUBLIC_MODE)
+    except FileExistsError as exc:  # made meanwhile by another keygen
+        raise KeyFileError(f"{exc.filename}: already exists; not overwriting a key") from exc
     return private_path, public_path
 
 
@@ -350,9 +354,12 @@ def load_or_create_identity(path: Path) -> Ed25519PrivateKey:
         return Ed25519PrivateKey.from_private_bytes(_field(data, "ed25519", path))
     path.parent.mkdir(parents=True, exist_ok=True)
     key = Ed25519PrivateKey.generate()
-    _write_secret(
-        path,
-        "# linerec appliance identity: signs recordings; decrypts nothing.\n"
-        f'kind = "linerec-device-identity"\ned25519 = "{b64(raw_private(key))}"\n',
-    )
+    try:
+        _create(
+            path,
+            "# linerec appliance identity: signs recordings; decrypts nothing.\n"
+            f'kind = "linerec-device-identity"\ned25519 = "{b64(raw_private(key))}"\n',
+        )
+    except FileExistsError:  # made meanwhile by another process (an `uplink flush`): its
+        return load_or_create_identity(path)
     return key
