@@ -14,6 +14,7 @@ from cryptography import x509
 
 from linerec.atomic import temp_target
 from linerec.config import load_config
+from linerec.uplink.tls import device_request
 from test_tls import LINEREC, Site, new_site  # noqa: F401 (the fixture)
 
 
@@ -136,3 +137,22 @@ def test_an_unreadable_device_key_is_named(tmp_path: Path) -> None:
     assert len(done.stderr.splitlines()) == 1, done.stderr
     assert (out / "device.key").read_bytes() == b"-----BEGIN PRIVATE KEY-----\ntorn"
     assert not (out / "box1.csr").exists()
+
+
+def test_a_torn_certificate_or_revocation_list_in_the_site_is_named(tmp_path: Path) -> None:
+    """A site file an older version (or a hand) left torn: the enrolment stops with one line
+    naming it, not a traceback."""
+    site = tmp_path / "site"
+    arguments = [*LINEREC, "collector", "enroll", "--site", str(site), "--broker-name", "127.0.0.1"]
+    box1 = device_request("box1", tmp_path / "box1")[1]
+    box2 = device_request("box2", tmp_path / "box2")[1]
+    first = subprocess.run([*arguments, str(box1)], capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr
+    for path in (site / "ca.crt", site / "crl.pem", next((site / "issued").glob("*.crt"))):
+        whole = path.read_bytes()
+        path.write_bytes(whole[: len(whole) // 2])
+        done = subprocess.run([*arguments, str(box2)], capture_output=True, text=True)
+        assert done.returncode != 0
+        assert done.stderr.startswith(f"linerec: error: {path}: not a PEM"), done.stderr
+        assert len(done.stderr.splitlines()) == 1, done.stderr
+        path.write_bytes(whole)

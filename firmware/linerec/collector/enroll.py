@@ -158,7 +158,7 @@ def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
 def _ca(site: Path) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
     key_path, cert_path = site / "ca.key", site / "ca.crt"
     if key_path.exists() and cert_path.exists():
-        return load_key(key_path), x509.load_pem_x509_certificate(cert_path.read_bytes())
+        return load_key(key_path), _load_cert(cert_path)
     key = ec.generate_private_key(ec.SECP256R1())
     now = _now()
     cert = (
@@ -234,6 +234,13 @@ def _issue(
     return cert
 
 
+def _load_cert(path: Path) -> x509.Certificate:
+    try:
+        return x509.load_pem_x509_certificate(path.read_bytes())
+    except ValueError as exc:
+        raise EnrollError(f"{path}: not a PEM certificate ({exc})") from exc
+
+
 def _common_name(cert: x509.Certificate) -> str:
     names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     return str(names[0].value) if names else ""
@@ -248,7 +255,7 @@ def _public_der(cert: x509.Certificate | x509.CertificateSigningRequest) -> byte
 def _issued_to(site: Path, device: str) -> list[x509.Certificate]:
     found = []
     for path in sorted((site / "issued").glob("*.crt")):
-        cert = x509.load_pem_x509_certificate(path.read_bytes())
+        cert = _load_cert(path)
         if _common_name(cert) == device:
             found.append(cert)
     return found
@@ -261,7 +268,10 @@ def _revoked_serials(site: Path) -> set[int]:
     path = site / "crl.pem"
     if not path.exists():
         return set()
-    crl = x509.load_pem_x509_crl(path.read_bytes())
+    try:
+        crl = x509.load_pem_x509_crl(path.read_bytes())
+    except ValueError as exc:
+        raise EnrollError(f"{path}: not a PEM revocation list ({exc})") from exc
     return {entry.serial_number for entry in crl}
 
 
@@ -304,7 +314,7 @@ def renew(site: Path, device: str) -> Path:
     current = site / "devices" / f"{device}.crt"
     if not current.exists():
         raise EnrollError(f"{site}: {device!r} has no certificate here to renew (enrol it first)")
-    old = x509.load_pem_x509_certificate(current.read_bytes())
+    old = _load_cert(current)
     if old.serial_number in _revoked_serials(site):
         raise EnrollError(f"{current}: revoked; a revoked device is enrolled anew, not renewed")
     public = old.public_key()
@@ -742,7 +752,7 @@ def _broker_names(site: Path) -> list[str]:
     path = site / "broker.crt"
     if not path.exists():
         return []
-    cert = x509.load_pem_x509_certificate(path.read_bytes())
+    cert = _load_cert(path)
     try:
         alt = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
@@ -826,7 +836,7 @@ def _owned(site: Path, sites: dict[str, list[str]], gone: tuple[str, ...] = ()) 
     sites' and its collector's; any other entry in access.json is the operator's."""
     names = {COLLECTOR_NAME, *gone, *(BRIDGE_PREFIX + name for name in sites)}
     for path in (site / "issued").glob("*.crt"):
-        name = _common_name(x509.load_pem_x509_certificate(path.read_bytes()))
+        name = _common_name(_load_cert(path))
         if is_device_id(name) or name.startswith(BRIDGE_PREFIX):
             names.add(name)
     roles = {COLLECTOR_NAME}
