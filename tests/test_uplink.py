@@ -934,3 +934,42 @@ def test_an_uplink_device_id_alone_names_the_recordings_and_they_arrive(
         ("bar-dev-1", entry.id)
     ]
     assert collector.problems == []
+
+
+def test_an_export_cut_mid_write_leaves_the_copy_there_before_whole(
+    site: dict[str, Path], delivered: Collector
+) -> None:
+    """`collector export` over an earlier copy, cut off by a full disk: each file of the
+    earlier copy is whole (it still verifies), none is torn, the error names the file."""
+    import resource
+
+    row = delivered.store.recordings()[0]
+    out = site["root"] / "copy.wav"
+    export = [*LINEREC, "collector", "export", row["id"], "--reason", "dispute 7", "-o", str(out),
+              "--config", str(site["collector"])]  # fmt: skip
+    subprocess.run(export, check=True, capture_output=True)
+    before = {p.name: p.read_bytes() for p in site["root"].glob("copy.*")}
+    assert sorted(before) == ["copy.json", "copy.lrec", "copy.verify.json", "copy.wav"]
+
+    # room for the database's writes (the export is audited), not for the audio
+    if delivered.store.db.engine == "sqlite":
+        delivered.store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    room = len(before["copy.wav"]) - 1
+    largest = max((p.stat().st_size for p in site["root"].rglob("collector.db*")), default=0)
+    assert largest < room
+
+    def full_disk() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (room, room))
+
+    cut = subprocess.run(export, capture_output=True, text=True, preexec_fn=full_disk)
+    assert cut.returncode == 1
+    assert cut.stderr.startswith(f"linerec: error: {row['id']}: {out}: not written"), cut.stderr
+    assert len(cut.stderr.splitlines()) == 1, cut.stderr
+    assert {p.name: p.read_bytes() for p in site["root"].glob("copy.*")} == before
+    assert [p for p in site["root"].iterdir() if p.name.startswith(".copy.")] == []
+    verified = subprocess.run(
+        [*LINEREC, "collector", "verify-export", str(out), "--collector",
+         str(site["root"] / "keys" / "collector.pub")],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert verified.returncode == 0, verified.stderr

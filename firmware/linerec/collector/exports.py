@@ -19,6 +19,7 @@ import io
 import json
 from pathlib import Path
 
+from linerec.atomic import write_atomic
 from linerec.codec import RATE, Codec
 from linerec.collector.redaction import redaction_of
 from linerec.collector.store import CollectorStore
@@ -26,6 +27,8 @@ from linerec.mqttapi import ApiError, sign, verify
 from linerec.store.keys import CollectorPrivate, CollectorPublic, raw_public
 from linerec.store.reader import Decrypted, IntegrityError, decrypt, inspect
 from linerec.wav import WavWriter
+
+EXPORT_MODE = 0o644  # the copy goes to a customer; as a umask of 022 left it before
 
 
 class NoOriginal(LookupError):
@@ -42,10 +45,19 @@ def export(
     *,
     original: bool = False,
 ) -> Decrypted:
-    """Write the customer copy: OUT.wav, OUT.json, OUT.lrec and OUT.verify.json."""
+    """Write the customer copy: OUT.wav, OUT.json, OUT.lrec and OUT.verify.json, each
+    replaced whole (linerec.atomic): a failed write (a full disk; ValueError naming the file)
+    or a cut leaves the file there before, never a torn one."""
     result, files = export_files(store, key, recording_id, reason, device, original=original)
     for suffix, data in files.items():
-        out.with_suffix(suffix).write_bytes(data)
+        path = out.with_suffix(suffix)
+        try:
+            write_atomic(path, data, mode=EXPORT_MODE)
+        except OSError as exc:
+            raise ValueError(
+                f"{path}: not written ({exc.strerror or exc}); the one there before, if any, "
+                "is kept"
+            ) from exc
     return result
 
 
