@@ -43,16 +43,15 @@ start-up <= 1 s busy; peak RSS <= 45 MB. Issue 15: streaming adds <= 20 % CPU.
 
 from __future__ import annotations
 
+# subprocess, statistics, shutil and tempfile are imported in the functions that use them, all
+# on this side: the workers measured (their peak RSS is the daemon's figure) must carry only
+# what the daemon loads, not 1.7 MB of the bench's own modules.
 import argparse
 import json
 import os
 import resource
-import shutil
 import socket
-import statistics
-import subprocess
 import sys
-import tempfile
 import time
 import zlib
 from collections.abc import Callable
@@ -65,6 +64,11 @@ import numpy as np
 # isort: on
 
 from linerec.codec import RATE
+
+try:
+    from linerec.cli import Parser
+except ImportError:  # an older tree, measured beside this one: argparse's own
+    Parser = argparse.ArgumentParser  # type: ignore[misc,assignment]
 
 HERE = Path(__file__).resolve()
 
@@ -225,6 +229,8 @@ def thread_cpu() -> dict[str, float]:
 
 def resample_worker() -> None:
     """Median time per 20 ms period of the Resampler, both directions; prints a JSON line."""
+    import statistics
+
     from linerec.resample import Resampler
 
     rng = np.random.default_rng(1)
@@ -243,6 +249,8 @@ def resample_worker() -> None:
 
 
 def latency_worker() -> None:
+    import tempfile
+
     from linerec.daemon.simulate import simulate
     from linerec.resources import data_path
     from linerec.wav import read_wav
@@ -292,6 +300,8 @@ def _env(tree: Path | None) -> dict[str, str]:
 
 
 def pycache(tree: Path | None) -> Path:
+    import tempfile
+
     where = str(tree or HERE.parents[1]).encode()
     return Path(tempfile.gettempdir()) / f"linerec-bench-pycache-{zlib.crc32(where):08x}"
 
@@ -304,6 +314,8 @@ def warm_up(trees: list[tuple[str, Path | None]]) -> None:
 
 
 def _json(tree: Path | None, *args: str) -> Any:
+    import subprocess
+
     out = subprocess.run(
         [sys.executable, str(HERE), *args],
         capture_output=True,
@@ -315,6 +327,8 @@ def _json(tree: Path | None, *args: str) -> Any:
 
 
 def run_calls(tree: Path | None, hours: float, lines: int, speed: float) -> dict[str, float]:
+    import tempfile
+
     with tempfile.TemporaryDirectory() as tmp:
         call = Path(tmp) / "calls.toml"
         call.write_text("".join(hour_call(hours, f"line{i + 1}") for i in range(lines)))
@@ -329,6 +343,9 @@ def startup(tree: Path | None, runs: int) -> list[tuple[float, float, float, flo
     — the interpreter, numpy's and cryptography's libraries — and in anonymous memory, the
     Python objects; the CPU seconds of the whole run, start to READY=1 and the stop at once)
     of `linerec run` itself, idle, per run."""
+    import subprocess
+    import tempfile
+
     times = []
     with tempfile.TemporaryDirectory() as tmp:
         from linerec.store.keys import keygen
@@ -373,6 +390,9 @@ def streaming_cost(
     tree: Path | None, seconds: float, speed: float, runs: int
 ) -> dict[str, list[dict[str, Any]]]:
     """Streaming on and off, alternately, against one mosquitto and one collector process."""
+    import subprocess
+    import tempfile
+
     sys.path.insert(0, str(HERE.parents[1] / "tests"))
     from broker import Mosquitto
     from linerec.store.keys import keygen
@@ -429,6 +449,10 @@ def streaming_cost(
 
 def floor_arecord_sox(hours: float) -> float | None:
     """CPU seconds per audio second of `arecord | sox` (µ-law WAV) on the same audio."""
+    import shutil
+    import subprocess
+    import tempfile
+
     if shutil.which("arecord") is None or shutil.which("sox") is None:
         return None
     from linerec.resources import data_path
@@ -460,6 +484,8 @@ def floor_arecord_sox(hours: float) -> float | None:
 
 def resample_quality() -> dict[str, tuple[float, float]]:
     """(pass-band ripple dB, worst stop-band gain dB) of 48 -> 8 kHz: ours and sox's."""
+    import subprocess
+
     from linerec.resample import Resampler
 
     rate = 48000
@@ -520,6 +546,9 @@ def resample_quality() -> dict[str, tuple[float, float]]:
 
 def sox_resample_cpu() -> float:
     """sox's CPU per 20 ms period resampling an hour of 48 kHz audio (int16 in and out)."""
+    import subprocess
+    import tempfile
+
     seconds = 3600
     x = np.random.default_rng(3).normal(0, 3000, 48000 * 60).astype("<i2").tobytes()
     with tempfile.TemporaryDirectory() as tmp:
@@ -556,6 +585,8 @@ def sox_resample_cpu() -> float:
 
 
 def streaming_figures(trees: list[tuple[str, Path | None]], args: argparse.Namespace) -> None:
+    import statistics
+
     for name, tree in trees:
         results = streaming_cost(tree, args.stream_seconds, args.stream_speed, args.runs)
         if any("error" in r for rs in results.values() for r in rs):
@@ -595,6 +626,8 @@ def streaming_figures(trees: list[tuple[str, Path | None]], args: argparse.Names
 def memory_figures(trees: list[tuple[str, Path | None]], args: argparse.Namespace) -> None:
     """`--only-memory`: start-up and peak RSS of `linerec run`, and the peak RSS of the
     flat-out run, the trees taking turns, `--runs` of each."""
+    import statistics
+
     runs: dict[str, list[tuple[float, float, float, float, float]]] = {n: [] for n, _ in trees}
     flat: dict[str, list[float]] = {name: [] for name, _ in trees}
     warm_up(trees)
@@ -627,11 +660,13 @@ def memory_figures(trees: list[tuple[str, Path | None]], args: argparse.Namespac
 
 def per_thread(results: list[dict[str, Any]], name: str) -> float:
     """Median CPU ms per audio second of one thread over the runs."""
+    import statistics
+
     return 1000 * statistics.median(r["threads"].get(name, 0.0) / r["audio"] for r in results)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = Parser(description=__doc__.splitlines()[0])  # argparse's own would load shutil
     parser.add_argument("--hours", type=float, default=1.0)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--compare", type=Path, help="an older checkout, measured beside this one")
@@ -658,6 +693,8 @@ def main() -> None:
     if args.latency_worker:
         latency_worker()
         return
+
+    import statistics
 
     trees: list[tuple[str, Path | None]] = [("this", None)]
     if args.compare:

@@ -52,9 +52,10 @@ def _columns() -> int:
     return columns if columns > 0 else 80
 
 
-class _Parser(argparse.ArgumentParser):
-    """An ArgumentParser with the formatter above; its subcommands' parsers are of this
-    class too (argparse makes them of the parent's class)."""
+class Parser(argparse.ArgumentParser):
+    """The ArgumentParser of linerec's command lines (and the benches'): with the formatter
+    above; its subcommands' parsers are of this class too (argparse makes them of the
+    parent's class)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("formatter_class", _Formatter)
@@ -67,7 +68,7 @@ def parser(command: str | None = None) -> argparse.ArgumentParser:
     work)."""
     from linerec.cli import appliance
 
-    top: argparse.ArgumentParser = _Parser(
+    top: argparse.ArgumentParser = Parser(
         prog="linerec", description="Call-recorder appliance for analog telephone lines."
     )
     top.add_argument("--version", action="version", version=f"linerec {__version__}")
