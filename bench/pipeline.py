@@ -9,7 +9,8 @@ less. Each measurement runs in its own process, so RSS is the daemon's and not t
 Medians throughout (of `--runs` runs each, paced ones too). Every daemon runs as on the box:
 with the `Environment=` of its tree's `systemd/linerec.service`, and its modules loaded from
 bytecode (a cache per tree, filled by an unmeasured first run) rather than compiled at each
-start. `--only-memory`: start-up, its CPU and the peak RSS alone.
+start. `--only-memory`: start-up, its CPU and the peak RSS alone (run as root, the start-up
+also at the unit's `Nice=`, as systemd starts it on the box).
 
 1. Throughput: an hour of line audio (real recorded speech, looped) through the daemon's own
    path — capture thread reading the ALSA file plugin, bounded queue, main loop (hook sense,
@@ -288,6 +289,13 @@ def unit_environment(tree: Path | None) -> dict[str, str]:
     return dict(setting.split("=", 1) for setting in settings)  # type: ignore[misc]
 
 
+def unit_nice(tree: Path | None) -> int:
+    """The `Nice=` of the tree's systemd unit (0 if it sets none)."""
+    unit = (tree or HERE.parents[1]) / "systemd" / "linerec.service"
+    lines = unit.read_text().splitlines() if unit.exists() else []
+    return next((int(line.removeprefix("Nice=")) for line in lines if line.startswith("Nice=")), 0)
+
+
 def _env(tree: Path | None) -> dict[str, str]:
     env = dict(os.environ, **unit_environment(tree))
     if tree is not None:
@@ -338,11 +346,13 @@ def run_calls(tree: Path | None, hours: float, lines: int, speed: float) -> dict
         )
 
 
-def startup(tree: Path | None, runs: int) -> list[tuple[float, float, float, float, float]]:
+def startup(
+    tree: Path | None, runs: int, nice: int = 0
+) -> list[tuple[float, float, float, float, float]]:
     """(seconds to READY=1, peak RSS in MB, and of the RSS at READY=1 the MB in mapped files
     — the interpreter, numpy's and cryptography's libraries — and in anonymous memory, the
     Python objects; the CPU seconds of the whole run, start to READY=1 and the stop at once)
-    of `linerec run` itself, idle, per run."""
+    of `linerec run` itself, idle, per run; at `nice` (the unit's Nice=, as on the box)."""
     import subprocess
     import tempfile
 
@@ -368,6 +378,7 @@ def startup(tree: Path | None, runs: int) -> list[tuple[float, float, float, flo
                 [sys.executable, "-m", "linerec.cli", "run", "--config", str(config)],
                 env=env,
                 stderr=subprocess.DEVNULL,
+                preexec_fn=(lambda: os.nice(nice)) if nice else None,
             )
             while b"READY=1" not in sock.recv(4096):
                 pass
@@ -629,11 +640,15 @@ def memory_figures(trees: list[tuple[str, Path | None]], args: argparse.Namespac
     import statistics
 
     runs: dict[str, list[tuple[float, float, float, float, float]]] = {n: [] for n, _ in trees}
+    niced: dict[str, list[tuple[float, float, float, float, float]]] = {n: [] for n, _ in trees}
     flat: dict[str, list[float]] = {name: [] for name, _ in trees}
+    can_nice = os.geteuid() == 0  # a negative Nice= needs the privilege systemd has
     warm_up(trees)
     for _ in range(args.runs):
         for name, tree in trees:
             runs[name] += startup(tree, 1)
+            if can_nice:
+                niced[name] += startup(tree, 1, nice=unit_nice(tree))
             flat[name].append(run_calls(tree, args.hours, 1, 0.0)["rss_mb"])
     rows = {
         "start-up to READY=1, ms (median / max)": lambda r, f: (
@@ -655,6 +670,15 @@ def memory_figures(trees: list[tuple[str, Path | None]], args: argparse.Namespac
     print(f"{'figure':52} " + " ".join(f"{n[:16]:>16}" for n, _ in trees))
     for key, cell in rows.items():
         print(f"{key:52} " + " ".join(f"{cell(runs[n], flat[n]):>16}" for n, _ in trees))
+    key = "  the same at the unit's Nice=, as on the box, ms"
+    cells = [
+        f"{1000 * statistics.median(x[0] for x in niced[n]):.0f} / "
+        f"{1000 * max(x[0] for x in niced[n]):.0f}"
+        if niced[n]
+        else "n/a (not root)"
+        for n, _ in trees
+    ]
+    print(f"{key:52} " + " ".join(f"{c:>16}" for c in cells))
     print(f"load at the end {os.getloadavg()[0]:.1f}")
 
 
