@@ -10,7 +10,8 @@ Medians throughout (of `--runs` runs each, paced ones too). Every daemon runs as
 with the `Environment=` of its tree's `systemd/linerec.service`, and its modules loaded from
 bytecode (a cache per tree, filled by an unmeasured first run) rather than compiled at each
 start. `--only-memory`: start-up, its CPU and the peak RSS alone (run as root, the start-up
-also at the unit's `Nice=`, as systemd starts it on the box).
+also at the unit's `Nice=`, as systemd starts it on the box), and the same for a box with an
+`[uplink]` (mqtts to a real mosquitto, up to its first health report).
 
 1. Throughput: an hour of line audio (real recorded speech, looped) through the daemon's own
    path — capture thread reading the ALSA file plugin, bounded queue, main loop (hook sense,
@@ -346,17 +347,16 @@ def run_calls(tree: Path | None, hours: float, lines: int, speed: float) -> dict
         )
 
 
-def startup(
-    tree: Path | None, runs: int, nice: int = 0
-) -> list[tuple[float, float, float, float, float]]:
-    """(seconds to READY=1, peak RSS in MB, and of the RSS at READY=1 the MB in mapped files
-    — the interpreter, numpy's and cryptography's libraries — and in anonymous memory, the
-    Python objects; the CPU seconds of the whole run, start to READY=1 and the stop at once)
+Run = tuple[float, float, float, float, float]
+
+
+def startup(tree: Path | None, runs: int, nice: int = 0) -> list[Run]:
+    """(seconds to READY=1, peak RSS in MB up to the stop, and of the RSS at READY=1 the MB in
+    mapped files — the interpreter, numpy's and cryptography's libraries — and in anonymous
+    memory, the Python objects; the CPU seconds of the whole run, start to READY=1 and the stop)
     of `linerec run` itself, idle, per run; at `nice` (the unit's Nice=, as on the box)."""
-    import subprocess
     import tempfile
 
-    times = []
     with tempfile.TemporaryDirectory() as tmp:
         from linerec.store.keys import keygen
 
@@ -367,34 +367,104 @@ def startup(
             f'[hardware]\nbackend = "sim"\n[store]\ndir = "{tmp}/ring"\n'
             f'recipients = ["{public}"]\n[sim]\ncalls = ["idle.toml"]\n[[line]]\n'
         )
-        for run in range(runs):
-            path = Path(tmp) / f"n{run}.sock"
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-            sock.bind(str(path))
-            sock.settimeout(30)
-            env = dict(_env(tree), NOTIFY_SOCKET=str(path))
-            start = time.perf_counter()
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "linerec.cli", "run", "--config", str(config)],
-                env=env,
-                stderr=subprocess.DEVNULL,
-                preexec_fn=(lambda: os.nice(nice)) if nice else None,
-            )
-            while b"READY=1" not in sock.recv(4096):
-                pass
-            ready = time.perf_counter() - start
-            kinds = dict(
-                line.split(":", 1)
-                for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines()
-            )
-            proc.terminate()
-            _, status, usage = os.wait4(proc.pid, 0)  # the daemon's own peak RSS
-            proc.returncode = os.waitstatus_to_exitcode(status)
-            file_mb, anon_mb = (int(kinds[k].split()[0]) / 1024 for k in ("RssFile", "RssAnon"))
-            cpu = usage.ru_utime + usage.ru_stime
-            times.append((ready, usage.ru_maxrss / 1024, file_mb, anon_mb, cpu))
-            sock.close()
-    return times
+        return [measured_run(tree, config, nice=nice) for _ in range(runs)]
+
+
+def measured_run(
+    tree: Path | None,
+    config: Path,
+    nice: int = 0,
+    then: Callable[[], None] = lambda: None,
+) -> Run:
+    """One `linerec run --config config` (see startup), stopped at READY=1 or, with `then`,
+    once `then` returns (its RSS at READY=1 still). The peak is the process's own high-water
+    mark before the stop (VmHWM): a child's ru_maxrss starts from its parent's RSS at the
+    spawn, and this process, once it has set up a site for the uplink, is larger than the
+    daemon."""
+    import subprocess
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        path = config.parent / f".notify-{os.getpid()}-{time.monotonic_ns()}"
+        sock.bind(str(path))
+        sock.settimeout(30)
+        env = dict(_env(tree), NOTIFY_SOCKET=str(path))
+        start = time.perf_counter()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "linerec.cli", "run", "--config", str(config)],
+            env=env,
+            stderr=subprocess.DEVNULL,
+            preexec_fn=(lambda: os.nice(nice)) if nice else None,
+        )
+        while b"READY=1" not in sock.recv(4096):
+            pass
+        ready = time.perf_counter() - start
+        kinds = dict(
+            line.split(":", 1) for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines()
+        )
+        then()
+        peak = dict(
+            line.split(":", 1) for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines()
+        )["VmHWM"]
+        proc.terminate()
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        path.unlink()
+    file_mb, anon_mb, peak_mb = (
+        int(x.split()[0]) / 1024 for x in (kinds["RssFile"], kinds["RssAnon"], peak)
+    )
+    cpu = usage.ru_utime + usage.ru_stime
+    return ready, peak_mb, file_mb, anon_mb, cpu
+
+
+def uplink_startup(trees: list[tuple[str, Path | None]], runs: int) -> dict[str, list[Run]]:
+    """`linerec run` as a box with an `[uplink]` runs it: mqtts with its client certificate to
+    a real mosquitto set up as `linerec collector enroll` sets a site up (tests/enrolled.py),
+    stopped once its first health telemetry has arrived (connected, the TLS handshake done,
+    its certificate's expiry read), the trees taking turns."""
+    import tempfile
+    import threading
+
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    sys.path.insert(0, str(HERE.parents[1] / "tests"))
+    from enrolled import TlsBroker, enrol_site
+
+    results: dict[str, list[Run]] = {name: [] for name, _ in trees}
+    healthy = threading.Event()
+    with tempfile.TemporaryDirectory() as tmp:
+        site = enrol_site(Path(tmp))
+        broker = TlsBroker(site).start()
+        watcher = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2)
+        watcher.tls_set(
+            ca_certs=str(site.site / "ca.crt"),
+            certfile=str(site.site / "linerec-collector.crt"),
+            keyfile=str(site.site / "linerec-collector.key"),
+        )
+        watcher.on_message = lambda c, u, message: message.retain or healthy.set()
+        watcher.connect("127.0.0.1", site.port)
+        watcher.subscribe("linerec/v1/box1/health")
+        watcher.loop_start()
+
+        def first_health() -> None:
+            if not healthy.wait(30):
+                raise RuntimeError("no health telemetry from the box in 30 s")
+
+        try:
+            for run in range(-1, runs):  # the first unmeasured: the uplink's bytecode cached
+                for name, tree in trees:
+                    healthy.clear()
+                    directory = Path(tmp) / f"{name}{run}"
+                    directory.mkdir()
+                    config = site.sim_box_config("box1", directory)
+                    measured = measured_run(tree, config, then=first_health)
+                    if run >= 0:
+                        results[name].append(measured)
+        finally:
+            watcher.loop_stop()
+            watcher.disconnect()
+            broker.stop()
+    return results
 
 
 def streaming_cost(
@@ -639,8 +709,8 @@ def memory_figures(trees: list[tuple[str, Path | None]], args: argparse.Namespac
     flat-out run, the trees taking turns, `--runs` of each."""
     import statistics
 
-    runs: dict[str, list[tuple[float, float, float, float, float]]] = {n: [] for n, _ in trees}
-    niced: dict[str, list[tuple[float, float, float, float, float]]] = {n: [] for n, _ in trees}
+    runs: dict[str, list[Run]] = {n: [] for n, _ in trees}
+    niced: dict[str, list[Run]] = {n: [] for n, _ in trees}
     flat: dict[str, list[float]] = {name: [] for name, _ in trees}
     can_nice = os.geteuid() == 0  # a negative Nice= needs the privilege systemd has
     warm_up(trees)
@@ -679,6 +749,20 @@ def memory_figures(trees: list[tuple[str, Path | None]], args: argparse.Namespac
         for n, _ in trees
     ]
     print(f"{key:52} " + " ".join(f"{c:>16}" for c in cells))
+    up = uplink_startup(trees, args.runs)
+    for key, cell in {
+        "with an [uplink] (mqtts), to its first health report:": lambda r: "",
+        "  peak RSS, MB (median / max)": lambda r: (
+            f"{statistics.median(x[1] for x in r):.1f} / {max(x[1] for x in r):.1f}"
+        ),
+        "  of it at READY=1: mapped files / anonymous": lambda r: (
+            f"{statistics.median(x[2] for x in r):.1f} / {statistics.median(x[3] for x in r):.1f}"
+        ),
+        "  start-up to READY=1, ms (median / max)": lambda r: (
+            f"{1000 * statistics.median(x[0] for x in r):.0f} / {1000 * max(x[0] for x in r):.0f}"
+        ),
+    }.items():
+        print(f"{key:52} " + " ".join(f"{cell(up[n]):>16}" for n, _ in trees))
     print(f"load at the end {os.getloadavg()[0]:.1f}")
 
 
