@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import re
 import shutil
 import subprocess
 import sys
@@ -15,12 +17,15 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from paho.mqtt.enums import CallbackAPIVersion
 
 from enrolled import Site
 from linerec.collector.enroll import EnrollError, renew, revoke
 from linerec.store.keys import RENEWED_CERT
-from linerec.uplink.tls import check_renewed, current_cert, expires
+from linerec.uplink.expiry import current_cert, expires
+from linerec.uplink.tls import check_renewed
 
 LINEREC = [sys.executable, "-m", "linerec.cli"]
 
@@ -182,3 +187,116 @@ def test_renew_reaches_a_running_box_which_presents_it_and_reports_its_expiry(
         watcher.disconnect()
         daemon.terminate()
         daemon.wait(20)
+
+
+def self_signed(not_after: dt.datetime) -> bytes:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "box1")])
+    built = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(dt.datetime(2020, 1, 1, tzinfo=dt.UTC))
+        .not_valid_after(not_after)
+        .sign(key, hashes.SHA256())
+    )
+    return built.public_bytes(serialization.Encoding.PEM)
+
+
+@pytest.mark.parametrize(
+    "not_after",
+    [
+        dt.datetime(2049, 12, 31, 23, 59, 58, tzinfo=dt.UTC),  # UTCTime (RFC 5280: to 2049)
+        dt.datetime(2050, 1, 1, 0, 0, 1, tzinfo=dt.UTC),  # GeneralizedTime from 2050
+        dt.datetime(9999, 12, 31, 23, 59, 59, tzinfo=dt.UTC),  # "no expiry" (RFC 5280)
+    ],
+)
+def test_expiry_is_read_as_cryptography_reads_it(not_after: dt.datetime, tmp_path: Path) -> None:
+    path = tmp_path / "device.pem"
+    path.write_bytes(b"issued to box1\n" + self_signed(not_after))  # text before: as openssl
+    assert expires(path) == not_after == cert(path).not_valid_after_utc
+
+
+def test_an_unreadable_certificate_is_named_in_a_value_error(tmp_path: Path) -> None:
+    good = self_signed(dt.datetime(2030, 1, 1, tzinfo=dt.UTC)).decode()
+    body = "".join(good.splitlines(keepends=True)[1:-1])
+    path = tmp_path / "device.pem"
+    for broken in (
+        "not a certificate",
+        "-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----\n",
+        "-----BEGIN CERTIFICATE-----\n" + body[:60] + "\n-----END CERTIFICATE-----\n",
+        "-----BEGIN CERTIFICATE-----\nMAMCAQA=\n-----END CERTIFICATE-----\n",
+    ):
+        path.write_text(broken)
+        with pytest.raises(ValueError, match=f"^{re.escape(str(path))}: "):
+            expires(path)
+
+
+def test_a_box_with_an_uplink_reports_its_expiry_without_loading_x509(
+    enrolled_site: Site, tmp_path: Path
+) -> None:
+    """Issue 19: cryptography's X.509 and key serialization are 1.2 MB of the daemon's peak;
+    the uplink's TLS is Python's ssl, and the expiry on the health telemetry is one date."""
+    site = enrolled_site
+    config = site.sim_box_config("box1", tmp_path)
+    (tmp_path / "ring").mkdir()
+    configured = site.site / "devices" / "box1.crt"
+    shutil.copy(configured, tmp_path / "ring" / RENEWED_CERT)  # both are read for their expiry
+    healths: list[dict[str, object]] = []
+    arrived = threading.Condition()
+    subscribed = threading.Event()
+
+    def on_message(client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
+        if message.retain:  # an earlier box's (the site is the module's), not this one's
+            return
+        with arrived:
+            healths.append(json.loads(message.payload))
+            arrived.notify_all()
+
+    watcher = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    watcher.tls_set(
+        ca_certs=str(site.site / "ca.crt"),
+        certfile=str(site.site / "linerec-collector.crt"),
+        keyfile=str(site.site / "linerec-collector.key"),
+    )
+    watcher.on_message = on_message
+    watcher.on_subscribe = lambda *_: subscribed.set()
+    watcher.connect("127.0.0.1", site.port)
+    watcher.subscribe([("linerec/v1/box1/health", 0)])
+    watcher.loop_start()
+    assert subscribed.wait(30), "the watcher did not subscribe"
+    listed = tmp_path / "modules.txt"
+    code = (
+        "import atexit, sys\n"
+        "def listing() -> None:\n"
+        f"    open({str(listed)!r}, 'w').write('\\n'.join(sorted(sys.modules)))\n"
+        "atexit.register(listing)\n"
+        "from linerec.cli import main\n"
+        "sys.exit(main())\n"
+    )
+    daemon = subprocess.Popen(
+        [sys.executable, "-c", code, "run", "--config", str(config)],
+        text=True,
+        stderr=subprocess.PIPE,
+        env=dict(os.environ),
+    )
+    try:
+        with arrived:
+            assert arrived.wait_for(lambda: healths, timeout=30), "no health telemetry"
+        assert healths[-1]["tls_cert_expires"] == cert(configured).not_valid_after_utc.isoformat()
+        daemon.terminate()
+        _, stderr = daemon.communicate(timeout=20)
+    finally:
+        watcher.loop_stop()
+        watcher.disconnect()
+        daemon.kill()
+    assert daemon.returncode == 0, stderr
+    modules = listed.read_text().split()
+    assert "linerec.uplink.client" in modules and "ssl" in modules  # the uplink did run
+    assert not [
+        m
+        for m in modules
+        if m.startswith(("cryptography.x509", "cryptography.hazmat.primitives.serialization"))
+    ]

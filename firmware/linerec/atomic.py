@@ -19,13 +19,15 @@ import fcntl
 import os
 import re
 import stat
-import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
-# What tempfile.mkstemp puts after the prefix: 8 of these characters (CPython's choice).
+# A temporary file's name: `.<name>.` and 8 of these characters (tempfile.mkstemp's choice,
+# whose names earlier versions left behind). Not tempfile itself: it brings shutil (with bz2
+# and lzma) into the recorder for this one exclusive create (issue 19).
+_TEMP_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789_"
 _TEMP_NAME = re.compile(r"\.(?P<target>.+)\.[a-z0-9_]{8}\Z", re.DOTALL)
 
 
@@ -52,14 +54,28 @@ def _locked_temp(path: Path) -> tuple[int, Path]:
     """A new temporary file for `path`, flocked: a sweep that found it unlocked in the instant
     before the lock was taken has removed it, so then another is made."""
     while True:
-        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # O_EXCL, 0600
+        fd, name = _new_temp(path)
         fcntl.flock(fd, fcntl.LOCK_EX)
         try:
             if os.stat(name).st_ino == os.fstat(fd).st_ino:
-                return fd, Path(name)
+                return fd, name
         except FileNotFoundError:
             pass
         os.close(fd)
+
+
+def _new_temp(path: Path) -> tuple[int, Path]:
+    """A file of a fresh name beside `path`, created exclusively (an existing name, or a
+    link planted at it, is never opened), mode 0600, as tempfile.mkstemp makes it."""
+    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    for _ in range(100):
+        suffix = "".join(_TEMP_CHARS[byte % len(_TEMP_CHARS)] for byte in os.urandom(8))
+        name = path.parent / f".{path.name}.{suffix}"
+        try:
+            return os.open(name, flags, 0o600), name
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"{path.parent}: no free name for a temporary file of {path.name}")
 
 
 def write_atomic(path: Path, data: bytes, *, mode: int = 0o600, sync_dir: bool = False) -> None:

@@ -41,8 +41,8 @@ def open_uplink(
     """The uplink of `[uplink]`, over the ring's own outbox directory (`outbox`: the one the
     daemon queues its events in; one per process, so only durable events are published).
     Stopping the uplink closes the outbox."""
-    from linerec.uplink import tls
     from linerec.uplink.client import Uplink, UplinkSettings
+    from linerec.uplink.expiry import current_cert
 
     assert config.uplink is not None
     settings = UplinkSettings(
@@ -50,7 +50,7 @@ def open_uplink(
         device_id=config.uplink.device_id,
         collector=keys.load_public(config.uplink.collector),
         ca=config.uplink.ca,
-        cert=tls.current_cert(config.uplink.cert, config.store.dir),
+        cert=current_cert(config.uplink.cert, config.store.dir),
         key=config.uplink.key,
         stream=config.uplink.stream,
     )
@@ -114,12 +114,12 @@ def rekeying(
 def recertifying(config: Config) -> Callable[[dict[str, str]], None]:
     """What a checked `cert` command does: keep the renewed certificate on the card (synced)
     once it is this device's own; the uplink presents it from its next start."""
-    from linerec.uplink import tls
-
     assert config.uplink is not None
     uplink = config.uplink
 
     def recertify(arguments: dict[str, str]) -> None:
+        from linerec.uplink import tls  # X.509: loaded when a certificate comes (issue 19)
+
         if uplink.key is None:
             raise ValueError("this device has no TLS key of its own ([uplink] key)")
         pem = arguments["pem"].encode()
@@ -134,11 +134,11 @@ def cert_expiry(config: Config) -> str | None:
     """When the certificate the uplink presents expires (ISO 8601), for the health telemetry."""
     if config.uplink is None:
         return None
-    from linerec.uplink import tls
+    from linerec.uplink.expiry import current_cert, expires
 
-    path = tls.current_cert(config.uplink.cert, config.store.dir)
+    path = current_cert(config.uplink.cert, config.store.dir)
     try:
-        return tls.expires(path).isoformat() if path is not None else None
+        return expires(path).isoformat() if path is not None else None
     except (OSError, ValueError):
         return None
 

@@ -7,7 +7,8 @@ A certificate renewed before it expires (`linerec collector enroll --renew`) arr
 signed `cert` command. The appliance keeps it in its store directory (`RENEWED_CERT`; /etc is
 read-only on the image) once it is sure it is its own: issued by the site CA it trusts, to its
 device id, for its key, and valid now. The uplink uses it from its next start, in place of the
-configured `[uplink] cert`, for as long as it outlives that one.
+configured `[uplink] cert`, for as long as it outlives that one (uplink/expiry.py, which the
+daemon reads without this module's X.509).
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ from cryptography.x509.oid import NameOID
 
 from linerec.atomic import write_atomic
 from linerec.errors import LinerecError
-from linerec.store.keys import RENEWED_CERT  # in the store directory
 
 
 class KeyFileError(LinerecError, ValueError):
@@ -110,19 +110,3 @@ def check_renewed(
             f"to {cert.not_valid_after_utc:%Y-%m-%d})"
         )
     return cert
-
-
-def current_cert(configured: Path | None, store_dir: Path) -> Path | None:
-    """The certificate the uplink presents: a renewed one kept in `store_dir` unless the
-    configured one expires later (a certificate renewed within the second of the configured
-    one's issue expires with it, and is still the newer), else the configured one."""
-    renewed = store_dir / RENEWED_CERT
-    if not renewed.exists():
-        return configured
-    if configured is None or expires(renewed) >= expires(configured):
-        return renewed
-    return configured
-
-
-def expires(path: Path) -> dt.datetime:
-    return x509.load_pem_x509_certificate(path.read_bytes()).not_valid_after_utc
