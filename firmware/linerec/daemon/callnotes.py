@@ -1,0 +1,88 @@
+"""Which recordings on the card are parts of the call each line has in progress, noted on the
+card so that a daemon restarted mid-call knows them.
+
+systemd starts the daemon again after a crash or the watchdog's kill; if the line is still off
+hook, the call goes on in a new recording (the one that was open is cut by recovery). An opt-out
+after that must take every part of the call off the card, those before the restart too, and
+only the daemon that wrote them knew which they were. So each line's parts are noted in
+`calls.json` when a part begins, and the note is dropped when the call ends or is opted out.
+
+A note links parts across a restart only within one boot (the kernel's boot id): after a power
+loss the box may be off for hours, and a line off hook when it comes back may be another call.
+Nor when the line is on hook at the restart: the call ended while the daemon was down.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from linerec.atomic import atomic_file
+
+log = logging.getLogger(__name__)
+
+NOTES = "calls.json"
+BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
+
+
+def boot_id(path: Path = BOOT_ID) -> str:
+    """This boot's id ("" where the kernel does not say: then no note links anything)."""
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return ""
+
+
+class CallNotes:
+    """`<store dir>/calls.json`: {line: {"boot": boot id, "parts": [recording id, ...]}}."""
+
+    def __init__(self, directory: Path, boot: str) -> None:
+        self.path = directory / NOTES
+        self._boot = boot
+        self._notes: dict[str, list[str]] = {}
+        self.left = self._read()  # what the daemon before this one noted in this boot
+
+    def _read(self) -> dict[str, list[str]]:
+        try:
+            data = json.loads(self.path.read_bytes())
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:  # not ours to trust: links nothing
+            log.warning("%s: unreadable, no call carried over a restart: %s", self.path, exc)
+            return {}
+        if not isinstance(data, dict):
+            return {}
+        left = {}
+        for line, note in data.items():
+            if not isinstance(note, dict) or not self._boot or note.get("boot") != self._boot:
+                continue  # another boot's: the call it noted is over
+            parts = note.get("parts")
+            if isinstance(parts, list) and all(isinstance(p, str) for p in parts):
+                left[str(line)] = list(parts)
+        return left
+
+    def carry_over(self, carried: dict[str, list[str]]) -> None:
+        """At start: the calls that go on from before the restart are these; any other note
+        left is of a call that is over."""
+        self._notes = {line: list(parts) for line, parts in carried.items() if parts}
+        if self._notes or self.left or self.path.exists():
+            self._write()
+
+    def note(self, line: str, parts: list[str]) -> None:
+        """The parts of the call on `line` now ([]: no call, or none left to take back).
+        Written through; OSError if the card fails it."""
+        if self._notes.get(line, []) == parts:
+            return
+        if parts:
+            self._notes[line] = list(parts)
+        else:
+            self._notes.pop(line, None)
+        self._write()
+
+    def _write(self) -> None:
+        # A small file synced when a part begins and when the call ends, beside the syncs of
+        # the recording's own header: never once a chunk.
+        body = {name: {"boot": self._boot, "parts": ids} for name, ids in self._notes.items()}
+        with atomic_file(self.path) as out:
+            out.write(json.dumps(body, sort_keys=True).encode())

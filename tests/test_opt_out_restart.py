@@ -1,0 +1,183 @@
+"""A call opted out after the daemon was restarted mid-call: the parts before the restart go too.
+
+`linerec run` is killed mid-call (SIGKILL: a crash, or systemd's watchdog) and systemd starts it
+again while the line stays off hook. The recording that was open is cut by recovery and the call
+goes on in a new recording. The daemon kept, on the card, which recordings the call in progress
+has (calls.json, noted in this boot), so when the caller then opts out, the part recorded before
+the restart is deleted on the card with reason `opted-out`, reported, and crypto-shredded by the
+collector, as for a part split off by a stall. Not when the line was seen on hook at the restart
+(the call ended while the daemon was down), nor when the note is from another boot (a power
+loss: the line off hook after it may be another call): then the earlier recording is its own
+call's and stays.
+
+A real mosquitto and collector; the hardware is the simulated line.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from broker import Mosquitto
+from calls import wait_until
+from linerec.collector.service import Collector
+from linerec.daemon.callnotes import NOTES
+from test_streaming import LINEREC, central, daemon_site  # noqa: F401  (central: the fixture)
+
+STILL_OFF_HOOK = "at = 0.0\noff_hook = true"  # the line's state when the daemon starts
+TALKING = 'say = "caller"\nseconds = 60.0'  # on past anything the test waits for
+
+
+def on_card(root: Path) -> set[str]:
+    return {path.name.removesuffix(".lrec") for path in (root / "ring").glob("*.lrec")}
+
+
+def killed_mid_call(
+    root: Path, broker: Mosquitto, collector: Collector, how: signal.Signals = signal.SIGKILL
+) -> str:
+    """`linerec run` answers a call, streams some of it, and is killed (`how`): the part's id."""
+    config = daemon_site(root, broker, ["at = 0.5\noff_hook = true", TALKING])
+    daemon = subprocess.Popen([*LINEREC, "run", "--config", str(config)], stderr=subprocess.PIPE)
+    try:
+        wait_until(
+            lambda: any(
+                int(str(r["received"])) > 4096 for r in collector.store.uploads.in_progress()
+            ),
+            "the call streaming",
+            timeout=60,
+        )
+    finally:
+        daemon.send_signal(how)
+        daemon.wait(20)
+    (part,) = on_card(root)
+    return part
+
+
+def opt_out(root: Path) -> None:
+    """The collector's `opt_out` command for line1 of box1."""
+    config = root / "collector.toml"
+    sent = subprocess.run(
+        [
+            *LINEREC,
+            "collector",
+            "command",
+            "box1",
+            "opt_out",
+            "--line",
+            "line1",
+            "--config",
+            config,
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert sent.returncode == 0, sent.stderr
+
+
+def restarted(root: Path, broker: Mosquitto, steps: list[str]) -> subprocess.Popen[bytes]:
+    config = daemon_site(root, broker, steps)
+    return subprocess.Popen([*LINEREC, "run", "--config", str(config)], stderr=subprocess.PIPE)
+
+
+@pytest.mark.parametrize(
+    "how",
+    [signal.SIGKILL, signal.SIGTERM],  # a crash; the watchdog's stop (the part sealed)
+)
+def test_an_opt_out_after_a_restart_mid_call_takes_back_the_part_before_it(
+    tmp_path: Path, central: tuple[Mosquitto, Collector], how: signal.Signals
+) -> None:
+    broker, collector = central
+    part = killed_mid_call(tmp_path, broker, collector, how)
+    daemon = restarted(tmp_path, broker, [STILL_OFF_HOOK, TALKING])
+    try:
+        # The part before the restart, recovered, is stored at the collector; the call goes
+        # on in a new recording.
+        wait_until(
+            lambda: (
+                collector.store.stored("box1", part) is not None and len(on_card(tmp_path)) == 2
+            ),
+            "the first part stored and the call recording again",
+            timeout=60,
+        )
+        opt_out(tmp_path)
+        wait_until(
+            lambda: not on_card(tmp_path) and not collector.store.recordings(),
+            "both parts gone from the card and the collector",
+            timeout=30,
+        )
+        wait_until(lambda: collector.store.deletions(), "the deletion logged", timeout=30)
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        _, log = daemon.communicate(timeout=20)
+    said = log.decode(errors="replace")[-6000:]
+    logged = [
+        json.loads(line) for line in (tmp_path / "ring" / "ring.log").read_text().splitlines()
+    ]
+    assert (part, "opted-out") in [(line["id"], line["event"]) for line in logged], said
+    (deletion,) = collector.store.deletions()
+    assert (deletion["id"], deletion["reason"]) == (part, "opted-out"), said
+    assert not list((tmp_path / "central").rglob(f"{part}*.lrec"))
+    chain = {link["seq"]: link["state"] for link in collector.store.chain("box1")}
+    assert chain[1] == "opted-out", chain
+    assert json.loads((tmp_path / "ring" / NOTES).read_text()) == {}  # the call is over
+    assert f"its parts before the restart: ['{part}']" in said
+
+
+def test_after_a_restart_with_the_line_on_hook_an_opt_out_keeps_the_earlier_call(
+    tmp_path: Path, central: tuple[Mosquitto, Collector]
+) -> None:
+    """The caller hung up while the daemon was down: the next call is another one."""
+    broker, collector = central
+    part = killed_mid_call(tmp_path, broker, collector)
+    daemon = restarted(tmp_path, broker, ["at = 1.0\noff_hook = true", TALKING])
+    try:
+        wait_until(
+            lambda: (
+                collector.store.stored("box1", part) is not None and len(on_card(tmp_path)) == 2
+            ),
+            "the first call stored and the next one recording",
+            timeout=60,
+        )
+        opt_out(tmp_path)
+        wait_until(lambda: on_card(tmp_path) == {part}, "the new call gone", timeout=30)
+        wait_until(
+            lambda: collector.store.uploads.in_progress() == [], "its stream dropped", timeout=30
+        )
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        daemon.communicate(timeout=20)
+    assert [row["id"] for row in collector.store.recordings()] == [part]
+    assert collector.store.deletions() == []
+
+
+def test_a_note_from_another_boot_links_nothing(
+    tmp_path: Path, central: tuple[Mosquitto, Collector]
+) -> None:
+    """A power loss mid-call: after it, the line off hook at start may be another call."""
+    broker, collector = central
+    part = killed_mid_call(tmp_path, broker, collector)
+    notes = tmp_path / "ring" / NOTES
+    noted = json.loads(notes.read_text())
+    assert noted["line1"]["parts"] == [part]  # written when the part began
+    noted["line1"]["boot"] = "0" * 32  # as a reboot would leave it
+    notes.write_text(json.dumps(noted))
+    daemon = restarted(tmp_path, broker, [STILL_OFF_HOOK, TALKING])
+    try:
+        wait_until(
+            lambda: (
+                collector.store.stored("box1", part) is not None and len(on_card(tmp_path)) == 2
+            ),
+            "the first call stored and the next one recording",
+            timeout=60,
+        )
+        opt_out(tmp_path)
+        wait_until(lambda: on_card(tmp_path) == {part}, "the new call gone", timeout=30)
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        daemon.communicate(timeout=20)
+    assert [row["id"] for row in collector.store.recordings()] == [part]
+    assert collector.store.deletions() == []
