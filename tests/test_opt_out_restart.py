@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -78,9 +79,31 @@ def opt_out(root: Path) -> None:
     assert sent.returncode == 0, sent.stderr
 
 
-def restarted(root: Path, broker: Mosquitto, steps: list[str]) -> subprocess.Popen[bytes]:
-    config = daemon_site(root, broker, steps)
-    return subprocess.Popen([*LINEREC, "run", "--config", str(config)], stderr=subprocess.PIPE)
+def opted_out_after_restart(
+    root: Path,
+    central: tuple[Mosquitto, Collector],
+    part: str,
+    line_at_start: str,
+    done: Callable[[], bool],
+) -> str:
+    """`linerec run` started again (the line as `line_at_start` has it); once the part from
+    before is stored at the collector and a call is recording, the collector opts line1 out;
+    when `done`, the daemon stops. Its log."""
+    broker, collector = central
+    config = daemon_site(root, broker, [line_at_start, TALKING])
+    daemon = subprocess.Popen([*LINEREC, "run", "--config", str(config)], stderr=subprocess.PIPE)
+    try:
+        wait_until(
+            lambda: collector.store.stored("box1", part) is not None and len(on_card(root)) == 2,
+            "the part from before stored and a call recording",
+            timeout=60,
+        )
+        opt_out(root)
+        wait_until(done, "the opt-out carried out", timeout=30)
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        _, log = daemon.communicate(timeout=20)
+    return log.decode(errors="replace")[-6000:]
 
 
 @pytest.mark.parametrize(
@@ -92,28 +115,17 @@ def test_an_opt_out_after_a_restart_mid_call_takes_back_the_part_before_it(
 ) -> None:
     broker, collector = central
     part = killed_mid_call(tmp_path, broker, collector, how)
-    daemon = restarted(tmp_path, broker, [STILL_OFF_HOOK, TALKING])
-    try:
-        # The part before the restart, recovered, is stored at the collector; the call goes
-        # on in a new recording.
-        wait_until(
-            lambda: (
-                collector.store.stored("box1", part) is not None and len(on_card(tmp_path)) == 2
-            ),
-            "the first part stored and the call recording again",
-            timeout=60,
-        )
-        opt_out(tmp_path)
-        wait_until(
-            lambda: not on_card(tmp_path) and not collector.store.recordings(),
-            "both parts gone from the card and the collector",
-            timeout=30,
-        )
-        wait_until(lambda: collector.store.deletions(), "the deletion logged", timeout=30)
-    finally:
-        daemon.send_signal(signal.SIGTERM)
-        _, log = daemon.communicate(timeout=20)
-    said = log.decode(errors="replace")[-6000:]
+    said = opted_out_after_restart(
+        tmp_path,
+        central,
+        part,
+        STILL_OFF_HOOK,
+        lambda: (
+            not on_card(tmp_path)
+            and not collector.store.recordings()
+            and bool(collector.store.deletions())
+        ),
+    )
     logged = [
         json.loads(line) for line in (tmp_path / "ring" / "ring.log").read_text().splitlines()
     ]
@@ -133,23 +145,13 @@ def test_after_a_restart_with_the_line_on_hook_an_opt_out_keeps_the_earlier_call
     """The caller hung up while the daemon was down: the next call is another one."""
     broker, collector = central
     part = killed_mid_call(tmp_path, broker, collector)
-    daemon = restarted(tmp_path, broker, ["at = 1.0\noff_hook = true", TALKING])
-    try:
-        wait_until(
-            lambda: (
-                collector.store.stored("box1", part) is not None and len(on_card(tmp_path)) == 2
-            ),
-            "the first call stored and the next one recording",
-            timeout=60,
-        )
-        opt_out(tmp_path)
-        wait_until(lambda: on_card(tmp_path) == {part}, "the new call gone", timeout=30)
-        wait_until(
-            lambda: collector.store.uploads.in_progress() == [], "its stream dropped", timeout=30
-        )
-    finally:
-        daemon.send_signal(signal.SIGTERM)
-        daemon.communicate(timeout=20)
+    opted_out_after_restart(
+        tmp_path,
+        central,
+        part,
+        "at = 1.0\noff_hook = true",  # on hook at the start, then a new call
+        lambda: on_card(tmp_path) == {part} and not collector.store.uploads.in_progress(),
+    )
     assert [row["id"] for row in collector.store.recordings()] == [part]
     assert collector.store.deletions() == []
 
@@ -165,19 +167,12 @@ def test_a_note_from_another_boot_links_nothing(
     assert noted["line1"]["parts"] == [part]  # written when the part began
     noted["line1"]["boot"] = "0" * 32  # as a reboot would leave it
     notes.write_text(json.dumps(noted))
-    daemon = restarted(tmp_path, broker, [STILL_OFF_HOOK, TALKING])
-    try:
-        wait_until(
-            lambda: (
-                collector.store.stored("box1", part) is not None and len(on_card(tmp_path)) == 2
-            ),
-            "the first call stored and the next one recording",
-            timeout=60,
-        )
-        opt_out(tmp_path)
-        wait_until(lambda: on_card(tmp_path) == {part}, "the new call gone", timeout=30)
-    finally:
-        daemon.send_signal(signal.SIGTERM)
-        daemon.communicate(timeout=20)
+    opted_out_after_restart(
+        tmp_path,
+        central,
+        part,
+        STILL_OFF_HOOK,
+        lambda: on_card(tmp_path) == {part} and not collector.store.uploads.in_progress(),
+    )
     assert [row["id"] for row in collector.store.recordings()] == [part]
     assert collector.store.deletions() == []

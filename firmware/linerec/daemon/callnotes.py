@@ -19,10 +19,12 @@ import logging
 from pathlib import Path
 
 from linerec.atomic import atomic_file
+from linerec.files import check_regular
 
 log = logging.getLogger(__name__)
 
 NOTES = "calls.json"
+MAX_BYTES = 64 * 1024  # a few lines' ids; anything larger is not a note of ours
 BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
 
 
@@ -44,11 +46,12 @@ class CallNotes:
         self.left = self._read()  # what the daemon before this one noted in this boot
 
     def _read(self) -> dict[str, list[str]]:
-        try:
-            data = json.loads(self.path.read_bytes())
-        except FileNotFoundError:
+        if not self.path.exists():
             return {}
-        except (OSError, ValueError) as exc:  # not ours to trust: links nothing
+        try:
+            check_regular(self.path, limit=MAX_BYTES)
+            data = json.loads(self.path.read_bytes())
+        except (OSError, ValueError, RecursionError) as exc:  # not ours to trust: links nothing
             log.warning("%s: unreadable, no call carried over a restart: %s", self.path, exc)
             return {}
         if not isinstance(data, dict):
