@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from linerec.daemon.callnotes import NOTES, CallNotes, boot_id
+from linerec.daemon.callnotes import NOTES, CallNotes, NotedCall, boot_id
 
 BOOT = "8c1f1f3e-1111-4222-8333-944455556666"
 
@@ -17,10 +17,12 @@ BOOT = "8c1f1f3e-1111-4222-8333-944455556666"
 def test_what_one_daemon_notes_the_next_reads_back_in_the_same_boot_only(tmp_path: Path) -> None:
     first = CallNotes(tmp_path, BOOT)
     first.carry_over({})
-    first.note("line1", ["box1-00000001-20261130T000000Z-line1"])
-    first.note("line2", ["box1-00000002-20261130T000000Z-line2"])
-    first.note("line2", [])  # that call ended
-    assert CallNotes(tmp_path, BOOT).left == {"line1": ["box1-00000001-20261130T000000Z-line1"]}
+    first.note("line1", ["box1-00000001-20261130T000000Z-line1"], "inbound")
+    first.note("line2", ["box1-00000002-20261130T000000Z-line2"], "outbound")
+    first.note("line2", [], "outbound")  # that call ended
+    assert CallNotes(tmp_path, BOOT).left == {
+        "line1": NotedCall(parts=["box1-00000001-20261130T000000Z-line1"], direction="inbound")
+    }
     assert CallNotes(tmp_path, "another boot").left == {}
     assert CallNotes(tmp_path, "").left == {}  # no boot id: nothing links
     restarted = CallNotes(tmp_path, BOOT)
@@ -38,8 +40,9 @@ def test_what_one_daemon_notes_the_next_reads_back_in_the_same_boot_only(tmp_pat
         json.dumps({"line1": {"boot": BOOT, "parts": [1, 2]}}).encode(),
         json.dumps({"line1": {"boot": BOOT, "parts": "box1-00000001"}}).encode(),
         json.dumps({"line1": [BOOT]}).encode(),
+        json.dumps({"line1": {"boot": BOOT, "parts": ["a"], "direction": 1}}).encode(),
     ],
-    ids=["torn", "a list", "deep", "numbers", "a string", "not a note"],
+    ids=["torn", "a list", "deep", "numbers", "a string", "not a note", "no direction"],
 )
 def test_a_note_that_is_not_one_links_nothing(
     tmp_path: Path, content: bytes, caplog: pytest.LogCaptureFixture

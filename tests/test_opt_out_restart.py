@@ -27,6 +27,7 @@ from broker import Mosquitto
 from calls import wait_until
 from linerec.collector.service import Collector
 from linerec.daemon.callnotes import NOTES
+from linerec.store.keys import keygen
 from test_streaming import LINEREC, central, daemon_site  # noqa: F401  (central: the fixture)
 
 STILL_OFF_HOOK = "at = 0.0\noff_hook = true"  # the line's state when the daemon starts
@@ -176,3 +177,45 @@ def test_a_note_from_another_boot_links_nothing(
     )
     assert [row["id"] for row in collector.store.recordings()] == [part]
     assert collector.store.deletions() == []
+
+
+def test_an_opt_out_by_key_after_a_restart_takes_the_part_before_it_off_the_card(
+    tmp_path: Path,
+) -> None:
+    """Under a notice, restarted mid-call in an inbound call: the call goes on as inbound (no
+    ring is seen after the restart), the notice plays again as the line is taken, and the
+    caller presses the opt-out key during it. No uplink: the card alone."""
+    keygen(tmp_path / "keys")
+
+    def run(steps: list[str]) -> subprocess.Popen[bytes]:
+        call = tmp_path / "call.toml"
+        call.write_text("[[call]]\n" + "".join(f"[[call.step]]\n{step}\n" for step in steps))
+        config = tmp_path / "linerec.toml"
+        config.write_text(
+            '[device]\nid = "box1"\n[store]\ndir = "ring"\nrecipients = ["keys/collector.pub"]\n'
+            f'[hardware]\nbackend = "sim"\n[sim]\ncalls = ["{call}"]\nspeed = 2.0\n'
+            '[[line]]\nconsent = "notice"\nopt_out_key = "9"\nopt_out_window_s = 5\n'
+        )
+        return subprocess.Popen([*LINEREC, "run", "--config", str(config)], stderr=subprocess.PIPE)
+
+    daemon = run(["at = 0.5\nring = 1", "wait = 0.5", "off_hook = true", TALKING])  # inbound
+    try:
+        wait_until(  # past the notice: the conversation is on the card, a chunk of it at least
+            lambda: any(p.stat().st_size > 8192 for p in (tmp_path / "ring").glob("*.lrec")),
+            "the call recording",
+            timeout=60,
+        )
+    finally:
+        daemon.kill()
+        daemon.wait(10)
+    (part,) = on_card(tmp_path)
+    daemon = run([STILL_OFF_HOOK, "wait = 1.0", 'dtmf = "9"', TALKING])
+    try:
+        wait_until(lambda: not on_card(tmp_path), "the part before the restart gone", timeout=60)
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        _, log = daemon.communicate(timeout=20)
+    said = log.decode(errors="replace")[-6000:]
+    assert "opted_out" in said or "opted-out" in said, said
+    logged = (tmp_path / "ring" / "ring.log").read_text()
+    assert f'"event": "opted-out", "id": "{part}"' in logged, said

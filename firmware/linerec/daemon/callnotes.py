@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 from linerec.atomic import atomic_file
@@ -36,16 +37,25 @@ def boot_id(path: Path = BOOT_ID) -> str:
         return ""
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NotedCall:
+    """A line's call in progress as noted: its recordings so far, and its direction."""
+
+    parts: list[str]
+    direction: str = ""  # "inbound", "outbound"; "" before the call's direction is known
+
+
 class CallNotes:
-    """`<store dir>/calls.json`: {line: {"boot": boot id, "parts": [recording id, ...]}}."""
+    """`<store dir>/calls.json`: {line: {"boot": boot id, "parts": [recording id, ...],
+    "direction": "inbound" or "outbound"}}."""
 
     def __init__(self, directory: Path, boot: str) -> None:
         self.path = directory / NOTES
         self._boot = boot
-        self._notes: dict[str, list[str]] = {}
+        self._notes: dict[str, NotedCall] = {}
         self.left = self._read()  # what the daemon before this one noted in this boot
 
-    def _read(self) -> dict[str, list[str]]:
+    def _read(self) -> dict[str, NotedCall]:
         if not self.path.exists():
             return {}
         try:
@@ -60,25 +70,31 @@ class CallNotes:
         for line, note in data.items():
             if not isinstance(note, dict) or not self._boot or note.get("boot") != self._boot:
                 continue  # another boot's: the call it noted is over
-            parts = note.get("parts")
-            if isinstance(parts, list) and all(isinstance(p, str) for p in parts):
-                left[str(line)] = list(parts)
+            parts, direction = note.get("parts"), note.get("direction", "")
+            if (
+                isinstance(parts, list)
+                and parts
+                and all(isinstance(p, str) for p in parts)
+                and isinstance(direction, str)
+            ):
+                left[str(line)] = NotedCall(parts=list(parts), direction=direction)
         return left
 
-    def carry_over(self, carried: dict[str, list[str]]) -> None:
+    def carry_over(self, carried: dict[str, NotedCall]) -> None:
         """At start: the calls that go on from before the restart are these; any other note
         left is of a call that is over."""
-        self._notes = {line: list(parts) for line, parts in carried.items() if parts}
+        self._notes = dict(carried)
         if self._notes or self.left or self.path.exists():
             self._write()
 
-    def note(self, line: str, parts: list[str]) -> None:
-        """The parts of the call on `line` now ([]: no call, or none left to take back).
-        Written through; OSError if the card fails it."""
-        if self._notes.get(line, []) == parts:
+    def note(self, line: str, parts: list[str], direction: str = "") -> None:
+        """The parts of the call on `line` now ([]: no call, or none left to take back), and
+        its direction. Written through; OSError if the card fails it."""
+        call = NotedCall(parts=list(parts), direction=direction) if parts else None
+        if self._notes.get(line) == call:
             return
-        if parts:
-            self._notes[line] = list(parts)
+        if call is not None:
+            self._notes[line] = call
         else:
             self._notes.pop(line, None)
         self._write()
@@ -86,6 +102,9 @@ class CallNotes:
     def _write(self) -> None:
         # A small file synced when a part begins and when the call ends, beside the syncs of
         # the recording's own header: never once a chunk.
-        body = {name: {"boot": self._boot, "parts": ids} for name, ids in self._notes.items()}
+        body = {
+            name: {"boot": self._boot, "parts": call.parts, "direction": call.direction}
+            for name, call in self._notes.items()
+        }
         with atomic_file(self.path) as out:
             out.write(json.dumps(body, sort_keys=True).encode())

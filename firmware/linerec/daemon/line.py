@@ -24,7 +24,7 @@ from datetime import datetime
 import numpy as np
 
 from linerec.call.consent import BeepSchedule, ConsentMode
-from linerec.call.events import Answered, CallEvent
+from linerec.call.events import Answered, CallEvent, Direction
 from linerec.call.machine import CallMachine, State
 from linerec.call.policy import (
     KEY_MARGIN,
@@ -101,7 +101,7 @@ class LinePipeline:
         wall: Callable[[float], datetime],
         clock_synchronized: Callable[[], bool],
         initial_off_hook: bool,
-        on_parts: Callable[[list[str]], None] = lambda parts: None,
+        on_parts: Callable[[list[str], str], None] = lambda parts, direction: None,
     ) -> None:
         self.config = line
         self.name = line.name
@@ -438,10 +438,13 @@ class LinePipeline:
                 )
         self._note_parts(ended=True)
 
-    def carry(self, parts: list[str]) -> None:
+    def carry(self, parts: list[str], direction: str) -> None:
         """The line was off hook when the daemon started, and `parts` are the recordings of
-        the call in progress before the restart: the call picked up now is that one."""
+        the call in progress before the restart, `direction` its direction ("" if not known):
+        the call picked up now is that one."""
         self._carried = list(parts)
+        if parts and direction in {d.value for d in Direction}:
+            self.machine.take_over(Direction(direction))
 
     def _note_parts(self, *, ended: bool = False) -> None:
         parts = (
@@ -453,8 +456,9 @@ class LinePipeline:
                 *([self._writer.id] if self._writer is not None else []),
             ]
         )
+        direction = self.policy.direction
         try:
-            self._on_parts(parts)
+            self._on_parts(parts, direction.value if direction is not None else "")
         except OSError as exc:  # an opt-out after a restart may then keep the earlier parts
             self._emit(
                 Fault(
@@ -513,6 +517,7 @@ class LinePipeline:
                 self.delay.release(drop_from=event.t)
                 self._notice_done_at = None
                 self._carried = []  # the call from before a restart is over
+                self.machine.take_over(None)
             self._carry_out(self.policy.line_event(event))
             if self._notice_done_at is not None and not self.hook.in_break:
                 done, self._notice_done_at = self._notice_done_at, None

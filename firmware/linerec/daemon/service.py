@@ -42,7 +42,7 @@ from linerec.call.events import CallEvent
 from linerec.call.machine import State
 from linerec.codec import RATE, Samples
 from linerec.config import Config, LineConfig
-from linerec.daemon.callnotes import CallNotes, boot_id
+from linerec.daemon.callnotes import CallNotes, NotedCall, boot_id
 from linerec.daemon.events import CommandDone, CommandRefused, Fault, FaultCleared, RecordingSealed
 from linerec.daemon.handoff import HandoffQueue
 from linerec.daemon.line import LinePipeline
@@ -265,17 +265,20 @@ class Daemon:
             except HardwareError as exc:
                 self._fault("audio", str(exc))
                 raise
-        carried: dict[str, list[str]] = {}  # the calls that go on from before a restart
+        carried: dict[str, NotedCall] = {}  # the calls that go on from before a restart
         for pipeline, hook_pin in zip(self.pipelines, hook_pins, strict=True):
             level = hook_pin.read()
             if level != pipeline.config.pins.hook_active_low:
                 log.warning(
                     "line %s is off hook at start: taking the call in progress", pipeline.name
                 )
-                carried[pipeline.name] = parts = notes.left.get(pipeline.name, [])
-                if parts:
-                    log.warning("line %s: its parts before the restart: %s", pipeline.name, parts)
-                pipeline.carry(parts)
+                call = notes.left.get(pipeline.name)
+                if call is not None:
+                    carried[pipeline.name] = call
+                    log.warning(
+                        "line %s: its parts before the restart: %s", pipeline.name, call.parts
+                    )
+                    pipeline.carry(call.parts, call.direction)
                 pipeline.hook_edge(level, self.clock_start)
         try:
             notes.carry_over(carried)
