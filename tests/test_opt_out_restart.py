@@ -59,6 +59,13 @@ def killed_mid_call(
     return part
 
 
+def noted(root: Path) -> list[str]:
+    """The parts of line1's call in progress, as the daemon noted them."""
+    notes = root / "ring" / NOTES
+    call = json.loads(notes.read_text()).get("line1") if notes.exists() else None
+    return list(call["parts"]) if call else []
+
+
 def opt_out(root: Path) -> None:
     """The collector's `opt_out` command for line1 of box1."""
     config = root / "collector.toml"
@@ -200,15 +207,12 @@ def test_an_opt_out_by_key_after_a_restart_takes_the_part_before_it_off_the_card
 
     daemon = run(["at = 0.5\nring = 1", "wait = 0.5", "off_hook = true", TALKING])  # inbound
     try:
-        wait_until(  # past the notice: the conversation is on the card, a chunk of it at least
-            lambda: any(p.stat().st_size > 8192 for p in (tmp_path / "ring").glob("*.lrec")),
-            "the call recording",
-            timeout=60,
-        )
+        wait_until(lambda: noted(tmp_path) != [], "the call recording, its part noted", timeout=60)
     finally:
         daemon.kill()
         daemon.wait(10)
     (part,) = on_card(tmp_path)
+    assert noted(tmp_path) == [part]
     daemon = run([STILL_OFF_HOOK, "wait = 1.0", 'dtmf = "9"', TALKING])
     try:
         wait_until(lambda: not on_card(tmp_path), "the part before the restart gone", timeout=60)
