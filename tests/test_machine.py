@@ -115,3 +115,21 @@ def test_impossible_event_names_event_line_and_state() -> None:
         CallStateError, match="line line1: OffHook cannot happen in state recording"
     ):
         m.feed(OffHook(t=2.0))
+
+
+def test_a_call_taken_over_after_a_restart_keeps_its_direction_once() -> None:
+    """The daemon restarted mid-call finds the line off hook: no ring is seen, yet an inbound
+    call goes on as inbound; the next call is judged afresh, and so is the pick-up after a
+    take-over was called off (the line went on hook)."""
+    m = machine("notice")
+    m.take_over(INBOUND)
+    assert m.feed(OffHook(t=0.0)) == [
+        Answered(t=0.0, line="line1", direction=INBOUND, rings=0),
+        NoticeStarted(t=0.0, line="line1"),
+    ]
+    m.feed(OnHook(t=5.0))
+    assert m.feed(OffHook(t=9.0))[0] == Answered(t=9.0, line="line1", direction=OUTBOUND, rings=0)
+    m.feed(OnHook(t=12.0))
+    m.take_over(INBOUND)
+    m.take_over(None)
+    assert m.feed(OffHook(t=20.0))[0] == Answered(t=20.0, line="line1", direction=OUTBOUND, rings=0)

@@ -31,6 +31,31 @@ def reporter(site: Site) -> Callable[[CallEvent], None]:
     return queueing(lambda event: None, site.uplink.outbox, device_id="box1", t0=0.0)
 
 
+def report_opted_out(site: Site, part: str, **fields: object) -> None:
+    """box1 takes `part` off its card as a part of an opted-out call and reports it as the
+    daemon does, with `fields` (recording_seq, header_hash, acknowledged) in place of what
+    the card has."""
+    entry = site.ring.entries[part]
+    site.ring.delete(part, "opted-out")
+    reported: dict[str, object] = {
+        "recording_seq": entry.seq,
+        "header_hash": entry.header_hash,
+        "acknowledged": entry.acknowledged,
+        **fields,
+    }
+    reporter(site)(
+        RecordingDeleted(
+            t=5.0,
+            line="",
+            id=part,
+            seq=entry.seq,
+            reason="opted-out",
+            prev=entry.prev,
+            **reported,  # type: ignore[arg-type]
+        )
+    )
+
+
 def stored(site: Site) -> list[str]:
     return [str(row["id"]) for row in site.collector.store.recordings()]
 
@@ -48,21 +73,7 @@ def test_a_part_of_an_opted_out_call_already_stored_is_deleted_at_the_collector(
 
     # The caller opts out: the part being written is discarded, the sealed one deleted.
     second.discard("opted-out")
-    entry = site.ring.entries[part.id]
-    site.ring.delete(part.id, "opted-out")
-    reporter(site)(
-        RecordingDeleted(
-            t=5.0,
-            line="",
-            id=part.id,
-            seq=entry.seq,
-            recording_seq=entry.seq,
-            reason="opted-out",
-            acknowledged=True,
-            header_hash=entry.header_hash,
-            prev=entry.prev,
-        )
-    )
+    report_opted_out(site, part.id)
     assert site.uplink.outbox.flush(10)  # durable first: pending() leaves out what is queued
     wait_until(lambda: site.uplink.outbox.pending() == [], "the events acknowledged")
     wait_until(lambda: site.uplink.streams.discarded() == [], "the discard acknowledged")
@@ -112,21 +123,8 @@ def test_the_upload_of_a_part_coming_after_its_opt_out_is_not_stored(site: Site)
     talk(site, first, 1.0, "the first part streamed")
     part = first.seal(ended_by="capture-stalled")
     data = part.path.read_bytes()
-    entry = site.ring.entries[part.id]
-    site.ring.delete(part.id, "opted-out")  # perhaps before the uplink sent it, perhaps after
-    reporter(site)(
-        RecordingDeleted(
-            t=5.0,
-            line="",
-            id=part.id,
-            seq=entry.seq,
-            recording_seq=entry.seq,
-            reason="opted-out",
-            acknowledged=False,
-            header_hash=entry.header_hash,
-            prev=entry.prev,
-        )
-    )
+    # perhaps before the uplink sent it, perhaps after
+    report_opted_out(site, part.id, acknowledged=False)
     assert site.uplink.outbox.flush(10)  # durable first: pending() leaves out what is queued
     wait_until(lambda: site.uplink.outbox.pending() == [], "the deletion acknowledged")
     device = LateDevice(site.broker.port, site.root / "keys" / "collector.pub")
@@ -148,25 +146,7 @@ def said_opted_out(site: Site, part: str, **wrong: object) -> None:
     """box1 takes `part` off its card as a part of an opted-out call and reports it, with the
     fields in `wrong` (recording_seq, header_hash) not as the card has them; then waits until
     the collector has handled the event."""
-    entry = site.ring.entries[part]
-    site.ring.delete(part, "opted-out")
-    fields: dict[str, object] = {
-        "recording_seq": entry.seq,
-        "header_hash": entry.header_hash,
-        **wrong,
-    }
-    reporter(site)(
-        RecordingDeleted(
-            t=5.0,
-            line="",
-            id=part,
-            seq=entry.seq,
-            reason="opted-out",
-            acknowledged=True,
-            prev=entry.prev,
-            **fields,  # type: ignore[arg-type]
-        )
-    )
+    report_opted_out(site, part, **wrong)
     # The deletion is box1's first event here: handled (and committed) once it is stored.
     wait_until(lambda: site.collector.store.contiguous_seq("box1") >= 1, "the deletion handled")
 

@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from calls import call_info
 from linerec.codec import Codec, decode, encode
 from linerec.store.base import RecordingInfo
 from linerec.store.disk import OsDisk
@@ -595,15 +596,7 @@ def test_a_writer_whose_seal_failed_is_discarded_once_for_all(
     disk = ClosesOnce({4, 5})  # the header's write, a chunk, then the seal's final chunk
     deleted: list[object] = []
     ring = make_ring(tmp_path, keys, disk=disk, on_event=deleted.append)
-    info = RecordingInfo(
-        device_id="box1",
-        line="line1",
-        label="",
-        direction="inbound",
-        consent="notice",
-        started_at=datetime(2026, 11, 25, tzinfo=UTC),
-        clock_synchronized=True,
-    )
+    info = call_info(consent="notice", started_at=datetime(2026, 11, 25, tzinfo=UTC))
     writer = ring.begin(info)
     with pytest.raises(OSError, match="Input/output error"):
         for _ in range(500):
@@ -637,15 +630,7 @@ def test_a_recording_whose_beginning_the_card_failed_leaves_nothing_and_no_numbe
     the number it would have had, so the chain has neither a gap nor a number twice."""
     disk = ClosesOnce({1})
     ring = make_ring(tmp_path, keys, disk=disk, capacity=10 * RESERVE_STEP)
-    info = RecordingInfo(
-        device_id="box1",
-        line="line1",
-        label="",
-        direction="inbound",
-        consent="notice",
-        started_at=datetime(2026, 11, 25, tzinfo=UTC),
-        clock_synchronized=True,
-    )
+    info = call_info(consent="notice", started_at=datetime(2026, 11, 25, tzinfo=UTC))
     with pytest.raises(OSError, match="Input/output error"):
         ring.begin(info)
     assert not list((tmp_path / "ring").glob("*.lrec"))
@@ -678,15 +663,7 @@ def test_a_part_cut_as_its_seal_failed_is_discarded_with_its_markers(
     disk = SealSyncFails(set())
     deleted: list[RecordingDeleted] = []
     ring = make_ring(tmp_path, keys, disk=disk, on_event=deleted.append)
-    info = RecordingInfo(
-        device_id="box1",
-        line="line1",
-        label="",
-        direction="inbound",
-        consent="notice",
-        started_at=datetime(2026, 11, 25, tzinfo=UTC),
-        clock_synchronized=True,
-    )
+    info = call_info(consent="notice", started_at=datetime(2026, 11, 25, tzinfo=UTC))
     writer = ring.begin(info)
     writer.write(speech_like(1.0))
     disk.fail_sync = True

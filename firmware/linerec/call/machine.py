@@ -3,7 +3,8 @@
 States and rules (the whole table is `_TRANSITIONS` below):
 
     IDLE      --RingStart-->  RINGING                       emits Ringing
-    IDLE      --OffHook---->  NOTICE | RECORDING            emits Answered(outbound)
+    IDLE      --OffHook---->  NOTICE | RECORDING            emits Answered(outbound; inbound
+                                                            if it takes over an inbound call)
     RINGING   --RingStart-->  RINGING                       counts the ring
     RINGING   --OffHook---->  NOTICE | RECORDING            emits Answered(inbound)
     RINGING   --tick------->  IDLE   after `ring_timeout`   emits MissedCall
@@ -14,6 +15,9 @@ States and rules (the whole table is `_TRANSITIONS` below):
 
 From off hook the consent mode decides: `notice` and `notice+beep` go to NOTICE and emit
 NoticeStarted; `one-party` and `beep` go straight to RECORDING.
+
+A call taken over (the daemon restarted mid-call finds the line off hook) keeps the direction
+it had before the restart (`take_over`): an inbound caller may still opt out by key.
 
 Events that cannot change anything in a state (a ring while off hook, a hook break, which the
 daemon handles, a glitch) are listed as ignored; any other event in a state is a bug upstream
@@ -78,6 +82,12 @@ class CallMachine:
         self.rings = 0
         self.direction: Direction | None = None
         self._last_ring = 0.0
+        self._taken_over: Direction | None = None  # the direction the next pick-up continues
+
+    def take_over(self, direction: Direction | None) -> None:
+        """The next pick-up continues a call that had `direction` before a restart (None: it
+        does not, the line went on hook since)."""
+        self._taken_over = direction
 
     def feed(self, event: MachineInput) -> list[CallEvent]:
         handler = _TRANSITIONS.get((self.state, type(event)))
@@ -116,7 +126,8 @@ class CallMachine:
         return []
 
     def _off_hook(self, event: MachineInput) -> list[CallEvent]:
-        inbound = self.state is State.RINGING
+        inbound = self.state is State.RINGING or self._taken_over is Direction.INBOUND
+        self._taken_over = None
         self.direction = Direction.INBOUND if inbound else Direction.OUTBOUND
         events: list[CallEvent] = [
             Answered(t=event.t, line=self.line, direction=self.direction, rings=self.rings)

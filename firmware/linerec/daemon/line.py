@@ -24,7 +24,7 @@ from datetime import datetime
 import numpy as np
 
 from linerec.call.consent import BeepSchedule, ConsentMode
-from linerec.call.events import Answered, CallEvent
+from linerec.call.events import Answered, CallEvent, Direction
 from linerec.call.machine import CallMachine, State
 from linerec.call.policy import (
     KEY_MARGIN,
@@ -101,6 +101,7 @@ class LinePipeline:
         wall: Callable[[float], datetime],
         clock_synchronized: Callable[[], bool],
         initial_off_hook: bool,
+        on_parts: Callable[[list[str], str], None] = lambda parts, direction: None,
     ) -> None:
         self.config = line
         self.name = line.name
@@ -149,6 +150,10 @@ class LinePipeline:
         # writer is all that can still discard it.
         self._call_parts: list[str] = []
         self._unsealed: list[RecordingWriter] = []
+        # Told every part of the call in progress when that changes (daemon/callnotes.py), and
+        # given those of a call the daemon was restarted in: the pickup at start is that call.
+        self._on_parts = on_parts
+        self._carried: list[str] = []
         self._store_retry_at = float("-inf")  # after a store error: keep nothing before this
         self._silence = np.zeros(FRAME_SAMPLES, dtype=np.int16)
         self._silence_block = np.zeros(FRAME_SAMPLES * self.analyzer.block_frames, np.int16)
@@ -369,8 +374,11 @@ class LinePipeline:
         for decision in decisions:
             if isinstance(decision, CallEvent):
                 if isinstance(decision, Answered):
-                    self._call_parts.clear()  # a new call: the last one's parts are its own
+                    # A new call: the last one's parts are its own (those carried over a
+                    # restart are this one's).
+                    self._call_parts, self._carried = self._carried, []
                     self._unsealed.clear()
+                    self._note_parts()
                 self._emit(decision)
             elif isinstance(decision, Retag):
                 self.delay.retag(since=decision.since, only=decision.only, keep=decision.keep)
@@ -390,6 +398,7 @@ class LinePipeline:
                 self._write_kept(self.delay.drain())
                 self._seal(decision.reason, decision.t)
                 self._store_retry_at = float("-inf")  # the next call tries the store afresh
+                self._note_parts(ended=True)
 
     def _play(self, what: str) -> None:
         self._notice_at = 0 if what == "notice" else None
@@ -427,6 +436,38 @@ class LinePipeline:
                         message=f"opt-out: {recording_id} kept: {exc}",
                     )
                 )
+        self._note_parts(ended=True)
+
+    def carry(self, parts: list[str], direction: str) -> None:
+        """The line was off hook when the daemon started, and `parts` are the recordings of
+        the call in progress before the restart, `direction` its direction ("" if not known):
+        the call picked up now is that one."""
+        self._carried = list(parts)
+        if parts and direction in {d.value for d in Direction}:
+            self.machine.take_over(Direction(direction))
+
+    def _note_parts(self, *, ended: bool = False) -> None:
+        parts = (
+            []
+            if ended
+            else [
+                *self._call_parts,
+                *(writer.id for writer in self._unsealed),
+                *([self._writer.id] if self._writer is not None else []),
+            ]
+        )
+        direction = self.policy.direction
+        try:
+            self._on_parts(parts, direction.value if direction is not None else "")
+        except OSError as exc:  # an opt-out after a restart may then keep the earlier parts
+            self._emit(
+                Fault(
+                    t=self.last_t,
+                    line=self.name,
+                    kind="store",
+                    message=f"the call's parts not noted: {exc}",
+                )
+            )
 
     def _show(self, end: float) -> None:
         show = _LED_FOR_STATE[self.machine.state]
@@ -475,6 +516,8 @@ class LinePipeline:
             elif isinstance(event, OnHook):
                 self.delay.release(drop_from=event.t)
                 self._notice_done_at = None
+                self._carried = []  # the call from before a restart is over
+                self.machine.take_over(None)
             self._carry_out(self.policy.line_event(event))
             if self._notice_done_at is not None and not self.hook.in_break:
                 done, self._notice_done_at = self._notice_done_at, None
@@ -532,6 +575,7 @@ class LinePipeline:
             for chunk in self._head:
                 self._writer.write(chunk)
             self._head.clear()
+            self._note_parts()
         if slot.lost:
             self._writer.mark_gap(slot.lost, "capture overrun: audio lost")
         self._writer.write(slot.samples)

@@ -23,6 +23,7 @@ through, and each line seals its recording in progress.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -41,6 +42,7 @@ from linerec.call.events import CallEvent
 from linerec.call.machine import State
 from linerec.codec import RATE, Samples
 from linerec.config import Config, LineConfig
+from linerec.daemon.callnotes import CallNotes, NotedCall, boot_id
 from linerec.daemon.events import CommandDone, CommandRefused, Fault, FaultCleared, RecordingSealed
 from linerec.daemon.handoff import HandoffQueue
 from linerec.daemon.line import LinePipeline
@@ -219,6 +221,7 @@ class Daemon:
                     ended_by="power-loss",
                 )
             )
+        notes = CallNotes(self.config.store.dir, boot_id())
         self._status_led = Led(
             backend.pins.output(self.config.hardware.status_led, name="status LED")
         )
@@ -248,6 +251,7 @@ class Daemon:
                 # Seen from on hook: a line already off hook (a restart mid-call) is then a
                 # call picked up now, so the notice plays before anything is kept.
                 initial_off_hook=False,
+                on_parts=functools.partial(notes.note, line.name),
             )
             self.pipelines.append(pipeline)
             hook.on_edge(self._edge_callback(index, "hook"))
@@ -261,13 +265,25 @@ class Daemon:
             except HardwareError as exc:
                 self._fault("audio", str(exc))
                 raise
+        carried: dict[str, NotedCall] = {}  # the calls that go on from before a restart
         for pipeline, hook_pin in zip(self.pipelines, hook_pins, strict=True):
             level = hook_pin.read()
             if level != pipeline.config.pins.hook_active_low:
                 log.warning(
                     "line %s is off hook at start: taking the call in progress", pipeline.name
                 )
+                call = notes.left.get(pipeline.name)
+                if call is not None:
+                    carried[pipeline.name] = call
+                    log.warning(
+                        "line %s: its parts before the restart: %s", pipeline.name, call.parts
+                    )
+                    pipeline.carry(call.parts, call.direction)
                 pipeline.hook_edge(level, self.clock_start)
+        try:
+            notes.carry_over(carried)
+        except OSError as exc:
+            self._fault("store", f"{notes.path}: the calls in progress not noted: {exc}")
         now = self._monotonic()
         for index, capture in enumerate(self._captures):
             self._heartbeats.append(now)

@@ -37,6 +37,8 @@ class SealedRecording:
 class RecordingWriter(ABC):
     """One recording being written. Audio is 8 kHz int16 mono."""
 
+    id: str  # the recording's id, as the ring names it
+
     @abstractmethod
     def write(self, samples: Samples) -> None: ...
 

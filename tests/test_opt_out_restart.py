@@ -1,0 +1,225 @@
+"""A call opted out after the daemon was restarted mid-call: the parts before the restart go too.
+
+`linerec run` is killed mid-call (SIGKILL: a crash, or systemd's watchdog) and systemd starts it
+again while the line stays off hook. The recording that was open is cut by recovery and the call
+goes on in a new recording. The daemon kept, on the card, which recordings the call in progress
+has (calls.json, noted in this boot), so when the caller then opts out, the part recorded before
+the restart is deleted on the card with reason `opted-out`, reported, and crypto-shredded by the
+collector, as for a part split off by a stall. Not when the line was seen on hook at the restart
+(the call ended while the daemon was down), nor when the note is from another boot (a power
+loss: the line off hook after it may be another call): then the earlier recording is its own
+call's and stays.
+
+A real mosquitto and collector; the hardware is the simulated line.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from broker import Mosquitto
+from calls import wait_until
+from linerec.collector.service import Collector
+from linerec.daemon.callnotes import NOTES
+from linerec.store.keys import keygen
+from test_streaming import LINEREC, central, daemon_site  # noqa: F401  (central: the fixture)
+
+STILL_OFF_HOOK = "at = 0.0\noff_hook = true"  # the line's state when the daemon starts
+TALKING = 'say = "caller"\nseconds = 60.0'  # on past anything the test waits for
+
+
+def on_card(root: Path) -> set[str]:
+    return {path.name.removesuffix(".lrec") for path in (root / "ring").glob("*.lrec")}
+
+
+def killed_mid_call(
+    root: Path, broker: Mosquitto, collector: Collector, how: signal.Signals = signal.SIGKILL
+) -> str:
+    """`linerec run` answers a call, streams some of it, and is killed (`how`): the part's id."""
+    config = daemon_site(root, broker, ["at = 0.5\noff_hook = true", TALKING])
+    daemon = subprocess.Popen([*LINEREC, "run", "--config", str(config)], stderr=subprocess.PIPE)
+    try:
+        wait_until(
+            lambda: any(
+                int(str(r["received"])) > 4096 for r in collector.store.uploads.in_progress()
+            ),
+            "the call streaming",
+            timeout=60,
+        )
+    finally:
+        daemon.send_signal(how)
+        daemon.wait(20)
+    (part,) = on_card(root)
+    return part
+
+
+def noted(root: Path) -> list[str]:
+    """The parts of line1's call in progress, as the daemon noted them."""
+    notes = root / "ring" / NOTES
+    call = json.loads(notes.read_text()).get("line1") if notes.exists() else None
+    return list(call["parts"]) if call else []
+
+
+def opt_out(root: Path) -> None:
+    """The collector's `opt_out` command for line1 of box1."""
+    config = root / "collector.toml"
+    sent = subprocess.run(
+        [
+            *LINEREC,
+            "collector",
+            "command",
+            "box1",
+            "opt_out",
+            "--line",
+            "line1",
+            "--config",
+            config,
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert sent.returncode == 0, sent.stderr
+
+
+def opted_out_after_restart(
+    root: Path,
+    central: tuple[Mosquitto, Collector],
+    part: str,
+    line_at_start: str,
+    done: Callable[[], bool],
+) -> str:
+    """`linerec run` started again (the line as `line_at_start` has it); once the part from
+    before is stored at the collector and a call is recording, the collector opts line1 out;
+    when `done`, the daemon stops. Its log."""
+    broker, collector = central
+    config = daemon_site(root, broker, [line_at_start, TALKING])
+    daemon = subprocess.Popen([*LINEREC, "run", "--config", str(config)], stderr=subprocess.PIPE)
+    try:
+        wait_until(
+            lambda: collector.store.stored("box1", part) is not None and len(on_card(root)) == 2,
+            "the part from before stored and a call recording",
+            timeout=60,
+        )
+        opt_out(root)
+        wait_until(done, "the opt-out carried out", timeout=30)
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        _, log = daemon.communicate(timeout=20)
+    return log.decode(errors="replace")[-6000:]
+
+
+@pytest.mark.parametrize(
+    "how",
+    [signal.SIGKILL, signal.SIGTERM],  # a crash; the watchdog's stop (the part sealed)
+)
+def test_an_opt_out_after_a_restart_mid_call_takes_back_the_part_before_it(
+    tmp_path: Path, central: tuple[Mosquitto, Collector], how: signal.Signals
+) -> None:
+    broker, collector = central
+    part = killed_mid_call(tmp_path, broker, collector, how)
+    said = opted_out_after_restart(
+        tmp_path,
+        central,
+        part,
+        STILL_OFF_HOOK,
+        lambda: (
+            not on_card(tmp_path)
+            and not collector.store.recordings()
+            and bool(collector.store.deletions())
+        ),
+    )
+    logged = [
+        json.loads(line) for line in (tmp_path / "ring" / "ring.log").read_text().splitlines()
+    ]
+    assert (part, "opted-out") in [(line["id"], line["event"]) for line in logged], said
+    (deletion,) = collector.store.deletions()
+    assert (deletion["id"], deletion["reason"]) == (part, "opted-out"), said
+    assert not list((tmp_path / "central").rglob(f"{part}*.lrec"))
+    chain = {link["seq"]: link["state"] for link in collector.store.chain("box1")}
+    assert chain[1] == "opted-out", chain
+    assert json.loads((tmp_path / "ring" / NOTES).read_text()) == {}  # the call is over
+    assert f"its parts before the restart: ['{part}']" in said
+
+
+def test_after_a_restart_with_the_line_on_hook_an_opt_out_keeps_the_earlier_call(
+    tmp_path: Path, central: tuple[Mosquitto, Collector]
+) -> None:
+    """The caller hung up while the daemon was down: the next call is another one."""
+    broker, collector = central
+    part = killed_mid_call(tmp_path, broker, collector)
+    opted_out_after_restart(
+        tmp_path,
+        central,
+        part,
+        "at = 1.0\noff_hook = true",  # on hook at the start, then a new call
+        lambda: on_card(tmp_path) == {part} and not collector.store.uploads.in_progress(),
+    )
+    assert [row["id"] for row in collector.store.recordings()] == [part]
+    assert collector.store.deletions() == []
+
+
+def test_a_note_from_another_boot_links_nothing(
+    tmp_path: Path, central: tuple[Mosquitto, Collector]
+) -> None:
+    """A power loss mid-call: after it, the line off hook at start may be another call."""
+    broker, collector = central
+    part = killed_mid_call(tmp_path, broker, collector)
+    notes = tmp_path / "ring" / NOTES
+    noted = json.loads(notes.read_text())
+    assert noted["line1"]["parts"] == [part]  # written when the part began
+    noted["line1"]["boot"] = "0" * 32  # as a reboot would leave it
+    notes.write_text(json.dumps(noted))
+    opted_out_after_restart(
+        tmp_path,
+        central,
+        part,
+        STILL_OFF_HOOK,
+        lambda: on_card(tmp_path) == {part} and not collector.store.uploads.in_progress(),
+    )
+    assert [row["id"] for row in collector.store.recordings()] == [part]
+    assert collector.store.deletions() == []
+
+
+def test_an_opt_out_by_key_after_a_restart_takes_the_part_before_it_off_the_card(
+    tmp_path: Path,
+) -> None:
+    """Under a notice, restarted mid-call in an inbound call: the call goes on as inbound (no
+    ring is seen after the restart), the notice plays again as the line is taken, and the
+    caller presses the opt-out key during it. No uplink: the card alone."""
+    keygen(tmp_path / "keys")
+
+    def run(steps: list[str]) -> subprocess.Popen[bytes]:
+        call = tmp_path / "call.toml"
+        call.write_text("[[call]]\n" + "".join(f"[[call.step]]\n{step}\n" for step in steps))
+        config = tmp_path / "linerec.toml"
+        config.write_text(
+            '[device]\nid = "box1"\n[store]\ndir = "ring"\nrecipients = ["keys/collector.pub"]\n'
+            f'[hardware]\nbackend = "sim"\n[sim]\ncalls = ["{call}"]\nspeed = 2.0\n'
+            '[[line]]\nconsent = "notice"\nopt_out_key = "9"\nopt_out_window_s = 5\n'
+        )
+        return subprocess.Popen([*LINEREC, "run", "--config", str(config)], stderr=subprocess.PIPE)
+
+    daemon = run(["at = 0.5\nring = 1", "wait = 0.5", "off_hook = true", TALKING])  # inbound
+    try:
+        wait_until(lambda: noted(tmp_path) != [], "the call recording, its part noted", timeout=60)
+    finally:
+        daemon.kill()
+        daemon.wait(10)
+    (part,) = on_card(tmp_path)
+    assert noted(tmp_path) == [part]
+    daemon = run([STILL_OFF_HOOK, "wait = 1.0", 'dtmf = "9"', TALKING])
+    try:
+        wait_until(lambda: not on_card(tmp_path), "the part before the restart gone", timeout=60)
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        _, log = daemon.communicate(timeout=20)
+    said = log.decode(errors="replace")[-6000:]
+    assert "opted_out" in said or "opted-out" in said, said
+    logged = (tmp_path / "ring" / "ring.log").read_text()
+    assert f'"event": "opted-out", "id": "{part}"' in logged, said
