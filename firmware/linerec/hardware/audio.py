@@ -8,6 +8,7 @@ frame (`Frame.lost`), so the recording can mark the gap instead of closing it up
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import threading
 import time
@@ -60,6 +61,27 @@ def _open_pcm(
     return pcm
 
 
+class Wakeup:
+    """What a capture waiting for its block is woken by (a pin edge, a stop): an Event,
+    made of one lock, so that a timed wait is one system call. An Event's runs a Condition
+    in Python, some 5 µs more of CPU each time here, once per block on every line."""
+
+    def __init__(self) -> None:
+        self._given = threading.Lock()
+        self._given.acquire()  # held while not set
+
+    def wait(self, timeout: float) -> bool:
+        """Whether it is set, waiting up to `timeout` seconds for that; waiting clears it."""
+        return self._given.acquire(timeout=timeout)
+
+    def set(self) -> None:
+        with contextlib.suppress(RuntimeError):  # set already
+            self._given.release()
+
+    def clear(self) -> None:
+        self._given.acquire(blocking=False)
+
+
 class AlsaCapture(AudioCapture):
     """Reads periods from an ALSA capture device and delivers 8 kHz frames.
 
@@ -88,7 +110,7 @@ class AlsaCapture(AudioCapture):
             periods=self.PERIODS,
         )
         self._resampler = Resampler(settings.rate, RATE)
-        self._woken = threading.Event()
+        self._woken = Wakeup()
         self._draining = False  # reading periods already captured: stamp them by the buffer
         self._next_t: float | None = None  # while draining: when the next period began
         self._position = 0  # 8 kHz samples read or lost so far
