@@ -168,3 +168,25 @@ def test_a_wake_up_given_before_the_wait_ends_it_at_once_and_is_used_up() -> Non
     giver.start()
     assert wakeup.wait(30.0)
     giver.join()
+
+
+def test_a_block_asks_for_no_more_than_half_the_buffer_the_device_gave(
+    card: tuple[AlsaCapture, list[float]],
+) -> None:
+    """The daemon's 200 ms block waits in the card's buffer with room to spare; a block as
+    long as the buffer would overrun it at the first late wake-up."""
+    capture, _clock = card
+    try:
+        block = capture.read_frames(10)  # the daemon's quiet block
+        capped = capture.read_frames(40)
+    finally:
+        capture.close()
+    assert AlsaCapture.PERIODS * PERIOD >= 0.6  # 640 ms at 20 ms periods
+    assert [len(block), len(capped)] == [10, AlsaCapture.PERIODS // 2]
+    assert capture._woken.waits == [  # type: ignore[attr-defined]
+        pytest.approx(10 * PERIOD),
+        pytest.approx(AlsaCapture.PERIODS // 2 * PERIOD),
+    ]
+    assert [int(f.samples[0]) for f in block + capped] == [
+        n * FRAME_SAMPLES for n in range(10 + AlsaCapture.PERIODS // 2)
+    ]

@@ -8,7 +8,7 @@ and pings the systemd watchdog only while every capture thread is alive. With no
 it sleeps until one of those is due (an LED's next change, the watchdog, a capture that would
 count as stalled), not on a fixed beat: on a Pi each wake-up costs as much as a block.
 
-Periods go over in blocks of `HANDOFF_FRAMES` (100 ms) while nothing on the line needs the
+Periods go over in blocks of `HANDOFF_FRAMES` (200 ms) while nothing on the line needs the
 main loop sooner: one wake-up and one hand-over per block instead of per period. A pin edge,
 a notice or beep being played, or a hook or ring level not yet settled make the line
 "urgent": then every period goes over as it is read, and the line output follows capture by
@@ -63,7 +63,10 @@ log = logging.getLogger(__name__)
 
 QUEUE_FRAMES = 50  # per line: one second of audio between capture and the main loop
 BATCH_FRAMES = 10  # frames of one line handled in one go when they are already waiting
-HANDOFF_FRAMES = 5  # periods a capture thread gathers before waking the main loop (100 ms)
+# Periods a capture thread gathers before waking the main loop (200 ms): each wake-up of the
+# two threads costs about as much CPU on a Pi as the block's analysis. The card's buffer holds
+# a block with room to spare (AlsaCapture); a key is heard as soon either way, in line time.
+HANDOFF_FRAMES = 10
 # Seconds without a period before a capture thread counts as stuck. A busy box (or a test
 # host under load) can leave a thread unscheduled for half a second; a false stall would cut
 # the call into two recordings, while a card silent for 2 s is dead either way.
@@ -579,7 +582,7 @@ class Daemon:
     def _until_due(self) -> float:
         """Seconds until `_supervise` has something to do: an LED changes, the watchdog or a
         periodic job is due, or a capture would count as stalled. The loop sleeps that long
-        when no audio comes (a quiet line's blocks come every 100 ms), not on a fixed beat."""
+        when no audio comes (a quiet line's blocks come every 200 ms), not on a fixed beat."""
         t = self.backend.clock()
         led_at = min((led.next_change(t) for led in self._leds), default=math.inf)
         # Not sooner than `_supervise` would look: a clock that stands still (the simulated
