@@ -72,9 +72,10 @@ HANDOFF_FRAMES = 10
 # the call into two recordings, while a card silent for 2 s is dead either way.
 CAPTURE_STALL = 2.0
 SUPERVISE_EVERY = 0.05  # seconds at least between watchdog/stall checks, and LED refreshes
-# Seconds at most the main loop sleeps with nothing due (for the uplink's state and the
-# update supervisor, which nothing wakes it for; a line's blocks wake it ten times as often).
-SUPERVISE_IDLE = 0.25
+# Seconds at most the main loop sleeps with nothing due: for the uplink's state and the
+# update supervisor, which nothing wakes it for. A line's blocks wake it five times as often;
+# a block late under load must not count as due (that would be a wake-up for nothing).
+SUPERVISE_IDLE = 1.0
 RETENTION_EVERY = 60.0  # seconds between retention sweeps
 HEALTH_EVERY = 60.0  # seconds between health reports
 UPLINK_GRACE = 60.0  # seconds without the broker before the status LED shows it
