@@ -1,6 +1,6 @@
 """The main loop sleeps until something is due: the next block of audio, an LED's next change,
 the watchdog, a capture that could count as stalled. A quiet line hands over a block each
-100 ms, and the loop must not wake between blocks as well to look at the LEDs and the
+200 ms, and the loop must not wake between blocks as well to look at the LEDs and the
 watchdog (on a Pi those wake-ups cost as much CPU as the blocks themselves).
 
 Paced in real time on the simulated line, as a card paces it; what is counted is how often
@@ -54,11 +54,13 @@ def test_a_quiet_line_wakes_the_main_loop_only_for_its_blocks_and_the_leds(
     assert "recording_sealed" in names, names
     items = woke.count(True)
     idle = woke.count(False)
-    # About 35 blocks over 3.5 s of line. Between them the status LED's heartbeat (lit
+    # About 20 blocks over 3.5 s of line, and periods one by one while the hook settles
+    # (some 30 items; 47 with 100 ms blocks). Between them the status LED's heartbeat (lit
     # 0.1 s every 3 s) is due twice; a few more where a loaded machine delays a block.
-    assert items >= 20, woke
+    assert items >= 10, woke  # fewer where a busy loop took several from the queue at once
     assert idle <= 8, (idle, items)
-    # The LEDs still change when their patterns say, not a block late.
+    # The LEDs still change when their patterns say. The simulated line's clock is the end
+    # of the last block read, up to a block (200 ms) ahead of the moment the loop looks.
     status = backend.pins.outputs[config.hardware.status_led].history
     assert [lit for _, lit in status[:2]] == [True, False], status
-    assert status[1][0] < 0.25, status  # the heartbeat's 0.1 s flash, one block at most late
+    assert status[1][0] < 0.45, status  # the heartbeat's 0.1 s flash
