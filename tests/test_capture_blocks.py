@@ -10,6 +10,7 @@ pyalsaaudio answers them), and the capture's wait on that same injected clock.
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ import numpy as np
 import pytest
 
 from linerec.codec import RATE
-from linerec.hardware.audio import AlsaCapture
+from linerec.hardware.audio import AlsaCapture, Wakeup
 from linerec.hardware.pcm import FRAME_SAMPLES, AudioSettings
 
 PERIOD = FRAME_SAMPLES / RATE
@@ -150,3 +151,42 @@ def test_the_periods_of_a_block_are_stamped_back_to_back_however_long_each_read_
     assert np.all(np.abs(steps - PERIOD) < 1e-9)
     # The first of them stamped by what was still buffered behind it, as before.
     assert frames[0].t == pytest.approx(START + 5 * PERIOD, abs=0.002)
+
+
+def test_a_wake_up_given_before_the_wait_ends_it_at_once_and_is_used_up() -> None:
+    wakeup = Wakeup()
+    assert not wakeup.wait(0)  # nothing given
+    wakeup.set()
+    wakeup.set()  # twice is once
+    assert wakeup.wait(0)
+    assert not wakeup.wait(0)  # used up by the wait
+    wakeup.set()
+    wakeup.clear()
+    assert not wakeup.wait(0)
+    # From another thread, during the wait (bounded: it must not need the timeout).
+    giver = threading.Timer(0.01, wakeup.set)
+    giver.start()
+    assert wakeup.wait(30.0)
+    giver.join()
+
+
+def test_a_block_asks_for_no_more_than_half_the_buffer_the_device_gave(
+    card: tuple[AlsaCapture, list[float]],
+) -> None:
+    """The daemon's 200 ms block waits in the card's buffer with room to spare; a block as
+    long as the buffer would overrun it at the first late wake-up."""
+    capture, _clock = card
+    try:
+        block = capture.read_frames(10)  # the daemon's quiet block
+        capped = capture.read_frames(40)
+    finally:
+        capture.close()
+    assert AlsaCapture.PERIODS * PERIOD >= 0.6  # 640 ms at 20 ms periods
+    assert [len(block), len(capped)] == [10, AlsaCapture.PERIODS // 2]
+    assert capture._woken.waits == [  # type: ignore[attr-defined]
+        pytest.approx(10 * PERIOD),
+        pytest.approx(AlsaCapture.PERIODS // 2 * PERIOD),
+    ]
+    assert [int(f.samples[0]) for f in block + capped] == [
+        n * FRAME_SAMPLES for n in range(10 + AlsaCapture.PERIODS // 2)
+    ]

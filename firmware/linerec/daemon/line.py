@@ -311,9 +311,10 @@ class LinePipeline:
         return self._talk.closed
 
     def needs_periods(self) -> bool:
-        """Whether the line output may change within the next 100 ms, so the main loop must
-        see each period as it comes: a hook or ring level not yet settled, a notice or beep
-        being played, a notice whose end waits on a hook break, or hook sense from the audio."""
+        """Whether the line output may change before the next block (200 ms), so the main
+        loop must see each period as it comes: a hook or ring level not yet settled, a notice
+        or beep being played, a notice whose end waits on a hook break, or hook sense from
+        the audio."""
         return (
             self._audio_hook is not None
             or self._notice_at is not None

@@ -4,9 +4,11 @@ Threads: one capture thread per line reads 20 ms periods and hands them to one b
 and does nothing else. Pin edges go into the same queue, among the frames (fired by the GPIO
 library's thread on a Pi, by the capture thread itself on the simulated line). The main loop
 takes items in order and runs each line's pipeline, writes the line output, drives the LEDs,
-and pings the systemd watchdog only while every capture thread is alive.
+and pings the systemd watchdog only while every capture thread is alive. With no audio coming
+it sleeps until one of those is due (an LED's next change, the watchdog, a capture that would
+count as stalled), not on a fixed beat: on a Pi each wake-up costs as much as a block.
 
-Periods go over in blocks of `HANDOFF_FRAMES` (100 ms) while nothing on the line needs the
+Periods go over in blocks of `HANDOFF_FRAMES` (200 ms) while nothing on the line needs the
 main loop sooner: one wake-up and one hand-over per block instead of per period. A pin edge,
 a notice or beep being played, or a hook or ring level not yet settled make the line
 "urgent": then every period goes over as it is read, and the line output follows capture by
@@ -63,12 +65,19 @@ log = logging.getLogger(__name__)
 
 QUEUE_FRAMES = 50  # per line: one second of audio between capture and the main loop
 BATCH_FRAMES = 10  # frames of one line handled in one go when they are already waiting
-HANDOFF_FRAMES = 5  # periods a capture thread gathers before waking the main loop (100 ms)
+# Periods a capture thread gathers before waking the main loop (200 ms): each wake-up of the
+# two threads costs about as much CPU on a Pi as the block's analysis. The card's buffer holds
+# a block with room to spare (AlsaCapture); a key is heard as soon either way, in line time.
+HANDOFF_FRAMES = 10
 # Seconds without a period before a capture thread counts as stuck. A busy box (or a test
 # host under load) can leave a thread unscheduled for half a second; a false stall would cut
 # the call into two recordings, while a card silent for 2 s is dead either way.
 CAPTURE_STALL = 2.0
-SUPERVISE_EVERY = 0.05  # seconds between watchdog/stall checks and LED refreshes
+SUPERVISE_EVERY = 0.05  # seconds at least between watchdog/stall checks, and LED refreshes
+# Seconds at most the main loop sleeps with nothing due: for the uplink's state and the
+# update supervisor, which nothing wakes it for. A line's blocks wake it five times as often;
+# a block late under load must not count as due (that would be a wake-up for nothing).
+SUPERVISE_IDLE = 1.0
 RETENTION_EVERY = 60.0  # seconds between retention sweeps
 HEALTH_EVERY = 60.0  # seconds between health reports
 UPLINK_GRACE = 60.0  # seconds without the broker before the status LED shows it
@@ -185,6 +194,7 @@ class Daemon:
         # with the time they came (they act from that moment, not from where the loop was).
         self._deferred: list[list[tuple[_Command, float]]] = []
         self._status_led: Led | None = None
+        self._leds: list[Led] = []  # every LED, status LED first: the loop wakes for them
         self._faults: dict[str, str] = {}  # kind -> message, for the status LED
         self._last_ping = float("-inf")
         self._last_check = float("-inf")
@@ -225,6 +235,7 @@ class Daemon:
         self._status_led = Led(
             backend.pins.output(self.config.hardware.status_led, name="status LED")
         )
+        self._leds.append(self._status_led)
         hook_pins = []
         for index, line in enumerate(self.config.lines):
             pins = line.pins
@@ -232,6 +243,7 @@ class Daemon:
             hook_pins.append(hook)
             ring = backend.pins.input(pins.ring, name=f"line[{index}] ring sense")
             led = Led(backend.pins.output(pins.led, name=f"line[{index}] recording LED"))
+            self._leds.append(led)
             talk = TalkSwitch(
                 None
                 if pins.talk is None
@@ -307,7 +319,7 @@ class Daemon:
             self.config.hardware.backend,
         )
         while not stop.is_set():
-            item = self._queue.get(timeout=SUPERVISE_EVERY)
+            item = self._queue.get(timeout=self._until_due())
             if item is not None:
                 self._handle(item)
             self._supervise()
@@ -583,6 +595,28 @@ class Daemon:
             )
             return
         self._emit(CommandDone(t=t, line="", action=command.action, counter=command.counter))
+
+    def _until_due(self) -> float:
+        """Seconds until `_supervise` has something to do: an LED changes, the watchdog or a
+        periodic job is due, or a capture would count as stalled. The loop sleeps that long
+        when no audio comes (a quiet line's blocks come every 200 ms), not on a fixed beat."""
+        t = self.backend.clock()
+        led_at = min((led.next_change(t) for led in self._leds), default=math.inf)
+        # Not sooner than `_supervise` would look: a clock that stands still (the simulated
+        # line's, between blocks) must not make the loop spin.
+        led_due = max(led_at, self._last_led + SUPERVISE_EVERY) - t
+        now = self._monotonic()
+        deadlines = [self._last_retention + RETENTION_EVERY, self._last_health + HEALTH_EVERY]
+        deadlines += [
+            beat + CAPTURE_STALL + 0.001  # counted stalled once strictly past it
+            for index, beat in enumerate(self._heartbeats)
+            if index not in self._stalled
+        ]
+        interval = self.notifier.watchdog_interval
+        if interval is not None:
+            deadlines.append(self._last_ping + interval / 2)
+        check_due = max(min(deadlines), self._last_check + SUPERVISE_EVERY) - now
+        return min(max(min(led_due, check_due), 0.0), SUPERVISE_IDLE)
 
     def _supervise(self) -> None:
         # Often enough for the watchdog and the LED patterns; rarely enough to cost nothing

@@ -7,6 +7,7 @@ level changes. The patterns are the user interface of the box, listed in README.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from enum import Enum
 
@@ -27,6 +28,27 @@ class Pattern:
                 return lit
             position -= seconds
         return self.steps[-1][0]
+
+    def next_change(self, elapsed: float) -> float:
+        """The elapsed time at which the LED next changes (inf for a steady pattern): the
+        daemon's loop sleeps until then rather than looking at the LED on a fixed beat."""
+        steps = self.steps
+        lit = self.lit_at(elapsed)
+        if all(step_lit == lit for step_lit, _ in steps):
+            return math.inf
+        position = elapsed % sum(seconds for _, seconds in steps)  # as `lit_at` counts
+        index = 0
+        while index < len(steps) - 1 and position >= steps[index][1]:
+            position -= steps[index][1]
+            index += 1
+        ahead = steps[index][1] - position  # what is left of the current step
+        index = (index + 1) % len(steps)
+        while steps[index][0] == lit:
+            ahead += steps[index][1]
+            index = (index + 1) % len(steps)
+        # Just past the boundary, so that `lit_at` there gives the new level whatever the
+        # rounding (a microsecond is no LED's business).
+        return elapsed + ahead + 1e-6
 
 
 def _blinks(count: int, *, on: float = 0.2, off: float = 0.3, pause: float = 1.5) -> Pattern:
@@ -76,6 +98,11 @@ class Led:
         if lit != self._lit:
             self._pin.write(lit)
             self._lit = lit
+
+    def next_change(self, now: float) -> float:
+        """When the LED next changes, on the clock `set` and `update` are given (inf: not
+        unless it is set to another show)."""
+        return self._since + self._show.value.next_change(now - self._since)
 
     def off(self) -> None:
         self._pin.write(False)

@@ -30,7 +30,9 @@ from linerec.sim.line import RenderedLine
 
 ECHO_GAIN = 0.5  # -6 dB from the line output back into the capture input
 TAIL = 0.5  # seconds of line after the last step before a `simulate` run ends
-PACE_STEP = 0.05  # seconds: the longest a paced read sleeps before it looks for `interrupt`
+# Seconds: the longest a paced read sleeps before it looks for `interrupt`. Longer than a
+# block in real time (200 ms), so that a block costs one sleep and one wake-up, as on a card.
+PACE_STEP = 0.25
 
 
 class SimInputPin(InputPin):
