@@ -146,6 +146,9 @@ def test_progress_segments_in_blocks_as_frame_by_frame(
         got = blocks.feed_block(frames[start:stop], features(frames[start:stop].astype(np.float64)))
         assert got == expected
         assert segments(blocks) == segments(alone)
+        # The count of named segments, which picks the shortcut, follows the history (a named
+        # segment leaves it after 12 more): a count too high only costs, too low loses tones.
+        assert blocks._named == sum(s.colour is not None for s in blocks._segments)
 
 
 @pytest.mark.parametrize("size", [1, 3, 4, 5, 50])

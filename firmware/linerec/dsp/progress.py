@@ -84,6 +84,8 @@ class Quiet:
 ProgressEvent = Tone | Quiet
 
 _FULL = 32767.0**2 / 2
+_PEAK_HZ = 150  # a tonal frame's peak, in steps of this
+_HISTORY = 12  # segments kept
 _FFT = 8192  # a segment's spectrum, zero-padded: peaks to about 1 Hz
 _MAX_SEGMENT = RATE  # samples of a segment kept for its spectrum (1 s)
 MIN_FRAMES = 3  # the shortest named tone, the alerting signal, lasts 80 ms
@@ -121,6 +123,7 @@ class ProgressToneDetector:
     def __init__(self) -> None:
         self._position = 0
         self._segments: list[_Segment] = []  # recent history, oldest first, bounded
+        self._named = 0  # how many of them have a colour
         self._last_seen: dict[str, float] = {}  # "plan-name" -> when last recognised
         self._quiet_since: float | None = None
         self._dead_since: float | None = None
@@ -156,13 +159,14 @@ class ProgressToneDetector:
         matches before or after it, only the silence and dead-line timers need each frame.
         """
         powers = seen.power
-        peaks = [
-            _tonal_peaks(power, spread, centroid)
+        # `_tonal_peaks` of each frame, inline (a call per frame costs)
+        peaks: list[tuple[int, ...]] = [
+            () if power < _MIN_POWER or spread > MAX_SPREAD else (round(centroid / _PEAK_HZ),)
             for power, spread, centroid in zip(powers, seen.spread, seen.centroid, strict=True)
         ]
         base = self._position  # where the block begins
         events: list[tuple[int, ProgressEvent]] = []
-        named = any(segment.colour is not None for segment in self._segments)
+        named = self._named > 0
         i = 0
         while i < len(peaks):
             if self._segments and not named:
@@ -193,7 +197,7 @@ class ProgressToneDetector:
             t = self._position / RATE
             self._position += FRAME
             events += [(i, e) for e in self._step(frames[i], t, powers[i], peaks[i])]
-            named = any(segment.colour is not None for segment in self._segments)
+            named = self._named > 0
             i += 1
         return events
 
@@ -209,6 +213,9 @@ class ProgressToneDetector:
         segment (returned; the block's length if none)."""
         last = self._segments[-1]
         for i in range(start, len(peaks)):
+            if not peaks[i] and not last.peaks:  # toneless grows toneless: no audio kept
+                last.frames += 1
+                continue
             grows = _same_segment(last.peaks, peaks[i])
             if _names(last, grows):
                 return i  # `_step` takes this frame
@@ -240,7 +247,10 @@ class ProgressToneDetector:
         """A new segment from frame `frame` at `t`; the history keeps the latest 12."""
         segment = _Segment(None, t, 1, peaks, [frame] if peaks else None)
         self._segments.append(segment)
-        del self._segments[:-12]
+        if len(self._segments) > _HISTORY:
+            if self._segments[0].colour is not None:
+                self._named -= 1
+            del self._segments[0]
         return segment
 
     def _quiet_span(
@@ -281,6 +291,8 @@ class ProgressToneDetector:
             guard = round(40 * size / RATE)  # 40 Hz either side: the same tone
             spectrum[max(peak - guard, 0) : peak + guard] = 0
         segment.colour = _name(sorted(frequencies))
+        if segment.colour is not None:
+            self._named += 1
         segment.samples = None
 
     def _quiet(self, t: float, power: float) -> list[ProgressEvent]:
@@ -406,7 +418,7 @@ def _tonal_peaks(power: float, spread: float, centroid: float) -> tuple[int, ...
     to 150 Hz: enough to split one SIT tone from the next, steady on a dual tone."""
     if power < _MIN_POWER or spread > MAX_SPREAD:
         return ()
-    return (round(centroid / 150),)
+    return (round(centroid / _PEAK_HZ),)
 
 
 @lru_cache(maxsize=64)
