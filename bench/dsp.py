@@ -15,12 +15,16 @@ raw, so it gets the same signal resampled). Rows:
 * Caller ID: 20 MDMF messages per row, Bell 202 and V.23, across level and noise; a message
   counts when its number is decoded right. multimon-ng decodes only V.23 (CLIPFSK).
 * Speed: an hour of speech with DTMF sprinkled in: linerec's streaming DTMF receiver and the
-  whole analyzer fed 20 ms frames, and `analyze()` on the whole signal (CPU, one core, each in
-  its own process), then whole-file runs of `linerec analyze`, multimon-ng and the spandsp
-  driver (wall and CPU time); all of them taking turns, medians of `--runs` (on a shared
-  machine the CPU time is the steadier of the two). linerec runs from a copy of its package
-  compiled to bytecode first, as a wheel install leaves it (with PYTHONDONTWRITEBYTECODE set,
-  a checkout would compile itself from source on every run, some 40 ms of a short file's).
+  whole analyzer fed 20 ms frames; the whole analyzer fed 100 ms blocks with a pause of
+  `PAUSE` before each, as the daemon feeds it (its thread sleeps between blocks, and code that
+  wakes on a core others used meanwhile runs at about half speed: this counts the CPU of the
+  analyzer's calls, not of the sleeps); and `analyze()` on the whole signal (CPU, one core,
+  each in its own process). Then whole-file runs of `linerec analyze`, multimon-ng and the
+  spandsp driver (wall and CPU time); all of them taking turns, medians of `--runs` (on a
+  shared machine the CPU time is the steadier of the two). linerec runs from a copy of its
+  package compiled to bytecode first, as a wheel install leaves it (with
+  PYTHONDONTWRITEBYTECODE set, a checkout would compile itself from source on every run, some
+  40 ms of a short file's).
 
 With `--compare OLD_CHECKOUT`, linerec's speed is measured for an older checkout too (its
 `firmware/` first on PYTHONPATH), in the same run, the two taking turns run by run; the
@@ -57,6 +61,7 @@ from linerec.tones import amplitude, dtmf_pair, tone
 from linerec.wav import read_mono_8k, write_wav
 
 ALL = "123A456B789C*0#D"
+PAUSE = 0.0005  # seconds between blocks in the paced speed figure
 SPEECH = Path("/usr/share/pocketsphinx/test/data")
 
 
@@ -337,6 +342,7 @@ def speed(ext: External, tmp: Path, args: argparse.Namespace, hour: np.ndarray) 
     kinds = {
         "dtmf": ("DTMF receiver, 20 ms frames", 1000),
         "analyzer": ("whole analyzer (DTMF, caller ID, tones), 20 ms frames", 3000),
+        "paced": ("whole analyzer, 100 ms blocks, a pause between (as in the daemon)", 0),
         "analyze": ("analyze() on the whole signal, in-process", 0),
     }
     multimon = ["multimon-ng", "-t", "raw", "-q", "-c", "-a", "DTMF"]
@@ -434,6 +440,15 @@ def speed_worker(kind: str, signal: Path) -> None:
     start = time.process_time()
     if kind == "analyze":
         analyze(x)
+    elif kind == "paced":
+        analyzer, block, spent = LineAnalyzer(), 5 * 160, 0.0
+        for offset in range(0, len(x), block):
+            time.sleep(PAUSE)
+            begun = time.thread_time()
+            analyzer.feed_block(x[offset : offset + block])
+            spent += time.thread_time() - begun
+        print(spent)
+        return
     else:
         detector = DtmfDetector() if kind == "dtmf" else LineAnalyzer()
         for offset in range(0, len(x), 160):

@@ -15,11 +15,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from bounded import cli
 from linerec.codec import Codec
+from linerec.dsp import progress
 from linerec.dsp.analyzer import FRAME, LineAnalyzer, analyze
 from linerec.dsp.callerid import FskCallerIdReceiver
 from linerec.dsp.level import LevelMeter, least_power, power_dbfs
@@ -146,6 +147,141 @@ def test_progress_segments_in_blocks_as_frame_by_frame(
         got = blocks.feed_block(frames[start:stop], features(frames[start:stop].astype(np.float64)))
         assert got == expected
         assert segments(blocks) == segments(alone)
+        # The count of named segments, which picks the shortcut, follows the history (a named
+        # segment leaves it after 12 more): a count too high only costs, too low loses tones.
+        assert blocks._named == sum(s.colour is not None for s in blocks._segments)
+        assert blocks._unnamed == sum(s.unnamed is not None for s in blocks._segments)
+
+
+class _NamedAtOnce(ProgressToneDetector):
+    """Every segment named as soon as it is picked (an FFT each), and the cadence rules
+    written plainly on the named history, as before naming waited for a rule to ask: the
+    reference the detector must agree with."""
+
+    def _close(self, segment):  # type: ignore[no-untyped-def]
+        super()._close(segment)
+        self._colour(segment)
+
+    def _match(self):  # type: ignore[no-untyped-def]
+        found = []
+        segments = self._segments
+        last = segments[-1]
+        dials = {"na-dial": "na", "uk-dial": "uk", "etsi": "etsi"}
+        if last.colour in dials and last.seconds >= 1.5:
+            found.append(("dial", dials[last.colour], last))
+        alert = len(segments) >= 2 and segments[-2].colour == "alert"
+        if alert and 0.06 <= segments[-2].seconds <= 0.14:
+            found.append(("alerting", "", segments[-2]))
+        if len(segments) >= 4 and last.colour is None and not last.peaks:
+            on1, off, on2 = segments[-4:-1]
+            if on1.colour == on2.colour and on1.colour is not None and not off.peaks:
+                named = progress._cadence(on1.colour, (on1.seconds, off.seconds, on2.seconds))
+                if named is not None:
+                    found.append((*named, on1))
+        if len(segments) >= 2 and not last.peaks and last.seconds >= 1.0:
+            on = segments[-2]
+            if on.colour == "na-ringback" and 1.6 <= on.seconds <= 2.4:
+                found.append(("ringback", "na", on))
+            elif on.colour == "etsi" and 0.8 <= on.seconds <= 1.2:
+                found.append(("ringback", "etsi", on))
+        if len(segments) >= 2 and not last.peaks and segments[-2].colour == "uk-ringback":
+            ons = [s for s in segments[-5:-1] if s.colour == "uk-ringback"]
+            if len(ons) >= 2 and all(0.3 <= s.seconds <= 0.5 for s in ons[-2:]):
+                found.append(("ringback", "uk", ons[-2]))
+        sit = [s for s in segments if s.colour and s.colour.startswith("sit")]
+        in_order = [s.colour for s in sit[-3:]] == ["sit1", "sit2", "sit3"]
+        if in_order and all(0.2 <= s.seconds <= 0.45 for s in sit[-3:]):
+            found.append(("sit", "", sit[-3]))
+        return found
+
+
+# Cadences of every plan's tones, at lengths either side of what the rules look for, SIT
+# tones in and out of order and length, between runs of speech and of quiet.
+_TONE = st.sampled_from(
+    [
+        *[(350.0, 440.0), (440.0, 480.0), (480.0, 620.0), (350.0, 450.0), (400.0, 450.0)],
+        *[(425.0,), (400.0,), (2130.0, 2750.0)],
+    ]
+)
+_SIT = st.sampled_from([(913.8,), (985.2,), (1370.6,), (1428.5,), (1776.7,), (1100.0,)])
+_ON = st.sampled_from([0.09, 0.16, 0.22, 0.25, 0.3, 0.375, 0.4, 0.46, 0.5, 0.6, 1.0, 1.6, 2.0])
+_OFF = st.sampled_from([0.0, 0.2, 0.25, 0.35, 0.375, 0.5, 0.525, 1.2, 4.0])
+_SIT_LENGTH = st.sampled_from([0.16, 0.2, 0.28, 0.38, 0.44, 0.5])
+_PIECES = st.lists(
+    st.one_of(
+        st.tuples(
+            st.just("cadence"), st.lists(st.tuples(_TONE, _ON, _OFF), min_size=1, max_size=3)
+        ),
+        st.tuples(st.just("sit"), st.lists(st.tuples(_SIT, _SIT_LENGTH, st.just(0.0)), max_size=4)),
+        st.tuples(st.just("speech"), st.sampled_from([0.3, 0.8, 2.0])),
+        st.tuples(st.just("quiet"), st.sampled_from([0.25, 0.5, 1.2])),
+    ),
+    min_size=1,
+    max_size=8,
+)
+_SPEECH = read_mono_8k(data_path("speech/caller.wav")).astype(np.float64)
+
+
+_SIT1, _SIT2, _SIT3 = (913.8,), (1370.6,), (1776.7,)
+_UK_RING = (400.0, 450.0)
+
+
+@settings(max_examples=40, deadline=None, derandomize=True)
+@example(
+    pieces=[("sit", [(_SIT3, 0.28, 0.0), (_SIT2, 0.28, 0.0), (_SIT1, 0.28, 0.0)])],
+    repeat=1,
+    size=5,
+    offset=0,
+)
+@example(
+    pieces=[("sit", [(_SIT1, 0.28, 0.0), (_SIT2, 0.5, 0.0), (_SIT3, 0.28, 0.0)])],
+    repeat=1,
+    size=5,
+    offset=0,
+)
+@example(
+    pieces=[
+        ("sit", [(_SIT1, 0.28, 0.0), (_SIT2, 0.28, 0.0), (_SIT3, 0.28, 0.0)]),
+        ("quiet", 0.25),
+        ("sit", [(_SIT2, 0.5, 0.0)]),
+    ],
+    repeat=1,
+    size=5,
+    offset=0,
+)
+@example(
+    pieces=[("cadence", [(_UK_RING, 0.48, 0.2), (_UK_RING, 0.48, 2.0)])], repeat=2, size=5, offset=0
+)
+@example(pieces=[("cadence", [((440.0, 480.0), 2.38, 4.0)])], repeat=2, size=5, offset=0)
+@example(pieces=[("cadence", [((480.0, 620.0), 0.58, 0.5)])], repeat=3, size=5, offset=0)
+@example(pieces=[("cadence", [((400.0,), 0.375, 0.375)])], repeat=3, size=5, offset=0)
+@given(pieces=_PIECES, repeat=st.integers(1, 3), size=st.integers(1, 9), offset=st.integers(0, 40))
+def test_naming_a_segment_only_when_a_rule_asks_hears_what_naming_each_at_once_hears(
+    pieces: list[tuple[object, ...]], repeat: int, size: int, offset: int
+) -> None:
+    parts = [_silence(0.3, 3.0)]
+    for kind, what in pieces:
+        if kind in ("cadence", "sit"):
+            for _ in range(repeat):
+                for frequencies, on, off in what:  # type: ignore[attr-defined]
+                    parts += [tone(frequencies, on, -15), _silence(off, 3.0)]
+        elif kind == "speech":
+            start = offset * RATE // 10
+            parts.append(_SPEECH[start : start + round(what * RATE)])  # type: ignore[operator]
+        else:
+            parts.append(_silence(what, 3.0))  # type: ignore[arg-type]
+    x = np.clip(np.rint(np.concatenate(parts)), -32768, 32767).astype(np.int16)
+    frames = x[: len(x) // FRAME * FRAME].reshape(-1, FRAME)
+    each = features(frames.astype(np.float64)).frames()
+    reference, lazy, blocks = _NamedAtOnce(), ProgressToneDetector(), ProgressToneDetector()
+    expected = [(i, e) for i in range(len(frames)) for e in reference.feed(frames[i], each[i])]
+    assert [(i, e) for i in range(len(frames)) for e in lazy.feed(frames[i], each[i])] == expected
+    got = []
+    for start in range(0, len(frames), size):
+        block = frames[start : start + size]
+        said = blocks.feed_block(block, features(block.astype(np.float64)))
+        got += [(start + i, e) for i, e in said]
+    assert got == expected
 
 
 @pytest.mark.parametrize("size", [1, 3, 4, 5, 50])

@@ -6,7 +6,8 @@ Runs of frames with the same peaks become segments; a segment's exact frequencie
 a long FFT of its audio (440 and 450 Hz are only 10 Hz apart), which gives it a colour: the
 North American precise tones (350, 440, 480, 620 Hz), ETSI/CEPT 425 Hz, the UK 350/400/450 Hz,
 the special information tones and the CPE alerting signal. The cadence of the segments then
-names the tone:
+names the tone. (The FFT waits until a cadence rule, having looked at the segments' lengths,
+asks for the colour: in speech most tonal segments, held vowels, are never asked about.)
 
 | plan | tone | frequencies | cadence |
 |---|---|---|---|
@@ -84,6 +85,8 @@ class Quiet:
 ProgressEvent = Tone | Quiet
 
 _FULL = 32767.0**2 / 2
+_PEAK_HZ = 150  # a tonal frame's peak, in steps of this
+_HISTORY = 12  # segments kept
 _FFT = 8192  # a segment's spectrum, zero-padded: peaks to about 1 Hz
 _MAX_SEGMENT = RATE  # samples of a segment kept for its spectrum (1 s)
 MIN_FRAMES = 3  # the shortest named tone, the alerting signal, lasts 80 ms
@@ -111,6 +114,9 @@ class _Segment:
     frames: int
     peaks: tuple[int, ...] = ()  # the frame spectrum's strongest bins (50 Hz), to split on
     samples: list[Samples] | None = None
+    # The audio that names it, once `_names` picked it and until a cadence rule asks for its
+    # colour (then an FFT; most segments picked in speech are never asked about).
+    unnamed: npt.NDArray[np.int16] | None = None
 
     @property
     def seconds(self) -> float:
@@ -121,6 +127,8 @@ class ProgressToneDetector:
     def __init__(self) -> None:
         self._position = 0
         self._segments: list[_Segment] = []  # recent history, oldest first, bounded
+        self._named = 0  # how many of them have a colour
+        self._unnamed = 0  # how many wait to be named (`_Segment.unnamed`)
         self._last_seen: dict[str, float] = {}  # "plan-name" -> when last recognised
         self._quiet_since: float | None = None
         self._dead_since: float | None = None
@@ -156,13 +164,14 @@ class ProgressToneDetector:
         matches before or after it, only the silence and dead-line timers need each frame.
         """
         powers = seen.power
-        peaks = [
-            _tonal_peaks(power, spread, centroid)
+        # `_tonal_peaks` of each frame, inline (a call per frame costs)
+        peaks: list[tuple[int, ...]] = [
+            () if power < _MIN_POWER or spread > MAX_SPREAD else (round(centroid / _PEAK_HZ),)
             for power, spread, centroid in zip(powers, seen.spread, seen.centroid, strict=True)
         ]
         base = self._position  # where the block begins
         events: list[tuple[int, ProgressEvent]] = []
-        named = any(segment.colour is not None for segment in self._segments)
+        named = self._named > 0
         i = 0
         while i < len(peaks):
             if self._segments and not named:
@@ -193,7 +202,7 @@ class ProgressToneDetector:
             t = self._position / RATE
             self._position += FRAME
             events += [(i, e) for e in self._step(frames[i], t, powers[i], peaks[i])]
-            named = any(segment.colour is not None for segment in self._segments)
+            named = self._named > 0
             i += 1
         return events
 
@@ -204,14 +213,25 @@ class ProgressToneDetector:
         start: int,
         base: int,
     ) -> int:
-        """Frames from `start` on while every segment is unnamed: each grows the last segment
-        or starts one, as `_step` would, up to the first frame at which `_step` would name a
-        segment (returned; the block's length if none)."""
+        """Frames from `start` on while no segment has a colour: each grows the last segment
+        or starts one, as `_step` would, up to the first frame at which `_step` would pick a
+        segment to name (returned; the block's length if none). While some segment waits to
+        be named (it may have a colour), also up to the first frame that changes what a rule
+        looks at: one that starts a segment, or takes the last one past a length a rule
+        tests; `_step` asks the rules there, and between such frames they say the same."""
         last = self._segments[-1]
+        watch = self._unnamed > 0
         for i in range(start, len(peaks)):
+            if not peaks[i] and not last.peaks:  # toneless grows toneless: no audio kept
+                if watch and _lengths(last.frames + 1) != _lengths(last.frames):
+                    return i
+                last.frames += 1
+                continue
             grows = _same_segment(last.peaks, peaks[i])
             if _names(last, grows):
                 return i  # `_step` takes this frame
+            if watch and (not grows or _lengths(last.frames + 1) != _lengths(last.frames)):
+                return i
             if grows:
                 _grow(last, frames[i])
             else:
@@ -240,7 +260,11 @@ class ProgressToneDetector:
         """A new segment from frame `frame` at `t`; the history keeps the latest 12."""
         segment = _Segment(None, t, 1, peaks, [frame] if peaks else None)
         self._segments.append(segment)
-        del self._segments[:-12]
+        if len(self._segments) > _HISTORY:
+            oldest = self._segments[0]
+            self._named -= oldest.colour is not None
+            self._unnamed -= oldest.unnamed is not None
+            del self._segments[0]
         return segment
 
     def _quiet_span(
@@ -263,10 +287,20 @@ class ProgressToneDetector:
     # -- per frame ----------------------------------------------------------------------------
 
     def _close(self, segment: _Segment) -> None:
-        """Name a segment by its exact frequencies, from a long FFT of its audio (one that
-        `_names` picks: the FFT costs)."""
+        """A segment `_names` picked: its audio is kept to name it by when a cadence rule asks
+        (`_colour`; the FFT costs, and in speech no rule asks about most of them)."""
         assert segment.samples  # `_names` picks only segments with audio
-        audio = np.concatenate(segment.samples, dtype=np.float64)
+        segment.unnamed = np.concatenate(segment.samples)
+        segment.samples = None
+        self._unnamed += 1
+
+    def _colour(self, segment: _Segment) -> str | None:
+        """What a segment's frequencies make it, from a long FFT of its audio (once)."""
+        if segment.unnamed is None:
+            return segment.colour
+        audio = segment.unnamed.astype(np.float64)
+        segment.unnamed = None
+        self._unnamed -= 1
         size = min(_FFT, 1 << (4 * len(audio) - 1).bit_length())  # the power of 2 at or above
         spectrum = np.abs(np.fft.rfft(audio * _hann(len(audio)), size))
         frequencies = []
@@ -281,7 +315,8 @@ class ProgressToneDetector:
             guard = round(40 * size / RATE)  # 40 Hz either side: the same tone
             spectrum[max(peak - guard, 0) : peak + guard] = 0
         segment.colour = _name(sorted(frequencies))
-        segment.samples = None
+        self._named += segment.colour is not None
+        return segment.colour
 
     def _quiet(self, t: float, power: float) -> list[ProgressEvent]:
         events: list[ProgressEvent] = []
@@ -321,9 +356,9 @@ class ProgressToneDetector:
         # A segment not named (speech, silence, a tone not yet named) changes nothing _match
         # looks at as it grows, but whether it has lasted a second (and that only when it is
         # toneless: a tonal segment with no colour matches nothing itself): no need to ask
-        # again every frame.
+        # again every frame. (One waiting to be named may have a colour: asked every frame.)
         last = self._segments[-1]
-        if last.colour is not None:
+        if last.colour is not None or last.unnamed is not None:
             self._matched = None
             return self._match()
         count, long = len(self._segments), last.seconds >= 1.0
@@ -333,50 +368,112 @@ class ProgressToneDetector:
         return cached[3]
 
     def _match(self) -> list[tuple[str, str, _Segment]]:
+        """The tones the history ends in. Each rule looks at the lengths first and asks for a
+        colour (`_colour`: an FFT if not yet named) only of segments the lengths allow."""
         found: list[tuple[str, str, _Segment]] = []
         segments = self._segments
-        if all(segment.colour is None for segment in segments):
+        if not self._named and not self._unnamed:
             return found  # every rule below asks for a named tone (speech names none)
+        colour = self._colour
         last = segments[-1]
-        if last.colour in ("na-dial", "uk-dial", "etsi") and last.seconds >= 1.5:
-            plan = {"na-dial": "na", "uk-dial": "uk", "etsi": "etsi"}[last.colour]
-            found.append(("dial", plan, last))
+        dial = colour(last) if last.seconds >= 1.5 else None
+        if dial in _DIALS:
+            found.append(("dial", _DIALS[dial], last))
         if (
             len(segments) >= 2
-            and segments[-2].colour == "alert"
             and 0.06 <= segments[-2].seconds <= 0.14
+            and colour(segments[-2]) == "alert"
         ):
             found.append(("alerting", "", segments[-2]))
-        if len(segments) >= 4 and last.colour is None and not last.peaks:
+        if len(segments) >= 4 and not last.peaks:  # (a toneless segment has no colour)
             on1, off, on2 = segments[-4:-1]
-            if on1.colour == on2.colour and on1.colour is not None and not off.peaks:
-                named = _cadence(on1.colour, (on1.seconds, off.seconds, on2.seconds))
+            lengths = (on1.seconds, off.seconds, on2.seconds)
+            if (
+                not off.peaks
+                and any(_cadence(cadenced, lengths) is not None for cadenced in _CADENCED)
+                and colour(on1) is not None
+                and colour(on1) == colour(on2)
+            ):
+                named = _cadence(colour(on1), lengths)  # type: ignore[arg-type]
                 if named is not None:
                     found.append((*named, on1))
         if len(segments) >= 2 and not last.peaks and last.seconds >= 1.0:
             on = segments[-2]
-            if on.colour == "na-ringback" and 1.6 <= on.seconds <= 2.4:
+            if 1.6 <= on.seconds <= 2.4 and colour(on) == "na-ringback":
                 found.append(("ringback", "na", on))
-            elif on.colour == "etsi" and 0.8 <= on.seconds <= 1.2:
+            elif 0.8 <= on.seconds <= 1.2 and colour(on) == "etsi":
                 found.append(("ringback", "etsi", on))
-        if len(segments) >= 2 and not last.peaks and segments[-2].colour == "uk-ringback":
-            ons = [s for s in segments[-5:-1] if s.colour == "uk-ringback"]
+        if (
+            len(segments) >= 2
+            and not last.peaks
+            and 0.3 <= segments[-2].seconds <= 0.5  # the last of the rings below
+            and colour(segments[-2]) == "uk-ringback"
+        ):
+            ons = [s for s in segments[-5:-1] if colour(s) == "uk-ringback"]
             if len(ons) >= 2 and all(0.3 <= s.seconds <= 0.5 for s in ons[-2:]):
                 found.append(("ringback", "uk", ons[-2]))
-        sit = [s for s in segments if s.colour and s.colour.startswith("sit")]
-        if (
-            len(sit) >= 3
-            and [s.colour for s in sit[-3:]] == ["sit1", "sit2", "sit3"]
-            and all(0.2 <= s.seconds <= 0.45 for s in sit[-3:])
-        ):
-            found.append(("sit", "", sit[-3]))
+        first_sit = self._sit()
+        if first_sit is not None:
+            found.append(("sit", "", first_sit))
         return found
+
+    def _sit(self) -> _Segment | None:
+        """The first of the three SIT tones the history ends in, if it does: its last three
+        SIT-coloured segments are sit1, sit2 and sit3, each of a SIT tone's length. Those are
+        the latest three SIT-coloured among the segments of that length, and no segment of
+        another length since the first of them is SIT-coloured: named in that order, and only
+        as far as needed."""
+        segments = self._segments
+        may = [_may_be_sit(s) and 0.2 <= s.seconds <= 0.45 for s in segments]
+        if sum(may) < 3:
+            return None
+        found: list[_Segment] = []
+        left = sum(may)  # segments of a SIT tone's length not looked at yet
+        for segment, candidate in zip(reversed(segments), reversed(may), strict=True):
+            if not candidate:
+                continue
+            if left < 3 - len(found):
+                return None  # too few left for three tones
+            left -= 1
+            colour = self._colour(segment) or ""
+            if not colour.startswith("sit"):
+                continue
+            if colour != ("sit3", "sit2", "sit1")[len(found)]:
+                return None
+            found.append(segment)
+            if len(found) == 3:
+                break
+        else:
+            return None
+        first = found[-1]
+        since = next(i for i, segment in enumerate(segments) if segment is first) + 1
+        for segment, candidate in zip(segments[since:], may[since:], strict=True):
+            # A SIT-coloured segment of another length would be among the last three.
+            if (
+                not candidate
+                and _may_be_sit(segment)
+                and (self._colour(segment) or "").startswith("sit")
+            ):
+                return None
+        return first
 
 
 def _same_segment(peaks: tuple[int, ...], then: tuple[int, ...]) -> bool:
     """Whether a frame with `then` peaks continues a segment with `peaks`: both toneless, or
     both tonal within one 150 Hz step of each other (a tone near a step's edge wavers)."""
     return peaks == then or bool(peaks and then and abs(peaks[0] - then[0]) <= 1)
+
+
+def _may_be_sit(segment: _Segment) -> bool:
+    """Whether a segment is, or may be once named, SIT-coloured."""
+    return segment.unnamed is not None or (segment.colour or "").startswith("sit")
+
+
+def _lengths(frames: int) -> tuple[bool, bool, bool]:
+    """What the rules of `_match` ask of the last segment's length (frames long): a second
+    (ringback's gap), a SIT tone's length, a second and a half (dial tone)."""
+    seconds = frames * FRAME_SECONDS  # as `_Segment.seconds`
+    return seconds >= 1.0, 0.2 <= seconds <= 0.45, seconds >= 1.5
 
 
 def _grow(segment: _Segment, frame: Samples) -> None:
@@ -387,13 +484,13 @@ def _grow(segment: _Segment, frame: Samples) -> None:
 
 
 def _names(segment: _Segment, grows: bool) -> bool:
-    """Whether the next frame, which grows the segment or ends it, makes `_step` name it (an
-    FFT). A tone long enough for a cadence is named as it reaches that length (dial tone never
-    ends). A tone that ends is named if long enough for a cadence or high enough for the
-    alerting signal; a shorter one is shorter than any tone we name (speech makes many such),
-    or too low for the alerting signal: not worth an FFT."""
+    """Whether the next frame, which grows the segment or ends it, makes `_step` pick it to
+    be named (its audio kept for an FFT). A tone long enough for a cadence is picked as it
+    reaches that length (dial tone never ends). A tone that ends is picked if long enough for
+    a cadence or high enough for the alerting signal; a shorter one is shorter than any tone
+    we name (speech makes many such), or too low for the alerting signal: not worth an FFT."""
     if segment.colour is not None or not segment.samples:
-        return False  # named already, or no tone in it
+        return False  # picked already, or no tone in it
     if grows:
         return segment.frames + 1 == CADENCE_FRAMES
     return segment.frames >= MIN_FRAMES and (
@@ -406,7 +503,7 @@ def _tonal_peaks(power: float, spread: float, centroid: float) -> tuple[int, ...
     to 150 Hz: enough to split one SIT tone from the next, steady on a dual tone."""
     if power < _MIN_POWER or spread > MAX_SPREAD:
         return ()
-    return (round(centroid / 150),)
+    return (round(centroid / _PEAK_HZ),)
 
 
 @lru_cache(maxsize=64)
@@ -424,6 +521,9 @@ def _name(frequencies: list[float]) -> str | None:
             return colour
     return None
 
+
+_DIALS = {"na-dial": "na", "uk-dial": "uk", "etsi": "etsi"}  # colour -> plan
+_CADENCED = ("na-busy", "etsi", "uk-400")  # the colours `_cadence` knows
 
 _TOLERANCES = [(colour, wanted, [max(6.0, 0.012 * w) for w in wanted]) for colour, wanted in _SETS]
 

@@ -119,20 +119,26 @@ def features(frames: npt.NDArray[np.float64]) -> BlockFeatures:
         parts = np.fft.rfft(frames * HANN, axis=1).view(np.float64)  # real, imaginary, ...
         np.multiply(parts, parts, out=parts)
         spectrum = parts[:, 0::2] + parts[:, 1::2]
-    squares = _sum_rows(spectrum * spectrum)
-    sums = spectrum @ _SUMS
-    total = sums[:, 0]
-    if min(total.tolist()) > 0:  # the usual case: every frame has energy inside its window
-        fsk_share, centroid = (sums[:, 1:] / sums[:, :1]).T.tolist()
-        spread = total * total / squares
-        return BlockFeatures(power, fsk_share, spread.tolist(), centroid, dtmf)
+    square_sums: list[float] = _sum_rows(spectrum * spectrum).tolist()
+    sums = (spectrum @ _SUMS).tolist()  # per frame: total, energy in the FSK band, moment
+    if min(square_sums) > 0 < min(total for total, _, _ in sums):  # the usual case
+        # (On plain floats: at a few frames a numpy call costs more than its arithmetic; the
+        # same divisions, so the same numbers.)
+        fsk_share = [fsk / total for total, fsk, _ in sums]
+        centroid = [moment / total for total, _, moment in sums]
+        spread = [
+            total * total / square for (total, _, _), square in zip(sums, square_sums, strict=True)
+        ]
+        return BlockFeatures(power, fsk_share, spread, centroid, dtmf)
+    total = np.array([row[0] for row in sums])
+    squares = np.array(square_sums)
     safe = np.where(total > 0, total, 1.0)
     fsk = spectrum[:, _FSK_BAND].sum(axis=1) / safe
     spreads = np.where(squares > 0, safe**2 / np.where(squares > 0, squares, 1.0), np.inf)
-    centroid = spectrum @ BIN_HZ / safe
+    centroids = spectrum @ BIN_HZ / safe
     zero = total <= 0  # energy only where the window is zero (a click at the edge)
     fsk[zero], spreads[zero] = 0.0, np.inf
-    return BlockFeatures(power, fsk.tolist(), spreads.tolist(), centroid.tolist(), dtmf)
+    return BlockFeatures(power, fsk.tolist(), spreads.tolist(), centroids.tolist(), dtmf)
 
 
 def frame_features(frame: npt.NDArray[np.generic]) -> FrameFeatures:
