@@ -19,11 +19,14 @@ def test_what_one_daemon_notes_the_next_reads_back_in_the_same_boot_only(tmp_pat
     first.carry_over({})
     first.note("line1", ["box1-00000001-20261130T000000Z-line1"], "inbound")
     first.note("line2", ["box1-00000002-20261130T000000Z-line2"], "outbound")
-    first.note("line2", [], "outbound")  # that call ended
+    first.note("line2", [], "")  # that call ended
     assert CallNotes(tmp_path, BOOT).left == {
         "line1": NotedCall(parts=["box1-00000001-20261130T000000Z-line1"], direction="inbound")
     }
     assert CallNotes(tmp_path, "another boot").left == {}
+    first.note("line2", [], "inbound")  # picked up, in its notice: nothing kept yet
+    assert CallNotes(tmp_path, BOOT).left["line2"] == NotedCall(parts=[], direction="inbound")
+    first.note("line2", [], "")
     assert CallNotes(tmp_path, "").left == {}  # no boot id: nothing links
     restarted = CallNotes(tmp_path, BOOT)
     restarted.carry_over({})  # the line was on hook at the restart: that call is over

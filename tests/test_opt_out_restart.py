@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -223,3 +224,56 @@ def test_an_opt_out_by_key_after_a_restart_takes_the_part_before_it_off_the_card
     assert "opted_out" in said or "opted-out" in said, said
     logged = (tmp_path / "ring" / "ring.log").read_text()
     assert f'"event": "opted-out", "id": "{part}"' in logged, said
+
+
+def test_an_inbound_call_restarted_during_its_notice_still_offers_the_opt_out_key(
+    tmp_path: Path,
+) -> None:
+    """Killed while the notice plays to an inbound caller (nothing recorded yet, so no part to
+    note): the restarted daemon must still take the call as inbound, so the caller's opt-out
+    key during the notice played again keeps nothing."""
+    keygen(tmp_path / "keys")
+
+    def run(steps: list[str]) -> tuple[subprocess.Popen[bytes], list[str]]:
+        call = tmp_path / "call.toml"
+        call.write_text("[[call]]\n" + "".join(f"[[call.step]]\n{step}\n" for step in steps))
+        config = tmp_path / "linerec.toml"
+        config.write_text(
+            '[device]\nid = "box1"\n[store]\ndir = "ring"\nrecipients = ["keys/collector.pub"]\n'
+            f'[hardware]\nbackend = "sim"\n[sim]\ncalls = ["{call}"]\nspeed = 2.0\n'
+            '[[line]]\nconsent = "notice"\nopt_out_key = "9"\nopt_out_window_s = 5\n'
+        )
+        daemon = subprocess.Popen(
+            [*LINEREC, "run", "--config", str(config)], stderr=subprocess.PIPE
+        )
+        lines: list[str] = []
+        assert daemon.stderr is not None
+        stream = daemon.stderr
+
+        def gather() -> None:
+            for raw in stream:
+                lines.append(raw.decode(errors="replace"))
+
+        threading.Thread(target=gather, daemon=True).start()
+        return daemon, lines
+
+    daemon, said = run(["at = 0.5\nring = 1", "wait = 0.5", "off_hook = true", TALKING])
+    try:
+        wait_until(lambda: any("notice_started" in line for line in said), "the notice")
+    finally:
+        daemon.kill()
+        daemon.wait(10)
+    assert on_card(tmp_path) == set()  # killed before anything was kept
+    daemon, said = run([STILL_OFF_HOOK, "wait = 1.0", 'dtmf = "9"', TALKING])
+    try:
+        wait_until(
+            lambda: any("opted_out" in line or "recording_started" in line for line in said),
+            "the opt-out, or a recording",
+            timeout=60,
+        )
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(20)
+    assert any("direction=inbound" in line for line in said), "".join(said)[-4000:]
+    assert any("opted_out" in line for line in said), "".join(said)[-4000:]
+    assert on_card(tmp_path) == set(), "".join(said)[-4000:]

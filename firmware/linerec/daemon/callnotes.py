@@ -73,9 +73,9 @@ class CallNotes:
             parts, direction = note.get("parts"), note.get("direction", "")
             if (
                 isinstance(parts, list)
-                and parts
                 and all(isinstance(p, str) for p in parts)
                 and isinstance(direction, str)
+                and (parts or direction)  # a call answered, nothing kept of it yet
             ):
                 left[str(line)] = NotedCall(parts=list(parts), direction=direction)
         return left
@@ -88,9 +88,10 @@ class CallNotes:
             self._write()
 
     def note(self, line: str, parts: list[str], direction: str = "") -> None:
-        """The parts of the call on `line` now ([]: no call, or none left to take back), and
-        its direction. Written through; OSError if the card fails it."""
-        call = NotedCall(parts=list(parts), direction=direction) if parts else None
+        """The parts of the call on `line` now, and its direction (known from the pick-up,
+        before any part: an inbound caller restarted during the notice is still offered the
+        key); [] and "": no call. Written through; OSError if the card fails it."""
+        call = NotedCall(parts=list(parts), direction=direction) if parts or direction else None
         if self._notes.get(line) == call:
             return
         if call is not None:

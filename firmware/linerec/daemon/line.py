@@ -444,7 +444,7 @@ class LinePipeline:
         the call in progress before the restart, `direction` its direction ("" if not known):
         the call picked up now is that one."""
         self._carried = list(parts)
-        if parts and direction in {d.value for d in Direction}:
+        if direction in {d.value for d in Direction}:
             self.machine.take_over(Direction(direction))
 
     def _note_parts(self, *, ended: bool = False) -> None:
@@ -457,7 +457,7 @@ class LinePipeline:
                 *([self._writer.id] if self._writer is not None else []),
             ]
         )
-        direction = self.policy.direction
+        direction = None if ended else self.policy.direction
         try:
             self._on_parts(parts, direction.value if direction is not None else "")
         except OSError as exc:  # an opt-out after a restart may then keep the earlier parts
