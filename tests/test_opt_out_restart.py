@@ -15,6 +15,7 @@ A real mosquitto and collector; the hardware is the simulated line.
 
 from __future__ import annotations
 
+import functools
 import json
 import signal
 import subprocess
@@ -144,7 +145,9 @@ def test_an_opt_out_after_a_restart_mid_call_takes_back_the_part_before_it(
     assert not list((tmp_path / "central").rglob(f"{part}*.lrec"))
     chain = {link["seq"]: link["state"] for link in collector.store.chain("box1")}
     assert chain[1] == "opted-out", chain
-    assert json.loads((tmp_path / "ring" / NOTES).read_text()) == {}  # the call is over
+    # the line still off hook when it stopped: the call noted as opted out, nothing of it left
+    (note,) = json.loads((tmp_path / "ring" / NOTES).read_text()).values()
+    assert (note["parts"], note["opted_out"]) == ([], True)
     assert f"its parts before the restart: ['{part}']" in said
 
 
@@ -226,6 +229,30 @@ def test_an_opt_out_by_key_after_a_restart_takes_the_part_before_it_off_the_card
     assert f'"event": "opted-out", "id": "{part}"' in logged, said
 
 
+def run_logged(tmp_path: Path, steps: list[str]) -> tuple[subprocess.Popen[bytes], list[str]]:
+    """`linerec run` on the simulated line (inbound key opt-out under a notice, no uplink),
+    playing `steps`; the lines of its log as they come."""
+    call = tmp_path / "call.toml"
+    call.write_text("[[call]]\n" + "".join(f"[[call.step]]\n{step}\n" for step in steps))
+    config = tmp_path / "linerec.toml"
+    config.write_text(
+        '[device]\nid = "box1"\n[store]\ndir = "ring"\nrecipients = ["keys/collector.pub"]\n'
+        f'[hardware]\nbackend = "sim"\n[sim]\ncalls = ["{call}"]\nspeed = 2.0\n'
+        '[[line]]\nconsent = "notice"\nopt_out_key = "9"\nopt_out_window_s = 5\n'
+    )
+    daemon = subprocess.Popen([*LINEREC, "run", "--config", str(config)], stderr=subprocess.PIPE)
+    lines: list[str] = []
+    stream = daemon.stderr
+    assert stream is not None
+
+    def gather() -> None:
+        for raw in stream:
+            lines.append(raw.decode(errors="replace"))
+
+    threading.Thread(target=gather, daemon=True).start()
+    return daemon, lines
+
+
 def test_an_inbound_call_restarted_during_its_notice_still_offers_the_opt_out_key(
     tmp_path: Path,
 ) -> None:
@@ -233,30 +260,7 @@ def test_an_inbound_call_restarted_during_its_notice_still_offers_the_opt_out_ke
     note): the restarted daemon must still take the call as inbound, so the caller's opt-out
     key during the notice played again keeps nothing."""
     keygen(tmp_path / "keys")
-
-    def run(steps: list[str]) -> tuple[subprocess.Popen[bytes], list[str]]:
-        call = tmp_path / "call.toml"
-        call.write_text("[[call]]\n" + "".join(f"[[call.step]]\n{step}\n" for step in steps))
-        config = tmp_path / "linerec.toml"
-        config.write_text(
-            '[device]\nid = "box1"\n[store]\ndir = "ring"\nrecipients = ["keys/collector.pub"]\n'
-            f'[hardware]\nbackend = "sim"\n[sim]\ncalls = ["{call}"]\nspeed = 2.0\n'
-            '[[line]]\nconsent = "notice"\nopt_out_key = "9"\nopt_out_window_s = 5\n'
-        )
-        daemon = subprocess.Popen(
-            [*LINEREC, "run", "--config", str(config)], stderr=subprocess.PIPE
-        )
-        lines: list[str] = []
-        assert daemon.stderr is not None
-        stream = daemon.stderr
-
-        def gather() -> None:
-            for raw in stream:
-                lines.append(raw.decode(errors="replace"))
-
-        threading.Thread(target=gather, daemon=True).start()
-        return daemon, lines
-
+    run = functools.partial(run_logged, tmp_path)
     daemon, said = run(["at = 0.5\nring = 1", "wait = 0.5", "off_hook = true", TALKING])
     try:
         wait_until(lambda: any("notice_started" in line for line in said), "the notice")
@@ -276,4 +280,30 @@ def test_an_inbound_call_restarted_during_its_notice_still_offers_the_opt_out_ke
         daemon.wait(20)
     assert any("direction=inbound" in line for line in said), "".join(said)[-4000:]
     assert any("opted_out" in line for line in said), "".join(said)[-4000:]
+    assert on_card(tmp_path) == set(), "".join(said)[-4000:]
+
+
+def test_a_call_opted_out_before_a_restart_stays_opted_out_after_it(tmp_path: Path) -> None:
+    """The caller opted out by key; the daemon is then killed while the call goes on: the
+    restarted daemon, finding the line still off hook, must keep nothing more of that call."""
+    keygen(tmp_path / "keys")
+    steps = ["at = 0.5\nring = 1", "wait = 0.5", "off_hook = true", "wait = 1.0"]
+    daemon, said = run_logged(tmp_path, [*steps, 'dtmf = "9"', TALKING])
+    try:
+        wait_until(lambda: any("opted_out" in line for line in said), "the opt-out")
+    finally:
+        daemon.kill()
+        daemon.wait(10)
+    assert on_card(tmp_path) == set()
+    daemon, said = run_logged(tmp_path, [STILL_OFF_HOOK, TALKING])
+    try:
+        wait_until(
+            lambda: any("opted_out" in line or "recording_started" in line for line in said),
+            "the call taken again",
+            timeout=60,
+        )
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(20)
+    assert not any("recording_started" in line for line in said), "".join(said)[-4000:]
     assert on_card(tmp_path) == set(), "".join(said)[-4000:]

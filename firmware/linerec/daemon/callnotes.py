@@ -4,8 +4,10 @@ card so that a daemon restarted mid-call knows them.
 systemd starts the daemon again after a crash or the watchdog's kill; if the line is still off
 hook, the call goes on in a new recording (the one that was open is cut by recovery). An opt-out
 after that must take every part of the call off the card, those before the restart too, and
-only the daemon that wrote them knew which they were. So each line's parts are noted in
-`calls.json` when a part begins, and the note is dropped when the call ends or is opted out.
+only the daemon that wrote them knew which they were. So each line's call is noted in
+`calls.json` when it is picked up (its direction) and when a part begins, and the note is
+dropped when the call ends. An opted-out call stays noted, as opted out, until it ends: a
+daemon restarted in it keeps nothing more of it.
 
 A note links parts across a restart only within one boot (the kernel's boot id): after a power
 loss the box may be off for hours, and a line off hook when it comes back may be another call.
@@ -43,11 +45,12 @@ class NotedCall:
 
     parts: list[str]
     direction: str = ""  # "inbound", "outbound"; "" before the call's direction is known
+    opted_out: bool = False  # the caller opted out: nothing more of the call is kept
 
 
 class CallNotes:
     """`<store dir>/calls.json`: {line: {"boot": boot id, "parts": [recording id, ...],
-    "direction": "inbound" or "outbound"}}."""
+    "direction": "inbound" or "outbound", "opted_out": true if the caller opted out}}."""
 
     def __init__(self, directory: Path, boot: str) -> None:
         self.path = directory / NOTES
@@ -71,13 +74,17 @@ class CallNotes:
             if not isinstance(note, dict) or not self._boot or note.get("boot") != self._boot:
                 continue  # another boot's: the call it noted is over
             parts, direction = note.get("parts"), note.get("direction", "")
+            opted_out = note.get("opted_out", False)
             if (
                 isinstance(parts, list)
                 and all(isinstance(p, str) for p in parts)
                 and isinstance(direction, str)
-                and (parts or direction)  # a call answered, nothing kept of it yet
+                and isinstance(opted_out, bool)
+                and (parts or direction or opted_out)  # a call answered, nothing kept yet
             ):
-                left[str(line)] = NotedCall(parts=list(parts), direction=direction)
+                left[str(line)] = NotedCall(
+                    parts=list(parts), direction=direction, opted_out=opted_out
+                )
         return left
 
     def carry_over(self, carried: dict[str, NotedCall]) -> None:
@@ -87,11 +94,18 @@ class CallNotes:
         if self._notes or self.left or self.path.exists():
             self._write()
 
-    def note(self, line: str, parts: list[str], direction: str = "") -> None:
+    def note(
+        self, line: str, parts: list[str], direction: str = "", opted_out: bool = False
+    ) -> None:
         """The parts of the call on `line` now, and its direction (known from the pick-up,
         before any part: an inbound caller restarted during the notice is still offered the
-        key); [] and "": no call. Written through; OSError if the card fails it."""
-        call = NotedCall(parts=list(parts), direction=direction) if parts or direction else None
+        key); [] and "": no call. `opted_out`: the caller opted out, so a restart in the call
+        keeps nothing more of it. Written through; OSError if the card fails it."""
+        call = (
+            NotedCall(parts=list(parts), direction=direction, opted_out=opted_out)
+            if parts or direction or opted_out
+            else None
+        )
         if self._notes.get(line) == call:
             return
         if call is not None:
@@ -104,7 +118,12 @@ class CallNotes:
         # A small file synced when a part begins and when the call ends, beside the syncs of
         # the recording's own header: never once a chunk.
         body = {
-            name: {"boot": self._boot, "parts": call.parts, "direction": call.direction}
+            name: {
+                "boot": self._boot,
+                "parts": call.parts,
+                "direction": call.direction,
+                **({"opted_out": True} if call.opted_out else {}),
+            }
             for name, call in self._notes.items()
         }
         with atomic_file(self.path) as out:

@@ -101,7 +101,7 @@ class LinePipeline:
         wall: Callable[[float], datetime],
         clock_synchronized: Callable[[], bool],
         initial_off_hook: bool,
-        on_parts: Callable[[list[str], str], None] = lambda parts, direction: None,
+        on_parts: Callable[[list[str], str, bool], None] = lambda parts, direction, out: None,
     ) -> None:
         self.config = line
         self.name = line.name
@@ -154,6 +154,7 @@ class LinePipeline:
         # given those of a call the daemon was restarted in: the pickup at start is that call.
         self._on_parts = on_parts
         self._carried: list[str] = []
+        self._carried_opt_out = False  # the call carried over was opted out before the restart
         self._store_retry_at = float("-inf")  # after a store error: keep nothing before this
         self._silence = np.zeros(FRAME_SAMPLES, dtype=np.int16)
         self._silence_block = np.zeros(FRAME_SAMPLES * self.analyzer.block_frames, np.int16)
@@ -372,6 +373,7 @@ class LinePipeline:
     def _carry_out(self, decisions: Sequence[Decision]) -> None:
         if decisions:
             self._flush_kept()  # what was released before a decision is written before it
+        opted_out_at: float | None = None
         for decision in decisions:
             if isinstance(decision, CallEvent):
                 if isinstance(decision, Answered):
@@ -380,6 +382,8 @@ class LinePipeline:
                     self._call_parts, self._carried = self._carried, []
                     self._unsealed.clear()
                     self._note_parts()
+                    if self._carried_opt_out:  # the caller said no before the restart
+                        self._carried_opt_out, opted_out_at = False, decision.t
                 self._emit(decision)
             elif isinstance(decision, Retag):
                 self.delay.retag(since=decision.since, only=decision.only, keep=decision.keep)
@@ -400,6 +404,8 @@ class LinePipeline:
                 self._seal(decision.reason, decision.t)
                 self._store_retry_at = float("-inf")  # the next call tries the store afresh
                 self._note_parts(ended=True)
+        if opted_out_at is not None:
+            self._carry_out(self.policy.command("opt_out", opted_out_at))
 
     def _play(self, what: str) -> None:
         self._notice_at = 0 if what == "notice" else None
@@ -437,17 +443,18 @@ class LinePipeline:
                         message=f"opt-out: {recording_id} kept: {exc}",
                     )
                 )
-        self._note_parts(ended=True)
+        self._note_parts(opted_out=True)  # kept until the call ends: a restart keeps nothing
 
-    def carry(self, parts: list[str], direction: str) -> None:
+    def carry(self, parts: list[str], direction: str, opted_out: bool = False) -> None:
         """The line was off hook when the daemon started, and `parts` are the recordings of
         the call in progress before the restart, `direction` its direction ("" if not known):
         the call picked up now is that one."""
         self._carried = list(parts)
+        self._carried_opt_out = opted_out
         if direction in {d.value for d in Direction}:
             self.machine.take_over(Direction(direction))
 
-    def _note_parts(self, *, ended: bool = False) -> None:
+    def _note_parts(self, *, ended: bool = False, opted_out: bool = False) -> None:
         parts = (
             []
             if ended
@@ -459,7 +466,7 @@ class LinePipeline:
         )
         direction = None if ended else self.policy.direction
         try:
-            self._on_parts(parts, direction.value if direction is not None else "")
+            self._on_parts(parts, direction.value if direction is not None else "", opted_out)
         except OSError as exc:  # an opt-out after a restart may then keep the earlier parts
             self._emit(
                 Fault(
@@ -518,6 +525,7 @@ class LinePipeline:
                 self.delay.release(drop_from=event.t)
                 self._notice_done_at = None
                 self._carried = []  # the call from before a restart is over
+                self._carried_opt_out = False
                 self.machine.take_over(None)
             self._carry_out(self.policy.line_event(event))
             if self._notice_done_at is not None and not self.hook.in_break:
