@@ -15,6 +15,7 @@ from calls import wait_until
 from killed import killed_mid_write
 from linerec.atomic import atomic_file, remove_temps, temp_target
 from linerec.config import load_config
+from linerec.daemon.callnotes import NOTES
 from linerec.daemon.storage import open_store
 from linerec.store.keys import (
     EPOCH_FILE,
@@ -145,6 +146,7 @@ def test_opening_the_store_removes_a_cut_renewed_certificate_and_epoch_key(
     left = [
         killed_mid_write(store / RENEWED_CERT),
         killed_mid_write(store / EPOCH_FILE),
+        killed_mid_write(store / NOTES),  # the calls in progress (daemon/callnotes.py)
         killed_mid_write(recording.with_name(recording.name + ".why")),
     ]
     caplog.set_level(logging.INFO)

@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 from linerec.atomic import remove_temps
 from linerec.call.events import CallEvent
 from linerec.config import Config
+from linerec.daemon.callnotes import NOTES
 from linerec.daemon.events import Fault, RecordingDeleted, StoreFilling
 from linerec.daemon.report import event_record
 from linerec.errors import ConfigError
@@ -167,9 +168,10 @@ def queueing(
 
 def _remove_cut_files(store_dir: Path) -> None:
     """A replacement that a power cut or kill cut short left its temporary file: a renewed
-    certificate's or an epoch key's in the store directory, a quarantined recording's reason
-    beside it. It goes (logged); nothing else there is touched."""
-    ours = {keys.RENEWED_CERT, keys.EPOCH_FILE}
+    certificate's, an epoch key's or the calls in progress's (calls.json) in the store
+    directory, a quarantined recording's reason beside it. It goes (logged); nothing else
+    there is touched."""
+    ours = {keys.RENEWED_CERT, keys.EPOCH_FILE, NOTES}
     cut = [
         *remove_temps(store_dir, lambda target: target in ours),
         *remove_temps(store_dir / QUARANTINE, lambda target: target.endswith(".why")),
