@@ -381,9 +381,9 @@ class LinePipeline:
                     # restart are this one's).
                     self._call_parts, self._carried = self._carried, []
                     self._unsealed.clear()
-                    self._note_parts()
                     if self._carried_opt_out:  # the caller said no before the restart
                         self._carried_opt_out, opted_out_at = False, decision.t
+                    self._note_parts(opted_out=opted_out_at is not None)  # noted so meanwhile
                 self._emit(decision)
             elif isinstance(decision, Retag):
                 self.delay.retag(since=decision.since, only=decision.only, keep=decision.keep)
