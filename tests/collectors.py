@@ -119,6 +119,8 @@ class Appliance:
 def wait_until_delivered(appliances: list[Appliance], timeout: float) -> None:
     """Until every appliance holds nothing the collector has not acknowledged."""
     deadline = time.monotonic() + timeout
+    for appliance in appliances:  # durable first: waiting() leaves out events still queued
+        assert appliance.uplink.outbox.flush(timeout), f"{appliance.name}: events not written"
     while any(a.waiting() for a in appliances):
         left = {a.name: a.uplink.waiting() for a in appliances if a.waiting()}
         assert time.monotonic() < deadline, f"still waiting for acks: {left}"
