@@ -43,7 +43,8 @@ class CollectorProcess:
         )
         self.lines: queue.Queue[str] = queue.Queue()
         self.log: list[str] = []
-        threading.Thread(target=self._read, daemon=True).start()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
 
     def _read(self) -> None:
         assert self.process.stderr is not None
@@ -73,7 +74,7 @@ class CollectorProcess:
         if self.process.poll() is None:
             self.process.terminate()
             self.process.wait(30)
-        time.sleep(0)  # the reader thread drains the pipe to its end
+        self._reader.join(10)  # the pipe read to its end: the last lines are in the log
         return self.text()
 
 
@@ -118,6 +119,8 @@ class Appliance:
 def wait_until_delivered(appliances: list[Appliance], timeout: float) -> None:
     """Until every appliance holds nothing the collector has not acknowledged."""
     deadline = time.monotonic() + timeout
+    for appliance in appliances:  # durable first: waiting() leaves out events still queued
+        assert appliance.uplink.outbox.flush(timeout), f"{appliance.name}: events not written"
     while any(a.waiting() for a in appliances):
         left = {a.name: a.uplink.waiting() for a in appliances if a.waiting()}
         assert time.monotonic() < deadline, f"still waiting for acks: {left}"

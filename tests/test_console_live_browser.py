@@ -135,8 +135,12 @@ def test_a_player_opened_afresh_waits_for_a_click_then_plays_to_the_hang_up(
             assert state(page, "ready").startswith("Press Listen live")
         again.click("#live-player button.start")
         assert state(again, "live") == "Live."
-        card.burst(PITCHES[0])
-        assert len(heard(again, 1, WAIT_MS)) == 1  # the call itself, played
+        # The call itself, played. A page held up on a loaded machine drops what it could not
+        # play in time (or its tap misses a burst): one burst alone was lost so once, so
+        # three go, and one at least must be heard whole, each heard one a burst sent.
+        sent = [card.burst(pitch) for pitch in PITCHES[:3]]
+        assert len(sent) == 3
+        assert delays(heard(again, 1, WAIT_MS), card.captured) != []
         clock.now += LISTEN_TICKET_SECONDS + 1
         late.click("#live-player button.start")
         said = state(late, "error")

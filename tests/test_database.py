@@ -232,6 +232,34 @@ def two_stores(tmp_path: Path) -> tuple[CollectorStore, CollectorStore]:
     return CollectorStore(tmp_path / "data", location), CollectorStore(tmp_path / "data", location)
 
 
+@pytest.mark.engines("sqlite")
+def test_a_collector_opening_a_new_sqlite_file_while_another_sets_it_up_waits_its_turn(
+    tmp_path: Path,
+) -> None:
+    """Two collector processes started together on a new data directory: while one is
+    switching the file to WAL, the other's switch fails at once with "database is locked"
+    (SQLite returns BUSY without waiting, so that neither deadlocks): it tries again until
+    the first is done, as long as it would wait for any writer, instead of dying at start."""
+    path = tmp_path / "collector.db"
+    first = sqlite3.connect(path, isolation_level=None)
+    first.execute("CREATE TABLE setting_up (x)")
+    first.execute("BEGIN IMMEDIATE")  # the first process's write lock, held mid-switch
+    first.execute("INSERT INTO setting_up VALUES (1)")
+    waits: list[float] = []
+
+    def the_first_finishes(seconds: float) -> None:
+        waits.append(seconds)
+        first.execute("COMMIT")
+
+    second = connect(path, sleep=the_first_finishes)
+    try:
+        assert second.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert len(waits) == 1
+    finally:
+        second.close()
+        first.close()
+
+
 def test_the_same_event_stored_by_two_processes_at_once_is_kept_once(tmp_path: Path) -> None:
     stores = two_stores(tmp_path)
     for seq in range(1, 41):

@@ -102,6 +102,7 @@ def test_the_database_going_away_stops_acks_and_the_collector_catches_up(
         wait_until(lambda: uplink.connected, "the uplink to connect", WAIT)
         outbox.append({"device": "box1", "event": "ringing", "line": "line1", "number": "555"})
         first = record_call(ring, 1.0).id
+        assert outbox.flush(WAIT)  # durable first: waiting() leaves out events still queued
         uplink.kick()
         wait_until(lambda: uplink.waiting() == (0, []), "the first event and recording acked", WAIT)
         assert collector.status()["database"] == "ok"
@@ -112,6 +113,7 @@ def test_the_database_going_away_stops_acks_and_the_collector_catches_up(
             for n in range(3):
                 outbox.append({"device": "box1", "event": "ringing", "line": "line1", "n": n})
             second = record_call(ring, 1.0).id
+            assert outbox.flush(WAIT)  # all three counted by waiting() below
             uplink.kick()
             wait_until(
                 lambda: collector.status()["not_acknowledged"] >= 8,

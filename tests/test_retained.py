@@ -63,6 +63,7 @@ def test_only_each_devices_status_and_health_are_retained(tmp_path: Path) -> Non
         writer.seal(ended_by="hang-up")
         record_call(site.ring, 1.0)
         site.outbox.append({"device": "box1", "event": "ringing", "line": "line1"})
+        assert site.outbox.flush(10)  # durable first: waiting() leaves out events still queued
         site.uplink.kick()
         wait_until(lambda: site.uplink.waiting() == (0, []), "every event and recording acked")
         # telemetry (seen by a subscriber: the broker has it), and a command the box takes

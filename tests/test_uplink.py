@@ -464,7 +464,6 @@ def test_forged_or_misaddressed_acks_change_nothing(
     ring = open_store(config, emit=lambda e: None, clock=time.monotonic)
     problems: list[str] = []
     uplink = open_uplink(config, ring, on_problem=problems.append)
-    uplink.start()
     (entry,) = ring.sealed()
     collector_key = load_private(site["root"] / "keys" / "collector.key").signing
     forged = sign(
@@ -472,15 +471,24 @@ def test_forged_or_misaddressed_acks_change_nothing(
     )
     elsewhere = sign(collector_key, {"kind": "events", "device": "box2", "upto": 999})
     client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    online, subscribed = threading.Event(), threading.Event()
+    client.on_message = lambda *args: b'"online"' in args[2].payload and online.set()
+    client.on_subscribe = lambda *args: subscribed.set()
     client.connect("127.0.0.1", broker.port)
+    client.subscribe("linerec/v1/box1/status", qos=1)
     client.loop_start()
     try:
-        deadline = time.monotonic() + 10
-        while not uplink.connected and time.monotonic() < deadline:
-            time.sleep(0.05)
+        assert subscribed.wait(10)
+        uplink.start()
+        # The uplink says it is online after subscribing, on the same connection: once that
+        # is here, so is its subscription (`connected` is set before the broker has it, and
+        # an ack sent then went to no one: the forged one was missed once under load).
+        assert online.wait(30), problems
         for payload in (forged, elsewhere, b"garbage"):
-            client.publish("linerec/v1/box1/ack", payload, qos=1).wait_for_publish(5)
-        while len(problems) < 3 and time.monotonic() < deadline:
+            client.publish("linerec/v1/box1/ack", payload, qos=1).wait_for_publish(10)
+        deadline = time.monotonic() + 30
+        while len(problems) < 3:
+            assert time.monotonic() < deadline, problems
             time.sleep(0.05)
     finally:
         client.loop_stop()

@@ -86,17 +86,32 @@ def check_uri(uri: str) -> str:
     return uri
 
 
-def connect(location: Path | str) -> Database:
+def connect(location: Path | str, *, sleep: Callable[[float], None] = time.sleep) -> Database:
     """The database at `location`: a PostgreSQL URI, or the path of a SQLite file."""
     if is_uri(location):
         return _connect_postgresql(check_uri(str(location)))
     path = Path(location)
     # Other collector processes may hold the write lock: wait for it that long.
     db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=BUSY_TIMEOUT)
-    db.execute("PRAGMA journal_mode=WAL")
+    _switch_to_wal(db, sleep)
     db.execute("PRAGMA synchronous=FULL")
     db.execute("PRAGMA secure_delete=ON")  # a deleted key is overwritten, not just unlinked
     return Database(db, SQLITE, str(path))
+
+
+def _switch_to_wal(db: sqlite3.Connection, sleep: Callable[[float], None]) -> None:
+    """WAL mode, waiting as long as for any writer. While another process holds the write
+    lock (switching a new file to WAL itself, say), SQLite answers "locked" at once rather
+    than wait (its busy handler would deadlock there): so the wait is here."""
+    deadline = time.monotonic() + BUSY_TIMEOUT
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+        sleep(0.05)
 
 
 def _connect_postgresql(uri: str) -> Database:
