@@ -290,7 +290,9 @@ class Daemon:
                     log.warning(
                         "line %s: its parts before the restart: %s", pipeline.name, call.parts
                     )
-                    pipeline.carry(call.parts, call.direction, call.opted_out)
+                    pipeline.carry(
+                        call.parts, call.direction, call.opted_out, notes.paused_for(call)
+                    )
                 pipeline.hook_edge(level, self.clock_start)
         try:
             notes.carry_over(carried)
