@@ -12,7 +12,6 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from linerec.atomic import create_atomic
-from linerec.uplink import tls
 from linerec.uplink.tls import device_request, load_key
 
 DER = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
@@ -48,7 +47,7 @@ def test_a_key_made_meanwhile_by_another_run_is_used_not_replaced(
         create_atomic(key_path, pem)  # the other run, in the instant after our check
         return make(curve)
 
-    monkeypatch.setattr(tls.ec, "generate_private_key", racing)
+    monkeypatch.setattr(ec, "generate_private_key", racing)
     key, csr = device_request("box1", tmp_path)
     assert public(load_key(key)) == public(theirs)  # not swapped under their CSR
     assert csr_key(csr) == public(theirs)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from linerec.call.consent import ConsentMode
-from linerec.call.events import CallEvent, Dialled, OptedOut
+from linerec.call.events import CallEvent, Dialled, OptedOut, RecordingResumed
 from linerec.call.machine import State
 from linerec.call.policy import Keep, Note, Phase, Retag
 from linerec.hardware.sense import OffHook, OnHook, RingStart
@@ -48,9 +48,7 @@ def test_the_forgotten_pause_limit_counts_from_before_the_restart() -> None:
     assert p.tick(109.0) == []
     assert p.paused
     out = p.tick(110.0)
-    assert [d.by for d in out if isinstance(d, CallEvent) and d.name == "recording_resumed"] == [
-        "auto"  # type: ignore[attr-defined]
-    ]
+    assert [d.by for d in out if isinstance(d, RecordingResumed)] == ["auto"]
     assert p.keep_spans(110.0, 111.0) == [(110.0, Keep.RECORD)]
 
 
