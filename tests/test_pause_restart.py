@@ -107,5 +107,6 @@ def test_a_card_number_after_a_restart_mid_pause_is_not_recorded(
     assert find(audio, clip("caller")[RATE : RATE * 2])[1] > 30, log  # what came after it
     resumed = [s for s in said if "recording_resumed" in s]
     assert resumed and "by=code" in resumed[0], log
+    assert "before the restart: taken paused" in log, log
     assert paused_before, log  # noted in calls.json...
     assert not noted_pause(tmp_path), log  # ...until the resume
