@@ -3,9 +3,12 @@ the watchdog, a capture that could count as stalled. A quiet line hands over a b
 200 ms, and the loop must not wake between blocks as well to look at the LEDs and the
 watchdog (on a Pi those wake-ups cost as much CPU as the blocks themselves).
 
-Paced in real time on the simulated line, as a card paces it; what is counted is how often
-the loop woke with nothing to do, not how long anything took. Stall detection and the
-watchdog pings while capture is alive are held by test_daemon.py and test_opt_out_stall.py.
+Counted on an injected clock, not in real time: the loop's own decisions (how long to sleep)
+are taken as they are, and the queue it sleeps on hands over a block of silence each 200 ms of
+that clock, as a card would, or wakes it when the sleep it asked for runs out first. The count
+of wake-ups with nothing handed over is then exact whatever the machine's load. Stall
+detection and the watchdog pings while capture is alive are held by test_daemon.py and
+test_opt_out_stall.py.
 """
 
 from __future__ import annotations
@@ -13,54 +16,93 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+import numpy as np
+import pytest
+
+from linerec.codec import RATE
+from linerec.daemon import service
 from linerec.daemon.backends import open_sim_backend
 from linerec.daemon.service import Daemon
 from linerec.daemon.simulate import default_config, demo_keys
 from linerec.daemon.storage import open_store
+from linerec.hardware.pcm import FRAME_SAMPLES, Frame
 from linerec.sim.callfile import load_call_file
 
-CALL = (
-    "[[call]]\n[[call.step]]\nat = 0.2\noff_hook = true\n"
-    '[[call.step]]\nsay = "caller"\nseconds = 2.5\n[[call.step]]\non_hook = true\n'
-)
+BLOCK = 0.2  # seconds of audio a quiet line hands over at once
+SPAN = 4.0  # seconds of quiet line the loop is watched over
+LATER = "[[call]]\n[[call.step]]\nat = 60.0\noff_hook = true\n"  # after the span: a quiet line
 
 
-def test_a_quiet_line_wakes_the_main_loop_only_for_its_blocks_and_the_leds(
-    tmp_path: Path,
-) -> None:
+def watched_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[list[tuple[float, bool]], list[tuple[float, bool]]]:
+    """The main loop over SPAN seconds of a quiet line, on an injected clock: per wake-up,
+    when and whether a block came; and the status LED's history (its changes, in order)."""
     call = tmp_path / "call.toml"
-    call.write_text(CALL)
+    call.write_text(LATER)
     config = default_config(["line1"], tmp_path / "ring", {"line1": "one-party"})
     config, backend = open_sim_backend(config, load_call_file(call), speed=1.0, echo=False)
+    now = [0.0]  # one clock for the line and the loop, as on a Pi (the monotonic clock)
+    monkeypatch.setattr(backend, "clock", lambda: now[0])
     _private, public = demo_keys(tmp_path / "ring")
     events: list[object] = []
     store = open_store(config, emit=events.append, clock=backend.clock, recipients=[public])
-    daemon = Daemon(config, backend, store, emit=events.append)
-    queue_get = daemon._queue.get
-    woke: list[bool] = []  # per wake-up of the main loop: whether an item came
+    daemon = Daemon(config, backend, store, emit=events.append, monotonic=lambda: now[0])
+    # The blocks come from the queue below, on the injected clock: no capture thread.
+    monkeypatch.setattr(daemon, "_capture_loop", lambda index, capture: None)
+    woke: list[tuple[float, bool]] = []  # per wake-up: when, and whether a block came
+    blocks = [0]
+    silence = np.zeros(FRAME_SAMPLES, dtype=np.int16)
+    period = FRAME_SAMPLES / RATE
 
     def get(timeout: float) -> object:
-        item = queue_get(timeout)
-        woke.append(item is not None)
-        return item
+        """Sleep `timeout` on the injected clock, or less if a block comes first."""
+        assert timeout >= 0
+        end = (blocks[0] + 1) * BLOCK
+        if end <= now[0] + timeout:
+            blocks[0] += 1
+            now[0] = end
+            daemon._heartbeats[0] = end
+            frames = tuple(
+                Frame(samples=silence, t=end - BLOCK + i * period)
+                for i in range(round(BLOCK / period))
+            )
+            woke.append((end, True))
+            return service._Captured(0, frames)
+        now[0] += timeout
+        woke.append((now[0], False))
+        return None
 
-    daemon._queue.get = get  # type: ignore[method-assign]
     daemon.start()
-    end = backend.script_end("line1") + 0.5
-    daemon.run(threading.Event(), until=end)
+    monkeypatch.setattr(daemon._queue, "get", get)
+    daemon.run(threading.Event(), until=SPAN)
+    looped = list(woke)  # the loop's (shutdown empties the queue without waiting)
     daemon.shutdown()
+    return looped, backend.pins.outputs[config.hardware.status_led].history
 
-    names = [getattr(e, "name", "") for e in events]
-    assert "recording_sealed" in names, names
-    items = woke.count(True)
-    idle = woke.count(False)
-    # About 20 blocks over 3.5 s of line, and periods one by one while the hook settles
-    # (some 30 items; 47 with 100 ms blocks). Between them the status LED's heartbeat (lit
-    # 0.1 s every 3 s) is due twice; a few more where a loaded machine delays a block.
-    assert items >= 10, woke  # fewer where a busy loop took several from the queue at once
-    assert idle <= 8, (idle, items)
-    # The LEDs still change when their patterns say. The simulated line's clock is the end
-    # of the last block read, up to a block (200 ms) ahead of the moment the loop looks.
-    status = backend.pins.outputs[config.hardware.status_led].history
+
+def test_a_quiet_line_wakes_the_main_loop_only_for_its_blocks_and_the_leds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    woke, status = watched_loop(tmp_path, monkeypatch)
+    assert [t for t, block in woke if block] == pytest.approx(
+        [BLOCK * k for k in range(1, round(SPAN / BLOCK) + 1)]
+    )
+    # Between blocks, only where something is due: at start (the first checks and health
+    # report), and where the status heartbeat (lit 0.1 s every 3 s) goes off, at 0.1 s and
+    # 3.1 s (it comes on at 3.0 s with a block).
+    idle = [t for t, block in woke if not block]
+    assert len(idle) <= 3, woke
+    # The LED changes when its pattern says, not at the next block.
+    assert any(0.1 <= t < 0.1 + 0.01 for t in idle), woke
     assert [lit for _, lit in status[:2]] == [True, False], status
-    assert status[1][0] < 0.45, status  # the heartbeat's 0.1 s flash
+
+
+def test_the_count_tells_a_loop_that_wakes_every_50_ms_for_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same watch over a loop that never sleeps longer than 50 ms: it fails the bound."""
+    until_due = Daemon._until_due
+    monkeypatch.setattr(Daemon, "_until_due", lambda self: min(until_due(self), 0.05))
+    woke, _ = watched_loop(tmp_path, monkeypatch)
+    assert len([t for t, block in woke if not block]) > 3 * 10, woke

@@ -2,9 +2,10 @@
 
 A fresh temporary file beside the target (created exclusively: a link planted at any name is
 never followed), written, synced, given its mode, renamed over the target, and with
-`sync_dir` the directory synced too, so the new name itself survives a power cut. The one way
-linerec writes a small file durably; the ring writes its recordings through `store.disk.Disk`
-instead, so that its power-cut tests can cut there.
+`sync_dir` the directory synced too, so the new name itself survives a power cut
+(`replace_file` skips the syncs, for a file that need not outlive one). The one way linerec
+writes a small file; the ring writes its recordings through `store.disk.Disk` instead, so that
+its power-cut tests can cut there.
 
 A process killed while writing (or a power cut) leaves its temporary file,
 `.<name>.<8 random characters>`; `temp_target` tells such a name, and `remove_temps` removes
@@ -32,16 +33,20 @@ _TEMP_NAME = re.compile(r"\.(?P<target>.+)\.[a-z0-9_]{8}\Z", re.DOTALL)
 
 
 @contextmanager
-def atomic_file(path: Path, *, mode: int = 0o600, sync_dir: bool = False) -> Iterator[BinaryIO]:
+def atomic_file(
+    path: Path, *, mode: int = 0o600, sync_dir: bool = False, sync: bool = True
+) -> Iterator[BinaryIO]:
     """A file to write `path`'s new content into; it replaces `path` when the block ends
-    without an exception (and is removed if one is raised)."""
+    without an exception (and is removed if one is raised). `sync=False`: whole, but not
+    synced (see `replace_file`)."""
     fd, tmp = _locked_temp(path)
     try:
         with os.fdopen(fd, "wb") as out:  # open, so locked, until renamed
             yield out
             out.flush()
             os.fchmod(out.fileno(), mode)  # synced with the data
-            os.fsync(out.fileno())
+            if sync:
+                os.fsync(out.fileno())
             os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -81,6 +86,15 @@ def _new_temp(path: Path) -> tuple[int, Path]:
 def write_atomic(path: Path, data: bytes, *, mode: int = 0o600, sync_dir: bool = False) -> None:
     """Replace `path` with `data` (see the module's docstring)."""
     with atomic_file(path, mode=mode, sync_dir=sync_dir) as out:
+        out.write(data)
+
+
+def replace_file(path: Path, data: bytes, *, mode: int = 0o600) -> None:
+    """Replace `path` with `data` whole, as `write_atomic` does, but without an fsync: for a
+    file that need not outlive a power cut (a reader finds the old content or the new, never
+    part of it, while the system runs), written where a stall on a slow card would hurt. A
+    kill mid-write leaves the same temporary name, which `remove_temps` recognises."""
+    with atomic_file(path, mode=mode, sync=False) as out:
         out.write(data)
 
 

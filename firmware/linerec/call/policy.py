@@ -10,7 +10,7 @@ The rules, as `_RULES` below holds them (input, phase of the call -> decision):
 
     input                phase                        decision
     -------------------  ---------------------------  ---------------------------------------
-    opt-out key          opt-out open                 opt out: keep nothing; opted_out
+    opt-out key          opt-out open (paused or not) opt out: keep nothing; opted_out
     button               opt-out open                 opt out
     button               dialling, recording          pause (PCI): keep nothing from here
     button               paused                       resume, at that very sample
@@ -37,6 +37,13 @@ after the last digit, or `dial_limit` after pick-up); paused; opt-out open (an i
 under a notice mode with an opt-out key: while the notice plays and `opt_out_window` after);
 notice; recording. Anything else is ignored: a resume when not paused, a pause during the
 notice, keys on hook.
+
+A call taken over after a daemon restart that was paused before it (`carry_pause`) is paused
+from its pick-up, notice or not: nothing of it is kept (the notice played again included) until
+a resume, and the forgotten-pause limit counts from the pause's first moment before the restart.
+The replayed notice is harmless (an all-party caller hears it twice); recording the card number
+is not. The opt-out key works while the opt-out is open, paused or not: the replayed notice
+offers it. A resume while the notice still plays keeps the rest of it as the recording's head.
 
 The consent mode is read in one place: the machine's, taken for each call at pick-up (a
 command changes it from the next call on).
@@ -215,6 +222,7 @@ class CallPolicy:
         )
         self._call: _Call | None = None
         self._pending_caller: tuple[float, dict[str, object]] | None = None
+        self._carried_pause: float | None = None  # the next pick-up is paused this long already
         self._keep_changes: list[tuple[float, Keep]] = [(float("-inf"), Keep.DROP)]
         self.callerid_errors = 0
 
@@ -293,6 +301,11 @@ class CallPolicy:
         if self._opt_out_open(call, t):
             return Phase.OPT_OUT_OPEN
         return Phase.NOTICE if self.machine.state is State.NOTICE else Phase.RECORDING
+
+    def carry_pause(self, paused_for: float | None) -> None:
+        """The next pick-up continues a call paused `paused_for` seconds before a restart
+        (None: not paused, or the line went on hook since)."""
+        self._carried_pause = paused_for
 
     def set_consent(self, mode: ConsentMode) -> None:
         """From the next call on (a call in progress keeps the notice it was given)."""
@@ -405,7 +418,10 @@ class CallPolicy:
             decisions += self._apply(Input.CONNECTED, digit.t)
         decisions += self._apply(Input.DIGIT, digit.t, digit=digit.digit)
         call.last_key_at = digit.t + digit.duration
-        opt_out_open = self.phase(digit.t) is Phase.OPT_OUT_OPEN
+        phase = self.phase(digit.t)
+        opt_out_open = phase is Phase.OPT_OUT_OPEN or (
+            phase is Phase.PAUSED and self._opt_out_open(call, digit.t)
+        )
         for action in self._keys.feed(
             digit.digit, digit.t, digit.duration, opt_out_open=opt_out_open
         ):
@@ -506,6 +522,12 @@ class CallPolicy:
         start, call.paused_since = call.paused_since, None
         if start is None:
             return []
+        if self.machine.state is State.NOTICE:  # a carried pause: the notice played again
+            self._keep_from(t, Keep.NOTICE)
+            retag = Retag(t, Keep.DROP, Keep.NOTICE)
+        else:
+            self._keep_from(t, Keep.RECORD)
+            retag = Retag(t, Keep.DROP, Keep.RECORD)
         earlier = call.facts.get("pauses")
         span = {
             "from": self._wall(start).isoformat(timespec="milliseconds"),
@@ -514,9 +536,8 @@ class CallPolicy:
         }
         pauses = [*(earlier if isinstance(earlier, list) else []), span]
         call.facts["pauses"] = pauses
-        self._keep_from(t, Keep.RECORD)
         return [
-            Retag(t, Keep.DROP, Keep.RECORD),
+            retag,
             Note("pauses", pauses),
             RecordingResumed(t=t, line=self.line, by=by),
         ]
@@ -532,6 +553,9 @@ class CallPolicy:
                 # The notice ended after the opt-out (it had ended while a hook break was
                 # judged): the call goes on, recorded by nobody.
                 return []
+            if call is not None and call.paused_since is not None:
+                # carried over a restart mid-pause: nothing is kept until the resume
+                return [event, Play("beep" if event.beep else "nothing")]
             self._keep_from(event.t, Keep.RECORD)
             # one-party and beep: keep the frames since off hook that are still held back
             return [
@@ -545,6 +569,8 @@ class CallPolicy:
         if isinstance(event, HungUp):
             return self._hung_up(event)
         if isinstance(event, NoticeStarted):
+            if call is not None and call.paused_since is not None:
+                return [event, Play("notice")]  # played again after a restart: kept by no one
             self._keep_from(event.t, Keep.NOTICE)
             return [event, Play("notice")]
         if isinstance(event, NoticePlayed) and call is not None:
@@ -563,7 +589,15 @@ class CallPolicy:
         if pending and fresh and event.direction is Direction.INBOUND:
             call.facts.update(pending[1])  # the caller ID heard while it rang
         self._call = call
-        return []
+        carried, self._carried_pause = self._carried_pause, None
+        if carried is None:
+            return []
+        # The call goes on paused, as it was before the restart: a pause means it is
+        # connected, so nothing keyed now is dialling.
+        call.dialling = False
+        call.paused_since = event.t - carried
+        self._keep_from(event.t, Keep.DROP)
+        return [RecordingPaused(t=event.t, line=self.line, by="restart")]
 
     def _hung_up(self, event: HungUp) -> list[Decision]:
         call = self._call
@@ -649,6 +683,7 @@ _Rule = Callable[[CallPolicy, float, str, str], list[Decision]]
 
 _RULES: dict[tuple[Input, Phase], _Rule] = {
     (Input.OPT_OUT_KEY, Phase.OPT_OUT_OPEN): CallPolicy._opt_out,
+    (Input.OPT_OUT_KEY, Phase.PAUSED): CallPolicy._opt_out,  # only while the opt-out is open
     (Input.BUTTON, Phase.OPT_OUT_OPEN): CallPolicy._opt_out,
     (Input.BUTTON, Phase.DIALLING): CallPolicy._pause,
     (Input.BUTTON, Phase.RECORDING): CallPolicy._pause,

@@ -24,7 +24,13 @@ from datetime import datetime
 import numpy as np
 
 from linerec.call.consent import BeepSchedule, ConsentMode
-from linerec.call.events import Answered, CallEvent, Direction
+from linerec.call.events import (
+    Answered,
+    CallEvent,
+    Direction,
+    RecordingPaused,
+    RecordingResumed,
+)
 from linerec.call.machine import CallMachine, State
 from linerec.call.policy import (
     KEY_MARGIN,
@@ -101,7 +107,9 @@ class LinePipeline:
         wall: Callable[[float], datetime],
         clock_synchronized: Callable[[], bool],
         initial_off_hook: bool,
-        on_parts: Callable[[list[str], str, bool], None] = lambda parts, direction, out: None,
+        on_parts: Callable[[list[str], str, bool, bool], None] = (
+            lambda parts, direction, out, paused: None
+        ),
     ) -> None:
         self.config = line
         self.name = line.name
@@ -384,6 +392,8 @@ class LinePipeline:
                     if self._carried_opt_out:  # the caller said no before the restart
                         self._carried_opt_out, opted_out_at = False, decision.t
                     self._note_parts(opted_out=opted_out_at is not None)  # noted so meanwhile
+                elif isinstance(decision, RecordingPaused | RecordingResumed):
+                    self._note_parts()  # a restart in the pause keeps the call paused
                 self._emit(decision)
             elif isinstance(decision, Retag):
                 self.delay.retag(since=decision.since, only=decision.only, keep=decision.keep)
@@ -445,12 +455,20 @@ class LinePipeline:
                 )
         self._note_parts(opted_out=True)  # kept until the call ends: a restart keeps nothing
 
-    def carry(self, parts: list[str], direction: str, opted_out: bool = False) -> None:
+    def carry(
+        self,
+        parts: list[str],
+        direction: str,
+        opted_out: bool = False,
+        paused_for: float | None = None,
+    ) -> None:
         """The line was off hook when the daemon started, and `parts` are the recordings of
-        the call in progress before the restart, `direction` its direction ("" if not known):
-        the call picked up now is that one."""
+        the call in progress before the restart, `direction` its direction ("" if not known),
+        `paused_for` how long it has been paused (None: it is not): the call picked up now is
+        that one."""
         self._carried = list(parts)
         self._carried_opt_out = opted_out
+        self.policy.carry_pause(None if opted_out else paused_for)
         if direction in {d.value for d in Direction}:
             self.machine.take_over(Direction(direction))
 
@@ -465,8 +483,11 @@ class LinePipeline:
             ]
         )
         direction = None if ended else self.policy.direction
+        paused = not ended and self.policy.paused
         try:
-            self._on_parts(parts, direction.value if direction is not None else "", opted_out)
+            self._on_parts(
+                parts, direction.value if direction is not None else "", opted_out, paused
+            )
         except OSError as exc:  # an opt-out after a restart may then keep the earlier parts
             self._emit(
                 Fault(
@@ -527,6 +548,7 @@ class LinePipeline:
                 self._carried = []  # the call from before a restart is over
                 self._carried_opt_out = False
                 self.machine.take_over(None)
+                self.policy.carry_pause(None)
             self._carry_out(self.policy.line_event(event))
             if self._notice_done_at is not None and not self.hook.in_break:
                 done, self._notice_done_at = self._notice_done_at, None

@@ -290,7 +290,14 @@ class Daemon:
                     log.warning(
                         "line %s: its parts before the restart: %s", pipeline.name, call.parts
                     )
-                    pipeline.carry(call.parts, call.direction, call.opted_out)
+                    paused_for = notes.paused_for(call)
+                    if paused_for is not None and not call.opted_out:
+                        log.warning(
+                            "line %s: paused %.1f s before the restart: taken paused",
+                            pipeline.name,
+                            paused_for,
+                        )
+                    pipeline.carry(call.parts, call.direction, call.opted_out, paused_for)
                 pipeline.hook_edge(level, self.clock_start)
         try:
             notes.carry_over(carried)

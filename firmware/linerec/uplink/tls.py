@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from cryptography import x509
@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from linerec.atomic import write_atomic
+from linerec.atomic import create_atomic, write_atomic
 from linerec.errors import LinerecError
 
 
@@ -35,10 +35,13 @@ class KeyFileError(LinerecError, ValueError):
 def write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
     """PEM, mode 0600 (never readable by others, not even for a moment), replaced whole and
     synced: a power cut or a full disk leaves no torn key behind (linerec.atomic)."""
-    data = key.private_bytes(
+    write_atomic(path, _pem(key), mode=0o600, sync_dir=True)
+
+
+def _pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    write_atomic(path, data, mode=0o600, sync_dir=True)
 
 
 def load_key(path: Path) -> ec.EllipticCurvePrivateKey:
@@ -56,13 +59,19 @@ def x509_name(common: str) -> x509.Name:
 
 
 def device_request(device_id: str, directory: Path) -> tuple[Path, Path]:
-    """The device's TLS key (made once, kept) and a CSR for it (CN = device id), each
-    replaced whole (linerec.atomic): a cut leaves the request there before, never a torn one."""
+    """The device's TLS key (made once, kept) and a CSR for it (CN = device id), the CSR
+    replaced whole (linerec.atomic): a cut leaves the request there before, never a torn one.
+
+    A key already there is used, never replaced: a CSR sent for it stays good. A new key is
+    created only where none is (`create_atomic`), so of two runs at once (two `uplink csr`, or
+    one beside provisioning) one makes it and the other loads that one."""
     directory.mkdir(parents=True, exist_ok=True)
     key_path, csr_path = directory / "device.key", directory / f"{device_id}.csr"
     if not key_path.exists():
-        with _naming(key_path):
-            write_key(key_path, ec.generate_private_key(ec.SECP256R1()))
+        made = _pem(ec.generate_private_key(ec.SECP256R1()))
+        # FileExistsError: another run made it meanwhile, and that one is the device's key
+        with _naming(key_path), suppress(FileExistsError):
+            create_atomic(key_path, made, sync_dir=True)
     key = load_key(key_path)
     csr = x509.CertificateSigningRequestBuilder().subject_name(x509_name(device_id))
     signed = csr.sign(key, hashes.SHA256())
