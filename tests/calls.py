@@ -4,9 +4,13 @@ begins with, loud audio to fill it, and a bounded wait for what other threads do
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 
 import numpy as np
 
@@ -77,3 +81,30 @@ def record_call(
     writer = begin_call(ring, device, consent=consent)
     write(writer, speech(seconds, seed))
     return writer.seal(ended_by="hang-up")
+
+
+def run_simulated(
+    root: Path, steps: list[str], line: str = ""
+) -> tuple[subprocess.Popen[bytes], list[str]]:
+    """`linerec run` in `root` (keys in root/keys, ring in root/ring, no uplink) on the simulated
+    line playing `steps` as one call, `line` its [[line]] table if any; the lines of its log as
+    they come."""
+    call = root / "call.toml"
+    call.write_text("[[call]]\n" + "".join(f"[[call.step]]\n{step}\n" for step in steps))
+    config = root / "linerec.toml"
+    config.write_text(
+        '[device]\nid = "box1"\n[store]\ndir = "ring"\nrecipients = ["keys/collector.pub"]\n'
+        f'[hardware]\nbackend = "sim"\n[sim]\ncalls = ["{call}"]\nspeed = 2.0\n{line}'
+    )
+    command = [sys.executable, "-m", "linerec.cli", "run", "--config", str(config)]
+    daemon = subprocess.Popen(command, stderr=subprocess.PIPE)
+    lines: list[str] = []
+    stream = daemon.stderr
+    assert stream is not None
+
+    def gather() -> None:
+        for raw in stream:
+            lines.append(raw.decode(errors="replace"))
+
+    threading.Thread(target=gather, daemon=True).start()
+    return daemon, lines

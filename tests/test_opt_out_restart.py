@@ -19,14 +19,13 @@ import functools
 import json
 import signal
 import subprocess
-import threading
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from broker import Mosquitto
-from calls import wait_until
+from calls import run_simulated, wait_until
 from linerec.collector.service import Collector
 from linerec.daemon.callnotes import NOTES
 from linerec.store.keys import keygen
@@ -198,18 +197,8 @@ def test_an_opt_out_by_key_after_a_restart_takes_the_part_before_it_off_the_card
     caller presses the opt-out key during it. No uplink: the card alone."""
     keygen(tmp_path / "keys")
 
-    def run(steps: list[str]) -> subprocess.Popen[bytes]:
-        call = tmp_path / "call.toml"
-        call.write_text("[[call]]\n" + "".join(f"[[call.step]]\n{step}\n" for step in steps))
-        config = tmp_path / "linerec.toml"
-        config.write_text(
-            '[device]\nid = "box1"\n[store]\ndir = "ring"\nrecipients = ["keys/collector.pub"]\n'
-            f'[hardware]\nbackend = "sim"\n[sim]\ncalls = ["{call}"]\nspeed = 2.0\n'
-            '[[line]]\nconsent = "notice"\nopt_out_key = "9"\nopt_out_window_s = 5\n'
-        )
-        return subprocess.Popen([*LINEREC, "run", "--config", str(config)], stderr=subprocess.PIPE)
-
-    daemon = run(["at = 0.5\nring = 1", "wait = 0.5", "off_hook = true", TALKING])  # inbound
+    run = functools.partial(run_logged, tmp_path)
+    daemon, _ = run(["at = 0.5\nring = 1", "wait = 0.5", "off_hook = true", TALKING])  # inbound
     try:
         wait_until(lambda: noted(tmp_path) != [], "the call recording, its part noted", timeout=60)
     finally:
@@ -217,40 +206,27 @@ def test_an_opt_out_by_key_after_a_restart_takes_the_part_before_it_off_the_card
         daemon.wait(10)
     (part,) = on_card(tmp_path)
     assert noted(tmp_path) == [part]
-    daemon = run([STILL_OFF_HOOK, "wait = 1.0", 'dtmf = "9"', TALKING])
+    daemon, lines = run([STILL_OFF_HOOK, "wait = 1.0", 'dtmf = "9"', TALKING])
     try:
         wait_until(lambda: not on_card(tmp_path), "the part before the restart gone", timeout=60)
     finally:
         daemon.send_signal(signal.SIGTERM)
-        _, log = daemon.communicate(timeout=20)
-    said = log.decode(errors="replace")[-6000:]
-    assert "opted_out" in said or "opted-out" in said, said
+        daemon.wait(20)
+    said = "".join(lines)[-6000:]
+    wait_until(
+        lambda: any(word in "".join(lines) for word in ("opted_out", "opted-out")),
+        f"the opt-out in the daemon's log:\n{said}",
+    )
     logged = (tmp_path / "ring" / "ring.log").read_text()
     assert f'"event": "opted-out", "id": "{part}"' in logged, said
 
 
-def run_logged(tmp_path: Path, steps: list[str]) -> tuple[subprocess.Popen[bytes], list[str]]:
-    """`linerec run` on the simulated line (inbound key opt-out under a notice, no uplink),
-    playing `steps`; the lines of its log as they come."""
-    call = tmp_path / "call.toml"
-    call.write_text("[[call]]\n" + "".join(f"[[call.step]]\n{step}\n" for step in steps))
-    config = tmp_path / "linerec.toml"
-    config.write_text(
-        '[device]\nid = "box1"\n[store]\ndir = "ring"\nrecipients = ["keys/collector.pub"]\n'
-        f'[hardware]\nbackend = "sim"\n[sim]\ncalls = ["{call}"]\nspeed = 2.0\n'
-        '[[line]]\nconsent = "notice"\nopt_out_key = "9"\nopt_out_window_s = 5\n'
-    )
-    daemon = subprocess.Popen([*LINEREC, "run", "--config", str(config)], stderr=subprocess.PIPE)
-    lines: list[str] = []
-    stream = daemon.stderr
-    assert stream is not None
+NOTICE_LINE = '[[line]]\nconsent = "notice"\nopt_out_key = "9"\nopt_out_window_s = 5\n'
 
-    def gather() -> None:
-        for raw in stream:
-            lines.append(raw.decode(errors="replace"))
 
-    threading.Thread(target=gather, daemon=True).start()
-    return daemon, lines
+def run_logged(root: Path, steps: list[str]) -> tuple[subprocess.Popen[bytes], list[str]]:
+    """`linerec run` on the simulated line (inbound key opt-out under a notice, no uplink)."""
+    return run_simulated(root, steps, NOTICE_LINE)
 
 
 def test_an_inbound_call_restarted_during_its_notice_still_offers_the_opt_out_key(

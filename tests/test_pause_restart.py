@@ -10,44 +10,19 @@ card alone, decrypted with the collector's key.
 from __future__ import annotations
 
 import json
-import subprocess
-import threading
 from pathlib import Path
 
 import pytest
 
-from calls import wait_until
+from calls import run_simulated, wait_until
 from conftest import clip, find
 from linerec.daemon.callnotes import NOTES
 from linerec.store.keys import keygen, load_private
 from linerec.store.reader import decrypt
 from test_opt_out_restart import STILL_OFF_HOOK, on_card
-from test_streaming import LINEREC
 
 RATE = 8000
 LONG = "seconds = 60.0"  # on past anything the test waits for
-
-
-def run(tmp_path: Path, line: str, steps: list[str]) -> tuple[subprocess.Popen[bytes], list[str]]:
-    """`linerec run` on the simulated line playing `steps`; the lines of its log as they come."""
-    call = tmp_path / "call.toml"
-    call.write_text("[[call]]\n" + "".join(f"[[call.step]]\n{step}\n" for step in steps))
-    config = tmp_path / "linerec.toml"
-    config.write_text(
-        '[device]\nid = "box1"\n[store]\ndir = "ring"\nrecipients = ["keys/collector.pub"]\n'
-        f'[hardware]\nbackend = "sim"\n[sim]\ncalls = ["{call}"]\nspeed = 2.0\n{line}'
-    )
-    daemon = subprocess.Popen([*LINEREC, "run", "--config", str(config)], stderr=subprocess.PIPE)
-    lines: list[str] = []
-    stream = daemon.stderr
-    assert stream is not None
-
-    def gather() -> None:
-        for raw in stream:
-            lines.append(raw.decode(errors="replace"))
-
-    threading.Thread(target=gather, daemon=True).start()
-    return daemon, lines
 
 
 def noted_pause(root: Path) -> bool:
@@ -75,7 +50,7 @@ def test_a_card_number_after_a_restart_mid_pause_is_not_recorded(
 ) -> None:
     keygen(tmp_path / "keys")
     steps = [*answer, 'say = "caller"\nseconds = 2.0', 'dtmf = "*1"', f'say = "office"\n{LONG}']
-    daemon, said = run(tmp_path, line, steps)
+    daemon, said = run_simulated(tmp_path, steps, line)
     try:
         # reported once noted (the daemon notes the pause before it reports it)
         wait_until(lambda: any("recording_paused" in s for s in said), "the pause", timeout=60)
@@ -88,7 +63,7 @@ def test_a_card_number_after_a_restart_mid_pause_is_not_recorded(
     # resume code and the rest of the call.
     card = ['say = "office"\nseconds = 4.0', 'dtmf = "4111111111111111"', 'dtmf = "*2"']
     rest = ['say = "caller"\nseconds = 4.0', "on_hook = true", "wait = 60.0"]
-    daemon, said = run(tmp_path, line, [STILL_OFF_HOOK, *replay, *card, *rest])
+    daemon, said = run_simulated(tmp_path, [STILL_OFF_HOOK, *replay, *card, *rest], line)
     try:
         wait_until(
             lambda: any("recording_sealed" in s and "hang-up" in s for s in said),
