@@ -781,7 +781,7 @@ def main() -> None:
     parser.add_argument("--hours", type=float, default=1.0)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--compare", type=Path, help="an older checkout, measured beside this one")
-    parser.add_argument("--stream-seconds", type=float, default=60.0, help="call streamed")
+    parser.add_argument("--stream-seconds", type=float, default=60.0, help="call streamed (0: not)")
     parser.add_argument("--stream-speed", type=float, default=4.0, help="x real time")
     parser.add_argument(
         "--real-seconds", type=float, default=20.0, help="one line paced in real time (0: not)"
@@ -820,7 +820,8 @@ def main() -> None:
     if args.only_memory:
         memory_figures(trees, args)
         return
-    streaming_figures(trees, args)
+    if args.stream_seconds > 0:
+        streaming_figures(trees, args)
     if args.only_streaming:
         return
     rows: list[tuple[str, list[str], str]] = []
