@@ -205,3 +205,22 @@ def test_a_collector_key_cut_mid_write_is_not_left_torn(tmp_path: Path) -> None:
     assert public.stat().st_mode & 0o777 == 0o644
     with pytest.raises(KeyFileError, match="already exists"):
         keygen(keys)
+
+
+def test_keygen_completes_a_pair_a_cut_left_without_its_public_key(tmp_path: Path) -> None:
+    """A cut between the private key's write and the public key's left `collector.key` alone:
+    `linerec keygen` again writes the public key of that private key (it never makes another
+    private key over one there); a public key alone is refused, naming the missing file."""
+    keys = tmp_path / "keys"
+    private, public = keygen(keys)
+    made = public.read_bytes()
+    public.unlink()
+    assert keygen(keys) == (private, public)
+    assert public.read_bytes() == made
+    assert public.stat().st_mode & 0o777 == 0o644
+    with pytest.raises(KeyFileError, match="already exists"):
+        keygen(keys)
+    private.unlink()
+    with pytest.raises(KeyFileError, match=f"{private}: missing beside {public}"):
+        keygen(keys)
+    assert public.read_bytes() == made

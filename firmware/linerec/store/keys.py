@@ -220,9 +220,14 @@ def _create(path: Path, text: str, mode: int = 0o600) -> None:
 
 
 def keygen(directory: Path) -> tuple[Path, Path]:
-    """Write `collector.key` (0600) and `collector.pub` into `directory`; refuse to overwrite."""
+    """Write `collector.key` (0600) and `collector.pub` into `directory`; refuse to overwrite.
+    A private key alone (a cut between the two writes) gets its public key written."""
     directory.mkdir(parents=True, exist_ok=True)
     private_path, public_path = directory / "collector.key", directory / "collector.pub"
+    if private_path.exists() and not public_path.exists():
+        return private_path, _complete_pair(private_path, public_path)
+    if public_path.exists() and not private_path.exists():
+        raise KeyFileError(f"{private_path}: missing beside {public_path}; not making another")
     for path in (private_path, public_path):
         if path.exists():
             raise KeyFileError(f"{path}: already exists; not overwriting a key")
@@ -237,6 +242,15 @@ def keygen(directory: Path) -> tuple[Path, Path]:
     except FileExistsError as exc:  # made meanwhile by another keygen
         raise KeyFileError(f"{exc.filename}: already exists; not overwriting a key") from exc
     return private_path, public_path
+
+
+def _complete_pair(private_path: Path, public_path: Path) -> Path:
+    """The public key of the private key there, written beside it (never over one)."""
+    try:
+        _create(public_path, public_text(public_of(load_private(private_path))), PUBLIC_MODE)
+    except FileExistsError as exc:  # made meanwhile by another keygen
+        raise KeyFileError(f"{exc.filename}: already exists; not overwriting a key") from exc
+    return public_path
 
 
 def public_of(key: CollectorPrivate, path: Path | None = None) -> CollectorPublic:
