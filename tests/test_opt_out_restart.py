@@ -29,7 +29,7 @@ from calls import run_simulated, wait_until
 from linerec.collector.service import Collector
 from linerec.daemon.callnotes import NOTES
 from linerec.store.keys import keygen
-from test_streaming import LINEREC, central, daemon_site  # noqa: F401  (central: the fixture)
+from test_streaming import LINEREC, central, daemon_site, opt_out  # noqa: F401  (central: the fixture)
 
 STILL_OFF_HOOK = "at = 0.0\noff_hook = true"  # the line's state when the daemon starts
 TALKING = 'say = "caller"\nseconds = 60.0'  # on past anything the test waits for
@@ -65,27 +65,6 @@ def noted(root: Path) -> list[str]:
     notes = root / "ring" / NOTES
     call = json.loads(notes.read_text()).get("line1") if notes.exists() else None
     return list(call["parts"]) if call else []
-
-
-def opt_out(root: Path) -> None:
-    """The collector's `opt_out` command for line1 of box1."""
-    config = root / "collector.toml"
-    sent = subprocess.run(
-        [
-            *LINEREC,
-            "collector",
-            "command",
-            "box1",
-            "opt_out",
-            "--line",
-            "line1",
-            "--config",
-            config,
-        ],
-        capture_output=True,
-        text=True,
-    )
-    assert sent.returncode == 0, sent.stderr
 
 
 def opted_out_after_restart(
@@ -229,6 +208,20 @@ def run_logged(root: Path, steps: list[str]) -> tuple[subprocess.Popen[bytes], l
     return run_simulated(root, steps, NOTICE_LINE)
 
 
+def stopped_once_taken(daemon: subprocess.Popen[bytes], said: list[str]) -> None:
+    """Wait until the restarted daemon has taken the call (opted it out, or begun recording
+    it), then stop it as systemd does."""
+    try:
+        wait_until(
+            lambda: any("opted_out" in line or "recording_started" in line for line in said),
+            "the call taken again: opted out, or recording",
+            timeout=60,
+        )
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(20)
+
+
 def test_an_inbound_call_restarted_during_its_notice_still_offers_the_opt_out_key(
     tmp_path: Path,
 ) -> None:
@@ -245,15 +238,7 @@ def test_an_inbound_call_restarted_during_its_notice_still_offers_the_opt_out_ke
         daemon.wait(10)
     assert on_card(tmp_path) == set()  # killed before anything was kept
     daemon, said = run([STILL_OFF_HOOK, "wait = 1.0", 'dtmf = "9"', TALKING])
-    try:
-        wait_until(
-            lambda: any("opted_out" in line or "recording_started" in line for line in said),
-            "the opt-out, or a recording",
-            timeout=60,
-        )
-    finally:
-        daemon.send_signal(signal.SIGTERM)
-        daemon.wait(20)
+    stopped_once_taken(daemon, said)
     assert any("direction=inbound" in line for line in said), "".join(said)[-4000:]
     assert any("opted_out" in line for line in said), "".join(said)[-4000:]
     assert on_card(tmp_path) == set(), "".join(said)[-4000:]
@@ -272,14 +257,6 @@ def test_a_call_opted_out_before_a_restart_stays_opted_out_after_it(tmp_path: Pa
         daemon.wait(10)
     assert on_card(tmp_path) == set()
     daemon, said = run_logged(tmp_path, [STILL_OFF_HOOK, TALKING])
-    try:
-        wait_until(
-            lambda: any("opted_out" in line or "recording_started" in line for line in said),
-            "the call taken again",
-            timeout=60,
-        )
-    finally:
-        daemon.send_signal(signal.SIGTERM)
-        daemon.wait(20)
+    stopped_once_taken(daemon, said)
     assert not any("recording_started" in line for line in said), "".join(said)[-4000:]
     assert on_card(tmp_path) == set(), "".join(said)[-4000:]

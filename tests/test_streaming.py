@@ -298,6 +298,14 @@ def decrypt_streamed(seen: bytes, key_path: Path) -> dict[int, Samples]:
     return chunks
 
 
+def opt_out(root: Path) -> None:
+    """The collector's `opt_out` command for line1 of box1, as an operator sends it."""
+    config = root / "collector.toml"
+    command = ["collector", "command", "box1", "opt_out", "--line", "line1", "--config", config]
+    sent = subprocess.run([*LINEREC, *command], capture_output=True, text=True)
+    assert sent.returncode == 0, sent.stderr
+
+
 @pytest.fixture
 def central(tmp_path: Path) -> Iterator[tuple[Mosquitto, Collector]]:
     keygen(tmp_path / "keys")
@@ -688,22 +696,7 @@ def test_a_call_opted_out_mid_stream_by_command_leaves_nothing_at_the_collector(
             timeout=60,
         )
         (live,) = collector.store.uploads.in_progress()
-        sent = subprocess.run(
-            [
-                *LINEREC,
-                "collector",
-                "command",
-                "box1",
-                "opt_out",
-                "--line",
-                "line1",
-                "--config",
-                str(tmp_path / "collector.toml"),
-            ],
-            capture_output=True,
-            text=True,
-        )
-        assert sent.returncode == 0, sent.stderr
+        opt_out(tmp_path)
         wait_until(
             lambda: (
                 not list((tmp_path / "ring" / "outbox" / "discards").glob("*"))
